@@ -1,0 +1,2436 @@
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "nicegui>=3.18",
+#     "httpx>=0.28",
+#     "sqlmodel>=0.0.22",
+#     "pymysql>=1.1",
+#     "aiohttp>=3.10",
+#     "uvicorn[standard]>=0.30",
+#     "orjson>=3.10",
+# ]
+# ///
+"""aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
+
+Add model providers as *channels*; every app talks to one OpenAI-compatible endpoint (`/v1`). Calls are routed
+by priority, fail over when a channel breaks, and are logged with tokens and timings. The `/api` admin API
+speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
+
+    pip install . && aiproxy-local          # or: uv run aiproxy_local.py
+    pip install -e '.[test]' && pytest      # the tests
+
+Contents (`grep -n '^# ====' aiproxy_local.py`):
+    1. Settings & app state      2. Storage                   3. Provider catalog & adaptors
+    4. Router                    5. Relay routes              6. Log writer
+    7. Admin API                 8. UI pages                  9. App assembly & CLI
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import argparse
+import asyncio
+import collections
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import string
+import sys
+import threading
+import time
+import wave
+import webbrowser
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiohttp
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from sqlmodel import Field, SQLModel
+from sqlalchemy.orm import registry
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+# ==== 1. Settings & app state ==============================================================================
+
+#: next to this file in a checkout or `uv run`; under <prefix>/share after `pip install .`
+ASSETS_DIR = next((d for d in (Path(__file__).resolve().parent / "assets",
+                               Path(sys.prefix) / "share" / "aiproxy-local" / "assets") if d.is_dir()),
+                  Path(__file__).resolve().parent / "assets")
+logger = logging.getLogger("aiproxy_local")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: Any
+    help: str
+    flag: bool = True  # False keeps a secret out of argv (visible in `ps`)
+
+
+#: One row per setting: it feeds the CLI flags, the environment variables and the README (tests check all three).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "AIPROXY_HOST", "127.0.0.1", "interface to bind; 0.0.0.0 exposes the gateway to your network"),
+    Setting("port", "AIPROXY_PORT", 3000, "port of the relay, the admin API and the UI"),
+    Setting("data_dir", "AIPROXY_DATA_DIR", "~/.aiproxy-local", "where the database, admin key and UI secret live"),
+    Setting("admin_key", "ADMIN_KEY", "", "admin key; generated into <data-dir>/admin_key when unset", flag=False),
+    Setting("sql_dsn", "SQL_DSN", "", "any SQLAlchemy URL; default sqlite:///<data-dir>/aiproxy.db"),
+    Setting("retry_times", "RETRY_TIMES", 3, "extra attempts on other channels when one fails"),
+    Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
+    Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
+    Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
+    Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
+    Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    data_dir: str = "~/.aiproxy-local"
+    admin_key: str = ""
+    sql_dsn: str = ""
+    retry_times: int = 3
+    connect_timeout: float = 10.0
+    ttfb_timeout: float = 300.0
+    log_retention_days: int = 30
+    no_browser: bool = False
+    no_ui: bool = False
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def dsn(self) -> str:
+        return self.sql_dsn or f"sqlite:///{self.data_path / 'aiproxy.db'}"
+
+
+def _coerce(value: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return type(default)(value)
+
+
+def load_settings(env: dict[str, str] | None = None, argv: list[str] | None = None) -> Settings:
+    """Defaults < environment < command line."""
+    env = os.environ if env is None else env
+    values = {s.name: _coerce(env[s.env], s.default) if env.get(s.env, "") != "" else s.default for s in SETTINGS}
+    if argv is not None:
+        args = build_arg_parser().parse_args(argv)
+        values.update({k: v for k, v in vars(args).items() if v is not None and k in values})
+    return Settings(**values)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiproxy-local", description=__doc__.splitlines()[0])
+    for s in SETTINGS:
+        if not s.flag:
+            continue
+        name = "--" + s.name.replace("_", "-")
+        if isinstance(s.default, bool):
+            parser.add_argument(name, action="store_const", const=True, default=None, help=f"{s.help} [{s.env}]")
+        else:
+            parser.add_argument(name, type=type(s.default), default=None, help=f"{s.help} [{s.env}, default {s.default}]")
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
+
+
+def generate_key(length: int = 48) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def write_secret_file(path: Path, value: str) -> None:
+    """Write a secret readable only by its owner (0600 from the first byte, not chmod afterwards)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def load_or_create_secret(path: Path) -> tuple[str, bool]:
+    """Return (secret, created_now)."""
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value, False
+    value = generate_key()
+    write_secret_file(path, value)
+    return value, True
+
+
+def mask_key(key: str) -> str:
+    """`sk-abcdef…wxyz` → `sk-ab…yz`: enough to recognise a key, never enough to use it."""
+    key = key or ""
+    if len(key) <= 8:
+        return "•" * len(key)
+    head = 5 if key.startswith("sk-") else 2
+    return f"{key[:head]}…{key[-2:]}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class AppState:
+    """Everything the running app owns. Built by `create_app()`; reached through `get_state()`."""
+
+    settings: Settings
+    engine: sa.Engine
+    catalog: dict[int, "Provider"]
+    admin_key: str
+    admin_key_created: bool
+    started_ms: int = field(default_factory=now_ms)
+    routes: "RoutingTable | None" = None
+    writer: "LogWriter | None" = None
+    http: aiohttp.ClientSession | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def retry_times(self) -> int:
+        return int(self.options.get("retry_times", self.settings.retry_times))
+
+    @property
+    def log_retention_days(self) -> int:
+        return int(self.options.get("log_retention_days", self.settings.log_retention_days))
+
+    def reload(self) -> None:
+        """Rebuild the in-memory routing table after any write to channels, tokens or model configs."""
+        self.routes = load_routing_table(self.engine, self.catalog)
+
+
+_STATE: AppState | None = None  # the module's one mutable slot, set by create_app()
+
+
+def get_state() -> AppState:
+    if _STATE is None:
+        raise RuntimeError("the app is not created yet: call create_app() first")
+    return _STATE
+
+
+# ==== 2. Storage ===========================================================================================
+
+SQLITE_BUSY_TIMEOUT_S = 30  # writers wait instead of failing with "database is locked"
+BODY_DETAIL_MAX = 8 * 1024  # request/response bodies of failed calls are kept up to this size
+LOG_CONTENT_MAX = 1024  # error text shown in the log list
+
+
+class Base(SQLModel, registry=registry()):
+    """Own metadata, so NiceGUI's test plugin can re-execute this file without duplicate-table errors."""
+
+
+def _json_col() -> Any:
+    return Field(default=None, sa_type=sa.JSON)
+
+
+def _ms_col(index: bool = False) -> Any:
+    return Field(default=0, sa_type=sa.BigInteger, index=index)
+
+
+class Channel(Base, table=True):
+    __tablename__ = "channels"
+    id: int | None = Field(default=None, primary_key=True)
+    type: int = 1
+    name: str = Field(default="", index=True, max_length=128)
+    key: str = Field(default="", sa_type=sa.Text)
+    base_url: str = Field(default="", max_length=512)
+    models: list[str] | None = _json_col()
+    model_mapping: dict[str, str] | None = _json_col()
+    config: dict[str, Any] | None = _json_col()
+    status: int = 1
+    status_reason: str = Field(default="", max_length=255)
+    priority: int = 0
+    weight: int = 1
+    created_at: int = _ms_col()
+    request_count: int = Field(default=0, sa_type=sa.BigInteger)
+    retry_count: int = Field(default=0, sa_type=sa.BigInteger)
+    used_amount: float = 0.0
+    last_test_error_at: int = _ms_col()
+    source: str = Field(default="", max_length=255, index=True)
+    source_id: str = Field(default="", max_length=64)
+
+
+class Token(Base, table=True):
+    __tablename__ = "tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(default="", max_length=128)
+    key: str = Field(default="", max_length=128, unique=True)
+    status: int = 1
+    models: list[str] | None = _json_col()
+    quota: float = 0.0
+    used_amount: float = 0.0
+    request_count: int = Field(default=0, sa_type=sa.BigInteger)
+    expired_at: int = _ms_col()
+    created_at: int = _ms_col()
+    source: str = Field(default="", max_length=255)
+    source_id: str = Field(default="", max_length=64)
+
+
+class ModelConfig(Base, table=True):
+    """Per-model switches. A row exists only when a user changed something: any model name works without one."""
+
+    __tablename__ = "model_configs"
+    model: str = Field(primary_key=True, max_length=191)
+    enabled: bool = True
+    kind: str = Field(default="", max_length=32)
+    input_price: float = 0.0  # per 1K tokens, like aiproxy
+    output_price: float = 0.0
+    updated_at: int = _ms_col()
+
+
+class ChannelTest(Base, table=True):
+    __tablename__ = "channel_tests"
+    channel_id: int = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=191)
+    actual_model: str = ""
+    test_at: int = _ms_col()
+    took: float = 0.0
+    success: bool = False
+    code: int = 0
+    response: str = Field(default="", sa_type=sa.Text)
+
+
+_LOG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite auto-increments only INTEGER keys
+
+
+class LogRow(Base, table=True):
+    __tablename__ = "logs"
+    id: int | None = Field(default=None, primary_key=True, sa_type=_LOG_ID)
+    request_id: str = Field(default="", max_length=64, index=True)
+    request_at: int = _ms_col(index=True)
+    created_at: int = _ms_col(index=True)
+    ttfb_milliseconds: int = 0
+    model: str = Field(default="", max_length=191, index=True)
+    actual_model: str = Field(default="", max_length=191)
+    channel: int = Field(default=0, index=True)
+    code: int = 0
+    mode: int = 0
+    endpoint: str = Field(default="", max_length=128)
+    content: str = Field(default="", sa_type=sa.Text)
+    ip: str = Field(default="", max_length=64)
+    retry_times: int = 0
+    token_id: int = 0
+    token_name: str = Field(default="", max_length=128, index=True)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    usage_estimated: bool = False
+    used_amount: float = 0.0
+    stream: bool = False
+
+
+class LogDetail(Base, table=True):
+    __tablename__ = "log_details"
+    request_id: str = Field(primary_key=True, max_length=64)
+    request_body: str = Field(default="", sa_type=sa.Text)
+    response_body: str = Field(default="", sa_type=sa.Text)
+    request_body_truncated: bool = False
+    response_body_truncated: bool = False
+
+
+class SummaryMinute(Base, table=True):
+    """Per-minute counters per (channel, model): the dashboard reads these, never the logs."""
+
+    __tablename__ = "summary_minutes"
+    minute: int = Field(primary_key=True, sa_type=sa.BigInteger)  # unix seconds, start of the UTC minute
+    channel_id: int = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=191)
+    request_count: int = 0
+    exception_count: int = 0
+    input_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    output_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    total_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    cached_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    cache_hit_count: int = 0
+    total_time_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
+    total_ttfb_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
+    used_amount: float = 0.0
+
+
+class Option(Base, table=True):
+    __tablename__ = "options"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(default="", sa_type=sa.Text)
+
+
+def make_engine(dsn: str) -> sa.Engine:
+    if dsn.startswith("sqlite"):
+        engine = sa.create_engine(
+            dsn, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}, pool_pre_ping=False
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the log writer
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            cur.close()
+
+        return engine
+    if dsn.startswith("mysql://"):
+        dsn = "mysql+pymysql://" + dsn[len("mysql://"):]
+    if dsn.startswith("postgres://"):
+        dsn = "postgresql://" + dsn[len("postgres://"):]
+    return sa.create_engine(dsn, pool_pre_ping=True, pool_recycle=3600)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    Base.metadata.create_all(engine)
+
+
+def load_options(engine: sa.Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(Option.key, Option.value)).all()
+    out: dict[str, Any] = {}
+    for key, value in rows:
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def save_option(engine: sa.Engine, key: str, value: Any) -> None:
+    with engine.begin() as conn:
+        text = json.dumps(value)
+        if conn.execute(sa.update(Option).where(Option.key == key).values(value=text)).rowcount == 0:
+            conn.execute(sa.insert(Option).values(key=key, value=text))
+
+
+def _channel_dict(row: Any) -> dict[str, Any]:
+    return {c: getattr(row, c) for c in Channel.__table__.columns.keys()}
+
+
+def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A channel in aiproxy's wire shape: lists and maps are never null, times are Unix ms."""
+    return {
+        "id": ch["id"],
+        "type": ch["type"],
+        "name": ch["name"],
+        "key": ch["key"],
+        "base_url": ch["base_url"] or "",
+        "models": list(ch["models"] or []),
+        "model_mapping": dict(ch["model_mapping"] or {}),
+        "config": dict(ch["config"] or {}),
+        "configs": dict(ch["config"] or {}),
+        "status": ch["status"],
+        "status_reason": ch["status_reason"] or "",
+        "priority": ch["priority"],
+        "weight": ch["weight"],
+        "created_at": ch["created_at"],
+        "request_count": ch["request_count"],
+        "retry_count": ch["retry_count"],
+        "used_amount": ch["used_amount"],
+        "last_test_error_at": ch["last_test_error_at"],
+        "source": ch["source"] or "",
+        "source_id": ch["source_id"] or "",
+        "sets": ["default"],
+        "channel_tests": test or [],
+    }
+
+
+def select_channels(engine: sa.Engine, where: Iterable[Any] = (), order: Any = None,
+                    limit: int | None = None, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    where = list(where)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(Channel).where(*where)).scalar_one()
+        stmt = sa.select(*Channel.__table__.columns).where(*where).order_by(
+            order if order is not None else Channel.id.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit).offset(offset)
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        tests = _tests_by_channel(conn, [r["id"] for r in rows])
+    return [channel_to_api(r, tests.get(r["id"])) for r in rows], total
+
+
+def _tests_by_channel(conn: sa.Connection, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    if not ids:
+        return {}
+    out: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+    for r in conn.execute(sa.select(*ChannelTest.__table__.columns).where(ChannelTest.channel_id.in_(ids))):
+        out[r.channel_id].append(test_to_api(dict(r._mapping)))
+    return out
+
+
+def test_to_api(t: dict[str, Any], channel: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {
+        "channel_id": t["channel_id"], "model": t["model"], "actual_model": t["actual_model"],
+        "test_at": t["test_at"], "took": t["took"], "success": bool(t["success"]), "code": t["code"],
+        "response": t["response"],
+    }
+    if channel is not None:
+        out.update(channel_name=channel["name"], channel_type=channel["type"])
+    return out
+
+
+def token_to_api(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": t["id"], "name": t["name"], "key": "sk-" + t["key"], "status": t["status"],
+        "models": list(t["models"] or []), "quota": t["quota"], "used_amount": t["used_amount"],
+        "request_count": t["request_count"], "expired_at": t["expired_at"], "created_at": t["created_at"],
+        "group": "", "subnets": [],
+    }
+
+
+def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
+    """A log row as aiproxy sends it, plus the top-level token fields older FastGPT versions read."""
+    usage = {
+        "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
+        "total_tokens": r["total_tokens"], "cached_tokens": r["cached_tokens"], "cache_creation_tokens": 0,
+    }
+    return {
+        "id": r["id"], "request_id": r["request_id"], "request_at": r["request_at"], "created_at": r["created_at"],
+        "ttfb_milliseconds": r["ttfb_milliseconds"], "model": r["model"], "actual_model": r["actual_model"],
+        "channel": r["channel"], "code": r["code"], "mode": r["mode"], "endpoint": r["endpoint"],
+        "content": r["content"], "ip": r["ip"], "retry_times": r["retry_times"], "token_id": r["token_id"],
+        "token_name": r["token_name"], "usage": usage, "usage_estimated": bool(r["usage_estimated"]),
+        "prompt_tokens": r["input_tokens"], "completion_tokens": r["output_tokens"],
+        "used_amount": r["used_amount"], "stream": bool(r["stream"]), "group": "",
+    }
+
+
+def parse_timestamp_ms(value: str | int | None) -> int | None:
+    """aiproxy's smart unit: ≤10 digits seconds, ≤13 ms, ≤16 µs, else ns."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    try:
+        n = int(float(text))
+    except ValueError:
+        raise ApiError(f"invalid timestamp: {text!r}") from None
+    digits = len(str(abs(n)))
+    if digits <= 10:
+        return n * 1000
+    if digits <= 13:
+        return n
+    if digits <= 16:
+        return n // 1000
+    return n // 1_000_000
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    start_ms: int | None = None
+    end_ms: int | None = None
+    model: str = ""
+    channel: int | None = None
+    token_name: str = ""
+    request_id: str = ""
+    code_type: str = "all"
+    keyword: str = ""
+
+    def where(self) -> list[Any]:
+        w: list[Any] = []
+        if self.start_ms is not None:
+            w.append(LogRow.created_at >= self.start_ms)
+        if self.end_ms is not None:
+            w.append(LogRow.created_at <= self.end_ms)
+        if self.model:
+            w.append(LogRow.model == self.model)
+        if self.channel is not None:
+            w.append(LogRow.channel == self.channel)
+        if self.token_name:
+            w.append(LogRow.token_name == self.token_name)
+        if self.request_id:
+            w.append(LogRow.request_id == self.request_id)
+        if self.code_type == "success":
+            w.append(LogRow.code == 200)
+        elif self.code_type == "error":
+            w.append(LogRow.code != 200)
+        if self.keyword:  # aiproxy: exact OR-match over the identifying columns
+            kw = self.keyword
+            w.append(sa.or_(LogRow.request_id == kw, LogRow.model == kw, LogRow.token_name == kw,
+                            LogRow.actual_model == kw))
+        return w
+
+
+def query_logs(engine: sa.Engine, flt: LogFilter, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+    where = flt.where()
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(LogRow).where(*where)).scalar_one()
+        # id breaks ties so that pages never overlap when many rows share one millisecond
+        stmt = (sa.select(*LogRow.__table__.columns).where(*where)
+                .order_by(LogRow.created_at.desc(), LogRow.id.desc())
+                .limit(per_page).offset((page - 1) * per_page))
+        rows = [log_to_api(dict(r._mapping)) for r in conn.execute(stmt)]
+    return rows, total
+
+
+def query_summaries(engine: sa.Engine, start_s: int, end_s: int, channel: int | None,
+                    model: str) -> list[dict[str, Any]]:
+    where = [SummaryMinute.minute >= start_s, SummaryMinute.minute <= end_s]
+    if channel is not None:
+        where.append(SummaryMinute.channel_id == channel)
+    if model:
+        where.append(SummaryMinute.model == model)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            sa.select(*SummaryMinute.__table__.columns).where(*where).order_by(SummaryMinute.minute))]
+
+
+def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
+    with engine.begin() as conn:
+        old = sa.select(LogRow.request_id).where(LogRow.created_at < before_ms)
+        conn.execute(sa.delete(LogDetail).where(LogDetail.request_id.in_(old)))
+        return conn.execute(sa.delete(LogRow).where(LogRow.created_at < before_ms)).rowcount or 0
+
+
+# ==== 3. Provider catalog & adaptors ======================================================================
+
+MODEL_KINDS = ("chat", "embedding", "rerank", "tts", "stt", "image", "moderation")
+
+
+@dataclass(frozen=True)
+class Provider:
+    id: int
+    name: str
+    adaptor: str
+    default_base_url: str
+    key_help: str
+    readme: str
+    models: tuple[tuple[str, str], ...]  # (model, kind)
+
+
+def load_catalog(path: Path | None = None) -> dict[int, Provider]:
+    raw = json.loads((path or ASSETS_DIR / "providers.json").read_text(encoding="utf-8"))
+    return {
+        int(k): Provider(
+            id=int(k), name=v["name"], adaptor=v.get("adaptor", "openai"), default_base_url=v.get("defaultBaseUrl", ""),
+            key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
+            models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+        )
+        for k, v in raw.items() if not k.startswith("_")
+    }
+
+
+def catalog_model_kinds(catalog: dict[int, Provider]) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for provider in catalog.values():
+        for model, kind in provider.models:
+            kinds.setdefault(model, kind)
+    return kinds
+
+
+_KIND_HINTS = (  # checked in order; the first substring found in a lower-cased model name decides
+    ("rerank", "rerank"), ("embed", "embedding"), ("bge-", "embedding"), ("moderation", "moderation"),
+    ("whisper", "stt"), ("transcribe", "stt"), ("asr", "stt"), ("tts", "tts"), ("speech", "tts"),
+    ("dall-e", "image"), ("image", "image"), ("flux", "image"), ("stable-diffusion", "image"),
+)
+
+
+def guess_model_kind(model: str) -> str:
+    name = model.lower()
+    return next((kind for hint, kind in _KIND_HINTS if hint in name), "chat")
+
+
+class Adaptor:
+    """OpenAI-compatible wire format. A native format (Azure, Anthropic, Gemini) subclasses this and overrides
+    only what differs; every OpenAI-style provider is just a row in assets/providers.json."""
+
+    def build_url(self, base_url: str, path: str, model: str) -> str:
+        return base_url.rstrip("/") + path
+
+    def build_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def convert_request(self, path: str, body: bytes) -> tuple[str, bytes]:
+        """Turn an OpenAI request into this format's (path, body). Identity for OpenAI."""
+        return path, body
+
+    def convert_response(self, path: str, body: bytes) -> bytes:
+        """Turn this format's non-stream answer into OpenAI's. Identity for OpenAI."""
+        return body
+
+
+ADAPTORS: dict[str, Adaptor] = {"openai": Adaptor()}
+
+
+def adaptor_for(provider: Provider | None) -> Adaptor:
+    return ADAPTORS.get(provider.adaptor if provider else "openai", ADAPTORS["openai"])
+
+
+# ==== 4. Router: choose channels, decide retries ==========================================================
+
+
+@dataclass(frozen=True)
+class ChannelRoute:
+    """The routing view of one channel, rebuilt whenever channels change."""
+
+    id: int
+    name: str
+    type: int
+    key: str
+    base_url: str  # resolved: the channel's own, else the provider default
+    models: frozenset[str]
+    mapping: dict[str, str]
+    priority: int
+    weight: int
+    enabled: bool
+    adaptor: Adaptor
+
+    def serves(self, model: str) -> bool:
+        return model in self.models or model in self.mapping
+
+    def upstream_model(self, model: str) -> str:
+        return self.mapping.get(model) or model
+
+
+@dataclass
+class TokenInfo:
+    id: int
+    name: str
+    status: int
+    models: frozenset[str]
+    quota: float
+    used_amount: float  # updated in memory on every call, so a quota holds before the log writer flushes
+    expired_at: int
+
+
+@dataclass
+class RoutingTable:
+    channels: dict[int, ChannelRoute]
+    by_model: dict[str, list[ChannelRoute]]  # enabled channels only
+    known_models: set[str]  # on any channel, enabled or not
+    tokens: dict[str, TokenInfo]  # by key without "sk-"
+    model_configs: dict[str, dict[str, Any]]
+    kinds: dict[str, str]
+    token_ids: dict[int, TokenInfo] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.token_ids = {t.id: t for t in self.tokens.values()}
+
+    def model_enabled(self, model: str) -> bool:
+        cfg = self.model_configs.get(model)
+        return cfg is None or bool(cfg["enabled"])
+
+    def kind_of(self, model: str) -> str:
+        cfg = self.model_configs.get(model)
+        return (cfg and cfg["kind"]) or self.kinds.get(model) or guess_model_kind(model)
+
+
+def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRoute:
+    provider = catalog.get(ch["type"])
+    return ChannelRoute(
+        id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=ch["key"].strip(),
+        base_url=(ch.get("base_url") or (provider.default_base_url if provider else "")).strip(),
+        models=frozenset(ch.get("models") or ()), mapping=dict(ch.get("model_mapping") or {}),
+        priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
+        enabled=ch.get("status", 1) == 1, adaptor=adaptor_for(provider),
+    )
+
+
+def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> RoutingTable:
+    with engine.connect() as conn:
+        channels = [dict(r._mapping) for r in conn.execute(sa.select(*Channel.__table__.columns))]
+        tokens = [dict(r._mapping) for r in conn.execute(sa.select(*Token.__table__.columns))]
+        configs = {r.model: dict(r._mapping) for r in conn.execute(sa.select(*ModelConfig.__table__.columns))}
+    routes = {c["id"]: channel_route(c, catalog) for c in channels}
+    by_model: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
+    known: set[str] = set()
+    for route in routes.values():
+        names = route.models | route.mapping.keys()
+        known |= names
+        if route.enabled:
+            for name in names:
+                by_model[name].append(route)
+    return RoutingTable(
+        channels=routes, by_model=dict(by_model), known_models=known, model_configs=configs,
+        kinds=catalog_model_kinds(catalog),
+        tokens={t["key"]: TokenInfo(t["id"], t["name"], t["status"], frozenset(t["models"] or ()), t["quota"] or 0.0,
+                                    t["used_amount"] or 0.0, t["expired_at"] or 0) for t in tokens},
+    )
+
+
+def candidates(routes: list[ChannelRoute], rng: random.Random | None = None) -> list[ChannelRoute]:
+    """Highest priority level first; inside a level a weighted random order, so load spreads."""
+    rng = rng or random
+    # Efraimidis–Spirakis: sorting by u^(1/w) draws a weighted order without replacement
+    return sorted(routes, key=lambda r: (-r.priority, -(rng.random() ** (1.0 / r.weight))))
+
+
+RETRY_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
+
+
+def should_retry(status: int) -> bool:
+    """Another channel may succeed where this one was overloaded, down or had a bad key; a bad request
+    (400/413/422) would fail the same everywhere, so it goes back to the client as it is."""
+    return status in RETRY_STATUSES or status >= 500
+
+
+def estimate_tokens(text_length: int) -> int:
+    """About four characters a token: good enough for a log when the upstream reports no usage."""
+    return max(1, text_length // 4) if text_length else 0
+
+
+# ==== 5. Relay routes: the OpenAI-compatible /v1 ==========================================================
+# The relay is a raw ASGI app, not FastAPI routes: it reads only what it routes on (`model`, `stream`) and
+# passes bytes through, which keeps the added latency near that of a bare relay (see bench/).
+
+#: /v1 path → (upstream path, aiproxy mode id)
+RELAY_PATHS: dict[str, tuple[str, int]] = {
+    "/v1/chat/completions": ("/chat/completions", 1),
+    "/v1/completions": ("/completions", 2),
+    "/v1/embeddings": ("/embeddings", 3),
+    "/v1/moderations": ("/moderations", 4),
+    "/v1/images/generations": ("/images/generations", 5),
+    "/v1/audio/speech": ("/audio/speech", 7),
+    "/v1/audio/transcriptions": ("/audio/transcriptions", 8),
+    "/v1/audio/translations": ("/audio/translations", 9),
+    "/v1/rerank": ("/rerank", 10),
+}
+KIND_PATHS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank",
+              "tts": "/v1/audio/speech", "stt": "/v1/audio/transcriptions", "image": "/v1/images/generations",
+              "moderation": "/v1/moderations"}
+_MULTIPART_MODEL = re.compile(rb'(name="model"\r\n\r\n)([^\r\n]*)(\r\n)')
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class RelayError(Exception):
+    """A refusal shaped as OpenAI's `{"error": {...}}`."""
+
+    def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.type = status, message, code, type_
+
+
+def openai_error(status: int, message: str, code: str | int | None, type_: str) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": None}})
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: int
+    token_name: str
+    models: frozenset[str]
+    is_admin: bool
+
+
+ADMIN_CALLER = Caller(0, "admin", frozenset(), True)
+TEST_CALLER = Caller(0, "channel-test", frozenset(), True)
+
+
+def strip_bearer(value: str) -> str:
+    value = value.strip()
+    return value[7:].strip() if value[:7].lower() == "bearer " else value
+
+
+def authenticate(state: AppState, raw_key: str) -> Caller:
+    """hot path: the admin key, or a token from the in-memory table."""
+    if not raw_key:
+        raise RelayError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
+    key = raw_key[3:] if raw_key.startswith("sk-") else raw_key
+    admin = state.admin_key
+    if secrets.compare_digest(raw_key, admin) or secrets.compare_digest(key, admin):
+        return ADMIN_CALLER
+    token = state.routes.tokens.get(key)
+    if token is None:
+        raise RelayError(401, "Invalid API key.", "invalid_api_key")
+    if token.status != 1:
+        raise RelayError(401, f"API key '{token.name}' is disabled.", "token_disabled")
+    if token.expired_at and token.expired_at < now_ms():
+        raise RelayError(401, f"API key '{token.name}' has expired.", "token_expired")
+    if token.quota > 0 and token.used_amount >= token.quota:
+        raise RelayError(401, f"API key '{token.name}' has used its quota.", "insufficient_quota")
+    return Caller(token.id, token.name, token.models, False)
+
+
+@dataclass
+class RelayCall:
+    """One client request on its way through the pipeline."""
+
+    request_id: str
+    started: float  # time.time() when the request arrived
+    endpoint: str  # the client's path, e.g. /v1/chat/completions
+    upstream_path: str
+    mode: int
+    model: str
+    body: bytes
+    obj: dict[str, Any] | None  # parsed JSON body; None for multipart
+    content_type: str
+    caller: Caller
+    ip: str = ""
+    stream: bool = False
+    client_wants_usage: bool = False
+    pinned: int | None = None
+    max_retries: int = 0
+
+
+@dataclass
+class Attempt:
+    """The outcome of trying channels in order until one answers for good."""
+
+    channel: ChannelRoute | None
+    response: aiohttp.ClientResponse | None
+    status: int
+    error: bytes = b""  # the last upstream error body (or ours) when no channel succeeded
+    retries: int = 0
+    ttfb_ms: int = 0
+
+
+def new_request_id() -> str:
+    return f"{time.time_ns() // 1000}{secrets.randbelow(1000):03d}"
+
+
+def parse_relay_call(state: AppState, path: str, body: bytes, content_type: str, caller: Caller,
+                     request_id: str, started: float) -> RelayCall:
+    upstream_path, mode = RELAY_PATHS[path]
+    obj: dict[str, Any] | None = None
+    if content_type.startswith("multipart/form-data"):
+        match = _MULTIPART_MODEL.search(body)
+        model = match.group(2).decode("utf-8", "replace").strip() if match else ""
+    else:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
+        if not isinstance(obj, dict):
+            raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
+        model = obj.get("model") if isinstance(obj.get("model"), str) else ""
+    if not model:
+        raise RelayError(400, "The request has no 'model'.", "missing_model")
+    stream = bool(obj and obj.get("stream")) and mode in (1, 2)
+    options = obj.get("stream_options") if obj else None
+    return RelayCall(
+        request_id=request_id, started=started, endpoint=path, upstream_path=upstream_path, mode=mode, model=model,
+        body=body, obj=obj, content_type=content_type or "application/json", caller=caller, stream=stream,
+        client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        max_retries=state.retry_times,
+    )
+
+
+def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
+    """The channels to try, in order, or a RelayError that says why there are none."""
+    routes = state.routes
+    model = call.model
+    if call.caller.models and model not in call.caller.models:
+        raise RelayError(403, f"This API key may not use the model '{model}'.", "model_not_allowed")
+    if not routes.model_enabled(model) and call.caller is not TEST_CALLER:
+        raise RelayError(404, f"The model '{model}' is disabled.", "model_not_found")
+    if call.pinned is not None:
+        pinned = routes.channels.get(call.pinned)
+        if pinned is None:
+            raise RelayError(404, f"Channel {call.pinned} does not exist.", "channel_not_found")
+        if not pinned.serves(model):
+            raise RelayError(400, f"Channel {call.pinned} does not offer the model '{model}'.", "model_not_on_channel")
+        return [pinned]
+    enabled = routes.by_model.get(model)
+    if enabled:
+        return candidates(enabled)[: call.max_retries + 1]
+    if model in routes.known_models:
+        raise RelayError(503, f"No enabled channel offers the model '{model}'.", "no_available_channel",
+                         "aiproxy_error")
+    raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
+
+
+def upstream_body(call: RelayCall, channel: ChannelRoute) -> bytes:
+    """hot path: re-encode only when something must change (mapped model, forced usage chunk)."""
+    target = channel.upstream_model(call.model)
+    if call.obj is None:  # multipart: swap the model field in place
+        if target == call.model:
+            return call.body
+        return _MULTIPART_MODEL.sub(lambda m: m.group(1) + target.encode() + m.group(3), call.body, count=1)
+    needs_usage = call.stream and not call.client_wants_usage
+    if target == call.model and not needs_usage:
+        return call.body
+    obj = dict(call.obj, model=target)
+    if needs_usage:  # ask for usage so that the log has real token counts
+        obj["stream_options"] = dict(obj.get("stream_options") or {}, include_usage=True)
+    return orjson.dumps(obj)
+
+
+async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRoute]) -> Attempt:
+    """Try channels in order. Fail over on connect errors, timeouts, 429, 5xx, 401/403, always before any
+    byte reaches the client; hand back the first answer that is final."""
+    session = state.http
+    assert session is not None, "the HTTP client starts with the app"
+    last = Attempt(None, None, 503, openai_error(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
+    for index, channel in enumerate(order):
+        adaptor = channel.adaptor
+        target = channel.upstream_model(call.model)
+        path, payload = adaptor.convert_request(call.upstream_path, upstream_body(call, channel))
+        headers = adaptor.build_headers(channel.key)
+        headers["Content-Type"] = call.content_type
+        try:
+            response = await session.post(adaptor.build_url(channel.base_url, path, target), data=payload,
+                                          headers=headers)
+        except asyncio.TimeoutError:
+            last = Attempt(channel, None, 504, openai_error(504, f"Upstream timed out (channel {channel.id}).",
+                                                            "upstream_timeout", "upstream_error"), index)
+            continue
+        except _UPSTREAM_ERRORS as exc:
+            last = Attempt(channel, None, 502, openai_error(
+                502, f"Upstream connection failed (channel {channel.id}): {type(exc).__name__}",
+                "upstream_connect_error", "upstream_error"), index)
+            continue
+        ttfb = int((time.time() - call.started) * 1000)
+        if should_retry(response.status) and index < len(order) - 1:
+            try:
+                error = await response.read()
+            except _UPSTREAM_ERRORS:
+                error = b""
+            response.release()
+            last = Attempt(channel, None, response.status, error, index)
+            continue
+        return Attempt(channel, response, response.status, b"", index, ttfb)
+    return last
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+
+
+def usage_from(obj: Any) -> Usage | None:
+    """OpenAI (prompt/completion) and newer (input/output) usage names both map to one Usage."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("usage"), dict):
+        return None
+    u = obj["usage"]
+    inp = int(u.get("prompt_tokens") or u.get("input_tokens") or 0)
+    out = int(u.get("completion_tokens") or u.get("output_tokens") or 0)
+    details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(inp, out, int(u.get("total_tokens") or inp + out), cached)
+
+
+def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
+    prompt = 0
+    if call.obj is not None:
+        source = call.obj.get("messages") or call.obj.get("prompt") or call.obj.get("input") or ""
+        prompt = estimate_tokens(len(source if isinstance(source, str) else orjson.dumps(source)))
+    out = estimate_tokens(output_chars)
+    return Usage(prompt, out, prompt + out, 0, True)
+
+
+@dataclass
+class Outcome:
+    """What the client got, for the log."""
+
+    code: int
+    usage: Usage | None = None
+    error: bytes = b""
+    response_body: bytes = b""
+    ttfb_ms: int = 0
+
+
+async def read_buffered(call: RelayCall, attempt: Attempt) -> tuple[bytes, str, Outcome]:
+    """Read a non-stream answer whole, put the client's model name back, and find the usage."""
+    response = attempt.response
+    assert response is not None
+    content_type = response.headers.get("Content-Type", "application/json")
+    try:
+        data = await response.read()
+    except _UPSTREAM_ERRORS as exc:
+        error = openai_error(502, f"Upstream answer broke off: {type(exc).__name__}", "upstream_read_error",
+                             "upstream_error")
+        return error, "application/json", Outcome(502, None, error, ttfb_ms=attempt.ttfb_ms)
+    finally:
+        response.release()
+    if response.status != 200:
+        return data, content_type, Outcome(response.status, None, data, data, attempt.ttfb_ms)
+    usage = None
+    if "json" in content_type:
+        data = attempt.channel.adaptor.convert_response(call.upstream_path, data)
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = None
+        usage = usage_from(obj)
+        if isinstance(obj, dict) and obj.get("model") not in (None, call.model):
+            obj["model"] = call.model
+            data = orjson.dumps(obj)
+        if usage is None and call.mode in (1, 2, 3):
+            usage = estimate_usage(call, len(data))
+    return data, content_type, Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
+
+
+def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
+    return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
+        b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
+
+
+def _inspect_usage_events(events: bytes, sep: bytes, keep_usage_only: bool) -> tuple[bytes, Usage | None]:
+    """Pull usage out of the events that carry it; drop the usage-only chunk the client did not ask for."""
+    usage = None
+    kept = []
+    for event in events.split(sep):
+        if _USAGE_OBJECT.search(event):
+            payload = event.strip()
+            payload = payload[5:] if payload.startswith(b"data:") else payload
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                obj = None
+            usage = usage_from(obj) or usage
+            if not keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
+                continue
+        kept.append(event)
+    return sep.join(kept), usage
+
+
+async def pipe_stream(call: RelayCall, attempt: Attempt, send: Callable[[dict], Awaitable[None]]) -> Outcome:
+    """hot path: forward SSE events as they arrive. Bytes are only split at event borders, so an event is
+    never cut in two and events are never held back to be merged."""
+    response = attempt.response
+    assert response is not None and attempt.channel is not None
+    upstream = attempt.channel.upstream_model(call.model).encode()
+    requested = call.model.encode()
+    mapped = upstream != requested
+    usage: Usage | None = None
+    events_seen = 0
+    pending = b""
+    sep = b"\n\n"
+    ttfb = 0
+    outcome_code = 200
+    error = b""
+    try:
+        async for data in response.content.iter_any():
+            if not ttfb:
+                ttfb = int((time.time() - call.started) * 1000)
+                if b"\r\n\r\n" in data:
+                    sep = b"\r\n\r\n"
+            pending += data
+            cut = pending.rfind(sep)
+            if cut < 0:
+                continue
+            out, pending = pending[: cut + len(sep)], pending[cut + len(sep):]
+            events_seen += out.count(b"data:")
+            if _USAGE_OBJECT.search(out):
+                out, found = _inspect_usage_events(out, sep, call.client_wants_usage)
+                usage = found or usage
+            if mapped:
+                out = _rewrite_model(out, upstream, requested)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        if pending:
+            await send({"type": "http.response.body", "body": pending, "more_body": True})
+    except _UPSTREAM_ERRORS as exc:
+        # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
+        outcome_code = 502
+        error = openai_error(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
+                             "upstream_error")
+        await send({"type": "http.response.body", "body": b"data: " + error + b"\n\n", "more_body": True})
+    finally:
+        response.release()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if usage is None:
+        usage = estimate_usage(call, 4 * max(0, events_seen - 1))  # about one token an event
+    return Outcome(outcome_code, usage, error, ttfb_ms=ttfb or attempt.ttfb_ms)
+
+
+def _headers(content_type: str, request_id: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode()), *extra]
+
+
+async def send_bytes(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, content_type: str,
+                     request_id: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": _headers(content_type, request_id, [(b"content-length", str(len(body)).encode())])})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def models_for(state: AppState, caller: Caller) -> list[str]:
+    routes = state.routes
+    names = (m for m in routes.by_model if routes.model_enabled(m))
+    return sorted(m for m in names if not caller.models or m in caller.models)
+
+
+def model_object(state: AppState, model: str) -> dict[str, Any]:
+    channel = state.routes.by_model[model][0]
+    provider = state.catalog.get(channel.type)
+    return {"id": model, "object": "model", "created": 0, "owned_by": provider.name if provider else "aiproxy",
+            "root": model, "parent": None, "permission": []}
+
+
+async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+    """hot path: the ASGI entry for every /v1 request."""
+    state = get_state()
+    started = time.time()
+    request_id = new_request_id()
+    path = scope["path"].rstrip("/")
+    method = scope["method"]
+    headers = dict(scope["headers"])
+    call: RelayCall | None = None
+    try:
+        raw_key = strip_bearer(headers.get(b"authorization", b"").decode("latin-1")) or \
+            headers.get(b"x-api-key", b"").decode("latin-1").strip()
+        if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
+            caller = authenticate(state, raw_key)
+            return await _send_models(state, caller, path, request_id, send)
+        if path not in RELAY_PATHS or method != "POST":
+            raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
+        caller = authenticate(state, raw_key)
+        body = await read_body(receive)
+        content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+        call = parse_relay_call(state, path, body, content_type, caller, request_id, started)
+        call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
+        pin = headers.get(b"aiproxy-channel")
+        if pin:
+            if not caller.is_admin:
+                raise RelayError(403, "Only the admin key may pin a channel.", "pin_forbidden")
+            try:
+                call.pinned = int(pin)
+            except ValueError:
+                raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
+        order = plan_channels(state, call)
+        attempt = await open_upstream(state, call, order)
+        if attempt.response is None:
+            await send_bytes(send, attempt.status, attempt.error, "application/json", request_id)
+            outcome = Outcome(attempt.status, None, attempt.error, attempt.error)
+        elif (call.stream and attempt.status == 200
+              and attempt.response.headers.get("Content-Type", "").startswith("text/event-stream")):
+            await send({"type": "http.response.start", "status": 200, "headers": _headers(
+                "text/event-stream; charset=utf-8", request_id, [(b"cache-control", b"no-cache"),
+                                                                  (b"x-accel-buffering", b"no")])})
+            outcome = await pipe_stream(call, attempt, send)
+        else:
+            data, content_type, outcome = await read_buffered(call, attempt)
+            await send_bytes(send, outcome.code, data, content_type, request_id)
+        state.writer.submit_call(state, call, attempt, outcome)
+    except RelayError as exc:
+        await send_bytes(send, exc.status, openai_error(exc.status, exc.message, exc.code, exc.type),
+                         "application/json", request_id)
+        if call is not None:
+            state.writer.submit_call(state, call, Attempt(None, None, exc.status),
+                                     Outcome(exc.status, None, exc.message.encode()))
+
+
+async def _send_models(state: AppState, caller: Caller, path: str, request_id: str,
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+    names = models_for(state, caller)
+    if path == "/v1/models":
+        body = orjson.dumps({"object": "list", "data": [model_object(state, m) for m in names]})
+        return await send_bytes(send, 200, body, "application/json", request_id)
+    model = path[len("/v1/models/"):]
+    if model not in names:
+        raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
+    await send_bytes(send, 200, orjson.dumps(model_object(state, model)), "application/json", request_id)
+
+
+# ---- channel tests: a minimal real request of the model's kind, through the same pipeline ----
+
+CHANNEL_TEST_CONCURRENCY = 5
+
+
+def _silent_wav() -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 800)
+    return buf.getvalue()
+
+
+def test_request(kind: str, model: str) -> tuple[bytes, str]:
+    """(body, content type) of the smallest request that proves a model answers."""
+    if kind == "stt":
+        boundary = "aiproxytest"
+        parts = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+                 f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hi.wav"\r\n'
+                 f"Content-Type: audio/wav\r\n\r\n").encode() + _silent_wav() + f"\r\n--{boundary}--\r\n".encode()
+        return parts, f"multipart/form-data; boundary={boundary}"
+    body: dict[str, Any] = {
+        "chat": {"messages": [{"role": "user", "content": "hi"}]},
+        "embedding": {"input": "hi"}, "moderation": {"input": "hi"},
+        "rerank": {"query": "hi", "documents": ["hi", "hello"]},
+        "tts": {"input": "hi", "voice": "alloy"},
+        "image": {"prompt": "A simple red square icon on a white background.", "n": 1},
+    }.get(kind, {"messages": [{"role": "user", "content": "hi"}]})
+    return orjson.dumps({"model": model, **body}), "application/json"
+
+
+async def run_model_test(state: AppState, channel: ChannelRoute, model: str, save: bool = True) -> dict[str, Any]:
+    """Test one model of one channel (saved or not). The result has aiproxy's ChannelTest fields."""
+    kind = state.routes.kind_of(model)
+    body, content_type = test_request(kind, model)
+    path = KIND_PATHS.get(kind, "/v1/chat/completions")
+    started = time.time()
+    call = parse_relay_call(state, path, body, content_type, TEST_CALLER, new_request_id(), started)
+    attempt = await open_upstream(state, call, [channel])
+    if attempt.response is None:
+        outcome = Outcome(attempt.status, None, attempt.error, attempt.error)
+        response_text = attempt.error
+    else:
+        data, _, outcome = await read_buffered(call, attempt)
+        response_text = data if outcome.code != 200 else data[:512]
+    result = {
+        "test_at": int(started * 1000), "model": model, "actual_model": channel.upstream_model(model),
+        "took": round(time.time() - started, 3), "success": outcome.code == 200, "code": outcome.code,
+        "response": response_text.decode("utf-8", "replace") if kind not in ("tts",) or outcome.code != 200 else "",
+        "channel_id": channel.id, "channel_name": channel.name, "channel_type": channel.type, "mode": call.mode,
+    }
+    if save and channel.id:
+        state.writer.submit_call(state, call, attempt, outcome)
+        await asyncio.to_thread(save_channel_test, state.engine, result)
+    return result
+
+
+def save_channel_test(engine: sa.Engine, result: dict[str, Any]) -> None:
+    row = {k: result[k] for k in ("channel_id", "model", "actual_model", "test_at", "took", "success", "code")}
+    row["response"] = result["response"][:BODY_DETAIL_MAX]
+    with engine.begin() as conn:
+        key = (ChannelTest.channel_id == row["channel_id"], ChannelTest.model == row["model"])
+        if conn.execute(sa.update(ChannelTest).where(*key).values(**row)).rowcount == 0:
+            conn.execute(sa.insert(ChannelTest).values(**row))
+        conn.execute(sa.update(Channel).where(Channel.id == row["channel_id"]).values(
+            last_test_error_at=0 if row["success"] else row["test_at"]))
+
+
+async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterable[str],
+                          save: bool = True) -> AsyncIterator[dict[str, Any]]:
+    """Test many models, 5 at a time; yield each result as soon as it is ready."""
+    gate = asyncio.Semaphore(CHANNEL_TEST_CONCURRENCY)
+
+    async def one(model: str) -> dict[str, Any]:
+        async with gate:
+            return await run_model_test(state, channel, model, save)
+
+    for task in asyncio.as_completed([one(m) for m in models]):
+        yield await task
+
+
+# ==== 6. Log writer ========================================================================================
+# Requests never wait for the database: they append to a list, and one task writes batches with a single
+# executemany per table (an ORM write per request is ~24x slower, perf-notes.md §3.6).
+
+LOG_FLUSH_ROWS = 500  # one executemany per this many rows
+LOG_FLUSH_SECONDS = 0.5  # a quiet gateway still shows a call in the log within half a second
+
+
+@dataclass(slots=True)
+class LogEntry:
+    row: dict[str, Any]  # columns of LogRow
+    detail: dict[str, Any] | None  # columns of LogDetail, only for failed calls
+    retries: int
+
+
+def _cut(body: bytes, limit: int) -> tuple[str, bool]:
+    return body[:limit].decode("utf-8", "replace"), len(body) > limit
+
+
+def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEntry:
+    usage = outcome.usage or Usage()
+    channel = attempt.channel
+    config = state.routes.model_configs.get(call.model)
+    amount = ((usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
+              if config else 0.0)
+    row = {
+        "request_id": call.request_id, "request_at": int(call.started * 1000), "created_at": now_ms(),
+        "ttfb_milliseconds": outcome.ttfb_ms, "model": call.model,
+        "actual_model": channel.upstream_model(call.model) if channel else call.model,
+        "channel": channel.id if channel else 0, "code": outcome.code, "mode": call.mode, "endpoint": call.endpoint,
+        "content": outcome.error[:LOG_CONTENT_MAX].decode("utf-8", "replace") if outcome.code != 200 else "",
+        "ip": call.ip, "retry_times": attempt.retries, "token_id": call.caller.token_id,
+        "token_name": call.caller.token_name, "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated, "used_amount": amount,
+        "stream": call.stream,
+    }
+    detail = None
+    if outcome.code != 200:
+        request_body, request_cut = _cut(call.body, BODY_DETAIL_MAX)
+        response_body, response_cut = _cut(outcome.response_body or outcome.error, BODY_DETAIL_MAX)
+        detail = {"request_id": call.request_id, "request_body": request_body, "response_body": response_body,
+                  "request_body_truncated": request_cut, "response_body_truncated": response_cut}
+    return LogEntry(row, detail, attempt.retries)
+
+
+class LogWriter:
+    """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.pending: list[LogEntry] = []
+        self.written = 0
+        self.dropped = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def submit(self, entry: LogEntry) -> None:
+        """hot path: never blocks, never awaits."""
+        self.pending.append(entry)
+        if len(self.pending) >= LOG_FLUSH_ROWS and self._wake is not None:
+            self._wake.set()
+
+    def submit_call(self, state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
+        entry = make_log_entry(state, call, attempt, outcome)
+        token = state.routes.token_ids.get(call.caller.token_id)
+        if token is not None:
+            token.used_amount += entry.row["used_amount"]
+        self.submit(entry)
+
+    def start(self) -> None:
+        self._wake, self._lock = asyncio.Event(), asyncio.Lock()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), LOG_FLUSH_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self.pending:
+                batch, self.pending = self.pending[:LOG_FLUSH_ROWS * 4], self.pending[LOG_FLUSH_ROWS * 4:]
+                await asyncio.to_thread(self.write_batch, batch)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            await self.flush()
+
+    def write_batch(self, batch: list[LogEntry]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(LogRow), [e.row for e in batch])
+                details = [e.detail for e in batch if e.detail]
+                if details:
+                    conn.execute(sa.insert(LogDetail), details)
+                _add_summaries(conn, batch)
+                _add_counters(conn, batch)
+            self.written += len(batch)
+        except sa.exc.SQLAlchemyError:
+            self.dropped += len(batch)
+            logger.exception("could not write %d log rows", len(batch))
+
+
+_SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
+           "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount")
+
+
+def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
+    sums: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    for e in batch:
+        r = e.row
+        c = sums[(r["created_at"] // 60000 * 60, r["channel"], r["model"])]
+        c["request_count"] += 1
+        c["exception_count"] += r["code"] != 200
+        for name in ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "used_amount"):
+            c[name] += r[name]
+        c["cache_hit_count"] += r["cached_tokens"] > 0
+        c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
+        c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
+    for (minute, channel, model), c in sums.items():
+        key = (SummaryMinute.minute == minute, SummaryMinute.channel_id == channel, SummaryMinute.model == model)
+        increments = {n: getattr(SummaryMinute, n) + c[n] for n in _SUMMED}
+        if conn.execute(sa.update(SummaryMinute).where(*key).values(**increments)).rowcount == 0:
+            conn.execute(sa.insert(SummaryMinute).values(minute=minute, channel_id=channel, model=model,
+                                                        **{n: c[n] for n in _SUMMED}))
+
+
+def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
+    channels: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    tokens: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    for e in batch:
+        r = e.row
+        if r["channel"]:
+            channels[r["channel"]].update(request_count=1, retry_count=e.retries, used_amount=r["used_amount"])
+        if r["token_id"]:
+            tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
+    for cid, c in channels.items():
+        conn.execute(sa.update(Channel).where(Channel.id == cid).values(
+            request_count=Channel.request_count + c["request_count"],
+            retry_count=Channel.retry_count + c["retry_count"], used_amount=Channel.used_amount + c["used_amount"]))
+    for tid, c in tokens.items():
+        conn.execute(sa.update(Token).where(Token.id == tid).values(
+            request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
+
+
+# ==== 7. Admin API: aiproxy's /api contract ================================================================
+# Every route answers {success, message?, data?}. The UI calls the same functions the routes call.
+
+PER_PAGE_DEFAULT, PER_PAGE_MAX = 10, 100
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class _OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def api_ok(data: Any = None) -> JSONResponse:
+    return _OrjsonResponse({"success": True} if data is None else {"success": True, "data": data})
+
+
+def api_error(message: str, status: int = 400) -> JSONResponse:
+    return _OrjsonResponse({"success": False, "message": message}, status_code=status)
+
+
+def require_admin(request: Request) -> AppState:
+    state = get_state()
+    raw = strip_bearer(request.headers.get("authorization", "")) or request.query_params.get("key", "").strip()
+    key = raw[3:] if raw.startswith("sk-") else raw
+    if not raw or not (secrets.compare_digest(raw, state.admin_key) or secrets.compare_digest(key, state.admin_key)):
+        raise ApiError("unauthorized: send the admin key as 'Authorization: Bearer <key>'", 401)
+    return state
+
+
+public_router = APIRouter(prefix="/api")
+admin_router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
+
+
+@public_router.get("/status")
+def api_status() -> JSONResponse:
+    return api_ok({"startTime": get_state().started_ms, "version": __version__})
+
+
+def _page(page: int | None, p: int | None, per_page: int | None) -> tuple[int, int]:
+    number = page or p or 1
+    size = per_page or PER_PAGE_DEFAULT
+    return max(1, number), min(PER_PAGE_MAX, max(1, size))
+
+
+def _int_or_none(value: str | None, name: str) -> int | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(f"{name} must be a number, got {value!r}") from None
+
+
+# ---- channels ----
+
+class ChannelIn(BaseModel):
+    """A channel as FastGPT and aiproxy's UI send it; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: int = 1
+    name: str = ""
+    key: str | None = None
+    base_url: str | None = None
+    models: list[str] | None = None
+    model_mapping: dict[str, Any] | None = None
+    priority: int | None = None
+    weight: int | None = None
+    status: int | None = None
+    config: dict[str, Any] | None = None
+    configs: dict[str, Any] | None = None
+
+
+def clean_models(models: Iterable[Any] | None) -> list[str]:
+    """Trim, drop empties and duplicates, keep order. Any model name is allowed: no model config needed."""
+    seen: dict[str, None] = {}
+    for m in models or ():
+        name = str(m).strip()
+        if name:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def clean_mapping(mapping: dict[str, Any] | None) -> dict[str, str]:
+    out = {}
+    for k, v in (mapping or {}).items():
+        if not isinstance(v, str):
+            raise ApiError(f"model_mapping[{k!r}] must be a model name (a string)")
+        if k.strip() and v.strip():
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Channel columns from an input; `keep` is the stored channel when updating."""
+    keep = keep or {}
+    if data.type not in state.catalog:
+        raise ApiError(f"invalid channel type: {data.type} (see GET /api/channels/type_metas)")
+    if data.status not in (None, 1, 2):
+        raise ApiError("status must be 1 (enabled) or 2 (disabled)")
+    key = (data.key or "").strip()
+    if keep and (not key or key == mask_key(keep.get("key", ""))):
+        key = keep["key"]  # an untouched masked key keeps the stored one
+    if not key:
+        raise ApiError("key is required")
+    base_url = (data.base_url if data.base_url is not None else keep.get("base_url", "")).strip()
+    if base_url and not re.match(r"^https?://", base_url):
+        raise ApiError("base_url must start with http:// or https://")
+    provider = state.catalog[data.type]
+    return {
+        "type": data.type, "name": data.name.strip() or keep.get("name") or provider.name,
+        "key": key, "base_url": base_url.rstrip("/"),
+        "models": clean_models(data.models if data.models is not None else keep.get("models")),
+        "model_mapping": clean_mapping(data.model_mapping if data.model_mapping is not None
+                                       else keep.get("model_mapping")),
+        "config": data.config if data.config is not None else (data.configs if data.configs is not None
+                                                                else keep.get("config") or {}),
+        "priority": data.priority if data.priority is not None else keep.get("priority", 0),
+        "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
+        "status": data.status if data.status is not None else keep.get("status", 1),
+    }
+
+
+def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
+    """Insert channels in one transaction; a key with several lines becomes one channel per line."""
+    rows = []
+    for item in items:
+        cols = _validate_channel(state, item)
+        for line in [k.strip() for k in cols["key"].splitlines() if k.strip()]:
+            rows.append(dict(cols, key=line, created_at=now_ms()))
+    ids = []
+    with state.engine.begin() as conn:
+        for row in rows:
+            ids.append(conn.execute(sa.insert(Channel).values(**row)).inserted_primary_key[0])
+    state.reload()
+    return ids
+
+
+def get_channel(state: AppState, channel_id: int) -> dict[str, Any]:
+    channels, _ = select_channels(state.engine, [Channel.id == channel_id])
+    if not channels:
+        raise ApiError(f"channel {channel_id} not found", 404)
+    return channels[0]
+
+
+def update_channel(state: AppState, channel_id: int, data: ChannelIn) -> dict[str, Any]:
+    cols = _validate_channel(state, data, keep=get_channel(state, channel_id))
+    if "\n" in cols["key"].strip():
+        raise ApiError("an existing channel takes one key; add the others as new channels")
+    with state.engine.begin() as conn:
+        conn.execute(sa.update(Channel).where(Channel.id == channel_id).values(**cols))
+    state.reload()
+    return get_channel(state, channel_id)
+
+
+def set_channels_status(state: AppState, ids: list[int], status: int) -> int:
+    if status not in (1, 2):
+        raise ApiError("status must be 1 (enabled) or 2 (disabled)")
+    with state.engine.begin() as conn:
+        n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(status=status, status_reason="")).rowcount
+    state.reload()
+    return n
+
+
+def set_channels_priority(state: AppState, ids: list[int], priority: int) -> int:
+    with state.engine.begin() as conn:
+        n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(priority=priority)).rowcount
+    state.reload()
+    return n
+
+
+def delete_channels(state: AppState, ids: list[int]) -> int:
+    with state.engine.begin() as conn:
+        conn.execute(sa.delete(ChannelTest).where(ChannelTest.channel_id.in_(ids)))
+        n = conn.execute(sa.delete(Channel).where(Channel.id.in_(ids))).rowcount
+    state.reload()
+    return n
+
+
+def type_metas(state: AppState) -> dict[str, dict[str, Any]]:
+    return {str(p.id): {"name": p.name, "keyHelp": p.key_help, "defaultBaseUrl": p.default_base_url,
+                        "readme": p.readme, "adaptor": p.adaptor,
+                        "models": [{"model": m, "kind": k} for m, k in p.models]}
+            for p in state.catalog.values()}
+
+
+def _channel_filters(id: str | None, name: str | None, key: str | None, channel_type: str | None,
+                     type: str | None, base_url: str | None, status: str | None) -> list[Any]:
+    where: list[Any] = []
+    if (cid := _int_or_none(id, "id")) is not None:
+        where.append(Channel.id == cid)
+    if name:
+        where.append(Channel.name == name)
+    if key:
+        where.append(Channel.key == key)
+    if (ctype := _int_or_none(channel_type or type, "channel_type")) is not None:
+        where.append(Channel.type == ctype)
+    if base_url:
+        where.append(Channel.base_url == base_url)
+    if (st := _int_or_none(status, "status")) is not None:
+        where.append(Channel.status == st)
+    return where
+
+
+_CHANNEL_ORDER = {"name", "type", "created_at", "status", "used_amount", "request_count", "priority", "id"}
+
+
+def _order(order: str | None, allowed: set[str], table: Any, default: Any) -> Any:
+    if not order:
+        return default
+    name, _, direction = order.partition("-")
+    if name not in allowed:
+        return default
+    column = getattr(table, name)
+    return column.asc() if direction == "asc" else column.desc()
+
+
+@admin_router.get("/channels")
+def api_channels_list(page: int | None = None, p: int | None = None, per_page: int | None = None,
+                      id: str | None = None, name: str | None = None, key: str | None = None,
+                      channel_type: str | None = None, type: str | None = None, base_url: str | None = None,
+                      status: str | None = None, order: str | None = None, keyword: str | None = None) -> JSONResponse:
+    number, size = _page(page, p, per_page)
+    where = _channel_filters(id, name, key, channel_type, type, base_url, status)
+    if keyword:
+        like = f"%{keyword}%"
+        match = [Channel.name.like(like), Channel.key.like(like), Channel.base_url.like(like),
+                 sa.cast(Channel.models, sa.Text).like(like)]
+        if keyword.isdigit():
+            match.append(Channel.id == int(keyword))
+        where.append(sa.or_(*match))
+    channels, total = select_channels(get_state().engine, where, _order(order, _CHANNEL_ORDER, Channel,
+                                                                        Channel.id.desc()), size, (number - 1) * size)
+    return api_ok({"channels": channels, "total": total})
+
+
+admin_router.add_api_route("/channels/search", api_channels_list, methods=["GET"])
+
+
+@admin_router.get("/channels/all")
+def api_channels_all() -> JSONResponse:
+    return api_ok(select_channels(get_state().engine)[0])
+
+
+@admin_router.get("/channels/type_metas")
+def api_type_metas() -> JSONResponse:
+    return api_ok(type_metas(get_state()))
+
+
+@admin_router.post("/channels")
+def api_channels_create(items: list[ChannelIn]) -> JSONResponse:
+    return api_ok({"ids": create_channels(get_state(), items)})
+
+
+@admin_router.post("/channels/batch_delete")
+def api_channels_batch_delete(ids: list[int]) -> JSONResponse:
+    return api_ok(delete_channels(get_state(), ids))
+
+
+class BatchIn(BaseModel):
+    ids: list[int]
+    status: int | None = None
+    priority: int | None = None
+
+
+@admin_router.post("/channels/batch_status")
+def api_channels_batch_status(body: BatchIn) -> JSONResponse:
+    return api_ok(set_channels_status(get_state(), body.ids, body.status or 0))
+
+
+@admin_router.post("/channels/batch_priority")
+def api_channels_batch_priority(body: BatchIn) -> JSONResponse:
+    if body.priority is None:
+        raise ApiError("priority is required")
+    return api_ok(set_channels_priority(get_state(), body.ids, body.priority))
+
+
+@admin_router.post("/channel")
+def api_channel_create(item: ChannelIn) -> JSONResponse:
+    ids = create_channels(get_state(), [item])
+    return api_ok({"id": ids[0], "ids": ids})
+
+
+@admin_router.get("/channel/{channel_id}")
+def api_channel_get(channel_id: int) -> JSONResponse:
+    return api_ok(get_channel(get_state(), channel_id))
+
+
+@admin_router.put("/channel/{channel_id}")
+def api_channel_update(channel_id: int, item: ChannelIn) -> JSONResponse:
+    return api_ok(update_channel(get_state(), channel_id, item))
+
+
+class StatusIn(BaseModel):
+    status: int
+
+
+@admin_router.post("/channel/{channel_id}/status")
+def api_channel_status(channel_id: int, body: StatusIn) -> JSONResponse:
+    if not set_channels_status(get_state(), [channel_id], body.status):
+        raise ApiError(f"channel {channel_id} not found", 404)
+    return api_ok()
+
+
+@admin_router.delete("/channel/{channel_id}")
+def api_channel_delete(channel_id: int) -> JSONResponse:
+    if not delete_channels(get_state(), [channel_id]):
+        raise ApiError(f"channel {channel_id} not found", 404)
+    return api_ok()
+
+
+# ---- channel tests ----
+
+def route_for_channel(state: AppState, channel_id: int) -> ChannelRoute:
+    route = state.routes.channels.get(channel_id)
+    if route is None:
+        raise ApiError(f"channel {channel_id} not found", 404)
+    return route
+
+
+def _sse_results(results: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    async def events() -> AsyncIterator[bytes]:
+        async for result in results:
+            yield b"data: " + orjson.dumps({"success": True, "data": result}) + b"\n\n"
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _test_results(state: AppState, targets: list[tuple[ChannelRoute, list[str]]],
+                        save: bool = True) -> AsyncIterator[dict[str, Any]]:
+    for route, models in targets:
+        async for result in run_model_tests(state, route, models, save):
+            yield result
+
+
+async def _answer_tests(state: AppState, targets: list[tuple[ChannelRoute, list[str]]], stream: bool,
+                        save: bool = True) -> Response:
+    if stream:
+        return _sse_results(_test_results(state, targets, save))
+    return api_ok([{"success": True, "data": r} async for r in _test_results(state, targets, save)])
+
+
+@admin_router.get("/channel/{channel_id}/test")
+async def api_channel_test_all(channel_id: int, stream: bool = False) -> Response:
+    state = get_state()
+    route = route_for_channel(state, channel_id)
+    return await _answer_tests(state, [(route, sorted(route.models | route.mapping.keys()))], stream)
+
+
+@admin_router.get("/channel/{channel_id}/test/{model:path}")
+async def api_channel_test_one(channel_id: int, model: str) -> JSONResponse:
+    state = get_state()
+    route = route_for_channel(state, channel_id)
+    if not route.serves(model):
+        raise ApiError(f"channel {channel_id} does not offer the model '{model}'")
+    return api_ok(await run_model_test(state, route, model))
+
+
+@admin_router.get("/channels/test")
+async def api_channels_test(stream: bool = False, test_disabled: bool = False) -> Response:
+    state = get_state()
+    targets = [(r, sorted(r.models | r.mapping.keys())) for r in state.routes.channels.values()
+               if r.enabled or test_disabled]
+    return await _answer_tests(state, targets, stream)
+
+
+class PreviewIn(ChannelIn):
+    model: str = ""
+
+
+def preview_route(state: AppState, data: ChannelIn) -> ChannelRoute:
+    """An unsaved channel, for 'test before saving'."""
+    cols = _validate_channel(state, data)
+    return channel_route(dict(cols, id=0, key=cols["key"].splitlines()[0]), state.catalog)
+
+
+@admin_router.post("/channel/test-preview")
+async def api_channel_test_preview(body: PreviewIn) -> JSONResponse:
+    state = get_state()
+    if not body.model:
+        raise ApiError("model is required")
+    return api_ok(await run_model_test(state, preview_route(state, body), body.model, save=False))
+
+
+@admin_router.post("/channel/test-preview-all")
+async def api_channel_test_preview_all(body: ChannelIn, stream: bool = False) -> Response:
+    state = get_state()
+    route = preview_route(state, body)
+    models = sorted(route.models | route.mapping.keys())
+    if not models:
+        raise ApiError("no models to test")
+    return await _answer_tests(state, [(route, models)], stream, save=False)
+
+
+# ---- models ----
+
+def list_models(state: AppState) -> list[dict[str, Any]]:
+    """Every model some channel offers, with its kind, switch, channels and last tests."""
+    routes = state.routes
+    with state.engine.connect() as conn:
+        tests = collections.defaultdict(list)
+        for r in conn.execute(sa.select(*ChannelTest.__table__.columns)):
+            tests[r.model].append(test_to_api(dict(r._mapping)))
+    names = routes.known_models | routes.model_configs.keys()
+    out = []
+    for model in sorted(names):
+        serving = [c for c in routes.channels.values() if c.serves(model)]
+        cfg = routes.model_configs.get(model) or {}
+        out.append({
+            "model": model, "kind": routes.kind_of(model), "type": _KIND_MODE.get(routes.kind_of(model), 0),
+            "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
+            "enabled": routes.model_enabled(model),
+            "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
+            "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled}
+                         for c in sorted(serving, key=lambda c: -c.priority)],
+            "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
+        })
+    return out
+
+
+_KIND_MODE = {"chat": 1, "embedding": 3, "moderation": 4, "image": 5, "tts": 7, "stt": 8, "rerank": 10}
+
+
+class ModelConfigIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    enabled: bool | None = None
+    kind: str | None = None
+    input_price: float | None = None
+    output_price: float | None = None
+
+
+def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[str, Any]:
+    if data.kind is not None and data.kind not in MODEL_KINDS + ("",):
+        raise ApiError(f"kind must be one of {', '.join(MODEL_KINDS)}")
+    current = dict(state.routes.model_configs.get(model) or {"model": model, "enabled": True, "kind": "",
+                                                               "input_price": 0.0, "output_price": 0.0})
+    current.update({k: v for k, v in data.model_dump().items() if v is not None}, updated_at=now_ms())
+    with state.engine.begin() as conn:
+        values = {k: current[k] for k in ("enabled", "kind", "input_price", "output_price", "updated_at")}
+        if conn.execute(sa.update(ModelConfig).where(ModelConfig.model == model).values(**values)).rowcount == 0:
+            conn.execute(sa.insert(ModelConfig).values(model=model, **values))
+    state.reload()
+    return current
+
+
+@admin_router.get("/models/enabled")
+def api_models_enabled() -> JSONResponse:
+    state = get_state()
+    return api_ok({"default": [m for m in list_models(state) if m["enabled"] and any(
+        c["enabled"] for c in m["channels"])]})
+
+
+@admin_router.get("/models/builtin")
+def api_models_builtin() -> JSONResponse:
+    return api_ok([{"model": m, "kind": k, "type": _KIND_MODE.get(k, 0), "owner": p.name}
+                   for p in get_state().catalog.values() for m, k in p.models])
+
+
+@admin_router.get("/model_configs")
+def api_model_configs(page: int | None = None, p: int | None = None, per_page: int | None = None,
+                      model: str = "", keyword: str = "") -> JSONResponse:
+    configs = [m for m in list_models(get_state()) if (not model or m["model"] == model)
+               and (not keyword or keyword.lower() in m["model"].lower())]
+    number, size = _page(page, p, per_page or PER_PAGE_MAX)
+    return api_ok({"configs": configs[(number - 1) * size: number * size], "total": len(configs)})
+
+
+admin_router.add_api_route("/model_configs/search", api_model_configs, methods=["GET"])
+
+
+@admin_router.get("/model_configs/all")
+def api_model_configs_all() -> JSONResponse:
+    return api_ok(list_models(get_state()))
+
+
+@admin_router.get("/model_config/{model:path}")
+def api_model_config_get(model: str) -> JSONResponse:
+    found = [m for m in list_models(get_state()) if m["model"] == model]
+    if not found:
+        raise ApiError(f"model '{model}' is not offered by any channel", 404)
+    return api_ok(found[0])
+
+
+@admin_router.post("/model_config/{model:path}")
+def api_model_config_save(model: str, body: ModelConfigIn) -> JSONResponse:
+    return api_ok(save_model_config(get_state(), model, body))
+
+
+admin_router.add_api_route("/model_config/{model:path}", api_model_config_save, methods=["PUT"])
+
+
+# ---- API keys (tokens) ----
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = None
+    models: list[str] | None = None
+    quota: float | None = None
+    expired_at: int | None = None
+    status: int | None = None
+
+
+def create_token(state: AppState, data: TokenIn, key: str | None = None) -> dict[str, Any]:
+    name = (data.name or "").strip()
+    if not name:
+        raise ApiError("name is required")
+    row = {"name": name, "key": key or generate_key(), "models": clean_models(data.models),
+           "quota": max(0.0, data.quota or 0.0), "expired_at": data.expired_at or 0, "status": data.status or 1,
+           "created_at": now_ms()}
+    with state.engine.begin() as conn:
+        row["id"] = conn.execute(sa.insert(Token).values(**row)).inserted_primary_key[0]
+    state.reload()
+    return token_to_api(dict(row, used_amount=0.0, request_count=0))
+
+
+def list_tokens(state: AppState, keyword: str = "", status: int | None = None) -> list[dict[str, Any]]:
+    stmt = sa.select(*Token.__table__.columns).order_by(Token.id.desc())
+    if keyword:
+        stmt = stmt.where(Token.name.like(f"%{keyword}%"))
+    if status is not None:
+        stmt = stmt.where(Token.status == status)
+    with state.engine.connect() as conn:
+        return [token_to_api(dict(r._mapping)) for r in conn.execute(stmt)]
+
+
+def get_token(state: AppState, token_id: int) -> dict[str, Any]:
+    with state.engine.connect() as conn:
+        row = conn.execute(sa.select(*Token.__table__.columns).where(Token.id == token_id)).first()
+    if row is None:
+        raise ApiError(f"API key {token_id} not found", 404)
+    return token_to_api(dict(row._mapping))
+
+
+def update_token(state: AppState, token_id: int, data: TokenIn) -> dict[str, Any]:
+    get_token(state, token_id)
+    values = {k: v for k, v in data.model_dump().items() if v is not None}
+    if "models" in values:
+        values["models"] = clean_models(values["models"])
+    if values.get("status", 1) not in (1, 2):
+        raise ApiError("status must be 1 (enabled) or 2 (disabled)")
+    if values:
+        with state.engine.begin() as conn:
+            conn.execute(sa.update(Token).where(Token.id == token_id).values(**values))
+        state.reload()
+    return get_token(state, token_id)
+
+
+def delete_tokens(state: AppState, ids: list[int]) -> int:
+    with state.engine.begin() as conn:
+        n = conn.execute(sa.delete(Token).where(Token.id.in_(ids))).rowcount
+    state.reload()
+    return n
+
+
+@admin_router.get("/tokens")
+def api_tokens_list(page: int | None = None, p: int | None = None, per_page: int | None = None,
+                    keyword: str = "", status: str | None = None) -> JSONResponse:
+    tokens = list_tokens(get_state(), keyword, _int_or_none(status, "status"))
+    number, size = _page(page, p, per_page)
+    return api_ok({"tokens": tokens[(number - 1) * size: number * size], "total": len(tokens)})
+
+
+admin_router.add_api_route("/tokens/search", api_tokens_list, methods=["GET"])
+
+
+@admin_router.post("/tokens")
+def api_tokens_create(body: TokenIn) -> JSONResponse:
+    return api_ok(create_token(get_state(), body))
+
+
+@admin_router.post("/tokens/batch_delete")
+def api_tokens_batch_delete(ids: list[int]) -> JSONResponse:
+    return api_ok(delete_tokens(get_state(), ids))
+
+
+@admin_router.get("/tokens/{token_id}")
+def api_token_get(token_id: int) -> JSONResponse:
+    return api_ok(get_token(get_state(), token_id))
+
+
+@admin_router.put("/tokens/{token_id}")
+def api_token_update(token_id: int, body: TokenIn) -> JSONResponse:
+    return api_ok(update_token(get_state(), token_id, body))
+
+
+@admin_router.post("/tokens/{token_id}/status")
+def api_token_status(token_id: int, body: StatusIn) -> JSONResponse:
+    return api_ok(update_token(get_state(), token_id, TokenIn(status=body.status)))
+
+
+@admin_router.delete("/tokens/{token_id}")
+def api_token_delete(token_id: int) -> JSONResponse:
+    if not delete_tokens(get_state(), [token_id]):
+        raise ApiError(f"API key {token_id} not found", 404)
+    return api_ok()
+
+
+# ---- logs ----
+
+def make_log_filter(start_timestamp: str | None = None, end_timestamp: str | None = None, model_name: str = "",
+                    channel: str | None = None, token_name: str = "", request_id: str = "",
+                    code_type: str = "all", keyword: str = "") -> LogFilter:
+    if code_type not in ("", "all", "success", "error"):
+        raise ApiError("code_type must be all, success or error")
+    return LogFilter(parse_timestamp_ms(start_timestamp), parse_timestamp_ms(end_timestamp), model_name.strip(),
+                     _int_or_none(channel, "channel"), token_name.strip(), request_id.strip(), code_type or "all",
+                     keyword.strip())
+
+
+@admin_router.get("/logs")
+def api_logs(page: int | None = None, p: int | None = None, per_page: int | None = None,
+             flt: LogFilter = Depends(make_log_filter)) -> JSONResponse:
+    number, size = _page(page, p, per_page)
+    logs, total = query_logs(get_state().engine, flt, number, size)
+    return api_ok({"logs": logs, "total": total})
+
+
+admin_router.add_api_route("/logs/search", api_logs, methods=["GET"])
+
+
+@admin_router.get("/logs/detail/{log_id}")
+def api_log_detail(log_id: int) -> JSONResponse:
+    return api_ok(log_detail(get_state(), log_id))
+
+
+def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
+    with state.engine.connect() as conn:
+        row = conn.execute(sa.select(LogRow.request_id).where(LogRow.id == log_id)).first()
+        if row is None:
+            raise ApiError(f"log {log_id} not found", 404)
+        detail = conn.execute(sa.select(*LogDetail.__table__.columns).where(
+            LogDetail.request_id == row.request_id)).first()
+    body = dict(detail._mapping) if detail else {"request_body": "", "response_body": "",
+                                                  "request_body_truncated": False, "response_body_truncated": False}
+    return dict(body, id=log_id, log_id=log_id)
+
+
+@admin_router.delete("/logs")
+def api_logs_delete(timestamp: str) -> JSONResponse:
+    before = parse_timestamp_ms(timestamp)
+    if before is None:
+        raise ApiError("timestamp is required")
+    return api_ok(delete_logs_before(get_state().engine, before))
+
+
+LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
+                   "channel", "code", "endpoint", "prompt_tokens", "completion_tokens", "token_name", "ip",
+                   "retry_times", "content")
+
+
+def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(LOG_CSV_COLUMNS)
+    page = 1
+    while (page - 1) * PER_PAGE_MAX < limit:
+        rows, total = query_logs(state.engine, flt, page, PER_PAGE_MAX)
+        writer.writerows([r[c] for c in LOG_CSV_COLUMNS] for r in rows)
+        if page * PER_PAGE_MAX >= total:
+            break
+        page += 1
+    return out.getvalue()
+
+
+@admin_router.get("/logs/export")
+def api_logs_export(flt: LogFilter = Depends(make_log_filter)) -> Response:
+    return Response(logs_csv(get_state(), flt), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
+
+
+# ---- dashboard ----
+
+TIMESPANS = ("minute", "hour", "day")
+
+
+def bucket_start(ts: int, timespan: str, tz: ZoneInfo) -> int:
+    """The start, in Unix seconds, of the minute/hour/day holding `ts`, with hours and days in `tz`."""
+    if timespan == "minute":
+        return ts - ts % 60
+    local = datetime.fromtimestamp(ts, tz)
+    local = local.replace(minute=0, second=0, microsecond=0)
+    if timespan == "day":
+        local = local.replace(hour=0)
+    return int(local.timestamp())
+
+
+def dashboard_series(state: AppState, start_ms: int | None, end_ms: int | None, timezone: str = "UTC",
+                     timespan: str = "hour", channel: int | None = None, model: str = "") -> list[dict[str, Any]]:
+    if timespan not in TIMESPANS:
+        raise ApiError("timespan must be minute, hour or day")
+    try:
+        tz = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(f"unknown timezone: {timezone!r}") from None
+    end_s = (end_ms or now_ms()) // 1000
+    start_s = (start_ms // 1000) if start_ms is not None else end_s - 7 * 86400
+    buckets: dict[int, dict[tuple[int, str], dict[str, Any]]] = collections.defaultdict(dict)
+    starts: dict[int, int] = {}
+    for row in query_summaries(state.engine, start_s - start_s % 60, end_s, channel, model):
+        minute = row["minute"]
+        if minute not in starts:
+            starts[minute] = bucket_start(minute, timespan, tz)
+        items = buckets[starts[minute]]
+        item = items.get((row["channel_id"], row["model"]))
+        if item is None:
+            item = items[(row["channel_id"], row["model"])] = {
+                "channel_id": row["channel_id"], "model": row["model"], "max_rpm": 0, "max_tpm": 0,
+                **{n: 0 for n in _SUMMED}}
+        for name in _SUMMED:
+            item[name] += row[name]
+        item["max_rpm"] = max(item["max_rpm"], row["request_count"])
+        item["max_tpm"] = max(item["max_tpm"], row["total_tokens"])
+    return [{"timestamp": ts, "summary": list(buckets[ts].values())} for ts in sorted(buckets)]
+
+
+@admin_router.get("/dashboardv2")
+def api_dashboard_v2(channel: str | None = None, model: str = "", start_timestamp: str | None = None,
+                     end_timestamp: str | None = None, timezone: str = "UTC", timespan: str = "hour") -> JSONResponse:
+    return api_ok(dashboard_series(get_state(), parse_timestamp_ms(start_timestamp), parse_timestamp_ms(end_timestamp),
+                                   timezone, timespan or "hour", _int_or_none(channel, "channel"), model.strip()))
+
+
+# ---- options ----
+
+EDITABLE_OPTIONS = {"retry_times": int, "log_retention_days": int}
+
+
+def set_option(state: AppState, key: str, value: Any) -> Any:
+    kind = EDITABLE_OPTIONS.get(key)
+    if kind is None:
+        raise ApiError(f"unknown option {key!r}; editable: {', '.join(EDITABLE_OPTIONS)}")
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise ApiError(f"{key} must be a {kind.__name__}") from None
+    if value < 0:
+        raise ApiError(f"{key} must not be negative")
+    save_option(state.engine, key, value)
+    state.options[key] = value
+    return value
+
+
+def current_options(state: AppState) -> dict[str, Any]:
+    return {"retry_times": state.retry_times, "log_retention_days": state.log_retention_days}
+
+
+class OptionIn(BaseModel):
+    key: str
+    value: Any
+
+
+@admin_router.get("/option")
+def api_options() -> JSONResponse:
+    return api_ok(current_options(get_state()))
+
+
+@admin_router.put("/option")
+def api_option_set(body: OptionIn) -> JSONResponse:
+    return api_ok({body.key: set_option(get_state(), body.key, body.value)})
+
+
+admin_router.add_api_route("/option", api_option_set, methods=["POST"])
+
+
+# ==== 8. UI pages ==========================================================================================
+
+
+def mount_ui(api: FastAPI, state: AppState) -> None:
+    """Attach the NiceGUI admin UI to `api` (last, because its '/' mount shadows later routes)."""
+    from nicegui import ui
+
+    @ui.page("/")
+    def page_index() -> None:
+        ui.label("aiproxy-local")
+
+    secret, _ = load_or_create_secret(state.settings.data_path / "storage_secret")
+    ui.run_with(api, mount_path="/", storage_secret=secret, show_welcome_message=False, title="aiproxy-local")
+
+
+# ==== 9. App assembly & CLI ================================================================================
+
+RETENTION_CHECK_SECONDS = 3600
+
+
+class Gateway:
+    """The ASGI entry: /v1 goes straight to the relay (no framework, no middleware), the rest to FastAPI."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith("/v1/") or path == "/v1":
+                return await self._relay(scope, receive, send)
+            if path.startswith("/api/"):
+                scope = _normalise_api_scope(scope)
+        await self.api(scope, receive, send)
+
+    async def _relay(self, scope: dict, receive: Callable, send: Callable) -> None:
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await relay_app(scope, receive, tracking_send)
+        except Exception:  # a bug must still answer in OpenAI's shape, never as a bare traceback
+            logger.exception("relay failed")
+            if not started:
+                await send_bytes(send, 500, openai_error(500, "Internal error in aiproxy-local; see its log.",
+                                                         "internal_error", "aiproxy_error"), "application/json", "")
+
+
+def _normalise_api_scope(scope: dict) -> dict:
+    """aiproxy registers "/api/channels/" and clients send both forms: accept every path either way. Bodies are
+    JSON even when a client (curl -d) labels them as a form."""
+    path = scope["path"]
+    if path.endswith("/") and len(path) > 5:
+        path = path.rstrip("/")
+        scope = dict(scope, path=path, raw_path=path.encode())
+    headers = scope["headers"]
+    if scope["method"] in ("POST", "PUT") and not any(
+            k == b"content-type" and not v.startswith(b"application/x-www-form-urlencoded") for k, v in headers):
+        scope = dict(scope, headers=[(k, v) for k, v in headers if k != b"content-type"]
+                     + [(b"content-type", b"application/json")])
+    return scope
+
+
+@asynccontextmanager
+async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+    state = get_state()
+    state.http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=state.settings.connect_timeout,
+                                      sock_read=state.settings.ttfb_timeout),
+        auto_decompress=True, trust_env=True)
+    state.writer.start()
+    janitor = asyncio.create_task(_retention_loop(state))
+    try:
+        yield
+    finally:
+        janitor.cancel()
+        await state.writer.stop()  # every answered request keeps its log row
+        await state.http.close()
+
+
+async def _retention_loop(state: AppState) -> None:
+    while True:
+        days = state.log_retention_days
+        if days > 0:
+            await asyncio.to_thread(delete_logs_before, state.engine, now_ms() - days * 86_400_000)
+        await asyncio.sleep(RETENTION_CHECK_SECONDS)
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return api_error(exc.message, exc.status)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return api_error(f"invalid request: {where + ': ' if where else ''}{first.get('msg', 'bad input')}", 400)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api"):
+            return api_error(str(exc.detail), exc.status_code)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @api.exception_handler(sa.exc.SQLAlchemyError)
+    async def _db(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        logger.exception("database error", exc_info=exc)
+        return api_error(f"database error: {type(exc).__name__}", 500)
+
+
+def create_app(settings: Settings) -> Gateway:
+    global _STATE
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    if settings.admin_key:
+        admin_key, created = settings.admin_key, False
+    else:
+        admin_key, created = load_or_create_secret(settings.data_path / "admin_key")
+    engine = make_engine(settings.dsn)
+    create_schema(engine)
+    state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
+                     admin_key_created=created)
+    state.options = load_options(engine)
+    state.reload()
+    state.writer = LogWriter(engine)
+    _STATE = state
+
+    api = FastAPI(title="aiproxy-local", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None, redirect_slashes=False)
+    _install_error_handlers(api)
+    api.include_router(public_router)
+    api.include_router(admin_router)
+
+    @api.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    def api_not_found(rest: str) -> JSONResponse:
+        return api_error(f"no such admin route: /api/{rest}", 404)
+
+    if not settings.no_ui:
+        mount_ui(api, state)
+    return Gateway(api)
+
+
+def _banner(state: AppState) -> str:
+    s = state.settings
+    host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
+    url = f"http://{host}:{s.port}"
+    lines = [f"aiproxy-local {__version__} is running", f"  web UI and admin API : {url}",
+             f"  OpenAI base URL      : {url}/v1", f"  data directory       : {s.data_path}"]
+    if state.admin_key_created:
+        lines += ["", "  A new admin key was generated (saved to admin_key in the data directory):",
+                  f"      {state.admin_key}", "  Use it to log in, and as AIPROXY_API_TOKEN in FastGPT."]
+    elif s.admin_key:
+        lines.append("  admin key            : from ADMIN_KEY")
+    else:
+        lines.append(f"  admin key            : {mask_key(state.admin_key)} (in {s.data_path / 'admin_key'})")
+    if s.host not in ("127.0.0.1", "localhost", "::1"):
+        lines.append(f"  WARNING: listening on {s.host}: anyone who can reach this port can try the admin key.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(os.environ, sys.argv[1:] if argv is None else argv)
+    app = create_app(settings)
+    if os.environ.get("NICEGUI_USER_SIMULATION"):  # NiceGUI's test plugin runs this file: build, don't serve
+        return
+    import uvicorn
+
+    state = get_state()
+    print(_banner(state), flush=True)
+    if not settings.no_browser:
+        url = f"http://127.0.0.1:{settings.port}/"
+        threading.Timer(1.5, webbrowser.open, [url]).start()
+    loop = "uvloop" if sys.platform != "win32" else "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        loop = "asyncio"
+    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http="httptools", access_log=False,
+                log_level="warning", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Shared pytest fixtures: a fake upstream provider and the real app running as a subprocess.
+
+* ``upstream``      session FakeUpstream (see fake_upstream.py); ``upstream.url("status-500")`` is a base_url.
+* ``app_server``    session AppServer: ``aiproxy_local.py`` started with a temp data dir and a random ADMIN_KEY.
+* ``start_app``     factory for extra, fresh app processes (own data dir, custom env); stopped at test end.
+* ``free_port()``   a free loopback TCP port.
+
+The app runs as a real process (not in-process) because it owns a uvicorn server, a NiceGUI UI and background
+jobs; this is also how users start it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fake_upstream import FakeUpstream
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_SCRIPT = REPO_ROOT / "aiproxy_local.py"
+READY_TIMEOUT = 30.0
+
+# Unit tests may import the app module's internals directly.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+_KEEP_ENV = object()  # sentinel: "generate a random admin key" vs None = "leave ADMIN_KEY unset"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
+    """os.environ without pytest/NiceGUI markers (NiceGUI changes behaviour when it sees them), plus ``extra``;
+    a None value in ``extra`` removes that variable."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_CURRENT_TEST", "ADMIN_KEY") and not k.startswith("NICEGUI")
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+class AppServer:
+    """A running ``aiproxy_local.py`` process plus small HTTP helpers bound to its admin key."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, admin_key: str | None, data_dir: Path, log_path: Path):
+        self.proc = proc
+        self.url = url
+        self.port = int(url.rsplit(":", 1)[1])
+        self.admin_key = admin_key
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self._client: httpx.Client | None = None
+        self._stopped = False
+
+    # -- process ----------------------------------------------------------------------------------------------
+
+    def output_tail(self, lines: int = 60) -> str:
+        """Last lines of the child's combined stdout/stderr."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    stderr_tail = output_tail
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited with {self.proc.returncode} before ready:\n{self.output_tail()}")
+            try:
+                resp = httpx.get(f"{self.url}/api/status", timeout=2)
+                if resp.status_code == 200:
+                    return
+                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"app not ready after {timeout}s ({last}):\n{self.output_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Terminate (SIGTERM, then SIGKILL), print the output tail if it had crashed; returns the exit code.
+        Idempotent, so a test may stop a server (e.g. to restart on the same data dir) before teardown."""
+        if self._stopped:
+            return self.proc.returncode
+        self._stopped = True
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        crashed = self.proc.poll() is not None
+        if not crashed:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        if crashed or rc not in (0, -signal.SIGTERM):
+            print(f"\n--- aiproxy_local exited with {rc}; output tail ---\n{self.output_tail()}", file=sys.stderr)
+        return rc
+
+    # -- HTTP helpers -----------------------------------------------------------------------------------------
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"} if self.admin_key else {}
+
+    @property
+    def client(self) -> httpx.Client:
+        """A reusable httpx client with base_url and the admin key set."""
+        if self._client is None:
+            self._client = httpx.Client(base_url=self.url, headers=self.headers, timeout=30)
+        return self._client
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        """Call the app with the admin key and return the parsed JSON, whatever the status."""
+        resp = self.client.request(method, path, **kw)
+        try:
+            return resp.json()
+        except ValueError:
+            raise AssertionError(f"{method} {path} -> HTTP {resp.status_code}, not JSON: {resp.text[:500]}") from None
+
+    def openai(self, api_key: str | None = None, **kw: Any) -> Any:
+        """An ``openai.OpenAI`` client pointed at this app's /v1 (admin key unless ``api_key`` is given)."""
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key or self.admin_key, max_retries=0, **kw)
+
+    def channels(self) -> list[dict[str, Any]]:
+        body = self.api("GET", "/api/channels/all")
+        assert body.get("success"), body
+        data = body.get("data") or []
+        return data["channels"] if isinstance(data, dict) else data
+
+    def add_channel(self, **fields: Any) -> int | list[int]:
+        """POST /api/channel/ and return the new id (a list of ids when a multi-line key made several).
+
+        Defaults: type 1 (OpenAI), key "sk-fake", a unique name. Names must be unique per test run,
+        since the id is found by name."""
+        fields.setdefault("type", 1)
+        fields.setdefault("key", "sk-fake")
+        fields.setdefault("name", f"ch-{uuid.uuid4().hex[:8]}")
+        body = self.api("POST", "/api/channel/", json=fields)
+        assert body.get("success"), f"add_channel failed: {body}"
+        ids = sorted(ch["id"] for ch in self.channels() if ch.get("name") == fields["name"])
+        assert ids, f"channel {fields['name']!r} not found after create"
+        return ids[0] if len(ids) == 1 else ids
+
+    def delete_all_channels(self) -> None:
+        for ch in self.channels():
+            body = self.api("DELETE", f"/api/channel/{ch['id']}")
+            assert body.get("success"), f"delete channel {ch['id']} failed: {body}"
+
+
+def launch_app(
+    tmp_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    admin_key: Any = _KEEP_ENV,
+    env: dict[str, str | None] | None = None,
+    args: list[str] | None = None,
+    port: int | None = None,
+    wait: bool = True,
+) -> AppServer:
+    """Start ``aiproxy_local.py`` and (by default) wait for /api/status.
+
+    ``admin_key``: omitted → a random ``test-admin-...``; None → ADMIN_KEY unset (the app generates one, read
+    back from ``data_dir/admin_key`` once ready); a string → that key."""
+    data_dir = data_dir or tmp_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    if admin_key is _KEEP_ENV:
+        admin_key = f"test-admin-{secrets.token_hex(8)}"
+    extra: dict[str, str | None] = {"ADMIN_KEY": admin_key}
+    extra.update(env or {})
+    log_path = tmp_dir / f"app-{port}.log"
+    cmd = [sys.executable, str(APP_SCRIPT), "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd += ["--no-browser", *(args or [])]
+    # Output goes to a file, not a pipe: nobody drains a pipe while tests run, and a full pipe blocks the app.
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(extra), stdout=log, stderr=subprocess.STDOUT)
+    server = AppServer(proc, f"http://127.0.0.1:{port}", extra["ADMIN_KEY"], data_dir, log_path)
+    if wait:
+        try:
+            server.wait_ready()
+        except BaseException:
+            server.stop()
+            raise
+        key_file = data_dir / "admin_key"
+        if server.admin_key is None and key_file.exists():
+            server.admin_key = key_file.read_text().strip()
+    return server
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    try:
+        server = launch_app(tmp_path_factory.mktemp("app"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_app(tmp_path: Path) -> Iterator[Callable[..., AppServer]]:
+    """Factory: ``start_app(data_dir=<tmp>/data, admin_key=<random>, env=None, args=None, port=None, wait=True)``.
+    Calls in one test share the default data dir (stop one, start another = restart); each call gets its own
+    log file; every process started is stopped when the test ends."""
+    started: list[AppServer] = []
+
+    def factory(**kw: Any) -> AppServer:
+        run_dir = tmp_path / f"run{len(started)}"
+        run_dir.mkdir()
+        kw.setdefault("data_dir", tmp_path / "data")
+        server = launch_app(run_dir, **kw)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in reversed(started):
+        server.stop()
