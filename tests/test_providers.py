@@ -1,4 +1,4 @@
-"""Check of the provider catalog asset (assets/providers.json).
+"""Section 3, Provider catalog & adaptors: assets/providers.json and the code that loads and uses it.
 
 The catalog is keyed by labring/aiproxy's numeric channel type id; these tests
 keep it loadable, complete for the ids the app relies on, and well-formed.
@@ -83,3 +83,37 @@ def test_openai_style_base_urls_have_no_trailing_slash(catalog):
             assert url.startswith(("http://", "https://")), f"{key}: {url}"
         if entry["adaptor"] == "openai":
             assert not url.endswith("/"), f"{key}: {url}"
+
+
+def test_load_catalog_builds_frozen_providers():
+    import aiproxy_local as app
+
+    catalog = app.load_catalog()
+    assert REQUIRED_IDS <= set(catalog)
+    openai = catalog[1]
+    assert openai.default_base_url.endswith("/v1") and ("gpt-4o", "chat") in openai.models
+    with pytest.raises(Exception):
+        openai.name = "changed"  # frozen: the catalog is shared by every request
+
+
+def test_model_kinds_come_from_the_catalog_then_from_the_name():
+    import aiproxy_local as app
+
+    kinds = app.catalog_model_kinds(app.load_catalog())
+    assert kinds["text-embedding-3-small"] == "embedding"
+    assert app.guess_model_kind("my-bge-reranker") == "rerank"
+    assert app.guess_model_kind("some-embedding-v2") == "embedding"
+    assert app.guess_model_kind("whisper-large") == "stt"
+    assert app.guess_model_kind("qwen-max") == "chat"
+
+
+def test_openai_adaptor_builds_url_and_headers():
+    import aiproxy_local as app
+
+    adaptor = app.ADAPTORS["openai"]
+    assert adaptor.build_url("https://api.example.com/v1/", "/chat/completions", "m") == \
+        "https://api.example.com/v1/chat/completions"
+    assert adaptor.build_headers("sk-x") == {"Authorization": "Bearer sk-x"}
+    assert adaptor.convert_request("/embeddings", b"{}") == ("/embeddings", b"{}")
+    provider = app.load_catalog()[29]
+    assert app.adaptor_for(provider) is adaptor  # every id is served by the OpenAI adaptor for now

@@ -1,0 +1,87 @@
+"""Section 9, App assembly & CLI: the command line, the packaging, and the single file running on its own."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import httpx
+
+import aiproxy_local as app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pep723_dependencies() -> list[str]:
+    text = (ROOT / "aiproxy_local.py").read_text(encoding="utf-8")
+    block = re.search(r"^# /// script\n((?:#.*\n)+?)# ///$", text, re.M)
+    assert block, "aiproxy_local.py must start with a PEP 723 `# /// script` block"
+    toml = "\n".join(line[2:] if line.startswith("# ") else line[1:] for line in block.group(1).splitlines())
+    return tomllib.loads(toml)["dependencies"]
+
+
+def test_inline_script_metadata_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert sorted(pep723_dependencies()) == sorted(project["dependencies"])
+    for name in ("nicegui", "httpx", "sqlmodel", "pymysql"):
+        assert any(d.startswith(name) for d in project["dependencies"]), name
+
+
+def test_console_script_and_module_agree():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "aiproxy-local"
+    assert project["scripts"]["aiproxy-local"] == "aiproxy_local:main"
+    assert "test" in project["optional-dependencies"]
+
+
+def test_help_lists_the_flags():
+    out = subprocess.run([sys.executable, str(ROOT / "aiproxy_local.py"), "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0
+    for flag in ("--host", "--port", "--data-dir", "--no-browser"):
+        assert flag in out.stdout
+
+
+def test_wheel_ships_the_assets(tmp_path):
+    """A fresh `pip install .` must carry assets/, which a plain py-module would leave behind."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("aiproxy_local-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "aiproxy_local.py" in names
+    for asset in (ROOT / "assets").glob("*.json"):
+        assert any(n.endswith(f"data/share/aiproxy-local/assets/{asset.name}") for n in names), asset.name
+
+
+def test_importing_the_module_creates_nothing(tmp_path):
+    code = "import aiproxy_local, sys; sys.exit(0 if aiproxy_local._STATE is None else 1)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_api_only_mode_serves_relay_and_api_without_ui(start_app):
+    server = start_app(args=["--no-ui"])
+    assert httpx.get(f"{server.url}/api/status").json()["success"]
+    assert httpx.get(f"{server.url}/v1/models", headers=server.headers).status_code == 200
+    assert httpx.get(f"{server.url}/").status_code == 404
+
+
+def test_shutdown_flushes_logs(start_app, upstream):
+    """Every answered request keeps its row, even when the app stops right after answering."""
+    server = start_app()
+    server.add_channel(base_url=upstream.url("ok"), models=["flush-model"])
+    client = server.openai()
+    for _ in range(20):
+        client.embeddings.create(model="flush-model", input="x")
+    server.stop()
+    again = start_app()
+    assert again.api("GET", "/api/logs/", params={"model_name": "flush-model"})["data"]["total"] == 20
+
+
+def test_banner_warns_when_exposed():
+    state = app.AppState(settings=app.Settings(host="0.0.0.0"), engine=None, catalog={}, admin_key="k" * 48,
+                         admin_key_created=False)
+    assert "WARNING" in app._banner(state)

@@ -1,0 +1,319 @@
+"""Section 5, Relay routes: the OpenAI-compatible /v1, over real HTTP, with the official openai SDK as a client.
+
+The app runs as a real process (`app_server`) in front of our fake upstream (`upstream`). Every test uses its own
+model names, so the channels of one test never serve another's calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from fake_upstream import SPEECH_PREFIX, count_prompt_tokens, reply_text
+
+MESSAGES = [{"role": "user", "content": "hello there friend"}]
+
+
+def unique(prefix: str = "m") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_logs(app_server: Any, *, total: int, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
+    """Log rows are written by a batching writer: poll until `total` rows match."""
+    deadline = time.time() + timeout
+    while True:
+        body = app_server.api("GET", "/api/logs/", params={"per_page": 100, **filters})
+        assert body["success"], body
+        if body["data"]["total"] >= total or time.time() > deadline:
+            assert body["data"]["total"] == total, body["data"]
+            return body["data"]["logs"]
+        time.sleep(0.1)
+
+
+def keys_seen(upstream: Any, model: str) -> list[str]:
+    """The channel keys the upstream saw for this model, in order."""
+    return [r["headers"].get("authorization", "")[7:] for r in upstream.requests()
+            if (r.get("json") or {}).get("model") == model or (r.get("form") or {}).get("model") == model]
+
+
+# ---- plain calls ----
+
+def test_chat_non_stream_logs_usage_and_request_id(app_server, upstream):
+    model = unique()
+    channel = app_server.add_channel(base_url=upstream.url("ok"), models=[model])
+    client = app_server.openai()
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
+    answer = raw.parse()
+    assert answer.model == model
+    assert answer.choices[0].message.content == reply_text(3)
+    assert answer.usage.prompt_tokens == count_prompt_tokens({"messages": MESSAGES})
+    request_id = raw.headers["x-request-id"]
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert row["request_id"] == request_id
+    assert row["channel"] == channel and row["code"] == 200 and row["endpoint"] == "/v1/chat/completions"
+    assert row["usage"]["input_tokens"] == answer.usage.prompt_tokens
+    assert row["usage"]["output_tokens"] == 3 and row["completion_tokens"] == 3
+    assert row["usage_estimated"] is False
+    assert row["created_at"] >= row["request_at"] and row["ttfb_milliseconds"] >= 0
+
+
+async def test_async_stream_passes_chunks_and_hides_usage_chunk(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok+chunks-5"), models=[model])
+    client = openai.AsyncOpenAI(base_url=f"{app_server.url}/v1", api_key=app_server.admin_key, max_retries=0)
+    chunks = [c async for c in await client.chat.completions.create(model=model, messages=MESSAGES, stream=True)]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == reply_text(5)
+    assert all(c.usage is None for c in chunks), "the client did not ask for usage"
+    assert all(c.model == model for c in chunks)
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert row["usage"]["output_tokens"] == 5 and row["usage_estimated"] is False  # usage was still logged
+
+
+def test_stream_with_client_usage_keeps_usage_chunk(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model])
+    chunks = list(app_server.openai().chat.completions.create(
+        model=model, messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+
+
+def test_stream_is_not_buffered(app_server, upstream):
+    """Chunks 250 ms apart upstream must reach the client 250 ms apart, not all at the end."""
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok+chunks-3+gap-250"), models=[model])
+    arrivals = []
+    start = time.time()
+    for chunk in app_server.openai().chat.completions.create(model=model, messages=MESSAGES, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.time() - start)
+    assert len(arrivals) == 3
+    assert arrivals[-1] - arrivals[0] >= 0.4
+
+
+def test_stream_cut_midway_is_reported_and_logged(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("cut-2"), models=[model])
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in app_server.openai().chat.completions.create(model=model, messages=MESSAGES, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                received.append(chunk.choices[0].delta.content)
+    assert "".join(received) == reply_text(2)  # what came before the cut was delivered
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert row["code"] == 502 and "broke off" in row["content"]
+
+
+def test_missing_usage_is_estimated_and_marked(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("nousage"), models=[model])
+    client = app_server.openai()
+    client.chat.completions.create(model=model, messages=MESSAGES)
+    list(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    rows = wait_logs(app_server, total=2, model_name=model)
+    for row in rows:
+        assert row["usage_estimated"] is True
+        assert row["usage"]["input_tokens"] > 0 and row["usage"]["output_tokens"] > 0
+
+
+# ---- choosing channels ----
+
+def test_priority_order_and_failover_with_retry_count(app_server, upstream):
+    model = unique()
+    broken = app_server.add_channel(base_url=upstream.url("status-500"), models=[model], priority=100, key="k-broken")
+    working = app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=1, key="k-working")
+    answer = app_server.openai().chat.completions.create(model=model, messages=MESSAGES)
+    assert answer.choices[0].message.content
+    assert keys_seen(upstream, model) == ["k-broken", "k-working"]  # high priority first, then the next level
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert row["channel"] == working and row["retry_times"] == 1 and row["code"] == 200
+    assert broken != working
+
+
+@pytest.mark.parametrize("scenario", ["status-429", "status-401", "status-503", "closed-port"])
+def test_failover_reasons(app_server, upstream, free_port_url, scenario):
+    model = unique()
+    base = free_port_url if scenario == "closed-port" else upstream.url(scenario)
+    app_server.add_channel(base_url=base, models=[model], priority=10, key="k-first")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0, key="k-second")
+    assert app_server.openai().chat.completions.create(model=model, messages=MESSAGES).choices
+    assert keys_seen(upstream, model)[-1] == "k-second"
+
+
+@pytest.fixture
+def free_port_url() -> str:
+    from conftest import free_port
+
+    return f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: a connect error
+
+
+def test_bad_request_is_never_retried(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("status-400"), models=[model], priority=10, key="k-400")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0, key="k-ok")
+    with pytest.raises(openai.BadRequestError) as info:
+        app_server.openai().chat.completions.create(model=model, messages=MESSAGES)
+    assert "fake upstream error 400" in str(info.value)
+    assert keys_seen(upstream, model) == ["k-400"]
+
+
+def test_all_attempts_failed_returns_last_upstream_error(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("status-500"), models=[model], priority=10)
+    app_server.add_channel(base_url=upstream.url("status-429"), models=[model], priority=0)
+    with pytest.raises(openai.RateLimitError):
+        app_server.openai().chat.completions.create(model=model, messages=MESSAGES)
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert row["code"] == 429 and row["retry_times"] == 1
+    detail = app_server.api("GET", f"/api/logs/detail/{row['id']}")["data"]
+    assert model in detail["request_body"] and "429" in detail["response_body"]
+
+
+def test_same_priority_spreads_load_and_disabled_channel_is_never_chosen(app_server, upstream):
+    model = unique()
+    a = app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=5, key="k-a")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=5, key="k-b")
+    client = app_server.openai()
+    for _ in range(30):
+        client.embeddings.create(model=model, input="x")
+    seen = keys_seen(upstream, model)
+    assert {"k-a", "k-b"} <= set(seen) and min(seen.count("k-a"), seen.count("k-b")) >= 3
+    assert app_server.api("POST", f"/api/channel/{a}/status", json={"status": 2})["success"]
+    upstream.clear()
+    for _ in range(10):
+        client.embeddings.create(model=model, input="x")
+    assert set(keys_seen(upstream, model)) == {"k-b"}
+
+
+def test_pinning_forces_a_channel_even_disabled(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=10, key="k-main")
+    pinned = app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0, key="k-pinned",
+                                    status=2)
+    client = app_server.openai(default_headers={"Aiproxy-Channel": str(pinned)})
+    client.chat.completions.create(model=model, messages=MESSAGES)
+    assert keys_seen(upstream, model) == ["k-pinned"]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=unique(), messages=MESSAGES)  # not on that channel
+    token = app_server.api("POST", "/api/tokens/", json={"name": unique("tok")})["data"]["key"]
+    with pytest.raises(openai.PermissionDeniedError):
+        app_server.openai(api_key=token, default_headers={"Aiproxy-Channel": str(pinned)}).chat.completions.create(
+            model=model, messages=MESSAGES)
+
+
+def test_model_mapping_renames_upstream_only(app_server, upstream):
+    alias, real = unique("alias"), unique("real")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[real], model_mapping={alias: real})
+    client = app_server.openai()
+    assert client.chat.completions.create(model=alias, messages=MESSAGES).model == alias
+    assert all(c.model == alias for c in client.chat.completions.create(model=alias, messages=MESSAGES, stream=True))
+    assert keys_seen(upstream, real) and not keys_seen(upstream, alias)
+    rows = wait_logs(app_server, total=2, model_name=alias)
+    assert {r["actual_model"] for r in rows} == {real}
+    assert alias in [m.id for m in client.models.list()]
+
+
+# ---- refusals ----
+
+def test_error_shapes(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model], status=2)
+    headers = {"Authorization": f"Bearer {app_server.admin_key}"}
+    url = f"{app_server.url}/v1/chat/completions"
+    cases = [
+        (httpx.post(url, headers=headers, content=b"{not json"), 400, "invalid_json"),
+        (httpx.post(url, headers=headers, json={"messages": MESSAGES}), 400, "missing_model"),
+        (httpx.post(url, headers=headers, json={"model": unique(), "messages": MESSAGES}), 404, "model_not_found"),
+        (httpx.post(url, headers=headers, json={"model": model, "messages": MESSAGES}), 503, "no_available_channel"),
+        (httpx.post(url, json={"model": model}), 401, "missing_api_key"),
+        (httpx.post(url, headers={"Authorization": "Bearer wrong"}, json={"model": model}), 401, "invalid_api_key"),
+        (httpx.get(f"{app_server.url}/v1/nope", headers=headers), 404, "not_found"),
+        (httpx.get(f"{app_server.url}/v1/models/{unique()}", headers=headers), 404, "model_not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["code"] == code and error["message"] and error["type"]
+        assert response.headers["x-request-id"]
+
+
+def test_x_api_key_header_and_sk_prefix_work(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model])
+    for headers in ({"x-api-key": app_server.admin_key}, {"Authorization": f"Bearer sk-{app_server.admin_key}"}):
+        response = httpx.get(f"{app_server.url}/v1/models", headers=headers)
+        assert response.status_code == 200 and model in [m["id"] for m in response.json()["data"]]
+
+
+def test_token_allow_list_and_disabled_token(app_server, upstream):
+    allowed, other = unique(), unique()
+    app_server.add_channel(base_url=upstream.url("ok"), models=[allowed, other])
+    token = app_server.api("POST", "/api/tokens/", json={"name": unique("tok"), "models": [allowed]})["data"]
+    client = app_server.openai(api_key=token["key"])
+    assert client.chat.completions.create(model=allowed, messages=MESSAGES).choices
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model=other, messages=MESSAGES)
+    assert [m.id for m in client.models.list()] == [allowed]
+    (row,) = wait_logs(app_server, total=1, model_name=allowed)
+    assert row["token_name"] == token["name"] and row["token_id"] == token["id"]
+    app_server.api("POST", f"/api/tokens/{token['id']}/status", json={"status": 2})
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model=allowed, messages=MESSAGES)
+
+
+# ---- every endpoint ----
+
+def test_other_endpoints(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model])
+    client = app_server.openai()
+    assert client.completions.create(model=model, prompt="say hi").choices
+    assert len(client.embeddings.create(model=model, input=["a", "b"]).data) == 2
+    assert client.moderations.create(model=model, input="hi").results is not None
+    assert client.images.generate(model=model, prompt="a cat").data[0].url
+    speech = client.audio.speech.create(model=model, voice="alloy", input="hello")
+    assert speech.content.startswith(SPEECH_PREFIX)
+    transcript = client.audio.transcriptions.create(model=model, file=("a.wav", b"RIFF" + b"\0" * 100))
+    assert "104 bytes" in transcript.text
+    translation = httpx.post(f"{app_server.url}/v1/audio/translations", headers={"Authorization": f"Bearer {app_server.admin_key}"},
+                             data={"model": model}, files={"file": ("a.wav", b"RIFF" + b"\0" * 10)})
+    assert translation.status_code == 200 and translation.json()["text"]
+    rerank = httpx.post(f"{app_server.url}/v1/rerank", headers={"Authorization": f"Bearer {app_server.admin_key}"},
+                        json={"model": model, "query": "q", "documents": ["a", "b", "c"]})
+    assert rerank.status_code == 200 and len(rerank.json()["results"]) == 3
+    rows = wait_logs(app_server, total=8, model_name=model)
+    assert {r["endpoint"] for r in rows} == {
+        "/v1/completions", "/v1/embeddings", "/v1/moderations", "/v1/images/generations", "/v1/audio/speech",
+        "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/rerank"}
+    assert all(r["code"] == 200 for r in rows)
+
+
+def test_multipart_model_mapping(app_server, upstream):
+    alias, real = unique("alias"), unique("whisper")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[real], model_mapping={alias: real})
+    app_server.openai().audio.transcriptions.create(model=alias, file=("a.wav", b"RIFF1234"))
+    (request,) = [r for r in upstream.requests() if (r.get("form") or {}).get("model") == real]
+    assert request["form"]["file_size"] == 8
+
+
+async def test_hundred_concurrent_calls_give_hundred_log_rows(app_server, upstream):
+    model = unique()
+    app_server.add_channel(base_url=upstream.url("ok+delay-20"), models=[model])
+    client = openai.AsyncOpenAI(base_url=f"{app_server.url}/v1", api_key=app_server.admin_key, max_retries=0)
+
+    async def one(i: int) -> bool:
+        if i % 2:
+            stream = await client.chat.completions.create(model=model, messages=MESSAGES, stream=True)
+            return bool([c async for c in stream])
+        return bool((await client.chat.completions.create(model=model, messages=MESSAGES)).choices)
+
+    assert all(await asyncio.gather(*(one(i) for i in range(100))))
+    rows = wait_logs(app_server, total=100, model_name=model)
+    assert len({r["request_id"] for r in rows}) == 100
+    assert all(r["code"] == 200 for r in rows)
