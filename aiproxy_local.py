@@ -374,10 +374,15 @@ class Option(Base, table=True):
     value: str = Field(default="", sa_type=sa.Text)
 
 
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)  # "模型" stays searchable with LIKE, not "\u6a21\u578b"
+
+
 def make_engine(dsn: str) -> sa.Engine:
     if dsn.startswith("sqlite"):
         engine = sa.create_engine(
-            dsn, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}, pool_pre_ping=False
+            dsn, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}, pool_pre_ping=False,
+            json_serializer=_json_dumps,
         )
 
         @sa.event.listens_for(engine, "connect")
@@ -389,11 +394,18 @@ def make_engine(dsn: str) -> sa.Engine:
             cur.close()
 
         return engine
-    if dsn.startswith("mysql://"):
-        dsn = "mysql+pymysql://" + dsn[len("mysql://"):]
-    if dsn.startswith("postgres://"):
-        dsn = "postgresql://" + dsn[len("postgres://"):]
-    return sa.create_engine(dsn, pool_pre_ping=True, pool_recycle=3600)
+    return sa.create_engine(with_default_driver(dsn), pool_pre_ping=True, pool_recycle=3600,
+                            json_serializer=_json_dumps)
+
+
+def with_default_driver(dsn: str) -> str:
+    """`mysql://` and `postgres://` as users write them, with the drivers we ship or suggest."""
+    scheme, sep, rest = dsn.partition("://")
+    if scheme == "mysql":
+        return f"mysql+pymysql://{rest}"
+    if scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    return dsn
 
 
 def create_schema(engine: sa.Engine) -> None:
@@ -1523,8 +1535,8 @@ def api_status() -> JSONResponse:
 
 def _page(page: int | None, p: int | None, per_page: int | None) -> tuple[int, int]:
     number = page or p or 1
-    size = per_page or PER_PAGE_DEFAULT
-    return max(1, number), min(PER_PAGE_MAX, max(1, size))
+    size = per_page if per_page and per_page > 0 else PER_PAGE_DEFAULT  # aiproxy: ≤ 0 means the default
+    return max(1, number), min(PER_PAGE_MAX, size)
 
 
 def _int_or_none(value: str | None, name: str) -> int | None:
@@ -1578,8 +1590,10 @@ def clean_mapping(mapping: dict[str, Any] | None) -> dict[str, str]:
 def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | None = None) -> dict[str, Any]:
     """Channel columns from an input; `keep` is the stored channel when updating."""
     keep = keep or {}
-    if data.type not in state.catalog:
-        raise ApiError(f"invalid channel type: {data.type} (see GET /api/channels/type_metas)")
+    # like aiproxy, an update without a type (or with 0) keeps the stored one
+    ctype = data.type if data.type and "type" in data.model_fields_set else keep.get("type", data.type)
+    if ctype not in state.catalog:
+        raise ApiError(f"invalid channel type: {ctype} (see GET /api/channels/type_metas)")
     if data.status not in (None, 1, 2):
         raise ApiError("status must be 1 (enabled) or 2 (disabled)")
     key = (data.key or "").strip()
@@ -1590,9 +1604,9 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     base_url = (data.base_url if data.base_url is not None else keep.get("base_url", "")).strip()
     if base_url and not re.match(r"^https?://", base_url):
         raise ApiError("base_url must start with http:// or https://")
-    provider = state.catalog[data.type]
+    provider = state.catalog[ctype]
     return {
-        "type": data.type, "name": data.name.strip() or keep.get("name") or provider.name,
+        "type": ctype, "name": data.name.strip() or keep.get("name") or provider.name,
         "key": key, "base_url": base_url.rstrip("/"),
         "models": clean_models(data.models if data.models is not None else keep.get("models")),
         "model_mapping": clean_mapping(data.model_mapping if data.model_mapping is not None
@@ -1708,8 +1722,9 @@ def api_channels_list(page: int | None = None, p: int | None = None, per_page: i
     where = _channel_filters(id, name, key, channel_type, type, base_url, status)
     if keyword:
         like = f"%{keyword}%"
-        match = [Channel.name.like(like), Channel.key.like(like), Channel.base_url.like(like),
-                 sa.cast(Channel.models, sa.Text).like(like)]
+        # ilike, as aiproxy: PostgreSQL's LIKE is case-sensitive (SQLite's and MariaDB's are not)
+        match = [Channel.name.ilike(like), Channel.key.ilike(like), Channel.base_url.ilike(like),
+                 sa.cast(Channel.models, sa.Text).ilike(like)]
         if keyword.isdigit():
             match.append(Channel.id == int(keyword))
         where.append(sa.or_(*match))
@@ -2412,8 +2427,15 @@ def _banner(state: AppState) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = load_settings(os.environ, sys.argv[1:] if argv is None else argv)
-    app = create_app(settings)
+    if argv is None:  # under NiceGUI's test plugin sys.argv is pytest's: settings come from the env only
+        argv = [] if os.environ.get("NICEGUI_USER_SIMULATION") else sys.argv[1:]
+    settings = load_settings(os.environ, argv)
+    try:
+        app = create_app(settings)
+    except (sa.exc.SQLAlchemyError, ModuleNotFoundError, OSError) as exc:
+        # the DSN may hold a password: name the problem, never echo the URL
+        sys.exit(f"aiproxy-local: cannot open the database or data directory: {type(exc).__name__}: "
+                 f"{str(exc).splitlines()[0][:300]}")
     if os.environ.get("NICEGUI_USER_SIMULATION"):  # NiceGUI's test plugin runs this file: build, don't serve
         return
     import uvicorn

@@ -1,0 +1,903 @@
+"""Section 7, Admin API: aiproxy's /api contract as FastGPT uses it.
+
+Real HTTP against the shared `app_server` process (httpx as the client). The database is shared by the whole
+session, so every test makes its own channels, models and tokens with unique names and never assumes an empty
+table. Log rows (and the dashboard's per-minute summaries) come from a batching writer: tests poll for them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+MESSAGES = [{"role": "user", "content": "hello admin api"}]
+ENVELOPE_KEYS = {"success", "message", "data"}
+CHANNEL_FIELDS = {"id", "type", "name", "key", "base_url", "models", "model_mapping", "status", "priority",
+                  "created_at", "request_count", "used_amount", "channel_tests"}
+TEST_RESULT_FIELDS = {"test_at", "model", "actual_model", "took", "success", "code", "response", "channel_id",
+                      "channel_name", "channel_type"}
+LOG_FIELDS = {"id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
+              "channel", "code", "endpoint", "content", "ip", "retry_times", "token_id", "token_name", "usage",
+              "prompt_tokens", "completion_tokens"}
+USAGE_FIELDS = {"input_tokens", "output_tokens", "total_tokens", "cached_tokens"}
+SUMMARY_FIELDS = {"channel_id", "model", "request_count", "exception_count", "input_tokens", "output_tokens",
+                  "total_tokens", "total_time_milliseconds", "total_ttfb_milliseconds", "max_rpm", "max_tpm",
+                  "cache_hit_count", "used_amount"}
+FASTGPT_TYPES = (1, 3, 12, 13, 14, 16, 17, 19, 20, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 36, 40, 41, 43, 45, 47)
+
+
+# ---- helpers ----
+
+def unique(prefix: str = "adm") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def envelope(resp: httpx.Response, status: int = 200) -> dict[str, Any]:
+    """Assert the HTTP status and aiproxy's {success, message?, data?} shape; return the parsed body."""
+    assert resp.status_code == status, f"{resp.request.method} {resp.request.url} -> {resp.status_code}: {resp.text}"
+    assert "Traceback" not in resp.text
+    body = resp.json()
+    assert isinstance(body, dict) and set(body) <= ENVELOPE_KEYS and isinstance(body["success"], bool), body
+    if body["success"]:
+        assert status == 200
+    else:
+        assert isinstance(body.get("message"), str) and body["message"], body
+    return body
+
+
+def ok(resp: httpx.Response) -> Any:
+    """The `data` of a successful envelope."""
+    body = envelope(resp)
+    assert body["success"] is True, body
+    return body.get("data")
+
+
+def fail(resp: httpx.Response, status: int) -> str:
+    """The `message` of a failed envelope with this HTTP status."""
+    body = envelope(resp, status)
+    assert body["success"] is False, body
+    return body["message"]
+
+
+def create_channel(app_server: Any, **fields: Any) -> list[int]:
+    """POST /api/channel/ and return the ids it made (one per key line), oldest first."""
+    fields.setdefault("type", 1)
+    fields.setdefault("key", "sk-fake")
+    fields.setdefault("name", unique("ch"))
+    before = {ch["id"] for ch in all_channels(app_server)}
+    data = ok(app_server.client.post("/api/channel/", json=fields))
+    made = sorted({ch["id"] for ch in all_channels(app_server) if ch["name"] == fields["name"]} - before)
+    assert made == sorted(data["ids"]), data
+    return made
+
+
+def all_channels(app_server: Any) -> list[dict[str, Any]]:
+    return ok(app_server.client.get("/api/channels/all"))
+
+
+def get_channel(app_server: Any, channel_id: int) -> dict[str, Any]:
+    return ok(app_server.client.get(f"/api/channel/{channel_id}"))
+
+
+def chat(app_server: Any, model: str, key: str | None = None, channel: int | None = None,
+         messages: list[dict[str, Any]] | None = None) -> httpx.Response:
+    """One raw /v1/chat/completions call (raw, to see X-Request-Id and failures as they are)."""
+    headers = {"Authorization": f"Bearer {key or app_server.admin_key}"}
+    if channel is not None:
+        headers["Aiproxy-Channel"] = str(channel)
+    return httpx.post(f"{app_server.url}/v1/chat/completions", headers=headers, timeout=30,
+                      json={"model": model, "messages": messages or MESSAGES})
+
+
+def logs(app_server: Any, path: str = "/api/logs/", **params: Any) -> dict[str, Any]:
+    return ok(app_server.client.get(path, params=params))
+
+
+def wait_logs(app_server: Any, total: int, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
+    """Poll until exactly `total` log rows match `filters` (the writer flushes every ≤0.5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = logs(app_server, per_page=100, **filters)
+        if data["total"] >= total or time.monotonic() > deadline:
+            assert data["total"] == total, data
+            return data["logs"]
+        time.sleep(0.05)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def create_token(app_server: Any, **fields: Any) -> dict[str, Any]:
+    fields.setdefault("name", unique("tok"))
+    return ok(app_server.client.post("/api/tokens/", json=fields))
+
+
+# ---- envelope, auth, routing ----
+
+LIST_ROUTES = ["/api/channels", "/api/channels/all", "/api/channels/search", "/api/channels/type_metas",
+               "/api/logs", "/api/logs/search", "/api/dashboardv2", "/api/tokens", "/api/option",
+               "/api/model_configs", "/api/models/enabled", "/api/status"]
+
+
+@pytest.mark.parametrize("slash", ["", "/"], ids=["no-slash", "slash"])
+@pytest.mark.parametrize("path", LIST_ROUTES)
+def test_get_routes_answer_envelope_with_and_without_trailing_slash(app_server, path, slash):
+    data = ok(app_server.client.get(path + slash))
+    assert data is not None
+
+
+@pytest.mark.parametrize("path", ["/api/channel", "/api/channel/"])
+def test_create_channel_with_and_without_trailing_slash(app_server, upstream, path):
+    name = unique("slash")
+    ok(app_server.client.post(path, json={"type": 1, "key": "k", "name": name, "base_url": upstream.url()}))
+    assert [ch["name"] for ch in all_channels(app_server)].count(name) == 1
+
+
+def test_item_routes_accept_trailing_slash(app_server):
+    (cid,) = create_channel(app_server)
+    assert ok(app_server.client.get(f"/api/channel/{cid}/"))["id"] == cid
+    ok(app_server.client.post(f"/api/channel/{cid}/status/", json={"status": 2}))
+    assert get_channel(app_server, cid)["status"] == 2
+    ok(app_server.client.delete(f"/api/channel/{cid}/"))
+
+
+@pytest.mark.parametrize("headers, params", [
+    ({}, {}),
+    ({"Authorization": "Bearer wrong-key"}, {}),
+    ({"Authorization": "Bearer"}, {}),
+    ({}, {"key": "wrong-key"}),
+], ids=["missing", "wrong-bearer", "empty-bearer", "wrong-query"])
+def test_admin_routes_refuse_missing_or_wrong_key(app_server, headers, params):
+    for path in ("/api/channels/all", "/api/logs/", "/api/dashboardv2/", "/api/tokens/"):
+        fail(httpx.get(app_server.url + path, headers=headers, params=params), 401)
+
+
+def test_write_with_wrong_key_changes_nothing(app_server):
+    name = unique("nokey")
+    fail(httpx.post(f"{app_server.url}/api/channel/", headers={"Authorization": "Bearer nope"},
+                    json={"type": 1, "key": "k", "name": name}), 401)
+    assert name not in [ch["name"] for ch in all_channels(app_server)]
+
+
+@pytest.mark.parametrize("headers, params", [
+    ("Bearer {key}", {}),
+    ("Bearer sk-{key}", {}),
+    ("bearer {key}", {}),
+    (None, {"key": "{key}"}),
+    (None, {"key": "sk-{key}"}),
+], ids=["bearer", "bearer-sk", "lowercase-bearer", "query", "query-sk"])
+def test_admin_key_accepted_as_bearer_or_query(app_server, headers, params):
+    key = app_server.admin_key
+    resp = httpx.get(f"{app_server.url}/api/channels/all",
+                     headers={"Authorization": headers.format(key=key)} if headers else {},
+                     params={k: v.format(key=key) for k, v in params.items()})
+    assert isinstance(ok(resp), list)
+
+
+def test_status_is_public_with_start_time_in_ms(app_server):
+    data = ok(httpx.get(f"{app_server.url}/api/status"))
+    start = data["startTime"]
+    assert isinstance(start, int) and len(str(start)) == 13
+    assert now_ms() - 3_600_000 < start <= now_ms()
+
+
+@pytest.mark.parametrize("path", ["/api/no-such-route", "/api/no/such/route/", "/api/channelz/1"])
+def test_unknown_api_route_is_404_envelope(app_server, path):
+    fail(app_server.client.get(path), 404)
+    fail(app_server.client.post(path, json={}), 404)
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/api/channel/"), ("POST", "/api/channels/"), ("PUT", "/api/channel/1"),
+    ("POST", "/api/channel/1/status"), ("POST", "/api/channels/batch_delete"), ("POST", "/api/tokens/"),
+    ("POST", "/api/model_config/some-model"), ("PUT", "/api/option/"), ("PUT", "/api/tokens/1"),
+    ("POST", "/api/tokens/1/status"), ("POST", "/api/channels/batch_status"), ("POST", "/api/channel/test-preview"),
+])
+@pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2", b"\xff\xfe"], ids=["broken", "empty", "cut", "binary"])
+def test_malformed_json_body_is_400_envelope(app_server, method, path, body):
+    resp = app_server.client.request(method, path, content=body, headers={"Content-Type": "application/json"})
+    fail(resp, 400)
+
+
+def test_wrong_json_shape_is_400_envelope(app_server):
+    fail(app_server.client.post("/api/channel/", json=[1, 2]), 400)
+    fail(app_server.client.post("/api/channel/", json={"type": "not-a-number", "key": "k"}), 400)
+    fail(app_server.client.post("/api/channels/batch_delete", json={"ids": [1]}), 400)
+    fail(app_server.client.get("/api/channel/not-a-number"), 400)
+    fail(app_server.client.get("/api/channels/", params={"per_page": "ten"}), 400)
+
+
+# ---- channels ----
+
+def test_multiline_key_creates_one_channel_per_line(app_server, upstream):
+    name = unique("multi")
+    ids = create_channel(app_server, name=name, key="key-a\nkey-b\n\n  key-c  \n", base_url=upstream.url())
+    assert len(ids) == 3
+    assert sorted(get_channel(app_server, i)["key"] for i in ids) == ["key-a", "key-b", "key-c"]
+
+
+def test_batch_create_takes_an_array(app_server):
+    names = [unique("batch"), unique("batch")]
+    data = ok(app_server.client.post("/api/channels/", json=[{"type": 1, "key": "k1", "name": names[0]},
+                                                           {"type": 1, "key": "k2", "name": names[1]}]))
+    assert len(data["ids"]) == 2
+    assert {ch["name"] for ch in all_channels(app_server)} >= set(names)
+
+
+def test_batch_create_is_all_or_nothing(app_server):
+    name = unique("atomic")
+    fail(app_server.client.post("/api/channels/", json=[{"type": 1, "key": "k", "name": name},
+                                                        {"type": 99999, "key": "k", "name": name}]), 400)
+    assert name not in [ch["name"] for ch in all_channels(app_server)]
+
+
+def test_channel_list_paging_with_page_and_p(app_server):
+    name = unique("page")
+    ids = create_channel(app_server, name=name, key="\n".join(f"k{i}" for i in range(12)))
+    first = ok(app_server.client.get("/api/channels/", params={"name": name}))
+    assert first["total"] == 12 and len(first["channels"]) == 10, "per_page defaults to 10"
+    assert [c["id"] for c in first["channels"]] == sorted(ids, reverse=True)[:10], "id desc"
+    for param in ("page", "p"):
+        second = ok(app_server.client.get("/api/channels/", params={"name": name, param: 2}))
+        assert [c["id"] for c in second["channels"]] == sorted(ids, reverse=True)[10:]
+    five = ok(app_server.client.get("/api/channels/", params={"name": name, "per_page": 5, "p": 3}))
+    assert len(five["channels"]) == 2
+    beyond = ok(app_server.client.get("/api/channels/", params={"name": name, "page": 9}))
+    assert beyond == {"channels": [], "total": 12}
+    for odd in ({"per_page": 0}, {"per_page": -1}, {"page": 0}, {"page": -3}):
+        data = ok(app_server.client.get("/api/channels/", params={"name": name, **odd}))
+        assert [c["id"] for c in data["channels"]] == [c["id"] for c in first["channels"]], odd
+
+
+def test_channel_list_per_page_is_capped_at_100(app_server):
+    name = unique("cap")
+    ids = create_channel(app_server, name=name, key="\n".join(f"k{i}" for i in range(101)))
+    try:
+        data = ok(app_server.client.get("/api/channels/", params={"name": name, "per_page": 500}))
+        assert data["total"] == 101 and len(data["channels"]) == 100
+    finally:
+        ok(app_server.client.post("/api/channels/batch_delete", json=ids))
+
+
+def test_channel_list_filters(app_server, upstream):
+    name = unique("filt")
+    (openai_id,) = create_channel(app_server, name=name, type=1, key="key-one", base_url=upstream.url())
+    (other_id,) = create_channel(app_server, name=name, type=36, key="key-two")
+    ok(app_server.client.post(f"/api/channel/{other_id}/status", json={"status": 2}))
+
+    def ids(**params: Any) -> list[int]:
+        data = ok(app_server.client.get("/api/channels/", params={"name": name, **params}))
+        assert data["total"] == len(data["channels"])
+        return sorted(c["id"] for c in data["channels"])
+
+    assert ids() == sorted([openai_id, other_id])
+    assert ids(channel_type=36) == [other_id]
+    assert ids(type=1) == [openai_id]
+    assert ids(status=2) == [other_id]
+    assert ids(key="key-one") == [openai_id]
+    assert ids(base_url=upstream.url()) == [openai_id]
+    assert ids(id=openai_id) == [openai_id]
+    assert ids(id="", channel_type="", status="") == sorted([openai_id, other_id]), "empty filter = no filter"
+    assert ok(app_server.client.get("/api/channels/", params={"name": unique("none")})) == {"channels": [], "total": 0}
+
+
+def test_channel_search_by_keyword(app_server):
+    model = unique("searchmodel")
+    name = unique("searchname")
+    (by_model,) = create_channel(app_server, models=[model])
+    (by_name,) = create_channel(app_server, name=name)
+    found = ok(app_server.client.get("/api/channels/search", params={"keyword": model}))
+    assert [c["id"] for c in found["channels"]] == [by_model] and found["total"] == 1
+    found = ok(app_server.client.get("/api/channels/search", params={"keyword": name[4:]}))
+    assert [c["id"] for c in found["channels"]] == [by_name]
+    found = ok(app_server.client.get("/api/channels/search", params={"keyword": str(by_name), "name": name}))
+    assert [c["id"] for c in found["channels"]] == [by_name]
+
+
+@pytest.mark.parametrize("stored, keyword", [("Qwen/{u}-Instruct", "qwen/{u}-instruct"),
+                                             ("通义千问-{u}", "千问-{u}")], ids=["case", "non-ascii"])
+def test_channel_search_ignores_case_and_finds_non_ascii_models(app_server, stored, keyword):
+    u = uuid.uuid4().hex[:8]
+    (cid,) = create_channel(app_server, models=[stored.format(u=u)])
+    found = ok(app_server.client.get("/api/channels/search", params={"keyword": keyword.format(u=u)}))
+    assert [c["id"] for c in found["channels"]] == [cid]
+
+
+def test_channels_all_ignores_fastgpt_paging(app_server):
+    ids = create_channel(app_server, key="\n".join(f"k{i}" for i in range(12)))
+    listed = ok(app_server.client.get("/api/channels/all", params={"page": 1, "perPage": 10}))
+    assert set(ids) <= {c["id"] for c in listed}
+
+
+def test_null_models_and_mapping_become_empty(app_server):
+    (cid,) = create_channel(app_server, models=None, model_mapping=None)
+    ch = get_channel(app_server, cid)
+    assert ch["models"] == [] and ch["model_mapping"] == {}
+
+
+def test_json_body_labelled_as_form_is_read_as_json(app_server):
+    name = unique("curl")
+    resp = app_server.client.post("/api/channel/", content=json.dumps({"type": 1, "key": "k", "name": name}),
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    ok(resp)
+    assert name in [ch["name"] for ch in all_channels(app_server)]
+
+
+def test_channels_all_returns_plain_keys_and_never_null_lists(app_server):
+    key = "sk-" + uuid.uuid4().hex * 2
+    (cid,) = create_channel(app_server, key=key)
+    channels = all_channels(app_server)
+    assert [c["id"] for c in channels] == sorted((c["id"] for c in channels), reverse=True)
+    (mine,) = [c for c in channels if c["id"] == cid]
+    assert mine["key"] == key, "FastGPT copies the key back verbatim on edit: never mask it"
+    assert mine["models"] == [] and mine["model_mapping"] == {} and mine["channel_tests"] == []
+    for ch in channels:
+        assert isinstance(ch["models"], list) and isinstance(ch["model_mapping"], dict)
+
+
+def test_type_metas_cover_fastgpt_types(app_server):
+    metas = ok(app_server.client.get("/api/channels/type_metas"))
+    for type_id in FASTGPT_TYPES:
+        meta = metas[str(type_id)]
+        for field in ("name", "keyHelp", "defaultBaseUrl", "readme"):
+            assert isinstance(meta[field], str) and meta[field], (type_id, field)
+
+
+def test_channel_json_fields(app_server, upstream):
+    model = unique("fields")
+    before = now_ms()
+    (cid,) = create_channel(app_server, key="k", base_url=upstream.url(), models=[model, f" {model} ", ""],
+                            model_mapping={"alias": model}, priority=7)
+    ch = get_channel(app_server, cid)
+    assert CHANNEL_FIELDS <= set(ch)
+    assert ch["type"] == 1 and ch["key"] == "k" and ch["base_url"] == upstream.url()
+    assert ch["models"] == [model], "trimmed, no empties, no duplicates"
+    assert ch["model_mapping"] == {"alias": model}
+    assert ch["status"] == 1 and ch["priority"] == 7
+    assert before <= ch["created_at"] <= now_ms(), "created_at is Unix ms"
+    assert ch["request_count"] == 0 and ch["used_amount"] == 0 and ch["channel_tests"] == []
+
+
+def test_get_missing_channel_is_404(app_server):
+    fail(app_server.client.get("/api/channel/987654321"), 404)
+    fail(app_server.client.put("/api/channel/987654321", json={"type": 1, "key": "k"}), 404)
+    fail(app_server.client.delete("/api/channel/987654321"), 404)
+    fail(app_server.client.post("/api/channel/987654321/status", json={"status": 1}), 404)
+
+
+def test_put_replaces_fields_and_keeps_status_unless_sent(app_server, upstream):
+    (cid,) = create_channel(app_server, name=unique("put"), key="old-key", models=["old-model"],
+                            model_mapping={"a": "old-model"}, priority=1, base_url=upstream.url())
+    ok(app_server.client.post(f"/api/channel/{cid}/status", json={"status": 2}))
+    new_name = unique("renamed")
+    updated = ok(app_server.client.put(f"/api/channel/{cid}", json={
+        "type": 36, "name": new_name, "key": "new-key", "base_url": "https://example.invalid/v1",
+        "models": ["new-model"], "model_mapping": {"b": "new-model"}, "priority": 9}))
+    assert updated["id"] == cid
+    stored = get_channel(app_server, cid)
+    for ch in (updated, stored):
+        assert (ch["type"], ch["name"], ch["key"], ch["base_url"]) == (36, new_name, "new-key",
+                                                                       "https://example.invalid/v1")
+        assert ch["models"] == ["new-model"] and ch["model_mapping"] == {"b": "new-model"}
+        assert ch["priority"] == 9 and ch["status"] == 2, "status changes only when sent"
+    ok(app_server.client.put(f"/api/channel/{cid}", json={"type": 36, "key": "new-key", "status": 1,
+                                                          "models": [], "model_mapping": {}}))
+    stored = get_channel(app_server, cid)
+    assert stored["status"] == 1 and stored["models"] == [] and stored["model_mapping"] == {}
+    assert stored["name"] == new_name, "an empty name keeps the stored one"
+    message = fail(app_server.client.put(f"/api/channel/{cid}", json={"type": 36, "key": "k1\nk2"}), 400)
+    assert "one key" in message
+
+
+def test_put_without_type_keeps_type(app_server):
+    (cid,) = create_channel(app_server, type=36, key="k")
+    ok(app_server.client.put(f"/api/channel/{cid}", json={"key": "k2", "priority": 3}))
+    stored = get_channel(app_server, cid)
+    assert stored["type"] == 36 and stored["key"] == "k2" and stored["priority"] == 3
+
+
+def test_channel_status_route(app_server):
+    (cid,) = create_channel(app_server)
+    ok(app_server.client.post(f"/api/channel/{cid}/status", json={"status": 2}))
+    assert get_channel(app_server, cid)["status"] == 2
+    ok(app_server.client.post(f"/api/channel/{cid}/status", json={"status": 1}))
+    assert get_channel(app_server, cid)["status"] == 1
+    fail(app_server.client.post(f"/api/channel/{cid}/status", json={"status": 7}), 400)
+
+
+def test_delete_and_batch_delete(app_server):
+    (single,) = create_channel(app_server)
+    ok(app_server.client.delete(f"/api/channel/{single}"))
+    fail(app_server.client.get(f"/api/channel/{single}"), 404)
+    batch = create_channel(app_server, key="a\nb\nc")
+    ok(app_server.client.post("/api/channels/batch_delete", json=batch[:2]))
+    remaining = {c["id"] for c in all_channels(app_server)}
+    assert not set(batch[:2]) & remaining and batch[2] in remaining
+
+
+def test_invalid_type_is_400_with_clear_message(app_server):
+    message = fail(app_server.client.post("/api/channel/", json={"type": 424242, "key": "k"}), 400)
+    assert "invalid channel type" in message and "424242" in message
+    (cid,) = create_channel(app_server)
+    message = fail(app_server.client.put(f"/api/channel/{cid}", json={"type": 424242, "key": "k"}), 400)
+    assert "invalid channel type" in message
+
+
+def test_any_model_name_is_allowed(app_server):
+    models = [unique("made-up"), "Qwen/Qwen2.5-7B-Instruct", "模型-中文", "a:b@c v1"]
+    (cid,) = create_channel(app_server, models=models)
+    assert get_channel(app_server, cid)["models"] == models
+
+
+# ---- channel tests ----
+
+def test_channel_test_one_model(app_server, upstream):
+    model = unique("t1")
+    name = unique("tested")
+    (cid,) = create_channel(app_server, name=name, base_url=upstream.url("delay-200"), models=[model],
+                            model_mapping={f"{model}-alias": model})
+    result = ok(app_server.client.get(f"/api/channel/{cid}/test/{model}"))
+    assert TEST_RESULT_FIELDS <= set(result)
+    assert result["success"] is True and result["code"] == 200 and result["model"] == model
+    assert result["actual_model"] == model and 0.2 <= result["took"] < 10, "took is in seconds"
+    assert (result["channel_id"], result["channel_name"], result["channel_type"]) == (cid, name, 1)
+    assert now_ms() - 60_000 < result["test_at"] <= now_ms()
+    mapped = ok(app_server.client.get(f"/api/channel/{cid}/test/{model}-alias"))
+    assert mapped["model"] == f"{model}-alias" and mapped["actual_model"] == model
+
+
+def test_channel_test_failing_upstream(app_server, upstream):
+    model = unique("t500")
+    (cid,) = create_channel(app_server, base_url=upstream.url("status-500"), models=[model])
+    result = ok(app_server.client.get(f"/api/channel/{cid}/test/{model}"))
+    assert result["success"] is False and result["code"] == 500
+    assert "fake upstream error 500" in result["response"]
+
+
+def test_channel_test_model_with_slash_in_path(app_server, upstream):
+    model = f"Qwen/{unique('Qwen2.5')}-7B"
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=[model])
+    result = ok(app_server.client.get(f"/api/channel/{cid}/test/{model}"))
+    assert result["model"] == model and result["success"] is True
+    assert any(r["json"] and r["json"].get("model") == model for r in upstream.requests())
+
+
+def test_channel_keeps_the_latest_test_result(app_server, upstream):
+    model = unique("stored")
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=[model])
+    first = ok(app_server.client.get(f"/api/channel/{cid}/test/{model}"))
+    (stored,) = get_channel(app_server, cid)["channel_tests"]
+    assert (stored["model"], stored["success"], stored["code"], stored["test_at"]) == (model, True, 200,
+                                                                                      first["test_at"])
+    ok(app_server.client.put(f"/api/channel/{cid}", json={"type": 1, "key": "k", "models": [model],
+                                                          "base_url": upstream.url("status-503")}))
+    second = ok(app_server.client.get(f"/api/channel/{cid}/test/{model}"))
+    for ch in (get_channel(app_server, cid), next(c for c in all_channels(app_server) if c["id"] == cid)):
+        (stored,) = ch["channel_tests"]
+        assert (stored["success"], stored["code"], stored["test_at"]) == (False, 503, second["test_at"])
+
+
+def test_channel_test_unknown_model_or_channel(app_server):
+    (cid,) = create_channel(app_server, models=["only-this"])
+    assert "does not offer" in fail(app_server.client.get(f"/api/channel/{cid}/test/not-on-channel"), 400)
+    fail(app_server.client.get("/api/channel/987654321/test/x"), 404)
+
+
+def test_channel_test_all_models(app_server, upstream):
+    models = sorted(unique("all") for _ in range(3))
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=models)
+    results = ok(app_server.client.get(f"/api/channel/{cid}/test"))
+    assert all(r["success"] is True for r in results)
+    assert sorted(r["data"]["model"] for r in results) == models
+    assert all(r["data"]["success"] and r["data"]["channel_id"] == cid for r in results)
+    assert sorted(t["model"] for t in get_channel(app_server, cid)["channel_tests"]) == models
+
+
+def test_channel_test_all_models_as_sse(app_server, upstream):
+    models = sorted(unique("sse") for _ in range(3))
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=models)
+    with app_server.client.stream("GET", f"/api/channel/{cid}/test", params={"stream": "true"}) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        text = resp.read().decode()
+    events = [line[len("data:"):].strip() for line in text.split("\n\n") if line.strip()]
+    assert all(not e.startswith("[DONE]") for e in events)
+    results = [json.loads(e) for e in events]
+    assert len(results) == len(models)
+    assert sorted(r["data"]["model"] for r in results) == models
+    assert all(r["success"] and r["data"]["success"] for r in results)
+
+
+# ---- models ----
+
+def enabled_models(app_server: Any) -> set[str]:
+    data = ok(app_server.client.get("/api/models/enabled"))
+    return {m["model"] for m in data["default"]}
+
+
+def test_models_enabled_and_model_configs_list_channel_models(app_server, upstream):
+    model = unique("listed")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    assert model in enabled_models(app_server)
+    configs = ok(app_server.client.get("/api/model_configs/", params={"model": model}))
+    assert configs["total"] == 1 and configs["configs"][0]["model"] == model
+    assert configs["configs"][0]["enabled"] is True
+    assert model in {m["model"] for m in ok(app_server.client.get("/api/model_configs/all"))}
+    assert ok(app_server.client.get(f"/api/model_config/{model}"))["model"] == model
+
+
+def test_model_of_disabled_channel_is_not_enabled(app_server, upstream):
+    model = unique("offline")
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=[model])
+    ok(app_server.client.post(f"/api/channel/{cid}/status", json={"status": 2}))
+    assert model not in enabled_models(app_server)
+
+
+def test_disabling_a_model_hides_it_from_v1(app_server, upstream):
+    model = f"org/{unique('switch')}"
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    client = app_server.openai()
+    assert model in {m.id for m in client.models.list()}
+    ok(app_server.client.post(f"/api/model_config/{model}", json={"enabled": False}))
+    try:
+        assert model not in {m.id for m in client.models.list()}
+        assert model not in enabled_models(app_server)
+        with pytest.raises(openai.NotFoundError) as info:
+            client.chat.completions.create(model=model, messages=MESSAGES)
+        assert info.value.code == "model_not_found"
+    finally:
+        ok(app_server.client.post(f"/api/model_config/{model}", json={"enabled": True}))
+    assert model in {m.id for m in client.models.list()}
+    assert client.chat.completions.create(model=model, messages=MESSAGES).model == model
+
+
+# ---- tokens ----
+
+def test_create_token_returns_sk_key(app_server):
+    token = create_token(app_server)
+    assert isinstance(token["id"], int)
+    assert re.fullmatch(r"sk-[0-9A-Za-z]{48}", token["key"]), token["key"]
+
+
+def test_create_token_needs_a_name(app_server):
+    fail(app_server.client.post("/api/tokens/", json={"name": "  "}), 400)
+
+
+def test_token_list_status_and_delete(app_server):
+    token = create_token(app_server)
+    listed = ok(app_server.client.get("/api/tokens/", params={"per_page": 100}))
+    assert set(listed) == {"tokens", "total"} and listed["total"] >= 1
+    assert token["id"] in {t["id"] for t in listed["tokens"]}
+    ok(app_server.client.post(f"/api/tokens/{token['id']}/status", json={"status": 2}))
+    assert ok(app_server.client.get(f"/api/tokens/{token['id']}"))["status"] == 2
+    ok(app_server.client.delete(f"/api/tokens/{token['id']}"))
+    fail(app_server.client.get(f"/api/tokens/{token['id']}"), 404)
+    listed = ok(app_server.client.get("/api/tokens/", params={"per_page": 100}))
+    assert token["id"] not in {t["id"] for t in listed["tokens"]}
+
+
+def test_token_authenticates_on_v1(app_server, upstream):
+    model = unique("tokmodel")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    token = create_token(app_server)
+    client = app_server.openai(api_key=token["key"])
+    assert client.chat.completions.create(model=model, messages=MESSAGES).model == model
+    bare = app_server.openai(api_key=token["key"][3:])
+    assert model in {m.id for m in bare.models.list()}, "the key works without its sk- prefix too"
+
+
+def test_token_model_allow_list(app_server, upstream):
+    allowed, other = unique("allowed"), unique("forbidden")
+    create_channel(app_server, base_url=upstream.url(), models=[allowed, other])
+    token = create_token(app_server, models=[allowed])
+    assert token["models"] == [allowed]
+    client = app_server.openai(api_key=token["key"])
+    assert client.chat.completions.create(model=allowed, messages=MESSAGES).model == allowed
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client.chat.completions.create(model=other, messages=MESSAGES)
+    assert info.value.code == "model_not_allowed"
+    assert {m.id for m in client.models.list()} == {allowed}
+
+
+def test_disabled_token_gets_401(app_server, upstream):
+    model = unique("distok")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    token = create_token(app_server)
+    client = app_server.openai(api_key=token["key"])
+    ok(app_server.client.post(f"/api/tokens/{token['id']}/status", json={"status": 2}))
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    ok(app_server.client.post(f"/api/tokens/{token['id']}/status", json={"status": 1}))
+    assert client.chat.completions.create(model=model, messages=MESSAGES).model == model
+
+
+def test_expired_token_gets_401(app_server, upstream):
+    model = unique("exptok")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    expired = create_token(app_server, expired_at=now_ms() - 1000)
+    with pytest.raises(openai.AuthenticationError) as info:
+        app_server.openai(api_key=expired["key"]).chat.completions.create(model=model, messages=MESSAGES)
+    assert info.value.code == "token_expired"
+    valid = create_token(app_server, expired_at=now_ms() + 3_600_000)
+    assert app_server.openai(api_key=valid["key"]).chat.completions.create(model=model, messages=MESSAGES)
+
+
+def test_deleted_token_gets_401(app_server, upstream):
+    model = unique("deltok")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    token = create_token(app_server)
+    ok(app_server.client.delete(f"/api/tokens/{token['id']}"))
+    with pytest.raises(openai.AuthenticationError):
+        app_server.openai(api_key=token["key"]).chat.completions.create(model=model, messages=MESSAGES)
+
+
+# ---- logs ----
+
+class Traffic:
+    """Calls made once for the log and dashboard tests: `ok_calls` succeed on `ok_channel` (the last two with
+    `token`), then one call pinned to `error_channel` fails with 400. `request_ids` is in call order."""
+
+    def __init__(self, app_server: Any, upstream: Any) -> None:
+        self.model = unique("traffic")
+        (self.ok_channel,) = create_channel(app_server, base_url=upstream.url(), models=[self.model], priority=10)
+        (self.error_channel,) = create_channel(app_server, base_url=upstream.url("status-400"), models=[self.model])
+        self.token = create_token(app_server)
+        self.started_ms = now_ms()
+        self.request_ids: list[str] = []
+        for i in range(6):
+            resp = chat(app_server, self.model, key=self.token["key"] if i >= 4 else None)
+            assert resp.status_code == 200, resp.text
+            self.request_ids.append(resp.headers["x-request-id"])
+        resp = chat(app_server, self.model, channel=self.error_channel)
+        assert resp.status_code == 400, resp.text
+        self.request_ids.append(resp.headers["x-request-id"])
+        self.rows = wait_logs(app_server, total=7, model_name=self.model)
+
+    @property
+    def total(self) -> int:
+        return len(self.request_ids)
+
+
+@pytest.fixture(scope="module")
+def traffic(app_server, upstream) -> Traffic:
+    return Traffic(app_server, upstream)
+
+
+@pytest.mark.parametrize("path", ["/api/logs/", "/api/logs/search"])
+@pytest.mark.parametrize("page_param", ["page", "p"])
+def test_log_pages_are_newest_first_exact_and_disjoint(app_server, traffic, path, page_param):
+    pages = [logs(app_server, path, model_name=traffic.model, per_page=3, **{page_param: n}) for n in (1, 2, 3, 4)]
+    assert [len(p["logs"]) for p in pages] == [3, 3, 1, 0]
+    assert all(p["total"] == traffic.total for p in pages)
+    rows = [row for p in pages for row in p["logs"]]
+    assert len({r["id"] for r in rows}) == traffic.total
+    assert [r["request_id"] for r in rows] == traffic.request_ids[::-1], "newest first"
+
+
+def test_log_rows_carry_fastgpt_fields(traffic):
+    for row in traffic.rows:
+        assert LOG_FIELDS <= set(row), LOG_FIELDS - set(row)
+        assert USAGE_FIELDS <= set(row["usage"])
+        assert row["prompt_tokens"] == row["usage"]["input_tokens"]
+        assert row["completion_tokens"] == row["usage"]["output_tokens"]
+        assert row["model"] == traffic.model and row["endpoint"] == "/v1/chat/completions"
+        assert traffic.started_ms <= row["request_at"] <= row["created_at"] <= now_ms()
+        assert row["ip"] == "127.0.0.1"
+    ok_row = next(r for r in traffic.rows if r["code"] == 200)
+    assert ok_row["usage"]["input_tokens"] > 0 and ok_row["usage"]["output_tokens"] == 3
+    assert ok_row["usage"]["total_tokens"] == ok_row["usage"]["input_tokens"] + 3 and ok_row["content"] == ""
+    error_row = next(r for r in traffic.rows if r["code"] != 200)
+    assert error_row["code"] == 400 and "fake upstream error 400" in error_row["content"]
+
+
+def test_channel_counters_follow_calls(app_server, traffic):
+    assert get_channel(app_server, traffic.ok_channel)["request_count"] == 6
+    assert get_channel(app_server, traffic.error_channel)["request_count"] == 1
+    token = ok(app_server.client.get(f"/api/tokens/{traffic.token['id']}"))
+    assert token["request_count"] == 2
+
+
+def test_x_request_id_is_the_log_request_id(traffic):
+    assert sorted(r["request_id"] for r in traffic.rows) == sorted(traffic.request_ids)
+
+
+@pytest.mark.parametrize("path", ["/api/logs/", "/api/logs/search"])
+def test_log_filters(app_server, traffic, path):
+    def count(**params: Any) -> int:
+        data = logs(app_server, path, per_page=100, **params)
+        assert data["total"] == len(data["logs"])
+        return data["total"]
+
+    m = traffic.model
+    assert count(model_name=m) == 7
+    assert count(model_name=m, channel=traffic.ok_channel) == 6
+    assert count(channel=traffic.error_channel) == 1
+    assert count(model_name=m, token_name=traffic.token["name"]) == 2
+    assert count(token_name=traffic.token["name"]) == 2
+    assert count(request_id=traffic.request_ids[0]) == 1
+    assert count(model_name=m, code_type="all") == 7
+    assert count(model_name=m, code_type="success") == 6
+    assert count(model_name=m, code_type="error") == 1
+    assert count(keyword=m) == 7
+    assert count(keyword=traffic.request_ids[2]) == 1
+    assert count(keyword=traffic.token["name"]) == 2
+    assert count(model_name=unique("nothing")) == 0
+    fail(app_server.client.get(path, params={"code_type": "bogus"}), 400)
+
+
+def test_log_time_range_in_seconds_and_ms(app_server, traffic):
+    first = min(r["created_at"] for r in traffic.rows)
+    last = max(r["created_at"] for r in traffic.rows)
+
+    def count(start: int | str, end: int | str) -> int:
+        return logs(app_server, model_name=traffic.model, start_timestamp=start, end_timestamp=end)["total"]
+
+    assert count(first, last) == 7, "ms, 13 digits"
+    assert count(first // 1000, last // 1000 + 1) == 7, "seconds, 10 digits"
+    assert count(first * 1000, last * 1000) == 7, "µs, 16 digits"
+    assert count(last + 1, last + 10_000) == 0
+    assert count(first - 10_000, first - 1) == 0
+    assert count(first // 1000 - 100, first // 1000 - 1) == 0
+    assert count("", "") == 7
+    fail(app_server.client.get("/api/logs/", params={"start_timestamp": "yesterday"}), 400)
+
+
+def test_fastgpt_log_search_query(app_server, traffic):
+    """The exact query FastGPT's log tab sends (M7), with its empty request_id and ignored result_only."""
+    day = 86_400_000
+    params = {"result_only": "true", "request_id": "", "channel": traffic.ok_channel, "model_name": traffic.model,
+              "code_type": "all", "start_timestamp": traffic.started_ms - day, "end_timestamp": now_ms() + day,
+              "p": 1, "per_page": 20}
+    data = logs(app_server, "/api/logs/search", **params)
+    assert data["total"] == 6 and len(data["logs"]) == 6
+    assert [r["request_id"] for r in data["logs"]] == traffic.request_ids[:6][::-1]
+
+
+def test_empty_log_filters_mean_no_filter(app_server, traffic):
+    everything = logs(app_server, per_page=1)["total"]
+    empty = {"request_id": "", "model_name": "", "channel": "", "token_name": "", "code_type": "",
+             "keyword": "", "start_timestamp": "", "end_timestamp": ""}
+    for path in ("/api/logs/", "/api/logs/search"):
+        assert logs(app_server, path, per_page=1, **empty)["total"] == everything
+    assert everything >= traffic.total
+
+
+def test_log_per_page_default_and_cap(app_server, traffic):
+    assert len(logs(app_server)["logs"]) == min(10, logs(app_server)["total"])
+    many = logs(app_server, per_page=1000)
+    assert len(many["logs"]) == min(100, many["total"])
+
+
+def test_failed_call_detail_has_bodies(app_server, traffic):
+    error_row = next(r for r in traffic.rows if r["code"] != 200)
+    detail = ok(app_server.client.get(f"/api/logs/detail/{error_row['id']}"))
+    assert json.loads(detail["request_body"])["model"] == traffic.model
+    assert "fake upstream error 400" in detail["response_body"]
+    assert detail["request_body_truncated"] is False
+    fail(app_server.client.get("/api/logs/detail/987654321"), 404)
+
+
+def test_big_failed_request_body_is_cut_at_8_kib(app_server, upstream):
+    model = unique("bigbody")
+    create_channel(app_server, base_url=upstream.url("status-500"), models=[model])
+    resp = chat(app_server, model, messages=[{"role": "user", "content": "x" * 20_000}])
+    assert resp.status_code == 500
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert row["code"] == 500 and row["request_id"] == resp.headers["x-request-id"]
+    detail = ok(app_server.client.get(f"/api/logs/detail/{row['id']}"))
+    assert detail["request_body_truncated"] is True
+    assert len(detail["request_body"].encode()) == 8 * 1024
+    assert "fake upstream error 500" in detail["response_body"]
+
+
+def test_delete_logs_before_timestamp(start_app, upstream):
+    app = start_app(args=["--no-ui"])
+    model = unique("purge")
+    create_channel(app, base_url=upstream.url("status-500"), models=[model])
+    assert chat(app, model).status_code == 500
+    (old,) = wait_logs(app, total=1, model_name=model)
+    cutoff = old["created_at"] + 1
+    time.sleep(0.01)
+    assert chat(app, model).status_code == 500
+    wait_logs(app, total=2, model_name=model)
+    assert ok(app.client.delete("/api/logs/", params={"timestamp": cutoff})) == 1
+    (kept,) = wait_logs(app, total=1, model_name=model)
+    assert kept["created_at"] >= cutoff
+    fail(app.client.get(f"/api/logs/detail/{old['id']}"), 404)
+    assert ok(app.client.get(f"/api/logs/detail/{kept['id']}"))["request_body"]
+    fail(app.client.delete("/api/logs/"), 400)
+
+
+# ---- dashboard ----
+
+def dashboard(app_server: Any, **params: Any) -> list[dict[str, Any]]:
+    return ok(app_server.client.get("/api/dashboardv2/", params=params))
+
+
+def window(traffic: Traffic) -> dict[str, int]:
+    return {"start_timestamp": traffic.started_ms - 2 * 86_400_000, "end_timestamp": now_ms() + 60_000}
+
+
+def summed(points: list[dict[str, Any]], field: str, channel: int | None = None) -> int:
+    return sum(item[field] for p in points for item in p["summary"] if channel in (None, item["channel_id"]))
+
+
+@pytest.mark.parametrize("timespan, timezone, period, offset", [
+    ("minute", "UTC", 60, 0),
+    ("hour", "UTC", 3600, 0),
+    ("hour", "Asia/Kolkata", 3600, 1800),
+    ("day", "UTC", 86400, 0),
+    ("day", "Asia/Shanghai", 86400, 57600),
+])
+def test_dashboard_buckets_are_aligned_and_counts_match(app_server, traffic, timespan, timezone, period, offset):
+    points = dashboard(app_server, model=traffic.model, timespan=timespan, timezone=timezone, **window(traffic))
+    assert points and [p["timestamp"] for p in points] == sorted({p["timestamp"] for p in points})
+    for point in points:
+        assert len(str(point["timestamp"])) == 10, "bucket timestamps are Unix seconds"
+        assert point["timestamp"] % period == offset, (timespan, timezone, point["timestamp"])
+        for item in point["summary"]:
+            assert SUMMARY_FIELDS <= set(item) and item["model"] == traffic.model
+    assert summed(points, "request_count") == traffic.total
+    assert summed(points, "exception_count") == 1
+    assert summed(points, "request_count", traffic.ok_channel) == 6
+    assert summed(points, "exception_count", traffic.error_channel) == 1
+    for field in ("input_tokens", "output_tokens", "total_tokens"):
+        assert summed(points, field) == sum(r["usage"][field] for r in traffic.rows), field
+    assert summed(points, "total_time_milliseconds") >= 0 and summed(points, "total_ttfb_milliseconds") >= 0
+
+
+def test_dashboard_filters_and_time_units(app_server, traffic):
+    span = window(traffic)
+    by_channel = dashboard(app_server, model=traffic.model, channel=traffic.ok_channel, timespan="hour", **span)
+    assert {item["channel_id"] for p in by_channel for item in p["summary"]} == {traffic.ok_channel}
+    in_seconds = dashboard(app_server, model=traffic.model, timespan="hour",
+                           start_timestamp=span["start_timestamp"] // 1000, end_timestamp=span["end_timestamp"] // 1000)
+    assert summed(in_seconds, "request_count") == traffic.total
+    before = dashboard(app_server, model=traffic.model, start_timestamp=traffic.started_ms - 3_600_000,
+                       end_timestamp=traffic.started_ms - 120_000)
+    assert before == []
+    assert dashboard(app_server, model=unique("silent"), **span) == []
+    point = next(p for p in dashboard(app_server, model=traffic.model, timespan="day", **span))
+    item = next(i for i in point["summary"] if i["channel_id"] == traffic.ok_channel)
+    assert 1 <= item["max_rpm"] <= 6 and item["max_tpm"] > 0
+
+
+def test_dashboard_without_filters_and_with_empty_model(app_server, traffic):
+    points = dashboard(app_server, model="", timezone="Asia/Shanghai", timespan="hour", **window(traffic))
+    assert summed(points, "request_count", traffic.error_channel) == 1
+    assert all(isinstance(p["summary"], list) for p in points)
+
+
+@pytest.mark.parametrize("params", [{"timezone": "Mars/Olympus_Mons"}, {"timespan": "fortnight"},
+                                    {"start_timestamp": "soon"}, {"channel": "first"}])
+def test_dashboard_bad_parameters_are_400(app_server, params):
+    fail(app_server.client.get("/api/dashboardv2/", params=params), 400)
+
+
+# ---- options ----
+
+def test_options_get_and_put_retry_times(app_server):
+    options = ok(app_server.client.get("/api/option/"))
+    original = options["retry_times"]
+    try:
+        ok(app_server.client.put("/api/option/", json={"key": "retry_times", "value": 2}))
+        assert ok(app_server.client.get("/api/option/"))["retry_times"] == 2
+        ok(app_server.client.put("/api/option/", json={"key": "retry_times", "value": "1"}))
+        assert ok(app_server.client.get("/api/option"))["retry_times"] == 1
+    finally:
+        ok(app_server.client.put("/api/option/", json={"key": "retry_times", "value": original}))
+    assert ok(app_server.client.get("/api/option/"))["retry_times"] == original
+
+
+def test_options_reject_unknown_key_and_bad_value(app_server):
+    fail(app_server.client.put("/api/option/", json={"key": "no_such_option", "value": 1}), 400)
+    fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": "many"}), 400)
+    fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": -1}), 400)

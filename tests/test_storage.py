@@ -1,0 +1,374 @@
+"""Section 2, Storage.
+
+Unit tests call the storage functions of `aiproxy_local` directly on a temporary SQLite file. The SQL_DSN
+portability tests run the same schema and rows on MariaDB and PostgreSQL, each in a fresh database of its own
+(`aiproxy_t_<random>`, dropped afterwards). They skip when a server is unreachable, unless the CI environment
+variable is set: then they fail, so CI cannot pass without having run them. The last tests run the whole app on
+those servers through SQL_DSN.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+import aiproxy_local as app
+from aiproxy_local import Channel, LogDetail, LogFilter, LogRow
+
+BIG_MS = 2**41 + 123  # a ms timestamp far beyond 32-bit INTEGER: needs BIGINT on every server
+
+#: server kind -> (admin URLs to try in order, app DSN template for a database on that server)
+SERVERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "mariadb": (("mysql+pymysql://root@127.0.0.1:3306/test",), "mysql://{user}@127.0.0.1:3306/{db}"),
+    "postgresql": (
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://root@127.0.0.1:5432/test",
+         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", "postgresql+psycopg://root@127.0.0.1:5432/postgres"),
+        "postgresql+psycopg://{user}@127.0.0.1:5432/{db}"),
+}
+
+
+# ---- helpers ----
+
+def unique(prefix: str = "st") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def sqlite_engine(tmp_path: Path) -> sa.Engine:
+    engine = app.make_engine(f"sqlite:///{tmp_path / 'aiproxy.db'}")
+    app.create_schema(engine)
+    return engine
+
+
+def log_row(model: str, created_at: int, **extra: Any) -> dict[str, Any]:
+    """The columns the log writer fills for one call."""
+    return {"request_id": unique("req"), "request_at": created_at - 5, "created_at": created_at,
+            "ttfb_milliseconds": 3, "model": model, "actual_model": model, "channel": 1, "code": 200, "mode": 1,
+            "endpoint": "/v1/chat/completions", "content": "", "ip": "127.0.0.1", "retry_times": 0, "token_id": 0,
+            "token_name": "admin", "input_tokens": 4, "output_tokens": 3, "total_tokens": 7, "cached_tokens": 0,
+            "usage_estimated": False, "used_amount": 0.0, "stream": False, **extra}
+
+
+def insert_logs(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.insert(LogRow), rows)  # executemany, as the log writer does
+
+
+def insert_channel(engine: sa.Engine, **fields: Any) -> int:
+    values = {"type": 1, "name": unique("ch"), "key": "sk-test", "created_at": app.now_ms(), **fields}
+    with engine.begin() as conn:
+        return conn.execute(sa.insert(Channel).values(**values)).inserted_primary_key[0]
+
+
+def all_pages(engine: sa.Engine, flt: LogFilter, per_page: int) -> list[list[dict[str, Any]]]:
+    pages, page = [], 1
+    while True:
+        rows, total = app.query_logs(engine, flt, page, per_page)
+        pages.append(rows)
+        if page * per_page >= total:
+            return pages
+        page += 1
+
+
+def assert_non_ascii_json_is_searchable(engine: sa.Engine) -> None:
+    """JSON is stored unescaped, so the channel search's LIKE finds a non-ASCII model name."""
+    model = unique("模型")
+    cid = insert_channel(engine, models=[model])
+    with engine.connect() as conn:
+        as_text = sa.cast(Channel.models, sa.Text)
+        assert model in conn.execute(sa.select(as_text).where(Channel.id == cid)).scalar_one()
+        assert conn.execute(sa.select(Channel.id).where(as_text.like(f"%{model}%"))).scalars().all() == [cid]
+
+
+def unreachable(kind: str, why: str) -> None:
+    """Skip, but only outside CI: in CI a missing database server is a failure."""
+    message = f"{kind} server unreachable: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set, so this may not skip)", pytrace=False)
+    pytest.skip(message)
+
+
+def admin_engine(kind: str) -> sa.Engine:
+    """An autocommit engine on the server (for CREATE/DROP DATABASE), from the first admin URL that connects."""
+    errors = []
+    for url in SERVERS[kind][0]:
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect():
+                return engine
+        except sa.exc.SQLAlchemyError as exc:
+            errors.append(f"{url}: {type(exc.orig or exc).__name__}")
+            engine.dispose()
+    unreachable(kind, "; ".join(errors))
+    raise AssertionError("unreachable")
+
+
+def quote(kind: str, name: str) -> str:
+    return f"`{name}`" if kind == "mariadb" else f'"{name}"'
+
+
+def fresh_database(kind: str) -> Iterator[str]:
+    """Create `aiproxy_t_<random>` on the server, yield the app's DSN for it, drop it afterwards."""
+    admin = admin_engine(kind)
+    name = f"aiproxy_t_{uuid.uuid4().hex[:12]}"
+    create = f"CREATE DATABASE {quote(kind, name)}" + (" CHARACTER SET utf8mb4" if kind == "mariadb" else "")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(create)
+    try:
+        yield SERVERS[kind][1].format(user=admin.url.username, db=name)
+    finally:
+        drop = f"DROP DATABASE IF EXISTS {quote(kind, name)}" + (" WITH (FORCE)" if kind == "postgresql" else "")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(drop)
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def server_engine(request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
+    """An app engine (`make_engine`) with the schema on a fresh database, shared by one module's tests."""
+    for dsn in fresh_database(request.param):
+        engine = app.make_engine(dsn)
+        app.create_schema(engine)
+        yield engine
+        engine.dispose()
+
+
+# ---- SQLite engine and schema ----
+
+def test_sqlite_engine_uses_wal_and_busy_timeout(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == app.SQLITE_BUSY_TIMEOUT_S * 1000 > 0
+    engine.dispose()
+
+
+def test_create_schema_twice_keeps_tables_and_rows(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    cid = insert_channel(engine, models=["m"])
+    app.create_schema(engine)
+    tables = set(sa.inspect(engine).get_table_names())
+    assert {"channels", "tokens", "logs", "log_details", "model_configs", "channel_tests", "summary_minutes",
+            "options"} <= tables
+    assert app.select_channels(engine, [Channel.id == cid])[0][0]["models"] == ["m"]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("dsn, driver", [("mysql://root@127.0.0.1:3306/x", "pymysql"),
+                                         ("postgres://u@127.0.0.1:5432/x", "psycopg"),
+                                         ("postgresql://u@127.0.0.1:5432/x", "psycopg")])
+def test_make_engine_picks_the_installed_drivers(dsn, driver):
+    engine = app.make_engine(dsn)  # no connection is made
+    assert engine.dialect.driver == driver
+
+
+# ---- timestamps ----
+
+@pytest.mark.parametrize("value, expected", [
+    ("1700000000", 1_700_000_000_000),  # 10 digits: seconds
+    ("1700000000123", 1_700_000_000_123),  # 13: ms
+    ("1700000000123456", 1_700_000_000_123),  # 16: µs
+    ("1700000000123456789", 1_700_000_000_123),  # 19: ns
+    (1700000000, 1_700_000_000_000),
+    (" 1700000000123 ", 1_700_000_000_123),
+    ("0", 0),
+    ("", None), ("   ", None), (None, None),
+])
+def test_parse_timestamp_ms(value, expected):
+    assert app.parse_timestamp_ms(value) == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "17e", "12:00", "2024-01-01", "--1"])
+def test_parse_timestamp_ms_rejects_bad_input(value):
+    with pytest.raises(app.ApiError) as info:
+        app.parse_timestamp_ms(value)
+    assert info.value.status == 400 and value in info.value.message
+
+
+# ---- log queries ----
+
+def test_query_logs_pages_rows_sharing_one_ms(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    model, ms = unique("same-ms"), app.now_ms()
+    insert_logs(engine, [log_row(model, ms) for _ in range(25)])
+    insert_logs(engine, [log_row(unique("other"), ms) for _ in range(3)])
+    pages = all_pages(engine, LogFilter(model=model), per_page=10)
+    assert [len(p) for p in pages] == [10, 10, 5]
+    ids = [r["id"] for p in pages for r in p]
+    assert len(set(ids)) == 25 and ids == sorted(ids, reverse=True), "no duplicates, no omissions, id breaks ties"
+    assert app.query_logs(engine, LogFilter(model=model), 4, 10) == ([], 25)
+    engine.dispose()
+
+
+def test_query_logs_newest_first_and_filters(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    model, base = unique("order"), 1_700_000_000_000
+    insert_logs(engine, [log_row(model, base + 2000), log_row(model, base, code=500, token_name="t1"),
+                         log_row(model, base + 1000, channel=7)])
+    rows, total = app.query_logs(engine, LogFilter(model=model), 1, 10)
+    assert total == 3 and [r["created_at"] for r in rows] == [base + 2000, base + 1000, base]
+
+    def count(**kw: Any) -> int:
+        return app.query_logs(engine, LogFilter(model=model, **kw), 1, 10)[1]
+
+    assert count(code_type="error") == 1 and count(code_type="success") == 2 and count(code_type="all") == 3
+    assert count(channel=7) == 1 and count(token_name="t1") == 1
+    assert count(start_ms=base + 1000) == 2 and count(end_ms=base + 1000) == 2
+    assert count(keyword=rows[0]["request_id"]) == 1 and count(keyword=model) == 3
+    engine.dispose()
+
+
+def test_delete_logs_before_removes_rows_and_details(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    model, base = unique("purge"), 1_700_000_000_000
+    old, new = log_row(model, base, code=500), log_row(model, base + 10, code=500)
+    insert_logs(engine, [old, new])
+    with engine.begin() as conn:
+        conn.execute(sa.insert(LogDetail), [{"request_id": r["request_id"], "request_body": "{}"} for r in (old, new)])
+    assert app.delete_logs_before(engine, base + 10) == 1
+    rows, _ = app.query_logs(engine, LogFilter(model=model), 1, 10)
+    assert [r["request_id"] for r in rows] == [new["request_id"]]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(LogDetail.request_id)).scalars().all() == [new["request_id"]]
+    engine.dispose()
+
+
+# ---- wire shapes ----
+
+def test_channel_to_api_never_returns_null_lists_or_maps(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    cid = insert_channel(engine, models=None, model_mapping=None, config=None, base_url="")
+    (ch,), total = app.select_channels(engine, [Channel.id == cid])
+    assert total == 1
+    assert ch["models"] == [] and ch["model_mapping"] == {} and ch["config"] == {} and ch["channel_tests"] == []
+    assert ch["sets"] == ["default"] and ch["base_url"] == ""
+    raw = {c: None for c in Channel.__table__.columns.keys()} | {"id": 1, "type": 1, "name": "n", "key": "k"}
+    shaped = app.channel_to_api(raw, None)
+    assert all(shaped[f] is not None for f in ("models", "model_mapping", "config", "configs", "channel_tests",
+                                               "sets", "base_url", "status_reason", "source", "source_id"))
+    engine.dispose()
+
+
+def test_log_to_api_always_has_usage_map(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    model = unique("shape")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(LogRow).values(model=model, created_at=app.now_ms()))  # every other column default
+    (row,), _ = app.query_logs(engine, LogFilter(model=model), 1, 10)
+    assert row["usage"] == {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cached_tokens": 0,
+                            "cache_creation_tokens": 0}
+    assert row["prompt_tokens"] == 0 and row["completion_tokens"] == 0
+    assert all(value is not None for value in row.values())
+    engine.dispose()
+
+
+def test_json_columns_store_non_ascii_as_is(tmp_path):
+    assert_non_ascii_json_is_searchable(sqlite_engine(tmp_path))
+
+
+def test_options_roundtrip(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    app.save_option(engine, "retry_times", 2)
+    app.save_option(engine, "retry_times", 2)  # same value again: an update, not a duplicate insert
+    app.save_option(engine, "log_retention_days", 7)
+    assert app.load_options(engine) == {"retry_times": 2, "log_retention_days": 7}
+    engine.dispose()
+
+
+# ---- SQL_DSN portability: MariaDB and PostgreSQL ----
+
+def test_server_create_schema_twice(server_engine):
+    app.create_schema(server_engine)
+    assert {"channels", "tokens", "logs", "log_details", "summary_minutes"} <= set(
+        sa.inspect(server_engine).get_table_names())
+
+
+def test_server_channel_roundtrip(server_engine):
+    name = unique("通道")
+    cid = insert_channel(server_engine, name=name, key="line-key", models=["Qwen/Qwen2.5-7B", "模型"],
+                         model_mapping={"alias": "Qwen/Qwen2.5-7B"}, created_at=BIG_MS, last_test_error_at=BIG_MS,
+                         request_count=2**40)
+    (ch,), total = app.select_channels(server_engine, [Channel.id == cid])
+    assert total == 1
+    assert (ch["name"], ch["key"], ch["created_at"], ch["last_test_error_at"]) == (name, "line-key", BIG_MS, BIG_MS)
+    assert ch["models"] == ["Qwen/Qwen2.5-7B", "模型"] and ch["model_mapping"] == {"alias": "Qwen/Qwen2.5-7B"}
+    assert ch["request_count"] == 2**40 and ch["config"] == {} and ch["status"] == 1
+    found, _ = app.select_channels(server_engine, [Channel.name == name])
+    assert [c["id"] for c in found] == [cid]
+
+
+def test_server_json_columns_store_non_ascii_as_is(server_engine):
+    assert_non_ascii_json_is_searchable(server_engine)
+
+
+def test_server_log_rows_roundtrip_and_paging(server_engine):
+    model = unique("srvlog")
+    rows = [log_row(model, BIG_MS + i // 2, input_tokens=i) for i in range(7)]  # pairs share one ms
+    insert_logs(server_engine, rows)
+    pages = all_pages(server_engine, LogFilter(model=model), per_page=3)
+    assert [len(p) for p in pages] == [3, 3, 1]
+    got = [r for p in pages for r in p]
+    assert len({r["id"] for r in got}) == 7
+    assert [r["created_at"] for r in got] == sorted((r["created_at"] for r in rows), reverse=True)
+    assert max(r["id"] for r in got) > 0 and got[0]["request_at"] == BIG_MS + 3 - 5
+    assert sorted(r["usage"]["input_tokens"] for r in got) == list(range(7))
+    flt = LogFilter(model=model, start_ms=BIG_MS + 1, end_ms=BIG_MS + 2, code_type="success")
+    assert app.query_logs(server_engine, flt, 1, 10)[1] == 4
+    assert app.query_logs(server_engine, LogFilter(keyword=rows[0]["request_id"]), 1, 10)[1] == 1
+
+
+def test_server_upserts_of_an_unchanged_row(server_engine):
+    """An UPDATE that changes nothing must still count as a match (MySQL reports 0 affected rows by default),
+    or the upsert falls through to a duplicate INSERT."""
+    key = unique("opt")[:60]
+    for _ in range(2):
+        with server_engine.begin() as conn:
+            conn.execute(sa.delete(app.Option).where(app.Option.key == key))
+        app.save_option(server_engine, key, 5)
+        app.save_option(server_engine, key, 5)
+        assert app.load_options(server_engine)[key] == 5
+    cid = insert_channel(server_engine)
+    result = {"channel_id": cid, "model": "m", "actual_model": "m", "test_at": BIG_MS, "took": 0.1, "success": True,
+              "code": 200, "response": "ok"}
+    app.save_channel_test(server_engine, result)
+    app.save_channel_test(server_engine, result)
+    (ch,), _ = app.select_channels(server_engine, [Channel.id == cid])
+    assert [(t["model"], t["test_at"], t["success"]) for t in ch["channel_tests"]] == [("m", BIG_MS, True)]
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def server_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The app DSN of a fresh, empty database, for one test."""
+    yield from fresh_database(request.param)
+
+
+def test_app_runs_on_server_database(server_dsn, start_app, upstream):
+    """End to end: the real app with SQL_DSN on the server relays a call and shows its log through /api."""
+    server = start_app(env={"SQL_DSN": server_dsn}, args=["--no-ui"])
+    model = unique("e2e")
+    channel = server.add_channel(base_url=upstream.url("ok"), models=[model])
+    reply = httpx.post(f"{server.url}/v1/chat/completions", headers=server.headers, timeout=30,
+                       json={"model": model, "messages": [{"role": "user", "content": "hi there"}]})
+    assert reply.status_code == 200, reply.text
+    deadline = time.monotonic() + 10
+    while True:
+        body = server.api("GET", "/api/logs/", params={"model_name": model})
+        assert body["success"], body
+        if body["data"]["total"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (row,) = body["data"]["logs"]
+    assert row["request_id"] == reply.headers["x-request-id"] and row["channel"] == channel and row["code"] == 200
+    assert row["created_at"] > 2**31 and row["usage"]["output_tokens"] == 3
+    found = server.api("GET", "/api/channels/search", params={"keyword": model.upper()})["data"]["channels"]
+    assert [c["id"] for c in found] == [channel], "the keyword search ignores case on every database"
+    points = server.api("GET", "/api/dashboardv2/", params={"model": model, "timespan": "day"})["data"]
+    assert sum(item["request_count"] for p in points for item in p["summary"]) == 1
+    assert server.api("GET", f"/api/channel/{channel}")["data"]["request_count"] == 1
