@@ -34,20 +34,26 @@ import asyncio
 import collections
 import csv
 import dataclasses
+import functools
+import importlib.util
 import io
+import itertools
 import json
 import logging
 import os
 import random
 import re
 import secrets
+import sqlite3
 import string
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 import wave
 import webbrowser
-from contextlib import asynccontextmanager
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -317,12 +323,12 @@ class LogRow(Base, table=True):
     __tablename__ = "logs"
     id: int | None = Field(default=None, primary_key=True, sa_type=_LOG_ID)
     request_id: str = Field(default="", max_length=64, index=True)
-    request_at: int = _ms_col(index=True)
+    request_at: int = _ms_col()
     created_at: int = _ms_col(index=True)
     ttfb_milliseconds: int = 0
     model: str = Field(default="", max_length=191, index=True)
     actual_model: str = Field(default="", max_length=191)
-    channel: int = Field(default=0, index=True)
+    channel: int = 0
     code: int = 0
     mode: int = 0
     endpoint: str = Field(default="", max_length=128)
@@ -330,7 +336,7 @@ class LogRow(Base, table=True):
     ip: str = Field(default="", max_length=64)
     retry_times: int = 0
     token_id: int = 0
-    token_name: str = Field(default="", max_length=128, index=True)
+    token_name: str = Field(default="", max_length=128)
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
@@ -701,6 +707,7 @@ class ChannelRoute:
     weight: int
     enabled: bool
     adaptor: Adaptor
+    proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.mapping
@@ -742,11 +749,22 @@ class RoutingTable:
         return (cfg and cfg["kind"]) or self.kinds.get(model) or guess_model_kind(model)
 
 
+def upstream_proxy(url: str) -> str | None:
+    """The proxy the environment asks for, if any. aiohttp's own `trust_env` looks this (and ~/.netrc) up in a
+    thread pool on every call, which cost half the relay's throughput (bench/)."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urllib.parse.urlsplit(url)
+    if not proxies or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
 def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRoute:
     provider = catalog.get(ch["type"])
+    base_url = (ch.get("base_url") or (provider.default_base_url if provider else "")).strip()
     return ChannelRoute(
-        id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=ch["key"].strip(),
-        base_url=(ch.get("base_url") or (provider.default_base_url if provider else "")).strip(),
+        id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=ch["key"].strip(), base_url=base_url,
+        proxy=upstream_proxy(base_url),
         models=frozenset(ch.get("models") or ()), mapping=dict(ch.get("model_mapping") or {}),
         priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
         enabled=ch.get("status", 1) == 1, adaptor=adaptor_for(provider),
@@ -777,6 +795,8 @@ def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> Routi
 
 def candidates(routes: list[ChannelRoute], rng: random.Random | None = None) -> list[ChannelRoute]:
     """Highest priority level first; inside a level a weighted random order, so load spreads."""
+    if len(routes) == 1:
+        return routes
     rng = rng or random
     # Efraimidis–Spirakis: sorting by u^(1/w) draws a weighted order without replacement
     return sorted(routes, key=lambda r: (-r.priority, -(rng.random() ** (1.0 / r.weight))))
@@ -902,8 +922,12 @@ class Attempt:
     ttfb_ms: int = 0
 
 
+_REQUEST_SEQ = itertools.count()
+
+
 def new_request_id() -> str:
-    return f"{time.time_ns() // 1000}{secrets.randbelow(1000):03d}"
+    """Start time in µs (as aiproxy) plus a sequence number, so two calls in one µs never share an id."""
+    return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
 
 
 def parse_relay_call(state: AppState, path: str, body: bytes, content_type: str, caller: Caller,
@@ -987,7 +1011,7 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
         headers["Content-Type"] = call.content_type
         try:
             response = await session.post(adaptor.build_url(channel.base_url, path, target), data=payload,
-                                          headers=headers)
+                                          headers=headers, proxy=channel.proxy)
         except asyncio.TimeoutError:
             last = Attempt(channel, None, 504, openai_error(504, f"Upstream timed out (channel {channel.id}).",
                                                             "upstream_timeout", "upstream_error"), index)
@@ -1380,11 +1404,24 @@ def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: 
     return LogEntry(row, detail, attempt.retries)
 
 
+def _bulk_insert_sql(engine: sa.Engine, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """A plain INSERT for the driver's own executemany: no per-row SQLAlchemy work while the relay waits on
+    the GIL. Each index on `logs` also costs every insert, so it keeps only the ones the filters need."""
+    quote = engine.dialect.identifier_preparer.quote
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    return (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+            f"VALUES ({', '.join([mark] * len(columns))})")
+
+
+LOG_COLUMNS = tuple(c for c in LogRow.__table__.columns.keys() if c != "id")
+
+
 class LogWriter:
     """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._insert_logs = _bulk_insert_sql(engine, LogRow.__table__, LOG_COLUMNS)
         self.pending: list[LogEntry] = []
         self.written = 0
         self.dropped = 0
@@ -1436,7 +1473,7 @@ class LogWriter:
     def write_batch(self, batch: list[LogEntry]) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(sa.insert(LogRow), [e.row for e in batch])
+                conn.exec_driver_sql(self._insert_logs, [tuple(e.row[c] for c in LOG_COLUMNS) for e in batch])
                 details = [e.detail for e in batch if e.detail]
                 if details:
                     conn.execute(sa.insert(LogDetail), details)
@@ -2261,6 +2298,520 @@ def api_option_set(body: OptionIn) -> JSONResponse:
 admin_router.add_api_route("/option", api_option_set, methods=["POST"])
 
 
+# ---- OneAPI / new-api import ----
+# Copies channels (and, on request, tokens) out of a one-api or new-api database. The row mapping is pure
+# (data in, data out); read_source() is the only code that talks to the source, import_oneapi() the only one
+# that writes. Type numbers and default hosts are data: assets/oneapi_types.json.
+
+IMPORT_CONNECT_TIMEOUT = 5  # seconds; a wrong host must fail the admin call fast instead of hanging it
+IMPORT_QUOTA_PER_UNIT = 500_000.0  # one-api/new-api quota units per USD (their QuotaPerUnit default)
+_NEWAPI_COLUMNS = frozenset({"tag", "setting", "auto_ban", "other_info", "param_override", "status_code_mapping"})
+_CF_GATEWAY = "https://gateway.ai.cloudflare.com"  # one-api uses these base URLs as they are (no /v1 added)
+#: go-sql-driver DSNs: `user:pass@tcp(host:port)/db?params`, and `user:pass@/db` (local default)
+_GO_DSN = re.compile(r"(?:(?P<cred>.*)@)?(?P<proto>tcp|unix)?\((?P<addr>[^)]*)\)/(?P<db>[^?]*)(?:\?(?P<q>.*))?", re.S)
+_GO_DSN_LOCAL = re.compile(r"(?:(?P<cred>.*)@)?(?P<proto>)(?P<addr>)/(?P<db>[^?/]*)(?:\?(?P<q>.*))?", re.S)
+_UNREACHABLE = ("refused", "timed out", "timeout", "resolve", "translate host", "not known", "unreachable")
+
+
+@dataclass(frozen=True)
+class SourceDsn:
+    """A parsed source DSN. `safe` and `source` never contain the password."""
+
+    kind: str  # mysql | postgres | sqlite
+    url: sa.URL = field(repr=False)
+    safe: str  # e.g. mysql://root@127.0.0.1:3306/oneapi
+    source: str  # Channel.source / Token.source, e.g. oneapi:127.0.0.1:3306/oneapi
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    flavour: str  # oneapi | newapi
+    channels: list[dict[str, Any]]
+    tokens: list[dict[str, Any]]
+    quota_per_unit: float
+
+
+@dataclass
+class ImportedChannel:
+    """One channel to create; the fields are Channel's."""
+
+    type: int
+    name: str
+    key: str
+    base_url: str
+    models: list[str]
+    model_mapping: dict[str, str]
+    config: dict[str, Any]
+    status: int
+    status_reason: str
+    priority: int
+    weight: int
+    source_id: str
+
+
+@dataclass
+class RowImport:
+    """What one source row becomes: channels or tokens, or a skip `reason`; `warnings` list any change."""
+
+    source_id: str
+    name: str
+    source_type: int | None = None
+    type: int | None = None
+    items: list[Any] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+@functools.cache
+def load_oneapi_types() -> dict[str, Any]:
+    with (ASSETS_DIR / "oneapi_types.json").open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _go_mysql_dsn(text: str) -> dict[str, Any] | None:
+    """`user:pass@tcp(host:port)/db?params` (go-sql-driver form) -> URL parts; None if not that form."""
+    m = _GO_DSN.fullmatch(text) or _GO_DSN_LOCAL.fullmatch(text)
+    if not m:
+        return None
+    user, _, password = (m["cred"] or "").partition(":")
+    parts: dict[str, Any] = {"username": user or None, "password": password or None, "database": m["db"] or None}
+    query = dict(urllib.parse.parse_qsl(m["q"] or ""))
+    if m["proto"] == "unix":
+        parts["query"] = {"unix_socket": m["addr"]}
+    else:
+        addr = m["addr"] or "127.0.0.1"
+        host, _, port = addr.rpartition(":") if ":" in addr else (addr, "", "")
+        parts.update(host=host.strip("[]"), port=int(port) if port.isdigit() else 3306, query={})
+    if query.get("charset"):  # the only go-sql-driver parameter pymysql understands
+        parts["query"]["charset"] = query["charset"].split(",")[0]
+    return parts
+
+
+def parse_source_dsn(dsn: str) -> SourceDsn:
+    """Accept what one-api users have at hand: their SQL_DSN (Go or URL form), a postgres URL, or one-api.db."""
+    text = (dsn or "").strip()
+    if not text:
+        raise ApiError("dsn is required")
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme.startswith("sqlite") or (not sep and "@" not in text and "(" not in text):  # a one-api.db path
+        path = Path(rest.removeprefix("/") if sep else text).expanduser()
+        if not path.is_file():
+            if sep or path.suffix in (".db", ".sqlite", ".sqlite3"):
+                raise ApiError(f"SQLite file not found: {path}")
+            raise ApiError("unrecognised dsn: use user:pass@tcp(host:port)/db, mysql://…, postgres://… "
+                           "or a path to one-api.db")
+        path = path.resolve()
+        return SourceDsn("sqlite", sa.URL.create("sqlite", database=str(path)), f"sqlite:///{path}",
+                         f"oneapi:sqlite:{path}")
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        kind, drivername, default_port = "postgres", _postgres_driver(), 5432
+    elif scheme in ("", "mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
+        kind, drivername, default_port = "mysql", "mysql+pymysql", 3306
+    else:
+        raise ApiError(f"unsupported dsn scheme '{scheme}': use mysql, postgres or a SQLite file")
+    parts = _go_mysql_dsn(rest if sep else text) if kind == "mysql" else None
+    if parts is None:
+        u = urllib.parse.urlsplit(f"x://{rest}")
+        try:
+            port = u.port or default_port
+        except ValueError:
+            raise ApiError("invalid port in dsn") from None
+        parts = {"username": urllib.parse.unquote(u.username or "") or None,
+                 "password": urllib.parse.unquote(u.password or "") or None,
+                 "host": u.hostname or "127.0.0.1", "port": port, "database": u.path.lstrip("/") or None,
+                 "query": dict(urllib.parse.parse_qsl(u.query))}
+        if kind == "mysql":
+            parts["query"] = {k: v for k, v in parts["query"].items() if k in ("charset", "unix_socket")}
+    if not parts.get("database"):
+        raise ApiError("the dsn names no database")
+    if kind == "mysql":
+        parts["query"].setdefault("charset", "utf8mb4")
+    url = sa.URL.create(drivername, **parts)
+    where = parts["query"].get("unix_socket") or f"{parts.get('host')}:{parts.get('port')}"
+    user = f"{parts['username']}@" if parts.get("username") else ""
+    return SourceDsn(kind, url, f"{kind}://{user}{where}/{parts['database']}", f"oneapi:{where}/{parts['database']}",
+                     parts.get("password") or "")
+
+
+def _postgres_driver() -> str:
+    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module):
+            return driver
+    raise ApiError("a PostgreSQL source needs the optional driver psycopg: pip install 'psycopg[binary]'")
+
+
+def detect_flavour(columns: Iterable[str]) -> str:
+    """new-api adds tag/setting/auto_ban/… and has no `config`; one-api is the reverse."""
+    cols = {c.lower() for c in columns}
+    markers = len(_NEWAPI_COLUMNS & cols)
+    return "newapi" if markers >= 2 or (markers and "config" not in cols) else "oneapi"
+
+
+def split_models(text: Any) -> list[str]:
+    """Comma list -> trimmed names, no empties, no duplicates (first spelling wins)."""
+    return list(dict.fromkeys(m.strip() for m in str(text or "").split(",") if m.strip()))
+
+
+def _json_object(text: Any) -> dict[str, Any] | None:
+    """Parse a JSON object column; "" -> {}; anything unparsable or not an object -> None."""
+    if isinstance(text, dict):
+        return text
+    if text is None or not str(text).strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _split_keys(key: str) -> list[str]:
+    """One channel per key line; a JSON object is one key (a Vertex ADC), a JSON array is several (new-api)."""
+    text = key.strip()
+    if text[:1] in "{[":
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return [json.dumps(value, separators=(",", ":"))]
+        if isinstance(value, list):
+            return [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in value if v]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _with_path(base: str, path: str) -> str:
+    """Append our adaptor's version path to a host root, unless the URL already ends with it."""
+    return base if not path or base.endswith(path) else base + path
+
+
+def oneapi_base_url(stored: Any, entry: dict[str, Any], version_path: str) -> str | None:
+    """Our base_url for a source row: "" = our provider's default, None = the row has no usable URL."""
+    base, host = str(stored or "").strip().rstrip("/"), entry.get("host", "").rstrip("/")
+    if base.startswith(_CF_GATEWAY):
+        return base
+    if entry.get("compat"):  # resellers/custom: keep the concrete upstream, never fall back to api.openai.com
+        base = base or host
+        if not base:
+            return None
+        return base if entry.get("as_is") else _with_path(base, version_path)
+    if not base or base == host:
+        base = entry.get("default_base", "")
+        if not base:
+            return ""
+    return base if entry.get("as_is") else _with_path(base, version_path)
+
+
+def _credentials(to: int, key: str, cfg: dict[str, Any], warnings: list[str]) -> list[str]:
+    """Keys in our adaptor's format (providers.json keyHelp), one per channel; composite secrets come from config."""
+    def need(what: str) -> None:
+        warnings.append(f"{what} missing in the source; complete the key before use")
+
+    region_like = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+    if to == 33:  # aws: region|ak|sk (one-api keeps them in config; new-api/one-api UI: key AK|SK|Region)
+        if cfg.get("ak") and cfg.get("sk") and cfg.get("region"):
+            return [f"{cfg['region']}|{cfg['ak']}|{cfg['sk']}"]
+        keys = []
+        for k in _split_keys(key):
+            parts = k.split("|")
+            if len(parts) == 3 and not region_like.fullmatch(parts[0]):
+                k = f"{parts[2]}|{parts[0]}|{parts[1]}"
+            elif len(parts) == 2 and not region_like.fullmatch(parts[0]):
+                k = f"{parts[1]}|{parts[0]}"  # new-api API-key mode: APIKey|Region
+            elif len(parts) == 1:
+                need("AWS region/access key/secret")
+            keys.append(k)
+        return keys
+    if to == 42:  # vertex: region|adcJSON
+        region = cfg.get("region", "")
+        if cfg.get("vertex_ai_adc"):
+            if not region:
+                need("Vertex AI region")
+            return [f"{region}|{cfg['vertex_ai_adc']}" if region else cfg["vertex_ai_adc"]]
+        keys = []
+        for k in _split_keys(key):
+            parts = k.split("|", 2)
+            if len(parts) == 3:  # one-api UI form region|project|adc; the ADC names its project
+                k = f"{parts[0]}|{parts[2]}"
+            elif len(parts) == 1 and region:
+                k = f"{region}|{k}"
+            elif len(parts) == 1:
+                need("Vertex AI region")
+            keys.append(k)
+        return keys
+    keys = _split_keys(key)
+    if to == 3 and cfg.get("api_version"):  # azure: key|api-version
+        keys = [k if "|" in k else f"{k}|{cfg['api_version']}" for k in keys]
+    elif to == 34:  # coze: token|user_id
+        if cfg.get("user_id"):
+            keys = [k if "|" in k else f"{k}|{cfg['user_id']}" for k in keys]
+        elif any("|" not in k for k in keys):
+            need("Coze user id")
+    elif to == 18:  # spark websocket APPID|APISecret|APIKey -> HTTP API APIKey:APISecret
+        keys = [f"{k.split('|')[2]}:{k.split('|')[1]}" if k.count("|") == 2 else k for k in keys]
+    return keys
+
+
+def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
+                       catalog: dict[int, Provider]) -> RowImport:
+    """One source `channels` row -> the channels to create (one per key line), or a skip with a reason."""
+    source_type = int(row.get("type") or 0)
+    entry = types[flavour].get(str(source_type), {})
+    label = "OneAPI" if flavour == "oneapi" else "new-api"
+    out = RowImport(str(row.get("id", "")), str(row.get("name") or "").strip()[:128], source_type)
+    if not entry:
+        out.reason = f"unknown {label} channel type {source_type}"
+    elif entry.get("skip"):
+        out.reason = f"{entry['name']}: {entry['skip']}"
+    if out.reason:
+        return out
+    key = str(row.get("key") or "")
+    to = entry.get("pipe_to", entry["to"]) if "|" in key else entry["to"]
+    out.type, out.name = to, out.name or f"{entry['name']} #{out.source_id}"
+    provider = catalog.get(to)
+    if provider is None:
+        out.reason = f"provider type {to} is not available here"
+        return out
+    warnings = out.warnings
+    if entry.get("note"):
+        warnings.append(entry["note"])
+
+    # credentials: config JSON first, then the legacy `other` column (same precedence as one-api itself)
+    cfg = _json_object(row.get("config"))
+    if cfg is None:
+        warnings.append("config is not valid JSON; kept as text under config.raw")
+        cfg = {"raw": str(row.get("config"))}
+    cfg = {k: v for k, v in cfg.items() if v not in ("", None)}
+    other = str(row.get("other") or "").strip()
+    if other:
+        other_key = entry.get("other", "other")
+        region_map = _json_object(other) if other_key == "region" and other.startswith("{") else None
+        if region_map:  # new-api Vertex: {"default": region, model: region}
+            cfg.setdefault("region", region_map.get("default", ""))
+            cfg["regions"] = region_map
+            warnings.append("per-model Vertex regions kept in config.regions; the key uses the default region")
+        else:
+            cfg.setdefault(other_key, other)
+    for column in ("openai_organization", "system_prompt"):
+        if str(row.get(column) or "").strip():
+            cfg[column] = row[column]
+            warnings.append(f"{column} kept in config; check that this channel applies it")
+    for column in ("param_override", "header_override", "status_code_mapping"):
+        if str(row.get(column) or "").strip() not in ("", "{}"):
+            warnings.append(f"{column} was not imported (not supported)")
+    keys = _credentials(to, key, cfg, warnings)
+    if not keys:
+        out.reason = "the channel has no key"
+        return out
+
+    base = oneapi_base_url(row.get("base_url"), entry, load_oneapi_types()["version_path"].get(str(to), ""))
+    if base is None:
+        out.reason = f"{entry['name']} channel without a base URL"
+        return out
+    default = provider.default_base_url
+    if "{account_id}" in (base or default):  # cloudflare: the account id lives in the URL
+        base = (base or default).replace("{account_id}", str(cfg.get("user_id") or "{account_id}"))
+        if "{account_id}" in base:
+            warnings.append("Cloudflare account id missing in the source; set it in the base URL")
+    elif not base and "{" in default:
+        out.reason = f"{entry['name']} channel without its endpoint (base_url)"
+        return out
+
+    models = split_models(row.get("models"))
+    if not models:
+        warnings.append("no models in the source row; add models before this channel can serve requests")
+    mapping = _json_object(row.get("model_mapping"))
+    if mapping is None:
+        warnings.append("model_mapping is not valid JSON; imported without a mapping")
+        mapping = {}
+    elif any(not isinstance(v, str) or not v for v in mapping.values()):
+        warnings.append("model_mapping entries without a string target were dropped")
+    mapping = {str(k): v for k, v in mapping.items() if isinstance(v, str) and v}
+
+    status, reason = {1: (1, ""), 0: (1, ""), 2: (2, ""), 3: (2, f"auto-disabled in {label}")}.get(
+        int(row.get("status") or 0), (2, f"status {row.get('status')} in {label}"))
+    if status == 2 and reason:
+        info = _json_object(row.get("other_info")) or {}
+        if info.get("status_reason"):
+            reason += f": {info['status_reason']}"
+    weight = int(row.get("weight") or 0) or 1  # one-api ignores weight and stores 0; ours shares by weight
+    out.items = [ImportedChannel(to, out.name, k, base, models, mapping, cfg, status, reason[:255],
+                                 int(row.get("priority") or 0), weight, out.source_id) for k in keys]
+    return out
+
+
+def map_oneapi_token(row: dict[str, Any], flavour: str, quota_per_unit: float) -> RowImport:
+    """One source `tokens` row -> Token fields (same key, so clients' sk-<key> keeps working), or a skip."""
+    out = RowImport(str(row.get("id", "")), str(row.get("name") or "").strip())
+    key = str(row.get("key") or "").strip().removeprefix("sk-")
+    if row.get("deleted_at"):
+        out.reason = "deleted in the source"
+    elif not key:
+        out.reason = "the token has no key"
+    if out.reason:
+        return out
+    out.name = out.name or f"token #{out.source_id}"
+    if flavour == "newapi":
+        models = split_models(row.get("model_limits")) if row.get("model_limits_enabled") else []
+    else:
+        models = split_models(row.get("models"))
+    status = 1 if int(row.get("status") or 1) == 1 else 2
+    if int(row.get("status") or 1) in (3, 4):
+        why = "expired" if int(row["status"]) == 3 else "quota exhausted"
+        out.warnings.append(f"{why} in the source; imported disabled")
+    used = max(int(row.get("used_quota") or 0), 0) / quota_per_unit
+    quota = 0.0  # 0 = unlimited
+    if not row.get("unlimited_quota"):
+        quota = used + max(int(row.get("remain_quota") or 0), 0) / quota_per_unit
+        if quota <= 0:  # ours reads 0 as unlimited: a token with nothing left must not become unlimited
+            status = 2
+            out.warnings.append("no quota left in the source; imported disabled")
+    for column in ("subnet", "allow_ips"):
+        if str(row.get(column) or "").strip():
+            out.warnings.append(f"IP allow-list ({column}) was not imported")
+    expired = int(row.get("expired_time") or -1)
+    out.items = [dict(name=out.name, key=key, status=status, models=models, quota=round(quota, 6),
+                      used_amount=round(used, 6), expired_at=expired * 1000 if expired > 0 else 0,
+                      created_at=int(row.get("created_time") or 0) * 1000 or now_ms(), source_id=out.source_id)]
+    return out
+
+
+def _db_error_message(exc: sa.exc.SQLAlchemyError, src: SourceDsn) -> str:
+    """A driver error -> a short message naming the source, never the password."""
+    orig = getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", ())
+    code = args[0] if len(args) > 1 and isinstance(args[0], int) else None
+    detail = (str(args[1] if code is not None else (args[0] if args else orig)).strip().splitlines()
+              or [type(orig).__name__])[0]
+    text = detail.lower()
+    if code == 1045 or "password authentication failed" in text or "access denied" in text:
+        msg = f"cannot log in to {src.safe} (check the user and password): {detail}"
+    elif code == 1049 or ("database" in text and "does not exist" in text):
+        msg = f"database not found: {src.safe}"
+    elif code in (2002, 2003, 2005, 2006, 2013) or any(s in text for s in _UNREACHABLE):
+        msg = f"cannot reach {src.safe}: {detail}"
+    else:
+        msg = f"cannot read {src.safe}: {detail}"
+    return scrub_secret(msg, src.password)
+
+
+def scrub_secret(text: str, secret: str) -> str:
+    """Remove a secret (raw or URL-encoded) from a message."""
+    for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)} if secret else ():
+        text = text.replace(form, "***")
+    return text
+
+
+def read_source(src: SourceDsn, with_tokens: bool = False) -> SourceData:
+    """Read channels (and tokens, QuotaPerUnit) from the source; every failure becomes a clean ApiError."""
+    if src.kind == "sqlite":  # read-only, so a mistyped path can never create or change a file
+        uri = Path(src.url.database).as_uri() + "?mode=ro"
+        engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True),
+                                  poolclass=sa.pool.NullPool)
+    else:
+        timeouts = {"connect_timeout": IMPORT_CONNECT_TIMEOUT}
+        if src.kind == "mysql":  # pymysql waits for the server greeting under read_timeout, not connect_timeout
+            timeouts |= {"read_timeout": IMPORT_CONNECT_TIMEOUT, "write_timeout": IMPORT_CONNECT_TIMEOUT}
+        engine = sa.create_engine(src.url, connect_args=timeouts, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            tables = set(inspector.get_table_names())
+            if "channels" not in tables:
+                raise ApiError(f"no channels table in {src.safe}: is this a one-api or new-api database?")
+            flavour = detect_flavour(c["name"] for c in inspector.get_columns("channels"))
+
+            def rows(table: str) -> list[dict[str, Any]]:  # SELECT *: `key` and `group` are reserved words
+                return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).mappings()]
+
+            options = {}
+            if with_tokens and "options" in tables:
+                options = {str(r["key"]): r["value"] for r in conn.execute(sa.text("SELECT * FROM options")).mappings()}
+            try:
+                qpu = float(options.get("QuotaPerUnit") or IMPORT_QUOTA_PER_UNIT)
+            except ValueError:
+                qpu = IMPORT_QUOTA_PER_UNIT
+            return SourceData(flavour, rows("channels"), rows("tokens") if with_tokens and "tokens" in tables else [],
+                              qpu if qpu > 0 else IMPORT_QUOTA_PER_UNIT)
+    except sa.exc.SQLAlchemyError as exc:
+        message = _db_error_message(exc, src)
+        logger.warning("oneapi import: %s", message)
+        raise ApiError(message) from None
+    finally:
+        engine.dispose()
+
+
+def _report_row(r: RowImport, status: str, ids: list[int]) -> dict[str, Any]:
+    row = {"source_id": r.source_id, "name": r.name, "status": status, "warnings": r.warnings}
+    if r.source_type is not None:  # a channel row (token rows have no type)
+        row |= {"source_type": r.source_type, "type": r.type, "channel_ids": ids}
+    else:
+        row["token_ids"] = ids
+    return row | ({"reason": r.reason} if r.reason else {})
+
+
+def import_oneapi(state: AppState, dsn: str, dry_run: bool = False, import_tokens: bool = False) -> dict[str, Any]:
+    """Import a one-api/new-api database. Rows imported before from the same source are reported as `exists`,
+    so a second run changes nothing; `dry_run` answers the same report and writes nothing."""
+    src = parse_source_dsn(dsn)
+    data = read_source(src, with_tokens=import_tokens)
+    types = load_oneapi_types()
+    channel_rows = [map_oneapi_channel(r, data.flavour, types, state.catalog) for r in data.channels]
+    token_rows = [map_oneapi_token(r, data.flavour, data.quota_per_unit) for r in data.tokens]
+    report: list[dict[str, Any]] = []
+    token_report: list[dict[str, Any]] = []
+    with state.engine.begin() as conn:  # one transaction: a failing write leaves no half import
+        def insert(table: Any, values: dict[str, Any]) -> list[int]:
+            return [] if dry_run else [conn.execute(sa.insert(table).values(**values)).inserted_primary_key[0]]
+
+        seen: dict[str, list[int]] = collections.defaultdict(list)
+        for sid, cid in conn.execute(sa.select(Channel.source_id, Channel.id).where(Channel.source == src.source)):
+            seen[sid].append(cid)
+        for r in channel_rows:
+            if r.reason:
+                report.append(_report_row(r, "skipped", []))
+            elif r.source_id in seen:
+                report.append(_report_row(r, "exists", sorted(seen[r.source_id])))
+            else:
+                ids = [i for c in r.items for i in insert(Channel, dict(dataclasses.asdict(c), source=src.source,
+                                                                          created_at=now_ms()))]
+                report.append(_report_row(r, "imported", ids))
+        keys = dict(conn.execute(sa.select(Token.key, Token.id)).all()) if token_rows else {}
+        for r in token_rows:
+            if r.reason:
+                token_report.append(_report_row(r, "skipped", []))
+            elif r.items[0]["key"] in keys:
+                token_report.append(_report_row(r, "exists", [keys[r.items[0]["key"]]]))
+            else:
+                ids = insert(Token, dict(r.items[0], source=src.source))
+                keys[r.items[0]["key"]] = ids[0] if ids else 0
+                token_report.append(_report_row(r, "imported", ids))
+    if not dry_run and any(r["status"] == "imported" for r in report + token_report):
+        state.reload()
+
+    def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+        return {s: sum(r["status"] == s for r in rows) for s in ("imported", "exists", "skipped")}
+
+    result = {"source": src.safe, "flavour": data.flavour, "dry_run": dry_run, "rows": report, **counts(report)}
+    if import_tokens:
+        result["tokens"] = {"rows": token_report, **counts(token_report), "quota_per_unit": data.quota_per_unit}
+    return result
+
+
+class OneApiImportRequest(BaseModel):
+    dsn: str
+    dry_run: bool = False
+    import_tokens: bool = False
+
+
+@admin_router.post("/channels/import/oneapi")
+def api_channels_import_oneapi(body: OneApiImportRequest) -> JSONResponse:
+    # a plain `def` route runs in the threadpool: the source connection (up to 5 s) never blocks the event loop
+    return api_ok(import_oneapi(get_state(), body.dsn, body.dry_run, body.import_tokens))
+
+
 # ==== 8. UI pages ==========================================================================================
 
 
@@ -2297,18 +2848,11 @@ class Gateway:
         await self.api(scope, receive, send)
 
     async def _relay(self, scope: dict, receive: Callable, send: Callable) -> None:
-        started = False
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await relay_app(scope, receive, tracking_send)
+            await relay_app(scope, receive, send)
         except Exception:  # a bug must still answer in OpenAI's shape, never as a bare traceback
             logger.exception("relay failed")
-            if not started:
+            with contextlib.suppress(Exception):  # fails only when the answer had already started
                 await send_bytes(send, 500, openai_error(500, "Internal error in aiproxy-local; see its log.",
                                                          "internal_error", "aiproxy_error"), "application/json", "")
 
@@ -2328,14 +2872,14 @@ def _normalise_api_scope(scope: dict) -> dict:
     return scope
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def lifespan(api: FastAPI) -> AsyncIterator[None]:
     state = get_state()
     state.http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=state.settings.connect_timeout,
                                       sock_read=state.settings.ttfb_timeout),
-        auto_decompress=True, trust_env=True)
+        auto_decompress=True, trust_env=False)  # proxies: see upstream_proxy()
     state.writer.start()
     janitor = asyncio.create_task(_retention_loop(state))
     try:
@@ -2450,8 +2994,9 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop  # noqa: F401
     except ImportError:
         loop = "asyncio"
+    # no access log and no proxy-header rewriting on the hot path: the gateway is the edge, not behind one
     uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http="httptools", access_log=False,
-                log_level="warning", lifespan="on")
+                log_level="warning", lifespan="on", proxy_headers=False, server_header=False)
 
 
 if __name__ == "__main__":
