@@ -1174,7 +1174,6 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Callable[[dict], 
         await send({"type": "http.response.body", "body": b"data: " + error + b"\n\n", "more_body": True})
     finally:
         response.release()
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
     if usage is None:
         usage = estimate_usage(call, 4 * max(0, events_seen - 1))  # about one token an event
     return Outcome(outcome_code, usage, error, ttfb_ms=ttfb or attempt.ttfb_ms)
@@ -1245,25 +1244,30 @@ async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: C
                 raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
         order = plan_channels(state, call)
         attempt = await open_upstream(state, call, order)
+        # each answer is queued for the log before its last byte leaves, so a shutdown right after an
+        # answer still writes its row
         if attempt.response is None:
-            await send_bytes(send, attempt.status, attempt.error, "application/json", request_id)
             outcome = Outcome(attempt.status, None, attempt.error, attempt.error)
+            state.writer.submit_call(state, call, attempt, outcome)
+            await send_bytes(send, attempt.status, attempt.error, "application/json", request_id)
         elif (call.stream and attempt.status == 200
               and attempt.response.headers.get("Content-Type", "").startswith("text/event-stream")):
             await send({"type": "http.response.start", "status": 200, "headers": _headers(
                 "text/event-stream; charset=utf-8", request_id, [(b"cache-control", b"no-cache"),
                                                                   (b"x-accel-buffering", b"no")])})
             outcome = await pipe_stream(call, attempt, send)
+            state.writer.submit_call(state, call, attempt, outcome)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         else:
             data, content_type, outcome = await read_buffered(call, attempt)
+            state.writer.submit_call(state, call, attempt, outcome)
             await send_bytes(send, outcome.code, data, content_type, request_id)
-        state.writer.submit_call(state, call, attempt, outcome)
     except RelayError as exc:
-        await send_bytes(send, exc.status, openai_error(exc.status, exc.message, exc.code, exc.type),
-                         "application/json", request_id)
         if call is not None:
             state.writer.submit_call(state, call, Attempt(None, None, exc.status),
                                      Outcome(exc.status, None, exc.message.encode()))
+        await send_bytes(send, exc.status, openai_error(exc.status, exc.message, exc.code, exc.type),
+                         "application/json", request_id)
 
 
 async def _send_models(state: AppState, caller: Caller, path: str, request_id: str,
@@ -2812,19 +2816,1916 @@ def api_channels_import_oneapi(body: OneApiImportRequest) -> JSONResponse:
     return api_ok(import_oneapi(get_state(), body.dsn, body.dry_run, body.import_tokens))
 
 
+# ---- fetch models from upstream (the channel dialog diffs them against the channel's list) ----
+
+UPSTREAM_MODELS_TIMEOUT_S = 20
+
+
+async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
+    """The model ids a channel's provider lists at `GET <base_url>/models` (OpenAI's list shape)."""
+    route = preview_route(state, data)
+    url = route.adaptor.build_url(route.base_url, "/models", "")
+    try:
+        async with state.http.get(url, headers=route.adaptor.build_headers(route.key),
+                                  timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
+            status, body = resp.status, await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
+    if status != 200:
+        raise ApiError(f"the provider answered HTTP {status} to GET /models: {body[:300].decode('utf-8', 'replace')}",
+                       502)
+    try:
+        return sorted({str(m["id"]) for m in orjson.loads(body)["data"]})
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ApiError("the provider's /models answer is not an OpenAI model list", 502) from None
+
+
+@admin_router.post("/channel/upstream-models")
+async def api_channel_upstream_models(body: ChannelIn) -> JSONResponse:
+    return api_ok(await fetch_upstream_models(get_state(), body))
+
+
 # ==== 8. UI pages ==========================================================================================
+# NiceGUI pages that call section 7's functions directly, never this app's own HTTP. nicegui is imported only by
+# mount_ui(), so `--no-ui` runs without it (bench/ measures the API-only memory). Strings: assets/i18n.json.
+
+ui: Any = None  # nicegui.ui, bound by mount_ui()
+ng: Any = None  # nicegui.app (per-browser storage), bound by mount_ui()
+
+NAV_PAGES = (  # path, icon, i18n key: the left navigation, in the order a new user needs them
+    ("/dashboard", "insights", "nav.dashboard"),
+    ("/channels", "hub", "nav.channels"),
+    ("/models", "category", "nav.models"),
+    ("/logs", "receipt_long", "nav.logs"),
+    ("/tokens", "vpn_key", "nav.tokens"),
+    ("/migrate", "move_down", "nav.migrate"),
+    ("/settings", "settings", "nav.settings"),
+)
+LANGUAGES = {"en": "English", "zh": "简体中文"}
+TIME_PRESETS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}  # seconds
+PRESET_TIMESPAN = {"yesterday": "hour", "15m": "minute", "1h": "minute", "24h": "hour", "7d": "hour", "30d": "day"}
+_TOGGLE_PROPS = "dense no-caps unelevated rounded color=grey-3 text-color=grey-9 toggle-color=primary"
+SLOW_CALL_SECONDS = 10  # the log list marks slower calls in red
+LOG_PAGE_SIZES = (20, 50, 100)
+MAX_CHART_POINTS = 2000  # above this, empty buckets are not filled in (a 30-day range by minute)
+_CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_time_milliseconds",
+                 "total_ttfb_milliseconds")
+_STRINGS: dict[str, dict[str, str]] = {}  # assets/i18n.json, read once by load_strings()
+
+# ---- strings, time and formatting: plain functions, no nicegui ----
+
+
+def load_strings() -> dict[str, dict[str, str]]:
+    if not _STRINGS:
+        _STRINGS.update(json.loads((ASSETS_DIR / "i18n.json").read_text(encoding="utf-8")))
+    return _STRINGS
+
+
+def pick_language(accept_language: str) -> str:
+    """`zh-CN,zh;q=0.9,en;q=0.8` → `zh`: the first language the browser lists that we have."""
+    for part in accept_language.split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return "en"
+
+
+def translate(lang: str, key: str, **values: Any) -> str:
+    strings = load_strings()
+    text = strings.get(lang, {}).get(key) or strings["en"].get(key) or key
+    return text.format(**values) if values else text
+
+
+def preset_range(preset: str, now: int, tz: ZoneInfo) -> tuple[int, int | None]:
+    """(start ms, end ms or None for "now") of a time preset; "yesterday" starts at yesterday's 00:00 in `tz`."""
+    if preset == "yesterday":
+        day = datetime.fromtimestamp(now / 1000 - 86400, tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        return int(day.timestamp() * 1000), None
+    return now - TIME_PRESETS[preset] * 1000, None
+
+
+def format_ms(ms: int, tz: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return datetime.fromtimestamp(ms / 1000, tz).strftime(fmt) if ms else ""
+
+
+def local_input_to_ms(text: str | None, tz: ZoneInfo) -> int | None:
+    """The value of an `<input type=datetime-local>` (or a date), read in the display timezone."""
+    if not text:
+        return None
+    try:
+        return int(datetime.fromisoformat(text).replace(tzinfo=tz).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def fmt_seconds(ms: float) -> str:
+    return f"{ms / 1000:.2f} s" if ms >= 100 else f"{ms / 1000:.3f} s"  # a fast local call is not "0.00 s"
+
+
+def fmt_count(n: float) -> str:
+    """1234567 → 1.23M: cards stay short; the exact number is in the logs."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:g}"
+
+
+def summarize_series(series: list[dict[str, Any]]) -> dict[str, float]:
+    """Totals of dashboard_series() for the summary cards."""
+    total = collections.Counter()
+    for bucket in series:
+        for item in bucket["summary"]:
+            total.update({name: item[name] for name in _CHART_FIELDS})
+    calls = total["request_count"]
+    return {"calls": calls, "errors": total["exception_count"],
+            "error_rate": total["exception_count"] / calls if calls else 0.0,
+            "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
+            "avg_latency_ms": total["total_time_milliseconds"] / calls if calls else 0.0,
+            "avg_ttfb_ms": total["total_ttfb_milliseconds"] / calls if calls else 0.0}
+
+
+def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, timespan: str,
+                  tz: ZoneInfo) -> list[tuple[int, dict[str, float]]]:
+    """One (bucket start, sums) per minute/hour/day of the range, empty buckets included, so lines drop to zero
+    instead of jumping over quiet hours."""
+    sums: dict[int, dict[str, float]] = {}
+    for bucket in series:
+        acc = sums.setdefault(bucket["timestamp"], collections.Counter())
+        for item in bucket["summary"]:
+            acc.update({name: item[name] for name in _CHART_FIELDS})
+    step = {"minute": 60, "hour": 3600, "day": 86400}[timespan]
+    if (end_ms - start_ms) // 1000 // step <= MAX_CHART_POINTS:
+        ts = bucket_start(start_ms // 1000, timespan, tz)
+        while ts <= end_ms // 1000:
+            sums.setdefault(ts, collections.Counter())
+            ts = bucket_start(ts + step + (3 * 3600 if timespan == "day" else 0), timespan, tz)  # +3 h: DST days
+    return sorted(sums.items())
+
+
+def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, Any]:
+    """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
+    tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
+    provider = catalog.get(ch["type"])
+    return {
+        "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": ch["status_reason"],
+        "provider": provider.name if provider else f"#{ch['type']}",
+        "models": "\n".join((ch["models"] + list(ch["model_mapping"]))[:4]),
+        "more": max(0, len(ch["models"]) + len(ch["model_mapping"]) - 4),
+        "priority": ch["priority"], "enabled": ch["status"] == 1, "requests": ch["request_count"],
+        "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
+        "test_ok": bool(tests) and all(x["success"] for x in tests),
+        "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
+    }
+
+
+def diff_models(current: list[str], upstream: list[str]) -> tuple[list[str], list[str]]:
+    """(new at the provider, no longer listed by it) for "fetch models from upstream"."""
+    have, listed = set(current), set(upstream)
+    return sorted(listed - have), [m for m in current if m not in listed]
+
+
+def parse_mapping_json(text: str) -> dict[str, str]:
+    """A pasted model mapping; raises ApiError with a message for the user."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError as exc:
+        raise ApiError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError('expected a JSON object such as {"gpt-4o": "gpt-4o-2024-08-06"}')
+    return clean_mapping(data)
+
+
+def _key_fingerprint(admin_key: str) -> str:
+    """What a session remembers of the admin key: enough to notice that the key changed, useless to an attacker."""
+    import hashlib
+
+    return hashlib.sha256(b"aiproxy-local ui session\0" + admin_key.encode()).hexdigest()[:32]
+
+
+def _tpl(template: str, **values: str) -> str:
+    """Fill [[name]] placeholders of a Vue slot template (Vue owns {{ }} and $)."""
+    for name, value in values.items():
+        template = template.replace(f"[[{name}]]", value.replace('"', "&quot;"))
+    return template
+
+
+# ---- session: language, theme, timezone, login ----
+
+
+def t(key: str, **values: Any) -> str:
+    """The UI string `key` in the session's language."""
+    try:
+        lang = ng.storage.user.get("lang", "en")
+    except (RuntimeError, AttributeError):  # outside a page (no session): English
+        lang = "en"
+    return translate(lang, key, **values)
+
+
+def display_tz() -> ZoneInfo:
+    """The settings' choice, else the browser's timezone (learnt after login), else UTC."""
+    user = ng.storage.user
+    try:
+        return ZoneInfo(user.get("tz") or user.get("browser_tz") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+async def _learn_browser_timezone() -> None:
+    """Python learns the browser's timezone only from a connected page."""
+    try:
+        tz = await ui.run_javascript("Intl.DateTimeFormat().resolvedOptions().timeZone", timeout=3)
+        ZoneInfo(tz)
+    except (TimeoutError, ZoneInfoNotFoundError, ValueError, TypeError):
+        return
+    ng.storage.user["browser_tz"] = tz
+
+
+def _start_session(request: Request) -> None:
+    user = ng.storage.user
+    if "lang" not in user:
+        user["lang"] = pick_language(request.headers.get("accept-language", ""))
+
+
+def is_signed_in() -> bool:
+    return ng.storage.user.get("auth") == _key_fingerprint(get_state().admin_key)
+
+
+def _guarded(builder: Callable[[Request], None]) -> Callable[[Request], Response | None]:
+    """A page that shows nothing without a session for the current admin key (a changed key ends all sessions)."""
+
+    def page(request: Request) -> Response | None:
+        _start_session(request)
+        if not is_signed_in():
+            return Response(status_code=303, headers={"location": f"/login?redirect_to={request.url.path}"})
+        builder(request)
+        return None
+
+    page.__name__ = page.__qualname__ = builder.__name__
+    return page
+
+
+def _delete_on_close(dialog: Any, busy: Callable[[], bool] = lambda: False) -> Any:
+    """Closed dialogs go away (unless still busy): the page stays light, and only the open one can be found."""
+    dialog.on_value_change(lambda e: None if e.value or busy() else dialog.delete())
+    return dialog
+
+
+def notify_error(exc: ApiError) -> None:
+    ui.notify(exc.message, type="negative", multi_line=True)
+
+
+_COPY_JS = """<script>
+window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on https and localhost
+  if (navigator.clipboard && window.isSecureContext) {
+    try { await navigator.clipboard.writeText(text); return true; } catch (e) {}
+  }
+  const area = document.createElement('textarea');
+  area.value = text; area.setAttribute('readonly', ''); area.style.position = 'fixed'; area.style.opacity = '0';
+  document.body.appendChild(area); area.select();
+  let ok = false;
+  try { ok = document.execCommand('copy'); } catch (e) {}
+  area.remove();
+  return ok;
+};
+</script>"""
+
+
+async def copy_text(text: str) -> None:
+    """Copy, also on plain http://ip:port: the clipboard API, else execCommand, else a selected field for Ctrl+C."""
+    try:
+        copied = await ui.run_javascript(f"aiproxyCopy({json.dumps(text)})", timeout=2)
+    except TimeoutError:
+        copied = False
+    if copied:
+        ui.notify(t("copy.done"), type="positive")
+        return
+    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[36rem] max-w-full"):
+        ui.label(t("copy.manual")).classes("font-medium")
+        field = ui.textarea(value=text).props("readonly outlined autogrow autofocus").classes("w-full font-mono")
+        field.on("focus", js_handler="(e) => e.target.select()")
+        with ui.row().classes("w-full justify-end"):
+            ui.button(t("common.close"), on_click=dialog.close).props("flat")
+    dialog.open()
+
+
+def copy_button(get_text: Callable[[], str], label: str | None = None) -> Any:
+    async def do_copy() -> None:
+        await copy_text(get_text())
+
+    return ui.button(label or t("copy.button"), icon="content_copy", on_click=do_copy).props("flat dense")
+
+
+async def confirm(message: str, ok_label: str, danger: bool = False, details: str = "") -> bool:
+    with ui.dialog() as dialog, ui.card().classes("w-[28rem] max-w-full"):
+        ui.label(message).classes("text-base font-medium")
+        if details:
+            ui.label(details).classes("text-sm opacity-70 break-all")
+        with ui.row().classes("w-full justify-end"):
+            ui.button(t("common.cancel"), on_click=lambda: dialog.submit(False)).props("flat")
+            ui.button(ok_label, on_click=lambda: dialog.submit(True)).props(
+                f"color={'negative' if danger else 'primary'}").mark("confirm")
+    result = await dialog
+    dialog.delete()
+    return bool(result)
+
+
+
+# ---- layout ----
+
+
+def frame(title: str) -> Any:
+    """The shared layout: header (language, dark mode, log-out) and the left navigation. Returns the content
+    column: `with frame(t("nav.logs")): ...`."""
+    user = ng.storage.user
+    ui.page_title(f"{title} · aiproxy-local")
+    ui.colors(primary="#4f46e5", secondary="#0f766e", accent="#9333ea")
+    dark = ui.dark_mode(user.get("dark", False))
+    if "browser_tz" not in user:
+        ui.timer(0.1, _learn_browser_timezone, once=True)
+
+    def switch_language() -> None:
+        user["lang"] = "en" if user.get("lang") == "zh" else "zh"
+        ui.navigate.reload()
+
+    def switch_dark() -> None:
+        user["dark"] = not user.get("dark", False)
+        dark.set_value(user["dark"])
+
+    def log_out() -> None:
+        user.pop("auth", None)
+        ui.navigate.to("/login")
+
+    with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary"):
+        ui.button(icon="menu", on_click=lambda: drawer.toggle()).props("flat round dense color=white")
+        ui.icon("alt_route", size="sm").classes("ml-1")
+        ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight")
+        ui.label("/").classes("opacity-50 mx-1")
+        ui.label(title).classes("text-lg")
+        ui.space()
+        ui.button("中文" if user.get("lang") != "zh" else "English", icon="translate",
+                  on_click=switch_language).props("flat dense color=white").tooltip(t("header.language"))
+        ui.button(icon="dark_mode", on_click=switch_dark).props("flat round dense color=white").tooltip(
+            t("header.dark"))
+        ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white")
+    here = ui.context.client.page.path
+    with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
+        for path, icon, key in NAV_PAGES:
+            active = here == path or (path == "/dashboard" and here == "/")
+            with ui.link(target=path).classes("no-underline text-inherit block self-stretch"):
+                with ui.row().classes("items-center gap-3 mx-2 px-3 py-2 rounded-lg no-wrap " + (
+                        "bg-primary text-white" if active else "hover:bg-gray-500/10")):
+                    ui.icon(icon, size="sm")
+                    ui.label(t(key)).classes("text-[15px]")
+    return ui.column().classes("w-full max-w-[1400px] mx-auto p-4 gap-4")
+
+
+class TimeRange:
+    """Preset chips (15 min … 30 d) plus From/To fields in the display timezone. A preset is a rolling window:
+    it is re-read at every refresh, so "1 h" keeps meaning the last hour under auto-refresh."""
+
+    def __init__(self, default: str, on_change: Callable[[], Any]) -> None:
+        self.tz, self.on_change, self._quiet = display_tz(), on_change, False
+        options = {k: t(f"range.{k}") for k in (["yesterday"] if default == "yesterday" else []) + list(TIME_PRESETS)}
+        with ui.row().classes("items-center gap-2"):
+            self.preset = ui.toggle(options, value=default, on_change=self._preset_changed).props(
+                _TOGGLE_PROPS).mark("range-preset")
+            self.start = ui.input(t("range.from"), on_change=self._edited).props(
+                "type=datetime-local dense outlined stack-label").classes("w-48")
+            self.end = ui.input(t("range.to"), on_change=self._edited).props(
+                "type=datetime-local dense outlined stack-label clearable").classes("w-48")
+        self._fill()
+
+    def _fill(self) -> None:
+        start, _ = preset_range(self.preset.value, now_ms(), self.tz)
+        self._quiet = True
+        self.start.value, self.end.value = format_ms(start, self.tz, "%Y-%m-%dT%H:%M"), ""
+        self._quiet = False
+
+    def _preset_changed(self) -> None:
+        if self.preset.value:
+            self._fill()
+            self.on_change()
+
+    def _edited(self) -> None:
+        if not self._quiet:
+            self.preset.value = None  # hand-picked bounds replace the preset
+            self.on_change()
+
+    def bounds(self) -> tuple[int, int | None]:
+        if self.preset.value:
+            return preset_range(self.preset.value, now_ms(), self.tz)
+        start = local_input_to_ms(self.start.value, self.tz)
+        return start if start is not None else now_ms() - 86_400_000, local_input_to_ms(self.end.value, self.tz)
+
+
+def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: Any) -> Any:
+    """A ui.table with the house look and Quasar's own labels translated."""
+    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full").props(
+        "flat bordered").mark(marker)
+    table.props["rows-per-page-label"] = t("table.per_page")
+    table.props["no-data-label"] = t("table.no_data")
+    return table
+
+
+def _channel_options(state: AppState, all_label: str) -> dict[Any, str]:
+    return {0: all_label, **{c.id: f"{c.name} (#{c.id})" for c in sorted(state.routes.channels.values(),
+                                                                          key=lambda c: c.name.lower())}}
+
+
+def _model_options(state: AppState, all_label: str) -> dict[str, str]:
+    return {"": all_label, **{m: m for m in sorted(state.routes.known_models)}}
+
+
+# ---- login ----
+
+
+def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | None:
+    state = get_state()
+    _start_session(request)
+    target = redirect_to if redirect_to in {path for path, _ in _PAGES} else "/dashboard"  # never off-site
+    if is_signed_in():
+        return Response(status_code=303, headers={"location": target})
+    ui.page_title("aiproxy-local")
+    ui.colors(primary="#4f46e5")
+    ui.dark_mode(ng.storage.user.get("dark", False))
+
+    async def log_in() -> None:
+        if secrets.compare_digest((key.value or "").strip().encode(), state.admin_key.encode()):
+            ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
+            await _learn_browser_timezone()  # before the first page that shows times
+            ui.navigate.to(target)
+            return
+        ui.notify(t("login.wrong"), type="negative")
+        await asyncio.sleep(0.3)  # slows down guessing a little
+
+    def switch_language() -> None:
+        ng.storage.user["lang"] = "en" if ng.storage.user.get("lang") == "zh" else "zh"
+        ui.navigate.reload()
+
+    with ui.column().classes("absolute-center items-center gap-4 w-[26rem] max-w-[92vw]"):
+        with ui.row().classes("items-center gap-2"):
+            ui.icon("alt_route", size="lg", color="primary")
+            ui.label("aiproxy-local").classes("text-3xl font-semibold tracking-tight")
+        ui.label(t("login.tagline")).classes("text-center opacity-70")
+        with ui.card().classes("w-full p-6 gap-3"):
+            ui.label(t("login.title")).classes("text-lg font-medium")
+            key = ui.input(t("login.key"), password=True, password_toggle_button=True).props(
+                "outlined autofocus").classes("w-full").on("keydown.enter", log_in)
+            ui.button(t("login.submit"), icon="login", on_click=log_in).classes("w-full")
+            where = (t("login.where_env") if state.settings.admin_key
+                     else t("login.where_file", path=str(state.settings.data_path / "admin_key")))
+            ui.label(where).classes("text-xs opacity-70 break-all")
+        ui.button("中文" if ng.storage.user.get("lang") != "zh" else "English", icon="translate",
+                  on_click=switch_language).props("flat dense")
+    return None
+
+
+# ---- dashboard ----
+
+
+def page_dashboard(request: Request) -> None:
+    state = get_state()
+    tz = display_tz()
+    with frame(t("nav.dashboard")):
+        if not state.routes.channels:
+            with ui.card().classes("w-full bg-primary/5"):
+                ui.label(t("dash.start_title")).classes("text-lg font-semibold")
+                for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
+                                                     ("dash.start_3", "/settings")], start=1):
+                    with ui.row().classes("items-center gap-2"):
+                        ui.badge(str(step)).props("rounded")
+                        ui.link(t(text), path)
+        with ui.row().classes("items-center gap-3 w-full"):
+            span = TimeRange("24h", lambda: range_changed())
+            timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour", label=t("dash.timespan"),
+                                 on_change=lambda: refresh()).props("dense outlined").classes("w-32")
+            model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
+                              with_input=True, on_change=lambda: refresh()).props("dense outlined").classes("w-52")
+            channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
+                                label=t("common.channel"), on_change=lambda: refresh()).props(
+                "dense outlined").classes("w-52")
+        cards: dict[str, Any] = {}
+        with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-3 xl:grid-cols-6"):
+            for name, icon in (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
+                               ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt")):
+                with ui.card().classes("gap-1 p-4"):
+                    with ui.row().classes("items-center gap-2 opacity-70"):
+                        ui.icon(icon, size="xs")
+                        ui.label(t(f"dash.{name}")).classes("text-sm")
+                    cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
+        axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+        charts = {}
+        with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
+            for name, series in (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens",
+                                 "dash.output_tokens")), ("latency", ("dash.avg_latency", "dash.avg_ttfb"))):
+                with ui.card().classes("p-3"):
+                    ui.label(t(f"dash.chart_{name}")).classes("font-medium")
+                    charts[name] = ui.echart({
+                        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+                        "legend": {"data": [t(s) for s in series], "top": 0, "textStyle": {"color": "#888"}},
+                        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+                        "xAxis": {"type": "category", "data": [], **axis},
+                        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+                        "series": [{"name": t(s), "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                                    "areaStyle": {"opacity": 0.08}} for s in series],
+                    }).classes("w-full h-64")
+
+    def range_changed() -> None:
+        picked = PRESET_TIMESPAN.get(span.preset.value or "")  # a preset brings a sensible resolution
+        if picked and picked != timespan.value:
+            timespan.value = picked  # its on_change refreshes
+        else:
+            refresh()
+
+    def refresh() -> None:
+        start, end = span.bounds()
+        end = end or now_ms()
+        try:
+            series = dashboard_series(state, start, end, str(tz), timespan.value, channel.value or None,
+                                      model.value or "")
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        totals = summarize_series(series)
+        cards["calls"].text = fmt_count(totals["calls"])
+        cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
+        cards["input_tokens"].text = fmt_count(totals["input_tokens"])
+        cards["output_tokens"].text = fmt_count(totals["output_tokens"])
+        cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
+        cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
+        buckets = chart_buckets(series, start, end, timespan.value, tz)
+        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan.value]
+        labels = [format_ms(ts * 1000, tz, label_fmt) for ts, _ in buckets]
+
+        def avg(total: str, s: dict[str, float]) -> float:
+            return round(s[total] / s["request_count"] / 1000, 3) if s["request_count"] else 0
+
+        values = {
+            "calls": ([s["request_count"] for _, s in buckets], [s["exception_count"] for _, s in buckets]),
+            "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
+            "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
+                        [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
+        }
+        for name, chart in charts.items():
+            chart.options["xAxis"]["data"] = labels
+            for serie, data in zip(chart.options["series"], values[name]):
+                serie["data"] = data
+            chart.update()
+
+    refresh()
+
+
+# ---- channels ----
+
+_CHANNEL_SLOTS = {
+    "body-cell-name": """<q-td :props="props">
+        <div class="font-medium">{{ props.row.name }}</div>
+        <div class="text-xs opacity-60 font-mono">{{ props.row.key }}</div>
+        <div v-if="props.row.reason" class="text-xs text-orange-8">{{ props.row.reason }}</div></q-td>""",
+    "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
+        <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm">
+          {{ m }}</q-chip>
+        <q-chip v-if="props.row.more" dense size="sm" color="primary" text-color="white">+{{ props.row.more }}</q-chip>
+        </q-td>""",
+    "body-cell-priority": """<q-td :props="props">
+        <q-input dense outlined type="number" :model-value="props.row.priority" style="max-width: 5.5rem"
+          @change="v => $parent.$emit('priority', {id: props.row.id, value: Number(v)})"
+          @keyup.enter="e => e.target.blur()" /></q-td>""",
+    "body-cell-enabled": """<q-td :props="props">
+        <q-toggle :model-value="props.row.enabled" color="positive"
+          @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""",
+    "body-cell-test": """<q-td :props="props">
+        <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'"
+          class="font-medium">{{ props.row.test }}<q-tooltip>{{ props.row.test_tip }}</q-tooltip></span>
+        <span v-else class="opacity-50">[[untested]]</span></q-td>""",
+    "body-cell-requests": """<q-td :props="props">
+        <a :href="'/logs?channel=' + props.row.id" class="text-primary">{{ props.row.requests }}</a></q-td>""",
+    "body-cell-actions": """<q-td :props="props" class="whitespace-nowrap">
+        <q-btn flat dense round icon="edit" @click="() => $parent.$emit('edit', props.row.id)">
+          <q-tooltip>[[edit]]</q-tooltip></q-btn>
+        <q-btn flat dense round icon="speed" color="primary" @click="() => $parent.$emit('test', props.row.id)">
+          <q-tooltip>[[test]]</q-tooltip></q-btn>
+        <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
+          <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""",
+}
+
+
+def page_channels(request: Request) -> None:
+    state = get_state()
+    with frame(t("nav.channels")):
+        with ui.row().classes("items-center gap-2 w-full"):
+            ui.button(t("ch.add"), icon="add", on_click=lambda: open_channel_dialog(None, refresh)).mark("add-channel")
+            ui.button(t("ch.test_all"), icon="speed", on_click=lambda: test_all()).props("outline")
+            search = ui.input(placeholder=t("ch.search"), on_change=lambda: refresh()).props(
+                "dense outlined clearable").classes("w-64")
+            ui.space()
+            with ui.row().classes("items-center gap-2") as bulk:
+                bulk_label = ui.label().classes("font-medium")
+                ui.button(t("bulk.enable"), on_click=lambda: bulk_status(1)).props("outline dense")
+                ui.button(t("bulk.disable"), on_click=lambda: bulk_status(2)).props("outline dense")
+                ui.button(t("bulk.priority"), on_click=lambda: bulk_priority()).props("outline dense")
+                ui.button(t("bulk.delete"), on_click=lambda: bulk_delete()).props(
+                    "outline dense color=negative")
+            bulk.visible = False
+        columns = [
+            {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
+            {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
+            {"name": "provider", "label": t("ch.provider"), "field": "provider", "sortable": True, "align": "left"},
+            {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
+            {"name": "priority", "label": t("ch.priority"), "field": "priority", "sortable": True, "align": "left"},
+            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
+            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
+            {"name": "actions", "label": "", "field": "id"},
+        ]
+        table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
+                           on_select=lambda: selection_changed()).props("hide-selected-banner")
+        for slot, template in _CHANNEL_SLOTS.items():
+            table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
+                                      untested=t("ch.untested")))
+        empty = ui.label(t("ch.empty")).classes("opacity-70")
+
+    def refresh() -> None:
+        channels, _ = select_channels(state.engine)
+        needle = (search.value or "").strip().lower()
+        rows = [channel_row(c, state.catalog) for c in channels if not needle or needle in (
+            f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
+        table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
+        kept = {r["id"] for r in table.rows}
+        table.selected = [r for r in table.rows if r["id"] in {s["id"] for s in table.selected} & kept]
+        empty.visible, table.visible = not channels, bool(channels)
+        selection_changed()
+
+    def selection_changed() -> None:
+        bulk.visible = bool(table.selected)
+        bulk_label.text = t("bulk.selected", n=len(table.selected))
+
+    def selected() -> tuple[list[int], str]:
+        names = ", ".join(r["name"] for r in table.selected[:8]) + (" …" if len(table.selected) > 8 else "")
+        return [r["id"] for r in table.selected], names
+
+    async def bulk_status(status: int) -> None:
+        ids, names = selected()
+        if await confirm(t("bulk.confirm_enable" if status == 1 else "bulk.confirm_disable", n=len(ids)),
+                         t("bulk.enable" if status == 1 else "bulk.disable"), details=names):
+            set_channels_status(state, ids, status)
+            refresh()
+
+    async def bulk_delete() -> None:
+        ids, names = selected()
+        if await confirm(t("bulk.confirm_delete", n=len(ids)), t("common.delete"), danger=True, details=names):
+            delete_channels(state, ids)
+            table.selected = []
+            refresh()
+
+    async def bulk_priority() -> None:
+        ids, names = selected()
+        with ui.dialog() as dialog, ui.card().classes("w-[26rem]"):
+            ui.label(t("bulk.confirm_priority", n=len(ids))).classes("font-medium")
+            ui.label(names).classes("text-sm opacity-70")
+            value = ui.number(t("ch.priority"), value=0, precision=0).props("outlined autofocus")
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("common.cancel"), on_click=lambda: dialog.submit(None)).props("flat")
+                ui.button(t("common.apply"), on_click=lambda: dialog.submit(value.value)).mark("confirm")
+        priority = await dialog
+        dialog.delete()
+        if priority is not None:
+            set_channels_priority(state, ids, int(priority))
+            refresh()
+
+    def on_priority(e: Any) -> None:
+        try:
+            set_channels_priority(state, [int(e.args["id"])], int(e.args["value"]))
+        except (TypeError, ValueError):
+            ui.notify(t("ch.priority_invalid"), type="warning")
+        refresh()
+
+    def on_toggle(e: Any) -> None:
+        set_channels_status(state, [int(e.args["id"])], 1 if e.args["value"] else 2)
+        ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now"), type="info")
+        refresh()
+
+    def on_edit(e: Any) -> None:
+        try:
+            open_channel_dialog(get_channel(state, int(e.args)), refresh)
+        except ApiError as exc:
+            notify_error(exc)
+
+    def on_test(e: Any) -> None:
+        try:
+            route = route_for_channel(state, int(e.args))
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        open_test_dialog([(route, sorted(route.models | route.mapping.keys()))], t("test.title", name=route.name),
+                         refresh)
+
+    async def on_delete(e: Any) -> None:
+        route = state.routes.channels.get(int(e.args))
+        if route and await confirm(t("ch.confirm_delete", name=route.name), t("common.delete"), danger=True):
+            delete_channels(state, [route.id])
+            ui.notify(t("ch.deleted", name=route.name))
+            refresh()
+
+    def test_all() -> None:
+        targets = [(r, sorted(r.models | r.mapping.keys())) for r in sorted(state.routes.channels.values(),
+                                                                              key=lambda r: (-r.priority, r.id))
+                   if r.enabled and (r.models or r.mapping)]
+        if not targets:
+            ui.notify(t("test.nothing"), type="warning")
+            return
+        open_test_dialog(targets, t("test.title_all"), refresh)
+
+    for event, handler in (("priority", on_priority), ("toggle", on_toggle), ("edit", on_edit), ("test", on_test),
+                           ("delete", on_delete)):
+        table.on(event, handler)
+    refresh()
+
+
+def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], None]) -> None:
+    """Add (existing=None) or edit a channel. An untouched masked key keeps the stored key."""
+    state = get_state()
+    providers = {pid: f"{p.name} ({pid})"
+                 for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
+    ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [], "model_mapping": {},
+                      "priority": 0}
+    masked = mask_key(ch["key"]) if existing else ""
+
+    def builtin(pid: int) -> list[str]:
+        return [m for m, _ in state.catalog[pid].models] if pid in state.catalog else []
+
+    with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
+            "w-[52rem] max-w-[96vw] gap-2"):
+        with ui.row().classes("w-full items-center"):
+            ui.label(t("ch.edit_title", name=ch["name"]) if existing else t("ch.add_title")).classes(
+                "text-xl font-semibold")
+            ui.space()
+            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
+        with ui.row().classes("w-full gap-3 no-wrap"):
+            provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
+                                 on_change=lambda: provider_changed()).props("outlined").classes("w-1/2").mark(
+                "ch-provider")
+            name = ui.input(t("ch.name"), value=ch["name"], validation={
+                t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
+                "ch-name")
+        readme = ui.label().classes("text-xs opacity-70 -mt-1")
+        models = ui.select(sorted(set(builtin(ch["type"])) | set(ch["models"])), value=list(ch["models"]),
+                           label=t("ch.models"), multiple=True, new_value_mode="add-unique", with_input=True,
+                           validation=lambda v: None if v or mapping_values() else t("v.models")).props(
+            "outlined use-chips").classes("w-full").mark("ch-models")
+        models.props["hint"] = t("ch.models_hint")
+        with ui.row().classes("items-center gap-1 -mt-1"):
+            ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: set_models(
+                builtin(provider.value) + models.value)).props("flat dense size=sm")
+            ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: set_models([])).props(
+                "flat dense size=sm")
+            ui.button(t("ch.fetch"), icon="cloud_download", on_click=lambda: fetch_models()).props(
+                "flat dense size=sm")
+        with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(ch["model_mapping"])).classes(
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+            ui.label(t("ch.mapping_hint")).classes("text-xs opacity-70")
+            mapping_box = ui.column().classes("w-full gap-1")
+            with ui.row().classes("gap-1"):
+                ui.button(t("ch.mapping_add"), icon="add", on_click=lambda: add_mapping_row()).props(
+                    "flat dense size=sm")
+                ui.button(t("ch.mapping_paste"), icon="data_object", on_click=lambda: paste_mapping()).props(
+                    "flat dense size=sm")
+        base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (v or "").strip()
+                            or re.match(r"^https?://", v.strip()) else t("v.url")).props(
+            "outlined stack-label").classes("w-full").mark("ch-base-url")
+        key = ui.textarea(t("ch.key"), value=masked, validation=lambda v: None if (v or "").strip() else t(
+            "v.required")).props("outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
+        priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props("outlined").classes(
+            "w-full").mark("ch-priority")
+        priority.props["hint"] = t("ch.priority_hint")
+        with ui.row().classes("w-full items-center pt-2"):
+            ui.button(t("ch.test_before"), icon="speed", on_click=lambda: test_before_saving()).props("outline")
+            ui.space()
+            ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
+            ui.button(t("common.save"), icon="check", on_click=lambda: save()).mark("save-channel")
+
+    mapping_rows: list[tuple[Any, Any, Any]] = []
+
+    def add_mapping_row(src: str = "", dst: str = "") -> None:
+        with mapping_box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
+            left = ui.input(t("ch.map_from"), value=src).props("dense outlined").classes("grow").mark("map-from")
+            ui.icon("arrow_forward").classes("opacity-60")
+            right = ui.input(t("ch.map_to"), value=dst).props("dense outlined").classes("grow").mark("map-to")
+            ui.button(icon="delete", on_click=lambda: remove_mapping_row(row)).props("flat dense round")
+        mapping_rows.append((row, left, right))
+
+    def remove_mapping_row(row: Any) -> None:
+        mapping_rows[:] = [r for r in mapping_rows if r[0] is not row]
+        row.delete()
+
+    def mapping_values() -> dict[str, str]:
+        return {a.value.strip(): b.value.strip() for _, a, b in mapping_rows if a.value.strip() and b.value.strip()}
+
+    def paste_mapping() -> None:
+        with _delete_on_close(ui.dialog()) as paste, ui.card().classes("w-[32rem]"):
+            ui.label(t("ch.mapping_paste")).classes("font-medium")
+            text = ui.textarea(value=json.dumps(mapping_values(), ensure_ascii=False, indent=1),
+                               placeholder='{"gpt-4o": "gpt-4o-2024-08-06"}').props(
+                "outlined autogrow input-class=font-mono").classes("w-full").mark("mapping-json")
+
+            def apply() -> None:
+                try:
+                    parsed = parse_mapping_json(text.value)
+                except ApiError as exc:
+                    text.error = exc.message
+                    return
+                for row, _, _ in list(mapping_rows):
+                    remove_mapping_row(row)
+                for src, dst in parsed.items():
+                    add_mapping_row(src, dst)
+                paste.close()
+
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("common.cancel"), on_click=paste.close).props("flat")
+                ui.button(t("common.apply"), on_click=apply).mark("apply-json")
+        paste.open()
+
+    def set_models(values: list[str]) -> None:
+        values = clean_models(values)
+        models.options = sorted(set(builtin(provider.value)) | set(values))
+        models.value = values
+        models.update()
+
+    def provider_changed() -> None:
+        p = state.catalog.get(provider.value)
+        if p is None:
+            return
+        models.options = sorted(set(builtin(p.id)) | set(models.value or []))
+        models.update()
+        base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
+        base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
+            "ch.base_url_required")
+        key.props["placeholder"] = p.key_help
+        key.props["hint"] = t("ch.key_edit_hint") if existing else t("ch.key_lines_hint")
+        readme.text = p.readme
+        readme.visible = bool(p.readme)
+
+    def effective_key() -> str:
+        value = (key.value or "").strip()
+        return ch["key"] if existing and value == masked else value
+
+    def collect(need_models: bool = True) -> ChannelIn | None:
+        checks = [name.validate(), base_url.validate(), key.validate()] + ([models.validate()] if need_models else [])
+        incomplete = any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in mapping_rows)
+        if incomplete:
+            ui.notify(t("v.mapping_row"), type="warning")
+        if not all(checks) or incomplete:
+            return None
+        return ChannelIn(type=provider.value, name=name.value.strip(), key=effective_key(),
+                         base_url=(base_url.value or "").strip(), models=list(models.value or []),
+                         model_mapping=mapping_values(), priority=int(priority.value or 0))
+
+    def save() -> None:
+        data = collect()
+        if data is None:
+            return
+        try:
+            if existing:
+                update_channel(state, ch["id"], data)
+                ui.notify(t("ch.saved", name=data.name), type="positive")
+            else:
+                ids = create_channels(state, [data])
+                ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t("ch.added_many", n=len(ids),
+                                                                                  name=data.name), type="positive")
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        dialog.close()
+        on_saved()
+
+    def test_before_saving() -> None:
+        data = collect()
+        if data is None:
+            return
+        try:
+            route = preview_route(state, data)
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        open_test_dialog([(route, sorted(route.models | route.mapping.keys()))], t("test.title_preview"), None,
+                         save=False, autostart=True)
+
+    async def fetch_models() -> None:
+        data = collect(need_models=False)
+        if data is None:
+            return
+        ui.notify(t("ch.fetching"))
+        try:
+            listed = await fetch_upstream_models(state, data)
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        new, gone = diff_models(list(models.value or []), listed)
+        if not new and not gone:
+            ui.notify(t("ch.fetch_same", n=len(listed)), type="positive")
+            return
+        with _delete_on_close(ui.dialog()) as diff, ui.card().classes("w-[36rem] max-w-[96vw]"):
+            ui.label(t("ch.fetch_title", n=len(listed))).classes("text-lg font-medium")
+            add_boxes: list[Any] = []
+            remove_boxes: list[Any] = []
+            if new:
+                ui.label(t("ch.fetch_new", n=len(new))).classes("font-medium text-positive")
+                with ui.column().classes("gap-0 max-h-64 overflow-auto w-full"):
+                    add_boxes = [ui.checkbox(m, value=True) for m in new]
+            if gone:
+                ui.label(t("ch.fetch_gone", n=len(gone))).classes("font-medium text-negative")
+                with ui.column().classes("gap-0 max-h-48 overflow-auto w-full"):
+                    remove_boxes = [ui.checkbox(m, value=False).mark("drop-model") for m in gone]
+
+            def accept() -> None:
+                drop = {b.text for b in remove_boxes if b.value}
+                set_models([m for m in models.value if m not in drop] + [b.text for b in add_boxes if b.value])
+                diff.close()
+
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("common.cancel"), on_click=diff.close).props("flat")
+                ui.button(t("ch.fetch_accept"), on_click=accept).mark("accept-diff")
+        diff.open()
+
+    for src, dst in ch["model_mapping"].items():
+        add_mapping_row(src, dst)
+    provider_changed()
+    dialog.open()
+
+
+# ---- model tests: one panel for a channel, all channels, or unsaved settings ----
+
+
+def open_test_dialog(targets: list[tuple[ChannelRoute, list[str]]], title: str,
+                     on_done: Callable[[], None] | None, save: bool = True, autostart: bool = False) -> None:
+    """Check the models to test, start, and watch each row go waiting → spinner → ✓/✗ with seconds and the
+    HTTP code. Runs in the click's own task, so the page stays responsive."""
+    state = get_state()
+    many = len(targets) > 1
+    rows: list[dict[str, Any]] = []
+    running = {"on": False}
+    with _delete_on_close(ui.dialog(), lambda: running["on"]) as dialog, ui.card().classes(
+            "w-[48rem] max-w-[96vw] gap-2"):
+        with ui.row().classes("w-full items-center"):
+            ui.label(title).classes("text-lg font-semibold")
+            ui.space()
+            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
+        with ui.row().classes("w-full items-center gap-3 no-wrap"):
+            everything = ui.checkbox(t("test.all"), value=True, on_change=lambda e: [
+                r["box"].set_value(e.value) for r in rows]).classes("shrink-0 whitespace-nowrap")
+            progress = ui.linear_progress(0, show_value=False).props("instant-feedback").classes("grow")
+            counter = ui.label().classes("text-sm whitespace-nowrap")
+        with ui.column().classes("w-full gap-0 max-h-[60vh] overflow-auto"):
+            for route, models in targets:
+                for model in models:
+                    with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
+                        box = ui.checkbox(value=True)
+                        ui.label(f"{route.name} · {model}" if many else model).classes(
+                            "font-mono text-sm w-64 truncate")
+                        status = ui.row().classes("items-center gap-1 w-24 no-wrap")
+                        with status:
+                            ui.icon("schedule").classes("opacity-40")
+                            ui.label(t("test.waiting")).classes("text-xs opacity-60")
+                        detail = ui.label().classes("text-xs grow break-all")
+                    rows.append({"route": route, "model": model, "box": box, "status": status, "detail": detail})
+        with ui.row().classes("w-full justify-end"):
+            ui.button(t("common.close"), on_click=dialog.close).props("flat")
+            start = ui.button(t("test.start"), icon="play_arrow", on_click=lambda: run()).mark("start-test")
+    counter.text = f"0 / {len(rows)}"
+
+    def show(row: dict[str, Any], result: dict[str, Any] | None) -> None:
+        row["status"].clear()
+        with row["status"]:
+            if result is None:
+                ui.spinner(size="sm")
+                ui.label(t("test.running")).classes("text-xs")
+                return
+            ok = result["success"]
+            ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
+            ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
+        code = f"HTTP {result['code']}" if result["code"] else t("test.no_answer")
+        row["detail"].text = code if ok else f"{code} · {result['response'][:300]}"
+        row["detail"].classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
+
+    async def run() -> None:
+        chosen = [r for r in rows if r["box"].value]
+        if not chosen:
+            ui.notify(t("test.none_checked"), type="warning")
+            return
+        start.disable()
+        everything.disable()
+        running["on"] = True
+        done, failed = 0, 0
+        counter.text = f"0 / {len(chosen)}"
+        progress.value = 0
+        by_route: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+        for row in chosen:
+            show(row, None)
+            by_route[id(row["route"])].append(row)
+        for group in by_route.values():
+            route, by_model = group[0]["route"], {r["model"]: r for r in group}
+            try:
+                async for result in run_model_tests(state, route, list(by_model), save=save):
+                    done += 1
+                    failed += not result["success"]
+                    show(by_model[result["model"]], result)
+                    counter.text = f"{done} / {len(chosen)}"
+                    progress.value = done / len(chosen)
+            except ApiError as exc:
+                notify_error(exc)
+        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
+        running["on"] = False
+        start.enable()
+        everything.enable()
+        if not dialog.value:  # closed while it ran
+            dialog.delete()
+        if on_done:
+            on_done()
+
+    dialog.open()
+    if autostart:
+        with dialog:
+            ui.timer(0.05, run, once=True)
+
+
+# ---- models ----
+
+_MODEL_SLOTS = {
+    "body-cell-channels": """<q-td :props="props" style="white-space: normal">
+        <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
+          :class="c.startsWith('~') ? 'opacity-50' : ''">{{ c.replace(/^~/, '') }}</q-chip></q-td>""",
+    "body-cell-enabled": """<q-td :props="props">
+        <q-toggle :model-value="props.row.enabled" color="positive"
+          @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
+    "body-cell-test": """<q-td :props="props">
+        <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'">
+          {{ props.row.test }}</span>
+        <span v-else class="opacity-50">[[untested]]</span></q-td>""",
+}
+
+
+def page_models(request: Request) -> None:
+    state = get_state()
+    with frame(t("nav.models")):
+        with ui.row().classes("items-center gap-3 w-full"):
+            search = ui.input(placeholder=t("models.search"), on_change=lambda: refresh()).props(
+                "dense outlined clearable").classes("w-72")
+            ui.label(t("models.hint")).classes("text-sm opacity-70")
+        columns = [
+            {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
+            {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
+            {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
+            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
+            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+        ]
+        table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
+        for slot, template in _MODEL_SLOTS.items():
+            table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+
+    def refresh() -> None:
+        needle = (search.value or "").strip().lower()
+        rows = []
+        for m in list_models(state):
+            if needle and needle not in m["model"].lower() and needle not in m["kind"]:
+                continue
+            last = m["tests"][0] if m["tests"] else None
+            rows.append({
+                "model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"],
+                "channels": "\n".join(("" if c["enabled"] else "~") + f"{c['name']} · P{c['priority']}"
+                                      for c in m["channels"]),
+                "test": f"{'✓' if last['success'] else '✗'} {last['took']:.2f} s" if last else "",
+                "test_ok": bool(last and last["success"]),
+            })
+        table.rows = rows
+
+    def on_toggle(e: Any) -> None:
+        save_model_config(state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
+        ui.notify(t("models.enabled_now" if e.args["value"] else "models.disabled_now", model=e.args["model"]))
+        refresh()
+
+    table.on("toggle", on_toggle)
+    refresh()
+
+
+# ---- logs ----
+
+_LOG_SLOTS = {
+    "body-cell-duration": """<q-td :props="props">
+        <span :class="props.row.slow ? 'text-negative font-medium' : ''">{{ props.row.duration }}</span></q-td>""",
+    "body-cell-code": """<q-td :props="props">
+        <q-badge :color="props.row.code === 200 ? 'positive' : 'negative'">{{ props.row.code }}</q-badge></q-td>""",
+}
+
+
+def page_logs(request: Request) -> None:
+    state = get_state()
+    tz = display_tz()
+    query = request.query_params
+    logs_by_id: dict[int, dict[str, Any]] = {}
+    with frame(t("nav.logs")):
+        with ui.row().classes("items-center gap-3 w-full"):
+            span = TimeRange("yesterday", lambda: refresh(reset=True))
+            channels = _channel_options(state, t("common.all_channels"))
+            asked = int(query["channel"]) if query.get("channel", "").isdigit() else 0
+            channel = ui.select(channels, value=asked if asked in channels else 0,
+                                label=t("common.channel"), on_change=lambda: refresh(reset=True)).props(
+                "dense outlined").classes("w-48").mark("filter-channel")
+            model = ui.select(_model_options(state, t("common.all_models")), value=query.get("model", "")
+                              if query.get("model", "") in state.routes.known_models else "",
+                              label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired models
+                              on_change=lambda: refresh(reset=True)).props("dense outlined").classes("w-48").mark(
+                "filter-model")
+            status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
+                               value="all", on_change=lambda: refresh(reset=True)).props(
+                _TOGGLE_PROPS).mark("filter-status")
+            request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
+                                  on_change=lambda: refresh(reset=True)).props(
+                "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
+        with ui.row().classes("items-center gap-3 w-full"):
+            total_label = ui.label().classes("font-medium").mark("logs-total")
+            ui.space()
+            auto = ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
+            ui.button(t("logs.export"), icon="download", on_click=lambda: export()).props("outline dense")
+            ui.button(icon="refresh", on_click=lambda: refresh()).props("flat round dense").tooltip(t("logs.refresh"))
+        columns = [
+            {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
+            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
+            {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
+            {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
+            {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
+            {"name": "input", "label": t("logs.input"), "field": "input"},
+            {"name": "output", "label": t("logs.output"), "field": "output"},
+            {"name": "code", "label": t("logs.code"), "field": "code"},
+            {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
+            {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
+            {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
+            {"name": "retries", "label": t("logs.retries"), "field": "retries"},
+        ]
+        table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props("dense hide-bottom")
+        for slot, template in _LOG_SLOTS.items():
+            table.add_slot(slot, template)
+        with ui.row().classes("items-center gap-3 w-full justify-end"):
+            ui.label(t("logs.per_page"))
+            per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=lambda: refresh(
+                reset=True)).props("dense outlined")
+            pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: refresh()).props(
+                "max-pages=7 boundary-links")
+    timer = ui.timer(5, lambda: refresh(), active=False)
+
+    def current_filter() -> LogFilter:
+        start, end = span.bounds()
+        return LogFilter(start_ms=start, end_ms=end, model=model.value or "", channel=channel.value or None,
+                         request_id=(request_id.value or "").strip(), code_type=status.value or "all")
+
+    def refresh(reset: bool = False) -> None:
+        if reset and pager.value != 1:
+            pager.value = 1  # its on_change refreshes
+            return
+        rows, total = query_logs(state.engine, current_filter(), pager.value or 1, per_page.value)
+        pager.max = max(1, -(-total // per_page.value))
+        pager.update()
+        total_label.text = t("logs.total", n=total)
+        logs_by_id.clear()
+        logs_by_id.update({r["id"]: r for r in rows})
+        table.rows = [log_row(r) for r in rows]
+
+    def log_row(r: dict[str, Any]) -> dict[str, Any]:
+        route = state.routes.channels.get(r["channel"])
+        took = max(0, r["created_at"] - r["request_at"])
+        mapped = r["actual_model"] and r["actual_model"] != r["model"]
+        return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], tz),
+                "duration": fmt_seconds(took), "slow": took > SLOW_CALL_SECONDS * 1000,
+                "ttfb": fmt_seconds(r["ttfb_milliseconds"]) if r["ttfb_milliseconds"] else "–",
+                "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
+                "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
+                "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
+                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"]}
+
+    def export() -> None:
+        ui.download.content(logs_csv(state, current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
+                            "text/csv")
+
+    def on_row_click(e: Any) -> None:
+        row = logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
+        if row:
+            open_log_dialog(row, tz)
+
+    table.on("rowClick", on_row_click)
+    refresh()
+
+
+def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
+    state = get_state()
+    try:
+        detail = log_detail(state, log["id"])
+    except ApiError as exc:
+        notify_error(exc)
+        return
+    route = state.routes.channels.get(log["channel"])
+    took = max(0, log["created_at"] - log["request_at"])
+    fields = [
+        ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
+        ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
+        ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
+        ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
+        ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
+        ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
+        ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
+        ("logs.cached", str(log["usage"]["cached_tokens"])),
+        ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
+        ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
+    ]
+    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[56rem] max-w-[96vw] gap-3"):
+        with ui.row().classes("w-full items-center"):
+            ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
+            ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
+            ui.space()
+            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
+        with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
+            for label, value in fields:
+                ui.label(t(label) if "." in label else label).classes("opacity-60")
+                ui.label(value or "–").classes("break-all font-mono")
+        if log["content"]:
+            ui.label(t("logs.error_text")).classes("font-medium")
+            ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark("log-error")
+        for name in ("request", "response"):
+            body = detail[f"{name}_body"]
+            if body:
+                ui.label(t(f"logs.{name}_body") + (t("logs.truncated") if detail[f"{name}_body_truncated"] else "")
+                         ).classes("font-medium")
+                try:
+                    pretty, language = json.dumps(json.loads(body), indent=2, ensure_ascii=False), "json"
+                except ValueError:
+                    pretty, language = body, "text"
+                ui.code(pretty, language=language).classes("w-full max-h-72 overflow-auto text-xs")
+        if not detail["request_body"] and not detail["response_body"]:
+            ui.label(t("logs.no_bodies")).classes("text-sm opacity-60")
+    dialog.open()
+
+
+# ---- API keys ----
+
+
+def page_tokens(request: Request) -> None:
+    state = get_state()
+    tz = display_tz()
+    with frame(t("nav.tokens")) as body:
+        with ui.row().classes("items-center gap-3"):
+            ui.button(t("tok.create"), icon="add", on_click=lambda: create()).mark("create-token")
+            ui.label(t("tok.hint")).classes("text-sm opacity-70")
+        columns = [
+            {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
+            {"name": "key", "label": t("tok.key"), "field": "key", "align": "left"},
+            {"name": "models", "label": t("tok.models"), "field": "models", "align": "left"},
+            {"name": "usage", "label": t("tok.usage"), "field": "usage", "align": "left"},
+            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
+            {"name": "expires", "label": t("tok.expires"), "field": "expires", "align": "left"},
+            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
+            {"name": "actions", "label": "", "field": "id"},
+        ]
+        table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
+        table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
+            </q-td>""")
+        table.add_slot("body-cell-expires", """<q-td :props="props">
+            <span :class="props.row.expired ? 'text-negative' : ''">{{ props.row.expires }}</span></q-td>""")
+        table.add_slot("body-cell-enabled", """<q-td :props="props">
+            <q-toggle :model-value="props.row.enabled" color="positive"
+              @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""")
+        table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
+            <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
+            <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
+        empty = ui.label(t("tok.empty")).classes("opacity-70")
+
+    def refresh() -> None:
+        tokens = list_tokens(state)
+        now = now_ms()
+        table.rows = [{
+            "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
+            "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == 1,
+            "usage": f"${k['used_amount']:.4f} / " + (f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "expires": format_ms(k["expired_at"], tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
+            "expired": bool(k["expired_at"]) and k["expired_at"] < now,
+        } for k in tokens]
+        empty.visible, table.visible = not tokens, bool(tokens)
+
+    def on_toggle(e: Any) -> None:
+        try:
+            update_token(state, int(e.args["id"]), TokenIn(status=1 if e.args["value"] else 2))
+        except ApiError as exc:
+            notify_error(exc)
+        refresh()
+
+    async def on_delete(e: Any) -> None:
+        token = next((r for r in table.rows if r["id"] == int(e.args)), None)
+        if token and await confirm(t("tok.confirm_delete", name=token["name"]), t("common.delete"), danger=True,
+                                   details=t("tok.delete_details")):
+            delete_tokens(state, [token["id"]])
+            refresh()
+
+    def create() -> None:
+        with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
+            ui.label(t("tok.create")).classes("text-xl font-semibold")
+            name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
+                "outlined autofocus").classes("w-full")
+            models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
+                               new_value_mode="add-unique", with_input=True, value=[]).props(
+                "outlined use-chips").classes("w-full")
+            ui.label(t("tok.models_hint")).classes("text-xs opacity-70 -mt-1")
+            quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes("w-48")
+            ui.label(t("tok.quota_hint")).classes("text-xs opacity-70 -mt-1")
+            with ui.row().classes("items-center gap-2"):
+                expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes("w-48")
+                for days in (1, 30, 365):
+                    ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: expires.set_value(
+                        format_ms(now_ms() + d * 86_400_000, tz, "%Y-%m-%d"))).props("flat dense size=sm")
+                ui.button(t("tok.never"), on_click=lambda: expires.set_value("")).props("flat dense size=sm")
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
+                ui.button(t("tok.create_submit"), icon="check", on_click=lambda: submit()).mark("create-token-submit")
+
+        def submit() -> None:
+            if not name.validate():
+                return
+            day = local_input_to_ms(expires.value, tz)
+            try:
+                token = create_token(state, TokenIn(name=name.value, models=models.value, quota=quota.value or 0,
+                                                    expired_at=day + 86_400_000 - 1 if day else 0))
+            except ApiError as exc:
+                notify_error(exc)
+                return
+            refresh()
+            with body:  # a dialog lives as long as the element it is created in: not this closing one
+                show_new_key(token)
+            dialog.close()
+
+        dialog.open()
+
+    def show_new_key(token: dict[str, Any]) -> None:
+        with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
+                "w-[36rem] max-w-[96vw] gap-3"):
+            ui.label(t("tok.created", name=token["name"])).classes("text-xl font-semibold")
+            with ui.row().classes("items-center gap-2 w-full no-wrap p-3 rounded bg-orange-500/10"):
+                ui.icon("warning", color="warning")
+                ui.label(t("tok.once")).classes("text-sm")
+            ui.input(value=token["key"]).props("readonly outlined input-class=font-mono").classes("w-full").mark(
+                "new-key")
+            with ui.row().classes("w-full justify-end"):
+                copy_button(lambda: token["key"])
+                ui.button(t("tok.done"), on_click=dialog.close)
+        dialog.open()
+
+    table.on("toggle", on_toggle)
+    table.on("delete", on_delete)
+    refresh()
+
+
+# ---- migrate (issue C fills it) ----
+
+
+def page_migrate(request: Request) -> None:
+    with frame(t("nav.migrate")):
+        page_migrate_body()
+
+
+MIGRATE_UPLOAD_DIR = "imports"  # uploaded one-api.db copies, kept in the data dir beside our own database
+_SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
+_MIGRATE_EXAMPLES = {
+    "mysql": ("root:pw@tcp(127.0.0.1:3306)/oneapi", "mysql://user:pass@host:3306/db"),
+    "postgres": ("postgres://user:pass@host:5432/db",),
+    "sqlite": ("/path/to/one-api.db",),
+}
+_SOURCE_STATUS = {0: "enabled", 1: "enabled", 2: "disabled", 3: "auto_disabled"}  # one-api's channels.status
+_MIGRATE_SLOTS = {
+    "body-cell-status": """<q-td :props="props">
+        <span :class="props.row.status === 'enabled' ? 'text-positive' : 'text-orange-9'">{{ props.row.status_label }}
+        </span></q-td>""",
+    "body-cell-action": """<q-td :props="props">
+        <q-badge :color="{imported: 'positive', exists: 'blue-grey-5', skipped: 'orange-9'}[props.row.action]">
+          {{ props.row.action_label }}</q-badge></q-td>""",
+    "body-cell-notes": """<q-td :props="props" style="white-space: normal; min-width: 16rem; max-width: 34rem">
+        <div v-if="props.row.reason" class="text-orange-9">{{ props.row.reason }}</div>
+        <div v-for="w in props.row.warnings.split('\\n').filter(x => x)" :key="w" class="text-xs opacity-80">⚠ {{ w }}</div>
+        </q-td>""",
+}
+
+
+def split_dsn_password(text: str) -> tuple[str, str]:
+    """`user:pw@…` → (`user@…`, `pw`) in the URL and go-sql-driver forms, so the password can move to its own
+    field. Anything else, or a split that would change which database is meant, comes back unchanged."""
+    text = (text or "").strip()
+    try:
+        before = parse_source_dsn(text)
+    except ApiError:
+        return text, ""
+    if not before.password:
+        return text, ""
+    scheme, sep, rest = text.partition("://")
+    head, rest = (scheme + sep, rest) if sep else ("", text)
+    creds, _, host = rest.rpartition("@")
+    stripped = f"{head}{creds.partition(':')[0]}@{host}"
+    try:
+        after = parse_source_dsn(stripped)
+    except ApiError:
+        return text, ""
+    same = not after.password and after.url.set(password=before.password) == before.url
+    return (stripped, before.password) if same else (text, "")
+
+
+def dsn_with_password(dsn: str, password: str) -> str:
+    """The DSN the importer reads: the password field wins over a password typed into the DSN."""
+    dsn, inline = split_dsn_password(dsn)
+    password = password or inline
+    if not password:
+        return dsn
+    src = parse_source_dsn(dsn)
+    return dsn if src.kind == "sqlite" else src.url.set(password=password).render_as_string(hide_password=False)
+
+
+def migrate_preview(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The dry-run report (tokens included, so the tokens checkbox needs no second run) and the source's channel
+    rows, for the columns the report leaves out: models and status. Blocking: run it in a thread."""
+    report = import_oneapi(state, dsn, dry_run=True, import_tokens=True)
+    return report, read_source(parse_source_dsn(dsn)).channels
+
+
+def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
+                         catalog: dict[int, Provider]) -> list[dict[str, Any]]:
+    """One table row per source channel: what it is there, what it becomes here, and what the import does."""
+    types = load_oneapi_types()[report["flavour"]]
+    source = {str(c.get("id", "")): c for c in channels}
+    rows = []
+    for r in report["rows"]:
+        raw = source.get(r["source_id"], {})
+        models = split_models(raw.get("models"))
+        provider = catalog.get(r["type"]) if r.get("type") is not None else None
+        try:
+            status = int(raw.get("status") or 0)
+        except (TypeError, ValueError):
+            status = -1
+        rows.append({
+            "id": r["source_id"], "name": r["name"], "provider": provider.name if provider else "–",
+            "source_type": f"{types.get(str(r['source_type']), {}).get('name', '?')} · {r['source_type']}",
+            "models": "\n".join(models[:4]), "more": max(0, len(models) - 4),
+            "status": _SOURCE_STATUS.get(status, "other"), "action": r["status"],
+            "reason": r.get("reason", ""), "warnings": "\n".join(r["warnings"]),
+        })
+    return rows
+
+
+def migrate_test_targets(state: AppState, channels: list[dict[str, Any]]) -> list[tuple[ChannelRoute, list[str]]]:
+    """One model per imported channel (its first chat model, as one-api tests the first one): enough to tell
+    which channels work, without paying for every model of every channel."""
+    targets = []
+    for ch in channels:
+        route = state.routes.channels.get(ch["id"])
+        names = ch["models"] + [m for m in ch["model_mapping"] if m not in ch["models"]]
+        if route and names:
+            targets.append((route, [next((m for m in names if state.routes.kind_of(m) == "chat"), names[0])]))
+    return targets
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+
+
+def page_migrate_body() -> None:
+    """The OneAPI / new-api import wizard: 1 source → 2 preview (a dry run) → 3 import → 4 summary, with a test
+    of the imported channels. Source reads run in a thread, so the page stays live. The DSN with its password
+    lives only in this page's memory: never in a URL, a notification or a log."""
+    state = get_state()
+    uploads = state.settings.data_path / MIGRATE_UPLOAD_DIR
+    wiz: dict[str, Any] = {"dsn": "", "report": None, "ids": [], "busy": False}
+    flavours = {"oneapi": "OneAPI", "newapi": "new-api"}
+
+    with ui.column().classes("w-full gap-0"):
+        ui.label(t("migrate.title")).classes("text-xl font-semibold")
+        ui.label(t("migrate.intro")).classes("text-sm opacity-70")
+    with ui.stepper().props("flat bordered").classes("w-full").mark("migrate-stepper") as stepper:
+        with ui.step("source", title=t("migrate.step_source"), icon="storage"):
+            kind = ui.toggle({"mysql": "MySQL / MariaDB", "postgres": "PostgreSQL", "sqlite": t("migrate.kind_sqlite")},
+                             value="mysql", on_change=lambda: kind_changed()).props(
+                "no-caps unelevated toggle-color=primary").mark("migrate-kind")
+            with ui.column().classes("w-full max-w-3xl gap-2") as server_box:
+                dsn = ui.input(t("migrate.dsn")).props("outlined clearable input-class=font-mono").classes(
+                    "w-full").mark("migrate-dsn")
+                dsn.on("blur", lambda: move_password())
+                password = ui.input(t("migrate.password"), password=True).props(
+                    "outlined autocomplete=new-password").classes("w-80").mark("migrate-password")
+                examples = ui.label().classes("text-xs opacity-70 font-mono whitespace-pre-line")
+            with ui.column().classes("w-full max-w-3xl gap-2") as file_box:
+                path = ui.input(t("migrate.path"), placeholder=_MIGRATE_EXAMPLES["sqlite"][0]).props(
+                    "outlined clearable input-class=font-mono").classes("w-full").mark("migrate-path")
+                with ui.row().classes("w-full items-start gap-4"):
+                    upload = ui.upload(label=t("migrate.upload"), auto_upload=True, max_files=1,
+                                       on_upload=lambda e: uploaded(e)).props("flat bordered").classes(
+                        "w-80").mark("migrate-upload")
+                    picker = ui.select({}, label=t("migrate.pick"),
+                                       on_change=lambda e: path.set_value(e.value) if e.value else None).props(
+                        "outlined").classes("w-80").mark("migrate-pick")
+                ui.label(t("migrate.upload_hint", dir=str(uploads))).classes("text-xs opacity-70 break-all")
+            with ui.row().classes("items-center gap-2"):
+                test_button = ui.button(t("migrate.test"), icon="cable", on_click=lambda: test_connection()).props(
+                    "outline").mark("migrate-test")
+                preview_button = ui.button(t("migrate.to_preview"), icon="arrow_forward",
+                                           on_click=lambda: preview()).mark("migrate-to-preview")
+                spinner = ui.spinner(size="md")
+            connection = ui.row().classes("items-center gap-2 p-3 rounded bg-green-500/10").mark("migrate-connection")
+
+        with ui.step("preview", title=t("migrate.step_preview"), icon="fact_check"):
+            preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
+            columns = [
+                {"name": "id", "label": "#", "field": "id", "align": "left"},
+                {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
+                {"name": "source_type", "label": t("migrate.source_type"), "field": "source_type", "align": "left"},
+                {"name": "provider", "label": t("migrate.target"), "field": "provider", "align": "left"},
+                {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
+                {"name": "status", "label": t("migrate.status"), "field": "status_label", "align": "left"},
+                {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
+                {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
+            ]
+            preview_table = ui.table(columns=columns, rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes(
+                "w-full").props("flat bordered").mark("migrate-preview")
+            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]), *_MIGRATE_SLOTS.items()):
+                preview_table.add_slot(slot, template)
+            with_tokens = ui.checkbox(on_change=lambda: tokens_changed()).mark("migrate-tokens")
+            token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
+                                   pagination={"rowsPerPage": 10}).classes("w-full").props(
+                "flat bordered dense").mark("migrate-token-preview")
+            for slot in ("body-cell-action", "body-cell-notes"):
+                token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
+            with ui.row().classes("items-center gap-2"):
+                ui.button(t("migrate.back"), icon="arrow_back", on_click=lambda: stepper.set_value("source")).props(
+                    "flat")
+                import_button = ui.button(t("migrate.do_import"), icon="download",
+                                          on_click=lambda: do_import()).mark("migrate-import")
+                nothing_new = ui.label(t("migrate.nothing_new")).classes("text-sm opacity-70")
+
+        with ui.step("import", title=t("migrate.step_import"), icon="downloading"):
+            with ui.row().classes("items-center gap-3"):
+                ui.spinner(size="lg")
+                importing = ui.label().classes("text-base")
+            ui.linear_progress(show_value=False).props("indeterminate").classes("w-full max-w-xl")
+            ui.label(t("migrate.importing_hint")).classes("text-xs opacity-70")
+
+        with ui.step("summary", title=t("migrate.step_summary"), icon="task_alt"):
+            counts: dict[str, Any] = {}
+            with ui.row().classes("gap-3"):
+                for name, icon, color in (("imported", "add_circle", "positive"), ("exists", "check_circle", "grey"),
+                                          ("skipped", "block", "warning")):
+                    with ui.card().classes("gap-1 p-4 min-w-[10rem]"):
+                        with ui.row().classes("items-center gap-2"):
+                            ui.icon(icon, size="xs", color=color)
+                            ui.label(t(f"migrate.count_{name}")).classes("text-sm opacity-70")
+                        counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(f"migrate-count-{name}")
+            token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
+            ui.label(t("migrate.imported_channels")).classes("font-medium")
+            done_table = ui.table(columns=[
+                {"name": "id", "label": "ID", "field": "id", "align": "left"},
+                {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
+                {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
+                {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
+                {"name": "enabled", "label": t("migrate.status"), "field": "status_label", "align": "left"},
+                {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+            ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
+                "flat bordered").mark("migrate-imported")
+            for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
+                done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
+            works = ui.label().classes("font-medium").mark("migrate-works")
+            with ui.column().classes("w-full gap-1") as skipped_box:
+                ui.label(t("migrate.skipped_rows")).classes("font-medium")
+                skipped_list = ui.column().classes("w-full gap-1").mark("migrate-skipped")
+            with ui.row().classes("items-center gap-2"):
+                test_imported = ui.button(t("migrate.test_imported"), icon="speed",
+                                          on_click=lambda: test_channels()).mark("migrate-run-tests")
+                ui.button(t("migrate.open_channels"), icon="hub", on_click=lambda: ui.navigate.to("/channels")).props(
+                    "outline")
+                ui.button(t("migrate.again"), icon="restart_alt", on_click=lambda: restart()).props("flat")
+
+    def kind_changed() -> None:
+        sqlite = kind.value == "sqlite"
+        server_box.visible, file_box.visible, connection.visible = not sqlite, sqlite, False
+        if not sqlite:
+            examples.text = "\n".join((t("migrate.examples"), *_MIGRATE_EXAMPLES[kind.value]))
+            dsn.props["placeholder"] = _MIGRATE_EXAMPLES[kind.value][0]
+        else:
+            refresh_picker()
+
+    def move_password() -> None:
+        """A password pasted inside the DSN goes to the password field, out of sight."""
+        stripped, inline = split_dsn_password(dsn.value or "")
+        if inline:
+            dsn.value, password.value = stripped, inline
+            ui.notify(t("migrate.password_moved"))
+
+    def scrub(message: str) -> str:
+        try:
+            inline = parse_source_dsn(dsn.value or "").password
+        except ApiError:
+            inline = ""
+        for secret in (password.value or "", inline):
+            message = scrub_secret(message, secret)
+        return message
+
+    def resolve() -> str | None:
+        """The DSN the fields describe; None after marking an empty field or notifying an unreadable DSN."""
+        field = path if kind.value == "sqlite" else dsn
+        text = (field.value or "").strip()
+        field.error = None if text else t("v.required")
+        if not text:
+            return None
+        try:
+            return text if kind.value == "sqlite" else dsn_with_password(text, password.value or "")
+        except ApiError as exc:
+            ui.notify(scrub(exc.message), type="negative", multi_line=True)
+            return None
+
+    async def work(job: Callable[[], Any]) -> Any:
+        """Run a blocking source read or import in a thread, with the buttons locked; None if it failed."""
+        wiz["busy"] = True
+        for element in (test_button, preview_button, import_button):
+            element.disable()
+        spinner.visible = True
+        try:
+            return await asyncio.to_thread(job)
+        except ApiError as exc:
+            ui.notify(scrub(exc.message), type="negative", multi_line=True)
+            return None
+        finally:
+            wiz["busy"] = False
+            for element in (test_button, preview_button, import_button):
+                element.enable()
+            spinner.visible = False
+            show_import_button()
+
+    async def test_connection() -> None:
+        target = None if wiz["busy"] else resolve()
+        if not target:
+            return
+
+        def read() -> tuple[str, SourceData]:
+            src = parse_source_dsn(target)
+            return src.safe, read_source(src, with_tokens=True)
+
+        found = await work(read)
+        if found is None:
+            return
+        safe, data = found
+        connection.clear()
+        with connection:
+            ui.icon("check_circle", color="positive", size="sm")
+            ui.label(t("migrate.connected", source=safe, flavour=flavours[data.flavour], channels=len(data.channels),
+                       tokens=len(data.tokens))).classes("break-all")
+        connection.visible = True
+
+    async def preview() -> None:
+        target = None if wiz["busy"] else resolve()
+        if not target:
+            return
+        found = await work(lambda: migrate_preview(state, target))
+        if found is None:
+            return
+        report, channels = found
+        wiz["dsn"], wiz["report"] = target, report
+        rows = migrate_preview_rows(report, channels, state.catalog)
+        for row in rows:
+            row["status_label"] = t(f"migrate.status_{row['status']}")
+            row["action_label"] = t(f"migrate.action_{row['action']}")
+        preview_table.rows = rows
+        preview_head.text = t("migrate.preview_head", source=report["source"], flavour=flavours[report["flavour"]],
+                              n=len(rows), imported=report["imported"], exists=report["exists"],
+                              skipped=report["skipped"])
+        token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
+                             "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
+                             "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
+        with_tokens.text = t("migrate.with_tokens", n=len(token_table.rows))
+        with_tokens.enabled = bool(token_table.rows)
+        with_tokens.value = False
+        tokens_changed()
+        stepper.value = "preview"
+
+    def tokens_changed() -> None:
+        token_table.visible = bool(with_tokens.value)
+        show_import_button()
+
+    def show_import_button() -> None:
+        report = wiz["report"]
+        new = bool(report) and (report["imported"] or (with_tokens.value and report["tokens"]["imported"]))
+        import_button.set_enabled(bool(new) and not wiz["busy"])
+        nothing_new.visible = bool(report) and not new
+
+    async def do_import() -> None:
+        if wiz["busy"] or not wiz["dsn"]:
+            return
+        target, tokens = wiz["dsn"], bool(with_tokens.value)
+        importing.text = t("migrate.importing", source=wiz["report"]["source"])
+        stepper.value = "import"
+        result = await work(lambda: import_oneapi(state, target, False, tokens))
+        if result is None:
+            stepper.value = "preview"
+            return
+        wiz["ids"] = [i for r in result["rows"] if r["status"] == "imported" for i in r["channel_ids"]]
+        show_summary(result)
+        stepper.value = "summary"
+        ui.notify(t("migrate.done", n=len(wiz["ids"])), type="positive")
+
+    def show_summary(result: dict[str, Any]) -> None:
+        for name, label in counts.items():
+            label.text = str(result[name])
+        tokens = result.get("tokens")
+        token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
+                               skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
+        skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
+        skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
+        skipped_list.clear()
+        with skipped_list:
+            for what, r in skipped:
+                with ui.row().classes("items-baseline gap-2 no-wrap"):
+                    ui.label(f"{what} #{r['source_id']} {r['name']}").classes("text-sm font-medium whitespace-nowrap")
+                    ui.label(r.get("reason", "")).classes("text-sm text-orange-9")
+        skipped_box.visible = bool(skipped)
+        test_imported.set_enabled(bool(wiz["ids"]))
+        works.text = ""
+        refresh_imported()
+
+    def imported_channels() -> list[dict[str, Any]]:
+        return select_channels(state.engine, [Channel.id.in_(wiz["ids"])], order=Channel.id)[0] if wiz["ids"] else []
+
+    def refresh_imported() -> None:
+        rows = [channel_row(ch, state.catalog) for ch in imported_channels()]
+        for row in rows:
+            row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
+        done_table.rows = rows
+        tested = [r for r in rows if r["test"]]
+        works.text = t("migrate.works", ok=sum(r["test_ok"] for r in tested), n=len(tested)) if tested else ""
+
+    def test_channels() -> None:
+        targets = migrate_test_targets(state, imported_channels())
+        if not targets:
+            ui.notify(t("migrate.nothing_to_test"), type="warning")
+            return
+        open_test_dialog(targets, t("migrate.test_title", n=len(targets)), refresh_imported, autostart=True)
+
+    async def uploaded(e: Any) -> None:
+        name = re.sub(r"[^\w.-]", "_", e.file.name).lstrip(".")[:100] or "one-api.db"
+        target = uploads / name
+        part = target.with_name(name + ".part")
+        uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await e.file.save(part)
+        upload.reset()
+        if not _is_sqlite_file(part):
+            part.unlink(missing_ok=True)
+            ui.notify(t("migrate.not_sqlite", name=name), type="negative")
+            return
+        part.chmod(0o600)  # the copy holds the source's API keys
+        part.replace(target)
+        refresh_picker()
+        picker.value = str(target)
+        ui.notify(t("migrate.uploaded", name=name), type="positive")
+
+    def refresh_picker() -> None:
+        files = sorted((p for p in uploads.glob("*") if p.is_file() and p.suffix != ".part"),
+                       key=lambda p: -p.stat().st_mtime) if uploads.is_dir() else []
+        picker.options = {str(p): f"{p.name} · {p.stat().st_size / 1024:,.0f} KB" for p in files}
+        picker.update()
+
+    def restart() -> None:
+        wiz.update(dsn="", report=None, ids=[])
+        connection.visible = False
+        show_import_button()
+        stepper.value = "source"
+
+    spinner.visible = False
+    kind_changed()
+    show_import_button()
+
+
+# ---- settings ----
+
+
+def page_settings(request: Request) -> None:
+    from zoneinfo import available_timezones
+
+    state = get_state()
+    user = ng.storage.user
+    origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
+    revealed = {"on": False}
+
+    def snippet(real: bool) -> str:
+        key = state.admin_key if real else mask_key(state.admin_key)
+        return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
+                f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
+
+    with frame(t("nav.settings")):
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.connect")).classes("text-lg font-semibold")
+            with ui.row().classes("items-center gap-2"):
+                ui.label(t("set.base_url")).classes("opacity-70")
+                ui.label(f"{origin}/v1").classes("font-mono font-medium").mark("base-url")
+                copy_button(lambda: f"{origin}/v1")
+            code = ui.code(snippet(False), language="bash").classes("w-full").mark("snippet")
+            with ui.row().classes("items-center gap-2"):
+                copy_button(lambda: snippet(True), t("set.copy_snippet"))
+                ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.admin_key")).classes("text-lg font-semibold")
+            with ui.row().classes("items-center gap-2 w-full"):
+                key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
+                reveal = ui.button(t("set.reveal"), icon="visibility", on_click=lambda: toggle_reveal()).props(
+                    "flat dense")
+                copy_button(lambda: state.admin_key)
+                ui.button(t("set.regenerate"), icon="autorenew", on_click=lambda: regenerate()).props(
+                    "flat dense color=negative")
+            source = t("set.key_env") if state.settings.admin_key else t(
+                "set.key_file", path=str(state.settings.data_path / "admin_key"))
+            ui.label(source).classes("text-xs opacity-70")
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.gateway")).classes("text-lg font-semibold")
+            options = current_options(state)
+            with ui.row().classes("items-start gap-6"):
+                retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10, precision=0).props(
+                    "outlined").classes("w-56").mark("retries")
+                retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
+                                      precision=0).props("outlined").classes("w-56").mark("retention")
+                ui.button(t("common.save"), icon="check", on_click=lambda: save_options()).mark("save-options")
+            ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
+            data = state.settings
+            db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
+                "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
+            with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
+                ui.label(t("set.data_dir")).classes("opacity-70")
+                ui.label(str(data.data_path)).classes("font-mono break-all")
+                ui.label(t("set.database")).classes("opacity-70")
+                ui.label(db).classes("font-mono break-all")
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.display")).classes("text-lg font-semibold")
+            zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
+                     **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
+            ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
+                      with_input=True, on_change=lambda e: set_tz(e.value)).props("outlined").classes("w-80")
+            ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
+
+    def set_tz(value: str) -> None:
+        user["tz"] = value or ""
+        ui.notify(t("set.saved"), type="positive")
+
+    def toggle_reveal() -> None:
+        revealed["on"] = not revealed["on"]
+        key_label.text = state.admin_key if revealed["on"] else mask_key(state.admin_key)
+        code.content = snippet(revealed["on"])
+        reveal.text = t("set.hide" if revealed["on"] else "set.reveal")
+
+    def save_options() -> None:
+        try:
+            set_option(state, "retry_times", retries.value)
+            set_option(state, "log_retention_days", retention.value)
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        ui.notify(t("set.saved"), type="positive")
+
+    async def regenerate() -> None:
+        details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
+        if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
+            return
+        new_key = generate_key()
+        write_secret_file(state.settings.data_path / "admin_key", new_key)
+        state.admin_key = new_key
+        user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
+        revealed["on"] = False
+        toggle_reveal()
+        ui.notify(t("set.regenerated"), type="positive", multi_line=True)
+
+
+# ---- mounting ----
+
+_PAGES: tuple[tuple[str, Callable[[Request], None]], ...] = (
+    ("/", page_dashboard), ("/dashboard", page_dashboard), ("/channels", page_channels), ("/models", page_models),
+    ("/logs", page_logs), ("/tokens", page_tokens), ("/migrate", page_migrate), ("/settings", page_settings),
+)
 
 
 def mount_ui(api: FastAPI, state: AppState) -> None:
     """Attach the NiceGUI admin UI to `api` (last, because its '/' mount shadows later routes)."""
-    from nicegui import ui
+    global ui, ng
+    if "nicegui" not in sys.modules:  # per-browser storage belongs in the data dir, not in the current directory
+        os.environ.setdefault("NICEGUI_STORAGE_PATH", str(state.settings.data_path / "ui-storage"))
+    from nicegui import app as ng, ui  # noqa: F811
 
-    @ui.page("/")
-    def page_index() -> None:
-        ui.label("aiproxy-local")
-
+    load_strings()
+    ui.add_head_html(_COPY_JS, shared=True)
+    ui.button.default_props("no-caps")
+    ui.page("/login")(page_login)
+    for path, builder in _PAGES:
+        ui.page(path)(_guarded(builder))
+    if os.environ.get("NICEGUI_USER_SIMULATION"):
+        # NiceGUI's test plugin enters only NiceGUI's own lifespan: run the engine's (HTTP session, log writer) in it
+        engine_lifespan = lifespan(api)
+        ng.on_startup(engine_lifespan.__aenter__)
+        ng.on_shutdown(lambda: engine_lifespan.__aexit__(None, None, None))
     secret, _ = load_or_create_secret(state.settings.data_path / "storage_secret")
-    ui.run_with(api, mount_path="/", storage_secret=secret, show_welcome_message=False, title="aiproxy-local")
+    ui.run_with(api, mount_path="/", storage_secret=secret, show_welcome_message=False, title="aiproxy-local",
+                favicon="🔀")
 
 
 # ==== 9. App assembly & CLI ================================================================================

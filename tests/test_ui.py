@@ -1,0 +1,467 @@
+"""Section 8, UI pages: each page's main flow through NiceGUI's simulated User (no browser).
+
+The plugin runs aiproxy_local.py as __main__ for every test (settings from the env set below), so the engine
+lives in that run's namespace: `ns()` reaches it through a registered page function. Slot widgets (row switches,
+priority fields, row buttons) exist only as Vue templates here, so tests emit their events on the table, as the
+browser would (nicegui-guide §4.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from nicegui import Client, ui
+from nicegui.testing import User
+
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def app_env(tmp_path, monkeypatch) -> None:
+    """Autouse fixtures run before `user`, so the main file sees a fresh data dir and a known admin key."""
+    monkeypatch.setenv("AIPROXY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("AIPROXY_NO_BROWSER", "1")
+    for name in ("AIPROXY_NO_UI", "SQL_DSN", "RETRY_TIMES", "LOG_RETENTION_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def ns() -> dict[str, Any]:
+    """The namespace of the aiproxy_local run under test (its get_state, ChannelIn, LogRow, ...)."""
+    return next(iter(Client.page_routes)).__globals__
+
+
+def state() -> Any:
+    return ns()["get_state"]()
+
+
+def add_channel(name: str, base_url: str, models: list[str], **kw: Any) -> int:
+    g = ns()
+    return g["create_channels"](state(), [g["ChannelIn"](type=1, name=name, key="sk-test-key-123456",
+                                                         base_url=base_url, models=models, **kw)])[0]
+
+
+def the(user: User, marker: str) -> Any:
+    elements = user.find(marker=marker).elements
+    assert len(elements) == 1, f"{len(elements)} elements marked {marker!r}"
+    return next(iter(elements))
+
+
+async def eventually(condition: Any, tries: int = 50) -> None:
+    """Handlers that await a dialog finish a little after the click."""
+    for _ in range(tries):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    assert condition()
+
+
+def browser(user: User) -> None:
+    """Answer the JavaScript a browser would (the timezone asked at login)."""
+    user.javascript_rules[re.compile(r".*Intl\.DateTimeFormat")] = lambda _: "Asia/Shanghai"
+
+
+async def login(user: User, path: str = "/dashboard") -> None:
+    browser(user)
+    await user.open(path)
+    user.find("Admin key").type(ADMIN_KEY).trigger("keydown.enter")
+    await user.should_see("Log out")
+
+
+# ---- login ----
+
+async def test_pages_need_a_login_and_a_current_key(user: User) -> None:
+    browser(user)
+    for path in ("/", "/channels", "/logs", "/tokens", "/settings", "/models", "/migrate"):
+        await user.open(path)
+        await user.should_see("Log in with the admin key")
+        await user.should_not_see("Log out")
+    user.find("Admin key").type("wrong").trigger("keydown.enter")
+    await user.should_see("Wrong admin key")
+    user.find("Admin key").clear().type(ADMIN_KEY).trigger("keydown.enter")
+    await user.should_see("Import from OneAPI")  # back on the page asked for: /migrate
+    state().admin_key = "another-key-0123456789"  # a changed key ends every session
+    await user.open("/channels")
+    await user.should_see("Log in with the admin key")
+
+
+async def test_log_out(user: User) -> None:
+    await login(user, "/tokens")
+    user.find("Log out").click()
+    await user.should_see("Log in with the admin key")
+    await user.open("/tokens")
+    await user.should_see("Log in with the admin key")
+
+
+async def test_language_follows_the_browser_and_the_switch(user: User) -> None:
+    browser(user)
+    user.http_client.headers["accept-language"] = "zh-CN,zh;q=0.9,en;q=0.8"
+    await user.open("/login")
+    await user.should_see("使用管理员密钥登录")
+    user.find(ui.input).type(ADMIN_KEY).trigger("keydown.enter")
+    await user.should_see("仪表盘")
+    user.find("English").click()
+    await user.should_see("Dashboard")
+    await user.should_see("Get started in three steps")
+
+
+# ---- channels ----
+
+async def test_add_channel_with_custom_model_and_mapping(user: User, upstream) -> None:
+    await login(user, "/channels")
+    await user.should_see("No channels yet")
+    user.find(marker="add-channel").click()
+    await user.should_see("Test before saving")
+    user.find(marker="save-channel").click()  # empty form: validated in place, nothing saved
+    assert the(user, "ch-name").error == "Required"
+    assert the(user, "ch-key").error == "Required"
+    assert not state().routes.channels
+
+    user.find(marker="ch-name").type("my provider")
+    user.find(marker="ch-models").trigger("update:modelValue", ["my-custom-model"])  # typed + Enter in a browser
+    user.find("Add mapping").click()
+    user.find(marker="map-from").type("gpt-4")
+    user.find(marker="map-to").type("my-custom-model")
+    user.find(marker="ch-base-url").type(upstream.url("ok"))
+    user.find(marker="ch-key").type("sk-first-key\nsk-second-key")  # two lines: two channels
+    user.find(marker="ch-priority").clear().type("5")
+    user.find(marker="save-channel").click()
+    await user.should_see("Added 2 channels: my provider")
+
+    channels = sorted(state().routes.channels.values(), key=lambda c: c.id)
+    assert [c.key for c in channels] == ["sk-first-key", "sk-second-key"]
+    for c in channels:
+        assert c.models == {"my-custom-model"} and c.mapping == {"gpt-4": "my-custom-model"}
+        assert c.base_url == upstream.url("ok") and c.priority == 5
+    rows = the(user, "channels").rows
+    assert {r["key"] for r in rows} == {"sk-fi…ey", "sk-se…ey"}  # masked, never the key
+    assert all("sk-first-key" not in str(r) for r in rows)
+
+
+async def test_edit_keeps_the_masked_key_and_pastes_a_mapping(user: User, upstream) -> None:
+    cid = add_channel("edit-me", upstream.url("ok"), ["m1"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", cid)
+    await user.should_see("Edit channel “edit-me”")
+    assert the(user, "ch-key").value == "sk-te…56"
+    user.find("Paste JSON").click()
+    user.find(marker="mapping-json").clear().type('{"alias": "m1"}')
+    user.find(marker="apply-json").click()
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved edit-me")
+    route = state().routes.channels[cid]
+    assert route.key == "sk-test-key-123456" and route.mapping == {"alias": "m1"}
+
+
+async def test_priority_field_and_enabled_switch_change_the_engine(user: User, upstream) -> None:
+    cid = add_channel("ch-a", upstream.url("ok"), ["gpt-4o-mini"])
+    await login(user, "/channels")
+    table = user.find(marker="channels")
+    table.trigger("priority", {"id": cid, "value": 7})
+    assert state().routes.channels[cid].priority == 7
+    table.trigger("toggle", {"id": cid, "value": False})
+    await user.should_see("Channel disabled")
+    assert state().routes.channels[cid].enabled is False
+    assert the(user, "channels").rows[0]["enabled"] is False
+    r = await user.http_client.get("/v1/models")  # NiceGUI's sub-app only: the relay is not reachable here
+    assert r.status_code == 404
+    table.trigger("toggle", {"id": cid, "value": True})
+    assert state().routes.channels[cid].enabled is True
+
+
+async def test_bulk_actions_preview_the_count(user: User, upstream) -> None:
+    ids = [add_channel(f"bulk-{i}", upstream.url("ok"), ["m"]) for i in range(3)]
+    await login(user, "/channels")
+    table = user.find(marker="channels")
+    rows = [r for r in the(user, "channels").rows if r["id"] in ids[:2]]
+    table.trigger("selection", {"added": True, "rows": rows, "keys": [r["id"] for r in rows]})
+    await user.should_see("2 selected")
+    user.find("Disable").click()
+    await user.should_see("Disable 2 channel(s)?")
+    user.find(marker="confirm").click()
+    await eventually(lambda: [state().routes.channels[i].enabled for i in ids] == [False, False, True])
+    user.find("Set priority").click()
+    await user.should_see("Set the priority of 2 channel(s)")
+    user.find(ui.number).elements.pop().value = 42
+    user.find(marker="confirm").click()
+    await eventually(lambda: [state().routes.channels[i].priority for i in ids] == [42, 42, 0])
+    user.find("Delete").click()
+    await user.should_see("Delete 2 channel(s)? This cannot be undone.")
+    user.find(marker="confirm").click()
+    await eventually(lambda: list(state().routes.channels) == [ids[2]])
+    await user.should_not_see("2 selected")
+
+
+async def test_model_test_panel_shows_durations_and_codes(user: User, upstream) -> None:
+    cid = add_channel("tested", upstream.url("ok"), ["gpt-4o-mini", "text-embedding-3-small"])
+    bad = add_channel("broken", upstream.url("status-500"), ["gpt-4o-mini"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", cid)
+    await user.should_see("Model test: tested")
+    await user.should_see("waiting")
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 2 passed, 0 failed", retries=100)
+    durations = [e.text for e in user.find(ui.label).elements if re.fullmatch(r"\d+\.\d\d s", e.text)]
+    assert len(durations) == 2
+    await user.should_see("HTTP 200")
+    await user.should_see("2 / 2")
+    row = next(r for r in the(user, "channels").rows if r["id"] == cid)
+    assert row["test_ok"] and re.fullmatch(r"✓ \d+\.\d\d s", row["test"])
+    tests = ns()["get_channel"](state(), cid)["channel_tests"]
+    assert sorted(t["model"] for t in tests) == ["gpt-4o-mini", "text-embedding-3-small"]
+    user.find("Close").click()
+
+    user.find("Test all channels").click()  # both channels, one panel, one progress count
+    await user.should_see("tested · text-embedding-3-small")
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 2 passed, 1 failed", retries=100)
+    await user.should_see("3 / 3")
+    await user.should_see("HTTP 500")
+    row = next(r for r in the(user, "channels").rows if r["id"] == bad)
+    assert not row["test_ok"] and row["test"].startswith("✗")
+
+
+async def test_fetch_models_from_upstream_shows_a_diff(user: User, upstream) -> None:
+    cid = add_channel("fetcher", upstream.url("ok"), ["gpt-4o-mini", "retired-model"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", cid)
+    user.find("Fetch models from upstream").click()
+    await user.should_see("The provider lists 6 models", retries=50)
+    await user.should_see("New at the provider (5)")
+    await user.should_see("No longer listed by the provider (1)")
+    the(user, "drop-model").value = True  # removal is opt-in
+    user.find(marker="accept-diff").click()
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved fetcher")
+    assert "retired-model" not in state().routes.channels[cid].models
+    assert {"gpt-4o-mini", "dall-e-3", "whisper-1"} <= state().routes.channels[cid].models
+
+
+async def test_test_before_saving_runs_on_the_unsaved_form(user: User, upstream) -> None:
+    await login(user, "/channels")
+    user.find(marker="add-channel").click()
+    user.find(marker="ch-name").type("unsaved")
+    user.find(marker="ch-models").trigger("update:modelValue", ["gpt-4o-mini"])
+    user.find(marker="ch-base-url").type(upstream.url("ok"))
+    user.find(marker="ch-key").type("sk-preview-key")
+    user.find("Test before saving").click()
+    await user.should_see("Test finished: 1 passed, 0 failed", retries=100)
+    assert not state().routes.channels  # nothing saved, no test stored
+
+
+# ---- models ----
+
+async def test_models_page_switch_and_search(user: User, upstream) -> None:
+    add_channel("p", upstream.url("ok"), ["gpt-4o-mini", "text-embedding-3-small"], priority=3)
+    await login(user, "/models")
+    rows = the(user, "models").rows
+    assert [r["model"] for r in rows] == ["gpt-4o-mini", "text-embedding-3-small"]
+    assert rows[1]["kind"] == "embedding" and rows[0]["channels"] == "p · P3"
+    user.find(marker="models").trigger("toggle", {"model": "gpt-4o-mini", "value": False})
+    await user.should_see("gpt-4o-mini disabled")
+    assert not state().routes.model_enabled("gpt-4o-mini")
+    user.find("Search models").type("embed")
+    assert [r["model"] for r in the(user, "models").rows] == ["text-embedding-3-small"]
+
+
+# ---- logs ----
+
+def add_logs() -> tuple[int, int, int]:
+    g = ns()
+    sa, log_row, log_detail = g["sa"], g["LogRow"], g["LogDetail"]
+    now = int(time.time() * 1000)
+    cid = add_channel("logged", "http://127.0.0.1:9/v1", ["model-a", "model-b"])
+    rows = [dict(request_id="req-ok", request_at=now - 2000, created_at=now - 1500, model="model-a",
+                 actual_model="model-a", channel=cid, code=200, endpoint="/v1/chat/completions", token_name="app",
+                 input_tokens=11, output_tokens=22, total_tokens=33, ip="127.0.0.1", ttfb_milliseconds=120),
+            dict(request_id="req-bad", request_at=now - 13000, created_at=now - 1000, model="model-b",
+                 actual_model="upstream-b", channel=cid, code=500, endpoint="/v1/chat/completions",
+                 content="upstream exploded", retry_times=2, ip="10.0.0.2"),
+            dict(request_id="req-old", request_at=now - 3 * 86_400_000, created_at=now - 3 * 86_400_000,
+                 model="model-a", channel=cid, code=200)]
+    with state().engine.begin() as conn:
+        ids = [conn.execute(sa.insert(log_row).values(**r)).inserted_primary_key[0] for r in rows]
+        conn.execute(sa.insert(log_detail).values(request_id="req-bad", request_body='{"model": "model-b"}',
+                                                  response_body='{"error": {"message": "boom"}}'))
+    return ids[0], ids[1], now
+
+
+async def test_log_filters_and_detail(user: User) -> None:
+    ok_id, bad_id, now = add_logs()
+    await login(user, "/logs")
+    await user.should_see("2 call(s)")  # since yesterday: the 3-day-old call is out
+    table = the(user, "logs")
+    bad = next(r for r in table.rows if r["id"] == bad_id)
+    assert bad["model"] == "model-b → upstream-b" and bad["code"] == 500
+    assert bad["slow"] and bad["duration"] == "12.00 s"  # over 10 s: red
+    assert bad["channel"] == "logged"
+    shanghai = datetime.fromtimestamp((now - 13000) / 1000, ZoneInfo("Asia/Shanghai"))  # the browser's timezone
+    assert bad["time"] == shanghai.strftime("%Y-%m-%d %H:%M:%S")
+    the(user, "filter-status").value = "error"
+    await user.should_see("1 call(s)")
+    assert [r["id"] for r in the(user, "logs").rows] == [bad_id]
+    the(user, "filter-status").value = "all"
+    the(user, "filter-model").value = "model-a"
+    await user.should_see("1 call(s)")
+    assert [r["id"] for r in the(user, "logs").rows] == [ok_id]
+    the(user, "filter-model").value = ""
+    the(user, "range-preset").value = "7d"
+    await user.should_see("3 call(s)")
+    user.find(marker="filter-request-id").type("req-bad")
+    await user.should_see("1 call(s)")
+
+    user.find(marker="logs").trigger("rowClick", [{}, {"id": bad_id}, 0])
+    await user.should_see("Call details")
+    await user.should_see("upstream exploded")
+    await user.should_see("Response body")
+    await user.should_see("req-bad")
+
+
+async def test_log_csv_export_and_channel_deep_link(user: User) -> None:
+    add_logs()
+    await login(user, "/logs")
+    await user.should_see("2 call(s)")
+    user.find("Export CSV").click()
+    await user.download.next()
+    csv_text = user.download.http_responses[-1].content.decode("utf-8-sig")
+    assert csv_text.splitlines()[0].startswith("id,request_id") and "req-bad" in csv_text and "req-old" not in csv_text
+    cid = next(iter(state().routes.channels))
+    await user.open(f"/logs?channel={cid}&request_id=req-ok")
+    await user.should_see("1 call(s)")
+
+
+# ---- API keys ----
+
+async def test_create_an_api_key_shown_once(user: User) -> None:
+    user.javascript_rules[re.compile(r".*aiproxyCopy.*")] = lambda _: True
+    await login(user, "/tokens")
+    await user.should_see("No API keys yet")
+    user.find(marker="create-token").click()
+    user.find(marker="create-token-submit").click()
+    assert not ns()["list_tokens"](state())  # the name is required
+    user.find("Name").type("fastgpt")
+    user.find("+30 d").click()
+    user.find(marker="create-token-submit").click()
+    await user.should_see("shown only this once")
+    full = the(user, "new-key").value
+    tokens = ns()["list_tokens"](state())
+    assert [t["name"] for t in tokens] == ["fastgpt"] and tokens[0]["key"] == full and full.startswith("sk-")
+    assert tokens[0]["expired_at"] > time.time() * 1000 + 29 * 86_400_000
+    user.find(kind=ui.button, content="Copy").click()
+    await user.should_see("Copied to the clipboard", retries=30)
+    user.find("Done").click()
+    row = the(user, "tokens").rows[0]
+    assert row["key"] != full and row["key"].startswith("sk-") and "…" in row["key"]
+    user.find(marker="tokens").trigger("toggle", {"id": row["id"], "value": False})
+    assert ns()["list_tokens"](state())[0]["status"] == 2
+
+
+# ---- settings ----
+
+async def test_settings_snippet_key_and_options(user: User) -> None:
+    user.javascript_rules[re.compile(r".*aiproxyCopy.*")] = lambda _: False  # as on plain http://ip:port
+    await login(user, "/settings")
+    snippet = the(user, "snippet").content
+    assert "AIPROXY_API_ENDPOINT=http://test\n" in snippet and "OPENAI_BASE_URL=http://test/v1" in snippet
+    assert ADMIN_KEY not in snippet and "AIPROXY_API_TOKEN=te…89" in snippet
+    assert the(user, "admin-key").text == "te…89"
+    user.find("Reveal").click()
+    assert the(user, "admin-key").text == ADMIN_KEY
+    user.find("Copy with the full key").click()
+    await user.should_see("The browser blocked the clipboard")  # the fallback: a selected field
+    assert any(f"AIPROXY_API_TOKEN={ADMIN_KEY}" in (e.value or "") for e in user.find(ui.textarea).elements)
+    user.find("Close").click()
+
+    the(user, "retries").value = 1
+    the(user, "retention").value = 7
+    user.find(marker="save-options").click()
+    await user.should_see("Saved")
+    assert ns()["current_options"](state()) == {"retry_times": 1, "log_retention_days": 7}
+
+    user.find("Regenerate").click()
+    await user.should_see("Update ADMIN_KEY too")  # the key came from the env var
+    user.find(marker="confirm").click()
+    await eventually(lambda: state().admin_key != ADMIN_KEY)
+    new_key = state().admin_key
+    assert (state().settings.data_path / "admin_key").read_text().strip() == new_key
+    await user.open("/settings")  # this session follows the new key
+    await user.should_see("Connect your apps")
+
+
+# ---- dashboard, migrate, strings ----
+
+async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
+    g = ns()
+    cid = add_channel("dash", upstream.url("ok"), ["m"])
+    minute = int(time.time()) // 60 * 60 - 120
+    with state().engine.begin() as conn:
+        conn.execute(g["sa"].insert(g["SummaryMinute"]).values(
+            minute=minute, channel_id=cid, model="m", request_count=4, exception_count=1, input_tokens=1000,
+            output_tokens=2500, total_tokens=3500, total_time_milliseconds=8000, total_ttfb_milliseconds=2000))
+    await login(user, "/")
+    await user.should_not_see("Get started in three steps")
+    assert the(user, "card-calls").text == "4"
+    assert the(user, "card-error_rate").text == "25.0% (1)"
+    assert the(user, "card-output_tokens").text == "2.5k"
+    assert the(user, "card-avg_latency_ms").text == "2.00 s"
+    chart = user.find(ui.echart).elements
+    calls = next(c for c in chart if c.options["series"][0]["name"] == "Calls")
+    assert sum(calls.options["series"][0]["data"]) == 4 and len(calls.options["xAxis"]["data"]) >= 24
+    the(user, "range-preset").value = "1h"
+    await eventually(lambda: len(calls.options["xAxis"]["data"]) in (60, 61))
+
+
+async def test_migrate_page_is_in_the_frame(user: User) -> None:
+    """The wizard itself (page_migrate_body) has its own tests in test_ui_migrate.py."""
+    await login(user, "/migrate")
+    await user.should_see("Import from OneAPI")
+    await user.should_see("Log out")
+
+
+def test_every_ui_string_exists_in_both_languages() -> None:
+    root = Path(__file__).resolve().parent.parent
+    strings = json.loads((root / "assets" / "i18n.json").read_text(encoding="utf-8"))
+    assert set(strings["en"]) == set(strings["zh"])
+    source = (root / "aiproxy_local.py").read_text(encoding="utf-8").split("# ==== 8.")[1].split("# ==== 9.")[0]
+    used = set(re.findall(r'\bt\("([a-z_]+\.[a-z_0-9]+)"', source))
+    assert used and used <= set(strings["en"]), used - set(strings["en"])
+    for key, text in strings["en"].items():  # placeholders agree, so .format() never fails in Chinese
+        assert set(re.findall(r"{\w+}", text)) == set(re.findall(r"{\w+}", strings["zh"][key])), key
+
+
+def test_api_only_mode_never_imports_nicegui(tmp_path) -> None:
+    """`--no-ui` is measured for memory (bench/): the UI's library must stay out of that process."""
+    code = ("import sys, aiproxy_local as m; m.create_app(m.Settings(data_dir=sys.argv[1], no_ui=True)); "
+            "sys.exit('nicegui' in sys.modules)")
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, timeout=60).returncode == 0
+
+
+def test_pure_helpers() -> None:
+    import aiproxy_local as m
+
+    assert m.pick_language("zh-CN,zh;q=0.9,en;q=0.8") == "zh" and m.pick_language("de-DE,en") == "en"
+    assert m.pick_language("") == "en"
+    tz = m.ZoneInfo("Asia/Shanghai")
+    now = int(m.datetime(2025, 3, 10, 15, 30, tzinfo=tz).timestamp() * 1000)
+    assert m.preset_range("yesterday", now, tz) == (int(m.datetime(2025, 3, 9, tzinfo=tz).timestamp() * 1000), None)
+    assert m.preset_range("1h", now, tz) == (now - 3_600_000, None)
+    assert m.local_input_to_ms("2025-03-10T15:30", tz) == now and m.local_input_to_ms("bad", tz) is None
+    assert m.diff_models(["a", "gone"], ["a", "b"]) == (["b"], ["gone"])
+    assert m.parse_mapping_json('{"x": "y"}') == {"x": "y"}
+    with pytest.raises(m.ApiError):
+        m.parse_mapping_json("[1]")
+    assert m.fmt_count(1234567) == "1.23M" and m.fmt_count(12) == "12"
+    day = [{"timestamp": 0, "summary": []}]
+    assert len(m.chart_buckets(day[:0], now - 86_400_000, now, "hour", tz)) in (24, 25)
+    assert m.mask_key(ADMIN_KEY) not in ADMIN_KEY[2:]
