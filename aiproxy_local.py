@@ -36,6 +36,7 @@ import csv
 import dataclasses
 import functools
 import gc
+import hashlib
 import importlib.util
 import io
 import itertools
@@ -3009,8 +3010,6 @@ def parse_mapping_json(text: str) -> dict[str, str]:
 
 def _key_fingerprint(admin_key: str) -> str:
     """What a session remembers of the admin key: enough to notice that the key changed, useless to an attacker."""
-    import hashlib
-
     return hashlib.sha256(b"aiproxy-local ui session\0" + admin_key.encode()).hexdigest()[:32]
 
 
@@ -3956,7 +3955,7 @@ def page_logs(request: Request) -> None:
         with ui.row().classes("items-center gap-3 w-full"):
             total_label = ui.label().classes("font-medium").mark("logs-total")
             ui.space()
-            auto = ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
+            ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
             ui.button(t("logs.export"), icon="download", on_click=lambda: export()).props("outline dense")
             ui.button(icon="refresh", on_click=lambda: refresh()).props("flat round dense").tooltip(t("logs.refresh"))
         columns = [

@@ -330,7 +330,7 @@ async def s1_latency(arms, rounds, warm):
             for a in order:
                 try:
                     st, dt = await one_call(sessions[a.name], a)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     st, dt = 0, None
                 if st != 200:
                     errors[a.name] += 1
@@ -855,7 +855,7 @@ def build_table(med, idle, slow_ms, have):
         return (x / y) if (x is not None and y not in (None, 0)) else None
 
     ours, bare = "aiproxy", "bare"
-    has_ours, has_bare, has_ll = ours in have, bare in have, "litellm" in have
+    has_ours, has_ll = ours in have, "litellm" in have
     # S1
     row("S1", "c=1 latency p50 (ms)", "s1_lat_p50")
     r = ratio(g(ours, "s1_add_p50"), g(bare, "s1_add_p50"))

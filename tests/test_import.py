@@ -24,6 +24,7 @@ import pytest
 
 import aiproxy_local as app
 from conftest import AppServer, free_port
+from oneapi_sources import ONEAPI_SQLITE_DDL
 
 SOURCE_PASSWORD = "Zq9-secret_pw!"  # must never show up in an answer or the app's log
 ADC = {"type": "service_account", "project_id": "proj-1", "private_key": "-----BEGIN KEY-----\\nabc\\n-----END KEY-----"}
@@ -823,18 +824,6 @@ def test_newapi_import(mariadb: Any, app_server: AppServer) -> None:
 
 # ---- end to end: SQLite and PostgreSQL sources ----
 
-ONEAPI_SQLITE_DDL = [
-    """CREATE TABLE channels (id integer PRIMARY KEY AUTOINCREMENT, type integer DEFAULT 0, `key` text,
-        status integer DEFAULT 1, name text, weight integer DEFAULT 0, created_time integer, test_time integer,
-        response_time integer, base_url text DEFAULT '', other text, balance real, balance_updated_time integer,
-        models text, `group` text DEFAULT 'default', used_quota integer DEFAULT 0, model_mapping text DEFAULT '',
-        priority integer DEFAULT 0, config text, system_prompt text)""",
-    """CREATE TABLE tokens (id integer PRIMARY KEY AUTOINCREMENT, user_id integer, `key` text UNIQUE,
-        status integer DEFAULT 1, name text, created_time integer, accessed_time integer,
-        expired_time integer DEFAULT -1, remain_quota integer DEFAULT 0, unlimited_quota numeric DEFAULT false,
-        used_quota integer DEFAULT 0, models text, subnet text DEFAULT '')""",
-    "CREATE TABLE options (`key` text PRIMARY KEY, value text)",
-]
 
 
 def test_sqlite_source(tmp_path: Path, app_server: AppServer, upstream: Any) -> None:

@@ -8,7 +8,6 @@ browser would (nicegui-guide §4.3).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
@@ -20,62 +19,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from nicegui import Client, ui
+from nicegui import ui
 from nicegui.testing import User
 
-ADMIN_KEY = "test-admin-key-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def app_env(tmp_path, monkeypatch) -> None:
-    """Autouse fixtures run before `user`, so the main file sees a fresh data dir and a known admin key."""
-    monkeypatch.setenv("AIPROXY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ADMIN_KEY", ADMIN_KEY)
-    monkeypatch.setenv("AIPROXY_NO_BROWSER", "1")
-    for name in ("AIPROXY_NO_UI", "SQL_DSN", "RETRY_TIMES", "LOG_RETENTION_DAYS"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def ns() -> dict[str, Any]:
-    """The namespace of the aiproxy_local run under test (its get_state, ChannelIn, LogRow, ...)."""
-    return next(iter(Client.page_routes)).__globals__
-
-
-def state() -> Any:
-    return ns()["get_state"]()
+from ui_support import ADMIN_KEY, app_env, browser, eventually, login, ns, state, the  # noqa: F401
 
 
 def add_channel(name: str, base_url: str, models: list[str], **kw: Any) -> int:
     g = ns()
     return g["create_channels"](state(), [g["ChannelIn"](type=1, name=name, key="sk-test-key-123456",
                                                          base_url=base_url, models=models, **kw)])[0]
-
-
-def the(user: User, marker: str) -> Any:
-    elements = user.find(marker=marker).elements
-    assert len(elements) == 1, f"{len(elements)} elements marked {marker!r}"
-    return next(iter(elements))
-
-
-async def eventually(condition: Any, tries: int = 50) -> None:
-    """Handlers that await a dialog finish a little after the click."""
-    for _ in range(tries):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    assert condition()
-
-
-def browser(user: User) -> None:
-    """Answer the JavaScript a browser would (the timezone asked at login)."""
-    user.javascript_rules[re.compile(r".*Intl\.DateTimeFormat")] = lambda _: "Asia/Shanghai"
-
-
-async def login(user: User, path: str = "/dashboard") -> None:
-    browser(user)
-    await user.open(path)
-    user.find("Admin key").type(ADMIN_KEY).trigger("keydown.enter")
-    await user.should_see("Log out")
 
 
 # ---- login ----

@@ -3,78 +3,24 @@ channels, through NiceGUI's simulated User (no browser).
 
 The source is a one-api SQLite file built here from one-api's DDL (shared/reference/oneapi-newapi-schema.md §1.2).
 Its channels point at the fake upstream by host root, without /v1, as one-api stores them; the importer appends
-/v1. Setup (env fixture, login, `ns()`) is copied from test_ui.py, as the User plugin re-runs the main file per test.
+/v1. The User setup (env fixture, login, `ns()`) is shared with test_ui.py through ui_support.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
 
-import pytest
-from nicegui import Client, ui
+from nicegui import ui
 from nicegui.testing import User
 
-ADMIN_KEY = "test-admin-key-0123456789"
+from oneapi_sources import ONEAPI_SQLITE_DDL
+from ui_support import ADMIN_KEY, app_env, eventually, login, ns, state, the  # noqa: F401
+
 SOURCE_PASSWORD = "Sup3r-Secret!pw"  # must never reach a notification or a log line
 TOKEN_KEY = "migratedtokenkey0123456789abcdefghijklmnopqrstuv"
-
-ONEAPI_SQLITE_DDL = [  # one-api's channels/tokens/options columns (model/channel.go, model/token.go), SQLite types
-    """CREATE TABLE channels (id integer PRIMARY KEY AUTOINCREMENT, type integer DEFAULT 0, `key` text,
-        status integer DEFAULT 1, name text, weight integer DEFAULT 0, created_time integer, test_time integer,
-        response_time integer, base_url text DEFAULT '', other text, balance real, balance_updated_time integer,
-        models text, `group` text DEFAULT 'default', used_quota integer DEFAULT 0, model_mapping text DEFAULT '',
-        priority integer DEFAULT 0, config text, system_prompt text)""",
-    """CREATE TABLE tokens (id integer PRIMARY KEY AUTOINCREMENT, user_id integer, `key` text UNIQUE,
-        status integer DEFAULT 1, name text, created_time integer, accessed_time integer,
-        expired_time integer DEFAULT -1, remain_quota integer DEFAULT 0, unlimited_quota numeric DEFAULT false,
-        used_quota integer DEFAULT 0, models text, subnet text DEFAULT '')""",
-    "CREATE TABLE options (`key` text PRIMARY KEY, value text)",
-]
-
-
-@pytest.fixture(autouse=True)
-def app_env(tmp_path, monkeypatch) -> None:
-    """Autouse fixtures run before `user`, so the main file sees a fresh data dir and a known admin key."""
-    monkeypatch.setenv("AIPROXY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ADMIN_KEY", ADMIN_KEY)
-    monkeypatch.setenv("AIPROXY_NO_BROWSER", "1")
-    for name in ("AIPROXY_NO_UI", "SQL_DSN", "RETRY_TIMES", "LOG_RETENTION_DAYS"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def ns() -> dict[str, Any]:
-    """The namespace of the aiproxy_local run under test."""
-    return next(iter(Client.page_routes)).__globals__
-
-
-def state() -> Any:
-    return ns()["get_state"]()
-
-
-def the(user: User, marker: str) -> Any:
-    elements = user.find(marker=marker).elements
-    assert len(elements) == 1, f"{len(elements)} elements marked {marker!r}"
-    return next(iter(elements))
-
-
-async def eventually(condition: Any, tries: int = 100) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    assert condition()
-
-
-async def login(user: User, path: str = "/migrate") -> None:
-    user.javascript_rules[re.compile(r".*Intl\.DateTimeFormat")] = lambda _: "Asia/Shanghai"
-    await user.open(path)
-    user.find("Admin key").type(ADMIN_KEY).trigger("keydown.enter")
-    await user.should_see("Log out")
 
 
 def oneapi_sqlite(path: Path, upstream_root: str) -> Path:
@@ -106,7 +52,7 @@ def messages(user: User) -> str:
 async def test_wizard_imports_a_sqlite_file_and_tests_the_imported_channels(user: User, upstream, tmp_path) -> None:
     root = upstream.url("ok").removesuffix("/ok/v1")  # one-api keeps host roots: no /v1
     db = oneapi_sqlite(tmp_path / "one-api.db", root)
-    await login(user)
+    await login(user, "/migrate")
     await user.should_see("Import from OneAPI / new-api")
     stepper = the(user, "migrate-stepper")
     assert stepper.value == "source"
@@ -184,7 +130,7 @@ async def test_wizard_imports_a_sqlite_file_and_tests_the_imported_channels(user
 async def test_upload_saves_the_file_in_the_data_dir_and_picks_it(user: User, upstream, tmp_path) -> None:
     upload_cls = ui.upload.SmallFileUpload
     db = oneapi_sqlite(tmp_path / "source.db", upstream.base)
-    await login(user)
+    await login(user, "/migrate")
     the(user, "migrate-kind").value = "sqlite"
     await the(user, "migrate-upload").handle_uploads([upload_cls("not-a-db.db", "", b"hello, not sqlite")])
     await user.should_see("not-a-db.db is not a SQLite database")
@@ -203,7 +149,7 @@ async def test_upload_saves_the_file_in_the_data_dir_and_picks_it(user: User, up
 
 async def test_bad_sources_show_clear_errors_without_the_password(user: User, caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    await login(user)
+    await login(user, "/migrate")
     stepper = the(user, "migrate-stepper")
     user.find(marker="migrate-test").click()  # nothing typed: the field says so, nothing is read
     await eventually(lambda: the(user, "migrate-dsn").error == "Required")
@@ -248,7 +194,7 @@ async def test_bad_sources_show_clear_errors_without_the_password(user: User, ca
 
 
 async def test_wizard_speaks_chinese(user: User) -> None:
-    await login(user)
+    await login(user, "/migrate")
     user.find("中文").click()
     await user.should_see("从 OneAPI / new-api 迁移")
     await user.should_see("测试连接")
