@@ -610,11 +610,19 @@ def query_summaries(engine: sa.Engine, start_s: int, end_s: int, channel: int | 
             sa.select(*SummaryMinute.__table__.columns).where(*where).order_by(SummaryMinute.minute))]
 
 
+LOG_DELETE_CHUNK = 5000  # one short transaction each: the log writer never waits long for SQLite's write lock
+
+
 def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
-    with engine.begin() as conn:
-        old = sa.select(LogRow.request_id).where(LogRow.created_at < before_ms)
-        conn.execute(sa.delete(LogDetail).where(LogDetail.request_id.in_(old)))
-        return conn.execute(sa.delete(LogRow).where(LogRow.created_at < before_ms)).rowcount or 0
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(sa.select(LogRow.id, LogRow.request_id).where(LogRow.created_at < before_ms)
+                                .order_by(LogRow.id).limit(LOG_DELETE_CHUNK)).all()
+            if not rows:
+                return deleted
+            conn.execute(sa.delete(LogDetail).where(LogDetail.request_id.in_([r.request_id for r in rows])))
+            deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
 
 
 # ==== 3. Provider catalog & adaptors ======================================================================

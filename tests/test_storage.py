@@ -372,3 +372,15 @@ def test_app_runs_on_server_database(server_dsn, start_app, upstream):
     points = server.api("GET", "/api/dashboardv2/", params={"model": model, "timespan": "day"})["data"]
     assert sum(item["request_count"] for p in points for item in p["summary"]) == 1
     assert server.api("GET", f"/api/channel/{channel}")["data"]["request_count"] == 1
+
+
+def test_delete_logs_before_works_in_chunks(tmp_path, monkeypatch):
+    engine = app.make_engine(f"sqlite:///{tmp_path / 'chunks.db'}")
+    app.create_schema(engine)
+    monkeypatch.setattr(app, "LOG_DELETE_CHUNK", 7)
+    with engine.begin() as conn:
+        conn.execute(app.sa.insert(app.LogRow), [{"request_id": f"r{i}", "created_at": 1000 + i} for i in range(30)])
+    assert app.delete_logs_before(engine, 1025) == 25
+    with engine.connect() as conn:
+        left = conn.execute(app.sa.select(app.LogRow.created_at).order_by(app.LogRow.created_at)).scalars().all()
+    assert left == [1025, 1026, 1027, 1028, 1029]
