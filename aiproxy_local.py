@@ -439,10 +439,6 @@ def save_option(engine: sa.Engine, key: str, value: Any) -> None:
             conn.execute(sa.insert(Option).values(key=key, value=text))
 
 
-def _channel_dict(row: Any) -> dict[str, Any]:
-    return {c: getattr(row, c) for c in Channel.__table__.columns.keys()}
-
-
 def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A channel in aiproxy's wire shape: lists and maps are never null, times are Unix ms."""
     return {
@@ -725,6 +721,11 @@ class ChannelRoute:
     def upstream_model(self, model: str) -> str:
         return self.mapping.get(model) or model
 
+    @property
+    def offered(self) -> list[str]:
+        """Every name a client may ask this channel for: its models and its mapping's keys."""
+        return sorted(self.models | self.mapping.keys())
+
 
 @dataclass
 class TokenInfo:
@@ -790,8 +791,8 @@ def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> Routi
     by_model: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
     known: set[str] = set()
     for route in routes.values():
-        names = route.models | route.mapping.keys()
-        known |= names
+        names = route.offered
+        known.update(names)
         if route.enabled:
             for name in names:
                 by_model[name].append(route)
@@ -879,14 +880,20 @@ def strip_bearer(value: str) -> str:
     return value[7:].strip() if value[:7].lower() == "bearer " else value
 
 
+def is_admin_key(state: AppState, raw_key: str) -> bool:
+    """The admin key as sent, with or without aiproxy's `sk-` prefix."""
+    admin = state.admin_key
+    return bool(raw_key) and (secrets.compare_digest(raw_key, admin)
+                              or secrets.compare_digest(raw_key.removeprefix("sk-"), admin))
+
+
 def authenticate(state: AppState, raw_key: str) -> Caller:
     """hot path: the admin key, or a token from the in-memory table."""
     if not raw_key:
         raise RelayError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
-    key = raw_key[3:] if raw_key.startswith("sk-") else raw_key
-    admin = state.admin_key
-    if secrets.compare_digest(raw_key, admin) or secrets.compare_digest(key, admin):
+    if is_admin_key(state, raw_key):
         return ADMIN_CALLER
+    key = raw_key.removeprefix("sk-")
     token = state.routes.tokens.get(key)
     if token is None:
         raise RelayError(401, "Invalid API key.", "invalid_api_key")
@@ -1580,8 +1587,7 @@ def api_error(message: str, status: int = 400) -> JSONResponse:
 def require_admin(request: Request) -> AppState:
     state = get_state()
     raw = strip_bearer(request.headers.get("authorization", "")) or request.query_params.get("key", "").strip()
-    key = raw[3:] if raw.startswith("sk-") else raw
-    if not raw or not (secrets.compare_digest(raw, state.admin_key) or secrets.compare_digest(key, state.admin_key)):
+    if not is_admin_key(state, raw):
         raise ApiError("unauthorized: send the admin key as 'Authorization: Bearer <key>'", 401)
     return state
 
@@ -1905,7 +1911,7 @@ async def _answer_tests(state: AppState, targets: list[tuple[ChannelRoute, list[
 async def api_channel_test_all(channel_id: int, stream: bool = False) -> Response:
     state = get_state()
     route = route_for_channel(state, channel_id)
-    return await _answer_tests(state, [(route, sorted(route.models | route.mapping.keys()))], stream)
+    return await _answer_tests(state, [(route, route.offered)], stream)
 
 
 @admin_router.get("/channel/{channel_id}/test/{model:path}")
@@ -1920,7 +1926,7 @@ async def api_channel_test_one(channel_id: int, model: str) -> JSONResponse:
 @admin_router.get("/channels/test")
 async def api_channels_test(stream: bool = False, test_disabled: bool = False) -> Response:
     state = get_state()
-    targets = [(r, sorted(r.models | r.mapping.keys())) for r in state.routes.channels.values()
+    targets = [(r, r.offered) for r in state.routes.channels.values()
                if r.enabled or test_disabled]
     return await _answer_tests(state, targets, stream)
 
@@ -1947,7 +1953,7 @@ async def api_channel_test_preview(body: PreviewIn) -> JSONResponse:
 async def api_channel_test_preview_all(body: ChannelIn, stream: bool = False) -> Response:
     state = get_state()
     route = preview_route(state, body)
-    models = sorted(route.models | route.mapping.keys())
+    models = route.offered
     if not models:
         raise ApiError("no models to test")
     return await _answer_tests(state, [(route, models)], stream, save=False)
@@ -3536,7 +3542,7 @@ def page_channels(request: Request) -> None:
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, sorted(route.models | route.mapping.keys()))], t("test.title", name=route.name),
+        open_test_dialog([(route, route.offered)], t("test.title", name=route.name),
                          refresh)
 
     async def on_delete(e: Any) -> None:
@@ -3547,7 +3553,7 @@ def page_channels(request: Request) -> None:
             refresh()
 
     def test_all() -> None:
-        targets = [(r, sorted(r.models | r.mapping.keys())) for r in sorted(state.routes.channels.values(),
+        targets = [(r, r.offered) for r in sorted(state.routes.channels.values(),
                                                                               key=lambda r: (-r.priority, r.id))
                    if r.enabled and (r.models or r.mapping)]
         if not targets:
@@ -3726,7 +3732,7 @@ def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], 
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, sorted(route.models | route.mapping.keys()))], t("test.title_preview"), None,
+        open_test_dialog([(route, route.offered)], t("test.title_preview"), None,
                          save=False, autostart=True)
 
     async def fetch_models() -> None:
