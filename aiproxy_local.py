@@ -34,6 +34,7 @@ import asyncio
 import collections
 import csv
 import dataclasses
+import enum
 import functools
 import gc
 import hashlib
@@ -255,6 +256,10 @@ def _ms_col(index: bool = False) -> Any:
     return Field(default=0, sa_type=sa.BigInteger, index=index)
 
 
+#: channel and token status values, as aiproxy and FastGPT number them (3 is FastGPT's "自动禁用")
+STATUS_ENABLED, STATUS_DISABLED, STATUS_AUTO_DISABLED = 1, 2, 3
+
+
 class Channel(Base, table=True):
     __tablename__ = "channels"
     id: int | None = Field(default=None, primary_key=True)
@@ -331,6 +336,7 @@ class LogRow(Base, table=True):
     model: str = Field(default="", max_length=191, index=True)
     actual_model: str = Field(default="", max_length=191)
     channel: int = 0
+    channel_name: str = Field(default="", max_length=128)  # kept, so a deleted channel's calls still say whose
     code: int = 0
     mode: int = 0
     endpoint: str = Field(default="", max_length=128)
@@ -346,6 +352,7 @@ class LogRow(Base, table=True):
     usage_estimated: bool = False
     used_amount: float = 0.0
     stream: bool = False
+    is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
 
 
 class LogDetail(Base, table=True):
@@ -417,7 +424,29 @@ def with_default_driver(dsn: str) -> str:
 
 
 def create_schema(engine: sa.Engine) -> None:
+    """Create missing tables, then add the columns a newer version defines to tables an older one made, so an
+    upgrade keeps every stored row."""
     Base.metadata.create_all(engine)
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            added = [c for c in table.columns if c.name not in present]
+            for column in added:
+                conn.exec_driver_sql(_add_column_sql(engine, table, column))
+            for index in table.indexes:
+                if any(c in added for c in index.columns):
+                    index.create(conn, checkfirst=True)
+
+
+def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> str:
+    quote = engine.dialect.identifier_preparer.quote
+    sql = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column.type.compile(engine.dialect)}"
+    default = column.default.arg if column.default is not None and column.default.is_scalar else None
+    if default is None:
+        return sql  # nullable: old rows read as NULL, which the converters treat as empty
+    literal = sa.literal(default).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    return f"{sql} NOT NULL DEFAULT {literal}"
 
 
 def load_options(engine: sa.Engine) -> dict[str, Any]:
@@ -519,11 +548,12 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": r["id"], "request_id": r["request_id"], "request_at": r["request_at"], "created_at": r["created_at"],
         "ttfb_milliseconds": r["ttfb_milliseconds"], "model": r["model"], "actual_model": r["actual_model"],
-        "channel": r["channel"], "code": r["code"], "mode": r["mode"], "endpoint": r["endpoint"],
+        "channel": r["channel"], "channel_name": r["channel_name"], "code": r["code"], "mode": r["mode"],
+        "endpoint": r["endpoint"],
         "content": r["content"], "ip": r["ip"], "retry_times": r["retry_times"], "token_id": r["token_id"],
         "token_name": r["token_name"], "usage": usage, "usage_estimated": bool(r["usage_estimated"]),
         "prompt_tokens": r["input_tokens"], "completion_tokens": r["output_tokens"],
-        "used_amount": r["used_amount"], "stream": bool(r["stream"]), "group": "",
+        "used_amount": r["used_amount"], "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
     }
 
 
@@ -556,9 +586,12 @@ class LogFilter:
     request_id: str = ""
     code_type: str = "all"
     keyword: str = ""
+    is_test: bool | None = None  # None: calls and model tests alike
 
     def where(self) -> list[Any]:
         w: list[Any] = []
+        if self.is_test is not None:
+            w.append(LogRow.is_test == self.is_test)
         if self.start_ms is not None:
             w.append(LogRow.created_at >= self.start_ms)
         if self.end_ms is not None:
@@ -624,6 +657,27 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
 # ==== 3. Provider catalog & adaptors ======================================================================
 
 MODEL_KINDS = ("chat", "embedding", "rerank", "tts", "stt", "image", "moderation")
+
+
+class Mode(enum.IntEnum):
+    """Relay modes in aiproxy's numbering (core/relay/mode/define.go): stored in logs.mode and channel_tests."""
+
+    UNKNOWN = 0
+    CHAT_COMPLETIONS = 1
+    COMPLETIONS = 2
+    EMBEDDINGS = 3
+    MODERATIONS = 4
+    IMAGES_GENERATIONS = 5
+    IMAGES_EDITS = 6
+    AUDIO_SPEECH = 7
+    AUDIO_TRANSCRIPTION = 8
+    AUDIO_TRANSLATION = 9
+    RERANK = 10
+    ANTHROPIC = 12
+    RESPONSES = 16
+    RESPONSES_GET = 17
+    RESPONSES_DELETE = 18
+    GEMINI = 21
 
 
 @dataclass(frozen=True)
@@ -778,7 +832,7 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
         proxy=upstream_proxy(base_url),
         models=frozenset(ch.get("models") or ()), mapping=dict(ch.get("model_mapping") or {}),
         priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
-        enabled=ch.get("status", 1) == 1, adaptor=adaptor_for(provider),
+        enabled=ch.get("status", STATUS_ENABLED) == STATUS_ENABLED, adaptor=adaptor_for(provider),
     )
 
 
@@ -831,17 +885,17 @@ def estimate_tokens(text_length: int) -> int:
 # The relay is a raw ASGI app, not FastAPI routes: it reads only what it routes on (`model`, `stream`) and
 # passes bytes through, which keeps the added latency near that of a bare relay (see bench/).
 
-#: /v1 path → (upstream path, aiproxy mode id)
-RELAY_PATHS: dict[str, tuple[str, int]] = {
-    "/v1/chat/completions": ("/chat/completions", 1),
-    "/v1/completions": ("/completions", 2),
-    "/v1/embeddings": ("/embeddings", 3),
-    "/v1/moderations": ("/moderations", 4),
-    "/v1/images/generations": ("/images/generations", 5),
-    "/v1/audio/speech": ("/audio/speech", 7),
-    "/v1/audio/transcriptions": ("/audio/transcriptions", 8),
-    "/v1/audio/translations": ("/audio/translations", 9),
-    "/v1/rerank": ("/rerank", 10),
+#: /v1 path → (upstream path, mode)
+RELAY_PATHS: dict[str, tuple[str, Mode]] = {
+    "/v1/chat/completions": ("/chat/completions", Mode.CHAT_COMPLETIONS),
+    "/v1/completions": ("/completions", Mode.COMPLETIONS),
+    "/v1/embeddings": ("/embeddings", Mode.EMBEDDINGS),
+    "/v1/moderations": ("/moderations", Mode.MODERATIONS),
+    "/v1/images/generations": ("/images/generations", Mode.IMAGES_GENERATIONS),
+    "/v1/audio/speech": ("/audio/speech", Mode.AUDIO_SPEECH),
+    "/v1/audio/transcriptions": ("/audio/transcriptions", Mode.AUDIO_TRANSCRIPTION),
+    "/v1/audio/translations": ("/audio/translations", Mode.AUDIO_TRANSLATION),
+    "/v1/rerank": ("/rerank", Mode.RERANK),
 }
 KIND_PATHS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank",
               "tts": "/v1/audio/speech", "stt": "/v1/audio/transcriptions", "image": "/v1/images/generations",
@@ -897,7 +951,7 @@ def authenticate(state: AppState, raw_key: str) -> Caller:
     token = state.routes.tokens.get(key)
     if token is None:
         raise RelayError(401, "Invalid API key.", "invalid_api_key")
-    if token.status != 1:
+    if token.status != STATUS_ENABLED:
         raise RelayError(401, f"API key '{token.name}' is disabled.", "token_disabled")
     if token.expired_at and token.expired_at < now_ms():
         raise RelayError(401, f"API key '{token.name}' has expired.", "token_expired")
@@ -914,7 +968,7 @@ class RelayCall:
     started: float  # time.time() when the request arrived
     endpoint: str  # the client's path, e.g. /v1/chat/completions
     upstream_path: str
-    mode: int
+    mode: Mode
     model: str
     body: bytes
     obj: dict[str, Any] | None  # parsed JSON body; None for multipart
@@ -964,7 +1018,7 @@ def parse_relay_call(state: AppState, path: str, body: bytes, content_type: str,
         model = obj.get("model") if isinstance(obj.get("model"), str) else ""
     if not model:
         raise RelayError(400, "The request has no 'model'.", "missing_model")
-    stream = bool(obj and obj.get("stream")) and mode in (1, 2)
+    stream = bool(obj and obj.get("stream")) and mode in (Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS)
     options = obj.get("stream_options") if obj else None
     return RelayCall(
         request_id=request_id, started=started, endpoint=path, upstream_path=upstream_path, mode=mode, model=model,
@@ -1118,7 +1172,7 @@ async def read_buffered(call: RelayCall, attempt: Attempt) -> tuple[bytes, str, 
         if isinstance(obj, dict) and obj.get("model") not in (None, call.model):
             obj["model"] = call.model
             data = orjson.dumps(obj)
-        if usage is None and call.mode in (1, 2, 3):
+        if usage is None and call.mode in (Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS):
             usage = estimate_usage(call, len(data))
     return data, content_type, Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
 
@@ -1408,13 +1462,14 @@ def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: 
         "request_id": call.request_id, "request_at": int(call.started * 1000), "created_at": now_ms(),
         "ttfb_milliseconds": outcome.ttfb_ms, "model": call.model,
         "actual_model": channel.upstream_model(call.model) if channel else call.model,
-        "channel": channel.id if channel else 0, "code": outcome.code, "mode": call.mode, "endpoint": call.endpoint,
+        "channel": channel.id if channel else 0, "channel_name": channel.name if channel else "",
+        "code": outcome.code, "mode": int(call.mode), "endpoint": call.endpoint,
         "content": outcome.error[:LOG_CONTENT_MAX].decode("utf-8", "replace") if outcome.code != 200 else "",
         "ip": call.ip, "retry_times": attempt.retries, "token_id": call.caller.token_id,
         "token_name": call.caller.token_name, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated, "used_amount": amount,
-        "stream": call.stream,
+        "stream": call.stream, "is_test": call.caller is TEST_CALLER,
     }
     detail = None
     if outcome.code != 200:
@@ -1525,6 +1580,8 @@ def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
     sums: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
     for e in batch:
         r = e.row
+        if r["is_test"]:
+            continue
         c = sums[(r["created_at"] // 60000 * 60, r["channel"], r["model"])]
         c["request_count"] += 1
         c["exception_count"] += r["code"] != 200
@@ -1546,7 +1603,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
     tokens: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     for e in batch:
         r = e.row
-        if r["channel"]:
+        if r["channel"] and not r["is_test"]:
             channels[r["channel"]].update(request_count=1, retry_count=e.retries, used_amount=r["used_amount"])
         if r["token_id"]:
             tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
@@ -1720,7 +1777,7 @@ def update_channel(state: AppState, channel_id: int, data: ChannelIn) -> dict[st
 
 
 def set_channels_status(state: AppState, ids: list[int], status: int) -> int:
-    if status not in (1, 2):
+    if status not in (STATUS_ENABLED, STATUS_DISABLED):
         raise ApiError("status must be 1 (enabled) or 2 (disabled)")
     with state.engine.begin() as conn:
         n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(status=status, status_reason="")).rowcount
@@ -2103,7 +2160,7 @@ def update_token(state: AppState, token_id: int, data: TokenIn) -> dict[str, Any
     values = {k: v for k, v in data.model_dump().items() if v is not None}
     if "models" in values:
         values["models"] = clean_models(values["models"])
-    if values.get("status", 1) not in (1, 2):
+    if values.get("status", STATUS_ENABLED) not in (STATUS_ENABLED, STATUS_DISABLED):
         raise ApiError("status must be 1 (enabled) or 2 (disabled)")
     if values:
         with state.engine.begin() as conn:
@@ -2166,12 +2223,12 @@ def api_token_delete(token_id: int) -> JSONResponse:
 
 def make_log_filter(start_timestamp: str | None = None, end_timestamp: str | None = None, model_name: str = "",
                     channel: str | None = None, token_name: str = "", request_id: str = "",
-                    code_type: str = "all", keyword: str = "") -> LogFilter:
+                    code_type: str = "all", keyword: str = "", is_test: bool | None = None) -> LogFilter:
     if code_type not in ("", "all", "success", "error"):
         raise ApiError("code_type must be all, success or error")
     return LogFilter(parse_timestamp_ms(start_timestamp), parse_timestamp_ms(end_timestamp), model_name.strip(),
                      _int_or_none(channel, "channel"), token_name.strip(), request_id.strip(), code_type or "all",
-                     keyword.strip())
+                     keyword.strip(), is_test)
 
 
 @admin_router.get("/logs")

@@ -3,7 +3,7 @@
 * ``upstream``      session FakeUpstream (see fake_upstream.py); ``upstream.url("status-500")`` is a base_url.
 * ``app_server``    session AppServer: ``aiproxy_local.py`` started with a temp data dir and a random ADMIN_KEY.
 * ``start_app``     factory for extra, fresh app processes (own data dir, custom env); stopped at test end.
-* ``free_port()``   a free loopback TCP port.
+* ``free_port()``   a free loopback TCP port; ``unique()`` a fresh name; ``wait_logs()`` polls the log API.
 
 The app runs as a real process (not in-process) because it owns a uvicorn server, a NiceGUI UI and background
 jobs; this is also how users start it.
@@ -43,6 +43,24 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def unique(prefix: str = "t") -> str:
+    """A name no other test uses (tests share one app and one upstream per session)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_logs(app_server: "AppServer", total: int, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
+    """Log rows come from a batching writer (flushed every ≤ 0.5 s): poll until `total` rows match `filters`,
+    then insist on exactly that many."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = app_server.api("GET", "/api/logs/", params={"per_page": 100, **filters})
+        assert body["success"], body
+        if body["data"]["total"] >= total or time.monotonic() > deadline:
+            assert body["data"]["total"] == total, body["data"]
+            return body["data"]["logs"]
+        time.sleep(0.05)
 
 
 def child_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:

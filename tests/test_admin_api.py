@@ -17,6 +17,8 @@ import httpx
 import openai
 import pytest
 
+from conftest import unique, wait_logs
+
 MESSAGES = [{"role": "user", "content": "hello admin api"}]
 ENVELOPE_KEYS = {"success", "message", "data"}
 CHANNEL_FIELDS = {"id", "type", "name", "key", "base_url", "models", "model_mapping", "status", "priority",
@@ -32,11 +34,7 @@ SUMMARY_FIELDS = {"channel_id", "model", "request_count", "exception_count", "in
                   "cache_hit_count", "used_amount"}
 FASTGPT_TYPES = (1, 3, 12, 13, 14, 16, 17, 19, 20, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 36, 40, 41, 43, 45, 47)
 
-
 # ---- helpers ----
-
-def unique(prefix: str = "adm") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def envelope(resp: httpx.Response, status: int = 200) -> dict[str, Any]:
@@ -99,16 +97,6 @@ def chat(app_server: Any, model: str, key: str | None = None, channel: int | Non
 def logs(app_server: Any, path: str = "/api/logs/", **params: Any) -> dict[str, Any]:
     return ok(app_server.client.get(path, params=params))
 
-
-def wait_logs(app_server: Any, total: int, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
-    """Poll until exactly `total` log rows match `filters` (the writer flushes every ≤0.5 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        data = logs(app_server, per_page=100, **filters)
-        if data["total"] >= total or time.monotonic() > deadline:
-            assert data["total"] == total, data
-            return data["logs"]
-        time.sleep(0.05)
 
 
 def now_ms() -> int:

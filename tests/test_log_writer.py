@@ -17,9 +17,11 @@ def make_state(tmp_path) -> app.AppState:
     return state
 
 
-def entry(created_at: int, code: int = 200, channel: int = 1, model: str = "m", tokens: int = 10) -> app.LogEntry:
+def entry(created_at: int, code: int = 200, channel: int = 1, model: str = "m", tokens: int = 10,
+          is_test: bool = False) -> app.LogEntry:
     row = {"request_id": f"r{created_at}-{code}-{channel}", "request_at": created_at - 100, "created_at": created_at,
-           "ttfb_milliseconds": 40, "model": model, "actual_model": model, "channel": channel, "code": code, "mode": 1,
+           "ttfb_milliseconds": 40, "model": model, "actual_model": model, "channel": channel,
+           "channel_name": f"ch{channel}", "code": code, "mode": 1, "is_test": is_test,
            "endpoint": "/v1/chat/completions", "content": "", "ip": "127.0.0.1", "retry_times": 0, "token_id": 0,
            "token_name": "admin", "input_tokens": tokens, "output_tokens": tokens, "total_tokens": 2 * tokens,
            "cached_tokens": 0, "usage_estimated": False, "used_amount": 0.0, "stream": False}
@@ -74,6 +76,19 @@ def test_channel_counters_follow_the_log(tmp_path):
     ids = app.create_channels(state, [app.ChannelIn(type=1, name="c", key="k", models=["m"])])
     state.writer.write_batch([entry(1_700_000_000_000, channel=ids[0]) for _ in range(3)])
     assert app.get_channel(state, ids[0])["request_count"] == 3
+
+
+def test_model_tests_stay_out_of_counters_and_summaries_but_are_logged(tmp_path):
+    state = make_state(tmp_path)
+    ids = app.create_channels(state, [app.ChannelIn(type=1, name="c", key="k", models=["m"])])
+    base = 1_700_000_040_000
+    state.writer.write_batch([entry(base, channel=ids[0]), entry(base + 1, channel=ids[0], is_test=True)])
+    assert app.get_channel(state, ids[0])["request_count"] == 1
+    (summary,) = app.query_summaries(state.engine, 0, 2**40, ids[0], "")
+    assert summary["request_count"] == 1
+    assert app.query_logs(state.engine, app.LogFilter(), 1, 10)[1] == 2
+    (test_row,), _ = app.query_logs(state.engine, app.LogFilter(is_test=True), 1, 10)
+    assert test_row["is_test"] is True and test_row["channel_name"] == f"ch{ids[0]}"
 
 
 def test_failed_calls_keep_bodies(tmp_path):

@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from conftest import unique, wait_logs
 from fake_upstream import SPEECH_PREFIX, count_prompt_tokens, reply_text
 
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
-
-
-def unique(prefix: str = "m") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_logs(app_server: Any, *, total: int, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
-    """Log rows are written by a batching writer: poll until `total` rows match."""
-    deadline = time.time() + timeout
-    while True:
-        body = app_server.api("GET", "/api/logs/", params={"per_page": 100, **filters})
-        assert body["success"], body
-        if body["data"]["total"] >= total or time.time() > deadline:
-            assert body["data"]["total"] == total, body["data"]
-            return body["data"]["logs"]
-        time.sleep(0.1)
 
 
 def keys_seen(upstream: Any, model: str) -> list[str]:

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
+from conftest import unique
 from aiproxy_local import Channel, LogDetail, LogFilter, LogRow
 
 BIG_MS = 2**41 + 123  # a ms timestamp far beyond 32-bit INTEGER: needs BIGINT on every server
@@ -36,9 +37,6 @@ SERVERS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 # ---- helpers ----
-
-def unique(prefix: str = "st") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def sqlite_engine(tmp_path: Path) -> sa.Engine:
@@ -282,7 +280,35 @@ def test_options_roundtrip(tmp_path):
     engine.dispose()
 
 
+def assert_upgrade_adds_columns_and_keeps_rows(engine: sa.Engine) -> None:
+    """A logs table made by an older version (without channel_name and is_test) gains both columns on start-up;
+    its rows stay, reading as the defaults."""
+    model = unique("old")
+    with engine.begin() as conn:
+        for column in ("is_test", "channel_name"):
+            conn.exec_driver_sql(f"ALTER TABLE logs DROP COLUMN {column}")
+        old = log_row(model, 5, request_id=f"r-{model}")  # the columns the older version wrote
+        conn.execute(sa.insert(sa.table("logs", *map(sa.column, old))).values(old))
+    app.create_schema(engine)
+    assert {"is_test", "channel_name"} <= {c["name"] for c in sa.inspect(engine).get_columns("logs")}
+    (row,), _ = app.query_logs(engine, LogFilter(model=model), 1, 10)
+    assert (row["request_id"], row["channel_name"], row["is_test"]) == (f"r-{model}", "", False)
+    insert_logs(engine, [log_row(model, 6, channel_name="new", is_test=True)])
+    rows, total = app.query_logs(engine, LogFilter(model=model, is_test=True), 1, 10)
+    assert total == 1 and rows[0]["channel_name"] == "new"
+
+
+def test_upgrade_adds_missing_columns_and_keeps_rows(tmp_path):
+    engine = sqlite_engine(tmp_path)
+    assert_upgrade_adds_columns_and_keeps_rows(engine)
+    engine.dispose()
+
+
 # ---- SQL_DSN portability: MariaDB and PostgreSQL ----
+
+def test_server_upgrade_adds_missing_columns(server_engine):
+    assert_upgrade_adds_columns_and_keeps_rows(server_engine)
+
 
 def test_server_create_schema_twice(server_engine):
     app.create_schema(server_engine)
