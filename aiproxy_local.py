@@ -515,11 +515,11 @@ def _tests_by_channel(conn: sa.Connection, ids: list[int]) -> dict[int, list[dic
         return {}
     out: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in conn.execute(sa.select(*ChannelTest.__table__.columns).where(ChannelTest.channel_id.in_(ids))):
-        out[r.channel_id].append(test_to_api(dict(r._mapping)))
+        out[r.channel_id].append(channel_test_to_api(dict(r._mapping)))
     return out
 
 
-def test_to_api(t: dict[str, Any], channel: dict[str, Any] | None = None) -> dict[str, Any]:
+def channel_test_to_api(t: dict[str, Any], channel: dict[str, Any] | None = None) -> dict[str, Any]:
     out = {
         "channel_id": t["channel_id"], "model": t["model"], "actual_model": t["actual_model"],
         "test_at": t["test_at"], "took": t["took"], "success": bool(t["success"]), "code": t["code"],
@@ -1365,7 +1365,7 @@ def _silent_wav() -> bytes:
     return buf.getvalue()
 
 
-def test_request(kind: str, model: str) -> tuple[bytes, str]:
+def model_test_request(kind: str, model: str) -> tuple[bytes, str]:
     """(body, content type) of the smallest request that proves a model answers."""
     if kind == "stt":
         boundary = "aiproxytest"
@@ -1386,7 +1386,7 @@ def test_request(kind: str, model: str) -> tuple[bytes, str]:
 async def run_model_test(state: AppState, channel: ChannelRoute, model: str, save: bool = True) -> dict[str, Any]:
     """Test one model of one channel (saved or not). The result has aiproxy's ChannelTest fields."""
     kind = state.routes.kind_of(model)
-    body, content_type = test_request(kind, model)
+    body, content_type = model_test_request(kind, model)
     path = KIND_PATHS.get(kind, "/v1/chat/completions")
     started = time.time()
     call = parse_relay_call(state, path, body, content_type, TEST_CALLER, new_request_id(), started)
@@ -2024,7 +2024,7 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
     with state.engine.connect() as conn:
         tests = collections.defaultdict(list)
         for r in conn.execute(sa.select(*ChannelTest.__table__.columns)):
-            tests[r.model].append(test_to_api(dict(r._mapping)))
+            tests[r.model].append(channel_test_to_api(dict(r._mapping)))
     names = routes.known_models | routes.model_configs.keys()
     out = []
     for model in sorted(names):
