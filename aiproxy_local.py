@@ -792,6 +792,10 @@ def sse_events(batch: bytes) -> list[bytes]:
     return [e for e in batch.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
 
 
+def sse(obj: Any, event: str = "") -> bytes:
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
 def sse_fields(event: bytes) -> tuple[str, bytes]:
     """(event name, data) of one event; several data lines join with newlines, as the SSE spec says."""
     name, data = "", []
@@ -1207,6 +1211,559 @@ ADAPTORS["azure"] = AzureAdaptor(keep_dots=False)
 ADAPTORS["azure2"] = AzureAdaptor(keep_dots=True)
 
 
+# ---- Anthropic Messages: the upstream of type 14, and the client door /v1/messages ----
+# docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
+# openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
+# the pivot's prompt_tokens counts them all.
+
+ANTHROPIC_VERSION = "2023-06-01"
+#: reasoning_effort → thinking.budget_tokens (Anthropic's minimum budget is 1024)
+ANTHROPIC_THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+#: max_tokens is required by Anthropic and often absent from OpenAI requests: each model's output limit, first match
+ANTHROPIC_MAX_TOKENS = (("opus-4-5", 64000), ("opus-4", 32000), ("sonnet-4", 64000), ("haiku-4", 64000),
+                        ("3-7-sonnet", 64000), ("3-5", 8192))
+ANTHROPIC_MAX_TOKENS_DEFAULT = 4096  # the Claude 3 models' limit
+_ANTHROPIC_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+                    "tool_use": "tool_calls", "refusal": "content_filter"}
+_OPENAI_STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                 "content_filter": "refusal"}
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                          403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                          429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+_ANTHROPIC_ERROR_STATUS = {kind: status for status, kind in _ANTHROPIC_ERROR_TYPES.items()}
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def anthropic_max_tokens(model: str) -> int:
+    return next((limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
+
+
+def anthropic_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    read, written = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
+    prompt, output = int(u.get("input_tokens") or 0) + read + written, int(u.get("output_tokens") or 0)
+    return Usage(prompt, output, prompt + output, read)
+
+
+def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
+    usage = usage or Usage()
+    return {"input_tokens": usage.input_tokens - usage.cached_tokens, "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
+
+
+def anthropic_error_type(status: int) -> str:
+    return _ANTHROPIC_ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def read_anthropic_error(status: int, body: bytes) -> RelayError:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    error = obj.get("error") if isinstance(obj, dict) and obj.get("type") == "error" else None
+    if not isinstance(error, dict):
+        return read_openai_error(status, body)
+    kind = str(error.get("type") or anthropic_error_type(status))
+    return RelayError(status, str(error.get("message") or kind), kind, kind)
+
+
+def _text_of(content: Any) -> str:
+    """The text of an OpenAI content (a string or a list of parts) or of Anthropic blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """A tool call's JSON-string arguments as the object Anthropic's `input` must be."""
+    try:
+        value = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else raw
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -- pivot → Anthropic (an OpenAI client, or the pivot of any other, on an Anthropic channel) --
+
+def _anthropic_image(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        return {"type": "image", "source": {"type": "base64", "media_type": header[5:].split(";")[0] or "image/png",
+                                            "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _anthropic_user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else []:
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_anthropic_image(url))
+        elif kind == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            header, _, data = part["file"]["file_data"].partition(",")
+            blocks.append({"type": "document", "source": {"type": "base64", "media_type": header[5:].split(";")[0],
+                                                          "data": data}})
+    return blocks
+
+
+def _anthropic_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    # reasoning_content has no signature to go back with, and Anthropic refuses an unsigned thinking block
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        blocks.append({"type": "tool_use", "id": call.get("id") or f"toolu_{i}", "name": function.get("name") or "",
+                       "input": _arguments(function.get("arguments"))})
+    return blocks
+
+
+def _anthropic_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict):
+        result = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+    else:
+        result = {"type": {"none": "none", "required": "any", "auto": "auto"}.get(choice, "auto")}
+    if parallel is False and result["type"] != "none":
+        result["disable_parallel_tool_use"] = True
+    return result if choice is not None or parallel is False else None
+
+
+def openai_to_anthropic_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as an Anthropic Messages request. System messages become `system`; tool results
+    become user turns; consecutive turns of one role merge, as Anthropic wants them to alternate."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"type": "text", "text": text}] if text else []
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id") or "",
+                                     "content": _text_of(message.get("content"))}]
+        elif role == "assistant":
+            blocks = _anthropic_assistant_blocks(message)
+        else:
+            role, blocks = "user", _anthropic_user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"model": model, "messages": messages,
+                            "max_tokens": chat.get("max_completion_tokens") or chat.get("max_tokens")
+                            or anthropic_max_tokens(model)}
+    if system:
+        body["system"] = system
+    stop = chat.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    body.update({name: chat[name] for name in ("temperature", "top_p") if chat.get(name) is not None})
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        body["tools"] = [{"name": f.get("name", ""), "input_schema": {"type": "object", **(f.get("parameters") or {})},
+                          **({"description": f["description"]} if f.get("description") else {})} for f in functions]
+        choice = _anthropic_tool_choice(chat.get("tool_choice"), chat.get("parallel_tool_calls"))
+        if choice:
+            body["tool_choice"] = choice
+    budget = ANTHROPIC_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    # an earlier tool call would need its turn's signed thinking block, which an OpenAI client cannot send back
+    if budget and not any(m.get("tool_calls") for m in chat.get("messages") or []):
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if body["max_tokens"] <= budget:
+            body["max_tokens"] += budget
+        body.pop("temperature", None)  # thinking runs at temperature 1, and top_p only from 0.95
+        if body.get("top_p", 1) < 0.95:
+            body.pop("top_p")
+    if isinstance(chat.get("user"), str):
+        body["metadata"] = {"user_id": chat["user"]}
+    if chat.get("stream"):
+        body["stream"] = True
+    return body
+
+
+def anthropic_to_openai_response(message: dict[str, Any], model: str) -> tuple[dict[str, Any], Usage | None]:
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function", "function": {
+                "name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if calls:
+        reply["tool_calls"] = calls
+    usage = anthropic_usage(message.get("usage"))
+    answer = {"id": message.get("id") or "", "object": "chat.completion", "created": int(time.time()), "model": model,
+              "choices": [{"index": 0, "message": reply,
+                           "finish_reason": _ANTHROPIC_STOPS.get(message.get("stop_reason"), "stop")}]}
+    if usage is not None:
+        answer["usage"] = usage_to_openai(usage)
+    return answer, usage
+
+
+class AnthropicDecoder(PivotDecoder):
+    """Anthropic's stream events as pivot chunks: a role chunk at message_start, content, reasoning and tool-call
+    deltas from the blocks, a finish chunk at message_delta; message_stop ends it."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.tools: dict[int, int] = {}  # content block index → tool call index
+        self.counts: dict[str, int] = {}  # usage so far: message_start has the input, message_delta the output
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}]
+
+    def _count(self, usage: Any) -> None:
+        if isinstance(usage, dict):  # totals so far, so each new value replaces the last
+            self.counts.update({k: int(usage[k]) for k in _USAGE_FIELDS if usage.get(k) is not None})
+            self.usage = anthropic_usage(self.counts)
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._count(message.get("usage"))
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tools.setdefault(event.get("index", 0), len(self.tools))
+                return self._chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
+                                                    "function": {"name": block.get("name"), "arguments": ""}}]})
+            return self._chunk({"content": block["text"]}) if block.get("type") == "text" and block.get("text") else []
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return self._chunk({"content": delta.get("text", "")})
+            if delta.get("type") == "thinking_delta":
+                return self._chunk({"reasoning_content": delta.get("thinking", "")})
+            if delta.get("type") == "input_json_delta":
+                index = self.tools.get(event.get("index", 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": delta.get("partial_json", "")}}]})
+            return []
+        if kind == "message_delta":
+            self._count(event.get("usage"))
+            reason = (event.get("delta") or {}).get("stop_reason")
+            return self._chunk({}, _ANTHROPIC_STOPS.get(reason, "stop")) if reason else []
+        if kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            error = event.get("error") or {}
+            kind = str(error.get("type") or "api_error")
+            self.error = RelayError(_ANTHROPIC_ERROR_STATUS.get(kind, 500), str(error.get("message") or kind), kind,
+                                    kind)
+        return []  # ping, content_block_stop, signature deltas, and event types added later
+
+
+class AnthropicPassthrough(StreamFilter):
+    """hot path: an Anthropic stream for an Anthropic client. Bytes pass; usage and error events are read for the
+    log; a mapped model is renamed back."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.decoder = AnthropicDecoder(call)
+        upstream = channel.upstream_model(call.model)
+        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if b'"usage"' in events or b"event: error" in events:
+            for event in sse_events(events):
+                name, data = sse_fields(event)
+                if name in ("message_start", "message_delta", "error"):
+                    self.decoder.decode(name, data)
+        return _rewrite_model(events, *self.rename) if self.rename else events
+
+
+class AnthropicAdaptor(Adaptor):
+    """`{base}/messages` with `x-api-key` and `anthropic-version` (the client's own when it sent one), forwarding
+    the client's `anthropic-beta`."""
+
+    title = "Anthropic"
+    formats = frozenset({"anthropic"})
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if not self.speaks(call):
+            return channel.base_url.rstrip("/") + "/messages"
+        beta = "?beta=true" if "beta=true" in call.query.split("&") else ""  # Claude Code's flag, as aiproxy does
+        return channel.base_url.rstrip("/") + call.upstream_path + beta
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        headers = {"x-api-key": channel.key, "anthropic-version": ANTHROPIC_VERSION}
+        client = call.headers if call is not None else {}
+        if client.get(b"anthropic-version"):
+            headers["anthropic-version"] = client[b"anthropic-version"].decode("latin-1")
+        if client.get(b"anthropic-beta"):
+            headers["anthropic-beta"] = client[b"anthropic-beta"].decode("latin-1")
+        return headers
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        target = channel.upstream_model(call.model)
+        return call.body if target == call.model else orjson.dumps(dict(call.obj, model=target))
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return orjson.dumps(openai_to_anthropic_request(dict(pivot, stream=call.stream),
+                                                        channel.upstream_model(call.model)))
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return anthropic_usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        return anthropic_to_openai_response(json_object(body, "Anthropic's answer"), call.model)
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return AnthropicPassthrough(call, channel)
+
+    def pivot_decoder(self, call: RelayCall) -> PivotDecoder:
+        return AnthropicDecoder(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_anthropic_error(status, body)
+
+
+ADAPTORS["anthropic"] = AnthropicAdaptor()
+
+
+# -- Anthropic → pivot (an Anthropic client, e.g. Claude Code, on any channel) --
+
+def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
+    kind, source = block.get("type"), block.get("source") or {}
+    if kind == "text":
+        return {"type": "text", "text": block.get("text", "")}
+    if kind == "image":
+        url = source.get("url") if source.get("type") == "url" else \
+            f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    if kind == "document" and source.get("type") == "text":
+        return {"type": "text", "text": source.get("data", "")}
+    if kind == "document" and source.get("type") == "base64":
+        return {"type": "file", "file": {"filename": "document.pdf",
+                                         "file_data": f"data:{source.get('media_type')};base64,{source.get('data')}"}}
+    return None
+
+
+def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool results first, each its own `tool` message (they answer the previous turn's calls), then the rest."""
+    messages = [{"role": "tool", "tool_call_id": b.get("tool_use_id", ""), "content": _text_of(b.get("content"))}
+                for b in blocks if b.get("type") == "tool_result"]
+    parts = [p for p in map(_openai_part, (b for b in blocks if b.get("type") != "tool_result")) if p]
+    if parts:
+        # all-text content goes as one string: several OpenAI-style upstreams take no list of parts
+        only_text = all(p["type"] == "text" for p in parts)
+        messages.append({"role": "user", "content": "\n".join(p["text"] for p in parts) if only_text else parts})
+    return messages
+
+
+def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+    calls = [{"id": b.get("id"), "type": "function", "function": {
+        "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
+        for b in blocks if b.get("type") == "tool_use"]
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if thinking:  # DeepSeek's thinking mode refuses a turn after a tool call without it
+        message["reasoning_content"] = thinking
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def anthropic_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    system = _text_of(body.get("system"))
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, message in enumerate(body["messages"]):
+        content = message.get("content") if isinstance(message, dict) else None
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if message.get("role") not in ("user", "assistant") or not isinstance(blocks, list):
+            raise RelayError(400, f"messages.{i}: a message needs the role 'user' or 'assistant' and a content",
+                             "invalid_request")
+        blocks = [b for b in blocks if isinstance(b, dict)]
+        if message["role"] == "assistant":
+            messages.append(_openai_assistant_message(blocks))
+        else:
+            messages += _openai_user_messages(blocks)
+    chat: dict[str, Any] = {"model": body["model"], "messages": messages}
+    chat.update({name: body[name] for name in ("max_tokens", "temperature", "top_p") if body.get(name) is not None})
+    if body.get("stop_sequences"):
+        chat["stop"] = body["stop_sequences"]
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]  # no server tools
+    if tools:
+        chat["tools"] = [{"type": "function", "function": {
+            "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}}
+            for t in tools]
+        choice = body.get("tool_choice") or {}
+        kind = choice.get("type")
+        if kind in ("auto", "any", "none"):
+            chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+        elif kind == "tool":
+            chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
+        if choice.get("disable_parallel_tool_use"):
+            chat["parallel_tool_calls"] = False
+    if body.get("stream"):
+        chat["stream"] = True
+    return chat
+
+
+def openai_to_anthropic_response(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = _text_of(message.get("content"))
+    if text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or "", "name": function.get("name") or "",
+                        "input": _arguments(function.get("arguments"))})
+    return {"id": f"msg_{chat.get('id') or ''}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": _OPENAI_STOPS.get(choice.get("finish_reason"), "end_turn"),
+            "stop_sequence": None, "usage": usage_to_anthropic(usage_from(chat))}
+
+
+class AnthropicEncoder(PivotEncoder):
+    """Pivot chunks as Anthropic's events: message_start, then a content block per kind of delta (thinking, text,
+    each tool call), and at the end message_delta with the stop reason and usage, then message_stop."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.model, self.id = call.model, f"msg_{call.request_id}"
+        self.started = False
+        self.index, self.kind = -1, ""  # the open content block
+        self.tools: dict[int, int] = {}  # pivot tool call index → block index
+        self.stop = "end_turn"
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return sse({"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage_to_anthropic(None)}}, "message_start")
+
+    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self.index, self.kind = self.index + 1, kind
+        return out + sse({"type": "content_block_start", "index": self.index, "content_block": block},
+                         "content_block_start")
+
+    def _close_block(self) -> bytes:
+        if not self.kind:
+            return b""
+        self.kind = ""
+        return sse({"type": "content_block_stop", "index": self.index}, "content_block_stop")
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        out = [self._start()]
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                if self.kind != "thinking":
+                    out.append(self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}))
+                out.append(self._delta(self.index, {"type": "thinking_delta", "thinking": reasoning}))
+            if delta.get("content"):
+                if self.kind != "text":
+                    out.append(self._open("text", {"type": "text", "text": ""}))
+                out.append(self._delta(self.index, {"type": "text_delta", "text": delta["content"]}))
+            for call in delta.get("tool_calls") or []:
+                number, function = call.get("index", 0), call.get("function") or {}
+                if number not in self.tools:
+                    out.append(self._open("tool_use", {"type": "tool_use", "id": call.get("id") or f"toolu_{number}",
+                                                       "name": function.get("name") or "", "input": {}}))
+                    self.tools[number] = self.index
+                if function.get("arguments"):
+                    out.append(self._delta(self.tools[number], {"type": "input_json_delta",
+                                                                "partial_json": function["arguments"]}))
+            if choice.get("finish_reason"):
+                self.stop = _OPENAI_STOPS.get(choice["finish_reason"], "end_turn")
+        return b"".join(out)
+
+    def close(self, usage: Usage | None) -> bytes:
+        return b"".join((self._start(), self._close_block(), sse({
+            "type": "message_delta", "delta": {"stop_reason": self.stop, "stop_sequence": None},
+            "usage": usage_to_anthropic(usage)}, "message_delta"), sse({"type": "message_stop"}, "message_stop")))
+
+
+class AnthropicDialect(Dialect):
+    """`POST /v1/messages` (Claude Code, the anthropic SDK) and `/v1/messages/count_tokens`, on every channel."""
+
+    format = "anthropic"
+    prefixes = ("/v1/messages",)
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        yield "/v1/messages", RelayRoute(self, Mode.ANTHROPIC, Mode.CHAT_COMPLETIONS, "/messages")
+        # only an Anthropic channel counts tokens itself; elsewhere an estimate answers, never a chat call
+        yield "/v1/messages/count_tokens", RelayRoute(self, Mode.ANTHROPIC, None, "/messages/count_tokens",
+                                                      native_only=True)
+
+    def read(self, call: RelayCall) -> None:
+        if call.obj is None or not isinstance(call.obj.get("messages"), list):
+            raise RelayError(400, "messages: a list of messages is required.", "invalid_request")
+        call.stream = bool(call.obj.get("stream"))
+        call.client_wants_usage = True  # an Anthropic stream always ends with its usage
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        return anthropic_to_openai_request(call.obj)
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        return orjson.dumps(openai_to_anthropic_response(pivot, call.model))
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return AnthropicEncoder(call)
+
+    def error_body(self, error: RelayError) -> bytes:
+        return orjson.dumps({"type": "error", "error": {"type": anthropic_error_type(error.status),
+                                                        "message": error.message}})
+
+    def stream_error(self, error: RelayError) -> bytes:
+        return b"event: error\ndata: " + self.error_body(error) + b"\n\n"
+
+    def answer_locally(self, call: RelayCall) -> bytes:
+        counted = [call.obj.get(k) for k in ("system", "messages", "tools")]
+        return orjson.dumps({"input_tokens": estimate_tokens(len(orjson.dumps(counted)))})
+
+
+DIALECTS["anthropic"] = AnthropicDialect()
+
+
 # ---- formats not implemented yet: a clear refusal, never a silent OpenAI request ----
 
 class UnsupportedAdaptor(Adaptor):
@@ -1223,7 +1780,6 @@ class UnsupportedAdaptor(Adaptor):
 
 
 ADAPTORS.update({
-    "anthropic": UnsupportedAdaptor("Anthropic"),
     "gemini": UnsupportedAdaptor("Google Gemini (native API)"),
     "aws": UnsupportedAdaptor("AWS Bedrock"),
     "vertexai": UnsupportedAdaptor("Google Vertex AI"),

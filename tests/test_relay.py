@@ -408,5 +408,7 @@ async def test_a_relay_bug_answers_500_only_while_no_answer_has_started(monkeypa
     monkeypatch.setattr(app, "relay", broken)
     start, body = await _drive(gateway, "/v1/chat/completions")
     assert start["status"] == 500 and json.loads(body["body"])["error"]["code"] == "internal_error"
+    _, body = await _drive(gateway, "/v1/messages")
+    assert json.loads(body["body"])["error"]["type"] == "api_error"  # in the client's own shape
     monkeypatch.setattr(app, "relay", broken_midway)
     assert [m.get("status") for m in await _drive(gateway, "/v1/chat/completions")] == [200]
