@@ -1497,12 +1497,20 @@ class AnthropicPassthrough(StreamFilter):
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
-        if b'"usage"' in events or b"event: error" in events:
+        if b'"usage"' in events or b"error" in events:
             for event in sse_events(events):
                 name, data = sse_fields(event)
                 if name in ("message_start", "message_delta", "error"):
                     self.decoder.decode(name, data)
         return _rewrite_model(events, *self.rename) if self.rename else events
+
+
+def _without_unsigned_thinking(message: Any) -> Any:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return message
+    return dict(message, content=[b for b in content if not (isinstance(b, dict) and b.get("type") == "thinking"
+                                                             and not b.get("signature"))])
 
 
 class AnthropicAdaptor(Adaptor):
@@ -1530,7 +1538,13 @@ class AnthropicAdaptor(Adaptor):
 
     def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
         target = channel.upstream_model(call.model)
-        return call.body if target == call.model else orjson.dumps(dict(call.obj, model=target))
+        unsigned = b'"signature":""' in call.body or b'"signature": ""' in call.body
+        if target == call.model and not unsigned:
+            return call.body
+        body = dict(call.obj, model=target)
+        if unsigned:  # thinking that another format's channel produced: Anthropic refuses it without a signature
+            body["messages"] = [_without_unsigned_thinking(m) for m in body["messages"]]
+        return orjson.dumps(body)
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
         return orjson.dumps(openai_to_anthropic_request(dict(pivot, stream=call.stream),
@@ -2080,8 +2094,8 @@ def new_request_id() -> str:
 
 
 def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: bytes, content_type: str,
-                     caller: Caller, request_id: str, started: float,
-                     headers: dict[bytes, bytes] | None = None) -> RelayCall:
+                     caller: Caller, request_id: str, started: float, headers: dict[bytes, bytes] | None = None,
+                     query: str = "") -> RelayCall:
     obj: dict[str, Any] | None = None
     if content_type.startswith("multipart/form-data"):
         match = _MULTIPART_MODEL.search(body)
@@ -2098,7 +2112,7 @@ def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: by
         raise RelayError(400, "The request has no 'model'.", "missing_model")
     call = RelayCall(request_id=request_id, started=started, endpoint=endpoint, route=route, model=model, body=body,
                      obj=obj, content_type=content_type or "application/json", caller=caller,
-                     headers=headers or {}, max_retries=state.retry_times)
+                     headers=headers or {}, query=query, max_retries=state.retry_times)
     route.dialect.read(call)
     return call
 
@@ -2348,8 +2362,8 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
         caller = authenticate(state, raw_key)
         body = await read_body(receive)
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers)
-        call.query = scope.get("query_string", b"").decode("latin-1")
+        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers,
+                                scope.get("query_string", b"").decode("latin-1"))
         call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
         pin = headers.get(b"aiproxy-channel")
         if pin:
