@@ -8,6 +8,7 @@
 #     "aiohttp>=3.10",
 #     "uvicorn[standard]>=0.30",
 #     "orjson>=3.10",
+#     "pyyaml>=6.0",
 # ]
 # ///
 """aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
@@ -58,7 +59,7 @@ import wave
 import webbrowser
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -66,6 +67,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import aiohttp
 import orjson
 import sqlalchemy as sa
+import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -2386,14 +2388,28 @@ def api_option_set(body: OptionIn) -> JSONResponse:
 admin_router.add_api_route("/option", api_option_set, methods=["POST"])
 
 
-# ---- OneAPI / new-api import ----
-# Copies channels (and, on request, tokens) out of a one-api or new-api database. The row mapping is pure
-# (data in, data out); read_source() is the only code that talks to the source, import_oneapi() the only one
-# that writes. Type numbers and default hosts are data: assets/oneapi_types.json.
+# ---- import: OneAPI, new-api and labring/aiproxy ----
+# Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
+# config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
+# read_source() is the only code that talks to the source, import_source() the only one that writes. Type
+# numbers, default hosts and aiproxy's type names are data: assets/oneapi_types.json.
 
 IMPORT_CONNECT_TIMEOUT = 5  # seconds; a wrong host must fail the admin call fast instead of hanging it
 IMPORT_QUOTA_PER_UNIT = 500_000.0  # one-api/new-api quota units per USD (their QuotaPerUnit default)
 _NEWAPI_COLUMNS = frozenset({"tag", "setting", "auto_ban", "other_info", "param_override", "status_code_mapping"})
+#: (table, column) pairs only labring/aiproxy's GORM schema has; column None = the table itself. Half of them
+#: is enough, so an older aiproxy (before proxy_url, say) is still recognised.
+_AIPROXY_MARKERS = (("channels", "configs"), ("channels", "sets"), ("channels", "proxy_url"),
+                    ("channels", "deleted_at"), ("groups", None), ("model_configs", None), ("tokens", "group_id"),
+                    ("tokens", "subnets"))
+AIPROXY_DEFAULT_PRIORITY, AIPROXY_MAX_PRIORITY = 10, 1_000_000  # aiproxy reads priority 0 as 10, caps it
+AIPROXY_PRICE_UNIT = 1000  # tokens per price when *_price_unit is 0 (aiproxy's PriceUnit); ours are per 1K
+_YAML_SUFFIXES = (".yaml", ".yml")
+#: the keys aiproxy reads from a config.yaml channel (its Channel struct's yaml tags, plus type_name)
+_AIPROXY_YAML_CHANNEL_KEYS = frozenset({
+    "id", "name", "type", "type_name", "key", "base_url", "proxy_url", "models", "model_mapping", "status",
+    "priority", "balance", "balance_threshold", "enabled_auto_balance_check", "skip_tls_verify",
+    "enabled_no_permission_ban", "warn_error_rate", "max_error_rate", "configs", "sets"})
 _CF_GATEWAY = "https://gateway.ai.cloudflare.com"  # one-api uses these base URLs as they are (no /v1 added)
 #: go-sql-driver DSNs: `user:pass@tcp(host:port)/db?params`, and `user:pass@/db` (local default)
 _GO_DSN = re.compile(r"(?:(?P<cred>.*)@)?(?P<proto>tcp|unix)?\((?P<addr>[^)]*)\)/(?P<db>[^?]*)(?:\?(?P<q>.*))?", re.S)
@@ -2405,19 +2421,25 @@ _UNREACHABLE = ("refused", "timed out", "timeout", "resolve", "translate host", 
 class SourceDsn:
     """A parsed source DSN. `safe` and `source` never contain the password."""
 
-    kind: str  # mysql | postgres | sqlite
+    kind: str  # mysql | postgres | sqlite | yaml
     url: sa.URL = field(repr=False)
     safe: str  # e.g. mysql://root@127.0.0.1:3306/oneapi
-    source: str  # Channel.source / Token.source, e.g. oneapi:127.0.0.1:3306/oneapi
+    source: str  # where, e.g. 127.0.0.1:3306/oneapi, sqlite:/path/one-api.db, yaml:/path/config.yaml
     password: str = field(default="", repr=False)
+
+    def tag(self, flavour: str) -> str:
+        """Channel.source / Token.source, e.g. oneapi:127.0.0.1:3306/oneapi or aiproxy:db:5432/aiproxy."""
+        return f"{'aiproxy' if flavour == 'aiproxy' else 'oneapi'}:{self.source}"
 
 
 @dataclass(frozen=True)
 class SourceData:
-    flavour: str  # oneapi | newapi
+    flavour: str  # oneapi | newapi | aiproxy
     channels: list[dict[str, Any]]
     tokens: list[dict[str, Any]]
-    quota_per_unit: float
+    quota_per_unit: float  # source quota units per USD; 1 for aiproxy, whose quotas are amounts already
+    model_configs: list[dict[str, Any]] = field(default_factory=list)  # aiproxy only
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # aiproxy only, by group id
 
 
 @dataclass
@@ -2436,11 +2458,13 @@ class ImportedChannel:
     priority: int
     weight: int
     source_id: str
+    created_at: int = 0  # 0 = now
 
 
 @dataclass
 class RowImport:
-    """What one source row becomes: channels or tokens, or a skip `reason`; `warnings` list any change."""
+    """What one source row becomes: channels, tokens or a model config, or a skip `reason`; `warnings` list any
+    change."""
 
     source_id: str
     name: str
@@ -2477,22 +2501,28 @@ def _go_mysql_dsn(text: str) -> dict[str, Any] | None:
 
 
 def parse_source_dsn(dsn: str) -> SourceDsn:
-    """Accept what one-api users have at hand: their SQL_DSN (Go or URL form), a postgres URL, or one-api.db."""
+    """Accept what users have at hand: their SQL_DSN (Go or URL form), a postgres URL, one-api.db / aiproxy.db, or
+    aiproxy's config.yaml."""
     text = (dsn or "").strip()
     if not text:
         raise ApiError("dsn is required")
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower() if sep else ""
+    if not sep and text.lower().endswith(_YAML_SUFFIXES):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ApiError(f"config file not found: {path}")
+        path = path.resolve()
+        return SourceDsn("yaml", sa.URL.create("file", database=str(path)), str(path), f"yaml:{path}")
     if scheme.startswith("sqlite") or (not sep and "@" not in text and "(" not in text):  # a one-api.db path
         path = Path(rest.removeprefix("/") if sep else text).expanduser()
         if not path.is_file():
             if sep or path.suffix in (".db", ".sqlite", ".sqlite3"):
                 raise ApiError(f"SQLite file not found: {path}")
-            raise ApiError("unrecognised dsn: use user:pass@tcp(host:port)/db, mysql://…, postgres://… "
-                           "or a path to one-api.db")
+            raise ApiError("unrecognised dsn: use user:pass@tcp(host:port)/db, mysql://…, postgres://…, "
+                           "a path to one-api.db / aiproxy.db or to aiproxy's config.yaml")
         path = path.resolve()
-        return SourceDsn("sqlite", sa.URL.create("sqlite", database=str(path)), f"sqlite:///{path}",
-                         f"oneapi:sqlite:{path}")
+        return SourceDsn("sqlite", sa.URL.create("sqlite", database=str(path)), f"sqlite:///{path}", f"sqlite:{path}")
     if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
         kind, drivername, default_port = "postgres", _postgres_driver(), 5432
     elif scheme in ("", "mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
@@ -2519,7 +2549,7 @@ def parse_source_dsn(dsn: str) -> SourceDsn:
     url = sa.URL.create(drivername, **parts)
     where = parts["query"].get("unix_socket") or f"{parts.get('host')}:{parts.get('port')}"
     user = f"{parts['username']}@" if parts.get("username") else ""
-    return SourceDsn(kind, url, f"{kind}://{user}{where}/{parts['database']}", f"oneapi:{where}/{parts['database']}",
+    return SourceDsn(kind, url, f"{kind}://{user}{where}/{parts['database']}", f"{where}/{parts['database']}",
                      parts.get("password") or "")
 
 
@@ -2530,16 +2560,26 @@ def _postgres_driver() -> str:
     raise ApiError("a PostgreSQL source needs the optional driver psycopg: pip install 'psycopg[binary]'")
 
 
-def detect_flavour(columns: Iterable[str]) -> str:
-    """new-api adds tag/setting/auto_ban/… and has no `config`; one-api is the reverse."""
-    cols = {c.lower() for c in columns}
+def detect_flavour(schema: dict[str, Iterable[str]]) -> str:
+    """The source's flavour from its tables and their columns. aiproxy has groups, model_configs and channels with
+    configs/sets; new-api adds tag/setting/auto_ban/… to channels and has no `config`; one-api is the reverse."""
+    tables = {t.lower(): {c.lower() for c in cols} for t, cols in schema.items()}
+    found = sum(t in tables and (c is None or c in tables[t]) for t, c in _AIPROXY_MARKERS)
+    if found * 2 >= len(_AIPROXY_MARKERS):
+        return "aiproxy"
+    cols = tables.get("channels", set())
     markers = len(_NEWAPI_COLUMNS & cols)
     return "newapi" if markers >= 2 or (markers and "config" not in cols) else "oneapi"
 
 
 def split_models(text: Any) -> list[str]:
     """Comma list -> trimmed names, no empties, no duplicates (first spelling wins)."""
-    return list(dict.fromkeys(m.strip() for m in str(text or "").split(",") if m.strip()))
+    return _names(str(text or "").split(","))
+
+
+def _names(values: list[Any]) -> list[str]:
+    """Trimmed, non-empty, de-duplicated strings (first spelling wins)."""
+    return list(dict.fromkeys(str(v).strip() for v in values if str(v).strip()))
 
 
 def _json_object(text: Any) -> dict[str, Any] | None:
@@ -2766,6 +2806,202 @@ def map_oneapi_token(row: dict[str, Any], flavour: str, quota_per_unit: float) -
     return out
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _json_field(value: Any, kind: type, column: str, warnings: list[str]) -> Any:
+    """An aiproxy JSON text column (or a config.yaml value) -> list/dict; "", NULL and JSON `null` are empty."""
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError:
+            warnings.append(f"{column} is not valid JSON; imported empty")
+            return kind()
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        warnings.append(f"{column} is not a JSON {'list' if kind is list else 'object'}; imported empty")
+        return kind()
+    return value
+
+
+def _time_ms(value: Any) -> int:
+    """A GORM time column (a datetime, or text in SQLite) -> Unix ms; NULL and Go's zero time (year 1) -> 0."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return 0
+    if not isinstance(value, datetime) or value.year <= 1:
+        return 0
+    return int((value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
+def _aiproxy_channel_warnings(row: dict[str, Any], sets: list[str]) -> list[str]:
+    """aiproxy channel settings this app has no feature for: each named, so nobody relies on them silently."""
+    out = []
+    if str(row.get("proxy_url") or "").strip():  # the URL itself is not repeated: it may hold proxy credentials
+        out.append("proxy_url was not imported: channels here have no own proxy (HTTPS_PROXY applies to all)")
+    if [s for s in sets if s != "default"]:
+        out.append(f"sets {', '.join(sets)} were not imported: every API key here may use every channel")
+    if row.get("skip_tls_verify"):
+        out.append("skip_tls_verify was not imported: TLS certificates are always verified here")
+    bans = [c for c in ("enabled_no_permission_ban", "max_error_rate", "warn_error_rate") if row.get(c)]
+    if bans:
+        out.append(f"{', '.join(bans)} not imported: no per-channel ban rules here (a failing call still moves "
+                   "on to the next channel)")
+    balance = [c for c in ("enabled_auto_balance_check", "balance_threshold") if row.get(c)]
+    if balance:
+        out.append(f"{', '.join(balance)} not imported: balances are not checked here")
+    return out
+
+
+def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_yaml: bool = False) -> RowImport:
+    """One labring/aiproxy `channels` row (or config.yaml entry) -> one channel. aiproxy's type ids, key formats
+    (`key|api-version`, …) and base URLs are ours, so type, key and base_url are kept as they are."""
+    source_type = _int(row.get("type"))
+    out = RowImport(str(row.get("id", "")), str(row.get("name") or "").strip()[:128], source_type, source_type)
+    type_name = str(row.get("type_name") or "").strip()
+    if from_yaml and not source_type and type_name:
+        out.source_type = out.type = source_type = load_oneapi_types()["aiproxy_type_names"].get(type_name.lower(), 0)
+    provider = catalog.get(source_type)
+    if row.get("deleted_at"):
+        out.reason = "deleted in aiproxy"
+    elif provider is None and from_yaml and type_name and not source_type:
+        out.reason = f"unknown type_name '{type_name}'"
+    elif provider is None:
+        out.reason = f"unknown aiproxy channel type {source_type}"
+    if out.reason:
+        return out
+    out.name = out.name or f"{provider.name} #{out.source_id}"
+    warnings = out.warnings
+    models = _names(_json_field(row.get("models"), list, "models", warnings))
+    if not models:
+        warnings.append("no models in the source row; add models before this channel can serve requests")
+    mapping = _json_field(row.get("model_mapping"), dict, "model_mapping", warnings)
+    if any(not isinstance(v, str) or not v for v in mapping.values()):
+        warnings.append("model_mapping entries without a string target were dropped")
+    mapping = {str(k): v for k, v in mapping.items() if isinstance(v, str) and v}
+    configs = _json_field(row.get("configs"), dict, "configs", warnings)
+    warnings += _aiproxy_channel_warnings(row, _names(_json_field(row.get("sets"), list, "sets", warnings)))
+    unknown = sorted(set(row) - _AIPROXY_YAML_CHANNEL_KEYS) if from_yaml else []
+    if unknown:
+        warnings.append(f"unknown keys ignored, as aiproxy ignores them: {', '.join(map(str, unknown))}")
+
+    status, reason = _int(row.get("status")), ""
+    if from_yaml and status not in (STATUS_ENABLED, STATUS_DISABLED):  # aiproxy serves only `status: 1` entries
+        status, reason = STATUS_DISABLED, "no status: 1 in config.yaml, so aiproxy did not serve it"
+        warnings.append(f"{reason}; imported disabled")
+    elif status not in (0, STATUS_ENABLED, STATUS_DISABLED):
+        status, reason = STATUS_DISABLED, f"status {status} in aiproxy"
+    priority = _int(row.get("priority"))
+    priority = AIPROXY_DEFAULT_PRIORITY if priority == 0 else min(priority, AIPROXY_MAX_PRIORITY)
+    out.items = [ImportedChannel(source_type, out.name, str(row.get("key") or "").strip(),
+                                 str(row.get("base_url") or "").strip(), models, mapping, configs,
+                                 status or STATUS_ENABLED, reason, priority, 1, out.source_id,
+                                 _time_ms(row.get("created_at")))]
+    return out
+
+
+def map_aiproxy_token(row: dict[str, Any], groups: dict[str, dict[str, Any]]) -> RowImport:
+    """One aiproxy `tokens` row -> Token fields: the same 48-char key (so `sk-<key>` keeps working), its model
+    allow-list and its quota, which is an amount like ours (0 = no cap in both)."""
+    out = RowImport(str(row.get("id", "")), str(row.get("name") or "").strip())
+    key = str(row.get("key") or "").strip().removeprefix("sk-")
+    if not key:
+        out.reason = "the token has no key"
+        return out
+    out.name = out.name or f"token #{out.source_id}"
+    warnings = out.warnings
+    models = _names(_json_field(row.get("models"), list, "models", warnings))
+    status = STATUS_DISABLED if _int(row.get("status")) == STATUS_DISABLED else STATUS_ENABLED
+    group = str(row.get("group_id") or "")
+    if _int(groups.get(group, {}).get("status")) == STATUS_DISABLED and status == STATUS_ENABLED:
+        status = STATUS_DISABLED
+        warnings.append(f"its group '{group}' is disabled in aiproxy; imported disabled")
+    subnets = _names(_json_field(row.get("subnets"), list, "subnets", warnings))
+    if subnets:
+        warnings.append(f"subnets {', '.join(subnets)} were not imported: the key works from any address here")
+    if _float(row.get("period_quota")) > 0:
+        warnings.append(f"period_quota {_float(row['period_quota']):g} ({row.get('period_type') or 'monthly'}) "
+                        "was not imported: only the total quota is enforced here")
+    expired_at = _time_ms(row.get("expired_at"))  # aiproxy before v0.3 had token expiry; the column stays
+    if 0 < expired_at < now_ms():
+        warnings.append("expired_at has passed, so the key is refused here; clear its expiry to use it")
+    out.items = [dict(name=out.name, key=key, status=status, models=models, quota=max(_float(row.get("quota")), 0),
+                      used_amount=_float(row.get("used_amount")), request_count=_int(row.get("request_count")),
+                      expired_at=expired_at, created_at=_time_ms(row.get("created_at")) or now_ms(),
+                      source_id=out.source_id)]
+    return out
+
+
+#: aiproxy model-config prices this app has no place for (ours: input and output per 1K tokens)
+_AIPROXY_OTHER_PRICES = ("per_request_price", "image_input_price", "audio_input_price", "video_input_price",
+                         "image_output_price", "audio_output_price", "thinking_mode_output_price", "cached_price",
+                         "cache_creation_price", "web_search_price")
+
+
+def _aiproxy_price(price: dict[str, Any], name: str) -> float:
+    """`<name>_price` per `<name>_price_unit` tokens -> per 1K tokens. config.yaml spells them `<name>price` (Go's
+    YAML decoder lower-cases the field names), and aiproxy's example file plain `<name>`."""
+    value = _float(price.get(f"{name}_price", price.get(f"{name}price", price.get(name))))
+    unit = _int(price.get(f"{name}_price_unit", price.get(f"{name}priceunit"))) or AIPROXY_PRICE_UNIT
+    return round(value * 1000 / unit, 12)
+
+
+def map_aiproxy_model_config(row: dict[str, Any]) -> RowImport:
+    """One aiproxy `model_configs` row (or config.yaml `modelconfigs:` entry) -> our ModelConfig: its kind and
+    per-1K input/output prices; limits, retries and timeouts have no per-model place here and are reported."""
+    model = str(row.get("model") or "").strip()
+    out = RowImport(model, model)
+    if not model:
+        out.reason = "the model config has no model name"
+        return out
+    warnings = out.warnings
+    price = row["price"] if isinstance(row.get("price"), dict) else row  # config.yaml nests it, the table doesn't
+    mode = _int(row.get("type")) or load_oneapi_types()["aiproxy_model_type_names"].get(
+        str(row.get("type_name") or "").strip().lower(), 0)
+    kind = load_oneapi_types()["aiproxy_mode_kinds"].get(str(mode), "")
+    inputs, outputs = _aiproxy_price(price, "input"), _aiproxy_price(price, "output")
+    if price is not row and {"input", "output"} & price.keys():
+        warnings.append("price.input/price.output (the spelling of aiproxy's example config) imported as input and "
+                        "output prices, though aiproxy itself reads only inputprice/outputprice")
+    dropped = [p for p in _AIPROXY_OTHER_PRICES if _float(price.get(p, price.get(p.replace("_", ""))))]
+    if _json_field(price.get("conditional_prices"), list, "conditional_prices", warnings):
+        dropped.append("conditional_prices")
+    if dropped:
+        warnings.append(f"{', '.join(dropped)} not imported: only input and output prices per token are kept here")
+    limits = [f"{c}={_int(row[c])}" for c in ("rpm", "tpm") if _int(row.get(c))]
+    if limits:
+        warnings.append(f"{', '.join(limits)} not imported: no per-model rate limits here")
+    if _int(row.get("retry_times")):
+        warnings.append(f"retry_times={_int(row['retry_times'])} not imported: the app-wide retry count applies")
+    timeouts = row["timeout_config"] if isinstance(row.get("timeout_config"), dict) else row
+    timeouts = [f"{c}={_int(timeouts[c])}s" for c in ("request_timeout", "stream_request_timeout")
+                if _int(timeouts.get(c))]
+    if timeouts:
+        warnings.append(f"timeout_config ({', '.join(timeouts)}) not imported: no per-model timeouts here")
+    if _json_field(row.get("plugin"), dict, "plugin", warnings):
+        warnings.append("plugin settings (cache, web search, …) not imported: no plugins here")
+    if not (kind or inputs or outputs):
+        out.reason = "nothing to import: no type we know and no input or output price"
+        return out
+    out.items = [dict(model=model, enabled=True, kind=kind, input_price=inputs, output_price=outputs,
+                      updated_at=now_ms())]
+    return out
+
+
 def _db_error_message(exc: sa.exc.SQLAlchemyError, src: SourceDsn) -> str:
     """A driver error -> a short message naming the source, never the password."""
     orig = getattr(exc, "orig", None) or exc
@@ -2792,8 +3028,33 @@ def scrub_secret(text: str, secret: str) -> str:
     return text
 
 
+def read_aiproxy_yaml(path: Path) -> SourceData:
+    """aiproxy's config.yaml (CONFIG_FILE_PATH): its `channels:` and `modelconfigs:` lists. Channels get the ids
+    aiproxy gives them in memory, -1, -2, … in file order, so a second import recognises them."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ApiError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # the message, not the snippet: it may quote a key
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ApiError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    doc = doc if isinstance(doc, dict) else {}
+    sections = {name: doc.get(name) or [] for name in ("channels", "modelconfigs")}
+    for name, items in sections.items():
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ApiError(f"{path}: `{name}:` must be a list of mappings, as in aiproxy's config.example.yaml")
+    if not any(sections.values()):
+        raise ApiError(f"no channels: or modelconfigs: in {path}: is this aiproxy's config.yaml?")
+    channels = [dict(item, id=-1 - i) for i, item in enumerate(sections["channels"])]
+    return SourceData("aiproxy", channels, [], 1.0, model_configs=sections["modelconfigs"])
+
+
 def read_source(src: SourceDsn, with_tokens: bool = False) -> SourceData:
-    """Read channels (and tokens, QuotaPerUnit) from the source; every failure becomes a clean ApiError."""
+    """Read channels (and tokens, QuotaPerUnit; for aiproxy model configs and groups) from the source; every
+    failure becomes a clean ApiError."""
+    if src.kind == "yaml":
+        return read_aiproxy_yaml(Path(src.url.database))
     if src.kind == "sqlite":  # read-only, so a mistyped path can never create or change a file
         uri = Path(src.url.database).as_uri() + "?mode=ro"
         engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True),
@@ -2808,12 +3069,21 @@ def read_source(src: SourceDsn, with_tokens: bool = False) -> SourceData:
             inspector = sa.inspect(conn)
             tables = set(inspector.get_table_names())
             if "channels" not in tables:
-                raise ApiError(f"no channels table in {src.safe}: is this a one-api or new-api database?")
-            flavour = detect_flavour(c["name"] for c in inspector.get_columns("channels"))
+                raise ApiError(f"no channels table in {src.safe}: is this a one-api, new-api or aiproxy database?")
+            flavour = detect_flavour({t: [c["name"] for c in inspector.get_columns(t)]
+                                      for t in ("channels", "tokens", "groups", "model_configs") if t in tables})
+            quote = conn.dialect.identifier_preparer.quote  # `key`, `group` and `groups` are reserved words
 
-            def rows(table: str) -> list[dict[str, Any]]:  # SELECT *: `key` and `group` are reserved words
-                return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).mappings()]
+            def rows(table: str, order: str = "id") -> list[dict[str, Any]]:
+                if table not in tables:
+                    return []
+                return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {quote(table)} ORDER BY {order}"))
+                        .mappings()]
 
+            tokens = rows("tokens") if with_tokens else []
+            if flavour == "aiproxy":
+                groups = {str(g["id"]): g for g in rows("groups")} if with_tokens else {}
+                return SourceData(flavour, rows("channels"), tokens, 1.0, rows("model_configs", "model"), groups)
             options = {}
             if with_tokens and "options" in tables:
                 options = {str(r["key"]): r["value"] for r in conn.execute(sa.text("SELECT * FROM options")).mappings()}
@@ -2821,83 +3091,122 @@ def read_source(src: SourceDsn, with_tokens: bool = False) -> SourceData:
                 qpu = float(options.get("QuotaPerUnit") or IMPORT_QUOTA_PER_UNIT)
             except ValueError:
                 qpu = IMPORT_QUOTA_PER_UNIT
-            return SourceData(flavour, rows("channels"), rows("tokens") if with_tokens and "tokens" in tables else [],
-                              qpu if qpu > 0 else IMPORT_QUOTA_PER_UNIT)
+            return SourceData(flavour, rows("channels"), tokens, qpu if qpu > 0 else IMPORT_QUOTA_PER_UNIT)
     except sa.exc.SQLAlchemyError as exc:
         message = _db_error_message(exc, src)
-        logger.warning("oneapi import: %s", message)
+        logger.warning("import: %s", message)
         raise ApiError(message) from None
     finally:
         engine.dispose()
 
 
-def _report_row(r: RowImport, status: str, ids: list[int]) -> dict[str, Any]:
+def _report_row(r: RowImport, status: str, ids: list[Any], ids_field: str) -> dict[str, Any]:
     row = {"source_id": r.source_id, "name": r.name, "status": status, "warnings": r.warnings}
-    if r.source_type is not None:  # a channel row (token rows have no type)
-        row |= {"source_type": r.source_type, "type": r.type, "channel_ids": ids}
-    else:
-        row["token_ids"] = ids
+    if r.source_type is not None:  # a channel row (token and model-config rows have no type)
+        row |= {"source_type": r.source_type, "type": r.type}
+    if ids_field:
+        row[ids_field] = ids
     return row | ({"reason": r.reason} if r.reason else {})
 
 
-def import_oneapi(state: AppState, dsn: str, dry_run: bool = False, import_tokens: bool = False) -> dict[str, Any]:
-    """Import a one-api/new-api database. Rows imported before from the same source are reported as `exists`,
-    so a second run changes nothing; `dry_run` answers the same report and writes nothing."""
+#: said once per aiproxy import, above the rows (issue 12): what changes in meaning, and what FastGPT needs
+AIPROXY_NOTES = (
+    "Priorities: aiproxy shares a model's calls among its channels at random, weighted by priority (0 counts as "
+    "10). Here priority levels are strict: the highest level takes every call and a lower one serves only when "
+    "the higher ones fail. Priorities were kept (0 became 10), so the preferred channel is still tried first; "
+    "give channels the same priority to share calls by weight.",
+    "FastGPT: set AIPROXY_API_ENDPOINT to this app's address and AIPROXY_API_TOKEN to this app's admin key (or "
+    "start this app with ADMIN_KEY set to aiproxy's ADMIN_KEY, so FastGPT needs no change but the endpoint).",
+)
+
+
+def plan_import(src: SourceDsn, data: SourceData, catalog: dict[int, Provider]
+                ) -> tuple[list[RowImport], list[RowImport], list[RowImport]]:
+    """Map every source row: (channel rows, token rows, model-config rows). Pure."""
+    if data.flavour == "aiproxy":
+        return ([map_aiproxy_channel(r, catalog, src.kind == "yaml") for r in data.channels],
+                [map_aiproxy_token(r, data.groups) for r in data.tokens],
+                [map_aiproxy_model_config(r) for r in data.model_configs])
+    types = load_oneapi_types()
+    return ([map_oneapi_channel(r, data.flavour, types, catalog) for r in data.channels],
+            [map_oneapi_token(r, data.flavour, data.quota_per_unit) for r in data.tokens], [])
+
+
+def import_source(state: AppState, dsn: str, dry_run: bool = False, import_tokens: bool = False) -> dict[str, Any]:
+    """Import a one-api / new-api / aiproxy database or aiproxy's config.yaml. Rows imported before from the same
+    source are reported as `exists` (model configs and tokens: when one with that model name or key is here), so
+    a second run changes nothing; `dry_run` answers the same report and writes nothing."""
     src = parse_source_dsn(dsn)
     data = read_source(src, with_tokens=import_tokens)
-    types = load_oneapi_types()
-    channel_rows = [map_oneapi_channel(r, data.flavour, types, state.catalog) for r in data.channels]
-    token_rows = [map_oneapi_token(r, data.flavour, data.quota_per_unit) for r in data.tokens]
+    source = src.tag(data.flavour)
+    channel_rows, token_rows, config_rows = plan_import(src, data, state.catalog)
     report: list[dict[str, Any]] = []
     token_report: list[dict[str, Any]] = []
+    config_report: list[dict[str, Any]] = []
     with state.engine.begin() as conn:  # one transaction: a failing write leaves no half import
-        def insert(table: Any, values: dict[str, Any]) -> list[int]:
+        def insert(table: Any, values: dict[str, Any]) -> list[Any]:
             return [] if dry_run else [conn.execute(sa.insert(table).values(**values)).inserted_primary_key[0]]
 
         seen: dict[str, list[int]] = collections.defaultdict(list)
-        for sid, cid in conn.execute(sa.select(Channel.source_id, Channel.id).where(Channel.source == src.source)):
+        for sid, cid in conn.execute(sa.select(Channel.source_id, Channel.id).where(Channel.source == source)):
             seen[sid].append(cid)
         for r in channel_rows:
             if r.reason:
-                report.append(_report_row(r, "skipped", []))
+                report.append(_report_row(r, "skipped", [], "channel_ids"))
             elif r.source_id in seen:
-                report.append(_report_row(r, "exists", sorted(seen[r.source_id])))
+                report.append(_report_row(r, "exists", sorted(seen[r.source_id]), "channel_ids"))
             else:
-                ids = [i for c in r.items for i in insert(Channel, dict(dataclasses.asdict(c), source=src.source,
-                                                                          created_at=now_ms()))]
-                report.append(_report_row(r, "imported", ids))
+                ids = [i for c in r.items for i in insert(Channel, dict(dataclasses.asdict(c), source=source,
+                                                                          created_at=c.created_at or now_ms()))]
+                report.append(_report_row(r, "imported", ids, "channel_ids"))
         keys = dict(conn.execute(sa.select(Token.key, Token.id)).all()) if token_rows else {}
         for r in token_rows:
             if r.reason:
-                token_report.append(_report_row(r, "skipped", []))
+                token_report.append(_report_row(r, "skipped", [], "token_ids"))
             elif r.items[0]["key"] in keys:
-                token_report.append(_report_row(r, "exists", [keys[r.items[0]["key"]]]))
+                token_report.append(_report_row(r, "exists", [keys[r.items[0]["key"]]], "token_ids"))
             else:
-                ids = insert(Token, dict(r.items[0], source=src.source))
+                ids = insert(Token, dict(r.items[0], source=source))
                 keys[r.items[0]["key"]] = ids[0] if ids else 0
-                token_report.append(_report_row(r, "imported", ids))
-    if not dry_run and any(r["status"] == "imported" for r in report + token_report):
+                token_report.append(_report_row(r, "imported", ids, "token_ids"))
+        models = set(conn.execute(sa.select(ModelConfig.model)).scalars()) if config_rows else set()
+        for r in config_rows:  # a model's settings made here are never overwritten
+            status = "skipped" if r.reason else "exists" if r.source_id in models else "imported"
+            if status == "imported":
+                insert(ModelConfig, r.items[0])
+                models.add(r.source_id)
+            config_report.append(_report_row(r, status, [], ""))
+    if not dry_run and any(r["status"] == "imported" for r in report + token_report + config_report):
         state.reload()
 
     def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         return {s: sum(r["status"] == s for r in rows) for s in ("imported", "exists", "skipped")}
 
-    result = {"source": src.safe, "flavour": data.flavour, "dry_run": dry_run, "rows": report, **counts(report)}
+    result = {"source": src.safe, "flavour": data.flavour, "dry_run": dry_run, "rows": report, **counts(report),
+              "notes": list(AIPROXY_NOTES) if data.flavour == "aiproxy" else []}
     if import_tokens:
         result["tokens"] = {"rows": token_report, **counts(token_report), "quota_per_unit": data.quota_per_unit}
+    if data.flavour == "aiproxy":
+        result["model_configs"] = {"rows": config_report, **counts(config_report)}
     return result
 
 
-class OneApiImportRequest(BaseModel):
-    dsn: str
+import_oneapi = import_source  # the name section 8's import wizard calls
+
+
+class ImportRequest(BaseModel):
+    dsn: str  # a database DSN or file path, or (aiproxy) the path of its config.yaml
     dry_run: bool = False
     import_tokens: bool = False
 
 
 @admin_router.post("/channels/import/oneapi")
-def api_channels_import_oneapi(body: OneApiImportRequest) -> JSONResponse:
+def api_channels_import(body: ImportRequest) -> JSONResponse:
     # a plain `def` route runs in the threadpool: the source connection (up to 5 s) never blocks the event loop
-    return api_ok(import_oneapi(get_state(), body.dsn, body.dry_run, body.import_tokens))
+    return api_ok(import_source(get_state(), body.dsn, body.dry_run, body.import_tokens))
+
+
+admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
 # ---- fetch models from upstream (the channel dialog diffs them against the channel's list) ----
