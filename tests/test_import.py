@@ -579,10 +579,12 @@ def _require(service: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
-def mysql_insert(cur: Any, table: str, rows: list[dict[str, Any]]) -> None:
+def insert_rows(execute: Any, table: str, rows: list[dict[str, Any]], quote: str) -> None:
+    """INSERT each row through a DB-API `execute` (pymysql and psycopg both take %s); `quote` quotes the column
+    names, since `key` and `group` are reserved words."""
     for row in rows:
-        cols = ", ".join(f"`{c}`" for c in row)
-        cur.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values()))
+        cols = ", ".join(f"{quote}{c}{quote}" for c in row)
+        execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values()))
 
 
 @pytest.fixture(scope="module")
@@ -603,7 +605,7 @@ def mariadb() -> Iterator[Any]:
             for statement in ddl:
                 cur.execute(statement)
             for table, rows in data.items():
-                mysql_insert(cur, table, rows)
+                insert_rows(cur.execute, table, rows, "`")
         return name
 
     yield make_db
@@ -611,12 +613,6 @@ def mariadb() -> Iterator[Any]:
         for name in created:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     conn.close()
-
-
-def pg_insert(conn: Any, table: str, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        cols = ", ".join(f'"{c}"' for c in row)
-        conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values()))
 
 
 @pytest.fixture(scope="module")
@@ -641,7 +637,7 @@ def postgres() -> Iterator[Any]:
             for statement in ddl:
                 conn.execute(statement)
             for table, rows in data.items():
-                pg_insert(conn, table, rows)
+                insert_rows(conn.execute, table, rows, '"')
         return f"postgres://postgres:{SOURCE_PASSWORD}@127.0.0.1:5432/{name}"  # trust auth: any password works
 
     yield make_db
@@ -1044,6 +1040,13 @@ def yaml_row(index: int = 0, **kw: Any) -> dict[str, Any]:
 def test_yaml_type_names(type_name: str, ours: int, catalog) -> None:
     r = app.map_aiproxy_channel(yaml_row(type_name=type_name), catalog, from_yaml=True)
     assert (r.type, r.items[0].type, r.source_id) == (ours, ours, "-1")
+
+
+def test_aiproxy_tables_point_at_what_we_have(types: dict[str, Any], catalog) -> None:
+    assert set(types["aiproxy_type_names"].values()) <= set(catalog)
+    assert all(name == name.lower().strip() for name in types["aiproxy_type_names"])
+    assert set(types["aiproxy_mode_kinds"].values()) <= set(app.MODEL_KINDS)
+    assert {str(m) for m in types["aiproxy_model_type_names"].values()} - set(types["aiproxy_mode_kinds"]) == {"2"}
 
 
 def test_yaml_type_wins_and_unknown_names_are_skipped(catalog) -> None:
