@@ -2936,15 +2936,7 @@ async def api_channel_upstream_models(body: ChannelIn) -> JSONResponse:
 ui: Any = None  # nicegui.ui, bound by mount_ui()
 ng: Any = None  # nicegui.app (per-browser storage), bound by mount_ui()
 
-NAV_PAGES = (  # path, icon, i18n key: the left navigation, in the order a new user needs them
-    ("/dashboard", "insights", "nav.dashboard"),
-    ("/channels", "hub", "nav.channels"),
-    ("/models", "category", "nav.models"),
-    ("/logs", "receipt_long", "nav.logs"),
-    ("/tokens", "vpn_key", "nav.tokens"),
-    ("/migrate", "move_down", "nav.migrate"),
-    ("/settings", "settings", "nav.settings"),
-)
+PageBuilder = Callable[["AppState", Request], Any]  # builds a page's content inside the frame
 LANGUAGES = {"en": "English", "zh": "简体中文"}
 TIME_PRESETS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}  # seconds
 PRESET_TIMESPAN = {"yesterday": "hour", "15m": "minute", "1h": "minute", "24h": "hour", "7d": "hour", "30d": "day"}
@@ -3046,6 +3038,20 @@ def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, time
     return sorted(sums.items())
 
 
+def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple[list[float], list[float]]]:
+    """The two lines of each dashboard chart: calls and errors, input and output tokens, latency and TTFB (s)."""
+
+    def avg(total: str, s: dict[str, float]) -> float:
+        return round(s[total] / s["request_count"] / 1000, 3) if s["request_count"] else 0
+
+    return {
+        "calls": ([s["request_count"] for _, s in buckets], [s["exception_count"] for _, s in buckets]),
+        "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
+        "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
+                    [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
+    }
+
+
 def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, Any]:
     """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
     tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
@@ -3128,21 +3134,24 @@ def _start_session(request: Request) -> None:
         user["lang"] = pick_language(request.headers.get("accept-language", ""))
 
 
-def is_signed_in() -> bool:
-    return ng.storage.user.get("auth") == _key_fingerprint(get_state().admin_key)
+def is_signed_in(state: AppState) -> bool:
+    return ng.storage.user.get("auth") == _key_fingerprint(state.admin_key)
 
 
-def _guarded(builder: Callable[[Request], None]) -> Callable[[Request], Response | None]:
-    """A page that shows nothing without a session for the current admin key (a changed key ends all sessions)."""
+def _guarded(builder: PageBuilder, title_key: str) -> Callable[[Request], Response | None]:
+    """A page in the shared frame that shows nothing without a session for the current admin key (a changed
+    key ends all sessions). NiceGUI registers pages globally: this is where they get the state."""
 
     def page(request: Request) -> Response | None:
+        state = get_state()
         _start_session(request)
-        if not is_signed_in():
+        if not is_signed_in(state):
             return Response(status_code=303, headers={"location": f"/login?redirect_to={request.url.path}"})
-        builder(request)
+        with frame(t(title_key)):
+            builder(state, request)
         return None
 
-    page.__name__ = page.__qualname__ = builder.__name__
+    page.__name__ = page.__qualname__ = f"page_{title_key.rpartition('.')[2]}"
     return page
 
 
@@ -3251,8 +3260,8 @@ def frame(title: str) -> Any:
         ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white")
     here = ui.context.client.page.path
     with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
-        for path, icon, key in NAV_PAGES:
-            active = here == path or (path == "/dashboard" and here == "/")
+        for path, _, icon, key in PAGES:
+            active = here == path or (path == PAGES[0][0] and here == "/")
             with ui.link(target=path).classes("no-underline text-inherit block self-stretch"):
                 with ui.row().classes("items-center gap-3 mx-2 px-3 py-2 rounded-lg no-wrap " + (
                         "bg-primary text-white" if active else "hover:bg-gray-500/10")):
@@ -3324,8 +3333,9 @@ def _model_options(state: AppState, all_label: str) -> dict[str, str]:
 def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | None:
     state = get_state()
     _start_session(request)
-    target = redirect_to if redirect_to in {path for path, _ in _PAGES} else "/dashboard"  # never off-site
-    if is_signed_in():
+    home = PAGES[0][0]
+    target = redirect_to if redirect_to == "/" or redirect_to in {p[0] for p in PAGES} else home  # never off-site
+    if is_signed_in(state):
         return Response(status_code=303, headers={"location": target})
     ui.page_title("aiproxy-local")
     ui.colors(primary="#4f46e5")
@@ -3365,96 +3375,100 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
 # ---- dashboard ----
 
 
-def page_dashboard(request: Request) -> None:
-    state = get_state()
-    tz = display_tz()
-    with frame(t("nav.dashboard")):
+class DashboardPage:
+    """Summary cards and charts of the calls in a time range; model tests are not traffic and stay out."""
+
+    CARDS = (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
+             ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt"))
+    CHARTS = (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens", "dash.output_tokens")),
+              ("latency", ("dash.avg_latency", "dash.avg_ttfb")))
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
         if not state.routes.channels:
-            with ui.card().classes("w-full bg-primary/5"):
-                ui.label(t("dash.start_title")).classes("text-lg font-semibold")
-                for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
-                                                     ("dash.start_3", "/settings")], start=1):
-                    with ui.row().classes("items-center gap-2"):
-                        ui.badge(str(step)).props("rounded")
-                        ui.link(t(text), path)
+            self._getting_started()
         with ui.row().classes("items-center gap-3 w-full"):
-            span = TimeRange("24h", lambda: range_changed())
-            timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour", label=t("dash.timespan"),
-                                 on_change=lambda: refresh()).props("dense outlined").classes("w-32")
-            model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
-                              with_input=True, on_change=lambda: refresh()).props("dense outlined").classes("w-52")
-            channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
-                                label=t("common.channel"), on_change=lambda: refresh()).props(
+            self.span = TimeRange("24h", self._range_changed)
+            self.timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour",
+                                      label=t("dash.timespan"), on_change=self.refresh).props(
+                "dense outlined").classes("w-32")
+            self.model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
+                                   with_input=True, on_change=self.refresh).props("dense outlined").classes("w-52")
+            self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
+                                     label=t("common.channel"), on_change=self.refresh).props(
                 "dense outlined").classes("w-52")
-        cards: dict[str, Any] = {}
+        self.cards: dict[str, Any] = {}
         with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-3 xl:grid-cols-6"):
-            for name, icon in (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
-                               ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt")):
+            for name, icon in self.CARDS:
                 with ui.card().classes("gap-1 p-4"):
                     with ui.row().classes("items-center gap-2 opacity-70"):
                         ui.icon(icon, size="xs")
                         ui.label(t(f"dash.{name}")).classes("text-sm")
-                    cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
-        axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-        charts = {}
+                    self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
+        self.charts: dict[str, Any] = {}
         with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
-            for name, series in (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens",
-                                 "dash.output_tokens")), ("latency", ("dash.avg_latency", "dash.avg_ttfb"))):
+            for name, series in self.CHARTS:
                 with ui.card().classes("p-3"):
                     ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    charts[name] = ui.echart({
-                        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-                        "legend": {"data": [t(s) for s in series], "top": 0, "textStyle": {"color": "#888"}},
-                        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-                        "xAxis": {"type": "category", "data": [], **axis},
-                        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-                        "series": [{"name": t(s), "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                                    "areaStyle": {"opacity": 0.08}} for s in series],
-                    }).classes("w-full h-64")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series])).classes("w-full h-64")
+        self.refresh()
 
-    def range_changed() -> None:
-        picked = PRESET_TIMESPAN.get(span.preset.value or "")  # a preset brings a sensible resolution
-        if picked and picked != timespan.value:
-            timespan.value = picked  # its on_change refreshes
+    @staticmethod
+    def _getting_started() -> None:
+        with ui.card().classes("w-full bg-primary/5"):
+            ui.label(t("dash.start_title")).classes("text-lg font-semibold")
+            for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
+                                                 ("dash.start_3", "/settings")], start=1):
+                with ui.row().classes("items-center gap-2"):
+                    ui.badge(str(step)).props("rounded")
+                    ui.link(t(text), path)
+
+    def _range_changed(self) -> None:
+        picked = PRESET_TIMESPAN.get(self.span.preset.value or "")  # a preset brings a sensible resolution
+        if picked and picked != self.timespan.value:
+            self.timespan.value = picked  # its on_change refreshes
         else:
-            refresh()
+            self.refresh()
 
-    def refresh() -> None:
-        start, end = span.bounds()
+    def refresh(self) -> None:
+        start, end = self.span.bounds()
         end = end or now_ms()
+        timespan = self.timespan.value
         try:
-            series = dashboard_series(state, start, end, str(tz), timespan.value, channel.value or None,
-                                      model.value or "")
+            series = dashboard_series(self.state, start, end, str(self.tz), timespan, self.channel.value or None,
+                                      self.model.value or "")
         except ApiError as exc:
             notify_error(exc)
             return
         totals = summarize_series(series)
-        cards["calls"].text = fmt_count(totals["calls"])
-        cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
-        cards["input_tokens"].text = fmt_count(totals["input_tokens"])
-        cards["output_tokens"].text = fmt_count(totals["output_tokens"])
-        cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
-        cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
-        buckets = chart_buckets(series, start, end, timespan.value, tz)
-        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan.value]
-        labels = [format_ms(ts * 1000, tz, label_fmt) for ts, _ in buckets]
-
-        def avg(total: str, s: dict[str, float]) -> float:
-            return round(s[total] / s["request_count"] / 1000, 3) if s["request_count"] else 0
-
-        values = {
-            "calls": ([s["request_count"] for _, s in buckets], [s["exception_count"] for _, s in buckets]),
-            "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
-            "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
-                        [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
-        }
-        for name, chart in charts.items():
+        self.cards["calls"].text = fmt_count(totals["calls"])
+        self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
+        self.cards["input_tokens"].text = fmt_count(totals["input_tokens"])
+        self.cards["output_tokens"].text = fmt_count(totals["output_tokens"])
+        self.cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
+        self.cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
+        buckets = chart_buckets(series, start, end, timespan, self.tz)
+        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan]
+        labels = [format_ms(ts * 1000, self.tz, label_fmt) for ts, _ in buckets]
+        for name, values in chart_values(buckets).items():
+            chart = self.charts[name]
             chart.options["xAxis"]["data"] = labels
-            for serie, data in zip(chart.options["series"], values[name]):
+            for serie, data in zip(chart.options["series"], values):
                 serie["data"] = data
             chart.update()
 
-    refresh()
+
+def _line_chart(series: list[str]) -> dict[str, Any]:
+    axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": "#888"}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
 
 
 # ---- channels ----
@@ -3492,40 +3506,38 @@ _CHANNEL_SLOTS = {
 }
 
 
-def page_channels(request: Request) -> None:
-    state = get_state()
-    with frame(t("nav.channels")):
-        with ui.row().classes("items-center gap-2 w-full"):
-            ui.button(t("ch.add"), icon="add", on_click=lambda: open_channel_dialog(None, refresh)).mark("add-channel")
-            ui.button(t("ch.test_all"), icon="speed", on_click=lambda: test_all()).props("outline")
-            search = ui.input(placeholder=t("ch.search"), on_change=lambda: refresh()).props(
-                "dense outlined clearable").classes("w-64")
-            ui.space()
-            with ui.row().classes("items-center gap-2") as bulk:
-                bulk_label = ui.label().classes("font-medium")
-                ui.button(t("bulk.enable"), on_click=lambda: bulk_status(1)).props("outline dense")
-                ui.button(t("bulk.disable"), on_click=lambda: bulk_status(2)).props("outline dense")
-                ui.button(t("bulk.priority"), on_click=lambda: bulk_priority()).props("outline dense")
-                ui.button(t("bulk.delete"), on_click=lambda: bulk_delete()).props(
-                    "outline dense color=negative")
-            bulk.visible = False
-        columns = [
-            {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
-            {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
-            {"name": "provider", "label": t("ch.provider"), "field": "provider", "sortable": True, "align": "left"},
-            {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
-            {"name": "priority", "label": t("ch.priority"), "field": "priority", "sortable": True, "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
-            {"name": "actions", "label": "", "field": "id"},
-        ]
-        table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
-                           on_select=lambda: selection_changed()).props("hide-selected-banner")
-        for slot, template in _CHANNEL_SLOTS.items():
-            table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
-                                      untested=t("ch.untested")))
-        empty = ui.label(t("ch.empty")).classes("opacity-70")
+def page_channels(state: AppState, request: Request) -> None:
+    with ui.row().classes("items-center gap-2 w-full"):
+        ui.button(t("ch.add"), icon="add", on_click=lambda: open_channel_dialog(None, refresh)).mark("add-channel")
+        ui.button(t("ch.test_all"), icon="speed", on_click=lambda: test_all()).props("outline")
+        search = ui.input(placeholder=t("ch.search"), on_change=lambda: refresh()).props(
+            "dense outlined clearable").classes("w-64")
+        ui.space()
+        with ui.row().classes("items-center gap-2") as bulk:
+            bulk_label = ui.label().classes("font-medium")
+            ui.button(t("bulk.enable"), on_click=lambda: bulk_status(1)).props("outline dense")
+            ui.button(t("bulk.disable"), on_click=lambda: bulk_status(2)).props("outline dense")
+            ui.button(t("bulk.priority"), on_click=lambda: bulk_priority()).props("outline dense")
+            ui.button(t("bulk.delete"), on_click=lambda: bulk_delete()).props(
+                "outline dense color=negative")
+        bulk.visible = False
+    columns = [
+        {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
+        {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
+        {"name": "provider", "label": t("ch.provider"), "field": "provider", "sortable": True, "align": "left"},
+        {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
+        {"name": "priority", "label": t("ch.priority"), "field": "priority", "sortable": True, "align": "left"},
+        {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
+        {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+        {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
+        {"name": "actions", "label": "", "field": "id"},
+    ]
+    table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
+                       on_select=lambda: selection_changed()).props("hide-selected-banner")
+    for slot, template in _CHANNEL_SLOTS.items():
+        table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
+                                  untested=t("ch.untested")))
+    empty = ui.label(t("ch.empty")).classes("opacity-70")
 
     def refresh() -> None:
         channels, _ = select_channels(state.engine)
@@ -3946,23 +3958,21 @@ _MODEL_SLOTS = {
 }
 
 
-def page_models(request: Request) -> None:
-    state = get_state()
-    with frame(t("nav.models")):
-        with ui.row().classes("items-center gap-3 w-full"):
-            search = ui.input(placeholder=t("models.search"), on_change=lambda: refresh()).props(
-                "dense outlined clearable").classes("w-72")
-            ui.label(t("models.hint")).classes("text-sm opacity-70")
-        columns = [
-            {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
-            {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
-            {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-        ]
-        table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
-        for slot, template in _MODEL_SLOTS.items():
-            table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+def page_models(state: AppState, request: Request) -> None:
+    with ui.row().classes("items-center gap-3 w-full"):
+        search = ui.input(placeholder=t("models.search"), on_change=lambda: refresh()).props(
+            "dense outlined clearable").classes("w-72")
+        ui.label(t("models.hint")).classes("text-sm opacity-70")
+    columns = [
+        {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
+        {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
+        {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
+        {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
+        {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+    ]
+    table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
+    for slot, template in _MODEL_SLOTS.items():
+        table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
 
     def refresh() -> None:
         needle = (search.value or "").strip().lower()
@@ -3999,59 +4009,57 @@ _LOG_SLOTS = {
 }
 
 
-def page_logs(request: Request) -> None:
-    state = get_state()
+def page_logs(state: AppState, request: Request) -> None:
     tz = display_tz()
     query = request.query_params
     logs_by_id: dict[int, dict[str, Any]] = {}
-    with frame(t("nav.logs")):
-        with ui.row().classes("items-center gap-3 w-full"):
-            span = TimeRange("yesterday", lambda: refresh(reset=True))
-            channels = _channel_options(state, t("common.all_channels"))
-            asked = int(query["channel"]) if query.get("channel", "").isdigit() else 0
-            channel = ui.select(channels, value=asked if asked in channels else 0,
-                                label=t("common.channel"), on_change=lambda: refresh(reset=True)).props(
-                "dense outlined").classes("w-48").mark("filter-channel")
-            model = ui.select(_model_options(state, t("common.all_models")), value=query.get("model", "")
-                              if query.get("model", "") in state.routes.known_models else "",
-                              label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired models
-                              on_change=lambda: refresh(reset=True)).props("dense outlined").classes("w-48").mark(
-                "filter-model")
-            status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
-                               value="all", on_change=lambda: refresh(reset=True)).props(
-                _TOGGLE_PROPS).mark("filter-status")
-            request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
-                                  on_change=lambda: refresh(reset=True)).props(
-                "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
-        with ui.row().classes("items-center gap-3 w-full"):
-            total_label = ui.label().classes("font-medium").mark("logs-total")
-            ui.space()
-            ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
-            ui.button(t("logs.export"), icon="download", on_click=lambda: export()).props("outline dense")
-            ui.button(icon="refresh", on_click=lambda: refresh()).props("flat round dense").tooltip(t("logs.refresh"))
-        columns = [
-            {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
-            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
-            {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
-            {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
-            {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
-            {"name": "input", "label": t("logs.input"), "field": "input"},
-            {"name": "output", "label": t("logs.output"), "field": "output"},
-            {"name": "code", "label": t("logs.code"), "field": "code"},
-            {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
-            {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
-            {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
-            {"name": "retries", "label": t("logs.retries"), "field": "retries"},
-        ]
-        table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props("dense hide-bottom")
-        for slot, template in _LOG_SLOTS.items():
-            table.add_slot(slot, template)
-        with ui.row().classes("items-center gap-3 w-full justify-end"):
-            ui.label(t("logs.per_page"))
-            per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=lambda: refresh(
-                reset=True)).props("dense outlined")
-            pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: refresh()).props(
-                "max-pages=7 boundary-links")
+    with ui.row().classes("items-center gap-3 w-full"):
+        span = TimeRange("yesterday", lambda: refresh(reset=True))
+        channels = _channel_options(state, t("common.all_channels"))
+        asked = int(query["channel"]) if query.get("channel", "").isdigit() else 0
+        channel = ui.select(channels, value=asked if asked in channels else 0,
+                            label=t("common.channel"), on_change=lambda: refresh(reset=True)).props(
+            "dense outlined").classes("w-48").mark("filter-channel")
+        model = ui.select(_model_options(state, t("common.all_models")), value=query.get("model", "")
+                          if query.get("model", "") in state.routes.known_models else "",
+                          label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired models
+                          on_change=lambda: refresh(reset=True)).props("dense outlined").classes("w-48").mark(
+            "filter-model")
+        status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
+                           value="all", on_change=lambda: refresh(reset=True)).props(
+            _TOGGLE_PROPS).mark("filter-status")
+        request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
+                              on_change=lambda: refresh(reset=True)).props(
+            "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
+    with ui.row().classes("items-center gap-3 w-full"):
+        total_label = ui.label().classes("font-medium").mark("logs-total")
+        ui.space()
+        ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
+        ui.button(t("logs.export"), icon="download", on_click=lambda: export()).props("outline dense")
+        ui.button(icon="refresh", on_click=lambda: refresh()).props("flat round dense").tooltip(t("logs.refresh"))
+    columns = [
+        {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
+        {"name": "duration", "label": t("logs.duration"), "field": "duration"},
+        {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
+        {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
+        {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
+        {"name": "input", "label": t("logs.input"), "field": "input"},
+        {"name": "output", "label": t("logs.output"), "field": "output"},
+        {"name": "code", "label": t("logs.code"), "field": "code"},
+        {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
+        {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
+        {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
+        {"name": "retries", "label": t("logs.retries"), "field": "retries"},
+    ]
+    table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props("dense hide-bottom")
+    for slot, template in _LOG_SLOTS.items():
+        table.add_slot(slot, template)
+    with ui.row().classes("items-center gap-3 w-full justify-end"):
+        ui.label(t("logs.per_page"))
+        per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=lambda: refresh(
+            reset=True)).props("dense outlined")
+        pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: refresh()).props(
+            "max-pages=7 boundary-links")
     timer = ui.timer(5, lambda: refresh(), active=False)
 
     def current_filter() -> LogFilter:
@@ -4148,35 +4156,34 @@ def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
 # ---- API keys ----
 
 
-def page_tokens(request: Request) -> None:
-    state = get_state()
+def page_tokens(state: AppState, request: Request) -> None:
     tz = display_tz()
-    with frame(t("nav.tokens")) as body:
-        with ui.row().classes("items-center gap-3"):
-            ui.button(t("tok.create"), icon="add", on_click=lambda: create()).mark("create-token")
-            ui.label(t("tok.hint")).classes("text-sm opacity-70")
-        columns = [
-            {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
-            {"name": "key", "label": t("tok.key"), "field": "key", "align": "left"},
-            {"name": "models", "label": t("tok.models"), "field": "models", "align": "left"},
-            {"name": "usage", "label": t("tok.usage"), "field": "usage", "align": "left"},
-            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
-            {"name": "expires", "label": t("tok.expires"), "field": "expires", "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
-            {"name": "actions", "label": "", "field": "id"},
-        ]
-        table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
-        table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
-            </q-td>""")
-        table.add_slot("body-cell-expires", """<q-td :props="props">
-            <span :class="props.row.expired ? 'text-negative' : ''">{{ props.row.expires }}</span></q-td>""")
-        table.add_slot("body-cell-enabled", """<q-td :props="props">
-            <q-toggle :model-value="props.row.enabled" color="positive"
-              @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""")
-        table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
-            <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
-            <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
-        empty = ui.label(t("tok.empty")).classes("opacity-70")
+    body = ui.context.slot.parent  # the frame's content column
+    with ui.row().classes("items-center gap-3"):
+        ui.button(t("tok.create"), icon="add", on_click=lambda: create()).mark("create-token")
+        ui.label(t("tok.hint")).classes("text-sm opacity-70")
+    columns = [
+        {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
+        {"name": "key", "label": t("tok.key"), "field": "key", "align": "left"},
+        {"name": "models", "label": t("tok.models"), "field": "models", "align": "left"},
+        {"name": "usage", "label": t("tok.usage"), "field": "usage", "align": "left"},
+        {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
+        {"name": "expires", "label": t("tok.expires"), "field": "expires", "align": "left"},
+        {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
+        {"name": "actions", "label": "", "field": "id"},
+    ]
+    table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
+    table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
+        </q-td>""")
+    table.add_slot("body-cell-expires", """<q-td :props="props">
+        <span :class="props.row.expired ? 'text-negative' : ''">{{ props.row.expires }}</span></q-td>""")
+    table.add_slot("body-cell-enabled", """<q-td :props="props">
+        <q-toggle :model-value="props.row.enabled" color="positive"
+          @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""")
+    table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
+        <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
+        <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
+    empty = ui.label(t("tok.empty")).classes("opacity-70")
 
     def refresh() -> None:
         tokens = list_tokens(state)
@@ -4264,9 +4271,8 @@ def page_tokens(request: Request) -> None:
 # ---- migrate (issue C fills it) ----
 
 
-def page_migrate(request: Request) -> None:
-    with frame(t("nav.migrate")):
-        page_migrate_body()
+def page_migrate(state: AppState, request: Request) -> None:
+    page_migrate_body()
 
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded one-api.db copies, kept in the data dir beside our own database
@@ -4685,10 +4691,9 @@ def page_migrate_body() -> None:
 # ---- settings ----
 
 
-def page_settings(request: Request) -> None:
+def page_settings(state: AppState, request: Request) -> None:
     from zoneinfo import available_timezones
 
-    state = get_state()
     user = ng.storage.user
     origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
     revealed = {"on": False}
@@ -4698,54 +4703,53 @@ def page_settings(request: Request) -> None:
         return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
                 f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
 
-    with frame(t("nav.settings")):
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.connect")).classes("text-lg font-semibold")
-            with ui.row().classes("items-center gap-2"):
-                ui.label(t("set.base_url")).classes("opacity-70")
-                ui.label(f"{origin}/v1").classes("font-mono font-medium").mark("base-url")
-                copy_button(lambda: f"{origin}/v1")
-            code = ui.code(snippet(False), language="bash").classes("w-full").mark("snippet")
-            with ui.row().classes("items-center gap-2"):
-                copy_button(lambda: snippet(True), t("set.copy_snippet"))
-                ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.admin_key")).classes("text-lg font-semibold")
-            with ui.row().classes("items-center gap-2 w-full"):
-                key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
-                reveal = ui.button(t("set.reveal"), icon="visibility", on_click=lambda: toggle_reveal()).props(
-                    "flat dense")
-                copy_button(lambda: state.admin_key)
-                ui.button(t("set.regenerate"), icon="autorenew", on_click=lambda: regenerate()).props(
-                    "flat dense color=negative")
-            source = t("set.key_env") if state.settings.admin_key else t(
-                "set.key_file", path=str(state.settings.data_path / "admin_key"))
-            ui.label(source).classes("text-xs opacity-70")
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.gateway")).classes("text-lg font-semibold")
-            options = current_options(state)
-            with ui.row().classes("items-start gap-6"):
-                retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10, precision=0).props(
-                    "outlined").classes("w-56").mark("retries")
-                retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
-                                      precision=0).props("outlined").classes("w-56").mark("retention")
-                ui.button(t("common.save"), icon="check", on_click=lambda: save_options()).mark("save-options")
-            ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
-            data = state.settings
-            db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
-                "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
-            with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
-                ui.label(t("set.data_dir")).classes("opacity-70")
-                ui.label(str(data.data_path)).classes("font-mono break-all")
-                ui.label(t("set.database")).classes("opacity-70")
-                ui.label(db).classes("font-mono break-all")
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.display")).classes("text-lg font-semibold")
-            zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
-                     **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
-            ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                      with_input=True, on_change=lambda e: set_tz(e.value)).props("outlined").classes("w-80")
-            ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
+    with ui.card().classes("w-full gap-2"):
+        ui.label(t("set.connect")).classes("text-lg font-semibold")
+        with ui.row().classes("items-center gap-2"):
+            ui.label(t("set.base_url")).classes("opacity-70")
+            ui.label(f"{origin}/v1").classes("font-mono font-medium").mark("base-url")
+            copy_button(lambda: f"{origin}/v1")
+        code = ui.code(snippet(False), language="bash").classes("w-full").mark("snippet")
+        with ui.row().classes("items-center gap-2"):
+            copy_button(lambda: snippet(True), t("set.copy_snippet"))
+            ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+    with ui.card().classes("w-full gap-2"):
+        ui.label(t("set.admin_key")).classes("text-lg font-semibold")
+        with ui.row().classes("items-center gap-2 w-full"):
+            key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
+            reveal = ui.button(t("set.reveal"), icon="visibility", on_click=lambda: toggle_reveal()).props(
+                "flat dense")
+            copy_button(lambda: state.admin_key)
+            ui.button(t("set.regenerate"), icon="autorenew", on_click=lambda: regenerate()).props(
+                "flat dense color=negative")
+        source = t("set.key_env") if state.settings.admin_key else t(
+            "set.key_file", path=str(state.settings.data_path / "admin_key"))
+        ui.label(source).classes("text-xs opacity-70")
+    with ui.card().classes("w-full gap-2"):
+        ui.label(t("set.gateway")).classes("text-lg font-semibold")
+        options = current_options(state)
+        with ui.row().classes("items-start gap-6"):
+            retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10, precision=0).props(
+                "outlined").classes("w-56").mark("retries")
+            retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
+                                  precision=0).props("outlined").classes("w-56").mark("retention")
+            ui.button(t("common.save"), icon="check", on_click=lambda: save_options()).mark("save-options")
+        ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
+        data = state.settings
+        db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
+            "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
+        with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
+            ui.label(t("set.data_dir")).classes("opacity-70")
+            ui.label(str(data.data_path)).classes("font-mono break-all")
+            ui.label(t("set.database")).classes("opacity-70")
+            ui.label(db).classes("font-mono break-all")
+    with ui.card().classes("w-full gap-2"):
+        ui.label(t("set.display")).classes("text-lg font-semibold")
+        zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
+                 **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
+        ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
+                  with_input=True, on_change=lambda e: set_tz(e.value)).props("outlined").classes("w-80")
+        ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
 
     def set_tz(value: str) -> None:
         user["tz"] = value or ""
@@ -4781,9 +4785,14 @@ def page_settings(request: Request) -> None:
 
 # ---- mounting ----
 
-_PAGES: tuple[tuple[str, Callable[[Request], None]], ...] = (
-    ("/", page_dashboard), ("/dashboard", page_dashboard), ("/channels", page_channels), ("/models", page_models),
-    ("/logs", page_logs), ("/tokens", page_tokens), ("/migrate", page_migrate), ("/settings", page_settings),
+PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon, i18n key: routes and navigation
+    ("/dashboard", DashboardPage, "insights", "nav.dashboard"),  # the first is also "/"
+    ("/channels", page_channels, "hub", "nav.channels"),
+    ("/models", page_models, "category", "nav.models"),
+    ("/logs", page_logs, "receipt_long", "nav.logs"),
+    ("/tokens", page_tokens, "vpn_key", "nav.tokens"),
+    ("/migrate", page_migrate, "move_down", "nav.migrate"),
+    ("/settings", page_settings, "settings", "nav.settings"),
 )
 
 
@@ -4798,8 +4807,9 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
     ui.add_head_html(_COPY_JS, shared=True)
     ui.button.default_props("no-caps")
     ui.page("/login")(page_login)
-    for path, builder in _PAGES:
-        ui.page(path)(_guarded(builder))
+    for path, builder, _, key in PAGES:
+        ui.page(path)(_guarded(builder, key))
+    ui.page("/")(_guarded(PAGES[0][1], PAGES[0][3]))
     if os.environ.get("NICEGUI_USER_SIMULATION"):
         # NiceGUI's test plugin enters only NiceGUI's own lifespan: run the engine's (HTTP session, log writer) in it
         engine_lifespan = lifespan(api)
