@@ -3506,74 +3506,87 @@ _CHANNEL_SLOTS = {
 }
 
 
-def page_channels(state: AppState, request: Request) -> None:
-    with ui.row().classes("items-center gap-2 w-full"):
-        ui.button(t("ch.add"), icon="add", on_click=lambda: open_channel_dialog(None, refresh)).mark("add-channel")
-        ui.button(t("ch.test_all"), icon="speed", on_click=lambda: test_all()).props("outline")
-        search = ui.input(placeholder=t("ch.search"), on_change=lambda: refresh()).props(
-            "dense outlined clearable").classes("w-64")
-        ui.space()
-        with ui.row().classes("items-center gap-2") as bulk:
-            bulk_label = ui.label().classes("font-medium")
-            ui.button(t("bulk.enable"), on_click=lambda: bulk_status(1)).props("outline dense")
-            ui.button(t("bulk.disable"), on_click=lambda: bulk_status(2)).props("outline dense")
-            ui.button(t("bulk.priority"), on_click=lambda: bulk_priority()).props("outline dense")
-            ui.button(t("bulk.delete"), on_click=lambda: bulk_delete()).props(
-                "outline dense color=negative")
-        bulk.visible = False
-    columns = [
-        {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
-        {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
-        {"name": "provider", "label": t("ch.provider"), "field": "provider", "sortable": True, "align": "left"},
-        {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
-        {"name": "priority", "label": t("ch.priority"), "field": "priority", "sortable": True, "align": "left"},
-        {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-        {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-        {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
-        {"name": "actions", "label": "", "field": "id"},
-    ]
-    table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
-                       on_select=lambda: selection_changed()).props("hide-selected-banner")
-    for slot, template in _CHANNEL_SLOTS.items():
-        table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
-                                  untested=t("ch.untested")))
-    empty = ui.label(t("ch.empty")).classes("opacity-70")
+class ChannelsTable:
+    """The channels page: a toolbar, a bulk bar for the selected rows, and one row per channel whose switch,
+    priority field and buttons change the channel in place."""
 
-    def refresh() -> None:
-        channels, _ = select_channels(state.engine)
-        needle = (search.value or "").strip().lower()
-        rows = [channel_row(c, state.catalog) for c in channels if not needle or needle in (
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
+        with ui.row().classes("items-center gap-2 w-full"):
+            ui.button(t("ch.add"), icon="add", on_click=lambda: ChannelDialog(state, None, self.refresh)).mark(
+                "add-channel")
+            ui.button(t("ch.test_all"), icon="speed", on_click=self.test_all).props("outline")
+            self.search = ui.input(placeholder=t("ch.search"), on_change=self.refresh).props(
+                "dense outlined clearable").classes("w-64")
+            ui.space()
+            with ui.row().classes("items-center gap-2") as self.bulk:
+                self.bulk_label = ui.label().classes("font-medium")
+                ui.button(t("bulk.enable"), on_click=lambda: self.bulk_status(STATUS_ENABLED)).props("outline dense")
+                ui.button(t("bulk.disable"), on_click=lambda: self.bulk_status(STATUS_DISABLED)).props(
+                    "outline dense")
+                ui.button(t("bulk.priority"), on_click=self.bulk_priority).props("outline dense")
+                ui.button(t("bulk.delete"), on_click=self.bulk_delete).props("outline dense color=negative")
+            self.bulk.visible = False
+        columns = [
+            {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
+            {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
+            {"name": "provider", "label": t("ch.provider"), "field": "provider", "sortable": True, "align": "left"},
+            {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
+            {"name": "priority", "label": t("ch.priority"), "field": "priority", "sortable": True, "align": "left"},
+            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
+            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
+            {"name": "actions", "label": "", "field": "id"},
+        ]
+        self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
+                                on_select=self.selection_changed).props("hide-selected-banner")
+        for slot, template in _CHANNEL_SLOTS.items():
+            self.table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"),
+                                           delete=t("common.delete"), untested=t("ch.untested")))
+        self.empty = ui.label(t("ch.empty")).classes("opacity-70")
+        for event, handler in (("priority", self.on_priority), ("toggle", self.on_toggle), ("edit", self.on_edit),
+                               ("test", self.on_test), ("delete", self.on_delete)):
+            self.table.on(event, handler)
+        self.refresh()
+
+    def refresh(self) -> None:
+        channels, _ = select_channels(self.state.engine)
+        needle = (self.search.value or "").strip().lower()
+        rows = [channel_row(c, self.state.catalog) for c in channels if not needle or needle in (
             f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
+        table = self.table
         table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
         kept = {r["id"] for r in table.rows}
         table.selected = [r for r in table.rows if r["id"] in {s["id"] for s in table.selected} & kept]
-        empty.visible, table.visible = not channels, bool(channels)
-        selection_changed()
+        self.empty.visible, table.visible = not channels, bool(channels)
+        self.selection_changed()
 
-    def selection_changed() -> None:
-        bulk.visible = bool(table.selected)
-        bulk_label.text = t("bulk.selected", n=len(table.selected))
+    def selection_changed(self) -> None:
+        self.bulk.visible = bool(self.table.selected)
+        self.bulk_label.text = t("bulk.selected", n=len(self.table.selected))
 
-    def selected() -> tuple[list[int], str]:
-        names = ", ".join(r["name"] for r in table.selected[:8]) + (" …" if len(table.selected) > 8 else "")
-        return [r["id"] for r in table.selected], names
+    def _selected(self) -> tuple[list[int], str]:
+        selected = self.table.selected
+        names = ", ".join(r["name"] for r in selected[:8]) + (" …" if len(selected) > 8 else "")
+        return [r["id"] for r in selected], names
 
-    async def bulk_status(status: int) -> None:
-        ids, names = selected()
-        if await confirm(t("bulk.confirm_enable" if status == 1 else "bulk.confirm_disable", n=len(ids)),
-                         t("bulk.enable" if status == 1 else "bulk.disable"), details=names):
-            set_channels_status(state, ids, status)
-            refresh()
+    async def bulk_status(self, status: int) -> None:
+        ids, names = self._selected()
+        on = status == STATUS_ENABLED
+        if await confirm(t("bulk.confirm_enable" if on else "bulk.confirm_disable", n=len(ids)),
+                         t("bulk.enable" if on else "bulk.disable"), details=names):
+            set_channels_status(self.state, ids, status)
+            self.refresh()
 
-    async def bulk_delete() -> None:
-        ids, names = selected()
+    async def bulk_delete(self) -> None:
+        ids, names = self._selected()
         if await confirm(t("bulk.confirm_delete", n=len(ids)), t("common.delete"), danger=True, details=names):
-            delete_channels(state, ids)
-            table.selected = []
-            refresh()
+            delete_channels(self.state, ids)
+            self.table.selected = []
+            self.refresh()
 
-    async def bulk_priority() -> None:
-        ids, names = selected()
+    async def bulk_priority(self) -> None:
+        ids, names = self._selected()
         with ui.dialog() as dialog, ui.card().classes("w-[26rem]"):
             ui.label(t("bulk.confirm_priority", n=len(ids))).classes("font-medium")
             ui.label(names).classes("text-sm opacity-70")
@@ -3584,141 +3597,100 @@ def page_channels(state: AppState, request: Request) -> None:
         priority = await dialog
         dialog.delete()
         if priority is not None:
-            set_channels_priority(state, ids, int(priority))
-            refresh()
+            set_channels_priority(self.state, ids, int(priority))
+            self.refresh()
 
-    def on_priority(e: Any) -> None:
+    def on_priority(self, e: Any) -> None:
         try:
-            set_channels_priority(state, [int(e.args["id"])], int(e.args["value"]))
+            set_channels_priority(self.state, [int(e.args["id"])], int(e.args["value"]))
         except (TypeError, ValueError):
             ui.notify(t("ch.priority_invalid"), type="warning")
-        refresh()
+        self.refresh()
 
-    def on_toggle(e: Any) -> None:
-        set_channels_status(state, [int(e.args["id"])], 1 if e.args["value"] else 2)
+    def on_toggle(self, e: Any) -> None:
+        set_channels_status(self.state, [int(e.args["id"])], STATUS_ENABLED if e.args["value"] else STATUS_DISABLED)
         ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now"), type="info")
-        refresh()
+        self.refresh()
 
-    def on_edit(e: Any) -> None:
+    def on_edit(self, e: Any) -> None:
         try:
-            open_channel_dialog(get_channel(state, int(e.args)), refresh)
+            ChannelDialog(self.state, get_channel(self.state, int(e.args)), self.refresh)
         except ApiError as exc:
             notify_error(exc)
 
-    def on_test(e: Any) -> None:
+    def on_test(self, e: Any) -> None:
         try:
-            route = route_for_channel(state, int(e.args))
+            route = route_for_channel(self.state, int(e.args))
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, route.offered)], t("test.title", name=route.name),
-                         refresh)
+        ModelTestPanel(self.state, [(route, route.offered)], t("test.title", name=route.name), self.refresh)
 
-    async def on_delete(e: Any) -> None:
-        route = state.routes.channels.get(int(e.args))
+    async def on_delete(self, e: Any) -> None:
+        route = self.state.routes.channels.get(int(e.args))
         if route and await confirm(t("ch.confirm_delete", name=route.name), t("common.delete"), danger=True):
-            delete_channels(state, [route.id])
+            delete_channels(self.state, [route.id])
             ui.notify(t("ch.deleted", name=route.name))
-            refresh()
+            self.refresh()
 
-    def test_all() -> None:
-        targets = [(r, r.offered) for r in sorted(state.routes.channels.values(),
-                                                                              key=lambda r: (-r.priority, r.id))
-                   if r.enabled and (r.models or r.mapping)]
+    def test_all(self) -> None:
+        targets = [(r, r.offered) for r in sorted(self.state.routes.channels.values(), key=lambda r: (-r.priority, r.id))
+                   if r.enabled and r.offered]
         if not targets:
             ui.notify(t("test.nothing"), type="warning")
             return
-        open_test_dialog(targets, t("test.title_all"), refresh)
-
-    for event, handler in (("priority", on_priority), ("toggle", on_toggle), ("edit", on_edit), ("test", on_test),
-                           ("delete", on_delete)):
-        table.on(event, handler)
-    refresh()
+        ModelTestPanel(self.state, targets, t("test.title_all"), self.refresh)
 
 
-def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], None]) -> None:
-    """Add (existing=None) or edit a channel. An untouched masked key keeps the stored key."""
-    state = get_state()
-    providers = {pid: f"{p.name} ({pid})"
-                 for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
-    ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [], "model_mapping": {},
-                      "priority": 0}
-    masked = mask_key(ch["key"]) if existing else ""
+class MappingEditor:
+    """Rows of "requested model → upstream model", with a JSON paste box for a mapping copied from elsewhere."""
 
-    def builtin(pid: int) -> list[str]:
-        return [m for m, _ in state.catalog[pid].models] if pid in state.catalog else []
-
-    with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
-            "w-[52rem] max-w-[96vw] gap-2"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(t("ch.edit_title", name=ch["name"]) if existing else t("ch.add_title")).classes(
-                "text-xl font-semibold")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.row().classes("w-full gap-3 no-wrap"):
-            provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
-                                 on_change=lambda: provider_changed()).props("outlined").classes("w-1/2").mark(
-                "ch-provider")
-            name = ui.input(t("ch.name"), value=ch["name"], validation={
-                t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
-                "ch-name")
-        readme = ui.label().classes("text-xs opacity-70 -mt-1")
-        models = ui.select(sorted(set(builtin(ch["type"])) | set(ch["models"])), value=list(ch["models"]),
-                           label=t("ch.models"), multiple=True, new_value_mode="add-unique", with_input=True,
-                           validation=lambda v: None if v or mapping_values() else t("v.models")).props(
-            "outlined use-chips").classes("w-full").mark("ch-models")
-        models.props["hint"] = t("ch.models_hint")
-        with ui.row().classes("items-center gap-1 -mt-1"):
-            ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: set_models(
-                builtin(provider.value) + models.value)).props("flat dense size=sm")
-            ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: set_models([])).props(
-                "flat dense size=sm")
-            ui.button(t("ch.fetch"), icon="cloud_download", on_click=lambda: fetch_models()).props(
-                "flat dense size=sm")
-        with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(ch["model_mapping"])).classes(
+    def __init__(self, mapping: dict[str, str], on_change: Callable[[], None] = lambda: None) -> None:
+        self.on_change = on_change
+        self.rows: list[tuple[Any, Any, Any]] = []  # (row, requested, upstream)
+        with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(mapping)).classes(
                 "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
             ui.label(t("ch.mapping_hint")).classes("text-xs opacity-70")
-            mapping_box = ui.column().classes("w-full gap-1")
+            self.box = ui.column().classes("w-full gap-1")
             with ui.row().classes("gap-1"):
-                ui.button(t("ch.mapping_add"), icon="add", on_click=lambda: add_mapping_row()).props(
+                ui.button(t("ch.mapping_add"), icon="add", on_click=lambda: self.add_row()).props(
                     "flat dense size=sm")
-                ui.button(t("ch.mapping_paste"), icon="data_object", on_click=lambda: paste_mapping()).props(
+                ui.button(t("ch.mapping_paste"), icon="data_object", on_click=self.paste).props(
                     "flat dense size=sm")
-        base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (v or "").strip()
-                            or re.match(r"^https?://", v.strip()) else t("v.url")).props(
-            "outlined stack-label").classes("w-full").mark("ch-base-url")
-        key = ui.textarea(t("ch.key"), value=masked, validation=lambda v: None if (v or "").strip() else t(
-            "v.required")).props("outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
-        priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props("outlined").classes(
-            "w-full").mark("ch-priority")
-        priority.props["hint"] = t("ch.priority_hint")
-        with ui.row().classes("w-full items-center pt-2"):
-            ui.button(t("ch.test_before"), icon="speed", on_click=lambda: test_before_saving()).props("outline")
-            ui.space()
-            ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
-            ui.button(t("common.save"), icon="check", on_click=lambda: save()).mark("save-channel")
+        for src, dst in mapping.items():
+            self.add_row(src, dst)
 
-    mapping_rows: list[tuple[Any, Any, Any]] = []
-
-    def add_mapping_row(src: str = "", dst: str = "") -> None:
-        with mapping_box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
-            left = ui.input(t("ch.map_from"), value=src).props("dense outlined").classes("grow").mark("map-from")
+    def add_row(self, src: str = "", dst: str = "") -> None:
+        with self.box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
+            left = ui.input(t("ch.map_from"), value=src, on_change=self.on_change).props(
+                "dense outlined").classes("grow").mark("map-from")
             ui.icon("arrow_forward").classes("opacity-60")
-            right = ui.input(t("ch.map_to"), value=dst).props("dense outlined").classes("grow").mark("map-to")
-            ui.button(icon="delete", on_click=lambda: remove_mapping_row(row)).props("flat dense round")
-        mapping_rows.append((row, left, right))
+            right = ui.input(t("ch.map_to"), value=dst, on_change=self.on_change).props(
+                "dense outlined").classes("grow").mark("map-to")
+            ui.button(icon="delete", on_click=lambda: self.remove_row(row)).props("flat dense round")
+        self.rows.append((row, left, right))
 
-    def remove_mapping_row(row: Any) -> None:
-        mapping_rows[:] = [r for r in mapping_rows if r[0] is not row]
+    def remove_row(self, row: Any) -> None:
+        self.rows = [r for r in self.rows if r[0] is not row]
         row.delete()
+        self.on_change()
 
-    def mapping_values() -> dict[str, str]:
-        return {a.value.strip(): b.value.strip() for _, a, b in mapping_rows if a.value.strip() and b.value.strip()}
+    def values(self) -> dict[str, str]:
+        return {a.value.strip(): b.value.strip() for _, a, b in self.rows if a.value.strip() and b.value.strip()}
 
-    def paste_mapping() -> None:
-        with _delete_on_close(ui.dialog()) as paste, ui.card().classes("w-[32rem]"):
+    def incomplete(self) -> bool:
+        return any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in self.rows)
+
+    def replace(self, mapping: dict[str, str]) -> None:
+        for row, _, _ in list(self.rows):
+            self.remove_row(row)
+        for src, dst in mapping.items():
+            self.add_row(src, dst)
+
+    def paste(self) -> None:
+        with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[32rem]"):
             ui.label(t("ch.mapping_paste")).classes("font-medium")
-            text = ui.textarea(value=json.dumps(mapping_values(), ensure_ascii=False, indent=1),
+            text = ui.textarea(value=json.dumps(self.values(), ensure_ascii=False, indent=1),
                                placeholder='{"gpt-4o": "gpt-4o-2024-08-06"}').props(
                 "outlined autogrow input-class=font-mono").classes("w-full").mark("mapping-json")
 
@@ -3728,168 +3700,246 @@ def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], 
                 except ApiError as exc:
                     text.error = exc.message
                     return
-                for row, _, _ in list(mapping_rows):
-                    remove_mapping_row(row)
-                for src, dst in parsed.items():
-                    add_mapping_row(src, dst)
-                paste.close()
+                self.replace(parsed)
+                dialog.close()
 
             with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=paste.close).props("flat")
+                ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
                 ui.button(t("common.apply"), on_click=apply).mark("apply-json")
-        paste.open()
+        dialog.open()
 
-    def set_models(values: list[str]) -> None:
+
+def choose_model_changes(current: list[str], listed: list[str], on_accept: Callable[[list[str]], None]) -> None:
+    """The fetch-models diff: the provider's new models (checked) and the ones it no longer lists (unchecked, as
+    removal is opt-in). Accepting hands the channel's new model list to `on_accept`."""
+    new, gone = diff_models(current, listed)
+    if not new and not gone:
+        ui.notify(t("ch.fetch_same", n=len(listed)), type="positive")
+        return
+    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[36rem] max-w-[96vw]"):
+        ui.label(t("ch.fetch_title", n=len(listed))).classes("text-lg font-medium")
+        add_boxes: list[Any] = []
+        drop_boxes: list[Any] = []
+        if new:
+            ui.label(t("ch.fetch_new", n=len(new))).classes("font-medium text-positive")
+            with ui.column().classes("gap-0 max-h-64 overflow-auto w-full"):
+                add_boxes = [ui.checkbox(m, value=True) for m in new]
+        if gone:
+            ui.label(t("ch.fetch_gone", n=len(gone))).classes("font-medium text-negative")
+            with ui.column().classes("gap-0 max-h-48 overflow-auto w-full"):
+                drop_boxes = [ui.checkbox(m, value=False).mark("drop-model") for m in gone]
+
+        def accept() -> None:
+            drop = {b.text for b in drop_boxes if b.value}
+            on_accept([m for m in current if m not in drop] + [b.text for b in add_boxes if b.value])
+            dialog.close()
+
+        with ui.row().classes("w-full justify-end"):
+            ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
+            ui.button(t("ch.fetch_accept"), on_click=accept).mark("accept-diff")
+    dialog.open()
+
+
+class ChannelDialog:
+    """Add (existing=None) or edit a channel. An untouched masked key keeps the stored key."""
+
+    def __init__(self, state: AppState, existing: dict[str, Any] | None, on_saved: Callable[[], None]) -> None:
+        self.state, self.existing, self.on_saved = state, existing, on_saved
+        ch = self.ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [],
+                                    "model_mapping": {}, "priority": 0}
+        self.masked = mask_key(ch["key"]) if existing else ""
+        providers = {pid: f"{p.name} ({pid})"
+                     for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
+        with _delete_on_close(ui.dialog().props("persistent")) as self.dialog, ui.card().classes(
+                "w-[52rem] max-w-[96vw] gap-2"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(t("ch.edit_title", name=ch["name"]) if existing else t("ch.add_title")).classes(
+                    "text-xl font-semibold")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.row().classes("w-full gap-3 no-wrap"):
+                self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
+                                          on_change=self.provider_changed).props("outlined").classes(
+                    "w-1/2").mark("ch-provider")
+                self.name = ui.input(t("ch.name"), value=ch["name"], validation={
+                    t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
+                    "ch-name")
+            self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
+            self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
+                                    value=list(ch["models"]), label=t("ch.models"), multiple=True,
+                                    new_value_mode="add-unique", with_input=True,
+                                    validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
+                "outlined use-chips").classes("w-full").mark("ch-models")
+            self.models.props["hint"] = t("ch.models_hint")
+            with ui.row().classes("items-center gap-1 -mt-1"):
+                ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
+                    self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
+                ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
+                    "flat dense size=sm")
+                ui.button(t("ch.fetch"), icon="cloud_download", on_click=self.fetch_models).props(
+                    "flat dense size=sm")
+            self.mapping = MappingEditor(ch["model_mapping"])
+            self.base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (
+                v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
+                "outlined stack-label").classes("w-full").mark("ch-base-url")
+            self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
+                v or "").strip() else t("v.required")).props(
+                "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
+            self.priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props(
+                "outlined").classes("w-full").mark("ch-priority")
+            self.priority.props["hint"] = t("ch.priority_hint")
+            with ui.row().classes("w-full items-center pt-2"):
+                ui.button(t("ch.test_before"), icon="speed", on_click=self.test_before_saving).props("outline")
+                ui.space()
+                ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
+                ui.button(t("common.save"), icon="check", on_click=self.save).mark("save-channel")
+        self.provider_changed()
+        self.dialog.open()
+
+    def builtin(self, pid: int) -> list[str]:
+        return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+
+    def set_models(self, values: list[str]) -> None:
         values = clean_models(values)
-        models.options = sorted(set(builtin(provider.value)) | set(values))
-        models.value = values
-        models.update()
+        self.models.options = sorted(set(self.builtin(self.provider.value)) | set(values))
+        self.models.value = values
+        self.models.update()
 
-    def provider_changed() -> None:
-        p = state.catalog.get(provider.value)
+    def provider_changed(self) -> None:
+        p = self.state.catalog.get(self.provider.value)
         if p is None:
             return
-        models.options = sorted(set(builtin(p.id)) | set(models.value or []))
-        models.update()
-        base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
-        base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
+        self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
+        self.models.update()
+        self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
+        self.base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
             "ch.base_url_required")
-        key.props["placeholder"] = p.key_help
-        key.props["hint"] = t("ch.key_edit_hint") if existing else t("ch.key_lines_hint")
-        readme.text = p.readme
-        readme.visible = bool(p.readme)
+        self.key.props["placeholder"] = p.key_help
+        self.key.props["hint"] = t("ch.key_edit_hint") if self.existing else t("ch.key_lines_hint")
+        self.readme.text = p.readme
+        self.readme.visible = bool(p.readme)
 
-    def effective_key() -> str:
-        value = (key.value or "").strip()
-        return ch["key"] if existing and value == masked else value
+    def effective_key(self) -> str:
+        value = (self.key.value or "").strip()
+        return self.ch["key"] if self.existing and value == self.masked else value
 
-    def collect(need_models: bool = True) -> ChannelIn | None:
-        checks = [name.validate(), base_url.validate(), key.validate()] + ([models.validate()] if need_models else [])
-        incomplete = any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in mapping_rows)
+    def collect(self, need_models: bool = True) -> ChannelIn | None:
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate()]
+        if need_models:
+            checks.append(self.models.validate())
+        incomplete = self.mapping.incomplete()
         if incomplete:
             ui.notify(t("v.mapping_row"), type="warning")
         if not all(checks) or incomplete:
             return None
-        return ChannelIn(type=provider.value, name=name.value.strip(), key=effective_key(),
-                         base_url=(base_url.value or "").strip(), models=list(models.value or []),
-                         model_mapping=mapping_values(), priority=int(priority.value or 0))
+        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
+                         base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
+                         model_mapping=self.mapping.values(), priority=int(self.priority.value or 0))
 
-    def save() -> None:
-        data = collect()
+    def save(self) -> None:
+        data = self.collect()
         if data is None:
             return
         try:
-            if existing:
-                update_channel(state, ch["id"], data)
+            if self.existing:
+                update_channel(self.state, self.ch["id"], data)
                 ui.notify(t("ch.saved", name=data.name), type="positive")
             else:
-                ids = create_channels(state, [data])
-                ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t("ch.added_many", n=len(ids),
-                                                                                  name=data.name), type="positive")
+                ids = create_channels(self.state, [data])
+                ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t(
+                    "ch.added_many", n=len(ids), name=data.name), type="positive")
         except ApiError as exc:
             notify_error(exc)
             return
-        dialog.close()
-        on_saved()
+        self.dialog.close()
+        self.on_saved()
 
-    def test_before_saving() -> None:
-        data = collect()
+    def test_before_saving(self) -> None:
+        data = self.collect()
         if data is None:
             return
         try:
-            route = preview_route(state, data)
+            route = preview_route(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, route.offered)], t("test.title_preview"), None,
-                         save=False, autostart=True)
+        ModelTestPanel(self.state, [(route, route.offered)], t("test.title_preview"), None, save=False,
+                       autostart=True)
 
-    async def fetch_models() -> None:
-        data = collect(need_models=False)
+    async def fetch_models(self) -> None:
+        data = self.collect(need_models=False)
         if data is None:
             return
         ui.notify(t("ch.fetching"))
         try:
-            listed = await fetch_upstream_models(state, data)
+            listed = await fetch_upstream_models(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
-        new, gone = diff_models(list(models.value or []), listed)
-        if not new and not gone:
-            ui.notify(t("ch.fetch_same", n=len(listed)), type="positive")
-            return
-        with _delete_on_close(ui.dialog()) as diff, ui.card().classes("w-[36rem] max-w-[96vw]"):
-            ui.label(t("ch.fetch_title", n=len(listed))).classes("text-lg font-medium")
-            add_boxes: list[Any] = []
-            remove_boxes: list[Any] = []
-            if new:
-                ui.label(t("ch.fetch_new", n=len(new))).classes("font-medium text-positive")
-                with ui.column().classes("gap-0 max-h-64 overflow-auto w-full"):
-                    add_boxes = [ui.checkbox(m, value=True) for m in new]
-            if gone:
-                ui.label(t("ch.fetch_gone", n=len(gone))).classes("font-medium text-negative")
-                with ui.column().classes("gap-0 max-h-48 overflow-auto w-full"):
-                    remove_boxes = [ui.checkbox(m, value=False).mark("drop-model") for m in gone]
-
-            def accept() -> None:
-                drop = {b.text for b in remove_boxes if b.value}
-                set_models([m for m in models.value if m not in drop] + [b.text for b in add_boxes if b.value])
-                diff.close()
-
-            with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=diff.close).props("flat")
-                ui.button(t("ch.fetch_accept"), on_click=accept).mark("accept-diff")
-        diff.open()
-
-    for src, dst in ch["model_mapping"].items():
-        add_mapping_row(src, dst)
-    provider_changed()
-    dialog.open()
+        choose_model_changes(list(self.models.value or []), listed, self.set_models)
 
 
 # ---- model tests: one panel for a channel, all channels, or unsaved settings ----
 
 
-def open_test_dialog(targets: list[tuple[ChannelRoute, list[str]]], title: str,
-                     on_done: Callable[[], None] | None, save: bool = True, autostart: bool = False) -> None:
+@dataclass
+class _TestRow:
+    route: ChannelRoute
+    model: str
+    box: Any  # the checkbox
+    status: Any  # waiting / spinner / ✓ or ✗ with seconds
+    detail: Any  # HTTP code, and what went wrong
+
+
+class ModelTestPanel:
     """Check the models to test, start, and watch each row go waiting → spinner → ✓/✗ with seconds and the
     HTTP code. Runs in the click's own task, so the page stays responsive."""
-    state = get_state()
-    many = len(targets) > 1
-    rows: list[dict[str, Any]] = []
-    running = {"on": False}
-    with _delete_on_close(ui.dialog(), lambda: running["on"]) as dialog, ui.card().classes(
-            "w-[48rem] max-w-[96vw] gap-2"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(title).classes("text-lg font-semibold")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.row().classes("w-full items-center gap-3 no-wrap"):
-            everything = ui.checkbox(t("test.all"), value=True, on_change=lambda e: [
-                r["box"].set_value(e.value) for r in rows]).classes("shrink-0 whitespace-nowrap")
-            progress = ui.linear_progress(0, show_value=False).props("instant-feedback").classes("grow")
-            counter = ui.label().classes("text-sm whitespace-nowrap")
-        with ui.column().classes("w-full gap-0 max-h-[60vh] overflow-auto"):
-            for route, models in targets:
-                for model in models:
-                    with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
-                        box = ui.checkbox(value=True)
-                        ui.label(f"{route.name} · {model}" if many else model).classes(
-                            "font-mono text-sm w-64 truncate")
-                        status = ui.row().classes("items-center gap-1 w-24 no-wrap")
-                        with status:
-                            ui.icon("schedule").classes("opacity-40")
-                            ui.label(t("test.waiting")).classes("text-xs opacity-60")
-                        detail = ui.label().classes("text-xs grow break-all")
-                    rows.append({"route": route, "model": model, "box": box, "status": status, "detail": detail})
-        with ui.row().classes("w-full justify-end"):
-            ui.button(t("common.close"), on_click=dialog.close).props("flat")
-            start = ui.button(t("test.start"), icon="play_arrow", on_click=lambda: run()).mark("start-test")
-    counter.text = f"0 / {len(rows)}"
 
-    def show(row: dict[str, Any], result: dict[str, Any] | None) -> None:
-        row["status"].clear()
-        with row["status"]:
+    def __init__(self, state: AppState, targets: list[tuple[ChannelRoute, list[str]]], title: str,
+                 on_done: Callable[[], None] | None, save: bool = True, autostart: bool = False) -> None:
+        self.state, self.on_done, self.save = state, on_done, save
+        self.running = False
+        self.rows: list[_TestRow] = []
+        many = len(targets) > 1
+        with _delete_on_close(ui.dialog(), lambda: self.running) as self.dialog, ui.card().classes(
+                "w-[48rem] max-w-[96vw] gap-2"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(title).classes("text-lg font-semibold")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.row().classes("w-full items-center gap-3 no-wrap"):
+                self.everything = ui.checkbox(t("test.all"), value=True, on_change=lambda e: [
+                    r.box.set_value(e.value) for r in self.rows]).classes("shrink-0 whitespace-nowrap")
+                self.progress = ui.linear_progress(0, show_value=False).props("instant-feedback").classes("grow")
+                self.counter = ui.label().classes("text-sm whitespace-nowrap")
+            with ui.column().classes("w-full gap-0 max-h-[60vh] overflow-auto"):
+                for route, models in targets:
+                    for model in models:
+                        self._add_row(route, model, f"{route.name} · {model}" if many else model)
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("common.close"), on_click=self.dialog.close).props("flat")
+                self.start = ui.button(t("test.start"), icon="play_arrow", on_click=self.run).mark("start-test")
+        self.counter.text = f"0 / {len(self.rows)}"
+        self.dialog.open()
+        if autostart:
+            with self.dialog:
+                ui.timer(0.05, self.run, once=True)
+
+    def _add_row(self, route: ChannelRoute, model: str, label: str) -> None:
+        with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
+            box = ui.checkbox(value=True)
+            ui.label(label).classes("font-mono text-sm w-64 truncate")
+            status = ui.row().classes("items-center gap-1 w-24 no-wrap")
+            with status:
+                ui.icon("schedule").classes("opacity-40")
+                ui.label(t("test.waiting")).classes("text-xs opacity-60")
+            detail = ui.label().classes("text-xs grow break-all")
+        self.rows.append(_TestRow(route, model, box, status, detail))
+
+    @staticmethod
+    def show(row: _TestRow, result: dict[str, Any] | None) -> None:
+        row.status.clear()
+        with row.status:
             if result is None:
                 ui.spinner(size="sm")
                 ui.label(t("test.running")).classes("text-xs")
@@ -3898,48 +3948,43 @@ def open_test_dialog(targets: list[tuple[ChannelRoute, list[str]]], title: str,
             ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
             ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
         code = f"HTTP {result['code']}" if result["code"] else t("test.no_answer")
-        row["detail"].text = code if ok else f"{code} · {result['response'][:300]}"
-        row["detail"].classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
+        row.detail.text = code if ok else f"{code} · {result['response'][:300]}"
+        row.detail.classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
 
-    async def run() -> None:
-        chosen = [r for r in rows if r["box"].value]
+    async def run(self) -> None:
+        chosen = [r for r in self.rows if r.box.value]
         if not chosen:
             ui.notify(t("test.none_checked"), type="warning")
             return
-        start.disable()
-        everything.disable()
-        running["on"] = True
+        self.start.disable()
+        self.everything.disable()
+        self.running = True
         done, failed = 0, 0
-        counter.text = f"0 / {len(chosen)}"
-        progress.value = 0
-        by_route: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+        self.counter.text = f"0 / {len(chosen)}"
+        self.progress.value = 0
+        by_route: dict[int, list[_TestRow]] = collections.defaultdict(list)
         for row in chosen:
-            show(row, None)
-            by_route[id(row["route"])].append(row)
+            self.show(row, None)
+            by_route[id(row.route)].append(row)
         for group in by_route.values():
-            route, by_model = group[0]["route"], {r["model"]: r for r in group}
+            by_model = {r.model: r for r in group}
             try:
-                async for result in run_model_tests(state, route, list(by_model), save=save):
+                async for result in run_model_tests(self.state, group[0].route, list(by_model), save=self.save):
                     done += 1
                     failed += not result["success"]
-                    show(by_model[result["model"]], result)
-                    counter.text = f"{done} / {len(chosen)}"
-                    progress.value = done / len(chosen)
+                    self.show(by_model[result["model"]], result)
+                    self.counter.text = f"{done} / {len(chosen)}"
+                    self.progress.value = done / len(chosen)
             except ApiError as exc:
                 notify_error(exc)
         ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
-        running["on"] = False
-        start.enable()
-        everything.enable()
-        if not dialog.value:  # closed while it ran
-            dialog.delete()
-        if on_done:
-            on_done()
-
-    dialog.open()
-    if autostart:
-        with dialog:
-            ui.timer(0.05, run, once=True)
+        self.running = False
+        self.start.enable()
+        self.everything.enable()
+        if not self.dialog.value:  # closed while it ran
+            self.dialog.delete()
+        if self.on_done:
+            self.on_done()
 
 
 # ---- models ----
@@ -4652,7 +4697,7 @@ def page_migrate_body() -> None:
         if not targets:
             ui.notify(t("migrate.nothing_to_test"), type="warning")
             return
-        open_test_dialog(targets, t("migrate.test_title", n=len(targets)), refresh_imported, autostart=True)
+        ModelTestPanel(state, targets, t("migrate.test_title", n=len(targets)), refresh_imported, autostart=True)
 
     async def uploaded(e: Any) -> None:
         name = re.sub(r"[^\w.-]", "_", e.file.name).lstrip(".")[:100] or "one-api.db"
@@ -4787,7 +4832,7 @@ def page_settings(state: AppState, request: Request) -> None:
 
 PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon, i18n key: routes and navigation
     ("/dashboard", DashboardPage, "insights", "nav.dashboard"),  # the first is also "/"
-    ("/channels", page_channels, "hub", "nav.channels"),
+    ("/channels", ChannelsTable, "hub", "nav.channels"),
     ("/models", page_models, "category", "nav.models"),
     ("/logs", page_logs, "receipt_long", "nav.logs"),
     ("/tokens", page_tokens, "vpn_key", "nav.tokens"),
