@@ -4003,26 +4003,32 @@ _MODEL_SLOTS = {
 }
 
 
-def page_models(state: AppState, request: Request) -> None:
-    with ui.row().classes("items-center gap-3 w-full"):
-        search = ui.input(placeholder=t("models.search"), on_change=lambda: refresh()).props(
-            "dense outlined clearable").classes("w-72")
-        ui.label(t("models.hint")).classes("text-sm opacity-70")
-    columns = [
-        {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
-        {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
-        {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
-        {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-        {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-    ]
-    table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
-    for slot, template in _MODEL_SLOTS.items():
-        table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+class ModelsTable:
+    """Every model some channel offers, with its switch and the channels that serve it."""
 
-    def refresh() -> None:
-        needle = (search.value or "").strip().lower()
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
+        with ui.row().classes("items-center gap-3 w-full"):
+            self.search = ui.input(placeholder=t("models.search"), on_change=self.refresh).props(
+                "dense outlined clearable").classes("w-72")
+            ui.label(t("models.hint")).classes("text-sm opacity-70")
+        columns = [
+            {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
+            {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
+            {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
+            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
+            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+        ]
+        self.table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
+        for slot, template in _MODEL_SLOTS.items():
+            self.table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+        self.table.on("toggle", self.on_toggle)
+        self.refresh()
+
+    def refresh(self) -> None:
+        needle = (self.search.value or "").strip().lower()
         rows = []
-        for m in list_models(state):
+        for m in list_models(self.state):
             if needle and needle not in m["model"].lower() and needle not in m["kind"]:
                 continue
             last = m["tests"][0] if m["tests"] else None
@@ -4033,15 +4039,12 @@ def page_models(state: AppState, request: Request) -> None:
                 "test": f"{'✓' if last['success'] else '✗'} {last['took']:.2f} s" if last else "",
                 "test_ok": bool(last and last["success"]),
             })
-        table.rows = rows
+        self.table.rows = rows
 
-    def on_toggle(e: Any) -> None:
-        save_model_config(state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
+    def on_toggle(self, e: Any) -> None:
+        save_model_config(self.state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
         ui.notify(t("models.enabled_now" if e.args["value"] else "models.disabled_now", model=e.args["model"]))
-        refresh()
-
-    table.on("toggle", on_toggle)
-    refresh()
+        self.refresh()
 
 
 # ---- logs ----
@@ -4054,81 +4057,90 @@ _LOG_SLOTS = {
 }
 
 
-def page_logs(state: AppState, request: Request) -> None:
-    tz = display_tz()
-    query = request.query_params
-    logs_by_id: dict[int, dict[str, Any]] = {}
-    with ui.row().classes("items-center gap-3 w-full"):
-        span = TimeRange("yesterday", lambda: refresh(reset=True))
-        channels = _channel_options(state, t("common.all_channels"))
-        asked = int(query["channel"]) if query.get("channel", "").isdigit() else 0
-        channel = ui.select(channels, value=asked if asked in channels else 0,
-                            label=t("common.channel"), on_change=lambda: refresh(reset=True)).props(
-            "dense outlined").classes("w-48").mark("filter-channel")
-        model = ui.select(_model_options(state, t("common.all_models")), value=query.get("model", "")
-                          if query.get("model", "") in state.routes.known_models else "",
-                          label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired models
-                          on_change=lambda: refresh(reset=True)).props("dense outlined").classes("w-48").mark(
-            "filter-model")
-        status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
-                           value="all", on_change=lambda: refresh(reset=True)).props(
-            _TOGGLE_PROPS).mark("filter-status")
-        request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
-                              on_change=lambda: refresh(reset=True)).props(
-            "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
-    with ui.row().classes("items-center gap-3 w-full"):
-        total_label = ui.label().classes("font-medium").mark("logs-total")
-        ui.space()
-        ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
-        ui.button(t("logs.export"), icon="download", on_click=lambda: export()).props("outline dense")
-        ui.button(icon="refresh", on_click=lambda: refresh()).props("flat round dense").tooltip(t("logs.refresh"))
-    columns = [
-        {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
-        {"name": "duration", "label": t("logs.duration"), "field": "duration"},
-        {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
-        {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
-        {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
-        {"name": "input", "label": t("logs.input"), "field": "input"},
-        {"name": "output", "label": t("logs.output"), "field": "output"},
-        {"name": "code", "label": t("logs.code"), "field": "code"},
-        {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
-        {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
-        {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
-        {"name": "retries", "label": t("logs.retries"), "field": "retries"},
-    ]
-    table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props("dense hide-bottom")
-    for slot, template in _LOG_SLOTS.items():
-        table.add_slot(slot, template)
-    with ui.row().classes("items-center gap-3 w-full justify-end"):
-        ui.label(t("logs.per_page"))
-        per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=lambda: refresh(
-            reset=True)).props("dense outlined")
-        pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: refresh()).props(
-            "max-pages=7 boundary-links")
-    timer = ui.timer(5, lambda: refresh(), active=False)
+class LogsTable:
+    """Call logs, newest first, filtered by time, channel, model, status and request ID; a click opens a row."""
 
-    def current_filter() -> LogFilter:
-        start, end = span.bounds()
-        return LogFilter(start_ms=start, end_ms=end, model=model.value or "", channel=channel.value or None,
-                         request_id=(request_id.value or "").strip(), code_type=status.value or "all")
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        query = request.query_params
+        self.logs_by_id: dict[int, dict[str, Any]] = {}
+        with ui.row().classes("items-center gap-3 w-full"):
+            self.span = TimeRange("yesterday", self.reset)
+            channels = _channel_options(state, t("common.all_channels"))
+            asked = int(query["channel"]) if query.get("channel", "").isdigit() else 0
+            self.channel = ui.select(channels, value=asked if asked in channels else 0, label=t("common.channel"),
+                                     on_change=self.reset).props("dense outlined").classes("w-48").mark(
+                "filter-channel")
+            model = query.get("model", "")
+            self.model = ui.select(_model_options(state, t("common.all_models")),
+                                   value=model if model in state.routes.known_models else "",
+                                   label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired
+                                   on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model")
+            self.status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
+                                    value="all", on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-status")
+            self.request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
+                                       on_change=self.reset).props(
+                "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
+        with ui.row().classes("items-center gap-3 w-full"):
+            self.total = ui.label().classes("font-medium").mark("logs-total")
+            ui.space()
+            ui.switch(t("logs.auto"), on_change=lambda e: setattr(self.timer, "active", e.value))
+            ui.button(t("logs.export"), icon="download", on_click=self.export).props("outline dense")
+            ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
+        columns = [
+            {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
+            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
+            {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
+            {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
+            {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
+            {"name": "input", "label": t("logs.input"), "field": "input"},
+            {"name": "output", "label": t("logs.output"), "field": "output"},
+            {"name": "code", "label": t("logs.code"), "field": "code"},
+            {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
+            {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
+            {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
+            {"name": "retries", "label": t("logs.retries"), "field": "retries"},
+        ]
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+            "dense hide-bottom")
+        for slot, template in _LOG_SLOTS.items():
+            self.table.add_slot(slot, template)
+        self.table.on("rowClick", self.on_row_click)
+        with ui.row().classes("items-center gap-3 w-full justify-end"):
+            ui.label(t("logs.per_page"))
+            self.per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=self.reset).props(
+                "dense outlined")
+            self.pager = ui.pagination(1, 1, direction_links=True, on_change=self.refresh).props(
+                "max-pages=7 boundary-links")
+        self.timer = ui.timer(5, self.refresh, active=False)
+        self.refresh()
 
-    def refresh(reset: bool = False) -> None:
-        if reset and pager.value != 1:
-            pager.value = 1  # its on_change refreshes
-            return
-        rows, total = query_logs(state.engine, current_filter(), pager.value or 1, per_page.value)
-        pager.max = max(1, -(-total // per_page.value))
-        pager.update()
-        total_label.text = t("logs.total", n=total)
-        logs_by_id.clear()
-        logs_by_id.update({r["id"]: r for r in rows})
-        table.rows = [log_row(r) for r in rows]
+    def current_filter(self) -> LogFilter:
+        start, end = self.span.bounds()
+        return LogFilter(start_ms=start, end_ms=end, model=self.model.value or "", channel=self.channel.value or None,
+                         request_id=(self.request_id.value or "").strip(), code_type=self.status.value or "all")
 
-    def log_row(r: dict[str, Any]) -> dict[str, Any]:
-        route = state.routes.channels.get(r["channel"])
+    def reset(self) -> None:
+        """A changed filter starts again at page 1."""
+        if self.pager.value != 1:
+            self.pager.value = 1  # its on_change refreshes
+        else:
+            self.refresh()
+
+    def refresh(self) -> None:
+        per_page = self.per_page.value
+        rows, total = query_logs(self.state.engine, self.current_filter(), self.pager.value or 1, per_page)
+        self.pager.max = max(1, -(-total // per_page))
+        self.pager.update()
+        self.total.text = t("logs.total", n=total)
+        self.logs_by_id = {r["id"]: r for r in rows}
+        self.table.rows = [self.row(r) for r in rows]
+
+    def row(self, r: dict[str, Any]) -> dict[str, Any]:
+        route = self.state.routes.channels.get(r["channel"])
         took = max(0, r["created_at"] - r["request_at"])
         mapped = r["actual_model"] and r["actual_model"] != r["model"]
-        return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], tz),
+        return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], self.tz),
                 "duration": fmt_seconds(took), "slow": took > SLOW_CALL_SECONDS * 1000,
                 "ttfb": fmt_seconds(r["ttfb_milliseconds"]) if r["ttfb_milliseconds"] else "–",
                 "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
@@ -4136,53 +4148,58 @@ def page_logs(state: AppState, request: Request) -> None:
                 "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
                 "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"]}
 
-    def export() -> None:
-        ui.download.content(logs_csv(state, current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
+    def export(self) -> None:
+        ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
                             "text/csv")
 
-    def on_row_click(e: Any) -> None:
-        row = logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
+    def on_row_click(self, e: Any) -> None:
+        row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
-            open_log_dialog(row, tz)
-
-    table.on("rowClick", on_row_click)
-    refresh()
+            LogDialog(self.state, row, self.tz)
 
 
-def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
-    state = get_state()
-    try:
-        detail = log_detail(state, log["id"])
-    except ApiError as exc:
-        notify_error(exc)
-        return
-    route = state.routes.channels.get(log["channel"])
-    took = max(0, log["created_at"] - log["request_at"])
-    fields = [
-        ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
-        ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
-        ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
-        ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
-        ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
-        ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
-        ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
-        ("logs.cached", str(log["usage"]["cached_tokens"])),
-        ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
-        ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
-    ]
-    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[56rem] max-w-[96vw] gap-3"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
-            ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
-            for label, value in fields:
-                ui.label(t(label) if "." in label else label).classes("opacity-60")
-                ui.label(value or "–").classes("break-all font-mono")
-        if log["content"]:
-            ui.label(t("logs.error_text")).classes("font-medium")
-            ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark("log-error")
+class LogDialog:
+    """One call: its timings, tokens, route and, for failed calls, the bodies."""
+
+    def __init__(self, state: AppState, log: dict[str, Any], tz: ZoneInfo) -> None:
+        try:
+            detail = log_detail(state, log["id"])
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        route = state.routes.channels.get(log["channel"])
+        took = max(0, log["created_at"] - log["request_at"])
+        fields = [
+            ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
+            ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
+            ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
+            ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
+            ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
+            ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
+            ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
+            ("logs.cached", str(log["usage"]["cached_tokens"])),
+            ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
+            ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
+        ]
+        with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[56rem] max-w-[96vw] gap-3"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
+                ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
+                for label, value in fields:
+                    ui.label(t(label) if "." in label else label).classes("opacity-60")
+                    ui.label(value or "–").classes("break-all font-mono")
+            if log["content"]:
+                ui.label(t("logs.error_text")).classes("font-medium")
+                ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark(
+                    "log-error")
+            self._bodies(detail)
+        self.dialog.open()
+
+    @staticmethod
+    def _bodies(detail: dict[str, Any]) -> None:
         for name in ("request", "response"):
             body = detail[f"{name}_body"]
             if body:
@@ -4195,122 +4212,136 @@ def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
                 ui.code(pretty, language=language).classes("w-full max-h-72 overflow-auto text-xs")
         if not detail["request_body"] and not detail["response_body"]:
             ui.label(t("logs.no_bodies")).classes("text-sm opacity-60")
-    dialog.open()
 
 
 # ---- API keys ----
 
 
-def page_tokens(state: AppState, request: Request) -> None:
-    tz = display_tz()
-    body = ui.context.slot.parent  # the frame's content column
-    with ui.row().classes("items-center gap-3"):
-        ui.button(t("tok.create"), icon="add", on_click=lambda: create()).mark("create-token")
-        ui.label(t("tok.hint")).classes("text-sm opacity-70")
-    columns = [
-        {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
-        {"name": "key", "label": t("tok.key"), "field": "key", "align": "left"},
-        {"name": "models", "label": t("tok.models"), "field": "models", "align": "left"},
-        {"name": "usage", "label": t("tok.usage"), "field": "usage", "align": "left"},
-        {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
-        {"name": "expires", "label": t("tok.expires"), "field": "expires", "align": "left"},
-        {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
-        {"name": "actions", "label": "", "field": "id"},
-    ]
-    table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
-    table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
-        </q-td>""")
-    table.add_slot("body-cell-expires", """<q-td :props="props">
-        <span :class="props.row.expired ? 'text-negative' : ''">{{ props.row.expires }}</span></q-td>""")
-    table.add_slot("body-cell-enabled", """<q-td :props="props">
-        <q-toggle :model-value="props.row.enabled" color="positive"
-          @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""")
-    table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
-        <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
-        <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
-    empty = ui.label(t("tok.empty")).classes("opacity-70")
+class TokensTable:
+    """API keys for apps: create (the key is shown once), switch off, delete."""
 
-    def refresh() -> None:
-        tokens = list_tokens(state)
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        self.body = ui.context.slot.parent  # a dialog lives as long as the element it is created in
+        with ui.row().classes("items-center gap-3"):
+            ui.button(t("tok.create"), icon="add", on_click=lambda: NewTokenDialog(state, self.created)).mark(
+                "create-token")
+            ui.label(t("tok.hint")).classes("text-sm opacity-70")
+        columns = [
+            {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
+            {"name": "key", "label": t("tok.key"), "field": "key", "align": "left"},
+            {"name": "models", "label": t("tok.models"), "field": "models", "align": "left"},
+            {"name": "usage", "label": t("tok.usage"), "field": "usage", "align": "left"},
+            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
+            {"name": "expires", "label": t("tok.expires"), "field": "expires", "align": "left"},
+            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
+            {"name": "actions", "label": "", "field": "id"},
+        ]
+        self.table = table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
+        table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
+            </q-td>""")
+        table.add_slot("body-cell-expires", """<q-td :props="props">
+            <span :class="props.row.expired ? 'text-negative' : ''">{{ props.row.expires }}</span></q-td>""")
+        table.add_slot("body-cell-enabled", """<q-td :props="props">
+            <q-toggle :model-value="props.row.enabled" color="positive"
+              @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""")
+        table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
+            <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
+            <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
+        self.empty = ui.label(t("tok.empty")).classes("opacity-70")
+        table.on("toggle", self.on_toggle)
+        table.on("delete", self.on_delete)
+        self.refresh()
+
+    def refresh(self) -> None:
+        tokens = list_tokens(self.state)
         now = now_ms()
-        table.rows = [{
+        self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
-            "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == 1,
+            "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
             "usage": f"${k['used_amount']:.4f} / " + (f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
-            "expires": format_ms(k["expired_at"], tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
+            "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
         } for k in tokens]
-        empty.visible, table.visible = not tokens, bool(tokens)
+        self.empty.visible, self.table.visible = not tokens, bool(tokens)
 
-    def on_toggle(e: Any) -> None:
+    def created(self, token: dict[str, Any]) -> None:
+        self.refresh()
+        with self.body:  # not inside the closing create dialog
+            show_new_key(token)
+
+    def on_toggle(self, e: Any) -> None:
         try:
-            update_token(state, int(e.args["id"]), TokenIn(status=1 if e.args["value"] else 2))
+            update_token(self.state, int(e.args["id"]),
+                         TokenIn(status=STATUS_ENABLED if e.args["value"] else STATUS_DISABLED))
         except ApiError as exc:
             notify_error(exc)
-        refresh()
+        self.refresh()
 
-    async def on_delete(e: Any) -> None:
-        token = next((r for r in table.rows if r["id"] == int(e.args)), None)
+    async def on_delete(self, e: Any) -> None:
+        token = next((r for r in self.table.rows if r["id"] == int(e.args)), None)
         if token and await confirm(t("tok.confirm_delete", name=token["name"]), t("common.delete"), danger=True,
                                    details=t("tok.delete_details")):
-            delete_tokens(state, [token["id"]])
-            refresh()
+            delete_tokens(self.state, [token["id"]])
+            self.refresh()
 
-    def create() -> None:
-        with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
+
+class NewTokenDialog:
+    """Name, allowed models, quota and expiry of a new API key."""
+
+    def __init__(self, state: AppState, on_created: Callable[[dict[str, Any]], None]) -> None:
+        self.state, self.on_created, self.tz = state, on_created, display_tz()
+        with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
             ui.label(t("tok.create")).classes("text-xl font-semibold")
-            name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
+            self.name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
                 "outlined autofocus").classes("w-full")
-            models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
-                               new_value_mode="add-unique", with_input=True, value=[]).props(
+            self.models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
+                                    new_value_mode="add-unique", with_input=True, value=[]).props(
                 "outlined use-chips").classes("w-full")
             ui.label(t("tok.models_hint")).classes("text-xs opacity-70 -mt-1")
-            quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes("w-48")
+            self.quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes(
+                "w-48")
             ui.label(t("tok.quota_hint")).classes("text-xs opacity-70 -mt-1")
             with ui.row().classes("items-center gap-2"):
-                expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes("w-48")
+                self.expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes(
+                    "w-48")
                 for days in (1, 30, 365):
-                    ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: expires.set_value(
-                        format_ms(now_ms() + d * 86_400_000, tz, "%Y-%m-%d"))).props("flat dense size=sm")
-                ui.button(t("tok.never"), on_click=lambda: expires.set_value("")).props("flat dense size=sm")
+                    ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: self.expires.set_value(
+                        format_ms(now_ms() + d * 86_400_000, self.tz, "%Y-%m-%d"))).props("flat dense size=sm")
+                ui.button(t("tok.never"), on_click=lambda: self.expires.set_value("")).props("flat dense size=sm")
             with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
-                ui.button(t("tok.create_submit"), icon="check", on_click=lambda: submit()).mark("create-token-submit")
+                ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
+                ui.button(t("tok.create_submit"), icon="check", on_click=self.submit).mark("create-token-submit")
+        self.dialog.open()
 
-        def submit() -> None:
-            if not name.validate():
-                return
-            day = local_input_to_ms(expires.value, tz)
-            try:
-                token = create_token(state, TokenIn(name=name.value, models=models.value, quota=quota.value or 0,
-                                                    expired_at=day + 86_400_000 - 1 if day else 0))
-            except ApiError as exc:
-                notify_error(exc)
-                return
-            refresh()
-            with body:  # a dialog lives as long as the element it is created in: not this closing one
-                show_new_key(token)
-            dialog.close()
+    def submit(self) -> None:
+        if not self.name.validate():
+            return
+        day = local_input_to_ms(self.expires.value, self.tz)
+        try:
+            token = create_token(self.state, TokenIn(name=self.name.value, models=self.models.value,
+                                                     quota=self.quota.value or 0,
+                                                     expired_at=day + 86_400_000 - 1 if day else 0))
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        self.on_created(token)
+        self.dialog.close()
 
-        dialog.open()
 
-    def show_new_key(token: dict[str, Any]) -> None:
-        with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
-                "w-[36rem] max-w-[96vw] gap-3"):
-            ui.label(t("tok.created", name=token["name"])).classes("text-xl font-semibold")
-            with ui.row().classes("items-center gap-2 w-full no-wrap p-3 rounded bg-orange-500/10"):
-                ui.icon("warning", color="warning")
-                ui.label(t("tok.once")).classes("text-sm")
-            ui.input(value=token["key"]).props("readonly outlined input-class=font-mono").classes("w-full").mark(
-                "new-key")
-            with ui.row().classes("w-full justify-end"):
-                copy_button(lambda: token["key"])
-                ui.button(t("tok.done"), on_click=dialog.close)
-        dialog.open()
-
-    table.on("toggle", on_toggle)
-    table.on("delete", on_delete)
-    refresh()
+def show_new_key(token: dict[str, Any]) -> None:
+    with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
+            "w-[36rem] max-w-[96vw] gap-3"):
+        ui.label(t("tok.created", name=token["name"])).classes("text-xl font-semibold")
+        with ui.row().classes("items-center gap-2 w-full no-wrap p-3 rounded bg-orange-500/10"):
+            ui.icon("warning", color="warning")
+            ui.label(t("tok.once")).classes("text-sm")
+        ui.input(value=token["key"]).props("readonly outlined input-class=font-mono").classes("w-full").mark(
+            "new-key")
+        with ui.row().classes("w-full justify-end"):
+            copy_button(lambda: token["key"])
+            ui.button(t("tok.done"), on_click=dialog.close)
+    dialog.open()
 
 
 # ---- migrate (issue C fills it) ----
@@ -4736,95 +4767,116 @@ def page_migrate_body() -> None:
 # ---- settings ----
 
 
-def page_settings(state: AppState, request: Request) -> None:
-    from zoneinfo import available_timezones
+def connect_snippet(origin: str, key: str) -> str:
+    """What FastGPT's .env and OpenAI-style apps need to reach this gateway."""
+    return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
+            f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
 
-    user = ng.storage.user
-    origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
-    revealed = {"on": False}
 
-    def snippet(real: bool) -> str:
-        key = state.admin_key if real else mask_key(state.admin_key)
-        return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
-                f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
+class SettingsPage:
+    """How apps connect, the admin key, the gateway's options and the display timezone."""
 
-    with ui.card().classes("w-full gap-2"):
-        ui.label(t("set.connect")).classes("text-lg font-semibold")
-        with ui.row().classes("items-center gap-2"):
-            ui.label(t("set.base_url")).classes("opacity-70")
-            ui.label(f"{origin}/v1").classes("font-mono font-medium").mark("base-url")
-            copy_button(lambda: f"{origin}/v1")
-        code = ui.code(snippet(False), language="bash").classes("w-full").mark("snippet")
-        with ui.row().classes("items-center gap-2"):
-            copy_button(lambda: snippet(True), t("set.copy_snippet"))
-            ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
-    with ui.card().classes("w-full gap-2"):
-        ui.label(t("set.admin_key")).classes("text-lg font-semibold")
-        with ui.row().classes("items-center gap-2 w-full"):
-            key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
-            reveal = ui.button(t("set.reveal"), icon="visibility", on_click=lambda: toggle_reveal()).props(
-                "flat dense")
-            copy_button(lambda: state.admin_key)
-            ui.button(t("set.regenerate"), icon="autorenew", on_click=lambda: regenerate()).props(
-                "flat dense color=negative")
-        source = t("set.key_env") if state.settings.admin_key else t(
-            "set.key_file", path=str(state.settings.data_path / "admin_key"))
-        ui.label(source).classes("text-xs opacity-70")
-    with ui.card().classes("w-full gap-2"):
-        ui.label(t("set.gateway")).classes("text-lg font-semibold")
-        options = current_options(state)
-        with ui.row().classes("items-start gap-6"):
-            retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10, precision=0).props(
-                "outlined").classes("w-56").mark("retries")
-            retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
-                                  precision=0).props("outlined").classes("w-56").mark("retention")
-            ui.button(t("common.save"), icon="check", on_click=lambda: save_options()).mark("save-options")
-        ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
-        data = state.settings
-        db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
-            "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
-        with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
-            ui.label(t("set.data_dir")).classes("opacity-70")
-            ui.label(str(data.data_path)).classes("font-mono break-all")
-            ui.label(t("set.database")).classes("opacity-70")
-            ui.label(db).classes("font-mono break-all")
-    with ui.card().classes("w-full gap-2"):
-        ui.label(t("set.display")).classes("text-lg font-semibold")
-        zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
-                 **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
-        ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                  with_input=True, on_change=lambda e: set_tz(e.value)).props("outlined").classes("w-80")
-        ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.user = state, ng.storage.user
+        self.origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
+        self.revealed = False
+        self._connect_card()
+        self._admin_key_card()
+        self._gateway_card()
+        self._display_card()
 
-    def set_tz(value: str) -> None:
-        user["tz"] = value or ""
+    def snippet(self, real: bool) -> str:
+        return connect_snippet(self.origin, self.state.admin_key if real else mask_key(self.state.admin_key))
+
+    def _connect_card(self) -> None:
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.connect")).classes("text-lg font-semibold")
+            with ui.row().classes("items-center gap-2"):
+                ui.label(t("set.base_url")).classes("opacity-70")
+                ui.label(f"{self.origin}/v1").classes("font-mono font-medium").mark("base-url")
+                copy_button(lambda: f"{self.origin}/v1")
+            self.code = ui.code(self.snippet(False), language="bash").classes("w-full").mark("snippet")
+            with ui.row().classes("items-center gap-2"):
+                copy_button(lambda: self.snippet(True), t("set.copy_snippet"))
+                ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+
+    def _admin_key_card(self) -> None:
+        state = self.state
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.admin_key")).classes("text-lg font-semibold")
+            with ui.row().classes("items-center gap-2 w-full"):
+                self.key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
+                self.reveal = ui.button(t("set.reveal"), icon="visibility", on_click=self.toggle_reveal).props(
+                    "flat dense")
+                copy_button(lambda: state.admin_key)
+                ui.button(t("set.regenerate"), icon="autorenew", on_click=self.regenerate).props(
+                    "flat dense color=negative")
+            source = t("set.key_env") if state.settings.admin_key else t(
+                "set.key_file", path=str(state.settings.data_path / "admin_key"))
+            ui.label(source).classes("text-xs opacity-70")
+
+    def _gateway_card(self) -> None:
+        options, data = current_options(self.state), self.state.settings
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.gateway")).classes("text-lg font-semibold")
+            with ui.row().classes("items-start gap-6"):
+                self.retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10,
+                                         precision=0).props("outlined").classes("w-56").mark("retries")
+                self.retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
+                                           precision=0).props("outlined").classes("w-56").mark("retention")
+                ui.button(t("common.save"), icon="check", on_click=self.save_options).mark("save-options")
+            ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
+            db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
+                "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
+            with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
+                ui.label(t("set.data_dir")).classes("opacity-70")
+                ui.label(str(data.data_path)).classes("font-mono break-all")
+                ui.label(t("set.database")).classes("opacity-70")
+                ui.label(db).classes("font-mono break-all")
+
+    def _display_card(self) -> None:
+        from zoneinfo import available_timezones
+
+        user = self.user
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.display")).classes("text-lg font-semibold")
+            zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
+                     **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
+            ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
+                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes("w-80")
+            ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
+
+    def set_tz(self, value: str) -> None:
+        self.user["tz"] = value or ""
         ui.notify(t("set.saved"), type="positive")
 
-    def toggle_reveal() -> None:
-        revealed["on"] = not revealed["on"]
-        key_label.text = state.admin_key if revealed["on"] else mask_key(state.admin_key)
-        code.content = snippet(revealed["on"])
-        reveal.text = t("set.hide" if revealed["on"] else "set.reveal")
+    def toggle_reveal(self) -> None:
+        self.revealed = not self.revealed
+        key = self.state.admin_key
+        self.key_label.text = key if self.revealed else mask_key(key)
+        self.code.content = self.snippet(self.revealed)
+        self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
 
-    def save_options() -> None:
+    def save_options(self) -> None:
         try:
-            set_option(state, "retry_times", retries.value)
-            set_option(state, "log_retention_days", retention.value)
+            set_option(self.state, "retry_times", self.retries.value)
+            set_option(self.state, "log_retention_days", self.retention.value)
         except ApiError as exc:
             notify_error(exc)
             return
         ui.notify(t("set.saved"), type="positive")
 
-    async def regenerate() -> None:
+    async def regenerate(self) -> None:
+        state = self.state
         details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
         if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
             return
         new_key = generate_key()
         write_secret_file(state.settings.data_path / "admin_key", new_key)
         state.admin_key = new_key
-        user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
-        revealed["on"] = False
-        toggle_reveal()
+        self.user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
+        self.revealed = False
+        self.toggle_reveal()  # show the new key
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
@@ -4833,11 +4885,11 @@ def page_settings(state: AppState, request: Request) -> None:
 PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon, i18n key: routes and navigation
     ("/dashboard", DashboardPage, "insights", "nav.dashboard"),  # the first is also "/"
     ("/channels", ChannelsTable, "hub", "nav.channels"),
-    ("/models", page_models, "category", "nav.models"),
-    ("/logs", page_logs, "receipt_long", "nav.logs"),
-    ("/tokens", page_tokens, "vpn_key", "nav.tokens"),
+    ("/models", ModelsTable, "category", "nav.models"),
+    ("/logs", LogsTable, "receipt_long", "nav.logs"),
+    ("/tokens", TokensTable, "vpn_key", "nav.tokens"),
     ("/migrate", page_migrate, "move_down", "nav.migrate"),
-    ("/settings", page_settings, "settings", "nav.settings"),
+    ("/settings", SettingsPage, "settings", "nav.settings"),
 )
 
 
