@@ -3245,15 +3245,7 @@ async def api_channel_upstream_models(body: ChannelIn) -> JSONResponse:
 ui: Any = None  # nicegui.ui, bound by mount_ui()
 ng: Any = None  # nicegui.app (per-browser storage), bound by mount_ui()
 
-NAV_PAGES = (  # path, icon, i18n key: the left navigation, in the order a new user needs them
-    ("/dashboard", "insights", "nav.dashboard"),
-    ("/channels", "hub", "nav.channels"),
-    ("/models", "category", "nav.models"),
-    ("/logs", "receipt_long", "nav.logs"),
-    ("/tokens", "vpn_key", "nav.tokens"),
-    ("/migrate", "move_down", "nav.migrate"),
-    ("/settings", "settings", "nav.settings"),
-)
+PageBuilder = Callable[["AppState", Request], Any]  # builds a page's content inside the frame
 LANGUAGES = {"en": "English", "zh": "简体中文"}
 TIME_PRESETS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}  # seconds
 PRESET_TIMESPAN = {"yesterday": "hour", "15m": "minute", "1h": "minute", "24h": "hour", "7d": "hour", "30d": "day"}
@@ -3355,6 +3347,20 @@ def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, time
     return sorted(sums.items())
 
 
+def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple[list[float], list[float]]]:
+    """The two lines of each dashboard chart: calls and errors, input and output tokens, latency and TTFB (s)."""
+
+    def avg(total: str, s: dict[str, float]) -> float:
+        return round(s[total] / s["request_count"] / 1000, 3) if s["request_count"] else 0
+
+    return {
+        "calls": ([s["request_count"] for _, s in buckets], [s["exception_count"] for _, s in buckets]),
+        "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
+        "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
+                    [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
+    }
+
+
 def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, Any]:
     """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
     tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
@@ -3437,21 +3443,24 @@ def _start_session(request: Request) -> None:
         user["lang"] = pick_language(request.headers.get("accept-language", ""))
 
 
-def is_signed_in() -> bool:
-    return ng.storage.user.get("auth") == _key_fingerprint(get_state().admin_key)
+def is_signed_in(state: AppState) -> bool:
+    return ng.storage.user.get("auth") == _key_fingerprint(state.admin_key)
 
 
-def _guarded(builder: Callable[[Request], None]) -> Callable[[Request], Response | None]:
-    """A page that shows nothing without a session for the current admin key (a changed key ends all sessions)."""
+def _guarded(builder: PageBuilder, title_key: str) -> Callable[[Request], Response | None]:
+    """A page in the shared frame that shows nothing without a session for the current admin key (a changed
+    key ends all sessions). NiceGUI registers pages globally: this is where they get the state."""
 
     def page(request: Request) -> Response | None:
+        state = get_state()
         _start_session(request)
-        if not is_signed_in():
+        if not is_signed_in(state):
             return Response(status_code=303, headers={"location": f"/login?redirect_to={request.url.path}"})
-        builder(request)
+        with frame(t(title_key)):
+            builder(state, request)
         return None
 
-    page.__name__ = page.__qualname__ = builder.__name__
+    page.__name__ = page.__qualname__ = f"page_{title_key.rpartition('.')[2]}"
     return page
 
 
@@ -3560,8 +3569,8 @@ def frame(title: str) -> Any:
         ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white")
     here = ui.context.client.page.path
     with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
-        for path, icon, key in NAV_PAGES:
-            active = here == path or (path == "/dashboard" and here == "/")
+        for path, _, icon, key in PAGES:
+            active = here == path or (path == PAGES[0][0] and here == "/")
             with ui.link(target=path).classes("no-underline text-inherit block self-stretch"):
                 with ui.row().classes("items-center gap-3 mx-2 px-3 py-2 rounded-lg no-wrap " + (
                         "bg-primary text-white" if active else "hover:bg-gray-500/10")):
@@ -3633,8 +3642,9 @@ def _model_options(state: AppState, all_label: str) -> dict[str, str]:
 def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | None:
     state = get_state()
     _start_session(request)
-    target = redirect_to if redirect_to in {path for path, _ in _PAGES} else "/dashboard"  # never off-site
-    if is_signed_in():
+    home = PAGES[0][0]
+    target = redirect_to if redirect_to == "/" or redirect_to in {p[0] for p in PAGES} else home  # never off-site
+    if is_signed_in(state):
         return Response(status_code=303, headers={"location": target})
     ui.page_title("aiproxy-local")
     ui.colors(primary="#4f46e5")
@@ -3674,96 +3684,100 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
 # ---- dashboard ----
 
 
-def page_dashboard(request: Request) -> None:
-    state = get_state()
-    tz = display_tz()
-    with frame(t("nav.dashboard")):
+class DashboardPage:
+    """Summary cards and charts of the calls in a time range; model tests are not traffic and stay out."""
+
+    CARDS = (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
+             ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt"))
+    CHARTS = (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens", "dash.output_tokens")),
+              ("latency", ("dash.avg_latency", "dash.avg_ttfb")))
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
         if not state.routes.channels:
-            with ui.card().classes("w-full bg-primary/5"):
-                ui.label(t("dash.start_title")).classes("text-lg font-semibold")
-                for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
-                                                     ("dash.start_3", "/settings")], start=1):
-                    with ui.row().classes("items-center gap-2"):
-                        ui.badge(str(step)).props("rounded")
-                        ui.link(t(text), path)
+            self._getting_started()
         with ui.row().classes("items-center gap-3 w-full"):
-            span = TimeRange("24h", lambda: range_changed())
-            timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour", label=t("dash.timespan"),
-                                 on_change=lambda: refresh()).props("dense outlined").classes("w-32")
-            model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
-                              with_input=True, on_change=lambda: refresh()).props("dense outlined").classes("w-52")
-            channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
-                                label=t("common.channel"), on_change=lambda: refresh()).props(
+            self.span = TimeRange("24h", self._range_changed)
+            self.timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour",
+                                      label=t("dash.timespan"), on_change=self.refresh).props(
+                "dense outlined").classes("w-32")
+            self.model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
+                                   with_input=True, on_change=self.refresh).props("dense outlined").classes("w-52")
+            self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
+                                     label=t("common.channel"), on_change=self.refresh).props(
                 "dense outlined").classes("w-52")
-        cards: dict[str, Any] = {}
+        self.cards: dict[str, Any] = {}
         with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-3 xl:grid-cols-6"):
-            for name, icon in (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
-                               ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt")):
+            for name, icon in self.CARDS:
                 with ui.card().classes("gap-1 p-4"):
                     with ui.row().classes("items-center gap-2 opacity-70"):
                         ui.icon(icon, size="xs")
                         ui.label(t(f"dash.{name}")).classes("text-sm")
-                    cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
-        axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-        charts = {}
+                    self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
+        self.charts: dict[str, Any] = {}
         with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
-            for name, series in (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens",
-                                 "dash.output_tokens")), ("latency", ("dash.avg_latency", "dash.avg_ttfb"))):
+            for name, series in self.CHARTS:
                 with ui.card().classes("p-3"):
                     ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    charts[name] = ui.echart({
-                        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-                        "legend": {"data": [t(s) for s in series], "top": 0, "textStyle": {"color": "#888"}},
-                        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-                        "xAxis": {"type": "category", "data": [], **axis},
-                        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-                        "series": [{"name": t(s), "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                                    "areaStyle": {"opacity": 0.08}} for s in series],
-                    }).classes("w-full h-64")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series])).classes("w-full h-64")
+        self.refresh()
 
-    def range_changed() -> None:
-        picked = PRESET_TIMESPAN.get(span.preset.value or "")  # a preset brings a sensible resolution
-        if picked and picked != timespan.value:
-            timespan.value = picked  # its on_change refreshes
+    @staticmethod
+    def _getting_started() -> None:
+        with ui.card().classes("w-full bg-primary/5"):
+            ui.label(t("dash.start_title")).classes("text-lg font-semibold")
+            for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
+                                                 ("dash.start_3", "/settings")], start=1):
+                with ui.row().classes("items-center gap-2"):
+                    ui.badge(str(step)).props("rounded")
+                    ui.link(t(text), path)
+
+    def _range_changed(self) -> None:
+        picked = PRESET_TIMESPAN.get(self.span.preset.value or "")  # a preset brings a sensible resolution
+        if picked and picked != self.timespan.value:
+            self.timespan.value = picked  # its on_change refreshes
         else:
-            refresh()
+            self.refresh()
 
-    def refresh() -> None:
-        start, end = span.bounds()
+    def refresh(self) -> None:
+        start, end = self.span.bounds()
         end = end or now_ms()
+        timespan = self.timespan.value
         try:
-            series = dashboard_series(state, start, end, str(tz), timespan.value, channel.value or None,
-                                      model.value or "")
+            series = dashboard_series(self.state, start, end, str(self.tz), timespan, self.channel.value or None,
+                                      self.model.value or "")
         except ApiError as exc:
             notify_error(exc)
             return
         totals = summarize_series(series)
-        cards["calls"].text = fmt_count(totals["calls"])
-        cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
-        cards["input_tokens"].text = fmt_count(totals["input_tokens"])
-        cards["output_tokens"].text = fmt_count(totals["output_tokens"])
-        cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
-        cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
-        buckets = chart_buckets(series, start, end, timespan.value, tz)
-        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan.value]
-        labels = [format_ms(ts * 1000, tz, label_fmt) for ts, _ in buckets]
-
-        def avg(total: str, s: dict[str, float]) -> float:
-            return round(s[total] / s["request_count"] / 1000, 3) if s["request_count"] else 0
-
-        values = {
-            "calls": ([s["request_count"] for _, s in buckets], [s["exception_count"] for _, s in buckets]),
-            "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
-            "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
-                        [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
-        }
-        for name, chart in charts.items():
+        self.cards["calls"].text = fmt_count(totals["calls"])
+        self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
+        self.cards["input_tokens"].text = fmt_count(totals["input_tokens"])
+        self.cards["output_tokens"].text = fmt_count(totals["output_tokens"])
+        self.cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
+        self.cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
+        buckets = chart_buckets(series, start, end, timespan, self.tz)
+        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan]
+        labels = [format_ms(ts * 1000, self.tz, label_fmt) for ts, _ in buckets]
+        for name, values in chart_values(buckets).items():
+            chart = self.charts[name]
             chart.options["xAxis"]["data"] = labels
-            for serie, data in zip(chart.options["series"], values[name]):
+            for serie, data in zip(chart.options["series"], values):
                 serie["data"] = data
             chart.update()
 
-    refresh()
+
+def _line_chart(series: list[str]) -> dict[str, Any]:
+    axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": "#888"}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
 
 
 # ---- channels ----
@@ -3801,23 +3815,27 @@ _CHANNEL_SLOTS = {
 }
 
 
-def page_channels(request: Request) -> None:
-    state = get_state()
-    with frame(t("nav.channels")):
+class ChannelsTable:
+    """The channels page: a toolbar, a bulk bar for the selected rows, and one row per channel whose switch,
+    priority field and buttons change the channel in place."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
         with ui.row().classes("items-center gap-2 w-full"):
-            ui.button(t("ch.add"), icon="add", on_click=lambda: open_channel_dialog(None, refresh)).mark("add-channel")
-            ui.button(t("ch.test_all"), icon="speed", on_click=lambda: test_all()).props("outline")
-            search = ui.input(placeholder=t("ch.search"), on_change=lambda: refresh()).props(
+            ui.button(t("ch.add"), icon="add", on_click=lambda: ChannelDialog(state, None, self.refresh)).mark(
+                "add-channel")
+            ui.button(t("ch.test_all"), icon="speed", on_click=self.test_all).props("outline")
+            self.search = ui.input(placeholder=t("ch.search"), on_change=self.refresh).props(
                 "dense outlined clearable").classes("w-64")
             ui.space()
-            with ui.row().classes("items-center gap-2") as bulk:
-                bulk_label = ui.label().classes("font-medium")
-                ui.button(t("bulk.enable"), on_click=lambda: bulk_status(1)).props("outline dense")
-                ui.button(t("bulk.disable"), on_click=lambda: bulk_status(2)).props("outline dense")
-                ui.button(t("bulk.priority"), on_click=lambda: bulk_priority()).props("outline dense")
-                ui.button(t("bulk.delete"), on_click=lambda: bulk_delete()).props(
-                    "outline dense color=negative")
-            bulk.visible = False
+            with ui.row().classes("items-center gap-2") as self.bulk:
+                self.bulk_label = ui.label().classes("font-medium")
+                ui.button(t("bulk.enable"), on_click=lambda: self.bulk_status(STATUS_ENABLED)).props("outline dense")
+                ui.button(t("bulk.disable"), on_click=lambda: self.bulk_status(STATUS_DISABLED)).props(
+                    "outline dense")
+                ui.button(t("bulk.priority"), on_click=self.bulk_priority).props("outline dense")
+                ui.button(t("bulk.delete"), on_click=self.bulk_delete).props("outline dense color=negative")
+            self.bulk.visible = False
         columns = [
             {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
             {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
@@ -3829,48 +3847,55 @@ def page_channels(request: Request) -> None:
             {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
             {"name": "actions", "label": "", "field": "id"},
         ]
-        table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
-                           on_select=lambda: selection_changed()).props("hide-selected-banner")
+        self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
+                                on_select=self.selection_changed).props("hide-selected-banner")
         for slot, template in _CHANNEL_SLOTS.items():
-            table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
-                                      untested=t("ch.untested")))
-        empty = ui.label(t("ch.empty")).classes("opacity-70")
+            self.table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"),
+                                           delete=t("common.delete"), untested=t("ch.untested")))
+        self.empty = ui.label(t("ch.empty")).classes("opacity-70")
+        for event, handler in (("priority", self.on_priority), ("toggle", self.on_toggle), ("edit", self.on_edit),
+                               ("test", self.on_test), ("delete", self.on_delete)):
+            self.table.on(event, handler)
+        self.refresh()
 
-    def refresh() -> None:
-        channels, _ = select_channels(state.engine)
-        needle = (search.value or "").strip().lower()
-        rows = [channel_row(c, state.catalog) for c in channels if not needle or needle in (
+    def refresh(self) -> None:
+        channels, _ = select_channels(self.state.engine)
+        needle = (self.search.value or "").strip().lower()
+        rows = [channel_row(c, self.state.catalog) for c in channels if not needle or needle in (
             f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
+        table = self.table
         table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
         kept = {r["id"] for r in table.rows}
         table.selected = [r for r in table.rows if r["id"] in {s["id"] for s in table.selected} & kept]
-        empty.visible, table.visible = not channels, bool(channels)
-        selection_changed()
+        self.empty.visible, table.visible = not channels, bool(channels)
+        self.selection_changed()
 
-    def selection_changed() -> None:
-        bulk.visible = bool(table.selected)
-        bulk_label.text = t("bulk.selected", n=len(table.selected))
+    def selection_changed(self) -> None:
+        self.bulk.visible = bool(self.table.selected)
+        self.bulk_label.text = t("bulk.selected", n=len(self.table.selected))
 
-    def selected() -> tuple[list[int], str]:
-        names = ", ".join(r["name"] for r in table.selected[:8]) + (" …" if len(table.selected) > 8 else "")
-        return [r["id"] for r in table.selected], names
+    def _selected(self) -> tuple[list[int], str]:
+        selected = self.table.selected
+        names = ", ".join(r["name"] for r in selected[:8]) + (" …" if len(selected) > 8 else "")
+        return [r["id"] for r in selected], names
 
-    async def bulk_status(status: int) -> None:
-        ids, names = selected()
-        if await confirm(t("bulk.confirm_enable" if status == 1 else "bulk.confirm_disable", n=len(ids)),
-                         t("bulk.enable" if status == 1 else "bulk.disable"), details=names):
-            set_channels_status(state, ids, status)
-            refresh()
+    async def bulk_status(self, status: int) -> None:
+        ids, names = self._selected()
+        on = status == STATUS_ENABLED
+        if await confirm(t("bulk.confirm_enable" if on else "bulk.confirm_disable", n=len(ids)),
+                         t("bulk.enable" if on else "bulk.disable"), details=names):
+            set_channels_status(self.state, ids, status)
+            self.refresh()
 
-    async def bulk_delete() -> None:
-        ids, names = selected()
+    async def bulk_delete(self) -> None:
+        ids, names = self._selected()
         if await confirm(t("bulk.confirm_delete", n=len(ids)), t("common.delete"), danger=True, details=names):
-            delete_channels(state, ids)
-            table.selected = []
-            refresh()
+            delete_channels(self.state, ids)
+            self.table.selected = []
+            self.refresh()
 
-    async def bulk_priority() -> None:
-        ids, names = selected()
+    async def bulk_priority(self) -> None:
+        ids, names = self._selected()
         with ui.dialog() as dialog, ui.card().classes("w-[26rem]"):
             ui.label(t("bulk.confirm_priority", n=len(ids))).classes("font-medium")
             ui.label(names).classes("text-sm opacity-70")
@@ -3881,141 +3906,100 @@ def page_channels(request: Request) -> None:
         priority = await dialog
         dialog.delete()
         if priority is not None:
-            set_channels_priority(state, ids, int(priority))
-            refresh()
+            set_channels_priority(self.state, ids, int(priority))
+            self.refresh()
 
-    def on_priority(e: Any) -> None:
+    def on_priority(self, e: Any) -> None:
         try:
-            set_channels_priority(state, [int(e.args["id"])], int(e.args["value"]))
+            set_channels_priority(self.state, [int(e.args["id"])], int(e.args["value"]))
         except (TypeError, ValueError):
             ui.notify(t("ch.priority_invalid"), type="warning")
-        refresh()
+        self.refresh()
 
-    def on_toggle(e: Any) -> None:
-        set_channels_status(state, [int(e.args["id"])], 1 if e.args["value"] else 2)
+    def on_toggle(self, e: Any) -> None:
+        set_channels_status(self.state, [int(e.args["id"])], STATUS_ENABLED if e.args["value"] else STATUS_DISABLED)
         ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now"), type="info")
-        refresh()
+        self.refresh()
 
-    def on_edit(e: Any) -> None:
+    def on_edit(self, e: Any) -> None:
         try:
-            open_channel_dialog(get_channel(state, int(e.args)), refresh)
+            ChannelDialog(self.state, get_channel(self.state, int(e.args)), self.refresh)
         except ApiError as exc:
             notify_error(exc)
 
-    def on_test(e: Any) -> None:
+    def on_test(self, e: Any) -> None:
         try:
-            route = route_for_channel(state, int(e.args))
+            route = route_for_channel(self.state, int(e.args))
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, route.offered)], t("test.title", name=route.name),
-                         refresh)
+        ModelTestPanel(self.state, [(route, route.offered)], t("test.title", name=route.name), self.refresh)
 
-    async def on_delete(e: Any) -> None:
-        route = state.routes.channels.get(int(e.args))
+    async def on_delete(self, e: Any) -> None:
+        route = self.state.routes.channels.get(int(e.args))
         if route and await confirm(t("ch.confirm_delete", name=route.name), t("common.delete"), danger=True):
-            delete_channels(state, [route.id])
+            delete_channels(self.state, [route.id])
             ui.notify(t("ch.deleted", name=route.name))
-            refresh()
+            self.refresh()
 
-    def test_all() -> None:
-        targets = [(r, r.offered) for r in sorted(state.routes.channels.values(),
-                                                                              key=lambda r: (-r.priority, r.id))
-                   if r.enabled and (r.models or r.mapping)]
+    def test_all(self) -> None:
+        targets = [(r, r.offered) for r in sorted(self.state.routes.channels.values(), key=lambda r: (-r.priority, r.id))
+                   if r.enabled and r.offered]
         if not targets:
             ui.notify(t("test.nothing"), type="warning")
             return
-        open_test_dialog(targets, t("test.title_all"), refresh)
-
-    for event, handler in (("priority", on_priority), ("toggle", on_toggle), ("edit", on_edit), ("test", on_test),
-                           ("delete", on_delete)):
-        table.on(event, handler)
-    refresh()
+        ModelTestPanel(self.state, targets, t("test.title_all"), self.refresh)
 
 
-def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], None]) -> None:
-    """Add (existing=None) or edit a channel. An untouched masked key keeps the stored key."""
-    state = get_state()
-    providers = {pid: f"{p.name} ({pid})"
-                 for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
-    ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [], "model_mapping": {},
-                      "priority": 0}
-    masked = mask_key(ch["key"]) if existing else ""
+class MappingEditor:
+    """Rows of "requested model → upstream model", with a JSON paste box for a mapping copied from elsewhere."""
 
-    def builtin(pid: int) -> list[str]:
-        return [m for m, _ in state.catalog[pid].models] if pid in state.catalog else []
-
-    with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
-            "w-[52rem] max-w-[96vw] gap-2"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(t("ch.edit_title", name=ch["name"]) if existing else t("ch.add_title")).classes(
-                "text-xl font-semibold")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.row().classes("w-full gap-3 no-wrap"):
-            provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
-                                 on_change=lambda: provider_changed()).props("outlined").classes("w-1/2").mark(
-                "ch-provider")
-            name = ui.input(t("ch.name"), value=ch["name"], validation={
-                t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
-                "ch-name")
-        readme = ui.label().classes("text-xs opacity-70 -mt-1")
-        models = ui.select(sorted(set(builtin(ch["type"])) | set(ch["models"])), value=list(ch["models"]),
-                           label=t("ch.models"), multiple=True, new_value_mode="add-unique", with_input=True,
-                           validation=lambda v: None if v or mapping_values() else t("v.models")).props(
-            "outlined use-chips").classes("w-full").mark("ch-models")
-        models.props["hint"] = t("ch.models_hint")
-        with ui.row().classes("items-center gap-1 -mt-1"):
-            ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: set_models(
-                builtin(provider.value) + models.value)).props("flat dense size=sm")
-            ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: set_models([])).props(
-                "flat dense size=sm")
-            ui.button(t("ch.fetch"), icon="cloud_download", on_click=lambda: fetch_models()).props(
-                "flat dense size=sm")
-        with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(ch["model_mapping"])).classes(
+    def __init__(self, mapping: dict[str, str], on_change: Callable[[], None] = lambda: None) -> None:
+        self.on_change = on_change
+        self.rows: list[tuple[Any, Any, Any]] = []  # (row, requested, upstream)
+        with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(mapping)).classes(
                 "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
             ui.label(t("ch.mapping_hint")).classes("text-xs opacity-70")
-            mapping_box = ui.column().classes("w-full gap-1")
+            self.box = ui.column().classes("w-full gap-1")
             with ui.row().classes("gap-1"):
-                ui.button(t("ch.mapping_add"), icon="add", on_click=lambda: add_mapping_row()).props(
+                ui.button(t("ch.mapping_add"), icon="add", on_click=lambda: self.add_row()).props(
                     "flat dense size=sm")
-                ui.button(t("ch.mapping_paste"), icon="data_object", on_click=lambda: paste_mapping()).props(
+                ui.button(t("ch.mapping_paste"), icon="data_object", on_click=self.paste).props(
                     "flat dense size=sm")
-        base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (v or "").strip()
-                            or re.match(r"^https?://", v.strip()) else t("v.url")).props(
-            "outlined stack-label").classes("w-full").mark("ch-base-url")
-        key = ui.textarea(t("ch.key"), value=masked, validation=lambda v: None if (v or "").strip() else t(
-            "v.required")).props("outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
-        priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props("outlined").classes(
-            "w-full").mark("ch-priority")
-        priority.props["hint"] = t("ch.priority_hint")
-        with ui.row().classes("w-full items-center pt-2"):
-            ui.button(t("ch.test_before"), icon="speed", on_click=lambda: test_before_saving()).props("outline")
-            ui.space()
-            ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
-            ui.button(t("common.save"), icon="check", on_click=lambda: save()).mark("save-channel")
+        for src, dst in mapping.items():
+            self.add_row(src, dst)
 
-    mapping_rows: list[tuple[Any, Any, Any]] = []
-
-    def add_mapping_row(src: str = "", dst: str = "") -> None:
-        with mapping_box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
-            left = ui.input(t("ch.map_from"), value=src).props("dense outlined").classes("grow").mark("map-from")
+    def add_row(self, src: str = "", dst: str = "") -> None:
+        with self.box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
+            left = ui.input(t("ch.map_from"), value=src, on_change=self.on_change).props(
+                "dense outlined").classes("grow").mark("map-from")
             ui.icon("arrow_forward").classes("opacity-60")
-            right = ui.input(t("ch.map_to"), value=dst).props("dense outlined").classes("grow").mark("map-to")
-            ui.button(icon="delete", on_click=lambda: remove_mapping_row(row)).props("flat dense round")
-        mapping_rows.append((row, left, right))
+            right = ui.input(t("ch.map_to"), value=dst, on_change=self.on_change).props(
+                "dense outlined").classes("grow").mark("map-to")
+            ui.button(icon="delete", on_click=lambda: self.remove_row(row)).props("flat dense round")
+        self.rows.append((row, left, right))
 
-    def remove_mapping_row(row: Any) -> None:
-        mapping_rows[:] = [r for r in mapping_rows if r[0] is not row]
+    def remove_row(self, row: Any) -> None:
+        self.rows = [r for r in self.rows if r[0] is not row]
         row.delete()
+        self.on_change()
 
-    def mapping_values() -> dict[str, str]:
-        return {a.value.strip(): b.value.strip() for _, a, b in mapping_rows if a.value.strip() and b.value.strip()}
+    def values(self) -> dict[str, str]:
+        return {a.value.strip(): b.value.strip() for _, a, b in self.rows if a.value.strip() and b.value.strip()}
 
-    def paste_mapping() -> None:
-        with _delete_on_close(ui.dialog()) as paste, ui.card().classes("w-[32rem]"):
+    def incomplete(self) -> bool:
+        return any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in self.rows)
+
+    def replace(self, mapping: dict[str, str]) -> None:
+        for row, _, _ in list(self.rows):
+            self.remove_row(row)
+        for src, dst in mapping.items():
+            self.add_row(src, dst)
+
+    def paste(self) -> None:
+        with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[32rem]"):
             ui.label(t("ch.mapping_paste")).classes("font-medium")
-            text = ui.textarea(value=json.dumps(mapping_values(), ensure_ascii=False, indent=1),
+            text = ui.textarea(value=json.dumps(self.values(), ensure_ascii=False, indent=1),
                                placeholder='{"gpt-4o": "gpt-4o-2024-08-06"}').props(
                 "outlined autogrow input-class=font-mono").classes("w-full").mark("mapping-json")
 
@@ -4025,168 +4009,246 @@ def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], 
                 except ApiError as exc:
                     text.error = exc.message
                     return
-                for row, _, _ in list(mapping_rows):
-                    remove_mapping_row(row)
-                for src, dst in parsed.items():
-                    add_mapping_row(src, dst)
-                paste.close()
+                self.replace(parsed)
+                dialog.close()
 
             with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=paste.close).props("flat")
+                ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
                 ui.button(t("common.apply"), on_click=apply).mark("apply-json")
-        paste.open()
+        dialog.open()
 
-    def set_models(values: list[str]) -> None:
+
+def choose_model_changes(current: list[str], listed: list[str], on_accept: Callable[[list[str]], None]) -> None:
+    """The fetch-models diff: the provider's new models (checked) and the ones it no longer lists (unchecked, as
+    removal is opt-in). Accepting hands the channel's new model list to `on_accept`."""
+    new, gone = diff_models(current, listed)
+    if not new and not gone:
+        ui.notify(t("ch.fetch_same", n=len(listed)), type="positive")
+        return
+    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[36rem] max-w-[96vw]"):
+        ui.label(t("ch.fetch_title", n=len(listed))).classes("text-lg font-medium")
+        add_boxes: list[Any] = []
+        drop_boxes: list[Any] = []
+        if new:
+            ui.label(t("ch.fetch_new", n=len(new))).classes("font-medium text-positive")
+            with ui.column().classes("gap-0 max-h-64 overflow-auto w-full"):
+                add_boxes = [ui.checkbox(m, value=True) for m in new]
+        if gone:
+            ui.label(t("ch.fetch_gone", n=len(gone))).classes("font-medium text-negative")
+            with ui.column().classes("gap-0 max-h-48 overflow-auto w-full"):
+                drop_boxes = [ui.checkbox(m, value=False).mark("drop-model") for m in gone]
+
+        def accept() -> None:
+            drop = {b.text for b in drop_boxes if b.value}
+            on_accept([m for m in current if m not in drop] + [b.text for b in add_boxes if b.value])
+            dialog.close()
+
+        with ui.row().classes("w-full justify-end"):
+            ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
+            ui.button(t("ch.fetch_accept"), on_click=accept).mark("accept-diff")
+    dialog.open()
+
+
+class ChannelDialog:
+    """Add (existing=None) or edit a channel. An untouched masked key keeps the stored key."""
+
+    def __init__(self, state: AppState, existing: dict[str, Any] | None, on_saved: Callable[[], None]) -> None:
+        self.state, self.existing, self.on_saved = state, existing, on_saved
+        ch = self.ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [],
+                                    "model_mapping": {}, "priority": 0}
+        self.masked = mask_key(ch["key"]) if existing else ""
+        providers = {pid: f"{p.name} ({pid})"
+                     for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
+        with _delete_on_close(ui.dialog().props("persistent")) as self.dialog, ui.card().classes(
+                "w-[52rem] max-w-[96vw] gap-2"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(t("ch.edit_title", name=ch["name"]) if existing else t("ch.add_title")).classes(
+                    "text-xl font-semibold")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.row().classes("w-full gap-3 no-wrap"):
+                self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
+                                          on_change=self.provider_changed).props("outlined").classes(
+                    "w-1/2").mark("ch-provider")
+                self.name = ui.input(t("ch.name"), value=ch["name"], validation={
+                    t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
+                    "ch-name")
+            self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
+            self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
+                                    value=list(ch["models"]), label=t("ch.models"), multiple=True,
+                                    new_value_mode="add-unique", with_input=True,
+                                    validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
+                "outlined use-chips").classes("w-full").mark("ch-models")
+            self.models.props["hint"] = t("ch.models_hint")
+            with ui.row().classes("items-center gap-1 -mt-1"):
+                ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
+                    self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
+                ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
+                    "flat dense size=sm")
+                ui.button(t("ch.fetch"), icon="cloud_download", on_click=self.fetch_models).props(
+                    "flat dense size=sm")
+            self.mapping = MappingEditor(ch["model_mapping"])
+            self.base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (
+                v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
+                "outlined stack-label").classes("w-full").mark("ch-base-url")
+            self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
+                v or "").strip() else t("v.required")).props(
+                "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
+            self.priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props(
+                "outlined").classes("w-full").mark("ch-priority")
+            self.priority.props["hint"] = t("ch.priority_hint")
+            with ui.row().classes("w-full items-center pt-2"):
+                ui.button(t("ch.test_before"), icon="speed", on_click=self.test_before_saving).props("outline")
+                ui.space()
+                ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
+                ui.button(t("common.save"), icon="check", on_click=self.save).mark("save-channel")
+        self.provider_changed()
+        self.dialog.open()
+
+    def builtin(self, pid: int) -> list[str]:
+        return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+
+    def set_models(self, values: list[str]) -> None:
         values = clean_models(values)
-        models.options = sorted(set(builtin(provider.value)) | set(values))
-        models.value = values
-        models.update()
+        self.models.options = sorted(set(self.builtin(self.provider.value)) | set(values))
+        self.models.value = values
+        self.models.update()
 
-    def provider_changed() -> None:
-        p = state.catalog.get(provider.value)
+    def provider_changed(self) -> None:
+        p = self.state.catalog.get(self.provider.value)
         if p is None:
             return
-        models.options = sorted(set(builtin(p.id)) | set(models.value or []))
-        models.update()
-        base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
-        base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
+        self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
+        self.models.update()
+        self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
+        self.base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
             "ch.base_url_required")
-        key.props["placeholder"] = p.key_help
-        key.props["hint"] = t("ch.key_edit_hint") if existing else t("ch.key_lines_hint")
-        readme.text = p.readme
-        readme.visible = bool(p.readme)
+        self.key.props["placeholder"] = p.key_help
+        self.key.props["hint"] = t("ch.key_edit_hint") if self.existing else t("ch.key_lines_hint")
+        self.readme.text = p.readme
+        self.readme.visible = bool(p.readme)
 
-    def effective_key() -> str:
-        value = (key.value or "").strip()
-        return ch["key"] if existing and value == masked else value
+    def effective_key(self) -> str:
+        value = (self.key.value or "").strip()
+        return self.ch["key"] if self.existing and value == self.masked else value
 
-    def collect(need_models: bool = True) -> ChannelIn | None:
-        checks = [name.validate(), base_url.validate(), key.validate()] + ([models.validate()] if need_models else [])
-        incomplete = any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in mapping_rows)
+    def collect(self, need_models: bool = True) -> ChannelIn | None:
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate()]
+        if need_models:
+            checks.append(self.models.validate())
+        incomplete = self.mapping.incomplete()
         if incomplete:
             ui.notify(t("v.mapping_row"), type="warning")
         if not all(checks) or incomplete:
             return None
-        return ChannelIn(type=provider.value, name=name.value.strip(), key=effective_key(),
-                         base_url=(base_url.value or "").strip(), models=list(models.value or []),
-                         model_mapping=mapping_values(), priority=int(priority.value or 0))
+        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
+                         base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
+                         model_mapping=self.mapping.values(), priority=int(self.priority.value or 0))
 
-    def save() -> None:
-        data = collect()
+    def save(self) -> None:
+        data = self.collect()
         if data is None:
             return
         try:
-            if existing:
-                update_channel(state, ch["id"], data)
+            if self.existing:
+                update_channel(self.state, self.ch["id"], data)
                 ui.notify(t("ch.saved", name=data.name), type="positive")
             else:
-                ids = create_channels(state, [data])
-                ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t("ch.added_many", n=len(ids),
-                                                                                  name=data.name), type="positive")
+                ids = create_channels(self.state, [data])
+                ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t(
+                    "ch.added_many", n=len(ids), name=data.name), type="positive")
         except ApiError as exc:
             notify_error(exc)
             return
-        dialog.close()
-        on_saved()
+        self.dialog.close()
+        self.on_saved()
 
-    def test_before_saving() -> None:
-        data = collect()
+    def test_before_saving(self) -> None:
+        data = self.collect()
         if data is None:
             return
         try:
-            route = preview_route(state, data)
+            route = preview_route(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, route.offered)], t("test.title_preview"), None,
-                         save=False, autostart=True)
+        ModelTestPanel(self.state, [(route, route.offered)], t("test.title_preview"), None, save=False,
+                       autostart=True)
 
-    async def fetch_models() -> None:
-        data = collect(need_models=False)
+    async def fetch_models(self) -> None:
+        data = self.collect(need_models=False)
         if data is None:
             return
         ui.notify(t("ch.fetching"))
         try:
-            listed = await fetch_upstream_models(state, data)
+            listed = await fetch_upstream_models(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
-        new, gone = diff_models(list(models.value or []), listed)
-        if not new and not gone:
-            ui.notify(t("ch.fetch_same", n=len(listed)), type="positive")
-            return
-        with _delete_on_close(ui.dialog()) as diff, ui.card().classes("w-[36rem] max-w-[96vw]"):
-            ui.label(t("ch.fetch_title", n=len(listed))).classes("text-lg font-medium")
-            add_boxes: list[Any] = []
-            remove_boxes: list[Any] = []
-            if new:
-                ui.label(t("ch.fetch_new", n=len(new))).classes("font-medium text-positive")
-                with ui.column().classes("gap-0 max-h-64 overflow-auto w-full"):
-                    add_boxes = [ui.checkbox(m, value=True) for m in new]
-            if gone:
-                ui.label(t("ch.fetch_gone", n=len(gone))).classes("font-medium text-negative")
-                with ui.column().classes("gap-0 max-h-48 overflow-auto w-full"):
-                    remove_boxes = [ui.checkbox(m, value=False).mark("drop-model") for m in gone]
-
-            def accept() -> None:
-                drop = {b.text for b in remove_boxes if b.value}
-                set_models([m for m in models.value if m not in drop] + [b.text for b in add_boxes if b.value])
-                diff.close()
-
-            with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=diff.close).props("flat")
-                ui.button(t("ch.fetch_accept"), on_click=accept).mark("accept-diff")
-        diff.open()
-
-    for src, dst in ch["model_mapping"].items():
-        add_mapping_row(src, dst)
-    provider_changed()
-    dialog.open()
+        choose_model_changes(list(self.models.value or []), listed, self.set_models)
 
 
 # ---- model tests: one panel for a channel, all channels, or unsaved settings ----
 
 
-def open_test_dialog(targets: list[tuple[ChannelRoute, list[str]]], title: str,
-                     on_done: Callable[[], None] | None, save: bool = True, autostart: bool = False) -> None:
+@dataclass
+class _TestRow:
+    route: ChannelRoute
+    model: str
+    box: Any  # the checkbox
+    status: Any  # waiting / spinner / ✓ or ✗ with seconds
+    detail: Any  # HTTP code, and what went wrong
+
+
+class ModelTestPanel:
     """Check the models to test, start, and watch each row go waiting → spinner → ✓/✗ with seconds and the
     HTTP code. Runs in the click's own task, so the page stays responsive."""
-    state = get_state()
-    many = len(targets) > 1
-    rows: list[dict[str, Any]] = []
-    running = {"on": False}
-    with _delete_on_close(ui.dialog(), lambda: running["on"]) as dialog, ui.card().classes(
-            "w-[48rem] max-w-[96vw] gap-2"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(title).classes("text-lg font-semibold")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.row().classes("w-full items-center gap-3 no-wrap"):
-            everything = ui.checkbox(t("test.all"), value=True, on_change=lambda e: [
-                r["box"].set_value(e.value) for r in rows]).classes("shrink-0 whitespace-nowrap")
-            progress = ui.linear_progress(0, show_value=False).props("instant-feedback").classes("grow")
-            counter = ui.label().classes("text-sm whitespace-nowrap")
-        with ui.column().classes("w-full gap-0 max-h-[60vh] overflow-auto"):
-            for route, models in targets:
-                for model in models:
-                    with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
-                        box = ui.checkbox(value=True)
-                        ui.label(f"{route.name} · {model}" if many else model).classes(
-                            "font-mono text-sm w-64 truncate")
-                        status = ui.row().classes("items-center gap-1 w-24 no-wrap")
-                        with status:
-                            ui.icon("schedule").classes("opacity-40")
-                            ui.label(t("test.waiting")).classes("text-xs opacity-60")
-                        detail = ui.label().classes("text-xs grow break-all")
-                    rows.append({"route": route, "model": model, "box": box, "status": status, "detail": detail})
-        with ui.row().classes("w-full justify-end"):
-            ui.button(t("common.close"), on_click=dialog.close).props("flat")
-            start = ui.button(t("test.start"), icon="play_arrow", on_click=lambda: run()).mark("start-test")
-    counter.text = f"0 / {len(rows)}"
 
-    def show(row: dict[str, Any], result: dict[str, Any] | None) -> None:
-        row["status"].clear()
-        with row["status"]:
+    def __init__(self, state: AppState, targets: list[tuple[ChannelRoute, list[str]]], title: str,
+                 on_done: Callable[[], None] | None, save: bool = True, autostart: bool = False) -> None:
+        self.state, self.on_done, self.save = state, on_done, save
+        self.running = False
+        self.rows: list[_TestRow] = []
+        many = len(targets) > 1
+        with _delete_on_close(ui.dialog(), lambda: self.running) as self.dialog, ui.card().classes(
+                "w-[48rem] max-w-[96vw] gap-2"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(title).classes("text-lg font-semibold")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.row().classes("w-full items-center gap-3 no-wrap"):
+                self.everything = ui.checkbox(t("test.all"), value=True, on_change=lambda e: [
+                    r.box.set_value(e.value) for r in self.rows]).classes("shrink-0 whitespace-nowrap")
+                self.progress = ui.linear_progress(0, show_value=False).props("instant-feedback").classes("grow")
+                self.counter = ui.label().classes("text-sm whitespace-nowrap")
+            with ui.column().classes("w-full gap-0 max-h-[60vh] overflow-auto"):
+                for route, models in targets:
+                    for model in models:
+                        self._add_row(route, model, f"{route.name} · {model}" if many else model)
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("common.close"), on_click=self.dialog.close).props("flat")
+                self.start = ui.button(t("test.start"), icon="play_arrow", on_click=self.run).mark("start-test")
+        self.counter.text = f"0 / {len(self.rows)}"
+        self.dialog.open()
+        if autostart:
+            with self.dialog:
+                ui.timer(0.05, self.run, once=True)
+
+    def _add_row(self, route: ChannelRoute, model: str, label: str) -> None:
+        with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
+            box = ui.checkbox(value=True)
+            ui.label(label).classes("font-mono text-sm w-64 truncate")
+            status = ui.row().classes("items-center gap-1 w-24 no-wrap")
+            with status:
+                ui.icon("schedule").classes("opacity-40")
+                ui.label(t("test.waiting")).classes("text-xs opacity-60")
+            detail = ui.label().classes("text-xs grow break-all")
+        self.rows.append(_TestRow(route, model, box, status, detail))
+
+    @staticmethod
+    def show(row: _TestRow, result: dict[str, Any] | None) -> None:
+        row.status.clear()
+        with row.status:
             if result is None:
                 ui.spinner(size="sm")
                 ui.label(t("test.running")).classes("text-xs")
@@ -4195,48 +4257,43 @@ def open_test_dialog(targets: list[tuple[ChannelRoute, list[str]]], title: str,
             ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
             ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
         code = f"HTTP {result['code']}" if result["code"] else t("test.no_answer")
-        row["detail"].text = code if ok else f"{code} · {result['response'][:300]}"
-        row["detail"].classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
+        row.detail.text = code if ok else f"{code} · {result['response'][:300]}"
+        row.detail.classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
 
-    async def run() -> None:
-        chosen = [r for r in rows if r["box"].value]
+    async def run(self) -> None:
+        chosen = [r for r in self.rows if r.box.value]
         if not chosen:
             ui.notify(t("test.none_checked"), type="warning")
             return
-        start.disable()
-        everything.disable()
-        running["on"] = True
+        self.start.disable()
+        self.everything.disable()
+        self.running = True
         done, failed = 0, 0
-        counter.text = f"0 / {len(chosen)}"
-        progress.value = 0
-        by_route: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+        self.counter.text = f"0 / {len(chosen)}"
+        self.progress.value = 0
+        by_route: dict[int, list[_TestRow]] = collections.defaultdict(list)
         for row in chosen:
-            show(row, None)
-            by_route[id(row["route"])].append(row)
+            self.show(row, None)
+            by_route[id(row.route)].append(row)
         for group in by_route.values():
-            route, by_model = group[0]["route"], {r["model"]: r for r in group}
+            by_model = {r.model: r for r in group}
             try:
-                async for result in run_model_tests(state, route, list(by_model), save=save):
+                async for result in run_model_tests(self.state, group[0].route, list(by_model), save=self.save):
                     done += 1
                     failed += not result["success"]
-                    show(by_model[result["model"]], result)
-                    counter.text = f"{done} / {len(chosen)}"
-                    progress.value = done / len(chosen)
+                    self.show(by_model[result["model"]], result)
+                    self.counter.text = f"{done} / {len(chosen)}"
+                    self.progress.value = done / len(chosen)
             except ApiError as exc:
                 notify_error(exc)
         ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
-        running["on"] = False
-        start.enable()
-        everything.enable()
-        if not dialog.value:  # closed while it ran
-            dialog.delete()
-        if on_done:
-            on_done()
-
-    dialog.open()
-    if autostart:
-        with dialog:
-            ui.timer(0.05, run, once=True)
+        self.running = False
+        self.start.enable()
+        self.everything.enable()
+        if not self.dialog.value:  # closed while it ran
+            self.dialog.delete()
+        if self.on_done:
+            self.on_done()
 
 
 # ---- models ----
@@ -4255,11 +4312,13 @@ _MODEL_SLOTS = {
 }
 
 
-def page_models(request: Request) -> None:
-    state = get_state()
-    with frame(t("nav.models")):
+class ModelsTable:
+    """Every model some channel offers, with its switch and the channels that serve it."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
         with ui.row().classes("items-center gap-3 w-full"):
-            search = ui.input(placeholder=t("models.search"), on_change=lambda: refresh()).props(
+            self.search = ui.input(placeholder=t("models.search"), on_change=self.refresh).props(
                 "dense outlined clearable").classes("w-72")
             ui.label(t("models.hint")).classes("text-sm opacity-70")
         columns = [
@@ -4269,14 +4328,16 @@ def page_models(request: Request) -> None:
             {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
             {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
         ]
-        table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
+        self.table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
         for slot, template in _MODEL_SLOTS.items():
-            table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+            self.table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+        self.table.on("toggle", self.on_toggle)
+        self.refresh()
 
-    def refresh() -> None:
-        needle = (search.value or "").strip().lower()
+    def refresh(self) -> None:
+        needle = (self.search.value or "").strip().lower()
         rows = []
-        for m in list_models(state):
+        for m in list_models(self.state):
             if needle and needle not in m["model"].lower() and needle not in m["kind"]:
                 continue
             last = m["tests"][0] if m["tests"] else None
@@ -4287,15 +4348,12 @@ def page_models(request: Request) -> None:
                 "test": f"{'✓' if last['success'] else '✗'} {last['took']:.2f} s" if last else "",
                 "test_ok": bool(last and last["success"]),
             })
-        table.rows = rows
+        self.table.rows = rows
 
-    def on_toggle(e: Any) -> None:
-        save_model_config(state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
+    def on_toggle(self, e: Any) -> None:
+        save_model_config(self.state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
         ui.notify(t("models.enabled_now" if e.args["value"] else "models.disabled_now", model=e.args["model"]))
-        refresh()
-
-    table.on("toggle", on_toggle)
-    refresh()
+        self.refresh()
 
 
 # ---- logs ----
@@ -4308,36 +4366,36 @@ _LOG_SLOTS = {
 }
 
 
-def page_logs(request: Request) -> None:
-    state = get_state()
-    tz = display_tz()
-    query = request.query_params
-    logs_by_id: dict[int, dict[str, Any]] = {}
-    with frame(t("nav.logs")):
+class LogsTable:
+    """Call logs, newest first, filtered by time, channel, model, status and request ID; a click opens a row."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        query = request.query_params
+        self.logs_by_id: dict[int, dict[str, Any]] = {}
         with ui.row().classes("items-center gap-3 w-full"):
-            span = TimeRange("yesterday", lambda: refresh(reset=True))
+            self.span = TimeRange("yesterday", self.reset)
             channels = _channel_options(state, t("common.all_channels"))
             asked = int(query["channel"]) if query.get("channel", "").isdigit() else 0
-            channel = ui.select(channels, value=asked if asked in channels else 0,
-                                label=t("common.channel"), on_change=lambda: refresh(reset=True)).props(
-                "dense outlined").classes("w-48").mark("filter-channel")
-            model = ui.select(_model_options(state, t("common.all_models")), value=query.get("model", "")
-                              if query.get("model", "") in state.routes.known_models else "",
-                              label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired models
-                              on_change=lambda: refresh(reset=True)).props("dense outlined").classes("w-48").mark(
-                "filter-model")
-            status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
-                               value="all", on_change=lambda: refresh(reset=True)).props(
-                _TOGGLE_PROPS).mark("filter-status")
-            request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
-                                  on_change=lambda: refresh(reset=True)).props(
+            self.channel = ui.select(channels, value=asked if asked in channels else 0, label=t("common.channel"),
+                                     on_change=self.reset).props("dense outlined").classes("w-48").mark(
+                "filter-channel")
+            model = query.get("model", "")
+            self.model = ui.select(_model_options(state, t("common.all_models")),
+                                   value=model if model in state.routes.known_models else "",
+                                   label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired
+                                   on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model")
+            self.status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
+                                    value="all", on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-status")
+            self.request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
+                                       on_change=self.reset).props(
                 "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
         with ui.row().classes("items-center gap-3 w-full"):
-            total_label = ui.label().classes("font-medium").mark("logs-total")
+            self.total = ui.label().classes("font-medium").mark("logs-total")
             ui.space()
-            ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
-            ui.button(t("logs.export"), icon="download", on_click=lambda: export()).props("outline dense")
-            ui.button(icon="refresh", on_click=lambda: refresh()).props("flat round dense").tooltip(t("logs.refresh"))
+            ui.switch(t("logs.auto"), on_change=lambda e: setattr(self.timer, "active", e.value))
+            ui.button(t("logs.export"), icon="download", on_click=self.export).props("outline dense")
+            ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
         columns = [
             {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
             {"name": "duration", "label": t("logs.duration"), "field": "duration"},
@@ -4352,39 +4410,46 @@ def page_logs(request: Request) -> None:
             {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
-        table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props("dense hide-bottom")
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+            "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
-            table.add_slot(slot, template)
+            self.table.add_slot(slot, template)
+        self.table.on("rowClick", self.on_row_click)
         with ui.row().classes("items-center gap-3 w-full justify-end"):
             ui.label(t("logs.per_page"))
-            per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=lambda: refresh(
-                reset=True)).props("dense outlined")
-            pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: refresh()).props(
+            self.per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=self.reset).props(
+                "dense outlined")
+            self.pager = ui.pagination(1, 1, direction_links=True, on_change=self.refresh).props(
                 "max-pages=7 boundary-links")
-    timer = ui.timer(5, lambda: refresh(), active=False)
+        self.timer = ui.timer(5, self.refresh, active=False)
+        self.refresh()
 
-    def current_filter() -> LogFilter:
-        start, end = span.bounds()
-        return LogFilter(start_ms=start, end_ms=end, model=model.value or "", channel=channel.value or None,
-                         request_id=(request_id.value or "").strip(), code_type=status.value or "all")
+    def current_filter(self) -> LogFilter:
+        start, end = self.span.bounds()
+        return LogFilter(start_ms=start, end_ms=end, model=self.model.value or "", channel=self.channel.value or None,
+                         request_id=(self.request_id.value or "").strip(), code_type=self.status.value or "all")
 
-    def refresh(reset: bool = False) -> None:
-        if reset and pager.value != 1:
-            pager.value = 1  # its on_change refreshes
-            return
-        rows, total = query_logs(state.engine, current_filter(), pager.value or 1, per_page.value)
-        pager.max = max(1, -(-total // per_page.value))
-        pager.update()
-        total_label.text = t("logs.total", n=total)
-        logs_by_id.clear()
-        logs_by_id.update({r["id"]: r for r in rows})
-        table.rows = [log_row(r) for r in rows]
+    def reset(self) -> None:
+        """A changed filter starts again at page 1."""
+        if self.pager.value != 1:
+            self.pager.value = 1  # its on_change refreshes
+        else:
+            self.refresh()
 
-    def log_row(r: dict[str, Any]) -> dict[str, Any]:
-        route = state.routes.channels.get(r["channel"])
+    def refresh(self) -> None:
+        per_page = self.per_page.value
+        rows, total = query_logs(self.state.engine, self.current_filter(), self.pager.value or 1, per_page)
+        self.pager.max = max(1, -(-total // per_page))
+        self.pager.update()
+        self.total.text = t("logs.total", n=total)
+        self.logs_by_id = {r["id"]: r for r in rows}
+        self.table.rows = [self.row(r) for r in rows]
+
+    def row(self, r: dict[str, Any]) -> dict[str, Any]:
+        route = self.state.routes.channels.get(r["channel"])
         took = max(0, r["created_at"] - r["request_at"])
         mapped = r["actual_model"] and r["actual_model"] != r["model"]
-        return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], tz),
+        return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], self.tz),
                 "duration": fmt_seconds(took), "slow": took > SLOW_CALL_SECONDS * 1000,
                 "ttfb": fmt_seconds(r["ttfb_milliseconds"]) if r["ttfb_milliseconds"] else "–",
                 "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
@@ -4392,53 +4457,58 @@ def page_logs(request: Request) -> None:
                 "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
                 "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"]}
 
-    def export() -> None:
-        ui.download.content(logs_csv(state, current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
+    def export(self) -> None:
+        ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
                             "text/csv")
 
-    def on_row_click(e: Any) -> None:
-        row = logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
+    def on_row_click(self, e: Any) -> None:
+        row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
-            open_log_dialog(row, tz)
-
-    table.on("rowClick", on_row_click)
-    refresh()
+            LogDialog(self.state, row, self.tz)
 
 
-def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
-    state = get_state()
-    try:
-        detail = log_detail(state, log["id"])
-    except ApiError as exc:
-        notify_error(exc)
-        return
-    route = state.routes.channels.get(log["channel"])
-    took = max(0, log["created_at"] - log["request_at"])
-    fields = [
-        ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
-        ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
-        ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
-        ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
-        ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
-        ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
-        ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
-        ("logs.cached", str(log["usage"]["cached_tokens"])),
-        ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
-        ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
-    ]
-    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[56rem] max-w-[96vw] gap-3"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
-            ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
-            for label, value in fields:
-                ui.label(t(label) if "." in label else label).classes("opacity-60")
-                ui.label(value or "–").classes("break-all font-mono")
-        if log["content"]:
-            ui.label(t("logs.error_text")).classes("font-medium")
-            ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark("log-error")
+class LogDialog:
+    """One call: its timings, tokens, route and, for failed calls, the bodies."""
+
+    def __init__(self, state: AppState, log: dict[str, Any], tz: ZoneInfo) -> None:
+        try:
+            detail = log_detail(state, log["id"])
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        route = state.routes.channels.get(log["channel"])
+        took = max(0, log["created_at"] - log["request_at"])
+        fields = [
+            ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
+            ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
+            ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
+            ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
+            ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
+            ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
+            ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
+            ("logs.cached", str(log["usage"]["cached_tokens"])),
+            ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
+            ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
+        ]
+        with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[56rem] max-w-[96vw] gap-3"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
+                ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
+                for label, value in fields:
+                    ui.label(t(label) if "." in label else label).classes("opacity-60")
+                    ui.label(value or "–").classes("break-all font-mono")
+            if log["content"]:
+                ui.label(t("logs.error_text")).classes("font-medium")
+                ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark(
+                    "log-error")
+            self._bodies(detail)
+        self.dialog.open()
+
+    @staticmethod
+    def _bodies(detail: dict[str, Any]) -> None:
         for name in ("request", "response"):
             body = detail[f"{name}_body"]
             if body:
@@ -4451,18 +4521,20 @@ def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
                 ui.code(pretty, language=language).classes("w-full max-h-72 overflow-auto text-xs")
         if not detail["request_body"] and not detail["response_body"]:
             ui.label(t("logs.no_bodies")).classes("text-sm opacity-60")
-    dialog.open()
 
 
 # ---- API keys ----
 
 
-def page_tokens(request: Request) -> None:
-    state = get_state()
-    tz = display_tz()
-    with frame(t("nav.tokens")) as body:
+class TokensTable:
+    """API keys for apps: create (the key is shown once), switch off, delete."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        self.body = ui.context.slot.parent  # a dialog lives as long as the element it is created in
         with ui.row().classes("items-center gap-3"):
-            ui.button(t("tok.create"), icon="add", on_click=lambda: create()).mark("create-token")
+            ui.button(t("tok.create"), icon="add", on_click=lambda: NewTokenDialog(state, self.created)).mark(
+                "create-token")
             ui.label(t("tok.hint")).classes("text-sm opacity-70")
         columns = [
             {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
@@ -4474,7 +4546,7 @@ def page_tokens(request: Request) -> None:
             {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
             {"name": "actions", "label": "", "field": "id"},
         ]
-        table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
+        self.table = table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
         table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
             </q-td>""")
         table.add_slot("body-cell-expires", """<q-td :props="props">
@@ -4485,97 +4557,107 @@ def page_tokens(request: Request) -> None:
         table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
             <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
             <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
-        empty = ui.label(t("tok.empty")).classes("opacity-70")
+        self.empty = ui.label(t("tok.empty")).classes("opacity-70")
+        table.on("toggle", self.on_toggle)
+        table.on("delete", self.on_delete)
+        self.refresh()
 
-    def refresh() -> None:
-        tokens = list_tokens(state)
+    def refresh(self) -> None:
+        tokens = list_tokens(self.state)
         now = now_ms()
-        table.rows = [{
+        self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
-            "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == 1,
+            "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
             "usage": f"${k['used_amount']:.4f} / " + (f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
-            "expires": format_ms(k["expired_at"], tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
+            "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
         } for k in tokens]
-        empty.visible, table.visible = not tokens, bool(tokens)
+        self.empty.visible, self.table.visible = not tokens, bool(tokens)
 
-    def on_toggle(e: Any) -> None:
+    def created(self, token: dict[str, Any]) -> None:
+        self.refresh()
+        with self.body:  # not inside the closing create dialog
+            show_new_key(token)
+
+    def on_toggle(self, e: Any) -> None:
         try:
-            update_token(state, int(e.args["id"]), TokenIn(status=1 if e.args["value"] else 2))
+            update_token(self.state, int(e.args["id"]),
+                         TokenIn(status=STATUS_ENABLED if e.args["value"] else STATUS_DISABLED))
         except ApiError as exc:
             notify_error(exc)
-        refresh()
+        self.refresh()
 
-    async def on_delete(e: Any) -> None:
-        token = next((r for r in table.rows if r["id"] == int(e.args)), None)
+    async def on_delete(self, e: Any) -> None:
+        token = next((r for r in self.table.rows if r["id"] == int(e.args)), None)
         if token and await confirm(t("tok.confirm_delete", name=token["name"]), t("common.delete"), danger=True,
                                    details=t("tok.delete_details")):
-            delete_tokens(state, [token["id"]])
-            refresh()
+            delete_tokens(self.state, [token["id"]])
+            self.refresh()
 
-    def create() -> None:
-        with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
+
+class NewTokenDialog:
+    """Name, allowed models, quota and expiry of a new API key."""
+
+    def __init__(self, state: AppState, on_created: Callable[[dict[str, Any]], None]) -> None:
+        self.state, self.on_created, self.tz = state, on_created, display_tz()
+        with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
             ui.label(t("tok.create")).classes("text-xl font-semibold")
-            name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
+            self.name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
                 "outlined autofocus").classes("w-full")
-            models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
-                               new_value_mode="add-unique", with_input=True, value=[]).props(
+            self.models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
+                                    new_value_mode="add-unique", with_input=True, value=[]).props(
                 "outlined use-chips").classes("w-full")
             ui.label(t("tok.models_hint")).classes("text-xs opacity-70 -mt-1")
-            quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes("w-48")
+            self.quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes(
+                "w-48")
             ui.label(t("tok.quota_hint")).classes("text-xs opacity-70 -mt-1")
             with ui.row().classes("items-center gap-2"):
-                expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes("w-48")
+                self.expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes(
+                    "w-48")
                 for days in (1, 30, 365):
-                    ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: expires.set_value(
-                        format_ms(now_ms() + d * 86_400_000, tz, "%Y-%m-%d"))).props("flat dense size=sm")
-                ui.button(t("tok.never"), on_click=lambda: expires.set_value("")).props("flat dense size=sm")
+                    ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: self.expires.set_value(
+                        format_ms(now_ms() + d * 86_400_000, self.tz, "%Y-%m-%d"))).props("flat dense size=sm")
+                ui.button(t("tok.never"), on_click=lambda: self.expires.set_value("")).props("flat dense size=sm")
             with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
-                ui.button(t("tok.create_submit"), icon="check", on_click=lambda: submit()).mark("create-token-submit")
+                ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
+                ui.button(t("tok.create_submit"), icon="check", on_click=self.submit).mark("create-token-submit")
+        self.dialog.open()
 
-        def submit() -> None:
-            if not name.validate():
-                return
-            day = local_input_to_ms(expires.value, tz)
-            try:
-                token = create_token(state, TokenIn(name=name.value, models=models.value, quota=quota.value or 0,
-                                                    expired_at=day + 86_400_000 - 1 if day else 0))
-            except ApiError as exc:
-                notify_error(exc)
-                return
-            refresh()
-            with body:  # a dialog lives as long as the element it is created in: not this closing one
-                show_new_key(token)
-            dialog.close()
+    def submit(self) -> None:
+        if not self.name.validate():
+            return
+        day = local_input_to_ms(self.expires.value, self.tz)
+        try:
+            token = create_token(self.state, TokenIn(name=self.name.value, models=self.models.value,
+                                                     quota=self.quota.value or 0,
+                                                     expired_at=day + 86_400_000 - 1 if day else 0))
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        self.on_created(token)
+        self.dialog.close()
 
-        dialog.open()
 
-    def show_new_key(token: dict[str, Any]) -> None:
-        with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
-                "w-[36rem] max-w-[96vw] gap-3"):
-            ui.label(t("tok.created", name=token["name"])).classes("text-xl font-semibold")
-            with ui.row().classes("items-center gap-2 w-full no-wrap p-3 rounded bg-orange-500/10"):
-                ui.icon("warning", color="warning")
-                ui.label(t("tok.once")).classes("text-sm")
-            ui.input(value=token["key"]).props("readonly outlined input-class=font-mono").classes("w-full").mark(
-                "new-key")
-            with ui.row().classes("w-full justify-end"):
-                copy_button(lambda: token["key"])
-                ui.button(t("tok.done"), on_click=dialog.close)
-        dialog.open()
-
-    table.on("toggle", on_toggle)
-    table.on("delete", on_delete)
-    refresh()
+def show_new_key(token: dict[str, Any]) -> None:
+    with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
+            "w-[36rem] max-w-[96vw] gap-3"):
+        ui.label(t("tok.created", name=token["name"])).classes("text-xl font-semibold")
+        with ui.row().classes("items-center gap-2 w-full no-wrap p-3 rounded bg-orange-500/10"):
+            ui.icon("warning", color="warning")
+            ui.label(t("tok.once")).classes("text-sm")
+        ui.input(value=token["key"]).props("readonly outlined input-class=font-mono").classes("w-full").mark(
+            "new-key")
+        with ui.row().classes("w-full justify-end"):
+            copy_button(lambda: token["key"])
+            ui.button(t("tok.done"), on_click=dialog.close)
+    dialog.open()
 
 
 # ---- migrate (issue C fills it) ----
 
 
-def page_migrate(request: Request) -> None:
-    with frame(t("nav.migrate")):
-        page_migrate_body()
+def page_migrate(state: AppState, request: Request) -> None:
+    page_migrate_body()
 
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded one-api.db copies, kept in the data dir beside our own database
@@ -4955,7 +5037,7 @@ def page_migrate_body() -> None:
         if not targets:
             ui.notify(t("migrate.nothing_to_test"), type="warning")
             return
-        open_test_dialog(targets, t("migrate.test_title", n=len(targets)), refresh_imported, autostart=True)
+        ModelTestPanel(state, targets, t("migrate.test_title", n=len(targets)), refresh_imported, autostart=True)
 
     async def uploaded(e: Any) -> None:
         name = re.sub(r"[^\w.-]", "_", e.file.name).lstrip(".")[:100] or "one-api.db"
@@ -4994,53 +5076,65 @@ def page_migrate_body() -> None:
 # ---- settings ----
 
 
-def page_settings(request: Request) -> None:
-    from zoneinfo import available_timezones
+def connect_snippet(origin: str, key: str) -> str:
+    """What FastGPT's .env and OpenAI-style apps need to reach this gateway."""
+    return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
+            f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
 
-    state = get_state()
-    user = ng.storage.user
-    origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
-    revealed = {"on": False}
 
-    def snippet(real: bool) -> str:
-        key = state.admin_key if real else mask_key(state.admin_key)
-        return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
-                f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
+class SettingsPage:
+    """How apps connect, the admin key, the gateway's options and the display timezone."""
 
-    with frame(t("nav.settings")):
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.user = state, ng.storage.user
+        self.origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
+        self.revealed = False
+        self._connect_card()
+        self._admin_key_card()
+        self._gateway_card()
+        self._display_card()
+
+    def snippet(self, real: bool) -> str:
+        return connect_snippet(self.origin, self.state.admin_key if real else mask_key(self.state.admin_key))
+
+    def _connect_card(self) -> None:
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.connect")).classes("text-lg font-semibold")
             with ui.row().classes("items-center gap-2"):
                 ui.label(t("set.base_url")).classes("opacity-70")
-                ui.label(f"{origin}/v1").classes("font-mono font-medium").mark("base-url")
-                copy_button(lambda: f"{origin}/v1")
-            code = ui.code(snippet(False), language="bash").classes("w-full").mark("snippet")
+                ui.label(f"{self.origin}/v1").classes("font-mono font-medium").mark("base-url")
+                copy_button(lambda: f"{self.origin}/v1")
+            self.code = ui.code(self.snippet(False), language="bash").classes("w-full").mark("snippet")
             with ui.row().classes("items-center gap-2"):
-                copy_button(lambda: snippet(True), t("set.copy_snippet"))
+                copy_button(lambda: self.snippet(True), t("set.copy_snippet"))
                 ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+
+    def _admin_key_card(self) -> None:
+        state = self.state
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.admin_key")).classes("text-lg font-semibold")
             with ui.row().classes("items-center gap-2 w-full"):
-                key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
-                reveal = ui.button(t("set.reveal"), icon="visibility", on_click=lambda: toggle_reveal()).props(
+                self.key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
+                self.reveal = ui.button(t("set.reveal"), icon="visibility", on_click=self.toggle_reveal).props(
                     "flat dense")
                 copy_button(lambda: state.admin_key)
-                ui.button(t("set.regenerate"), icon="autorenew", on_click=lambda: regenerate()).props(
+                ui.button(t("set.regenerate"), icon="autorenew", on_click=self.regenerate).props(
                     "flat dense color=negative")
             source = t("set.key_env") if state.settings.admin_key else t(
                 "set.key_file", path=str(state.settings.data_path / "admin_key"))
             ui.label(source).classes("text-xs opacity-70")
+
+    def _gateway_card(self) -> None:
+        options, data = current_options(self.state), self.state.settings
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.gateway")).classes("text-lg font-semibold")
-            options = current_options(state)
             with ui.row().classes("items-start gap-6"):
-                retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10, precision=0).props(
-                    "outlined").classes("w-56").mark("retries")
-                retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
-                                      precision=0).props("outlined").classes("w-56").mark("retention")
-                ui.button(t("common.save"), icon="check", on_click=lambda: save_options()).mark("save-options")
+                self.retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10,
+                                         precision=0).props("outlined").classes("w-56").mark("retries")
+                self.retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
+                                           precision=0).props("outlined").classes("w-56").mark("retention")
+                ui.button(t("common.save"), icon="check", on_click=self.save_options).mark("save-options")
             ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
-            data = state.settings
             db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
                 "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
             with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
@@ -5048,51 +5142,63 @@ def page_settings(request: Request) -> None:
                 ui.label(str(data.data_path)).classes("font-mono break-all")
                 ui.label(t("set.database")).classes("opacity-70")
                 ui.label(db).classes("font-mono break-all")
+
+    def _display_card(self) -> None:
+        from zoneinfo import available_timezones
+
+        user = self.user
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.display")).classes("text-lg font-semibold")
             zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
                      **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
             ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                      with_input=True, on_change=lambda e: set_tz(e.value)).props("outlined").classes("w-80")
+                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes("w-80")
             ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
 
-    def set_tz(value: str) -> None:
-        user["tz"] = value or ""
+    def set_tz(self, value: str) -> None:
+        self.user["tz"] = value or ""
         ui.notify(t("set.saved"), type="positive")
 
-    def toggle_reveal() -> None:
-        revealed["on"] = not revealed["on"]
-        key_label.text = state.admin_key if revealed["on"] else mask_key(state.admin_key)
-        code.content = snippet(revealed["on"])
-        reveal.text = t("set.hide" if revealed["on"] else "set.reveal")
+    def toggle_reveal(self) -> None:
+        self.revealed = not self.revealed
+        key = self.state.admin_key
+        self.key_label.text = key if self.revealed else mask_key(key)
+        self.code.content = self.snippet(self.revealed)
+        self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
 
-    def save_options() -> None:
+    def save_options(self) -> None:
         try:
-            set_option(state, "retry_times", retries.value)
-            set_option(state, "log_retention_days", retention.value)
+            set_option(self.state, "retry_times", self.retries.value)
+            set_option(self.state, "log_retention_days", self.retention.value)
         except ApiError as exc:
             notify_error(exc)
             return
         ui.notify(t("set.saved"), type="positive")
 
-    async def regenerate() -> None:
+    async def regenerate(self) -> None:
+        state = self.state
         details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
         if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
             return
         new_key = generate_key()
         write_secret_file(state.settings.data_path / "admin_key", new_key)
         state.admin_key = new_key
-        user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
-        revealed["on"] = False
-        toggle_reveal()
+        self.user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
+        self.revealed = False
+        self.toggle_reveal()  # show the new key
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
 # ---- mounting ----
 
-_PAGES: tuple[tuple[str, Callable[[Request], None]], ...] = (
-    ("/", page_dashboard), ("/dashboard", page_dashboard), ("/channels", page_channels), ("/models", page_models),
-    ("/logs", page_logs), ("/tokens", page_tokens), ("/migrate", page_migrate), ("/settings", page_settings),
+PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon, i18n key: routes and navigation
+    ("/dashboard", DashboardPage, "insights", "nav.dashboard"),  # the first is also "/"
+    ("/channels", ChannelsTable, "hub", "nav.channels"),
+    ("/models", ModelsTable, "category", "nav.models"),
+    ("/logs", LogsTable, "receipt_long", "nav.logs"),
+    ("/tokens", TokensTable, "vpn_key", "nav.tokens"),
+    ("/migrate", page_migrate, "move_down", "nav.migrate"),
+    ("/settings", SettingsPage, "settings", "nav.settings"),
 )
 
 
@@ -5107,8 +5213,9 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
     ui.add_head_html(_COPY_JS, shared=True)
     ui.button.default_props("no-caps")
     ui.page("/login")(page_login)
-    for path, builder in _PAGES:
-        ui.page(path)(_guarded(builder))
+    for path, builder, _, key in PAGES:
+        ui.page(path)(_guarded(builder, key))
+    ui.page("/")(_guarded(PAGES[0][1], PAGES[0][3]))
     if os.environ.get("NICEGUI_USER_SIMULATION"):
         # NiceGUI's test plugin enters only NiceGUI's own lifespan: run the engine's (HTTP session, log writer) in it
         engine_lifespan = lifespan(api)
