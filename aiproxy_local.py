@@ -61,8 +61,14 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 import aiohttp
 import orjson
@@ -108,6 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
+    Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
+            "log calls without the crash journal: a kill -9 then loses up to half a second of log rows"),
 )
 
 
@@ -124,6 +132,7 @@ class Settings:
     log_retention_days: int = 30
     no_browser: bool = False
     no_ui: bool = False
+    no_journal: bool = False
 
     @property
     def data_path(self) -> Path:
@@ -1506,6 +1515,7 @@ class LogEntry:
     row: dict[str, Any]  # columns of LogRow
     detail: dict[str, Any] | None  # columns of LogDetail, only for failed calls
     retries: int
+    segment: int = -1  # the journal file that holds it until it is committed
 
 
 def _cut(body: bytes, limit: int) -> tuple[str, bool]:
@@ -1604,6 +1614,140 @@ def neutralised_entry(entry: LogEntry, error: BaseException) -> LogEntry:
     return LogEntry(row, detail, retries)
 
 
+# ---- the journal: an answered call keeps its row through a crash ----
+
+JOURNAL_DIR = "journal"  # in the data dir; one set of files per running instance
+JOURNAL_QUERY_IDS = 500  # request ids per "which of these does the database have?" query on replay
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on an open file without waiting; the OS drops it when the process dies."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
+        return False
+
+
+def _journal_line(entry: LogEntry) -> bytes:
+    item = {"row": entry.row, "detail": entry.detail, "retries": entry.retries}
+    try:
+        return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits or a lone surrogate: the refused-row path stores it
+        return json.dumps(item).encode() + b"\n"
+
+
+def _journal_entries(path: Path) -> Iterator[LogEntry]:
+    """The rows of one journal file; a line cut short by a crash is skipped."""
+    for line in path.read_bytes().splitlines():
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+        if isinstance(item, dict) and isinstance(item.get("row"), dict) and item["row"].get("request_id"):
+            yield LogEntry(item["row"], item.get("detail"), item.get("retries") or 0)
+
+
+class LogJournal:
+    """Append-only files in <data-dir>/journal. Each log row is written once, with one write() and no fsync,
+    before its answer's last byte leaves: the OS keeps it through a crash of the process (kill -9). A file is
+    deleted once all its rows are committed, and start-up replays the rows the database lacks. Each instance
+    holds a lock on its own lock file, so instances sharing a data dir never replay each other's live files."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = directory
+        self.instance = secrets.token_hex(6)
+        self._lock_path = directory / f"{self.instance}.lock"
+        self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        _try_lock(self._lock_fd)
+        self.segment = 0
+        self.rows: collections.Counter[int] = collections.Counter()  # rows not yet committed, per file
+        self._fd = self._open(0)  # only after the lock: a file of ours is never seen unlocked
+
+    def _path(self, segment: int, instance: str | None = None) -> Path:
+        return self.directory / f"{instance or self.instance}-{segment}.jsonl"
+
+    def _open(self, segment: int) -> int:
+        return os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def append(self, entry: LogEntry) -> None:
+        """hot path: one line, one write()."""
+        try:
+            os.write(self._fd, _journal_line(entry))
+        except OSError as exc:  # a full disk must not fail the call; the row still goes to the database
+            logger.error("log journal write failed: %s", exc)
+            return
+        entry.segment = self.segment
+        self.rows[self.segment] += 1
+
+    def rotate(self) -> None:
+        """Start a new file, so that a batch taken now lies in older ones, which its commit can delete."""
+        if self.rows[self.segment]:
+            os.close(self._fd)
+            self.segment += 1
+            self._fd = self._open(self.segment)
+
+    def committed(self, entries: Iterable[LogEntry]) -> None:
+        for e in entries:
+            if e.segment >= 0:
+                self.rows[e.segment] -= 1
+        for segment in [n for n, rows in self.rows.items() if rows <= 0 and n != self.segment]:
+            del self.rows[segment]
+            self._path(segment).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """After a clean stop with every row committed, no file is left; otherwise the next start replays."""
+        os.close(self._fd)
+        if not any(rows > 0 for rows in self.rows.values()):
+            for segment in {*self.rows, self.segment}:
+                self._path(segment).unlink(missing_ok=True)
+            self._lock_path.unlink(missing_ok=True)
+        os.close(self._lock_fd)
+
+    def take_orphans(self) -> list[LogEntry]:
+        """Move the rows of instances that are gone (their lock is free) into this journal, and delete their
+        files. Rows appear twice only if this is cut short, and replay() keeps one of each request id."""
+        found: list[LogEntry] = []
+        files: dict[str, list[Path]] = collections.defaultdict(list)
+        for path in self.directory.glob("*-*.jsonl"):
+            files[path.name.split("-", 1)[0]].append(path)
+        for instance, paths in files.items():
+            lock_path = self.directory / f"{instance}.lock"
+            if instance == self.instance:
+                continue
+            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if not _try_lock(lock_fd):
+                    continue  # a live instance
+                entries = [e for path in paths for e in _journal_entries(path)]
+                for e in entries:
+                    self.append(e)
+                found += entries
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)
+            finally:
+                os.close(lock_fd)
+        return found
+
+
+def missing_request_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
+    """Which of `ids` have no log row yet."""
+    have: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), JOURNAL_QUERY_IDS):
+            part = ids[start:start + JOURNAL_QUERY_IDS]
+            have.update(conn.execute(sa.select(LogRow.request_id).where(LogRow.request_id.in_(part))).scalars())
+    return set(ids) - have
+
+
 class LogWriter:
     """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown. A batch is
     never dropped: a row the database refuses is found by halving the batch and stored neutralised; rows that
@@ -1611,6 +1755,7 @@ class LogWriter:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.journal: LogJournal | None = None
         self.pending: list[LogEntry] = []
         self.written = 0  # rows committed, the neutralised ones included
         self.neutralised = 0  # rows stored with refused values replaced (the reason is in their content)
@@ -1619,7 +1764,9 @@ class LogWriter:
         self._lock: asyncio.Lock | None = None
 
     def submit(self, entry: LogEntry) -> None:
-        """hot path: never blocks, never awaits."""
+        """hot path: never awaits; one write() to the journal."""
+        if self.journal is not None:
+            self.journal.append(entry)
         self.pending.append(entry)
         if len(self.pending) >= LOG_FLUSH_ROWS and self._wake is not None:
             self._wake.set()
@@ -1630,6 +1777,19 @@ class LogWriter:
         if token is not None:
             token.used_amount += entry.row["used_amount"]
         self.submit(entry)
+
+    def open_journal(self, directory: Path) -> int:
+        """Journal every row from now on, and queue the rows that stopped instances journaled but the database
+        lacks (by request id). Returns how many."""
+        self.journal = LogJournal(directory)
+        orphans = {e.row["request_id"]: e for e in self.journal.take_orphans()}
+        missing = missing_request_ids(self.engine, list(orphans))
+        self.journal.committed(e for rid, e in orphans.items() if rid not in missing)
+        self.pending += [orphans[rid] for rid in orphans if rid in missing]
+        if orphans:
+            logger.warning("log journal: %d rows of a stopped instance found, %d of them not in the database "
+                           "yet; writing those now", len(orphans), len(missing))
+        return len(missing)
 
     def start(self) -> None:
         self._wake, self._lock = asyncio.Event(), asyncio.Lock()
@@ -1650,6 +1810,8 @@ class LogWriter:
         under load, each paying a full commit (bench/)."""
         async with self._lock:
             batch, self.pending = self.pending, []
+            if self.journal is not None:
+                self.journal.rotate()
             unwritten: list[LogEntry] = []
             for start in range(0, len(batch), LOG_FLUSH_ROWS):
                 part = batch[start:start + LOG_FLUSH_ROWS]
@@ -1658,6 +1820,9 @@ class LogWriter:
                 else:
                     unwritten += await asyncio.to_thread(self.write_batch, part)
             self.pending[:0] = unwritten
+            if self.journal is not None:
+                left = {id(e) for e in unwritten}
+                self.journal.committed(e for e in batch if id(e) not in left)
             return not unwritten
 
     async def stop(self) -> None:
@@ -1670,7 +1835,11 @@ class LogWriter:
             while self.pending and await self.flush():
                 pass
             if self.pending:
-                logger.error("%d log rows could not be written before shutdown", len(self.pending))
+                logger.error("%d log rows could not be written before shutdown%s", len(self.pending),
+                             "; the journal keeps them for the next start" if self.journal else "")
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
     def write_batch(self, batch: list[LogEntry]) -> list[LogEntry]:
         """Commit `batch` with its summaries and counters; return the rows left for the next round."""
@@ -5019,6 +5188,8 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=state.settings.connect_timeout,
                                       sock_read=state.settings.ttfb_timeout),
         auto_decompress=True, trust_env=False)  # proxies: see upstream_proxy()
+    if not state.settings.no_journal:
+        state.writer.open_journal(state.settings.data_path / JOURNAL_DIR)
     state.writer.start()
     janitor = asyncio.create_task(_retention_loop(state))
     # Everything built so far lives as long as the process: keep it out of the collector's scans, and collect

@@ -6,9 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import signal
+import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -260,3 +266,113 @@ def test_upsert_inserts_adds_and_replaces(engine):
             app.upsert(conn, app.SummaryMinute.__table__, [row], ("minute", "channel_id", "model"), add=app._SUMMED)
     (summary,) = app.query_summaries(engine, minute, minute, 9, model)
     assert summary["request_count"] == 3 and summary["used_amount"] == 3.0
+
+
+# ---- the journal: answered calls keep their rows through kill -9 ----
+
+def crash(writer: app.LogWriter) -> None:
+    """What kill -9 leaves: the journal's files, with no flush and no close (the OS drops the lock)."""
+    os.close(writer.journal._fd)
+    os.close(writer.journal._lock_fd)
+
+
+def test_start_up_replays_the_rows_a_crashed_instance_journaled(tmp_path):
+    state = make_state(tmp_path)
+    live = app.LogWriter(state.engine)  # an instance still running on the same data dir: left alone
+    live.open_journal(tmp_path / "journal")
+    live.submit(entry(1_700_000_000_200))
+    crashed = app.LogWriter(state.engine)
+    crashed.open_journal(tmp_path / "journal")
+    batch = [entry(1_700_000_000_000 + i, code=500 if i == 3 else 200) for i in range(10)]
+    for e in batch:
+        crashed.submit(e)
+    crashed.write_batch(batch[:4])  # committed, but the crash came before the journal was trimmed
+    crashed.submit(entry(1_700_000_000_100))
+    batch[5].row["input_tokens"] = 2**70  # a row the database will refuse is replayed like any other
+    crash(crashed)
+    with open(tmp_path / "journal" / f"{crashed.journal.instance}-0.jsonl", "ab") as f:
+        f.write(b'{"row": {"request_id": "cut-off-by-the-cr')  # a line the crash cut short
+
+    writer = app.LogWriter(state.engine)
+    assert writer.open_journal(tmp_path / "journal") == 7  # 11 journaled, 4 already in the database
+    assert writer.write_batch(writer.pending) == []
+    _, total = app.query_logs(state.engine, app.LogFilter(), 1, 100)
+    assert total == 11 and writer.neutralised == 0  # the journal holds the row as it was submitted
+    files = {p.name.split("-")[0] for p in (tmp_path / "journal").glob("*.jsonl")}
+    assert files == {live.journal.instance, writer.journal.instance}, "the crashed instance's files are gone"
+    (row,), _ = app.query_logs(state.engine, app.LogFilter(code_type="error"), 1, 10)
+    assert app.log_detail(state, row["id"])["response_body"] == "x"
+
+
+async def test_the_journal_is_trimmed_after_each_commit_and_empty_after_a_clean_stop(tmp_path):
+    state = make_state(tmp_path)
+    state.writer.open_journal(tmp_path / "journal")
+    state.writer.start()
+    for i in range(5):
+        state.writer.submit(entry(1_700_000_000_000 + i))
+    lines = sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "journal").glob("*.jsonl"))
+    assert lines == 5, "each row is in the journal as soon as it is submitted"
+    await state.writer.flush()
+    assert sum(p.stat().st_size for p in (tmp_path / "journal").glob("*.jsonl")) == 0
+    state.writer.submit(entry(1_700_000_000_010))
+    await state.writer.stop()
+    assert list((tmp_path / "journal").iterdir()) == []
+    assert app.query_logs(state.engine, app.LogFilter(), 1, 10)[1] == 6
+
+
+def answered_ids_under_load(server, model: str, seconds: float, threads: int = 8,
+                            until: Callable[[], None] | None = None) -> tuple[set[str], int]:
+    """Call the app from `threads` clients for `seconds`, then run `until` (which ends the app) while they go
+    on; returns the request ids of the calls answered in full, and how many calls were sent."""
+    answered: set[str] = set()
+    sent = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                sent[0] += 1
+                try:
+                    r = http.post(f"{server.url}/v1/chat/completions", headers=server.headers,
+                                  json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+                except httpx.HTTPError:
+                    if server.proc.poll() is not None:
+                        return
+                    continue
+                if r.status_code == 200:
+                    answered.add(r.headers["x-request-id"])
+
+    workers = [threading.Thread(target=client) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    if until is not None:
+        until()
+    stop.set()
+    for w in workers:
+        w.join(60)
+    return answered, sent[0]
+
+
+def logged_ids(db: Path, model: str) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r for (r,) in conn.execute("SELECT request_id FROM logs WHERE model = ?", (model,))}
+
+
+def test_kill_9_under_load_loses_no_answered_call(start_app, upstream):
+    server = start_app(args=["--no-ui"])
+    model = unique("kill9")
+    server.add_channel(base_url=upstream.url("ok"), models=[model])
+    answered, sent = answered_ids_under_load(server, model, 2.0, until=lambda: server.proc.send_signal(signal.SIGKILL))
+    server.proc.wait(30)
+    assert len(answered) > 50, "the load ran"
+    before = logged_ids(server.data_dir / "aiproxy.db", model)
+    assert len(before) < len(answered), "rows were still pending when the process died (else this proves nothing)"
+    again = start_app(args=["--no-ui"])
+    deadline = time.monotonic() + 30
+    while not answered <= logged_ids(again.data_dir / "aiproxy.db", model) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rows = logged_ids(again.data_dir / "aiproxy.db", model)
+    assert answered - rows == set(), f"{len(answered - rows)} answered calls have no row"
+    assert len(rows - answered) <= 8, "beyond the answered calls, only the ones in flight at the kill"
+    print(f"kill -9 under load: {len(answered)} answered, {len(rows)} rows, {len(before)} before the restart")
