@@ -44,6 +44,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -61,8 +62,14 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 import aiohttp
 import orjson
@@ -73,6 +80,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
+from sqlalchemy.dialects import mysql as sa_mysql, postgresql as sa_postgresql, sqlite as sa_sqlite
 from sqlalchemy.orm import registry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -108,6 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
+    Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
+            "log calls without the crash journal: a kill -9 then loses up to half a second of log rows"),
 )
 
 
@@ -124,6 +134,7 @@ class Settings:
     log_retention_days: int = 30
     no_browser: bool = False
     no_ui: bool = False
+    no_journal: bool = False
 
     @property
     def data_path(self) -> Path:
@@ -170,7 +181,8 @@ def generate_key(length: int = 48) -> str:
 
 
 def write_secret_file(path: Path, value: str) -> None:
-    """Write a secret readable only by its owner (0600 from the first byte, not chmod afterwards)."""
+    """Write a secret readable only by its owner: created 0600, and chmod-ed too, since a file that already
+    existed keeps its old mode through O_CREAT."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -451,6 +463,61 @@ def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> st
     return f"{sql} NOT NULL DEFAULT {literal}"
 
 
+# ---- writes that several instances run at once ----
+
+_UPSERT_DIALECTS = {"postgresql": sa_postgresql.insert, "sqlite": sa_sqlite.insert}
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock not available
+_CONFLICT_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock
+
+
+def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...],
+           add: tuple[str, ...] = ()) -> None:
+    """Insert `rows`, or update those whose `keys` already exist: columns in `add` are added to, the others
+    replaced. One statement, rows in key order, so two instances writing the same rows lock them in the same
+    order and cannot deadlock each other (issue 10)."""
+    if not rows:
+        return
+    rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    changed = [c for c in rows[0] if c not in keys]
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        stmt = sa_mysql.insert(table).values(rows)
+        new = stmt.inserted
+        conn.execute(stmt.on_duplicate_key_update({c: table.c[c] + new[c] if c in add else new[c] for c in changed}))
+    elif dialect in _UPSERT_DIALECTS:
+        stmt = _UPSERT_DIALECTS[dialect](table).values(rows)
+        new = stmt.excluded
+        set_ = {c: table.c[c] + new[c] if c in add else new[c] for c in changed}
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=set_) if set_
+                     else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+    else:  # any other SQLAlchemy dialect: update, then insert what matched nothing
+        for row in rows:
+            where = [table.c[k] == row[k] for k in keys]
+            values = {c: table.c[c] + row[c] if c in add else row[c] for c in changed}
+            if not values or conn.execute(sa.update(table).where(*where).values(values)).rowcount == 0:
+                conn.execute(sa.insert(table).values(row))
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """A deadlock, serialization failure or lock timeout: the same transaction may succeed when run again."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _CONFLICT_SQLSTATES:
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        return "locked" in str(orig) or "busy" in str(orig)
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _CONFLICT_MYSQL_ERRORS
+
+
+def is_database_reachable(engine: sa.Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False
+
+
 def load_options(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(Option.key, Option.value)).all()
@@ -465,9 +532,7 @@ def load_options(engine: sa.Engine) -> dict[str, Any]:
 
 def save_option(engine: sa.Engine, key: str, value: Any) -> None:
     with engine.begin() as conn:
-        text = json.dumps(value)
-        if conn.execute(sa.update(Option).where(Option.key == key).values(value=text)).rowcount == 0:
-            conn.execute(sa.insert(Option).values(key=key, value=text))
+        upsert(conn, Option.__table__, [{"key": key, "value": json.dumps(value)}], ("key",))
 
 
 def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -1415,9 +1480,7 @@ def save_channel_test(engine: sa.Engine, result: dict[str, Any]) -> None:
     row = {k: result[k] for k in ("channel_id", "model", "actual_model", "test_at", "took", "success", "code")}
     row["response"] = result["response"][:BODY_DETAIL_MAX]
     with engine.begin() as conn:
-        key = (ChannelTest.channel_id == row["channel_id"], ChannelTest.model == row["model"])
-        if conn.execute(sa.update(ChannelTest).where(*key).values(**row)).rowcount == 0:
-            conn.execute(sa.insert(ChannelTest).values(**row))
+        upsert(conn, ChannelTest.__table__, [row], ("channel_id", "model"))
         conn.execute(sa.update(Channel).where(Channel.id == row["channel_id"]).values(
             last_test_error_at=0 if row["success"] else row["test_at"]))
 
@@ -1436,11 +1499,17 @@ async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterab
 
 
 # ==== 6. Log writer ========================================================================================
-# Requests never wait for the database: they append to a list, and one task writes batches with a single
-# executemany per table (an ORM write per request is ~24x slower, perf-notes.md §3.6).
+# Requests never wait for the database: they append to a list, and one task writes batches in one transaction
+# of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
-LOG_FLUSH_ROWS = 500  # one executemany per this many rows
+LOG_FLUSH_ROWS = 500  # rows per transaction
 LOG_FLUSH_SECONDS = 0.5  # a quiet gateway still shows a call in the log within half a second
+LOG_CONFLICT_ATTEMPTS = 5  # a deadlock between instances is run again, up to this many times, then next round
+LOG_CONFLICT_BACKOFF_S = 0.05  # doubled on each attempt, with jitter, so two instances stop colliding
+_INT32, _INT64 = 2**31 - 1, 2**63 - 1
+#: what a driver raises for a value it or the database refuses (SQLite's driver raises OverflowError for
+#: an int beyond 64 bits, every driver UnicodeEncodeError for a lone surrogate)
+_WRITE_ERRORS = (sa.exc.SQLAlchemyError, ValueError, TypeError, OverflowError)
 
 
 @dataclass(slots=True)
@@ -1448,6 +1517,7 @@ class LogEntry:
     row: dict[str, Any]  # columns of LogRow
     detail: dict[str, Any] | None  # columns of LogDetail, only for failed calls
     retries: int
+    segment: int = -1  # the journal file that holds it until it is committed
 
 
 def _cut(body: bytes, limit: int) -> tuple[str, bool]:
@@ -1460,6 +1530,8 @@ def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: 
     config = state.routes.model_configs.get(call.model)
     amount = ((usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
               if config else 0.0)
+    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
+        amount = 0.0
     row = {
         "request_id": call.request_id, "request_at": int(call.started * 1000), "created_at": now_ms(),
         "ttfb_milliseconds": outcome.ttfb_ms, "model": call.model,
@@ -1498,20 +1570,205 @@ def _multirow_insert_sql(engine: sa.Engine, table: sa.Table, columns: tuple[str,
             f"VALUES {', '.join([group] * rows)}")
 
 
+# ---- a row the database refuses: written with safe values, and the reason ----
+
+def _safe_value(column: sa.Column, value: Any, replaced: list[str]) -> Any:
+    """`value` if every supported database stores it in `column` as it is, else a neutral one (noted)."""
+    kind = column.type
+    if isinstance(kind, sa.Boolean):
+        return bool(value)
+    if isinstance(kind, sa.Integer):
+        limit = _INT64 if isinstance(kind, sa.BigInteger) else _INT32  # INTEGER is 32-bit on PostgreSQL, MySQL
+        if isinstance(value, int) and -limit - 1 <= value <= limit:
+            return int(value)
+        replaced.append(f"{column.name}={value!r:.40}")
+        return 0
+    if isinstance(kind, sa.Float):
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        replaced.append(f"{column.name}={value!r:.40}")
+        return 0.0
+    text = "" if value is None else str(value)
+    clean = _storable_text(text)[:getattr(kind, "length", None) or None]
+    if clean != text:
+        replaced.append(f"{column.name} (cleaned)")
+    return clean
+
+
+def _storable_text(text: str) -> str:
+    """Without NUL (PostgreSQL refuses it) and lone surrogates (no driver can encode them)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def neutralised_entry(entry: LogEntry, error: BaseException) -> LogEntry:
+    """The row, with every value a database could refuse replaced by a neutral one and the error in `content`:
+    the call stays in the log, the dashboard and the counters, which then sum what was written."""
+    replaced: list[str] = []
+    columns = LogRow.__table__.c
+    row = {c: _safe_value(columns[c], entry.row.get(c), replaced) for c in LOG_COLUMNS}
+    detail = None
+    if entry.detail is not None:
+        detail = {c: _safe_value(LogDetail.__table__.c[c], v, replaced) for c, v in entry.detail.items()}
+        detail["request_id"] = row["request_id"]
+    note = f"log row refused by the database ({_first_line(error)}); stored with {', '.join(replaced) or 'nothing'} replaced"
+    row["content"] = _storable_text(f"{note}. {row['content']}".rstrip(". "))[:LOG_CONTENT_MAX]
+    retries = entry.retries if isinstance(entry.retries, int) and 0 <= entry.retries <= _INT32 else 0
+    return LogEntry(row, detail, retries)
+
+
+# ---- the journal: an answered call keeps its row through a crash ----
+
+JOURNAL_DIR = "journal"  # in the data dir; one set of files per running instance
+JOURNAL_QUERY_IDS = 500  # request ids per "which of these does the database have?" query on replay
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on an open file without waiting; the OS drops it when the process dies."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
+        return False
+
+
+def _journal_line(entry: LogEntry) -> bytes:
+    item = {"row": entry.row, "detail": entry.detail, "retries": entry.retries}
+    try:
+        return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits or a lone surrogate: the refused-row path stores it
+        return json.dumps(item).encode() + b"\n"
+
+
+def _journal_entries(path: Path) -> Iterator[LogEntry]:
+    """The rows of one journal file; a line cut short by a crash is skipped."""
+    for line in path.read_bytes().splitlines():
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+        if isinstance(item, dict) and isinstance(item.get("row"), dict) and item["row"].get("request_id"):
+            yield LogEntry(item["row"], item.get("detail"), item.get("retries") or 0)
+
+
+class LogJournal:
+    """Append-only files in <data-dir>/journal. Each log row is written once, with one write() and no fsync,
+    before its answer's last byte leaves: the OS keeps it through a crash of the process (kill -9). A file is
+    deleted once all its rows are committed, and start-up replays the rows the database lacks. Each instance
+    holds a lock on its own lock file, so instances sharing a data dir never replay each other's live files."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = directory
+        self.instance = secrets.token_hex(6)
+        self._lock_path = directory / f"{self.instance}.lock"
+        self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        _try_lock(self._lock_fd)
+        self.segment = 0
+        self.rows: collections.Counter[int] = collections.Counter()  # rows not yet committed, per file
+        self._fd = self._open(0)  # only after the lock: a file of ours is never seen unlocked
+
+    def _path(self, segment: int, instance: str | None = None) -> Path:
+        return self.directory / f"{instance or self.instance}-{segment}.jsonl"
+
+    def _open(self, segment: int) -> int:
+        return os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def append(self, entry: LogEntry) -> None:
+        """hot path: one line, one write()."""
+        try:
+            os.write(self._fd, _journal_line(entry))
+        except OSError as exc:  # a full disk must not fail the call; the row still goes to the database
+            logger.error("log journal write failed: %s", exc)
+            return
+        entry.segment = self.segment
+        self.rows[self.segment] += 1
+
+    def rotate(self) -> None:
+        """Start a new file, so that a batch taken now lies in older ones, which its commit can delete."""
+        if self.rows[self.segment]:
+            os.close(self._fd)
+            self.segment += 1
+            self._fd = self._open(self.segment)
+
+    def committed(self, entries: Iterable[LogEntry]) -> None:
+        for e in entries:
+            if e.segment >= 0:
+                self.rows[e.segment] -= 1
+        for segment in [n for n, rows in self.rows.items() if rows <= 0 and n != self.segment]:
+            del self.rows[segment]
+            self._path(segment).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """After a clean stop with every row committed, no file is left; otherwise the next start replays."""
+        os.close(self._fd)
+        if not any(rows > 0 for rows in self.rows.values()):
+            for segment in {*self.rows, self.segment}:
+                self._path(segment).unlink(missing_ok=True)
+            self._lock_path.unlink(missing_ok=True)
+        os.close(self._lock_fd)
+
+    def take_orphans(self) -> list[LogEntry]:
+        """Move the rows of instances that are gone (their lock is free) into this journal, and delete their
+        files. Rows appear twice only if this is cut short, and replay() keeps one of each request id."""
+        found: list[LogEntry] = []
+        files: dict[str, list[Path]] = collections.defaultdict(list)
+        for path in self.directory.glob("*-*.jsonl"):
+            files[path.name.split("-", 1)[0]].append(path)
+        for instance, paths in files.items():
+            lock_path = self.directory / f"{instance}.lock"
+            if instance == self.instance:
+                continue
+            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if not _try_lock(lock_fd):
+                    continue  # a live instance
+                entries = [e for path in paths for e in _journal_entries(path)]
+                for e in entries:
+                    self.append(e)
+                found += entries
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)
+            finally:
+                os.close(lock_fd)
+        return found
+
+
+def missing_request_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
+    """Which of `ids` have no log row yet."""
+    have: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), JOURNAL_QUERY_IDS):
+            part = ids[start:start + JOURNAL_QUERY_IDS]
+            have.update(conn.execute(sa.select(LogRow.request_id).where(LogRow.request_id.in_(part))).scalars())
+    return set(ids) - have
+
+
 class LogWriter:
-    """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown."""
+    """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown. A batch is
+    never dropped: a row the database refuses is found by halving the batch and stored neutralised; rows that
+    meet an unreachable database or a deadlock wait for the next round."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.journal: LogJournal | None = None
         self.pending: list[LogEntry] = []
-        self.written = 0
-        self.dropped = 0
+        self.written = 0  # rows committed, the neutralised ones included
+        self.neutralised = 0  # rows stored with refused values replaced (the reason is in their content)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
 
     def submit(self, entry: LogEntry) -> None:
-        """hot path: never blocks, never awaits."""
+        """hot path: never awaits; one write() to the journal."""
+        if self.journal is not None:
+            self.journal.append(entry)
         self.pending.append(entry)
         if len(self.pending) >= LOG_FLUSH_ROWS and self._wake is not None:
             self._wake.set()
@@ -1522,6 +1779,19 @@ class LogWriter:
         if token is not None:
             token.used_amount += entry.row["used_amount"]
         self.submit(entry)
+
+    def open_journal(self, directory: Path) -> int:
+        """Journal every row from now on, and queue the rows that stopped instances journaled but the database
+        lacks (by request id). Returns how many."""
+        self.journal = LogJournal(directory)
+        orphans = {e.row["request_id"]: e for e in self.journal.take_orphans()}
+        missing = missing_request_ids(self.engine, list(orphans))
+        self.journal.committed(e for rid, e in orphans.items() if rid not in missing)
+        self.pending += [orphans[rid] for rid in orphans if rid in missing]
+        if orphans:
+            logger.warning("log journal: %d rows of a stopped instance found, %d of them not in the database "
+                           "yet; writing those now", len(orphans), len(missing))
+        return len(missing)
 
     def start(self) -> None:
         self._wake, self._lock = asyncio.Event(), asyncio.Lock()
@@ -1536,14 +1806,26 @@ class LogWriter:
             self._wake.clear()
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write what is pending now. Rows that arrive meanwhile wait for the next round: looping until the
-        list is empty would write ever smaller batches under load, each paying a full commit (bench/)."""
+    async def flush(self) -> bool:
+        """Write what is pending now; False when some rows could not be written and wait for the next round.
+        Rows that arrive meanwhile wait too: looping until the list is empty would write ever smaller batches
+        under load, each paying a full commit (bench/)."""
         async with self._lock:
             batch, self.pending = self.pending, []
+            if self.journal is not None:
+                self.journal.rotate()
+            unwritten: list[LogEntry] = []
             for start in range(0, len(batch), LOG_FLUSH_ROWS):
                 part = batch[start:start + LOG_FLUSH_ROWS]
-                await asyncio.to_thread(self.write_batch, part)
+                if unwritten:  # the database failed on this round: keep the rest for the next one
+                    unwritten += part
+                else:
+                    unwritten += await asyncio.to_thread(self.write_batch, part)
+            self.pending[:0] = unwritten
+            if self.journal is not None:
+                left = {id(e) for e in unwritten}
+                self.journal.committed(e for e in batch if id(e) not in left)
+            return not unwritten
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -1552,26 +1834,71 @@ class LogWriter:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            while self.pending:
-                await self.flush()
+            while self.pending and await self.flush():
+                pass
+            if self.pending:
+                logger.error("%d log rows could not be written before shutdown%s", len(self.pending),
+                             "; the journal keeps them for the next start" if self.journal else "")
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
-    def write_batch(self, batch: list[LogEntry]) -> None:
+    def write_batch(self, batch: list[LogEntry]) -> list[LogEntry]:
+        """Commit `batch` with its summaries and counters; return the rows left for the next round."""
         try:
-            with self.engine.begin() as conn:
-                for start in range(0, len(batch), LOG_ROWS_PER_INSERT):
-                    part = batch[start:start + LOG_ROWS_PER_INSERT]
-                    params = tuple(e.row[c] for e in part for c in LOG_COLUMNS)
-                    conn.exec_driver_sql(_multirow_insert_sql(self.engine, LogRow.__table__, LOG_COLUMNS,
-                                                              len(part)), params)
-                details = [e.detail for e in batch if e.detail]
-                if details:
-                    conn.execute(sa.insert(LogDetail), details)
-                _add_summaries(conn, batch)
-                _add_counters(conn, batch)
-            self.written += len(batch)
-        except sa.exc.SQLAlchemyError:
-            self.dropped += len(batch)
-            logger.exception("could not write %d log rows", len(batch))
+            self._commit(batch)
+        except _WRITE_ERRORS as exc:
+            if is_write_conflict(exc) or not is_database_reachable(self.engine):
+                logger.warning("%d log rows wait for the next round: %s", len(batch), _first_line(exc))
+                return batch
+            if len(batch) > 1:  # some row is refused: halve until it is alone, writing every other row
+                middle = len(batch) // 2
+                return self.write_batch(batch[:middle]) + self.write_batch(batch[middle:])
+            return self._write_neutralised(batch[0], exc)
+        self.written += len(batch)
+        return []
+
+    def _write_neutralised(self, entry: LogEntry, error: BaseException) -> list[LogEntry]:
+        safe = neutralised_entry(entry, error)
+        try:
+            self._commit([safe])
+        except _WRITE_ERRORS as exc:
+            logger.error("log row %s could not be written even neutralised: %s", entry.row.get("request_id"),
+                         _first_line(exc))
+            return [entry]
+        logger.warning("log row %s was refused by the database (%s): %s", entry.row.get("request_id"),
+                       _first_line(error), safe.row["content"])
+        self.written += 1
+        self.neutralised += 1
+        return []
+
+    def _commit(self, batch: list[LogEntry]) -> None:
+        for attempt in itertools.count(1):
+            try:
+                with self.engine.begin() as conn:
+                    _insert_rows(self.engine, conn, batch)
+                    _add_summaries(conn, batch)
+                    _add_counters(conn, batch)
+                return
+            except sa.exc.DBAPIError as exc:
+                if not is_write_conflict(exc) or attempt == LOG_CONFLICT_ATTEMPTS:
+                    raise
+                time.sleep(LOG_CONFLICT_BACKOFF_S * 2 ** attempt * random.uniform(0.5, 1.5))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) -> None:
+    for start in range(0, len(batch), LOG_ROWS_PER_INSERT):
+        part = batch[start:start + LOG_ROWS_PER_INSERT]
+        params = tuple(e.row[c] for e in part for c in LOG_COLUMNS)
+        conn.exec_driver_sql(_multirow_insert_sql(engine, LogRow.__table__, LOG_COLUMNS, len(part)), params)
+    details = [e.detail for e in batch if e.detail]
+    if details:
+        conn.execute(sa.insert(LogDetail), details)
 
 
 _SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
@@ -1592,15 +1919,13 @@ def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
         c["cache_hit_count"] += r["cached_tokens"] > 0
         c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
         c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
-    for (minute, channel, model), c in sums.items():
-        key = (SummaryMinute.minute == minute, SummaryMinute.channel_id == channel, SummaryMinute.model == model)
-        increments = {n: getattr(SummaryMinute, n) + c[n] for n in _SUMMED}
-        if conn.execute(sa.update(SummaryMinute).where(*key).values(**increments)).rowcount == 0:
-            conn.execute(sa.insert(SummaryMinute).values(minute=minute, channel_id=channel, model=model,
-                                                        **{n: c[n] for n in _SUMMED}))
+    rows = [{"minute": minute, "channel_id": channel, "model": model, **{n: c[n] for n in _SUMMED}}
+            for (minute, channel, model), c in sums.items()]
+    upsert(conn, SummaryMinute.__table__, rows, ("minute", "channel_id", "model"), add=_SUMMED)
 
 
 def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
+    """Channels, then tokens, each in id order: the same lock order in every instance (see upsert())."""
     channels: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     tokens: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     for e in batch:
@@ -1609,11 +1934,11 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             channels[r["channel"]].update(request_count=1, retry_count=e.retries, used_amount=r["used_amount"])
         if r["token_id"]:
             tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
-    for cid, c in channels.items():
+    for cid, c in sorted(channels.items()):
         conn.execute(sa.update(Channel).where(Channel.id == cid).values(
             request_count=Channel.request_count + c["request_count"],
             retry_count=Channel.retry_count + c["retry_count"], used_amount=Channel.used_amount + c["used_amount"]))
-    for tid, c in tokens.items():
+    for tid, c in sorted(tokens.items()):
         conn.execute(sa.update(Token).where(Token.id == tid).values(
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
@@ -2063,8 +2388,7 @@ def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[
     current.update({k: v for k, v in data.model_dump().items() if v is not None}, updated_at=now_ms())
     with state.engine.begin() as conn:
         values = {k: current[k] for k in ("enabled", "kind", "input_price", "output_price", "updated_at")}
-        if conn.execute(sa.update(ModelConfig).where(ModelConfig.model == model).values(**values)).rowcount == 0:
-            conn.execute(sa.insert(ModelConfig).values(model=model, **values))
+        upsert(conn, ModelConfig.__table__, [{"model": model, **values}], ("model",))
     state.reload()
     return current
 
@@ -5280,6 +5604,8 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=state.settings.connect_timeout,
                                       sock_read=state.settings.ttfb_timeout),
         auto_decompress=True, trust_env=False)  # proxies: see upstream_proxy()
+    if not state.settings.no_journal:
+        state.writer.open_journal(state.settings.data_path / JOURNAL_DIR)
     state.writer.start()
     janitor = asyncio.create_task(_retention_loop(state))
     # Everything built so far lives as long as the process: keep it out of the collector's scans, and collect
@@ -5296,10 +5622,14 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
 
 
 async def _retention_loop(state: AppState) -> None:
+    """Never dies: a bad value or a database error is logged, and the next round tries again."""
     while True:
-        days = state.log_retention_days
-        if days > 0:
-            await asyncio.to_thread(delete_logs_before, state.engine, now_ms() - days * 86_400_000)
+        try:
+            days = state.log_retention_days
+            if days > 0:  # a huge value keeps everything, rather than a cut-off no database can compare
+                await asyncio.to_thread(delete_logs_before, state.engine, max(0, now_ms() - days * 86_400_000))
+        except (ValueError, TypeError, OverflowError, sa.exc.SQLAlchemyError) as exc:
+            logger.error("log retention failed (%s); next try in %d s", _first_line(exc), RETENTION_CHECK_SECONDS)
         await asyncio.sleep(RETENTION_CHECK_SECONDS)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from fake_upstream import FakeUpstream
 
@@ -234,6 +235,72 @@ def launch_app(
         if server.admin_key is None and key_file.exists():
             server.admin_key = key_file.read_text().strip()
     return server
+
+
+# ---- database servers: MariaDB and PostgreSQL for the SQL_DSN matrix ----
+
+#: server kind -> (admin URLs to try in order, app DSN template for a database on that server)
+SERVERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "mariadb": (("mysql+pymysql://root@127.0.0.1:3306/test",), "mysql://{user}@127.0.0.1:3306/{db}"),
+    "postgresql": (
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://root@127.0.0.1:5432/test",
+         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", "postgresql+psycopg://root@127.0.0.1:5432/postgres"),
+        "postgresql+psycopg://{user}@127.0.0.1:5432/{db}"),
+}
+
+
+def unreachable(kind: str, why: str) -> None:
+    """Skip, but only outside CI: in CI a missing database server is a failure."""
+    message = f"{kind} server unreachable: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set, so this may not skip)", pytrace=False)
+    pytest.skip(message)
+
+
+def admin_engine(kind: str) -> sa.Engine:
+    """An autocommit engine on the server (for CREATE/DROP DATABASE), from the first admin URL that connects."""
+    errors = []
+    for url in SERVERS[kind][0]:
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect():
+                return engine
+        except sa.exc.SQLAlchemyError as exc:
+            errors.append(f"{url}: {type(exc.orig or exc).__name__}")
+            engine.dispose()
+    unreachable(kind, "; ".join(errors))
+    raise AssertionError("unreachable")
+
+
+BACKENDS = ("sqlite", *sorted(SERVERS))
+
+
+def backend_dsn(kind: str, sqlite_dir: Path) -> Iterator[str]:
+    """The DSN of a fresh, empty database of `kind`: a new SQLite file in `sqlite_dir`, or a server database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_dir / 'aiproxy.db'}"
+    else:
+        yield from fresh_database(kind)
+
+
+def quote(kind: str, name: str) -> str:
+    return f"`{name}`" if kind == "mariadb" else f'"{name}"'
+
+
+def fresh_database(kind: str) -> Iterator[str]:
+    """Create `aiproxy_t_<random>` on the server, yield the app's DSN for it, drop it afterwards."""
+    admin = admin_engine(kind)
+    name = f"aiproxy_t_{uuid.uuid4().hex[:12]}"
+    create = f"CREATE DATABASE {quote(kind, name)}" + (" CHARACTER SET utf8mb4" if kind == "mariadb" else "")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(create)
+    try:
+        yield SERVERS[kind][1].format(user=admin.url.username, db=name)
+    finally:
+        drop = f"DROP DATABASE IF EXISTS {quote(kind, name)}" + (" WITH (FORCE)" if kind == "postgresql" else "")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(drop)
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -85,3 +86,29 @@ def test_banner_warns_when_exposed():
     state = app.AppState(settings=app.Settings(host="0.0.0.0"), engine=None, catalog={}, admin_key="k" * 48,
                          admin_key_created=False)
     assert "WARNING" in app._banner(state)
+
+
+async def test_log_retention_survives_a_bad_value_and_a_database_error(tmp_path, monkeypatch, caplog):
+    """A bad value or a database error is logged, and the next round runs: retention never dies silently."""
+    monkeypatch.setattr(app, "RETENTION_CHECK_SECONDS", 0.05)
+    engine = app.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    app.create_schema(engine)
+    state = app.AppState(settings=app.Settings(data_dir=str(tmp_path)), engine=engine, catalog={}, admin_key="k",
+                         admin_key_created=False, options={"log_retention_days": "soon"})
+    with engine.begin() as conn:
+        conn.execute(app.sa.insert(app.LogRow).values(request_id="old", created_at=1000))
+    loop = asyncio.create_task(app._retention_loop(state))
+    try:
+        await asyncio.sleep(0.3)
+        assert not loop.done() and any("log retention failed" in r.getMessage() for r in caplog.records)
+        state.options["log_retention_days"] = 10**17  # a huge number keeps everything
+        await asyncio.sleep(0.3)
+        assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 1
+        state.options["log_retention_days"] = 1
+        for _ in range(100):
+            if app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0 and not loop.done()
+    finally:
+        loop.cancel()

@@ -9,9 +9,7 @@ those servers through SQL_DSN.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,20 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
-from conftest import unique
+from conftest import SERVERS, fresh_database, unique
 from aiproxy_local import Channel, LogDetail, LogFilter, LogRow
 
 BIG_MS = 2**41 + 123  # a ms timestamp far beyond 32-bit INTEGER: needs BIGINT on every server
-
-#: server kind -> (admin URLs to try in order, app DSN template for a database on that server)
-SERVERS: dict[str, tuple[tuple[str, ...], str]] = {
-    "mariadb": (("mysql+pymysql://root@127.0.0.1:3306/test",), "mysql://{user}@127.0.0.1:3306/{db}"),
-    "postgresql": (
-        ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://root@127.0.0.1:5432/test",
-         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", "postgresql+psycopg://root@127.0.0.1:5432/postgres"),
-        "postgresql+psycopg://{user}@127.0.0.1:5432/{db}"),
-}
-
 
 # ---- helpers ----
 
@@ -83,49 +71,6 @@ def assert_non_ascii_json_is_searchable(engine: sa.Engine) -> None:
         as_text = sa.cast(Channel.models, sa.Text)
         assert model in conn.execute(sa.select(as_text).where(Channel.id == cid)).scalar_one()
         assert conn.execute(sa.select(Channel.id).where(as_text.like(f"%{model}%"))).scalars().all() == [cid]
-
-
-def unreachable(kind: str, why: str) -> None:
-    """Skip, but only outside CI: in CI a missing database server is a failure."""
-    message = f"{kind} server unreachable: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set, so this may not skip)", pytrace=False)
-    pytest.skip(message)
-
-
-def admin_engine(kind: str) -> sa.Engine:
-    """An autocommit engine on the server (for CREATE/DROP DATABASE), from the first admin URL that connects."""
-    errors = []
-    for url in SERVERS[kind][0]:
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect():
-                return engine
-        except sa.exc.SQLAlchemyError as exc:
-            errors.append(f"{url}: {type(exc.orig or exc).__name__}")
-            engine.dispose()
-    unreachable(kind, "; ".join(errors))
-    raise AssertionError("unreachable")
-
-
-def quote(kind: str, name: str) -> str:
-    return f"`{name}`" if kind == "mariadb" else f'"{name}"'
-
-
-def fresh_database(kind: str) -> Iterator[str]:
-    """Create `aiproxy_t_<random>` on the server, yield the app's DSN for it, drop it afterwards."""
-    admin = admin_engine(kind)
-    name = f"aiproxy_t_{uuid.uuid4().hex[:12]}"
-    create = f"CREATE DATABASE {quote(kind, name)}" + (" CHARACTER SET utf8mb4" if kind == "mariadb" else "")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(create)
-    try:
-        yield SERVERS[kind][1].format(user=admin.url.username, db=name)
-    finally:
-        drop = f"DROP DATABASE IF EXISTS {quote(kind, name)}" + (" WITH (FORCE)" if kind == "postgresql" else "")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(drop)
-        admin.dispose()
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
