@@ -36,6 +36,7 @@ import collections
 import csv
 import dataclasses
 import enum
+import errno
 import functools
 import gc
 import hashlib
@@ -83,6 +84,7 @@ from sqlmodel import Field, SQLModel
 from sqlalchemy.dialects import mysql as sa_mysql, postgresql as sa_postgresql, sqlite as sa_sqlite
 from sqlalchemy.orm import registry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 
 # ==== 1. Settings & app state ==============================================================================
@@ -722,6 +724,10 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
 
 
 # ==== 3. Provider catalog & adaptors ======================================================================
+# A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. The relay
+# (section 5) never names a format: the client's Dialect reads the request and the channel's Adaptor calls the
+# upstream. When both speak one format the bytes pass through (only the model name changes); otherwise the call
+# goes through the pivot, OpenAI chat: client format -> pivot -> upstream format, and the answer back the same way.
 
 MODEL_KINDS = ("chat", "embedding", "rerank", "tts", "stt", "image", "moderation")
 
@@ -758,16 +764,26 @@ class Provider:
     models: tuple[tuple[str, str], ...]  # (model, kind)
 
 
+class CatalogError(Exception):
+    """providers.json names an adaptor this file lacks: start-up stops, rather than call such channels as OpenAI."""
+
+
 def load_catalog(path: Path | None = None) -> dict[int, Provider]:
-    raw = json.loads((path or ASSETS_DIR / "providers.json").read_text(encoding="utf-8"))
-    return {
-        int(k): Provider(
-            id=int(k), name=v["name"], adaptor=v.get("adaptor", "openai"), default_base_url=v.get("defaultBaseUrl", ""),
+    source = path or ASSETS_DIR / "providers.json"
+    catalog: dict[int, Provider] = {}
+    for k, v in json.loads(source.read_text(encoding="utf-8")).items():
+        if k.startswith("_"):
+            continue
+        adaptor = v.get("adaptor", "openai")
+        if adaptor not in ADAPTORS:
+            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor '{adaptor}', "
+                               f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
+        catalog[int(k)] = Provider(
+            id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
             models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
         )
-        for k, v in raw.items() if not k.startswith("_")
-    }
+    return catalog
 
 
 def catalog_model_kinds(catalog: dict[int, Provider]) -> dict[str, str]:
@@ -790,30 +806,1059 @@ def guess_model_kind(model: str) -> str:
     return next((kind for hint, kind in _KIND_HINTS if hint in name), "chat")
 
 
+# ---- wire formats: the Adaptor (a channel's upstream), the Dialect (a client), the pivot between them ----
+# A new format is one sub-banner below, holding its pure converters and
+#   * an Adaptor subclass, registered as ADAPTORS["<name>"] (the "adaptor" of its providers.json rows): it builds
+#     the upstream's URL and headers, turns the pivot into its requests and its answers, streams and errors into
+#     the pivot;
+#   * and/or a Dialect subclass, registered as DIALECTS["<name>"]: it owns client paths (`routes` for exact POST
+#     paths, `match` for patterns), reads their requests, turns them into the pivot and the pivot's answers,
+#     streams and errors back into its own shape.
+# `format` names the wire format on both sides; an Adaptor whose `formats` holds the Dialect's passes bytes through.
+
+@dataclass
+class Usage:
+    input_tokens: int = 0  # every prompt token, cached or not (OpenAI's prompt_tokens)
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+
+
+def usage_from(obj: Any) -> Usage | None:
+    """OpenAI (prompt/completion) and newer (input/output) usage names both map to one Usage."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("usage"), dict):
+        return None
+    u = obj["usage"]
+    inp = int(u.get("prompt_tokens") or u.get("input_tokens") or 0)
+    out = int(u.get("completion_tokens") or u.get("output_tokens") or 0)
+    details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(inp, out, int(u.get("total_tokens") or inp + out), cached)
+
+
+def usage_to_openai(usage: Usage) -> dict[str, Any]:
+    return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """Parse a body that must be a JSON object; anything else is the upstream's fault (502)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise RelayError(502, f"{what} is not a JSON object: {body[:200].decode('utf-8', 'replace')}",
+                         "bad_upstream_answer", "upstream_error")
+    return obj
+
+
+def sse_events(batch: bytes) -> list[bytes]:
+    """The whole events of a batch (each ends with a blank line, "\\n\\n" or "\\r\\n\\r\\n")."""
+    return [e for e in batch.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
+
+
+def sse(obj: Any, event: str = "") -> bytes:
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def sse_fields(event: bytes) -> tuple[str, bytes]:
+    """(event name, data) of one event; several data lines join with newlines, as the SSE spec says."""
+    name, data = "", []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode("latin-1")
+    return name, b"\n".join(data)
+
+
+@dataclass(frozen=True)
+class RelayRoute:
+    """One client path: the dialect that reads it, how it is logged, and what the upstream must do."""
+
+    dialect: Dialect
+    mode: Mode  # what the log row says (aiproxy's numbering)
+    op: Mode | None  # the operation in pivot (OpenAI) terms; None: no pivot form, only a native channel serves it
+    upstream_path: str  # the path below a same-format upstream's base URL
+    native_only: bool = False  # with no channel speaking the dialect's format, the dialect answers by itself
+    model: str = ""  # a model named in the path (Gemini's /models/{model}:...)
+
+
+class StreamFilter:
+    """Between an upstream's stream and the client: fed whole SSE events, it returns the bytes the client gets."""
+
+    usage: Usage | None = None  # the upstream's own count, when it sent one
+    error: RelayError | None = None  # an error the upstream sent inside the stream
+    events = 0  # data events seen, for an estimate when no usage came
+
+    def feed(self, events: bytes) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> bytes:
+        """What the client still needs once the upstream has ended: the client format's closing event."""
+        return b""
+
+
+class PivotDecoder:
+    """Reads one upstream format's stream into pivot chunks (OpenAI `chat.completion.chunk` objects)."""
+
+    usage: Usage | None = None
+    error: RelayError | None = None
+    done = False  # the upstream said its stream is complete
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class PivotEncoder:
+    """Writes pivot chunks as one client format's events."""
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def close(self, usage: Usage | None) -> bytes:
+        raise NotImplementedError
+
+
+class ConvertedStream(StreamFilter):
+    """An upstream stream in one format for a client in another, event by event: what one upstream event becomes
+    leaves in the same write as that event, so nothing is held back or merged."""
+
+    def __init__(self, call: RelayCall, decoder: PivotDecoder, encoder: PivotEncoder) -> None:
+        self.dialect, self.decoder, self.encoder = call.dialect, decoder, encoder
+        self.closed = False
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+    def feed(self, events: bytes) -> bytes:
+        out: list[bytes] = []
+        for event in sse_events(events):
+            name, data = sse_fields(event)
+            if not data or self.closed:
+                continue
+            self.events += 1
+            out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
+            if self.decoder.error is not None:
+                out.append(self.dialect.stream_error(self.decoder.error))
+                self.closed = True
+            elif self.decoder.done:
+                out.append(self.encoder.close(self.decoder.usage))
+                self.closed = True
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        if self.closed:
+            return b""
+        self.closed = True
+        return self.encoder.close(self.decoder.usage)
+
+
+# ---- OpenAI: chat (the pivot) and the other /v1 operations ----
+
+#: pivot operation → its path below an OpenAI-style base URL
+OPENAI_PATHS: dict[Mode, str] = {
+    Mode.CHAT_COMPLETIONS: "/chat/completions", Mode.COMPLETIONS: "/completions", Mode.EMBEDDINGS: "/embeddings",
+    Mode.MODERATIONS: "/moderations", Mode.IMAGES_GENERATIONS: "/images/generations",
+    Mode.AUDIO_SPEECH: "/audio/speech", Mode.AUDIO_TRANSCRIPTION: "/audio/transcriptions",
+    Mode.AUDIO_TRANSLATION: "/audio/translations", Mode.RERANK: "/rerank",
+}
+_MULTIPART_MODEL = re.compile(rb'(name="model"\r\n\r\n)([^\r\n]*)(\r\n)')
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+def openai_error(status: int, message: str, code: str | int | None, type_: str) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": None}})
+
+
+def read_openai_error(status: int, body: bytes) -> RelayError:
+    """An OpenAI-style error answer (or any other text) as one error value."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    error = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return RelayError(status, str(error["message"]), error.get("code") or "upstream_error",
+                          str(error.get("type") or "upstream_error"))
+    text = body[:300].decode("utf-8", "replace").strip()
+    return RelayError(status, f"The upstream answered HTTP {status}{': ' + text if text else ''}",
+                      "upstream_error", "upstream_error")
+
+
+def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
+    return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
+        b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
+
+
+class OpenAIPassthrough(StreamFilter):
+    """hot path: an OpenAI stream for an OpenAI client. Only events that carry usage are parsed; the usage-only
+    chunk the gateway asked for is dropped when the client did not ask for it; a mapped model is renamed back."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.keep_usage_only = call.client_wants_usage
+        upstream = channel.upstream_model(call.model)
+        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if _USAGE_OBJECT.search(events):
+            events = self._take_usage(events)
+        if self.rename:
+            events = _rewrite_model(events, *self.rename)
+        return events
+
+    def _take_usage(self, events: bytes) -> bytes:
+        sep = b"\r\n\r\n" if b"\r\n\r\n" in events else b"\n\n"
+        kept = []
+        for event in events.split(sep):
+            if _USAGE_OBJECT.search(event):
+                payload = event.strip()
+                payload = payload[5:] if payload.startswith(b"data:") else payload
+                try:
+                    obj = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    obj = None
+                self.usage = usage_from(obj) or self.usage
+                if not self.keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
+                    continue
+            kept.append(event)
+        return sep.join(kept)
+
+
+class OpenAIDecoder(PivotDecoder):
+    """An OpenAI-style upstream stream is already pivot chunks: parse them, keep the usage, stop at [DONE]."""
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        if data.strip() == b"[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if isinstance(chunk.get("error"), dict):
+            self.error = read_openai_error(502, data)
+            return []
+        self.usage = usage_from(chunk) or self.usage
+        return [chunk] if chunk.get("choices") else []
+
+
+class OpenAIEncoder(PivotEncoder):
+    """Pivot chunks for an OpenAI client, with the usage chunk when it asked for one, then [DONE]."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.model, self.wants_usage = call.model, call.client_wants_usage
+        self.head: dict[str, Any] = {"id": f"chatcmpl-{call.request_id}", "created": int(call.started)}
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        self.head = {"id": chunk.get("id", self.head["id"]), "created": chunk.get("created", self.head["created"])}
+        return b"data: " + orjson.dumps({**chunk, "object": "chat.completion.chunk", "model": self.model}) + b"\n\n"
+
+    def close(self, usage: Usage | None) -> bytes:
+        tail = b""
+        if self.wants_usage and usage is not None:
+            tail = self.encode({**self.head, "choices": [], "usage": usage_to_openai(usage)})
+        return tail + b"data: [DONE]\n\n"
+
+
 class Adaptor:
-    """OpenAI-compatible wire format. A native format (Azure, Anthropic, Gemini) subclasses this and overrides
-    only what differs; every OpenAI-style provider is just a row in assets/providers.json."""
+    """A channel's upstream wire format. This base speaks OpenAI's, which every OpenAI-style provider shares (each
+    is only a row in assets/providers.json); a native format subclasses it and overrides what differs."""
 
-    def build_url(self, base_url: str, path: str, model: str) -> str:
-        return base_url.rstrip("/") + path
+    title = "OpenAI-compatible"
+    formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
+    modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
 
-    def build_headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"}
+    def speaks(self, call: RelayCall) -> bool:
+        return call.dialect.format in self.formats
 
-    def convert_request(self, path: str, body: bytes) -> tuple[str, bytes]:
-        """Turn an OpenAI request into this format's (path, body). Identity for OpenAI."""
-        return path, body
+    def refusal(self, call: RelayCall) -> RelayError | None:
+        """Why this channel cannot serve the call at all; the relay then tries the next channel."""
+        if call.op is None or call.op in self.modes:
+            return None
+        return RelayError(501, f"{self.title} channels cannot serve {call.endpoint}.", "unsupported_endpoint",
+                          "aiproxy_error")
 
-    def convert_response(self, path: str, body: bytes) -> bytes:
-        """Turn this format's non-stream answer into OpenAI's. Identity for OpenAI."""
-        return body
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        return channel.base_url.rstrip("/") + (call.upstream_path if self.speaks(call) else OPENAI_PATHS[call.op])
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        """`call` shows the client's headers (call.headers), e.g. to forward a beta flag; None for a model list."""
+        return {"Authorization": f"Bearer {channel.key}"}
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        """(URL, headers) of a GET that lists the upstream's models as `{"data": [{"id": ...}]}`."""
+        return channel.base_url.rstrip("/") + "/models", self.build_headers(channel)
+
+    def convert_request(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        if self.speaks(call):
+            return self.passthrough_body(call, channel)
+        return self.request_from_pivot(call.pivot(), call, channel)
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        """hot path: re-encode only when something must change (mapped model, forced usage chunk)."""
+        target = channel.upstream_model(call.model)
+        if call.obj is None:  # multipart: swap the model field in place
+            if target == call.model:
+                return call.body
+            return _MULTIPART_MODEL.sub(lambda m: m.group(1) + target.encode() + m.group(3), call.body, count=1)
+        needs_usage = call.stream and not call.client_wants_usage
+        if target == call.model and not needs_usage:
+            return call.body
+        obj = dict(call.obj, model=target)
+        if needs_usage:  # ask for usage so that the log has real token counts
+            obj["stream_options"] = dict(obj.get("stream_options") or {}, include_usage=True)
+        return orjson.dumps(obj)
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        body = dict(pivot, model=channel.upstream_model(call.model))
+        if call.stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        return orjson.dumps(body)
+
+    def convert_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        """A whole 200 JSON answer, made ready for the client, and the usage it reports."""
+        if self.speaks(call):
+            return self.passthrough_response(call, body)
+        pivot, usage = self.response_to_pivot(call, body)
+        return call.dialect.response_from_pivot(call, pivot), usage
+
+    def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        usage = self.usage_of(obj)
+        if isinstance(obj, dict) and obj.get("model") not in (None, call.model):
+            obj["model"] = call.model
+            body = orjson.dumps(obj)
+        return body, usage
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return usage_from(answer)
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "The upstream's answer")
+        return answer, usage_from(answer)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        if self.speaks(call):
+            return self.passthrough_stream(call, channel)
+        return ConvertedStream(call, self.pivot_decoder(call), call.dialect.stream_encoder(call))
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return OpenAIPassthrough(call, channel)
+
+    def pivot_decoder(self, call: RelayCall) -> PivotDecoder:
+        return OpenAIDecoder()
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        """An upstream's error answer as one error value, which the client's dialect renders in its own shape."""
+        return read_openai_error(status, body)
+
+
+#: client path → mode; the mode is also the pivot operation
+OPENAI_ROUTES: dict[str, Mode] = {
+    "/v1/chat/completions": Mode.CHAT_COMPLETIONS, "/v1/completions": Mode.COMPLETIONS,
+    "/v1/embeddings": Mode.EMBEDDINGS, "/v1/moderations": Mode.MODERATIONS,
+    "/v1/images/generations": Mode.IMAGES_GENERATIONS, "/v1/audio/speech": Mode.AUDIO_SPEECH,
+    "/v1/audio/transcriptions": Mode.AUDIO_TRANSCRIPTION, "/v1/audio/translations": Mode.AUDIO_TRANSLATION,
+    "/v1/rerank": Mode.RERANK,
+}
+_STREAMED_MODES = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS})
+
+
+class Dialect:
+    """A client's wire format. This base is OpenAI's /v1 (chat, completions, embeddings, audio, images, ...), whose
+    chat is also the pivot; another format subclasses it and overrides what differs."""
+
+    format = "openai"
+    prefixes: tuple[str, ...] = ("/v1",)  # unknown paths under these get this dialect's error shape
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        """The exact POST paths this dialect serves."""
+        for path, mode in OPENAI_ROUTES.items():
+            yield path, RelayRoute(self, mode, mode, OPENAI_PATHS[mode])
+
+    def match(self, method: str, path: str) -> RelayRoute | None:
+        """A route for a path `routes` cannot list (a model inside the path, a GET or a DELETE)."""
+        return None
+
+    def api_key(self, headers: dict[bytes, bytes], scope: Scope) -> str:
+        return (strip_bearer(headers.get(b"authorization", b"").decode("latin-1"))
+                or headers.get(b"x-api-key", b"").decode("latin-1").strip())
+
+    def read(self, call: RelayCall) -> None:
+        """Set what the relay routes on from the parsed body: whether to stream, whether usage was asked for."""
+        obj = call.obj
+        call.stream = bool(obj and obj.get("stream")) and call.op in _STREAMED_MODES
+        options = obj.get("stream_options") if obj else None
+        call.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        if call.obj is None:
+            raise RelayError(400, f"A multipart request to {call.endpoint} cannot be converted for this channel.",
+                             "unsupported_endpoint")
+        return call.obj
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        return orjson.dumps({**pivot, "model": call.model})
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return OpenAIEncoder(call)
+
+    def error_body(self, error: RelayError) -> bytes:
+        return openai_error(error.status, error.message, error.code, error.type)
+
+    def stream_error(self, error: RelayError) -> bytes:
+        """An error inside a stream that has started (its HTTP status is already 200)."""
+        return b"data: " + self.error_body(error) + b"\n\n"
+
+    def answer_locally(self, call: RelayCall) -> bytes:
+        """The answer of a `native_only` route when no channel speaks this format (e.g. a token count estimate)."""
+        raise NotImplementedError
 
 
 ADAPTORS: dict[str, Adaptor] = {"openai": Adaptor()}
+DIALECTS: dict[str, Dialect] = {"openai": Dialect()}
+
+
+# ---- Azure OpenAI: OpenAI's bodies at deployment URLs ----
+
+AZURE_API_VERSION = "2025-04-01-preview"  # aiproxy's default when the key names none
+
+
+def azure_key(key: str) -> tuple[str, str]:
+    """Our Azure key format is `key` or `key|api-version`."""
+    secret, _, version = key.partition("|")
+    return secret.strip(), version.strip() or AZURE_API_VERSION
+
+
+class AzureAdaptor(Adaptor):
+    """`{base}/openai/deployments/{deployment}/{op}?api-version=…` with an `api-key` header. The deployment is
+    the model's mapped name when the channel maps it, else the model name, without its dots for type 3
+    (aiproxy's convention: gpt-4.1 → gpt-41) and as it is for type 4."""
+
+    title = "Azure OpenAI"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS,
+                       Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
+
+    def __init__(self, keep_dots: bool) -> None:
+        self.keep_dots = keep_dots
+
+    def deployment(self, channel: ChannelRoute, model: str) -> str:
+        mapped = channel.mapping.get(model)
+        return mapped or (model if self.keep_dots else model.replace(".", ""))
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        path = call.upstream_path if self.speaks(call) else OPENAI_PATHS[call.op]
+        deployment = urllib.parse.quote(self.deployment(channel, call.model), safe="")
+        return (f"{channel.base_url.rstrip('/')}/openai/deployments/{deployment}{path}"
+                f"?api-version={urllib.parse.quote(azure_key(channel.key)[1])}")
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        return {"api-key": azure_key(channel.key)[0]}
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        version = urllib.parse.quote(azure_key(channel.key)[1])
+        return f"{channel.base_url.rstrip('/')}/openai/models?api-version={version}", self.build_headers(channel)
+
+
+ADAPTORS["azure"] = AzureAdaptor(keep_dots=False)
+ADAPTORS["azure2"] = AzureAdaptor(keep_dots=True)
+
+
+# ---- Anthropic Messages: the upstream of type 14, and the client door /v1/messages ----
+# docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
+# openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
+# the pivot's prompt_tokens counts them all.
+
+ANTHROPIC_VERSION = "2023-06-01"
+#: reasoning_effort → thinking.budget_tokens (Anthropic's minimum budget is 1024)
+ANTHROPIC_THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+#: max_tokens is required by Anthropic and often absent from OpenAI requests: each model's output limit, first match
+ANTHROPIC_MAX_TOKENS = (("opus-4-5", 64000), ("opus-4", 32000), ("sonnet-4", 64000), ("haiku-4", 64000),
+                        ("3-7-sonnet", 64000), ("3-5", 8192))
+ANTHROPIC_MAX_TOKENS_DEFAULT = 4096  # the Claude 3 models' limit
+_ANTHROPIC_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+                    "tool_use": "tool_calls", "refusal": "content_filter"}
+_OPENAI_STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                 "content_filter": "refusal"}
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                          403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                          429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+_ANTHROPIC_ERROR_STATUS = {kind: status for status, kind in _ANTHROPIC_ERROR_TYPES.items()}
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def anthropic_max_tokens(model: str) -> int:
+    return next((limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
+
+
+def anthropic_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    read, written = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
+    prompt, output = int(u.get("input_tokens") or 0) + read + written, int(u.get("output_tokens") or 0)
+    return Usage(prompt, output, prompt + output, read)
+
+
+def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
+    usage = usage or Usage()
+    return {"input_tokens": usage.input_tokens - usage.cached_tokens, "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
+
+
+def anthropic_error_type(status: int) -> str:
+    return _ANTHROPIC_ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def read_anthropic_error(status: int, body: bytes) -> RelayError:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    error = obj.get("error") if isinstance(obj, dict) and obj.get("type") == "error" else None
+    if not isinstance(error, dict):
+        return read_openai_error(status, body)
+    kind = str(error.get("type") or anthropic_error_type(status))
+    return RelayError(status, str(error.get("message") or kind), kind, kind)
+
+
+def _text_of(content: Any) -> str:
+    """The text of an OpenAI content (a string or a list of parts) or of Anthropic blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """A tool call's JSON-string arguments as the object Anthropic's `input` must be."""
+    try:
+        value = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else raw
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -- pivot → Anthropic (an OpenAI client, or the pivot of any other, on an Anthropic channel) --
+
+def _anthropic_image(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        return {"type": "image", "source": {"type": "base64", "media_type": header[5:].split(";")[0] or "image/png",
+                                            "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _anthropic_user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else []:
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_anthropic_image(url))
+        elif kind == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            header, _, data = part["file"]["file_data"].partition(",")
+            blocks.append({"type": "document", "source": {"type": "base64", "media_type": header[5:].split(";")[0],
+                                                          "data": data}})
+    return blocks
+
+
+def _anthropic_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    # reasoning_content has no signature to go back with, and Anthropic refuses an unsigned thinking block
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        blocks.append({"type": "tool_use", "id": call.get("id") or f"toolu_{i}", "name": function.get("name") or "",
+                       "input": _arguments(function.get("arguments"))})
+    return blocks
+
+
+def _anthropic_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict):
+        result = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+    else:
+        result = {"type": {"none": "none", "required": "any", "auto": "auto"}.get(choice, "auto")}
+    if parallel is False and result["type"] != "none":
+        result["disable_parallel_tool_use"] = True
+    return result if choice is not None or parallel is False else None
+
+
+def openai_to_anthropic_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as an Anthropic Messages request. System messages become `system`; tool results
+    become user turns; consecutive turns of one role merge, as Anthropic wants them to alternate."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"type": "text", "text": text}] if text else []
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id") or "",
+                                     "content": _text_of(message.get("content"))}]
+        elif role == "assistant":
+            blocks = _anthropic_assistant_blocks(message)
+        else:
+            role, blocks = "user", _anthropic_user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"model": model, "messages": messages,
+                            "max_tokens": chat.get("max_completion_tokens") or chat.get("max_tokens")
+                            or anthropic_max_tokens(model)}
+    if system:
+        body["system"] = system
+    stop = chat.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    body.update({name: chat[name] for name in ("temperature", "top_p") if chat.get(name) is not None})
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        body["tools"] = [{"name": f.get("name", ""), "input_schema": {"type": "object", **(f.get("parameters") or {})},
+                          **({"description": f["description"]} if f.get("description") else {})} for f in functions]
+        choice = _anthropic_tool_choice(chat.get("tool_choice"), chat.get("parallel_tool_calls"))
+        if choice:
+            body["tool_choice"] = choice
+    budget = ANTHROPIC_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    # an earlier tool call would need its turn's signed thinking block, which an OpenAI client cannot send back
+    if budget and not any(m.get("tool_calls") for m in chat.get("messages") or []):
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if body["max_tokens"] <= budget:
+            body["max_tokens"] += budget
+        body.pop("temperature", None)  # thinking runs at temperature 1, and top_p only from 0.95
+        if body.get("top_p", 1) < 0.95:
+            body.pop("top_p")
+    if isinstance(chat.get("user"), str):
+        body["metadata"] = {"user_id": chat["user"]}
+    if chat.get("stream"):
+        body["stream"] = True
+    return body
+
+
+def anthropic_to_openai_response(message: dict[str, Any], model: str) -> tuple[dict[str, Any], Usage | None]:
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function", "function": {
+                "name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if calls:
+        reply["tool_calls"] = calls
+    usage = anthropic_usage(message.get("usage"))
+    answer = {"id": message.get("id") or "", "object": "chat.completion", "created": int(time.time()), "model": model,
+              "choices": [{"index": 0, "message": reply,
+                           "finish_reason": _ANTHROPIC_STOPS.get(message.get("stop_reason"), "stop")}]}
+    if usage is not None:
+        answer["usage"] = usage_to_openai(usage)
+    return answer, usage
+
+
+class AnthropicDecoder(PivotDecoder):
+    """Anthropic's stream events as pivot chunks: a role chunk at message_start, content, reasoning and tool-call
+    deltas from the blocks, a finish chunk at message_delta; message_stop ends it."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.tools: dict[int, int] = {}  # content block index → tool call index
+        self.counts: dict[str, int] = {}  # usage so far: message_start has the input, message_delta the output
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}]
+
+    def _count(self, usage: Any) -> None:
+        if isinstance(usage, dict):  # totals so far, so each new value replaces the last
+            self.counts.update({k: int(usage[k]) for k in _USAGE_FIELDS if usage.get(k) is not None})
+            self.usage = anthropic_usage(self.counts)
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._count(message.get("usage"))
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tools.setdefault(event.get("index", 0), len(self.tools))
+                return self._chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
+                                                    "function": {"name": block.get("name"), "arguments": ""}}]})
+            return self._chunk({"content": block["text"]}) if block.get("type") == "text" and block.get("text") else []
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return self._chunk({"content": delta.get("text", "")})
+            if delta.get("type") == "thinking_delta":
+                return self._chunk({"reasoning_content": delta.get("thinking", "")})
+            if delta.get("type") == "input_json_delta":
+                index = self.tools.get(event.get("index", 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": delta.get("partial_json", "")}}]})
+            return []
+        if kind == "message_delta":
+            self._count(event.get("usage"))
+            reason = (event.get("delta") or {}).get("stop_reason")
+            return self._chunk({}, _ANTHROPIC_STOPS.get(reason, "stop")) if reason else []
+        if kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            error = event.get("error") or {}
+            kind = str(error.get("type") or "api_error")
+            self.error = RelayError(_ANTHROPIC_ERROR_STATUS.get(kind, 500), str(error.get("message") or kind), kind,
+                                    kind)
+        return []  # ping, content_block_stop, signature deltas, and event types added later
+
+
+class AnthropicPassthrough(StreamFilter):
+    """hot path: an Anthropic stream for an Anthropic client. Bytes pass; usage and error events are read for the
+    log; a mapped model is renamed back."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.decoder = AnthropicDecoder(call)
+        upstream = channel.upstream_model(call.model)
+        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if b'"usage"' in events or b"event: error" in events:
+            for event in sse_events(events):
+                name, data = sse_fields(event)
+                if name in ("message_start", "message_delta", "error"):
+                    self.decoder.decode(name, data)
+        return _rewrite_model(events, *self.rename) if self.rename else events
+
+
+class AnthropicAdaptor(Adaptor):
+    """`{base}/messages` with `x-api-key` and `anthropic-version` (the client's own when it sent one), forwarding
+    the client's `anthropic-beta`."""
+
+    title = "Anthropic"
+    formats = frozenset({"anthropic"})
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if not self.speaks(call):
+            return channel.base_url.rstrip("/") + "/messages"
+        beta = "?beta=true" if "beta=true" in call.query.split("&") else ""  # Claude Code's flag, as aiproxy does
+        return channel.base_url.rstrip("/") + call.upstream_path + beta
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        headers = {"x-api-key": channel.key, "anthropic-version": ANTHROPIC_VERSION}
+        client = call.headers if call is not None else {}
+        if client.get(b"anthropic-version"):
+            headers["anthropic-version"] = client[b"anthropic-version"].decode("latin-1")
+        if client.get(b"anthropic-beta"):
+            headers["anthropic-beta"] = client[b"anthropic-beta"].decode("latin-1")
+        return headers
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        target = channel.upstream_model(call.model)
+        return call.body if target == call.model else orjson.dumps(dict(call.obj, model=target))
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return orjson.dumps(openai_to_anthropic_request(dict(pivot, stream=call.stream),
+                                                        channel.upstream_model(call.model)))
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return anthropic_usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        return anthropic_to_openai_response(json_object(body, "Anthropic's answer"), call.model)
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return AnthropicPassthrough(call, channel)
+
+    def pivot_decoder(self, call: RelayCall) -> PivotDecoder:
+        return AnthropicDecoder(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_anthropic_error(status, body)
+
+
+ADAPTORS["anthropic"] = AnthropicAdaptor()
+
+
+# -- Anthropic → pivot (an Anthropic client, e.g. Claude Code, on any channel) --
+
+def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
+    kind, source = block.get("type"), block.get("source") or {}
+    if kind == "text":
+        return {"type": "text", "text": block.get("text", "")}
+    if kind == "image":
+        url = source.get("url") if source.get("type") == "url" else \
+            f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    if kind == "document" and source.get("type") == "text":
+        return {"type": "text", "text": source.get("data", "")}
+    if kind == "document" and source.get("type") == "base64":
+        return {"type": "file", "file": {"filename": "document.pdf",
+                                         "file_data": f"data:{source.get('media_type')};base64,{source.get('data')}"}}
+    return None
+
+
+def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool results first, each its own `tool` message (they answer the previous turn's calls), then the rest."""
+    messages = [{"role": "tool", "tool_call_id": b.get("tool_use_id", ""), "content": _text_of(b.get("content"))}
+                for b in blocks if b.get("type") == "tool_result"]
+    parts = [p for p in map(_openai_part, (b for b in blocks if b.get("type") != "tool_result")) if p]
+    if parts:
+        # all-text content goes as one string: several OpenAI-style upstreams take no list of parts
+        only_text = all(p["type"] == "text" for p in parts)
+        messages.append({"role": "user", "content": "\n".join(p["text"] for p in parts) if only_text else parts})
+    return messages
+
+
+def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+    calls = [{"id": b.get("id"), "type": "function", "function": {
+        "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
+        for b in blocks if b.get("type") == "tool_use"]
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if thinking:  # DeepSeek's thinking mode refuses a turn after a tool call without it
+        message["reasoning_content"] = thinking
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def anthropic_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    system = _text_of(body.get("system"))
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, message in enumerate(body["messages"]):
+        content = message.get("content") if isinstance(message, dict) else None
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if message.get("role") not in ("user", "assistant") or not isinstance(blocks, list):
+            raise RelayError(400, f"messages.{i}: a message needs the role 'user' or 'assistant' and a content",
+                             "invalid_request")
+        blocks = [b for b in blocks if isinstance(b, dict)]
+        if message["role"] == "assistant":
+            messages.append(_openai_assistant_message(blocks))
+        else:
+            messages += _openai_user_messages(blocks)
+    chat: dict[str, Any] = {"model": body["model"], "messages": messages}
+    chat.update({name: body[name] for name in ("max_tokens", "temperature", "top_p") if body.get(name) is not None})
+    if body.get("stop_sequences"):
+        chat["stop"] = body["stop_sequences"]
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]  # no server tools
+    if tools:
+        chat["tools"] = [{"type": "function", "function": {
+            "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}}
+            for t in tools]
+        choice = body.get("tool_choice") or {}
+        kind = choice.get("type")
+        if kind in ("auto", "any", "none"):
+            chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+        elif kind == "tool":
+            chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
+        if choice.get("disable_parallel_tool_use"):
+            chat["parallel_tool_calls"] = False
+    if body.get("stream"):
+        chat["stream"] = True
+    return chat
+
+
+def openai_to_anthropic_response(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = _text_of(message.get("content"))
+    if text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or "", "name": function.get("name") or "",
+                        "input": _arguments(function.get("arguments"))})
+    return {"id": f"msg_{chat.get('id') or ''}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": _OPENAI_STOPS.get(choice.get("finish_reason"), "end_turn"),
+            "stop_sequence": None, "usage": usage_to_anthropic(usage_from(chat))}
+
+
+class AnthropicEncoder(PivotEncoder):
+    """Pivot chunks as Anthropic's events: message_start, then a content block per kind of delta (thinking, text,
+    each tool call), and at the end message_delta with the stop reason and usage, then message_stop."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.model, self.id = call.model, f"msg_{call.request_id}"
+        self.started = False
+        self.index, self.kind = -1, ""  # the open content block
+        self.tools: dict[int, int] = {}  # pivot tool call index → block index
+        self.stop = "end_turn"
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return sse({"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage_to_anthropic(None)}}, "message_start")
+
+    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self.index, self.kind = self.index + 1, kind
+        return out + sse({"type": "content_block_start", "index": self.index, "content_block": block},
+                         "content_block_start")
+
+    def _close_block(self) -> bytes:
+        if not self.kind:
+            return b""
+        self.kind = ""
+        return sse({"type": "content_block_stop", "index": self.index}, "content_block_stop")
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        out = [self._start()]
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                if self.kind != "thinking":
+                    out.append(self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}))
+                out.append(self._delta(self.index, {"type": "thinking_delta", "thinking": reasoning}))
+            if delta.get("content"):
+                if self.kind != "text":
+                    out.append(self._open("text", {"type": "text", "text": ""}))
+                out.append(self._delta(self.index, {"type": "text_delta", "text": delta["content"]}))
+            for call in delta.get("tool_calls") or []:
+                number, function = call.get("index", 0), call.get("function") or {}
+                if number not in self.tools:
+                    out.append(self._open("tool_use", {"type": "tool_use", "id": call.get("id") or f"toolu_{number}",
+                                                       "name": function.get("name") or "", "input": {}}))
+                    self.tools[number] = self.index
+                if function.get("arguments"):
+                    out.append(self._delta(self.tools[number], {"type": "input_json_delta",
+                                                                "partial_json": function["arguments"]}))
+            if choice.get("finish_reason"):
+                self.stop = _OPENAI_STOPS.get(choice["finish_reason"], "end_turn")
+        return b"".join(out)
+
+    def close(self, usage: Usage | None) -> bytes:
+        return b"".join((self._start(), self._close_block(), sse({
+            "type": "message_delta", "delta": {"stop_reason": self.stop, "stop_sequence": None},
+            "usage": usage_to_anthropic(usage)}, "message_delta"), sse({"type": "message_stop"}, "message_stop")))
+
+
+class AnthropicDialect(Dialect):
+    """`POST /v1/messages` (Claude Code, the anthropic SDK) and `/v1/messages/count_tokens`, on every channel."""
+
+    format = "anthropic"
+    prefixes = ("/v1/messages",)
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        yield "/v1/messages", RelayRoute(self, Mode.ANTHROPIC, Mode.CHAT_COMPLETIONS, "/messages")
+        # only an Anthropic channel counts tokens itself; elsewhere an estimate answers, never a chat call
+        yield "/v1/messages/count_tokens", RelayRoute(self, Mode.ANTHROPIC, None, "/messages/count_tokens",
+                                                      native_only=True)
+
+    def read(self, call: RelayCall) -> None:
+        if call.obj is None or not isinstance(call.obj.get("messages"), list):
+            raise RelayError(400, "messages: a list of messages is required.", "invalid_request")
+        call.stream = bool(call.obj.get("stream"))
+        call.client_wants_usage = True  # an Anthropic stream always ends with its usage
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        return anthropic_to_openai_request(call.obj)
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        return orjson.dumps(openai_to_anthropic_response(pivot, call.model))
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return AnthropicEncoder(call)
+
+    def error_body(self, error: RelayError) -> bytes:
+        return orjson.dumps({"type": "error", "error": {"type": anthropic_error_type(error.status),
+                                                        "message": error.message}})
+
+    def stream_error(self, error: RelayError) -> bytes:
+        return b"event: error\ndata: " + self.error_body(error) + b"\n\n"
+
+    def answer_locally(self, call: RelayCall) -> bytes:
+        counted = [call.obj.get(k) for k in ("system", "messages", "tools")]
+        return orjson.dumps({"input_tokens": estimate_tokens(len(orjson.dumps(counted)))})
+
+
+DIALECTS["anthropic"] = AnthropicDialect()
+
+
+# ---- formats not implemented yet: a clear refusal, never a silent OpenAI request ----
+
+class UnsupportedAdaptor(Adaptor):
+    """A provider type whose native API this file does not speak yet: every call and test says so."""
+
+    modes = frozenset()
+
+    def __init__(self, title: str, hint: str = "") -> None:
+        self.title, self.hint = title, hint
+
+    def refusal(self, call: RelayCall) -> RelayError:
+        return RelayError(501, f"{self.title} channels are not supported yet{self.hint}.",
+                          "channel_type_not_supported", "aiproxy_error")
+
+
+ADAPTORS.update({
+    "gemini": UnsupportedAdaptor("Google Gemini (native API)"),
+    "aws": UnsupportedAdaptor("AWS Bedrock"),
+    "vertexai": UnsupportedAdaptor("Google Vertex AI"),
+    "baidu": UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)"),
+    "coze": UnsupportedAdaptor("Coze"),
+    "doubao-audio": UnsupportedAdaptor("Doubao speech"),
+    "doc2x": UnsupportedAdaptor("Doc2X"),
+})
 
 
 def adaptor_for(provider: Provider | None) -> Adaptor:
-    return ADAPTORS.get(provider.adaptor if provider else "openai", ADAPTORS["openai"])
+    return ADAPTORS[provider.adaptor] if provider else ADAPTORS["openai"]
 
 
 # ==== 4. Router: choose channels, decide retries ==========================================================
@@ -948,40 +1993,26 @@ def estimate_tokens(text_length: int) -> int:
     return max(1, text_length // 4) if text_length else 0
 
 
-# ==== 5. Relay routes: the OpenAI-compatible /v1 ==========================================================
+# ==== 5. Relay routes: every client format, one pipeline ==================================================
 # The relay is a raw ASGI app, not FastAPI routes: it reads only what it routes on (`model`, `stream`) and
-# passes bytes through, which keeps the added latency near that of a bare relay (see bench/).
+# passes bytes through, which keeps the added latency near that of a bare relay (see bench/). Everything that
+# depends on a wire format is the client's Dialect's or the channel's Adaptor's (section 3).
 
-#: /v1 path → (upstream path, mode)
-RELAY_PATHS: dict[str, tuple[str, Mode]] = {
-    "/v1/chat/completions": ("/chat/completions", Mode.CHAT_COMPLETIONS),
-    "/v1/completions": ("/completions", Mode.COMPLETIONS),
-    "/v1/embeddings": ("/embeddings", Mode.EMBEDDINGS),
-    "/v1/moderations": ("/moderations", Mode.MODERATIONS),
-    "/v1/images/generations": ("/images/generations", Mode.IMAGES_GENERATIONS),
-    "/v1/audio/speech": ("/audio/speech", Mode.AUDIO_SPEECH),
-    "/v1/audio/transcriptions": ("/audio/transcriptions", Mode.AUDIO_TRANSCRIPTION),
-    "/v1/audio/translations": ("/audio/translations", Mode.AUDIO_TRANSLATION),
-    "/v1/rerank": ("/rerank", Mode.RERANK),
-}
 KIND_PATHS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank",
               "tts": "/v1/audio/speech", "stt": "/v1/audio/transcriptions", "image": "/v1/images/generations",
               "moderation": "/v1/moderations"}
-_MULTIPART_MODEL = re.compile(rb'(name="model"\r\n\r\n)([^\r\n]*)(\r\n)')
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+RELAY_PREFIXES = ("/v1/", "/v1beta/")  # Gateway sends these (and the bare /v1, /v1beta) to the relay
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
 
 
 class RelayError(Exception):
-    """A refusal shaped as OpenAI's `{"error": {...}}`."""
+    """A refusal or failure as one value; the client's Dialect renders it in its own error shape."""
 
-    def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, message: str, code: str | int | None,
+                 type_: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
-
-
-def openai_error(status: int, message: str, code: str | int | None, type_: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": None}})
 
 
 @dataclass(frozen=True)
@@ -1027,6 +2058,28 @@ def authenticate(state: AppState, raw_key: str) -> Caller:
     return Caller(token.id, token.name, token.models, False)
 
 
+#: exact POST path → route, gathered from every dialect registered in section 3
+RELAY_ROUTES: dict[str, RelayRoute] = {path: route for d in DIALECTS.values() for path, route in d.routes()}
+
+
+def find_route(method: str, path: str) -> RelayRoute | None:
+    """hot path: one dict lookup for the fixed paths; a path with a pattern (a model in it) asks each dialect."""
+    route = RELAY_ROUTES.get(path) if method == "POST" else None
+    if route is None:
+        route = next((r for d in DIALECTS.values() if (r := d.match(method, path)) is not None), None)
+    return route
+
+
+def dialect_for_path(path: str) -> Dialect:
+    """Whose error shape a path gets when no route matches: the dialect with the longest matching prefix."""
+    best, length = DIALECTS["openai"], 0
+    for dialect in DIALECTS.values():
+        for prefix in dialect.prefixes:
+            if path.startswith(prefix) and len(prefix) > length:
+                best, length = dialect, len(prefix)
+    return best
+
+
 @dataclass
 class RelayCall:
     """One client request on its way through the pipeline."""
@@ -1034,18 +2087,42 @@ class RelayCall:
     request_id: str
     started: float  # time.time() when the request arrived
     endpoint: str  # the client's path, e.g. /v1/chat/completions
-    upstream_path: str
-    mode: Mode
+    route: RelayRoute
     model: str
     body: bytes
     obj: dict[str, Any] | None  # parsed JSON body; None for multipart
     content_type: str
     caller: Caller
+    headers: dict[bytes, bytes] = field(default_factory=dict)  # the client's, for adaptors that forward some
+    query: str = ""
     ip: str = ""
     stream: bool = False
     client_wants_usage: bool = False
     pinned: int | None = None
     max_retries: int = 0
+    _pivot: dict[str, Any] | None = None
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.route.dialect
+
+    @property
+    def mode(self) -> Mode:
+        return self.route.mode
+
+    @property
+    def op(self) -> Mode | None:
+        return self.route.op
+
+    @property
+    def upstream_path(self) -> str:
+        return self.route.upstream_path
+
+    def pivot(self) -> dict[str, Any]:
+        """The request in pivot form, converted once however many channels it fails over to."""
+        if self._pivot is None:
+            self._pivot = self.dialect.to_pivot(self)
+        return self._pivot
 
 
 @dataclass
@@ -1055,7 +2132,8 @@ class Attempt:
     channel: ChannelRoute | None
     response: aiohttp.ClientResponse | None
     status: int
-    error: bytes = b""  # the last upstream error body (or ours) when no channel succeeded
+    error: RelayError | None = None  # ours: the channel refused the call, or could not be reached
+    body: bytes = b""  # the upstream's own error answer
     retries: int = 0
     ttfb_ms: int = 0
 
@@ -1068,9 +2146,9 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
 
 
-def parse_relay_call(state: AppState, path: str, body: bytes, content_type: str, caller: Caller,
-                     request_id: str, started: float) -> RelayCall:
-    upstream_path, mode = RELAY_PATHS[path]
+def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: bytes, content_type: str,
+                     caller: Caller, request_id: str, started: float,
+                     headers: dict[bytes, bytes] | None = None) -> RelayCall:
     obj: dict[str, Any] | None = None
     if content_type.startswith("multipart/form-data"):
         match = _MULTIPART_MODEL.search(body)
@@ -1082,17 +2160,14 @@ def parse_relay_call(state: AppState, path: str, body: bytes, content_type: str,
             raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
         if not isinstance(obj, dict):
             raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
-        model = obj.get("model") if isinstance(obj.get("model"), str) else ""
+        model = route.model or (obj.get("model") if isinstance(obj.get("model"), str) else "")
     if not model:
         raise RelayError(400, "The request has no 'model'.", "missing_model")
-    stream = bool(obj and obj.get("stream")) and mode in (Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS)
-    options = obj.get("stream_options") if obj else None
-    return RelayCall(
-        request_id=request_id, started=started, endpoint=path, upstream_path=upstream_path, mode=mode, model=model,
-        body=body, obj=obj, content_type=content_type or "application/json", caller=caller, stream=stream,
-        client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-        max_retries=state.retry_times,
-    )
+    call = RelayCall(request_id=request_id, started=started, endpoint=endpoint, route=route, model=model, body=body,
+                     obj=obj, content_type=content_type or "application/json", caller=caller,
+                     headers=headers or {}, max_retries=state.retry_times)
+    route.dialect.read(call)
+    return call
 
 
 def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
@@ -1119,45 +2194,63 @@ def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
     raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
 
 
-def upstream_body(call: RelayCall, channel: ChannelRoute) -> bytes:
-    """hot path: re-encode only when something must change (mapped model, forced usage chunk)."""
-    target = channel.upstream_model(call.model)
-    if call.obj is None:  # multipart: swap the model field in place
-        if target == call.model:
-            return call.body
-        return _MULTIPART_MODEL.sub(lambda m: m.group(1) + target.encode() + m.group(3), call.body, count=1)
-    needs_usage = call.stream and not call.client_wants_usage
-    if target == call.model and not needs_usage:
-        return call.body
-    obj = dict(call.obj, model=target)
-    if needs_usage:  # ask for usage so that the log has real token counts
-        obj["stream_options"] = dict(obj.get("stream_options") or {}, include_usage=True)
-    return orjson.dumps(obj)
+_OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
+               errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable",
+               errno.ETIMEDOUT: "timed out", errno.ECONNABORTED: "connection aborted"}
+
+
+def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayError:
+    """Why an upstream could not be reached, naming its host:port and the OS's reason; never the URL's path or
+    query, which may carry a key."""
+    parts = urllib.parse.urlsplit(url)
+    host = getattr(exc, "host", None) or parts.hostname or "?"
+    port = getattr(exc, "port", None) or parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"{host}:{port}"
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return RelayError(504, f"{where} sent no answer within {settings.ttfb_timeout:g} s", "upstream_timeout",
+                          "upstream_error")
+    if isinstance(exc, asyncio.TimeoutError):
+        return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
+                          "upstream_timeout", "upstream_error")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        reason = "host name not found"
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = "TLS certificate not trusted"
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        reason = "TLS handshake failed"
+    elif isinstance(exc, aiohttp.ClientProxyConnectionError):
+        reason = "the proxy refused"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        return RelayError(502, f"{where} closed the connection before answering", "upstream_connect_error",
+                          "upstream_error")
+    else:
+        os_error = getattr(exc, "os_error", exc)
+        code = getattr(os_error, "errno", None)
+        reason = _OS_REASONS.get(code) or (os.strerror(code).lower() if code else type(exc).__name__)
+    return RelayError(502, f"Could not connect to {where} ({reason})", "upstream_connect_error", "upstream_error")
 
 
 async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRoute]) -> Attempt:
-    """Try channels in order. Fail over on connect errors, timeouts, 429, 5xx, 401/403, always before any
-    byte reaches the client; hand back the first answer that is final."""
+    """Try channels in order. Fail over on refusals, connect errors, timeouts, 429, 5xx, 401/403, always before
+    any byte reaches the client; hand back the first answer that is final."""
     session = state.http
     assert session is not None, "the HTTP client starts with the app"
-    last = Attempt(None, None, 503, openai_error(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
+    last = Attempt(None, None, 503, RelayError(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
     for index, channel in enumerate(order):
         adaptor = channel.adaptor
-        target = channel.upstream_model(call.model)
-        path, payload = adaptor.convert_request(call.upstream_path, upstream_body(call, channel))
-        headers = adaptor.build_headers(channel.key)
-        headers["Content-Type"] = call.content_type
-        try:
-            response = await session.post(adaptor.build_url(channel.base_url, path, target), data=payload,
-                                          headers=headers, proxy=channel.proxy)
-        except asyncio.TimeoutError:
-            last = Attempt(channel, None, 504, openai_error(504, f"Upstream timed out (channel {channel.id}).",
-                                                            "upstream_timeout", "upstream_error"), index)
+        refusal = adaptor.refusal(call)
+        if refusal is not None:
+            last = Attempt(channel, None, refusal.status, refusal, retries=index)
             continue
+        payload = adaptor.convert_request(call, channel)
+        url = adaptor.build_url(channel, call)
+        headers = adaptor.build_headers(channel, call)
+        headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+        try:
+            response = await session.post(url, data=payload, headers=headers, proxy=channel.proxy)
         except _UPSTREAM_ERRORS as exc:
-            last = Attempt(channel, None, 502, openai_error(
-                502, f"Upstream connection failed (channel {channel.id}): {type(exc).__name__}",
-                "upstream_connect_error", "upstream_error"), index)
+            failure = upstream_failure(exc, url, state.settings)
+            last = Attempt(channel, None, failure.status, failure, retries=index)
             continue
         ttfb = int((time.time() - call.started) * 1000)
         if should_retry(response.status) and index < len(order) - 1:
@@ -1166,31 +2259,21 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
             except _UPSTREAM_ERRORS:
                 error = b""
             response.release()
-            last = Attempt(channel, None, response.status, error, index)
+            last = Attempt(channel, None, response.status, body=error, retries=index)
             continue
-        return Attempt(channel, response, response.status, b"", index, ttfb)
+        return Attempt(channel, response, response.status, retries=index, ttfb_ms=ttfb)
     return last
 
 
-@dataclass
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-    estimated: bool = False
-
-
-def usage_from(obj: Any) -> Usage | None:
-    """OpenAI (prompt/completion) and newer (input/output) usage names both map to one Usage."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("usage"), dict):
-        return None
-    u = obj["usage"]
-    inp = int(u.get("prompt_tokens") or u.get("input_tokens") or 0)
-    out = int(u.get("completion_tokens") or u.get("output_tokens") or 0)
-    details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return Usage(inp, out, int(u.get("total_tokens") or inp + out), cached)
+def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
+    """What the client gets when no channel answered for good, in the client's own shape."""
+    adaptor = attempt.channel.adaptor if attempt.channel else None
+    if attempt.error is not None or adaptor is None:
+        return call.dialect.error_body(attempt.error or RelayError(attempt.status, "No channel answered.",
+                                                                   "no_available_channel", "aiproxy_error"))
+    if adaptor.speaks(call) and attempt.body:
+        return attempt.body
+    return call.dialect.error_body(adaptor.convert_error(attempt.status, attempt.body))
 
 
 def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
@@ -1214,70 +2297,37 @@ class Outcome:
 
 
 async def read_buffered(call: RelayCall, attempt: Attempt) -> tuple[bytes, str, Outcome]:
-    """Read a non-stream answer whole, put the client's model name back, and find the usage."""
-    response = attempt.response
-    assert response is not None
+    """Read a whole answer and make it the client's: its format, its model name, and the usage it reports."""
+    response, adaptor = attempt.response, attempt.channel.adaptor
     content_type = response.headers.get("Content-Type", "application/json")
     try:
         data = await response.read()
     except _UPSTREAM_ERRORS as exc:
-        error = openai_error(502, f"Upstream answer broke off: {type(exc).__name__}", "upstream_read_error",
-                             "upstream_error")
+        error = call.dialect.error_body(RelayError(502, f"Upstream answer broke off: {type(exc).__name__}",
+                                                   "upstream_read_error", "upstream_error"))
         return error, "application/json", Outcome(502, None, error, ttfb_ms=attempt.ttfb_ms)
     finally:
         response.release()
     if response.status != 200:
-        return data, content_type, Outcome(response.status, None, data, data, attempt.ttfb_ms)
+        body = data if adaptor.speaks(call) else call.dialect.error_body(adaptor.convert_error(response.status, data))
+        return body, content_type, Outcome(response.status, None, body, data, attempt.ttfb_ms)
     usage = None
     if "json" in content_type:
-        data = attempt.channel.adaptor.convert_response(call.upstream_path, data)
         try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            obj = None
-        usage = usage_from(obj)
-        if isinstance(obj, dict) and obj.get("model") not in (None, call.model):
-            obj["model"] = call.model
-            data = orjson.dumps(obj)
-        if usage is None and call.mode in (Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS):
+            data, usage = adaptor.convert_response(call, data)
+        except RelayError as exc:
+            error = call.dialect.error_body(exc)
+            return error, "application/json", Outcome(exc.status, None, error, data, attempt.ttfb_ms)
+        if usage is None and call.op in _ESTIMATED_OPS:
             usage = estimate_usage(call, len(data))
     return data, content_type, Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
 
 
-def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
-    return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
-        b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
-
-
-def _inspect_usage_events(events: bytes, sep: bytes, keep_usage_only: bool) -> tuple[bytes, Usage | None]:
-    """Pull usage out of the events that carry it; drop the usage-only chunk the client did not ask for."""
-    usage = None
-    kept = []
-    for event in events.split(sep):
-        if _USAGE_OBJECT.search(event):
-            payload = event.strip()
-            payload = payload[5:] if payload.startswith(b"data:") else payload
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                obj = None
-            usage = usage_from(obj) or usage
-            if not keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
-                continue
-        kept.append(event)
-    return sep.join(kept), usage
-
-
-async def pipe_stream(call: RelayCall, attempt: Attempt, send: Callable[[dict], Awaitable[None]]) -> Outcome:
-    """hot path: forward SSE events as they arrive. Bytes are only split at event borders, so an event is
-    never cut in two and events are never held back to be merged."""
-    response = attempt.response
-    assert response is not None and attempt.channel is not None
-    upstream = attempt.channel.upstream_model(call.model).encode()
-    requested = call.model.encode()
-    mapped = upstream != requested
-    usage: Usage | None = None
-    events_seen = 0
+async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
+    """hot path: forward SSE events as they arrive, through the adaptor's stream filter. Bytes are only split at
+    event borders, so an event is never cut in two and events are never held back to be merged."""
+    response, channel = attempt.response, attempt.channel
+    stream = channel.adaptor.stream(call, channel)
     pending = b""
     sep = b"\n\n"
     ttfb = 0
@@ -1293,27 +2343,23 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Callable[[dict], 
             cut = pending.rfind(sep)
             if cut < 0:
                 continue
-            out, pending = pending[: cut + len(sep)], pending[cut + len(sep):]
-            events_seen += out.count(b"data:")
-            if _USAGE_OBJECT.search(out):
-                out, found = _inspect_usage_events(out, sep, call.client_wants_usage)
-                usage = found or usage
-            if mapped:
-                out = _rewrite_model(out, upstream, requested)
+            out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-        if pending:
-            await send({"type": "http.response.body", "body": pending, "more_body": True})
+        out = (stream.feed(pending) if pending else b"") + stream.close()
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
     except _UPSTREAM_ERRORS as exc:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
         outcome_code = 502
-        error = openai_error(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
-                             "upstream_error")
-        await send({"type": "http.response.body", "body": b"data: " + error + b"\n\n", "more_body": True})
+        error = call.dialect.stream_error(RelayError(502, f"Upstream stream broke off: {type(exc).__name__}",
+                                                     "upstream_stream_error", "upstream_error"))
+        await send({"type": "http.response.body", "body": error, "more_body": True})
     finally:
         response.release()
-    if usage is None:
-        usage = estimate_usage(call, 4 * max(0, events_seen - 1))  # about one token an event
+    if stream.error is not None:
+        outcome_code, error = stream.error.status, call.dialect.error_body(stream.error)
+    usage = stream.usage or estimate_usage(call, 4 * max(0, stream.events - 1))  # about one token an event
     return Outcome(outcome_code, usage, error, ttfb_ms=ttfb or attempt.ttfb_ms)
 
 
@@ -1321,14 +2367,13 @@ def _headers(content_type: str, request_id: str, extra: Iterable[tuple[bytes, by
     return [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode()), *extra]
 
 
-async def send_bytes(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, content_type: str,
-                     request_id: str) -> None:
+async def send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": _headers(content_type, request_id, [(b"content-length", str(len(body)).encode())])})
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
         message = await receive()
@@ -1350,27 +2395,28 @@ def model_object(state: AppState, model: str) -> dict[str, Any]:
             "root": model, "parent": None, "permission": []}
 
 
-async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
-    """hot path: the ASGI entry for every /v1 request."""
-    state = get_state()
+async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    """hot path: the ASGI entry for every /v1 and /v1beta request."""
     started = time.time()
     request_id = new_request_id()
     path = scope["path"].rstrip("/")
     method = scope["method"]
     headers = dict(scope["headers"])
+    route = find_route(method, path)
+    dialect = route.dialect if route is not None else dialect_for_path(path)
     call: RelayCall | None = None
     try:
-        raw_key = strip_bearer(headers.get(b"authorization", b"").decode("latin-1")) or \
-            headers.get(b"x-api-key", b"").decode("latin-1").strip()
+        raw_key = dialect.api_key(headers, scope)
         if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
             caller = authenticate(state, raw_key)
             return await _send_models(state, caller, path, request_id, send)
-        if path not in RELAY_PATHS or method != "POST":
+        if route is None:
             raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
         caller = authenticate(state, raw_key)
         body = await read_body(receive)
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-        call = parse_relay_call(state, path, body, content_type, caller, request_id, started)
+        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers)
+        call.query = scope.get("query_string", b"").decode("latin-1")
         call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
         pin = headers.get(b"aiproxy-channel")
         if pin:
@@ -1381,13 +2427,20 @@ async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: C
             except ValueError:
                 raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
         order = plan_channels(state, call)
+        if route.native_only:
+            order = [channel for channel in order if channel.adaptor.speaks(call)]
+            if not order:
+                answer = dialect.answer_locally(call)
+                state.writer.submit_call(state, call, Attempt(None, None, 200), Outcome(200))
+                return await send_bytes(send, 200, answer, "application/json", request_id)
         attempt = await open_upstream(state, call, order)
         # each answer is queued for the log before its last byte leaves, so a shutdown right after an
         # answer still writes its row
         if attempt.response is None:
-            outcome = Outcome(attempt.status, None, attempt.error, attempt.error)
+            error = failure_body(call, attempt)
+            outcome = Outcome(attempt.status, None, error, attempt.body or error)
             state.writer.submit_call(state, call, attempt, outcome)
-            await send_bytes(send, attempt.status, attempt.error, "application/json", request_id)
+            await send_bytes(send, attempt.status, error, "application/json", request_id)
         elif (call.stream and attempt.status == 200
               and attempt.response.headers.get("Content-Type", "").startswith("text/event-stream")):
             await send({"type": "http.response.start", "status": 200, "headers": _headers(
@@ -1404,12 +2457,10 @@ async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: C
         if call is not None:
             state.writer.submit_call(state, call, Attempt(None, None, exc.status),
                                      Outcome(exc.status, None, exc.message.encode()))
-        await send_bytes(send, exc.status, openai_error(exc.status, exc.message, exc.code, exc.type),
-                         "application/json", request_id)
+        await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", request_id)
 
 
-async def _send_models(state: AppState, caller: Caller, path: str, request_id: str,
-                       send: Callable[[dict], Awaitable[None]]) -> None:
+async def _send_models(state: AppState, caller: Caller, path: str, request_id: str, send: Send) -> None:
     names = models_for(state, caller)
     if path == "/v1/models":
         body = orjson.dumps({"object": "list", "data": [model_object(state, m) for m in names]})
@@ -1421,6 +2472,7 @@ async def _send_models(state: AppState, caller: Caller, path: str, request_id: s
 
 
 # ---- channel tests: a minimal real request of the model's kind, through the same pipeline ----
+# The request is OpenAI's; a channel of another format gets it converted, i.e. a request in its own format.
 
 CHANNEL_TEST_CONCURRENCY = 5
 
@@ -1456,11 +2508,12 @@ async def run_model_test(state: AppState, channel: ChannelRoute, model: str, sav
     body, content_type = model_test_request(kind, model)
     path = KIND_PATHS.get(kind, "/v1/chat/completions")
     started = time.time()
-    call = parse_relay_call(state, path, body, content_type, TEST_CALLER, new_request_id(), started)
+    call = parse_relay_call(state, path, RELAY_ROUTES[path], body, content_type, TEST_CALLER, new_request_id(),
+                            started)
     attempt = await open_upstream(state, call, [channel])
     if attempt.response is None:
-        outcome = Outcome(attempt.status, None, attempt.error, attempt.error)
-        response_text = attempt.error
+        response_text = failure_body(call, attempt)
+        outcome = Outcome(attempt.status, None, response_text, attempt.body or response_text)
     else:
         data, _, outcome = await read_buffered(call, attempt)
         response_text = data if outcome.code != 200 else data[:512]
@@ -3541,9 +4594,9 @@ UPSTREAM_MODELS_TIMEOUT_S = 20
 async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
     """The model ids a channel's provider lists at `GET <base_url>/models` (OpenAI's list shape)."""
     route = preview_route(state, data)
-    url = route.adaptor.build_url(route.base_url, "/models", "")
+    url, headers = route.adaptor.models_request(route)
     try:
-        async with state.http.get(url, headers=route.adaptor.build_headers(route.key),
+        async with state.http.get(url, headers=headers,
                                   timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
             status, body = resp.status, await resp.read()
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -5557,28 +6610,36 @@ GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests
 
 
 class Gateway:
-    """The ASGI entry: /v1 goes straight to the relay (no framework, no middleware), the rest to FastAPI."""
+    """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI."""
 
-    def __init__(self, api: FastAPI) -> None:
-        self.api = api
+    def __init__(self, api: FastAPI, state: AppState) -> None:
+        self.api, self.state = api, state
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            if path.startswith("/v1/") or path == "/v1":
+            if path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
                 return await self._relay(scope, receive, send)
             if path.startswith("/api/"):
                 scope = _normalise_api_scope(scope)
         await self.api(scope, receive, send)
 
-    async def _relay(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await relay_app(scope, receive, send)
-        except Exception:  # a bug must still answer in OpenAI's shape, never as a bare traceback
+            await relay(self.state, scope, receive, tracked)
+        except Exception:  # a bug must still answer in the client's shape, never as a bare traceback
             logger.exception("relay failed")
-            with contextlib.suppress(Exception):  # fails only when the answer had already started
-                await send_bytes(send, 500, openai_error(500, "Internal error in aiproxy-local; see its log.",
-                                                         "internal_error", "aiproxy_error"), "application/json", "")
+            if not started:  # once an answer has started its status is out: the connection just ends
+                error = RelayError(500, "Internal error in aiproxy-local; see its log.", "internal_error",
+                                   "aiproxy_error")
+                await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
 
 
 def _normalise_api_scope(scope: dict) -> dict:
@@ -5684,7 +6745,7 @@ def create_app(settings: Settings) -> Gateway:
 
     if not settings.no_ui:
         mount_ui(api, state)
-    return Gateway(api)
+    return Gateway(api, state)
 
 
 def _banner(state: AppState) -> str:
