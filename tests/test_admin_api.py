@@ -110,16 +110,46 @@ def create_token(app_server: Any, **fields: Any) -> dict[str, Any]:
 
 # ---- envelope, auth, routing ----
 
-LIST_ROUTES = ["/api/channels", "/api/channels/all", "/api/channels/search", "/api/channels/type_metas",
-               "/api/logs", "/api/logs/search", "/api/dashboardv2", "/api/tokens", "/api/option",
-               "/api/model_configs", "/api/models/enabled", "/api/status"]
+def paged(items: str, size: int = 10) -> Any:
+    def check(data: Any) -> None:
+        assert set(data) == {items, "total"} and isinstance(data[items], list), data
+        assert isinstance(data["total"], int) and len(data[items]) <= size, data
+    return check
+
+
+def is_list(data: Any) -> None:
+    assert isinstance(data, list), data
+
+
+def check_type_metas(data: Any) -> None:
+    assert {str(t) for t in FASTGPT_TYPES} <= set(data) and data["1"]["name"], data.get("1")
+
+
+def check_options(data: Any) -> None:
+    assert set(data) >= {"retry_times", "log_retention_days"} and all(isinstance(v, int) for v in data.values())
+
+
+def check_enabled_models(data: Any) -> None:
+    assert set(data) == {"default"} and isinstance(data["default"], list), data
+
+
+def check_status(data: Any) -> None:
+    assert len(str(data["startTime"])) == 13 and isinstance(data["version"], str), data
+
+
+#: each list route with what its `data` must look like
+LIST_ROUTES = {"/api/channels": paged("channels"), "/api/channels/all": is_list,
+               "/api/channels/search": paged("channels"), "/api/channels/type_metas": check_type_metas,
+               "/api/logs": paged("logs"), "/api/logs/search": paged("logs"), "/api/dashboardv2": is_list,
+               "/api/tokens": paged("tokens"), "/api/option": check_options,
+               "/api/model_configs": paged("configs", 100), "/api/models/enabled": check_enabled_models,
+               "/api/status": check_status}
 
 
 @pytest.mark.parametrize("slash", ["", "/"], ids=["no-slash", "slash"])
 @pytest.mark.parametrize("path", LIST_ROUTES)
 def test_get_routes_answer_envelope_with_and_without_trailing_slash(app_server, path, slash):
-    data = ok(app_server.client.get(path + slash))
-    assert data is not None
+    LIST_ROUTES[path](ok(app_server.client.get(path + slash)))
 
 
 @pytest.mark.parametrize("path", ["/api/channel", "/api/channel/"])
@@ -839,7 +869,9 @@ def test_dashboard_buckets_are_aligned_and_counts_match(app_server, traffic, tim
     assert summed(points, "exception_count", traffic.error_channel) == 1
     for field in ("input_tokens", "output_tokens", "total_tokens"):
         assert summed(points, field) == sum(r["usage"][field] for r in traffic.rows), field
-    assert summed(points, "total_time_milliseconds") >= 0 and summed(points, "total_ttfb_milliseconds") >= 0
+    total_ms = summed(points, "total_time_milliseconds")
+    assert total_ms == sum(r["created_at"] - r["request_at"] for r in traffic.rows)
+    assert summed(points, "total_ttfb_milliseconds") == sum(r["ttfb_milliseconds"] for r in traffic.rows) <= total_ms
 
 
 def test_dashboard_filters_and_time_units(app_server, traffic):
@@ -889,3 +921,4 @@ def test_options_reject_unknown_key_and_bad_value(app_server):
     fail(app_server.client.put("/api/option/", json={"key": "no_such_option", "value": 1}), 400)
     fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": "many"}), 400)
     fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": -1}), 400)
+
