@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -17,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+import aiproxy_local as app
 from conftest import unique, wait_logs
 
 MESSAGES = [{"role": "user", "content": "hello admin api"}]
@@ -231,6 +233,96 @@ def test_wrong_json_shape_is_400_envelope(app_server):
     fail(app_server.client.post("/api/channels/batch_delete", json={"ids": [1]}), 400)
     fail(app_server.client.get("/api/channel/not-a-number"), 400)
     fail(app_server.client.get("/api/channels/", params={"per_page": "ten"}), 400)
+
+
+# ---- bad input: declared bounds (issue 10) ----
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/channel/", {"priority": 2**64}),
+    ("/api/channel/", {"priority": 1_000_001}),
+    ("/api/channel/", {"weight": 2**64}),
+    ("/api/channel/", {"type": 2**64}),
+    ("/api/channel/", {"status": 2**64}),
+    ("/api/channel/", {"status": 3}),
+    ("/api/channel/", {"name": "n" * 129}),
+    ("/api/channel/", {"key": "k" * (16 * 1024 + 1)}),
+    ("/api/channel/", {"key": "\n".join(f"k{i}" for i in range(1001))}),
+    ("/api/channel/", {"models": [f"m{i}" for i in range(2001)]}),
+    ("/api/channel/", {"models": ["m" * 192]}),
+    ("/api/channel/", {"model_mapping": {"a": "m" * 192}}),
+    ("/api/channel/", {"base_url": "ftp://example.com"}),
+    ("/api/channels/", [{"priority": -1_000_001}]),
+    ("/api/tokens/", {"expired_at": 10**25}),
+    ("/api/tokens/", {"expired_at": -1}),
+    ("/api/tokens/", {"quota": -1}),
+    ("/api/tokens/", {"quota": "1e400"}),
+    ("/api/tokens/", {"name": "n" * 129}),
+], ids=lambda v: json.dumps(v)[:40] if not isinstance(v, str) else v)
+def test_out_of_bounds_values_are_400_and_nothing_is_saved(app_server, path, body):
+    name = unique("bounds")
+    valid = {"type": 1, "key": "k", "name": name}
+    payload = [dict(valid, **b) for b in body] if isinstance(body, list) else dict(valid, **body)
+    channels, tokens = len(all_channels(app_server)), ok(app_server.client.get("/api/tokens/"))["total"]
+    fail(app_server.client.post(path, json=payload), 400)
+    assert len(all_channels(app_server)) == channels
+    assert ok(app_server.client.get("/api/tokens/"))["total"] == tokens
+
+
+def test_bounds_are_inclusive(app_server):
+    (cid,) = create_channel(app_server, priority=1_000_000, weight=10_000, models=["m" * 191])
+    assert (get_channel(app_server, cid)["priority"], get_channel(app_server, cid)["weight"]) == (1_000_000, 10_000)
+    ok(app_server.client.post("/api/channels/batch_priority", json={"ids": [cid], "priority": -1_000_000}))
+    assert get_channel(app_server, cid)["priority"] == -1_000_000
+    token = create_token(app_server, expired_at=253_402_300_799_999, quota=1e15)
+    assert (token["expired_at"], token["quota"]) == (253_402_300_799_999, 1e15)
+
+
+@pytest.mark.parametrize("raw", ['"1e400"', "1e400", "-0.5", "1000001", '"Infinity"', '"NaN"'])
+def test_a_price_must_be_finite_and_non_negative(app_server, upstream, raw):
+    model = unique("price")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    fail(app_server.client.post(f"/api/model_config/{model}", content=f'{{"input_price": {raw}}}',
+                                headers={"Content-Type": "application/json"}), 400)
+    assert ok(app_server.client.get(f"/api/model_config/{model}"))["input_price"] == 0
+    assert chat(app_server, model).status_code == 200
+
+
+@pytest.mark.parametrize("params", [
+    {"page": 2**64}, {"per_page": "1e400"}, {"p": -(2**64)}, {"channel": 2**64}, {"channel": "-1"},
+    {"start_timestamp": "1" * 25}, {"start_timestamp": "inf"}, {"end_timestamp": "1e400"},
+    {"start_timestamp": "-5"}, {"code_type": "bogus"},
+], ids=lambda p: json.dumps(p))
+def test_log_query_bounds(app_server, params):
+    paging = {"page", "per_page", "p"} & set(params)
+    for path in ("/api/logs/", "/api/logs/search") + (() if paging else ("/api/logs/export",)):
+        fail(app_server.client.get(path, params=params), 400)
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", f"/api/channel/{2**64}"), ("PUT", f"/api/channel/{2**64}"), ("DELETE", f"/api/tokens/{2**63}"),
+    ("GET", f"/api/logs/detail/{2**64}"), ("GET", "/api/channel/-1"), ("DELETE", "/api/logs/?timestamp=inf"),
+    ("DELETE", f"/api/logs/?timestamp={'9' * 20}"), ("GET", f"/api/dashboardv2/?end_timestamp={'1' * 25}"),
+    ("GET", f"/api/model_config/{'m' * 192}"),
+])
+def test_ids_and_timestamps_beyond_int64_are_400(app_server, method, path):
+    fail(app_server.client.request(method, path, json={"type": 1, "key": "k"}), 400)
+
+
+@pytest.mark.parametrize("body", [[2**64], [-1], list(range(1001)), {"ids": [2**64], "status": 1}],
+                         ids=["beyond-int64", "negative", "too-many", "batch-status"])
+def test_batch_ids_are_bounded(app_server, body):
+    path = "/api/channels/batch_status" if isinstance(body, dict) else "/api/channels/batch_delete"
+    fail(app_server.client.post(path, json=body), 400)
+    fail(app_server.client.post("/api/tokens/batch_delete", json=body if isinstance(body, list) else [2**64]), 400)
+
+
+def test_python_callers_get_api_error_for_the_same_bounds():
+    """The UI builds the bodies in Python: a bad value raises ApiError (its error toast), not pydantic's error."""
+    for build in (lambda: app.ChannelIn(priority=2**64), lambda: app.TokenIn(quota=float("inf")),
+                  lambda: app.ModelConfigIn(input_price=1e400), lambda: app.ChannelIn(models=["m"] * 2001)):
+        with pytest.raises(app.ApiError) as info:
+            build()
+        assert info.value.status == 400 and info.value.message.startswith("invalid request: ")
 
 
 # ---- channels ----
@@ -921,4 +1013,43 @@ def test_options_reject_unknown_key_and_bad_value(app_server):
     fail(app_server.client.put("/api/option/", json={"key": "no_such_option", "value": 1}), 400)
     fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": "many"}), 400)
     fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": -1}), 400)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("retry_times", 2**64), ("retry_times", 11), ("retry_times", "inf"), ("retry_times", 2.5), ("retry_times", True),
+    ("retry_times", None), ("retry_times", [1]), ("log_retention_days", 1e17), ("log_retention_days", 3651),
+    ("log_retention_days", "1e400"),
+])
+def test_out_of_bounds_options_are_refused_and_not_saved(app_server, key, value):
+    before = ok(app_server.client.get("/api/option/"))
+    assert "from 0 to" in fail(app_server.client.put("/api/option/", json={"key": key, "value": value}), 400)
+    assert ok(app_server.client.get("/api/option/")) == before
+
+
+def test_option_bounds_are_inclusive(app_server):
+    before = ok(app_server.client.get("/api/option/"))
+    try:
+        for key, value in (("retry_times", 10), ("retry_times", 0), ("log_retention_days", 3650)):
+            ok(app_server.client.put("/api/option/", json={"key": key, "value": value}))
+            assert ok(app_server.client.get("/api/option/"))[key] == value
+    finally:
+        for key, value in before.items():
+            ok(app_server.client.put("/api/option/", json={"key": key, "value": value}))
+
+
+def test_an_out_of_bounds_option_stored_by_an_older_version_falls_back_to_the_default(start_app, upstream):
+    first = start_app(args=["--no-ui"], env={"SQL_DSN": None})
+    first.stop()
+    with sqlite3.connect(first.data_dir / "aiproxy.db") as conn:
+        conn.executemany("INSERT INTO options (key, value) VALUES (?, ?)",
+                         [("retry_times", str(2**64)), ("log_retention_days", "1e+17")])
+    again = start_app(args=["--no-ui"], env={"SQL_DSN": None})
+    assert ok(again.client.get("/api/option/")) == {"retry_times": 3, "log_retention_days": 30}
+    log = again.output_tail()
+    assert "ignoring the stored option retry_times" in log and "ignoring the stored option log_retention_days" in log
+    model = unique("afterbad")
+    create_channel(again, base_url=upstream.url(), models=[model])
+    assert chat(again, model).status_code == 200
+    ok(again.client.put("/api/option/", json={"key": "retry_times", "value": 2}))
+    assert ok(again.client.get("/api/option/"))["retry_times"] == 2
 
