@@ -1622,7 +1622,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
 
 # ==== 7. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
-# has declared bounds, so no value can reach the database that it would refuse,
+# has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
 
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 10, 100
@@ -1683,6 +1683,14 @@ class ApiInput(BaseModel):
             raise ApiError(invalid_request_message(exc.errors())) from None
 
 
+class ApiEnvelope(BaseModel):
+    """What every /api route answers (aiproxy leaves out an empty message or data)."""
+
+    success: bool
+    message: str | None = None
+    data: Any = None
+
+
 def _blank_is_none(value: Any) -> Any:
     """FastGPT sends `channel=` for "all": an empty query value means no filter."""
     return None if isinstance(value, str) and not value.strip() else value
@@ -1696,7 +1704,7 @@ def _optional_int(low: int, high: int) -> Any:
     return Annotated[_int_in(low, high) | None, BeforeValidator(_blank_is_none)]
 
 
-Id = _int_in(0, INT64_MAX)
+Id = Annotated[int, pydantic.Field(ge=0, le=INT64_MAX, examples=[1])]
 QueryId = _optional_int(0, INT64_MAX)
 QueryPage = _optional_int(PAGE_MIN, PAGE_MAX)
 QueryTimestamp = _optional_int(0, INT64_MAX)  # in any unit parse_timestamp_ms reads
@@ -1718,9 +1726,10 @@ def require_admin(request: Request, state: AppState = Depends(app_state)) -> App
     return state
 
 
-public_router = APIRouter(prefix="/api")
+_ERRORS = {"default": {"model": ApiEnvelope, "description": "an error: {success: false, message}"}}
+public_router = APIRouter(prefix="/api", responses=_ERRORS)
 # every route also names `state: AppState = Depends(require_admin)`; FastAPI runs the check once per request
-admin_router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
+admin_router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)], responses=_ERRORS)
 
 
 @public_router.get("/status")
@@ -3023,6 +3032,32 @@ async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
 @admin_router.post("/channel/upstream-models")
 async def api_channel_upstream_models(body: ChannelIn, state: AppState = Depends(require_admin)) -> JSONResponse:
     return api_ok(await fetch_upstream_models(state, body))
+
+
+# ---- the admin API's OpenAPI schema, with its bounds (schemathesis tests the app against it) ----
+
+@functools.cache
+def admin_openapi() -> dict[str, Any]:
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title="aiproxy-local admin API", version=__version__, routes=[
+        *public_router.routes, *admin_router.routes],
+        description="labring/aiproxy's /api contract. Send the admin key as `Authorization: Bearer <key>`. "
+                    "Every answer is {success, message?, data?}; a bad input is a 400 with a message.")
+    public = {route.path for route in public_router.routes}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            operation["responses"].pop("422", None)  # FastAPI's own shape; ours is the 400 envelope ("default")
+            operation["security"] = [] if path in public else [{"adminKey": []}]
+    schema.setdefault("components", {})["securitySchemes"] = {"adminKey": {"type": "http", "scheme": "bearer"}}
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    return schema
+
+
+@admin_router.get("/openapi.json", include_in_schema=False)
+def api_openapi() -> JSONResponse:
+    return _OrjsonResponse(admin_openapi())
 
 
 # ==== 8. UI pages ==========================================================================================

@@ -12,6 +12,7 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -235,7 +236,91 @@ def test_wrong_json_shape_is_400_envelope(app_server):
     fail(app_server.client.get("/api/channels/", params={"per_page": "ten"}), 400)
 
 
-# ---- bad input: declared bounds (issue 10) ----
+# ---- bad input: declared bounds, and the error shape on every route (issue 10) ----
+
+INT64_MAX = 2**63 - 1
+SCHEMA = app.admin_openapi()
+OPERATIONS = [(method.upper(), path, op) for path, ops in SCHEMA["paths"].items() for method, op in ops.items()]
+VALID_PATH_PARAMS = {"integer": "1", "string": "m"}
+
+
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = SCHEMA["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def branches(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The non-null alternatives of a schema (`int | None` is anyOf [integer, null])."""
+    return [resolve(b) for b in resolve(node).get("anyOf", [node]) if b.get("type") != "null"]
+
+
+def bad_values(node: dict[str, Any]) -> list[str]:
+    """Raw JSON values just beyond a schema's declared bounds, plus overflowing and infinite numbers."""
+    out: list[str] = []
+    for b in branches(node):
+        if "enum" in b:
+            out.append(json.dumps("bogus") if b.get("type") == "string" else str(max(b["enum"]) + 1))
+        if b.get("type") == "boolean":
+            out.append('"maybe"')
+        elif b.get("type") == "integer":
+            out += [str(b.get("maximum", INT64_MAX) + 1), str(b.get("minimum", -INT64_MAX - 1) - 1), "1e400"]
+        elif b.get("type") == "number":
+            out += ["1e400", "-1e400", str(b.get("minimum", 0) - 1)]
+        elif b.get("type") == "string" and b.get("maxLength", 10**9) <= 4096:
+            out.append(json.dumps("x" * (b["maxLength"] + 1)))
+        elif b.get("type") == "array" and b.get("maxItems", 10**9) <= 2000:
+            out.append(json.dumps(["m"] * (b["maxItems"] + 1)))
+    return out
+
+
+def operation_path(path: str, op: dict[str, Any], **override: str) -> str:
+    for param in op.get("parameters", []):
+        if param["in"] == "path":
+            value = override.get(param["name"], VALID_PATH_PARAMS[branches(param["schema"])[0]["type"]])
+            path = path.replace("{" + param["name"] + "}", value)
+    return path
+
+
+def bad_requests(op: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(why, httpx request arguments) for each bad input the operation declares a bound for."""
+    for param in op.get("parameters", []):
+        for value in bad_values(param["schema"]):
+            raw = json.loads(value) if value.startswith('"') else value
+            if param["in"] == "path":
+                yield f"path {param['name']}={value[:20]}", {"url": operation_path(path, op, **{param["name"]: raw})}
+            else:
+                yield f"query {param['name']}={value[:20]}", {"url": operation_path(path, op),
+                                                              "params": {param["name"]: raw}}
+    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    if body is None:
+        return
+    url = operation_path(path, op)
+    for raw in ('"not an object"', "{", "[1, 2"):
+        yield f"body {raw}", {"url": url, "content": raw}
+    node = resolve(body)
+    if node.get("type") == "array":  # a list of ids or of channels: break the first item
+        item = resolve(node["items"])
+        for value in bad_values(item):
+            yield f"body [{value[:20]}]", {"url": url, "content": f"[{value}]"}
+        for name, prop in item.get("properties", {}).items():
+            for value in bad_values(prop):
+                yield f"body [{name}={value[:20]}]", {"url": url, "content": f'[{{"{name}": {value}}}]'}
+    for name, prop in node.get("properties", {}).items():
+        for value in bad_values(prop):
+            yield f"body {name}={value[:20]}", {"url": url, "content": f'{{"{name}": {value}}}'}
+
+
+@pytest.mark.parametrize("method, path, op", OPERATIONS, ids=[f"{m} {p}" for m, p, _ in OPERATIONS])
+def test_every_admin_route_answers_bad_input_in_the_envelope(app_server, method, path, op):
+    """Datasette's test_error_shape: every route, every declared bound, one envelope (`fail` asserts it)."""
+    if path != "/api/status":
+        fail(httpx.request(method, app_server.url + operation_path(path, op), timeout=30), 401)
+    for why, request in bad_requests(op, path):
+        headers = {"Content-Type": "application/json"} if "content" in request else {}
+        message = fail(app_server.client.request(method, **request, headers=headers), 400)
+        assert "invalid" in message or "must" in message, (why, message)
+
 
 @pytest.mark.parametrize("path, body", [
     ("/api/channel/", {"priority": 2**64}),
