@@ -1902,6 +1902,12 @@ def type_metas(state: AppState) -> dict[str, dict[str, Any]]:
             for p in state.catalog.values()}
 
 
+def contains(column: Any, text: str) -> Any:
+    """Case-insensitive substring match in which `%` and `_` match themselves, not anything (issue 10).
+    ilike, as aiproxy: PostgreSQL's LIKE is case-sensitive (SQLite's and MariaDB's are not)."""
+    return column.icontains(text, autoescape=True)
+
+
 _CHANNEL_ORDER = {"name", "type", "created_at", "status", "used_amount", "request_count", "priority", "id"}
 
 
@@ -1928,10 +1934,8 @@ def api_channels_list(page: QueryPage = None, p: QueryPage = None, per_page: Que
         if value is not None and value != "":
             where.append(column == value)
     if keyword:
-        like = f"%{keyword}%"
-        # ilike, as aiproxy: PostgreSQL's LIKE is case-sensitive (SQLite's and MariaDB's are not)
-        match = [Channel.name.ilike(like), Channel.key.ilike(like), Channel.base_url.ilike(like),
-                 sa.cast(Channel.models, sa.Text).ilike(like)]
+        match = [contains(Channel.name, keyword), contains(Channel.key, keyword), contains(Channel.base_url, keyword),
+                 contains(sa.cast(Channel.models, sa.Text), keyword)]
         if keyword.isdigit() and int(keyword) <= INT64_MAX:
             match.append(Channel.id == int(keyword))
         where.append(sa.or_(*match))
@@ -2223,7 +2227,7 @@ def create_token(state: AppState, data: TokenIn, key: str | None = None) -> dict
 def list_tokens(state: AppState, keyword: str = "", status: int | None = None) -> list[dict[str, Any]]:
     stmt = sa.select(*Token.__table__.columns).order_by(Token.id.desc())
     if keyword:
-        stmt = stmt.where(Token.name.like(f"%{keyword}%"))
+        stmt = stmt.where(contains(Token.name, keyword))
     if status is not None:
         stmt = stmt.where(Token.status == status)
     with state.engine.connect() as conn:

@@ -506,6 +506,19 @@ def test_channel_search_ignores_case_and_finds_non_ascii_models(app_server, stor
     assert [c["id"] for c in found["channels"]] == [cid]
 
 
+@pytest.mark.parametrize("wildcard", ["%", "_"])
+def test_search_wildcards_match_only_themselves(app_server, wildcard):
+    u = uuid.uuid4().hex[:8]
+    (literal,) = create_channel(app_server, name=f"{u}{wildcard}x")
+    create_channel(app_server, name=f"{u}ax")
+    found = ok(app_server.client.get("/api/channels/search", params={"keyword": f"{u}{wildcard}"}))
+    assert [c["id"] for c in found["channels"]] == [literal]
+    token = create_token(app_server, name=f"{u}{wildcard}k")
+    create_token(app_server, name=f"{u}ak")
+    found = ok(app_server.client.get("/api/tokens/search", params={"keyword": f"{u}{wildcard}"}))
+    assert [t["id"] for t in found["tokens"]] == [token["id"]]
+
+
 def test_channels_all_ignores_fastgpt_paging(app_server):
     ids = create_channel(app_server, key="\n".join(f"k{i}" for i in range(12)))
     listed = ok(app_server.client.get("/api/channels/all", params={"page": 1, "perPage": 10}))
