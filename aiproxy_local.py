@@ -63,7 +63,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
@@ -74,12 +74,13 @@ except ImportError:  # Windows
 
 import aiohttp
 import orjson
+import pydantic
 import sqlalchemy as sa
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from sqlmodel import Field, SQLModel
 from sqlalchemy.dialects import mysql as sa_mysql, postgresql as sa_postgresql, sqlite as sa_sqlite
 from sqlalchemy.orm import registry
@@ -626,16 +627,19 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_TIMESTAMP = re.compile(r"[0-9]{1,19}")  # nanoseconds fill int64's 19 digits; a longer number is no time
+
+
 def parse_timestamp_ms(value: str | int | None) -> int | None:
-    """aiproxy's smart unit: ≤10 digits seconds, ≤13 ms, ≤16 µs, else ns."""
-    if value is None or str(value).strip() == "":
+    """aiproxy's smart unit: ≤10 digits seconds, ≤13 ms, ≤16 µs, else ns. A whole number of at most 19 digits,
+    so no result overflows a BIGINT (issue 10: 25 digits, `inf` and `1e400` once answered 500); anything else
+    raises ValueError."""
+    text = "" if value is None else str(value).strip()
+    if not text:
         return None
-    text = str(value).strip()
-    try:
-        n = int(float(text))
-    except ValueError:
-        raise ApiError(f"invalid timestamp: {text!r}") from None
-    digits = len(str(abs(n)))
+    if not _TIMESTAMP.fullmatch(text):
+        raise ValueError(f"invalid timestamp: {text[:40]!r} (Unix seconds, ms, µs or ns, at most 19 digits)")
+    n, digits = int(text), len(text.lstrip("0") or "0")
     if digits <= 10:
         return n * 1000
     if digits <= 13:
@@ -2034,9 +2038,9 @@ def strip_bearer(value: str) -> str:
 
 def is_admin_key(state: AppState, raw_key: str) -> bool:
     """The admin key as sent, with or without aiproxy's `sk-` prefix."""
-    admin = state.admin_key
-    return bool(raw_key) and (secrets.compare_digest(raw_key, admin)
-                              or secrets.compare_digest(raw_key.removeprefix("sk-"), admin))
+    admin = state.admin_key.encode()  # bytes: compare_digest refuses non-ASCII str (a 500 on `Bearer é`)
+    return bool(raw_key) and (secrets.compare_digest(raw_key.encode(), admin)
+                              or secrets.compare_digest(raw_key.removeprefix("sk-").encode(), admin))
 
 
 def authenticate(state: AppState, raw_key: str) -> Caller:
@@ -2997,9 +3001,27 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
 
 
 # ==== 7. Admin API: aiproxy's /api contract ================================================================
-# Every route answers {success, message?, data?}. The UI calls the same functions the routes call.
+# Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
+# has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
+# or that would break a later read (issue 10).
 
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 10, 100
+INT32_MAX = 2**31 - 1  # type, status, priority and weight are INTEGER columns
+INT64_MAX = 2**63 - 1  # ids and times: SQLite's and BIGINT's limit; a larger number fails in the driver
+PAGE_MIN, PAGE_MAX = -INT32_MAX - 1, INT32_MAX  # aiproxy reads page ≤ 0 as 1; the offset stays within int64
+NAME_MAX = 128  # Channel.name, Token.name
+MODEL_NAME_MAX = 191  # the model columns (MySQL's utf8mb4 index limit)
+BASE_URL_MAX = 512
+KEY_MAX = 16 * 1024  # one channel key; a Vertex AI service-account JSON is about 2.3 KB
+KEYS_FIELD_MAX = 1024 * 1024  # a create's key field: one key a line
+MODELS_MAX = 2000  # models (and mapping entries) per channel or API key; aggregators list a few hundred
+ITEMS_MAX = 1000  # channels one request creates, ids one batch call takes
+PRIORITY_MIN, PRIORITY_MAX = -1_000_000, 1_000_000  # aiproxy caps at 1,000,000; one-api allows negatives
+WEIGHT_MAX = 10_000
+PRICE_MAX = 1_000_000.0  # USD per 1K tokens: keeps price × tokens finite, so a log row can always be written
+QUOTA_MAX = 1e15
+MS_MAX = 253_402_300_799_999  # 9999-12-31: the last instant a date can show
+TIMEZONE_MAX = 64
 
 
 class ApiError(Exception):
@@ -3021,21 +3043,78 @@ def api_error(message: str, status: int = 400) -> JSONResponse:
     return _OrjsonResponse({"success": False, "message": message}, status_code=status)
 
 
-def require_admin(request: Request) -> AppState:
-    state = get_state()
+def invalid_request_message(errors: list[dict[str, Any]]) -> str:
+    """The first of pydantic's errors, as one line: `invalid request: 0.priority: Input should be ≤ 1000000`."""
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    return f"invalid request: {where + ': ' if where else ''}{first.get('msg', 'bad input')}"
+
+
+class ApiInput(BaseModel):
+    """A request body with declared bounds. Built in Python, as the UI does, a bad value raises ApiError: the same
+    400 the route answers (FastAPI validates without calling __init__)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ApiError(invalid_request_message(exc.errors())) from None
+
+
+class ApiEnvelope(BaseModel):
+    """What every /api route answers (aiproxy leaves out an empty message or data)."""
+
+    success: bool
+    message: str | None = None
+    data: Any = None
+
+
+def _blank_is_none(value: Any) -> Any:
+    """FastGPT sends `channel=` for "all": an empty query value means no filter."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _int_in(low: int, high: int) -> Any:
+    return Annotated[int, pydantic.Field(ge=low, le=high)]
+
+
+def _optional_int(low: int, high: int) -> Any:
+    return Annotated[_int_in(low, high) | None, BeforeValidator(_blank_is_none)]
+
+
+Id = Annotated[int, pydantic.Field(ge=0, le=INT64_MAX, examples=[1])]
+QueryId = _optional_int(0, INT64_MAX)
+QueryPage = _optional_int(PAGE_MIN, PAGE_MAX)
+QueryTimestamp = _optional_int(0, INT64_MAX)  # in any unit parse_timestamp_ms reads
+ModelName = Annotated[str, pydantic.Field(max_length=MODEL_NAME_MAX)]
+Status = Literal[1, 2]  # enabled, disabled
+Price = Annotated[float, pydantic.Field(ge=0, le=PRICE_MAX)]
+Timezone = Annotated[str, pydantic.Field(max_length=TIMEZONE_MAX)]
+
+
+def app_state(request: Request) -> AppState:
+    """The running app's state, which create_app() hangs on the FastAPI app."""
+    return request.app.state.aiproxy
+
+
+def require_admin(request: Request, state: AppState = Depends(app_state)) -> AppState:
     raw = strip_bearer(request.headers.get("authorization", "")) or request.query_params.get("key", "").strip()
     if not is_admin_key(state, raw):
         raise ApiError("unauthorized: send the admin key as 'Authorization: Bearer <key>'", 401)
     return state
 
 
-public_router = APIRouter(prefix="/api")
-admin_router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
+_ERRORS = {"default": {"model": ApiEnvelope, "description": "an error: {success: false, message}"}}
+public_router = APIRouter(prefix="/api", responses=_ERRORS)
+# every route also names `state: AppState = Depends(require_admin)`; FastAPI runs the check once per request
+admin_router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)], responses=_ERRORS)
 
 
 @public_router.get("/status")
-def api_status() -> JSONResponse:
-    return api_ok({"startTime": get_state().started_ms, "version": __version__})
+def api_status(state: AppState = Depends(app_state)) -> JSONResponse:
+    return api_ok({"startTime": state.started_ms, "version": __version__})
 
 
 def _page(page: int | None, p: int | None, per_page: int | None) -> tuple[int, int]:
@@ -3044,30 +3123,34 @@ def _page(page: int | None, p: int | None, per_page: int | None) -> tuple[int, i
     return max(1, number), min(PER_PAGE_MAX, size)
 
 
-def _int_or_none(value: str | None, name: str) -> int | None:
-    if value is None or value.strip() == "":
-        return None
+def _timestamp(value: str | int | None, name: str) -> int | None:
     try:
-        return int(value)
-    except ValueError:
-        raise ApiError(f"{name} must be a number, got {value!r}") from None
+        return parse_timestamp_ms(value)
+    except ValueError as exc:
+        raise ApiError(f"{name}: {exc}") from None
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ApiError(f"unknown timezone: {name[:TIMEZONE_MAX]!r} (an IANA name, e.g. Asia/Shanghai)") from None
 
 
 # ---- channels ----
 
-class ChannelIn(BaseModel):
+class ChannelIn(ApiInput):
     """A channel as FastGPT and aiproxy's UI send it; unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
-    type: int = 1
-    name: str = ""
-    key: str | None = None
-    base_url: str | None = None
-    models: list[str] | None = None
-    model_mapping: dict[str, Any] | None = None
-    priority: int | None = None
-    weight: int | None = None
-    status: int | None = None
+    type: _int_in(0, INT32_MAX) = 1
+    name: Annotated[str, pydantic.Field(max_length=NAME_MAX)] = ""
+    key: Annotated[str, pydantic.Field(max_length=KEYS_FIELD_MAX)] | None = None  # one key a line
+    base_url: Annotated[str, pydantic.Field(max_length=BASE_URL_MAX)] | None = None
+    models: Annotated[list[ModelName], pydantic.Field(max_length=MODELS_MAX)] | None = None
+    model_mapping: Annotated[dict[ModelName, ModelName], pydantic.Field(max_length=MODELS_MAX)] | None = None
+    priority: _int_in(PRIORITY_MIN, PRIORITY_MAX) | None = None
+    weight: _int_in(0, WEIGHT_MAX) | None = None  # 0 means 1, as one-api stores it
+    status: Status | None = None
     config: dict[str, Any] | None = None
     configs: dict[str, Any] | None = None
 
@@ -3099,13 +3182,13 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     ctype = data.type if data.type and "type" in data.model_fields_set else keep.get("type", data.type)
     if ctype not in state.catalog:
         raise ApiError(f"invalid channel type: {ctype} (see GET /api/channels/type_metas)")
-    if data.status not in (None, 1, 2):
-        raise ApiError("status must be 1 (enabled) or 2 (disabled)")
     key = (data.key or "").strip()
     if keep and (not key or key == mask_key(keep.get("key", ""))):
         key = keep["key"]  # an untouched masked key keeps the stored one
     if not key:
         raise ApiError("key is required")
+    if any(len(line) > KEY_MAX for line in key.splitlines()):
+        raise ApiError(f"a key may be at most {KEY_MAX} characters long")
     base_url = (data.base_url if data.base_url is not None else keep.get("base_url", "")).strip()
     if base_url and not re.match(r"^https?://", base_url):
         raise ApiError("base_url must start with http:// or https://")
@@ -3131,6 +3214,8 @@ def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
         cols = _validate_channel(state, item)
         for line in [k.strip() for k in cols["key"].splitlines() if k.strip()]:
             rows.append(dict(cols, key=line, created_at=now_ms()))
+    if len(rows) > ITEMS_MAX:
+        raise ApiError(f"one request creates at most {ITEMS_MAX} channels (one per key line); got {len(rows)}")
     ids = []
     with state.engine.begin() as conn:
         for row in rows:
@@ -3156,9 +3241,15 @@ def update_channel(state: AppState, channel_id: int, data: ChannelIn) -> dict[st
     return get_channel(state, channel_id)
 
 
+def _check_ids(ids: list[int]) -> None:
+    if len(ids) > ITEMS_MAX or any(not 0 <= i <= INT64_MAX for i in ids):
+        raise ApiError(f"ids: at most {ITEMS_MAX}, each between 0 and {INT64_MAX}")
+
+
 def set_channels_status(state: AppState, ids: list[int], status: int) -> int:
     if status not in (STATUS_ENABLED, STATUS_DISABLED):
         raise ApiError("status must be 1 (enabled) or 2 (disabled)")
+    _check_ids(ids)
     with state.engine.begin() as conn:
         n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(status=status, status_reason="")).rowcount
     state.reload()
@@ -3166,6 +3257,9 @@ def set_channels_status(state: AppState, ids: list[int], status: int) -> int:
 
 
 def set_channels_priority(state: AppState, ids: list[int], priority: int) -> int:
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ApiError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}")
+    _check_ids(ids)
     with state.engine.begin() as conn:
         n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(priority=priority)).rowcount
     state.reload()
@@ -3173,6 +3267,7 @@ def set_channels_priority(state: AppState, ids: list[int], priority: int) -> int
 
 
 def delete_channels(state: AppState, ids: list[int]) -> int:
+    _check_ids(ids)
     with state.engine.begin() as conn:
         conn.execute(sa.delete(ChannelTest).where(ChannelTest.channel_id.in_(ids)))
         n = conn.execute(sa.delete(Channel).where(Channel.id.in_(ids))).rowcount
@@ -3187,22 +3282,10 @@ def type_metas(state: AppState) -> dict[str, dict[str, Any]]:
             for p in state.catalog.values()}
 
 
-def _channel_filters(id: str | None, name: str | None, key: str | None, channel_type: str | None,
-                     type: str | None, base_url: str | None, status: str | None) -> list[Any]:
-    where: list[Any] = []
-    if (cid := _int_or_none(id, "id")) is not None:
-        where.append(Channel.id == cid)
-    if name:
-        where.append(Channel.name == name)
-    if key:
-        where.append(Channel.key == key)
-    if (ctype := _int_or_none(channel_type or type, "channel_type")) is not None:
-        where.append(Channel.type == ctype)
-    if base_url:
-        where.append(Channel.base_url == base_url)
-    if (st := _int_or_none(status, "status")) is not None:
-        where.append(Channel.status == st)
-    return where
+def contains(column: Any, text: str) -> Any:
+    """Case-insensitive substring match in which `%` and `_` match themselves, not anything (issue 10).
+    ilike, as aiproxy: PostgreSQL's LIKE is case-sensitive (SQLite's and MariaDB's are not)."""
+    return column.icontains(text, autoescape=True)
 
 
 _CHANNEL_ORDER = {"name", "type", "created_at", "status", "used_amount", "request_count", "priority", "id"}
@@ -3219,22 +3302,25 @@ def _order(order: str | None, allowed: set[str], table: Any, default: Any) -> An
 
 
 @admin_router.get("/channels")
-def api_channels_list(page: int | None = None, p: int | None = None, per_page: int | None = None,
-                      id: str | None = None, name: str | None = None, key: str | None = None,
-                      channel_type: str | None = None, type: str | None = None, base_url: str | None = None,
-                      status: str | None = None, order: str | None = None, keyword: str | None = None) -> JSONResponse:
+def api_channels_list(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None, id: QueryId = None,
+                      name: str = "", key: str = "", channel_type: QueryId = None, type: QueryId = None,
+                      base_url: str = "", status: QueryId = None, order: str = "", keyword: str = "",
+                      state: AppState = Depends(require_admin)) -> JSONResponse:
     number, size = _page(page, p, per_page)
-    where = _channel_filters(id, name, key, channel_type, type, base_url, status)
+    where: list[Any] = []
+    for column, value in ((Channel.id, id), (Channel.type, channel_type if channel_type is not None else type),
+                          (Channel.status, status), (Channel.name, name), (Channel.key, key),
+                          (Channel.base_url, base_url)):
+        if value is not None and value != "":
+            where.append(column == value)
     if keyword:
-        like = f"%{keyword}%"
-        # ilike, as aiproxy: PostgreSQL's LIKE is case-sensitive (SQLite's and MariaDB's are not)
-        match = [Channel.name.ilike(like), Channel.key.ilike(like), Channel.base_url.ilike(like),
-                 sa.cast(Channel.models, sa.Text).ilike(like)]
-        if keyword.isdigit():
+        match = [contains(Channel.name, keyword), contains(Channel.key, keyword), contains(Channel.base_url, keyword),
+                 contains(sa.cast(Channel.models, sa.Text), keyword)]
+        if keyword.isdigit() and int(keyword) <= INT64_MAX:
             match.append(Channel.id == int(keyword))
         where.append(sa.or_(*match))
-    channels, total = select_channels(get_state().engine, where, _order(order, _CHANNEL_ORDER, Channel,
-                                                                        Channel.id.desc()), size, (number - 1) * size)
+    channels, total = select_channels(state.engine, where, _order(order, _CHANNEL_ORDER, Channel, Channel.id.desc()),
+                                      size, (number - 1) * size)
     return api_ok({"channels": channels, "total": total})
 
 
@@ -3242,73 +3328,77 @@ admin_router.add_api_route("/channels/search", api_channels_list, methods=["GET"
 
 
 @admin_router.get("/channels/all")
-def api_channels_all() -> JSONResponse:
-    return api_ok(select_channels(get_state().engine)[0])
+def api_channels_all(state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(select_channels(state.engine)[0])
 
 
 @admin_router.get("/channels/type_metas")
-def api_type_metas() -> JSONResponse:
-    return api_ok(type_metas(get_state()))
+def api_type_metas(state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(type_metas(state))
 
 
 @admin_router.post("/channels")
-def api_channels_create(items: list[ChannelIn]) -> JSONResponse:
-    return api_ok({"ids": create_channels(get_state(), items)})
+def api_channels_create(items: Annotated[list[ChannelIn], pydantic.Field(max_length=ITEMS_MAX)],
+                        state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok({"ids": create_channels(state, items)})
+
+
+Ids = Annotated[list[Id], pydantic.Field(max_length=ITEMS_MAX)]
 
 
 @admin_router.post("/channels/batch_delete")
-def api_channels_batch_delete(ids: list[int]) -> JSONResponse:
-    return api_ok(delete_channels(get_state(), ids))
+def api_channels_batch_delete(ids: Ids, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(delete_channels(state, ids))
 
 
-class BatchIn(BaseModel):
-    ids: list[int]
-    status: int | None = None
-    priority: int | None = None
+class BatchIn(ApiInput):
+    ids: Ids
+    status: Status | None = None
+    priority: _int_in(PRIORITY_MIN, PRIORITY_MAX) | None = None
 
 
 @admin_router.post("/channels/batch_status")
-def api_channels_batch_status(body: BatchIn) -> JSONResponse:
-    return api_ok(set_channels_status(get_state(), body.ids, body.status or 0))
+def api_channels_batch_status(body: BatchIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(set_channels_status(state, body.ids, body.status or 0))
 
 
 @admin_router.post("/channels/batch_priority")
-def api_channels_batch_priority(body: BatchIn) -> JSONResponse:
+def api_channels_batch_priority(body: BatchIn, state: AppState = Depends(require_admin)) -> JSONResponse:
     if body.priority is None:
         raise ApiError("priority is required")
-    return api_ok(set_channels_priority(get_state(), body.ids, body.priority))
+    return api_ok(set_channels_priority(state, body.ids, body.priority))
 
 
 @admin_router.post("/channel")
-def api_channel_create(item: ChannelIn) -> JSONResponse:
-    ids = create_channels(get_state(), [item])
+def api_channel_create(item: ChannelIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    ids = create_channels(state, [item])
     return api_ok({"id": ids[0], "ids": ids})
 
 
 @admin_router.get("/channel/{channel_id}")
-def api_channel_get(channel_id: int) -> JSONResponse:
-    return api_ok(get_channel(get_state(), channel_id))
+def api_channel_get(channel_id: Id, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(get_channel(state, channel_id))
 
 
 @admin_router.put("/channel/{channel_id}")
-def api_channel_update(channel_id: int, item: ChannelIn) -> JSONResponse:
-    return api_ok(update_channel(get_state(), channel_id, item))
+def api_channel_update(channel_id: Id, item: ChannelIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(update_channel(state, channel_id, item))
 
 
-class StatusIn(BaseModel):
-    status: int
+class StatusIn(ApiInput):
+    status: Status
 
 
 @admin_router.post("/channel/{channel_id}/status")
-def api_channel_status(channel_id: int, body: StatusIn) -> JSONResponse:
-    if not set_channels_status(get_state(), [channel_id], body.status):
+def api_channel_status(channel_id: Id, body: StatusIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    if not set_channels_status(state, [channel_id], body.status):
         raise ApiError(f"channel {channel_id} not found", 404)
     return api_ok()
 
 
 @admin_router.delete("/channel/{channel_id}")
-def api_channel_delete(channel_id: int) -> JSONResponse:
-    if not delete_channels(get_state(), [channel_id]):
+def api_channel_delete(channel_id: Id, state: AppState = Depends(require_admin)) -> JSONResponse:
+    if not delete_channels(state, [channel_id]):
         raise ApiError(f"channel {channel_id} not found", 404)
     return api_ok()
 
@@ -3345,15 +3435,15 @@ async def _answer_tests(state: AppState, targets: list[tuple[ChannelRoute, list[
 
 
 @admin_router.get("/channel/{channel_id}/test")
-async def api_channel_test_all(channel_id: int, stream: bool = False) -> Response:
-    state = get_state()
+async def api_channel_test_all(channel_id: Id, stream: bool = False,
+                               state: AppState = Depends(require_admin)) -> Response:
     route = route_for_channel(state, channel_id)
     return await _answer_tests(state, [(route, route.offered)], stream)
 
 
 @admin_router.get("/channel/{channel_id}/test/{model:path}")
-async def api_channel_test_one(channel_id: int, model: str) -> JSONResponse:
-    state = get_state()
+async def api_channel_test_one(channel_id: Id, model: ModelName,
+                               state: AppState = Depends(require_admin)) -> JSONResponse:
     route = route_for_channel(state, channel_id)
     if not route.serves(model):
         raise ApiError(f"channel {channel_id} does not offer the model '{model}'")
@@ -3361,15 +3451,15 @@ async def api_channel_test_one(channel_id: int, model: str) -> JSONResponse:
 
 
 @admin_router.get("/channels/test")
-async def api_channels_test(stream: bool = False, test_disabled: bool = False) -> Response:
-    state = get_state()
+async def api_channels_test(stream: bool = False, test_disabled: bool = False,
+                            state: AppState = Depends(require_admin)) -> Response:
     targets = [(r, r.offered) for r in state.routes.channels.values()
                if r.enabled or test_disabled]
     return await _answer_tests(state, targets, stream)
 
 
 class PreviewIn(ChannelIn):
-    model: str = ""
+    model: Annotated[str, pydantic.Field(max_length=MODEL_NAME_MAX)] = ""
 
 
 def preview_route(state: AppState, data: ChannelIn) -> ChannelRoute:
@@ -3379,16 +3469,15 @@ def preview_route(state: AppState, data: ChannelIn) -> ChannelRoute:
 
 
 @admin_router.post("/channel/test-preview")
-async def api_channel_test_preview(body: PreviewIn) -> JSONResponse:
-    state = get_state()
+async def api_channel_test_preview(body: PreviewIn, state: AppState = Depends(require_admin)) -> JSONResponse:
     if not body.model:
         raise ApiError("model is required")
     return api_ok(await run_model_test(state, preview_route(state, body), body.model, save=False))
 
 
 @admin_router.post("/channel/test-preview-all")
-async def api_channel_test_preview_all(body: ChannelIn, stream: bool = False) -> Response:
-    state = get_state()
+async def api_channel_test_preview_all(body: ChannelIn, stream: bool = False,
+                                       state: AppState = Depends(require_admin)) -> Response:
     route = preview_route(state, body)
     models = route.offered
     if not models:
@@ -3425,17 +3514,16 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
 _KIND_MODE = {"chat": 1, "embedding": 3, "moderation": 4, "image": 5, "tts": 7, "stt": 8, "rerank": 10}
 
 
-class ModelConfigIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ModelConfigIn(ApiInput):
     enabled: bool | None = None
-    kind: str | None = None
-    input_price: float | None = None
-    output_price: float | None = None
+    kind: Literal[MODEL_KINDS + ("",)] | None = None
+    input_price: Price | None = None  # USD per 1K tokens
+    output_price: Price | None = None
 
 
 def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[str, Any]:
-    if data.kind is not None and data.kind not in MODEL_KINDS + ("",):
-        raise ApiError(f"kind must be one of {', '.join(MODEL_KINDS)}")
+    if not 0 < len(model) <= MODEL_NAME_MAX:
+        raise ApiError(f"a model name has 1 to {MODEL_NAME_MAX} characters")
     current = dict(state.routes.model_configs.get(model) or {"model": model, "enabled": True, "kind": "",
                                                                "input_price": 0.0, "output_price": 0.0})
     current.update({k: v for k, v in data.model_dump().items() if v is not None}, updated_at=now_ms())
@@ -3447,22 +3535,21 @@ def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[
 
 
 @admin_router.get("/models/enabled")
-def api_models_enabled() -> JSONResponse:
-    state = get_state()
+def api_models_enabled(state: AppState = Depends(require_admin)) -> JSONResponse:
     return api_ok({"default": [m for m in list_models(state) if m["enabled"] and any(
         c["enabled"] for c in m["channels"])]})
 
 
 @admin_router.get("/models/builtin")
-def api_models_builtin() -> JSONResponse:
+def api_models_builtin(state: AppState = Depends(require_admin)) -> JSONResponse:
     return api_ok([{"model": m, "kind": k, "type": _KIND_MODE.get(k, 0), "owner": p.name}
-                   for p in get_state().catalog.values() for m, k in p.models])
+                   for p in state.catalog.values() for m, k in p.models])
 
 
 @admin_router.get("/model_configs")
-def api_model_configs(page: int | None = None, p: int | None = None, per_page: int | None = None,
-                      model: str = "", keyword: str = "") -> JSONResponse:
-    configs = [m for m in list_models(get_state()) if (not model or m["model"] == model)
+def api_model_configs(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None, model: str = "",
+                      keyword: str = "", state: AppState = Depends(require_admin)) -> JSONResponse:
+    configs = [m for m in list_models(state) if (not model or m["model"] == model)
                and (not keyword or keyword.lower() in m["model"].lower())]
     number, size = _page(page, p, per_page or PER_PAGE_MAX)
     return api_ok({"configs": configs[(number - 1) * size: number * size], "total": len(configs)})
@@ -3472,21 +3559,22 @@ admin_router.add_api_route("/model_configs/search", api_model_configs, methods=[
 
 
 @admin_router.get("/model_configs/all")
-def api_model_configs_all() -> JSONResponse:
-    return api_ok(list_models(get_state()))
+def api_model_configs_all(state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(list_models(state))
 
 
 @admin_router.get("/model_config/{model:path}")
-def api_model_config_get(model: str) -> JSONResponse:
-    found = [m for m in list_models(get_state()) if m["model"] == model]
+def api_model_config_get(model: ModelName, state: AppState = Depends(require_admin)) -> JSONResponse:
+    found = [m for m in list_models(state) if m["model"] == model]
     if not found:
         raise ApiError(f"model '{model}' is not offered by any channel", 404)
     return api_ok(found[0])
 
 
 @admin_router.post("/model_config/{model:path}")
-def api_model_config_save(model: str, body: ModelConfigIn) -> JSONResponse:
-    return api_ok(save_model_config(get_state(), model, body))
+def api_model_config_save(model: ModelName, body: ModelConfigIn,
+                          state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(save_model_config(state, model, body))
 
 
 admin_router.add_api_route("/model_config/{model:path}", api_model_config_save, methods=["PUT"])
@@ -3494,13 +3582,12 @@ admin_router.add_api_route("/model_config/{model:path}", api_model_config_save, 
 
 # ---- API keys (tokens) ----
 
-class TokenIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str | None = None
-    models: list[str] | None = None
-    quota: float | None = None
-    expired_at: int | None = None
-    status: int | None = None
+class TokenIn(ApiInput):
+    name: Annotated[str, pydantic.Field(min_length=1, max_length=NAME_MAX)] | None = None
+    models: Annotated[list[ModelName], pydantic.Field(max_length=MODELS_MAX)] | None = None
+    quota: Annotated[float, pydantic.Field(ge=0, le=QUOTA_MAX)] | None = None  # USD; 0 = unlimited
+    expired_at: _int_in(0, MS_MAX) | None = None  # Unix ms; 0 = never
+    status: Status | None = None
 
 
 def create_token(state: AppState, data: TokenIn, key: str | None = None) -> dict[str, Any]:
@@ -3508,7 +3595,7 @@ def create_token(state: AppState, data: TokenIn, key: str | None = None) -> dict
     if not name:
         raise ApiError("name is required")
     row = {"name": name, "key": key or generate_key(), "models": clean_models(data.models),
-           "quota": max(0.0, data.quota or 0.0), "expired_at": data.expired_at or 0, "status": data.status or 1,
+           "quota": data.quota or 0.0, "expired_at": data.expired_at or 0, "status": data.status or 1,
            "created_at": now_ms()}
     with state.engine.begin() as conn:
         row["id"] = conn.execute(sa.insert(Token).values(**row)).inserted_primary_key[0]
@@ -3519,7 +3606,7 @@ def create_token(state: AppState, data: TokenIn, key: str | None = None) -> dict
 def list_tokens(state: AppState, keyword: str = "", status: int | None = None) -> list[dict[str, Any]]:
     stmt = sa.select(*Token.__table__.columns).order_by(Token.id.desc())
     if keyword:
-        stmt = stmt.where(Token.name.like(f"%{keyword}%"))
+        stmt = stmt.where(contains(Token.name, keyword))
     if status is not None:
         stmt = stmt.where(Token.status == status)
     with state.engine.connect() as conn:
@@ -3539,8 +3626,6 @@ def update_token(state: AppState, token_id: int, data: TokenIn) -> dict[str, Any
     values = {k: v for k, v in data.model_dump().items() if v is not None}
     if "models" in values:
         values["models"] = clean_models(values["models"])
-    if values.get("status", STATUS_ENABLED) not in (STATUS_ENABLED, STATUS_DISABLED):
-        raise ApiError("status must be 1 (enabled) or 2 (disabled)")
     if values:
         with state.engine.begin() as conn:
             conn.execute(sa.update(Token).where(Token.id == token_id).values(**values))
@@ -3549,6 +3634,7 @@ def update_token(state: AppState, token_id: int, data: TokenIn) -> dict[str, Any
 
 
 def delete_tokens(state: AppState, ids: list[int]) -> int:
+    _check_ids(ids)
     with state.engine.begin() as conn:
         n = conn.execute(sa.delete(Token).where(Token.id.in_(ids))).rowcount
     state.reload()
@@ -3556,9 +3642,9 @@ def delete_tokens(state: AppState, ids: list[int]) -> int:
 
 
 @admin_router.get("/tokens")
-def api_tokens_list(page: int | None = None, p: int | None = None, per_page: int | None = None,
-                    keyword: str = "", status: str | None = None) -> JSONResponse:
-    tokens = list_tokens(get_state(), keyword, _int_or_none(status, "status"))
+def api_tokens_list(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None, keyword: str = "",
+                    status: QueryId = None, state: AppState = Depends(require_admin)) -> JSONResponse:
+    tokens = list_tokens(state, keyword, status)
     number, size = _page(page, p, per_page)
     return api_ok({"tokens": tokens[(number - 1) * size: number * size], "total": len(tokens)})
 
@@ -3567,54 +3653,53 @@ admin_router.add_api_route("/tokens/search", api_tokens_list, methods=["GET"])
 
 
 @admin_router.post("/tokens")
-def api_tokens_create(body: TokenIn) -> JSONResponse:
-    return api_ok(create_token(get_state(), body))
+def api_tokens_create(body: TokenIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(create_token(state, body))
 
 
 @admin_router.post("/tokens/batch_delete")
-def api_tokens_batch_delete(ids: list[int]) -> JSONResponse:
-    return api_ok(delete_tokens(get_state(), ids))
+def api_tokens_batch_delete(ids: Ids, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(delete_tokens(state, ids))
 
 
 @admin_router.get("/tokens/{token_id}")
-def api_token_get(token_id: int) -> JSONResponse:
-    return api_ok(get_token(get_state(), token_id))
+def api_token_get(token_id: Id, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(get_token(state, token_id))
 
 
 @admin_router.put("/tokens/{token_id}")
-def api_token_update(token_id: int, body: TokenIn) -> JSONResponse:
-    return api_ok(update_token(get_state(), token_id, body))
+def api_token_update(token_id: Id, body: TokenIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(update_token(state, token_id, body))
 
 
 @admin_router.post("/tokens/{token_id}/status")
-def api_token_status(token_id: int, body: StatusIn) -> JSONResponse:
-    return api_ok(update_token(get_state(), token_id, TokenIn(status=body.status)))
+def api_token_status(token_id: Id, body: StatusIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(update_token(state, token_id, TokenIn(status=body.status)))
 
 
 @admin_router.delete("/tokens/{token_id}")
-def api_token_delete(token_id: int) -> JSONResponse:
-    if not delete_tokens(get_state(), [token_id]):
+def api_token_delete(token_id: Id, state: AppState = Depends(require_admin)) -> JSONResponse:
+    if not delete_tokens(state, [token_id]):
         raise ApiError(f"API key {token_id} not found", 404)
     return api_ok()
 
 
 # ---- logs ----
 
-def make_log_filter(start_timestamp: str | None = None, end_timestamp: str | None = None, model_name: str = "",
-                    channel: str | None = None, token_name: str = "", request_id: str = "",
-                    code_type: str = "all", keyword: str = "", is_test: bool | None = None) -> LogFilter:
-    if code_type not in ("", "all", "success", "error"):
-        raise ApiError("code_type must be all, success or error")
-    return LogFilter(parse_timestamp_ms(start_timestamp), parse_timestamp_ms(end_timestamp), model_name.strip(),
-                     _int_or_none(channel, "channel"), token_name.strip(), request_id.strip(), code_type or "all",
+def make_log_filter(start_timestamp: QueryTimestamp = None, end_timestamp: QueryTimestamp = None,
+                    model_name: str = "", channel: QueryId = None, token_name: str = "", request_id: str = "",
+                    code_type: Literal["", "all", "success", "error"] = "all", keyword: str = "",
+                    is_test: bool | None = None) -> LogFilter:
+    return LogFilter(_timestamp(start_timestamp, "start_timestamp"), _timestamp(end_timestamp, "end_timestamp"),
+                     model_name.strip(), channel, token_name.strip(), request_id.strip(), code_type or "all",
                      keyword.strip(), is_test)
 
 
 @admin_router.get("/logs")
-def api_logs(page: int | None = None, p: int | None = None, per_page: int | None = None,
-             flt: LogFilter = Depends(make_log_filter)) -> JSONResponse:
+def api_logs(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None,
+             flt: LogFilter = Depends(make_log_filter), state: AppState = Depends(require_admin)) -> JSONResponse:
     number, size = _page(page, p, per_page)
-    logs, total = query_logs(get_state().engine, flt, number, size)
+    logs, total = query_logs(state.engine, flt, number, size)
     return api_ok({"logs": logs, "total": total})
 
 
@@ -3622,8 +3707,8 @@ admin_router.add_api_route("/logs/search", api_logs, methods=["GET"])
 
 
 @admin_router.get("/logs/detail/{log_id}")
-def api_log_detail(log_id: int) -> JSONResponse:
-    return api_ok(log_detail(get_state(), log_id))
+def api_log_detail(log_id: Id, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(log_detail(state, log_id))
 
 
 def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
@@ -3639,11 +3724,11 @@ def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
 
 
 @admin_router.delete("/logs")
-def api_logs_delete(timestamp: str) -> JSONResponse:
-    before = parse_timestamp_ms(timestamp)
+def api_logs_delete(timestamp: QueryTimestamp = None, state: AppState = Depends(require_admin)) -> JSONResponse:
+    before = _timestamp(timestamp, "timestamp")
     if before is None:
         raise ApiError("timestamp is required")
-    return api_ok(delete_logs_before(get_state().engine, before))
+    return api_ok(delete_logs_before(state.engine, before))
 
 
 LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
@@ -3666,8 +3751,8 @@ def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
 
 
 @admin_router.get("/logs/export")
-def api_logs_export(flt: LogFilter = Depends(make_log_filter)) -> Response:
-    return Response(logs_csv(get_state(), flt), media_type="text/csv; charset=utf-8",
+def api_logs_export(flt: LogFilter = Depends(make_log_filter), state: AppState = Depends(require_admin)) -> Response:
+    return Response(logs_csv(state, flt), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
 
 
@@ -3691,10 +3776,7 @@ def dashboard_series(state: AppState, start_ms: int | None, end_ms: int | None, 
                      timespan: str = "hour", channel: int | None = None, model: str = "") -> list[dict[str, Any]]:
     if timespan not in TIMESPANS:
         raise ApiError("timespan must be minute, hour or day")
-    try:
-        tz = ZoneInfo(timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ApiError(f"unknown timezone: {timezone!r}") from None
+    tz = parse_timezone(timezone)
     end_s = (end_ms or now_ms()) // 1000
     start_s = (start_ms // 1000) if start_ms is not None else end_s - 7 * 86400
     buckets: dict[int, dict[tuple[int, str], dict[str, Any]]] = collections.defaultdict(dict)
@@ -3717,27 +3799,54 @@ def dashboard_series(state: AppState, start_ms: int | None, end_ms: int | None, 
 
 
 @admin_router.get("/dashboardv2")
-def api_dashboard_v2(channel: str | None = None, model: str = "", start_timestamp: str | None = None,
-                     end_timestamp: str | None = None, timezone: str = "UTC", timespan: str = "hour") -> JSONResponse:
-    return api_ok(dashboard_series(get_state(), parse_timestamp_ms(start_timestamp), parse_timestamp_ms(end_timestamp),
-                                   timezone, timespan or "hour", _int_or_none(channel, "channel"), model.strip()))
+def api_dashboard_v2(channel: QueryId = None, model: str = "", start_timestamp: QueryTimestamp = None,
+                     end_timestamp: QueryTimestamp = None, timezone: Timezone = "UTC", timespan: str = "hour",
+                     state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(dashboard_series(state, _timestamp(start_timestamp, "start_timestamp"),
+                                   _timestamp(end_timestamp, "end_timestamp"), timezone, timespan or "hour",
+                                   channel, model.strip()))
 
 
 # ---- options ----
 
-EDITABLE_OPTIONS = {"retry_times": int, "log_retention_days": int}
+#: What the admin API may change, with bounds (issue 10: `retry_times = 2**64` once stuck and broke GET /api/option/
+#: for good, and `log_retention_days = 1e17` silently stopped log retention).
+OPTION_BOUNDS: dict[str, tuple[int, int]] = {"retry_times": (0, 10), "log_retention_days": (0, 3650)}
+
+
+def option_value(key: str, value: Any) -> int:
+    """An option's value as its whole number, or ValueError saying why not."""
+    if key not in OPTION_BOUNDS:
+        raise ValueError(f"unknown option {key[:64]!r}; editable: {', '.join(OPTION_BOUNDS)}")
+    low, high = OPTION_BOUNDS[key]
+    number = value.strip() if isinstance(value, str) else value
+    if isinstance(number, str) and re.fullmatch(r"-?[0-9]{1,19}", number):
+        number = int(number)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ValueError(f"{key} must be a whole number from {low} to {high}")
+    return number
+
+
+def valid_options(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored options this version can use: a value out of bounds (saved by an older version) is left out, so
+    the setting's default applies, and the log says so."""
+    out = dict(stored)
+    for key in OPTION_BOUNDS.keys() & stored.keys():
+        try:
+            out[key] = option_value(key, stored[key])
+        except ValueError as exc:
+            logger.warning("ignoring the stored option %s=%.40r, the default applies: %s", key, stored[key], exc)
+            del out[key]
+    return out
 
 
 def set_option(state: AppState, key: str, value: Any) -> Any:
-    kind = EDITABLE_OPTIONS.get(key)
-    if kind is None:
-        raise ApiError(f"unknown option {key!r}; editable: {', '.join(EDITABLE_OPTIONS)}")
     try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise ApiError(f"{key} must be a {kind.__name__}") from None
-    if value < 0:
-        raise ApiError(f"{key} must not be negative")
+        value = option_value(key, value)
+    except ValueError as exc:
+        raise ApiError(str(exc)) from None
     save_option(state.engine, key, value)
     state.options[key] = value
     return value
@@ -3747,19 +3856,19 @@ def current_options(state: AppState) -> dict[str, Any]:
     return {"retry_times": state.retry_times, "log_retention_days": state.log_retention_days}
 
 
-class OptionIn(BaseModel):
-    key: str
-    value: Any
+class OptionIn(ApiInput):
+    key: Literal[tuple(OPTION_BOUNDS)]
+    value: Any = None  # a whole number within the option's OPTION_BOUNDS
 
 
 @admin_router.get("/option")
-def api_options() -> JSONResponse:
-    return api_ok(current_options(get_state()))
+def api_options(state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(current_options(state))
 
 
 @admin_router.put("/option")
-def api_option_set(body: OptionIn) -> JSONResponse:
-    return api_ok({body.key: set_option(get_state(), body.key, body.value)})
+def api_option_set(body: OptionIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok({body.key: set_option(state, body.key, body.value)})
 
 
 admin_router.add_api_route("/option", api_option_set, methods=["POST"])
@@ -4611,8 +4720,34 @@ async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
 
 
 @admin_router.post("/channel/upstream-models")
-async def api_channel_upstream_models(body: ChannelIn) -> JSONResponse:
-    return api_ok(await fetch_upstream_models(get_state(), body))
+async def api_channel_upstream_models(body: ChannelIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(await fetch_upstream_models(state, body))
+
+
+# ---- the admin API's OpenAPI schema, with its bounds (schemathesis tests the app against it) ----
+
+@functools.cache
+def admin_openapi() -> dict[str, Any]:
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title="aiproxy-local admin API", version=__version__, routes=[
+        *public_router.routes, *admin_router.routes],
+        description="labring/aiproxy's /api contract. Send the admin key as `Authorization: Bearer <key>`. "
+                    "Every answer is {success, message?, data?}; a bad input is a 400 with a message.")
+    public = {route.path for route in public_router.routes}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            operation["responses"].pop("422", None)  # FastAPI's own shape; ours is the 400 envelope ("default")
+            operation["security"] = [] if path in public else [{"adminKey": []}]
+    schema.setdefault("components", {})["securitySchemes"] = {"adminKey": {"type": "http", "scheme": "bearer"}}
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    return schema
+
+
+@admin_router.get("/openapi.json", include_in_schema=False)
+def api_openapi() -> JSONResponse:
+    return _OrjsonResponse(admin_openapi())
 
 
 # ==== 8. UI pages ==========================================================================================
@@ -6701,9 +6836,7 @@ def _install_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return api_error(f"invalid request: {where + ': ' if where else ''}{first.get('msg', 'bad input')}", 400)
+        return api_error(invalid_request_message(exc.errors()), 400)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -6728,13 +6861,14 @@ def create_app(settings: Settings) -> Gateway:
     create_schema(engine)
     state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
                      admin_key_created=created)
-    state.options = load_options(engine)
+    state.options = valid_options(load_options(engine))
     state.reload()
     state.writer = LogWriter(engine)
     _STATE = state
 
     api = FastAPI(title="aiproxy-local", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, redirect_slashes=False)
+    api.state.aiproxy = state  # what the admin routes' dependencies read
     _install_error_handlers(api)
     api.include_router(public_router)
     api.include_router(admin_router)
