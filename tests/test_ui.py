@@ -375,7 +375,7 @@ async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
 
 
 async def test_migrate_page_is_in_the_frame(user: User) -> None:
-    """The wizard itself (page_migrate_body) has its own tests in test_ui_migrate.py."""
+    """The wizard itself (MigrateWizard) has its own tests in test_ui_migrate.py."""
     await login(user, "/migrate")
     await user.should_see("Import from OneAPI")
     await user.should_see("Log out")
