@@ -3181,6 +3181,11 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 </script>"""
 
 
+_THEME_CSS = """
+.code-block { background: rgba(127, 127, 127, .12); }
+"""
+
+
 async def copy_text(text: str) -> None:
     """Copy, also on plain http://ip:port: the clipboard API, else execCommand, else a selected field for Ctrl+C."""
     try:
@@ -4875,11 +4880,15 @@ class SettingsPage:
             with ui.row().classes("items-center gap-2"):
                 ui.label(t("set.base_url")).classes("opacity-70")
                 ui.label(f"{self.origin}/v1").classes("font-mono font-medium").mark("base-url")
-                copy_button(lambda: f"{self.origin}/v1")
-            self.code = ui.code(self.snippet(False), language="bash").classes("w-full").mark("snippet")
-            with ui.row().classes("items-center gap-2"):
-                copy_button(lambda: self.snippet(True), t("set.copy_snippet"))
-                ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+                copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
+            # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
+            # own copy button copies what it shows)
+            with ui.element("div").classes("relative w-full"):
+                self.code = ui.label(self.snippet(False)).classes(
+                    "w-full font-mono text-sm whitespace-pre-wrap break-all p-3 pr-24 rounded code-block").mark(
+                    "snippet")
+                copy_button(lambda: self.snippet(True)).classes("absolute top-1 right-1").mark("copy-snippet")
+            ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
 
     def _admin_key_card(self) -> None:
         state = self.state
@@ -4889,7 +4898,7 @@ class SettingsPage:
                 self.key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
                 self.reveal = ui.button(t("set.reveal"), icon="visibility", on_click=self.toggle_reveal).props(
                     "flat dense")
-                copy_button(lambda: state.admin_key)
+                copy_button(lambda: state.admin_key).mark("copy-admin-key")
                 ui.button(t("set.regenerate"), icon="autorenew", on_click=self.regenerate).props(
                     "flat dense color=negative")
             source = t("set.key_env") if state.settings.admin_key else t(
@@ -4935,7 +4944,7 @@ class SettingsPage:
         self.revealed = not self.revealed
         key = self.state.admin_key
         self.key_label.text = key if self.revealed else mask_key(key)
-        self.code.content = self.snippet(self.revealed)
+        self.code.text = self.snippet(self.revealed)
         self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
 
     def save_options(self) -> None:
@@ -4983,6 +4992,7 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
 
     load_strings()
     ui.add_head_html(_COPY_JS, shared=True)
+    ui.add_css(_THEME_CSS, shared=True)
     ui.button.default_props("no-caps")
     ui.page("/login")(page_login)
     for path, builder, _, key in PAGES:

@@ -22,7 +22,7 @@ import pytest
 from nicegui import ui
 from nicegui.testing import User
 
-from ui_support import ADMIN_KEY, app_env, browser, eventually, login, ns, state, the  # noqa: F401
+from ui_support import ADMIN_KEY, app_env, browser, clipboard, eventually, login, ns, state, the  # noqa: F401
 
 
 def add_channel(name: str, base_url: str, models: list[str], **kw: Any) -> int:
@@ -321,20 +321,36 @@ async def test_create_an_api_key_shown_once(user: User) -> None:
 
 # ---- settings ----
 
-async def test_settings_snippet_key_and_options(user: User) -> None:
-    user.javascript_rules[re.compile(r".*aiproxyCopy.*")] = lambda _: False  # as on plain http://ip:port
+async def test_settings_show_the_key_masked_and_copy_it_whole(user: User) -> None:
+    copied = clipboard(user)
     await login(user, "/settings")
-    snippet = the(user, "snippet").content
+    snippet = the(user, "snippet").text
     assert "AIPROXY_API_ENDPOINT=http://test\n" in snippet and "OPENAI_BASE_URL=http://test/v1" in snippet
     assert ADMIN_KEY not in snippet and "AIPROXY_API_TOKEN=te…89" in snippet
     assert the(user, "admin-key").text == "te…89"
+    full_snippet = ns()["connect_snippet"]("http://test", ADMIN_KEY)
+    copy_buttons = ["copy-admin-key", "copy-base-url", "copy-snippet"]
+    assert {the(user, m) for m in copy_buttons} == user.find(kind=ui.button, content="Copy").elements  # all of them
+    for marker in copy_buttons:
+        user.find(marker=marker).click()
+        await eventually(lambda: len(copied) == copy_buttons.index(marker) + 1)
+    assert copied == [ADMIN_KEY, "http://test/v1", full_snippet]  # whole, never the mask
     user.find("Reveal").click()
-    assert the(user, "admin-key").text == ADMIN_KEY
-    user.find("Copy with the full key").click()
-    await user.should_see("The browser blocked the clipboard")  # the fallback: a selected field
-    assert any(f"AIPROXY_API_TOKEN={ADMIN_KEY}" in (e.value or "") for e in user.find(ui.textarea).elements)
-    user.find("Close").click()
+    assert the(user, "admin-key").text == ADMIN_KEY and f"AIPROXY_API_TOKEN={ADMIN_KEY}" in the(user, "snippet").text
 
+
+async def test_a_refused_clipboard_offers_the_text_selected(user: User) -> None:
+    copied = clipboard(user, works=False)  # as on plain http://ip:port
+    await login(user, "/settings")
+    user.find(marker="copy-snippet").click()
+    await user.should_see("The browser blocked the clipboard", retries=30)
+    full_snippet = ns()["connect_snippet"]("http://test", ADMIN_KEY)
+    assert copied == [full_snippet]
+    assert [e.value for e in user.find(ui.textarea).elements] == [full_snippet]
+
+
+async def test_settings_options_and_key_regeneration(user: User) -> None:
+    await login(user, "/settings")
     the(user, "retries").value = 1
     the(user, "retention").value = 7
     user.find(marker="save-options").click()
@@ -347,6 +363,7 @@ async def test_settings_snippet_key_and_options(user: User) -> None:
     await eventually(lambda: state().admin_key != ADMIN_KEY)
     new_key = state().admin_key
     assert (state().settings.data_path / "admin_key").read_text().strip() == new_key
+    assert the(user, "admin-key").text == new_key  # shown once, to be copied
     await user.open("/settings")  # this session follows the new key
     await user.should_see("Connect your apps")
 
