@@ -2035,8 +2035,8 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
             "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
             "enabled": routes.model_enabled(model),
             "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
-            "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled}
-                         for c in sorted(serving, key=lambda c: -c.priority)],
+            "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled,
+                          "upstream_model": c.upstream_model(model)} for c in sorted(serving, key=lambda c: -c.priority)],
             "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
         })
     return out
@@ -3183,6 +3183,11 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 
 _THEME_CSS = """
 .code-block { background: rgba(127, 127, 127, .12); }
+.text-muted { color: #586070; }
+.body--dark .text-muted { color: #a8adb7; }
+.model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
+.body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
+.model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
 """
 
 
@@ -3995,21 +4000,45 @@ class ModelTestPanel:
 # ---- models ----
 
 _MODEL_SLOTS = {
+    "body-cell-served": """<q-td :props="props">
+        <span :class="{ok: 'text-positive', none: 'text-warning font-medium', off: 'text-muted'}[props.row.state]">
+          <q-icon :name="{ok: 'check_circle', none: 'warning', off: 'block'}[props.row.state]" size="xs" />
+          {{ props.row.served }}</span></q-td>""",
     "body-cell-channels": """<q-td :props="props" style="white-space: normal">
         <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
-          :class="c.startsWith('~') ? 'opacity-50' : ''">{{ c.replace(/^~/, '') }}</q-chip></q-td>""",
+          class="model-chip" :class="c.split('|')[0] === 'off' ? 'chip-off' : ''">
+          <q-icon v-if="c.split('|')[1]" :name="c.split('|')[1] === 'ok' ? 'check' : 'close'" size="xs"
+            :class="c.split('|')[1] === 'ok' ? 'text-positive' : 'text-negative'" />
+          {{ c.split('|')[2] }}</q-chip></q-td>""",
     "body-cell-enabled": """<q-td :props="props">
         <q-toggle :model-value="props.row.enabled" color="positive"
           @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
-    "body-cell-test": """<q-td :props="props">
-        <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'">
-          {{ props.row.test }}</span>
-        <span v-else class="opacity-50">[[untested]]</span></q-td>""",
 }
 
 
+def model_row(m: dict[str, Any]) -> dict[str, Any]:
+    """A list_models() entry for the models table: whether an enabled channel really serves the model, and each
+    channel's own last test of it (one channel's ✓ says nothing about another's)."""
+    tests = {x["channel_id"]: x for x in m["tests"]}
+    serving = sum(c["enabled"] for c in m["channels"])
+    state = "off" if not m["enabled"] else "ok" if serving else "none"
+    chips = []
+    for c in m["channels"]:
+        test = tests.get(c["id"])
+        result = f" · {'✓' if test['success'] else '✗'} {test['took']:.2f} s" if test else ""
+        off = "" if c["enabled"] else f" · {t('models.channel_off')}"
+        mapped = f" → {c['upstream_model']}" if c["upstream_model"] != m["model"] else ""
+        chips.append(f"{'on' if c['enabled'] else 'off'}|{('ok' if test['success'] else 'bad') if test else ''}|"
+                     f"{c['name']} · P{c['priority']}{mapped}{off}{result}")
+    return {"model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"], "state": state,
+            "served": {"off": t("models.switched_off"), "none": t("models.no_channel"),
+                       "ok": t("models.served_by", n=serving)}[state],
+            "channels": "\n".join(chips)}
+
+
 class ModelsTable:
-    """Every model some channel offers, with its switch and the channels that serve it."""
+    """Every model some channel offers: whether an enabled channel serves it, its switch, and each channel that
+    offers it with that channel's last test."""
 
     def __init__(self, state: AppState, request: Request) -> None:
         self.state = state
@@ -4020,31 +4049,20 @@ class ModelsTable:
         columns = [
             {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
             {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
+            {"name": "served", "label": t("models.served"), "field": "served", "sortable": True, "align": "left"},
             {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+            {"name": "enabled", "label": t("models.switch"), "field": "enabled", "sortable": True, "align": "left"},
         ]
         self.table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
         for slot, template in _MODEL_SLOTS.items():
-            self.table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+            self.table.add_slot(slot, template)
         self.table.on("toggle", self.on_toggle)
         self.refresh()
 
     def refresh(self) -> None:
         needle = (self.search.value or "").strip().lower()
-        rows = []
-        for m in list_models(self.state):
-            if needle and needle not in m["model"].lower() and needle not in m["kind"]:
-                continue
-            last = m["tests"][0] if m["tests"] else None
-            rows.append({
-                "model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"],
-                "channels": "\n".join(("" if c["enabled"] else "~") + f"{c['name']} · P{c['priority']}"
-                                      for c in m["channels"]),
-                "test": f"{'✓' if last['success'] else '✗'} {last['took']:.2f} s" if last else "",
-                "test_ok": bool(last and last["success"]),
-            })
-        self.table.rows = rows
+        self.table.rows = [model_row(m) for m in list_models(self.state)
+                           if not needle or needle in m["model"].lower() or needle in m["kind"]]
 
     def on_toggle(self, e: Any) -> None:
         save_model_config(self.state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))

@@ -219,12 +219,34 @@ async def test_models_page_switch_and_search(user: User, upstream) -> None:
     await login(user, "/models")
     rows = the(user, "models").rows
     assert [r["model"] for r in rows] == ["gpt-4o-mini", "text-embedding-3-small"]
-    assert rows[1]["kind"] == "embedding" and rows[0]["channels"] == "p · P3"
+    assert rows[1]["kind"] == "embedding" and rows[0]["channels"] == "on||p · P3"
     user.find(marker="models").trigger("toggle", {"model": "gpt-4o-mini", "value": False})
     await user.should_see("gpt-4o-mini disabled")
     assert not state().routes.model_enabled("gpt-4o-mini")
+    assert the(user, "models").rows[0]["served"] == "switched off here"
     user.find("Search models").type("embed")
     assert [r["model"] for r in the(user, "models").rows] == ["text-embedding-3-small"]
+
+
+async def test_models_page_shows_who_really_serves_a_model_and_each_channels_test(user: User, upstream) -> None:
+    add_channel("good", upstream.url("ok"), ["shared-model"], priority=5)
+    add_channel("bad", upstream.url("status-500"), ["shared-model"], priority=1)
+    add_channel("off", upstream.url("ok"), ["orphan-model"], model_mapping={"alias": "orphan-model"},
+                status=ns()["STATUS_DISABLED"])
+    routes = state().routes.channels
+    for route in routes.values():  # each channel tests its own models: one passes, one fails
+        async for _ in ns()["run_model_tests"](state(), route, route.offered):
+            pass
+    await login(user, "/models")
+    rows = {r["model"]: r for r in the(user, "models").rows}
+    assert rows["shared-model"]["served"] == "by 2 enabled channel(s)" and rows["shared-model"]["state"] == "ok"
+    chips = rows["shared-model"]["channels"].split("\n")
+    assert [c.split("|")[:2] for c in chips] == [["on", "ok"], ["on", "bad"]]  # not one ✓ for both
+    assert re.fullmatch(r"good · P5 · ✓ \d+\.\d\d s", chips[0].split("|")[2])
+    assert chips[1].split("|")[2].startswith("bad · P1 · ✗")
+    for name in ("orphan-model", "alias"):  # only a disabled channel: calls would get 503
+        assert rows[name]["served"] == "no enabled channel: calls fail" and rows[name]["state"] == "none"
+    assert rows["alias"]["channels"].split("|")[2].startswith("off · P0 → orphan-model · disabled")
 
 
 # ---- logs ----
