@@ -3504,8 +3504,8 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
             "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
             "enabled": routes.model_enabled(model),
             "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
-            "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled}
-                         for c in sorted(serving, key=lambda c: -c.priority)],
+            "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled,
+                          "upstream_model": c.upstream_model(model)} for c in sorted(serving, key=lambda c: -c.priority)],
             "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
         })
     return out
@@ -5002,6 +5002,16 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 </script>"""
 
 
+_THEME_CSS = """
+.code-block { background: rgba(127, 127, 127, .12); }
+.text-muted { color: #586070; }
+.body--dark .text-muted { color: #a8adb7; }
+.model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
+.body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
+.model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
+"""
+
+
 async def copy_text(text: str) -> None:
     """Copy, also on plain http://ip:port: the clipboard API, else execCommand, else a selected field for Ctrl+C."""
     try:
@@ -5811,21 +5821,45 @@ class ModelTestPanel:
 # ---- models ----
 
 _MODEL_SLOTS = {
+    "body-cell-served": """<q-td :props="props">
+        <span :class="{ok: 'text-positive', none: 'text-warning font-medium', off: 'text-muted'}[props.row.state]">
+          <q-icon :name="{ok: 'check_circle', none: 'warning', off: 'block'}[props.row.state]" size="xs" />
+          {{ props.row.served }}</span></q-td>""",
     "body-cell-channels": """<q-td :props="props" style="white-space: normal">
         <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
-          :class="c.startsWith('~') ? 'opacity-50' : ''">{{ c.replace(/^~/, '') }}</q-chip></q-td>""",
+          class="model-chip" :class="c.split('|')[0] === 'off' ? 'chip-off' : ''">
+          <q-icon v-if="c.split('|')[1]" :name="c.split('|')[1] === 'ok' ? 'check' : 'close'" size="xs"
+            :class="c.split('|')[1] === 'ok' ? 'text-positive' : 'text-negative'" />
+          {{ c.split('|')[2] }}</q-chip></q-td>""",
     "body-cell-enabled": """<q-td :props="props">
         <q-toggle :model-value="props.row.enabled" color="positive"
           @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
-    "body-cell-test": """<q-td :props="props">
-        <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'">
-          {{ props.row.test }}</span>
-        <span v-else class="opacity-50">[[untested]]</span></q-td>""",
 }
 
 
+def model_row(m: dict[str, Any]) -> dict[str, Any]:
+    """A list_models() entry for the models table: whether an enabled channel really serves the model, and each
+    channel's own last test of it (one channel's ✓ says nothing about another's)."""
+    tests = {x["channel_id"]: x for x in m["tests"]}
+    serving = sum(c["enabled"] for c in m["channels"])
+    state = "off" if not m["enabled"] else "ok" if serving else "none"
+    chips = []
+    for c in m["channels"]:
+        test = tests.get(c["id"])
+        result = f" · {'✓' if test['success'] else '✗'} {test['took']:.2f} s" if test else ""
+        off = "" if c["enabled"] else f" · {t('models.channel_off')}"
+        mapped = f" → {c['upstream_model']}" if c["upstream_model"] != m["model"] else ""
+        chips.append(f"{'on' if c['enabled'] else 'off'}|{('ok' if test['success'] else 'bad') if test else ''}|"
+                     f"{c['name']} · P{c['priority']}{mapped}{off}{result}")
+    return {"model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"], "state": state,
+            "served": {"off": t("models.switched_off"), "none": t("models.no_channel"),
+                       "ok": t("models.served_by", n=serving)}[state],
+            "channels": "\n".join(chips)}
+
+
 class ModelsTable:
-    """Every model some channel offers, with its switch and the channels that serve it."""
+    """Every model some channel offers: whether an enabled channel serves it, its switch, and each channel that
+    offers it with that channel's last test."""
 
     def __init__(self, state: AppState, request: Request) -> None:
         self.state = state
@@ -5836,31 +5870,20 @@ class ModelsTable:
         columns = [
             {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
             {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
+            {"name": "served", "label": t("models.served"), "field": "served", "sortable": True, "align": "left"},
             {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+            {"name": "enabled", "label": t("models.switch"), "field": "enabled", "sortable": True, "align": "left"},
         ]
         self.table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
         for slot, template in _MODEL_SLOTS.items():
-            self.table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+            self.table.add_slot(slot, template)
         self.table.on("toggle", self.on_toggle)
         self.refresh()
 
     def refresh(self) -> None:
         needle = (self.search.value or "").strip().lower()
-        rows = []
-        for m in list_models(self.state):
-            if needle and needle not in m["model"].lower() and needle not in m["kind"]:
-                continue
-            last = m["tests"][0] if m["tests"] else None
-            rows.append({
-                "model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"],
-                "channels": "\n".join(("" if c["enabled"] else "~") + f"{c['name']} · P{c['priority']}"
-                                      for c in m["channels"]),
-                "test": f"{'✓' if last['success'] else '✗'} {last['took']:.2f} s" if last else "",
-                "test_ok": bool(last and last["success"]),
-            })
-        self.table.rows = rows
+        self.table.rows = [model_row(m) for m in list_models(self.state)
+                           if not needle or needle in m["model"].lower() or needle in m["kind"]]
 
     def on_toggle(self, e: Any) -> None:
         save_model_config(self.state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
@@ -6165,20 +6188,10 @@ def show_new_key(token: dict[str, Any]) -> None:
     dialog.open()
 
 
-# ---- migrate (issue C fills it) ----
+# ---- migrate: the import wizard; each source it reads from is one row of MIGRATE_SOURCES ----
 
-
-def page_migrate(state: AppState, request: Request) -> None:
-    page_migrate_body()
-
-
-MIGRATE_UPLOAD_DIR = "imports"  # uploaded one-api.db copies, kept in the data dir beside our own database
+MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
-_MIGRATE_EXAMPLES = {
-    "mysql": ("root:pw@tcp(127.0.0.1:3306)/oneapi", "mysql://user:pass@host:3306/db"),
-    "postgres": ("postgres://user:pass@host:5432/db",),
-    "sqlite": ("/path/to/one-api.db",),
-}
 _SOURCE_STATUS = {0: "enabled", 1: "enabled", 2: "disabled", 3: "auto_disabled"}  # one-api's channels.status
 _MIGRATE_SLOTS = {
     "body-cell-status": """<q-td :props="props">
@@ -6192,6 +6205,34 @@ _MIGRATE_SLOTS = {
         <div v-for="w in props.row.warnings.split('\\n').filter(x => x)" :key="w" class="text-xs opacity-80">⚠ {{ w }}</div>
         </q-td>""",
 }
+
+
+@dataclass(frozen=True)
+class MigrateKind:
+    """One way to reach a source: an address with a separate password field, or a file (a path or an upload)."""
+
+    label: str  # i18n key
+    examples: tuple[str, ...]
+    file: bool = False
+
+
+@dataclass(frozen=True)
+class MigrateSource:
+    """A tab of the import wizard. Every callable gets the address the fields describe (password included) and
+    runs in a thread; each failure is an ApiError whose message the wizard shows without the password."""
+
+    tab: str  # i18n keys, from here to upload_hint
+    title: str
+    intro: str
+    address: str  # the address field's label
+    path: str  # the path field's label, for file kinds
+    upload: str
+    upload_hint: str
+    kinds: dict[str, MigrateKind]
+    flavours: dict[str, str]  # the report's "flavour" → the name shown
+    probe: Callable[[str], tuple[str, str, int, int]]  # connection test: (address shown, flavour, channels, keys)
+    preview: Callable[[AppState, str], tuple[dict[str, Any], list[dict[str, Any]]]]  # dry run: (report, rows)
+    run: Callable[[AppState, str, bool], dict[str, Any]]  # the import (tokens too when True): its report
 
 
 def split_dsn_password(text: str) -> tuple[str, str]:
@@ -6274,51 +6315,91 @@ def _is_sqlite_file(path: Path) -> bool:
         return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
 
 
-def page_migrate_body() -> None:
-    """The OneAPI / new-api import wizard: 1 source → 2 preview (a dry run) → 3 import → 4 summary, with a test
-    of the imported channels. Source reads run in a thread, so the page stays live. The DSN with its password
-    lives only in this page's memory: never in a URL, a notification or a log."""
-    state = get_state()
-    uploads = state.settings.data_path / MIGRATE_UPLOAD_DIR
-    wiz: dict[str, Any] = {"dsn": "", "report": None, "ids": [], "busy": False}
-    flavours = {"oneapi": "OneAPI", "newapi": "new-api"}
 
-    with ui.column().classes("w-full gap-0"):
-        ui.label(t("migrate.title")).classes("text-xl font-semibold")
-        ui.label(t("migrate.intro")).classes("text-sm opacity-70")
-    with ui.stepper().props("flat bordered").classes("w-full").mark("migrate-stepper") as stepper:
+def _probe_oneapi(dsn: str) -> tuple[str, str, int, int]:
+    src = parse_source_dsn(dsn)
+    data = read_source(src, with_tokens=True)
+    return src.safe, data.flavour, len(data.channels), len(data.tokens)
+
+
+def _preview_oneapi(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    report, channels = migrate_preview(state, dsn)
+    return report, migrate_preview_rows(report, channels, state.catalog)
+
+
+MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
+    MigrateSource(
+        tab="migrate.oneapi_tab", title="migrate.title", intro="migrate.intro", address="migrate.dsn",
+        path="migrate.path", upload="migrate.upload", upload_hint="migrate.upload_hint",
+        kinds={"mysql": MigrateKind("migrate.kind_mysql", ("root:pw@tcp(127.0.0.1:3306)/oneapi",
+                                                           "mysql://user:pass@host:3306/db")),
+               "postgres": MigrateKind("migrate.kind_postgres", ("postgres://user:pass@host:5432/db",)),
+               "sqlite": MigrateKind("migrate.kind_sqlite", ("/path/to/one-api.db",), file=True)},
+        flavours={"oneapi": "OneAPI", "newapi": "new-api"},
+        probe=_probe_oneapi, preview=_preview_oneapi,
+        run=lambda state, dsn, tokens: import_oneapi(state, dsn, dry_run=False, import_tokens=tokens)),
+)
+
+
+class MigrateWizard:
+    """1 source → 2 preview (a dry run) → 3 import → 4 summary, with a test of the imported channels. Source
+    reads run in a thread, so the page stays live. The address with its password lives only in this page's
+    memory: never in a URL, a notification or a log."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
+        self.uploads = state.settings.data_path / MIGRATE_UPLOAD_DIR
+        self.source = MIGRATE_SOURCES[0]
+        self.target, self.report, self.ids, self.busy = "", None, [], False  # the last preview's address/report
+        with ui.tabs(value="0", on_change=self._source_changed).props("dense no-caps align=left").classes(
+                "w-full") as self.tabs:
+            for index, source in enumerate(MIGRATE_SOURCES):
+                ui.tab(str(index), t(source.tab))
+        with ui.column().classes("w-full gap-0"):
+            self.title = ui.label().classes("text-xl font-semibold")
+            self.intro = ui.label().classes("text-sm opacity-70")
+        with ui.stepper().props("flat bordered").classes("w-full").mark("migrate-stepper") as self.stepper:
+            self._source_step()
+            self._preview_step()
+            self._import_step()
+            self._summary_step()
+        self._source_changed()
+
+    # ---- the steps ----
+
+    def _source_step(self) -> None:
         with ui.step("source", title=t("migrate.step_source"), icon="storage"):
-            kind = ui.toggle({"mysql": "MySQL / MariaDB", "postgres": "PostgreSQL", "sqlite": t("migrate.kind_sqlite")},
-                             value="mysql", on_change=lambda: kind_changed()).props(
+            self.kind = ui.toggle({}, on_change=self._kind_changed).props(
                 "no-caps unelevated toggle-color=primary").mark("migrate-kind")
-            with ui.column().classes("w-full max-w-3xl gap-2") as server_box:
-                dsn = ui.input(t("migrate.dsn")).props("outlined clearable input-class=font-mono").classes(
-                    "w-full").mark("migrate-dsn")
-                dsn.on("blur", lambda: move_password())
-                password = ui.input(t("migrate.password"), password=True).props(
+            with ui.column().classes("w-full max-w-3xl gap-2") as self.server_box:
+                self.dsn = ui.input().props("outlined clearable input-class=font-mono").classes("w-full").mark(
+                    "migrate-dsn")
+                self.dsn.on("blur", self.move_password)
+                self.password = ui.input(t("migrate.password"), password=True).props(
                     "outlined autocomplete=new-password").classes("w-80").mark("migrate-password")
-                examples = ui.label().classes("text-xs opacity-70 font-mono whitespace-pre-line")
-            with ui.column().classes("w-full max-w-3xl gap-2") as file_box:
-                path = ui.input(t("migrate.path"), placeholder=_MIGRATE_EXAMPLES["sqlite"][0]).props(
-                    "outlined clearable input-class=font-mono").classes("w-full").mark("migrate-path")
+                self.examples = ui.label().classes("text-xs opacity-70 font-mono whitespace-pre-line")
+            with ui.column().classes("w-full max-w-3xl gap-2") as self.file_box:
+                self.path = ui.input().props("outlined clearable input-class=font-mono").classes("w-full").mark(
+                    "migrate-path")
                 with ui.row().classes("w-full items-start gap-4"):
-                    upload = ui.upload(label=t("migrate.upload"), auto_upload=True, max_files=1,
-                                       on_upload=lambda e: uploaded(e)).props("flat bordered").classes(
-                        "w-80").mark("migrate-upload")
-                    picker = ui.select({}, label=t("migrate.pick"),
-                                       on_change=lambda e: path.set_value(e.value) if e.value else None).props(
-                        "outlined").classes("w-80").mark("migrate-pick")
-                ui.label(t("migrate.upload_hint", dir=str(uploads))).classes("text-xs opacity-70 break-all")
+                    self.upload = ui.upload(auto_upload=True, max_files=1, on_upload=self.uploaded).props(
+                        "flat bordered").classes("w-80").mark("migrate-upload")
+                    self.picker = ui.select({}, label=t("migrate.pick"), on_change=lambda e: self.path.set_value(
+                        e.value) if e.value else None).props("outlined").classes("w-80").mark("migrate-pick")
+                self.upload_hint = ui.label().classes("text-xs opacity-70 break-all")
             with ui.row().classes("items-center gap-2"):
-                test_button = ui.button(t("migrate.test"), icon="cable", on_click=lambda: test_connection()).props(
+                self.test_button = ui.button(t("migrate.test"), icon="cable", on_click=self.test_connection).props(
                     "outline").mark("migrate-test")
-                preview_button = ui.button(t("migrate.to_preview"), icon="arrow_forward",
-                                           on_click=lambda: preview()).mark("migrate-to-preview")
-                spinner = ui.spinner(size="md")
-            connection = ui.row().classes("items-center gap-2 p-3 rounded bg-green-500/10").mark("migrate-connection")
+                self.preview_button = ui.button(t("migrate.to_preview"), icon="arrow_forward",
+                                                on_click=self.preview).mark("migrate-to-preview")
+                self.spinner = ui.spinner(size="md")
+                self.spinner.visible = False
+            self.connection = ui.row().classes("items-center gap-2 p-3 rounded bg-green-500/10").mark(
+                "migrate-connection")
 
+    def _preview_step(self) -> None:
         with ui.step("preview", title=t("migrate.step_preview"), icon="fact_check"):
-            preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
+            self.preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
             columns = [
                 {"name": "id", "label": "#", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
@@ -6329,32 +6410,36 @@ def page_migrate_body() -> None:
                 {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
                 {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
             ]
-            preview_table = ui.table(columns=columns, rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes(
-                "w-full").props("flat bordered").mark("migrate-preview")
-            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]), *_MIGRATE_SLOTS.items()):
-                preview_table.add_slot(slot, template)
-            with_tokens = ui.checkbox(on_change=lambda: tokens_changed()).mark("migrate-tokens")
-            token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
-                                   pagination={"rowsPerPage": 10}).classes("w-full").props(
+            self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
+                                          pagination={"rowsPerPage": 20}).classes("w-full").props(
+                "flat bordered").mark("migrate-preview")
+            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]),
+                                   *_MIGRATE_SLOTS.items()):
+                self.preview_table.add_slot(slot, template)
+            self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
+            self.token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
+                                        pagination={"rowsPerPage": 10}).classes("w-full").props(
                 "flat bordered dense").mark("migrate-token-preview")
             for slot in ("body-cell-action", "body-cell-notes"):
-                token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
+                self.token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
             with ui.row().classes("items-center gap-2"):
-                ui.button(t("migrate.back"), icon="arrow_back", on_click=lambda: stepper.set_value("source")).props(
-                    "flat")
-                import_button = ui.button(t("migrate.do_import"), icon="download",
-                                          on_click=lambda: do_import()).mark("migrate-import")
-                nothing_new = ui.label(t("migrate.nothing_new")).classes("text-sm opacity-70")
+                ui.button(t("migrate.back"), icon="arrow_back",
+                          on_click=lambda: self.stepper.set_value("source")).props("flat")
+                self.import_button = ui.button(t("migrate.do_import"), icon="download",
+                                               on_click=self.do_import).mark("migrate-import")
+                self.nothing_new = ui.label(t("migrate.nothing_new")).classes("text-sm opacity-70")
 
+    def _import_step(self) -> None:
         with ui.step("import", title=t("migrate.step_import"), icon="downloading"):
             with ui.row().classes("items-center gap-3"):
                 ui.spinner(size="lg")
-                importing = ui.label().classes("text-base")
+                self.importing = ui.label().classes("text-base")
             ui.linear_progress(show_value=False).props("indeterminate").classes("w-full max-w-xl")
             ui.label(t("migrate.importing_hint")).classes("text-xs opacity-70")
 
+    def _summary_step(self) -> None:
         with ui.step("summary", title=t("migrate.step_summary"), icon="task_alt"):
-            counts: dict[str, Any] = {}
+            self.counts: dict[str, Any] = {}
             with ui.row().classes("gap-3"):
                 for name, icon, color in (("imported", "add_circle", "positive"), ("exists", "check_circle", "grey"),
                                           ("skipped", "block", "warning")):
@@ -6362,10 +6447,11 @@ def page_migrate_body() -> None:
                         with ui.row().classes("items-center gap-2"):
                             ui.icon(icon, size="xs", color=color)
                             ui.label(t(f"migrate.count_{name}")).classes("text-sm opacity-70")
-                        counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(f"migrate-count-{name}")
-            token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
+                        self.counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(
+                            f"migrate-count-{name}")
+            self.token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
-            done_table = ui.table(columns=[
+            self.done_table = ui.table(columns=[
                 {"name": "id", "label": "ID", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
                 {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
@@ -6375,214 +6461,232 @@ def page_migrate_body() -> None:
             ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
                 "flat bordered").mark("migrate-imported")
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
-                done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
-            works = ui.label().classes("font-medium").mark("migrate-works")
-            with ui.column().classes("w-full gap-1") as skipped_box:
+                self.done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
+            self.works = ui.label().classes("font-medium").mark("migrate-works")
+            with ui.column().classes("w-full gap-1") as self.skipped_box:
                 ui.label(t("migrate.skipped_rows")).classes("font-medium")
-                skipped_list = ui.column().classes("w-full gap-1").mark("migrate-skipped")
+                self.skipped_list = ui.column().classes("w-full gap-1").mark("migrate-skipped")
             with ui.row().classes("items-center gap-2"):
-                test_imported = ui.button(t("migrate.test_imported"), icon="speed",
-                                          on_click=lambda: test_channels()).mark("migrate-run-tests")
-                ui.button(t("migrate.open_channels"), icon="hub", on_click=lambda: ui.navigate.to("/channels")).props(
-                    "outline")
-                ui.button(t("migrate.again"), icon="restart_alt", on_click=lambda: restart()).props("flat")
+                self.test_imported = ui.button(t("migrate.test_imported"), icon="speed",
+                                               on_click=self.test_channels).mark("migrate-run-tests")
+                ui.button(t("migrate.open_channels"), icon="hub",
+                          on_click=lambda: ui.navigate.to("/channels")).props("outline")
+                ui.button(t("migrate.again"), icon="restart_alt", on_click=self.restart).props("flat")
 
-    def kind_changed() -> None:
-        sqlite = kind.value == "sqlite"
-        server_box.visible, file_box.visible, connection.visible = not sqlite, sqlite, False
-        if not sqlite:
-            examples.text = "\n".join((t("migrate.examples"), *_MIGRATE_EXAMPLES[kind.value]))
-            dsn.props["placeholder"] = _MIGRATE_EXAMPLES[kind.value][0]
+    # ---- step 1: the source ----
+
+    def _source_changed(self) -> None:
+        self.source = source = MIGRATE_SOURCES[int(self.tabs.value or 0)]
+        self.title.text, self.intro.text = t(source.title), t(source.intro)
+        self.dsn.props["label"], self.path.props["label"] = t(source.address), t(source.path)
+        self.upload.props["label"] = t(source.upload)
+        self.upload_hint.text = t(source.upload_hint, dir=str(self.uploads))
+        self.kind.options = {k: t(kind.label) for k, kind in source.kinds.items()}
+        self.kind.update()
+        self.kind.value = next(iter(source.kinds))
+        self.restart()
+        self._kind_changed()
+
+    def _kind_changed(self) -> None:
+        kind = self.source.kinds.get(self.kind.value)
+        if kind is None:
+            return
+        self.server_box.visible, self.file_box.visible, self.connection.visible = not kind.file, kind.file, False
+        if kind.file:
+            self.path.props["placeholder"] = kind.examples[0]
+            self.refresh_picker()
         else:
-            refresh_picker()
+            self.examples.text = "\n".join((t("migrate.examples"), *kind.examples))
+            self.dsn.props["placeholder"] = kind.examples[0]
 
-    def move_password() -> None:
+    def _is_file(self) -> bool:
+        return self.source.kinds[self.kind.value].file
+
+    def move_password(self) -> None:
         """A password pasted inside the DSN goes to the password field, out of sight."""
-        stripped, inline = split_dsn_password(dsn.value or "")
+        stripped, inline = split_dsn_password(self.dsn.value or "")
         if inline:
-            dsn.value, password.value = stripped, inline
+            self.dsn.value, self.password.value = stripped, inline
             ui.notify(t("migrate.password_moved"))
 
-    def scrub(message: str) -> str:
+    def scrub(self, message: str) -> str:
         try:
-            inline = parse_source_dsn(dsn.value or "").password
+            inline = parse_source_dsn(self.dsn.value or "").password
         except ApiError:
             inline = ""
-        for secret in (password.value or "", inline):
+        for secret in (self.password.value or "", inline):
             message = scrub_secret(message, secret)
         return message
 
-    def resolve() -> str | None:
-        """The DSN the fields describe; None after marking an empty field or notifying an unreadable DSN."""
-        field = path if kind.value == "sqlite" else dsn
+    def resolve(self) -> str | None:
+        """The address the fields describe; None after marking an empty field or notifying an unreadable DSN."""
+        field = self.path if self._is_file() else self.dsn
         text = (field.value or "").strip()
         field.error = None if text else t("v.required")
         if not text:
             return None
         try:
-            return text if kind.value == "sqlite" else dsn_with_password(text, password.value or "")
+            return text if self._is_file() else dsn_with_password(text, self.password.value or "")
         except ApiError as exc:
-            ui.notify(scrub(exc.message), type="negative", multi_line=True)
+            ui.notify(self.scrub(exc.message), type="negative", multi_line=True)
             return None
 
-    async def work(job: Callable[[], Any]) -> Any:
+    async def work(self, job: Callable[[], Any]) -> Any:
         """Run a blocking source read or import in a thread, with the buttons locked; None if it failed."""
-        wiz["busy"] = True
-        for element in (test_button, preview_button, import_button):
-            element.disable()
-        spinner.visible = True
+        buttons = (self.test_button, self.preview_button, self.import_button)
+        self.busy = True
+        for button in buttons:
+            button.disable()
+        self.spinner.visible = True
         try:
             return await asyncio.to_thread(job)
         except ApiError as exc:
-            ui.notify(scrub(exc.message), type="negative", multi_line=True)
+            ui.notify(self.scrub(exc.message), type="negative", multi_line=True)
             return None
         finally:
-            wiz["busy"] = False
-            for element in (test_button, preview_button, import_button):
-                element.enable()
-            spinner.visible = False
-            show_import_button()
+            self.busy = False
+            for button in buttons:
+                button.enable()
+            self.spinner.visible = False
+            self.show_import_button()
 
-    async def test_connection() -> None:
-        target = None if wiz["busy"] else resolve()
+    async def test_connection(self) -> None:
+        target = None if self.busy else self.resolve()
         if not target:
             return
-
-        def read() -> tuple[str, SourceData]:
-            src = parse_source_dsn(target)
-            return src.safe, read_source(src, with_tokens=True)
-
-        found = await work(read)
+        found = await self.work(lambda: self.source.probe(target))
         if found is None:
             return
-        safe, data = found
-        connection.clear()
-        with connection:
+        shown, flavour, channels, tokens = found
+        self.connection.clear()
+        with self.connection:
             ui.icon("check_circle", color="positive", size="sm")
-            ui.label(t("migrate.connected", source=safe, flavour=flavours[data.flavour], channels=len(data.channels),
-                       tokens=len(data.tokens))).classes("break-all")
-        connection.visible = True
+            ui.label(t("migrate.connected", source=shown, flavour=self.source.flavours.get(flavour, flavour),
+                       channels=channels, tokens=tokens)).classes("break-all")
+        self.connection.visible = True
 
-    async def preview() -> None:
-        target = None if wiz["busy"] else resolve()
-        if not target:
-            return
-        found = await work(lambda: migrate_preview(state, target))
-        if found is None:
-            return
-        report, channels = found
-        wiz["dsn"], wiz["report"] = target, report
-        rows = migrate_preview_rows(report, channels, state.catalog)
-        for row in rows:
-            row["status_label"] = t(f"migrate.status_{row['status']}")
-            row["action_label"] = t(f"migrate.action_{row['action']}")
-        preview_table.rows = rows
-        preview_head.text = t("migrate.preview_head", source=report["source"], flavour=flavours[report["flavour"]],
-                              n=len(rows), imported=report["imported"], exists=report["exists"],
-                              skipped=report["skipped"])
-        token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
-                             "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
-                             "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
-        with_tokens.text = t("migrate.with_tokens", n=len(token_table.rows))
-        with_tokens.enabled = bool(token_table.rows)
-        with_tokens.value = False
-        tokens_changed()
-        stepper.value = "preview"
-
-    def tokens_changed() -> None:
-        token_table.visible = bool(with_tokens.value)
-        show_import_button()
-
-    def show_import_button() -> None:
-        report = wiz["report"]
-        new = bool(report) and (report["imported"] or (with_tokens.value and report["tokens"]["imported"]))
-        import_button.set_enabled(bool(new) and not wiz["busy"])
-        nothing_new.visible = bool(report) and not new
-
-    async def do_import() -> None:
-        if wiz["busy"] or not wiz["dsn"]:
-            return
-        target, tokens = wiz["dsn"], bool(with_tokens.value)
-        importing.text = t("migrate.importing", source=wiz["report"]["source"])
-        stepper.value = "import"
-        result = await work(lambda: import_oneapi(state, target, False, tokens))
-        if result is None:
-            stepper.value = "preview"
-            return
-        wiz["ids"] = [i for r in result["rows"] if r["status"] == "imported" for i in r["channel_ids"]]
-        show_summary(result)
-        stepper.value = "summary"
-        ui.notify(t("migrate.done", n=len(wiz["ids"])), type="positive")
-
-    def show_summary(result: dict[str, Any]) -> None:
-        for name, label in counts.items():
-            label.text = str(result[name])
-        tokens = result.get("tokens")
-        token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
-                               skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
-        skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
-        skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
-        skipped_list.clear()
-        with skipped_list:
-            for what, r in skipped:
-                with ui.row().classes("items-baseline gap-2 no-wrap"):
-                    ui.label(f"{what} #{r['source_id']} {r['name']}").classes("text-sm font-medium whitespace-nowrap")
-                    ui.label(r.get("reason", "")).classes("text-sm text-orange-9")
-        skipped_box.visible = bool(skipped)
-        test_imported.set_enabled(bool(wiz["ids"]))
-        works.text = ""
-        refresh_imported()
-
-    def imported_channels() -> list[dict[str, Any]]:
-        return select_channels(state.engine, [Channel.id.in_(wiz["ids"])], order=Channel.id)[0] if wiz["ids"] else []
-
-    def refresh_imported() -> None:
-        rows = [channel_row(ch, state.catalog) for ch in imported_channels()]
-        for row in rows:
-            row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
-        done_table.rows = rows
-        tested = [r for r in rows if r["test"]]
-        works.text = t("migrate.works", ok=sum(r["test_ok"] for r in tested), n=len(tested)) if tested else ""
-
-    def test_channels() -> None:
-        targets = migrate_test_targets(state, imported_channels())
-        if not targets:
-            ui.notify(t("migrate.nothing_to_test"), type="warning")
-            return
-        ModelTestPanel(state, targets, t("migrate.test_title", n=len(targets)), refresh_imported, autostart=True)
-
-    async def uploaded(e: Any) -> None:
-        name = re.sub(r"[^\w.-]", "_", e.file.name).lstrip(".")[:100] or "one-api.db"
-        target = uploads / name
+    async def uploaded(self, e: Any) -> None:
+        name = re.sub(r"[^\w.-]", "_", e.file.name).lstrip(".")[:100] or "upload.db"
+        target = self.uploads / name
         part = target.with_name(name + ".part")
-        uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
         await e.file.save(part)
-        upload.reset()
+        self.upload.reset()
         if not _is_sqlite_file(part):
             part.unlink(missing_ok=True)
             ui.notify(t("migrate.not_sqlite", name=name), type="negative")
             return
         part.chmod(0o600)  # the copy holds the source's API keys
         part.replace(target)
-        refresh_picker()
-        picker.value = str(target)
+        self.refresh_picker()
+        self.picker.value = str(target)
         ui.notify(t("migrate.uploaded", name=name), type="positive")
 
-    def refresh_picker() -> None:
-        files = sorted((p for p in uploads.glob("*") if p.is_file() and p.suffix != ".part"),
-                       key=lambda p: -p.stat().st_mtime) if uploads.is_dir() else []
-        picker.options = {str(p): f"{p.name} · {p.stat().st_size / 1024:,.0f} KB" for p in files}
-        picker.update()
+    def refresh_picker(self) -> None:
+        files = sorted((p for p in self.uploads.glob("*") if p.is_file() and p.suffix != ".part"),
+                       key=lambda p: -p.stat().st_mtime) if self.uploads.is_dir() else []
+        self.picker.options = {str(p): f"{p.name} · {p.stat().st_size / 1024:,.0f} KB" for p in files}
+        self.picker.update()
 
-    def restart() -> None:
-        wiz.update(dsn="", report=None, ids=[])
-        connection.visible = False
-        show_import_button()
-        stepper.value = "source"
+    # ---- step 2: the preview ----
 
-    spinner.visible = False
-    kind_changed()
-    show_import_button()
+    async def preview(self) -> None:
+        target = None if self.busy else self.resolve()
+        if not target:
+            return
+        found = await self.work(lambda: self.source.preview(self.state, target))
+        if found is None:
+            return
+        report, rows = found
+        self.target, self.report = target, report
+        for row in rows:
+            row["status_label"] = t(f"migrate.status_{row['status']}")
+            row["action_label"] = t(f"migrate.action_{row['action']}")
+        self.preview_table.rows = rows
+        self.preview_head.text = t("migrate.preview_head", source=report["source"],
+                                   flavour=self.source.flavours.get(report["flavour"], report["flavour"]),
+                                   n=len(rows), imported=report["imported"], exists=report["exists"],
+                                   skipped=report["skipped"])
+        self.token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
+                                  "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
+                                  "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
+        self.with_tokens.text = t("migrate.with_tokens", n=len(self.token_table.rows))
+        self.with_tokens.enabled = bool(self.token_table.rows)
+        self.with_tokens.value = False
+        self._tokens_changed()
+        self.stepper.value = "preview"
+
+    def _tokens_changed(self) -> None:
+        self.token_table.visible = bool(self.with_tokens.value)
+        self.show_import_button()
+
+    def show_import_button(self) -> None:
+        report = self.report
+        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"]))
+        self.import_button.set_enabled(new and not self.busy)
+        self.nothing_new.visible = bool(report) and not new
+
+    # ---- steps 3 and 4: the import and its summary ----
+
+    async def do_import(self) -> None:
+        if self.busy or not self.target:
+            return
+        target, tokens = self.target, bool(self.with_tokens.value)
+        self.importing.text = t("migrate.importing", source=self.report["source"])
+        self.stepper.value = "import"
+        result = await self.work(lambda: self.source.run(self.state, target, tokens))
+        if result is None:
+            self.stepper.value = "preview"
+            return
+        self.ids = [i for r in result["rows"] if r["status"] == "imported" for i in r["channel_ids"]]
+        self.show_summary(result)
+        self.stepper.value = "summary"
+        ui.notify(t("migrate.done", n=len(self.ids)), type="positive")
+
+    def show_summary(self, result: dict[str, Any]) -> None:
+        for name, label in self.counts.items():
+            label.text = str(result[name])
+        tokens = result.get("tokens")
+        self.token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
+                                    skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
+        skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
+        skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
+        self.skipped_list.clear()
+        with self.skipped_list:
+            for what, r in skipped:
+                with ui.row().classes("items-baseline gap-2 no-wrap"):
+                    ui.label(f"{what} #{r['source_id']} {r['name']}").classes("text-sm font-medium whitespace-nowrap")
+                    ui.label(r.get("reason", "")).classes("text-sm text-orange-9")
+        self.skipped_box.visible = bool(skipped)
+        self.test_imported.set_enabled(bool(self.ids))
+        self.refresh_imported()
+
+    def imported_channels(self) -> list[dict[str, Any]]:
+        if not self.ids:
+            return []
+        return select_channels(self.state.engine, [Channel.id.in_(self.ids)], order=Channel.id)[0]
+
+    def refresh_imported(self) -> None:
+        rows = [channel_row(ch, self.state.catalog) for ch in self.imported_channels()]
+        for row in rows:
+            row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
+        self.done_table.rows = rows
+        tested = [r for r in rows if r["test"]]
+        self.works.text = t("migrate.works", ok=sum(r["test_ok"] for r in tested), n=len(tested)) if tested else ""
+
+    def test_channels(self) -> None:
+        targets = migrate_test_targets(self.state, self.imported_channels())
+        if not targets:
+            ui.notify(t("migrate.nothing_to_test"), type="warning")
+            return
+        ModelTestPanel(self.state, targets, t("migrate.test_title", n=len(targets)), self.refresh_imported,
+                       autostart=True)
+
+    def restart(self) -> None:
+        self.target, self.report, self.ids = "", None, []
+        self.connection.visible = False
+        self.show_import_button()
+        self.stepper.value = "source"
 
 
 # ---- settings ----
@@ -6615,11 +6719,15 @@ class SettingsPage:
             with ui.row().classes("items-center gap-2"):
                 ui.label(t("set.base_url")).classes("opacity-70")
                 ui.label(f"{self.origin}/v1").classes("font-mono font-medium").mark("base-url")
-                copy_button(lambda: f"{self.origin}/v1")
-            self.code = ui.code(self.snippet(False), language="bash").classes("w-full").mark("snippet")
-            with ui.row().classes("items-center gap-2"):
-                copy_button(lambda: self.snippet(True), t("set.copy_snippet"))
-                ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+                copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
+            # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
+            # own copy button copies what it shows)
+            with ui.element("div").classes("relative w-full"):
+                self.code = ui.label(self.snippet(False)).classes(
+                    "w-full font-mono text-sm whitespace-pre-wrap break-all p-3 pr-24 rounded code-block").mark(
+                    "snippet")
+                copy_button(lambda: self.snippet(True)).classes("absolute top-1 right-1").mark("copy-snippet")
+            ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
 
     def _admin_key_card(self) -> None:
         state = self.state
@@ -6629,7 +6737,7 @@ class SettingsPage:
                 self.key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
                 self.reveal = ui.button(t("set.reveal"), icon="visibility", on_click=self.toggle_reveal).props(
                     "flat dense")
-                copy_button(lambda: state.admin_key)
+                copy_button(lambda: state.admin_key).mark("copy-admin-key")
                 ui.button(t("set.regenerate"), icon="autorenew", on_click=self.regenerate).props(
                     "flat dense color=negative")
             source = t("set.key_env") if state.settings.admin_key else t(
@@ -6675,7 +6783,7 @@ class SettingsPage:
         self.revealed = not self.revealed
         key = self.state.admin_key
         self.key_label.text = key if self.revealed else mask_key(key)
-        self.code.content = self.snippet(self.revealed)
+        self.code.text = self.snippet(self.revealed)
         self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
 
     def save_options(self) -> None:
@@ -6709,7 +6817,7 @@ PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon,
     ("/models", ModelsTable, "category", "nav.models"),
     ("/logs", LogsTable, "receipt_long", "nav.logs"),
     ("/tokens", TokensTable, "vpn_key", "nav.tokens"),
-    ("/migrate", page_migrate, "move_down", "nav.migrate"),
+    ("/migrate", MigrateWizard, "move_down", "nav.migrate"),
     ("/settings", SettingsPage, "settings", "nav.settings"),
 )
 
@@ -6723,6 +6831,7 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
 
     load_strings()
     ui.add_head_html(_COPY_JS, shared=True)
+    ui.add_css(_THEME_CSS, shared=True)
     ui.button.default_props("no-caps")
     ui.page("/login")(page_login)
     for path, builder, _, key in PAGES:

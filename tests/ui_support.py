@@ -8,6 +8,7 @@ Importing aiproxy_local here instead would hold a second copy of the module.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -62,3 +63,15 @@ async def login(user: User, path: str = "/dashboard") -> None:
     await user.open(path)
     user.find("Admin key").type(ADMIN_KEY).trigger("keydown.enter")
     await user.should_see("Log out", retries=50)  # the first page may take a while on a busy machine
+
+
+def clipboard(user: User, works: bool = True) -> list[str]:
+    """What the page copies, in order. `works=False` plays plain http://ip:port, where the browser refuses."""
+    copied: list[str] = []
+
+    def copy(match: re.Match) -> bool:
+        copied.append(json.loads(match.group(1)))
+        return works
+
+    user.javascript_rules[re.compile(r"aiproxyCopy\((.*)\)$", re.S)] = copy
+    return copied
