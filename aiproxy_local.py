@@ -73,6 +73,7 @@ except ImportError:  # Windows
 import aiohttp
 import orjson
 import sqlalchemy as sa
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -112,6 +113,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
     Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
+    Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
+            "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
     Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
@@ -130,6 +133,7 @@ class Settings:
     connect_timeout: float = 10.0
     ttfb_timeout: float = 300.0
     log_retention_days: int = 30
+    shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
     no_journal: bool = False
@@ -5271,6 +5275,55 @@ def create_app(settings: Settings) -> Gateway:
     return Gateway(api)
 
 
+# ---- serving: a bounded shutdown ----
+
+FORCED_EXIT_SECONDS = 3.0  # after a second signal: the last log flush gets this long; the journal keeps the rest
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with a bounded shutdown. On SIGTERM or Ctrl+C, calls under way get
+    SHUTDOWN_GRACE_SECONDS; what still runs then is named in the log and cancelled, and the log is flushed. A
+    second signal (uvicorn alone honours only a second Ctrl+C) stops waiting at once."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # not re-raised after the shutdown (uvicorn would): a Ctrl+C then ends quietly, without a traceback
+        if self.should_exit and not self.force_exit:
+            self.force_exit = True
+            watchdog = threading.Timer(FORCED_EXIT_SECONDS, os._exit, [1])  # whatever hangs, the process ends
+            watchdog.daemon = True
+            watchdog.start()
+        self.should_exit = True
+
+    def _calls_under_way(self) -> str:
+        calls = [f"{c.cycle.scope['method']} {c.cycle.scope['path']}" for c in self.server_state.connections
+                 if getattr(c, "cycle", None) is not None and not c.cycle.response_complete]
+        return f"{len(calls)} call(s) under way" + (f" ({', '.join(calls)})" if calls else "")
+
+    async def _wait_tasks_to_complete(self) -> None:
+        try:
+            await super()._wait_tasks_to_complete()
+        except asyncio.CancelledError:  # the grace is over
+            logger.warning("shutdown: %s after %g s are cancelled", self._calls_under_way(),
+                           self.config.timeout_graceful_shutdown)
+            raise
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:  # uvicorn then skips the app's shutdown: run it anyway, which writes the log rows
+            logger.warning("shutdown: second signal, stopping now; %s are cut off", self._calls_under_way())
+            try:
+                await asyncio.wait_for(self.lifespan.shutdown(), FORCED_EXIT_SECONDS / 2)
+            except asyncio.TimeoutError:
+                logger.warning("shutdown: the log journal keeps the rows not written; the next start writes them")
+
+
+def _quiet_shutdown_cancels(record: logging.LogRecord) -> bool:
+    """Calls cancelled by the shutdown are named once, by GatewayServer: not again by uvicorn, nor as a
+    traceback per call."""
+    cancelled = record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError)
+    return not cancelled and not str(record.msg).startswith("Cancel %s running task")
+
+
 def _banner(state: AppState) -> str:
     s = state.settings
     host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
@@ -5301,8 +5354,6 @@ def main(argv: list[str] | None = None) -> None:
                  f"{str(exc).splitlines()[0][:300]}")
     if os.environ.get("NICEGUI_USER_SIMULATION"):  # NiceGUI's test plugin runs this file: build, don't serve
         return
-    import uvicorn
-
     state = get_state()
     print(_banner(state), flush=True)
     if not settings.no_browser:
@@ -5314,8 +5365,11 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         loop = "asyncio"
     # no access log and no proxy-header rewriting on the hot path: the gateway is the edge, not behind one
-    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http="httptools", access_log=False,
-                log_level="warning", lifespan="on", proxy_headers=False, server_header=False)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http="httptools",
+                            access_log=False, log_level="warning", lifespan="on", proxy_headers=False,
+                            server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown_cancels)
+    GatewayServer(config).run()
 
 
 if __name__ == "__main__":
