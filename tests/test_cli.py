@@ -193,3 +193,42 @@ def test_a_second_signal_exits_at_once_without_a_traceback_or_a_lost_row(start_a
     assert "second signal, stopping now; 1 call(s) under way" in output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     assert logged_ids(server.dsn, model) == answered
+
+
+# ---- a second start ----
+
+def run_second_start(tmp_path: Path, port: int, **env: str) -> subprocess.CompletedProcess[str]:
+    from conftest import child_env
+
+    data = tmp_path / "second"
+    return subprocess.run([sys.executable, str(ROOT / "aiproxy_local.py"), "--port", str(port), "--data-dir",
+                           str(data)], capture_output=True, text=True, timeout=60,
+                          env=child_env({"ADMIN_KEY": "second-key", **env}))
+
+
+def test_a_second_start_on_the_same_port_opens_the_running_one(start_app, tmp_path):
+    running = start_app(args=["--no-ui"])
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    second = run_second_start(tmp_path, running.port, BROWSER=str(browser))
+    assert second.returncode == 0, second.stderr
+    assert f"aiproxy-local is already running at {running.url}/" in second.stdout
+    assert "is running\n" not in second.stdout and "Traceback" not in second.stderr
+    deadline = time.monotonic() + 10
+    while not opened.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert opened.read_text().strip() == f"{running.url}/"
+    assert not (tmp_path / "second" / "aiproxy.db").exists(), "it bound first, before opening a database"
+
+
+def test_a_port_held_by_another_program_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        second = run_second_start(tmp_path, holder.getsockname()[1], AIPROXY_NO_BROWSER="1")
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert "another program uses it. Choose another port with --port" in second.stderr
