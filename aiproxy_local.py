@@ -50,6 +50,7 @@ import os
 import random
 import re
 import secrets
+import socket
 import sqlite3
 import string
 import sys
@@ -63,7 +64,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Iterable, Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
@@ -76,6 +77,7 @@ import aiohttp
 import orjson
 import pydantic
 import sqlalchemy as sa
+import uvicorn
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -117,6 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
     Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
+    Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
+            "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
     Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
@@ -135,6 +139,7 @@ class Settings:
     connect_timeout: float = 10.0
     ttfb_timeout: float = 300.0
     log_retention_days: int = 30
+    shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
     no_journal: bool = False
@@ -231,6 +236,7 @@ class AppState:
     writer: "LogWriter | None" = None
     http: aiohttp.ClientSession | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    version: int = -1  # the shared version that `routes` and `options` were loaded at
 
     @property
     def retry_times(self) -> int:
@@ -241,8 +247,18 @@ class AppState:
         return int(self.options.get("log_retention_days", self.settings.log_retention_days))
 
     def reload(self) -> None:
-        """Rebuild the in-memory routing table after any write to channels, tokens or model configs."""
-        self.routes = load_routing_table(self.engine, self.catalog)
+        """After any write to channels, tokens or model configs: tell the other instances on this database (they
+        poll the shared version), and rebuild this one's routing table."""
+        with self.engine.begin() as conn:
+            bump_shared_version(conn)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Load the routing table and the options as the database has them now."""
+        version = read_shared_version(self.engine)
+        options, routes = valid_options(load_options(self.engine)), load_routing_table(self.engine, self.catalog)
+        if version >= self.version:  # else a load that started later has already finished
+            self.version, self.options, self.routes = version, options, routes
 
 
 _STATE: AppState | None = None  # the module's one mutable slot, set by create_app()
@@ -406,6 +422,15 @@ class Option(Base, table=True):
     value: str = Field(default="", sa_type=sa.Text)
 
 
+class SharedVersion(Base, table=True):
+    """One row, bumped by every change to channels, tokens, model configs or options. Each instance polls it
+    and reloads when it moves, so instances on one database see each other's changes."""
+
+    __tablename__ = "shared_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, sa_type=sa.BigInteger)
+
+
 def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)  # "模型" stays searchable with LIKE, not "\u6a21\u578b"
 
@@ -454,6 +479,8 @@ def create_schema(engine: sa.Engine) -> None:
             for index in table.indexes:
                 if any(c in added for c in index.columns):
                     index.create(conn, checkfirst=True)
+        # the one row of the shared version, created if missing and left as it is otherwise
+        upsert(conn, SharedVersion.__table__, [{"id": 1, "version": 0}], ("id",), add=("version",))
 
 
 def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> str:
@@ -521,6 +548,15 @@ def is_database_reachable(engine: sa.Engine) -> bool:
         return False
 
 
+def bump_shared_version(conn: sa.Connection) -> None:
+    conn.execute(sa.update(SharedVersion).where(SharedVersion.id == 1).values(version=SharedVersion.version + 1))
+
+
+def read_shared_version(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(SharedVersion.version).where(SharedVersion.id == 1)).scalar_one()
+
+
 def load_options(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(Option.key, Option.value)).all()
@@ -536,6 +572,7 @@ def load_options(engine: sa.Engine) -> dict[str, Any]:
 def save_option(engine: sa.Engine, key: str, value: Any) -> None:
     with engine.begin() as conn:
         upsert(conn, Option.__table__, [{"key": key, "value": json.dumps(value)}], ("key",))
+        bump_shared_version(conn)
 
 
 def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -6850,6 +6887,7 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
 # ==== 9. App assembly & CLI ================================================================================
 
 RETENTION_CHECK_SECONDS = 3600
+SHARED_VERSION_POLL_SECONDS = 1.0  # another instance's change is seen within about a second (issue 10: 2 s)
 GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests under load
 
 
@@ -6913,6 +6951,7 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         state.writer.open_journal(state.settings.data_path / JOURNAL_DIR)
     state.writer.start()
     janitor = asyncio.create_task(_retention_loop(state))
+    follower = asyncio.create_task(_follow_shared_version(state))
     # Everything built so far lives as long as the process: keep it out of the collector's scans, and collect
     # young objects less often. Both cut the rare multi-ms pauses that make up a relay's p99 (bench/ S1).
     gc.collect()
@@ -6922,8 +6961,24 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         janitor.cancel()
+        follower.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
+
+
+async def _follow_shared_version(state: AppState) -> None:
+    """Reload when another instance on this database changed channels, tokens, model configs or options."""
+    failing = False
+    while True:
+        await asyncio.sleep(SHARED_VERSION_POLL_SECONDS)
+        try:
+            if await asyncio.to_thread(read_shared_version, state.engine) != state.version:
+                await asyncio.to_thread(state.refresh)
+            failing = False
+        except sa.exc.SQLAlchemyError as exc:
+            if not failing:  # once per outage, not every second
+                logger.warning("cannot read the shared version (%s); retrying every second", _first_line(exc))
+            failing = True
 
 
 async def _retention_loop(state: AppState) -> None:
@@ -6970,8 +7025,7 @@ def create_app(settings: Settings) -> Gateway:
     create_schema(engine)
     state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
                      admin_key_created=created)
-    state.options = valid_options(load_options(engine))
-    state.reload()
+    state.refresh()
     state.writer = LogWriter(engine)
     _STATE = state
 
@@ -6991,10 +7045,64 @@ def create_app(settings: Settings) -> Gateway:
     return Gateway(api, state)
 
 
+# ---- serving: a bounded shutdown ----
+
+FORCED_EXIT_SECONDS = 3.0  # after a second signal: the last log flush gets this long; the journal keeps the rest
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with a bounded shutdown. On SIGTERM or Ctrl+C, calls under way get
+    SHUTDOWN_GRACE_SECONDS; what still runs then is named in the log and cancelled, and the log is flushed. A
+    second signal (uvicorn alone honours only a second Ctrl+C) stops waiting at once."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # not re-raised after the shutdown (uvicorn would): a Ctrl+C then ends quietly, without a traceback
+        if self.should_exit and not self.force_exit:
+            self.force_exit = True
+            watchdog = threading.Timer(FORCED_EXIT_SECONDS, os._exit, [1])  # whatever hangs, the process ends
+            watchdog.daemon = True
+            watchdog.start()
+        self.should_exit = True
+
+    def _calls_under_way(self) -> str:
+        calls = [f"{c.cycle.scope['method']} {c.cycle.scope['path']}" for c in self.server_state.connections
+                 if getattr(c, "cycle", None) is not None and not c.cycle.response_complete]
+        return f"{len(calls)} call(s) under way" + (f" ({', '.join(calls)})" if calls else "")
+
+    async def _wait_tasks_to_complete(self) -> None:
+        try:
+            await super()._wait_tasks_to_complete()
+        except asyncio.CancelledError:  # the grace is over
+            logger.warning("shutdown: %s after %g s are cancelled", self._calls_under_way(),
+                           self.config.timeout_graceful_shutdown)
+            raise
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:  # uvicorn then skips the app's shutdown: run it anyway, which writes the log rows
+            logger.warning("shutdown: second signal, stopping now; %s are cut off", self._calls_under_way())
+            try:
+                await asyncio.wait_for(self.lifespan.shutdown(), FORCED_EXIT_SECONDS / 2)
+            except asyncio.TimeoutError:
+                logger.warning("shutdown: the log journal keeps the rows not written; the next start writes them")
+
+
+def _quiet_shutdown_cancels(record: logging.LogRecord) -> bool:
+    """Calls cancelled by the shutdown are named once, by GatewayServer: not again by uvicorn, nor as a
+    traceback per call."""
+    cancelled = record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError)
+    return not cancelled and not str(record.msg).startswith("Cancel %s running task")
+
+
+def _local_url(settings: Settings) -> str:
+    """Where this machine reaches the gateway: an all-interfaces bind is reached on loopback."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+
+
 def _banner(state: AppState) -> str:
     s = state.settings
-    host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
-    url = f"http://{host}:{s.port}"
+    url = _local_url(s)
     lines = [f"aiproxy-local {__version__} is running", f"  web UI and admin API : {url}",
              f"  OpenAI base URL      : {url}/v1", f"  data directory       : {s.data_path}"]
     if state.admin_key_created:
@@ -7009,33 +7117,76 @@ def _banner(state: AppState) -> str:
     return "\n".join(lines)
 
 
+def bind_listener(settings: Settings) -> socket.socket:
+    """The listening socket, bound before anything else starts, so a second start fails before it opens the
+    database or prints that it runs."""
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart needs no wait
+    try:
+        sock.bind((settings.host, settings.port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def is_aiproxy_local(url: str) -> bool:
+    """Whether `url` answers /api/status as this app does (aiproxy's own has no version)."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/status", timeout=3) as answer:
+            data = json.loads(answer.read()).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(data, dict) and "startTime" in data and "version" in data
+
+
+def _port_taken(settings: Settings, error: OSError) -> None:
+    url = _local_url(settings)
+    if is_aiproxy_local(url):
+        print(f"aiproxy-local is already running at {url}/", flush=True)
+        if not settings.no_browser:
+            webbrowser.open(f"{url}/")
+        sys.exit(0)
+    sys.exit(f"aiproxy-local: cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
+             f"program uses it. Choose another port with --port or AIPROXY_PORT.")
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None:  # under NiceGUI's test plugin sys.argv is pytest's: settings come from the env only
         argv = [] if os.environ.get("NICEGUI_USER_SIMULATION") else sys.argv[1:]
     settings = load_settings(os.environ, argv)
+    simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
+    listener = None
+    if not simulated:
+        try:
+            listener = bind_listener(settings)
+        except OSError as exc:
+            _port_taken(settings, exc)
     try:
         app = create_app(settings)
     except (sa.exc.SQLAlchemyError, ModuleNotFoundError, OSError) as exc:
         # the DSN may hold a password: name the problem, never echo the URL
         sys.exit(f"aiproxy-local: cannot open the database or data directory: {type(exc).__name__}: "
                  f"{str(exc).splitlines()[0][:300]}")
-    if os.environ.get("NICEGUI_USER_SIMULATION"):  # NiceGUI's test plugin runs this file: build, don't serve
+    if simulated:  # NiceGUI's test plugin runs this file: build, don't serve
         return
-    import uvicorn
-
     state = get_state()
     print(_banner(state), flush=True)
     if not settings.no_browser:
-        url = f"http://127.0.0.1:{settings.port}/"
-        threading.Timer(1.5, webbrowser.open, [url]).start()
+        threading.Timer(1.5, webbrowser.open, [f"{_local_url(settings)}/"]).start()
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     try:
         import uvloop  # noqa: F401
     except ImportError:
         loop = "asyncio"
     # no access log and no proxy-header rewriting on the hot path: the gateway is the edge, not behind one
-    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http="httptools", access_log=False,
-                log_level="warning", lifespan="on", proxy_headers=False, server_header=False)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http="httptools",
+                            access_log=False, log_level="warning", lifespan="on", proxy_headers=False,
+                            server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown_cancels)
+    GatewayServer(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":

@@ -8,18 +8,15 @@ import logging
 import math
 import os
 import signal
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
-from conftest import BACKENDS, backend_dsn, unique
+from conftest import BACKENDS, answered_ids_under_load, backend_dsn, logged_ids, unique
 
 
 def make_state(tmp_path, engine: sa.Engine | None = None) -> app.AppState:
@@ -184,7 +181,7 @@ def test_an_infinite_price_never_makes_the_sums_infinite(engine):
     state.routes.model_configs[model] = {"model": model, "enabled": True, "kind": "", "input_price": math.inf,
                                          "output_price": 0.0}
     call = app.RelayCall(request_id=unique("r"), started=1_700_000_000.0, endpoint="/v1/chat/completions",
-                         upstream_path="/chat/completions", mode=app.Mode.CHAT_COMPLETIONS, model=model, body=b"{}",
+                         route=app.RELAY_ROUTES["/v1/chat/completions"], model=model, body=b"{}",
                          obj={}, content_type="application/json", caller=app.ADMIN_CALLER)
     for usage in (None, app.Usage(5, 5, 10)):  # a failed call (0 x inf = nan) and a good one (5 x inf = inf)
         outcome = app.Outcome(200 if usage else 502, usage, b"bad gateway")
@@ -320,59 +317,20 @@ async def test_the_journal_is_trimmed_after_each_commit_and_empty_after_a_clean_
     assert app.query_logs(state.engine, app.LogFilter(), 1, 10)[1] == 6
 
 
-def answered_ids_under_load(server, model: str, seconds: float, threads: int = 8,
-                            until: Callable[[], None] | None = None) -> tuple[set[str], int]:
-    """Call the app from `threads` clients for `seconds`, then run `until` (which ends the app) while they go
-    on; returns the request ids of the calls answered in full, and how many calls were sent."""
-    answered: set[str] = set()
-    sent = [0]
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=30) as http:
-            while not stop.is_set():
-                sent[0] += 1
-                try:
-                    r = http.post(f"{server.url}/v1/chat/completions", headers=server.headers,
-                                  json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
-                except httpx.HTTPError:
-                    if server.proc.poll() is not None:
-                        return
-                    continue
-                if r.status_code == 200:
-                    answered.add(r.headers["x-request-id"])
-
-    workers = [threading.Thread(target=client) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    time.sleep(seconds)
-    if until is not None:
-        until()
-    stop.set()
-    for w in workers:
-        w.join(60)
-    return answered, sent[0]
-
-
-def logged_ids(db: Path, model: str) -> set[str]:
-    with sqlite3.connect(db) as conn:
-        return {r for (r,) in conn.execute("SELECT request_id FROM logs WHERE model = ?", (model,))}
-
-
 def test_kill_9_under_load_loses_no_answered_call(start_app, upstream):
     server = start_app(args=["--no-ui"])
     model = unique("kill9")
     server.add_channel(base_url=upstream.url("ok"), models=[model])
-    answered, sent = answered_ids_under_load(server, model, 2.0, until=lambda: server.proc.send_signal(signal.SIGKILL))
+    answered = answered_ids_under_load(server, model, 2.0, until=lambda: server.proc.send_signal(signal.SIGKILL))
     server.proc.wait(30)
     assert len(answered) > 50, "the load ran"
-    before = logged_ids(server.data_dir / "aiproxy.db", model)
+    before = logged_ids(server.dsn, model)
     assert len(before) < len(answered), "rows were still pending when the process died (else this proves nothing)"
     again = start_app(args=["--no-ui"])
     deadline = time.monotonic() + 30
-    while not answered <= logged_ids(again.data_dir / "aiproxy.db", model) and time.monotonic() < deadline:
+    while not answered <= logged_ids(again.dsn, model) and time.monotonic() < deadline:
         time.sleep(0.2)
-    rows = logged_ids(again.data_dir / "aiproxy.db", model)
+    rows = logged_ids(again.dsn, model)
     assert answered - rows == set(), f"{len(answered - rows)} answered calls have no row"
     assert len(rows - answered) <= 8, "beyond the answered calls, only the ones in flight at the kill"
     print(f"kill -9 under load: {len(answered)} answered, {len(rows)} rows, {len(before)} before the restart")

@@ -10,7 +10,7 @@ those servers through SQL_DSN.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
-from conftest import SERVERS, fresh_database, unique
+from conftest import BACKENDS, SERVERS, backend_dsn, fresh_database, unique
 from aiproxy_local import Channel, LogDetail, LogFilter, LogRow
 
 BIG_MS = 2**41 + 123  # a ms timestamp far beyond 32-bit INTEGER: needs BIGINT on every server
@@ -357,3 +357,46 @@ def test_delete_logs_before_works_in_chunks(tmp_path, monkeypatch):
     with engine.connect() as conn:
         left = conn.execute(app.sa.select(app.LogRow.created_at).order_by(app.LogRow.created_at)).scalars().all()
     assert left == [1025, 1026, 1027, 1028, 1029]
+
+
+# ---- several instances on one database ----
+
+@pytest.fixture(params=BACKENDS)
+def shared_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each kind for instances that share it (SQLite: one file, separate data dirs)."""
+    yield from backend_dsn(request.param, tmp_path)
+
+
+def test_instances_see_each_others_changes_without_a_restart(shared_dsn, start_app, upstream, tmp_path):
+    """Channels, tokens, model configs and options changed through A reach B's relay and API (issue 10:
+    B kept routing to a channel A had disabled, and never saw A's new channels)."""
+    a = start_app(env={"SQL_DSN": shared_dsn}, args=["--no-ui"], data_dir=tmp_path / "a")
+    b = start_app(env={"SQL_DSN": shared_dsn}, args=["--no-ui"], data_dir=tmp_path / "b", admin_key=a.admin_key)
+    model, hidden = unique("shared"), unique("hidden")
+    channel = a.add_channel(base_url=upstream.url("ok"), models=[model, hidden])
+    token = a.api("POST", "/api/tokens/", json={"name": unique("tok")})["data"]["key"]
+    assert a.api("POST", f"/api/model_config/{hidden}", json={"enabled": False})["success"]
+    assert a.api("PUT", "/api/option/", json={"key": "retry_times", "value": 1})["success"]
+
+    def b_sees(check: Callable[[], bool], what: str) -> float:
+        started = time.monotonic()
+        while not check():
+            assert time.monotonic() - started < 10, f"B never saw {what}"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def b_models(key: str) -> list[str]:
+        answer = httpx.get(f"{b.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
+
+    waited = b_sees(lambda: b_models(a.admin_key) == sorted([model]), "the new channel and the disabled model")
+    b_sees(lambda: model in b_models(token), "the new token")
+    b_sees(lambda: b.api("GET", "/api/option/")["data"]["retry_times"] == 1, "the option")
+    assert a.api("POST", f"/api/channel/{channel}/status", json={"status": 2})["success"]
+
+    def b_refuses() -> bool:
+        answer = httpx.post(f"{b.url}/v1/chat/completions", headers=b.headers, timeout=30,
+                            json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        return answer.status_code != 200
+    waited = max(waited, b_sees(b_refuses, "the disabled channel"))
+    print(f"B saw A's changes after {waited:.2f} s at most")
