@@ -3771,9 +3771,11 @@ class ChannelDialog:
                 self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
                                           on_change=self.provider_changed).props("outlined").classes(
                     "w-1/2").mark("ch-provider")
-                self.name = ui.input(t("ch.name"), value=ch["name"], validation={
+                self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
                     t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
                     "ch-name")
+            self.duplicate = ui.label().classes("text-sm text-warning -mt-1").mark("ch-duplicate")
+            self.duplicate.visible = False
             self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
             self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
@@ -3805,6 +3807,13 @@ class ChannelDialog:
                 ui.button(t("common.save"), icon="check", on_click=self.save).mark("save-channel")
         self.provider_changed()
         self.dialog.open()
+
+    def name_changed(self) -> None:
+        """Same-named channels are allowed (FastGPT does not check either), but rarely meant: say so."""
+        name = (self.name.value or "").strip()
+        taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
+        self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
+        self.duplicate.visible = taken
 
     def builtin(self, pid: int) -> list[str]:
         return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []

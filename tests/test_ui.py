@@ -117,6 +117,24 @@ async def test_edit_keeps_the_masked_key_and_pastes_a_mapping(user: User, upstre
     assert route.key == "sk-test-key-123456" and route.mapping == {"alias": "m1"}
 
 
+async def test_a_duplicate_name_is_flagged_but_allowed(user: User, upstream) -> None:
+    first = add_channel("twin", upstream.url("ok"), ["m"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", first)
+    await user.should_see("Edit channel “twin”")
+    user.find(marker="ch-name").clear().type("twin")
+    await user.should_not_see("Another channel is already called")  # its own name is no duplicate
+    user.find("Cancel").click()
+    user.find(marker="add-channel").click()
+    user.find(marker="ch-name").type("twin")
+    await user.should_see("Another channel is already called “twin”")
+    user.find(marker="ch-models").trigger("update:modelValue", ["m"])
+    user.find(marker="ch-key").type("sk-second-twin")
+    user.find(marker="save-channel").click()
+    await user.should_see("Added twin")
+    assert [r.name for r in state().routes.channels.values()] == ["twin", "twin"]
+
+
 async def test_priority_field_and_enabled_switch_change_the_engine(user: User, upstream) -> None:
     cid = add_channel("ch-a", upstream.url("ok"), ["gpt-4o-mini"])
     await login(user, "/channels")
