@@ -5629,9 +5629,11 @@ class ChannelDialog:
                 self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
                                           on_change=self.provider_changed).props("outlined").classes(
                     "w-1/2").mark("ch-provider")
-                self.name = ui.input(t("ch.name"), value=ch["name"], validation={
+                self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
                     t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
                     "ch-name")
+            self.duplicate = ui.label().classes("text-sm text-warning -mt-1").mark("ch-duplicate")
+            self.duplicate.visible = False
             self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
             self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
@@ -5663,6 +5665,13 @@ class ChannelDialog:
                 ui.button(t("common.save"), icon="check", on_click=self.save).mark("save-channel")
         self.provider_changed()
         self.dialog.open()
+
+    def name_changed(self) -> None:
+        """Same-named channels are allowed (FastGPT does not check either), but rarely meant: say so."""
+        name = (self.name.value or "").strip()
+        taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
+        self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
+        self.duplicate.visible = taken
 
     def builtin(self, pid: int) -> list[str]:
         return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
@@ -5930,7 +5939,10 @@ class ModelsTable:
 
 # ---- logs ----
 
+LOG_KINDS = {"all": None, "calls": False, "tests": True}  # the logs' filter → LogFilter.is_test
 _LOG_SLOTS = {
+    "body-cell-model": """<q-td :props="props">{{ props.row.model }}
+        <q-badge v-if="props.row.is_test" outline color="primary" class="q-ml-xs">[[test]]</q-badge></q-td>""",
     "body-cell-duration": """<q-td :props="props">
         <span :class="props.row.slow ? 'text-negative font-medium' : ''">{{ props.row.duration }}</span></q-td>""",
     "body-cell-code": """<q-td :props="props">
@@ -5959,6 +5971,8 @@ class LogsTable:
                                    on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model")
             self.status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
                                     value="all", on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-status")
+            self.kind = ui.toggle({k: t(f"logs.kind_{k}") for k in LOG_KINDS}, value="all",
+                                  on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-kind")
             self.request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
                                        on_change=self.reset).props(
                 "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
@@ -5985,7 +5999,7 @@ class LogsTable:
         self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
-            self.table.add_slot(slot, template)
+            self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
         self.table.on("rowClick", self.on_row_click)
         with ui.row().classes("items-center gap-3 w-full justify-end"):
             ui.label(t("logs.per_page"))
@@ -5999,7 +6013,8 @@ class LogsTable:
     def current_filter(self) -> LogFilter:
         start, end = self.span.bounds()
         return LogFilter(start_ms=start, end_ms=end, model=self.model.value or "", channel=self.channel.value or None,
-                         request_id=(self.request_id.value or "").strip(), code_type=self.status.value or "all")
+                         request_id=(self.request_id.value or "").strip(), code_type=self.status.value or "all",
+                         is_test=LOG_KINDS.get(self.kind.value or "all"))
 
     def reset(self) -> None:
         """A changed filter starts again at page 1."""
@@ -6027,7 +6042,8 @@ class LogsTable:
                 "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
                 "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
                 "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
-                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"]}
+                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"],
+                "is_test": r["is_test"]}
 
     def export(self) -> None:
         ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
@@ -6066,6 +6082,8 @@ class LogDialog:
             with ui.row().classes("w-full items-center"):
                 ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
                 ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
+                if log["is_test"]:
+                    ui.badge(t("logs.test_call"), color="primary").props("outline")
                 ui.space()
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
             with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):

@@ -22,7 +22,8 @@ import pytest
 from nicegui import ui
 from nicegui.testing import User
 
-from ui_support import ADMIN_KEY, app_env, browser, clipboard, eventually, login, ns, state, the  # noqa: F401
+from ui_support import (ADMIN_KEY, app_env, browser, clipboard, eventually, login, ns, relay_client,  # noqa: F401
+                        state, the)
 
 
 def add_channel(name: str, base_url: str, models: list[str], **kw: Any) -> int:
@@ -116,6 +117,24 @@ async def test_edit_keeps_the_masked_key_and_pastes_a_mapping(user: User, upstre
     assert route.key == "sk-test-key-123456" and route.mapping == {"alias": "m1"}
 
 
+async def test_a_duplicate_name_is_flagged_but_allowed(user: User, upstream) -> None:
+    first = add_channel("twin", upstream.url("ok"), ["m"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", first)
+    await user.should_see("Edit channel “twin”")
+    user.find(marker="ch-name").clear().type("twin")
+    await user.should_not_see("Another channel is already called")  # its own name is no duplicate
+    user.find("Cancel").click()
+    user.find(marker="add-channel").click()
+    user.find(marker="ch-name").type("twin")
+    await user.should_see("Another channel is already called “twin”")
+    user.find(marker="ch-models").trigger("update:modelValue", ["m"])
+    user.find(marker="ch-key").type("sk-second-twin")
+    user.find(marker="save-channel").click()
+    await user.should_see("Added twin")
+    assert [r.name for r in state().routes.channels.values()] == ["twin", "twin"]
+
+
 async def test_priority_field_and_enabled_switch_change_the_engine(user: User, upstream) -> None:
     cid = add_channel("ch-a", upstream.url("ok"), ["gpt-4o-mini"])
     await login(user, "/channels")
@@ -126,10 +145,11 @@ async def test_priority_field_and_enabled_switch_change_the_engine(user: User, u
     await user.should_see("Channel disabled")
     assert state().routes.channels[cid].enabled is False
     assert the(user, "channels").rows[0]["enabled"] is False
-    r = await user.http_client.get("/v1/models")  # NiceGUI's sub-app only: the relay is not reachable here
-    assert r.status_code == 404
-    table.trigger("toggle", {"id": cid, "value": True})
-    assert state().routes.channels[cid].enabled is True
+    async with relay_client() as client:  # the relay stops offering what only a disabled channel serves
+        assert [m.id async for m in client.models.list()] == []
+        table.trigger("toggle", {"id": cid, "value": True})
+        assert state().routes.channels[cid].enabled is True
+        assert [m.id async for m in client.models.list()] == ["gpt-4o-mini"]
 
 
 async def test_bulk_actions_preview_the_count(user: User, upstream) -> None:
@@ -250,6 +270,35 @@ async def test_models_page_shows_who_really_serves_a_model_and_each_channels_tes
 
 
 # ---- logs ----
+
+async def test_model_tests_are_marked_and_kept_out_of_the_counts(user: User, upstream) -> None:
+    cid = add_channel("counted", upstream.url("ok"), ["gpt-4o-mini"])
+    async with relay_client() as client:  # one real call
+        await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", cid)
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 1 passed, 0 failed", retries=100)
+    logs = ns()["query_logs"]
+    await eventually(lambda: logs(state().engine, ns()["LogFilter"](), 1, 10)[1] == 2)  # the writer has flushed
+    await user.open("/channels")
+    assert the(user, "channels").rows[0]["requests"] == 1
+    await user.open("/dashboard")
+    assert the(user, "card-calls").text == "1"
+    await user.open("/logs")
+    await user.should_see("2 call(s)")
+    assert sorted(r["is_test"] for r in the(user, "logs").rows) == [False, True]  # both, the test marked
+    await user.should_see("test")
+    the(user, "filter-kind").value = "calls"
+    await user.should_see("1 call(s)")
+    assert [r["is_test"] for r in the(user, "logs").rows] == [False]
+    the(user, "filter-kind").value = "tests"
+    await user.should_see("1 call(s)")
+    test_row = the(user, "logs").rows[0]
+    assert test_row["is_test"] and test_row["channel"] == "counted"
+    user.find(marker="logs").trigger("rowClick", [{}, {"id": test_row["id"]}, 0])
+    await user.should_see("Model test, not counted as traffic")
+
 
 def add_logs() -> tuple[int, int, int]:
     g = ns()

@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+import httpx
+import openai
 import pytest
 from nicegui import Client
 from nicegui.testing import User
@@ -75,3 +77,10 @@ def clipboard(user: User, works: bool = True) -> list[str]:
 
     user.javascript_rules[re.compile(r"aiproxyCopy\((.*)\)$", re.S)] = copy
     return copied
+
+
+def relay_client(api_key: str = ADMIN_KEY) -> openai.AsyncOpenAI:
+    """The official SDK on this run's /v1, in process: the User's own client reaches only NiceGUI's sub-app."""
+    transport = httpx.ASGITransport(app=ns()["relay_app"])
+    return openai.AsyncOpenAI(base_url="http://test/v1", api_key=api_key, max_retries=0,
+                              http_client=httpx.AsyncClient(transport=transport, base_url="http://test"))
