@@ -193,6 +193,25 @@ def write_secret_file(path: Path, value: str) -> None:
     os.chmod(path, 0o600)
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """The data dir holds every key: 0700, and the files in it 0600, whatever the umask. The SQLite file is
+    made before SQLite opens it, because SQLite gives its -wal and -shm files the database file's mode; an
+    older version's files are narrowed here too."""
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    url = sa.engine.make_url(settings.dsn)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(database + suffix, 0o600)
+    for name in ("admin_key", "storage_secret"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(data / name, 0o600)
+
+
 def load_or_create_secret(path: Path) -> tuple[str, bool]:
     """Return (secret, created_now)."""
     if path.exists():
@@ -5297,7 +5316,7 @@ def _install_error_handlers(api: FastAPI) -> None:
 
 def create_app(settings: Settings) -> Gateway:
     global _STATE
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     if settings.admin_key:
         admin_key, created = settings.admin_key, False
     else:
@@ -5440,6 +5459,7 @@ def main(argv: list[str] | None = None) -> None:
     simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
     listener = None
     if not simulated:
+        os.umask(0o077)  # every file the gateway makes (UI storage, uploads, journal) is its owner's alone
         try:
             listener = bind_listener(settings)
         except OSError as exc:

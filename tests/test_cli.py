@@ -152,7 +152,7 @@ def test_sigterm_under_load_keeps_a_row_for_every_answered_call(start_app, upstr
     server = start_app(args=["--no-ui"])
     model = unique("sigterm")
     server.add_channel(base_url=upstream.url("delay-20"), models=[model])
-    answered = answered_ids_under_load(server, model, 1.5, until=lambda: server.proc.send_signal(signal.SIGTERM))
+    answered = answered_ids_under_load(server, model, 1.5, until=lambda _: server.proc.send_signal(signal.SIGTERM))
     exit_within(server, 30)
     assert server.proc.returncode == 0 and "Traceback" not in server.output_tail(200)
     rows = logged_ids(server.dsn, model)
