@@ -114,6 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
     Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
+    Setting("api_max_body_mib", "API_MAX_BODY_MIB", 2, "largest request body /api accepts, in MiB (else 413)"),
+    Setting("relay_max_body_mib", "RELAY_MAX_BODY_MIB", 20, "largest request body /v1 accepts, in MiB (else 413)"),
     Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
             "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
@@ -134,6 +136,8 @@ class Settings:
     connect_timeout: float = 10.0
     ttfb_timeout: float = 300.0
     log_retention_days: int = 30
+    api_max_body_mib: int = 2
+    relay_max_body_mib: int = 20
     shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
@@ -230,6 +234,9 @@ def mask_key(key: str) -> str:
         return "•" * len(key)
     head = 5 if key.startswith("sk-") else 2
     return f"{key[:head]}…{key[-2:]}"
+
+
+MIB = 1024 * 1024
 
 
 def now_ms() -> int:
@@ -1382,13 +1389,21 @@ async def send_bytes(send: Callable[[dict], Awaitable[None]], status: int, body:
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
-    chunks = []
-    while True:
+async def read_body(receive: Callable[[], Awaitable[dict]], limit_mib: int, declared: bytes | None = None,
+                    setting: str = "RELAY_MAX_BODY_MIB") -> bytes:
+    """The request body, refused once it passes the limit: never held whole, whatever a client sends."""
+    limit, chunks, size = limit_mib * MIB, [], 0
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        size = int(declared)
+    while size <= limit:
         message = await receive()
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
         if not message.get("more_body"):
-            return b"".join(chunks)
+            break
+    if size > limit:
+        raise RelayError(413, f"The request body is larger than {limit_mib} MiB ({setting}).", "request_too_large")
+    return b"".join(chunks)
 
 
 def models_for(state: AppState, caller: Caller) -> list[str]:
@@ -1422,7 +1437,7 @@ async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: C
         if path not in RELAY_PATHS or method != "POST":
             raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
         caller = authenticate(state, raw_key)
-        body = await read_body(receive)
+        body = await read_body(receive, state.settings.relay_max_body_mib, headers.get(b"content-length"))
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         call = parse_relay_call(state, path, body, content_type, caller, request_id, started)
         call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
@@ -5197,6 +5212,9 @@ SHARED_VERSION_POLL_SECONDS = 1.0  # another instance's change is seen within ab
 GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests under load
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class Gateway:
     """The ASGI entry: /v1 goes straight to the relay (no framework, no middleware), the rest to FastAPI."""
 
@@ -5210,7 +5228,32 @@ class Gateway:
                 return await self._relay(scope, receive, send)
             if path.startswith("/api/"):
                 scope = _normalise_api_scope(scope)
+                if scope["method"] in _BODY_METHODS:
+                    receive = await self._api_body(scope, receive, send)
+                    if receive is None:
+                        return
         await self.api(scope, receive, send)
+
+    async def _api_body(self, scope: dict, receive: Callable, send: Callable) -> Callable | None:
+        """The admin key, then the size limit, before a byte of the body is read (FastAPI would read it whole
+        before any dependency runs): returns a receive that replays the body, or None once refused."""
+        try:
+            state = require_admin(Request(scope))
+            body = await read_body(receive, state.settings.api_max_body_mib,
+                                   dict(scope["headers"]).get(b"content-length"), "API_MAX_BODY_MIB")
+        except (ApiError, RelayError) as exc:
+            await api_error(exc.message, exc.status)(scope, receive, send)
+            return None
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
     async def _relay(self, scope: dict, receive: Callable, send: Callable) -> None:
         try:
