@@ -181,7 +181,7 @@ def test_an_infinite_price_never_makes_the_sums_infinite(engine):
     state.routes.model_configs[model] = {"model": model, "enabled": True, "kind": "", "input_price": math.inf,
                                          "output_price": 0.0}
     call = app.RelayCall(request_id=unique("r"), started=1_700_000_000.0, endpoint="/v1/chat/completions",
-                         upstream_path="/chat/completions", mode=app.Mode.CHAT_COMPLETIONS, model=model, body=b"{}",
+                         route=app.RELAY_ROUTES["/v1/chat/completions"], model=model, body=b"{}",
                          obj={}, content_type="application/json", caller=app.ADMIN_CALLER)
     for usage in (None, app.Usage(5, 5, 10)):  # a failed call (0 x inf = nan) and a good one (5 x inf = inf)
         outcome = app.Outcome(200 if usage else 502, usage, b"bad gateway")
@@ -348,3 +348,4 @@ def test_kill_9_under_load_loses_no_answered_call(start_app, upstream):
     assert answered - rows == set(), f"{len(answered - rows)} answered calls have no row"
     assert len(rows - answered) <= 8, "beyond the answered calls, only the ones in flight at the kill"
     print(f"kill -9 under load: {len(answered)} answered, {len(rows)} rows, {len(before)} before the restart")
+

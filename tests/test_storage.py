@@ -128,11 +128,13 @@ def test_parse_timestamp_ms(value, expected):
     assert app.parse_timestamp_ms(value) == expected
 
 
-@pytest.mark.parametrize("value", ["abc", "17e", "12:00", "2024-01-01", "--1"])
+@pytest.mark.parametrize("value", ["abc", "17e", "12:00", "2024-01-01", "--1", "-5", "1e400", "inf", "nan",
+                                   "1" * 25, "1.5", "١٢٣"])
 def test_parse_timestamp_ms_rejects_bad_input(value):
-    with pytest.raises(app.ApiError) as info:
+    """Storage raises a plain ValueError (the admin API turns it into its 400), never a number that overflows."""
+    with pytest.raises(ValueError) as info:
         app.parse_timestamp_ms(value)
-    assert info.value.status == 400 and value in info.value.message
+    assert value[:20] in str(info.value)
 
 
 # ---- log queries ----
