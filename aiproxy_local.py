@@ -2957,7 +2957,8 @@ class LogWriter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            async with self._lock:  # never cancel a flush halfway: its batch would be neither pending nor done
+                self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:

@@ -349,3 +349,23 @@ def test_kill_9_under_load_loses_no_answered_call(start_app, upstream):
     assert len(rows - answered) <= 8, "beyond the answered calls, only the ones in flight at the kill"
     print(f"kill -9 under load: {len(answered)} answered, {len(rows)} rows, {len(before)} before the restart")
 
+
+async def test_stop_during_a_flush_lets_it_finish(tmp_path, monkeypatch):
+    """A shutdown that lands while a batch is being written waits for it: the batch counts as written and
+    leaves the journal, rather than being cut off half-way."""
+    state = make_state(tmp_path)
+    state.writer.open_journal(tmp_path / "journal")
+    slow_write = state.writer.write_batch
+
+    def slow(batch: list[app.LogEntry]) -> list[app.LogEntry]:
+        time.sleep(0.3)
+        return slow_write(batch)
+
+    monkeypatch.setattr(state.writer, "write_batch", slow)
+    state.writer.start()
+    for i in range(1200):  # three batches of at most 500
+        state.writer.submit(entry(1_700_000_000_000 + i))
+    await asyncio.sleep(0.1)  # the writer has woken and is in its first batch
+    await state.writer.stop()
+    assert state.writer.written == 1200 and app.query_logs(state.engine, app.LogFilter(), 1, 10)[1] == 1200
+    assert list((tmp_path / "journal").iterdir()) == []
