@@ -119,6 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
     Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
+    Setting("api_max_body_mib", "API_MAX_BODY_MIB", 2, "largest request body /api accepts, in MiB (else 413)"),
+    Setting("relay_max_body_mib", "RELAY_MAX_BODY_MIB", 20, "largest request body /v1 accepts, in MiB (else 413)"),
     Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
             "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
@@ -139,6 +141,8 @@ class Settings:
     connect_timeout: float = 10.0
     ttfb_timeout: float = 300.0
     log_retention_days: int = 30
+    api_max_body_mib: int = 2
+    relay_max_body_mib: int = 20
     shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
@@ -198,6 +202,25 @@ def write_secret_file(path: Path, value: str) -> None:
     os.chmod(path, 0o600)
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """The data dir holds every key: 0700, and the files in it 0600, whatever the umask. The SQLite file is
+    made before SQLite opens it, because SQLite gives its -wal and -shm files the database file's mode; an
+    older version's files are narrowed here too."""
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    url = sa.engine.make_url(settings.dsn)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(database + suffix, 0o600)
+    for name in ("admin_key", "storage_secret"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(data / name, 0o600)
+
+
 def load_or_create_secret(path: Path) -> tuple[str, bool]:
     """Return (secret, created_now)."""
     if path.exists():
@@ -216,6 +239,9 @@ def mask_key(key: str) -> str:
         return "•" * len(key)
     head = 5 if key.startswith("sk-") else 2
     return f"{key[:head]}…{key[-2:]}"
+
+
+MIB = 1024 * 1024
 
 
 def now_ms() -> int:
@@ -2430,13 +2456,21 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: str, re
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
+async def read_body(receive: Receive, limit_mib: int, declared: bytes | None = None,
+                    setting: str = "RELAY_MAX_BODY_MIB") -> bytes:
+    """The request body, refused once it passes the limit: never held whole, whatever a client sends."""
+    limit, chunks, size = limit_mib * MIB, [], 0
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        size = int(declared)
+    while size <= limit:
         message = await receive()
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
         if not message.get("more_body"):
-            return b"".join(chunks)
+            break
+    if size > limit:
+        raise RelayError(413, f"The request body is larger than {limit_mib} MiB ({setting}).", "request_too_large")
+    return b"".join(chunks)
 
 
 def models_for(state: AppState, caller: Caller) -> list[str]:
@@ -2470,7 +2504,7 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
         if route is None:
             raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
         caller = authenticate(state, raw_key)
-        body = await read_body(receive)
+        body = await read_body(receive, state.settings.relay_max_body_mib, headers.get(b"content-length"))
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers,
                                 scope.get("query_string", b"").decode("latin-1"))
@@ -2939,7 +2973,8 @@ class LogWriter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            async with self._lock:  # never cancel a flush halfway: its batch would be neither pending nor done
+                self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
@@ -6925,6 +6960,9 @@ SHARED_VERSION_POLL_SECONDS = 1.0  # another instance's change is seen within ab
 GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests under load
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class Gateway:
     """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI."""
 
@@ -6938,7 +6976,32 @@ class Gateway:
                 return await self._relay(scope, receive, send)
             if path.startswith("/api/"):
                 scope = _normalise_api_scope(scope)
+                if scope["method"] in _BODY_METHODS:
+                    receive = await self._api_body(scope, receive, send)
+                    if receive is None:
+                        return
         await self.api(scope, receive, send)
+
+    async def _api_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """The admin key, then the size limit, before a byte of the body is read (FastAPI would read it whole
+        before any dependency runs): returns a receive that replays the body, or None once refused."""
+        try:
+            state = require_admin(Request(scope), self.state)
+            body = await read_body(receive, state.settings.api_max_body_mib,
+                                   dict(scope["headers"]).get(b"content-length"), "API_MAX_BODY_MIB")
+        except (ApiError, RelayError) as exc:
+            await api_error(exc.message, exc.status)(scope, receive, send)
+            return None
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -7050,7 +7113,7 @@ def _install_error_handlers(api: FastAPI) -> None:
 
 def create_app(settings: Settings) -> Gateway:
     global _STATE
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     if settings.admin_key:
         admin_key, created = settings.admin_key, False
     else:
@@ -7194,6 +7257,7 @@ def main(argv: list[str] | None = None) -> None:
     simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
     listener = None
     if not simulated:
+        os.umask(0o077)  # every file the gateway makes (UI storage, uploads, journal) is its owner's alone
         try:
             listener = bind_listener(settings)
         except OSError as exc:
