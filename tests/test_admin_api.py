@@ -7,13 +7,17 @@ table. Log rows (and the dashboard's per-minute summaries) come from a batching 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import openai
@@ -1022,6 +1026,37 @@ def test_delete_logs_before_timestamp(start_app, upstream):
     fail(app.client.get(f"/api/logs/detail/{old['id']}"), 404)
     assert ok(app.client.get(f"/api/logs/detail/{kept['id']}"))["request_body"]
     fail(app.client.delete("/api/logs/"), 400)
+
+
+def test_csv_export_is_spreadsheet_safe_with_local_times_and_channel_names(app_server, upstream):
+    """OWASP's CSV-injection rule, times in the `timezone` asked for, and a deleted channel's name kept."""
+    u = uuid.uuid4().hex[:8]
+    models = [f"={u}", f"+{u}", f"-{u}", f"@{u}"]
+    name = f"=HYPERLINK(\"http://evil.example\",\"{u}\")"
+    (cid,) = create_channel(app_server, name=name, base_url=upstream.url(), models=models)
+    for model in models:
+        assert chat(app_server, model).status_code == 200
+    rows = {r["model"]: r for r in wait_logs(app_server, total=4, channel=cid)}
+    ok(app_server.client.delete(f"/api/channel/{cid}"))
+    resp = app_server.client.get("/api/logs/export", params={"channel": cid, "timezone": "Asia/Shanghai"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    header, *lines = list(csv.reader(io.StringIO(resp.text)))
+    assert header[:4] == ["id", "request_id", "request_at (Asia/Shanghai)", "created_at (Asia/Shanghai)"]
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert len(lines) == 4
+    for line in lines:
+        cells = dict(zip(header, line))
+        model = cells["model"].removeprefix("'")
+        assert cells["model"] == "'" + model and model in rows
+        assert (cells["channel"], cells["channel_id"]) == ("'" + name, str(cid))
+        created = datetime.fromtimestamp(rows[model]["created_at"] / 1000, shanghai)
+        assert cells["created_at (Asia/Shanghai)"] == created.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    fail(app_server.client.get("/api/logs/export", params={"timezone": "Mars/Olympus_Mons"}), 400)
+
+
+def test_csv_cell_escaping():
+    assert [app.csv_cell(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "gpt-4o", "", 5, -5)] == [
+        "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "gpt-4o", "", 5, -5]
 
 
 # ---- dashboard ----
