@@ -2519,6 +2519,24 @@ def api_option_set(body: OptionIn, state: AppState = Depends(require_admin)) -> 
 admin_router.add_api_route("/option", api_option_set, methods=["POST"])
 
 
+# ---- admin key ----
+
+def rotate_admin_key(state: AppState) -> str:
+    """A new admin key, in force at once and saved to <data-dir>/admin_key. Every client of the old one (FastGPT's
+    AIPROXY_API_TOKEN, other UI sessions) needs the new one. An ADMIN_KEY from the environment wins again at the
+    next start."""
+    key = generate_key()
+    write_secret_file(state.settings.data_path / "admin_key", key)
+    state.admin_key = key
+    return key
+
+
+@admin_router.post("/admin_key/rotate")
+def api_admin_key_rotate(state: AppState = Depends(require_admin)) -> JSONResponse:
+    key = rotate_admin_key(state)
+    return api_ok({"key": key, "kept_after_restart": not state.settings.admin_key})
+
+
 # ---- OneAPI / new-api import ----
 # Copies channels (and, on request, tokens) out of a one-api or new-api database. The row mapping is pure
 # (data in, data out); read_source() is the only code that talks to the source, import_oneapi() the only one

@@ -1186,3 +1186,32 @@ def test_an_out_of_bounds_option_stored_by_an_older_version_falls_back_to_the_de
     ok(again.client.put("/api/option/", json={"key": "retry_times", "value": 2}))
     assert ok(again.client.get("/api/option/"))["retry_times"] == 2
 
+
+# ---- admin key ----
+
+def test_rotating_the_admin_key(start_app, upstream):
+    app_ = start_app(admin_key=None, args=["--no-ui"])
+    old = app_.admin_key
+    data = ok(app_.client.post("/api/admin_key/rotate"))
+    new = data["key"]
+    assert re.fullmatch(r"[0-9A-Za-z]{48}", new) and new != old and data["kept_after_restart"] is True
+    key_file = app_.data_dir / "admin_key"
+    assert key_file.read_text().strip() == new and key_file.stat().st_mode & 0o777 == 0o600
+    fail(app_.client.get("/api/channels/all"), 401)  # this client still sends the old key
+    assert isinstance(ok(httpx.get(f"{app_.url}/api/channels/all", headers={"Authorization": f"Bearer {new}"})), list)
+    with pytest.raises(openai.AuthenticationError):
+        app_.openai(api_key=old).models.list()
+    app_.openai(api_key=new).models.list()
+    app_.stop()
+    assert start_app(admin_key=None, args=["--no-ui"]).admin_key == new, "the new key survives a restart"
+
+
+def test_rotating_a_key_from_the_environment_lasts_until_restart(start_app):
+    app_ = start_app(admin_key="fixed-admin-key-from-env", args=["--no-ui"])
+    data = ok(app_.client.post("/api/admin_key/rotate"))
+    assert data["kept_after_restart"] is False
+    assert isinstance(ok(httpx.get(f"{app_.url}/api/channels/all",
+                                   headers={"Authorization": f"Bearer {data['key']}"})), list)
+    app_.stop()
+    again = start_app(admin_key="fixed-admin-key-from-env", args=["--no-ui"])
+    assert isinstance(ok(again.client.get("/api/channels/all")), list), "ADMIN_KEY wins again"
