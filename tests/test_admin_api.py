@@ -851,6 +851,45 @@ def test_deleted_token_gets_401(app_server, upstream):
         app_server.openai(api_key=token["key"]).chat.completions.create(model=model, messages=MESSAGES)
 
 
+PRICES = {"input_price": 2.0, "output_price": 10.0}  # USD per 1K tokens
+CALL_USD = (4 * 2.0 + 3 * 10.0) / 1000  # the fake upstream reports 4 prompt tokens for MESSAGES and 3 completion
+
+
+def test_model_prices_set_used_amount_of_the_log_row_the_token_and_the_channel(app_server, upstream):
+    model, free_model = unique("priced"), unique("free")
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=[model, free_model])
+    ok(app_server.client.post(f"/api/model_config/{model}", json=PRICES))
+    token = create_token(app_server)
+    client = app_server.openai(api_key=token["key"])
+    for _ in range(2):
+        usage = client.chat.completions.create(model=model, messages=MESSAGES).usage
+        assert (usage.prompt_tokens, usage.completion_tokens) == (4, 3)
+    client.chat.completions.create(model=free_model, messages=MESSAGES)
+    rows = wait_logs(app_server, total=2, model_name=model)
+    assert [r["used_amount"] for r in rows] == pytest.approx([CALL_USD, CALL_USD])
+    assert wait_logs(app_server, total=1, model_name=free_model)[0]["used_amount"] == 0
+    assert ok(app_server.client.get(f"/api/tokens/{token['id']}"))["used_amount"] == pytest.approx(2 * CALL_USD)
+    assert get_channel(app_server, cid)["used_amount"] == pytest.approx(2 * CALL_USD)
+    points = ok(app_server.client.get("/api/dashboardv2/", params={"model": model, "timespan": "day"}))
+    assert sum(i["used_amount"] for p in points for i in p["summary"]) == pytest.approx(2 * CALL_USD)
+
+
+def test_token_over_its_quota_gets_401_insufficient_quota(app_server, upstream):
+    model = unique("quota")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    ok(app_server.client.post(f"/api/model_config/{model}", json=PRICES))
+    token = create_token(app_server, quota=1.5 * CALL_USD)
+    client = app_server.openai(api_key=token["key"])
+    client.chat.completions.create(model=model, messages=MESSAGES)
+    client.chat.completions.create(model=model, messages=MESSAGES)  # starts under the quota, ends over it
+    with pytest.raises(openai.AuthenticationError) as info:
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    assert info.value.status_code == 401 and info.value.code == "insufficient_quota"
+    assert len(wait_logs(app_server, total=2, model_name=model)) == 2, "a refused call reaches no channel"
+    ok(app_server.client.put(f"/api/tokens/{token['id']}", json={"quota": 1.0}))
+    assert client.chat.completions.create(model=model, messages=MESSAGES).model == model
+
+
 # ---- logs ----
 
 class Traffic:
