@@ -3820,18 +3820,41 @@ def api_logs_delete(timestamp: QueryTimestamp = None, state: AppState = Depends(
 
 
 LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
-                   "channel", "code", "endpoint", "prompt_tokens", "completion_tokens", "token_name", "ip",
-                   "retry_times", "content")
+                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "used_amount",
+                   "token_name", "ip", "retry_times", "content")
+_CSV_TIMES = ("request_at", "created_at")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: a spreadsheet runs these
 
 
-def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one that would start a formula gets a leading apostrophe."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def _local_time(ms: int, tz: ZoneInfo) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):  # a time no calendar shows: keep the number
+        return str(ms)
+
+
+def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
+    cells = dict(row, channel_id=row["channel"],
+                 channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
+                 **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
+    return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
+
+
+def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000, tz: ZoneInfo = ZoneInfo("UTC")) -> str:
+    """Logs as CSV for a spreadsheet: times in `tz`, channels by name (rows keep the name of a deleted one)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(LOG_CSV_COLUMNS)
+    writer.writerow([f"{c} ({tz.key})" if c in _CSV_TIMES else c for c in LOG_CSV_COLUMNS])
+    names = {c.id: c.name for c in state.routes.channels.values()}
     page = 1
     while (page - 1) * PER_PAGE_MAX < limit:
         rows, total = query_logs(state.engine, flt, page, PER_PAGE_MAX)
-        writer.writerows([r[c] for c in LOG_CSV_COLUMNS] for r in rows)
+        writer.writerows(_csv_row(r, tz, names) for r in rows)
         if page * PER_PAGE_MAX >= total:
             break
         page += 1
@@ -3839,8 +3862,9 @@ def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
 
 
 @admin_router.get("/logs/export")
-def api_logs_export(flt: LogFilter = Depends(make_log_filter), state: AppState = Depends(require_admin)) -> Response:
-    return Response(logs_csv(state, flt), media_type="text/csv; charset=utf-8",
+def api_logs_export(flt: LogFilter = Depends(make_log_filter), timezone: Timezone = "UTC",
+                    state: AppState = Depends(require_admin)) -> Response:
+    return Response(logs_csv(state, flt, tz=parse_timezone(timezone)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
 
 
@@ -3960,6 +3984,24 @@ def api_option_set(body: OptionIn, state: AppState = Depends(require_admin)) -> 
 
 
 admin_router.add_api_route("/option", api_option_set, methods=["POST"])
+
+
+# ---- admin key ----
+
+def rotate_admin_key(state: AppState) -> str:
+    """A new admin key, in force at once and saved to <data-dir>/admin_key. Every client of the old one (FastGPT's
+    AIPROXY_API_TOKEN, other UI sessions) needs the new one. An ADMIN_KEY from the environment wins again at the
+    next start."""
+    key = generate_key()
+    write_secret_file(state.settings.data_path / "admin_key", key)
+    state.admin_key = key
+    return key
+
+
+@admin_router.post("/admin_key/rotate")
+def api_admin_key_rotate(state: AppState = Depends(require_admin)) -> JSONResponse:
+    key = rotate_admin_key(state)
+    return api_ok({"key": key, "kept_after_restart": not state.settings.admin_key})
 
 
 # ---- import: OneAPI, new-api and labring/aiproxy ----
