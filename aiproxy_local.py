@@ -689,6 +689,8 @@ class Provider:
     key_help: str
     readme: str
     models: tuple[tuple[str, str], ...]  # (model, kind)
+    display: dict[str, str] = field(default_factory=dict, compare=False)  # the UI's name per language (en, zh)
+    help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
 
 
 def load_catalog(path: Path | None = None) -> dict[int, Provider]:
@@ -698,6 +700,7 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
             id=int(k), name=v["name"], adaptor=v.get("adaptor", "openai"), default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
             models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+            display=v.get("display", {}), help=v.get("help", {}),
         )
         for k, v in raw.items() if not k.startswith("_")
     }
@@ -3052,13 +3055,13 @@ def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple
     }
 
 
-def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, Any]:
+def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> dict[str, Any]:
     """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
     tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
     provider = catalog.get(ch["type"])
     return {
         "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": ch["status_reason"],
-        "provider": provider.name if provider else f"#{ch['type']}",
+        "provider": provider_name(provider, lang) if provider else f"#{ch['type']}",
         "models": "\n".join((ch["models"] + list(ch["model_mapping"]))[:4]),
         "more": max(0, len(ch["models"]) + len(ch["model_mapping"]) - 4),
         "priority": ch["priority"], "enabled": ch["status"] == 1, "requests": ch["request_count"],
@@ -3066,6 +3069,32 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, A
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
     }
+
+
+def provider_name(p: Provider, lang: str) -> str:
+    return p.display.get(lang) or p.display.get("en") or p.name
+
+
+def provider_help(p: Provider, lang: str, topic: str) -> str:
+    """The provider's help for users on `topic` (key, base_url, models) in `lang`, else in English, else ""."""
+    return p.help.get(lang, {}).get(topic) or p.help.get("en", {}).get(topic, "")
+
+
+_PICKER_SEP = "\u2063"  # invisible: splits a provider option into what is shown and what is only searched
+
+
+def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
+    """The provider picker's options: "name⁣detail⁣search terms". Quasar's input filter matches the whole string,
+    so typing 阿里, 通义, qwen or alibaba finds 阿里云百炼; only the name (and, in the list, the detail) is shown."""
+    other = "zh" if lang == "en" else "en"
+    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), provider_name(p, "en").casefold()))
+    out = {}
+    for p in order:
+        name, alt = provider_name(p, lang), provider_name(p, other)
+        models = [m for m, _ in p.models]
+        detail = " · ".join(filter(None, (alt if alt != name else "", ", ".join(models[:3]), f"#{p.id}")))
+        out[p.id] = _PICKER_SEP.join((name, detail, " ".join([p.name, *models])))
+    return out
 
 
 def diff_models(current: list[str], upstream: list[str]) -> tuple[list[str], list[str]]:
@@ -3100,13 +3129,16 @@ def _tpl(template: str, **values: str) -> str:
 # ---- session: language, theme, timezone, login ----
 
 
+def session_language() -> str:
+    try:
+        return ng.storage.user.get("lang", "en")
+    except (RuntimeError, AttributeError):  # outside a page (no session): English
+        return "en"
+
+
 def t(key: str, **values: Any) -> str:
     """The UI string `key` in the session's language."""
-    try:
-        lang = ng.storage.user.get("lang", "en")
-    except (RuntimeError, AttributeError):  # outside a page (no session): English
-        lang = "en"
-    return translate(lang, key, **values)
+    return translate(session_language(), key, **values)
 
 
 def display_tz() -> ZoneInfo:
@@ -3326,6 +3358,30 @@ def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: A
     table.props["rows-per-page-label"] = t("table.per_page")
     table.props["no-data-label"] = t("table.no_data")
     return table
+
+
+def field_help(text: str = "", classes: str = "text-muted") -> Any:
+    """A hint under a form field. Quasar's own hint overlays what follows once it wraps to two lines."""
+    label = ui.label(text).classes(f"text-xs {classes} -mt-1 mb-1 w-full")
+    label.bind_visibility_from(label, "text")
+    return label
+
+
+_PICKER_OPTION = """<q-item v-bind="props.itemProps"><q-item-section>
+    <q-item-label>{{ props.opt.label.split('\\u2063')[0] }}</q-item-label>
+    <q-item-label caption>{{ props.opt.label.split('\\u2063')[1] }}</q-item-label></q-item-section></q-item>"""
+
+
+def provider_select(catalog: dict[int, Provider], value: int, on_change: Callable[[], None]) -> Any:
+    """The provider picker: names in the session's language, searched by both names and the models."""
+    select = ui.select(provider_options(catalog, session_language()), value=value,
+                       label=t("ch.provider"), with_input=True, on_change=on_change).props(
+        "outlined").classes("w-full").mark("ch-provider")
+    select.props[":option-label"] = "(o) => String(o.label).split('\\u2063')[0]"
+    select.add_slot("option", _PICKER_OPTION)
+    select.add_slot("no-option", f'<q-item><q-item-section class="text-muted">{t("ch.no_match")}</q-item-section>'
+                                 '</q-item>')
+    return select
 
 
 def _channel_options(state: AppState, all_label: str) -> dict[Any, str]:
@@ -3562,7 +3618,7 @@ class ChannelsTable:
     def refresh(self) -> None:
         channels, _ = select_channels(self.state.engine)
         needle = (self.search.value or "").strip().lower()
-        rows = [channel_row(c, self.state.catalog) for c in channels if not needle or needle in (
+        rows = [channel_row(c, self.state.catalog, session_language()) for c in channels if not needle or needle in (
             f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
         table = self.table
         table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
@@ -3758,8 +3814,6 @@ class ChannelDialog:
         ch = self.ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [],
                                     "model_mapping": {}, "priority": 0}
         self.masked = mask_key(ch["key"]) if existing else ""
-        providers = {pid: f"{p.name} ({pid})"
-                     for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
         with _delete_on_close(ui.dialog().props("persistent")) as self.dialog, ui.card().classes(
                 "w-[52rem] max-w-[96vw] gap-2"):
             with ui.row().classes("w-full items-center"):
@@ -3767,22 +3821,21 @@ class ChannelDialog:
                     "text-xl font-semibold")
                 ui.space()
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
-            with ui.row().classes("w-full gap-3 no-wrap"):
-                self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
-                                          on_change=self.provider_changed).props("outlined").classes(
-                    "w-1/2").mark("ch-provider")
-                self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
-                    t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
-                    "ch-name")
-            self.duplicate = ui.label().classes("text-sm text-warning -mt-1").mark("ch-duplicate")
-            self.duplicate.visible = False
-            self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
+            with ui.row().classes("w-full gap-3 items-start max-sm:flex-col"):
+                with ui.column().classes("gap-0 grow basis-0 max-sm:w-full"):
+                    self.provider = provider_select(state.catalog, ch["type"], self.provider_changed)
+                    self.key_help = field_help()
+                with ui.column().classes("gap-0 grow basis-0 max-sm:w-full"):
+                    self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
+                        t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
+                        "w-full").mark("ch-name")
+                    self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
             self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
                 "outlined use-chips").classes("w-full").mark("ch-models")
-            self.models.props["hint"] = t("ch.models_hint")
+            self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
                     self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
@@ -3794,12 +3847,14 @@ class ChannelDialog:
             self.base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
+            self.base_url_help = field_help()
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
+            field_help(t("ch.key_edit_hint") if existing else t("ch.key_lines_hint"))
             self.priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props(
                 "outlined").classes("w-full").mark("ch-priority")
-            self.priority.props["hint"] = t("ch.priority_hint")
+            field_help(t("ch.priority_hint"))
             with ui.row().classes("w-full items-center pt-2"):
                 ui.button(t("ch.test_before"), icon="speed", on_click=self.test_before_saving).props("outline")
                 ui.space()
@@ -3813,7 +3868,6 @@ class ChannelDialog:
         name = (self.name.value or "").strip()
         taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
         self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
-        self.duplicate.visible = taken
 
     def builtin(self, pid: int) -> list[str]:
         return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
@@ -3831,12 +3885,11 @@ class ChannelDialog:
         self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
         self.models.update()
         self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
-        self.base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
-            "ch.base_url_required")
-        self.key.props["placeholder"] = p.key_help
-        self.key.props["hint"] = t("ch.key_edit_hint") if self.existing else t("ch.key_lines_hint")
-        self.readme.text = p.readme
-        self.readme.visible = bool(p.readme)
+        lang = session_language()
+        self.base_url_help.text = provider_help(p, lang, "base_url") or (
+            t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t("ch.base_url_required"))
+        self.key_help.text = provider_help(p, lang, "key")
+        self.models_help.text = " ".join(filter(None, (provider_help(p, lang, "models"), t("ch.models_hint"))))
 
     def effective_key(self) -> str:
         value = (self.key.value or "").strip()
@@ -4472,7 +4525,7 @@ def migrate_preview(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dic
 
 
 def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
-                         catalog: dict[int, Provider]) -> list[dict[str, Any]]:
+                         catalog: dict[int, Provider], lang: str) -> list[dict[str, Any]]:
     """One table row per source channel: what it is there, what it becomes here, and what the import does."""
     types = load_oneapi_types()[report["flavour"]]
     source = {str(c.get("id", "")): c for c in channels}
@@ -4486,7 +4539,7 @@ def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
         except (TypeError, ValueError):
             status = -1
         rows.append({
-            "id": r["source_id"], "name": r["name"], "provider": provider.name if provider else "–",
+            "id": r["source_id"], "name": r["name"], "provider": provider_name(provider, lang) if provider else "–",
             "source_type": f"{types.get(str(r['source_type']), {}).get('name', '?')} · {r['source_type']}",
             "models": "\n".join(models[:4]), "more": max(0, len(models) - 4),
             "status": _SOURCE_STATUS.get(status, "other"), "action": r["status"],
@@ -4521,7 +4574,7 @@ def _probe_oneapi(dsn: str) -> tuple[str, str, int, int]:
 
 def _preview_oneapi(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     report, channels = migrate_preview(state, dsn)
-    return report, migrate_preview_rows(report, channels, state.catalog)
+    return report, migrate_preview_rows(report, channels, state.catalog, session_language())
 
 
 MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
@@ -4864,7 +4917,7 @@ class MigrateWizard:
         return select_channels(self.state.engine, [Channel.id.in_(self.ids)], order=Channel.id)[0]
 
     def refresh_imported(self) -> None:
-        rows = [channel_row(ch, self.state.catalog) for ch in self.imported_channels()]
+        rows = [channel_row(ch, self.state.catalog, session_language()) for ch in self.imported_channels()]
         for row in rows:
             row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
         self.done_table.rows = rows

@@ -480,6 +480,52 @@ def test_every_ui_string_exists_in_both_languages() -> None:
         assert set(re.findall(r"{\w+}", text)) == set(re.findall(r"{\w+}", strings["zh"][key])), key
 
 
+def test_every_provider_has_names_and_help_for_users_in_both_languages() -> None:
+    providers = json.loads((Path(__file__).resolve().parent.parent / "assets" / "providers.json").read_text("utf-8"))
+    chinese = re.compile(r"[\u4e00-\u9fff]")
+    for pid, entry in providers.items():
+        assert set(entry["display"]) == {"en", "zh"} and all(entry["display"].values()), pid
+        helps = entry["help"]
+        assert set(helps) == {"en", "zh"} and set(helps["en"]) == set(helps["zh"]) <= {"key", "base_url", "models"}
+        assert helps["en"]["key"] and chinese.search(helps["zh"]["key"]), pid  # where the key comes from
+        assert not chinese.search(" ".join(helps["en"].values())), pid
+        for text in (*helps["en"].values(), *helps["zh"].values()):  # for users, not for developers
+            assert "adaptor" not in text and "aiproxy" not in text.lower(), (pid, text)
+
+
+def test_the_provider_picker_finds_a_provider_by_either_name_or_a_model() -> None:
+    import aiproxy_local as m
+
+    catalog = m.load_catalog()
+
+    def found(needle: str) -> set[int]:  # what Quasar's input filter keeps: a case-blind substring of the label
+        return {pid for pid, label in m.provider_options(catalog, "en").items() if needle.lower() in label.lower()}
+
+    for needle in ("阿里", "通义", "qwen", "Alibaba", "BAILIAN"):
+        assert 17 in found(needle), needle
+    assert 25 in found("月之暗面") and 25 in found("kimi") and found("智谱") == {16, 52}
+    assert found("no-such-provider-anywhere") == set()
+    shown, detail, _ = m.provider_options(catalog, "zh")[17].split("\u2063")
+    assert shown == "阿里云百炼（通义千问）" and detail.startswith("Alibaba Cloud Bailian (Qwen) · qwen")
+    assert detail.endswith("#17")  # the numeric id: a detail, never the name
+    assert set(list(m.provider_options(catalog, "en"))[-2:]) == {53, 55}  # the test providers come last
+
+
+async def test_the_channel_form_speaks_the_providers_help(user: User) -> None:
+    await login(user, "/channels")
+    user.find(marker="add-channel").click()
+    the(user, "ch-provider").value = 17
+    await user.should_see("Create a key in the Bailian console")
+    await user.should_see("The international site is https://dashscope-intl.aliyuncs.com/compatible-mode/v1")
+    user.find("Cancel").click()
+    user.find("中文").click()
+    await user.should_see("新增渠道")
+    user.find(marker="add-channel").click()
+    the(user, "ch-provider").value = 17
+    await user.should_see("在阿里云百炼控制台（bailian.console.aliyun.com → API-KEY）创建")
+    assert the(user, "ch-provider").options[17].startswith("阿里云百炼（通义千问）\u2063")
+
+
 def test_api_only_mode_never_imports_nicegui(tmp_path) -> None:
     """`--no-ui` is measured for memory (bench/): the UI's library must stay out of that process."""
     code = ("import sys, aiproxy_local as m; m.create_app(m.Settings(data_dir=sys.argv[1], no_ui=True)); "
