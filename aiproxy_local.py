@@ -3097,6 +3097,64 @@ def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
     return out
 
 
+_CONNECT_REASONS = (  # words of an OS or client error → the reason we name, first match wins
+    (("refused",), "refused"), (("name or service", "nodename", "getaddrinfo", "name resolution", "no address",
+                                 "not known"), "no_host"),
+    (("timed out", "timeout"), "timeout"), (("certificate", "ssl", "tls"), "tls"), (("reset",), "reset"),
+    (("unreachable",), "unreachable"),
+)
+
+
+def error_message(body: str) -> str:
+    """The provider's own words from an error body (OpenAI, Anthropic, Gemini or aiproxy shape), else the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or data.get("message") or body).strip()
+    return str(error).strip()
+
+
+def _host_port(base_url: str) -> str:
+    parts = urllib.parse.urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}" if parts.hostname else base_url
+
+
+def _lacks_version_path(base_url: str, default_base_url: str) -> bool:
+    """A base URL without /v1 (or /v4, /v1beta …) where the provider's own address has one: a common 404."""
+    def versioned(url: str) -> bool:
+        return bool(re.search(r"/v\d[\w.]*(/|$)", urllib.parse.urlsplit(url).path))
+    return bool(base_url) and not versioned(base_url) and (not default_base_url or versioned(default_base_url))
+
+
+def describe_test_failure(result: dict[str, Any], base_url: str, default_base_url: str) -> tuple[str, str]:
+    """A failed model test in words for the user: (what happened, what to check). The raw body stays a detail."""
+    raw = result.get("response") or ""
+    code, message = result["code"], error_message(raw)
+    lower = message.lower()
+    said = f": {message[:200]}" if message else ""
+    if code == 0 or (code == 502 and "connect" in raw.lower()):  # our relay's word for "no answer at all"
+        reason = next((name for words, name in _CONNECT_REASONS if any(w in lower for w in words)), "")
+        where = _host_port(base_url)
+        return (t("test.err_connect", where=where, reason=t(f"test.reason_{reason}")) if reason
+                else t("test.err_connect_plain", where=where)), t("test.check_base_url")
+    if code == 504:
+        return t("test.err_timeout"), t("test.check_base_url")
+    if code in (401, 403):
+        return t("test.err_key", code=code) + said, t("test.check_key")
+    if code == 404:
+        return t("test.err_404") + said, t("test.hint_v1") if _lacks_version_path(base_url, default_base_url) else (
+            t("test.check_model"))
+    if code == 429:
+        return t("test.err_429") + said, ""
+    if code >= 500:
+        return t("test.err_5xx", code=code) + said, ""
+    return t("test.err_other", code=code) + said, ""
+
+
 def diff_models(current: list[str], upstream: list[str]) -> tuple[list[str], list[str]]:
     """(new at the provider, no longer listed by it) for "fetch models from upstream"."""
     have, listed = set(current), set(upstream)
@@ -3998,18 +4056,18 @@ class ModelTestPanel:
                 ui.timer(0.05, self.run, once=True)
 
     def _add_row(self, route: ChannelRoute, model: str, label: str) -> None:
-        with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
-            box = ui.checkbox(value=True)
-            ui.label(label).classes("font-mono text-sm w-64 truncate")
-            status = ui.row().classes("items-center gap-1 w-24 no-wrap")
+        with ui.row().classes("w-full items-start no-wrap gap-2 py-1 border-b border-gray-500/20"):
+            box = ui.checkbox(value=True).props("dense").classes("pt-1")
+            with ui.column().classes("grow min-w-0 gap-0"):
+                ui.label(label).classes("font-mono text-sm break-all")  # long names wrap, never cut
+                detail = ui.column().classes("w-full gap-0")
+            status = ui.row().classes("items-center gap-1 shrink-0 no-wrap pt-1")
             with status:
-                ui.icon("schedule").classes("opacity-40")
-                ui.label(t("test.waiting")).classes("text-xs opacity-60")
-            detail = ui.label().classes("text-xs grow break-all")
+                ui.icon("schedule").classes("text-muted")
+                ui.label(t("test.waiting")).classes("text-xs text-muted")
         self.rows.append(_TestRow(route, model, box, status, detail))
 
-    @staticmethod
-    def show(row: _TestRow, result: dict[str, Any] | None) -> None:
+    def show(self, row: _TestRow, result: dict[str, Any] | None) -> None:
         row.status.clear()
         with row.status:
             if result is None:
@@ -4019,9 +4077,21 @@ class ModelTestPanel:
             ok = result["success"]
             ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
             ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
-        code = f"HTTP {result['code']}" if result["code"] else t("test.no_answer")
-        row.detail.text = code if ok else f"{code} · {result['response'][:300]}"
-        row.detail.classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
+        row.detail.clear()
+        with row.detail:
+            if ok:
+                ui.label(f"HTTP {result['code']}").classes("text-xs text-muted")
+                return
+            provider = self.state.catalog.get(row.route.type)
+            said, check = describe_test_failure(result, row.route.base_url,
+                                                provider.default_base_url if provider else "")
+            ui.label(said).classes("text-sm text-negative break-words").mark("test-failure")
+            if check:
+                ui.label(check).classes("text-sm").mark("test-hint")
+            if result.get("response"):
+                with ui.expansion(t("test.details")).props("dense dense-toggle").classes("text-xs w-full"):
+                    ui.label(f"HTTP {result['code']}\n{result['response'][:2000]}").classes(
+                        "font-mono text-xs whitespace-pre-wrap break-all").mark("test-raw")
 
     async def run(self) -> None:
         chosen = [r for r in self.rows if r.box.value]

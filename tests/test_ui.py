@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import free_port
 from nicegui import ui
 from nicegui.testing import User
 
@@ -202,6 +203,53 @@ async def test_model_test_panel_shows_durations_and_codes(user: User, upstream) 
     await user.should_see("HTTP 500")
     row = next(r for r in the(user, "channels").rows if r["id"] == bad)
     assert not row["test_ok"] and row["test"].startswith("✗")
+
+
+async def test_failed_tests_are_said_in_words_with_the_raw_answer_as_a_detail(user: User, upstream) -> None:
+    port = free_port()  # nothing listens there
+    dead = add_channel("dead", f"http://127.0.0.1:{port}/v1", ["gpt-4o-mini"])
+    no_version = add_channel("no-v1", upstream.base, ["gpt-4o-mini"])  # the host root: /chat/completions is a 404
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", dead)
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 0 passed, 1 failed", retries=100)
+    failure = the(user, "test-failure").text
+    assert failure.startswith(f"Could not connect to 127.0.0.1:{port}") and "{" not in failure
+    assert the(user, "test-hint").text == "Check the Base URL."
+    assert '"error"' in the(user, "test-raw").text  # the raw answer, behind "Details"
+    user.find("Close").click()
+
+    user.notify.messages.clear()
+    user.find(marker="channels").trigger("test", no_version)
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 0 passed, 1 failed", retries=100)
+    assert the(user, "test-failure").text.startswith("The provider has no such address or model (HTTP 404)")
+    assert the(user, "test-hint").text == "Does the Base URL need /v1 at the end?"
+
+
+def test_test_failures_in_words() -> None:
+    import aiproxy_local as m
+
+    def said(code: int, body: str, base: str = "https://api.example.com/v1", default: str = "") -> tuple[str, str]:
+        return m.describe_test_failure({"code": code, "response": body}, base, default)
+
+    refused = '{"error": {"message": "Could not connect to 127.0.0.1:9 (connection refused)", "code": "x"}}'
+    assert said(502, refused, "http://127.0.0.1:9/v1") == ("Could not connect to 127.0.0.1:9 (connection refused)",
+                                                          "Check the Base URL.")
+    assert said(502, "Upstream connection failed: Cannot connect to host nowhere.invalid:443 ssl:default "
+                     "[Name or service not known]", "https://nowhere.invalid/v1")[0] == (
+        "Could not connect to nowhere.invalid:443 (host name not found)")
+    assert said(502, '{"error": {"message": "Bad gateway"}}')[0] == "The provider failed (HTTP 502): Bad gateway"
+    assert said(401, '{"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}'
+                ) == ("The provider refused the API key (HTTP 401): invalid x-api-key",
+                      "Check the API key, and that it may use this model.")
+    assert said(404, "not found", "https://api.example.com")[1] == "Does the Base URL need /v1 at the end?"
+    assert said(404, "not found", "https://api.example.com/v1")[1] == "Check the model name."
+    assert said(404, "", "https://generativelanguage.googleapis.com",  # a provider whose address has no version
+                "https://generativelanguage.googleapis.com")[1] == "Check the model name."
+    assert said(429, '{"error": {"message": "slow down"}}')[0].endswith("(HTTP 429): slow down")
+    assert m.error_message('{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}') == "bad"
+    assert m.error_message('{"success": false, "message": "aiproxy says no"}') == "aiproxy says no"
 
 
 async def test_fetch_models_from_upstream_shows_a_diff(user: User, upstream) -> None:
