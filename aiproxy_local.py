@@ -3071,6 +3071,15 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
     }
 
 
+def whole_number(value: Any) -> int | None:
+    """7, 7.0 and "7" → 7; 2.5, "", None and words → None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
 def provider_name(p: Provider, lang: str) -> str:
     return p.display.get(lang) or p.display.get("en") or p.name
 
@@ -3418,6 +3427,12 @@ def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: A
     return table
 
 
+def priority_field(value: int) -> Any:
+    """A priority: a whole number, refused (not rounded) otherwise."""
+    return ui.number(t("ch.priority"), value=value, validation=lambda v: None if whole_number(v) is not None else t(
+        "ch.priority_invalid")).props("outlined hide-bottom-space")
+
+
 def field_help(text: str = "", classes: str = "text-muted") -> Any:
     """A hint under a form field. Quasar's own hint overlays what follows once it wraps to two lines."""
     label = ui.label(text).classes(f"text-xs {classes} -mt-1 mb-1 w-full")
@@ -3636,6 +3651,7 @@ class ChannelsTable:
 
     def __init__(self, state: AppState, request: Request) -> None:
         self.state = state
+        self.order: list[int] = []  # row order, kept across edits so rows never jump away from the pointer
         with ui.row().classes("items-center gap-2 w-full"):
             ui.button(t("ch.add"), icon="add", on_click=lambda: ChannelDialog(state, None, self.refresh)).mark(
                 "add-channel")
@@ -3674,12 +3690,20 @@ class ChannelsTable:
         self.refresh()
 
     def refresh(self) -> None:
+        """Fresh rows in the kept order: the first load sorts (enabled first, then by priority), later loads put
+        new channels on top and leave the others where they are, until the user sorts a column or reloads."""
         channels, _ = select_channels(self.state.engine)
+        rows = {c["id"]: channel_row(c, self.state.catalog, session_language()) for c in channels}
+        if not self.order:
+            self.order = [r["id"] for r in sorted(rows.values(), key=lambda r: (not r["enabled"], -r["priority"],
+                                                                                 r["id"]))]
+        else:
+            self.order = sorted(rows.keys() - set(self.order), reverse=True) + [i for i in self.order if i in rows]
         needle = (self.search.value or "").strip().lower()
-        rows = [channel_row(c, self.state.catalog, session_language()) for c in channels if not needle or needle in (
-            f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
+        shown = {c["id"] for c in channels if not needle or needle in (
+            f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()}
         table = self.table
-        table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
+        table.rows = [rows[i] for i in self.order if i in shown]
         kept = {r["id"] for r in table.rows}
         table.selected = [r for r in table.rows if r["id"] in {s["id"] for s in table.selected} & kept]
         self.empty.visible, table.visible = not channels, bool(channels)
@@ -3700,12 +3724,14 @@ class ChannelsTable:
         if await confirm(t("bulk.confirm_enable" if on else "bulk.confirm_disable", n=len(ids)),
                          t("bulk.enable" if on else "bulk.disable"), details=names):
             set_channels_status(self.state, ids, status)
+            ui.notify(t("bulk.enabled" if on else "bulk.disabled", n=len(ids)), type="positive")
             self.refresh()
 
     async def bulk_delete(self) -> None:
         ids, names = self._selected()
         if await confirm(t("bulk.confirm_delete", n=len(ids)), t("common.delete"), danger=True, details=names):
             delete_channels(self.state, ids)
+            ui.notify(t("bulk.deleted", n=len(ids)), type="positive")
             self.table.selected = []
             self.refresh()
 
@@ -3714,21 +3740,28 @@ class ChannelsTable:
         with ui.dialog() as dialog, ui.card().classes("w-[26rem]"):
             ui.label(t("bulk.confirm_priority", n=len(ids))).classes("font-medium")
             ui.label(names).classes("text-sm opacity-70")
-            value = ui.number(t("ch.priority"), value=0, precision=0).props("outlined autofocus")
+            value = priority_field(0).props("autofocus")
             with ui.row().classes("w-full justify-end"):
                 ui.button(t("common.cancel"), on_click=lambda: dialog.submit(None)).props("flat")
-                ui.button(t("common.apply"), on_click=lambda: dialog.submit(value.value)).mark("confirm")
+                ui.button(t("common.apply"), on_click=lambda: value.validate() and dialog.submit(
+                    value.value)).mark("confirm")
         priority = await dialog
         dialog.delete()
         if priority is not None:
             set_channels_priority(self.state, ids, int(priority))
+            ui.notify(t("bulk.prioritised", n=len(ids), priority=int(priority)), type="positive")
             self.refresh()
 
     def on_priority(self, e: Any) -> None:
-        try:
-            set_channels_priority(self.state, [int(e.args["id"])], int(e.args["value"]))
-        except (TypeError, ValueError):
+        route = self.state.routes.channels.get(int(e.args["id"]))
+        priority = whole_number(e.args["value"])
+        if route is None:
+            return
+        if priority is None:  # 2.5 must not quietly become 2
             ui.notify(t("ch.priority_invalid"), type="warning")
+        elif priority != route.priority:
+            set_channels_priority(self.state, [route.id], priority)
+            ui.notify(t("ch.priority_saved", name=route.name, priority=priority), type="positive")
         self.refresh()
 
     def on_toggle(self, e: Any) -> None:
@@ -3910,8 +3943,7 @@ class ChannelDialog:
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
             field_help(t("ch.key_edit_hint") if existing else t("ch.key_lines_hint"))
-            self.priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props(
-                "outlined").classes("w-full").mark("ch-priority")
+            self.priority = priority_field(ch["priority"]).classes("w-full").mark("ch-priority")
             field_help(t("ch.priority_hint"))
             with ui.row().classes("w-full items-center pt-2"):
                 ui.button(t("ch.test_before"), icon="speed", on_click=self.test_before_saving).props("outline")
@@ -3954,7 +3986,7 @@ class ChannelDialog:
         return self.ch["key"] if self.existing and value == self.masked else value
 
     def collect(self, need_models: bool = True) -> ChannelIn | None:
-        checks = [self.name.validate(), self.base_url.validate(), self.key.validate()]
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate()]
         if need_models:
             checks.append(self.models.validate())
         incomplete = self.mapping.incomplete()
@@ -3964,7 +3996,7 @@ class ChannelDialog:
             return None
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
-                         model_mapping=self.mapping.values(), priority=int(self.priority.value or 0))
+                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0)
 
     def save(self) -> None:
         data = self.collect()

@@ -153,6 +153,30 @@ async def test_priority_field_and_enabled_switch_change_the_engine(user: User, u
         assert [m.id async for m in client.models.list()] == ["gpt-4o-mini"]
 
 
+async def test_edits_keep_the_row_order_say_so_and_refuse_a_fractional_priority(user: User, upstream) -> None:
+    ids = [add_channel(name, upstream.url("ok"), ["m"], priority=p) for name, p in (("a", 3), ("b", 2), ("c", 1))]
+    await login(user, "/channels")
+    order = [r["id"] for r in the(user, "channels").rows]
+    assert order == ids  # the first load sorts by priority
+    table = user.find(marker="channels")
+    table.trigger("priority", {"id": ids[2], "value": 9})  # would sort c to the top
+    await user.should_see("Priority of c set to 9")
+    table.trigger("toggle", {"id": ids[0], "value": False})  # would sort a to the bottom
+    await user.should_see("Channel disabled")
+    assert [r["id"] for r in the(user, "channels").rows] == order  # rows stay under the pointer
+    table.trigger("priority", {"id": ids[1], "value": 2.5})
+    await user.should_see("Priority must be a whole number")
+    assert state().routes.channels[ids[1]].priority == 2  # refused, not rounded down
+    assert next(r for r in the(user, "channels").rows if r["id"] == ids[1])["priority"] == 2  # the field reverts
+    user.find(marker="channels").trigger("edit", ids[1])
+    user.find(marker="ch-priority").clear().type("2.5")
+    user.find(marker="save-channel").click()
+    assert the(user, "ch-priority").error == "Priority must be a whole number"
+    assert state().routes.channels[ids[1]].priority == 2
+    await user.open("/channels")  # a reload sorts again
+    assert [r["id"] for r in the(user, "channels").rows] == [ids[2], ids[1], ids[0]]
+
+
 async def test_bulk_actions_preview_the_count(user: User, upstream) -> None:
     ids = [add_channel(f"bulk-{i}", upstream.url("ok"), ["m"]) for i in range(3)]
     await login(user, "/channels")
@@ -164,15 +188,18 @@ async def test_bulk_actions_preview_the_count(user: User, upstream) -> None:
     await user.should_see("Disable 2 channel(s)?")
     user.find(marker="confirm").click()
     await eventually(lambda: [state().routes.channels[i].enabled for i in ids] == [False, False, True])
+    await user.should_see("Disabled 2 channel(s)")
     user.find("Set priority").click()
     await user.should_see("Set the priority of 2 channel(s)")
     user.find(ui.number).elements.pop().value = 42
     user.find(marker="confirm").click()
     await eventually(lambda: [state().routes.channels[i].priority for i in ids] == [42, 42, 0])
+    await user.should_see("Priority 42 set on 2 channel(s)")
     user.find("Delete").click()
     await user.should_see("Delete 2 channel(s)? This cannot be undone.")
     user.find(marker="confirm").click()
     await eventually(lambda: list(state().routes.channels) == [ids[2]])
+    await user.should_see("Deleted 2 channel(s)")
     await user.should_not_see("2 selected")
 
 
