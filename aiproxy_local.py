@@ -2945,6 +2945,7 @@ TIME_PRESETS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30
 PRESET_TIMESPAN = {"yesterday": "hour", "15m": "minute", "1h": "minute", "24h": "hour", "7d": "hour", "30d": "day"}
 _TOGGLE_PROPS = "dense no-caps unelevated rounded color=grey-3 text-color=grey-9 toggle-color=primary"
 SLOW_CALL_SECONDS = 10  # the log list marks slower calls in red
+CHANNEL_CHIPS = 4  # models shown per channel row; the rest is a "+N" chip
 LOG_PAGE_SIZES = (20, 50, 100)
 MAX_CHART_POINTS = 2000  # above this, empty buckets are not filled in (a 30-day range by minute)
 _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_time_milliseconds",
@@ -3059,11 +3060,13 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
     """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
     tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
     provider = catalog.get(ch["type"])
+    shown = ch["models"][:CHANNEL_CHIPS]
+    mapped = [f"{src} → {dst}" for src, dst in list(ch["model_mapping"].items())[:CHANNEL_CHIPS - len(shown)]]
     return {
         "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": ch["status_reason"],
         "provider": provider_name(provider, lang) if provider else f"#{ch['type']}",
-        "models": "\n".join((ch["models"] + list(ch["model_mapping"]))[:4]),
-        "more": max(0, len(ch["models"]) + len(ch["model_mapping"]) - 4),
+        "models": "\n".join(shown), "mapped": "\n".join(mapped),  # a mapped name shows where it goes
+        "more": len(ch["models"]) + len(ch["model_mapping"]) - len(shown) - len(mapped),
         "priority": ch["priority"], "enabled": ch["status"] == 1, "requests": ch["request_count"],
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
@@ -3287,6 +3290,7 @@ _THEME_CSS = """
 .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
 .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
 .model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
+.model-chip.chip-mapped { background: transparent !important; border: 1px solid currentColor; }
 """
 
 
@@ -3618,8 +3622,10 @@ _CHANNEL_SLOTS = {
         <div class="text-xs opacity-60 font-mono">{{ props.row.key }}</div>
         <div v-if="props.row.reason" class="text-xs text-orange-8">{{ props.row.reason }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
-        <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm">
-          {{ m }}</q-chip>
+        <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
+          class="model-chip">{{ m }}</q-chip>
+        <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square size="sm"
+          class="model-chip chip-mapped" icon="swap_horiz">{{ m }}<q-tooltip>[[mapped]]</q-tooltip></q-chip>
         <q-chip v-if="props.row.more" dense size="sm" color="primary" text-color="white">+{{ props.row.more }}</q-chip>
         </q-td>""",
     "body-cell-priority": """<q-td :props="props">
@@ -3643,6 +3649,12 @@ _CHANNEL_SLOTS = {
         <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
           <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""",
 }
+
+
+def channel_slot(name: str) -> str:
+    """A cell template of the channel list, in the session's language (the migrate summary reuses them)."""
+    return _tpl(_CHANNEL_SLOTS[name], edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
+                untested=t("ch.untested"), mapped=t("ch.mapped_tip"))
 
 
 class ChannelsTable:
@@ -3680,9 +3692,8 @@ class ChannelsTable:
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
                                 on_select=self.selection_changed).props("hide-selected-banner")
-        for slot, template in _CHANNEL_SLOTS.items():
-            self.table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"),
-                                           delete=t("common.delete"), untested=t("ch.untested")))
+        for slot in _CHANNEL_SLOTS:
+            self.table.add_slot(slot, channel_slot(slot))
         self.empty = ui.label(t("ch.empty")).classes("opacity-70")
         for event, handler in (("priority", self.on_priority), ("toggle", self.on_toggle), ("edit", self.on_edit),
                                ("test", self.on_test), ("delete", self.on_delete)):
@@ -3806,7 +3817,8 @@ class MappingEditor:
         self.on_change = on_change
         self.rows: list[tuple[Any, Any, Any]] = []  # (row, requested, upstream)
         with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(mapping)).classes(
-                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props(
+                "dense") as self.expansion:
             ui.label(t("ch.mapping_hint")).classes("text-xs opacity-70")
             self.box = ui.column().classes("w-full gap-1")
             with ui.row().classes("gap-1"):
@@ -3819,13 +3831,17 @@ class MappingEditor:
 
     def add_row(self, src: str = "", dst: str = "") -> None:
         with self.box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
-            left = ui.input(t("ch.map_from"), value=src, on_change=self.on_change).props(
-                "dense outlined").classes("grow").mark("map-from")
-            ui.icon("arrow_forward").classes("opacity-60")
-            right = ui.input(t("ch.map_to"), value=dst, on_change=self.on_change).props(
-                "dense outlined").classes("grow").mark("map-to")
+            left = ui.input(t("ch.map_from"), value=src, on_change=self._edited).props(
+                "dense outlined hide-bottom-space").classes("grow").mark("map-from")
+            ui.icon("arrow_forward").classes("text-muted")
+            right = ui.input(t("ch.map_to"), value=dst, on_change=self._edited).props(
+                "dense outlined hide-bottom-space").classes("grow").mark("map-to")
             ui.button(icon="delete", on_click=lambda: self.remove_row(row)).props("flat dense round")
         self.rows.append((row, left, right))
+
+    def _edited(self, e: Any) -> None:
+        e.sender.error = None
+        self.on_change()
 
     def remove_row(self, row: Any) -> None:
         self.rows = [r for r in self.rows if r[0] is not row]
@@ -3836,7 +3852,14 @@ class MappingEditor:
         return {a.value.strip(): b.value.strip() for _, a, b in self.rows if a.value.strip() and b.value.strip()}
 
     def incomplete(self) -> bool:
-        return any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in self.rows)
+        """Whether a row has only one side; the empty side is marked."""
+        for _, left, right in self.rows:
+            left.error = t("v.required") if right.value.strip() and not left.value.strip() else None
+            right.error = t("v.required") if left.value.strip() and not right.value.strip() else None
+        if any(left.error or right.error for _, left, right in self.rows):
+            self.expansion.open()
+            return True
+        return False
 
     def replace(self, mapping: dict[str, str]) -> None:
         for row, _, _ in list(self.rows):
@@ -3932,8 +3955,8 @@ class ChannelDialog:
                     self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
                 ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
                     "flat dense size=sm")
-                ui.button(t("ch.fetch"), icon="cloud_download", on_click=self.fetch_models).props(
-                    "flat dense size=sm")
+                self.fetch_button = ui.button(t("ch.fetch"), icon="cloud_download",
+                                              on_click=self.fetch_models).props("flat dense size=sm").mark("fetch")
             self.mapping = MappingEditor(ch["model_mapping"])
             self.base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
@@ -4032,12 +4055,14 @@ class ChannelDialog:
         data = self.collect(need_models=False)
         if data is None:
             return
-        ui.notify(t("ch.fetching"))
+        self.fetch_button.props("loading")  # busy for exactly as long as the provider takes
         try:
             listed = await fetch_upstream_models(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
+        finally:
+            self.fetch_button.props(remove="loading")
         choose_model_changes(list(self.models.value or []), listed, self.set_models)
 
 
@@ -4765,7 +4790,7 @@ class MigrateWizard:
             self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
                                           pagination={"rowsPerPage": 20}).classes("w-full").props(
                 "flat bordered").mark("migrate-preview")
-            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]),
+            for slot, template in (("body-cell-models", channel_slot("body-cell-models")),
                                    *_MIGRATE_SLOTS.items()):
                 self.preview_table.add_slot(slot, template)
             self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
@@ -4813,7 +4838,7 @@ class MigrateWizard:
             ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
                 "flat bordered").mark("migrate-imported")
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
-                self.done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
+                self.done_table.add_slot(slot, channel_slot(slot))
             self.works = ui.label().classes("font-medium").mark("migrate-works")
             with ui.column().classes("w-full gap-1") as self.skipped_box:
                 ui.label(t("migrate.skipped_rows")).classes("font-medium")

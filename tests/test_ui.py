@@ -86,7 +86,11 @@ async def test_add_channel_with_custom_model_and_mapping(user: User, upstream) -
     user.find(marker="ch-models").trigger("update:modelValue", ["my-custom-model"])  # typed + Enter in a browser
     user.find("Add mapping").click()
     user.find(marker="map-from").type("gpt-4")
+    user.find(marker="save-channel").click()  # half a mapping row: the empty side is marked, nothing saved
+    assert the(user, "map-to").error == "Required" and the(user, "map-from").error is None
+    assert not state().routes.channels
     user.find(marker="map-to").type("my-custom-model")
+    assert the(user, "map-to").error is None
     user.find(marker="ch-base-url").type(upstream.url("ok"))
     user.find(marker="ch-key").type("sk-first-key\nsk-second-key")  # two lines: two channels
     user.find(marker="ch-priority").clear().type("5")
@@ -95,6 +99,8 @@ async def test_add_channel_with_custom_model_and_mapping(user: User, upstream) -
 
     channels = sorted(state().routes.channels.values(), key=lambda c: c.id)
     assert [c.key for c in channels] == ["sk-first-key", "sk-second-key"]
+    row = the(user, "channels").rows[0]
+    assert (row["models"], row["mapped"]) == ("my-custom-model", "gpt-4 → my-custom-model")  # not a served model
     for c in channels:
         assert c.models == {"my-custom-model"} and c.mapping == {"gpt-4": "my-custom-model"}
         assert c.base_url == upstream.url("ok") and c.priority == 5
@@ -285,6 +291,7 @@ async def test_fetch_models_from_upstream_shows_a_diff(user: User, upstream) -> 
     user.find(marker="channels").trigger("edit", cid)
     user.find("Fetch models from upstream").click()
     await user.should_see("The provider lists 6 models", retries=50)
+    assert "loading" not in the(user, "fetch").props and len(user.notify.messages) == 0  # no toast outlives it
     await user.should_see("New at the provider (5)")
     await user.should_see("No longer listed by the provider (1)")
     the(user, "drop-model").value = True  # removal is opt-in
