@@ -4304,18 +4304,15 @@ class LogsTable:
             ui.switch(t("logs.auto"), on_change=lambda e: setattr(self.timer, "active", e.value))
             ui.button(t("logs.export"), icon="download", on_click=self.export).props("outline dense")
             ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
-        columns = [
+        columns = [  # endpoint, IP and the rest are in the row's detail: the list fits a 1440 px window
             {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
-            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
-            {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
             {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
             {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
-            {"name": "input", "label": t("logs.input"), "field": "input"},
-            {"name": "output", "label": t("logs.output"), "field": "output"},
             {"name": "code", "label": t("logs.code"), "field": "code"},
-            {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
+            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
+            {"name": "ttfb", "label": t("logs.ttfb"), "field": "ttfb"},
+            {"name": "tokens", "label": t("logs.tokens"), "field": "tokens"},
             {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
-            {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
         self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
@@ -4355,17 +4352,15 @@ class LogsTable:
         self.table.rows = [self.row(r) for r in rows]
 
     def row(self, r: dict[str, Any]) -> dict[str, Any]:
-        route = self.state.routes.channels.get(r["channel"])
         took = max(0, r["created_at"] - r["request_at"])
         mapped = r["actual_model"] and r["actual_model"] != r["model"]
         return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], self.tz),
                 "duration": fmt_seconds(took), "slow": took > SLOW_CALL_SECONDS * 1000,
                 "ttfb": fmt_seconds(r["ttfb_milliseconds"]) if r["ttfb_milliseconds"] else "–",
-                "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
+                "channel": log_channel_name(r, self.state.routes.channels.get(r["channel"])) or "–",
                 "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
-                "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
-                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"],
-                "is_test": r["is_test"]}
+                "tokens": f"{r['prompt_tokens']} / {r['completion_tokens']}", "code": r["code"],
+                "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     def export(self) -> None:
         ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
@@ -4375,6 +4370,11 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
+
+
+def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
+    """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
+    return route.name if route else log["channel_name"]
 
 
 class LogDialog:
@@ -4388,11 +4388,16 @@ class LogDialog:
             return
         route = state.routes.channels.get(log["channel"])
         took = max(0, log["created_at"] - log["request_at"])
+        if not log["channel"]:
+            channel = t("logs.no_channel")  # refused or unroutable: no channel took it
+        else:
+            gone = "" if route else f", {t('logs.deleted')}"
+            channel = f"{log_channel_name(log, route) or '?'} (#{log['channel']}{gone})"
         fields = [
             ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
             ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
-            ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
-            ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
+            ("logs.ttfb", fmt_seconds(log["ttfb_milliseconds"]) if log["ttfb_milliseconds"] else ""),
+            ("logs.code", str(log["code"])), ("common.channel", channel),
             ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
             ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
             ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
@@ -4410,7 +4415,7 @@ class LogDialog:
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
             with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
                 for label, value in fields:
-                    ui.label(t(label) if "." in label else label).classes("opacity-60")
+                    ui.label(t(label) if "." in label else label).classes("text-muted")
                     ui.label(value or "–").classes("break-all font-mono")
             if log["content"]:
                 ui.label(t("logs.error_text")).classes("font-medium")

@@ -433,6 +433,30 @@ async def test_log_filters_and_detail(user: User) -> None:
     await user.should_see("req-bad")
 
 
+async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(user: User) -> None:
+    g = ns()
+    now = int(time.time() * 1000)
+    gone = add_channel("soon-gone", "http://127.0.0.1:9/v1", ["m"])
+    rows = [dict(request_id="req-gone", request_at=now - 900, created_at=now - 800, model="m", channel=gone,
+                 channel_name="soon-gone", code=200, ttfb_milliseconds=50),
+            dict(request_id="req-none", request_at=now - 700, created_at=now - 600, model="unknown-model", channel=0,
+                 code=503, content="no channel serves unknown-model")]
+    with state().engine.begin() as conn:
+        ids = [conn.execute(g["sa"].insert(g["LogRow"]).values(**r)).inserted_primary_key[0] for r in rows]
+    g["delete_channels"](state(), [gone])
+    await login(user, "/logs")
+    await user.should_see("2 call(s)")
+    by_id = {r["id"]: r for r in the(user, "logs").rows}
+    assert by_id[ids[0]]["channel"] == "soon-gone" and by_id[ids[1]]["channel"] == "–"
+    user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[0]}, 0])
+    await user.should_see(f"soon-gone (#{gone}, deleted)")
+    await user.open("/logs")
+    user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[1]}, 0])
+    await user.should_see("none: no channel took this call")
+    await user.should_not_see("#0")
+    await user.should_not_see("0.000 s")  # no first byte: "–", not a made-up time
+
+
 async def test_log_csv_export_and_channel_deep_link(user: User) -> None:
     add_logs()
     await login(user, "/logs")
