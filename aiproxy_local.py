@@ -35,6 +35,7 @@ import asyncio
 import collections
 import csv
 import dataclasses
+import email.utils
 import enum
 import errno
 import functools
@@ -118,6 +119,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retry_times", "RETRY_TIMES", 3, "extra attempts on other channels when one fails"),
     Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
     Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
+    Setting("model_test_timeout", "MODEL_TEST_TIMEOUT", 30.0, "seconds a model test may take before it fails"),
+    Setting("auto_disable_after", "AUTO_DISABLE_AFTER", 3,
+            "fatal upstream errors in a row (bad key, no quota or balance) that auto-disable a channel; 0: never"),
+    Setting("channel_retest_interval", "CHANNEL_RETEST_INTERVAL", 600,
+            "seconds between retests of auto-disabled channels; one that passes is enabled again (0: no retests)"),
+    Setting("cooldown_seconds", "CHANNEL_COOLDOWN_SECONDS", 5.0,
+            "first cool-down of a (channel, model) after a 5xx, 429, timeout or connect error; doubles each time"),
+    Setting("cooldown_max_seconds", "CHANNEL_COOLDOWN_MAX_SECONDS", 300.0,
+            "longest cool-down, also the cap on an upstream's Retry-After"),
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
     Setting("api_max_body_mib", "API_MAX_BODY_MIB", 2, "largest request body /api accepts, in MiB (else 413)"),
     Setting("relay_max_body_mib", "RELAY_MAX_BODY_MIB", 20, "largest request body /v1 accepts, in MiB (else 413)"),
@@ -140,6 +150,11 @@ class Settings:
     retry_times: int = 3
     connect_timeout: float = 10.0
     ttfb_timeout: float = 300.0
+    model_test_timeout: float = 30.0
+    auto_disable_after: int = 3
+    channel_retest_interval: int = 600
+    cooldown_seconds: float = 5.0
+    cooldown_max_seconds: float = 300.0
     log_retention_days: int = 30
     api_max_body_mib: int = 2
     relay_max_body_mib: int = 20
@@ -263,10 +278,25 @@ class AppState:
     http: aiohttp.ClientSession | None = None
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
+    health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
+    calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
+    background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
+
+    def __post_init__(self) -> None:
+        if self.health is None:
+            self.health = ChannelHealth(self.settings.cooldown_seconds, self.settings.cooldown_max_seconds)
 
     @property
     def retry_times(self) -> int:
         return int(self.options.get("retry_times", self.settings.retry_times))
+
+    @property
+    def auto_disable_after(self) -> int:
+        return int(self.options.get("auto_disable_after", self.settings.auto_disable_after))
+
+    @property
+    def channel_retest_interval(self) -> int:
+        return int(self.options.get("channel_retest_interval", self.settings.channel_retest_interval))
 
     @property
     def log_retention_days(self) -> int:
@@ -285,6 +315,7 @@ class AppState:
         options, routes = valid_options(load_options(self.engine)), load_routing_table(self.engine, self.catalog)
         if version >= self.version:  # else a load that started later has already finished
             self.version, self.options, self.routes = version, options, routes
+            self.health.forget_missing(routes.channels)
 
 
 _STATE: AppState | None = None  # the module's one mutable slot, set by create_app()
@@ -331,11 +362,13 @@ class Channel(Base, table=True):
     config: dict[str, Any] | None = _json_col()
     status: int = 1
     status_reason: str = Field(default="", max_length=255)
+    status_time: int = _ms_col()  # when the status last changed by itself (auto-disabled, or enabled by a retest)
     priority: int = 0
     weight: int = 1
     created_at: int = _ms_col()
     request_count: int = Field(default=0, sa_type=sa.BigInteger)
     retry_count: int = Field(default=0, sa_type=sa.BigInteger)
+    error_count: int = Field(default=0, sa_type=sa.BigInteger)  # failed calls and failed attempts on this channel
     used_amount: float = 0.0
     last_test_error_at: int = _ms_col()
     source: str = Field(default="", max_length=255, index=True)
@@ -412,6 +445,9 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
+    #: the routing trail, JSON `[{channel_id, code, ms, error?, skipped?}]`; nullable, so that an older instance
+    #: on the same database still inserts rows
+    attempts: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class LogDetail(Base, table=True):
@@ -615,11 +651,13 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "configs": dict(ch["config"] or {}),
         "status": ch["status"],
         "status_reason": ch["status_reason"] or "",
+        "status_time": ch["status_time"] or 0,
         "priority": ch["priority"],
         "weight": ch["weight"],
         "created_at": ch["created_at"],
         "request_count": ch["request_count"],
         "retry_count": ch["retry_count"],
+        "error_count": ch["error_count"] or 0,
         "used_amount": ch["used_amount"],
         "last_test_error_at": ch["last_test_error_at"],
         "source": ch["source"] or "",
@@ -687,7 +725,17 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
         "token_name": r["token_name"], "usage": usage, "usage_estimated": bool(r["usage_estimated"]),
         "prompt_tokens": r["input_tokens"], "completion_tokens": r["output_tokens"],
         "used_amount": r["used_amount"], "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
+        "attempts": attempts_from_text(r["attempts"]),
     }
+
+
+def attempts_from_text(text: str | None) -> list[dict[str, Any]]:
+    """A row's routing trail; an older row has none."""
+    try:
+        trail = orjson.loads(text) if text else []
+    except orjson.JSONDecodeError:
+        return []
+    return trail if isinstance(trail, list) else []
 
 
 _TIMESTAMP = re.compile(r"[0-9]{1,19}")  # nanoseconds fill int64's 19 digits; a longer number is no time
@@ -1966,9 +2014,24 @@ class ChannelRoute:
     enabled: bool
     adaptor: Adaptor
     proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
+    status: int = STATUS_ENABLED
+    status_reason: str = ""
+    test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
+    secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.mapping
+
+    def scrub(self, data: bytes) -> bytes:
+        """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
+        (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further (issue 10)."""
+        for secret, mask in self.secrets:
+            if secret in data:
+                data = data.replace(secret, mask)
+        return data
+
+    def scrub_text(self, text: str) -> str:
+        return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
 
     def upstream_model(self, model: str) -> str:
         return self.mapping.get(model) or model
@@ -1999,6 +2062,7 @@ class RoutingTable:
     model_configs: dict[str, dict[str, Any]]
     kinds: dict[str, str]
     token_ids: dict[int, TokenInfo] = field(default_factory=dict)
+    auto_disabled: dict[str, list[ChannelRoute]] = field(default_factory=dict)  # status 3, for the routing trail
 
     def __post_init__(self) -> None:
         self.token_ids = {t.id: t for t in self.tokens.values()}
@@ -2025,12 +2089,17 @@ def upstream_proxy(url: str) -> str | None:
 def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRoute:
     provider = catalog.get(ch["type"])
     base_url = (ch.get("base_url") or (provider.default_base_url if provider else "")).strip()
+    status = ch.get("status", STATUS_ENABLED)
+    models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
+    key = ch["key"].strip()
     return ChannelRoute(
-        id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=ch["key"].strip(), base_url=base_url,
-        proxy=upstream_proxy(base_url),
-        models=frozenset(ch.get("models") or ()), mapping=dict(ch.get("model_mapping") or {}),
+        id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
+        proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
         priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
-        enabled=ch.get("status", STATUS_ENABLED) == STATUS_ENABLED, adaptor=adaptor_for(provider),
+        enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
+        status_reason=ch.get("status_reason") or "",
+        test_model=(models or sorted(mapping) or [""])[0],
+        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key)),
     )
 
 
@@ -2041,15 +2110,17 @@ def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> Routi
         configs = {r.model: dict(r._mapping) for r in conn.execute(sa.select(*ModelConfig.__table__.columns))}
     routes = {c["id"]: channel_route(c, catalog) for c in channels}
     by_model: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
+    auto_disabled: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
     known: set[str] = set()
     for route in routes.values():
         names = route.offered
         known.update(names)
-        if route.enabled:
+        if route.enabled or route.status == STATUS_AUTO_DISABLED:
             for name in names:
-                by_model[name].append(route)
+                (by_model if route.enabled else auto_disabled)[name].append(route)
     return RoutingTable(
         channels=routes, by_model=dict(by_model), known_models=known, model_configs=configs,
+        auto_disabled=dict(auto_disabled),
         kinds=catalog_model_kinds(catalog),
         tokens={t["key"]: TokenInfo(t["id"], t["name"], t["status"], frozenset(t["models"] or ()), t["quota"] or 0.0,
                                     t["used_amount"] or 0.0, t["expired_at"] or 0) for t in tokens},
@@ -2065,18 +2136,184 @@ def candidates(routes: list[ChannelRoute], rng: random.Random | None = None) -> 
     return sorted(routes, key=lambda r: (-r.priority, -(rng.random() ** (1.0 / r.weight))))
 
 
-RETRY_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
+FATAL, TRANSIENT = "fatal", "transient"  # what a failed attempt says about its channel; "" is the client's fault
+FATAL_STATUSES = frozenset({401, 402, 403})  # a bad key, an unpaid bill, a refusal: the same on every retry
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx: overloaded or down, for now
+#: error codes and types of a bad key or an empty balance, as the common providers send them (lower case)
+FATAL_CODES = frozenset({
+    "invalid_api_key", "incorrect_api_key", "invalid_authentication", "authentication_error", "permission_error",
+    "permission_denied", "unauthenticated", "api_key_invalid", "invalidapikey", "insufficient_quota",
+    "insufficient_balance", "exceeded_current_quota_error", "billing_not_active", "billing_hard_limit_reached",
+    "account_deactivated", "access_terminated", "arrearage", "accountoverdueerror",
+})
+#: the same in the words of a message: OpenAI, Anthropic, Gemini, Azure, DeepSeek, OpenRouter, Moonshot, Zhipu, ...
+FATAL_MESSAGES = re.compile(
+    r"invalid[ _-]?(api[ _-]?key|subscription key|authentication)|incorrect api key|api key (not valid|expired)"
+    r"|insufficient[ _](balance|quota|credits?|funds)|balance is (too low|insufficient)|credit balance is too low"
+    r"|exceeded your current quota|requires more credits|account .{0,40}(deactivated|suspended|overdue|arrears)"
+    r"|余额不足|欠费|额度不足", re.IGNORECASE)
 
 
-def should_retry(status: int) -> bool:
+def failure_kind(status: int, error: RelayError | None = None) -> str:
+    """FATAL: this channel will fail every call until a person acts (bad key, no quota or balance), found in the
+    status or in the error's code, type or message; TRANSIENT: overloaded or unreachable for now (5xx, 429,
+    timeouts, connect errors); "": the request itself is wrong (400, 404, 413, 422) and would fail anywhere."""
+    if status in FATAL_STATUSES or (error is not None and _is_fatal_error(error)):
+        return FATAL
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return TRANSIENT
+    return ""
+
+
+def _is_fatal_error(error: RelayError) -> bool:
+    return (str(error.code).lower() in FATAL_CODES or str(error.type).lower() in FATAL_CODES
+            or FATAL_MESSAGES.search(error.message) is not None)
+
+
+def should_retry(status: int, error: RelayError | None = None) -> bool:
     """Another channel may succeed where this one was overloaded, down or had a bad key; a bad request
     (400/413/422) would fail the same everywhere, so it goes back to the client as it is."""
-    return status in RETRY_STATUSES or status >= 500
+    return failure_kind(status, error) != ""
 
 
 def estimate_tokens(text_length: int) -> int:
     """About four characters a token: good enough for a log when the upstream reports no usage."""
     return max(1, text_length // 4) if text_length else 0
+
+
+# ---- channel health: cool-downs per (channel, model), auto-disable after fatal errors in a row ----
+# Decisions only, in memory, with the time passed in: the relay reports each attempt, and writes to the database
+# what these decide (a channel to disable). Cool-downs and counts are per instance; an auto-disable is a channel
+# status, which every instance on the database sees (issue 9).
+
+SECRET_MIN = 8  # a shorter part of a composite key (a region, a flag) is no secret, and masking it garbles text
+_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")  # Azure's `key|api-version`: not a secret
+
+
+def key_secrets(key: str) -> list[str]:
+    """The parts of a channel key that must never leave the gateway: the whole key, each part of a composite one
+    (`key|api-version`, AWS's `ak|sk|region`) and a JSON key's secret fields (Vertex AI's private key); longest
+    first, so that a part inside another is masked after it."""
+    parts = {key, *key.split("|")}
+    if key.startswith("{"):
+        try:
+            fields = json.loads(key)
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict):
+            parts |= {v for k, v in fields.items() if isinstance(v, str)
+                      and any(word in k.lower() for word in ("key", "secret", "token"))}
+    kept = {p.strip() for p in parts} - {""}
+    return sorted((p for p in kept if len(p) >= SECRET_MIN and not _API_VERSION.fullmatch(p)), key=len, reverse=True)
+
+
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from `now`; None when absent or unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+@dataclass
+class Cooldown:
+    until: float  # time.time() when the pair is tried again first
+    failures: int  # transient failures in a row: each one doubles the next cool-down
+    code: int
+    reason: str
+
+
+class ChannelHealth:
+    """What this instance has seen of each channel: fatal errors in a row per channel, cool-downs per (channel,
+    model), and the channels being auto-disabled right now (their status 3 is on its way to the database)."""
+
+    def __init__(self, cooldown_base: float = 5.0, cooldown_max: float = 300.0) -> None:
+        self.cooldown_base, self.cooldown_max = cooldown_base, cooldown_max
+        self.fatal_in_a_row: dict[int, int] = {}
+        self.cooling: dict[tuple[int, str], Cooldown] = {}
+        self.disabling: dict[int, str] = {}  # channel id → the reason
+
+    def arrange(self, routes: list[ChannelRoute], model: str,
+                now: float) -> tuple[list[ChannelRoute], list[tuple[ChannelRoute, str, str]]]:
+        """hot path: (the channels to try, in order; those skipped, each with why and a reason). A pair cooling
+        down is skipped while another candidate is ready; when all are cooling, the soonest ready goes first,
+        rather than refusing the call."""
+        if not self.cooling and not self.disabling:
+            return routes, []
+        ready: list[ChannelRoute] = []
+        cooling: list[tuple[Cooldown, ChannelRoute]] = []
+        skipped: list[tuple[ChannelRoute, str, str]] = []
+        for route in routes:
+            cooldown = self.cooling.get((route.id, model))
+            if route.id in self.disabling:
+                skipped.append((route, "auto_disabled", self.disabling[route.id]))
+            elif cooldown is not None and cooldown.until > now:
+                cooling.append((cooldown, route))
+            else:
+                ready.append(route)
+        if not ready:
+            return [route for _, route in sorted(cooling, key=lambda c: c[0].until)], skipped
+        skipped += [(route, "cooling_down", f"cooling down {c.until - now:.1f} s more after {c.reason}")
+                    for c, route in cooling]
+        return ready, skipped
+
+    def succeeded(self, channel_id: int, model: str) -> None:
+        """hot path: two lookups in dicts that are empty while all is well."""
+        if self.fatal_in_a_row:
+            self.fatal_in_a_row.pop(channel_id, None)
+        if self.cooling:
+            self.cooling.pop((channel_id, model), None)
+
+    def failed(self, channel_id: int, model: str, kind: str, status: int, reason: str, now: float,
+               disable_after: int, retry_after: float | None = None) -> bool:
+        """Count one failure; True when the channel has now had `disable_after` fatal errors in a row and is to
+        be auto-disabled (once: it is marked as being disabled until the caller calls disabled())."""
+        if kind == FATAL and channel_id not in self.disabling:
+            count = self.fatal_in_a_row.get(channel_id, 0) + 1
+            if disable_after > 0 and count >= disable_after:
+                self.fatal_in_a_row.pop(channel_id, None)  # a channel enabled again starts from zero
+                self.disabling[channel_id] = reason
+                return True
+            self.fatal_in_a_row[channel_id] = count
+        elif kind == TRANSIENT:
+            key = (channel_id, model)
+            last = self.cooling.get(key)
+            # failures in a row grow the cool-down; one long after the last cool-down ended starts afresh
+            failures = 1 if last is None or now > last.until + self.cooldown_max else last.failures + 1
+            length = (min(retry_after, self.cooldown_max) if retry_after is not None
+                      else min(self.cooldown_base * 2 ** min(failures - 1, 32), self.cooldown_max))
+            self.cooling[key] = Cooldown(now + length, failures, status, reason)
+        return False
+
+    def disabled(self, channel_id: int) -> None:
+        """The auto-disable is written (or failed): the routing table says the rest."""
+        self.disabling.pop(channel_id, None)
+
+    def forget_missing(self, channel_ids: Iterable[int]) -> None:
+        """Drop what is known of deleted channels."""
+        keep = set(channel_ids)
+        self.fatal_in_a_row = {c: n for c, n in self.fatal_in_a_row.items() if c in keep}
+        self.cooling = {k: v for k, v in self.cooling.items() if k[0] in keep}
+
+    def view(self, now: float) -> dict[int, dict[str, Any]]:
+        """Per channel with something to show: its fatal errors in a row and its cool-downs under way, for the
+        channel list (times in Unix ms)."""
+        out: dict[int, dict[str, Any]] = {}
+        for channel_id, count in self.fatal_in_a_row.items():
+            out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["fatal_errors"] = count
+        for (channel_id, model), c in sorted(self.cooling.items(), key=lambda kv: kv[1].until):
+            if c.until > now:
+                out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["cooldowns"].append({
+                    "model": model, "until": int(c.until * 1000), "seconds_left": round(c.until - now, 1),
+                    "failures": c.failures, "code": c.code, "reason": c.reason})
+        return out
 
 
 # ==== 5. Relay routes: every client format, one pipeline ==================================================
@@ -2088,6 +2325,11 @@ KIND_PATHS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "re
               "tts": "/v1/audio/speech", "stt": "/v1/audio/transcriptions", "image": "/v1/images/generations",
               "moderation": "/v1/moderations"}
 RELAY_PREFIXES = ("/v1/", "/v1beta/")  # Gateway sends these (and the bare /v1, /v1beta) to the relay
+TRAIL_ERROR_MAX = 300  # characters of an error kept in a log row's routing trail
+REASON_MAX = 255  # Channel.status_reason
+HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
+#: answers that may be audio or plain text (speech, srt/vtt transcripts); every other 200 must be JSON
+_FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
 
@@ -2186,6 +2428,10 @@ class RelayCall:
     client_wants_usage: bool = False
     pinned: int | None = None
     max_retries: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # the routing trail, in order, for the log row
+    final: dict[str, Any] | None = None  # the trail entry of the channel tried last
+    trying: Attempt | None = None  # the try under way, or the one answering
+    progress: StreamFilter | None = None  # the answer's stream so far, for the tokens of a call cut short
     _pivot: dict[str, Any] | None = None
 
     @property
@@ -2213,15 +2459,21 @@ class RelayCall:
 
 @dataclass
 class Attempt:
-    """The outcome of trying channels in order until one answers for good."""
+    """One channel's try; in the end, the try that answers the call for good."""
 
     channel: ChannelRoute | None
-    response: aiohttp.ClientResponse | None
+    response: aiohttp.ClientResponse | None  # an open stream, to be piped to the client
     status: int
-    error: RelayError | None = None  # ours: the channel refused the call, or could not be reached
-    body: bytes = b""  # the upstream's own error answer
+    error: RelayError | None = None  # ours: the channel refused the call, was unreachable, or broke its promise
+    body: bytes = b""  # the upstream's own error answer, keys scrubbed
     retries: int = 0
     ttfb_ms: int = 0
+    answer: bytes | None = None  # a whole 2xx answer, made the client's
+    content_type: str = "application/json"
+    usage: Usage | None = None
+    first: bytes = b""  # a stream's first bytes, read before the client's answer starts: a dead stream fails over
+    retry_after: str = ""  # the upstream's Retry-After, passed on to a client that gets its 429
+    started: float = 0.0  # time.time() when this try began
 
 
 _REQUEST_SEQ = itertools.count()
@@ -2271,13 +2523,26 @@ def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
         if not pinned.serves(model):
             raise RelayError(400, f"Channel {call.pinned} does not offer the model '{model}'.", "model_not_on_channel")
         return [pinned]
-    enabled = routes.by_model.get(model)
+    enabled, auto_disabled = routes.by_model.get(model), routes.auto_disabled.get(model)
+    for route in auto_disabled or ():  # in the trail: the log row says why a channel was not tried
+        _skip(call, route, "auto_disabled", route.status_reason)
     if enabled:
-        return candidates(enabled)[: call.max_retries + 1]
+        ready, skipped = state.health.arrange(candidates(enabled), model, call.started)
+        for route, why, reason in skipped:
+            _skip(call, route, why, reason)
+        return ready[: call.max_retries + 1]
+    if auto_disabled:
+        raise RelayError(503, f"Every channel of the model '{model}' is auto-disabled; see the channel list for why.",
+                         "no_available_channel", "aiproxy_error")
     if model in routes.known_models:
         raise RelayError(503, f"No enabled channel offers the model '{model}'.", "no_available_channel",
                          "aiproxy_error")
     raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
+
+
+def _skip(call: RelayCall, route: ChannelRoute, why: str, reason: str) -> None:
+    call.attempts.append({"channel_id": route.id, "code": 0, "ms": 0, "skipped": why,
+                          "error": reason[:TRAIL_ERROR_MAX]})
 
 
 _OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
@@ -2317,38 +2582,132 @@ def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayE
 
 
 async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRoute]) -> Attempt:
-    """Try channels in order. Fail over on refusals, connect errors, timeouts, 429, 5xx, 401/403, always before
-    any byte reaches the client; hand back the first answer that is final."""
-    session = state.http
-    assert session is not None, "the HTTP client starts with the app"
+    """Try channels in order until one answers for good. Fail over on refusals, on fatal and transient failures
+    (failure_kind) and on answers that break their promise (a 200 that is not JSON, a stream that ends before its
+    first byte), always before any byte reaches the client. Each try goes into the call's trail and its channel's
+    health."""
+    assert state.http is not None, "the HTTP client starts with the app"
     last = Attempt(None, None, 503, RelayError(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
     for index, channel in enumerate(order):
-        adaptor = channel.adaptor
-        refusal = adaptor.refusal(call)
+        refusal = channel.adaptor.refusal(call)
         if refusal is not None:
             last = Attempt(channel, None, refusal.status, refusal, retries=index)
+            _skip(call, channel, "unsupported", refusal.message)
             continue
-        payload = adaptor.convert_request(call, channel)
-        url = adaptor.build_url(channel, call)
-        headers = adaptor.build_headers(channel, call)
-        headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
-        try:
-            response = await session.post(url, data=payload, headers=headers, proxy=channel.proxy)
-        except _UPSTREAM_ERRORS as exc:
-            failure = upstream_failure(exc, url, state.settings)
-            last = Attempt(channel, None, failure.status, failure, retries=index)
-            continue
-        ttfb = int((time.time() - call.started) * 1000)
-        if should_retry(response.status) and index < len(order) - 1:
-            try:
-                error = await response.read()
-            except _UPSTREAM_ERRORS:
-                error = b""
-            response.release()
-            last = Attempt(channel, None, response.status, body=error, retries=index)
-            continue
-        return Attempt(channel, response, response.status, retries=index, ttfb_ms=ttfb)
+        attempt = call.trying = Attempt(channel, None, 0, retries=index, started=time.time())
+        entry = call.final = {"channel_id": channel.id, "code": 0, "ms": 0}
+        call.attempts.append(entry)
+        failure = await _try_channel(state, call, attempt)
+        entry["code"] = attempt.status
+        if failure is None:
+            if call.caller is not TEST_CALLER:
+                state.health.succeeded(channel.id, call.model)
+            return attempt
+        entry["ms"], entry["error"] = int((time.time() - attempt.started) * 1000), failure.message[:TRAIL_ERROR_MAX]
+        kind = failure_kind(attempt.status, failure)
+        reason = failure.message if attempt.error is not None else f"{attempt.status} from upstream: {failure.message}"
+        note_failure(state, call, channel, kind, attempt.status, reason, attempt.retry_after)
+        if not kind:
+            return attempt
+        last = attempt
     return last
+
+
+async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> RelayError | None:
+    """Call one channel. On success `attempt` holds an open stream (its first bytes read) or a whole answer made
+    the client's; otherwise the error says what failed, with the channel's key scrubbed."""
+    channel = attempt.channel
+    adaptor = channel.adaptor
+    payload = adaptor.convert_request(call, channel)
+    url = adaptor.build_url(channel, call)
+    headers = adaptor.build_headers(channel, call)
+    headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+    try:
+        response = await state.http.post(url, data=payload, headers=headers, proxy=channel.proxy)
+    except _UPSTREAM_ERRORS as exc:
+        attempt.error = upstream_failure(exc, url, state.settings)
+        attempt.status = attempt.error.status
+        return attempt.error
+    status = attempt.status = response.status
+    content_type = response.headers.get("Content-Type", "application/json")
+    try:
+        if status == 200 and call.stream and content_type.startswith("text/event-stream"):
+            attempt.first = await response.content.readany()
+            attempt.ttfb_ms = int((time.time() - call.started) * 1000)
+            if attempt.first:
+                attempt.response = response
+                return None
+            return _broken_promise(attempt, "The upstream ended its stream before sending anything.")
+        data = await response.read()
+        attempt.ttfb_ms = int((time.time() - call.started) * 1000)
+    except _UPSTREAM_ERRORS as exc:
+        return _broken_promise(attempt, f"Upstream answer broke off: {type(exc).__name__}")
+    finally:
+        if attempt.response is None:
+            response.release()  # a response not read to its end closes its connection: the upstream stops at once
+    if not 200 <= status < 300:
+        attempt.body, attempt.retry_after = channel.scrub(data), response.headers.get("Retry-After", "")
+        error = adaptor.convert_error(status, attempt.body)
+        return RelayError(error.status, channel.scrub_text(error.message), error.code, error.type)
+    try:
+        attempt.answer, attempt.usage = buffered_answer(call, channel, content_type, data) if status == 200 else (
+            data, None)
+    except RelayError as exc:
+        return _broken_promise(attempt, channel.scrub_text(exc.message))
+    attempt.content_type = content_type
+    return None
+
+
+def _broken_promise(attempt: Attempt, message: str) -> RelayError:
+    """An upstream answer that is not what it promised: the channel's failure (502), so the call fails over."""
+    attempt.error = RelayError(502, message, "bad_upstream_answer", "upstream_error")
+    attempt.status = 502
+    return attempt.error
+
+
+def note_failure(state: AppState, call: RelayCall, channel: ChannelRoute, kind: str, status: int, reason: str,
+                 retry_after: str = "") -> None:
+    """Feed a failed try to its channel's health. The fatal error that tips a channel over auto-disables it, in
+    the background; a model test counts for nothing (the retest decides by itself)."""
+    if not kind or call.caller is TEST_CALLER or not channel.id:
+        return
+    now = time.time()
+    wait = retry_after_seconds(retry_after, now) if status in (429, 503) else None
+    if state.health.failed(channel.id, call.model, kind, status, reason[:REASON_MAX], now, state.auto_disable_after,
+                           wait):
+        in_background(state, _auto_disable(state, channel, reason[:REASON_MAX]))
+
+
+def in_background(state: AppState, work: Any) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    state.background.add(task)  # the loop keeps only a weak reference
+    task.add_done_callback(state.background.discard)
+
+
+async def _auto_disable(state: AppState, channel: ChannelRoute, reason: str) -> None:
+    try:
+        await asyncio.to_thread(auto_disable_channel, state, channel, reason)
+    finally:
+        state.health.disabled(channel.id)
+
+
+def auto_disable_channel(state: AppState, channel: ChannelRoute, reason: str) -> bool:
+    """Status 3 with the upstream's words and the time, in the database, so every instance stops using it. Only
+    an enabled channel changes: a user's own disable stands."""
+    try:
+        with state.engine.begin() as conn:
+            changed = conn.execute(sa.update(Channel).where(
+                Channel.id == channel.id, Channel.status == STATUS_ENABLED).values(
+                status=STATUS_AUTO_DISABLED, status_reason=reason, status_time=now_ms())).rowcount
+        if changed:
+            logger.warning("channel %d (%s) auto-disabled after %d fatal errors in a row: %s", channel.id,
+                           channel.name, state.auto_disable_after, reason)
+            state.reload()
+        return bool(changed)
+    except sa.exc.SQLAlchemyError as exc:
+        logger.error("channel %d could not be auto-disabled (%s); the next fatal error tries again", channel.id,
+                     _first_line(exc))
+        return False
 
 
 def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
@@ -2380,82 +2739,72 @@ class Outcome:
     error: bytes = b""
     response_body: bytes = b""
     ttfb_ms: int = 0
+    used_amount: float = 0.0  # set by charge()
+    failure: RelayError | None = None  # how an answer that had started ended badly, for the trail
 
 
-async def read_buffered(call: RelayCall, attempt: Attempt) -> tuple[bytes, str, Outcome]:
-    """Read a whole answer and make it the client's: its format, its model name, and the usage it reports."""
-    response, adaptor = attempt.response, attempt.channel.adaptor
-    content_type = response.headers.get("Content-Type", "application/json")
-    try:
-        data = await response.read()
-    except _UPSTREAM_ERRORS as exc:
-        error = call.dialect.error_body(RelayError(502, f"Upstream answer broke off: {type(exc).__name__}",
-                                                   "upstream_read_error", "upstream_error"))
-        return error, "application/json", Outcome(502, None, error, ttfb_ms=attempt.ttfb_ms)
-    finally:
-        response.release()
-    if response.status != 200:
-        body = data if adaptor.speaks(call) else call.dialect.error_body(adaptor.convert_error(response.status, data))
-        return body, content_type, Outcome(response.status, None, body, data, attempt.ttfb_ms)
-    usage = None
-    if "json" in content_type:
-        try:
-            data, usage = adaptor.convert_response(call, data)
-        except RelayError as exc:
-            error = call.dialect.error_body(exc)
-            return error, "application/json", Outcome(exc.status, None, error, data, attempt.ttfb_ms)
-        if usage is None and call.op in _ESTIMATED_OPS:
-            usage = estimate_usage(call, len(data))
-    return data, content_type, Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
+def buffered_answer(call: RelayCall, channel: ChannelRoute, content_type: str,
+                    data: bytes) -> tuple[bytes, Usage | None]:
+    """hot path: a whole 200 answer made the client's (its format, its model name) and the usage it reports. One
+    that is not the JSON it promises (garbage, or cut short) raises RelayError, a failure of the channel (issue
+    10)."""
+    if call.mode in _FREE_FORM_MODES and "json" not in content_type:
+        return data, None
+    answer, usage = channel.adaptor.convert_response(call, data)
+    if usage is None:
+        json_object(data, "The upstream's 200 answer")
+        if call.op in _ESTIMATED_OPS:
+            usage = estimate_usage(call, len(answer))
+    return answer, usage
 
 
 async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
     """hot path: forward SSE events as they arrive, through the adaptor's stream filter. Bytes are only split at
-    event borders, so an event is never cut in two and events are never held back to be merged."""
+    event borders, so an event is never cut in two and events are never held back to be merged. A stream that
+    breaks off ends with one error event in the client's own format."""
     response, channel = attempt.response, attempt.channel
-    stream = channel.adaptor.stream(call, channel)
-    pending = b""
-    sep = b"\n\n"
-    ttfb = 0
-    outcome_code = 200
-    error = b""
+    stream = call.progress = channel.adaptor.stream(call, channel)
+    pending = attempt.first
+    sep = b"\r\n\r\n" if b"\r\n\r\n" in pending else b"\n\n"
+    failure: RelayError | None = None
     try:
-        async for data in response.content.iter_any():
-            if not ttfb:
-                ttfb = int((time.time() - call.started) * 1000)
-                if b"\r\n\r\n" in data:
-                    sep = b"\r\n\r\n"
-            pending += data
+        while True:
             cut = pending.rfind(sep)
-            if cut < 0:
-                continue
-            out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
+            if cut >= 0:
+                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
+                if out:
+                    await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+            data = await response.content.readany()
+            if not data:
+                break
+            pending += data
         out = (stream.feed(pending) if pending else b"") + stream.close()
         if out:
-            await send({"type": "http.response.body", "body": out, "more_body": True})
+            await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
     except _UPSTREAM_ERRORS as exc:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
-        outcome_code = 502
-        error = call.dialect.stream_error(RelayError(502, f"Upstream stream broke off: {type(exc).__name__}",
-                                                     "upstream_stream_error", "upstream_error"))
-        await send({"type": "http.response.body", "body": error, "more_body": True})
+        failure = RelayError(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
+                             "upstream_error")
+        await send({"type": "http.response.body", "body": call.dialect.stream_error(failure), "more_body": True})
     finally:
-        response.release()
+        response.release()  # cut short (a hang-up, a cancel), this closes the connection
     if stream.error is not None:
-        outcome_code, error = stream.error.status, call.dialect.error_body(stream.error)
+        e = stream.error
+        failure = RelayError(e.status, channel.scrub_text(e.message), e.code, e.type)
     usage = stream.usage or estimate_usage(call, 4 * max(0, stream.events - 1))  # about one token an event
-    return Outcome(outcome_code, usage, error, ttfb_ms=ttfb or attempt.ttfb_ms)
+    if failure is None:
+        return Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
+    return Outcome(failure.status, usage, call.dialect.error_body(failure), ttfb_ms=attempt.ttfb_ms, failure=failure)
 
 
 def _headers(content_type: str, request_id: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode()), *extra]
 
 
-async def send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": _headers(content_type, request_id, [(b"content-length", str(len(body)).encode())])})
+async def send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str,
+                     extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _headers(
+        content_type, request_id, [(b"content-length", str(len(body)).encode()), *extra])})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -2525,33 +2874,128 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
             order = [channel for channel in order if channel.adaptor.speaks(call)]
             if not order:
                 answer = dialect.answer_locally(call)
-                state.writer.submit_call(state, call, Attempt(None, None, 200), Outcome(200))
+                log_call(state, call, Attempt(None, None, 200), Outcome(200))
                 return await send_bytes(send, 200, answer, "application/json", request_id)
-        attempt = await open_upstream(state, call, order)
-        # each answer is queued for the log before its last byte leaves, so a shutdown right after an
-        # answer still writes its row
-        if attempt.response is None:
-            error = failure_body(call, attempt)
-            outcome = Outcome(attempt.status, None, error, attempt.body or error)
-            state.writer.submit_call(state, call, attempt, outcome)
-            await send_bytes(send, attempt.status, error, "application/json", request_id)
-        elif (call.stream and attempt.status == 200
-              and attempt.response.headers.get("Content-Type", "").startswith("text/event-stream")):
-            await send({"type": "http.response.start", "status": 200, "headers": _headers(
-                "text/event-stream; charset=utf-8", request_id, [(b"cache-control", b"no-cache"),
-                                                                  (b"x-accel-buffering", b"no")])})
-            outcome = await pipe_stream(call, attempt, send)
-            state.writer.submit_call(state, call, attempt, outcome)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        else:
-            data, content_type, outcome = await read_buffered(call, attempt)
-            state.writer.submit_call(state, call, attempt, outcome)
-            await send_bytes(send, outcome.code, data, content_type, request_id)
+        await answer_call(state, call, order, receive, send)
     except RelayError as exc:
         if call is not None:
-            state.writer.submit_call(state, call, Attempt(None, None, exc.status),
-                                     Outcome(exc.status, None, exc.message.encode()))
+            log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", request_id)
+
+
+async def answer_call(state: AppState, call: RelayCall, order: list[ChannelRoute], receive: Receive,
+                      send: Send) -> None:
+    """hot path: open an upstream and answer from it. Each answer is logged before its last byte leaves, so a
+    shutdown right after an answer still writes its row. A client that hangs up cancels the upstream at once
+    (nothing more is read, the connection is closed), and the call is logged as 499 with the tokens so far."""
+    watch = HangupWatch(receive, asyncio.current_task(), call.started)
+    state.calls.add(watch)
+    try:
+        attempt = await open_upstream(state, call, order)
+        if attempt.response is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": _headers(
+                "text/event-stream; charset=utf-8", call.request_id, [(b"cache-control", b"no-cache"),
+                                                                       (b"x-accel-buffering", b"no")])})
+            outcome = await pipe_stream(call, attempt, send)
+            if outcome.failure is not None:
+                failure = outcome.failure
+                note_failure(state, call, attempt.channel, failure_kind(failure.status, failure), failure.status,
+                             failure.message)
+            log_call(state, call, attempt, outcome)
+            watch.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        elif attempt.answer is not None:
+            log_call(state, call, attempt, Outcome(attempt.status, attempt.usage, ttfb_ms=attempt.ttfb_ms))
+            watch.done = True
+            await send_bytes(send, attempt.status, attempt.answer, attempt.content_type, call.request_id)
+        else:
+            error = failure_body(call, attempt)
+            log_call(state, call, attempt, Outcome(attempt.status, None, error, attempt.body or error,
+                                                   attempt.ttfb_ms))
+            watch.done = True
+            retry_after = [(b"retry-after", attempt.retry_after.encode("latin-1", "replace"))] if (
+                attempt.status == 429 and attempt.retry_after) else []
+            await send_bytes(send, attempt.status, error, "application/json", call.request_id, retry_after)
+    except asyncio.CancelledError:
+        if not watch.hung_up or asyncio.current_task().uncancel():
+            raise  # a shutdown's cancel, not ours
+        log_hangup(state, call)
+    finally:
+        watch.close()
+        state.calls.discard(watch)
+
+
+def log_hangup(state: AppState, call: RelayCall) -> None:
+    """The client closed the request before the answer ended: 499 (nginx's number), with the tokens so far."""
+    progress = call.progress
+    usage = (progress.usage or estimate_usage(call, 4 * max(0, progress.events - 1)) if progress is not None
+             else estimate_usage(call, 0))
+    attempt = call.trying or Attempt(None, None, 499)
+    attempt.status = 499
+    failure = RelayError(499, "The client closed the request before the answer ended.", "client_closed_request")
+    log_call(state, call, attempt, Outcome(499, usage, failure.message.encode(), ttfb_ms=attempt.ttfb_ms,
+                                           failure=failure))
+
+
+def charge(state: AppState, call: RelayCall, usage: Usage | None) -> float:
+    """hot path: the call's price from its model's config, added at once to its API key's spend, so a quota
+    holds before the log writer has flushed. The one place a call is priced (issue 11)."""
+    config = state.routes.model_configs.get(call.model)
+    if usage is None or config is None:
+        return 0.0
+    amount = (usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
+    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
+        return 0.0
+    token = state.routes.token_ids.get(call.caller.token_id)
+    if token is not None:
+        token.used_amount += amount
+    return amount
+
+
+def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
+    """hot path: price the call, close its trail with how it ended, and queue its log row."""
+    outcome.used_amount = charge(state, call, outcome.usage)
+    final = call.final
+    if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
+        final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
+        if outcome.failure is not None:
+            final["error"] = outcome.failure.message[:TRAIL_ERROR_MAX]
+    state.writer.submit_call(call, attempt, outcome)
+
+
+class HangupWatch:
+    """One call's client connection. watch_hangups() gives it a task that waits for the client to go only once
+    the call has run HANGUP_WATCH_AFTER_S: a call done sooner never pays for a task (bench/ S3)."""
+
+    __slots__ = ("receive", "task", "since", "watcher", "hung_up", "done")
+
+    def __init__(self, receive: Receive, task: asyncio.Task | None, since: float) -> None:
+        self.receive, self.task, self.since = receive, task, since
+        self.watcher: asyncio.Task | None = None
+        self.hung_up = self.done = False  # done: the answer's last byte is on its way, a hang-up changes nothing
+
+    async def wait(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        if not self.done and self.task is not None:
+            self.hung_up = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        self.done = True
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
+async def watch_hangups(state: AppState) -> None:
+    """One task for all calls: every HANGUP_WATCH_AFTER_S, calls running longer than that start waiting for a
+    hang-up, so one is noticed within twice that time, and at once for calls already watched."""
+    while True:
+        await asyncio.sleep(HANGUP_WATCH_AFTER_S)
+        due = time.time() - HANGUP_WATCH_AFTER_S
+        for watch in list(state.calls):
+            if watch.watcher is None and not watch.done and watch.since <= due:
+                watch.watcher = asyncio.get_running_loop().create_task(watch.wait())
 
 
 async def _send_models(state: AppState, caller: Caller, path: str, request_id: str, send: Send) -> None:
@@ -2604,21 +3048,30 @@ async def run_model_test(state: AppState, channel: ChannelRoute, model: str, sav
     started = time.time()
     call = parse_relay_call(state, path, RELAY_ROUTES[path], body, content_type, TEST_CALLER, new_request_id(),
                             started)
-    attempt = await open_upstream(state, call, [channel])
-    if attempt.response is None:
+    limit = state.settings.model_test_timeout
+    try:
+        async with asyncio.timeout(limit):
+            attempt = await open_upstream(state, call, [channel])
+    except TimeoutError:
+        attempt = call.trying or Attempt(channel, None, 504, started=started)
+        attempt.status, attempt.error = 504, RelayError(
+            504, f"No answer within {limit:g} s, the model test's limit (MODEL_TEST_TIMEOUT).", "test_timeout",
+            "upstream_error")
+    if attempt.answer is None:
         response_text = failure_body(call, attempt)
-        outcome = Outcome(attempt.status, None, response_text, attempt.body or response_text)
+        outcome = Outcome(attempt.status, None, response_text, attempt.body or response_text, failure=attempt.error)
     else:
-        data, _, outcome = await read_buffered(call, attempt)
-        response_text = data if outcome.code != 200 else data[:512]
+        response_text = attempt.answer[:512]
+        outcome = Outcome(attempt.status, attempt.usage, ttfb_ms=attempt.ttfb_ms)
     result = {
         "test_at": int(started * 1000), "model": model, "actual_model": channel.upstream_model(model),
-        "took": round(time.time() - started, 3), "success": outcome.code == 200, "code": outcome.code,
+        "took": round(time.time() - started, 3), "timeout": limit, "success": outcome.code == 200,
+        "code": outcome.code,
         "response": response_text.decode("utf-8", "replace") if kind not in ("tts",) or outcome.code != 200 else "",
         "channel_id": channel.id, "channel_name": channel.name, "channel_type": channel.type, "mode": call.mode,
     }
     if save and channel.id:
-        state.writer.submit_call(state, call, attempt, outcome)
+        log_call(state, call, attempt, outcome)
         await asyncio.to_thread(save_channel_test, state.engine, result)
     return result
 
@@ -2630,6 +3083,37 @@ def save_channel_test(engine: sa.Engine, result: dict[str, Any]) -> None:
         upsert(conn, ChannelTest.__table__, [row], ("channel_id", "model"))
         conn.execute(sa.update(Channel).where(Channel.id == row["channel_id"]).values(
             last_test_error_at=0 if row["success"] else row["test_at"]))
+
+
+async def retest_auto_disabled(state: AppState, channel_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """Test each auto-disabled channel (or those of `channel_ids` that are) with its first model; one that passes
+    is enabled again and its reason cleared. A channel the user disabled (status 2) is never touched. Returns
+    `{channel_id, enabled, test}` per channel tested."""
+    wanted = None if channel_ids is None else set(channel_ids)
+    due = [r for r in state.routes.channels.values()
+           if r.status == STATUS_AUTO_DISABLED and (wanted is None or r.id in wanted) and r.test_model]
+    gate = asyncio.Semaphore(CHANNEL_TEST_CONCURRENCY)
+
+    async def one(route: ChannelRoute) -> dict[str, Any]:
+        async with gate:
+            test = await run_model_test(state, route, route.test_model)
+        enabled = test["success"] and await asyncio.to_thread(auto_enable_channel, state, route, test)
+        return {"channel_id": route.id, "enabled": enabled, "test": test}
+
+    return list(await asyncio.gather(*(one(r) for r in due)))
+
+
+def auto_enable_channel(state: AppState, channel: ChannelRoute, test: dict[str, Any]) -> bool:
+    """Status 1 again for a channel that is still auto-disabled (a user may have changed it meanwhile)."""
+    with state.engine.begin() as conn:
+        changed = conn.execute(sa.update(Channel).where(
+            Channel.id == channel.id, Channel.status == STATUS_AUTO_DISABLED).values(
+            status=STATUS_ENABLED, status_reason="", status_time=now_ms())).rowcount
+    if changed:
+        logger.warning("channel %d (%s) auto-enabled: its retest of %s passed in %.2f s", channel.id, channel.name,
+                       test["model"], test["took"])
+        state.reload()
+    return bool(changed)
 
 
 async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterable[str],
@@ -2671,14 +3155,10 @@ def _cut(body: bytes, limit: int) -> tuple[str, bool]:
     return body[:limit].decode("utf-8", "replace"), len(body) > limit
 
 
-def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEntry:
+def make_log_entry(call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEntry:
+    """The row of a call the relay has priced (charge(), section 5)."""
     usage = outcome.usage or Usage()
     channel = attempt.channel
-    config = state.routes.model_configs.get(call.model)
-    amount = ((usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
-              if config else 0.0)
-    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
-        amount = 0.0
     row = {
         "request_id": call.request_id, "request_at": int(call.started * 1000), "created_at": now_ms(),
         "ttfb_milliseconds": outcome.ttfb_ms, "model": call.model,
@@ -2689,8 +3169,9 @@ def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: 
         "ip": call.ip, "retry_times": attempt.retries, "token_id": call.caller.token_id,
         "token_name": call.caller.token_name, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated, "used_amount": amount,
-        "stream": call.stream, "is_test": call.caller is TEST_CALLER,
+        "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated,
+        "used_amount": outcome.used_amount, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
+        "attempts": orjson.dumps(call.attempts).decode() if call.attempts else None,
     }
     detail = None
     if outcome.code != 200:
@@ -2702,6 +3183,9 @@ def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: 
 
 
 LOG_COLUMNS = tuple(c for c in LogRow.__table__.columns.keys() if c != "id")
+#: what a column a row lacks gets: a journal written by an older version has no newer columns
+LOG_DEFAULTS = {c: LogRow.__table__.c[c].default.arg if LogRow.__table__.c[c].default is not None else None
+                for c in LOG_COLUMNS}
 LOG_ROWS_PER_INSERT = 400  # 400 rows x 23 columns stays under SQLite's 32,766 variables per statement
 
 
@@ -2920,12 +3404,8 @@ class LogWriter:
         if len(self.pending) >= LOG_FLUSH_ROWS and self._wake is not None:
             self._wake.set()
 
-    def submit_call(self, state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
-        entry = make_log_entry(state, call, attempt, outcome)
-        token = state.routes.token_ids.get(call.caller.token_id)
-        if token is not None:
-            token.used_amount += entry.row["used_amount"]
-        self.submit(entry)
+    def submit_call(self, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
+        self.submit(make_log_entry(call, attempt, outcome))
 
     def open_journal(self, directory: Path) -> int:
         """Journal every row from now on, and queue the rows that stopped instances journaled but the database
@@ -3042,7 +3522,7 @@ def _first_line(exc: BaseException) -> str:
 def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) -> None:
     for start in range(0, len(batch), LOG_ROWS_PER_INSERT):
         part = batch[start:start + LOG_ROWS_PER_INSERT]
-        params = tuple(e.row[c] for e in part for c in LOG_COLUMNS)
+        params = tuple(e.row.get(c, LOG_DEFAULTS[c]) for e in part for c in LOG_COLUMNS)
         conn.exec_driver_sql(_multirow_insert_sql(engine, LogRow.__table__, LOG_COLUMNS, len(part)), params)
     details = [e.detail for e in batch if e.detail]
     if details:
@@ -3051,6 +3531,18 @@ def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) 
 
 _SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
            "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount")
+
+
+def failed_attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tries of a call that failed before another answered it (or before the last one failed): every tried
+    channel in its trail but the row's own, which its last entry is. Only a call with retries has any."""
+    if not row["retry_times"] or not row.get("attempts"):
+        return []
+    trail = [a for a in attempts_from_text(row["attempts"]) if isinstance(a, dict)
+             and isinstance(a.get("channel_id"), int) and isinstance(a.get("ms"), int)]
+    last = trail[-1] if trail else None
+    own = last if last is not None and "skipped" not in last and last["channel_id"] == row["channel"] else None
+    return [a for a in trail if "skipped" not in a and a is not own and a["channel_id"]]
 
 
 def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
@@ -3067,6 +3559,9 @@ def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
         c["cache_hit_count"] += r["cached_tokens"] > 0
         c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
         c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
+        for a in failed_attempts(r):  # each failed try counts against the channel that failed (issue 10)
+            f = sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])]
+            f.update(request_count=1, exception_count=1, total_time_milliseconds=a["ms"])
     rows = [{"minute": minute, "channel_id": channel, "model": model, **{n: c[n] for n in _SUMMED}}
             for (minute, channel, model), c in sums.items()]
     upsert(conn, SummaryMinute.__table__, rows, ("minute", "channel_id", "model"), add=_SUMMED)
@@ -3079,13 +3574,17 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
     for e in batch:
         r = e.row
         if r["channel"] and not r["is_test"]:
-            channels[r["channel"]].update(request_count=1, retry_count=e.retries, used_amount=r["used_amount"])
+            channels[r["channel"]].update(request_count=1, retry_count=e.retries, used_amount=r["used_amount"],
+                                          error_count=int(r["code"] != 200))
+        for a in failed_attempts(r) if not r["is_test"] else ():
+            channels[a["channel_id"]].update(request_count=1, error_count=1)
         if r["token_id"]:
             tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
     for cid, c in sorted(channels.items()):
         conn.execute(sa.update(Channel).where(Channel.id == cid).values(
             request_count=Channel.request_count + c["request_count"],
-            retry_count=Channel.retry_count + c["retry_count"], used_amount=Channel.used_amount + c["used_amount"]))
+            retry_count=Channel.retry_count + c["retry_count"], used_amount=Channel.used_amount + c["used_amount"],
+            error_count=Channel.error_count + c["error_count"]))
     for tid, c in sorted(tokens.items()):
         conn.execute(sa.update(Token).where(Token.id == tid).values(
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
@@ -3319,7 +3818,16 @@ def get_channel(state: AppState, channel_id: int) -> dict[str, Any]:
     channels, _ = select_channels(state.engine, [Channel.id == channel_id])
     if not channels:
         raise ApiError(f"channel {channel_id} not found", 404)
-    return channels[0]
+    return with_health(state, channels)[0]
+
+
+def with_health(state: AppState, channels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Channels with this instance's view of their health: `fatal_errors` in a row and the `cooldowns` under way
+    (`[{model, until, seconds_left, failures, code, reason}]`); status 3 and its reason come from the database."""
+    view = state.health.view(time.time())
+    for ch in channels:
+        ch.update(view.get(ch["id"]) or {"fatal_errors": 0, "cooldowns": []})
+    return channels
 
 
 def update_channel(state: AppState, channel_id: int, data: ChannelIn) -> dict[str, Any]:
@@ -3412,7 +3920,7 @@ def api_channels_list(page: QueryPage = None, p: QueryPage = None, per_page: Que
         where.append(sa.or_(*match))
     channels, total = select_channels(state.engine, where, _order(order, _CHANNEL_ORDER, Channel, Channel.id.desc()),
                                       size, (number - 1) * size)
-    return api_ok({"channels": channels, "total": total})
+    return api_ok({"channels": with_health(state, channels), "total": total})
 
 
 admin_router.add_api_route("/channels/search", api_channels_list, methods=["GET"])
@@ -3420,7 +3928,7 @@ admin_router.add_api_route("/channels/search", api_channels_list, methods=["GET"
 
 @admin_router.get("/channels/all")
 def api_channels_all(state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(select_channels(state.engine)[0])
+    return api_ok(with_health(state, select_channels(state.engine)[0]))
 
 
 @admin_router.get("/channels/type_metas")
@@ -3547,6 +4055,24 @@ async def api_channels_test(stream: bool = False, test_disabled: bool = False,
     targets = [(r, r.offered) for r in state.routes.channels.values()
                if r.enabled or test_disabled]
     return await _answer_tests(state, targets, stream)
+
+
+@admin_router.post("/channel/{channel_id}/retest")
+async def api_channel_retest(channel_id: Id, state: AppState = Depends(require_admin)) -> JSONResponse:
+    """Retest an auto-disabled channel now, as the schedule would: it is enabled again if it passes."""
+    route = route_for_channel(state, channel_id)
+    if route.status != STATUS_AUTO_DISABLED:
+        raise ApiError(f"channel {channel_id} is not auto-disabled (status {route.status}); to test it, use "
+                       f"GET /api/channel/{channel_id}/test")
+    if not route.test_model:
+        raise ApiError(f"channel {channel_id} has no model to test")
+    return api_ok((await retest_auto_disabled(state, [channel_id]))[0])
+
+
+@admin_router.post("/channels/retest")
+async def api_channels_retest(state: AppState = Depends(require_admin)) -> JSONResponse:
+    """Retest every auto-disabled channel now; `[{channel_id, enabled, test}]`."""
+    return api_ok(await retest_auto_disabled(state))
 
 
 class PreviewIn(ChannelIn):
@@ -3804,14 +4330,16 @@ def api_log_detail(log_id: Id, state: AppState = Depends(require_admin)) -> JSON
 
 def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
     with state.engine.connect() as conn:
-        row = conn.execute(sa.select(LogRow.request_id).where(LogRow.id == log_id)).first()
+        row = conn.execute(sa.select(LogRow.request_id, LogRow.attempts, LogRow.retry_times).where(
+            LogRow.id == log_id)).first()
         if row is None:
             raise ApiError(f"log {log_id} not found", 404)
         detail = conn.execute(sa.select(*LogDetail.__table__.columns).where(
             LogDetail.request_id == row.request_id)).first()
     body = dict(detail._mapping) if detail else {"request_body": "", "response_body": "",
                                                   "request_body_truncated": False, "response_body_truncated": False}
-    return dict(body, id=log_id, log_id=log_id)
+    return dict(body, id=log_id, log_id=log_id, attempts=attempts_from_text(row.attempts),
+                retry_times=row.retry_times)
 
 
 @admin_router.delete("/logs")
@@ -3926,7 +4454,8 @@ def api_dashboard_v2(channel: QueryId = None, model: str = "", start_timestamp: 
 
 #: What the admin API may change, with bounds (issue 10: `retry_times = 2**64` once stuck and broke GET /api/option/
 #: for good, and `log_retention_days = 1e17` silently stopped log retention).
-OPTION_BOUNDS: dict[str, tuple[int, int]] = {"retry_times": (0, 10), "log_retention_days": (0, 3650)}
+OPTION_BOUNDS: dict[str, tuple[int, int]] = {"retry_times": (0, 10), "log_retention_days": (0, 3650),
+                                             "auto_disable_after": (0, 100), "channel_retest_interval": (0, 86400)}
 
 
 def option_value(key: str, value: Any) -> int:
@@ -3968,7 +4497,8 @@ def set_option(state: AppState, key: str, value: Any) -> Any:
 
 
 def current_options(state: AppState) -> dict[str, Any]:
-    return {"retry_times": state.retry_times, "log_retention_days": state.log_retention_days}
+    return {"retry_times": state.retry_times, "log_retention_days": state.log_retention_days,
+            "auto_disable_after": state.auto_disable_after, "channel_retest_interval": state.channel_retest_interval}
 
 
 class OptionIn(ApiInput):
@@ -7183,6 +7713,7 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
 # ==== 9. App assembly & CLI ================================================================================
 
 RETENTION_CHECK_SECONDS = 3600
+RETEST_OFF_POLL_SECONDS = 60  # with retests off, how often to look whether the option turned them on
 SHARED_VERSION_POLL_SECONDS = 1.0  # another instance's change is seen within about a second (issue 10: 2 s)
 GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests under load
 
@@ -7276,6 +7807,7 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
     state.writer.start()
     janitor = asyncio.create_task(_retention_loop(state))
     follower = asyncio.create_task(_follow_shared_version(state))
+    health = [asyncio.create_task(watch_hangups(state)), asyncio.create_task(_retest_loop(state))]
     # Everything built so far lives as long as the process: keep it out of the collector's scans, and collect
     # young objects less often. Both cut the rare multi-ms pauses that make up a relay's p99 (bench/ S1).
     gc.collect()
@@ -7286,6 +7818,8 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
     finally:
         janitor.cancel()
         follower.cancel()
+        for task in health:
+            task.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
 
@@ -7303,6 +7837,20 @@ async def _follow_shared_version(state: AppState) -> None:
             if not failing:  # once per outage, not every second
                 logger.warning("cannot read the shared version (%s); retrying every second", _first_line(exc))
             failing = True
+
+
+async def _retest_loop(state: AppState) -> None:
+    """Every CHANNEL_RETEST_INTERVAL s, a model test of each auto-disabled channel; never dies."""
+    while True:
+        interval = state.channel_retest_interval
+        await asyncio.sleep(interval or RETEST_OFF_POLL_SECONDS)  # 0: off, until the option changes
+        if not state.channel_retest_interval:
+            continue
+        state.health.forget_missing(state.routes.channels)
+        try:
+            await retest_auto_disabled(state)
+        except (sa.exc.SQLAlchemyError, RelayError, OSError, ValueError) as exc:
+            logger.error("retest of auto-disabled channels failed (%s); next try in %d s", _first_line(exc), interval)
 
 
 async def _retention_loop(state: AppState) -> None:

@@ -1216,7 +1216,7 @@ def test_an_out_of_bounds_option_stored_by_an_older_version_falls_back_to_the_de
         conn.executemany("INSERT INTO options (key, value) VALUES (?, ?)",
                          [("retry_times", str(2**64)), ("log_retention_days", "1e+17")])
     again = start_app(args=["--no-ui"], env={"SQL_DSN": None})
-    assert ok(again.client.get("/api/option/")) == {"retry_times": 3, "log_retention_days": 30}
+    assert ok(again.client.get("/api/option/")).items() >= {"retry_times": 3, "log_retention_days": 30}.items()
     log = again.output_tail()
     assert "ignoring the stored option retry_times" in log and "ignoring the stored option log_retention_days" in log
     model = unique("afterbad")

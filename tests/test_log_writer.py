@@ -183,9 +183,10 @@ def test_an_infinite_price_never_makes_the_sums_infinite(engine):
     call = app.RelayCall(request_id=unique("r"), started=1_700_000_000.0, endpoint="/v1/chat/completions",
                          route=app.RELAY_ROUTES["/v1/chat/completions"], model=model, body=b"{}",
                          obj={}, content_type="application/json", caller=app.ADMIN_CALLER)
-    for usage in (None, app.Usage(5, 5, 10)):  # a failed call (0 x inf = nan) and a good one (5 x inf = inf)
-        outcome = app.Outcome(200 if usage else 502, usage, b"bad gateway")
-        e = app.make_log_entry(state, call, app.Attempt(None, None, outcome.code), outcome)
+    for usage in (app.Usage(0, 5, 5), app.Usage(5, 5, 10)):  # 0 x inf = nan and 5 x inf = inf
+        outcome = app.Outcome(200, usage, b"")
+        outcome.used_amount = app.charge(state, call, usage)  # the relay prices a call, the writer stores it
+        e = app.make_log_entry(call, app.Attempt(None, None, outcome.code), outcome)
         assert e.row["used_amount"] == 0.0
         assert state.writer.write_batch([e]) == []
 
