@@ -4810,9 +4810,6 @@ def import_source(state: AppState, dsn: str, dry_run: bool = False, import_token
     return result
 
 
-import_oneapi = import_source  # the name section 8's import wizard calls
-
-
 class ImportRequest(BaseModel):
     dsn: str  # a database DSN or file path, or (aiproxy) the path of its config.yaml
     dry_run: bool = False
@@ -6526,6 +6523,7 @@ def show_new_key(token: dict[str, Any]) -> None:
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
 _SOURCE_STATUS = {0: "enabled", 1: "enabled", 2: "disabled", 3: "auto_disabled"}  # one-api's channels.status
+_AIPROXY_STATUS = {1: "enabled", 2: "disabled"}  # aiproxy's; a config.yaml entry without one is not served
 _MIGRATE_SLOTS = {
     "body-cell-status": """<q-td :props="props">
         <span :class="props.row.status === 'enabled' ? 'text-positive' : 'text-orange-9'">{{ props.row.status_label }}
@@ -6603,29 +6601,34 @@ def dsn_with_password(dsn: str, password: str) -> str:
 def migrate_preview(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The dry-run report (tokens included, so the tokens checkbox needs no second run) and the source's channel
     rows, for the columns the report leaves out: models and status. Blocking: run it in a thread."""
-    report = import_oneapi(state, dsn, dry_run=True, import_tokens=True)
+    report = import_source(state, dsn, dry_run=True, import_tokens=True)
     return report, read_source(parse_source_dsn(dsn)).channels
 
 
 def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
                          catalog: dict[int, Provider], lang: str) -> list[dict[str, Any]]:
     """One table row per source channel: what it is there, what it becomes here, and what the import does."""
-    types = load_oneapi_types()[report["flavour"]]
+    aiproxy = report["flavour"] == "aiproxy"
+    types = {} if aiproxy else load_oneapi_types()[report["flavour"]]
     source = {str(c.get("id", "")): c for c in channels}
     rows = []
     for r in report["rows"]:
         raw = source.get(r["source_id"], {})
-        models = split_models(raw.get("models"))
+        models = _names(_json_field(raw.get("models"), list, "", [])) if aiproxy else split_models(raw.get("models"))
         provider = catalog.get(r["type"]) if r.get("type") is not None else None
         try:
             status = int(raw.get("status") or 0)
         except (TypeError, ValueError):
             status = -1
+        if aiproxy:  # aiproxy's type ids are ours
+            type_name = getattr(catalog.get(r["source_type"]), "name", None) or raw.get("type_name") or "?"
+        else:
+            type_name = types.get(str(r["source_type"]), {}).get("name", "?")
         rows.append({
             "id": r["source_id"], "name": r["name"], "provider": provider_name(provider, lang) if provider else "–",
-            "source_type": f"{types.get(str(r['source_type']), {}).get('name', '?')} · {r['source_type']}",
+            "source_type": f"{type_name} · {r['source_type']}",
             "models": "\n".join(models[:4]), "more": max(0, len(models) - 4),
-            "status": _SOURCE_STATUS.get(status, "other"), "action": r["status"],
+            "status": (_AIPROXY_STATUS if aiproxy else _SOURCE_STATUS).get(status, "other"), "action": r["status"],
             "reason": r.get("reason", ""), "warnings": "\n".join(r["warnings"]),
         })
     return rows
@@ -6648,16 +6651,41 @@ def _is_sqlite_file(path: Path) -> bool:
         return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
 
 
+def _is_aiproxy_config(path: Path) -> bool:
+    try:
+        read_aiproxy_yaml(path)
+    except ApiError:
+        return False
+    return True
 
-def _probe_oneapi(dsn: str) -> tuple[str, str, int, int]:
+
+def _probe_source(dsn: str) -> tuple[str, str, int, int]:
     src = parse_source_dsn(dsn)
     data = read_source(src, with_tokens=True)
     return src.safe, data.flavour, len(data.channels), len(data.tokens)
 
 
-def _preview_oneapi(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _preview_source(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     report, channels = migrate_preview(state, dsn)
     return report, migrate_preview_rows(report, channels, state.catalog, session_language())
+
+
+def _report_table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report rows of API keys or model configs -> the wizard's small tables (name, action, notes)."""
+    return [{"id": r["source_id"], "name": r["name"], "action": r["status"],
+             "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
+             "warnings": "\n".join(r["warnings"])} for r in rows]
+
+
+def _counts(part: dict[str, Any]) -> dict[str, int]:
+    return {k: part[k] for k in ("imported", "exists", "skipped")}
+
+
+def _run_source(state: AppState, dsn: str, tokens: bool) -> dict[str, Any]:
+    return import_source(state, dsn, dry_run=False, import_tokens=tokens)
+
+
+_FLAVOURS = {"oneapi": "OneAPI", "newapi": "new-api", "aiproxy": "labring/aiproxy"}  # each tab detects them all
 
 
 MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
@@ -6668,9 +6696,17 @@ MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
                                                            "mysql://user:pass@host:3306/db")),
                "postgres": MigrateKind("migrate.kind_postgres", ("postgres://user:pass@host:5432/db",)),
                "sqlite": MigrateKind("migrate.kind_sqlite", ("/path/to/one-api.db",), file=True)},
-        flavours={"oneapi": "OneAPI", "newapi": "new-api"},
-        probe=_probe_oneapi, preview=_preview_oneapi,
-        run=lambda state, dsn, tokens: import_oneapi(state, dsn, dry_run=False, import_tokens=tokens)),
+        flavours=_FLAVOURS, probe=_probe_source, preview=_preview_source, run=_run_source),
+    MigrateSource(  # issue 12: FastGPT's docker-compose runs aiproxy on its own PostgreSQL
+        tab="migrate.aiproxy_tab", title="migrate.aiproxy_title", intro="migrate.aiproxy_intro",
+        address="migrate.aiproxy_dsn", path="migrate.aiproxy_path", upload="migrate.aiproxy_upload",
+        upload_hint="migrate.aiproxy_upload_hint",
+        kinds={"postgres": MigrateKind("migrate.kind_postgres", (  # the compose file's SQL_DSN, then from the host
+                   "postgres://postgres:aiproxy@fastgpt-aiproxy-pg:5432/aiproxy",
+                   "postgres://postgres:aiproxy@127.0.0.1:5433/aiproxy")),
+               "file": MigrateKind("migrate.kind_aiproxy_file", ("/path/to/config.yaml", "/path/to/aiproxy.db"),
+                                   file=True)},
+        flavours=_FLAVOURS, probe=_probe_source, preview=_preview_source, run=_run_source),
 )
 
 
@@ -6733,6 +6769,7 @@ class MigrateWizard:
     def _preview_step(self) -> None:
         with ui.step("preview", title=t("migrate.step_preview"), icon="fact_check"):
             self.preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
+            self.report_notes = ui.column().classes("w-full gap-1").mark("migrate-notes")
             columns = [
                 {"name": "id", "label": "#", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
@@ -6755,6 +6792,12 @@ class MigrateWizard:
                 "flat bordered dense").mark("migrate-token-preview")
             for slot in ("body-cell-action", "body-cell-notes"):
                 self.token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
+            self.config_head = ui.label().classes("text-sm font-medium").mark("migrate-config-head")
+            self.config_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
+                                         pagination={"rowsPerPage": 10}).classes("w-full").props(
+                "flat bordered dense").mark("migrate-config-preview")
+            for slot in ("body-cell-action", "body-cell-notes"):
+                self.config_table.add_slot(slot, _MIGRATE_SLOTS[slot])
             with ui.row().classes("items-center gap-2"):
                 ui.button(t("migrate.back"), icon="arrow_back",
                           on_click=lambda: self.stepper.set_value("source")).props("flat")
@@ -6783,6 +6826,7 @@ class MigrateWizard:
                         self.counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(
                             f"migrate-count-{name}")
             self.token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
+            self.config_summary = ui.label().classes("text-sm").mark("migrate-config-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
             self.done_table = ui.table(columns=[
                 {"name": "id", "label": "ID", "field": "id", "align": "left"},
@@ -6905,9 +6949,10 @@ class MigrateWizard:
         self.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
         await e.file.save(part)
         self.upload.reset()
-        if not _is_sqlite_file(part):
+        config = name.lower().endswith(_YAML_SUFFIXES)  # aiproxy's config.yaml: read as YAML, by its name
+        if not (_is_aiproxy_config(part) if config else _is_sqlite_file(part)):
             part.unlink(missing_ok=True)
-            ui.notify(t("migrate.not_sqlite", name=name), type="negative")
+            ui.notify(t("migrate.not_config" if config else "migrate.not_sqlite", name=name), type="negative")
             return
         part.chmod(0o600)  # the copy holds the source's API keys
         part.replace(target)
@@ -6940,9 +6985,15 @@ class MigrateWizard:
                                    flavour=self.source.flavours.get(report["flavour"], report["flavour"]),
                                    n=len(rows), imported=report["imported"], exists=report["exists"],
                                    skipped=report["skipped"])
-        self.token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
-                                  "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
-                                  "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
+        self.token_table.rows = _report_table_rows(report["tokens"]["rows"])
+        self.report_notes.clear()
+        with self.report_notes:
+            for note in report.get("notes", []):
+                ui.label(f"ⓘ {note}").classes("text-sm opacity-80")
+        configs = report.get("model_configs")
+        self.config_table.rows = _report_table_rows(configs["rows"]) if configs else []
+        self.config_head.text = t("migrate.config_head", **_counts(configs)) if configs else ""
+        self.config_head.visible = self.config_table.visible = bool(self.config_table.rows)
         self.with_tokens.text = t("migrate.with_tokens", n=len(self.token_table.rows))
         self.with_tokens.enabled = bool(self.token_table.rows)
         self.with_tokens.value = False
@@ -6955,7 +7006,8 @@ class MigrateWizard:
 
     def show_import_button(self) -> None:
         report = self.report
-        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"]))
+        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"])
+                                    or report.get("model_configs", {}).get("imported"))
         self.import_button.set_enabled(new and not self.busy)
         self.nothing_new.visible = bool(report) and not new
 
@@ -6980,8 +7032,9 @@ class MigrateWizard:
         for name, label in self.counts.items():
             label.text = str(result[name])
         tokens = result.get("tokens")
-        self.token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
-                                    skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
+        self.token_summary.text = t("migrate.token_counts", **_counts(tokens)) if tokens else t("migrate.no_tokens")
+        configs = result.get("model_configs")
+        self.config_summary.text = t("migrate.config_counts", **_counts(configs)) if configs else ""
         skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
         skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
         self.skipped_list.clear()

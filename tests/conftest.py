@@ -244,10 +244,10 @@ def launch_app(
 # ---- load: calls answered vs rows logged ----
 
 def answered_ids_under_load(servers: "AppServer | list[AppServer]", model: str, seconds: float, threads: int = 8,
-                            until: Callable[[set[str]], Any] | None = None) -> set[str]:
-    """Call `model` through the servers (clients spread over them) for `seconds`, then run `until` with the
-    ids answered so far (it stops or kills a server) while the clients go on; returns the request ids of the
-    calls answered in full."""
+                            until: Callable[[set[str]], Any] | None = None, at_least: int = 25) -> set[str]:
+    """Call `model` through the servers (clients spread over them) for `seconds` and until `at_least` calls are
+    answered (a busy machine answers fewer per second), then run `until` with the ids answered so far (it stops
+    or kills a server) while the clients go on; returns the request ids of the calls answered in full."""
     servers = servers if isinstance(servers, list) else [servers]
     answered: set[str] = set()
     stop = threading.Event()
@@ -269,6 +269,9 @@ def answered_ids_under_load(servers: "AppServer | list[AppServer]", model: str, 
     for w in workers:
         w.start()
     time.sleep(seconds)
+    deadline = time.monotonic() + 60
+    while len(answered) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
     if until is not None:
         until(answered)
     stop.set()

@@ -335,7 +335,7 @@ def test_kill_9_under_load_loses_no_answered_call(start_app, upstream):
             pytest.fail("every answered call's row was always in the database already")
         server.proc.send_signal(signal.SIGKILL)
 
-    answered = answered_ids_under_load(server, model, 2.0, until=kill_while_rows_are_pending)
+    answered = answered_ids_under_load(server, model, 2.0, until=kill_while_rows_are_pending, at_least=60)
     server.proc.wait(30)
     assert len(answered) > 50, "the load ran"
     before = logged_ids(server.dsn, model)
