@@ -8,6 +8,7 @@
 #     "aiohttp>=3.10",
 #     "uvicorn[standard]>=0.30",
 #     "orjson>=3.10",
+#     "pyyaml>=6.0",
 # ]
 # ///
 """aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
@@ -35,6 +36,7 @@ import collections
 import csv
 import dataclasses
 import enum
+import errno
 import functools
 import gc
 import hashlib
@@ -43,10 +45,12 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
 import secrets
+import socket
 import sqlite3
 import string
 import sys
@@ -58,22 +62,32 @@ import wave
 import webbrowser
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Iterable, Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 import aiohttp
 import orjson
 import pydantic
 import sqlalchemy as sa
+import uvicorn
+import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from sqlmodel import Field, SQLModel
+from sqlalchemy.dialects import mysql as sa_mysql, postgresql as sa_postgresql, sqlite as sa_sqlite
 from sqlalchemy.orm import registry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 
 # ==== 1. Settings & app state ==============================================================================
@@ -105,8 +119,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
     Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
+    Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
+            "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
+    Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
+            "log calls without the crash journal: a kill -9 then loses up to half a second of log rows"),
 )
 
 
@@ -121,8 +139,10 @@ class Settings:
     connect_timeout: float = 10.0
     ttfb_timeout: float = 300.0
     log_retention_days: int = 30
+    shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
+    no_journal: bool = False
 
     @property
     def data_path(self) -> Path:
@@ -169,7 +189,8 @@ def generate_key(length: int = 48) -> str:
 
 
 def write_secret_file(path: Path, value: str) -> None:
-    """Write a secret readable only by its owner (0600 from the first byte, not chmod afterwards)."""
+    """Write a secret readable only by its owner: created 0600, and chmod-ed too, since a file that already
+    existed keeps its old mode through O_CREAT."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -215,6 +236,7 @@ class AppState:
     writer: "LogWriter | None" = None
     http: aiohttp.ClientSession | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    version: int = -1  # the shared version that `routes` and `options` were loaded at
 
     @property
     def retry_times(self) -> int:
@@ -225,8 +247,18 @@ class AppState:
         return int(self.options.get("log_retention_days", self.settings.log_retention_days))
 
     def reload(self) -> None:
-        """Rebuild the in-memory routing table after any write to channels, tokens or model configs."""
-        self.routes = load_routing_table(self.engine, self.catalog)
+        """After any write to channels, tokens or model configs: tell the other instances on this database (they
+        poll the shared version), and rebuild this one's routing table."""
+        with self.engine.begin() as conn:
+            bump_shared_version(conn)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Load the routing table and the options as the database has them now."""
+        version = read_shared_version(self.engine)
+        options, routes = valid_options(load_options(self.engine)), load_routing_table(self.engine, self.catalog)
+        if version >= self.version:  # else a load that started later has already finished
+            self.version, self.options, self.routes = version, options, routes
 
 
 _STATE: AppState | None = None  # the module's one mutable slot, set by create_app()
@@ -390,6 +422,15 @@ class Option(Base, table=True):
     value: str = Field(default="", sa_type=sa.Text)
 
 
+class SharedVersion(Base, table=True):
+    """One row, bumped by every change to channels, tokens, model configs or options. Each instance polls it
+    and reloads when it moves, so instances on one database see each other's changes."""
+
+    __tablename__ = "shared_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, sa_type=sa.BigInteger)
+
+
 def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)  # "模型" stays searchable with LIKE, not "\u6a21\u578b"
 
@@ -438,6 +479,8 @@ def create_schema(engine: sa.Engine) -> None:
             for index in table.indexes:
                 if any(c in added for c in index.columns):
                     index.create(conn, checkfirst=True)
+        # the one row of the shared version, created if missing and left as it is otherwise
+        upsert(conn, SharedVersion.__table__, [{"id": 1, "version": 0}], ("id",), add=("version",))
 
 
 def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> str:
@@ -448,6 +491,70 @@ def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> st
         return sql  # nullable: old rows read as NULL, which the converters treat as empty
     literal = sa.literal(default).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
     return f"{sql} NOT NULL DEFAULT {literal}"
+
+
+# ---- writes that several instances run at once ----
+
+_UPSERT_DIALECTS = {"postgresql": sa_postgresql.insert, "sqlite": sa_sqlite.insert}
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock not available
+_CONFLICT_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock
+
+
+def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...],
+           add: tuple[str, ...] = ()) -> None:
+    """Insert `rows`, or update those whose `keys` already exist: columns in `add` are added to, the others
+    replaced. One statement, rows in key order, so two instances writing the same rows lock them in the same
+    order and cannot deadlock each other (issue 10)."""
+    if not rows:
+        return
+    rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    changed = [c for c in rows[0] if c not in keys]
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        stmt = sa_mysql.insert(table).values(rows)
+        new = stmt.inserted
+        conn.execute(stmt.on_duplicate_key_update({c: table.c[c] + new[c] if c in add else new[c] for c in changed}))
+    elif dialect in _UPSERT_DIALECTS:
+        stmt = _UPSERT_DIALECTS[dialect](table).values(rows)
+        new = stmt.excluded
+        set_ = {c: table.c[c] + new[c] if c in add else new[c] for c in changed}
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=set_) if set_
+                     else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+    else:  # any other SQLAlchemy dialect: update, then insert what matched nothing
+        for row in rows:
+            where = [table.c[k] == row[k] for k in keys]
+            values = {c: table.c[c] + row[c] if c in add else row[c] for c in changed}
+            if not values or conn.execute(sa.update(table).where(*where).values(values)).rowcount == 0:
+                conn.execute(sa.insert(table).values(row))
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """A deadlock, serialization failure or lock timeout: the same transaction may succeed when run again."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _CONFLICT_SQLSTATES:
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        return "locked" in str(orig) or "busy" in str(orig)
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _CONFLICT_MYSQL_ERRORS
+
+
+def is_database_reachable(engine: sa.Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False
+
+
+def bump_shared_version(conn: sa.Connection) -> None:
+    conn.execute(sa.update(SharedVersion).where(SharedVersion.id == 1).values(version=SharedVersion.version + 1))
+
+
+def read_shared_version(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(SharedVersion.version).where(SharedVersion.id == 1)).scalar_one()
 
 
 def load_options(engine: sa.Engine) -> dict[str, Any]:
@@ -464,9 +571,8 @@ def load_options(engine: sa.Engine) -> dict[str, Any]:
 
 def save_option(engine: sa.Engine, key: str, value: Any) -> None:
     with engine.begin() as conn:
-        text = json.dumps(value)
-        if conn.execute(sa.update(Option).where(Option.key == key).values(value=text)).rowcount == 0:
-            conn.execute(sa.insert(Option).values(key=key, value=text))
+        upsert(conn, Option.__table__, [{"key": key, "value": json.dumps(value)}], ("key",))
+        bump_shared_version(conn)
 
 
 def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -659,6 +765,10 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
 
 
 # ==== 3. Provider catalog & adaptors ======================================================================
+# A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. The relay
+# (section 5) never names a format: the client's Dialect reads the request and the channel's Adaptor calls the
+# upstream. When both speak one format the bytes pass through (only the model name changes); otherwise the call
+# goes through the pivot, OpenAI chat: client format -> pivot -> upstream format, and the answer back the same way.
 
 MODEL_KINDS = ("chat", "embedding", "rerank", "tts", "stt", "image", "moderation")
 
@@ -695,16 +805,26 @@ class Provider:
     models: tuple[tuple[str, str], ...]  # (model, kind)
 
 
+class CatalogError(Exception):
+    """providers.json names an adaptor this file lacks: start-up stops, rather than call such channels as OpenAI."""
+
+
 def load_catalog(path: Path | None = None) -> dict[int, Provider]:
-    raw = json.loads((path or ASSETS_DIR / "providers.json").read_text(encoding="utf-8"))
-    return {
-        int(k): Provider(
-            id=int(k), name=v["name"], adaptor=v.get("adaptor", "openai"), default_base_url=v.get("defaultBaseUrl", ""),
+    source = path or ASSETS_DIR / "providers.json"
+    catalog: dict[int, Provider] = {}
+    for k, v in json.loads(source.read_text(encoding="utf-8")).items():
+        if k.startswith("_"):
+            continue
+        adaptor = v.get("adaptor", "openai")
+        if adaptor not in ADAPTORS:
+            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor '{adaptor}', "
+                               f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
+        catalog[int(k)] = Provider(
+            id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
             models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
         )
-        for k, v in raw.items() if not k.startswith("_")
-    }
+    return catalog
 
 
 def catalog_model_kinds(catalog: dict[int, Provider]) -> dict[str, str]:
@@ -727,30 +847,1059 @@ def guess_model_kind(model: str) -> str:
     return next((kind for hint, kind in _KIND_HINTS if hint in name), "chat")
 
 
+# ---- wire formats: the Adaptor (a channel's upstream), the Dialect (a client), the pivot between them ----
+# A new format is one sub-banner below, holding its pure converters and
+#   * an Adaptor subclass, registered as ADAPTORS["<name>"] (the "adaptor" of its providers.json rows): it builds
+#     the upstream's URL and headers, turns the pivot into its requests and its answers, streams and errors into
+#     the pivot;
+#   * and/or a Dialect subclass, registered as DIALECTS["<name>"]: it owns client paths (`routes` for exact POST
+#     paths, `match` for patterns), reads their requests, turns them into the pivot and the pivot's answers,
+#     streams and errors back into its own shape.
+# `format` names the wire format on both sides; an Adaptor whose `formats` holds the Dialect's passes bytes through.
+
+@dataclass
+class Usage:
+    input_tokens: int = 0  # every prompt token, cached or not (OpenAI's prompt_tokens)
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+
+
+def usage_from(obj: Any) -> Usage | None:
+    """OpenAI (prompt/completion) and newer (input/output) usage names both map to one Usage."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("usage"), dict):
+        return None
+    u = obj["usage"]
+    inp = int(u.get("prompt_tokens") or u.get("input_tokens") or 0)
+    out = int(u.get("completion_tokens") or u.get("output_tokens") or 0)
+    details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(inp, out, int(u.get("total_tokens") or inp + out), cached)
+
+
+def usage_to_openai(usage: Usage) -> dict[str, Any]:
+    return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """Parse a body that must be a JSON object; anything else is the upstream's fault (502)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise RelayError(502, f"{what} is not a JSON object: {body[:200].decode('utf-8', 'replace')}",
+                         "bad_upstream_answer", "upstream_error")
+    return obj
+
+
+def sse_events(batch: bytes) -> list[bytes]:
+    """The whole events of a batch (each ends with a blank line, "\\n\\n" or "\\r\\n\\r\\n")."""
+    return [e for e in batch.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
+
+
+def sse(obj: Any, event: str = "") -> bytes:
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def sse_fields(event: bytes) -> tuple[str, bytes]:
+    """(event name, data) of one event; several data lines join with newlines, as the SSE spec says."""
+    name, data = "", []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode("latin-1")
+    return name, b"\n".join(data)
+
+
+@dataclass(frozen=True)
+class RelayRoute:
+    """One client path: the dialect that reads it, how it is logged, and what the upstream must do."""
+
+    dialect: Dialect
+    mode: Mode  # what the log row says (aiproxy's numbering)
+    op: Mode | None  # the operation in pivot (OpenAI) terms; None: no pivot form, only a native channel serves it
+    upstream_path: str  # the path below a same-format upstream's base URL
+    native_only: bool = False  # with no channel speaking the dialect's format, the dialect answers by itself
+    model: str = ""  # a model named in the path (Gemini's /models/{model}:...)
+
+
+class StreamFilter:
+    """Between an upstream's stream and the client: fed whole SSE events, it returns the bytes the client gets."""
+
+    usage: Usage | None = None  # the upstream's own count, when it sent one
+    error: RelayError | None = None  # an error the upstream sent inside the stream
+    events = 0  # data events seen, for an estimate when no usage came
+
+    def feed(self, events: bytes) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> bytes:
+        """What the client still needs once the upstream has ended: the client format's closing event."""
+        return b""
+
+
+class PivotDecoder:
+    """Reads one upstream format's stream into pivot chunks (OpenAI `chat.completion.chunk` objects)."""
+
+    usage: Usage | None = None
+    error: RelayError | None = None
+    done = False  # the upstream said its stream is complete
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class PivotEncoder:
+    """Writes pivot chunks as one client format's events."""
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def close(self, usage: Usage | None) -> bytes:
+        raise NotImplementedError
+
+
+class ConvertedStream(StreamFilter):
+    """An upstream stream in one format for a client in another, event by event: what one upstream event becomes
+    leaves in the same write as that event, so nothing is held back or merged."""
+
+    def __init__(self, call: RelayCall, decoder: PivotDecoder, encoder: PivotEncoder) -> None:
+        self.dialect, self.decoder, self.encoder = call.dialect, decoder, encoder
+        self.closed = False
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+    def feed(self, events: bytes) -> bytes:
+        out: list[bytes] = []
+        for event in sse_events(events):
+            name, data = sse_fields(event)
+            if not data or self.closed:
+                continue
+            self.events += 1
+            out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
+            if self.decoder.error is not None:
+                out.append(self.dialect.stream_error(self.decoder.error))
+                self.closed = True
+            elif self.decoder.done:
+                out.append(self.encoder.close(self.decoder.usage))
+                self.closed = True
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        if self.closed:
+            return b""
+        self.closed = True
+        return self.encoder.close(self.decoder.usage)
+
+
+# ---- OpenAI: chat (the pivot) and the other /v1 operations ----
+
+#: pivot operation → its path below an OpenAI-style base URL
+OPENAI_PATHS: dict[Mode, str] = {
+    Mode.CHAT_COMPLETIONS: "/chat/completions", Mode.COMPLETIONS: "/completions", Mode.EMBEDDINGS: "/embeddings",
+    Mode.MODERATIONS: "/moderations", Mode.IMAGES_GENERATIONS: "/images/generations",
+    Mode.AUDIO_SPEECH: "/audio/speech", Mode.AUDIO_TRANSCRIPTION: "/audio/transcriptions",
+    Mode.AUDIO_TRANSLATION: "/audio/translations", Mode.RERANK: "/rerank",
+}
+_MULTIPART_MODEL = re.compile(rb'(name="model"\r\n\r\n)([^\r\n]*)(\r\n)')
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+def openai_error(status: int, message: str, code: str | int | None, type_: str) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": None}})
+
+
+def read_openai_error(status: int, body: bytes) -> RelayError:
+    """An OpenAI-style error answer (or any other text) as one error value."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    error = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return RelayError(status, str(error["message"]), error.get("code") or "upstream_error",
+                          str(error.get("type") or "upstream_error"))
+    text = body[:300].decode("utf-8", "replace").strip()
+    return RelayError(status, f"The upstream answered HTTP {status}{': ' + text if text else ''}",
+                      "upstream_error", "upstream_error")
+
+
+def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
+    return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
+        b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
+
+
+class OpenAIPassthrough(StreamFilter):
+    """hot path: an OpenAI stream for an OpenAI client. Only events that carry usage are parsed; the usage-only
+    chunk the gateway asked for is dropped when the client did not ask for it; a mapped model is renamed back."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.keep_usage_only = call.client_wants_usage
+        upstream = channel.upstream_model(call.model)
+        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if _USAGE_OBJECT.search(events):
+            events = self._take_usage(events)
+        if self.rename:
+            events = _rewrite_model(events, *self.rename)
+        return events
+
+    def _take_usage(self, events: bytes) -> bytes:
+        sep = b"\r\n\r\n" if b"\r\n\r\n" in events else b"\n\n"
+        kept = []
+        for event in events.split(sep):
+            if _USAGE_OBJECT.search(event):
+                payload = event.strip()
+                payload = payload[5:] if payload.startswith(b"data:") else payload
+                try:
+                    obj = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    obj = None
+                self.usage = usage_from(obj) or self.usage
+                if not self.keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
+                    continue
+            kept.append(event)
+        return sep.join(kept)
+
+
+class OpenAIDecoder(PivotDecoder):
+    """An OpenAI-style upstream stream is already pivot chunks: parse them, keep the usage, stop at [DONE]."""
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        if data.strip() == b"[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if isinstance(chunk.get("error"), dict):
+            self.error = read_openai_error(502, data)
+            return []
+        self.usage = usage_from(chunk) or self.usage
+        return [chunk] if chunk.get("choices") else []
+
+
+class OpenAIEncoder(PivotEncoder):
+    """Pivot chunks for an OpenAI client, with the usage chunk when it asked for one, then [DONE]."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.model, self.wants_usage = call.model, call.client_wants_usage
+        self.head: dict[str, Any] = {"id": f"chatcmpl-{call.request_id}", "created": int(call.started)}
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        self.head = {"id": chunk.get("id", self.head["id"]), "created": chunk.get("created", self.head["created"])}
+        return b"data: " + orjson.dumps({**chunk, "object": "chat.completion.chunk", "model": self.model}) + b"\n\n"
+
+    def close(self, usage: Usage | None) -> bytes:
+        tail = b""
+        if self.wants_usage and usage is not None:
+            tail = self.encode({**self.head, "choices": [], "usage": usage_to_openai(usage)})
+        return tail + b"data: [DONE]\n\n"
+
+
 class Adaptor:
-    """OpenAI-compatible wire format. A native format (Azure, Anthropic, Gemini) subclasses this and overrides
-    only what differs; every OpenAI-style provider is just a row in assets/providers.json."""
+    """A channel's upstream wire format. This base speaks OpenAI's, which every OpenAI-style provider shares (each
+    is only a row in assets/providers.json); a native format subclasses it and overrides what differs."""
 
-    def build_url(self, base_url: str, path: str, model: str) -> str:
-        return base_url.rstrip("/") + path
+    title = "OpenAI-compatible"
+    formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
+    modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
 
-    def build_headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"}
+    def speaks(self, call: RelayCall) -> bool:
+        return call.dialect.format in self.formats
 
-    def convert_request(self, path: str, body: bytes) -> tuple[str, bytes]:
-        """Turn an OpenAI request into this format's (path, body). Identity for OpenAI."""
-        return path, body
+    def refusal(self, call: RelayCall) -> RelayError | None:
+        """Why this channel cannot serve the call at all; the relay then tries the next channel."""
+        if call.op is None or call.op in self.modes:
+            return None
+        return RelayError(501, f"{self.title} channels cannot serve {call.endpoint}.", "unsupported_endpoint",
+                          "aiproxy_error")
 
-    def convert_response(self, path: str, body: bytes) -> bytes:
-        """Turn this format's non-stream answer into OpenAI's. Identity for OpenAI."""
-        return body
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        return channel.base_url.rstrip("/") + (call.upstream_path if self.speaks(call) else OPENAI_PATHS[call.op])
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        """`call` shows the client's headers (call.headers), e.g. to forward a beta flag; None for a model list."""
+        return {"Authorization": f"Bearer {channel.key}"}
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        """(URL, headers) of a GET that lists the upstream's models as `{"data": [{"id": ...}]}`."""
+        return channel.base_url.rstrip("/") + "/models", self.build_headers(channel)
+
+    def convert_request(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        if self.speaks(call):
+            return self.passthrough_body(call, channel)
+        return self.request_from_pivot(call.pivot(), call, channel)
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        """hot path: re-encode only when something must change (mapped model, forced usage chunk)."""
+        target = channel.upstream_model(call.model)
+        if call.obj is None:  # multipart: swap the model field in place
+            if target == call.model:
+                return call.body
+            return _MULTIPART_MODEL.sub(lambda m: m.group(1) + target.encode() + m.group(3), call.body, count=1)
+        needs_usage = call.stream and not call.client_wants_usage
+        if target == call.model and not needs_usage:
+            return call.body
+        obj = dict(call.obj, model=target)
+        if needs_usage:  # ask for usage so that the log has real token counts
+            obj["stream_options"] = dict(obj.get("stream_options") or {}, include_usage=True)
+        return orjson.dumps(obj)
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        body = dict(pivot, model=channel.upstream_model(call.model))
+        if call.stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        return orjson.dumps(body)
+
+    def convert_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        """A whole 200 JSON answer, made ready for the client, and the usage it reports."""
+        if self.speaks(call):
+            return self.passthrough_response(call, body)
+        pivot, usage = self.response_to_pivot(call, body)
+        return call.dialect.response_from_pivot(call, pivot), usage
+
+    def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        usage = self.usage_of(obj)
+        if isinstance(obj, dict) and obj.get("model") not in (None, call.model):
+            obj["model"] = call.model
+            body = orjson.dumps(obj)
+        return body, usage
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return usage_from(answer)
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "The upstream's answer")
+        return answer, usage_from(answer)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        if self.speaks(call):
+            return self.passthrough_stream(call, channel)
+        return ConvertedStream(call, self.pivot_decoder(call), call.dialect.stream_encoder(call))
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return OpenAIPassthrough(call, channel)
+
+    def pivot_decoder(self, call: RelayCall) -> PivotDecoder:
+        return OpenAIDecoder()
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        """An upstream's error answer as one error value, which the client's dialect renders in its own shape."""
+        return read_openai_error(status, body)
+
+
+#: client path → mode; the mode is also the pivot operation
+OPENAI_ROUTES: dict[str, Mode] = {
+    "/v1/chat/completions": Mode.CHAT_COMPLETIONS, "/v1/completions": Mode.COMPLETIONS,
+    "/v1/embeddings": Mode.EMBEDDINGS, "/v1/moderations": Mode.MODERATIONS,
+    "/v1/images/generations": Mode.IMAGES_GENERATIONS, "/v1/audio/speech": Mode.AUDIO_SPEECH,
+    "/v1/audio/transcriptions": Mode.AUDIO_TRANSCRIPTION, "/v1/audio/translations": Mode.AUDIO_TRANSLATION,
+    "/v1/rerank": Mode.RERANK,
+}
+_STREAMED_MODES = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS})
+
+
+class Dialect:
+    """A client's wire format. This base is OpenAI's /v1 (chat, completions, embeddings, audio, images, ...), whose
+    chat is also the pivot; another format subclasses it and overrides what differs."""
+
+    format = "openai"
+    prefixes: tuple[str, ...] = ("/v1",)  # unknown paths under these get this dialect's error shape
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        """The exact POST paths this dialect serves."""
+        for path, mode in OPENAI_ROUTES.items():
+            yield path, RelayRoute(self, mode, mode, OPENAI_PATHS[mode])
+
+    def match(self, method: str, path: str) -> RelayRoute | None:
+        """A route for a path `routes` cannot list (a model inside the path, a GET or a DELETE)."""
+        return None
+
+    def api_key(self, headers: dict[bytes, bytes], scope: Scope) -> str:
+        return (strip_bearer(headers.get(b"authorization", b"").decode("latin-1"))
+                or headers.get(b"x-api-key", b"").decode("latin-1").strip())
+
+    def read(self, call: RelayCall) -> None:
+        """Set what the relay routes on from the parsed body: whether to stream, whether usage was asked for."""
+        obj = call.obj
+        call.stream = bool(obj and obj.get("stream")) and call.op in _STREAMED_MODES
+        options = obj.get("stream_options") if obj else None
+        call.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        if call.obj is None:
+            raise RelayError(400, f"A multipart request to {call.endpoint} cannot be converted for this channel.",
+                             "unsupported_endpoint")
+        return call.obj
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        return orjson.dumps({**pivot, "model": call.model})
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return OpenAIEncoder(call)
+
+    def error_body(self, error: RelayError) -> bytes:
+        return openai_error(error.status, error.message, error.code, error.type)
+
+    def stream_error(self, error: RelayError) -> bytes:
+        """An error inside a stream that has started (its HTTP status is already 200)."""
+        return b"data: " + self.error_body(error) + b"\n\n"
+
+    def answer_locally(self, call: RelayCall) -> bytes:
+        """The answer of a `native_only` route when no channel speaks this format (e.g. a token count estimate)."""
+        raise NotImplementedError
 
 
 ADAPTORS: dict[str, Adaptor] = {"openai": Adaptor()}
+DIALECTS: dict[str, Dialect] = {"openai": Dialect()}
+
+
+# ---- Azure OpenAI: OpenAI's bodies at deployment URLs ----
+
+AZURE_API_VERSION = "2025-04-01-preview"  # aiproxy's default when the key names none
+
+
+def azure_key(key: str) -> tuple[str, str]:
+    """Our Azure key format is `key` or `key|api-version`."""
+    secret, _, version = key.partition("|")
+    return secret.strip(), version.strip() or AZURE_API_VERSION
+
+
+class AzureAdaptor(Adaptor):
+    """`{base}/openai/deployments/{deployment}/{op}?api-version=…` with an `api-key` header. The deployment is
+    the model's mapped name when the channel maps it, else the model name, without its dots for type 3
+    (aiproxy's convention: gpt-4.1 → gpt-41) and as it is for type 4."""
+
+    title = "Azure OpenAI"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS,
+                       Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
+
+    def __init__(self, keep_dots: bool) -> None:
+        self.keep_dots = keep_dots
+
+    def deployment(self, channel: ChannelRoute, model: str) -> str:
+        mapped = channel.mapping.get(model)
+        return mapped or (model if self.keep_dots else model.replace(".", ""))
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        path = call.upstream_path if self.speaks(call) else OPENAI_PATHS[call.op]
+        deployment = urllib.parse.quote(self.deployment(channel, call.model), safe="")
+        return (f"{channel.base_url.rstrip('/')}/openai/deployments/{deployment}{path}"
+                f"?api-version={urllib.parse.quote(azure_key(channel.key)[1])}")
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        return {"api-key": azure_key(channel.key)[0]}
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        version = urllib.parse.quote(azure_key(channel.key)[1])
+        return f"{channel.base_url.rstrip('/')}/openai/models?api-version={version}", self.build_headers(channel)
+
+
+ADAPTORS["azure"] = AzureAdaptor(keep_dots=False)
+ADAPTORS["azure2"] = AzureAdaptor(keep_dots=True)
+
+
+# ---- Anthropic Messages: the upstream of type 14, and the client door /v1/messages ----
+# docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
+# openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
+# the pivot's prompt_tokens counts them all.
+
+ANTHROPIC_VERSION = "2023-06-01"
+#: reasoning_effort → thinking.budget_tokens (Anthropic's minimum budget is 1024)
+ANTHROPIC_THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+#: max_tokens is required by Anthropic and often absent from OpenAI requests: each model's output limit, first match
+ANTHROPIC_MAX_TOKENS = (("opus-4-5", 64000), ("opus-4", 32000), ("sonnet-4", 64000), ("haiku-4", 64000),
+                        ("3-7-sonnet", 64000), ("3-5", 8192))
+ANTHROPIC_MAX_TOKENS_DEFAULT = 4096  # the Claude 3 models' limit
+_ANTHROPIC_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+                    "tool_use": "tool_calls", "refusal": "content_filter"}
+_OPENAI_STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                 "content_filter": "refusal"}
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                          403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                          429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+_ANTHROPIC_ERROR_STATUS = {kind: status for status, kind in _ANTHROPIC_ERROR_TYPES.items()}
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def anthropic_max_tokens(model: str) -> int:
+    return next((limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
+
+
+def anthropic_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    read, written = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
+    prompt, output = int(u.get("input_tokens") or 0) + read + written, int(u.get("output_tokens") or 0)
+    return Usage(prompt, output, prompt + output, read)
+
+
+def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
+    usage = usage or Usage()
+    return {"input_tokens": usage.input_tokens - usage.cached_tokens, "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
+
+
+def anthropic_error_type(status: int) -> str:
+    return _ANTHROPIC_ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def read_anthropic_error(status: int, body: bytes) -> RelayError:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    error = obj.get("error") if isinstance(obj, dict) and obj.get("type") == "error" else None
+    if not isinstance(error, dict):
+        return read_openai_error(status, body)
+    kind = str(error.get("type") or anthropic_error_type(status))
+    return RelayError(status, str(error.get("message") or kind), kind, kind)
+
+
+def _text_of(content: Any) -> str:
+    """The text of an OpenAI content (a string or a list of parts) or of Anthropic blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """A tool call's JSON-string arguments as the object Anthropic's `input` must be."""
+    try:
+        value = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else raw
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -- pivot → Anthropic (an OpenAI client, or the pivot of any other, on an Anthropic channel) --
+
+def _anthropic_image(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        return {"type": "image", "source": {"type": "base64", "media_type": header[5:].split(";")[0] or "image/png",
+                                            "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _anthropic_user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else []:
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_anthropic_image(url))
+        elif kind == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            header, _, data = part["file"]["file_data"].partition(",")
+            blocks.append({"type": "document", "source": {"type": "base64", "media_type": header[5:].split(";")[0],
+                                                          "data": data}})
+    return blocks
+
+
+def _anthropic_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    # reasoning_content has no signature to go back with, and Anthropic refuses an unsigned thinking block
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        blocks.append({"type": "tool_use", "id": call.get("id") or f"toolu_{i}", "name": function.get("name") or "",
+                       "input": _arguments(function.get("arguments"))})
+    return blocks
+
+
+def _anthropic_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict):
+        result = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+    else:
+        result = {"type": {"none": "none", "required": "any", "auto": "auto"}.get(choice, "auto")}
+    if parallel is False and result["type"] != "none":
+        result["disable_parallel_tool_use"] = True
+    return result if choice is not None or parallel is False else None
+
+
+def openai_to_anthropic_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as an Anthropic Messages request. System messages become `system`; tool results
+    become user turns; consecutive turns of one role merge, as Anthropic wants them to alternate."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"type": "text", "text": text}] if text else []
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id") or "",
+                                     "content": _text_of(message.get("content"))}]
+        elif role == "assistant":
+            blocks = _anthropic_assistant_blocks(message)
+        else:
+            role, blocks = "user", _anthropic_user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"model": model, "messages": messages,
+                            "max_tokens": chat.get("max_completion_tokens") or chat.get("max_tokens")
+                            or anthropic_max_tokens(model)}
+    if system:
+        body["system"] = system
+    stop = chat.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    body.update({name: chat[name] for name in ("temperature", "top_p") if chat.get(name) is not None})
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        body["tools"] = [{"name": f.get("name", ""), "input_schema": {"type": "object", **(f.get("parameters") or {})},
+                          **({"description": f["description"]} if f.get("description") else {})} for f in functions]
+        choice = _anthropic_tool_choice(chat.get("tool_choice"), chat.get("parallel_tool_calls"))
+        if choice:
+            body["tool_choice"] = choice
+    budget = ANTHROPIC_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    # an earlier tool call would need its turn's signed thinking block, which an OpenAI client cannot send back
+    if budget and not any(m.get("tool_calls") for m in chat.get("messages") or []):
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if body["max_tokens"] <= budget:
+            body["max_tokens"] += budget
+        body.pop("temperature", None)  # thinking runs at temperature 1, and top_p only from 0.95
+        if body.get("top_p", 1) < 0.95:
+            body.pop("top_p")
+    if isinstance(chat.get("user"), str):
+        body["metadata"] = {"user_id": chat["user"]}
+    if chat.get("stream"):
+        body["stream"] = True
+    return body
+
+
+def anthropic_to_openai_response(message: dict[str, Any], model: str) -> tuple[dict[str, Any], Usage | None]:
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function", "function": {
+                "name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if calls:
+        reply["tool_calls"] = calls
+    usage = anthropic_usage(message.get("usage"))
+    answer = {"id": message.get("id") or "", "object": "chat.completion", "created": int(time.time()), "model": model,
+              "choices": [{"index": 0, "message": reply,
+                           "finish_reason": _ANTHROPIC_STOPS.get(message.get("stop_reason"), "stop")}]}
+    if usage is not None:
+        answer["usage"] = usage_to_openai(usage)
+    return answer, usage
+
+
+class AnthropicDecoder(PivotDecoder):
+    """Anthropic's stream events as pivot chunks: a role chunk at message_start, content, reasoning and tool-call
+    deltas from the blocks, a finish chunk at message_delta; message_stop ends it."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.tools: dict[int, int] = {}  # content block index → tool call index
+        self.counts: dict[str, int] = {}  # usage so far: message_start has the input, message_delta the output
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}]
+
+    def _count(self, usage: Any) -> None:
+        if isinstance(usage, dict):  # totals so far, so each new value replaces the last
+            self.counts.update({k: int(usage[k]) for k in _USAGE_FIELDS if usage.get(k) is not None})
+            self.usage = anthropic_usage(self.counts)
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._count(message.get("usage"))
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tools.setdefault(event.get("index", 0), len(self.tools))
+                return self._chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
+                                                    "function": {"name": block.get("name"), "arguments": ""}}]})
+            return self._chunk({"content": block["text"]}) if block.get("type") == "text" and block.get("text") else []
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return self._chunk({"content": delta.get("text", "")})
+            if delta.get("type") == "thinking_delta":
+                return self._chunk({"reasoning_content": delta.get("thinking", "")})
+            if delta.get("type") == "input_json_delta":
+                index = self.tools.get(event.get("index", 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": delta.get("partial_json", "")}}]})
+            return []
+        if kind == "message_delta":
+            self._count(event.get("usage"))
+            reason = (event.get("delta") or {}).get("stop_reason")
+            return self._chunk({}, _ANTHROPIC_STOPS.get(reason, "stop")) if reason else []
+        if kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            error = event.get("error") or {}
+            kind = str(error.get("type") or "api_error")
+            self.error = RelayError(_ANTHROPIC_ERROR_STATUS.get(kind, 500), str(error.get("message") or kind), kind,
+                                    kind)
+        return []  # ping, content_block_stop, signature deltas, and event types added later
+
+
+class AnthropicPassthrough(StreamFilter):
+    """hot path: an Anthropic stream for an Anthropic client. Bytes pass; usage and error events are read for the
+    log; a mapped model is renamed back."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.decoder = AnthropicDecoder(call)
+        upstream = channel.upstream_model(call.model)
+        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if b'"usage"' in events or b"event: error" in events:
+            for event in sse_events(events):
+                name, data = sse_fields(event)
+                if name in ("message_start", "message_delta", "error"):
+                    self.decoder.decode(name, data)
+        return _rewrite_model(events, *self.rename) if self.rename else events
+
+
+class AnthropicAdaptor(Adaptor):
+    """`{base}/messages` with `x-api-key` and `anthropic-version` (the client's own when it sent one), forwarding
+    the client's `anthropic-beta`."""
+
+    title = "Anthropic"
+    formats = frozenset({"anthropic"})
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if not self.speaks(call):
+            return channel.base_url.rstrip("/") + "/messages"
+        beta = "?beta=true" if "beta=true" in call.query.split("&") else ""  # Claude Code's flag, as aiproxy does
+        return channel.base_url.rstrip("/") + call.upstream_path + beta
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        headers = {"x-api-key": channel.key, "anthropic-version": ANTHROPIC_VERSION}
+        client = call.headers if call is not None else {}
+        if client.get(b"anthropic-version"):
+            headers["anthropic-version"] = client[b"anthropic-version"].decode("latin-1")
+        if client.get(b"anthropic-beta"):
+            headers["anthropic-beta"] = client[b"anthropic-beta"].decode("latin-1")
+        return headers
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        target = channel.upstream_model(call.model)
+        return call.body if target == call.model else orjson.dumps(dict(call.obj, model=target))
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return orjson.dumps(openai_to_anthropic_request(dict(pivot, stream=call.stream),
+                                                        channel.upstream_model(call.model)))
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return anthropic_usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        return anthropic_to_openai_response(json_object(body, "Anthropic's answer"), call.model)
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return AnthropicPassthrough(call, channel)
+
+    def pivot_decoder(self, call: RelayCall) -> PivotDecoder:
+        return AnthropicDecoder(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_anthropic_error(status, body)
+
+
+ADAPTORS["anthropic"] = AnthropicAdaptor()
+
+
+# -- Anthropic → pivot (an Anthropic client, e.g. Claude Code, on any channel) --
+
+def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
+    kind, source = block.get("type"), block.get("source") or {}
+    if kind == "text":
+        return {"type": "text", "text": block.get("text", "")}
+    if kind == "image":
+        url = source.get("url") if source.get("type") == "url" else \
+            f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    if kind == "document" and source.get("type") == "text":
+        return {"type": "text", "text": source.get("data", "")}
+    if kind == "document" and source.get("type") == "base64":
+        return {"type": "file", "file": {"filename": "document.pdf",
+                                         "file_data": f"data:{source.get('media_type')};base64,{source.get('data')}"}}
+    return None
+
+
+def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool results first, each its own `tool` message (they answer the previous turn's calls), then the rest."""
+    messages = [{"role": "tool", "tool_call_id": b.get("tool_use_id", ""), "content": _text_of(b.get("content"))}
+                for b in blocks if b.get("type") == "tool_result"]
+    parts = [p for p in map(_openai_part, (b for b in blocks if b.get("type") != "tool_result")) if p]
+    if parts:
+        # all-text content goes as one string: several OpenAI-style upstreams take no list of parts
+        only_text = all(p["type"] == "text" for p in parts)
+        messages.append({"role": "user", "content": "\n".join(p["text"] for p in parts) if only_text else parts})
+    return messages
+
+
+def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+    calls = [{"id": b.get("id"), "type": "function", "function": {
+        "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
+        for b in blocks if b.get("type") == "tool_use"]
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if thinking:  # DeepSeek's thinking mode refuses a turn after a tool call without it
+        message["reasoning_content"] = thinking
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def anthropic_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    system = _text_of(body.get("system"))
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, message in enumerate(body["messages"]):
+        content = message.get("content") if isinstance(message, dict) else None
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if message.get("role") not in ("user", "assistant") or not isinstance(blocks, list):
+            raise RelayError(400, f"messages.{i}: a message needs the role 'user' or 'assistant' and a content",
+                             "invalid_request")
+        blocks = [b for b in blocks if isinstance(b, dict)]
+        if message["role"] == "assistant":
+            messages.append(_openai_assistant_message(blocks))
+        else:
+            messages += _openai_user_messages(blocks)
+    chat: dict[str, Any] = {"model": body["model"], "messages": messages}
+    chat.update({name: body[name] for name in ("max_tokens", "temperature", "top_p") if body.get(name) is not None})
+    if body.get("stop_sequences"):
+        chat["stop"] = body["stop_sequences"]
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]  # no server tools
+    if tools:
+        chat["tools"] = [{"type": "function", "function": {
+            "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}}
+            for t in tools]
+        choice = body.get("tool_choice") or {}
+        kind = choice.get("type")
+        if kind in ("auto", "any", "none"):
+            chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+        elif kind == "tool":
+            chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
+        if choice.get("disable_parallel_tool_use"):
+            chat["parallel_tool_calls"] = False
+    if body.get("stream"):
+        chat["stream"] = True
+    return chat
+
+
+def openai_to_anthropic_response(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = _text_of(message.get("content"))
+    if text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or "", "name": function.get("name") or "",
+                        "input": _arguments(function.get("arguments"))})
+    return {"id": f"msg_{chat.get('id') or ''}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": _OPENAI_STOPS.get(choice.get("finish_reason"), "end_turn"),
+            "stop_sequence": None, "usage": usage_to_anthropic(usage_from(chat))}
+
+
+class AnthropicEncoder(PivotEncoder):
+    """Pivot chunks as Anthropic's events: message_start, then a content block per kind of delta (thinking, text,
+    each tool call), and at the end message_delta with the stop reason and usage, then message_stop."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.model, self.id = call.model, f"msg_{call.request_id}"
+        self.started = False
+        self.index, self.kind = -1, ""  # the open content block
+        self.tools: dict[int, int] = {}  # pivot tool call index → block index
+        self.stop = "end_turn"
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return sse({"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage_to_anthropic(None)}}, "message_start")
+
+    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self.index, self.kind = self.index + 1, kind
+        return out + sse({"type": "content_block_start", "index": self.index, "content_block": block},
+                         "content_block_start")
+
+    def _close_block(self) -> bytes:
+        if not self.kind:
+            return b""
+        self.kind = ""
+        return sse({"type": "content_block_stop", "index": self.index}, "content_block_stop")
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        out = [self._start()]
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                if self.kind != "thinking":
+                    out.append(self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}))
+                out.append(self._delta(self.index, {"type": "thinking_delta", "thinking": reasoning}))
+            if delta.get("content"):
+                if self.kind != "text":
+                    out.append(self._open("text", {"type": "text", "text": ""}))
+                out.append(self._delta(self.index, {"type": "text_delta", "text": delta["content"]}))
+            for call in delta.get("tool_calls") or []:
+                number, function = call.get("index", 0), call.get("function") or {}
+                if number not in self.tools:
+                    out.append(self._open("tool_use", {"type": "tool_use", "id": call.get("id") or f"toolu_{number}",
+                                                       "name": function.get("name") or "", "input": {}}))
+                    self.tools[number] = self.index
+                if function.get("arguments"):
+                    out.append(self._delta(self.tools[number], {"type": "input_json_delta",
+                                                                "partial_json": function["arguments"]}))
+            if choice.get("finish_reason"):
+                self.stop = _OPENAI_STOPS.get(choice["finish_reason"], "end_turn")
+        return b"".join(out)
+
+    def close(self, usage: Usage | None) -> bytes:
+        return b"".join((self._start(), self._close_block(), sse({
+            "type": "message_delta", "delta": {"stop_reason": self.stop, "stop_sequence": None},
+            "usage": usage_to_anthropic(usage)}, "message_delta"), sse({"type": "message_stop"}, "message_stop")))
+
+
+class AnthropicDialect(Dialect):
+    """`POST /v1/messages` (Claude Code, the anthropic SDK) and `/v1/messages/count_tokens`, on every channel."""
+
+    format = "anthropic"
+    prefixes = ("/v1/messages",)
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        yield "/v1/messages", RelayRoute(self, Mode.ANTHROPIC, Mode.CHAT_COMPLETIONS, "/messages")
+        # only an Anthropic channel counts tokens itself; elsewhere an estimate answers, never a chat call
+        yield "/v1/messages/count_tokens", RelayRoute(self, Mode.ANTHROPIC, None, "/messages/count_tokens",
+                                                      native_only=True)
+
+    def read(self, call: RelayCall) -> None:
+        if call.obj is None or not isinstance(call.obj.get("messages"), list):
+            raise RelayError(400, "messages: a list of messages is required.", "invalid_request")
+        call.stream = bool(call.obj.get("stream"))
+        call.client_wants_usage = True  # an Anthropic stream always ends with its usage
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        return anthropic_to_openai_request(call.obj)
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        return orjson.dumps(openai_to_anthropic_response(pivot, call.model))
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return AnthropicEncoder(call)
+
+    def error_body(self, error: RelayError) -> bytes:
+        return orjson.dumps({"type": "error", "error": {"type": anthropic_error_type(error.status),
+                                                        "message": error.message}})
+
+    def stream_error(self, error: RelayError) -> bytes:
+        return b"event: error\ndata: " + self.error_body(error) + b"\n\n"
+
+    def answer_locally(self, call: RelayCall) -> bytes:
+        counted = [call.obj.get(k) for k in ("system", "messages", "tools")]
+        return orjson.dumps({"input_tokens": estimate_tokens(len(orjson.dumps(counted)))})
+
+
+DIALECTS["anthropic"] = AnthropicDialect()
+
+
+# ---- formats not implemented yet: a clear refusal, never a silent OpenAI request ----
+
+class UnsupportedAdaptor(Adaptor):
+    """A provider type whose native API this file does not speak yet: every call and test says so."""
+
+    modes = frozenset()
+
+    def __init__(self, title: str, hint: str = "") -> None:
+        self.title, self.hint = title, hint
+
+    def refusal(self, call: RelayCall) -> RelayError:
+        return RelayError(501, f"{self.title} channels are not supported yet{self.hint}.",
+                          "channel_type_not_supported", "aiproxy_error")
+
+
+ADAPTORS.update({
+    "gemini": UnsupportedAdaptor("Google Gemini (native API)"),
+    "aws": UnsupportedAdaptor("AWS Bedrock"),
+    "vertexai": UnsupportedAdaptor("Google Vertex AI"),
+    "baidu": UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)"),
+    "coze": UnsupportedAdaptor("Coze"),
+    "doubao-audio": UnsupportedAdaptor("Doubao speech"),
+    "doc2x": UnsupportedAdaptor("Doc2X"),
+})
 
 
 def adaptor_for(provider: Provider | None) -> Adaptor:
-    return ADAPTORS.get(provider.adaptor if provider else "openai", ADAPTORS["openai"])
+    return ADAPTORS[provider.adaptor] if provider else ADAPTORS["openai"]
 
 
 # ==== 4. Router: choose channels, decide retries ==========================================================
@@ -885,40 +2034,26 @@ def estimate_tokens(text_length: int) -> int:
     return max(1, text_length // 4) if text_length else 0
 
 
-# ==== 5. Relay routes: the OpenAI-compatible /v1 ==========================================================
+# ==== 5. Relay routes: every client format, one pipeline ==================================================
 # The relay is a raw ASGI app, not FastAPI routes: it reads only what it routes on (`model`, `stream`) and
-# passes bytes through, which keeps the added latency near that of a bare relay (see bench/).
+# passes bytes through, which keeps the added latency near that of a bare relay (see bench/). Everything that
+# depends on a wire format is the client's Dialect's or the channel's Adaptor's (section 3).
 
-#: /v1 path → (upstream path, mode)
-RELAY_PATHS: dict[str, tuple[str, Mode]] = {
-    "/v1/chat/completions": ("/chat/completions", Mode.CHAT_COMPLETIONS),
-    "/v1/completions": ("/completions", Mode.COMPLETIONS),
-    "/v1/embeddings": ("/embeddings", Mode.EMBEDDINGS),
-    "/v1/moderations": ("/moderations", Mode.MODERATIONS),
-    "/v1/images/generations": ("/images/generations", Mode.IMAGES_GENERATIONS),
-    "/v1/audio/speech": ("/audio/speech", Mode.AUDIO_SPEECH),
-    "/v1/audio/transcriptions": ("/audio/transcriptions", Mode.AUDIO_TRANSCRIPTION),
-    "/v1/audio/translations": ("/audio/translations", Mode.AUDIO_TRANSLATION),
-    "/v1/rerank": ("/rerank", Mode.RERANK),
-}
 KIND_PATHS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank",
               "tts": "/v1/audio/speech", "stt": "/v1/audio/transcriptions", "image": "/v1/images/generations",
               "moderation": "/v1/moderations"}
-_MULTIPART_MODEL = re.compile(rb'(name="model"\r\n\r\n)([^\r\n]*)(\r\n)')
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+RELAY_PREFIXES = ("/v1/", "/v1beta/")  # Gateway sends these (and the bare /v1, /v1beta) to the relay
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
 
 
 class RelayError(Exception):
-    """A refusal shaped as OpenAI's `{"error": {...}}`."""
+    """A refusal or failure as one value; the client's Dialect renders it in its own error shape."""
 
-    def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, message: str, code: str | int | None,
+                 type_: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
-
-
-def openai_error(status: int, message: str, code: str | int | None, type_: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": None}})
 
 
 @dataclass(frozen=True)
@@ -964,6 +2099,28 @@ def authenticate(state: AppState, raw_key: str) -> Caller:
     return Caller(token.id, token.name, token.models, False)
 
 
+#: exact POST path → route, gathered from every dialect registered in section 3
+RELAY_ROUTES: dict[str, RelayRoute] = {path: route for d in DIALECTS.values() for path, route in d.routes()}
+
+
+def find_route(method: str, path: str) -> RelayRoute | None:
+    """hot path: one dict lookup for the fixed paths; a path with a pattern (a model in it) asks each dialect."""
+    route = RELAY_ROUTES.get(path) if method == "POST" else None
+    if route is None:
+        route = next((r for d in DIALECTS.values() if (r := d.match(method, path)) is not None), None)
+    return route
+
+
+def dialect_for_path(path: str) -> Dialect:
+    """Whose error shape a path gets when no route matches: the dialect with the longest matching prefix."""
+    best, length = DIALECTS["openai"], 0
+    for dialect in DIALECTS.values():
+        for prefix in dialect.prefixes:
+            if path.startswith(prefix) and len(prefix) > length:
+                best, length = dialect, len(prefix)
+    return best
+
+
 @dataclass
 class RelayCall:
     """One client request on its way through the pipeline."""
@@ -971,18 +2128,42 @@ class RelayCall:
     request_id: str
     started: float  # time.time() when the request arrived
     endpoint: str  # the client's path, e.g. /v1/chat/completions
-    upstream_path: str
-    mode: Mode
+    route: RelayRoute
     model: str
     body: bytes
     obj: dict[str, Any] | None  # parsed JSON body; None for multipart
     content_type: str
     caller: Caller
+    headers: dict[bytes, bytes] = field(default_factory=dict)  # the client's, for adaptors that forward some
+    query: str = ""
     ip: str = ""
     stream: bool = False
     client_wants_usage: bool = False
     pinned: int | None = None
     max_retries: int = 0
+    _pivot: dict[str, Any] | None = None
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.route.dialect
+
+    @property
+    def mode(self) -> Mode:
+        return self.route.mode
+
+    @property
+    def op(self) -> Mode | None:
+        return self.route.op
+
+    @property
+    def upstream_path(self) -> str:
+        return self.route.upstream_path
+
+    def pivot(self) -> dict[str, Any]:
+        """The request in pivot form, converted once however many channels it fails over to."""
+        if self._pivot is None:
+            self._pivot = self.dialect.to_pivot(self)
+        return self._pivot
 
 
 @dataclass
@@ -992,7 +2173,8 @@ class Attempt:
     channel: ChannelRoute | None
     response: aiohttp.ClientResponse | None
     status: int
-    error: bytes = b""  # the last upstream error body (or ours) when no channel succeeded
+    error: RelayError | None = None  # ours: the channel refused the call, or could not be reached
+    body: bytes = b""  # the upstream's own error answer
     retries: int = 0
     ttfb_ms: int = 0
 
@@ -1005,9 +2187,9 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
 
 
-def parse_relay_call(state: AppState, path: str, body: bytes, content_type: str, caller: Caller,
-                     request_id: str, started: float) -> RelayCall:
-    upstream_path, mode = RELAY_PATHS[path]
+def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: bytes, content_type: str,
+                     caller: Caller, request_id: str, started: float,
+                     headers: dict[bytes, bytes] | None = None) -> RelayCall:
     obj: dict[str, Any] | None = None
     if content_type.startswith("multipart/form-data"):
         match = _MULTIPART_MODEL.search(body)
@@ -1019,17 +2201,14 @@ def parse_relay_call(state: AppState, path: str, body: bytes, content_type: str,
             raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
         if not isinstance(obj, dict):
             raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
-        model = obj.get("model") if isinstance(obj.get("model"), str) else ""
+        model = route.model or (obj.get("model") if isinstance(obj.get("model"), str) else "")
     if not model:
         raise RelayError(400, "The request has no 'model'.", "missing_model")
-    stream = bool(obj and obj.get("stream")) and mode in (Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS)
-    options = obj.get("stream_options") if obj else None
-    return RelayCall(
-        request_id=request_id, started=started, endpoint=path, upstream_path=upstream_path, mode=mode, model=model,
-        body=body, obj=obj, content_type=content_type or "application/json", caller=caller, stream=stream,
-        client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-        max_retries=state.retry_times,
-    )
+    call = RelayCall(request_id=request_id, started=started, endpoint=endpoint, route=route, model=model, body=body,
+                     obj=obj, content_type=content_type or "application/json", caller=caller,
+                     headers=headers or {}, max_retries=state.retry_times)
+    route.dialect.read(call)
+    return call
 
 
 def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
@@ -1056,45 +2235,63 @@ def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
     raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
 
 
-def upstream_body(call: RelayCall, channel: ChannelRoute) -> bytes:
-    """hot path: re-encode only when something must change (mapped model, forced usage chunk)."""
-    target = channel.upstream_model(call.model)
-    if call.obj is None:  # multipart: swap the model field in place
-        if target == call.model:
-            return call.body
-        return _MULTIPART_MODEL.sub(lambda m: m.group(1) + target.encode() + m.group(3), call.body, count=1)
-    needs_usage = call.stream and not call.client_wants_usage
-    if target == call.model and not needs_usage:
-        return call.body
-    obj = dict(call.obj, model=target)
-    if needs_usage:  # ask for usage so that the log has real token counts
-        obj["stream_options"] = dict(obj.get("stream_options") or {}, include_usage=True)
-    return orjson.dumps(obj)
+_OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
+               errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable",
+               errno.ETIMEDOUT: "timed out", errno.ECONNABORTED: "connection aborted"}
+
+
+def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayError:
+    """Why an upstream could not be reached, naming its host:port and the OS's reason; never the URL's path or
+    query, which may carry a key."""
+    parts = urllib.parse.urlsplit(url)
+    host = getattr(exc, "host", None) or parts.hostname or "?"
+    port = getattr(exc, "port", None) or parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"{host}:{port}"
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return RelayError(504, f"{where} sent no answer within {settings.ttfb_timeout:g} s", "upstream_timeout",
+                          "upstream_error")
+    if isinstance(exc, asyncio.TimeoutError):
+        return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
+                          "upstream_timeout", "upstream_error")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        reason = "host name not found"
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = "TLS certificate not trusted"
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        reason = "TLS handshake failed"
+    elif isinstance(exc, aiohttp.ClientProxyConnectionError):
+        reason = "the proxy refused"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        return RelayError(502, f"{where} closed the connection before answering", "upstream_connect_error",
+                          "upstream_error")
+    else:
+        os_error = getattr(exc, "os_error", exc)
+        code = getattr(os_error, "errno", None)
+        reason = _OS_REASONS.get(code) or (os.strerror(code).lower() if code else type(exc).__name__)
+    return RelayError(502, f"Could not connect to {where} ({reason})", "upstream_connect_error", "upstream_error")
 
 
 async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRoute]) -> Attempt:
-    """Try channels in order. Fail over on connect errors, timeouts, 429, 5xx, 401/403, always before any
-    byte reaches the client; hand back the first answer that is final."""
+    """Try channels in order. Fail over on refusals, connect errors, timeouts, 429, 5xx, 401/403, always before
+    any byte reaches the client; hand back the first answer that is final."""
     session = state.http
     assert session is not None, "the HTTP client starts with the app"
-    last = Attempt(None, None, 503, openai_error(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
+    last = Attempt(None, None, 503, RelayError(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
     for index, channel in enumerate(order):
         adaptor = channel.adaptor
-        target = channel.upstream_model(call.model)
-        path, payload = adaptor.convert_request(call.upstream_path, upstream_body(call, channel))
-        headers = adaptor.build_headers(channel.key)
-        headers["Content-Type"] = call.content_type
-        try:
-            response = await session.post(adaptor.build_url(channel.base_url, path, target), data=payload,
-                                          headers=headers, proxy=channel.proxy)
-        except asyncio.TimeoutError:
-            last = Attempt(channel, None, 504, openai_error(504, f"Upstream timed out (channel {channel.id}).",
-                                                            "upstream_timeout", "upstream_error"), index)
+        refusal = adaptor.refusal(call)
+        if refusal is not None:
+            last = Attempt(channel, None, refusal.status, refusal, retries=index)
             continue
+        payload = adaptor.convert_request(call, channel)
+        url = adaptor.build_url(channel, call)
+        headers = adaptor.build_headers(channel, call)
+        headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+        try:
+            response = await session.post(url, data=payload, headers=headers, proxy=channel.proxy)
         except _UPSTREAM_ERRORS as exc:
-            last = Attempt(channel, None, 502, openai_error(
-                502, f"Upstream connection failed (channel {channel.id}): {type(exc).__name__}",
-                "upstream_connect_error", "upstream_error"), index)
+            failure = upstream_failure(exc, url, state.settings)
+            last = Attempt(channel, None, failure.status, failure, retries=index)
             continue
         ttfb = int((time.time() - call.started) * 1000)
         if should_retry(response.status) and index < len(order) - 1:
@@ -1103,31 +2300,21 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
             except _UPSTREAM_ERRORS:
                 error = b""
             response.release()
-            last = Attempt(channel, None, response.status, error, index)
+            last = Attempt(channel, None, response.status, body=error, retries=index)
             continue
-        return Attempt(channel, response, response.status, b"", index, ttfb)
+        return Attempt(channel, response, response.status, retries=index, ttfb_ms=ttfb)
     return last
 
 
-@dataclass
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-    estimated: bool = False
-
-
-def usage_from(obj: Any) -> Usage | None:
-    """OpenAI (prompt/completion) and newer (input/output) usage names both map to one Usage."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("usage"), dict):
-        return None
-    u = obj["usage"]
-    inp = int(u.get("prompt_tokens") or u.get("input_tokens") or 0)
-    out = int(u.get("completion_tokens") or u.get("output_tokens") or 0)
-    details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return Usage(inp, out, int(u.get("total_tokens") or inp + out), cached)
+def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
+    """What the client gets when no channel answered for good, in the client's own shape."""
+    adaptor = attempt.channel.adaptor if attempt.channel else None
+    if attempt.error is not None or adaptor is None:
+        return call.dialect.error_body(attempt.error or RelayError(attempt.status, "No channel answered.",
+                                                                   "no_available_channel", "aiproxy_error"))
+    if adaptor.speaks(call) and attempt.body:
+        return attempt.body
+    return call.dialect.error_body(adaptor.convert_error(attempt.status, attempt.body))
 
 
 def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
@@ -1151,70 +2338,37 @@ class Outcome:
 
 
 async def read_buffered(call: RelayCall, attempt: Attempt) -> tuple[bytes, str, Outcome]:
-    """Read a non-stream answer whole, put the client's model name back, and find the usage."""
-    response = attempt.response
-    assert response is not None
+    """Read a whole answer and make it the client's: its format, its model name, and the usage it reports."""
+    response, adaptor = attempt.response, attempt.channel.adaptor
     content_type = response.headers.get("Content-Type", "application/json")
     try:
         data = await response.read()
     except _UPSTREAM_ERRORS as exc:
-        error = openai_error(502, f"Upstream answer broke off: {type(exc).__name__}", "upstream_read_error",
-                             "upstream_error")
+        error = call.dialect.error_body(RelayError(502, f"Upstream answer broke off: {type(exc).__name__}",
+                                                   "upstream_read_error", "upstream_error"))
         return error, "application/json", Outcome(502, None, error, ttfb_ms=attempt.ttfb_ms)
     finally:
         response.release()
     if response.status != 200:
-        return data, content_type, Outcome(response.status, None, data, data, attempt.ttfb_ms)
+        body = data if adaptor.speaks(call) else call.dialect.error_body(adaptor.convert_error(response.status, data))
+        return body, content_type, Outcome(response.status, None, body, data, attempt.ttfb_ms)
     usage = None
     if "json" in content_type:
-        data = attempt.channel.adaptor.convert_response(call.upstream_path, data)
         try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            obj = None
-        usage = usage_from(obj)
-        if isinstance(obj, dict) and obj.get("model") not in (None, call.model):
-            obj["model"] = call.model
-            data = orjson.dumps(obj)
-        if usage is None and call.mode in (Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS):
+            data, usage = adaptor.convert_response(call, data)
+        except RelayError as exc:
+            error = call.dialect.error_body(exc)
+            return error, "application/json", Outcome(exc.status, None, error, data, attempt.ttfb_ms)
+        if usage is None and call.op in _ESTIMATED_OPS:
             usage = estimate_usage(call, len(data))
     return data, content_type, Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
 
 
-def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
-    return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
-        b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
-
-
-def _inspect_usage_events(events: bytes, sep: bytes, keep_usage_only: bool) -> tuple[bytes, Usage | None]:
-    """Pull usage out of the events that carry it; drop the usage-only chunk the client did not ask for."""
-    usage = None
-    kept = []
-    for event in events.split(sep):
-        if _USAGE_OBJECT.search(event):
-            payload = event.strip()
-            payload = payload[5:] if payload.startswith(b"data:") else payload
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                obj = None
-            usage = usage_from(obj) or usage
-            if not keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
-                continue
-        kept.append(event)
-    return sep.join(kept), usage
-
-
-async def pipe_stream(call: RelayCall, attempt: Attempt, send: Callable[[dict], Awaitable[None]]) -> Outcome:
-    """hot path: forward SSE events as they arrive. Bytes are only split at event borders, so an event is
-    never cut in two and events are never held back to be merged."""
-    response = attempt.response
-    assert response is not None and attempt.channel is not None
-    upstream = attempt.channel.upstream_model(call.model).encode()
-    requested = call.model.encode()
-    mapped = upstream != requested
-    usage: Usage | None = None
-    events_seen = 0
+async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
+    """hot path: forward SSE events as they arrive, through the adaptor's stream filter. Bytes are only split at
+    event borders, so an event is never cut in two and events are never held back to be merged."""
+    response, channel = attempt.response, attempt.channel
+    stream = channel.adaptor.stream(call, channel)
     pending = b""
     sep = b"\n\n"
     ttfb = 0
@@ -1230,27 +2384,23 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Callable[[dict], 
             cut = pending.rfind(sep)
             if cut < 0:
                 continue
-            out, pending = pending[: cut + len(sep)], pending[cut + len(sep):]
-            events_seen += out.count(b"data:")
-            if _USAGE_OBJECT.search(out):
-                out, found = _inspect_usage_events(out, sep, call.client_wants_usage)
-                usage = found or usage
-            if mapped:
-                out = _rewrite_model(out, upstream, requested)
+            out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-        if pending:
-            await send({"type": "http.response.body", "body": pending, "more_body": True})
+        out = (stream.feed(pending) if pending else b"") + stream.close()
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
     except _UPSTREAM_ERRORS as exc:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
         outcome_code = 502
-        error = openai_error(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
-                             "upstream_error")
-        await send({"type": "http.response.body", "body": b"data: " + error + b"\n\n", "more_body": True})
+        error = call.dialect.stream_error(RelayError(502, f"Upstream stream broke off: {type(exc).__name__}",
+                                                     "upstream_stream_error", "upstream_error"))
+        await send({"type": "http.response.body", "body": error, "more_body": True})
     finally:
         response.release()
-    if usage is None:
-        usage = estimate_usage(call, 4 * max(0, events_seen - 1))  # about one token an event
+    if stream.error is not None:
+        outcome_code, error = stream.error.status, call.dialect.error_body(stream.error)
+    usage = stream.usage or estimate_usage(call, 4 * max(0, stream.events - 1))  # about one token an event
     return Outcome(outcome_code, usage, error, ttfb_ms=ttfb or attempt.ttfb_ms)
 
 
@@ -1258,14 +2408,13 @@ def _headers(content_type: str, request_id: str, extra: Iterable[tuple[bytes, by
     return [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode()), *extra]
 
 
-async def send_bytes(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, content_type: str,
-                     request_id: str) -> None:
+async def send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": _headers(content_type, request_id, [(b"content-length", str(len(body)).encode())])})
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
         message = await receive()
@@ -1287,27 +2436,28 @@ def model_object(state: AppState, model: str) -> dict[str, Any]:
             "root": model, "parent": None, "permission": []}
 
 
-async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
-    """hot path: the ASGI entry for every /v1 request."""
-    state = get_state()
+async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    """hot path: the ASGI entry for every /v1 and /v1beta request."""
     started = time.time()
     request_id = new_request_id()
     path = scope["path"].rstrip("/")
     method = scope["method"]
     headers = dict(scope["headers"])
+    route = find_route(method, path)
+    dialect = route.dialect if route is not None else dialect_for_path(path)
     call: RelayCall | None = None
     try:
-        raw_key = strip_bearer(headers.get(b"authorization", b"").decode("latin-1")) or \
-            headers.get(b"x-api-key", b"").decode("latin-1").strip()
+        raw_key = dialect.api_key(headers, scope)
         if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
             caller = authenticate(state, raw_key)
             return await _send_models(state, caller, path, request_id, send)
-        if path not in RELAY_PATHS or method != "POST":
+        if route is None:
             raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
         caller = authenticate(state, raw_key)
         body = await read_body(receive)
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-        call = parse_relay_call(state, path, body, content_type, caller, request_id, started)
+        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers)
+        call.query = scope.get("query_string", b"").decode("latin-1")
         call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
         pin = headers.get(b"aiproxy-channel")
         if pin:
@@ -1318,13 +2468,20 @@ async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: C
             except ValueError:
                 raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
         order = plan_channels(state, call)
+        if route.native_only:
+            order = [channel for channel in order if channel.adaptor.speaks(call)]
+            if not order:
+                answer = dialect.answer_locally(call)
+                state.writer.submit_call(state, call, Attempt(None, None, 200), Outcome(200))
+                return await send_bytes(send, 200, answer, "application/json", request_id)
         attempt = await open_upstream(state, call, order)
         # each answer is queued for the log before its last byte leaves, so a shutdown right after an
         # answer still writes its row
         if attempt.response is None:
-            outcome = Outcome(attempt.status, None, attempt.error, attempt.error)
+            error = failure_body(call, attempt)
+            outcome = Outcome(attempt.status, None, error, attempt.body or error)
             state.writer.submit_call(state, call, attempt, outcome)
-            await send_bytes(send, attempt.status, attempt.error, "application/json", request_id)
+            await send_bytes(send, attempt.status, error, "application/json", request_id)
         elif (call.stream and attempt.status == 200
               and attempt.response.headers.get("Content-Type", "").startswith("text/event-stream")):
             await send({"type": "http.response.start", "status": 200, "headers": _headers(
@@ -1341,12 +2498,10 @@ async def relay_app(scope: dict, receive: Callable[[], Awaitable[dict]], send: C
         if call is not None:
             state.writer.submit_call(state, call, Attempt(None, None, exc.status),
                                      Outcome(exc.status, None, exc.message.encode()))
-        await send_bytes(send, exc.status, openai_error(exc.status, exc.message, exc.code, exc.type),
-                         "application/json", request_id)
+        await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", request_id)
 
 
-async def _send_models(state: AppState, caller: Caller, path: str, request_id: str,
-                       send: Callable[[dict], Awaitable[None]]) -> None:
+async def _send_models(state: AppState, caller: Caller, path: str, request_id: str, send: Send) -> None:
     names = models_for(state, caller)
     if path == "/v1/models":
         body = orjson.dumps({"object": "list", "data": [model_object(state, m) for m in names]})
@@ -1358,6 +2513,7 @@ async def _send_models(state: AppState, caller: Caller, path: str, request_id: s
 
 
 # ---- channel tests: a minimal real request of the model's kind, through the same pipeline ----
+# The request is OpenAI's; a channel of another format gets it converted, i.e. a request in its own format.
 
 CHANNEL_TEST_CONCURRENCY = 5
 
@@ -1393,11 +2549,12 @@ async def run_model_test(state: AppState, channel: ChannelRoute, model: str, sav
     body, content_type = model_test_request(kind, model)
     path = KIND_PATHS.get(kind, "/v1/chat/completions")
     started = time.time()
-    call = parse_relay_call(state, path, body, content_type, TEST_CALLER, new_request_id(), started)
+    call = parse_relay_call(state, path, RELAY_ROUTES[path], body, content_type, TEST_CALLER, new_request_id(),
+                            started)
     attempt = await open_upstream(state, call, [channel])
     if attempt.response is None:
-        outcome = Outcome(attempt.status, None, attempt.error, attempt.error)
-        response_text = attempt.error
+        response_text = failure_body(call, attempt)
+        outcome = Outcome(attempt.status, None, response_text, attempt.body or response_text)
     else:
         data, _, outcome = await read_buffered(call, attempt)
         response_text = data if outcome.code != 200 else data[:512]
@@ -1417,9 +2574,7 @@ def save_channel_test(engine: sa.Engine, result: dict[str, Any]) -> None:
     row = {k: result[k] for k in ("channel_id", "model", "actual_model", "test_at", "took", "success", "code")}
     row["response"] = result["response"][:BODY_DETAIL_MAX]
     with engine.begin() as conn:
-        key = (ChannelTest.channel_id == row["channel_id"], ChannelTest.model == row["model"])
-        if conn.execute(sa.update(ChannelTest).where(*key).values(**row)).rowcount == 0:
-            conn.execute(sa.insert(ChannelTest).values(**row))
+        upsert(conn, ChannelTest.__table__, [row], ("channel_id", "model"))
         conn.execute(sa.update(Channel).where(Channel.id == row["channel_id"]).values(
             last_test_error_at=0 if row["success"] else row["test_at"]))
 
@@ -1438,11 +2593,17 @@ async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterab
 
 
 # ==== 6. Log writer ========================================================================================
-# Requests never wait for the database: they append to a list, and one task writes batches with a single
-# executemany per table (an ORM write per request is ~24x slower, perf-notes.md §3.6).
+# Requests never wait for the database: they append to a list, and one task writes batches in one transaction
+# of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
-LOG_FLUSH_ROWS = 500  # one executemany per this many rows
+LOG_FLUSH_ROWS = 500  # rows per transaction
 LOG_FLUSH_SECONDS = 0.5  # a quiet gateway still shows a call in the log within half a second
+LOG_CONFLICT_ATTEMPTS = 5  # a deadlock between instances is run again, up to this many times, then next round
+LOG_CONFLICT_BACKOFF_S = 0.05  # doubled on each attempt, with jitter, so two instances stop colliding
+_INT32, _INT64 = 2**31 - 1, 2**63 - 1
+#: what a driver raises for a value it or the database refuses (SQLite's driver raises OverflowError for
+#: an int beyond 64 bits, every driver UnicodeEncodeError for a lone surrogate)
+_WRITE_ERRORS = (sa.exc.SQLAlchemyError, ValueError, TypeError, OverflowError)
 
 
 @dataclass(slots=True)
@@ -1450,6 +2611,7 @@ class LogEntry:
     row: dict[str, Any]  # columns of LogRow
     detail: dict[str, Any] | None  # columns of LogDetail, only for failed calls
     retries: int
+    segment: int = -1  # the journal file that holds it until it is committed
 
 
 def _cut(body: bytes, limit: int) -> tuple[str, bool]:
@@ -1462,6 +2624,8 @@ def make_log_entry(state: AppState, call: RelayCall, attempt: Attempt, outcome: 
     config = state.routes.model_configs.get(call.model)
     amount = ((usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
               if config else 0.0)
+    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
+        amount = 0.0
     row = {
         "request_id": call.request_id, "request_at": int(call.started * 1000), "created_at": now_ms(),
         "ttfb_milliseconds": outcome.ttfb_ms, "model": call.model,
@@ -1500,20 +2664,205 @@ def _multirow_insert_sql(engine: sa.Engine, table: sa.Table, columns: tuple[str,
             f"VALUES {', '.join([group] * rows)}")
 
 
+# ---- a row the database refuses: written with safe values, and the reason ----
+
+def _safe_value(column: sa.Column, value: Any, replaced: list[str]) -> Any:
+    """`value` if every supported database stores it in `column` as it is, else a neutral one (noted)."""
+    kind = column.type
+    if isinstance(kind, sa.Boolean):
+        return bool(value)
+    if isinstance(kind, sa.Integer):
+        limit = _INT64 if isinstance(kind, sa.BigInteger) else _INT32  # INTEGER is 32-bit on PostgreSQL, MySQL
+        if isinstance(value, int) and -limit - 1 <= value <= limit:
+            return int(value)
+        replaced.append(f"{column.name}={value!r:.40}")
+        return 0
+    if isinstance(kind, sa.Float):
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        replaced.append(f"{column.name}={value!r:.40}")
+        return 0.0
+    text = "" if value is None else str(value)
+    clean = _storable_text(text)[:getattr(kind, "length", None) or None]
+    if clean != text:
+        replaced.append(f"{column.name} (cleaned)")
+    return clean
+
+
+def _storable_text(text: str) -> str:
+    """Without NUL (PostgreSQL refuses it) and lone surrogates (no driver can encode them)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def neutralised_entry(entry: LogEntry, error: BaseException) -> LogEntry:
+    """The row, with every value a database could refuse replaced by a neutral one and the error in `content`:
+    the call stays in the log, the dashboard and the counters, which then sum what was written."""
+    replaced: list[str] = []
+    columns = LogRow.__table__.c
+    row = {c: _safe_value(columns[c], entry.row.get(c), replaced) for c in LOG_COLUMNS}
+    detail = None
+    if entry.detail is not None:
+        detail = {c: _safe_value(LogDetail.__table__.c[c], v, replaced) for c, v in entry.detail.items()}
+        detail["request_id"] = row["request_id"]
+    note = f"log row refused by the database ({_first_line(error)}); stored with {', '.join(replaced) or 'nothing'} replaced"
+    row["content"] = _storable_text(f"{note}. {row['content']}".rstrip(". "))[:LOG_CONTENT_MAX]
+    retries = entry.retries if isinstance(entry.retries, int) and 0 <= entry.retries <= _INT32 else 0
+    return LogEntry(row, detail, retries)
+
+
+# ---- the journal: an answered call keeps its row through a crash ----
+
+JOURNAL_DIR = "journal"  # in the data dir; one set of files per running instance
+JOURNAL_QUERY_IDS = 500  # request ids per "which of these does the database have?" query on replay
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on an open file without waiting; the OS drops it when the process dies."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
+        return False
+
+
+def _journal_line(entry: LogEntry) -> bytes:
+    item = {"row": entry.row, "detail": entry.detail, "retries": entry.retries}
+    try:
+        return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits or a lone surrogate: the refused-row path stores it
+        return json.dumps(item).encode() + b"\n"
+
+
+def _journal_entries(path: Path) -> Iterator[LogEntry]:
+    """The rows of one journal file; a line cut short by a crash is skipped."""
+    for line in path.read_bytes().splitlines():
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+        if isinstance(item, dict) and isinstance(item.get("row"), dict) and item["row"].get("request_id"):
+            yield LogEntry(item["row"], item.get("detail"), item.get("retries") or 0)
+
+
+class LogJournal:
+    """Append-only files in <data-dir>/journal. Each log row is written once, with one write() and no fsync,
+    before its answer's last byte leaves: the OS keeps it through a crash of the process (kill -9). A file is
+    deleted once all its rows are committed, and start-up replays the rows the database lacks. Each instance
+    holds a lock on its own lock file, so instances sharing a data dir never replay each other's live files."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = directory
+        self.instance = secrets.token_hex(6)
+        self._lock_path = directory / f"{self.instance}.lock"
+        self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        _try_lock(self._lock_fd)
+        self.segment = 0
+        self.rows: collections.Counter[int] = collections.Counter()  # rows not yet committed, per file
+        self._fd = self._open(0)  # only after the lock: a file of ours is never seen unlocked
+
+    def _path(self, segment: int, instance: str | None = None) -> Path:
+        return self.directory / f"{instance or self.instance}-{segment}.jsonl"
+
+    def _open(self, segment: int) -> int:
+        return os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def append(self, entry: LogEntry) -> None:
+        """hot path: one line, one write()."""
+        try:
+            os.write(self._fd, _journal_line(entry))
+        except OSError as exc:  # a full disk must not fail the call; the row still goes to the database
+            logger.error("log journal write failed: %s", exc)
+            return
+        entry.segment = self.segment
+        self.rows[self.segment] += 1
+
+    def rotate(self) -> None:
+        """Start a new file, so that a batch taken now lies in older ones, which its commit can delete."""
+        if self.rows[self.segment]:
+            os.close(self._fd)
+            self.segment += 1
+            self._fd = self._open(self.segment)
+
+    def committed(self, entries: Iterable[LogEntry]) -> None:
+        for e in entries:
+            if e.segment >= 0:
+                self.rows[e.segment] -= 1
+        for segment in [n for n, rows in self.rows.items() if rows <= 0 and n != self.segment]:
+            del self.rows[segment]
+            self._path(segment).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """After a clean stop with every row committed, no file is left; otherwise the next start replays."""
+        os.close(self._fd)
+        if not any(rows > 0 for rows in self.rows.values()):
+            for segment in {*self.rows, self.segment}:
+                self._path(segment).unlink(missing_ok=True)
+            self._lock_path.unlink(missing_ok=True)
+        os.close(self._lock_fd)
+
+    def take_orphans(self) -> list[LogEntry]:
+        """Move the rows of instances that are gone (their lock is free) into this journal, and delete their
+        files. Rows appear twice only if this is cut short, and replay() keeps one of each request id."""
+        found: list[LogEntry] = []
+        files: dict[str, list[Path]] = collections.defaultdict(list)
+        for path in self.directory.glob("*-*.jsonl"):
+            files[path.name.split("-", 1)[0]].append(path)
+        for instance, paths in files.items():
+            lock_path = self.directory / f"{instance}.lock"
+            if instance == self.instance:
+                continue
+            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if not _try_lock(lock_fd):
+                    continue  # a live instance
+                entries = [e for path in paths for e in _journal_entries(path)]
+                for e in entries:
+                    self.append(e)
+                found += entries
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)
+            finally:
+                os.close(lock_fd)
+        return found
+
+
+def missing_request_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
+    """Which of `ids` have no log row yet."""
+    have: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), JOURNAL_QUERY_IDS):
+            part = ids[start:start + JOURNAL_QUERY_IDS]
+            have.update(conn.execute(sa.select(LogRow.request_id).where(LogRow.request_id.in_(part))).scalars())
+    return set(ids) - have
+
+
 class LogWriter:
-    """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown."""
+    """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown. A batch is
+    never dropped: a row the database refuses is found by halving the batch and stored neutralised; rows that
+    meet an unreachable database or a deadlock wait for the next round."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.journal: LogJournal | None = None
         self.pending: list[LogEntry] = []
-        self.written = 0
-        self.dropped = 0
+        self.written = 0  # rows committed, the neutralised ones included
+        self.neutralised = 0  # rows stored with refused values replaced (the reason is in their content)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
 
     def submit(self, entry: LogEntry) -> None:
-        """hot path: never blocks, never awaits."""
+        """hot path: never awaits; one write() to the journal."""
+        if self.journal is not None:
+            self.journal.append(entry)
         self.pending.append(entry)
         if len(self.pending) >= LOG_FLUSH_ROWS and self._wake is not None:
             self._wake.set()
@@ -1524,6 +2873,19 @@ class LogWriter:
         if token is not None:
             token.used_amount += entry.row["used_amount"]
         self.submit(entry)
+
+    def open_journal(self, directory: Path) -> int:
+        """Journal every row from now on, and queue the rows that stopped instances journaled but the database
+        lacks (by request id). Returns how many."""
+        self.journal = LogJournal(directory)
+        orphans = {e.row["request_id"]: e for e in self.journal.take_orphans()}
+        missing = missing_request_ids(self.engine, list(orphans))
+        self.journal.committed(e for rid, e in orphans.items() if rid not in missing)
+        self.pending += [orphans[rid] for rid in orphans if rid in missing]
+        if orphans:
+            logger.warning("log journal: %d rows of a stopped instance found, %d of them not in the database "
+                           "yet; writing those now", len(orphans), len(missing))
+        return len(missing)
 
     def start(self) -> None:
         self._wake, self._lock = asyncio.Event(), asyncio.Lock()
@@ -1538,14 +2900,26 @@ class LogWriter:
             self._wake.clear()
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write what is pending now. Rows that arrive meanwhile wait for the next round: looping until the
-        list is empty would write ever smaller batches under load, each paying a full commit (bench/)."""
+    async def flush(self) -> bool:
+        """Write what is pending now; False when some rows could not be written and wait for the next round.
+        Rows that arrive meanwhile wait too: looping until the list is empty would write ever smaller batches
+        under load, each paying a full commit (bench/)."""
         async with self._lock:
             batch, self.pending = self.pending, []
+            if self.journal is not None:
+                self.journal.rotate()
+            unwritten: list[LogEntry] = []
             for start in range(0, len(batch), LOG_FLUSH_ROWS):
                 part = batch[start:start + LOG_FLUSH_ROWS]
-                await asyncio.to_thread(self.write_batch, part)
+                if unwritten:  # the database failed on this round: keep the rest for the next one
+                    unwritten += part
+                else:
+                    unwritten += await asyncio.to_thread(self.write_batch, part)
+            self.pending[:0] = unwritten
+            if self.journal is not None:
+                left = {id(e) for e in unwritten}
+                self.journal.committed(e for e in batch if id(e) not in left)
+            return not unwritten
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -1554,26 +2928,71 @@ class LogWriter:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            while self.pending:
-                await self.flush()
+            while self.pending and await self.flush():
+                pass
+            if self.pending:
+                logger.error("%d log rows could not be written before shutdown%s", len(self.pending),
+                             "; the journal keeps them for the next start" if self.journal else "")
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
-    def write_batch(self, batch: list[LogEntry]) -> None:
+    def write_batch(self, batch: list[LogEntry]) -> list[LogEntry]:
+        """Commit `batch` with its summaries and counters; return the rows left for the next round."""
         try:
-            with self.engine.begin() as conn:
-                for start in range(0, len(batch), LOG_ROWS_PER_INSERT):
-                    part = batch[start:start + LOG_ROWS_PER_INSERT]
-                    params = tuple(e.row[c] for e in part for c in LOG_COLUMNS)
-                    conn.exec_driver_sql(_multirow_insert_sql(self.engine, LogRow.__table__, LOG_COLUMNS,
-                                                              len(part)), params)
-                details = [e.detail for e in batch if e.detail]
-                if details:
-                    conn.execute(sa.insert(LogDetail), details)
-                _add_summaries(conn, batch)
-                _add_counters(conn, batch)
-            self.written += len(batch)
-        except sa.exc.SQLAlchemyError:
-            self.dropped += len(batch)
-            logger.exception("could not write %d log rows", len(batch))
+            self._commit(batch)
+        except _WRITE_ERRORS as exc:
+            if is_write_conflict(exc) or not is_database_reachable(self.engine):
+                logger.warning("%d log rows wait for the next round: %s", len(batch), _first_line(exc))
+                return batch
+            if len(batch) > 1:  # some row is refused: halve until it is alone, writing every other row
+                middle = len(batch) // 2
+                return self.write_batch(batch[:middle]) + self.write_batch(batch[middle:])
+            return self._write_neutralised(batch[0], exc)
+        self.written += len(batch)
+        return []
+
+    def _write_neutralised(self, entry: LogEntry, error: BaseException) -> list[LogEntry]:
+        safe = neutralised_entry(entry, error)
+        try:
+            self._commit([safe])
+        except _WRITE_ERRORS as exc:
+            logger.error("log row %s could not be written even neutralised: %s", entry.row.get("request_id"),
+                         _first_line(exc))
+            return [entry]
+        logger.warning("log row %s was refused by the database (%s): %s", entry.row.get("request_id"),
+                       _first_line(error), safe.row["content"])
+        self.written += 1
+        self.neutralised += 1
+        return []
+
+    def _commit(self, batch: list[LogEntry]) -> None:
+        for attempt in itertools.count(1):
+            try:
+                with self.engine.begin() as conn:
+                    _insert_rows(self.engine, conn, batch)
+                    _add_summaries(conn, batch)
+                    _add_counters(conn, batch)
+                return
+            except sa.exc.DBAPIError as exc:
+                if not is_write_conflict(exc) or attempt == LOG_CONFLICT_ATTEMPTS:
+                    raise
+                time.sleep(LOG_CONFLICT_BACKOFF_S * 2 ** attempt * random.uniform(0.5, 1.5))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) -> None:
+    for start in range(0, len(batch), LOG_ROWS_PER_INSERT):
+        part = batch[start:start + LOG_ROWS_PER_INSERT]
+        params = tuple(e.row[c] for e in part for c in LOG_COLUMNS)
+        conn.exec_driver_sql(_multirow_insert_sql(engine, LogRow.__table__, LOG_COLUMNS, len(part)), params)
+    details = [e.detail for e in batch if e.detail]
+    if details:
+        conn.execute(sa.insert(LogDetail), details)
 
 
 _SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
@@ -1594,15 +3013,13 @@ def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
         c["cache_hit_count"] += r["cached_tokens"] > 0
         c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
         c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
-    for (minute, channel, model), c in sums.items():
-        key = (SummaryMinute.minute == minute, SummaryMinute.channel_id == channel, SummaryMinute.model == model)
-        increments = {n: getattr(SummaryMinute, n) + c[n] for n in _SUMMED}
-        if conn.execute(sa.update(SummaryMinute).where(*key).values(**increments)).rowcount == 0:
-            conn.execute(sa.insert(SummaryMinute).values(minute=minute, channel_id=channel, model=model,
-                                                        **{n: c[n] for n in _SUMMED}))
+    rows = [{"minute": minute, "channel_id": channel, "model": model, **{n: c[n] for n in _SUMMED}}
+            for (minute, channel, model), c in sums.items()]
+    upsert(conn, SummaryMinute.__table__, rows, ("minute", "channel_id", "model"), add=_SUMMED)
 
 
 def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
+    """Channels, then tokens, each in id order: the same lock order in every instance (see upsert())."""
     channels: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     tokens: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     for e in batch:
@@ -1611,11 +3028,11 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             channels[r["channel"]].update(request_count=1, retry_count=e.retries, used_amount=r["used_amount"])
         if r["token_id"]:
             tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
-    for cid, c in channels.items():
+    for cid, c in sorted(channels.items()):
         conn.execute(sa.update(Channel).where(Channel.id == cid).values(
             request_count=Channel.request_count + c["request_count"],
             retry_count=Channel.retry_count + c["retry_count"], used_amount=Channel.used_amount + c["used_amount"]))
-    for tid, c in tokens.items():
+    for tid, c in sorted(tokens.items()):
         conn.execute(sa.update(Token).where(Token.id == tid).values(
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
@@ -2124,8 +3541,8 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
             "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
             "enabled": routes.model_enabled(model),
             "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
-            "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled}
-                         for c in sorted(serving, key=lambda c: -c.priority)],
+            "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled,
+                          "upstream_model": c.upstream_model(model)} for c in sorted(serving, key=lambda c: -c.priority)],
             "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
         })
     return out
@@ -2149,8 +3566,7 @@ def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[
     current.update({k: v for k, v in data.model_dump().items() if v is not None}, updated_at=now_ms())
     with state.engine.begin() as conn:
         values = {k: current[k] for k in ("enabled", "kind", "input_price", "output_price", "updated_at")}
-        if conn.execute(sa.update(ModelConfig).where(ModelConfig.model == model).values(**values)).rowcount == 0:
-            conn.execute(sa.insert(ModelConfig).values(model=model, **values))
+        upsert(conn, ModelConfig.__table__, [{"model": model, **values}], ("model",))
     state.reload()
     return current
 
@@ -2537,14 +3953,28 @@ def api_admin_key_rotate(state: AppState = Depends(require_admin)) -> JSONRespon
     return api_ok({"key": key, "kept_after_restart": not state.settings.admin_key})
 
 
-# ---- OneAPI / new-api import ----
-# Copies channels (and, on request, tokens) out of a one-api or new-api database. The row mapping is pure
-# (data in, data out); read_source() is the only code that talks to the source, import_oneapi() the only one
-# that writes. Type numbers and default hosts are data: assets/oneapi_types.json.
+# ---- import: OneAPI, new-api and labring/aiproxy ----
+# Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
+# config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
+# read_source() is the only code that talks to the source, import_source() the only one that writes. Type
+# numbers, default hosts and aiproxy's type names are data: assets/oneapi_types.json.
 
 IMPORT_CONNECT_TIMEOUT = 5  # seconds; a wrong host must fail the admin call fast instead of hanging it
 IMPORT_QUOTA_PER_UNIT = 500_000.0  # one-api/new-api quota units per USD (their QuotaPerUnit default)
 _NEWAPI_COLUMNS = frozenset({"tag", "setting", "auto_ban", "other_info", "param_override", "status_code_mapping"})
+#: (table, column) pairs only labring/aiproxy's GORM schema has; column None = the table itself. Half of them
+#: is enough, so an older aiproxy (before proxy_url, say) is still recognised.
+_AIPROXY_MARKERS = (("channels", "configs"), ("channels", "sets"), ("channels", "proxy_url"),
+                    ("channels", "deleted_at"), ("groups", None), ("model_configs", None), ("tokens", "group_id"),
+                    ("tokens", "subnets"))
+AIPROXY_DEFAULT_PRIORITY, AIPROXY_MAX_PRIORITY = 10, 1_000_000  # aiproxy reads priority 0 as 10, caps it
+AIPROXY_PRICE_UNIT = 1000  # tokens per price when *_price_unit is 0 (aiproxy's PriceUnit); ours are per 1K
+_YAML_SUFFIXES = (".yaml", ".yml")
+#: the keys aiproxy reads from a config.yaml channel (its Channel struct's yaml tags, plus type_name)
+_AIPROXY_YAML_CHANNEL_KEYS = frozenset({
+    "id", "name", "type", "type_name", "key", "base_url", "proxy_url", "models", "model_mapping", "status",
+    "priority", "balance", "balance_threshold", "enabled_auto_balance_check", "skip_tls_verify",
+    "enabled_no_permission_ban", "warn_error_rate", "max_error_rate", "configs", "sets"})
 _CF_GATEWAY = "https://gateway.ai.cloudflare.com"  # one-api uses these base URLs as they are (no /v1 added)
 #: go-sql-driver DSNs: `user:pass@tcp(host:port)/db?params`, and `user:pass@/db` (local default)
 _GO_DSN = re.compile(r"(?:(?P<cred>.*)@)?(?P<proto>tcp|unix)?\((?P<addr>[^)]*)\)/(?P<db>[^?]*)(?:\?(?P<q>.*))?", re.S)
@@ -2556,19 +3986,25 @@ _UNREACHABLE = ("refused", "timed out", "timeout", "resolve", "translate host", 
 class SourceDsn:
     """A parsed source DSN. `safe` and `source` never contain the password."""
 
-    kind: str  # mysql | postgres | sqlite
+    kind: str  # mysql | postgres | sqlite | yaml
     url: sa.URL = field(repr=False)
     safe: str  # e.g. mysql://root@127.0.0.1:3306/oneapi
-    source: str  # Channel.source / Token.source, e.g. oneapi:127.0.0.1:3306/oneapi
+    source: str  # where, e.g. 127.0.0.1:3306/oneapi, sqlite:/path/one-api.db, yaml:/path/config.yaml
     password: str = field(default="", repr=False)
+
+    def tag(self, flavour: str) -> str:
+        """Channel.source / Token.source, e.g. oneapi:127.0.0.1:3306/oneapi or aiproxy:db:5432/aiproxy."""
+        return f"{'aiproxy' if flavour == 'aiproxy' else 'oneapi'}:{self.source}"
 
 
 @dataclass(frozen=True)
 class SourceData:
-    flavour: str  # oneapi | newapi
+    flavour: str  # oneapi | newapi | aiproxy
     channels: list[dict[str, Any]]
     tokens: list[dict[str, Any]]
-    quota_per_unit: float
+    quota_per_unit: float  # source quota units per USD; 1 for aiproxy, whose quotas are amounts already
+    model_configs: list[dict[str, Any]] = field(default_factory=list)  # aiproxy only
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # aiproxy only, by group id
 
 
 @dataclass
@@ -2587,11 +4023,13 @@ class ImportedChannel:
     priority: int
     weight: int
     source_id: str
+    created_at: int = 0  # 0 = now
 
 
 @dataclass
 class RowImport:
-    """What one source row becomes: channels or tokens, or a skip `reason`; `warnings` list any change."""
+    """What one source row becomes: channels, tokens or a model config, or a skip `reason`; `warnings` list any
+    change."""
 
     source_id: str
     name: str
@@ -2628,22 +4066,28 @@ def _go_mysql_dsn(text: str) -> dict[str, Any] | None:
 
 
 def parse_source_dsn(dsn: str) -> SourceDsn:
-    """Accept what one-api users have at hand: their SQL_DSN (Go or URL form), a postgres URL, or one-api.db."""
+    """Accept what users have at hand: their SQL_DSN (Go or URL form), a postgres URL, one-api.db / aiproxy.db, or
+    aiproxy's config.yaml."""
     text = (dsn or "").strip()
     if not text:
         raise ApiError("dsn is required")
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower() if sep else ""
+    if not sep and text.lower().endswith(_YAML_SUFFIXES):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ApiError(f"config file not found: {path}")
+        path = path.resolve()
+        return SourceDsn("yaml", sa.URL.create("file", database=str(path)), str(path), f"yaml:{path}")
     if scheme.startswith("sqlite") or (not sep and "@" not in text and "(" not in text):  # a one-api.db path
         path = Path(rest.removeprefix("/") if sep else text).expanduser()
         if not path.is_file():
             if sep or path.suffix in (".db", ".sqlite", ".sqlite3"):
                 raise ApiError(f"SQLite file not found: {path}")
-            raise ApiError("unrecognised dsn: use user:pass@tcp(host:port)/db, mysql://…, postgres://… "
-                           "or a path to one-api.db")
+            raise ApiError("unrecognised dsn: use user:pass@tcp(host:port)/db, mysql://…, postgres://…, "
+                           "a path to one-api.db / aiproxy.db or to aiproxy's config.yaml")
         path = path.resolve()
-        return SourceDsn("sqlite", sa.URL.create("sqlite", database=str(path)), f"sqlite:///{path}",
-                         f"oneapi:sqlite:{path}")
+        return SourceDsn("sqlite", sa.URL.create("sqlite", database=str(path)), f"sqlite:///{path}", f"sqlite:{path}")
     if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
         kind, drivername, default_port = "postgres", _postgres_driver(), 5432
     elif scheme in ("", "mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
@@ -2670,7 +4114,7 @@ def parse_source_dsn(dsn: str) -> SourceDsn:
     url = sa.URL.create(drivername, **parts)
     where = parts["query"].get("unix_socket") or f"{parts.get('host')}:{parts.get('port')}"
     user = f"{parts['username']}@" if parts.get("username") else ""
-    return SourceDsn(kind, url, f"{kind}://{user}{where}/{parts['database']}", f"oneapi:{where}/{parts['database']}",
+    return SourceDsn(kind, url, f"{kind}://{user}{where}/{parts['database']}", f"{where}/{parts['database']}",
                      parts.get("password") or "")
 
 
@@ -2681,16 +4125,26 @@ def _postgres_driver() -> str:
     raise ApiError("a PostgreSQL source needs the optional driver psycopg: pip install 'psycopg[binary]'")
 
 
-def detect_flavour(columns: Iterable[str]) -> str:
-    """new-api adds tag/setting/auto_ban/… and has no `config`; one-api is the reverse."""
-    cols = {c.lower() for c in columns}
+def detect_flavour(schema: dict[str, Iterable[str]]) -> str:
+    """The source's flavour from its tables and their columns. aiproxy has groups, model_configs and channels with
+    configs/sets; new-api adds tag/setting/auto_ban/… to channels and has no `config`; one-api is the reverse."""
+    tables = {t.lower(): {c.lower() for c in cols} for t, cols in schema.items()}
+    found = sum(t in tables and (c is None or c in tables[t]) for t, c in _AIPROXY_MARKERS)
+    if found * 2 >= len(_AIPROXY_MARKERS):
+        return "aiproxy"
+    cols = tables.get("channels", set())
     markers = len(_NEWAPI_COLUMNS & cols)
     return "newapi" if markers >= 2 or (markers and "config" not in cols) else "oneapi"
 
 
 def split_models(text: Any) -> list[str]:
     """Comma list -> trimmed names, no empties, no duplicates (first spelling wins)."""
-    return list(dict.fromkeys(m.strip() for m in str(text or "").split(",") if m.strip()))
+    return _names(str(text or "").split(","))
+
+
+def _names(values: list[Any]) -> list[str]:
+    """Trimmed, non-empty, de-duplicated strings (first spelling wins)."""
+    return list(dict.fromkeys(str(v).strip() for v in values if str(v).strip()))
 
 
 def _json_object(text: Any) -> dict[str, Any] | None:
@@ -2917,6 +4371,202 @@ def map_oneapi_token(row: dict[str, Any], flavour: str, quota_per_unit: float) -
     return out
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _json_field(value: Any, kind: type, column: str, warnings: list[str]) -> Any:
+    """An aiproxy JSON text column (or a config.yaml value) -> list/dict; "", NULL and JSON `null` are empty."""
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError:
+            warnings.append(f"{column} is not valid JSON; imported empty")
+            return kind()
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        warnings.append(f"{column} is not a JSON {'list' if kind is list else 'object'}; imported empty")
+        return kind()
+    return value
+
+
+def _time_ms(value: Any) -> int:
+    """A GORM time column (a datetime, or text in SQLite) -> Unix ms; NULL and Go's zero time (year 1) -> 0."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return 0
+    if not isinstance(value, datetime) or value.year <= 1:
+        return 0
+    return int((value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
+def _aiproxy_channel_warnings(row: dict[str, Any], sets: list[str]) -> list[str]:
+    """aiproxy channel settings this app has no feature for: each named, so nobody relies on them silently."""
+    out = []
+    if str(row.get("proxy_url") or "").strip():  # the URL itself is not repeated: it may hold proxy credentials
+        out.append("proxy_url was not imported: channels here have no own proxy (HTTPS_PROXY applies to all)")
+    if [s for s in sets if s != "default"]:
+        out.append(f"sets {', '.join(sets)} were not imported: every API key here may use every channel")
+    if row.get("skip_tls_verify"):
+        out.append("skip_tls_verify was not imported: TLS certificates are always verified here")
+    bans = [c for c in ("enabled_no_permission_ban", "max_error_rate", "warn_error_rate") if row.get(c)]
+    if bans:
+        out.append(f"{', '.join(bans)} not imported: no per-channel ban rules here (a failing call still moves "
+                   "on to the next channel)")
+    balance = [c for c in ("enabled_auto_balance_check", "balance_threshold") if row.get(c)]
+    if balance:
+        out.append(f"{', '.join(balance)} not imported: balances are not checked here")
+    return out
+
+
+def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_yaml: bool = False) -> RowImport:
+    """One labring/aiproxy `channels` row (or config.yaml entry) -> one channel. aiproxy's type ids, key formats
+    (`key|api-version`, …) and base URLs are ours, so type, key and base_url are kept as they are."""
+    source_type = _int(row.get("type"))
+    out = RowImport(str(row.get("id", "")), str(row.get("name") or "").strip()[:128], source_type, source_type)
+    type_name = str(row.get("type_name") or "").strip()
+    if from_yaml and not source_type and type_name:
+        out.source_type = out.type = source_type = load_oneapi_types()["aiproxy_type_names"].get(type_name.lower(), 0)
+    provider = catalog.get(source_type)
+    if row.get("deleted_at"):
+        out.reason = "deleted in aiproxy"
+    elif provider is None and from_yaml and type_name and not source_type:
+        out.reason = f"unknown type_name '{type_name}'"
+    elif provider is None:
+        out.reason = f"unknown aiproxy channel type {source_type}"
+    if out.reason:
+        return out
+    out.name = out.name or f"{provider.name} #{out.source_id}"
+    warnings = out.warnings
+    models = _names(_json_field(row.get("models"), list, "models", warnings))
+    if not models:
+        warnings.append("no models in the source row; add models before this channel can serve requests")
+    mapping = _json_field(row.get("model_mapping"), dict, "model_mapping", warnings)
+    if any(not isinstance(v, str) or not v for v in mapping.values()):
+        warnings.append("model_mapping entries without a string target were dropped")
+    mapping = {str(k): v for k, v in mapping.items() if isinstance(v, str) and v}
+    configs = _json_field(row.get("configs"), dict, "configs", warnings)
+    warnings += _aiproxy_channel_warnings(row, _names(_json_field(row.get("sets"), list, "sets", warnings)))
+    unknown = sorted(set(row) - _AIPROXY_YAML_CHANNEL_KEYS) if from_yaml else []
+    if unknown:
+        warnings.append(f"unknown keys ignored, as aiproxy ignores them: {', '.join(map(str, unknown))}")
+
+    status, reason = _int(row.get("status")), ""
+    if from_yaml and status not in (STATUS_ENABLED, STATUS_DISABLED):  # aiproxy serves only `status: 1` entries
+        status, reason = STATUS_DISABLED, "no status: 1 in config.yaml, so aiproxy did not serve it"
+        warnings.append(f"{reason}; imported disabled")
+    elif status not in (0, STATUS_ENABLED, STATUS_DISABLED):
+        status, reason = STATUS_DISABLED, f"status {status} in aiproxy"
+    priority = _int(row.get("priority"))
+    priority = AIPROXY_DEFAULT_PRIORITY if priority == 0 else min(priority, AIPROXY_MAX_PRIORITY)
+    out.items = [ImportedChannel(source_type, out.name, str(row.get("key") or "").strip(),
+                                 str(row.get("base_url") or "").strip(), models, mapping, configs,
+                                 status or STATUS_ENABLED, reason, priority, 1, out.source_id,
+                                 _time_ms(row.get("created_at")))]
+    return out
+
+
+def map_aiproxy_token(row: dict[str, Any], groups: dict[str, dict[str, Any]]) -> RowImport:
+    """One aiproxy `tokens` row -> Token fields: the same 48-char key (so `sk-<key>` keeps working), its model
+    allow-list and its quota, which is an amount like ours (0 = no cap in both)."""
+    out = RowImport(str(row.get("id", "")), str(row.get("name") or "").strip())
+    key = str(row.get("key") or "").strip().removeprefix("sk-")
+    if not key:
+        out.reason = "the token has no key"
+        return out
+    out.name = out.name or f"token #{out.source_id}"
+    warnings = out.warnings
+    models = _names(_json_field(row.get("models"), list, "models", warnings))
+    status = STATUS_DISABLED if _int(row.get("status")) == STATUS_DISABLED else STATUS_ENABLED
+    group = str(row.get("group_id") or "")
+    if _int(groups.get(group, {}).get("status")) == STATUS_DISABLED and status == STATUS_ENABLED:
+        status = STATUS_DISABLED
+        warnings.append(f"its group '{group}' is disabled in aiproxy; imported disabled")
+    subnets = _names(_json_field(row.get("subnets"), list, "subnets", warnings))
+    if subnets:
+        warnings.append(f"subnets {', '.join(subnets)} were not imported: the key works from any address here")
+    if _float(row.get("period_quota")) > 0:
+        warnings.append(f"period_quota {_float(row['period_quota']):g} ({row.get('period_type') or 'monthly'}) "
+                        "was not imported: only the total quota is enforced here")
+    expired_at = _time_ms(row.get("expired_at"))  # aiproxy before v0.3 had token expiry; the column stays
+    if 0 < expired_at < now_ms():
+        warnings.append("expired_at has passed, so the key is refused here; clear its expiry to use it")
+    out.items = [dict(name=out.name, key=key, status=status, models=models, quota=max(_float(row.get("quota")), 0),
+                      used_amount=_float(row.get("used_amount")), request_count=_int(row.get("request_count")),
+                      expired_at=expired_at, created_at=_time_ms(row.get("created_at")) or now_ms(),
+                      source_id=out.source_id)]
+    return out
+
+
+#: aiproxy model-config prices this app has no place for (ours: input and output per 1K tokens)
+_AIPROXY_OTHER_PRICES = ("per_request_price", "image_input_price", "audio_input_price", "video_input_price",
+                         "image_output_price", "audio_output_price", "thinking_mode_output_price", "cached_price",
+                         "cache_creation_price", "web_search_price")
+
+
+def _aiproxy_price(price: dict[str, Any], name: str) -> float:
+    """`<name>_price` per `<name>_price_unit` tokens -> per 1K tokens. config.yaml spells them `<name>price` (Go's
+    YAML decoder lower-cases the field names), and aiproxy's example file plain `<name>`."""
+    value = _float(price.get(f"{name}_price", price.get(f"{name}price", price.get(name))))
+    unit = _int(price.get(f"{name}_price_unit", price.get(f"{name}priceunit"))) or AIPROXY_PRICE_UNIT
+    return round(value * 1000 / unit, 12)
+
+
+def map_aiproxy_model_config(row: dict[str, Any]) -> RowImport:
+    """One aiproxy `model_configs` row (or config.yaml `modelconfigs:` entry) -> our ModelConfig: its kind and
+    per-1K input/output prices; limits, retries and timeouts have no per-model place here and are reported."""
+    model = str(row.get("model") or "").strip()
+    out = RowImport(model, model)
+    if not model:
+        out.reason = "the model config has no model name"
+        return out
+    warnings = out.warnings
+    price = row["price"] if isinstance(row.get("price"), dict) else row  # config.yaml nests it, the table doesn't
+    mode = _int(row.get("type")) or load_oneapi_types()["aiproxy_model_type_names"].get(
+        str(row.get("type_name") or "").strip().lower(), 0)
+    kind = load_oneapi_types()["aiproxy_mode_kinds"].get(str(mode), "")
+    inputs, outputs = _aiproxy_price(price, "input"), _aiproxy_price(price, "output")
+    if price is not row and {"input", "output"} & price.keys():
+        warnings.append("price.input/price.output (the spelling of aiproxy's example config) imported as input and "
+                        "output prices, though aiproxy itself reads only inputprice/outputprice")
+    dropped = [p for p in _AIPROXY_OTHER_PRICES if _float(price.get(p, price.get(p.replace("_", ""))))]
+    if _json_field(price.get("conditional_prices"), list, "conditional_prices", warnings):
+        dropped.append("conditional_prices")
+    if dropped:
+        warnings.append(f"{', '.join(dropped)} not imported: only input and output prices per token are kept here")
+    limits = [f"{c}={_int(row[c])}" for c in ("rpm", "tpm") if _int(row.get(c))]
+    if limits:
+        warnings.append(f"{', '.join(limits)} not imported: no per-model rate limits here")
+    if _int(row.get("retry_times")):
+        warnings.append(f"retry_times={_int(row['retry_times'])} not imported: the app-wide retry count applies")
+    timeouts = row["timeout_config"] if isinstance(row.get("timeout_config"), dict) else row
+    timeouts = [f"{c}={_int(timeouts[c])}s" for c in ("request_timeout", "stream_request_timeout")
+                if _int(timeouts.get(c))]
+    if timeouts:
+        warnings.append(f"timeout_config ({', '.join(timeouts)}) not imported: no per-model timeouts here")
+    if _json_field(row.get("plugin"), dict, "plugin", warnings):
+        warnings.append("plugin settings (cache, web search, …) not imported: no plugins here")
+    if not (kind or inputs or outputs):
+        out.reason = "nothing to import: no type we know and no input or output price"
+        return out
+    out.items = [dict(model=model, enabled=True, kind=kind, input_price=inputs, output_price=outputs,
+                      updated_at=now_ms())]
+    return out
+
+
 def _db_error_message(exc: sa.exc.SQLAlchemyError, src: SourceDsn) -> str:
     """A driver error -> a short message naming the source, never the password."""
     orig = getattr(exc, "orig", None) or exc
@@ -2943,8 +4593,33 @@ def scrub_secret(text: str, secret: str) -> str:
     return text
 
 
+def read_aiproxy_yaml(path: Path) -> SourceData:
+    """aiproxy's config.yaml (CONFIG_FILE_PATH): its `channels:` and `modelconfigs:` lists. Channels get the ids
+    aiproxy gives them in memory, -1, -2, … in file order, so a second import recognises them."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ApiError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # the message, not the snippet: it may quote a key
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ApiError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    doc = doc if isinstance(doc, dict) else {}
+    sections = {name: doc.get(name) or [] for name in ("channels", "modelconfigs")}
+    for name, items in sections.items():
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ApiError(f"{path}: `{name}:` must be a list of mappings, as in aiproxy's config.example.yaml")
+    if not any(sections.values()):
+        raise ApiError(f"no channels: or modelconfigs: in {path}: is this aiproxy's config.yaml?")
+    channels = [dict(item, id=-1 - i) for i, item in enumerate(sections["channels"])]
+    return SourceData("aiproxy", channels, [], 1.0, model_configs=sections["modelconfigs"])
+
+
 def read_source(src: SourceDsn, with_tokens: bool = False) -> SourceData:
-    """Read channels (and tokens, QuotaPerUnit) from the source; every failure becomes a clean ApiError."""
+    """Read channels (and tokens, QuotaPerUnit; for aiproxy model configs and groups) from the source; every
+    failure becomes a clean ApiError."""
+    if src.kind == "yaml":
+        return read_aiproxy_yaml(Path(src.url.database))
     if src.kind == "sqlite":  # read-only, so a mistyped path can never create or change a file
         uri = Path(src.url.database).as_uri() + "?mode=ro"
         engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True),
@@ -2959,12 +4634,21 @@ def read_source(src: SourceDsn, with_tokens: bool = False) -> SourceData:
             inspector = sa.inspect(conn)
             tables = set(inspector.get_table_names())
             if "channels" not in tables:
-                raise ApiError(f"no channels table in {src.safe}: is this a one-api or new-api database?")
-            flavour = detect_flavour(c["name"] for c in inspector.get_columns("channels"))
+                raise ApiError(f"no channels table in {src.safe}: is this a one-api, new-api or aiproxy database?")
+            flavour = detect_flavour({t: [c["name"] for c in inspector.get_columns(t)]
+                                      for t in ("channels", "tokens", "groups", "model_configs") if t in tables})
+            quote = conn.dialect.identifier_preparer.quote  # `key`, `group` and `groups` are reserved words
 
-            def rows(table: str) -> list[dict[str, Any]]:  # SELECT *: `key` and `group` are reserved words
-                return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).mappings()]
+            def rows(table: str, order: str = "id") -> list[dict[str, Any]]:
+                if table not in tables:
+                    return []
+                return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {quote(table)} ORDER BY {order}"))
+                        .mappings()]
 
+            tokens = rows("tokens") if with_tokens else []
+            if flavour == "aiproxy":
+                groups = {str(g["id"]): g for g in rows("groups")} if with_tokens else {}
+                return SourceData(flavour, rows("channels"), tokens, 1.0, rows("model_configs", "model"), groups)
             options = {}
             if with_tokens and "options" in tables:
                 options = {str(r["key"]): r["value"] for r in conn.execute(sa.text("SELECT * FROM options")).mappings()}
@@ -2972,83 +4656,122 @@ def read_source(src: SourceDsn, with_tokens: bool = False) -> SourceData:
                 qpu = float(options.get("QuotaPerUnit") or IMPORT_QUOTA_PER_UNIT)
             except ValueError:
                 qpu = IMPORT_QUOTA_PER_UNIT
-            return SourceData(flavour, rows("channels"), rows("tokens") if with_tokens and "tokens" in tables else [],
-                              qpu if qpu > 0 else IMPORT_QUOTA_PER_UNIT)
+            return SourceData(flavour, rows("channels"), tokens, qpu if qpu > 0 else IMPORT_QUOTA_PER_UNIT)
     except sa.exc.SQLAlchemyError as exc:
         message = _db_error_message(exc, src)
-        logger.warning("oneapi import: %s", message)
+        logger.warning("import: %s", message)
         raise ApiError(message) from None
     finally:
         engine.dispose()
 
 
-def _report_row(r: RowImport, status: str, ids: list[int]) -> dict[str, Any]:
+def _report_row(r: RowImport, status: str, ids: list[Any], ids_field: str) -> dict[str, Any]:
     row = {"source_id": r.source_id, "name": r.name, "status": status, "warnings": r.warnings}
-    if r.source_type is not None:  # a channel row (token rows have no type)
-        row |= {"source_type": r.source_type, "type": r.type, "channel_ids": ids}
-    else:
-        row["token_ids"] = ids
+    if r.source_type is not None:  # a channel row (token and model-config rows have no type)
+        row |= {"source_type": r.source_type, "type": r.type}
+    if ids_field:
+        row[ids_field] = ids
     return row | ({"reason": r.reason} if r.reason else {})
 
 
-def import_oneapi(state: AppState, dsn: str, dry_run: bool = False, import_tokens: bool = False) -> dict[str, Any]:
-    """Import a one-api/new-api database. Rows imported before from the same source are reported as `exists`,
-    so a second run changes nothing; `dry_run` answers the same report and writes nothing."""
+#: said once per aiproxy import, above the rows (issue 12): what changes in meaning, and what FastGPT needs
+AIPROXY_NOTES = (
+    "Priorities: aiproxy shares a model's calls among its channels at random, weighted by priority (0 counts as "
+    "10). Here priority levels are strict: the highest level takes every call and a lower one serves only when "
+    "the higher ones fail. Priorities were kept (0 became 10), so the preferred channel is still tried first; "
+    "give channels the same priority to share calls by weight.",
+    "FastGPT: set AIPROXY_API_ENDPOINT to this app's address and AIPROXY_API_TOKEN to this app's admin key (or "
+    "start this app with ADMIN_KEY set to aiproxy's ADMIN_KEY, so FastGPT needs no change but the endpoint).",
+)
+
+
+def plan_import(src: SourceDsn, data: SourceData, catalog: dict[int, Provider]
+                ) -> tuple[list[RowImport], list[RowImport], list[RowImport]]:
+    """Map every source row: (channel rows, token rows, model-config rows). Pure."""
+    if data.flavour == "aiproxy":
+        return ([map_aiproxy_channel(r, catalog, src.kind == "yaml") for r in data.channels],
+                [map_aiproxy_token(r, data.groups) for r in data.tokens],
+                [map_aiproxy_model_config(r) for r in data.model_configs])
+    types = load_oneapi_types()
+    return ([map_oneapi_channel(r, data.flavour, types, catalog) for r in data.channels],
+            [map_oneapi_token(r, data.flavour, data.quota_per_unit) for r in data.tokens], [])
+
+
+def import_source(state: AppState, dsn: str, dry_run: bool = False, import_tokens: bool = False) -> dict[str, Any]:
+    """Import a one-api / new-api / aiproxy database or aiproxy's config.yaml. Rows imported before from the same
+    source are reported as `exists` (model configs and tokens: when one with that model name or key is here), so
+    a second run changes nothing; `dry_run` answers the same report and writes nothing."""
     src = parse_source_dsn(dsn)
     data = read_source(src, with_tokens=import_tokens)
-    types = load_oneapi_types()
-    channel_rows = [map_oneapi_channel(r, data.flavour, types, state.catalog) for r in data.channels]
-    token_rows = [map_oneapi_token(r, data.flavour, data.quota_per_unit) for r in data.tokens]
+    source = src.tag(data.flavour)
+    channel_rows, token_rows, config_rows = plan_import(src, data, state.catalog)
     report: list[dict[str, Any]] = []
     token_report: list[dict[str, Any]] = []
+    config_report: list[dict[str, Any]] = []
     with state.engine.begin() as conn:  # one transaction: a failing write leaves no half import
-        def insert(table: Any, values: dict[str, Any]) -> list[int]:
+        def insert(table: Any, values: dict[str, Any]) -> list[Any]:
             return [] if dry_run else [conn.execute(sa.insert(table).values(**values)).inserted_primary_key[0]]
 
         seen: dict[str, list[int]] = collections.defaultdict(list)
-        for sid, cid in conn.execute(sa.select(Channel.source_id, Channel.id).where(Channel.source == src.source)):
+        for sid, cid in conn.execute(sa.select(Channel.source_id, Channel.id).where(Channel.source == source)):
             seen[sid].append(cid)
         for r in channel_rows:
             if r.reason:
-                report.append(_report_row(r, "skipped", []))
+                report.append(_report_row(r, "skipped", [], "channel_ids"))
             elif r.source_id in seen:
-                report.append(_report_row(r, "exists", sorted(seen[r.source_id])))
+                report.append(_report_row(r, "exists", sorted(seen[r.source_id]), "channel_ids"))
             else:
-                ids = [i for c in r.items for i in insert(Channel, dict(dataclasses.asdict(c), source=src.source,
-                                                                          created_at=now_ms()))]
-                report.append(_report_row(r, "imported", ids))
+                ids = [i for c in r.items for i in insert(Channel, dict(dataclasses.asdict(c), source=source,
+                                                                          created_at=c.created_at or now_ms()))]
+                report.append(_report_row(r, "imported", ids, "channel_ids"))
         keys = dict(conn.execute(sa.select(Token.key, Token.id)).all()) if token_rows else {}
         for r in token_rows:
             if r.reason:
-                token_report.append(_report_row(r, "skipped", []))
+                token_report.append(_report_row(r, "skipped", [], "token_ids"))
             elif r.items[0]["key"] in keys:
-                token_report.append(_report_row(r, "exists", [keys[r.items[0]["key"]]]))
+                token_report.append(_report_row(r, "exists", [keys[r.items[0]["key"]]], "token_ids"))
             else:
-                ids = insert(Token, dict(r.items[0], source=src.source))
+                ids = insert(Token, dict(r.items[0], source=source))
                 keys[r.items[0]["key"]] = ids[0] if ids else 0
-                token_report.append(_report_row(r, "imported", ids))
-    if not dry_run and any(r["status"] == "imported" for r in report + token_report):
+                token_report.append(_report_row(r, "imported", ids, "token_ids"))
+        models = set(conn.execute(sa.select(ModelConfig.model)).scalars()) if config_rows else set()
+        for r in config_rows:  # a model's settings made here are never overwritten
+            status = "skipped" if r.reason else "exists" if r.source_id in models else "imported"
+            if status == "imported":
+                insert(ModelConfig, r.items[0])
+                models.add(r.source_id)
+            config_report.append(_report_row(r, status, [], ""))
+    if not dry_run and any(r["status"] == "imported" for r in report + token_report + config_report):
         state.reload()
 
     def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         return {s: sum(r["status"] == s for r in rows) for s in ("imported", "exists", "skipped")}
 
-    result = {"source": src.safe, "flavour": data.flavour, "dry_run": dry_run, "rows": report, **counts(report)}
+    result = {"source": src.safe, "flavour": data.flavour, "dry_run": dry_run, "rows": report, **counts(report),
+              "notes": list(AIPROXY_NOTES) if data.flavour == "aiproxy" else []}
     if import_tokens:
         result["tokens"] = {"rows": token_report, **counts(token_report), "quota_per_unit": data.quota_per_unit}
+    if data.flavour == "aiproxy":
+        result["model_configs"] = {"rows": config_report, **counts(config_report)}
     return result
 
 
-class OneApiImportRequest(BaseModel):
-    dsn: str
+import_oneapi = import_source  # the name section 8's import wizard calls
+
+
+class ImportRequest(BaseModel):
+    dsn: str  # a database DSN or file path, or (aiproxy) the path of its config.yaml
     dry_run: bool = False
     import_tokens: bool = False
 
 
 @admin_router.post("/channels/import/oneapi")
-def api_channels_import_oneapi(body: OneApiImportRequest) -> JSONResponse:
+def api_channels_import(body: ImportRequest) -> JSONResponse:
     # a plain `def` route runs in the threadpool: the source connection (up to 5 s) never blocks the event loop
-    return api_ok(import_oneapi(get_state(), body.dsn, body.dry_run, body.import_tokens))
+    return api_ok(import_source(get_state(), body.dsn, body.dry_run, body.import_tokens))
+
+
+admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
 # ---- fetch models from upstream (the channel dialog diffs them against the channel's list) ----
@@ -3059,9 +4782,9 @@ UPSTREAM_MODELS_TIMEOUT_S = 20
 async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
     """The model ids a channel's provider lists at `GET <base_url>/models` (OpenAI's list shape)."""
     route = preview_route(state, data)
-    url = route.adaptor.build_url(route.base_url, "/models", "")
+    url, headers = route.adaptor.models_request(route)
     try:
-        async with state.http.get(url, headers=route.adaptor.build_headers(route.key),
+        async with state.http.get(url, headers=headers,
                                   timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
             status, body = resp.status, await resp.read()
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -3113,15 +4836,7 @@ def api_openapi() -> JSONResponse:
 ui: Any = None  # nicegui.ui, bound by mount_ui()
 ng: Any = None  # nicegui.app (per-browser storage), bound by mount_ui()
 
-NAV_PAGES = (  # path, icon, i18n key: the left navigation, in the order a new user needs them
-    ("/dashboard", "insights", "nav.dashboard"),
-    ("/channels", "hub", "nav.channels"),
-    ("/models", "category", "nav.models"),
-    ("/logs", "receipt_long", "nav.logs"),
-    ("/tokens", "vpn_key", "nav.tokens"),
-    ("/migrate", "move_down", "nav.migrate"),
-    ("/settings", "settings", "nav.settings"),
-)
+PageBuilder = Callable[["AppState", Request], Any]  # builds a page's content inside the frame
 LANGUAGES = {"en": "English", "zh": "简体中文"}
 TIME_PRESETS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}  # seconds
 PRESET_TIMESPAN = {"yesterday": "hour", "15m": "minute", "1h": "minute", "24h": "hour", "7d": "hour", "30d": "day"}
@@ -3223,6 +4938,20 @@ def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, time
     return sorted(sums.items())
 
 
+def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple[list[float], list[float]]]:
+    """The two lines of each dashboard chart: calls and errors, input and output tokens, latency and TTFB (s)."""
+
+    def avg(total: str, s: dict[str, float]) -> float:
+        return round(s[total] / s["request_count"] / 1000, 3) if s["request_count"] else 0
+
+    return {
+        "calls": ([s["request_count"] for _, s in buckets], [s["exception_count"] for _, s in buckets]),
+        "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
+        "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
+                    [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
+    }
+
+
 def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, Any]:
     """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
     tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
@@ -3305,21 +5034,24 @@ def _start_session(request: Request) -> None:
         user["lang"] = pick_language(request.headers.get("accept-language", ""))
 
 
-def is_signed_in() -> bool:
-    return ng.storage.user.get("auth") == _key_fingerprint(get_state().admin_key)
+def is_signed_in(state: AppState) -> bool:
+    return ng.storage.user.get("auth") == _key_fingerprint(state.admin_key)
 
 
-def _guarded(builder: Callable[[Request], None]) -> Callable[[Request], Response | None]:
-    """A page that shows nothing without a session for the current admin key (a changed key ends all sessions)."""
+def _guarded(builder: PageBuilder, title_key: str) -> Callable[[Request], Response | None]:
+    """A page in the shared frame that shows nothing without a session for the current admin key (a changed
+    key ends all sessions). NiceGUI registers pages globally: this is where they get the state."""
 
     def page(request: Request) -> Response | None:
+        state = get_state()
         _start_session(request)
-        if not is_signed_in():
+        if not is_signed_in(state):
             return Response(status_code=303, headers={"location": f"/login?redirect_to={request.url.path}"})
-        builder(request)
+        with frame(t(title_key)):
+            builder(state, request)
         return None
 
-    page.__name__ = page.__qualname__ = builder.__name__
+    page.__name__ = page.__qualname__ = f"page_{title_key.rpartition('.')[2]}"
     return page
 
 
@@ -3347,6 +5079,16 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
   return ok;
 };
 </script>"""
+
+
+_THEME_CSS = """
+.code-block { background: rgba(127, 127, 127, .12); }
+.text-muted { color: #586070; }
+.body--dark .text-muted { color: #a8adb7; }
+.model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
+.body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
+.model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
+"""
 
 
 async def copy_text(text: str) -> None:
@@ -3428,8 +5170,8 @@ def frame(title: str) -> Any:
         ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white")
     here = ui.context.client.page.path
     with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
-        for path, icon, key in NAV_PAGES:
-            active = here == path or (path == "/dashboard" and here == "/")
+        for path, _, icon, key in PAGES:
+            active = here == path or (path == PAGES[0][0] and here == "/")
             with ui.link(target=path).classes("no-underline text-inherit block self-stretch"):
                 with ui.row().classes("items-center gap-3 mx-2 px-3 py-2 rounded-lg no-wrap " + (
                         "bg-primary text-white" if active else "hover:bg-gray-500/10")):
@@ -3501,8 +5243,9 @@ def _model_options(state: AppState, all_label: str) -> dict[str, str]:
 def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | None:
     state = get_state()
     _start_session(request)
-    target = redirect_to if redirect_to in {path for path, _ in _PAGES} else "/dashboard"  # never off-site
-    if is_signed_in():
+    home = PAGES[0][0]
+    target = redirect_to if redirect_to == "/" or redirect_to in {p[0] for p in PAGES} else home  # never off-site
+    if is_signed_in(state):
         return Response(status_code=303, headers={"location": target})
     ui.page_title("aiproxy-local")
     ui.colors(primary="#4f46e5")
@@ -3542,96 +5285,100 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
 # ---- dashboard ----
 
 
-def page_dashboard(request: Request) -> None:
-    state = get_state()
-    tz = display_tz()
-    with frame(t("nav.dashboard")):
+class DashboardPage:
+    """Summary cards and charts of the calls in a time range; model tests are not traffic and stay out."""
+
+    CARDS = (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
+             ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt"))
+    CHARTS = (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens", "dash.output_tokens")),
+              ("latency", ("dash.avg_latency", "dash.avg_ttfb")))
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
         if not state.routes.channels:
-            with ui.card().classes("w-full bg-primary/5"):
-                ui.label(t("dash.start_title")).classes("text-lg font-semibold")
-                for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
-                                                     ("dash.start_3", "/settings")], start=1):
-                    with ui.row().classes("items-center gap-2"):
-                        ui.badge(str(step)).props("rounded")
-                        ui.link(t(text), path)
+            self._getting_started()
         with ui.row().classes("items-center gap-3 w-full"):
-            span = TimeRange("24h", lambda: range_changed())
-            timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour", label=t("dash.timespan"),
-                                 on_change=lambda: refresh()).props("dense outlined").classes("w-32")
-            model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
-                              with_input=True, on_change=lambda: refresh()).props("dense outlined").classes("w-52")
-            channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
-                                label=t("common.channel"), on_change=lambda: refresh()).props(
+            self.span = TimeRange("24h", self._range_changed)
+            self.timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour",
+                                      label=t("dash.timespan"), on_change=self.refresh).props(
+                "dense outlined").classes("w-32")
+            self.model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
+                                   with_input=True, on_change=self.refresh).props("dense outlined").classes("w-52")
+            self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
+                                     label=t("common.channel"), on_change=self.refresh).props(
                 "dense outlined").classes("w-52")
-        cards: dict[str, Any] = {}
+        self.cards: dict[str, Any] = {}
         with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-3 xl:grid-cols-6"):
-            for name, icon in (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
-                               ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt")):
+            for name, icon in self.CARDS:
                 with ui.card().classes("gap-1 p-4"):
                     with ui.row().classes("items-center gap-2 opacity-70"):
                         ui.icon(icon, size="xs")
                         ui.label(t(f"dash.{name}")).classes("text-sm")
-                    cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
-        axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-        charts = {}
+                    self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
+        self.charts: dict[str, Any] = {}
         with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
-            for name, series in (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens",
-                                 "dash.output_tokens")), ("latency", ("dash.avg_latency", "dash.avg_ttfb"))):
+            for name, series in self.CHARTS:
                 with ui.card().classes("p-3"):
                     ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    charts[name] = ui.echart({
-                        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-                        "legend": {"data": [t(s) for s in series], "top": 0, "textStyle": {"color": "#888"}},
-                        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-                        "xAxis": {"type": "category", "data": [], **axis},
-                        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-                        "series": [{"name": t(s), "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                                    "areaStyle": {"opacity": 0.08}} for s in series],
-                    }).classes("w-full h-64")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series])).classes("w-full h-64")
+        self.refresh()
 
-    def range_changed() -> None:
-        picked = PRESET_TIMESPAN.get(span.preset.value or "")  # a preset brings a sensible resolution
-        if picked and picked != timespan.value:
-            timespan.value = picked  # its on_change refreshes
+    @staticmethod
+    def _getting_started() -> None:
+        with ui.card().classes("w-full bg-primary/5"):
+            ui.label(t("dash.start_title")).classes("text-lg font-semibold")
+            for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
+                                                 ("dash.start_3", "/settings")], start=1):
+                with ui.row().classes("items-center gap-2"):
+                    ui.badge(str(step)).props("rounded")
+                    ui.link(t(text), path)
+
+    def _range_changed(self) -> None:
+        picked = PRESET_TIMESPAN.get(self.span.preset.value or "")  # a preset brings a sensible resolution
+        if picked and picked != self.timespan.value:
+            self.timespan.value = picked  # its on_change refreshes
         else:
-            refresh()
+            self.refresh()
 
-    def refresh() -> None:
-        start, end = span.bounds()
+    def refresh(self) -> None:
+        start, end = self.span.bounds()
         end = end or now_ms()
+        timespan = self.timespan.value
         try:
-            series = dashboard_series(state, start, end, str(tz), timespan.value, channel.value or None,
-                                      model.value or "")
+            series = dashboard_series(self.state, start, end, str(self.tz), timespan, self.channel.value or None,
+                                      self.model.value or "")
         except ApiError as exc:
             notify_error(exc)
             return
         totals = summarize_series(series)
-        cards["calls"].text = fmt_count(totals["calls"])
-        cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
-        cards["input_tokens"].text = fmt_count(totals["input_tokens"])
-        cards["output_tokens"].text = fmt_count(totals["output_tokens"])
-        cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
-        cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
-        buckets = chart_buckets(series, start, end, timespan.value, tz)
-        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan.value]
-        labels = [format_ms(ts * 1000, tz, label_fmt) for ts, _ in buckets]
-
-        def avg(total: str, s: dict[str, float]) -> float:
-            return round(s[total] / s["request_count"] / 1000, 3) if s["request_count"] else 0
-
-        values = {
-            "calls": ([s["request_count"] for _, s in buckets], [s["exception_count"] for _, s in buckets]),
-            "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
-            "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
-                        [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
-        }
-        for name, chart in charts.items():
+        self.cards["calls"].text = fmt_count(totals["calls"])
+        self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
+        self.cards["input_tokens"].text = fmt_count(totals["input_tokens"])
+        self.cards["output_tokens"].text = fmt_count(totals["output_tokens"])
+        self.cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
+        self.cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
+        buckets = chart_buckets(series, start, end, timespan, self.tz)
+        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan]
+        labels = [format_ms(ts * 1000, self.tz, label_fmt) for ts, _ in buckets]
+        for name, values in chart_values(buckets).items():
+            chart = self.charts[name]
             chart.options["xAxis"]["data"] = labels
-            for serie, data in zip(chart.options["series"], values[name]):
+            for serie, data in zip(chart.options["series"], values):
                 serie["data"] = data
             chart.update()
 
-    refresh()
+
+def _line_chart(series: list[str]) -> dict[str, Any]:
+    axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": "#888"}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
 
 
 # ---- channels ----
@@ -3669,23 +5416,27 @@ _CHANNEL_SLOTS = {
 }
 
 
-def page_channels(request: Request) -> None:
-    state = get_state()
-    with frame(t("nav.channels")):
+class ChannelsTable:
+    """The channels page: a toolbar, a bulk bar for the selected rows, and one row per channel whose switch,
+    priority field and buttons change the channel in place."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
         with ui.row().classes("items-center gap-2 w-full"):
-            ui.button(t("ch.add"), icon="add", on_click=lambda: open_channel_dialog(None, refresh)).mark("add-channel")
-            ui.button(t("ch.test_all"), icon="speed", on_click=lambda: test_all()).props("outline")
-            search = ui.input(placeholder=t("ch.search"), on_change=lambda: refresh()).props(
+            ui.button(t("ch.add"), icon="add", on_click=lambda: ChannelDialog(state, None, self.refresh)).mark(
+                "add-channel")
+            ui.button(t("ch.test_all"), icon="speed", on_click=self.test_all).props("outline")
+            self.search = ui.input(placeholder=t("ch.search"), on_change=self.refresh).props(
                 "dense outlined clearable").classes("w-64")
             ui.space()
-            with ui.row().classes("items-center gap-2") as bulk:
-                bulk_label = ui.label().classes("font-medium")
-                ui.button(t("bulk.enable"), on_click=lambda: bulk_status(1)).props("outline dense")
-                ui.button(t("bulk.disable"), on_click=lambda: bulk_status(2)).props("outline dense")
-                ui.button(t("bulk.priority"), on_click=lambda: bulk_priority()).props("outline dense")
-                ui.button(t("bulk.delete"), on_click=lambda: bulk_delete()).props(
-                    "outline dense color=negative")
-            bulk.visible = False
+            with ui.row().classes("items-center gap-2") as self.bulk:
+                self.bulk_label = ui.label().classes("font-medium")
+                ui.button(t("bulk.enable"), on_click=lambda: self.bulk_status(STATUS_ENABLED)).props("outline dense")
+                ui.button(t("bulk.disable"), on_click=lambda: self.bulk_status(STATUS_DISABLED)).props(
+                    "outline dense")
+                ui.button(t("bulk.priority"), on_click=self.bulk_priority).props("outline dense")
+                ui.button(t("bulk.delete"), on_click=self.bulk_delete).props("outline dense color=negative")
+            self.bulk.visible = False
         columns = [
             {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
             {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
@@ -3697,48 +5448,55 @@ def page_channels(request: Request) -> None:
             {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
             {"name": "actions", "label": "", "field": "id"},
         ]
-        table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
-                           on_select=lambda: selection_changed()).props("hide-selected-banner")
+        self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
+                                on_select=self.selection_changed).props("hide-selected-banner")
         for slot, template in _CHANNEL_SLOTS.items():
-            table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
-                                      untested=t("ch.untested")))
-        empty = ui.label(t("ch.empty")).classes("opacity-70")
+            self.table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"),
+                                           delete=t("common.delete"), untested=t("ch.untested")))
+        self.empty = ui.label(t("ch.empty")).classes("opacity-70")
+        for event, handler in (("priority", self.on_priority), ("toggle", self.on_toggle), ("edit", self.on_edit),
+                               ("test", self.on_test), ("delete", self.on_delete)):
+            self.table.on(event, handler)
+        self.refresh()
 
-    def refresh() -> None:
-        channels, _ = select_channels(state.engine)
-        needle = (search.value or "").strip().lower()
-        rows = [channel_row(c, state.catalog) for c in channels if not needle or needle in (
+    def refresh(self) -> None:
+        channels, _ = select_channels(self.state.engine)
+        needle = (self.search.value or "").strip().lower()
+        rows = [channel_row(c, self.state.catalog) for c in channels if not needle or needle in (
             f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
+        table = self.table
         table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
         kept = {r["id"] for r in table.rows}
         table.selected = [r for r in table.rows if r["id"] in {s["id"] for s in table.selected} & kept]
-        empty.visible, table.visible = not channels, bool(channels)
-        selection_changed()
+        self.empty.visible, table.visible = not channels, bool(channels)
+        self.selection_changed()
 
-    def selection_changed() -> None:
-        bulk.visible = bool(table.selected)
-        bulk_label.text = t("bulk.selected", n=len(table.selected))
+    def selection_changed(self) -> None:
+        self.bulk.visible = bool(self.table.selected)
+        self.bulk_label.text = t("bulk.selected", n=len(self.table.selected))
 
-    def selected() -> tuple[list[int], str]:
-        names = ", ".join(r["name"] for r in table.selected[:8]) + (" …" if len(table.selected) > 8 else "")
-        return [r["id"] for r in table.selected], names
+    def _selected(self) -> tuple[list[int], str]:
+        selected = self.table.selected
+        names = ", ".join(r["name"] for r in selected[:8]) + (" …" if len(selected) > 8 else "")
+        return [r["id"] for r in selected], names
 
-    async def bulk_status(status: int) -> None:
-        ids, names = selected()
-        if await confirm(t("bulk.confirm_enable" if status == 1 else "bulk.confirm_disable", n=len(ids)),
-                         t("bulk.enable" if status == 1 else "bulk.disable"), details=names):
-            set_channels_status(state, ids, status)
-            refresh()
+    async def bulk_status(self, status: int) -> None:
+        ids, names = self._selected()
+        on = status == STATUS_ENABLED
+        if await confirm(t("bulk.confirm_enable" if on else "bulk.confirm_disable", n=len(ids)),
+                         t("bulk.enable" if on else "bulk.disable"), details=names):
+            set_channels_status(self.state, ids, status)
+            self.refresh()
 
-    async def bulk_delete() -> None:
-        ids, names = selected()
+    async def bulk_delete(self) -> None:
+        ids, names = self._selected()
         if await confirm(t("bulk.confirm_delete", n=len(ids)), t("common.delete"), danger=True, details=names):
-            delete_channels(state, ids)
-            table.selected = []
-            refresh()
+            delete_channels(self.state, ids)
+            self.table.selected = []
+            self.refresh()
 
-    async def bulk_priority() -> None:
-        ids, names = selected()
+    async def bulk_priority(self) -> None:
+        ids, names = self._selected()
         with ui.dialog() as dialog, ui.card().classes("w-[26rem]"):
             ui.label(t("bulk.confirm_priority", n=len(ids))).classes("font-medium")
             ui.label(names).classes("text-sm opacity-70")
@@ -3749,141 +5507,100 @@ def page_channels(request: Request) -> None:
         priority = await dialog
         dialog.delete()
         if priority is not None:
-            set_channels_priority(state, ids, int(priority))
-            refresh()
+            set_channels_priority(self.state, ids, int(priority))
+            self.refresh()
 
-    def on_priority(e: Any) -> None:
+    def on_priority(self, e: Any) -> None:
         try:
-            set_channels_priority(state, [int(e.args["id"])], int(e.args["value"]))
+            set_channels_priority(self.state, [int(e.args["id"])], int(e.args["value"]))
         except (TypeError, ValueError):
             ui.notify(t("ch.priority_invalid"), type="warning")
-        refresh()
+        self.refresh()
 
-    def on_toggle(e: Any) -> None:
-        set_channels_status(state, [int(e.args["id"])], 1 if e.args["value"] else 2)
+    def on_toggle(self, e: Any) -> None:
+        set_channels_status(self.state, [int(e.args["id"])], STATUS_ENABLED if e.args["value"] else STATUS_DISABLED)
         ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now"), type="info")
-        refresh()
+        self.refresh()
 
-    def on_edit(e: Any) -> None:
+    def on_edit(self, e: Any) -> None:
         try:
-            open_channel_dialog(get_channel(state, int(e.args)), refresh)
+            ChannelDialog(self.state, get_channel(self.state, int(e.args)), self.refresh)
         except ApiError as exc:
             notify_error(exc)
 
-    def on_test(e: Any) -> None:
+    def on_test(self, e: Any) -> None:
         try:
-            route = route_for_channel(state, int(e.args))
+            route = route_for_channel(self.state, int(e.args))
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, route.offered)], t("test.title", name=route.name),
-                         refresh)
+        ModelTestPanel(self.state, [(route, route.offered)], t("test.title", name=route.name), self.refresh)
 
-    async def on_delete(e: Any) -> None:
-        route = state.routes.channels.get(int(e.args))
+    async def on_delete(self, e: Any) -> None:
+        route = self.state.routes.channels.get(int(e.args))
         if route and await confirm(t("ch.confirm_delete", name=route.name), t("common.delete"), danger=True):
-            delete_channels(state, [route.id])
+            delete_channels(self.state, [route.id])
             ui.notify(t("ch.deleted", name=route.name))
-            refresh()
+            self.refresh()
 
-    def test_all() -> None:
-        targets = [(r, r.offered) for r in sorted(state.routes.channels.values(),
-                                                                              key=lambda r: (-r.priority, r.id))
-                   if r.enabled and (r.models or r.mapping)]
+    def test_all(self) -> None:
+        targets = [(r, r.offered) for r in sorted(self.state.routes.channels.values(), key=lambda r: (-r.priority, r.id))
+                   if r.enabled and r.offered]
         if not targets:
             ui.notify(t("test.nothing"), type="warning")
             return
-        open_test_dialog(targets, t("test.title_all"), refresh)
-
-    for event, handler in (("priority", on_priority), ("toggle", on_toggle), ("edit", on_edit), ("test", on_test),
-                           ("delete", on_delete)):
-        table.on(event, handler)
-    refresh()
+        ModelTestPanel(self.state, targets, t("test.title_all"), self.refresh)
 
 
-def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], None]) -> None:
-    """Add (existing=None) or edit a channel. An untouched masked key keeps the stored key."""
-    state = get_state()
-    providers = {pid: f"{p.name} ({pid})"
-                 for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
-    ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [], "model_mapping": {},
-                      "priority": 0}
-    masked = mask_key(ch["key"]) if existing else ""
+class MappingEditor:
+    """Rows of "requested model → upstream model", with a JSON paste box for a mapping copied from elsewhere."""
 
-    def builtin(pid: int) -> list[str]:
-        return [m for m, _ in state.catalog[pid].models] if pid in state.catalog else []
-
-    with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
-            "w-[52rem] max-w-[96vw] gap-2"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(t("ch.edit_title", name=ch["name"]) if existing else t("ch.add_title")).classes(
-                "text-xl font-semibold")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.row().classes("w-full gap-3 no-wrap"):
-            provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
-                                 on_change=lambda: provider_changed()).props("outlined").classes("w-1/2").mark(
-                "ch-provider")
-            name = ui.input(t("ch.name"), value=ch["name"], validation={
-                t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
-                "ch-name")
-        readme = ui.label().classes("text-xs opacity-70 -mt-1")
-        models = ui.select(sorted(set(builtin(ch["type"])) | set(ch["models"])), value=list(ch["models"]),
-                           label=t("ch.models"), multiple=True, new_value_mode="add-unique", with_input=True,
-                           validation=lambda v: None if v or mapping_values() else t("v.models")).props(
-            "outlined use-chips").classes("w-full").mark("ch-models")
-        models.props["hint"] = t("ch.models_hint")
-        with ui.row().classes("items-center gap-1 -mt-1"):
-            ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: set_models(
-                builtin(provider.value) + models.value)).props("flat dense size=sm")
-            ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: set_models([])).props(
-                "flat dense size=sm")
-            ui.button(t("ch.fetch"), icon="cloud_download", on_click=lambda: fetch_models()).props(
-                "flat dense size=sm")
-        with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(ch["model_mapping"])).classes(
+    def __init__(self, mapping: dict[str, str], on_change: Callable[[], None] = lambda: None) -> None:
+        self.on_change = on_change
+        self.rows: list[tuple[Any, Any, Any]] = []  # (row, requested, upstream)
+        with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(mapping)).classes(
                 "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
             ui.label(t("ch.mapping_hint")).classes("text-xs opacity-70")
-            mapping_box = ui.column().classes("w-full gap-1")
+            self.box = ui.column().classes("w-full gap-1")
             with ui.row().classes("gap-1"):
-                ui.button(t("ch.mapping_add"), icon="add", on_click=lambda: add_mapping_row()).props(
+                ui.button(t("ch.mapping_add"), icon="add", on_click=lambda: self.add_row()).props(
                     "flat dense size=sm")
-                ui.button(t("ch.mapping_paste"), icon="data_object", on_click=lambda: paste_mapping()).props(
+                ui.button(t("ch.mapping_paste"), icon="data_object", on_click=self.paste).props(
                     "flat dense size=sm")
-        base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (v or "").strip()
-                            or re.match(r"^https?://", v.strip()) else t("v.url")).props(
-            "outlined stack-label").classes("w-full").mark("ch-base-url")
-        key = ui.textarea(t("ch.key"), value=masked, validation=lambda v: None if (v or "").strip() else t(
-            "v.required")).props("outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
-        priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props("outlined").classes(
-            "w-full").mark("ch-priority")
-        priority.props["hint"] = t("ch.priority_hint")
-        with ui.row().classes("w-full items-center pt-2"):
-            ui.button(t("ch.test_before"), icon="speed", on_click=lambda: test_before_saving()).props("outline")
-            ui.space()
-            ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
-            ui.button(t("common.save"), icon="check", on_click=lambda: save()).mark("save-channel")
+        for src, dst in mapping.items():
+            self.add_row(src, dst)
 
-    mapping_rows: list[tuple[Any, Any, Any]] = []
-
-    def add_mapping_row(src: str = "", dst: str = "") -> None:
-        with mapping_box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
-            left = ui.input(t("ch.map_from"), value=src).props("dense outlined").classes("grow").mark("map-from")
+    def add_row(self, src: str = "", dst: str = "") -> None:
+        with self.box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
+            left = ui.input(t("ch.map_from"), value=src, on_change=self.on_change).props(
+                "dense outlined").classes("grow").mark("map-from")
             ui.icon("arrow_forward").classes("opacity-60")
-            right = ui.input(t("ch.map_to"), value=dst).props("dense outlined").classes("grow").mark("map-to")
-            ui.button(icon="delete", on_click=lambda: remove_mapping_row(row)).props("flat dense round")
-        mapping_rows.append((row, left, right))
+            right = ui.input(t("ch.map_to"), value=dst, on_change=self.on_change).props(
+                "dense outlined").classes("grow").mark("map-to")
+            ui.button(icon="delete", on_click=lambda: self.remove_row(row)).props("flat dense round")
+        self.rows.append((row, left, right))
 
-    def remove_mapping_row(row: Any) -> None:
-        mapping_rows[:] = [r for r in mapping_rows if r[0] is not row]
+    def remove_row(self, row: Any) -> None:
+        self.rows = [r for r in self.rows if r[0] is not row]
         row.delete()
+        self.on_change()
 
-    def mapping_values() -> dict[str, str]:
-        return {a.value.strip(): b.value.strip() for _, a, b in mapping_rows if a.value.strip() and b.value.strip()}
+    def values(self) -> dict[str, str]:
+        return {a.value.strip(): b.value.strip() for _, a, b in self.rows if a.value.strip() and b.value.strip()}
 
-    def paste_mapping() -> None:
-        with _delete_on_close(ui.dialog()) as paste, ui.card().classes("w-[32rem]"):
+    def incomplete(self) -> bool:
+        return any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in self.rows)
+
+    def replace(self, mapping: dict[str, str]) -> None:
+        for row, _, _ in list(self.rows):
+            self.remove_row(row)
+        for src, dst in mapping.items():
+            self.add_row(src, dst)
+
+    def paste(self) -> None:
+        with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[32rem]"):
             ui.label(t("ch.mapping_paste")).classes("font-medium")
-            text = ui.textarea(value=json.dumps(mapping_values(), ensure_ascii=False, indent=1),
+            text = ui.textarea(value=json.dumps(self.values(), ensure_ascii=False, indent=1),
                                placeholder='{"gpt-4o": "gpt-4o-2024-08-06"}').props(
                 "outlined autogrow input-class=font-mono").classes("w-full").mark("mapping-json")
 
@@ -3893,168 +5610,255 @@ def open_channel_dialog(existing: dict[str, Any] | None, on_saved: Callable[[], 
                 except ApiError as exc:
                     text.error = exc.message
                     return
-                for row, _, _ in list(mapping_rows):
-                    remove_mapping_row(row)
-                for src, dst in parsed.items():
-                    add_mapping_row(src, dst)
-                paste.close()
+                self.replace(parsed)
+                dialog.close()
 
             with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=paste.close).props("flat")
+                ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
                 ui.button(t("common.apply"), on_click=apply).mark("apply-json")
-        paste.open()
+        dialog.open()
 
-    def set_models(values: list[str]) -> None:
+
+def choose_model_changes(current: list[str], listed: list[str], on_accept: Callable[[list[str]], None]) -> None:
+    """The fetch-models diff: the provider's new models (checked) and the ones it no longer lists (unchecked, as
+    removal is opt-in). Accepting hands the channel's new model list to `on_accept`."""
+    new, gone = diff_models(current, listed)
+    if not new and not gone:
+        ui.notify(t("ch.fetch_same", n=len(listed)), type="positive")
+        return
+    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[36rem] max-w-[96vw]"):
+        ui.label(t("ch.fetch_title", n=len(listed))).classes("text-lg font-medium")
+        add_boxes: list[Any] = []
+        drop_boxes: list[Any] = []
+        if new:
+            ui.label(t("ch.fetch_new", n=len(new))).classes("font-medium text-positive")
+            with ui.column().classes("gap-0 max-h-64 overflow-auto w-full"):
+                add_boxes = [ui.checkbox(m, value=True) for m in new]
+        if gone:
+            ui.label(t("ch.fetch_gone", n=len(gone))).classes("font-medium text-negative")
+            with ui.column().classes("gap-0 max-h-48 overflow-auto w-full"):
+                drop_boxes = [ui.checkbox(m, value=False).mark("drop-model") for m in gone]
+
+        def accept() -> None:
+            drop = {b.text for b in drop_boxes if b.value}
+            on_accept([m for m in current if m not in drop] + [b.text for b in add_boxes if b.value])
+            dialog.close()
+
+        with ui.row().classes("w-full justify-end"):
+            ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
+            ui.button(t("ch.fetch_accept"), on_click=accept).mark("accept-diff")
+    dialog.open()
+
+
+class ChannelDialog:
+    """Add (existing=None) or edit a channel. An untouched masked key keeps the stored key."""
+
+    def __init__(self, state: AppState, existing: dict[str, Any] | None, on_saved: Callable[[], None]) -> None:
+        self.state, self.existing, self.on_saved = state, existing, on_saved
+        ch = self.ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [],
+                                    "model_mapping": {}, "priority": 0}
+        self.masked = mask_key(ch["key"]) if existing else ""
+        providers = {pid: f"{p.name} ({pid})"
+                     for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
+        with _delete_on_close(ui.dialog().props("persistent")) as self.dialog, ui.card().classes(
+                "w-[52rem] max-w-[96vw] gap-2"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(t("ch.edit_title", name=ch["name"]) if existing else t("ch.add_title")).classes(
+                    "text-xl font-semibold")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.row().classes("w-full gap-3 no-wrap"):
+                self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
+                                          on_change=self.provider_changed).props("outlined").classes(
+                    "w-1/2").mark("ch-provider")
+                self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
+                    t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
+                    "ch-name")
+            self.duplicate = ui.label().classes("text-sm text-warning -mt-1").mark("ch-duplicate")
+            self.duplicate.visible = False
+            self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
+            self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
+                                    value=list(ch["models"]), label=t("ch.models"), multiple=True,
+                                    new_value_mode="add-unique", with_input=True,
+                                    validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
+                "outlined use-chips").classes("w-full").mark("ch-models")
+            self.models.props["hint"] = t("ch.models_hint")
+            with ui.row().classes("items-center gap-1 -mt-1"):
+                ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
+                    self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
+                ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
+                    "flat dense size=sm")
+                ui.button(t("ch.fetch"), icon="cloud_download", on_click=self.fetch_models).props(
+                    "flat dense size=sm")
+            self.mapping = MappingEditor(ch["model_mapping"])
+            self.base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (
+                v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
+                "outlined stack-label").classes("w-full").mark("ch-base-url")
+            self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
+                v or "").strip() else t("v.required")).props(
+                "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
+            self.priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props(
+                "outlined").classes("w-full").mark("ch-priority")
+            self.priority.props["hint"] = t("ch.priority_hint")
+            with ui.row().classes("w-full items-center pt-2"):
+                ui.button(t("ch.test_before"), icon="speed", on_click=self.test_before_saving).props("outline")
+                ui.space()
+                ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
+                ui.button(t("common.save"), icon="check", on_click=self.save).mark("save-channel")
+        self.provider_changed()
+        self.dialog.open()
+
+    def name_changed(self) -> None:
+        """Same-named channels are allowed (FastGPT does not check either), but rarely meant: say so."""
+        name = (self.name.value or "").strip()
+        taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
+        self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
+        self.duplicate.visible = taken
+
+    def builtin(self, pid: int) -> list[str]:
+        return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+
+    def set_models(self, values: list[str]) -> None:
         values = clean_models(values)
-        models.options = sorted(set(builtin(provider.value)) | set(values))
-        models.value = values
-        models.update()
+        self.models.options = sorted(set(self.builtin(self.provider.value)) | set(values))
+        self.models.value = values
+        self.models.update()
 
-    def provider_changed() -> None:
-        p = state.catalog.get(provider.value)
+    def provider_changed(self) -> None:
+        p = self.state.catalog.get(self.provider.value)
         if p is None:
             return
-        models.options = sorted(set(builtin(p.id)) | set(models.value or []))
-        models.update()
-        base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
-        base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
+        self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
+        self.models.update()
+        self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
+        self.base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
             "ch.base_url_required")
-        key.props["placeholder"] = p.key_help
-        key.props["hint"] = t("ch.key_edit_hint") if existing else t("ch.key_lines_hint")
-        readme.text = p.readme
-        readme.visible = bool(p.readme)
+        self.key.props["placeholder"] = p.key_help
+        self.key.props["hint"] = t("ch.key_edit_hint") if self.existing else t("ch.key_lines_hint")
+        self.readme.text = p.readme
+        self.readme.visible = bool(p.readme)
 
-    def effective_key() -> str:
-        value = (key.value or "").strip()
-        return ch["key"] if existing and value == masked else value
+    def effective_key(self) -> str:
+        value = (self.key.value or "").strip()
+        return self.ch["key"] if self.existing and value == self.masked else value
 
-    def collect(need_models: bool = True) -> ChannelIn | None:
-        checks = [name.validate(), base_url.validate(), key.validate()] + ([models.validate()] if need_models else [])
-        incomplete = any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in mapping_rows)
+    def collect(self, need_models: bool = True) -> ChannelIn | None:
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate()]
+        if need_models:
+            checks.append(self.models.validate())
+        incomplete = self.mapping.incomplete()
         if incomplete:
             ui.notify(t("v.mapping_row"), type="warning")
         if not all(checks) or incomplete:
             return None
-        return ChannelIn(type=provider.value, name=name.value.strip(), key=effective_key(),
-                         base_url=(base_url.value or "").strip(), models=list(models.value or []),
-                         model_mapping=mapping_values(), priority=int(priority.value or 0))
+        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
+                         base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
+                         model_mapping=self.mapping.values(), priority=int(self.priority.value or 0))
 
-    def save() -> None:
-        data = collect()
+    def save(self) -> None:
+        data = self.collect()
         if data is None:
             return
         try:
-            if existing:
-                update_channel(state, ch["id"], data)
+            if self.existing:
+                update_channel(self.state, self.ch["id"], data)
                 ui.notify(t("ch.saved", name=data.name), type="positive")
             else:
-                ids = create_channels(state, [data])
-                ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t("ch.added_many", n=len(ids),
-                                                                                  name=data.name), type="positive")
+                ids = create_channels(self.state, [data])
+                ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t(
+                    "ch.added_many", n=len(ids), name=data.name), type="positive")
         except ApiError as exc:
             notify_error(exc)
             return
-        dialog.close()
-        on_saved()
+        self.dialog.close()
+        self.on_saved()
 
-    def test_before_saving() -> None:
-        data = collect()
+    def test_before_saving(self) -> None:
+        data = self.collect()
         if data is None:
             return
         try:
-            route = preview_route(state, data)
+            route = preview_route(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
-        open_test_dialog([(route, route.offered)], t("test.title_preview"), None,
-                         save=False, autostart=True)
+        ModelTestPanel(self.state, [(route, route.offered)], t("test.title_preview"), None, save=False,
+                       autostart=True)
 
-    async def fetch_models() -> None:
-        data = collect(need_models=False)
+    async def fetch_models(self) -> None:
+        data = self.collect(need_models=False)
         if data is None:
             return
         ui.notify(t("ch.fetching"))
         try:
-            listed = await fetch_upstream_models(state, data)
+            listed = await fetch_upstream_models(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
-        new, gone = diff_models(list(models.value or []), listed)
-        if not new and not gone:
-            ui.notify(t("ch.fetch_same", n=len(listed)), type="positive")
-            return
-        with _delete_on_close(ui.dialog()) as diff, ui.card().classes("w-[36rem] max-w-[96vw]"):
-            ui.label(t("ch.fetch_title", n=len(listed))).classes("text-lg font-medium")
-            add_boxes: list[Any] = []
-            remove_boxes: list[Any] = []
-            if new:
-                ui.label(t("ch.fetch_new", n=len(new))).classes("font-medium text-positive")
-                with ui.column().classes("gap-0 max-h-64 overflow-auto w-full"):
-                    add_boxes = [ui.checkbox(m, value=True) for m in new]
-            if gone:
-                ui.label(t("ch.fetch_gone", n=len(gone))).classes("font-medium text-negative")
-                with ui.column().classes("gap-0 max-h-48 overflow-auto w-full"):
-                    remove_boxes = [ui.checkbox(m, value=False).mark("drop-model") for m in gone]
-
-            def accept() -> None:
-                drop = {b.text for b in remove_boxes if b.value}
-                set_models([m for m in models.value if m not in drop] + [b.text for b in add_boxes if b.value])
-                diff.close()
-
-            with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=diff.close).props("flat")
-                ui.button(t("ch.fetch_accept"), on_click=accept).mark("accept-diff")
-        diff.open()
-
-    for src, dst in ch["model_mapping"].items():
-        add_mapping_row(src, dst)
-    provider_changed()
-    dialog.open()
+        choose_model_changes(list(self.models.value or []), listed, self.set_models)
 
 
 # ---- model tests: one panel for a channel, all channels, or unsaved settings ----
 
 
-def open_test_dialog(targets: list[tuple[ChannelRoute, list[str]]], title: str,
-                     on_done: Callable[[], None] | None, save: bool = True, autostart: bool = False) -> None:
+@dataclass
+class _TestRow:
+    route: ChannelRoute
+    model: str
+    box: Any  # the checkbox
+    status: Any  # waiting / spinner / ✓ or ✗ with seconds
+    detail: Any  # HTTP code, and what went wrong
+
+
+class ModelTestPanel:
     """Check the models to test, start, and watch each row go waiting → spinner → ✓/✗ with seconds and the
     HTTP code. Runs in the click's own task, so the page stays responsive."""
-    state = get_state()
-    many = len(targets) > 1
-    rows: list[dict[str, Any]] = []
-    running = {"on": False}
-    with _delete_on_close(ui.dialog(), lambda: running["on"]) as dialog, ui.card().classes(
-            "w-[48rem] max-w-[96vw] gap-2"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(title).classes("text-lg font-semibold")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.row().classes("w-full items-center gap-3 no-wrap"):
-            everything = ui.checkbox(t("test.all"), value=True, on_change=lambda e: [
-                r["box"].set_value(e.value) for r in rows]).classes("shrink-0 whitespace-nowrap")
-            progress = ui.linear_progress(0, show_value=False).props("instant-feedback").classes("grow")
-            counter = ui.label().classes("text-sm whitespace-nowrap")
-        with ui.column().classes("w-full gap-0 max-h-[60vh] overflow-auto"):
-            for route, models in targets:
-                for model in models:
-                    with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
-                        box = ui.checkbox(value=True)
-                        ui.label(f"{route.name} · {model}" if many else model).classes(
-                            "font-mono text-sm w-64 truncate")
-                        status = ui.row().classes("items-center gap-1 w-24 no-wrap")
-                        with status:
-                            ui.icon("schedule").classes("opacity-40")
-                            ui.label(t("test.waiting")).classes("text-xs opacity-60")
-                        detail = ui.label().classes("text-xs grow break-all")
-                    rows.append({"route": route, "model": model, "box": box, "status": status, "detail": detail})
-        with ui.row().classes("w-full justify-end"):
-            ui.button(t("common.close"), on_click=dialog.close).props("flat")
-            start = ui.button(t("test.start"), icon="play_arrow", on_click=lambda: run()).mark("start-test")
-    counter.text = f"0 / {len(rows)}"
 
-    def show(row: dict[str, Any], result: dict[str, Any] | None) -> None:
-        row["status"].clear()
-        with row["status"]:
+    def __init__(self, state: AppState, targets: list[tuple[ChannelRoute, list[str]]], title: str,
+                 on_done: Callable[[], None] | None, save: bool = True, autostart: bool = False) -> None:
+        self.state, self.on_done, self.save = state, on_done, save
+        self.running = False
+        self.rows: list[_TestRow] = []
+        many = len(targets) > 1
+        with _delete_on_close(ui.dialog(), lambda: self.running) as self.dialog, ui.card().classes(
+                "w-[48rem] max-w-[96vw] gap-2"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(title).classes("text-lg font-semibold")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.row().classes("w-full items-center gap-3 no-wrap"):
+                self.everything = ui.checkbox(t("test.all"), value=True, on_change=lambda e: [
+                    r.box.set_value(e.value) for r in self.rows]).classes("shrink-0 whitespace-nowrap")
+                self.progress = ui.linear_progress(0, show_value=False).props("instant-feedback").classes("grow")
+                self.counter = ui.label().classes("text-sm whitespace-nowrap")
+            with ui.column().classes("w-full gap-0 max-h-[60vh] overflow-auto"):
+                for route, models in targets:
+                    for model in models:
+                        self._add_row(route, model, f"{route.name} · {model}" if many else model)
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("common.close"), on_click=self.dialog.close).props("flat")
+                self.start = ui.button(t("test.start"), icon="play_arrow", on_click=self.run).mark("start-test")
+        self.counter.text = f"0 / {len(self.rows)}"
+        self.dialog.open()
+        if autostart:
+            with self.dialog:
+                ui.timer(0.05, self.run, once=True)
+
+    def _add_row(self, route: ChannelRoute, model: str, label: str) -> None:
+        with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
+            box = ui.checkbox(value=True)
+            ui.label(label).classes("font-mono text-sm w-64 truncate")
+            status = ui.row().classes("items-center gap-1 w-24 no-wrap")
+            with status:
+                ui.icon("schedule").classes("opacity-40")
+                ui.label(t("test.waiting")).classes("text-xs opacity-60")
+            detail = ui.label().classes("text-xs grow break-all")
+        self.rows.append(_TestRow(route, model, box, status, detail))
+
+    @staticmethod
+    def show(row: _TestRow, result: dict[str, Any] | None) -> None:
+        row.status.clear()
+        with row.status:
             if result is None:
                 ui.spinner(size="sm")
                 ui.label(t("test.running")).classes("text-xs")
@@ -4063,112 +5867,124 @@ def open_test_dialog(targets: list[tuple[ChannelRoute, list[str]]], title: str,
             ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
             ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
         code = f"HTTP {result['code']}" if result["code"] else t("test.no_answer")
-        row["detail"].text = code if ok else f"{code} · {result['response'][:300]}"
-        row["detail"].classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
+        row.detail.text = code if ok else f"{code} · {result['response'][:300]}"
+        row.detail.classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
 
-    async def run() -> None:
-        chosen = [r for r in rows if r["box"].value]
+    async def run(self) -> None:
+        chosen = [r for r in self.rows if r.box.value]
         if not chosen:
             ui.notify(t("test.none_checked"), type="warning")
             return
-        start.disable()
-        everything.disable()
-        running["on"] = True
+        self.start.disable()
+        self.everything.disable()
+        self.running = True
         done, failed = 0, 0
-        counter.text = f"0 / {len(chosen)}"
-        progress.value = 0
-        by_route: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+        self.counter.text = f"0 / {len(chosen)}"
+        self.progress.value = 0
+        by_route: dict[int, list[_TestRow]] = collections.defaultdict(list)
         for row in chosen:
-            show(row, None)
-            by_route[id(row["route"])].append(row)
+            self.show(row, None)
+            by_route[id(row.route)].append(row)
         for group in by_route.values():
-            route, by_model = group[0]["route"], {r["model"]: r for r in group}
+            by_model = {r.model: r for r in group}
             try:
-                async for result in run_model_tests(state, route, list(by_model), save=save):
+                async for result in run_model_tests(self.state, group[0].route, list(by_model), save=self.save):
                     done += 1
                     failed += not result["success"]
-                    show(by_model[result["model"]], result)
-                    counter.text = f"{done} / {len(chosen)}"
-                    progress.value = done / len(chosen)
+                    self.show(by_model[result["model"]], result)
+                    self.counter.text = f"{done} / {len(chosen)}"
+                    self.progress.value = done / len(chosen)
             except ApiError as exc:
                 notify_error(exc)
         ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
-        running["on"] = False
-        start.enable()
-        everything.enable()
-        if not dialog.value:  # closed while it ran
-            dialog.delete()
-        if on_done:
-            on_done()
-
-    dialog.open()
-    if autostart:
-        with dialog:
-            ui.timer(0.05, run, once=True)
+        self.running = False
+        self.start.enable()
+        self.everything.enable()
+        if not self.dialog.value:  # closed while it ran
+            self.dialog.delete()
+        if self.on_done:
+            self.on_done()
 
 
 # ---- models ----
 
 _MODEL_SLOTS = {
+    "body-cell-served": """<q-td :props="props">
+        <span :class="{ok: 'text-positive', none: 'text-warning font-medium', off: 'text-muted'}[props.row.state]">
+          <q-icon :name="{ok: 'check_circle', none: 'warning', off: 'block'}[props.row.state]" size="xs" />
+          {{ props.row.served }}</span></q-td>""",
     "body-cell-channels": """<q-td :props="props" style="white-space: normal">
         <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
-          :class="c.startsWith('~') ? 'opacity-50' : ''">{{ c.replace(/^~/, '') }}</q-chip></q-td>""",
+          class="model-chip" :class="c.split('|')[0] === 'off' ? 'chip-off' : ''">
+          <q-icon v-if="c.split('|')[1]" :name="c.split('|')[1] === 'ok' ? 'check' : 'close'" size="xs"
+            :class="c.split('|')[1] === 'ok' ? 'text-positive' : 'text-negative'" />
+          {{ c.split('|')[2] }}</q-chip></q-td>""",
     "body-cell-enabled": """<q-td :props="props">
         <q-toggle :model-value="props.row.enabled" color="positive"
           @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
-    "body-cell-test": """<q-td :props="props">
-        <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'">
-          {{ props.row.test }}</span>
-        <span v-else class="opacity-50">[[untested]]</span></q-td>""",
 }
 
 
-def page_models(request: Request) -> None:
-    state = get_state()
-    with frame(t("nav.models")):
+def model_row(m: dict[str, Any]) -> dict[str, Any]:
+    """A list_models() entry for the models table: whether an enabled channel really serves the model, and each
+    channel's own last test of it (one channel's ✓ says nothing about another's)."""
+    tests = {x["channel_id"]: x for x in m["tests"]}
+    serving = sum(c["enabled"] for c in m["channels"])
+    state = "off" if not m["enabled"] else "ok" if serving else "none"
+    chips = []
+    for c in m["channels"]:
+        test = tests.get(c["id"])
+        result = f" · {'✓' if test['success'] else '✗'} {test['took']:.2f} s" if test else ""
+        off = "" if c["enabled"] else f" · {t('models.channel_off')}"
+        mapped = f" → {c['upstream_model']}" if c["upstream_model"] != m["model"] else ""
+        chips.append(f"{'on' if c['enabled'] else 'off'}|{('ok' if test['success'] else 'bad') if test else ''}|"
+                     f"{c['name']} · P{c['priority']}{mapped}{off}{result}")
+    return {"model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"], "state": state,
+            "served": {"off": t("models.switched_off"), "none": t("models.no_channel"),
+                       "ok": t("models.served_by", n=serving)}[state],
+            "channels": "\n".join(chips)}
+
+
+class ModelsTable:
+    """Every model some channel offers: whether an enabled channel serves it, its switch, and each channel that
+    offers it with that channel's last test."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
         with ui.row().classes("items-center gap-3 w-full"):
-            search = ui.input(placeholder=t("models.search"), on_change=lambda: refresh()).props(
+            self.search = ui.input(placeholder=t("models.search"), on_change=self.refresh).props(
                 "dense outlined clearable").classes("w-72")
             ui.label(t("models.hint")).classes("text-sm opacity-70")
         columns = [
             {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
             {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
+            {"name": "served", "label": t("models.served"), "field": "served", "sortable": True, "align": "left"},
             {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+            {"name": "enabled", "label": t("models.switch"), "field": "enabled", "sortable": True, "align": "left"},
         ]
-        table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
+        self.table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
         for slot, template in _MODEL_SLOTS.items():
-            table.add_slot(slot, _tpl(template, untested=t("ch.untested")))
+            self.table.add_slot(slot, template)
+        self.table.on("toggle", self.on_toggle)
+        self.refresh()
 
-    def refresh() -> None:
-        needle = (search.value or "").strip().lower()
-        rows = []
-        for m in list_models(state):
-            if needle and needle not in m["model"].lower() and needle not in m["kind"]:
-                continue
-            last = m["tests"][0] if m["tests"] else None
-            rows.append({
-                "model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"],
-                "channels": "\n".join(("" if c["enabled"] else "~") + f"{c['name']} · P{c['priority']}"
-                                      for c in m["channels"]),
-                "test": f"{'✓' if last['success'] else '✗'} {last['took']:.2f} s" if last else "",
-                "test_ok": bool(last and last["success"]),
-            })
-        table.rows = rows
+    def refresh(self) -> None:
+        needle = (self.search.value or "").strip().lower()
+        self.table.rows = [model_row(m) for m in list_models(self.state)
+                           if not needle or needle in m["model"].lower() or needle in m["kind"]]
 
-    def on_toggle(e: Any) -> None:
-        save_model_config(state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
+    def on_toggle(self, e: Any) -> None:
+        save_model_config(self.state, e.args["model"], ModelConfigIn(enabled=bool(e.args["value"])))
         ui.notify(t("models.enabled_now" if e.args["value"] else "models.disabled_now", model=e.args["model"]))
-        refresh()
-
-    table.on("toggle", on_toggle)
-    refresh()
+        self.refresh()
 
 
 # ---- logs ----
 
+LOG_KINDS = {"all": None, "calls": False, "tests": True}  # the logs' filter → LogFilter.is_test
 _LOG_SLOTS = {
+    "body-cell-model": """<q-td :props="props">{{ props.row.model }}
+        <q-badge v-if="props.row.is_test" outline color="primary" class="q-ml-xs">[[test]]</q-badge></q-td>""",
     "body-cell-duration": """<q-td :props="props">
         <span :class="props.row.slow ? 'text-negative font-medium' : ''">{{ props.row.duration }}</span></q-td>""",
     "body-cell-code": """<q-td :props="props">
@@ -4176,36 +5992,38 @@ _LOG_SLOTS = {
 }
 
 
-def page_logs(request: Request) -> None:
-    state = get_state()
-    tz = display_tz()
-    query = request.query_params
-    logs_by_id: dict[int, dict[str, Any]] = {}
-    with frame(t("nav.logs")):
+class LogsTable:
+    """Call logs, newest first, filtered by time, channel, model, status and request ID; a click opens a row."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        query = request.query_params
+        self.logs_by_id: dict[int, dict[str, Any]] = {}
         with ui.row().classes("items-center gap-3 w-full"):
-            span = TimeRange("yesterday", lambda: refresh(reset=True))
+            self.span = TimeRange("yesterday", self.reset)
             channels = _channel_options(state, t("common.all_channels"))
             asked = int(query["channel"]) if query.get("channel", "").isdigit() else 0
-            channel = ui.select(channels, value=asked if asked in channels else 0,
-                                label=t("common.channel"), on_change=lambda: refresh(reset=True)).props(
-                "dense outlined").classes("w-48").mark("filter-channel")
-            model = ui.select(_model_options(state, t("common.all_models")), value=query.get("model", "")
-                              if query.get("model", "") in state.routes.known_models else "",
-                              label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired models
-                              on_change=lambda: refresh(reset=True)).props("dense outlined").classes("w-48").mark(
-                "filter-model")
-            status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
-                               value="all", on_change=lambda: refresh(reset=True)).props(
-                _TOGGLE_PROPS).mark("filter-status")
-            request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
-                                  on_change=lambda: refresh(reset=True)).props(
+            self.channel = ui.select(channels, value=asked if asked in channels else 0, label=t("common.channel"),
+                                     on_change=self.reset).props("dense outlined").classes("w-48").mark(
+                "filter-channel")
+            model = query.get("model", "")
+            self.model = ui.select(_model_options(state, t("common.all_models")),
+                                   value=model if model in state.routes.known_models else "",
+                                   label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired
+                                   on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model")
+            self.status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
+                                    value="all", on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-status")
+            self.kind = ui.toggle({k: t(f"logs.kind_{k}") for k in LOG_KINDS}, value="all",
+                                  on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-kind")
+            self.request_id = ui.input(t("logs.request_id"), value=query.get("request_id", ""),
+                                       on_change=self.reset).props(
                 "dense outlined clearable debounce=400").classes("w-56").mark("filter-request-id")
         with ui.row().classes("items-center gap-3 w-full"):
-            total_label = ui.label().classes("font-medium").mark("logs-total")
+            self.total = ui.label().classes("font-medium").mark("logs-total")
             ui.space()
-            ui.switch(t("logs.auto"), on_change=lambda e: setattr(timer, "active", e.value))
-            ui.button(t("logs.export"), icon="download", on_click=lambda: export()).props("outline dense")
-            ui.button(icon="refresh", on_click=lambda: refresh()).props("flat round dense").tooltip(t("logs.refresh"))
+            ui.switch(t("logs.auto"), on_change=lambda e: setattr(self.timer, "active", e.value))
+            ui.button(t("logs.export"), icon="download", on_click=self.export).props("outline dense")
+            ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
         columns = [
             {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
             {"name": "duration", "label": t("logs.duration"), "field": "duration"},
@@ -4220,93 +6038,109 @@ def page_logs(request: Request) -> None:
             {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
-        table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props("dense hide-bottom")
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+            "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
-            table.add_slot(slot, template)
+            self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
+        self.table.on("rowClick", self.on_row_click)
         with ui.row().classes("items-center gap-3 w-full justify-end"):
             ui.label(t("logs.per_page"))
-            per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=lambda: refresh(
-                reset=True)).props("dense outlined")
-            pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: refresh()).props(
+            self.per_page = ui.select(list(LOG_PAGE_SIZES), value=LOG_PAGE_SIZES[0], on_change=self.reset).props(
+                "dense outlined")
+            self.pager = ui.pagination(1, 1, direction_links=True, on_change=self.refresh).props(
                 "max-pages=7 boundary-links")
-    timer = ui.timer(5, lambda: refresh(), active=False)
+        self.timer = ui.timer(5, self.refresh, active=False)
+        self.refresh()
 
-    def current_filter() -> LogFilter:
-        start, end = span.bounds()
-        return LogFilter(start_ms=start, end_ms=end, model=model.value or "", channel=channel.value or None,
-                         request_id=(request_id.value or "").strip(), code_type=status.value or "all")
+    def current_filter(self) -> LogFilter:
+        start, end = self.span.bounds()
+        return LogFilter(start_ms=start, end_ms=end, model=self.model.value or "", channel=self.channel.value or None,
+                         request_id=(self.request_id.value or "").strip(), code_type=self.status.value or "all",
+                         is_test=LOG_KINDS.get(self.kind.value or "all"))
 
-    def refresh(reset: bool = False) -> None:
-        if reset and pager.value != 1:
-            pager.value = 1  # its on_change refreshes
-            return
-        rows, total = query_logs(state.engine, current_filter(), pager.value or 1, per_page.value)
-        pager.max = max(1, -(-total // per_page.value))
-        pager.update()
-        total_label.text = t("logs.total", n=total)
-        logs_by_id.clear()
-        logs_by_id.update({r["id"]: r for r in rows})
-        table.rows = [log_row(r) for r in rows]
+    def reset(self) -> None:
+        """A changed filter starts again at page 1."""
+        if self.pager.value != 1:
+            self.pager.value = 1  # its on_change refreshes
+        else:
+            self.refresh()
 
-    def log_row(r: dict[str, Any]) -> dict[str, Any]:
-        route = state.routes.channels.get(r["channel"])
+    def refresh(self) -> None:
+        per_page = self.per_page.value
+        rows, total = query_logs(self.state.engine, self.current_filter(), self.pager.value or 1, per_page)
+        self.pager.max = max(1, -(-total // per_page))
+        self.pager.update()
+        self.total.text = t("logs.total", n=total)
+        self.logs_by_id = {r["id"]: r for r in rows}
+        self.table.rows = [self.row(r) for r in rows]
+
+    def row(self, r: dict[str, Any]) -> dict[str, Any]:
+        route = self.state.routes.channels.get(r["channel"])
         took = max(0, r["created_at"] - r["request_at"])
         mapped = r["actual_model"] and r["actual_model"] != r["model"]
-        return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], tz),
+        return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], self.tz),
                 "duration": fmt_seconds(took), "slow": took > SLOW_CALL_SECONDS * 1000,
                 "ttfb": fmt_seconds(r["ttfb_milliseconds"]) if r["ttfb_milliseconds"] else "–",
                 "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
                 "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
                 "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
-                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"]}
+                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"],
+                "is_test": r["is_test"]}
 
-    def export() -> None:
-        ui.download.content(logs_csv(state, current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
+    def export(self) -> None:
+        ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
                             "text/csv")
 
-    def on_row_click(e: Any) -> None:
-        row = logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
+    def on_row_click(self, e: Any) -> None:
+        row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
-            open_log_dialog(row, tz)
-
-    table.on("rowClick", on_row_click)
-    refresh()
+            LogDialog(self.state, row, self.tz)
 
 
-def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
-    state = get_state()
-    try:
-        detail = log_detail(state, log["id"])
-    except ApiError as exc:
-        notify_error(exc)
-        return
-    route = state.routes.channels.get(log["channel"])
-    took = max(0, log["created_at"] - log["request_at"])
-    fields = [
-        ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
-        ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
-        ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
-        ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
-        ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
-        ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
-        ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
-        ("logs.cached", str(log["usage"]["cached_tokens"])),
-        ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
-        ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
-    ]
-    with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[56rem] max-w-[96vw] gap-3"):
-        with ui.row().classes("w-full items-center"):
-            ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
-            ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
-            ui.space()
-            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
-        with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
-            for label, value in fields:
-                ui.label(t(label) if "." in label else label).classes("opacity-60")
-                ui.label(value or "–").classes("break-all font-mono")
-        if log["content"]:
-            ui.label(t("logs.error_text")).classes("font-medium")
-            ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark("log-error")
+class LogDialog:
+    """One call: its timings, tokens, route and, for failed calls, the bodies."""
+
+    def __init__(self, state: AppState, log: dict[str, Any], tz: ZoneInfo) -> None:
+        try:
+            detail = log_detail(state, log["id"])
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        route = state.routes.channels.get(log["channel"])
+        took = max(0, log["created_at"] - log["request_at"])
+        fields = [
+            ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
+            ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
+            ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
+            ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
+            ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
+            ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
+            ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
+            ("logs.cached", str(log["usage"]["cached_tokens"])),
+            ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
+            ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
+        ]
+        with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[56rem] max-w-[96vw] gap-3"):
+            with ui.row().classes("w-full items-center"):
+                ui.label(t("logs.detail_title")).classes("text-lg font-semibold")
+                ui.badge(str(log["code"]), color="positive" if log["code"] == 200 else "negative")
+                if log["is_test"]:
+                    ui.badge(t("logs.test_call"), color="primary").props("outline")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
+            with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
+                for label, value in fields:
+                    ui.label(t(label) if "." in label else label).classes("opacity-60")
+                    ui.label(value or "–").classes("break-all font-mono")
+            if log["content"]:
+                ui.label(t("logs.error_text")).classes("font-medium")
+                ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark(
+                    "log-error")
+            self._bodies(detail)
+        self.dialog.open()
+
+    @staticmethod
+    def _bodies(detail: dict[str, Any]) -> None:
         for name in ("request", "response"):
             body = detail[f"{name}_body"]
             if body:
@@ -4319,18 +6153,20 @@ def open_log_dialog(log: dict[str, Any], tz: ZoneInfo) -> None:
                 ui.code(pretty, language=language).classes("w-full max-h-72 overflow-auto text-xs")
         if not detail["request_body"] and not detail["response_body"]:
             ui.label(t("logs.no_bodies")).classes("text-sm opacity-60")
-    dialog.open()
 
 
 # ---- API keys ----
 
 
-def page_tokens(request: Request) -> None:
-    state = get_state()
-    tz = display_tz()
-    with frame(t("nav.tokens")) as body:
+class TokensTable:
+    """API keys for apps: create (the key is shown once), switch off, delete."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        self.body = ui.context.slot.parent  # a dialog lives as long as the element it is created in
         with ui.row().classes("items-center gap-3"):
-            ui.button(t("tok.create"), icon="add", on_click=lambda: create()).mark("create-token")
+            ui.button(t("tok.create"), icon="add", on_click=lambda: NewTokenDialog(state, self.created)).mark(
+                "create-token")
             ui.label(t("tok.hint")).classes("text-sm opacity-70")
         columns = [
             {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
@@ -4342,7 +6178,7 @@ def page_tokens(request: Request) -> None:
             {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
             {"name": "actions", "label": "", "field": "id"},
         ]
-        table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
+        self.table = table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
         table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
             </q-td>""")
         table.add_slot("body-cell-expires", """<q-td :props="props">
@@ -4353,106 +6189,106 @@ def page_tokens(request: Request) -> None:
         table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
             <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
             <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
-        empty = ui.label(t("tok.empty")).classes("opacity-70")
+        self.empty = ui.label(t("tok.empty")).classes("opacity-70")
+        table.on("toggle", self.on_toggle)
+        table.on("delete", self.on_delete)
+        self.refresh()
 
-    def refresh() -> None:
-        tokens = list_tokens(state)
+    def refresh(self) -> None:
+        tokens = list_tokens(self.state)
         now = now_ms()
-        table.rows = [{
+        self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
-            "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == 1,
+            "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
             "usage": f"${k['used_amount']:.4f} / " + (f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
-            "expires": format_ms(k["expired_at"], tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
+            "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
         } for k in tokens]
-        empty.visible, table.visible = not tokens, bool(tokens)
+        self.empty.visible, self.table.visible = not tokens, bool(tokens)
 
-    def on_toggle(e: Any) -> None:
+    def created(self, token: dict[str, Any]) -> None:
+        self.refresh()
+        with self.body:  # not inside the closing create dialog
+            show_new_key(token)
+
+    def on_toggle(self, e: Any) -> None:
         try:
-            update_token(state, int(e.args["id"]), TokenIn(status=1 if e.args["value"] else 2))
+            update_token(self.state, int(e.args["id"]),
+                         TokenIn(status=STATUS_ENABLED if e.args["value"] else STATUS_DISABLED))
         except ApiError as exc:
             notify_error(exc)
-        refresh()
+        self.refresh()
 
-    async def on_delete(e: Any) -> None:
-        token = next((r for r in table.rows if r["id"] == int(e.args)), None)
+    async def on_delete(self, e: Any) -> None:
+        token = next((r for r in self.table.rows if r["id"] == int(e.args)), None)
         if token and await confirm(t("tok.confirm_delete", name=token["name"]), t("common.delete"), danger=True,
                                    details=t("tok.delete_details")):
-            delete_tokens(state, [token["id"]])
-            refresh()
+            delete_tokens(self.state, [token["id"]])
+            self.refresh()
 
-    def create() -> None:
-        with _delete_on_close(ui.dialog()) as dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
+
+class NewTokenDialog:
+    """Name, allowed models, quota and expiry of a new API key."""
+
+    def __init__(self, state: AppState, on_created: Callable[[dict[str, Any]], None]) -> None:
+        self.state, self.on_created, self.tz = state, on_created, display_tz()
+        with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
             ui.label(t("tok.create")).classes("text-xl font-semibold")
-            name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
+            self.name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
                 "outlined autofocus").classes("w-full")
-            models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
-                               new_value_mode="add-unique", with_input=True, value=[]).props(
+            self.models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
+                                    new_value_mode="add-unique", with_input=True, value=[]).props(
                 "outlined use-chips").classes("w-full")
             ui.label(t("tok.models_hint")).classes("text-xs opacity-70 -mt-1")
-            quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes("w-48")
+            self.quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes(
+                "w-48")
             ui.label(t("tok.quota_hint")).classes("text-xs opacity-70 -mt-1")
             with ui.row().classes("items-center gap-2"):
-                expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes("w-48")
+                self.expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes(
+                    "w-48")
                 for days in (1, 30, 365):
-                    ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: expires.set_value(
-                        format_ms(now_ms() + d * 86_400_000, tz, "%Y-%m-%d"))).props("flat dense size=sm")
-                ui.button(t("tok.never"), on_click=lambda: expires.set_value("")).props("flat dense size=sm")
+                    ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: self.expires.set_value(
+                        format_ms(now_ms() + d * 86_400_000, self.tz, "%Y-%m-%d"))).props("flat dense size=sm")
+                ui.button(t("tok.never"), on_click=lambda: self.expires.set_value("")).props("flat dense size=sm")
             with ui.row().classes("w-full justify-end"):
-                ui.button(t("common.cancel"), on_click=dialog.close).props("flat")
-                ui.button(t("tok.create_submit"), icon="check", on_click=lambda: submit()).mark("create-token-submit")
+                ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
+                ui.button(t("tok.create_submit"), icon="check", on_click=self.submit).mark("create-token-submit")
+        self.dialog.open()
 
-        def submit() -> None:
-            if not name.validate():
-                return
-            day = local_input_to_ms(expires.value, tz)
-            try:
-                token = create_token(state, TokenIn(name=name.value, models=models.value, quota=quota.value or 0,
-                                                    expired_at=day + 86_400_000 - 1 if day else 0))
-            except ApiError as exc:
-                notify_error(exc)
-                return
-            refresh()
-            with body:  # a dialog lives as long as the element it is created in: not this closing one
-                show_new_key(token)
-            dialog.close()
-
-        dialog.open()
-
-    def show_new_key(token: dict[str, Any]) -> None:
-        with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
-                "w-[36rem] max-w-[96vw] gap-3"):
-            ui.label(t("tok.created", name=token["name"])).classes("text-xl font-semibold")
-            with ui.row().classes("items-center gap-2 w-full no-wrap p-3 rounded bg-orange-500/10"):
-                ui.icon("warning", color="warning")
-                ui.label(t("tok.once")).classes("text-sm")
-            ui.input(value=token["key"]).props("readonly outlined input-class=font-mono").classes("w-full").mark(
-                "new-key")
-            with ui.row().classes("w-full justify-end"):
-                copy_button(lambda: token["key"])
-                ui.button(t("tok.done"), on_click=dialog.close)
-        dialog.open()
-
-    table.on("toggle", on_toggle)
-    table.on("delete", on_delete)
-    refresh()
+    def submit(self) -> None:
+        if not self.name.validate():
+            return
+        day = local_input_to_ms(self.expires.value, self.tz)
+        try:
+            token = create_token(self.state, TokenIn(name=self.name.value, models=self.models.value,
+                                                     quota=self.quota.value or 0,
+                                                     expired_at=day + 86_400_000 - 1 if day else 0))
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        self.on_created(token)
+        self.dialog.close()
 
 
-# ---- migrate (issue C fills it) ----
+def show_new_key(token: dict[str, Any]) -> None:
+    with _delete_on_close(ui.dialog().props("persistent")) as dialog, ui.card().classes(
+            "w-[36rem] max-w-[96vw] gap-3"):
+        ui.label(t("tok.created", name=token["name"])).classes("text-xl font-semibold")
+        with ui.row().classes("items-center gap-2 w-full no-wrap p-3 rounded bg-orange-500/10"):
+            ui.icon("warning", color="warning")
+            ui.label(t("tok.once")).classes("text-sm")
+        ui.input(value=token["key"]).props("readonly outlined input-class=font-mono").classes("w-full").mark(
+            "new-key")
+        with ui.row().classes("w-full justify-end"):
+            copy_button(lambda: token["key"])
+            ui.button(t("tok.done"), on_click=dialog.close)
+    dialog.open()
 
 
-def page_migrate(request: Request) -> None:
-    with frame(t("nav.migrate")):
-        page_migrate_body()
+# ---- migrate: the import wizard; each source it reads from is one row of MIGRATE_SOURCES ----
 
-
-MIGRATE_UPLOAD_DIR = "imports"  # uploaded one-api.db copies, kept in the data dir beside our own database
+MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
-_MIGRATE_EXAMPLES = {
-    "mysql": ("root:pw@tcp(127.0.0.1:3306)/oneapi", "mysql://user:pass@host:3306/db"),
-    "postgres": ("postgres://user:pass@host:5432/db",),
-    "sqlite": ("/path/to/one-api.db",),
-}
 _SOURCE_STATUS = {0: "enabled", 1: "enabled", 2: "disabled", 3: "auto_disabled"}  # one-api's channels.status
 _MIGRATE_SLOTS = {
     "body-cell-status": """<q-td :props="props">
@@ -4466,6 +6302,34 @@ _MIGRATE_SLOTS = {
         <div v-for="w in props.row.warnings.split('\\n').filter(x => x)" :key="w" class="text-xs opacity-80">⚠ {{ w }}</div>
         </q-td>""",
 }
+
+
+@dataclass(frozen=True)
+class MigrateKind:
+    """One way to reach a source: an address with a separate password field, or a file (a path or an upload)."""
+
+    label: str  # i18n key
+    examples: tuple[str, ...]
+    file: bool = False
+
+
+@dataclass(frozen=True)
+class MigrateSource:
+    """A tab of the import wizard. Every callable gets the address the fields describe (password included) and
+    runs in a thread; each failure is an ApiError whose message the wizard shows without the password."""
+
+    tab: str  # i18n keys, from here to upload_hint
+    title: str
+    intro: str
+    address: str  # the address field's label
+    path: str  # the path field's label, for file kinds
+    upload: str
+    upload_hint: str
+    kinds: dict[str, MigrateKind]
+    flavours: dict[str, str]  # the report's "flavour" → the name shown
+    probe: Callable[[str], tuple[str, str, int, int]]  # connection test: (address shown, flavour, channels, keys)
+    preview: Callable[[AppState, str], tuple[dict[str, Any], list[dict[str, Any]]]]  # dry run: (report, rows)
+    run: Callable[[AppState, str, bool], dict[str, Any]]  # the import (tokens too when True): its report
 
 
 def split_dsn_password(text: str) -> tuple[str, str]:
@@ -4548,51 +6412,91 @@ def _is_sqlite_file(path: Path) -> bool:
         return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
 
 
-def page_migrate_body() -> None:
-    """The OneAPI / new-api import wizard: 1 source → 2 preview (a dry run) → 3 import → 4 summary, with a test
-    of the imported channels. Source reads run in a thread, so the page stays live. The DSN with its password
-    lives only in this page's memory: never in a URL, a notification or a log."""
-    state = get_state()
-    uploads = state.settings.data_path / MIGRATE_UPLOAD_DIR
-    wiz: dict[str, Any] = {"dsn": "", "report": None, "ids": [], "busy": False}
-    flavours = {"oneapi": "OneAPI", "newapi": "new-api"}
 
-    with ui.column().classes("w-full gap-0"):
-        ui.label(t("migrate.title")).classes("text-xl font-semibold")
-        ui.label(t("migrate.intro")).classes("text-sm opacity-70")
-    with ui.stepper().props("flat bordered").classes("w-full").mark("migrate-stepper") as stepper:
+def _probe_oneapi(dsn: str) -> tuple[str, str, int, int]:
+    src = parse_source_dsn(dsn)
+    data = read_source(src, with_tokens=True)
+    return src.safe, data.flavour, len(data.channels), len(data.tokens)
+
+
+def _preview_oneapi(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    report, channels = migrate_preview(state, dsn)
+    return report, migrate_preview_rows(report, channels, state.catalog)
+
+
+MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
+    MigrateSource(
+        tab="migrate.oneapi_tab", title="migrate.title", intro="migrate.intro", address="migrate.dsn",
+        path="migrate.path", upload="migrate.upload", upload_hint="migrate.upload_hint",
+        kinds={"mysql": MigrateKind("migrate.kind_mysql", ("root:pw@tcp(127.0.0.1:3306)/oneapi",
+                                                           "mysql://user:pass@host:3306/db")),
+               "postgres": MigrateKind("migrate.kind_postgres", ("postgres://user:pass@host:5432/db",)),
+               "sqlite": MigrateKind("migrate.kind_sqlite", ("/path/to/one-api.db",), file=True)},
+        flavours={"oneapi": "OneAPI", "newapi": "new-api"},
+        probe=_probe_oneapi, preview=_preview_oneapi,
+        run=lambda state, dsn, tokens: import_oneapi(state, dsn, dry_run=False, import_tokens=tokens)),
+)
+
+
+class MigrateWizard:
+    """1 source → 2 preview (a dry run) → 3 import → 4 summary, with a test of the imported channels. Source
+    reads run in a thread, so the page stays live. The address with its password lives only in this page's
+    memory: never in a URL, a notification or a log."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state = state
+        self.uploads = state.settings.data_path / MIGRATE_UPLOAD_DIR
+        self.source = MIGRATE_SOURCES[0]
+        self.target, self.report, self.ids, self.busy = "", None, [], False  # the last preview's address/report
+        with ui.tabs(value="0", on_change=self._source_changed).props("dense no-caps align=left").classes(
+                "w-full") as self.tabs:
+            for index, source in enumerate(MIGRATE_SOURCES):
+                ui.tab(str(index), t(source.tab))
+        with ui.column().classes("w-full gap-0"):
+            self.title = ui.label().classes("text-xl font-semibold")
+            self.intro = ui.label().classes("text-sm opacity-70")
+        with ui.stepper().props("flat bordered").classes("w-full").mark("migrate-stepper") as self.stepper:
+            self._source_step()
+            self._preview_step()
+            self._import_step()
+            self._summary_step()
+        self._source_changed()
+
+    # ---- the steps ----
+
+    def _source_step(self) -> None:
         with ui.step("source", title=t("migrate.step_source"), icon="storage"):
-            kind = ui.toggle({"mysql": "MySQL / MariaDB", "postgres": "PostgreSQL", "sqlite": t("migrate.kind_sqlite")},
-                             value="mysql", on_change=lambda: kind_changed()).props(
+            self.kind = ui.toggle({}, on_change=self._kind_changed).props(
                 "no-caps unelevated toggle-color=primary").mark("migrate-kind")
-            with ui.column().classes("w-full max-w-3xl gap-2") as server_box:
-                dsn = ui.input(t("migrate.dsn")).props("outlined clearable input-class=font-mono").classes(
-                    "w-full").mark("migrate-dsn")
-                dsn.on("blur", lambda: move_password())
-                password = ui.input(t("migrate.password"), password=True).props(
+            with ui.column().classes("w-full max-w-3xl gap-2") as self.server_box:
+                self.dsn = ui.input().props("outlined clearable input-class=font-mono").classes("w-full").mark(
+                    "migrate-dsn")
+                self.dsn.on("blur", self.move_password)
+                self.password = ui.input(t("migrate.password"), password=True).props(
                     "outlined autocomplete=new-password").classes("w-80").mark("migrate-password")
-                examples = ui.label().classes("text-xs opacity-70 font-mono whitespace-pre-line")
-            with ui.column().classes("w-full max-w-3xl gap-2") as file_box:
-                path = ui.input(t("migrate.path"), placeholder=_MIGRATE_EXAMPLES["sqlite"][0]).props(
-                    "outlined clearable input-class=font-mono").classes("w-full").mark("migrate-path")
+                self.examples = ui.label().classes("text-xs opacity-70 font-mono whitespace-pre-line")
+            with ui.column().classes("w-full max-w-3xl gap-2") as self.file_box:
+                self.path = ui.input().props("outlined clearable input-class=font-mono").classes("w-full").mark(
+                    "migrate-path")
                 with ui.row().classes("w-full items-start gap-4"):
-                    upload = ui.upload(label=t("migrate.upload"), auto_upload=True, max_files=1,
-                                       on_upload=lambda e: uploaded(e)).props("flat bordered").classes(
-                        "w-80").mark("migrate-upload")
-                    picker = ui.select({}, label=t("migrate.pick"),
-                                       on_change=lambda e: path.set_value(e.value) if e.value else None).props(
-                        "outlined").classes("w-80").mark("migrate-pick")
-                ui.label(t("migrate.upload_hint", dir=str(uploads))).classes("text-xs opacity-70 break-all")
+                    self.upload = ui.upload(auto_upload=True, max_files=1, on_upload=self.uploaded).props(
+                        "flat bordered").classes("w-80").mark("migrate-upload")
+                    self.picker = ui.select({}, label=t("migrate.pick"), on_change=lambda e: self.path.set_value(
+                        e.value) if e.value else None).props("outlined").classes("w-80").mark("migrate-pick")
+                self.upload_hint = ui.label().classes("text-xs opacity-70 break-all")
             with ui.row().classes("items-center gap-2"):
-                test_button = ui.button(t("migrate.test"), icon="cable", on_click=lambda: test_connection()).props(
+                self.test_button = ui.button(t("migrate.test"), icon="cable", on_click=self.test_connection).props(
                     "outline").mark("migrate-test")
-                preview_button = ui.button(t("migrate.to_preview"), icon="arrow_forward",
-                                           on_click=lambda: preview()).mark("migrate-to-preview")
-                spinner = ui.spinner(size="md")
-            connection = ui.row().classes("items-center gap-2 p-3 rounded bg-green-500/10").mark("migrate-connection")
+                self.preview_button = ui.button(t("migrate.to_preview"), icon="arrow_forward",
+                                                on_click=self.preview).mark("migrate-to-preview")
+                self.spinner = ui.spinner(size="md")
+                self.spinner.visible = False
+            self.connection = ui.row().classes("items-center gap-2 p-3 rounded bg-green-500/10").mark(
+                "migrate-connection")
 
+    def _preview_step(self) -> None:
         with ui.step("preview", title=t("migrate.step_preview"), icon="fact_check"):
-            preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
+            self.preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
             columns = [
                 {"name": "id", "label": "#", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
@@ -4603,32 +6507,36 @@ def page_migrate_body() -> None:
                 {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
                 {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
             ]
-            preview_table = ui.table(columns=columns, rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes(
-                "w-full").props("flat bordered").mark("migrate-preview")
-            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]), *_MIGRATE_SLOTS.items()):
-                preview_table.add_slot(slot, template)
-            with_tokens = ui.checkbox(on_change=lambda: tokens_changed()).mark("migrate-tokens")
-            token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
-                                   pagination={"rowsPerPage": 10}).classes("w-full").props(
+            self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
+                                          pagination={"rowsPerPage": 20}).classes("w-full").props(
+                "flat bordered").mark("migrate-preview")
+            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]),
+                                   *_MIGRATE_SLOTS.items()):
+                self.preview_table.add_slot(slot, template)
+            self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
+            self.token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
+                                        pagination={"rowsPerPage": 10}).classes("w-full").props(
                 "flat bordered dense").mark("migrate-token-preview")
             for slot in ("body-cell-action", "body-cell-notes"):
-                token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
+                self.token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
             with ui.row().classes("items-center gap-2"):
-                ui.button(t("migrate.back"), icon="arrow_back", on_click=lambda: stepper.set_value("source")).props(
-                    "flat")
-                import_button = ui.button(t("migrate.do_import"), icon="download",
-                                          on_click=lambda: do_import()).mark("migrate-import")
-                nothing_new = ui.label(t("migrate.nothing_new")).classes("text-sm opacity-70")
+                ui.button(t("migrate.back"), icon="arrow_back",
+                          on_click=lambda: self.stepper.set_value("source")).props("flat")
+                self.import_button = ui.button(t("migrate.do_import"), icon="download",
+                                               on_click=self.do_import).mark("migrate-import")
+                self.nothing_new = ui.label(t("migrate.nothing_new")).classes("text-sm opacity-70")
 
+    def _import_step(self) -> None:
         with ui.step("import", title=t("migrate.step_import"), icon="downloading"):
             with ui.row().classes("items-center gap-3"):
                 ui.spinner(size="lg")
-                importing = ui.label().classes("text-base")
+                self.importing = ui.label().classes("text-base")
             ui.linear_progress(show_value=False).props("indeterminate").classes("w-full max-w-xl")
             ui.label(t("migrate.importing_hint")).classes("text-xs opacity-70")
 
+    def _summary_step(self) -> None:
         with ui.step("summary", title=t("migrate.step_summary"), icon="task_alt"):
-            counts: dict[str, Any] = {}
+            self.counts: dict[str, Any] = {}
             with ui.row().classes("gap-3"):
                 for name, icon, color in (("imported", "add_circle", "positive"), ("exists", "check_circle", "grey"),
                                           ("skipped", "block", "warning")):
@@ -4636,10 +6544,11 @@ def page_migrate_body() -> None:
                         with ui.row().classes("items-center gap-2"):
                             ui.icon(icon, size="xs", color=color)
                             ui.label(t(f"migrate.count_{name}")).classes("text-sm opacity-70")
-                        counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(f"migrate-count-{name}")
-            token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
+                        self.counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(
+                            f"migrate-count-{name}")
+            self.token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
-            done_table = ui.table(columns=[
+            self.done_table = ui.table(columns=[
                 {"name": "id", "label": "ID", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
                 {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
@@ -4649,266 +6558,300 @@ def page_migrate_body() -> None:
             ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
                 "flat bordered").mark("migrate-imported")
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
-                done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
-            works = ui.label().classes("font-medium").mark("migrate-works")
-            with ui.column().classes("w-full gap-1") as skipped_box:
+                self.done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
+            self.works = ui.label().classes("font-medium").mark("migrate-works")
+            with ui.column().classes("w-full gap-1") as self.skipped_box:
                 ui.label(t("migrate.skipped_rows")).classes("font-medium")
-                skipped_list = ui.column().classes("w-full gap-1").mark("migrate-skipped")
+                self.skipped_list = ui.column().classes("w-full gap-1").mark("migrate-skipped")
             with ui.row().classes("items-center gap-2"):
-                test_imported = ui.button(t("migrate.test_imported"), icon="speed",
-                                          on_click=lambda: test_channels()).mark("migrate-run-tests")
-                ui.button(t("migrate.open_channels"), icon="hub", on_click=lambda: ui.navigate.to("/channels")).props(
-                    "outline")
-                ui.button(t("migrate.again"), icon="restart_alt", on_click=lambda: restart()).props("flat")
+                self.test_imported = ui.button(t("migrate.test_imported"), icon="speed",
+                                               on_click=self.test_channels).mark("migrate-run-tests")
+                ui.button(t("migrate.open_channels"), icon="hub",
+                          on_click=lambda: ui.navigate.to("/channels")).props("outline")
+                ui.button(t("migrate.again"), icon="restart_alt", on_click=self.restart).props("flat")
 
-    def kind_changed() -> None:
-        sqlite = kind.value == "sqlite"
-        server_box.visible, file_box.visible, connection.visible = not sqlite, sqlite, False
-        if not sqlite:
-            examples.text = "\n".join((t("migrate.examples"), *_MIGRATE_EXAMPLES[kind.value]))
-            dsn.props["placeholder"] = _MIGRATE_EXAMPLES[kind.value][0]
+    # ---- step 1: the source ----
+
+    def _source_changed(self) -> None:
+        self.source = source = MIGRATE_SOURCES[int(self.tabs.value or 0)]
+        self.title.text, self.intro.text = t(source.title), t(source.intro)
+        self.dsn.props["label"], self.path.props["label"] = t(source.address), t(source.path)
+        self.upload.props["label"] = t(source.upload)
+        self.upload_hint.text = t(source.upload_hint, dir=str(self.uploads))
+        self.kind.options = {k: t(kind.label) for k, kind in source.kinds.items()}
+        self.kind.update()
+        self.kind.value = next(iter(source.kinds))
+        self.restart()
+        self._kind_changed()
+
+    def _kind_changed(self) -> None:
+        kind = self.source.kinds.get(self.kind.value)
+        if kind is None:
+            return
+        self.server_box.visible, self.file_box.visible, self.connection.visible = not kind.file, kind.file, False
+        if kind.file:
+            self.path.props["placeholder"] = kind.examples[0]
+            self.refresh_picker()
         else:
-            refresh_picker()
+            self.examples.text = "\n".join((t("migrate.examples"), *kind.examples))
+            self.dsn.props["placeholder"] = kind.examples[0]
 
-    def move_password() -> None:
+    def _is_file(self) -> bool:
+        return self.source.kinds[self.kind.value].file
+
+    def move_password(self) -> None:
         """A password pasted inside the DSN goes to the password field, out of sight."""
-        stripped, inline = split_dsn_password(dsn.value or "")
+        stripped, inline = split_dsn_password(self.dsn.value or "")
         if inline:
-            dsn.value, password.value = stripped, inline
+            self.dsn.value, self.password.value = stripped, inline
             ui.notify(t("migrate.password_moved"))
 
-    def scrub(message: str) -> str:
+    def scrub(self, message: str) -> str:
         try:
-            inline = parse_source_dsn(dsn.value or "").password
+            inline = parse_source_dsn(self.dsn.value or "").password
         except ApiError:
             inline = ""
-        for secret in (password.value or "", inline):
+        for secret in (self.password.value or "", inline):
             message = scrub_secret(message, secret)
         return message
 
-    def resolve() -> str | None:
-        """The DSN the fields describe; None after marking an empty field or notifying an unreadable DSN."""
-        field = path if kind.value == "sqlite" else dsn
+    def resolve(self) -> str | None:
+        """The address the fields describe; None after marking an empty field or notifying an unreadable DSN."""
+        field = self.path if self._is_file() else self.dsn
         text = (field.value or "").strip()
         field.error = None if text else t("v.required")
         if not text:
             return None
         try:
-            return text if kind.value == "sqlite" else dsn_with_password(text, password.value or "")
+            return text if self._is_file() else dsn_with_password(text, self.password.value or "")
         except ApiError as exc:
-            ui.notify(scrub(exc.message), type="negative", multi_line=True)
+            ui.notify(self.scrub(exc.message), type="negative", multi_line=True)
             return None
 
-    async def work(job: Callable[[], Any]) -> Any:
+    async def work(self, job: Callable[[], Any]) -> Any:
         """Run a blocking source read or import in a thread, with the buttons locked; None if it failed."""
-        wiz["busy"] = True
-        for element in (test_button, preview_button, import_button):
-            element.disable()
-        spinner.visible = True
+        buttons = (self.test_button, self.preview_button, self.import_button)
+        self.busy = True
+        for button in buttons:
+            button.disable()
+        self.spinner.visible = True
         try:
             return await asyncio.to_thread(job)
         except ApiError as exc:
-            ui.notify(scrub(exc.message), type="negative", multi_line=True)
+            ui.notify(self.scrub(exc.message), type="negative", multi_line=True)
             return None
         finally:
-            wiz["busy"] = False
-            for element in (test_button, preview_button, import_button):
-                element.enable()
-            spinner.visible = False
-            show_import_button()
+            self.busy = False
+            for button in buttons:
+                button.enable()
+            self.spinner.visible = False
+            self.show_import_button()
 
-    async def test_connection() -> None:
-        target = None if wiz["busy"] else resolve()
+    async def test_connection(self) -> None:
+        target = None if self.busy else self.resolve()
         if not target:
             return
-
-        def read() -> tuple[str, SourceData]:
-            src = parse_source_dsn(target)
-            return src.safe, read_source(src, with_tokens=True)
-
-        found = await work(read)
+        found = await self.work(lambda: self.source.probe(target))
         if found is None:
             return
-        safe, data = found
-        connection.clear()
-        with connection:
+        shown, flavour, channels, tokens = found
+        self.connection.clear()
+        with self.connection:
             ui.icon("check_circle", color="positive", size="sm")
-            ui.label(t("migrate.connected", source=safe, flavour=flavours[data.flavour], channels=len(data.channels),
-                       tokens=len(data.tokens))).classes("break-all")
-        connection.visible = True
+            ui.label(t("migrate.connected", source=shown, flavour=self.source.flavours.get(flavour, flavour),
+                       channels=channels, tokens=tokens)).classes("break-all")
+        self.connection.visible = True
 
-    async def preview() -> None:
-        target = None if wiz["busy"] else resolve()
-        if not target:
-            return
-        found = await work(lambda: migrate_preview(state, target))
-        if found is None:
-            return
-        report, channels = found
-        wiz["dsn"], wiz["report"] = target, report
-        rows = migrate_preview_rows(report, channels, state.catalog)
-        for row in rows:
-            row["status_label"] = t(f"migrate.status_{row['status']}")
-            row["action_label"] = t(f"migrate.action_{row['action']}")
-        preview_table.rows = rows
-        preview_head.text = t("migrate.preview_head", source=report["source"], flavour=flavours[report["flavour"]],
-                              n=len(rows), imported=report["imported"], exists=report["exists"],
-                              skipped=report["skipped"])
-        token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
-                             "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
-                             "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
-        with_tokens.text = t("migrate.with_tokens", n=len(token_table.rows))
-        with_tokens.enabled = bool(token_table.rows)
-        with_tokens.value = False
-        tokens_changed()
-        stepper.value = "preview"
-
-    def tokens_changed() -> None:
-        token_table.visible = bool(with_tokens.value)
-        show_import_button()
-
-    def show_import_button() -> None:
-        report = wiz["report"]
-        new = bool(report) and (report["imported"] or (with_tokens.value and report["tokens"]["imported"]))
-        import_button.set_enabled(bool(new) and not wiz["busy"])
-        nothing_new.visible = bool(report) and not new
-
-    async def do_import() -> None:
-        if wiz["busy"] or not wiz["dsn"]:
-            return
-        target, tokens = wiz["dsn"], bool(with_tokens.value)
-        importing.text = t("migrate.importing", source=wiz["report"]["source"])
-        stepper.value = "import"
-        result = await work(lambda: import_oneapi(state, target, False, tokens))
-        if result is None:
-            stepper.value = "preview"
-            return
-        wiz["ids"] = [i for r in result["rows"] if r["status"] == "imported" for i in r["channel_ids"]]
-        show_summary(result)
-        stepper.value = "summary"
-        ui.notify(t("migrate.done", n=len(wiz["ids"])), type="positive")
-
-    def show_summary(result: dict[str, Any]) -> None:
-        for name, label in counts.items():
-            label.text = str(result[name])
-        tokens = result.get("tokens")
-        token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
-                               skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
-        skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
-        skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
-        skipped_list.clear()
-        with skipped_list:
-            for what, r in skipped:
-                with ui.row().classes("items-baseline gap-2 no-wrap"):
-                    ui.label(f"{what} #{r['source_id']} {r['name']}").classes("text-sm font-medium whitespace-nowrap")
-                    ui.label(r.get("reason", "")).classes("text-sm text-orange-9")
-        skipped_box.visible = bool(skipped)
-        test_imported.set_enabled(bool(wiz["ids"]))
-        works.text = ""
-        refresh_imported()
-
-    def imported_channels() -> list[dict[str, Any]]:
-        return select_channels(state.engine, [Channel.id.in_(wiz["ids"])], order=Channel.id)[0] if wiz["ids"] else []
-
-    def refresh_imported() -> None:
-        rows = [channel_row(ch, state.catalog) for ch in imported_channels()]
-        for row in rows:
-            row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
-        done_table.rows = rows
-        tested = [r for r in rows if r["test"]]
-        works.text = t("migrate.works", ok=sum(r["test_ok"] for r in tested), n=len(tested)) if tested else ""
-
-    def test_channels() -> None:
-        targets = migrate_test_targets(state, imported_channels())
-        if not targets:
-            ui.notify(t("migrate.nothing_to_test"), type="warning")
-            return
-        open_test_dialog(targets, t("migrate.test_title", n=len(targets)), refresh_imported, autostart=True)
-
-    async def uploaded(e: Any) -> None:
-        name = re.sub(r"[^\w.-]", "_", e.file.name).lstrip(".")[:100] or "one-api.db"
-        target = uploads / name
+    async def uploaded(self, e: Any) -> None:
+        name = re.sub(r"[^\w.-]", "_", e.file.name).lstrip(".")[:100] or "upload.db"
+        target = self.uploads / name
         part = target.with_name(name + ".part")
-        uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
         await e.file.save(part)
-        upload.reset()
+        self.upload.reset()
         if not _is_sqlite_file(part):
             part.unlink(missing_ok=True)
             ui.notify(t("migrate.not_sqlite", name=name), type="negative")
             return
         part.chmod(0o600)  # the copy holds the source's API keys
         part.replace(target)
-        refresh_picker()
-        picker.value = str(target)
+        self.refresh_picker()
+        self.picker.value = str(target)
         ui.notify(t("migrate.uploaded", name=name), type="positive")
 
-    def refresh_picker() -> None:
-        files = sorted((p for p in uploads.glob("*") if p.is_file() and p.suffix != ".part"),
-                       key=lambda p: -p.stat().st_mtime) if uploads.is_dir() else []
-        picker.options = {str(p): f"{p.name} · {p.stat().st_size / 1024:,.0f} KB" for p in files}
-        picker.update()
+    def refresh_picker(self) -> None:
+        files = sorted((p for p in self.uploads.glob("*") if p.is_file() and p.suffix != ".part"),
+                       key=lambda p: -p.stat().st_mtime) if self.uploads.is_dir() else []
+        self.picker.options = {str(p): f"{p.name} · {p.stat().st_size / 1024:,.0f} KB" for p in files}
+        self.picker.update()
 
-    def restart() -> None:
-        wiz.update(dsn="", report=None, ids=[])
-        connection.visible = False
-        show_import_button()
-        stepper.value = "source"
+    # ---- step 2: the preview ----
 
-    spinner.visible = False
-    kind_changed()
-    show_import_button()
+    async def preview(self) -> None:
+        target = None if self.busy else self.resolve()
+        if not target:
+            return
+        found = await self.work(lambda: self.source.preview(self.state, target))
+        if found is None:
+            return
+        report, rows = found
+        self.target, self.report = target, report
+        for row in rows:
+            row["status_label"] = t(f"migrate.status_{row['status']}")
+            row["action_label"] = t(f"migrate.action_{row['action']}")
+        self.preview_table.rows = rows
+        self.preview_head.text = t("migrate.preview_head", source=report["source"],
+                                   flavour=self.source.flavours.get(report["flavour"], report["flavour"]),
+                                   n=len(rows), imported=report["imported"], exists=report["exists"],
+                                   skipped=report["skipped"])
+        self.token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
+                                  "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
+                                  "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
+        self.with_tokens.text = t("migrate.with_tokens", n=len(self.token_table.rows))
+        self.with_tokens.enabled = bool(self.token_table.rows)
+        self.with_tokens.value = False
+        self._tokens_changed()
+        self.stepper.value = "preview"
+
+    def _tokens_changed(self) -> None:
+        self.token_table.visible = bool(self.with_tokens.value)
+        self.show_import_button()
+
+    def show_import_button(self) -> None:
+        report = self.report
+        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"]))
+        self.import_button.set_enabled(new and not self.busy)
+        self.nothing_new.visible = bool(report) and not new
+
+    # ---- steps 3 and 4: the import and its summary ----
+
+    async def do_import(self) -> None:
+        if self.busy or not self.target:
+            return
+        target, tokens = self.target, bool(self.with_tokens.value)
+        self.importing.text = t("migrate.importing", source=self.report["source"])
+        self.stepper.value = "import"
+        result = await self.work(lambda: self.source.run(self.state, target, tokens))
+        if result is None:
+            self.stepper.value = "preview"
+            return
+        self.ids = [i for r in result["rows"] if r["status"] == "imported" for i in r["channel_ids"]]
+        self.show_summary(result)
+        self.stepper.value = "summary"
+        ui.notify(t("migrate.done", n=len(self.ids)), type="positive")
+
+    def show_summary(self, result: dict[str, Any]) -> None:
+        for name, label in self.counts.items():
+            label.text = str(result[name])
+        tokens = result.get("tokens")
+        self.token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
+                                    skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
+        skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
+        skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
+        self.skipped_list.clear()
+        with self.skipped_list:
+            for what, r in skipped:
+                with ui.row().classes("items-baseline gap-2 no-wrap"):
+                    ui.label(f"{what} #{r['source_id']} {r['name']}").classes("text-sm font-medium whitespace-nowrap")
+                    ui.label(r.get("reason", "")).classes("text-sm text-orange-9")
+        self.skipped_box.visible = bool(skipped)
+        self.test_imported.set_enabled(bool(self.ids))
+        self.refresh_imported()
+
+    def imported_channels(self) -> list[dict[str, Any]]:
+        if not self.ids:
+            return []
+        return select_channels(self.state.engine, [Channel.id.in_(self.ids)], order=Channel.id)[0]
+
+    def refresh_imported(self) -> None:
+        rows = [channel_row(ch, self.state.catalog) for ch in self.imported_channels()]
+        for row in rows:
+            row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
+        self.done_table.rows = rows
+        tested = [r for r in rows if r["test"]]
+        self.works.text = t("migrate.works", ok=sum(r["test_ok"] for r in tested), n=len(tested)) if tested else ""
+
+    def test_channels(self) -> None:
+        targets = migrate_test_targets(self.state, self.imported_channels())
+        if not targets:
+            ui.notify(t("migrate.nothing_to_test"), type="warning")
+            return
+        ModelTestPanel(self.state, targets, t("migrate.test_title", n=len(targets)), self.refresh_imported,
+                       autostart=True)
+
+    def restart(self) -> None:
+        self.target, self.report, self.ids = "", None, []
+        self.connection.visible = False
+        self.show_import_button()
+        self.stepper.value = "source"
 
 
 # ---- settings ----
 
 
-def page_settings(request: Request) -> None:
-    from zoneinfo import available_timezones
+def connect_snippet(origin: str, key: str) -> str:
+    """What FastGPT's .env and OpenAI-style apps need to reach this gateway."""
+    return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
+            f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
 
-    state = get_state()
-    user = ng.storage.user
-    origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
-    revealed = {"on": False}
 
-    def snippet(real: bool) -> str:
-        key = state.admin_key if real else mask_key(state.admin_key)
-        return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
-                f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
+class SettingsPage:
+    """How apps connect, the admin key, the gateway's options and the display timezone."""
 
-    with frame(t("nav.settings")):
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.user = state, ng.storage.user
+        self.origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
+        self.revealed = False
+        self._connect_card()
+        self._admin_key_card()
+        self._gateway_card()
+        self._display_card()
+
+    def snippet(self, real: bool) -> str:
+        return connect_snippet(self.origin, self.state.admin_key if real else mask_key(self.state.admin_key))
+
+    def _connect_card(self) -> None:
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.connect")).classes("text-lg font-semibold")
             with ui.row().classes("items-center gap-2"):
                 ui.label(t("set.base_url")).classes("opacity-70")
-                ui.label(f"{origin}/v1").classes("font-mono font-medium").mark("base-url")
-                copy_button(lambda: f"{origin}/v1")
-            code = ui.code(snippet(False), language="bash").classes("w-full").mark("snippet")
-            with ui.row().classes("items-center gap-2"):
-                copy_button(lambda: snippet(True), t("set.copy_snippet"))
-                ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+                ui.label(f"{self.origin}/v1").classes("font-mono font-medium").mark("base-url")
+                copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
+            # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
+            # own copy button copies what it shows)
+            with ui.element("div").classes("relative w-full"):
+                self.code = ui.label(self.snippet(False)).classes(
+                    "w-full font-mono text-sm whitespace-pre-wrap break-all p-3 pr-24 rounded code-block").mark(
+                    "snippet")
+                copy_button(lambda: self.snippet(True)).classes("absolute top-1 right-1").mark("copy-snippet")
+            ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+
+    def _admin_key_card(self) -> None:
+        state = self.state
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.admin_key")).classes("text-lg font-semibold")
             with ui.row().classes("items-center gap-2 w-full"):
-                key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
-                reveal = ui.button(t("set.reveal"), icon="visibility", on_click=lambda: toggle_reveal()).props(
+                self.key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
+                self.reveal = ui.button(t("set.reveal"), icon="visibility", on_click=self.toggle_reveal).props(
                     "flat dense")
-                copy_button(lambda: state.admin_key)
-                ui.button(t("set.regenerate"), icon="autorenew", on_click=lambda: regenerate()).props(
+                copy_button(lambda: state.admin_key).mark("copy-admin-key")
+                ui.button(t("set.regenerate"), icon="autorenew", on_click=self.regenerate).props(
                     "flat dense color=negative")
             source = t("set.key_env") if state.settings.admin_key else t(
                 "set.key_file", path=str(state.settings.data_path / "admin_key"))
             ui.label(source).classes("text-xs opacity-70")
+
+    def _gateway_card(self) -> None:
+        options, data = current_options(self.state), self.state.settings
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.gateway")).classes("text-lg font-semibold")
-            options = current_options(state)
             with ui.row().classes("items-start gap-6"):
-                retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10, precision=0).props(
-                    "outlined").classes("w-56").mark("retries")
-                retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
-                                      precision=0).props("outlined").classes("w-56").mark("retention")
-                ui.button(t("common.save"), icon="check", on_click=lambda: save_options()).mark("save-options")
+                self.retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10,
+                                         precision=0).props("outlined").classes("w-56").mark("retries")
+                self.retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
+                                           precision=0).props("outlined").classes("w-56").mark("retention")
+                ui.button(t("common.save"), icon="check", on_click=self.save_options).mark("save-options")
             ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
-            data = state.settings
             db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
                 "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
             with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
@@ -4916,51 +6859,63 @@ def page_settings(request: Request) -> None:
                 ui.label(str(data.data_path)).classes("font-mono break-all")
                 ui.label(t("set.database")).classes("opacity-70")
                 ui.label(db).classes("font-mono break-all")
+
+    def _display_card(self) -> None:
+        from zoneinfo import available_timezones
+
+        user = self.user
         with ui.card().classes("w-full gap-2"):
             ui.label(t("set.display")).classes("text-lg font-semibold")
             zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
                      **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
             ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                      with_input=True, on_change=lambda e: set_tz(e.value)).props("outlined").classes("w-80")
+                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes("w-80")
             ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
 
-    def set_tz(value: str) -> None:
-        user["tz"] = value or ""
+    def set_tz(self, value: str) -> None:
+        self.user["tz"] = value or ""
         ui.notify(t("set.saved"), type="positive")
 
-    def toggle_reveal() -> None:
-        revealed["on"] = not revealed["on"]
-        key_label.text = state.admin_key if revealed["on"] else mask_key(state.admin_key)
-        code.content = snippet(revealed["on"])
-        reveal.text = t("set.hide" if revealed["on"] else "set.reveal")
+    def toggle_reveal(self) -> None:
+        self.revealed = not self.revealed
+        key = self.state.admin_key
+        self.key_label.text = key if self.revealed else mask_key(key)
+        self.code.text = self.snippet(self.revealed)
+        self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
 
-    def save_options() -> None:
+    def save_options(self) -> None:
         try:
-            set_option(state, "retry_times", retries.value)
-            set_option(state, "log_retention_days", retention.value)
+            set_option(self.state, "retry_times", self.retries.value)
+            set_option(self.state, "log_retention_days", self.retention.value)
         except ApiError as exc:
             notify_error(exc)
             return
         ui.notify(t("set.saved"), type="positive")
 
-    async def regenerate() -> None:
+    async def regenerate(self) -> None:
+        state = self.state
         details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
         if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
             return
         new_key = generate_key()
         write_secret_file(state.settings.data_path / "admin_key", new_key)
         state.admin_key = new_key
-        user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
-        revealed["on"] = False
-        toggle_reveal()
+        self.user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
+        self.revealed = False
+        self.toggle_reveal()  # show the new key
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
 # ---- mounting ----
 
-_PAGES: tuple[tuple[str, Callable[[Request], None]], ...] = (
-    ("/", page_dashboard), ("/dashboard", page_dashboard), ("/channels", page_channels), ("/models", page_models),
-    ("/logs", page_logs), ("/tokens", page_tokens), ("/migrate", page_migrate), ("/settings", page_settings),
+PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon, i18n key: routes and navigation
+    ("/dashboard", DashboardPage, "insights", "nav.dashboard"),  # the first is also "/"
+    ("/channels", ChannelsTable, "hub", "nav.channels"),
+    ("/models", ModelsTable, "category", "nav.models"),
+    ("/logs", LogsTable, "receipt_long", "nav.logs"),
+    ("/tokens", TokensTable, "vpn_key", "nav.tokens"),
+    ("/migrate", MigrateWizard, "move_down", "nav.migrate"),
+    ("/settings", SettingsPage, "settings", "nav.settings"),
 )
 
 
@@ -4973,10 +6928,12 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
 
     load_strings()
     ui.add_head_html(_COPY_JS, shared=True)
+    ui.add_css(_THEME_CSS, shared=True)
     ui.button.default_props("no-caps")
     ui.page("/login")(page_login)
-    for path, builder in _PAGES:
-        ui.page(path)(_guarded(builder))
+    for path, builder, _, key in PAGES:
+        ui.page(path)(_guarded(builder, key))
+    ui.page("/")(_guarded(PAGES[0][1], PAGES[0][3]))
     if os.environ.get("NICEGUI_USER_SIMULATION"):
         # NiceGUI's test plugin enters only NiceGUI's own lifespan: run the engine's (HTTP session, log writer) in it
         engine_lifespan = lifespan(api)
@@ -4990,32 +6947,41 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
 # ==== 9. App assembly & CLI ================================================================================
 
 RETENTION_CHECK_SECONDS = 3600
+SHARED_VERSION_POLL_SECONDS = 1.0  # another instance's change is seen within about a second (issue 10: 2 s)
 GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests under load
 
 
 class Gateway:
-    """The ASGI entry: /v1 goes straight to the relay (no framework, no middleware), the rest to FastAPI."""
+    """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI."""
 
-    def __init__(self, api: FastAPI) -> None:
-        self.api = api
+    def __init__(self, api: FastAPI, state: AppState) -> None:
+        self.api, self.state = api, state
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            if path.startswith("/v1/") or path == "/v1":
+            if path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
                 return await self._relay(scope, receive, send)
             if path.startswith("/api/"):
                 scope = _normalise_api_scope(scope)
         await self.api(scope, receive, send)
 
-    async def _relay(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await relay_app(scope, receive, send)
-        except Exception:  # a bug must still answer in OpenAI's shape, never as a bare traceback
+            await relay(self.state, scope, receive, tracked)
+        except Exception:  # a bug must still answer in the client's shape, never as a bare traceback
             logger.exception("relay failed")
-            with contextlib.suppress(Exception):  # fails only when the answer had already started
-                await send_bytes(send, 500, openai_error(500, "Internal error in aiproxy-local; see its log.",
-                                                         "internal_error", "aiproxy_error"), "application/json", "")
+            if not started:  # once an answer has started its status is out: the connection just ends
+                error = RelayError(500, "Internal error in aiproxy-local; see its log.", "internal_error",
+                                   "aiproxy_error")
+                await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
 
 
 def _normalise_api_scope(scope: dict) -> dict:
@@ -5041,8 +7007,11 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=state.settings.connect_timeout,
                                       sock_read=state.settings.ttfb_timeout),
         auto_decompress=True, trust_env=False)  # proxies: see upstream_proxy()
+    if not state.settings.no_journal:
+        state.writer.open_journal(state.settings.data_path / JOURNAL_DIR)
     state.writer.start()
     janitor = asyncio.create_task(_retention_loop(state))
+    follower = asyncio.create_task(_follow_shared_version(state))
     # Everything built so far lives as long as the process: keep it out of the collector's scans, and collect
     # young objects less often. Both cut the rare multi-ms pauses that make up a relay's p99 (bench/ S1).
     gc.collect()
@@ -5052,15 +7021,35 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         janitor.cancel()
+        follower.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
 
 
-async def _retention_loop(state: AppState) -> None:
+async def _follow_shared_version(state: AppState) -> None:
+    """Reload when another instance on this database changed channels, tokens, model configs or options."""
+    failing = False
     while True:
-        days = state.log_retention_days
-        if days > 0:
-            await asyncio.to_thread(delete_logs_before, state.engine, now_ms() - days * 86_400_000)
+        await asyncio.sleep(SHARED_VERSION_POLL_SECONDS)
+        try:
+            if await asyncio.to_thread(read_shared_version, state.engine) != state.version:
+                await asyncio.to_thread(state.refresh)
+            failing = False
+        except sa.exc.SQLAlchemyError as exc:
+            if not failing:  # once per outage, not every second
+                logger.warning("cannot read the shared version (%s); retrying every second", _first_line(exc))
+            failing = True
+
+
+async def _retention_loop(state: AppState) -> None:
+    """Never dies: a bad value or a database error is logged, and the next round tries again."""
+    while True:
+        try:
+            days = state.log_retention_days
+            if days > 0:  # a huge value keeps everything, rather than a cut-off no database can compare
+                await asyncio.to_thread(delete_logs_before, state.engine, max(0, now_ms() - days * 86_400_000))
+        except (ValueError, TypeError, OverflowError, sa.exc.SQLAlchemyError) as exc:
+            logger.error("log retention failed (%s); next try in %d s", _first_line(exc), RETENTION_CHECK_SECONDS)
         await asyncio.sleep(RETENTION_CHECK_SECONDS)
 
 
@@ -5096,8 +7085,7 @@ def create_app(settings: Settings) -> Gateway:
     create_schema(engine)
     state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
                      admin_key_created=created)
-    state.options = valid_options(load_options(engine))
-    state.reload()
+    state.refresh()
     state.writer = LogWriter(engine)
     _STATE = state
 
@@ -5114,13 +7102,67 @@ def create_app(settings: Settings) -> Gateway:
 
     if not settings.no_ui:
         mount_ui(api, state)
-    return Gateway(api)
+    return Gateway(api, state)
+
+
+# ---- serving: a bounded shutdown ----
+
+FORCED_EXIT_SECONDS = 3.0  # after a second signal: the last log flush gets this long; the journal keeps the rest
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with a bounded shutdown. On SIGTERM or Ctrl+C, calls under way get
+    SHUTDOWN_GRACE_SECONDS; what still runs then is named in the log and cancelled, and the log is flushed. A
+    second signal (uvicorn alone honours only a second Ctrl+C) stops waiting at once."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # not re-raised after the shutdown (uvicorn would): a Ctrl+C then ends quietly, without a traceback
+        if self.should_exit and not self.force_exit:
+            self.force_exit = True
+            watchdog = threading.Timer(FORCED_EXIT_SECONDS, os._exit, [1])  # whatever hangs, the process ends
+            watchdog.daemon = True
+            watchdog.start()
+        self.should_exit = True
+
+    def _calls_under_way(self) -> str:
+        calls = [f"{c.cycle.scope['method']} {c.cycle.scope['path']}" for c in self.server_state.connections
+                 if getattr(c, "cycle", None) is not None and not c.cycle.response_complete]
+        return f"{len(calls)} call(s) under way" + (f" ({', '.join(calls)})" if calls else "")
+
+    async def _wait_tasks_to_complete(self) -> None:
+        try:
+            await super()._wait_tasks_to_complete()
+        except asyncio.CancelledError:  # the grace is over
+            logger.warning("shutdown: %s after %g s are cancelled", self._calls_under_way(),
+                           self.config.timeout_graceful_shutdown)
+            raise
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:  # uvicorn then skips the app's shutdown: run it anyway, which writes the log rows
+            logger.warning("shutdown: second signal, stopping now; %s are cut off", self._calls_under_way())
+            try:
+                await asyncio.wait_for(self.lifespan.shutdown(), FORCED_EXIT_SECONDS / 2)
+            except asyncio.TimeoutError:
+                logger.warning("shutdown: the log journal keeps the rows not written; the next start writes them")
+
+
+def _quiet_shutdown_cancels(record: logging.LogRecord) -> bool:
+    """Calls cancelled by the shutdown are named once, by GatewayServer: not again by uvicorn, nor as a
+    traceback per call."""
+    cancelled = record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError)
+    return not cancelled and not str(record.msg).startswith("Cancel %s running task")
+
+
+def _local_url(settings: Settings) -> str:
+    """Where this machine reaches the gateway: an all-interfaces bind is reached on loopback."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
 
 
 def _banner(state: AppState) -> str:
     s = state.settings
-    host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
-    url = f"http://{host}:{s.port}"
+    url = _local_url(s)
     lines = [f"aiproxy-local {__version__} is running", f"  web UI and admin API : {url}",
              f"  OpenAI base URL      : {url}/v1", f"  data directory       : {s.data_path}"]
     if state.admin_key_created:
@@ -5135,33 +7177,76 @@ def _banner(state: AppState) -> str:
     return "\n".join(lines)
 
 
+def bind_listener(settings: Settings) -> socket.socket:
+    """The listening socket, bound before anything else starts, so a second start fails before it opens the
+    database or prints that it runs."""
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart needs no wait
+    try:
+        sock.bind((settings.host, settings.port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def is_aiproxy_local(url: str) -> bool:
+    """Whether `url` answers /api/status as this app does (aiproxy's own has no version)."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/status", timeout=3) as answer:
+            data = json.loads(answer.read()).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(data, dict) and "startTime" in data and "version" in data
+
+
+def _port_taken(settings: Settings, error: OSError) -> None:
+    url = _local_url(settings)
+    if is_aiproxy_local(url):
+        print(f"aiproxy-local is already running at {url}/", flush=True)
+        if not settings.no_browser:
+            webbrowser.open(f"{url}/")
+        sys.exit(0)
+    sys.exit(f"aiproxy-local: cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
+             f"program uses it. Choose another port with --port or AIPROXY_PORT.")
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None:  # under NiceGUI's test plugin sys.argv is pytest's: settings come from the env only
         argv = [] if os.environ.get("NICEGUI_USER_SIMULATION") else sys.argv[1:]
     settings = load_settings(os.environ, argv)
+    simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
+    listener = None
+    if not simulated:
+        try:
+            listener = bind_listener(settings)
+        except OSError as exc:
+            _port_taken(settings, exc)
     try:
         app = create_app(settings)
     except (sa.exc.SQLAlchemyError, ModuleNotFoundError, OSError) as exc:
         # the DSN may hold a password: name the problem, never echo the URL
         sys.exit(f"aiproxy-local: cannot open the database or data directory: {type(exc).__name__}: "
                  f"{str(exc).splitlines()[0][:300]}")
-    if os.environ.get("NICEGUI_USER_SIMULATION"):  # NiceGUI's test plugin runs this file: build, don't serve
+    if simulated:  # NiceGUI's test plugin runs this file: build, don't serve
         return
-    import uvicorn
-
     state = get_state()
     print(_banner(state), flush=True)
     if not settings.no_browser:
-        url = f"http://127.0.0.1:{settings.port}/"
-        threading.Timer(1.5, webbrowser.open, [url]).start()
+        threading.Timer(1.5, webbrowser.open, [f"{_local_url(settings)}/"]).start()
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     try:
         import uvloop  # noqa: F401
     except ImportError:
         loop = "asyncio"
     # no access log and no proxy-header rewriting on the hot path: the gateway is the edge, not behind one
-    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http="httptools", access_log=False,
-                log_level="warning", lifespan="on", proxy_headers=False, server_header=False)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http="httptools",
+                            access_log=False, log_level="warning", lifespan="on", proxy_headers=False,
+                            server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown_cancels)
+    GatewayServer(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from fake_upstream import FakeUpstream
 
@@ -83,8 +85,10 @@ def child_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
 class AppServer:
     """A running ``aiproxy_local.py`` process plus small HTTP helpers bound to its admin key."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, admin_key: str | None, data_dir: Path, log_path: Path):
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, admin_key: str | None, data_dir: Path, log_path: Path,
+                 dsn: str | None = None):
         self.proc = proc
+        self.dsn = dsn or f"sqlite:///{data_dir / 'aiproxy.db'}"  # the database it runs on
         self.url = url
         self.port = int(url.rsplit(":", 1)[1])
         self.admin_key = admin_key
@@ -130,8 +134,7 @@ class AppServer:
         if self._client is not None:
             self._client.close()
             self._client = None
-        crashed = self.proc.poll() is not None
-        if not crashed:
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout)
@@ -139,7 +142,7 @@ class AppServer:
                 self.proc.kill()
                 self.proc.wait()
         rc = self.proc.returncode
-        if crashed or rc not in (0, -signal.SIGTERM):
+        if rc not in (0, -signal.SIGTERM):
             print(f"\n--- aiproxy_local exited with {rc}; output tail ---\n{self.output_tail()}", file=sys.stderr)
         return rc
 
@@ -223,7 +226,7 @@ def launch_app(
     # Output goes to a file, not a pipe: nobody drains a pipe while tests run, and a full pipe blocks the app.
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(extra), stdout=log, stderr=subprocess.STDOUT)
-    server = AppServer(proc, f"http://127.0.0.1:{port}", extra["ADMIN_KEY"], data_dir, log_path)
+    server = AppServer(proc, f"http://127.0.0.1:{port}", extra["ADMIN_KEY"], data_dir, log_path, extra.get("SQL_DSN"))
     if wait:
         try:
             server.wait_ready()
@@ -234,6 +237,119 @@ def launch_app(
         if server.admin_key is None and key_file.exists():
             server.admin_key = key_file.read_text().strip()
     return server
+
+
+# ---- load: calls answered vs rows logged ----
+
+def answered_ids_under_load(servers: "AppServer | list[AppServer]", model: str, seconds: float, threads: int = 8,
+                            until: Callable[[], Any] | None = None) -> set[str]:
+    """Call `model` through the servers (clients spread over them) for `seconds`, then run `until` (which
+    stops or kills a server) while the clients go on; returns the request ids of the calls answered in full."""
+    servers = servers if isinstance(servers, list) else [servers]
+    answered: set[str] = set()
+    stop = threading.Event()
+
+    def client(server: AppServer) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    r = http.post(f"{server.url}/v1/chat/completions", headers=server.headers,
+                                  json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+                except httpx.HTTPError:
+                    if server.proc.poll() is not None:
+                        return
+                    continue
+                if r.status_code == 200:
+                    answered.add(r.headers["x-request-id"])
+
+    workers = [threading.Thread(target=client, args=(servers[i % len(servers)],)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    if until is not None:
+        until()
+    stop.set()
+    for w in workers:
+        w.join(60)
+    return answered
+
+
+def logged_ids(dsn: str, model: str) -> set[str]:
+    """The request ids of `model`'s log rows, read from the database itself."""
+    import aiproxy_local
+
+    engine = sa.create_engine(aiproxy_local.with_default_driver(dsn))
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text("SELECT request_id FROM logs WHERE model = :m"), {"m": model}).scalars())
+    finally:
+        engine.dispose()
+
+
+# ---- database servers: MariaDB and PostgreSQL for the SQL_DSN matrix ----
+
+#: server kind -> (admin URLs to try in order, app DSN template for a database on that server)
+SERVERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "mariadb": (("mysql+pymysql://root@127.0.0.1:3306/test",), "mysql://{user}@127.0.0.1:3306/{db}"),
+    "postgresql": (
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://root@127.0.0.1:5432/test",
+         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", "postgresql+psycopg://root@127.0.0.1:5432/postgres"),
+        "postgresql+psycopg://{user}@127.0.0.1:5432/{db}"),
+}
+
+
+def unreachable(kind: str, why: str) -> None:
+    """Skip, but only outside CI: in CI a missing database server is a failure."""
+    message = f"{kind} server unreachable: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set, so this may not skip)", pytrace=False)
+    pytest.skip(message)
+
+
+def admin_engine(kind: str) -> sa.Engine:
+    """An autocommit engine on the server (for CREATE/DROP DATABASE), from the first admin URL that connects."""
+    errors = []
+    for url in SERVERS[kind][0]:
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect():
+                return engine
+        except sa.exc.SQLAlchemyError as exc:
+            errors.append(f"{url}: {type(exc.orig or exc).__name__}")
+            engine.dispose()
+    unreachable(kind, "; ".join(errors))
+    raise AssertionError("unreachable")
+
+
+BACKENDS = ("sqlite", *sorted(SERVERS))
+
+
+def backend_dsn(kind: str, sqlite_dir: Path) -> Iterator[str]:
+    """The DSN of a fresh, empty database of `kind`: a new SQLite file in `sqlite_dir`, or a server database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_dir / 'aiproxy.db'}"
+    else:
+        yield from fresh_database(kind)
+
+
+def quote(kind: str, name: str) -> str:
+    return f"`{name}`" if kind == "mariadb" else f'"{name}"'
+
+
+def fresh_database(kind: str) -> Iterator[str]:
+    """Create `aiproxy_t_<random>` on the server, yield the app's DSN for it, drop it afterwards."""
+    admin = admin_engine(kind)
+    name = f"aiproxy_t_{uuid.uuid4().hex[:12]}"
+    create = f"CREATE DATABASE {quote(kind, name)}" + (" CHARACTER SET utf8mb4" if kind == "mariadb" else "")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(create)
+    try:
+        yield SERVERS[kind][1].format(user=admin.url.username, db=name)
+    finally:
+        drop = f"DROP DATABASE IF EXISTS {quote(kind, name)}" + (" WITH (FORCE)" if kind == "postgresql" else "")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(drop)
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,8 @@ those servers through SQL_DSN.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
-from conftest import unique
+from conftest import BACKENDS, SERVERS, backend_dsn, fresh_database, unique
 from aiproxy_local import Channel, LogDetail, LogFilter, LogRow
 
 BIG_MS = 2**41 + 123  # a ms timestamp far beyond 32-bit INTEGER: needs BIGINT on every server
-
-#: server kind -> (admin URLs to try in order, app DSN template for a database on that server)
-SERVERS: dict[str, tuple[tuple[str, ...], str]] = {
-    "mariadb": (("mysql+pymysql://root@127.0.0.1:3306/test",), "mysql://{user}@127.0.0.1:3306/{db}"),
-    "postgresql": (
-        ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://root@127.0.0.1:5432/test",
-         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", "postgresql+psycopg://root@127.0.0.1:5432/postgres"),
-        "postgresql+psycopg://{user}@127.0.0.1:5432/{db}"),
-}
-
 
 # ---- helpers ----
 
@@ -83,49 +71,6 @@ def assert_non_ascii_json_is_searchable(engine: sa.Engine) -> None:
         as_text = sa.cast(Channel.models, sa.Text)
         assert model in conn.execute(sa.select(as_text).where(Channel.id == cid)).scalar_one()
         assert conn.execute(sa.select(Channel.id).where(as_text.like(f"%{model}%"))).scalars().all() == [cid]
-
-
-def unreachable(kind: str, why: str) -> None:
-    """Skip, but only outside CI: in CI a missing database server is a failure."""
-    message = f"{kind} server unreachable: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set, so this may not skip)", pytrace=False)
-    pytest.skip(message)
-
-
-def admin_engine(kind: str) -> sa.Engine:
-    """An autocommit engine on the server (for CREATE/DROP DATABASE), from the first admin URL that connects."""
-    errors = []
-    for url in SERVERS[kind][0]:
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect():
-                return engine
-        except sa.exc.SQLAlchemyError as exc:
-            errors.append(f"{url}: {type(exc.orig or exc).__name__}")
-            engine.dispose()
-    unreachable(kind, "; ".join(errors))
-    raise AssertionError("unreachable")
-
-
-def quote(kind: str, name: str) -> str:
-    return f"`{name}`" if kind == "mariadb" else f'"{name}"'
-
-
-def fresh_database(kind: str) -> Iterator[str]:
-    """Create `aiproxy_t_<random>` on the server, yield the app's DSN for it, drop it afterwards."""
-    admin = admin_engine(kind)
-    name = f"aiproxy_t_{uuid.uuid4().hex[:12]}"
-    create = f"CREATE DATABASE {quote(kind, name)}" + (" CHARACTER SET utf8mb4" if kind == "mariadb" else "")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(create)
-    try:
-        yield SERVERS[kind][1].format(user=admin.url.username, db=name)
-    finally:
-        drop = f"DROP DATABASE IF EXISTS {quote(kind, name)}" + (" WITH (FORCE)" if kind == "postgresql" else "")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(drop)
-        admin.dispose()
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
@@ -412,3 +357,46 @@ def test_delete_logs_before_works_in_chunks(tmp_path, monkeypatch):
     with engine.connect() as conn:
         left = conn.execute(app.sa.select(app.LogRow.created_at).order_by(app.LogRow.created_at)).scalars().all()
     assert left == [1025, 1026, 1027, 1028, 1029]
+
+
+# ---- several instances on one database ----
+
+@pytest.fixture(params=BACKENDS)
+def shared_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each kind for instances that share it (SQLite: one file, separate data dirs)."""
+    yield from backend_dsn(request.param, tmp_path)
+
+
+def test_instances_see_each_others_changes_without_a_restart(shared_dsn, start_app, upstream, tmp_path):
+    """Channels, tokens, model configs and options changed through A reach B's relay and API (issue 10:
+    B kept routing to a channel A had disabled, and never saw A's new channels)."""
+    a = start_app(env={"SQL_DSN": shared_dsn}, args=["--no-ui"], data_dir=tmp_path / "a")
+    b = start_app(env={"SQL_DSN": shared_dsn}, args=["--no-ui"], data_dir=tmp_path / "b", admin_key=a.admin_key)
+    model, hidden = unique("shared"), unique("hidden")
+    channel = a.add_channel(base_url=upstream.url("ok"), models=[model, hidden])
+    token = a.api("POST", "/api/tokens/", json={"name": unique("tok")})["data"]["key"]
+    assert a.api("POST", f"/api/model_config/{hidden}", json={"enabled": False})["success"]
+    assert a.api("PUT", "/api/option/", json={"key": "retry_times", "value": 1})["success"]
+
+    def b_sees(check: Callable[[], bool], what: str) -> float:
+        started = time.monotonic()
+        while not check():
+            assert time.monotonic() - started < 10, f"B never saw {what}"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def b_models(key: str) -> list[str]:
+        answer = httpx.get(f"{b.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
+
+    waited = b_sees(lambda: b_models(a.admin_key) == sorted([model]), "the new channel and the disabled model")
+    b_sees(lambda: model in b_models(token), "the new token")
+    b_sees(lambda: b.api("GET", "/api/option/")["data"]["retry_times"] == 1, "the option")
+    assert a.api("POST", f"/api/channel/{channel}/status", json={"status": 2})["success"]
+
+    def b_refuses() -> bool:
+        answer = httpx.post(f"{b.url}/v1/chat/completions", headers=b.headers, timeout=30,
+                            json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        return answer.status_code != 200
+    waited = max(waited, b_sees(b_refuses, "the disabled channel"))
+    print(f"B saw A's changes after {waited:.2f} s at most")

@@ -22,7 +22,8 @@ import pytest
 from nicegui import ui
 from nicegui.testing import User
 
-from ui_support import ADMIN_KEY, app_env, browser, eventually, login, ns, state, the  # noqa: F401
+from ui_support import (ADMIN_KEY, app_env, browser, clipboard, eventually, login, ns, relay_client,  # noqa: F401
+                        state, the)
 
 
 def add_channel(name: str, base_url: str, models: list[str], **kw: Any) -> int:
@@ -116,6 +117,24 @@ async def test_edit_keeps_the_masked_key_and_pastes_a_mapping(user: User, upstre
     assert route.key == "sk-test-key-123456" and route.mapping == {"alias": "m1"}
 
 
+async def test_a_duplicate_name_is_flagged_but_allowed(user: User, upstream) -> None:
+    first = add_channel("twin", upstream.url("ok"), ["m"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", first)
+    await user.should_see("Edit channel “twin”")
+    user.find(marker="ch-name").clear().type("twin")
+    await user.should_not_see("Another channel is already called")  # its own name is no duplicate
+    user.find("Cancel").click()
+    user.find(marker="add-channel").click()
+    user.find(marker="ch-name").type("twin")
+    await user.should_see("Another channel is already called “twin”")
+    user.find(marker="ch-models").trigger("update:modelValue", ["m"])
+    user.find(marker="ch-key").type("sk-second-twin")
+    user.find(marker="save-channel").click()
+    await user.should_see("Added twin")
+    assert [r.name for r in state().routes.channels.values()] == ["twin", "twin"]
+
+
 async def test_priority_field_and_enabled_switch_change_the_engine(user: User, upstream) -> None:
     cid = add_channel("ch-a", upstream.url("ok"), ["gpt-4o-mini"])
     await login(user, "/channels")
@@ -126,10 +145,11 @@ async def test_priority_field_and_enabled_switch_change_the_engine(user: User, u
     await user.should_see("Channel disabled")
     assert state().routes.channels[cid].enabled is False
     assert the(user, "channels").rows[0]["enabled"] is False
-    r = await user.http_client.get("/v1/models")  # NiceGUI's sub-app only: the relay is not reachable here
-    assert r.status_code == 404
-    table.trigger("toggle", {"id": cid, "value": True})
-    assert state().routes.channels[cid].enabled is True
+    async with relay_client() as client:  # the relay stops offering what only a disabled channel serves
+        assert [m.id async for m in client.models.list()] == []
+        table.trigger("toggle", {"id": cid, "value": True})
+        assert state().routes.channels[cid].enabled is True
+        assert [m.id async for m in client.models.list()] == ["gpt-4o-mini"]
 
 
 async def test_bulk_actions_preview_the_count(user: User, upstream) -> None:
@@ -219,15 +239,66 @@ async def test_models_page_switch_and_search(user: User, upstream) -> None:
     await login(user, "/models")
     rows = the(user, "models").rows
     assert [r["model"] for r in rows] == ["gpt-4o-mini", "text-embedding-3-small"]
-    assert rows[1]["kind"] == "embedding" and rows[0]["channels"] == "p · P3"
+    assert rows[1]["kind"] == "embedding" and rows[0]["channels"] == "on||p · P3"
     user.find(marker="models").trigger("toggle", {"model": "gpt-4o-mini", "value": False})
     await user.should_see("gpt-4o-mini disabled")
     assert not state().routes.model_enabled("gpt-4o-mini")
+    assert the(user, "models").rows[0]["served"] == "switched off here"
     user.find("Search models").type("embed")
     assert [r["model"] for r in the(user, "models").rows] == ["text-embedding-3-small"]
 
 
+async def test_models_page_shows_who_really_serves_a_model_and_each_channels_test(user: User, upstream) -> None:
+    add_channel("good", upstream.url("ok"), ["shared-model"], priority=5)
+    add_channel("bad", upstream.url("status-500"), ["shared-model"], priority=1)
+    add_channel("off", upstream.url("ok"), ["orphan-model"], model_mapping={"alias": "orphan-model"},
+                status=ns()["STATUS_DISABLED"])
+    routes = state().routes.channels
+    for route in routes.values():  # each channel tests its own models: one passes, one fails
+        async for _ in ns()["run_model_tests"](state(), route, route.offered):
+            pass
+    await login(user, "/models")
+    rows = {r["model"]: r for r in the(user, "models").rows}
+    assert rows["shared-model"]["served"] == "by 2 enabled channel(s)" and rows["shared-model"]["state"] == "ok"
+    chips = rows["shared-model"]["channels"].split("\n")
+    assert [c.split("|")[:2] for c in chips] == [["on", "ok"], ["on", "bad"]]  # not one ✓ for both
+    assert re.fullmatch(r"good · P5 · ✓ \d+\.\d\d s", chips[0].split("|")[2])
+    assert chips[1].split("|")[2].startswith("bad · P1 · ✗")
+    for name in ("orphan-model", "alias"):  # only a disabled channel: calls would get 503
+        assert rows[name]["served"] == "no enabled channel: calls fail" and rows[name]["state"] == "none"
+    assert rows["alias"]["channels"].split("|")[2].startswith("off · P0 → orphan-model · disabled")
+
+
 # ---- logs ----
+
+async def test_model_tests_are_marked_and_kept_out_of_the_counts(user: User, upstream) -> None:
+    cid = add_channel("counted", upstream.url("ok"), ["gpt-4o-mini"])
+    async with relay_client() as client:  # one real call
+        await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", cid)
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 1 passed, 0 failed", retries=100)
+    logs = ns()["query_logs"]
+    await eventually(lambda: logs(state().engine, ns()["LogFilter"](), 1, 10)[1] == 2)  # the writer has flushed
+    await user.open("/channels")
+    assert the(user, "channels").rows[0]["requests"] == 1
+    await user.open("/dashboard")
+    assert the(user, "card-calls").text == "1"
+    await user.open("/logs")
+    await user.should_see("2 call(s)")
+    assert sorted(r["is_test"] for r in the(user, "logs").rows) == [False, True]  # both, the test marked
+    await user.should_see("test")
+    the(user, "filter-kind").value = "calls"
+    await user.should_see("1 call(s)")
+    assert [r["is_test"] for r in the(user, "logs").rows] == [False]
+    the(user, "filter-kind").value = "tests"
+    await user.should_see("1 call(s)")
+    test_row = the(user, "logs").rows[0]
+    assert test_row["is_test"] and test_row["channel"] == "counted"
+    user.find(marker="logs").trigger("rowClick", [{}, {"id": test_row["id"]}, 0])
+    await user.should_see("Model test, not counted as traffic")
+
 
 def add_logs() -> tuple[int, int, int]:
     g = ns()
@@ -321,20 +392,36 @@ async def test_create_an_api_key_shown_once(user: User) -> None:
 
 # ---- settings ----
 
-async def test_settings_snippet_key_and_options(user: User) -> None:
-    user.javascript_rules[re.compile(r".*aiproxyCopy.*")] = lambda _: False  # as on plain http://ip:port
+async def test_settings_show_the_key_masked_and_copy_it_whole(user: User) -> None:
+    copied = clipboard(user)
     await login(user, "/settings")
-    snippet = the(user, "snippet").content
+    snippet = the(user, "snippet").text
     assert "AIPROXY_API_ENDPOINT=http://test\n" in snippet and "OPENAI_BASE_URL=http://test/v1" in snippet
     assert ADMIN_KEY not in snippet and "AIPROXY_API_TOKEN=te…89" in snippet
     assert the(user, "admin-key").text == "te…89"
+    full_snippet = ns()["connect_snippet"]("http://test", ADMIN_KEY)
+    copy_buttons = ["copy-admin-key", "copy-base-url", "copy-snippet"]
+    assert {the(user, m) for m in copy_buttons} == user.find(kind=ui.button, content="Copy").elements  # all of them
+    for marker in copy_buttons:
+        user.find(marker=marker).click()
+        await eventually(lambda: len(copied) == copy_buttons.index(marker) + 1)
+    assert copied == [ADMIN_KEY, "http://test/v1", full_snippet]  # whole, never the mask
     user.find("Reveal").click()
-    assert the(user, "admin-key").text == ADMIN_KEY
-    user.find("Copy with the full key").click()
-    await user.should_see("The browser blocked the clipboard")  # the fallback: a selected field
-    assert any(f"AIPROXY_API_TOKEN={ADMIN_KEY}" in (e.value or "") for e in user.find(ui.textarea).elements)
-    user.find("Close").click()
+    assert the(user, "admin-key").text == ADMIN_KEY and f"AIPROXY_API_TOKEN={ADMIN_KEY}" in the(user, "snippet").text
 
+
+async def test_a_refused_clipboard_offers_the_text_selected(user: User) -> None:
+    copied = clipboard(user, works=False)  # as on plain http://ip:port
+    await login(user, "/settings")
+    user.find(marker="copy-snippet").click()
+    await user.should_see("The browser blocked the clipboard", retries=30)
+    full_snippet = ns()["connect_snippet"]("http://test", ADMIN_KEY)
+    assert copied == [full_snippet]
+    assert [e.value for e in user.find(ui.textarea).elements] == [full_snippet]
+
+
+async def test_settings_options_and_key_regeneration(user: User) -> None:
+    await login(user, "/settings")
     the(user, "retries").value = 1
     the(user, "retention").value = 7
     user.find(marker="save-options").click()
@@ -347,6 +434,7 @@ async def test_settings_snippet_key_and_options(user: User) -> None:
     await eventually(lambda: state().admin_key != ADMIN_KEY)
     new_key = state().admin_key
     assert (state().settings.data_path / "admin_key").read_text().strip() == new_key
+    assert the(user, "admin-key").text == new_key  # shown once, to be copied
     await user.open("/settings")  # this session follows the new key
     await user.should_see("Connect your apps")
 
@@ -375,7 +463,7 @@ async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
 
 
 async def test_migrate_page_is_in_the_frame(user: User) -> None:
-    """The wizard itself (page_migrate_body) has its own tests in test_ui_migrate.py."""
+    """The wizard itself (MigrateWizard) has its own tests in test_ui_migrate.py."""
     await login(user, "/migrate")
     await user.should_see("Import from OneAPI")
     await user.should_see("Log out")

@@ -8,9 +8,12 @@ Importing aiproxy_local here instead would hold a second copy of the module.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
+import httpx
+import openai
 import pytest
 from nicegui import Client
 from nicegui.testing import User
@@ -61,4 +64,28 @@ async def login(user: User, path: str = "/dashboard") -> None:
     browser(user)
     await user.open(path)
     user.find("Admin key").type(ADMIN_KEY).trigger("keydown.enter")
-    await user.should_see("Log out")
+    await user.should_see("Log out", retries=50)  # the first page may take a while on a busy machine
+
+
+def clipboard(user: User, works: bool = True) -> list[str]:
+    """What the page copies, in order. `works=False` plays plain http://ip:port, where the browser refuses."""
+    copied: list[str] = []
+
+    def copy(match: re.Match) -> bool:
+        copied.append(json.loads(match.group(1)))
+        return works
+
+    user.javascript_rules[re.compile(r"aiproxyCopy\((.*)\)$", re.S)] = copy
+    return copied
+
+
+def relay_client(api_key: str = ADMIN_KEY) -> openai.AsyncOpenAI:
+    """The official SDK on this run's /v1, in process: the User's own client reaches only NiceGUI's sub-app."""
+    module = ns()
+
+    async def relay_app(scope: dict, receive: Any, send: Any) -> None:
+        await module["relay"](module["get_state"](), scope, receive, send)
+
+    transport = httpx.ASGITransport(app=relay_app)
+    return openai.AsyncOpenAI(base_url="http://test/v1", api_key=api_key, max_retries=0,
+                              http_client=httpx.AsyncClient(transport=transport, base_url="http://test"))
