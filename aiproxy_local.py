@@ -4721,9 +4721,9 @@ class ImportRequest(BaseModel):
 
 
 @admin_router.post("/channels/import/oneapi")
-def api_channels_import(body: ImportRequest) -> JSONResponse:
+def api_channels_import(body: ImportRequest, state: AppState = Depends(require_admin)) -> JSONResponse:
     # a plain `def` route runs in the threadpool: the source connection (up to 5 s) never blocks the event loop
-    return api_ok(import_source(get_state(), body.dsn, body.dry_run, body.import_tokens))
+    return api_ok(import_source(state, body.dsn, body.dry_run, body.import_tokens))
 
 
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
