@@ -208,6 +208,7 @@ def launch_app(
     args: list[str] | None = None,
     port: int | None = None,
     wait: bool = True,
+    umask: int = -1,
 ) -> AppServer:
     """Start ``aiproxy_local.py`` and (by default) wait for /api/status.
 
@@ -225,7 +226,8 @@ def launch_app(
     cmd += ["--no-browser", *(args or [])]
     # Output goes to a file, not a pipe: nobody drains a pipe while tests run, and a full pipe blocks the app.
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(extra), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(extra), stdout=log, stderr=subprocess.STDOUT,
+                                umask=umask)
     server = AppServer(proc, f"http://127.0.0.1:{port}", extra["ADMIN_KEY"], data_dir, log_path, extra.get("SQL_DSN"))
     if wait:
         try:
@@ -242,9 +244,10 @@ def launch_app(
 # ---- load: calls answered vs rows logged ----
 
 def answered_ids_under_load(servers: "AppServer | list[AppServer]", model: str, seconds: float, threads: int = 8,
-                            until: Callable[[], Any] | None = None) -> set[str]:
-    """Call `model` through the servers (clients spread over them) for `seconds`, then run `until` (which
-    stops or kills a server) while the clients go on; returns the request ids of the calls answered in full."""
+                            until: Callable[[set[str]], Any] | None = None) -> set[str]:
+    """Call `model` through the servers (clients spread over them) for `seconds`, then run `until` with the
+    ids answered so far (it stops or kills a server) while the clients go on; returns the request ids of the
+    calls answered in full."""
     servers = servers if isinstance(servers, list) else [servers]
     answered: set[str] = set()
     stop = threading.Event()
@@ -267,7 +270,7 @@ def answered_ids_under_load(servers: "AppServer | list[AppServer]", model: str, 
         w.start()
     time.sleep(seconds)
     if until is not None:
-        until()
+        until(answered)
     stop.set()
     for w in workers:
         w.join(60)
@@ -371,7 +374,8 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
 
 @pytest.fixture
 def start_app(tmp_path: Path) -> Iterator[Callable[..., AppServer]]:
-    """Factory: ``start_app(data_dir=<tmp>/data, admin_key=<random>, env=None, args=None, port=None, wait=True)``.
+    """Factory: ``start_app(data_dir=<tmp>/data, admin_key=<random>, env=None, args=None, port=None, wait=True,
+    umask=-1)`` (-1: the test's own umask).
     Calls in one test share the default data dir (stop one, start another = restart); each call gets its own
     log file; every process started is stopped when the test ends."""
     started: list[AppServer] = []

@@ -74,7 +74,7 @@ async def test_aiproxy_tab_imports_fastgpts_ai_proxy_and_tests_the_channels(user
     await eventually(lambda: stepper.value == "preview")
     await user.should_see("3 channel row(s): 2 to import, 0 already imported, 1 skipped")
     rows = {r["name"]: r for r in the(user, "migrate-preview").rows}
-    assert (rows["ap-works"]["source_type"], rows["ap-works"]["provider"]) == ("openai · 1", "openai")
+    assert (rows["ap-works"]["source_type"], rows["ap-works"]["provider"]) == ("openai · 1", "OpenAI")
     assert rows["ap-works"]["models"] == "gpt-4o-mini\nap-embed" and rows["ap-works"]["status_label"] == "enabled"
     assert "sets default, vip" in rows["ap-fails"]["warnings"]
     assert (rows["ap-gone"]["action"], rows["ap-gone"]["reason"]) == ("skipped", "deleted in aiproxy")
