@@ -4817,9 +4817,9 @@ class ImportRequest(BaseModel):
 
 
 @admin_router.post("/channels/import/oneapi")
-def api_channels_import(body: ImportRequest) -> JSONResponse:
+def api_channels_import(body: ImportRequest, state: AppState = Depends(require_admin)) -> JSONResponse:
     # a plain `def` route runs in the threadpool: the source connection (up to 5 s) never blocks the event loop
-    return api_ok(import_source(get_state(), body.dsn, body.dry_run, body.import_tokens))
+    return api_ok(import_source(state, body.dsn, body.dry_run, body.import_tokens))
 
 
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
@@ -6620,7 +6620,7 @@ def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
             status = int(raw.get("status") or 0)
         except (TypeError, ValueError):
             status = -1
-        if aiproxy:  # aiproxy's type ids are ours
+        if aiproxy:  # aiproxy's type ids are ours; its own name for them, as the source shows it
             type_name = getattr(catalog.get(r["source_type"]), "name", None) or raw.get("type_name") or "?"
         else:
             type_name = types.get(str(r["source_type"]), {}).get("name", "?")

@@ -19,7 +19,7 @@ from aiproxy_sources import AIPROXY_POSTGRES_DDL
 from ui_support import app_env, eventually, login, ns, state, the  # noqa: F401
 
 TAB = "labring/aiproxy (FastGPT's AI Proxy)"
-TOKEN_KEY = "aiproxytokenkey0123456789abcdefghijklmnopqrstuvw"[:48]
+TOKEN_KEY = "aiproxytokenkey0123456789abcdefghijklmnopqrstuvw"  # 48 characters, as aiproxy makes them
 CONFIG_YAML = Path(__file__).parent / "fixtures" / "aiproxy-config.yaml"
 
 
