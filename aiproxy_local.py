@@ -2952,7 +2952,7 @@ _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tok
                  "total_ttfb_milliseconds")
 _STRINGS: dict[str, dict[str, str]] = {}  # assets/i18n.json, read once by load_strings()
 
-# ---- strings, time and formatting: plain functions, no nicegui ----
+# ---- strings, time and formatting: plain functions, no widgets (t() reads the session's language) ----
 
 
 def load_strings() -> dict[str, dict[str, str]]:
@@ -3177,10 +3177,10 @@ def parse_mapping_json(text: str) -> dict[str, str]:
     """A pasted model mapping; raises ApiError with a message for the user."""
     try:
         data = json.loads(text or "{}")
-    except ValueError as exc:
-        raise ApiError(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError('expected a JSON object such as {"gpt-4o": "gpt-4o-2024-08-06"}')
+    except json.JSONDecodeError as exc:
+        raise ApiError(t("v.json", line=exc.lineno, column=exc.colno)) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ApiError(t("v.json_object"))
     return clean_mapping(data)
 
 
@@ -3427,7 +3427,11 @@ def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: A
     table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full").props(
         "flat bordered").mark(marker)
     table.props["rows-per-page-label"] = t("table.per_page")
+    table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
+    table.props[":pagination-label"] = (  # Quasar's "1-3 of 3" is English in every language
+        f"(start, end, total) => {json.dumps(t('table.range'), ensure_ascii=False)}"
+        ".replace('{start}', start).replace('{end}', end).replace('{total}', total)")
     return table
 
 
@@ -4792,16 +4796,13 @@ class MigrateWizard:
                 {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
                 {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
             ]
-            self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
-                                          pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-preview")
+            self.preview_table = data_table(columns, "id", "migrate-preview", pagination={"rowsPerPage": 20})
             for slot, template in (("body-cell-models", channel_slot("body-cell-models")),
                                    *_MIGRATE_SLOTS.items()):
                 self.preview_table.add_slot(slot, template)
             self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
-            self.token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
-                                        pagination={"rowsPerPage": 10}).classes("w-full").props(
-                "flat bordered dense").mark("migrate-token-preview")
+            self.token_table = data_table([columns[1], columns[6], columns[7]], "id", "migrate-token-preview",
+                                          pagination={"rowsPerPage": 10}).props("dense")
             for slot in ("body-cell-action", "body-cell-notes"):
                 self.token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
             with ui.row().classes("items-center gap-2"):
@@ -4833,15 +4834,14 @@ class MigrateWizard:
                             f"migrate-count-{name}")
             self.token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
-            self.done_table = ui.table(columns=[
+            self.done_table = data_table([
                 {"name": "id", "label": "ID", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
                 {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
                 {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
                 {"name": "enabled", "label": t("migrate.status"), "field": "status_label", "align": "left"},
                 {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-            ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-imported")
+            ], "id", "migrate-imported", pagination={"rowsPerPage": 20})
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
                 self.done_table.add_slot(slot, channel_slot(slot))
             self.works = ui.label().classes("font-medium").mark("migrate-works")

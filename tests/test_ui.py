@@ -568,6 +568,26 @@ async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
     await eventually(lambda: len(calls.options["xAxis"]["data"]) in (60, 61))
 
 
+async def test_chinese_pages_keep_no_english_from_quasar_or_json(user: User, upstream) -> None:
+    cid = add_channel("中文渠道", upstream.url("ok"), ["m"])
+    await login(user, "/channels")
+    user.find("中文").click()
+    await user.should_see("新增渠道")
+    table = the(user, "channels")
+    assert table.props["rows-per-page-label"] == "每页行数：" and 0 not in table.props["rows-per-page-options"]
+    assert '"第 {start}–{end} 条，共 {total} 条"' in table.props[":pagination-label"]  # not "1-1 of 1"
+    user.find(marker="channels").trigger("edit", cid)
+    user.find("粘贴 JSON").click()
+    user.find(marker="mapping-json").clear().type('{"a": ')
+    user.find(marker="apply-json").click()
+    assert the(user, "mapping-json").error == "不是有效的 JSON（第 1 行，第 7 列）"
+    user.find(marker="mapping-json").clear().type('{"a": 1}')
+    user.find(marker="apply-json").click()
+    assert the(user, "mapping-json").error.startswith("需要一个由模型名组成的 JSON 对象")
+    await user.open("/logs")
+    assert "TTFB" not in {c["label"] for c in the(user, "logs").columns}
+
+
 async def test_migrate_page_is_in_the_frame(user: User) -> None:
     """The wizard itself (MigrateWizard) has its own tests in test_ui_migrate.py."""
     await login(user, "/migrate")
