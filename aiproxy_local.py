@@ -4175,13 +4175,18 @@ class ModelTestPanel:
                 async for result in run_model_tests(self.state, group[0].route, list(by_model), save=self.save):
                     done += 1
                     failed += not result["success"]
+                    if self.dialog.is_deleted:  # the page closed: the tests still finish and are saved
+                        continue
                     self.show(by_model[result["model"]], result)
                     self.counter.text = f"{done} / {len(chosen)}"
                     self.progress.value = done / len(chosen)
             except ApiError as exc:
-                notify_error(exc)
-        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
+                if not self.dialog.is_deleted:
+                    notify_error(exc)
         self.running = False
+        if self.dialog.is_deleted:
+            return
+        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
         self.start.enable()
         self.everything.enable()
         if not self.dialog.value:  # closed while it ran

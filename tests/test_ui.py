@@ -8,7 +8,9 @@ browser would (nicegui-guide §4.3).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -283,6 +285,21 @@ def test_test_failures_in_words() -> None:
     assert said(429, '{"error": {"message": "slow down"}}')[0].endswith("(HTTP 429): slow down")
     assert m.error_message('{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}') == "bad"
     assert m.error_message('{"success": false, "message": "aiproxy says no"}') == "aiproxy says no"
+
+
+async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: User, upstream, caplog) -> None:
+    """Updating a closed page logs a warning here and an AssertionError traceback on a real server."""
+    caplog.set_level(logging.WARNING, logger="nicegui")
+    cid = add_channel("slow", upstream.url("delay-800"), ["gpt-4o-mini"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", cid)
+    user.find(marker="start-test").click()
+    await user.should_see("testing")
+    user.client.delete()  # the browser went away (tab closed, reconnect timed out)
+    await eventually(lambda: ns()["get_channel"](state(), cid)["channel_tests"], tries=200)
+    assert ns()["get_channel"](state(), cid)["channel_tests"][0]["success"]
+    await asyncio.sleep(0.3)  # the panel's own end: its summary, its refresh of the (gone) table
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("nicegui")] == []
 
 
 async def test_fetch_models_from_upstream_shows_a_diff(user: User, upstream) -> None:
