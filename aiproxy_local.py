@@ -4900,7 +4900,7 @@ _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tok
                  "total_ttfb_milliseconds")
 _STRINGS: dict[str, dict[str, str]] = {}  # assets/i18n.json, read once by load_strings()
 
-# ---- strings, time and formatting: plain functions, no nicegui ----
+# ---- strings, time and formatting: plain functions, no widgets (t() reads the session's language) ----
 
 
 def load_strings() -> dict[str, dict[str, str]]:
@@ -5125,10 +5125,10 @@ def parse_mapping_json(text: str) -> dict[str, str]:
     """A pasted model mapping; raises ApiError with a message for the user."""
     try:
         data = json.loads(text or "{}")
-    except ValueError as exc:
-        raise ApiError(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError('expected a JSON object such as {"gpt-4o": "gpt-4o-2024-08-06"}')
+    except json.JSONDecodeError as exc:
+        raise ApiError(t("v.json", line=exc.lineno, column=exc.colno)) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ApiError(t("v.json_object"))
     return clean_mapping(data)
 
 
@@ -5231,14 +5231,35 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 </script>"""
 
 
+#: Quasar's brand colours, each AA (4.5:1) as text on white and under white text; _THEME_CSS lightens text
+#: in these colours on dark backgrounds, where they would fall below 4.5:1
+BRAND_COLORS = {"primary": "#4f46e5", "secondary": "#0f766e", "accent": "#9333ea", "positive": "#15803d",
+                "negative": "#c10015", "warning": "#b45309"}
 _THEME_CSS = """
+@layer quasar_importants {  /* Quasar's !important colours live in this layer: beating them means joining it */
+  .body--dark .text-primary { color: #a5b4fc !important; }
+  .body--dark .text-positive { color: #4ade80 !important; }
+  .body--dark .text-negative { color: #f87171 !important; }
+  .body--dark .text-warning { color: #fbbf24 !important; }
+  .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
+  .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
+  .model-chip.chip-off, .model-chip.chip-mapped { background: transparent !important; }
+  @media (max-width: 639.98px) {
+    .icon-only-on-phone .block { display: none !important; }  /* the header fits one line */
+  }
+}
+.q-stepper__tab { color: #586070; }
+.body--dark .q-stepper__tab { color: #a8adb7; }
 .code-block { background: rgba(127, 127, 127, .12); }
 .text-muted { color: #586070; }
 .body--dark .text-muted { color: #a8adb7; }
-.model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
-.body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
-.model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
-.model-chip.chip-mapped { background: transparent !important; border: 1px solid currentColor; }
+.model-chip.chip-off { border: 1px dashed currentColor; }
+.model-chip.chip-mapped { border: 1px solid currentColor; }
+.body--dark { --sticky-bg: #1d1d1d; }
+@media (max-width: 639.98px) {
+  .sticky-first th:first-child, .sticky-first td:first-child { position: sticky; left: 0; z-index: 1;
+    background: var(--sticky-bg, #fff); }
+}
 """
 
 
@@ -5290,8 +5311,8 @@ def frame(title: str) -> Any:
     column: `with frame(t("nav.logs")): ...`."""
     user = ng.storage.user
     ui.page_title(f"{title} · aiproxy-local")
-    ui.colors(primary="#4f46e5", secondary="#0f766e", accent="#9333ea")
-    dark = ui.dark_mode(user.get("dark", False))
+    ui.colors(**BRAND_COLORS)
+    ui.dark_mode(user.get("dark", False))
     if "browser_tz" not in user:
         ui.timer(0.1, _learn_browser_timezone, once=True)
 
@@ -5301,24 +5322,25 @@ def frame(title: str) -> Any:
 
     def switch_dark() -> None:
         user["dark"] = not user.get("dark", False)
-        dark.set_value(user["dark"])
+        ui.navigate.reload()  # charts and every colour are chosen for one theme when the page is built
 
     def log_out() -> None:
         user.pop("auth", None)
         ui.navigate.to("/login")
 
-    with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary"):
+    with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary no-wrap"):
         ui.button(icon="menu", on_click=lambda: drawer.toggle()).props("flat round dense color=white")
-        ui.icon("alt_route", size="sm").classes("ml-1")
-        ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight")
-        ui.label("/").classes("opacity-50 mx-1")
-        ui.label(title).classes("text-lg")
+        ui.icon("alt_route", size="sm").classes("ml-1 max-sm:hidden")
+        ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight max-sm:hidden")
+        ui.icon("chevron_right").classes("max-sm:hidden")
+        ui.label(title).classes("text-lg truncate")
         ui.space()
         ui.button("中文" if user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense color=white").tooltip(t("header.language"))
-        ui.button(icon="dark_mode", on_click=switch_dark).props("flat round dense color=white").tooltip(
-            t("header.dark"))
-        ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white")
+        ui.button(icon="dark_mode" if not user.get("dark") else "light_mode", on_click=switch_dark).props(
+            "flat round dense color=white").tooltip(t("header.dark"))
+        ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white").classes(
+            "icon-only-on-phone").tooltip(t("header.logout"))
     here = ui.context.client.page.path
     with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
         for path, _, icon, key in PAGES:
@@ -5375,7 +5397,11 @@ def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: A
     table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full").props(
         "flat bordered").mark(marker)
     table.props["rows-per-page-label"] = t("table.per_page")
+    table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
+    table.props[":pagination-label"] = (  # Quasar's "1-3 of 3" is English in every language
+        f"(start, end, total) => {json.dumps(t('table.range'), ensure_ascii=False)}"
+        ".replace('{start}', start).replace('{end}', end).replace('{total}', total)")
     return table
 
 
@@ -5429,7 +5455,7 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     if is_signed_in(state):
         return Response(status_code=303, headers={"location": target})
     ui.page_title("aiproxy-local")
-    ui.colors(primary="#4f46e5")
+    ui.colors(**BRAND_COLORS)
     ui.dark_mode(ng.storage.user.get("dark", False))
 
     async def log_in() -> None:
@@ -5497,11 +5523,12 @@ class DashboardPage:
                         ui.label(t(f"dash.{name}")).classes("text-sm")
                     self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
         self.charts: dict[str, Any] = {}
+        dark = bool(ng.storage.user.get("dark"))
         with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
             for name, series in self.CHARTS:
                 with ui.card().classes("p-3"):
                     ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series])).classes("w-full h-64")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series], dark)).classes("w-full h-64")
         self.refresh()
 
     @staticmethod
@@ -5549,11 +5576,12 @@ class DashboardPage:
             chart.update()
 
 
-def _line_chart(series: list[str]) -> dict[str, Any]:
-    axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
     return {
         "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": "#888"}},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
         "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
         "xAxis": {"type": "category", "data": [], **axis},
         "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
@@ -5589,6 +5617,38 @@ _CHANNEL_SLOTS = {
         <span v-else class="opacity-50">[[untested]]</span></q-td>""",
     "body-cell-requests": """<q-td :props="props">
         <a :href="'/logs?channel=' + props.row.id" class="text-primary">{{ props.row.requests }}</a></q-td>""",
+    "item": """<div class="q-pa-xs col-12"><q-card flat bordered>
+        <q-card-section class="row items-center no-wrap q-py-sm q-px-sm">
+          <q-checkbox dense v-model="props.selected" />
+          <div class="col q-ml-sm" style="min-width: 0">
+            <div class="font-medium break-all">{{ props.row.name }}</div>
+            <div class="text-xs text-muted">{{ props.row.provider }} · <span class="font-mono">{{ props.row.key }}
+              </span></div>
+            <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div></div>
+          <q-toggle :model-value="props.row.enabled" color="positive"
+            @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
+        <q-card-section class="q-py-none q-px-sm">
+          <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
+            class="model-chip">{{ m }}</q-chip>
+          <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square
+            size="sm" class="model-chip chip-mapped" icon="swap_horiz">{{ m }}</q-chip>
+          <q-chip v-if="props.row.more" dense size="sm" color="primary" text-color="white">+{{ props.row.more }}
+            </q-chip></q-card-section>
+        <q-card-section class="row items-center no-wrap q-py-sm q-px-sm" style="gap: 8px">
+          <q-input dense outlined type="number" :model-value="props.row.priority" style="width: 5.5rem"
+            label="[[priority]]" @change="v => $parent.$emit('priority', {id: props.row.id, value: Number(v)})"
+            @keyup.enter="e => e.target.blur()" />
+          <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'"
+            class="text-sm font-medium">{{ props.row.test }}</span>
+          <span v-else class="text-sm text-muted">[[untested]]</span>
+          <q-space />
+          <q-btn flat dense round icon="edit" :aria-label="'[[edit]]'"
+            @click="() => $parent.$emit('edit', props.row.id)" />
+          <q-btn flat dense round icon="speed" color="primary" :aria-label="'[[test]]'"
+            @click="() => $parent.$emit('test', props.row.id)" />
+          <q-btn flat dense round icon="delete" color="negative" :aria-label="'[[delete]]'"
+            @click="() => $parent.$emit('delete', props.row.id)" /></q-card-section>
+      </q-card></div>""",
     "body-cell-actions": """<q-td :props="props" class="whitespace-nowrap">
         <q-btn flat dense round icon="edit" @click="() => $parent.$emit('edit', props.row.id)">
           <q-tooltip>[[edit]]</q-tooltip></q-btn>
@@ -5602,7 +5662,7 @@ _CHANNEL_SLOTS = {
 def channel_slot(name: str) -> str:
     """A cell template of the channel list, in the session's language (the migrate summary reuses them)."""
     return _tpl(_CHANNEL_SLOTS[name], edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
-                untested=t("ch.untested"), mapped=t("ch.mapped_tip"))
+                untested=t("ch.untested"), mapped=t("ch.mapped_tip"), priority=t("ch.priority"))
 
 
 class ChannelsTable:
@@ -5640,6 +5700,7 @@ class ChannelsTable:
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
                                 on_select=self.selection_changed).props("hide-selected-banner")
+        self.table.props[":grid"] = "window.innerWidth < 640"  # a phone: one card per channel, nothing off-screen
         for slot in _CHANNEL_SLOTS:
             self.table.add_slot(slot, channel_slot(slot))
         self.empty = ui.label(t("ch.empty")).classes("opacity-70")
@@ -6119,13 +6180,18 @@ class ModelTestPanel:
                 async for result in run_model_tests(self.state, group[0].route, list(by_model), save=self.save):
                     done += 1
                     failed += not result["success"]
+                    if self.dialog.is_deleted:  # the page closed: the tests still finish and are saved
+                        continue
                     self.show(by_model[result["model"]], result)
                     self.counter.text = f"{done} / {len(chosen)}"
                     self.progress.value = done / len(chosen)
             except ApiError as exc:
-                notify_error(exc)
-        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
+                if not self.dialog.is_deleted:
+                    notify_error(exc)
         self.running = False
+        if self.dialog.is_deleted:
+            return
+        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
         self.start.enable()
         self.everything.enable()
         if not self.dialog.value:  # closed while it ran
@@ -6263,7 +6329,7 @@ class LogsTable:
             {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
-        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer sticky-first").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
             self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
@@ -6780,16 +6846,13 @@ class MigrateWizard:
                 {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
                 {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
             ]
-            self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
-                                          pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-preview")
+            self.preview_table = data_table(columns, "id", "migrate-preview", pagination={"rowsPerPage": 20})
             for slot, template in (("body-cell-models", channel_slot("body-cell-models")),
                                    *_MIGRATE_SLOTS.items()):
                 self.preview_table.add_slot(slot, template)
             self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
-            self.token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
-                                        pagination={"rowsPerPage": 10}).classes("w-full").props(
-                "flat bordered dense").mark("migrate-token-preview")
+            self.token_table = data_table([columns[1], columns[6], columns[7]], "id", "migrate-token-preview",
+                                          pagination={"rowsPerPage": 10}).props("dense")
             for slot in ("body-cell-action", "body-cell-notes"):
                 self.token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
             self.config_head = ui.label().classes("text-sm font-medium").mark("migrate-config-head")
@@ -6828,15 +6891,14 @@ class MigrateWizard:
             self.token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
             self.config_summary = ui.label().classes("text-sm").mark("migrate-config-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
-            self.done_table = ui.table(columns=[
+            self.done_table = data_table([
                 {"name": "id", "label": "ID", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
                 {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
                 {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
                 {"name": "enabled", "label": t("migrate.status"), "field": "status_label", "align": "left"},
                 {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-            ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-imported")
+            ], "id", "migrate-imported", pagination={"rowsPerPage": 20})
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
                 self.done_table.add_slot(slot, channel_slot(slot))
             self.works = ui.label().classes("font-medium").mark("migrate-works")
@@ -7108,11 +7170,13 @@ class SettingsPage:
                 copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
             # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
             # own copy button copies what it shows)
-            with ui.element("div").classes("relative w-full"):
+            with ui.column().classes("w-full gap-0 rounded code-block"):
+                with ui.row().classes("w-full items-center no-wrap px-3 pt-1"):
+                    ui.label(t("set.snippet")).classes("text-xs text-muted")
+                    ui.space()
+                    copy_button(lambda: self.snippet(True)).mark("copy-snippet")
                 self.code = ui.label(self.snippet(False)).classes(
-                    "w-full font-mono text-sm whitespace-pre-wrap break-all p-3 pr-24 rounded code-block").mark(
-                    "snippet")
-                copy_button(lambda: self.snippet(True)).classes("absolute top-1 right-1").mark("copy-snippet")
+                    "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
             ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
 
     def _admin_key_card(self) -> None:
@@ -7158,7 +7222,8 @@ class SettingsPage:
             zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
                      **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
             ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes("w-80")
+                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes(
+                "w-full max-w-80")
             ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
 
     def set_tz(self, value: str) -> None:
