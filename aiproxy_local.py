@@ -829,6 +829,8 @@ class Provider:
     key_help: str
     readme: str
     models: tuple[tuple[str, str], ...]  # (model, kind)
+    display: dict[str, str] = field(default_factory=dict, compare=False)  # the UI's name per language (en, zh)
+    help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
 
 
 class CatalogError(Exception):
@@ -849,6 +851,7 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
             models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+            display=v.get("display", {}), help=v.get("help", {}),
         )
     return catalog
 
@@ -1631,12 +1634,20 @@ class AnthropicPassthrough(StreamFilter):
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
-        if b'"usage"' in events or b"event: error" in events:
+        if b'"usage"' in events or b"error" in events:
             for event in sse_events(events):
                 name, data = sse_fields(event)
                 if name in ("message_start", "message_delta", "error"):
                     self.decoder.decode(name, data)
         return _rewrite_model(events, *self.rename) if self.rename else events
+
+
+def _without_unsigned_thinking(message: Any) -> Any:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return message
+    return dict(message, content=[b for b in content if not (isinstance(b, dict) and b.get("type") == "thinking"
+                                                             and not b.get("signature"))])
 
 
 class AnthropicAdaptor(Adaptor):
@@ -1664,7 +1675,13 @@ class AnthropicAdaptor(Adaptor):
 
     def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
         target = channel.upstream_model(call.model)
-        return call.body if target == call.model else orjson.dumps(dict(call.obj, model=target))
+        unsigned = b'"signature":""' in call.body or b'"signature": ""' in call.body
+        if target == call.model and not unsigned:
+            return call.body
+        body = dict(call.obj, model=target)
+        if unsigned:  # thinking that another format's channel produced: Anthropic refuses it without a signature
+            body["messages"] = [_without_unsigned_thinking(m) for m in body["messages"]]
+        return orjson.dumps(body)
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
         return orjson.dumps(openai_to_anthropic_request(dict(pivot, stream=call.stream),
@@ -1913,7 +1930,7 @@ class UnsupportedAdaptor(Adaptor):
                           "channel_type_not_supported", "aiproxy_error")
 
 
-ADAPTORS.update({
+_NOT_YET = {
     "gemini": UnsupportedAdaptor("Google Gemini (native API)"),
     "aws": UnsupportedAdaptor("AWS Bedrock"),
     "vertexai": UnsupportedAdaptor("Google Vertex AI"),
@@ -1921,7 +1938,9 @@ ADAPTORS.update({
     "coze": UnsupportedAdaptor("Coze"),
     "doubao-audio": UnsupportedAdaptor("Doubao speech"),
     "doc2x": UnsupportedAdaptor("Doc2X"),
-})
+}
+# a format whose sub-banner above registers its own Adaptor keeps it: this table needs no edit then
+ADAPTORS.update({name: adaptor for name, adaptor in _NOT_YET.items() if name not in ADAPTORS})
 
 
 def adaptor_for(provider: Provider | None) -> Adaptor:
@@ -2214,8 +2233,8 @@ def new_request_id() -> str:
 
 
 def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: bytes, content_type: str,
-                     caller: Caller, request_id: str, started: float,
-                     headers: dict[bytes, bytes] | None = None) -> RelayCall:
+                     caller: Caller, request_id: str, started: float, headers: dict[bytes, bytes] | None = None,
+                     query: str = "") -> RelayCall:
     obj: dict[str, Any] | None = None
     if content_type.startswith("multipart/form-data"):
         match = _MULTIPART_MODEL.search(body)
@@ -2232,7 +2251,7 @@ def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: by
         raise RelayError(400, "The request has no 'model'.", "missing_model")
     call = RelayCall(request_id=request_id, started=started, endpoint=endpoint, route=route, model=model, body=body,
                      obj=obj, content_type=content_type or "application/json", caller=caller,
-                     headers=headers or {}, max_retries=state.retry_times)
+                     headers=headers or {}, query=query, max_retries=state.retry_times)
     route.dialect.read(call)
     return call
 
@@ -2490,8 +2509,8 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
         caller = authenticate(state, raw_key)
         body = await read_body(receive, state.settings.relay_max_body_mib, headers.get(b"content-length"))
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers)
-        call.query = scope.get("query_string", b"").decode("latin-1")
+        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers,
+                                scope.get("query_string", b"").decode("latin-1"))
         call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
         pin = headers.get(b"aiproxy-channel")
         if pin:
@@ -3804,18 +3823,41 @@ def api_logs_delete(timestamp: QueryTimestamp = None, state: AppState = Depends(
 
 
 LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
-                   "channel", "code", "endpoint", "prompt_tokens", "completion_tokens", "token_name", "ip",
-                   "retry_times", "content")
+                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "used_amount",
+                   "token_name", "ip", "retry_times", "content")
+_CSV_TIMES = ("request_at", "created_at")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: a spreadsheet runs these
 
 
-def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one that would start a formula gets a leading apostrophe."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def _local_time(ms: int, tz: ZoneInfo) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):  # a time no calendar shows: keep the number
+        return str(ms)
+
+
+def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
+    cells = dict(row, channel_id=row["channel"],
+                 channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
+                 **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
+    return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
+
+
+def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000, tz: ZoneInfo = ZoneInfo("UTC")) -> str:
+    """Logs as CSV for a spreadsheet: times in `tz`, channels by name (rows keep the name of a deleted one)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(LOG_CSV_COLUMNS)
+    writer.writerow([f"{c} ({tz.key})" if c in _CSV_TIMES else c for c in LOG_CSV_COLUMNS])
+    names = {c.id: c.name for c in state.routes.channels.values()}
     page = 1
     while (page - 1) * PER_PAGE_MAX < limit:
         rows, total = query_logs(state.engine, flt, page, PER_PAGE_MAX)
-        writer.writerows([r[c] for c in LOG_CSV_COLUMNS] for r in rows)
+        writer.writerows(_csv_row(r, tz, names) for r in rows)
         if page * PER_PAGE_MAX >= total:
             break
         page += 1
@@ -3823,8 +3865,9 @@ def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
 
 
 @admin_router.get("/logs/export")
-def api_logs_export(flt: LogFilter = Depends(make_log_filter), state: AppState = Depends(require_admin)) -> Response:
-    return Response(logs_csv(state, flt), media_type="text/csv; charset=utf-8",
+def api_logs_export(flt: LogFilter = Depends(make_log_filter), timezone: Timezone = "UTC",
+                    state: AppState = Depends(require_admin)) -> Response:
+    return Response(logs_csv(state, flt, tz=parse_timezone(timezone)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
 
 
@@ -3944,6 +3987,24 @@ def api_option_set(body: OptionIn, state: AppState = Depends(require_admin)) -> 
 
 
 admin_router.add_api_route("/option", api_option_set, methods=["POST"])
+
+
+# ---- admin key ----
+
+def rotate_admin_key(state: AppState) -> str:
+    """A new admin key, in force at once and saved to <data-dir>/admin_key. Every client of the old one (FastGPT's
+    AIPROXY_API_TOKEN, other UI sessions) needs the new one. An ADMIN_KEY from the environment wins again at the
+    next start."""
+    key = generate_key()
+    write_secret_file(state.settings.data_path / "admin_key", key)
+    state.admin_key = key
+    return key
+
+
+@admin_router.post("/admin_key/rotate")
+def api_admin_key_rotate(state: AppState = Depends(require_admin)) -> JSONResponse:
+    key = rotate_admin_key(state)
+    return api_ok({"key": key, "kept_after_restart": not state.settings.admin_key})
 
 
 # ---- import: OneAPI, new-api and labring/aiproxy ----
@@ -4835,6 +4896,7 @@ TIME_PRESETS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30
 PRESET_TIMESPAN = {"yesterday": "hour", "15m": "minute", "1h": "minute", "24h": "hour", "7d": "hour", "30d": "day"}
 _TOGGLE_PROPS = "dense no-caps unelevated rounded color=grey-3 text-color=grey-9 toggle-color=primary"
 SLOW_CALL_SECONDS = 10  # the log list marks slower calls in red
+CHANNEL_CHIPS = 4  # models shown per channel row; the rest is a "+N" chip
 LOG_PAGE_SIZES = (20, 50, 100)
 MAX_CHART_POINTS = 2000  # above this, empty buckets are not filled in (a 30-day range by minute)
 _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_time_milliseconds",
@@ -4945,20 +5007,115 @@ def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple
     }
 
 
-def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, Any]:
+def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> dict[str, Any]:
     """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
     tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
     provider = catalog.get(ch["type"])
+    shown = ch["models"][:CHANNEL_CHIPS]
+    mapped = [f"{src} → {dst}" for src, dst in list(ch["model_mapping"].items())[:CHANNEL_CHIPS - len(shown)]]
     return {
         "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": ch["status_reason"],
-        "provider": provider.name if provider else f"#{ch['type']}",
-        "models": "\n".join((ch["models"] + list(ch["model_mapping"]))[:4]),
-        "more": max(0, len(ch["models"]) + len(ch["model_mapping"]) - 4),
+        "provider": provider_name(provider, lang) if provider else f"#{ch['type']}",
+        "models": "\n".join(shown), "mapped": "\n".join(mapped),  # a mapped name shows where it goes
+        "more": len(ch["models"]) + len(ch["model_mapping"]) - len(shown) - len(mapped),
         "priority": ch["priority"], "enabled": ch["status"] == 1, "requests": ch["request_count"],
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
     }
+
+
+def whole_number(value: Any) -> int | None:
+    """7, 7.0 and "7" → 7; 2.5, "", None and words → None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def provider_name(p: Provider, lang: str) -> str:
+    return p.display.get(lang) or p.display.get("en") or p.name
+
+
+def provider_help(p: Provider, lang: str, topic: str) -> str:
+    """The provider's help for users on `topic` (key, base_url, models) in `lang`, else in English, else ""."""
+    return p.help.get(lang, {}).get(topic) or p.help.get("en", {}).get(topic, "")
+
+
+_PICKER_SEP = "\u2063"  # invisible: splits a provider option into what is shown and what is only searched
+
+
+def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
+    """The provider picker's options: "name⁣detail⁣search terms". Quasar's input filter matches the whole string,
+    so typing 阿里, 通义, qwen or alibaba finds 阿里云百炼; only the name (and, in the list, the detail) is shown."""
+    other = "zh" if lang == "en" else "en"
+    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), provider_name(p, "en").casefold()))
+    out = {}
+    for p in order:
+        name, alt = provider_name(p, lang), provider_name(p, other)
+        models = [m for m, _ in p.models]
+        detail = " · ".join(filter(None, (alt if alt != name else "", ", ".join(models[:3]), f"#{p.id}")))
+        out[p.id] = _PICKER_SEP.join((name, detail, " ".join([p.name, *models])))
+    return out
+
+
+_CONNECT_REASONS = (  # words of an OS or client error → the reason we name, first match wins
+    (("refused",), "refused"), (("name or service", "nodename", "getaddrinfo", "name resolution", "no address",
+                                 "not known"), "no_host"),
+    (("timed out", "timeout"), "timeout"), (("certificate", "ssl", "tls"), "tls"), (("reset",), "reset"),
+    (("unreachable",), "unreachable"),
+)
+
+
+def error_message(body: str) -> str:
+    """The provider's own words from an error body (OpenAI, Anthropic, Gemini or aiproxy shape), else the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or data.get("message") or body).strip()
+    return str(error).strip()
+
+
+def _host_port(base_url: str) -> str:
+    parts = urllib.parse.urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}" if parts.hostname else base_url
+
+
+def _lacks_version_path(base_url: str, default_base_url: str) -> bool:
+    """A base URL without /v1 (or /v4, /v1beta …) where the provider's own address has one: a common 404."""
+    def versioned(url: str) -> bool:
+        return bool(re.search(r"/v\d[\w.]*(/|$)", urllib.parse.urlsplit(url).path))
+    return bool(base_url) and not versioned(base_url) and (not default_base_url or versioned(default_base_url))
+
+
+def describe_test_failure(result: dict[str, Any], base_url: str, default_base_url: str) -> tuple[str, str]:
+    """A failed model test in words for the user: (what happened, what to check). The raw body stays a detail."""
+    raw = result.get("response") or ""
+    code, message = result["code"], error_message(raw)
+    lower = message.lower()
+    said = f": {message[:200]}" if message else ""
+    if code == 0 or (code == 502 and "connect" in raw.lower()):  # our relay's word for "no answer at all"
+        reason = next((name for words, name in _CONNECT_REASONS if any(w in lower for w in words)), "")
+        where = _host_port(base_url)
+        return (t("test.err_connect", where=where, reason=t(f"test.reason_{reason}")) if reason
+                else t("test.err_connect_plain", where=where)), t("test.check_base_url")
+    if code == 504:
+        return t("test.err_timeout"), t("test.check_base_url")
+    if code in (401, 403):
+        return t("test.err_key", code=code) + said, t("test.check_key")
+    if code == 404:
+        return t("test.err_404") + said, t("test.hint_v1") if _lacks_version_path(base_url, default_base_url) else (
+            t("test.check_model"))
+    if code == 429:
+        return t("test.err_429") + said, ""
+    if code >= 500:
+        return t("test.err_5xx", code=code) + said, ""
+    return t("test.err_other", code=code) + said, ""
 
 
 def diff_models(current: list[str], upstream: list[str]) -> tuple[list[str], list[str]]:
@@ -4993,13 +5150,16 @@ def _tpl(template: str, **values: str) -> str:
 # ---- session: language, theme, timezone, login ----
 
 
+def session_language() -> str:
+    try:
+        return ng.storage.user.get("lang", "en")
+    except (RuntimeError, AttributeError):  # outside a page (no session): English
+        return "en"
+
+
 def t(key: str, **values: Any) -> str:
     """The UI string `key` in the session's language."""
-    try:
-        lang = ng.storage.user.get("lang", "en")
-    except (RuntimeError, AttributeError):  # outside a page (no session): English
-        lang = "en"
-    return translate(lang, key, **values)
+    return translate(session_language(), key, **values)
 
 
 def display_tz() -> ZoneInfo:
@@ -5081,6 +5241,7 @@ _THEME_CSS = """
 .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
 .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
 .model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
+.model-chip.chip-mapped { background: transparent !important; border: 1px solid currentColor; }
 """
 
 
@@ -5219,6 +5380,36 @@ def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: A
     table.props["rows-per-page-label"] = t("table.per_page")
     table.props["no-data-label"] = t("table.no_data")
     return table
+
+
+def priority_field(value: int) -> Any:
+    """A priority: a whole number, refused (not rounded) otherwise."""
+    return ui.number(t("ch.priority"), value=value, validation=lambda v: None if whole_number(v) is not None else t(
+        "ch.priority_invalid")).props("outlined hide-bottom-space")
+
+
+def field_help(text: str = "", classes: str = "text-muted") -> Any:
+    """A hint under a form field. Quasar's own hint overlays what follows once it wraps to two lines."""
+    label = ui.label(text).classes(f"text-xs {classes} -mt-1 mb-1 w-full")
+    label.bind_visibility_from(label, "text")
+    return label
+
+
+_PICKER_OPTION = """<q-item v-bind="props.itemProps"><q-item-section>
+    <q-item-label>{{ props.opt.label.split('\\u2063')[0] }}</q-item-label>
+    <q-item-label caption>{{ props.opt.label.split('\\u2063')[1] }}</q-item-label></q-item-section></q-item>"""
+
+
+def provider_select(catalog: dict[int, Provider], value: int, on_change: Callable[[], None]) -> Any:
+    """The provider picker: names in the session's language, searched by both names and the models."""
+    select = ui.select(provider_options(catalog, session_language()), value=value,
+                       label=t("ch.provider"), with_input=True, on_change=on_change).props(
+        "outlined").classes("w-full").mark("ch-provider")
+    select.props[":option-label"] = "(o) => String(o.label).split('\\u2063')[0]"
+    select.add_slot("option", _PICKER_OPTION)
+    select.add_slot("no-option", f'<q-item><q-item-section class="text-muted">{t("ch.no_match")}</q-item-section>'
+                                 '</q-item>')
+    return select
 
 
 def _channel_options(state: AppState, all_label: str) -> dict[Any, str]:
@@ -5382,8 +5573,10 @@ _CHANNEL_SLOTS = {
         <div class="text-xs opacity-60 font-mono">{{ props.row.key }}</div>
         <div v-if="props.row.reason" class="text-xs text-orange-8">{{ props.row.reason }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
-        <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm">
-          {{ m }}</q-chip>
+        <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
+          class="model-chip">{{ m }}</q-chip>
+        <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square size="sm"
+          class="model-chip chip-mapped" icon="swap_horiz">{{ m }}<q-tooltip>[[mapped]]</q-tooltip></q-chip>
         <q-chip v-if="props.row.more" dense size="sm" color="primary" text-color="white">+{{ props.row.more }}</q-chip>
         </q-td>""",
     "body-cell-priority": """<q-td :props="props">
@@ -5409,12 +5602,19 @@ _CHANNEL_SLOTS = {
 }
 
 
+def channel_slot(name: str) -> str:
+    """A cell template of the channel list, in the session's language (the migrate summary reuses them)."""
+    return _tpl(_CHANNEL_SLOTS[name], edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
+                untested=t("ch.untested"), mapped=t("ch.mapped_tip"))
+
+
 class ChannelsTable:
     """The channels page: a toolbar, a bulk bar for the selected rows, and one row per channel whose switch,
     priority field and buttons change the channel in place."""
 
     def __init__(self, state: AppState, request: Request) -> None:
         self.state = state
+        self.order: list[int] = []  # row order, kept across edits so rows never jump away from the pointer
         with ui.row().classes("items-center gap-2 w-full"):
             ui.button(t("ch.add"), icon="add", on_click=lambda: ChannelDialog(state, None, self.refresh)).mark(
                 "add-channel")
@@ -5443,9 +5643,8 @@ class ChannelsTable:
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
                                 on_select=self.selection_changed).props("hide-selected-banner")
-        for slot, template in _CHANNEL_SLOTS.items():
-            self.table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"),
-                                           delete=t("common.delete"), untested=t("ch.untested")))
+        for slot in _CHANNEL_SLOTS:
+            self.table.add_slot(slot, channel_slot(slot))
         self.empty = ui.label(t("ch.empty")).classes("opacity-70")
         for event, handler in (("priority", self.on_priority), ("toggle", self.on_toggle), ("edit", self.on_edit),
                                ("test", self.on_test), ("delete", self.on_delete)):
@@ -5453,12 +5652,20 @@ class ChannelsTable:
         self.refresh()
 
     def refresh(self) -> None:
+        """Fresh rows in the kept order: the first load sorts (enabled first, then by priority), later loads put
+        new channels on top and leave the others where they are, until the user sorts a column or reloads."""
         channels, _ = select_channels(self.state.engine)
+        rows = {c["id"]: channel_row(c, self.state.catalog, session_language()) for c in channels}
+        if not self.order:
+            self.order = [r["id"] for r in sorted(rows.values(), key=lambda r: (not r["enabled"], -r["priority"],
+                                                                                 r["id"]))]
+        else:
+            self.order = sorted(rows.keys() - set(self.order), reverse=True) + [i for i in self.order if i in rows]
         needle = (self.search.value or "").strip().lower()
-        rows = [channel_row(c, self.state.catalog) for c in channels if not needle or needle in (
-            f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
+        shown = {c["id"] for c in channels if not needle or needle in (
+            f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()}
         table = self.table
-        table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
+        table.rows = [rows[i] for i in self.order if i in shown]
         kept = {r["id"] for r in table.rows}
         table.selected = [r for r in table.rows if r["id"] in {s["id"] for s in table.selected} & kept]
         self.empty.visible, table.visible = not channels, bool(channels)
@@ -5479,12 +5686,14 @@ class ChannelsTable:
         if await confirm(t("bulk.confirm_enable" if on else "bulk.confirm_disable", n=len(ids)),
                          t("bulk.enable" if on else "bulk.disable"), details=names):
             set_channels_status(self.state, ids, status)
+            ui.notify(t("bulk.enabled" if on else "bulk.disabled", n=len(ids)), type="positive")
             self.refresh()
 
     async def bulk_delete(self) -> None:
         ids, names = self._selected()
         if await confirm(t("bulk.confirm_delete", n=len(ids)), t("common.delete"), danger=True, details=names):
             delete_channels(self.state, ids)
+            ui.notify(t("bulk.deleted", n=len(ids)), type="positive")
             self.table.selected = []
             self.refresh()
 
@@ -5493,21 +5702,28 @@ class ChannelsTable:
         with ui.dialog() as dialog, ui.card().classes("w-[26rem]"):
             ui.label(t("bulk.confirm_priority", n=len(ids))).classes("font-medium")
             ui.label(names).classes("text-sm opacity-70")
-            value = ui.number(t("ch.priority"), value=0, precision=0).props("outlined autofocus")
+            value = priority_field(0).props("autofocus")
             with ui.row().classes("w-full justify-end"):
                 ui.button(t("common.cancel"), on_click=lambda: dialog.submit(None)).props("flat")
-                ui.button(t("common.apply"), on_click=lambda: dialog.submit(value.value)).mark("confirm")
+                ui.button(t("common.apply"), on_click=lambda: value.validate() and dialog.submit(
+                    value.value)).mark("confirm")
         priority = await dialog
         dialog.delete()
         if priority is not None:
             set_channels_priority(self.state, ids, int(priority))
+            ui.notify(t("bulk.prioritised", n=len(ids), priority=int(priority)), type="positive")
             self.refresh()
 
     def on_priority(self, e: Any) -> None:
-        try:
-            set_channels_priority(self.state, [int(e.args["id"])], int(e.args["value"]))
-        except (TypeError, ValueError):
+        route = self.state.routes.channels.get(int(e.args["id"]))
+        priority = whole_number(e.args["value"])
+        if route is None:
+            return
+        if priority is None:  # 2.5 must not quietly become 2
             ui.notify(t("ch.priority_invalid"), type="warning")
+        elif priority != route.priority:
+            set_channels_priority(self.state, [route.id], priority)
+            ui.notify(t("ch.priority_saved", name=route.name, priority=priority), type="positive")
         self.refresh()
 
     def on_toggle(self, e: Any) -> None:
@@ -5552,7 +5768,8 @@ class MappingEditor:
         self.on_change = on_change
         self.rows: list[tuple[Any, Any, Any]] = []  # (row, requested, upstream)
         with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(mapping)).classes(
-                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props(
+                "dense") as self.expansion:
             ui.label(t("ch.mapping_hint")).classes("text-xs opacity-70")
             self.box = ui.column().classes("w-full gap-1")
             with ui.row().classes("gap-1"):
@@ -5565,13 +5782,17 @@ class MappingEditor:
 
     def add_row(self, src: str = "", dst: str = "") -> None:
         with self.box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
-            left = ui.input(t("ch.map_from"), value=src, on_change=self.on_change).props(
-                "dense outlined").classes("grow").mark("map-from")
-            ui.icon("arrow_forward").classes("opacity-60")
-            right = ui.input(t("ch.map_to"), value=dst, on_change=self.on_change).props(
-                "dense outlined").classes("grow").mark("map-to")
+            left = ui.input(t("ch.map_from"), value=src, on_change=self._edited).props(
+                "dense outlined hide-bottom-space").classes("grow").mark("map-from")
+            ui.icon("arrow_forward").classes("text-muted")
+            right = ui.input(t("ch.map_to"), value=dst, on_change=self._edited).props(
+                "dense outlined hide-bottom-space").classes("grow").mark("map-to")
             ui.button(icon="delete", on_click=lambda: self.remove_row(row)).props("flat dense round")
         self.rows.append((row, left, right))
+
+    def _edited(self, e: Any) -> None:
+        e.sender.error = None
+        self.on_change()
 
     def remove_row(self, row: Any) -> None:
         self.rows = [r for r in self.rows if r[0] is not row]
@@ -5582,7 +5803,14 @@ class MappingEditor:
         return {a.value.strip(): b.value.strip() for _, a, b in self.rows if a.value.strip() and b.value.strip()}
 
     def incomplete(self) -> bool:
-        return any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in self.rows)
+        """Whether a row has only one side; the empty side is marked."""
+        for _, left, right in self.rows:
+            left.error = t("v.required") if right.value.strip() and not left.value.strip() else None
+            right.error = t("v.required") if left.value.strip() and not right.value.strip() else None
+        if any(left.error or right.error for _, left, right in self.rows):
+            self.expansion.open()
+            return True
+        return False
 
     def replace(self, mapping: dict[str, str]) -> None:
         for row, _, _ in list(self.rows):
@@ -5651,8 +5879,6 @@ class ChannelDialog:
         ch = self.ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [],
                                     "model_mapping": {}, "priority": 0}
         self.masked = mask_key(ch["key"]) if existing else ""
-        providers = {pid: f"{p.name} ({pid})"
-                     for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
         with _delete_on_close(ui.dialog().props("persistent")) as self.dialog, ui.card().classes(
                 "w-[52rem] max-w-[96vw] gap-2"):
             with ui.row().classes("w-full items-center"):
@@ -5660,39 +5886,39 @@ class ChannelDialog:
                     "text-xl font-semibold")
                 ui.space()
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
-            with ui.row().classes("w-full gap-3 no-wrap"):
-                self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
-                                          on_change=self.provider_changed).props("outlined").classes(
-                    "w-1/2").mark("ch-provider")
-                self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
-                    t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
-                    "ch-name")
-            self.duplicate = ui.label().classes("text-sm text-warning -mt-1").mark("ch-duplicate")
-            self.duplicate.visible = False
-            self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
+            with ui.row().classes("w-full gap-3 items-start max-sm:flex-col"):
+                with ui.column().classes("gap-0 grow basis-0 max-sm:w-full"):
+                    self.provider = provider_select(state.catalog, ch["type"], self.provider_changed)
+                    self.key_help = field_help()
+                with ui.column().classes("gap-0 grow basis-0 max-sm:w-full"):
+                    self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
+                        t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
+                        "w-full").mark("ch-name")
+                    self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
             self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
                 "outlined use-chips").classes("w-full").mark("ch-models")
-            self.models.props["hint"] = t("ch.models_hint")
+            self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
                     self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
                 ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
                     "flat dense size=sm")
-                ui.button(t("ch.fetch"), icon="cloud_download", on_click=self.fetch_models).props(
-                    "flat dense size=sm")
+                self.fetch_button = ui.button(t("ch.fetch"), icon="cloud_download",
+                                              on_click=self.fetch_models).props("flat dense size=sm").mark("fetch")
             self.mapping = MappingEditor(ch["model_mapping"])
             self.base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
+            self.base_url_help = field_help()
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
-            self.priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props(
-                "outlined").classes("w-full").mark("ch-priority")
-            self.priority.props["hint"] = t("ch.priority_hint")
+            field_help(t("ch.key_edit_hint") if existing else t("ch.key_lines_hint"))
+            self.priority = priority_field(ch["priority"]).classes("w-full").mark("ch-priority")
+            field_help(t("ch.priority_hint"))
             with ui.row().classes("w-full items-center pt-2"):
                 ui.button(t("ch.test_before"), icon="speed", on_click=self.test_before_saving).props("outline")
                 ui.space()
@@ -5706,7 +5932,6 @@ class ChannelDialog:
         name = (self.name.value or "").strip()
         taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
         self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
-        self.duplicate.visible = taken
 
     def builtin(self, pid: int) -> list[str]:
         return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
@@ -5724,19 +5949,18 @@ class ChannelDialog:
         self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
         self.models.update()
         self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
-        self.base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
-            "ch.base_url_required")
-        self.key.props["placeholder"] = p.key_help
-        self.key.props["hint"] = t("ch.key_edit_hint") if self.existing else t("ch.key_lines_hint")
-        self.readme.text = p.readme
-        self.readme.visible = bool(p.readme)
+        lang = session_language()
+        self.base_url_help.text = provider_help(p, lang, "base_url") or (
+            t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t("ch.base_url_required"))
+        self.key_help.text = provider_help(p, lang, "key")
+        self.models_help.text = " ".join(filter(None, (provider_help(p, lang, "models"), t("ch.models_hint"))))
 
     def effective_key(self) -> str:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
     def collect(self, need_models: bool = True) -> ChannelIn | None:
-        checks = [self.name.validate(), self.base_url.validate(), self.key.validate()]
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate()]
         if need_models:
             checks.append(self.models.validate())
         incomplete = self.mapping.incomplete()
@@ -5746,7 +5970,7 @@ class ChannelDialog:
             return None
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
-                         model_mapping=self.mapping.values(), priority=int(self.priority.value or 0))
+                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0)
 
     def save(self) -> None:
         data = self.collect()
@@ -5782,12 +6006,14 @@ class ChannelDialog:
         data = self.collect(need_models=False)
         if data is None:
             return
-        ui.notify(t("ch.fetching"))
+        self.fetch_button.props("loading")  # busy for exactly as long as the provider takes
         try:
             listed = await fetch_upstream_models(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
+        finally:
+            self.fetch_button.props(remove="loading")
         choose_model_changes(list(self.models.value or []), listed, self.set_models)
 
 
@@ -5838,18 +6064,18 @@ class ModelTestPanel:
                 ui.timer(0.05, self.run, once=True)
 
     def _add_row(self, route: ChannelRoute, model: str, label: str) -> None:
-        with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
-            box = ui.checkbox(value=True)
-            ui.label(label).classes("font-mono text-sm w-64 truncate")
-            status = ui.row().classes("items-center gap-1 w-24 no-wrap")
+        with ui.row().classes("w-full items-start no-wrap gap-2 py-1 border-b border-gray-500/20"):
+            box = ui.checkbox(value=True).props("dense").classes("pt-1")
+            with ui.column().classes("grow min-w-0 gap-0"):
+                ui.label(label).classes("font-mono text-sm break-all")  # long names wrap, never cut
+                detail = ui.column().classes("w-full gap-0")
+            status = ui.row().classes("items-center gap-1 shrink-0 no-wrap pt-1")
             with status:
-                ui.icon("schedule").classes("opacity-40")
-                ui.label(t("test.waiting")).classes("text-xs opacity-60")
-            detail = ui.label().classes("text-xs grow break-all")
+                ui.icon("schedule").classes("text-muted")
+                ui.label(t("test.waiting")).classes("text-xs text-muted")
         self.rows.append(_TestRow(route, model, box, status, detail))
 
-    @staticmethod
-    def show(row: _TestRow, result: dict[str, Any] | None) -> None:
+    def show(self, row: _TestRow, result: dict[str, Any] | None) -> None:
         row.status.clear()
         with row.status:
             if result is None:
@@ -5859,9 +6085,21 @@ class ModelTestPanel:
             ok = result["success"]
             ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
             ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
-        code = f"HTTP {result['code']}" if result["code"] else t("test.no_answer")
-        row.detail.text = code if ok else f"{code} · {result['response'][:300]}"
-        row.detail.classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
+        row.detail.clear()
+        with row.detail:
+            if ok:
+                ui.label(f"HTTP {result['code']}").classes("text-xs text-muted")
+                return
+            provider = self.state.catalog.get(row.route.type)
+            said, check = describe_test_failure(result, row.route.base_url,
+                                                provider.default_base_url if provider else "")
+            ui.label(said).classes("text-sm text-negative break-words").mark("test-failure")
+            if check:
+                ui.label(check).classes("text-sm").mark("test-hint")
+            if result.get("response"):
+                with ui.expansion(t("test.details")).props("dense dense-toggle").classes("text-xs w-full"):
+                    ui.label(f"HTTP {result['code']}\n{result['response'][:2000]}").classes(
+                        "font-mono text-xs whitespace-pre-wrap break-all").mark("test-raw")
 
     async def run(self) -> None:
         chosen = [r for r in self.rows if r.box.value]
@@ -6017,18 +6255,15 @@ class LogsTable:
             ui.switch(t("logs.auto"), on_change=lambda e: setattr(self.timer, "active", e.value))
             ui.button(t("logs.export"), icon="download", on_click=self.export).props("outline dense")
             ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
-        columns = [
+        columns = [  # endpoint, IP and the rest are in the row's detail: the list fits a 1440 px window
             {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
-            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
-            {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
             {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
             {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
-            {"name": "input", "label": t("logs.input"), "field": "input"},
-            {"name": "output", "label": t("logs.output"), "field": "output"},
             {"name": "code", "label": t("logs.code"), "field": "code"},
-            {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
+            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
+            {"name": "ttfb", "label": t("logs.ttfb"), "field": "ttfb"},
+            {"name": "tokens", "label": t("logs.tokens"), "field": "tokens"},
             {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
-            {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
         self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
@@ -6068,17 +6303,15 @@ class LogsTable:
         self.table.rows = [self.row(r) for r in rows]
 
     def row(self, r: dict[str, Any]) -> dict[str, Any]:
-        route = self.state.routes.channels.get(r["channel"])
         took = max(0, r["created_at"] - r["request_at"])
         mapped = r["actual_model"] and r["actual_model"] != r["model"]
         return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], self.tz),
                 "duration": fmt_seconds(took), "slow": took > SLOW_CALL_SECONDS * 1000,
                 "ttfb": fmt_seconds(r["ttfb_milliseconds"]) if r["ttfb_milliseconds"] else "–",
-                "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
+                "channel": log_channel_name(r, self.state.routes.channels.get(r["channel"])) or "–",
                 "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
-                "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
-                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"],
-                "is_test": r["is_test"]}
+                "tokens": f"{r['prompt_tokens']} / {r['completion_tokens']}", "code": r["code"],
+                "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     def export(self) -> None:
         ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
@@ -6088,6 +6321,11 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
+
+
+def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
+    """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
+    return route.name if route else log["channel_name"]
 
 
 class LogDialog:
@@ -6101,11 +6339,16 @@ class LogDialog:
             return
         route = state.routes.channels.get(log["channel"])
         took = max(0, log["created_at"] - log["request_at"])
+        if not log["channel"]:
+            channel = t("logs.no_channel")  # refused or unroutable: no channel took it
+        else:
+            gone = "" if route else f", {t('logs.deleted')}"
+            channel = f"{log_channel_name(log, route) or '?'} (#{log['channel']}{gone})"
         fields = [
             ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
             ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
-            ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
-            ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
+            ("logs.ttfb", fmt_seconds(log["ttfb_milliseconds"]) if log["ttfb_milliseconds"] else ""),
+            ("logs.code", str(log["code"])), ("common.channel", channel),
             ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
             ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
             ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
@@ -6123,7 +6366,7 @@ class LogDialog:
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
             with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
                 for label, value in fields:
-                    ui.label(t(label) if "." in label else label).classes("opacity-60")
+                    ui.label(t(label) if "." in label else label).classes("text-muted")
                     ui.label(value or "–").classes("break-all font-mono")
             if log["content"]:
                 ui.label(t("logs.error_text")).classes("font-medium")
@@ -6365,7 +6608,7 @@ def migrate_preview(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dic
 
 
 def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
-                         catalog: dict[int, Provider]) -> list[dict[str, Any]]:
+                         catalog: dict[int, Provider], lang: str) -> list[dict[str, Any]]:
     """One table row per source channel: what it is there, what it becomes here, and what the import does."""
     types = load_oneapi_types()[report["flavour"]]
     source = {str(c.get("id", "")): c for c in channels}
@@ -6379,7 +6622,7 @@ def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
         except (TypeError, ValueError):
             status = -1
         rows.append({
-            "id": r["source_id"], "name": r["name"], "provider": provider.name if provider else "–",
+            "id": r["source_id"], "name": r["name"], "provider": provider_name(provider, lang) if provider else "–",
             "source_type": f"{types.get(str(r['source_type']), {}).get('name', '?')} · {r['source_type']}",
             "models": "\n".join(models[:4]), "more": max(0, len(models) - 4),
             "status": _SOURCE_STATUS.get(status, "other"), "action": r["status"],
@@ -6414,7 +6657,7 @@ def _probe_oneapi(dsn: str) -> tuple[str, str, int, int]:
 
 def _preview_oneapi(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     report, channels = migrate_preview(state, dsn)
-    return report, migrate_preview_rows(report, channels, state.catalog)
+    return report, migrate_preview_rows(report, channels, state.catalog, session_language())
 
 
 MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
@@ -6503,7 +6746,7 @@ class MigrateWizard:
             self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
                                           pagination={"rowsPerPage": 20}).classes("w-full").props(
                 "flat bordered").mark("migrate-preview")
-            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]),
+            for slot, template in (("body-cell-models", channel_slot("body-cell-models")),
                                    *_MIGRATE_SLOTS.items()):
                 self.preview_table.add_slot(slot, template)
             self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
@@ -6551,7 +6794,7 @@ class MigrateWizard:
             ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
                 "flat bordered").mark("migrate-imported")
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
-                self.done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
+                self.done_table.add_slot(slot, channel_slot(slot))
             self.works = ui.label().classes("font-medium").mark("migrate-works")
             with ui.column().classes("w-full gap-1") as self.skipped_box:
                 ui.label(t("migrate.skipped_rows")).classes("font-medium")
@@ -6757,7 +7000,7 @@ class MigrateWizard:
         return select_channels(self.state.engine, [Channel.id.in_(self.ids)], order=Channel.id)[0]
 
     def refresh_imported(self) -> None:
-        rows = [channel_row(ch, self.state.catalog) for ch in self.imported_channels()]
+        rows = [channel_row(ch, self.state.catalog, session_language()) for ch in self.imported_channels()]
         for row in rows:
             row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
         self.done_table.rows = rows
