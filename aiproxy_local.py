@@ -725,8 +725,18 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
         "token_name": r["token_name"], "usage": usage, "usage_estimated": bool(r["usage_estimated"]),
         "prompt_tokens": r["input_tokens"], "completion_tokens": r["output_tokens"],
         "used_amount": r["used_amount"], "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
-        "attempts": attempts_from_text(r["attempts"]),
+        "attempts": row_attempts(r),
     }
+
+
+def row_attempts(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row's routing trail. A call that one channel answered at its first try stores none (the row says it
+    all, and the hot path skips the JSON): its trail is that one attempt."""
+    if r["attempts"]:
+        return attempts_from_text(r["attempts"])
+    if r["channel"] and not r["retry_times"]:
+        return [{"channel_id": r["channel"], "code": r["code"], "ms": max(0, r["created_at"] - r["request_at"])}]
+    return []
 
 
 def attempts_from_text(text: str | None) -> list[dict[str, Any]]:
@@ -2296,19 +2306,27 @@ class ChannelHealth:
         """The auto-disable is written (or failed): the routing table says the rest."""
         self.disabling.pop(channel_id, None)
 
+    def forget(self, channel_ids: Iterable[int]) -> None:
+        """A channel a user enabled, disabled or edited starts afresh (as aiproxy clears its monitor then). Safe
+        from an admin route's worker thread: single dict operations, over copies."""
+        gone = set(channel_ids)
+        for channel_id in gone:
+            self.fatal_in_a_row.pop(channel_id, None)
+        for key in [k for k in list(self.cooling) if k[0] in gone]:
+            self.cooling.pop(key, None)
+
     def forget_missing(self, channel_ids: Iterable[int]) -> None:
         """Drop what is known of deleted channels."""
         keep = set(channel_ids)
-        self.fatal_in_a_row = {c: n for c, n in self.fatal_in_a_row.items() if c in keep}
-        self.cooling = {k: v for k, v in self.cooling.items() if k[0] in keep}
+        self.forget((set(list(self.fatal_in_a_row)) | {k[0] for k in list(self.cooling)}) - keep)
 
     def view(self, now: float) -> dict[int, dict[str, Any]]:
         """Per channel with something to show: its fatal errors in a row and its cool-downs under way, for the
         channel list (times in Unix ms)."""
         out: dict[int, dict[str, Any]] = {}
-        for channel_id, count in self.fatal_in_a_row.items():
+        for channel_id, count in list(self.fatal_in_a_row.items()):  # copies: the relay changes them meanwhile
             out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["fatal_errors"] = count
-        for (channel_id, model), c in sorted(self.cooling.items(), key=lambda kv: kv[1].until):
+        for (channel_id, model), c in sorted(list(self.cooling.items()), key=lambda kv: kv[1].until):
             if c.until > now:
                 out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["cooldowns"].append({
                     "model": model, "until": int(c.until * 1000), "seconds_left": round(c.until - now, 1),
@@ -3171,7 +3189,7 @@ def make_log_entry(call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEn
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated,
         "used_amount": outcome.used_amount, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
-        "attempts": orjson.dumps(call.attempts).decode() if call.attempts else None,
+        "attempts": _trail_text(call.attempts, channel),
     }
     detail = None
     if outcome.code != 200:
@@ -3180,6 +3198,17 @@ def make_log_entry(call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEn
         detail = {"request_id": call.request_id, "request_body": request_body, "response_body": response_body,
                   "request_body_truncated": request_cut, "response_body_truncated": response_cut}
     return LogEntry(row, detail, attempt.retries)
+
+
+def _trail_text(attempts: list[dict[str, Any]], channel: ChannelRoute | None) -> str | None:
+    """hot path: the trail as JSON, or None for one clean try of the row's own channel (see row_attempts)."""
+    if not attempts:
+        return None
+    if len(attempts) == 1 and channel is not None:
+        only = attempts[0]
+        if only["channel_id"] == channel.id and "error" not in only and "skipped" not in only:
+            return None
+    return orjson.dumps(attempts).decode()
 
 
 LOG_COLUMNS = tuple(c for c in LogRow.__table__.columns.keys() if c != "id")
@@ -3836,6 +3865,7 @@ def update_channel(state: AppState, channel_id: int, data: ChannelIn) -> dict[st
         raise ApiError("an existing channel takes one key; add the others as new channels")
     with state.engine.begin() as conn:
         conn.execute(sa.update(Channel).where(Channel.id == channel_id).values(**cols))
+    state.health.forget([channel_id])
     state.reload()
     return get_channel(state, channel_id)
 
@@ -3851,6 +3881,7 @@ def set_channels_status(state: AppState, ids: list[int], status: int) -> int:
     _check_ids(ids)
     with state.engine.begin() as conn:
         n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(status=status, status_reason="")).rowcount
+    state.health.forget(ids)
     state.reload()
     return n
 
@@ -4330,16 +4361,14 @@ def api_log_detail(log_id: Id, state: AppState = Depends(require_admin)) -> JSON
 
 def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
     with state.engine.connect() as conn:
-        row = conn.execute(sa.select(LogRow.request_id, LogRow.attempts, LogRow.retry_times).where(
-            LogRow.id == log_id)).first()
+        row = conn.execute(sa.select(*LogRow.__table__.columns).where(LogRow.id == log_id)).first()
         if row is None:
             raise ApiError(f"log {log_id} not found", 404)
         detail = conn.execute(sa.select(*LogDetail.__table__.columns).where(
             LogDetail.request_id == row.request_id)).first()
     body = dict(detail._mapping) if detail else {"request_body": "", "response_body": "",
                                                   "request_body_truncated": False, "response_body_truncated": False}
-    return dict(body, id=log_id, log_id=log_id, attempts=attempts_from_text(row.attempts),
-                retry_times=row.retry_times)
+    return dict(body, id=log_id, log_id=log_id, attempts=row_attempts(row._mapping), retry_times=row.retry_times)
 
 
 @admin_router.delete("/logs")

@@ -110,6 +110,19 @@ def test_a_cooling_pair_is_skipped_while_another_is_ready_and_the_soonest_goes_f
     assert health.arrange([a, b, c], "m", 6.0)[0] == [a, b]  # a and b have cooled down
 
 
+def test_a_channel_a_user_changes_or_deletes_starts_afresh():
+    health = app.ChannelHealth()
+    for channel_id in (1, 2, 3):
+        health.failed(channel_id, "m", app.FATAL, 401, "x", 0.0, 3)
+        health.failed(channel_id, "m", app.TRANSIENT, 500, "x", 0.0, 3)
+    health.forget([1])
+    assert set(health.fatal_in_a_row) == {2, 3} and {k[0] for k in health.cooling} == {2, 3}
+    health.forget_missing([2])
+    assert set(health.fatal_in_a_row) == {2} and set(health.cooling) == {(2, "m")}
+    assert health.view(0.0) == {2: {"fatal_errors": 1, "cooldowns": [
+        {"model": "m", "until": 5000, "seconds_left": 5.0, "failures": 1, "code": 500, "reason": "x"}]}}
+
+
 def test_retry_after_in_seconds_or_as_a_date():
     assert app.retry_after_seconds("20", 0) == 20 and app.retry_after_seconds("0.5", 0) == 0.5
     assert app.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10
@@ -191,7 +204,11 @@ def test_exactly_n_fatal_errors_in_a_row_auto_disable_the_channel(gateway, hup):
     rows = wait_logs(gateway, 6, model_name=model)
     assert trail(rows[0]) == [(bad, 0, "auto_disabled"), (good, 200, "")]
     assert rows[0]["attempts"][0]["error"].startswith("401 from upstream") and rows[0]["retry_times"] == 0
-    assert gateway.api("GET", "/api/channels/all")["data"] and channel(gateway, good)["status"] == 1
+    assert channel(gateway, good)["status"] == 1
+    assert gateway.api("POST", f"/api/channel/{bad}/status", json={"status": 1})["success"]  # the user's call
+    assert channel(gateway, bad)["status"] == 1 and channel(gateway, bad)["status_reason"] == ""
+    chat(gateway, model)
+    assert channel(gateway, bad)["fatal_errors"] == 1  # counting from zero again, not disabled at once
 
 
 def test_a_success_between_keeps_the_channel_enabled(gateway, hup):
