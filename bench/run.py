@@ -12,7 +12,9 @@ Arms (all against the same raw-ASGI upstream, bench/upstream.py, on 127.0.0.1):
 
 Scenarios: S1 c=1 added latency; S2 c=1 streaming TTFT / inter-chunk gaps / fidelity; S3 wrk closed-loop
 throughput at c=50 and c=200 with an instant and a 50 ms upstream; S4 log integrity; S5 RSS; S6 UI vs API-only;
-S7 conversion cost (/v1/messages over an OpenAI channel, chat over an Anthropic one, beside the pass-through).
+S7 conversion cost (/v1/messages over an OpenAI channel, chat over an Anthropic one, beside the pass-through);
+S8 a dead top-priority channel (401 on every call): the latency it adds, then after its auto-disable, and the
+health bookkeeping's own cost per call.
 Every scenario is repeated --runs times (arms interleaved within each run) and the median is reported.
 """
 import argparse
@@ -47,6 +49,7 @@ ALL_ARMS = ["direct", "bare", "aiproxy", "aiproxy-api", "litellm"]
 PROXY_ARMS = ["bare", "aiproxy", "aiproxy-api", "litellm"]
 MODEL, MODEL_SLOW = "bench-model", "bench-model-slow"
 MODEL_CLAUDE = "bench-claude"  # S7: served by an Anthropic-format channel (type 14) on the instant upstream
+MODEL_DEAD = "bench-dead"  # S8: a top-priority channel answering 401, then a healthy one, on the instant upstream
 PROMPT = "Say hello to the benchmark."
 
 
@@ -590,6 +593,89 @@ async def s7_conversion(rig, rounds, warm, n_chunks):
 
 
 # ----------------------------------------------------------------------------------------------------
+# S8: a dead top-priority channel. Rounds of two c=1 calls in random order, a healthy model and the model whose
+# first channel answers 401; "added" is the dead model's call minus the healthy one in the same round. First
+# with auto-disable off (every call pays the failed attempt), then with AUTO_DISABLE_AFTER=3 once the channel is
+# auto-disabled (it must be back at the healthy figure). The health bookkeeping a healthy call does (ordering,
+# success, hang-up registration, the trail) is also timed in process, alone.
+# ----------------------------------------------------------------------------------------------------
+
+async def _s8_pairs(arm, rounds, warm):
+    healthy = Arm("healthy", arm.base, arm.base, arm.headers)
+    dead = Arm("dead", arm.base, arm.base, arm.headers, model=MODEL_DEAD)
+    added = []
+    async with client_session() as sess:
+        for i in range(warm + rounds):
+            got = {}
+            for a in random.sample([healthy, dead], 2):
+                st, dt = await one_call(sess, a)
+                if st == 200:
+                    got[a.name] = dt
+            if i >= warm and len(got) == 2:
+                added.append(got["dead"] - got["healthy"])
+    return added
+
+
+async def s8_dead_channel(rig, sess, rounds, warm):
+    base, key = rig.admin["aiproxy"]
+    arm = rig.arms["aiproxy"]
+    dead_id = rig.setup_info["aiproxy"]["bench-dead"]["id"]
+    await api(sess, "PUT", f"{base}/api/option/", key, {"key": "auto_disable_after", "value": 0})
+    await api(sess, "POST", f"{base}/api/channel/{dead_id}/status", key, {"status": 1})
+    while_dead = await _s8_pairs(arm, rounds, warm)
+    await api(sess, "PUT", f"{base}/api/option/", key, {"key": "auto_disable_after", "value": 3})
+    await api(sess, "POST", f"{base}/api/channel/{dead_id}/status", key, {"status": 1})  # counts from zero
+    calls, status, deadline = 0, 1, time.monotonic() + 30
+    async with client_session() as s:
+        while status != 3 and time.monotonic() < deadline:
+            if calls < 3:
+                await one_call(s, Arm("dead", base, base, arm.headers, model=MODEL_DEAD))
+                calls += 1
+            else:
+                await asyncio.sleep(0.05)
+            _, j = await api(sess, "GET", f"{base}/api/channel/{dead_id}", key)
+            status = (j.get("data") or {}).get("status")
+    after = await _s8_pairs(arm, rounds, warm) if status == 3 else []
+    return {"s8_dead_add_p50": pct(while_dead, 50), "s8_dead_add_p99": pct(while_dead, 99),
+            "s8_disabled_add_p50": pct(after, 50), "s8_disabled_add_p99": pct(after, 99),
+            "s8_calls_to_disable": calls if status == 3 else None, "s8_health_us": health_bookkeeping_us(rig.args.app)}
+
+
+_HEALTH_LOOP = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("aiproxy_bench_app", sys.argv[1])
+mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)  # importing the app creates nothing (a test checks it)
+routes = [mod.channel_route({"id": 1, "name": "c", "type": 1, "key": "sk-bench", "base_url": "http://h/v1",
+                             "models": ["m"], "priority": 1}, mod.load_catalog())]
+health, calls, n = mod.ChannelHealth(), set(), int(sys.argv[2])
+event = b'data: {"choices":[{"delta":{"content":" tok001"}}]}\\n\\n'
+t0 = time.perf_counter()
+for _ in range(n):
+    order, skipped = health.arrange(routes, "m", 0.0)
+    watch = mod.HangupWatch(None, None, 0.0)
+    calls.add(watch)
+    health.succeeded(order[0].id, "m")
+    mod.orjson.dumps([{"channel_id": order[0].id, "code": 200, "ms": 1}])
+    order[0].scrub(event)
+    calls.discard(watch)
+print((time.perf_counter() - t0) / n * 1e6)
+"""
+
+
+def health_bookkeeping_us(app_path, n=50_000):
+    """µs per call of what a healthy call adds for channel health (ordering, success, the hang-up registration,
+    the trail, one scrubbed stream event), run alone in a process of its own."""
+    out = subprocess.run([PY, "-c", _HEALTH_LOOP, str(Path(app_path).resolve()), str(n)], capture_output=True,
+                         text=True, timeout=300)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        log(f"  health bookkeeping timing failed: {out.stderr[-500:]}")
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------
 # aiproxy-local admin helpers
 # ----------------------------------------------------------------------------------------------------
 
@@ -643,6 +729,13 @@ async def setup_aiproxy(sess, base, key, up0, up50, logdir):
             st, j = await api(sess, "POST", f"{base}/api/channel/", key, body)
         if not (st == 200 and j.get("success")):
             raise RuntimeError(f"POST /api/channel/ failed: {st} {str(j)[:400]}")
+        info[name] = j.get("data")
+    for name, up, priority in (("bench-dead", f"{up0}/dead", 10), ("bench-dead-spare", up0, 1)):
+        body = {"type": 1, "name": name, "key": "sk-bench", "base_url": f"{up}/v1", "models": [MODEL_DEAD],
+                "priority": priority}
+        st, j = await api(sess, "POST", f"{base}/api/channel/", key, body)
+        if not (st == 200 and j.get("success")):
+            raise RuntimeError(f"POST /api/channel/ ({name}) failed: {st} {str(j)[:400]}")
         info[name] = j.get("data")
     claude = {"type": 14, "name": "bench-claude", "key": "sk-bench", "base_url": f"{up0}/v1", "models": [MODEL_CLAUDE],
               "model_mapping": {}, "priority": 1}
@@ -848,6 +941,8 @@ async def one_run(rig, sess, run_idx, P):
     if "aiproxy" in rig.arms:
         log(f"run {run_idx + 1}: S7 conversion cost ({P['s7_rounds']} rounds per mode)")
         res["aiproxy"].update(await s7_conversion(rig, P["s7_rounds"], P["s7_warm"], rig.args.chunks))
+        log(f"run {run_idx + 1}: S8 dead top-priority channel ({P['s8_rounds']} rounds per phase)")
+        res["aiproxy"].update(await s8_dead_channel(rig, sess, P["s8_rounds"], P["s8_warm"]))
     luadir = rig.tmp / "lua"
     luadir.mkdir(exist_ok=True)
     for conns, slow in ((50, False), (200, False), (50, True), (200, True)):
@@ -1066,6 +1161,19 @@ def build_table(med, idle, slow_ms, have):
             row("S7", f"  tokens 1:1, {what}: merged, bad stream, bad answer",
                 vals={ours: f"{faults[0]} mrg, {faults[1]} bad, {faults[2]} bad"}, target="0, 0, 0",
                 ok=all(f == 0 for f in faults))
+    # S8
+    if g(ours, "s8_dead_add_p50") is not None:
+        dead, after = g(ours, "s8_dead_add_p50"), g(ours, "s8_disabled_add_p50")
+        row("S8", "dead top channel (401): added p50 / p99 (ms)",
+            vals={ours: f"{fmt(dead)} / {fmt(g(ours, 's8_dead_add_p99'))}"}, target="(info)")
+        row("S8", "  after auto-disable: added p50 / p99 (ms)",
+            vals={ours: f"{fmt(after)} / {fmt(g(ours, 's8_disabled_add_p99'))}"}, ratio=after,
+            target="p50 within ±0.1 ms", ok=(abs(after) <= 0.1) if after is not None else None)
+        calls = g(ours, "s8_calls_to_disable")
+        row("S8", "  calls until auto-disabled (AUTO_DISABLE_AFTER=3)", vals={ours: calls}, target="3",
+            ok=calls == 3)
+        row("S8", "health bookkeeping per healthy call (µs, alone)", vals={ours: g(ours, "s8_health_us")},
+            target="(info)")
     # LiteLLM
     if has_ll:
         r = ratio(g(ours, "s3_c50_d0_rps"), g("litellm", "s3_c50_d0_rps"))
@@ -1105,9 +1213,10 @@ async def amain(args):
         want.insert(0, "direct")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
-    P = dict(wrk_s=2, s1_rounds=60, s1_warm=5, s2_rounds=10, s2_warm=2, s4_n=300, s7_rounds=20, s7_warm=3) \
+    P = dict(wrk_s=2, s1_rounds=60, s1_warm=5, s2_rounds=10, s2_warm=2, s4_n=300, s7_rounds=20, s7_warm=3,
+             s8_rounds=30, s8_warm=3) \
         if args.quick else dict(wrk_s=args.wrk_seconds, s1_rounds=300, s1_warm=20, s2_rounds=60, s2_warm=3,
-                                s4_n=2000, s7_rounds=200, s7_warm=10)
+                                s4_n=2000, s7_rounds=200, s7_warm=10, s8_rounds=200, s8_warm=10)
     rig = Rig(args)
     runs = []
     t_start = time.time()

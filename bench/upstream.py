@@ -9,6 +9,7 @@ POST /v1/messages (Anthropic's format, for S7's conversion cost):
   * stream: message_start, content_block_start, N text_delta events (the same " tokNNN" pieces),
     content_block_stop, message_delta with usage, message_stop; each its own write, --gap-ms apart.
   --delay-ms is applied before the first byte of every answer.
+POST /dead/... -> 401 invalid_api_key (S8's dead channel)
 GET /count -> {"requests": n, "stream": m}  (lets the bench prove there are no hidden retries)
 GET /health -> ok
 
@@ -92,6 +93,10 @@ def build_anthropic_stream(n_chunks: int) -> list:
     return events
 
 
+DEAD_ANSWER = json.dumps({"error": {"message": "Incorrect API key provided: sk-bench", "type": "invalid_request_error",
+                                    "code": "invalid_api_key"}}).encode()
+
+
 def make_app(delay_ms: float, n_chunks: int, gap_ms: float):
     answer = build_answer()
     events = build_stream(n_chunks)
@@ -140,6 +145,8 @@ def make_app(delay_ms: float, n_chunks: int, gap_ms: float):
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
         counts["requests"] += 1
+        if scope["path"].startswith("/dead/"):  # S8: a channel whose key was revoked
+            return await small(send, 401, DEAD_ANSWER)
         stream = b'"stream":true' in body.replace(b" ", b"")
         anthropic = scope["path"].endswith("/messages")
         if delay:
