@@ -3283,15 +3283,17 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 </script>"""
 
 
-#: Quasar's brand colours, each AA (4.5:1) as text on white and under white text; _THEME_CSS lightens text
-#: in these colours on dark backgrounds, where they would fall below 4.5:1
+#: Quasar's brand colours, each AA (4.5:1) under the text Quasar puts on them: white, but dark on warning
+#: (its warning toasts). _THEME_CSS sets the text in these colours per theme where the fill would not do.
 BRAND_COLORS = {"primary": "#4f46e5", "secondary": "#0f766e", "accent": "#9333ea", "positive": "#15803d",
-                "negative": "#c10015", "warning": "#b45309"}
+                "negative": "#c10015", "warning": "#f59e0b"}
 _THEME_CSS = """
 @layer quasar_importants {  /* Quasar's !important colours live in this layer: beating them means joining it */
   .body--dark .text-primary { color: #a5b4fc !important; }
   .body--dark .text-positive { color: #4ade80 !important; }
   .body--dark .text-negative { color: #f87171 !important; }
+  .body--dark .q-field--highlighted .q-field__label { color: #a5b4fc !important; }  /* a focused field's label */
+  .body--light .text-warning { color: #b45309 !important; }
   .body--dark .text-warning { color: #fbbf24 !important; }
   .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
   .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
@@ -3300,17 +3302,20 @@ _THEME_CSS = """
     .icon-only-on-phone .block { display: none !important; }  /* the header fits one line */
   }
 }
+.q-chip__icon--remove { opacity: 1; }  /* Quasar fades it to 2.2:1 */
 .q-stepper__tab { color: #586070; }
 .body--dark .q-stepper__tab { color: #a8adb7; }
 .code-block { background: rgba(127, 127, 127, .12); }
 .text-muted { color: #586070; }
 .body--dark .text-muted { color: #a8adb7; }
+.model-chip { max-width: 100%; height: auto; min-height: 1.5em; }
+.model-chip .q-chip__content { white-space: normal; overflow-wrap: anywhere; }  /* long names wrap in the chip */
 .model-chip.chip-off { border: 1px dashed currentColor; }
 .model-chip.chip-mapped { border: 1px solid currentColor; }
 .body--dark { --sticky-bg: #1d1d1d; }
 @media (max-width: 639.98px) {
   .sticky-first th:first-child, .sticky-first td:first-child { position: sticky; left: 0; z-index: 1;
-    background: var(--sticky-bg, #fff); }
+    background: var(--sticky-bg, #fff); white-space: normal; overflow-wrap: anywhere; max-width: 45vw; }
 }
 """
 
@@ -3446,8 +3451,8 @@ class TimeRange:
 
 def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: Any) -> Any:
     """A ui.table with the house look and Quasar's own labels translated."""
-    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full").props(
-        "flat bordered").mark(marker)
+    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full sticky-first").props(
+        "flat bordered").mark(marker)  # on a phone the first column stays put while the rest scrolls
     table.props["rows-per-page-label"] = t("table.per_page")
     table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
@@ -3647,7 +3652,7 @@ def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
 _CHANNEL_SLOTS = {
     "body-cell-name": """<q-td :props="props">
         <div class="font-medium">{{ props.row.name }}</div>
-        <div class="text-xs opacity-60 font-mono">{{ props.row.key }}</div>
+        <div class="text-xs text-muted font-mono">{{ props.row.key }}</div>
         <div v-if="props.row.reason" class="text-xs text-orange-8">{{ props.row.reason }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
@@ -3666,7 +3671,7 @@ _CHANNEL_SLOTS = {
     "body-cell-test": """<q-td :props="props">
         <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'"
           class="font-medium">{{ props.row.test }}<q-tooltip>{{ props.row.test_tip }}</q-tooltip></span>
-        <span v-else class="opacity-50">[[untested]]</span></q-td>""",
+        <span v-else class="text-muted">[[untested]]</span></q-td>""",
     "body-cell-requests": """<q-td :props="props">
         <a :href="'/logs?channel=' + props.row.id" class="text-primary">{{ props.row.requests }}</a></q-td>""",
     "item": """<div class="q-pa-xs col-12"><q-card flat bordered>
@@ -4381,7 +4386,7 @@ class LogsTable:
             {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
-        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer sticky-first").props(
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
             self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
@@ -4503,7 +4508,7 @@ class LogDialog:
                     pretty, language = body, "text"
                 ui.code(pretty, language=language).classes("w-full max-h-72 overflow-auto text-xs")
         if not detail["request_body"] and not detail["response_body"]:
-            ui.label(t("logs.no_bodies")).classes("text-sm opacity-60")
+            ui.label(t("logs.no_bodies")).classes("text-sm text-muted")
 
 
 # ---- API keys ----
