@@ -1,22 +1,39 @@
-"""A fake OpenAI-compatible provider for the aiproxy-local tests.
+"""A fake model provider for the aiproxy-local tests, speaking several providers' wire formats.
 
-Behaviour is picked by a *scenario* prefix in the URL path, so each channel's base_url chooses it
-without any shared state: a channel with base_url ``http://127.0.0.1:PORT/status-500+delay-200/v1``
-gets ``/status-500+delay-200/v1/chat/completions`` calls. ``/v1/...`` (no prefix) means ``ok``.
+It dispatches by the shape of the path, the way each real provider is called:
+
+    /<scenario>/v1/<endpoint>                          OpenAI: chat/completions, completions, embeddings, ...
+    /<scenario>/v1/messages, /v1/messages/count_tokens  Anthropic Messages (base URL .../v1, as api.anthropic.com/v1)
+    /<scenario>/openai/deployments/<name>/<endpoint>   Azure OpenAI: OpenAI bodies, `api-key` header, ?api-version=
+    /<scenario>/v1beta/models/<model>:<method>         Gemini: the place for it is ``_gemini`` (not spoken yet)
+
+Behaviour is picked by the *scenario* prefix, so each channel's base_url chooses it without any shared state: a
+channel with base_url ``http://127.0.0.1:PORT/status-500+delay-200/v1`` gets ``/status-500+delay-200/v1/...``
+calls. No prefix means ``ok``.
 
 Scenario segments, joined with ``+``:
-    ok          no-op
-    status-N    answer every endpoint with an OpenAI-shaped error and HTTP status N
-    delay-N     wait N ms before answering (before the error, or before the stream headers)
-    chunks-N    N content chunks in a stream, and N completion tokens (default 3)
-    gap-N       wait N ms between stream chunks
-    cut-N       stream only: send N content chunks, then drop the connection (no [DONE])
-    nousage     no ``usage`` in JSON answers nor in streams
+    ok            no-op
+    status-N      answer every endpoint with the format's error shape and HTTP status N
+    delay-N       wait N ms before answering (before the error, or before the stream headers)
+    chunks-N      N content chunks in a stream, and N completion tokens (default 3)
+    gap-N         wait N ms between stream chunks
+    cut-N         stream only: send N content chunks, then drop the connection (no closing event)
+    error-N       stream only: send N content chunks, then an in-band error event (Anthropic's ``overloaded_error``)
+    nousage       no usage in JSON answers nor in streams
+    tool          answer with a call of the request's first tool (unless the last turn is that tool's result)
+    thinking      OpenAI format: a ``reasoning_content`` before the answer, as DeepSeek's reasoner sends it
+                  (the Anthropic format thinks whenever the request enables ``thinking``, as Claude does)
+    cacheread-N   report N prompt tokens read from the cache (OpenAI ``cached_tokens``, Anthropic cache reads)
+    cachewrite-N  Anthropic only: report N prompt tokens written to the cache
 
-Usage is deterministic: ``prompt_tokens`` = whitespace words in the input text + 1 (see
-``count_prompt_tokens``), ``completion_tokens`` = chunk count. The reply text is ``reply_text(n)``.
-When ``stream_options.include_usage`` is true, chunks carry ``"usage": null`` as OpenAI does, and a final
-``choices: []`` chunk carries the usage (unless ``nousage``).
+Usage is deterministic: the prompt count is the whitespace words of the input text + 1 (``count_prompt_tokens``),
+the completion count is the chunk count, and the reply text is ``reply_text(n)``. In the OpenAI format, when
+``stream_options.include_usage`` is true, chunks carry ``"usage": null`` and a final ``choices: []`` chunk carries
+the usage. Anthropic's input_tokens excludes cached tokens, as the real API's does.
+
+Each format validates what its real API rejects (Anthropic: the x-api-key and anthropic-version headers,
+max_tokens, user/assistant turns that alternate, tool results that answer the tool calls before them; OpenAI: tool
+messages that answer a tool call; Azure: the api-key header and api-version), so a wrong conversion fails loudly.
 
 Every request (except ``/_requests``) is recorded; ``GET /_requests`` lists them, ``DELETE /_requests`` clears.
 
@@ -47,6 +64,10 @@ WORDS = ["Hello", "from", "the", "fake", "upstream", "model", "with", "some", "e
 MODEL_IDS = ["gpt-4o-mini", "gpt-3.5-turbo", "text-embedding-3-small", "whisper-1", "tts-1", "dall-e-3"]
 EMBEDDING_DIM = 8
 SPEECH_PREFIX = b"ID3FAKEMP3"
+TOOL_INPUT = {"location": "San Francisco, CA"}  # the tool call of Anthropic's get_weather example
+TOOL_INPUT_PIECES = ['{"location": ', '"San Francisco, CA"}']  # streamed arguments, as partial JSON
+THINKING_PIECES = ["Let me think", " step by step."]
+THINKING_SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
 
 _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", "invalid_request"),
@@ -55,6 +76,10 @@ _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
     404: ("invalid_request_error", "model_not_found"),
     429: ("requests", "rate_limit_exceeded"),
 }
+_ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                     500: "api_error", 529: "overloaded_error"}
+_ANTHROPIC_BLOCKS = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -69,18 +94,26 @@ class Scenario:
     chunks: int = 3
     gap_ms: int = 0
     cut: int | None = None
+    error: int | None = None
     usage: bool = True
+    tool: bool = False
+    thinking: bool = False
+    cache_read: int = 0
+    cache_write: int = 0
 
 
 def parse_scenario(text: str) -> Scenario:
     """Parse ``ok+delay-200+chunks-4``; unknown segments raise ValueError so typos fail loudly."""
     fields: dict[str, Any] = {}
-    numeric = {"status": "status", "delay": "delay_ms", "chunks": "chunks", "gap": "gap_ms", "cut": "cut"}
+    numeric = {"status": "status", "delay": "delay_ms", "chunks": "chunks", "gap": "gap_ms", "cut": "cut",
+               "error": "error", "cacheread": "cache_read", "cachewrite": "cache_write"}
+    flags = {"nousage": ("usage", False), "tool": ("tool", True), "thinking": ("thinking", True)}
     for seg in filter(None, text.split("+")):
         if seg == "ok":
             continue
-        if seg == "nousage":
-            fields["usage"] = False
+        if seg in flags:
+            name, value = flags[seg]
+            fields[name] = value
             continue
         name, _, value = seg.partition("-")
         if name not in numeric or not value.isdigit():
@@ -112,9 +145,9 @@ def _words(value: Any) -> int:
 
 
 def count_prompt_tokens(body: dict[str, Any]) -> int:
-    """prompt_tokens the fake reports: words in messages/prompt/input (+query/documents for rerank) + 1."""
+    """The prompt count the fake reports: words in system/messages/prompt/input (+query/documents) + 1."""
     if "messages" in body:
-        n = _words(body["messages"])
+        n = _words(body["messages"]) + _words(body.get("system"))
     elif "query" in body:
         n = _words(body.get("query")) + _words(body.get("documents", []))
     else:
@@ -168,24 +201,53 @@ def _quiet_cuts() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The ASGI app. Plain ASGI rather than a Starlette router: routing is by our own path convention, and
-# streaming by hand lets ``cut-N`` abort the connection without framework middleware in the way.
+# Paths: which provider format a request is in
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str) -> JSONResponse:
+@dataclass(frozen=True)
+class Route:
+    scenario: str
+    format: str  # "openai", "anthropic", "azure" or "gemini"
+    endpoint: str  # e.g. "chat/completions", "messages", "messages/count_tokens", "gemini-2.5-flash:generateContent"
+    deployment: str | None = None  # Azure only
+
+
+def split_path(path: str) -> Route | None:
+    parts = path.strip("/").split("/")
+    scenario = "ok"
+    if parts and parts[0] not in ("v1", "openai", "v1beta"):
+        scenario, parts = parts[0], parts[1:]
+    if parts[:1] == ["v1"]:
+        endpoint = "/".join(parts[1:])
+        return Route(scenario, "anthropic" if endpoint.startswith("messages") else "openai", endpoint)
+    if parts[:2] == ["openai", "deployments"] and len(parts) >= 4:
+        return Route(scenario, "azure", "/".join(parts[3:]), parts[2])
+    if parts[:2] == ["v1beta", "models"] and len(parts) == 3:
+        return Route(scenario, "gemini", parts[2])
+    return None
+
+
+def _error(status: int, message: str, fmt: str = "openai") -> JSONResponse:
+    if fmt == "anthropic":
+        kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status_code=status)
     err_type, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
     return JSONResponse({"error": {"message": message, "type": err_type, "code": code}}, status_code=status)
 
 
-def _split_path(path: str) -> tuple[str, str] | None:
-    """``/<scenario>/v1/<endpoint>`` or ``/v1/<endpoint>`` -> (scenario, endpoint)."""
-    parts = path.strip("/").split("/")
-    if parts[:1] == ["v1"]:
-        return "ok", "/".join(parts[1:])
-    if len(parts) >= 2 and parts[1] == "v1":
-        return parts[0], "/".join(parts[2:])
-    return None
+class _BadRequest(Exception):
+    """What the real API would refuse: answered as a 400 in the format's error shape."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The ASGI app. Plain ASGI rather than a Starlette router: routing is by our own path convention, and
+# streaming by hand lets ``cut-N`` abort the connection without framework middleware in the way.
+# --------------------------------------------------------------------------------------------------------------
 
 
 class FakeUpstreamApp:
@@ -206,14 +268,16 @@ class FakeUpstreamApp:
             await response(scope, receive, send)
 
     async def _handle(self, request: Request, send: Send) -> Response | None:
-        split = _split_path(request.url.path)
+        route = split_path(request.url.path)
         body, form = await self._read_body(request)
         self.recorder.add(
             {
                 "path": request.url.path,
                 "query": str(request.url.query),
-                "scenario": split[0] if split else None,
-                "endpoint": split[1] if split else None,
+                "scenario": route.scenario if route else None,
+                "format": route.format if route else None,
+                "endpoint": route.endpoint if route else None,
+                "deployment": route.deployment if route else None,
                 "method": request.method,
                 "headers": dict(request.headers),
                 "json": body,
@@ -221,36 +285,21 @@ class FakeUpstreamApp:
                 "received_at": time.time(),
             }
         )
-        if split is None:
+        if route is None:
             return _error(404, f"fake upstream: no route for {request.url.path}")
         try:
-            sc = parse_scenario(split[0])
+            sc = parse_scenario(route.scenario)
         except ValueError as exc:
-            return _error(404, f"fake upstream: {exc}")
+            return _error(404, f"fake upstream: {exc}", route.format)
         if sc.delay_ms:
             await asyncio.sleep(sc.delay_ms / 1000)
         if sc.status != 200:
-            return _error(sc.status, f"fake upstream error {sc.status}")
-        endpoint = split[1]
-        if request.method == "GET":
-            if endpoint == "models":
-                return JSONResponse({"object": "list", "data": [_model_obj(m) for m in MODEL_IDS]})
-            if endpoint.startswith("models/"):
-                return JSONResponse(_model_obj(endpoint.removeprefix("models/")))
-            return _error(404, f"fake upstream: no GET {endpoint}")
-        if endpoint in ("audio/transcriptions", "audio/translations"):
-            if form is None or "file_size" not in form:
-                return _error(400, "fake upstream: multipart 'file' is required")
-            return JSONResponse({"text": f"fake transcript of {form['file_size']} bytes", **form})
-        if body is None:
-            return _error(400, "fake upstream: JSON body required")
-        if body.get("stream") and endpoint in ("chat/completions", "completions"):
-            await self._stream(send, sc, body, chat=endpoint == "chat/completions")
-            return None
-        handler = _JSON_HANDLERS.get(endpoint)
-        if handler is None:
-            return _error(404, f"fake upstream: unknown endpoint {endpoint}")
-        return handler(body, sc)
+            return _error(sc.status, f"fake upstream error {sc.status}", route.format)
+        handler = {"openai": _openai, "azure": _azure, "anthropic": _anthropic, "gemini": _gemini}[route.format]
+        try:
+            return await handler(request, route, sc, body, form, send)
+        except _BadRequest as exc:
+            return _error(exc.status, str(exc), route.format)
 
     @staticmethod
     async def _read_body(request: Request) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -273,63 +322,168 @@ class FakeUpstreamApp:
             return None, None
         return (parsed if isinstance(parsed, dict) else None), None
 
-    @staticmethod
-    async def _stream(send: Send, sc: Scenario, body: dict[str, Any], *, chat: bool) -> None:
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        model = body.get("model")
-        base = {
-            "id": "chatcmpl-fake" if chat else "cmpl-fake",
-            "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": int(time.time()),
-            "model": model,
-        }
 
-        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-            payload = {**base, "choices": choices, **extra}
-            if include_usage and "usage" not in payload:
-                payload["usage"] = None
-            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+async def _start_sse(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
 
-        def choice(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
-            if not chat:
-                return {"index": 0, "text": text or "", "finish_reason": finish}
-            delta: dict[str, Any] = {"role": "assistant"} if first else {}
-            if text is not None:
-                delta["content"] = text
-            return {"index": 0, "delta": delta, "finish_reason": finish}
 
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-            }
-        )
+async def _send_event(send: Send, data: bytes, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+async def _pause(sc: Scenario, i: int) -> None:
+    if i and sc.gap_ms:
+        await asyncio.sleep(sc.gap_ms / 1000)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenAI (and Azure, which takes the same bodies at deployment URLs)
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def _openai(request: Request, route: Route, sc: Scenario, body: dict[str, Any] | None,
+                  form: dict[str, Any] | None, send: Send) -> Response | None:
+    endpoint = route.endpoint
+    if request.method == "GET":
+        if endpoint == "models":
+            return JSONResponse({"object": "list", "data": [_model_obj(m) for m in MODEL_IDS]})
+        if endpoint.startswith("models/"):
+            return JSONResponse(_model_obj(endpoint.removeprefix("models/")))
+        return _error(404, f"fake upstream: no GET {endpoint}")
+    if endpoint in ("audio/transcriptions", "audio/translations"):
+        if form is None or "file_size" not in form:
+            return _error(400, "fake upstream: multipart 'file' is required")
+        return JSONResponse({"text": f"fake transcript of {form['file_size']} bytes", **form})
+    if body is None:
+        return _error(400, "fake upstream: JSON body required")
+    if endpoint == "chat/completions":
+        _check_openai_messages(body)
+    if body.get("stream") and endpoint in ("chat/completions", "completions"):
+        await _openai_stream(send, sc, body, chat=endpoint == "chat/completions")
+        return None
+    handler = _JSON_HANDLERS.get(endpoint)
+    if handler is None:
+        return _error(404, f"fake upstream: unknown endpoint {endpoint}")
+    return handler(body, sc)
+
+
+async def _azure(request: Request, route: Route, sc: Scenario, body: dict[str, Any] | None,
+                 form: dict[str, Any] | None, send: Send) -> Response | None:
+    if not request.headers.get("api-key"):
+        return JSONResponse({"error": {"code": "401", "message": "Access denied due to invalid subscription key. "
+                                       "Make sure to provide a valid key for an active subscription."}},
+                            status_code=401)
+    if not request.query_params.get("api-version"):
+        return JSONResponse({"error": {"code": "404", "message": "Resource not found"}}, status_code=404)
+    return await _openai(request, route, sc, body, form, send)
+
+
+def _check_openai_messages(body: dict[str, Any]) -> None:
+    open_calls: set[str] = set()
+    for i, message in enumerate(body.get("messages") or []):
+        role = message.get("role")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise _BadRequest(f"messages[{i}].role: invalid value {role!r}")
+        if role == "assistant":
+            open_calls = {c["id"] for c in message.get("tool_calls") or []}
+        elif role == "tool":
+            if message.get("tool_call_id") not in open_calls:
+                raise _BadRequest("messages with role 'tool' must be a response to a preceeding message with "
+                                  "'tool_calls'.")
+        else:
+            open_calls = set()
+
+
+def _wants_tool_call(body: dict[str, Any], sc: Scenario, last_role_of_result: str) -> dict[str, Any] | None:
+    """The tool to call: the request's first, unless the last turn already carries a tool's result."""
+    tools = body.get("tools") or []
+    if not (sc.tool and tools):
+        return None
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") == last_role_of_result:
+        content = last.get("content")
+        if last_role_of_result == "tool" or (isinstance(content, list)
+                                             and any(b.get("type") == "tool_result" for b in content)):
+            return None
+    return tools[0]
+
+
+def _tool_name(tool: dict[str, Any]) -> str:
+    return tool.get("name") or (tool.get("function") or {}).get("name") or "tool"
+
+
+async def _openai_stream(send: Send, sc: Scenario, body: dict[str, Any], *, chat: bool) -> None:
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    base = {
+        "id": "chatcmpl-fake" if chat else "cmpl-fake",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+    }
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        payload = {**base, "choices": choices, **extra}
+        if include_usage and "usage" not in payload:
+            payload["usage"] = None
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    def choice(finish: str | None = None, **delta: Any) -> dict[str, Any]:
+        if not chat:
+            return {"index": 0, "text": delta.get("content") or "", "finish_reason": finish}
+        return {"index": 0, "delta": delta, "finish_reason": finish}
+
+    await _start_sse(send)
+    tool = _wants_tool_call(body, sc, "tool") if chat else None
+    if tool is not None:
+        call = {"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": _tool_name(tool),
+                                                                                 "arguments": ""}}
+        await _send_event(send, chunk([choice(role="assistant", content=None, tool_calls=[call])]))
+        for i, piece in enumerate(TOOL_INPUT_PIECES):
+            await _pause(sc, i + 1)
+            await _send_event(send, chunk([choice(tool_calls=[{"index": 0, "function": {"arguments": piece}}])]))
+        finish = "tool_calls"
+    else:
+        first = {"role": "assistant"} if chat else {}
+        if sc.thinking and chat:
+            for i, piece in enumerate(THINKING_PIECES):
+                await _send_event(send, chunk([choice(**({**first, "reasoning_content": piece} if i == 0
+                                                         else {"reasoning_content": piece}))]))
+            first = {}
         for i in range(sc.chunks):
             if sc.cut is not None and i >= sc.cut:
                 raise _CutConnection
-            if i and sc.gap_ms:
-                await asyncio.sleep(sc.gap_ms / 1000)
-            body_part = chunk([choice(_chunk_word(i), None, first=i == 0)])
-            await send({"type": "http.response.body", "body": body_part, "more_body": True})
+            if sc.error is not None and i >= sc.error:
+                await _send_event(send, b'data: {"error": {"message": "Overloaded", "type": "server_error"}}\n\n',
+                                  more=False)
+                return
+            await _pause(sc, i)
+            await _send_event(send, chunk([choice(**first, content=_chunk_word(i))]))
+            first = {}
         if sc.cut is not None:
             raise _CutConnection
-        tail = chunk([choice(None if chat else "", "stop")])
-        if include_usage and sc.usage:
-            tail += chunk([], usage=_usage(body, sc.chunks))
-        await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
+        finish = "stop"
+    tail = chunk([choice(finish)])
+    if include_usage and sc.usage:
+        tail += chunk([], usage=_usage(body, sc.chunks, sc))
+    await _send_event(send, tail + b"data: [DONE]\n\n", more=False)
 
 
 def _model_obj(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "fake-upstream"}
 
 
-def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
+def _usage(body: dict[str, Any], completion: int, sc: Scenario | None = None) -> dict[str, Any]:
     prompt = count_prompt_tokens(body)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if sc is not None and sc.cache_read:
+        usage["prompt_tokens_details"] = {"cached_tokens": sc.cache_read}
+    return usage
 
 
-def _with_usage(payload: dict[str, Any], sc: Scenario, usage: dict[str, int]) -> JSONResponse:
+def _with_usage(payload: dict[str, Any], sc: Scenario, usage: dict[str, Any]) -> JSONResponse:
     if sc.usage:
         payload["usage"] = usage
     return JSONResponse(payload)
@@ -341,15 +495,25 @@ def _inputs(body: dict[str, Any]) -> list[Any]:
 
 
 def _chat(body: dict[str, Any], sc: Scenario) -> JSONResponse:
-    message = {"role": "assistant", "content": reply_text(sc.chunks)}
+    tool = _wants_tool_call(body, sc, "tool")
+    if tool is not None:
+        call = {"id": "call_fake_1", "type": "function",
+                "function": {"name": _tool_name(tool), "arguments": "".join(TOOL_INPUT_PIECES)}}
+        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
+        finish = "tool_calls"
+    else:
+        message = {"role": "assistant", "content": reply_text(sc.chunks)}
+        if sc.thinking:
+            message["reasoning_content"] = "".join(THINKING_PIECES)
+        finish = "stop"
     payload = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
     }
-    return _with_usage(payload, sc, _usage(body, sc.chunks))
+    return _with_usage(payload, sc, _usage(body, sc.chunks, sc))
 
 
 def _completions(body: dict[str, Any], sc: Scenario) -> JSONResponse:
@@ -413,6 +577,178 @@ _JSON_HANDLERS = {
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Anthropic Messages (modelled on the examples of docs.anthropic.com: text, system, images, tool use, thinking)
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def _anthropic(request: Request, route: Route, sc: Scenario, body: dict[str, Any] | None,
+                     form: dict[str, Any] | None, send: Send) -> Response | None:
+    if not request.headers.get("x-api-key"):
+        raise _BadRequest("x-api-key header is required", 401)
+    if not request.headers.get("anthropic-version"):
+        raise _BadRequest("anthropic-version: header is required")
+    if request.method != "POST":
+        return _error(405, f"fake upstream: {request.method} {route.endpoint} is not allowed", "anthropic")
+    if body is None:
+        raise _BadRequest("The request body is not valid JSON.")
+    _check_anthropic_request(body, counting=route.endpoint == "messages/count_tokens")
+    if route.endpoint == "messages/count_tokens":
+        return JSONResponse({"input_tokens": count_prompt_tokens(body)})
+    if route.endpoint != "messages":
+        return _error(404, f"Not found: {route.endpoint}", "anthropic")
+    blocks = _anthropic_blocks(body, sc)
+    if body.get("stream"):
+        await _anthropic_stream(send, sc, body, blocks)
+        return None
+    stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+    return JSONResponse({"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
+                         "content": blocks, "stop_reason": stop, "stop_sequence": None,
+                         "usage": _anthropic_usage(body, sc) if sc.usage else {"input_tokens": 0, "output_tokens": 0}})
+
+
+def _check_anthropic_request(body: dict[str, Any], counting: bool) -> None:
+    if not isinstance(body.get("model"), str):
+        raise _BadRequest("model: Field required")
+    if not counting and not isinstance(body.get("max_tokens"), int):
+        raise _BadRequest("max_tokens: Field required")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str) and not (
+            isinstance(system, list) and all(b.get("type") == "text" for b in system)):
+        raise _BadRequest("system: Input should be a valid string or a list of text blocks")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _BadRequest("messages: Field required")
+    tool_ids: set[str] = set()
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise _BadRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if i and messages[i - 1].get("role") == role:
+            raise _BadRequest("messages: roles must alternate between \"user\" and \"assistant\", but found "
+                              f"multiple \"{role}\" roles in a row")
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(blocks, list):
+            raise _BadRequest(f"messages.{i}.content: Input should be a valid list")
+        results = [b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"]
+        if results and (role != "user" or not set(results) <= tool_ids):
+            raise _BadRequest(f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: each "
+                              "`tool_result` block must have a corresponding `tool_use` block in the previous message.")
+        tool_ids = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
+        for j, block in enumerate(blocks):
+            _check_anthropic_block(block, f"messages.{i}.content.{j}")
+    for i, tool in enumerate(body.get("tools") or []):
+        if not tool.get("name") or (tool.get("input_schema") or {}).get("type") != "object":
+            raise _BadRequest(f"tools.{i}: a custom tool needs a name and an input_schema of type object")
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled" and not counting:
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024 or budget >= body["max_tokens"]:
+            raise _BadRequest("thinking.budget_tokens: must be >= 1024 and less than max_tokens")
+
+
+def _check_anthropic_block(block: dict[str, Any], where: str) -> None:
+    kind = block.get("type")
+    if kind not in _ANTHROPIC_BLOCKS:
+        raise _BadRequest(f"{where}.type: Input tag {kind!r} found using 'type' does not match any of the "
+                          "expected tags")
+    if kind == "image":
+        source = block.get("source") or {}
+        if not ((source.get("type") == "base64" and source.get("media_type") and source.get("data"))
+                or (source.get("type") == "url" and source.get("url"))):
+            raise _BadRequest(f"{where}.source: an image needs base64 data with its media_type, or a url")
+    if kind == "tool_use" and not (block.get("id") and block.get("name") and isinstance(block.get("input"), dict)):
+        raise _BadRequest(f"{where}: a tool_use block needs an id, a name and an input object")
+    if kind == "thinking" and not block.get("signature"):
+        raise _BadRequest(f"{where}.signature: Field required")
+
+
+def _anthropic_blocks(body: dict[str, Any], sc: Scenario) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        blocks.append({"type": "thinking", "thinking": "".join(THINKING_PIECES), "signature": THINKING_SIGNATURE})
+    tool = _wants_tool_call(body, sc, "user")
+    if tool is not None:
+        blocks.append({"type": "text", "text": "I'll check that."})
+        blocks.append({"type": "tool_use", "id": "toolu_fake_1", "name": _tool_name(tool), "input": TOOL_INPUT})
+    else:
+        blocks.append({"type": "text", "text": reply_text(sc.chunks)})
+    return blocks
+
+
+def _anthropic_usage(body: dict[str, Any], sc: Scenario) -> dict[str, int]:
+    return {"input_tokens": count_prompt_tokens(body), "cache_creation_input_tokens": sc.cache_write,
+            "cache_read_input_tokens": sc.cache_read, "output_tokens": sc.chunks}
+
+
+def _anthropic_event(kind: str, **data: Any) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+
+async def _anthropic_stream(send: Send, sc: Scenario, body: dict[str, Any], blocks: list[dict[str, Any]]) -> None:
+    """Anthropic's documented event order: message_start, then per block a start, deltas and a stop, then
+    message_delta (stop reason, output usage) and message_stop; pings may come anywhere."""
+    usage = _anthropic_usage(body, sc) if sc.usage else {"input_tokens": 0, "output_tokens": 0}
+    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"], "content": [],
+               "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+    await _start_sse(send)
+    await _send_event(send, _anthropic_event("message_start", message=message))
+    await _send_event(send, _anthropic_event("ping"))
+    for index, block in enumerate(blocks):
+        kind = block["type"]
+        if kind == "thinking":
+            await _send_event(send, _anthropic_event("content_block_start", index=index,
+                                                     content_block={"type": "thinking", "thinking": "",
+                                                                    "signature": ""}))
+            for piece in THINKING_PIECES:
+                await _send_event(send, _anthropic_event("content_block_delta", index=index,
+                                                         delta={"type": "thinking_delta", "thinking": piece}))
+            await _send_event(send, _anthropic_event("content_block_delta", index=index, delta={
+                "type": "signature_delta", "signature": THINKING_SIGNATURE}))
+        elif kind == "tool_use":
+            await _send_event(send, _anthropic_event("content_block_start", index=index, content_block={
+                "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}))
+            for i, piece in enumerate(TOOL_INPUT_PIECES):
+                await _pause(sc, i + 1)
+                await _send_event(send, _anthropic_event("content_block_delta", index=index, delta={
+                    "type": "input_json_delta", "partial_json": piece}))
+        else:
+            await _send_event(send, _anthropic_event("content_block_start", index=index,
+                                                     content_block={"type": "text", "text": ""}))
+            pieces = [_chunk_word(i) for i in range(sc.chunks)] if block["text"] == reply_text(sc.chunks) \
+                else [block["text"]]
+            for i, piece in enumerate(pieces):
+                if sc.cut is not None and i >= sc.cut:
+                    raise _CutConnection
+                if sc.error is not None and i >= sc.error:
+                    await _send_event(send, _anthropic_event("error", error={"type": "overloaded_error",
+                                                                             "message": "Overloaded"}), more=False)
+                    return
+                await _pause(sc, i)
+                await _send_event(send, _anthropic_event("content_block_delta", index=index, delta={
+                    "type": "text_delta", "text": piece}))
+            if sc.cut is not None:
+                raise _CutConnection
+        await _send_event(send, _anthropic_event("content_block_stop", index=index))
+    stop = "tool_use" if blocks[-1]["type"] == "tool_use" else "end_turn"
+    await _send_event(send, _anthropic_event("message_delta", delta={"stop_reason": stop, "stop_sequence": None},
+                                             usage={"output_tokens": usage["output_tokens"]}))
+    await _send_event(send, _anthropic_event("message_stop"), more=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Gemini: the place for generateContent, streamGenerateContent (alt=sse), countTokens and the embeddings
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def _gemini(request: Request, route: Route, sc: Scenario, body: dict[str, Any] | None,
+                  form: dict[str, Any] | None, send: Send) -> Response | None:
+    return JSONResponse({"error": {"code": 404, "message": f"fake upstream: Gemini's {route.endpoint} is not "
+                                   "spoken yet", "status": "NOT_FOUND"}}, status_code=404)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Running it: in a background thread for tests, or as a script
 # --------------------------------------------------------------------------------------------------------------
 
@@ -432,8 +768,12 @@ class FakeUpstream:
         return f"http://{self.host}:{self.port}"
 
     def url(self, scenario: str = "ok") -> str:
-        """Base URL for a channel, e.g. ``http://127.0.0.1:PORT/status-500/v1``."""
+        """Base URL for an OpenAI or Anthropic channel, e.g. ``http://127.0.0.1:PORT/status-500/v1``."""
         return f"{self.base}/{scenario}/v1"
+
+    def host_url(self, scenario: str = "ok") -> str:
+        """Base URL for a channel whose adaptor adds the whole path (Azure, Gemini): no version segment."""
+        return f"{self.base}/{scenario}"
 
     def start(self, timeout: float = 10.0) -> FakeUpstream:
         _quiet_cuts()

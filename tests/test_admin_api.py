@@ -7,16 +7,23 @@ table. Log rows (and the dashboard's per-minute summaries) come from a batching 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import openai
 import pytest
 
+import aiproxy_local as app
 from conftest import unique, wait_logs
 
 MESSAGES = [{"role": "user", "content": "hello admin api"}]
@@ -110,16 +117,46 @@ def create_token(app_server: Any, **fields: Any) -> dict[str, Any]:
 
 # ---- envelope, auth, routing ----
 
-LIST_ROUTES = ["/api/channels", "/api/channels/all", "/api/channels/search", "/api/channels/type_metas",
-               "/api/logs", "/api/logs/search", "/api/dashboardv2", "/api/tokens", "/api/option",
-               "/api/model_configs", "/api/models/enabled", "/api/status"]
+def paged(items: str, size: int = 10) -> Any:
+    def check(data: Any) -> None:
+        assert set(data) == {items, "total"} and isinstance(data[items], list), data
+        assert isinstance(data["total"], int) and len(data[items]) <= size, data
+    return check
+
+
+def is_list(data: Any) -> None:
+    assert isinstance(data, list), data
+
+
+def check_type_metas(data: Any) -> None:
+    assert {str(t) for t in FASTGPT_TYPES} <= set(data) and data["1"]["name"], data.get("1")
+
+
+def check_options(data: Any) -> None:
+    assert set(data) >= {"retry_times", "log_retention_days"} and all(isinstance(v, int) for v in data.values())
+
+
+def check_enabled_models(data: Any) -> None:
+    assert set(data) == {"default"} and isinstance(data["default"], list), data
+
+
+def check_status(data: Any) -> None:
+    assert len(str(data["startTime"])) == 13 and isinstance(data["version"], str), data
+
+
+#: each list route with what its `data` must look like
+LIST_ROUTES = {"/api/channels": paged("channels"), "/api/channels/all": is_list,
+               "/api/channels/search": paged("channels"), "/api/channels/type_metas": check_type_metas,
+               "/api/logs": paged("logs"), "/api/logs/search": paged("logs"), "/api/dashboardv2": is_list,
+               "/api/tokens": paged("tokens"), "/api/option": check_options,
+               "/api/model_configs": paged("configs", 100), "/api/models/enabled": check_enabled_models,
+               "/api/status": check_status}
 
 
 @pytest.mark.parametrize("slash", ["", "/"], ids=["no-slash", "slash"])
 @pytest.mark.parametrize("path", LIST_ROUTES)
 def test_get_routes_answer_envelope_with_and_without_trailing_slash(app_server, path, slash):
-    data = ok(app_server.client.get(path + slash))
-    assert data is not None
+    LIST_ROUTES[path](ok(app_server.client.get(path + slash)))
 
 
 @pytest.mark.parametrize("path", ["/api/channel", "/api/channel/"])
@@ -201,6 +238,180 @@ def test_wrong_json_shape_is_400_envelope(app_server):
     fail(app_server.client.post("/api/channels/batch_delete", json={"ids": [1]}), 400)
     fail(app_server.client.get("/api/channel/not-a-number"), 400)
     fail(app_server.client.get("/api/channels/", params={"per_page": "ten"}), 400)
+
+
+# ---- bad input: declared bounds, and the error shape on every route (issue 10) ----
+
+INT64_MAX = 2**63 - 1
+SCHEMA = app.admin_openapi()
+OPERATIONS = [(method.upper(), path, op) for path, ops in SCHEMA["paths"].items() for method, op in ops.items()]
+VALID_PATH_PARAMS = {"integer": "1", "string": "m"}
+
+
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = SCHEMA["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def branches(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The non-null alternatives of a schema (`int | None` is anyOf [integer, null])."""
+    return [resolve(b) for b in resolve(node).get("anyOf", [node]) if b.get("type") != "null"]
+
+
+def bad_values(node: dict[str, Any]) -> list[str]:
+    """Raw JSON values just beyond a schema's declared bounds, plus overflowing and infinite numbers."""
+    out: list[str] = []
+    for b in branches(node):
+        if "enum" in b:
+            out.append(json.dumps("bogus") if b.get("type") == "string" else str(max(b["enum"]) + 1))
+        if b.get("type") == "boolean":
+            out.append('"maybe"')
+        elif b.get("type") == "integer":
+            out += [str(b.get("maximum", INT64_MAX) + 1), str(b.get("minimum", -INT64_MAX - 1) - 1), "1e400"]
+        elif b.get("type") == "number":
+            out += ["1e400", "-1e400", str(b.get("minimum", 0) - 1)]
+        elif b.get("type") == "string" and b.get("maxLength", 10**9) <= 4096:
+            out.append(json.dumps("x" * (b["maxLength"] + 1)))
+        elif b.get("type") == "array" and b.get("maxItems", 10**9) <= 2000:
+            out.append(json.dumps(["m"] * (b["maxItems"] + 1)))
+    return out
+
+
+def operation_path(path: str, op: dict[str, Any], **override: str) -> str:
+    for param in op.get("parameters", []):
+        if param["in"] == "path":
+            value = override.get(param["name"], VALID_PATH_PARAMS[branches(param["schema"])[0]["type"]])
+            path = path.replace("{" + param["name"] + "}", value)
+    return path
+
+
+def bad_requests(op: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(why, httpx request arguments) for each bad input the operation declares a bound for."""
+    for param in op.get("parameters", []):
+        for value in bad_values(param["schema"]):
+            raw = json.loads(value) if value.startswith('"') else value
+            if param["in"] == "path":
+                yield f"path {param['name']}={value[:20]}", {"url": operation_path(path, op, **{param["name"]: raw})}
+            else:
+                yield f"query {param['name']}={value[:20]}", {"url": operation_path(path, op),
+                                                              "params": {param["name"]: raw}}
+    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    if body is None:
+        return
+    url = operation_path(path, op)
+    for raw in ('"not an object"', "{", "[1, 2"):
+        yield f"body {raw}", {"url": url, "content": raw}
+    node = resolve(body)
+    if node.get("type") == "array":  # a list of ids or of channels: break the first item
+        item = resolve(node["items"])
+        for value in bad_values(item):
+            yield f"body [{value[:20]}]", {"url": url, "content": f"[{value}]"}
+        for name, prop in item.get("properties", {}).items():
+            for value in bad_values(prop):
+                yield f"body [{name}={value[:20]}]", {"url": url, "content": f'[{{"{name}": {value}}}]'}
+    for name, prop in node.get("properties", {}).items():
+        for value in bad_values(prop):
+            yield f"body {name}={value[:20]}", {"url": url, "content": f'{{"{name}": {value}}}'}
+
+
+@pytest.mark.parametrize("method, path, op", OPERATIONS, ids=[f"{m} {p}" for m, p, _ in OPERATIONS])
+def test_every_admin_route_answers_bad_input_in_the_envelope(app_server, method, path, op):
+    """Datasette's test_error_shape: every route, every declared bound, one envelope (`fail` asserts it)."""
+    if path != "/api/status":
+        fail(httpx.request(method, app_server.url + operation_path(path, op), timeout=30), 401)
+    for why, request in bad_requests(op, path):
+        headers = {"Content-Type": "application/json"} if "content" in request else {}
+        message = fail(app_server.client.request(method, **request, headers=headers), 400)
+        assert "invalid" in message or "must" in message, (why, message)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/channel/", {"priority": 2**64}),
+    ("/api/channel/", {"priority": 1_000_001}),
+    ("/api/channel/", {"weight": 2**64}),
+    ("/api/channel/", {"type": 2**64}),
+    ("/api/channel/", {"status": 2**64}),
+    ("/api/channel/", {"status": 3}),
+    ("/api/channel/", {"name": "n" * 129}),
+    ("/api/channel/", {"key": "k" * (16 * 1024 + 1)}),
+    ("/api/channel/", {"key": "\n".join(f"k{i}" for i in range(1001))}),
+    ("/api/channel/", {"models": [f"m{i}" for i in range(2001)]}),
+    ("/api/channel/", {"models": ["m" * 192]}),
+    ("/api/channel/", {"model_mapping": {"a": "m" * 192}}),
+    ("/api/channel/", {"base_url": "ftp://example.com"}),
+    ("/api/channels/", [{"priority": -1_000_001}]),
+    ("/api/tokens/", {"expired_at": 10**25}),
+    ("/api/tokens/", {"expired_at": -1}),
+    ("/api/tokens/", {"quota": -1}),
+    ("/api/tokens/", {"quota": "1e400"}),
+    ("/api/tokens/", {"name": "n" * 129}),
+], ids=lambda v: json.dumps(v)[:40] if not isinstance(v, str) else v)
+def test_out_of_bounds_values_are_400_and_nothing_is_saved(app_server, path, body):
+    name = unique("bounds")
+    valid = {"type": 1, "key": "k", "name": name}
+    payload = [dict(valid, **b) for b in body] if isinstance(body, list) else dict(valid, **body)
+    channels, tokens = len(all_channels(app_server)), ok(app_server.client.get("/api/tokens/"))["total"]
+    fail(app_server.client.post(path, json=payload), 400)
+    assert len(all_channels(app_server)) == channels
+    assert ok(app_server.client.get("/api/tokens/"))["total"] == tokens
+
+
+def test_bounds_are_inclusive(app_server):
+    (cid,) = create_channel(app_server, priority=1_000_000, weight=10_000, models=["m" * 191])
+    assert (get_channel(app_server, cid)["priority"], get_channel(app_server, cid)["weight"]) == (1_000_000, 10_000)
+    ok(app_server.client.post("/api/channels/batch_priority", json={"ids": [cid], "priority": -1_000_000}))
+    assert get_channel(app_server, cid)["priority"] == -1_000_000
+    token = create_token(app_server, expired_at=253_402_300_799_999, quota=1e15)
+    assert (token["expired_at"], token["quota"]) == (253_402_300_799_999, 1e15)
+
+
+@pytest.mark.parametrize("raw", ['"1e400"', "1e400", "-0.5", "1000001", '"Infinity"', '"NaN"'])
+def test_a_price_must_be_finite_and_non_negative(app_server, upstream, raw):
+    model = unique("price")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    fail(app_server.client.post(f"/api/model_config/{model}", content=f'{{"input_price": {raw}}}',
+                                headers={"Content-Type": "application/json"}), 400)
+    assert ok(app_server.client.get(f"/api/model_config/{model}"))["input_price"] == 0
+    assert chat(app_server, model).status_code == 200
+
+
+@pytest.mark.parametrize("params", [
+    {"page": 2**64}, {"per_page": "1e400"}, {"p": -(2**64)}, {"channel": 2**64}, {"channel": "-1"},
+    {"start_timestamp": "1" * 25}, {"start_timestamp": "inf"}, {"end_timestamp": "1e400"},
+    {"start_timestamp": "-5"}, {"code_type": "bogus"},
+], ids=lambda p: json.dumps(p))
+def test_log_query_bounds(app_server, params):
+    paging = {"page", "per_page", "p"} & set(params)
+    for path in ("/api/logs/", "/api/logs/search") + (() if paging else ("/api/logs/export",)):
+        fail(app_server.client.get(path, params=params), 400)
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", f"/api/channel/{2**64}"), ("PUT", f"/api/channel/{2**64}"), ("DELETE", f"/api/tokens/{2**63}"),
+    ("GET", f"/api/logs/detail/{2**64}"), ("GET", "/api/channel/-1"), ("DELETE", "/api/logs/?timestamp=inf"),
+    ("DELETE", f"/api/logs/?timestamp={'9' * 20}"), ("GET", f"/api/dashboardv2/?end_timestamp={'1' * 25}"),
+    ("GET", f"/api/model_config/{'m' * 192}"),
+])
+def test_ids_and_timestamps_beyond_int64_are_400(app_server, method, path):
+    fail(app_server.client.request(method, path, json={"type": 1, "key": "k"}), 400)
+
+
+@pytest.mark.parametrize("body", [[2**64], [-1], list(range(1001)), {"ids": [2**64], "status": 1}],
+                         ids=["beyond-int64", "negative", "too-many", "batch-status"])
+def test_batch_ids_are_bounded(app_server, body):
+    path = "/api/channels/batch_status" if isinstance(body, dict) else "/api/channels/batch_delete"
+    fail(app_server.client.post(path, json=body), 400)
+    fail(app_server.client.post("/api/tokens/batch_delete", json=body if isinstance(body, list) else [2**64]), 400)
+
+
+def test_python_callers_get_api_error_for_the_same_bounds():
+    """The UI builds the bodies in Python: a bad value raises ApiError (its error toast), not pydantic's error."""
+    for build in (lambda: app.ChannelIn(priority=2**64), lambda: app.TokenIn(quota=float("inf")),
+                  lambda: app.ModelConfigIn(input_price=1e400), lambda: app.ChannelIn(models=["m"] * 2001)):
+        with pytest.raises(app.ApiError) as info:
+            build()
+        assert info.value.status == 400 and info.value.message.startswith("invalid request: ")
 
 
 # ---- channels ----
@@ -297,6 +508,19 @@ def test_channel_search_ignores_case_and_finds_non_ascii_models(app_server, stor
     (cid,) = create_channel(app_server, models=[stored.format(u=u)])
     found = ok(app_server.client.get("/api/channels/search", params={"keyword": keyword.format(u=u)}))
     assert [c["id"] for c in found["channels"]] == [cid]
+
+
+@pytest.mark.parametrize("wildcard", ["%", "_"])
+def test_search_wildcards_match_only_themselves(app_server, wildcard):
+    u = uuid.uuid4().hex[:8]
+    (literal,) = create_channel(app_server, name=f"{u}{wildcard}x")
+    create_channel(app_server, name=f"{u}ax")
+    found = ok(app_server.client.get("/api/channels/search", params={"keyword": f"{u}{wildcard}"}))
+    assert [c["id"] for c in found["channels"]] == [literal]
+    token = create_token(app_server, name=f"{u}{wildcard}k")
+    create_token(app_server, name=f"{u}ak")
+    found = ok(app_server.client.get("/api/tokens/search", params={"keyword": f"{u}{wildcard}"}))
+    assert [t["id"] for t in found["tokens"]] == [token["id"]]
 
 
 def test_channels_all_ignores_fastgpt_paging(app_server):
@@ -627,6 +851,45 @@ def test_deleted_token_gets_401(app_server, upstream):
         app_server.openai(api_key=token["key"]).chat.completions.create(model=model, messages=MESSAGES)
 
 
+PRICES = {"input_price": 2.0, "output_price": 10.0}  # USD per 1K tokens
+CALL_USD = (4 * 2.0 + 3 * 10.0) / 1000  # the fake upstream reports 4 prompt tokens for MESSAGES and 3 completion
+
+
+def test_model_prices_set_used_amount_of_the_log_row_the_token_and_the_channel(app_server, upstream):
+    model, free_model = unique("priced"), unique("free")
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=[model, free_model])
+    ok(app_server.client.post(f"/api/model_config/{model}", json=PRICES))
+    token = create_token(app_server)
+    client = app_server.openai(api_key=token["key"])
+    for _ in range(2):
+        usage = client.chat.completions.create(model=model, messages=MESSAGES).usage
+        assert (usage.prompt_tokens, usage.completion_tokens) == (4, 3)
+    client.chat.completions.create(model=free_model, messages=MESSAGES)
+    rows = wait_logs(app_server, total=2, model_name=model)
+    assert [r["used_amount"] for r in rows] == pytest.approx([CALL_USD, CALL_USD])
+    assert wait_logs(app_server, total=1, model_name=free_model)[0]["used_amount"] == 0
+    assert ok(app_server.client.get(f"/api/tokens/{token['id']}"))["used_amount"] == pytest.approx(2 * CALL_USD)
+    assert get_channel(app_server, cid)["used_amount"] == pytest.approx(2 * CALL_USD)
+    points = ok(app_server.client.get("/api/dashboardv2/", params={"model": model, "timespan": "day"}))
+    assert sum(i["used_amount"] for p in points for i in p["summary"]) == pytest.approx(2 * CALL_USD)
+
+
+def test_token_over_its_quota_gets_401_insufficient_quota(app_server, upstream):
+    model = unique("quota")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    ok(app_server.client.post(f"/api/model_config/{model}", json=PRICES))
+    token = create_token(app_server, quota=1.5 * CALL_USD)
+    client = app_server.openai(api_key=token["key"])
+    client.chat.completions.create(model=model, messages=MESSAGES)
+    client.chat.completions.create(model=model, messages=MESSAGES)  # starts under the quota, ends over it
+    with pytest.raises(openai.AuthenticationError) as info:
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    assert info.value.status_code == 401 and info.value.code == "insufficient_quota"
+    assert len(wait_logs(app_server, total=2, model_name=model)) == 2, "a refused call reaches no channel"
+    ok(app_server.client.put(f"/api/tokens/{token['id']}", json={"quota": 1.0}))
+    assert client.chat.completions.create(model=model, messages=MESSAGES).model == model
+
+
 # ---- logs ----
 
 class Traffic:
@@ -804,6 +1067,37 @@ def test_delete_logs_before_timestamp(start_app, upstream):
     fail(app.client.delete("/api/logs/"), 400)
 
 
+def test_csv_export_is_spreadsheet_safe_with_local_times_and_channel_names(app_server, upstream):
+    """OWASP's CSV-injection rule, times in the `timezone` asked for, and a deleted channel's name kept."""
+    u = uuid.uuid4().hex[:8]
+    models = [f"={u}", f"+{u}", f"-{u}", f"@{u}"]
+    name = f"=HYPERLINK(\"http://evil.example\",\"{u}\")"
+    (cid,) = create_channel(app_server, name=name, base_url=upstream.url(), models=models)
+    for model in models:
+        assert chat(app_server, model).status_code == 200
+    rows = {r["model"]: r for r in wait_logs(app_server, total=4, channel=cid)}
+    ok(app_server.client.delete(f"/api/channel/{cid}"))
+    resp = app_server.client.get("/api/logs/export", params={"channel": cid, "timezone": "Asia/Shanghai"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    header, *lines = list(csv.reader(io.StringIO(resp.text)))
+    assert header[:4] == ["id", "request_id", "request_at (Asia/Shanghai)", "created_at (Asia/Shanghai)"]
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert len(lines) == 4
+    for line in lines:
+        cells = dict(zip(header, line))
+        model = cells["model"].removeprefix("'")
+        assert cells["model"] == "'" + model and model in rows
+        assert (cells["channel"], cells["channel_id"]) == ("'" + name, str(cid))
+        created = datetime.fromtimestamp(rows[model]["created_at"] / 1000, shanghai)
+        assert cells["created_at (Asia/Shanghai)"] == created.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    fail(app_server.client.get("/api/logs/export", params={"timezone": "Mars/Olympus_Mons"}), 400)
+
+
+def test_csv_cell_escaping():
+    assert [app.csv_cell(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "gpt-4o", "", 5, -5)] == [
+        "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "gpt-4o", "", 5, -5]
+
+
 # ---- dashboard ----
 
 def dashboard(app_server: Any, **params: Any) -> list[dict[str, Any]]:
@@ -839,7 +1133,9 @@ def test_dashboard_buckets_are_aligned_and_counts_match(app_server, traffic, tim
     assert summed(points, "exception_count", traffic.error_channel) == 1
     for field in ("input_tokens", "output_tokens", "total_tokens"):
         assert summed(points, field) == sum(r["usage"][field] for r in traffic.rows), field
-    assert summed(points, "total_time_milliseconds") >= 0 and summed(points, "total_ttfb_milliseconds") >= 0
+    total_ms = summed(points, "total_time_milliseconds")
+    assert total_ms == sum(r["created_at"] - r["request_at"] for r in traffic.rows)
+    assert summed(points, "total_ttfb_milliseconds") == sum(r["ttfb_milliseconds"] for r in traffic.rows) <= total_ms
 
 
 def test_dashboard_filters_and_time_units(app_server, traffic):
@@ -889,3 +1185,72 @@ def test_options_reject_unknown_key_and_bad_value(app_server):
     fail(app_server.client.put("/api/option/", json={"key": "no_such_option", "value": 1}), 400)
     fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": "many"}), 400)
     fail(app_server.client.put("/api/option/", json={"key": "retry_times", "value": -1}), 400)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("retry_times", 2**64), ("retry_times", 11), ("retry_times", "inf"), ("retry_times", 2.5), ("retry_times", True),
+    ("retry_times", None), ("retry_times", [1]), ("log_retention_days", 1e17), ("log_retention_days", 3651),
+    ("log_retention_days", "1e400"),
+])
+def test_out_of_bounds_options_are_refused_and_not_saved(app_server, key, value):
+    before = ok(app_server.client.get("/api/option/"))
+    assert "from 0 to" in fail(app_server.client.put("/api/option/", json={"key": key, "value": value}), 400)
+    assert ok(app_server.client.get("/api/option/")) == before
+
+
+def test_option_bounds_are_inclusive(app_server):
+    before = ok(app_server.client.get("/api/option/"))
+    try:
+        for key, value in (("retry_times", 10), ("retry_times", 0), ("log_retention_days", 3650)):
+            ok(app_server.client.put("/api/option/", json={"key": key, "value": value}))
+            assert ok(app_server.client.get("/api/option/"))[key] == value
+    finally:
+        for key, value in before.items():
+            ok(app_server.client.put("/api/option/", json={"key": key, "value": value}))
+
+
+def test_an_out_of_bounds_option_stored_by_an_older_version_falls_back_to_the_default(start_app, upstream):
+    first = start_app(args=["--no-ui"], env={"SQL_DSN": None})
+    first.stop()
+    with sqlite3.connect(first.data_dir / "aiproxy.db") as conn:
+        conn.executemany("INSERT INTO options (key, value) VALUES (?, ?)",
+                         [("retry_times", str(2**64)), ("log_retention_days", "1e+17")])
+    again = start_app(args=["--no-ui"], env={"SQL_DSN": None})
+    assert ok(again.client.get("/api/option/")) == {"retry_times": 3, "log_retention_days": 30}
+    log = again.output_tail()
+    assert "ignoring the stored option retry_times" in log and "ignoring the stored option log_retention_days" in log
+    model = unique("afterbad")
+    create_channel(again, base_url=upstream.url(), models=[model])
+    assert chat(again, model).status_code == 200
+    ok(again.client.put("/api/option/", json={"key": "retry_times", "value": 2}))
+    assert ok(again.client.get("/api/option/"))["retry_times"] == 2
+
+
+# ---- admin key ----
+
+def test_rotating_the_admin_key(start_app, upstream):
+    app_ = start_app(admin_key=None, args=["--no-ui"])
+    old = app_.admin_key
+    data = ok(app_.client.post("/api/admin_key/rotate"))
+    new = data["key"]
+    assert re.fullmatch(r"[0-9A-Za-z]{48}", new) and new != old and data["kept_after_restart"] is True
+    key_file = app_.data_dir / "admin_key"
+    assert key_file.read_text().strip() == new and key_file.stat().st_mode & 0o777 == 0o600
+    fail(app_.client.get("/api/channels/all"), 401)  # this client still sends the old key
+    assert isinstance(ok(httpx.get(f"{app_.url}/api/channels/all", headers={"Authorization": f"Bearer {new}"})), list)
+    with pytest.raises(openai.AuthenticationError):
+        app_.openai(api_key=old).models.list()
+    app_.openai(api_key=new).models.list()
+    app_.stop()
+    assert start_app(admin_key=None, args=["--no-ui"]).admin_key == new, "the new key survives a restart"
+
+
+def test_rotating_a_key_from_the_environment_lasts_until_restart(start_app):
+    app_ = start_app(admin_key="fixed-admin-key-from-env", args=["--no-ui"])
+    data = ok(app_.client.post("/api/admin_key/rotate"))
+    assert data["kept_after_restart"] is False
+    assert isinstance(ok(httpx.get(f"{app_.url}/api/channels/all",
+                                   headers={"Authorization": f"Bearer {data['key']}"})), list)
+    app_.stop()
+    again = start_app(admin_key="fixed-admin-key-from-env", args=["--no-ui"])
+    assert isinstance(ok(again.client.get("/api/channels/all")), list), "ADMIN_KEY wins again"

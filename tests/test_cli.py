@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 import aiproxy_local as app
+from conftest import answered_ids_under_load, logged_ids, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,3 +93,201 @@ def test_banner_warns_when_exposed():
     state = app.AppState(settings=app.Settings(host="0.0.0.0"), engine=None, catalog={}, admin_key="k" * 48,
                          admin_key_created=False)
     assert "WARNING" in app._banner(state)
+
+
+async def test_log_retention_survives_a_bad_value_and_a_database_error(tmp_path, monkeypatch, caplog):
+    """A bad value or a database error is logged, and the next round runs: retention never dies silently."""
+    monkeypatch.setattr(app, "RETENTION_CHECK_SECONDS", 0.05)
+    engine = app.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    app.create_schema(engine)
+    state = app.AppState(settings=app.Settings(data_dir=str(tmp_path)), engine=engine, catalog={}, admin_key="k",
+                         admin_key_created=False, options={"log_retention_days": "soon"})
+    with engine.begin() as conn:
+        conn.execute(app.sa.insert(app.LogRow).values(request_id="old", created_at=1000))
+    loop = asyncio.create_task(app._retention_loop(state))
+    try:
+        await asyncio.sleep(0.3)
+        assert not loop.done() and any("log retention failed" in r.getMessage() for r in caplog.records)
+        state.options["log_retention_days"] = 10**17  # a huge number keeps everything
+        await asyncio.sleep(0.3)
+        assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 1
+        state.options["log_retention_days"] = 1
+        for _ in range(100):
+            if app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0 and not loop.done()
+    finally:
+        loop.cancel()
+
+
+# ---- shutdown: bounded, and no answered call without its row ----
+
+def stalled_stream(server, model: str) -> threading.Thread:
+    """A client reading a stream whose upstream stalls after its first chunk; returns once a chunk is in."""
+    first = threading.Event()
+
+    def read() -> None:
+        try:
+            with httpx.stream("POST", f"{server.url}/v1/chat/completions", headers=server.headers, timeout=120,
+                              json={"model": model, "stream": True, "messages": [{"role": "user", "content": "x"}]}) as r:
+                for _ in r.iter_bytes():
+                    first.set()
+        except httpx.HTTPError:
+            pass  # the shutdown cuts it
+        first.set()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    assert first.wait(30)
+    return thread
+
+
+def exit_within(server, seconds: float) -> float:
+    started = time.monotonic()
+    server.proc.wait(seconds)
+    return time.monotonic() - started
+
+
+def test_sigterm_under_load_keeps_a_row_for_every_answered_call(start_app, upstream):
+    """Issues 9 and 10: calls under way finish, every answered call has its row, nothing is left over."""
+    server = start_app(args=["--no-ui"])
+    model = unique("sigterm")
+    server.add_channel(base_url=upstream.url("delay-20"), models=[model])
+    answered = answered_ids_under_load(server, model, 1.5, until=lambda _: server.proc.send_signal(signal.SIGTERM))
+    exit_within(server, 30)
+    assert server.proc.returncode == 0 and "Traceback" not in server.output_tail(200)
+    rows = logged_ids(server.dsn, model)
+    assert len(answered) > 20 and rows == answered
+    assert list((server.data_dir / app.JOURNAL_DIR).iterdir()) == [], "a clean stop leaves no journal behind"
+    print(f"SIGTERM under load: {len(answered)} answered, {len(rows)} rows")
+
+
+def test_a_stalled_stream_holds_sigterm_no_longer_than_the_grace(start_app, upstream):
+    server = start_app(args=["--no-ui"], env={"SHUTDOWN_GRACE_SECONDS": "1"})
+    model = unique("stall")
+    server.add_channel(base_url=upstream.url("chunks-3+gap-60000"), models=[model])
+    stalled_stream(server, model)
+    server.proc.send_signal(signal.SIGTERM)
+    assert exit_within(server, 30) < 15  # 1 s of grace, then the cancel; not the 60 s the stream would take
+    output = server.output_tail(200)
+    assert "1 call(s) under way (POST /v1/chat/completions) after 1 s are cancelled" in output
+    assert "Traceback" not in output and server.proc.returncode == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl+C"])
+def test_a_second_signal_exits_at_once_without_a_traceback_or_a_lost_row(start_app, upstream, sig):
+    server = start_app(args=["--no-ui"], env={"SHUTDOWN_GRACE_SECONDS": "120"})
+    model = unique("twice")
+    server.add_channel(base_url=upstream.url("ok"), models=[model], name=unique("fast"), priority=1)
+    stalled = unique("stalled")
+    server.add_channel(base_url=upstream.url("chunks-3+gap-60000"), models=[stalled])
+    client = server.openai()
+    answered = {client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "x"}]).headers["x-request-id"] for _ in range(20)}
+    stalled_stream(server, stalled)
+    server.proc.send_signal(sig)
+    with pytest.raises(subprocess.TimeoutExpired):
+        server.proc.wait(1.5)  # the first signal waits for the stalled stream (its grace is 120 s)
+    server.proc.send_signal(sig)
+    assert exit_within(server, 30) < 10
+    output = server.output_tail(200)
+    assert "second signal, stopping now; 1 call(s) under way" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert logged_ids(server.dsn, model) == answered
+
+
+# ---- a second start ----
+
+def run_second_start(tmp_path: Path, port: int, **env: str) -> subprocess.CompletedProcess[str]:
+    from conftest import child_env
+
+    data = tmp_path / "second"
+    return subprocess.run([sys.executable, str(ROOT / "aiproxy_local.py"), "--port", str(port), "--data-dir",
+                           str(data)], capture_output=True, text=True, timeout=60,
+                          env=child_env({"ADMIN_KEY": "second-key", **env}))
+
+
+def test_a_second_start_on_the_same_port_opens_the_running_one(start_app, tmp_path):
+    running = start_app(args=["--no-ui"])
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    second = run_second_start(tmp_path, running.port, BROWSER=str(browser))
+    assert second.returncode == 0, second.stderr
+    assert f"aiproxy-local is already running at {running.url}/" in second.stdout
+    assert "is running\n" not in second.stdout and "Traceback" not in second.stderr
+    deadline = time.monotonic() + 10
+    while not opened.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert opened.read_text().strip() == f"{running.url}/"
+    assert not (tmp_path / "second" / "aiproxy.db").exists(), "it bound first, before opening a database"
+
+
+def test_a_port_held_by_another_program_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        second = run_second_start(tmp_path, holder.getsockname()[1], AIPROXY_NO_BROWSER="1")
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert "another program uses it. Choose another port with --port" in second.stderr
+
+
+# ---- body size limits ----
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+def fifty_megabytes() -> Iterator[bytes]:
+    """A 50 MB body sent in chunks without a Content-Length, so no header announces its size."""
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(50):
+        yield chunk
+
+
+def test_oversized_bodies_are_refused_without_being_held(start_app, upstream):
+    """Issue 10: three 50 MB chat bodies took the process to 581 MB. Each is refused with 413 in its route's
+    envelope, and the process's peak memory barely moves."""
+    server = start_app(args=["--no-ui", "--relay-max-body-mib", "1", "--api-max-body-mib", "1"])
+    model = unique("size")
+    server.add_channel(base_url=upstream.url("ok"), models=[model])
+    under = {"model": model, "messages": [{"role": "user", "content": "y" * 900_000}]}
+    assert httpx.post(f"{server.url}/v1/chat/completions", headers=server.headers, json=under,
+                      timeout=60).status_code == 200
+    assert server.api("POST", "/api/channel/", json={"type": 1, "key": "k", "name": unique("c"),
+                                                     "models": [model], "padding": "z" * 900_000})["success"]
+    before = peak_rss_mb(server.proc.pid)
+
+    def relay_call(_: int) -> httpx.Response:
+        return httpx.post(f"{server.url}/v1/chat/completions", headers=server.headers, content=fifty_megabytes(),
+                          timeout=120)
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(relay_call, range(3)))
+    for answer in answers:
+        assert answer.status_code == 413
+        assert answer.json()["error"]["code"] == "request_too_large" and "1 MiB" in answer.json()["error"]["message"]
+    declared = httpx.post(f"{server.url}/api/channel/", headers=server.headers, content=b"{" * 50_000_000,
+                          timeout=120)
+    assert declared.status_code == 413 and declared.json() == {
+        "success": False, "message": "The request body is larger than 1 MiB (API_MAX_BODY_MIB)."}
+    chunked = httpx.post(f"{server.url}/api/channel/", headers=server.headers, content=fifty_megabytes(),
+                         timeout=120)
+    assert chunked.status_code == 413 and chunked.json()["success"] is False
+    anonymous = httpx.post(f"{server.url}/api/channel/", content=fifty_megabytes(), timeout=120)
+    assert anonymous.status_code == 401 and "admin key" in anonymous.json()["message"]
+    growth = peak_rss_mb(server.proc.pid) - before
+    print(f"peak RSS growth {growth:.1f} MB")
+    assert growth < 30, f"peak memory grew by {growth:.0f} MB for bodies of 50 MB"
+    assert server.api("GET", "/api/channels/all")["success"], "the app still answers"
+
+
+def test_body_limits_default_to_2_and_20_mib():
+    assert (app.Settings().api_max_body_mib, app.Settings().relay_max_body_mib) == (2, 20)
+    s = app.load_settings({"API_MAX_BODY_MIB": "5", "RELAY_MAX_BODY_MIB": "64"})
+    assert (s.api_max_body_mib, s.relay_max_body_mib) == (5, 64)

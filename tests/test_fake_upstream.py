@@ -185,3 +185,70 @@ def test_runs_as_script() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# ---- the other formats: Azure's deployment paths, Anthropic's /messages ----
+
+ANTHROPIC_HEADERS = {"x-api-key": "sk-ant-fake", "anthropic-version": "2023-06-01"}
+MESSAGE = {"model": "claude-sonnet-4-5", "max_tokens": 64, "system": "Be brief.",
+           "messages": [{"role": "user", "content": "hello there friend"}]}
+
+
+def test_path_shapes_pick_the_format() -> None:
+    from fake_upstream import split_path
+
+    assert split_path("/tool+chunks-2/v1/chat/completions").format == "openai"
+    assert split_path("/v1/messages").format == "anthropic"
+    assert split_path("/ok/v1/messages/count_tokens").endpoint == "messages/count_tokens"
+    azure = split_path("/ok/openai/deployments/gpt-41/chat/completions")
+    assert (azure.format, azure.deployment, azure.endpoint) == ("azure", "gpt-41", "chat/completions")
+    assert split_path("/ok/v1beta/models/gemini-2.5-flash:generateContent").format == "gemini"
+    assert split_path("/ok/elsewhere") is None
+
+
+def test_azure_needs_its_key_header_and_api_version(fake: FakeUpstream) -> None:
+    url = fake.host_url() + "/openai/deployments/gpt-41/chat/completions"
+    assert httpx.post(url + "?api-version=2024-10-21", json=CHAT).status_code == 401
+    assert httpx.post(url, json=CHAT, headers={"api-key": "k"}).status_code == 404
+    answer = httpx.post(url + "?api-version=2024-10-21", json=CHAT, headers={"api-key": "k"})
+    assert answer.json()["choices"][0]["message"]["content"] == reply_text(3)
+    assert fake.requests()[-1]["deployment"] == "gpt-41"
+
+
+def test_anthropic_message_usage_and_cache_tokens(fake: FakeUpstream) -> None:
+    resp = httpx.post(fake.url("cacheread-7+cachewrite-2") + "/messages", json=MESSAGE, headers=ANTHROPIC_HEADERS)
+    body = resp.json()
+    assert body["type"] == "message" and body["stop_reason"] == "end_turn"
+    assert body["content"] == [{"type": "text", "text": reply_text(3)}]
+    assert count_prompt_tokens(MESSAGE) == 6  # "Be brief." + "hello there friend" + 1
+    assert body["usage"] == {"input_tokens": 6, "output_tokens": 3, "cache_read_input_tokens": 7,
+                             "cache_creation_input_tokens": 2}
+    counted = httpx.post(fake.url() + "/messages/count_tokens", json=MESSAGE, headers=ANTHROPIC_HEADERS).json()
+    assert counted == {"input_tokens": 6}
+
+
+@pytest.mark.parametrize("change, status, words", [
+    ({"max_tokens": None}, 400, "max_tokens"),
+    ({"messages": [{"role": "system", "content": "x"}]}, 400, "'user' or 'assistant'"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, 400, "alternate"),
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "1"}]}]},
+     400, "tool_use_id"),
+    ({"tools": [{"name": "f", "parameters": {"type": "object"}}]}, 400, "input_schema"),
+])
+def test_anthropic_refuses_what_the_real_api_refuses(fake: FakeUpstream, change, status, words) -> None:
+    body = {k: v for k, v in {**MESSAGE, **change}.items() if v is not None}
+    resp = httpx.post(fake.url() + "/messages", json=body, headers=ANTHROPIC_HEADERS)
+    assert resp.status_code == status and resp.json()["type"] == "error" and words in resp.json()["error"]["message"]
+    assert httpx.post(fake.url() + "/messages", json=MESSAGE, headers={"x-api-key": "k"}).status_code == 400
+    assert httpx.post(fake.url() + "/messages", json=MESSAGE).status_code == 401
+
+
+def test_anthropic_stream_with_thinking_and_a_tool_call(fake: FakeUpstream) -> None:
+    body = {**MESSAGE, "max_tokens": 4096, "stream": True, "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}]}
+    with httpx.stream("POST", fake.url("tool") + "/messages", json=body, headers=ANTHROPIC_HEADERS) as resp:
+        names = [line[7:] for line in resp.iter_lines() if line.startswith("event: ")]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    assert names.count("content_block_start") == names.count("content_block_stop") == 3  # thinking, text, tool
+    status = httpx.post(fake.url("status-529") + "/messages", json=MESSAGE, headers=ANTHROPIC_HEADERS)
+    assert status.status_code == 529 and status.json()["error"]["type"] == "overloaded_error"

@@ -1,10 +1,13 @@
-"""Tests for section 7's OneAPI / new-api import (`POST /api/channels/import/oneapi`).
+"""Tests for section 7's import of OneAPI, new-api and labring/aiproxy (`POST /api/channels/import/oneapi` and
+`/import/aiproxy`).
 
 Pure tests call the row-mapping functions directly (type tables, base URLs, credentials, models, status, tokens,
-DSN parsing). End-to-end tests build a one-api and a new-api schema from their documented DDL in a real MariaDB
-(127.0.0.1:3306, root, no password), a one-api SQLite file and a one-api PostgreSQL database, import them into the
-shared app process, check every channel field, and call a migrated channel with a migrated token through the
-official `openai` SDK. Without MariaDB/PostgreSQL those tests skip, unless CI is set: then they fail.
+aiproxy's JSON columns, priorities and prices, DSN parsing, config.yaml). End-to-end tests build a one-api and a
+new-api schema from their documented DDL in a real MariaDB (127.0.0.1:3306, root, no password), a one-api SQLite
+file, a one-api and an aiproxy PostgreSQL database (aiproxy's from its GORM models, tests/aiproxy_sources.py) and
+aiproxy's config.yaml (tests/fixtures/), import them into the shared app process, check every field, and call a
+migrated channel with a migrated token through the official `openai` SDK. Without MariaDB/PostgreSQL those tests
+skip, unless CI is set: then they fail.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +29,14 @@ import pytest
 
 import aiproxy_local as app
 from conftest import AppServer, free_port
+from aiproxy_sources import AIPROXY_OLD_TOKEN_EXPIRY, AIPROXY_POSTGRES_DDL
 from oneapi_sources import ONEAPI_SQLITE_DDL
 
 SOURCE_PASSWORD = "Zq9-secret_pw!"  # must never show up in an answer or the app's log
 ADC = {"type": "service_account", "project_id": "proj-1", "private_key": "-----BEGIN KEY-----\\nabc\\n-----END KEY-----"}
 MESSAGES = [{"role": "user", "content": "hello from a migrated key"}]
 RUN = os.getpid()
+AIPROXY_YAML = Path(__file__).parent / "fixtures" / "aiproxy-config.yaml"
 
 
 # ---- pure mapping: type tables ----
@@ -140,7 +147,7 @@ def test_flavours_disagree_where_the_numbering_diverges(catalog, types) -> None:
     ({"ID", "TYPE", "CONFIG"}, "oneapi"),
 ])
 def test_detect_flavour(columns: set[str], flavour: str) -> None:
-    assert app.detect_flavour(columns) == flavour
+    assert app.detect_flavour({"channels": columns}) == flavour
 
 
 # ---- pure mapping: base URLs ----
@@ -392,7 +399,7 @@ def test_parse_mysql_dsn(dsn: str) -> None:
     assert (src.url.username, src.url.password, src.url.host, src.url.port, src.url.database) == \
            ("root", "p@ss:w0rd", "db.example", 3307, "oneapi")
     assert dict(src.url.query) == {"charset": src.url.query.get("charset", "utf8mb4")}  # Go-only params dropped
-    assert src.safe == "mysql://root@db.example:3307/oneapi" and src.source == "oneapi:db.example:3307/oneapi"
+    assert src.safe == "mysql://root@db.example:3307/oneapi" and src.tag("oneapi") == "oneapi:db.example:3307/oneapi"
     assert "w0rd" not in repr(src) + src.safe + src.source
 
 
@@ -406,7 +413,7 @@ def test_parse_other_dsns(tmp_path: Path) -> None:
     sqlite3.connect(db).close()
     for dsn in (str(db), f"sqlite:///{db}"):
         src = app.parse_source_dsn(dsn)
-        assert src.kind == "sqlite" and src.source == f"oneapi:sqlite:{db.resolve()}"
+        assert src.kind == "sqlite" and src.tag("newapi") == f"oneapi:sqlite:{db.resolve()}"
 
 
 @pytest.mark.parametrize("dsn,message", [
@@ -572,10 +579,12 @@ def _require(service: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
-def mysql_insert(cur: Any, table: str, rows: list[dict[str, Any]]) -> None:
+def insert_rows(execute: Any, table: str, rows: list[dict[str, Any]], quote: str) -> None:
+    """INSERT each row through a DB-API `execute` (pymysql and psycopg both take %s); `quote` quotes the column
+    names, since `key` and `group` are reserved words."""
     for row in rows:
-        cols = ", ".join(f"`{c}`" for c in row)
-        cur.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values()))
+        cols = ", ".join(f"{quote}{c}{quote}" for c in row)
+        execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values()))
 
 
 @pytest.fixture(scope="module")
@@ -596,7 +605,7 @@ def mariadb() -> Iterator[Any]:
             for statement in ddl:
                 cur.execute(statement)
             for table, rows in data.items():
-                mysql_insert(cur, table, rows)
+                insert_rows(cur.execute, table, rows, "`")
         return name
 
     yield make_db
@@ -606,15 +615,47 @@ def mariadb() -> Iterator[Any]:
     conn.close()
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Any]:
+    """Factory: a fresh PostgreSQL database built from `ddl` and `data`; its DSN. Dropped at the end."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        _require("psycopg (the test extra)", exc)
+    try:
+        admin = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3,
+                                autocommit=True)
+    except psycopg.Error as exc:
+        _require("PostgreSQL at 127.0.0.1:5432 (user postgres)", exc)
+    created: list[str] = []
+
+    def make_db(name: str, ddl: list[str], data: dict[str, list[dict[str, Any]]]) -> str:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as conn:
+            for statement in ddl:
+                conn.execute(statement)
+            for table, rows in data.items():
+                insert_rows(conn.execute, table, rows, '"')
+        return f"postgres://postgres:{SOURCE_PASSWORD}@127.0.0.1:5432/{name}"  # trust auth: any password works
+
+    yield make_db
+    for name in created:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
 def dsn(db: str) -> str:
     return f"root@tcp(127.0.0.1:3306)/{db}?charset=utf8mb4&parseTime=True&loc=Local"  # one-api's SQL_DSN form
 
 
-def import_(server: AppServer, source: str, **kw: Any) -> dict[str, Any]:
-    resp = server.client.post("/api/channels/import/oneapi", json={"dsn": source, **kw})
+def import_(server: AppServer, source: str, route: str = "oneapi", **kw: Any) -> dict[str, Any]:
+    resp = server.client.post(f"/api/channels/import/{route}", json={"dsn": source, **kw})
     assert resp.status_code < 500, resp.text
     body = resp.json()
     assert body["success"] is True, body
+    assert SOURCE_PASSWORD not in resp.text
     return body["data"]
 
 
@@ -849,31 +890,18 @@ def test_sqlite_source(tmp_path: Path, app_server: AppServer, upstream: Any) -> 
     assert (again["imported"], again["exists"], again["tokens"]["exists"]) == (0, 2, 1)
 
 
-def test_postgres_source(app_server: AppServer) -> None:
-    psycopg = pytest.importorskip("psycopg")
+def test_postgres_source(postgres: Any, app_server: AppServer) -> None:
     name = f"oneapi_pg_{RUN}"
-    try:
-        admin = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3,
-                                autocommit=True)
-    except psycopg.Error as exc:
-        _require("PostgreSQL at 127.0.0.1:5432 (user postgres)", exc)
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as conn:
-            conn.execute("""CREATE TABLE channels (id bigserial PRIMARY KEY, type bigint DEFAULT 0, "key" text,
-                status bigint DEFAULT 1, name varchar(191), weight bigint DEFAULT 0, base_url varchar(191) DEFAULT '',
-                other text, models text, "group" varchar(32) DEFAULT 'default', model_mapping varchar(1024) DEFAULT '',
-                priority bigint DEFAULT 0, config text, system_prompt text)""")
-            conn.execute("""INSERT INTO channels (type, "key", name, models, config) VALUES
-                (33, '', 'pg-aws', 'claude-3-haiku', '{"region":"us-east-1","ak":"AK","sk":"SK"}')""")
-        report = import_(app_server, f"postgres://postgres@127.0.0.1:5432/{name}")
-        assert report["imported"] == 1
-        ch = source_channels(app_server, f"oneapi:127.0.0.1:5432/{name}")["pg-aws"][0]
-        assert (ch["type"], ch["key"]) == (33, "us-east-1|AK|SK")
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    ddl = ["""CREATE TABLE channels (id bigserial PRIMARY KEY, type bigint DEFAULT 0, "key" text,
+        status bigint DEFAULT 1, name varchar(191), weight bigint DEFAULT 0, base_url varchar(191) DEFAULT '',
+        other text, models text, "group" varchar(32) DEFAULT 'default', model_mapping varchar(1024) DEFAULT '',
+        priority bigint DEFAULT 0, config text, system_prompt text)"""]
+    postgres(name, ddl, {"channels": [dict(type=33, key="", name="pg-aws", models="claude-3-haiku",
+                                           config='{"region":"us-east-1","ak":"AK","sk":"SK"}')]})
+    report = import_(app_server, f"postgres://postgres@127.0.0.1:5432/{name}")
+    assert report["imported"] == 1 and report["flavour"] == "oneapi"
+    ch = source_channels(app_server, f"oneapi:127.0.0.1:5432/{name}")["pg-aws"][0]
+    assert (ch["type"], ch["key"]) == (33, "us-east-1|AK|SK")
 
 
 # ---- end to end: errors ----
@@ -914,3 +942,497 @@ def test_bad_sources_answer_clean_errors(mariadb: Any, app_server: AppServer, st
     resp = app_server.client.post("/api/channels/import/oneapi", json={"dsn": "x"}, headers={"Authorization": ""})
     assert resp.status_code == 401
     assert pw not in app_server.log_path.read_text(errors="replace")
+
+
+# ---- labring/aiproxy: pure mapping ----
+
+AIPROXY_SCHEMA = {
+    "channels": {"id", "type", "key", "name", "base_url", "proxy_url", "models", "model_mapping", "status",
+                 "priority", "configs", "sets", "deleted_at", "skip_tls_verify"},
+    "tokens": {"id", "key", "name", "group_id", "subnets", "models", "status", "quota", "period_quota"},
+    "groups": {"id", "status", "available_sets"}, "model_configs": {"model", "type", "input_price"},
+}
+
+
+@pytest.mark.parametrize("schema,flavour", [
+    (AIPROXY_SCHEMA, "aiproxy"),
+    ({"channels": AIPROXY_SCHEMA["channels"] - {"proxy_url"}, "tokens": AIPROXY_SCHEMA["tokens"]}, "aiproxy"),  # old
+    ({"channels": {"id", "type", "key", "config", "sets", "proxy_url"}}, "oneapi"),  # a fork's stray columns
+    ({"channels": {"id", "type", "config"}, "model_configs": {"model"}}, "oneapi"),  # e.g. our own database
+])
+def test_detect_aiproxy(schema: dict[str, set[str]], flavour: str) -> None:
+    assert app.detect_flavour(schema) == flavour
+
+
+def aiproxy_row(**kw: Any) -> dict[str, Any]:
+    """An aiproxy `channels` row as psycopg reads it: JSON columns are text, `null` included."""
+    row = {"id": 4, "type": 1, "name": "ap", "key": "sk-k", "base_url": "https://up.example/v1", "proxy_url": "",
+           "models": '["ap-gpt","ap-embed"]', "model_mapping": "null", "status": 1, "priority": 0,
+           "configs": "null", "sets": "null", "deleted_at": None, "skip_tls_verify": False}
+    return row | kw
+
+
+def test_aiproxy_channel_keeps_type_key_url_and_json_lists(catalog) -> None:
+    r = app.map_aiproxy_channel(aiproxy_row(model_mapping='{"ap-gpt": "gpt-4o-mini"}',
+                                            configs='{"api_version": "v1beta"}'), catalog)
+    assert not r.reason and not r.warnings and (r.source_type, r.type, r.source_id) == (1, 1, "4")
+    c = r.items[0]
+    assert (c.type, c.key, c.base_url, c.status, c.status_reason) == (1, "sk-k", "https://up.example/v1", 1, "")
+    assert c.models == ["ap-gpt", "ap-embed"]  # not split on commas out of the JSON text
+    assert c.model_mapping == {"ap-gpt": "gpt-4o-mini"} and c.config == {"api_version": "v1beta"}
+    for t in (3, 14, 24):
+        assert app.map_aiproxy_channel(aiproxy_row(type=t, key="k|2024-06-01"), catalog).items[0].type == t
+    assert app.map_aiproxy_channel(aiproxy_row(base_url=""), catalog).items[0].base_url == ""  # provider default
+
+
+@pytest.mark.parametrize("models,mapping", [("null", "null"), ("", ""), (None, None), ("[]", "{}")])
+def test_aiproxy_null_json_is_empty(models: Any, mapping: Any, catalog) -> None:
+    r = app.map_aiproxy_channel(aiproxy_row(models=models, model_mapping=mapping), catalog)
+    assert r.items[0].models == [] and r.items[0].model_mapping == {}
+    assert r.warnings == ["no models in the source row; add models before this channel can serve requests"]
+
+
+def test_aiproxy_bad_json_is_reported(catalog) -> None:
+    r = app.map_aiproxy_channel(aiproxy_row(models='["a",', model_mapping='["x"]'), catalog)
+    assert r.items[0].models == [] and r.items[0].model_mapping == {}
+    assert any("models is not valid JSON" in w for w in r.warnings)
+    assert any("model_mapping is not a JSON object" in w for w in r.warnings)
+
+
+@pytest.mark.parametrize("priority,ours", [(0, 10), (None, 10), (10, 10), (100, 100), (5, 5), (2_000_000, 1_000_000)])
+def test_aiproxy_priority_is_kept_with_0_as_10(priority: Any, ours: int, catalog) -> None:
+    c = app.map_aiproxy_channel(aiproxy_row(priority=priority), catalog).items[0]
+    assert (c.priority, c.weight) == (ours, 1)
+
+
+@pytest.mark.parametrize("status,ours,reason", [(1, 1, ""), (2, 2, ""), (0, 1, ""), (3, 2, "status 3 in aiproxy")])
+def test_aiproxy_status(status: int, ours: int, reason: str, catalog) -> None:
+    c = app.map_aiproxy_channel(aiproxy_row(status=status), catalog).items[0]
+    assert (c.status, c.status_reason) == (ours, reason)
+
+
+def test_aiproxy_deleted_and_unknown_rows_are_skipped(catalog) -> None:
+    r = app.map_aiproxy_channel(aiproxy_row(deleted_at=datetime.now(timezone.utc)), catalog)
+    assert r.reason == "deleted in aiproxy" and not r.items
+    r = app.map_aiproxy_channel(aiproxy_row(type=2), catalog)
+    assert r.reason == "unknown aiproxy channel type 2" and r.source_type == 2
+
+
+def test_aiproxy_settings_without_a_feature_here_are_warned(catalog) -> None:
+    r = app.map_aiproxy_channel(aiproxy_row(
+        proxy_url="socks5://user:hunter2@proxy:1080", sets='["default", "vip"]', skip_tls_verify=True,
+        enabled_no_permission_ban=True, max_error_rate=Decimal("0.5"), warn_error_rate=Decimal("0"),
+        enabled_auto_balance_check=True, balance_threshold=Decimal("3")), catalog)
+    text = "\n".join(r.warnings)
+    for setting in ("proxy_url", "sets default, vip", "skip_tls_verify", "enabled_no_permission_ban, max_error_rate",
+                    "enabled_auto_balance_check, balance_threshold"):
+        assert setting in text, setting
+    assert "warn_error_rate" not in text and "hunter2" not in text and len(r.warnings) == 5
+    assert not app.map_aiproxy_channel(aiproxy_row(sets='["default"]', proxy_url=" "), catalog).warnings
+
+
+def yaml_row(index: int = 0, **kw: Any) -> dict[str, Any]:
+    return {"name": "y", "key": "k", "models": ["m"], "status": 1} | kw | {"id": -1 - index}
+
+
+@pytest.mark.parametrize("type_name,ours", [("openai", 1), ("Claude", 14), (" google gemini ", 24), ("aliyun", 17),
+                                            ("vertex", 42), ("蚂蚁百灵", 54)])
+def test_yaml_type_names(type_name: str, ours: int, catalog) -> None:
+    r = app.map_aiproxy_channel(yaml_row(type_name=type_name), catalog, from_yaml=True)
+    assert (r.type, r.items[0].type, r.source_id) == (ours, ours, "-1")
+
+
+def test_aiproxy_tables_point_at_what_we_have(types: dict[str, Any], catalog) -> None:
+    assert set(types["aiproxy_type_names"].values()) <= set(catalog)
+    assert all(name == name.lower().strip() for name in types["aiproxy_type_names"])
+    assert set(types["aiproxy_mode_kinds"].values()) <= set(app.MODEL_KINDS)
+    assert {str(m) for m in types["aiproxy_model_type_names"].values()} - set(types["aiproxy_mode_kinds"]) == {"2"}
+
+
+def test_yaml_type_wins_and_unknown_names_are_skipped(catalog) -> None:
+    assert app.map_aiproxy_channel(yaml_row(type=24, type_name="openai"), catalog, from_yaml=True).type == 24
+    r = app.map_aiproxy_channel(yaml_row(type_name="nope"), catalog, from_yaml=True)
+    assert r.reason == "unknown type_name 'nope'"
+    assert app.map_aiproxy_channel(yaml_row(), catalog, from_yaml=True).reason == "unknown aiproxy channel type 0"
+
+
+def test_yaml_channel_without_status_1_is_imported_disabled(catalog) -> None:
+    r = app.map_aiproxy_channel(yaml_row(type=1, status=None), catalog, from_yaml=True)
+    assert r.items[0].status == 2 and "aiproxy did not serve it" in r.items[0].status_reason and r.warnings
+    r = app.map_aiproxy_channel(yaml_row(type=1, status=2), catalog, from_yaml=True)
+    assert (r.items[0].status, r.items[0].status_reason, r.warnings) == (2, "", [])
+
+
+def test_yaml_unknown_keys_are_named(catalog) -> None:
+    r = app.map_aiproxy_channel(yaml_row(type=1, config={"spec": {}}, colour="red"), catalog, from_yaml=True)
+    assert r.warnings == ["unknown keys ignored, as aiproxy ignores them: colour, config"]
+    assert r.items[0].config == {}
+
+
+def aiproxy_token(**kw: Any) -> dict[str, Any]:
+    row = {"id": 9, "key": "a" * 48, "name": "fastgpt", "group_id": "g1", "subnets": "null", "models": "null",
+           "status": 1, "quota": Decimal("0"), "used_amount": Decimal("0.25"), "request_count": 3,
+           "period_quota": Decimal("0"), "period_type": None, "created_at": datetime(2025, 5, 1, tzinfo=timezone.utc)}
+    return row | kw
+
+
+def test_aiproxy_token_quota_0_is_no_cap_and_stays_enabled() -> None:
+    r = app.map_aiproxy_token(aiproxy_token(), {"g1": {"id": "g1", "status": 1}})
+    t = r.items[0]
+    assert (t["key"], t["status"], t["quota"], t["used_amount"], t["request_count"]) == ("a" * 48, 1, 0, 0.25, 3)
+    assert t["models"] == [] and t["expired_at"] == 0 and t["created_at"] == 1_746_057_600_000
+    assert not r.warnings and t["source_id"] == "9"
+
+
+def test_aiproxy_token_fields_and_warnings() -> None:
+    future = datetime.now(timezone.utc) + timedelta(days=3)
+    r = app.map_aiproxy_token(aiproxy_token(models='["ap-gpt", "ap-gpt", " "]', quota=Decimal("5.5"),
+                                            subnets='["10.0.0.0/8"]', period_quota=Decimal("2"),
+                                            period_type="daily", expired_at=future), {})
+    t = r.items[0]
+    assert (t["models"], t["quota"], t["expired_at"]) == (["ap-gpt"], 5.5, int(future.timestamp() * 1000))
+    assert any("subnets 10.0.0.0/8" in w for w in r.warnings) and any("period_quota 2 (daily)" in w
+                                                                       for w in r.warnings)
+    zero = app.map_aiproxy_token(aiproxy_token(expired_at="0001-01-01 00:00:00+00:00"), {}).items[0]
+    assert zero["expired_at"] == 0  # Go's zero time: never expires
+    past = app.map_aiproxy_token(aiproxy_token(expired_at=datetime(2020, 1, 1)), {})
+    assert past.items[0]["expired_at"] == 1_577_836_800_000 and "expired_at" in past.warnings[0]
+
+
+def test_aiproxy_token_status_and_group() -> None:
+    assert app.map_aiproxy_token(aiproxy_token(status=2), {}).items[0]["status"] == 2
+    r = app.map_aiproxy_token(aiproxy_token(), {"g1": {"status": 2}})
+    assert r.items[0]["status"] == 2 and "group 'g1' is disabled" in r.warnings[0]
+    assert app.map_aiproxy_token(aiproxy_token(key="  "), {}).reason == "the token has no key"
+    assert app.map_aiproxy_token(aiproxy_token(key="sk-" + "b" * 48), {}).items[0]["key"] == "b" * 48
+
+
+@pytest.mark.parametrize("price,ours", [
+    ({"input_price": Decimal("0.002"), "output_price": Decimal("0.004")}, (0.002, 0.004)),  # unit 0 = per 1K
+    ({"input_price": 0.15, "input_price_unit": 1_000_000, "output_price": 0.6, "output_price_unit": 1_000_000},
+     (0.00015, 0.0006)),
+    ({"input_price": 1, "input_price_unit": 1}, (1000.0, 0.0)),
+    ({"price": {"inputprice": 0.5, "inputpriceunit": 1_000_000, "outputprice": 1.5, "outputpriceunit": 1_000_000}},
+     (0.0005, 0.0015)),  # config.yaml: Go's YAML decoder lower-cases the untagged field names
+])
+def test_aiproxy_prices_become_per_1k(price: dict[str, Any], ours: tuple[float, float]) -> None:
+    r = app.map_aiproxy_model_config({"model": "m", "type": 1} | price)
+    c = r.items[0]
+    assert (c["model"], c["kind"], c["enabled"]) == ("m", "chat", True)
+    assert (c["input_price"], c["output_price"]) == pytest.approx(ours)
+
+
+@pytest.mark.parametrize("row,kind", [({"type": 3}, "embedding"), ({"type": 10}, "rerank"), ({"type": 7}, "tts"),
+                                      ({"type_name": "Embeddings"}, "embedding"), ({"type_name": "speech"}, "tts"),
+                                      ({"type": 2, "input_price": 1}, ""), ({"type_name": "video", "input_price": 1}, "")])
+def test_aiproxy_model_kinds(row: dict[str, Any], kind: str) -> None:
+    assert app.map_aiproxy_model_config({"model": "m"} | row).items[0]["kind"] == kind
+
+
+def test_aiproxy_model_config_limits_are_warned() -> None:
+    r = app.map_aiproxy_model_config({
+        "model": "m", "type": 1, "rpm": 100, "tpm": 0, "retry_times": 2, "request_timeout": 60,
+        "stream_request_timeout": None, "cached_price": Decimal("0.01"), "conditional_prices": "null",
+        "plugin": '{"cache": {"enable": true}}'})
+    text = "\n".join(r.warnings)
+    for part in ("rpm=100 not imported", "retry_times=2", "timeout_config (request_timeout=60s)", "cached_price",
+                 "plugin settings"):
+        assert part in text, part
+    assert "tpm" not in text and "conditional_prices" not in text
+    yaml_style = app.map_aiproxy_model_config({"model": "m", "timeout_config": {"stream_request_timeout": 600},
+                                               "price": {"input": 0.1}})
+    assert yaml_style.items[0]["input_price"] == pytest.approx(0.1)
+    assert any("stream_request_timeout=600s" in w for w in yaml_style.warnings)
+    assert any("price.input" in w for w in yaml_style.warnings)
+
+
+def test_aiproxy_model_config_with_nothing_to_carry_is_skipped() -> None:
+    r = app.map_aiproxy_model_config({"model": "m", "type": 0, "owner": "openai", "rpm": 5})
+    assert r.reason.startswith("nothing to import") and any("rpm=5" in w for w in r.warnings)
+    assert app.map_aiproxy_model_config({"model": " "}).reason == "the model config has no model name"
+
+
+# ---- labring/aiproxy: config.yaml as a source ----
+
+def test_parse_yaml_source(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("channels: []\n")
+    src = app.parse_source_dsn(str(path))
+    assert (src.kind, src.safe, src.tag("aiproxy")) == ("yaml", str(path.resolve()), f"aiproxy:yaml:{path.resolve()}")
+    with pytest.raises(app.ApiError, match="config file not found"):
+        app.parse_source_dsn(str(tmp_path / "missing.yml"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("channels: [\n  - key: sk-secret-in-file\n", "not valid YAML at line"),
+    ("channels: {a: 1}\n", "`channels:` must be a list of mappings"),
+    ("modelconfigs:\n  - just a string\n", "`modelconfigs:` must be a list of mappings"),
+    ("options:\n  RetryTimes: '3'\n", "no channels: or modelconfigs:"),
+    ("- a list\n", "no channels: or modelconfigs:"),
+    ("", "no channels: or modelconfigs:"),
+])
+def test_bad_yaml_sources(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(app.ApiError, match=message) as info:
+        app.read_source(app.parse_source_dsn(str(path)))
+    assert "sk-secret" not in info.value.message
+
+
+def test_yaml_fixture_reads_as_aiproxy() -> None:
+    data = app.read_source(app.parse_source_dsn(str(AIPROXY_YAML)))
+    assert data.flavour == "aiproxy" and [c["id"] for c in data.channels] == [-1, -2, -3, -4, -5]
+    assert [m["model"] for m in data.model_configs] == ["yaml-gpt", "yaml-embed", "yaml-bare"]
+
+
+# ---- labring/aiproxy: end to end, from PostgreSQL (FastGPT's docker-compose runs aiproxy on it) ----
+
+def ap_key(tag: str) -> str:
+    """A 48-character aiproxy token key, unique per test run."""
+    return f"ap{tag}{RUN}".ljust(48, "z")[:48]
+
+
+def aiproxy_channels(upstream: Any) -> list[dict[str, Any]]:
+    return [
+        dict(id=1, type=1, name="ap-openai", key="sk-up-ap1", base_url=upstream.url("ok"), priority=0, status=1,
+             models='["ap-gpt","ap-embed"]', model_mapping='{"ap-gpt":"gpt-4o-mini"}', configs="null",
+             sets='["default"]'),
+        dict(id=2, type=3, name="ap-azure", key="az-key|2024-06-01", base_url="https://res.openai.azure.com",
+             priority=10, status=1, models='["ap-azure-4o"]', model_mapping="null",
+             proxy_url="http://proxyuser:proxy-secret@proxy.local:3128", sets='["default","vip"]'),
+        dict(id=3, type=14, name="ap-claude", key="sk-ant-ap", base_url="", priority=100, status=2,
+             models='["ap-claude-haiku"]', skip_tls_verify=True, enabled_no_permission_ban=True,
+             max_error_rate=0.5),
+        dict(id=4, type=24, name="ap-gemini", key="AIza-ap", base_url="", priority=0, status=1,
+             models='["ap-gemini-flash"]', configs='{"safety": "BLOCK_NONE"}'),
+        dict(id=5, type=1, name="ap-deleted", key="sk-gone", base_url=upstream.url("ok"), status=1,
+             models='["ap-gone"]', deleted_at=datetime(2025, 3, 1, tzinfo=timezone.utc)),
+        dict(id=6, type=1, name="ap-no-models", key="sk-nm", base_url=upstream.url("ok"), status=1, models="null",
+             model_mapping="null"),
+    ]
+
+
+def aiproxy_tokens() -> list[dict[str, Any]]:
+    soon = datetime.now(timezone.utc) + timedelta(days=30)
+    never = datetime(1, 1, 1, tzinfo=timezone.utc)  # Go's zero time, as aiproxy stores "no expiry"
+    return [
+        dict(id=1, key=ap_key("all"), name="ap-tok-all", group_id="fastgpt", status=1, quota=0, used_amount=0,
+             models="null", subnets="null", expired_at=never),
+        dict(id=2, key=ap_key("narrow"), name="ap-tok-narrow", group_id="fastgpt", status=1, quota=5.5,
+             used_amount=1.25, request_count=7, models='["ap-gpt"]', subnets='["10.0.0.0/8"]', period_quota=2,
+             period_type="daily", expired_at=soon),
+        dict(id=3, key=ap_key("off"), name="ap-tok-off", group_id="fastgpt", status=2, quota=0, models="null"),
+        dict(id=4, key=ap_key("grp"), name="ap-tok-group-off", group_id="blocked", status=1, quota=0,
+             models="null"),
+    ]
+
+
+def aiproxy_model_configs() -> list[dict[str, Any]]:
+    return [
+        dict(model="ap-gpt", owner="openai", type=1, input_price=0.15, input_price_unit=1_000_000, output_price=0.6,
+             output_price_unit=1_000_000, rpm=100, retry_times=2, request_timeout=60),
+        dict(model="ap-embed", owner="openai", type=3, input_price=0.0001),
+        dict(model="ap-bare", owner="openai", type=0),
+    ]
+
+
+@pytest.fixture(scope="module")
+def aiproxy_run(postgres: Any, app_server: AppServer, upstream: Any) -> dict[str, Any]:
+    """Dry run, import, a second import, and a third through /import/oneapi, of one aiproxy database."""
+    name = f"aiproxy_src_{RUN}"
+    dsn = postgres(name, AIPROXY_POSTGRES_DDL + [AIPROXY_OLD_TOKEN_EXPIRY], {
+        "groups": [dict(id="fastgpt", status=1), dict(id="blocked", status=2)],
+        "channels": aiproxy_channels(upstream), "tokens": aiproxy_tokens(), "model_configs": aiproxy_model_configs(),
+        "options": [dict(key="RetryTimes", value="3")]})
+    source = f"aiproxy:127.0.0.1:5432/{name}"
+    dry = import_(app_server, dsn, "aiproxy", dry_run=True, import_tokens=True)
+    after_dry = source_channels(app_server, source), tokens_named(app_server, "ap-tok"), model_configs(app_server)
+    first = import_(app_server, dsn, "aiproxy", import_tokens=True)
+    channels = source_channels(app_server, source)
+    second = import_(app_server, dsn, "aiproxy", import_tokens=True)
+    third = import_(app_server, dsn, import_tokens=True)
+    return {"name": name, "source": source, "dry": dry, "after_dry": after_dry, "first": first, "second": second,
+            "third": third, "channels": channels, "after_second": source_channels(app_server, source)}
+
+
+def model_configs(server: AppServer) -> dict[str, dict[str, Any]]:
+    body = server.api("GET", "/api/model_configs/all")
+    assert body["success"], body
+    return {m["model"]: m for m in body["data"] if m["model"].startswith("ap-")}
+
+
+def test_aiproxy_report(aiproxy_run: dict[str, Any]) -> None:
+    report = aiproxy_run["first"]
+    assert report["flavour"] == "aiproxy" and report["source"] == f"postgres://postgres@127.0.0.1:5432/{aiproxy_run['name']}"
+    assert any("strict" in n for n in report["notes"]) and any("AIPROXY_API_ENDPOINT" in n for n in report["notes"])
+    rows = by_name(report["rows"])
+    assert len(report["rows"]) == len(rows) == 6  # one entry per source row
+    assert (report["imported"], report["exists"], report["skipped"]) == (5, 0, 1)
+    assert rows["ap-deleted"]["status"] == "skipped" and rows["ap-deleted"]["reason"] == "deleted in aiproxy"
+    assert [w for w in rows["ap-no-models"]["warnings"] if "no models" in w]
+    assert rows["ap-openai"]["warnings"] == [] and rows["ap-gemini"]["warnings"] == []
+    azure = "\n".join(rows["ap-azure"]["warnings"])
+    assert "proxy_url" in azure and "sets default, vip" in azure and "proxy-secret" not in azure
+    claude = "\n".join(rows["ap-claude"]["warnings"])
+    assert "skip_tls_verify" in claude and "enabled_no_permission_ban, max_error_rate" in claude
+    tokens = by_name(report["tokens"]["rows"])
+    assert (report["tokens"]["imported"], report["tokens"]["skipped"]) == (4, 0)
+    assert any("subnets 10.0.0.0/8" in w for w in tokens["ap-tok-narrow"]["warnings"])
+    assert any("period_quota 2 (daily)" in w for w in tokens["ap-tok-narrow"]["warnings"])
+    assert any("group 'blocked' is disabled" in w for w in tokens["ap-tok-group-off"]["warnings"])
+    configs = by_name(report["model_configs"]["rows"])
+    assert {n: r["status"] for n, r in configs.items()} == {"ap-gpt": "imported", "ap-embed": "imported",
+                                                              "ap-bare": "skipped"}
+    gpt = "\n".join(configs["ap-gpt"]["warnings"])
+    assert "rpm=100" in gpt and "retry_times=2" in gpt and "request_timeout=60s" in gpt
+
+
+def test_aiproxy_channel_fields(aiproxy_run: dict[str, Any], upstream: Any) -> None:
+    ch = {name: chans[0] for name, chans in aiproxy_run["channels"].items()}
+    assert set(ch) == {"ap-openai", "ap-azure", "ap-claude", "ap-gemini", "ap-no-models"}
+    assert all(len(c) == 1 for c in aiproxy_run["channels"].values())
+    o = ch["ap-openai"]
+    assert (o["type"], o["key"], o["base_url"], o["status"]) == (1, "sk-up-ap1", upstream.url("ok"), 1)
+    assert o["models"] == ["ap-gpt", "ap-embed"] and o["model_mapping"] == {"ap-gpt": "gpt-4o-mini"}
+    assert (o["source"], o["source_id"]) == (aiproxy_run["source"], "1")
+    az = ch["ap-azure"]
+    assert (az["type"], az["key"], az["base_url"], az["model_mapping"]) == (
+        3, "az-key|2024-06-01", "https://res.openai.azure.com", {})
+    cl, gm = ch["ap-claude"], ch["ap-gemini"]
+    assert (cl["type"], cl["base_url"], cl["status"], cl["status_reason"]) == (14, "", 2, "")
+    assert (gm["type"], gm["configs"], gm["config"]) == (24, {"safety": "BLOCK_NONE"}, {"safety": "BLOCK_NONE"})
+    assert {n: (c["priority"], c["weight"]) for n, c in ch.items()} == {
+        "ap-openai": (10, 1), "ap-azure": (10, 1), "ap-claude": (100, 1), "ap-gemini": (10, 1),
+        "ap-no-models": (10, 1)}
+    assert ch["ap-no-models"]["models"] == [] and ch["ap-no-models"]["model_mapping"] == {}
+
+
+def test_aiproxy_tokens_and_model_configs(aiproxy_run: dict[str, Any], app_server: AppServer) -> None:
+    tok = tokens_named(app_server, "ap-tok")
+    assert set(tok) == {"ap-tok-all", "ap-tok-narrow", "ap-tok-off", "ap-tok-group-off"}
+    every = tok["ap-tok-all"]
+    assert (every["key"], every["status"], every["quota"], every["models"], every["expired_at"]) == (
+        "sk-" + ap_key("all"), 1, 0, [], 0)
+    narrow = tok["ap-tok-narrow"]
+    assert (narrow["models"], narrow["quota"], narrow["used_amount"], narrow["request_count"]) == (
+        ["ap-gpt"], 5.5, 1.25, 7)
+    assert narrow["expired_at"] > time.time() * 1000
+    assert tok["ap-tok-off"]["status"] == 2 and tok["ap-tok-group-off"]["status"] == 2
+    configs = model_configs(app_server)
+    assert (configs["ap-gpt"]["kind"], configs["ap-embed"]["kind"]) == ("chat", "embedding")
+    assert (configs["ap-gpt"]["input_price"], configs["ap-gpt"]["output_price"]) == pytest.approx((0.00015, 0.0006))
+    assert configs["ap-embed"]["input_price"] == pytest.approx(0.0001)
+
+
+def test_migrated_aiproxy_token_works_and_its_models_still_limit_it(aiproxy_run: dict[str, Any],
+                                                                    app_server: AppServer, upstream: Any) -> None:
+    narrow = app_server.openai(api_key="sk-" + ap_key("narrow"))
+    upstream.clear()
+    answer = narrow.chat.completions.create(model="ap-gpt", messages=MESSAGES)
+    assert answer.choices[0].message.content and answer.model == "ap-gpt"
+    seen = upstream.requests("ok")[-1]
+    assert seen["path"] == "/ok/v1/chat/completions" and seen["json"]["model"] == "gpt-4o-mini"
+    assert seen["headers"]["authorization"] == "Bearer sk-up-ap1"
+    with pytest.raises(openai.APIStatusError) as info:  # ap-embed is on the channel, not on this token's list
+        narrow.embeddings.create(model="ap-embed", input="hello")
+    assert 400 <= info.value.status_code < 500
+    every = app_server.openai(api_key=ap_key("all"))  # the bare 48-char key works as well as sk-<key>
+    assert len(every.embeddings.create(model="ap-embed", input="hello").data[0].embedding) > 0
+    for tag in ("off", "grp"):
+        with pytest.raises(openai.AuthenticationError):
+            app_server.openai(api_key="sk-" + ap_key(tag)).chat.completions.create(model="ap-gpt", messages=MESSAGES)
+
+
+def test_second_aiproxy_import_is_a_no_op(aiproxy_run: dict[str, Any]) -> None:
+    for again in (aiproxy_run["second"], aiproxy_run["third"]):  # /import/oneapi recognises aiproxy too
+        assert again["flavour"] == "aiproxy"
+        assert (again["imported"], again["exists"], again["skipped"]) == (0, 5, 1)
+        assert (again["tokens"]["imported"], again["tokens"]["exists"]) == (0, 4)
+        assert (again["model_configs"]["imported"], again["model_configs"]["exists"]) == (0, 2)
+    assert aiproxy_run["after_second"] == aiproxy_run["channels"]
+    first = {r["source_id"]: r for r in aiproxy_run["first"]["rows"]}
+    for r in aiproxy_run["third"]["rows"]:
+        assert sorted(r["channel_ids"]) == sorted(first[r["source_id"]]["channel_ids"])
+
+
+def test_aiproxy_dry_run_reports_the_same_and_writes_nothing(aiproxy_run: dict[str, Any]) -> None:
+    dry, first = aiproxy_run["dry"], aiproxy_run["first"]
+    assert dry["dry_run"] is True and aiproxy_run["after_dry"] == ({}, {}, {})
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("channel_ids", "token_ids")} for r in rows]
+    for part in (lambda r: r["rows"], lambda r: r["tokens"]["rows"], lambda r: r["model_configs"]["rows"]):
+        assert strip(part(dry)) == strip(part(first))
+
+
+def test_aiproxy_config_yaml_source(tmp_path: Path, app_server: AppServer, upstream: Any) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(AIPROXY_YAML.read_text(encoding="utf-8").replace("http://fake-upstream", upstream.base))
+    report = import_(app_server, str(path), "aiproxy")
+    assert report["flavour"] == "aiproxy" and report["source"] == str(path.resolve())
+    rows = by_name(report["rows"])
+    assert [r["source_id"] for r in report["rows"]] == ["-1", "-2", "-3", "-4", "-5"]
+    assert {n: r["status"] for n, r in rows.items()} == {"yaml-openai": "imported", "yaml-claude": "imported",
+                                                         "yaml-gemini": "imported", "yaml-unknown": "skipped",
+                                                         "yaml-typo": "imported"}
+    assert rows["yaml-unknown"]["reason"] == "unknown type_name 'no-such-provider'"
+    assert any("config" in w for w in rows["yaml-typo"]["warnings"])
+    assert any("balance" in w for w in rows["yaml-openai"]["warnings"])
+    ch = {n: c[0] for n, c in source_channels(app_server, f"aiproxy:yaml:{path.resolve()}").items()}
+    assert {n: (c["type"], c["status"], c["priority"]) for n, c in ch.items()} == {
+        "yaml-openai": (1, 1, 10), "yaml-claude": (14, 2, 100), "yaml-gemini": (24, 2, 10), "yaml-typo": (1, 1, 10)}
+    assert "did not serve it" in ch["yaml-gemini"]["status_reason"]
+    assert ch["yaml-openai"]["model_mapping"] == {"yaml-gpt": "gpt-4o-mini"}
+    configs = by_name(report["model_configs"]["rows"])
+    assert {n: r["status"] for n, r in configs.items()} == {"yaml-gpt": "imported", "yaml-embed": "imported",
+                                                            "yaml-bare": "skipped"}
+    assert any("rpm=3500, tpm=80000" in w for w in configs["yaml-gpt"]["warnings"])
+    body = app_server.api("GET", "/api/model_configs/all")
+    prices = {m["model"]: (m["kind"], m["input_price"], m["output_price"]) for m in body["data"]}
+    assert prices["yaml-gpt"] == ("chat", pytest.approx(0.0005), pytest.approx(0.0015))
+    assert prices["yaml-embed"] == ("embedding", pytest.approx(0.00002), 0)
+    # FastGPT calls with the admin key: the imported YAML channel serves it
+    answer = app_server.openai().chat.completions.create(model="yaml-gpt", messages=MESSAGES)
+    assert answer.choices[0].message.content and upstream.requests("ok")[-1]["headers"]["authorization"] == \
+           "Bearer sk-yaml-1"
+    again = import_(app_server, str(path), "aiproxy")
+    assert (again["imported"], again["exists"], again["skipped"]) == (0, 4, 1)
+    assert (again["model_configs"]["imported"], again["model_configs"]["exists"]) == (0, 2)
+
+
+def test_aiproxy_source_errors(app_server: AppServer, tmp_path: Path) -> None:
+    for route in ("aiproxy", "oneapi"):
+        resp = app_server.client.post(f"/api/channels/import/{route}", json={
+            "dsn": f"postgres://postgres:{SOURCE_PASSWORD}@127.0.0.1:5432/no_such_aiproxy_{RUN}"})
+        body = resp.json()
+        assert resp.status_code == 400 and body["success"] is False and "database not found" in body["message"]
+        assert SOURCE_PASSWORD not in resp.text
+    bad = tmp_path / "config.yml"
+    bad.write_text("channels:\n  - key: [unclosed\n")
+    resp = app_server.client.post("/api/channels/import/aiproxy", json={"dsn": str(bad)})
+    assert resp.status_code == 400 and "not valid YAML" in resp.json()["message"]
+    resp = app_server.client.post("/api/channels/import/aiproxy", json={"dsn": str(tmp_path / "none.yaml")})
+    assert resp.status_code == 400 and "config file not found" in resp.json()["message"]
+    resp = app_server.client.post("/api/channels/import/aiproxy", json={"dsn": "x"}, headers={"Authorization": ""})
+    assert resp.status_code == 401
+
+
+def test_aiproxy_sqlite_source(tmp_path: Path, app_server: AppServer, upstream: Any) -> None:
+    """aiproxy without SQL_DSN keeps aiproxy.db (SQLite), where GORM writes times as text."""
+    path = tmp_path / "aiproxy.db"
+    with sqlite3.connect(path) as conn:
+        for statement in AIPROXY_POSTGRES_DDL:  # SQLite takes the same column types
+            conn.execute(statement)
+        conn.execute("""INSERT INTO channels (id, type, "key", name, base_url, models, status, priority, created_at,
+            deleted_at) VALUES (1, 1, 'sk-lite-ap', 'aplite-openai', ?, '["aplite-gpt"]', 1, 0,
+            '2025-04-01 08:00:00+00:00', NULL), (2, 1, 'sk-x', 'aplite-gone', '', '["x"]', 1, 0, NULL,
+            '2025-04-02 09:00:00.123+08:00')""", (upstream.url("ok"),))
+        conn.execute("""INSERT INTO tokens (id, "key", name, group_id, status, quota, models, created_at)
+            VALUES (1, ?, 'aplite-tok', 'g', 1, 0, '["aplite-gpt"]', '2025-04-01 08:00:00+00:00')""",
+                     (ap_key("lite"),))
+    report = import_(app_server, str(path), "aiproxy", import_tokens=True)
+    assert report["flavour"] == "aiproxy" and (report["imported"], report["skipped"]) == (1, 1)
+    assert by_name(report["rows"])["aplite-gone"]["reason"] == "deleted in aiproxy"
+    ch = source_channels(app_server, f"aiproxy:sqlite:{path.resolve()}")["aplite-openai"][0]
+    assert ch["created_at"] == 1_743_494_400_000
+    answer = app_server.openai(api_key="sk-" + ap_key("lite")).chat.completions.create(model="aplite-gpt",
+                                                                                       messages=MESSAGES)
+    assert answer.choices[0].message.content

@@ -7,7 +7,9 @@ model names, so the channels of one test never serve another's calls.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.parse
 from typing import Any
 
 import httpx
@@ -117,7 +119,7 @@ def test_priority_order_and_failover_with_retry_count(app_server, upstream):
     assert keys_seen(upstream, model) == ["k-broken", "k-working"]  # high priority first, then the next level
     (row,) = wait_logs(app_server, total=1, model_name=model)
     assert row["channel"] == working and row["retry_times"] == 1 and row["code"] == 200
-    assert broken != working
+    assert [r["scenario"] for r in upstream.requests() if (r["json"] or {}).get("model") == model] == ["status-500", "ok"]
 
 
 @pytest.mark.parametrize("scenario", ["status-429", "status-401", "status-503", "closed-port"])
@@ -125,9 +127,14 @@ def test_failover_reasons(app_server, upstream, free_port_url, scenario):
     model = unique()
     base = free_port_url if scenario == "closed-port" else upstream.url(scenario)
     app_server.add_channel(base_url=base, models=[model], priority=10, key="k-first")
-    app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0, key="k-second")
-    assert app_server.openai().chat.completions.create(model=model, messages=MESSAGES).choices
-    assert keys_seen(upstream, model)[-1] == "k-second"
+    second = app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0, key="k-second")
+    answer = app_server.openai().chat.completions.create(model=model, messages=MESSAGES)
+    assert answer.choices[0].message.content == reply_text(3)
+    # the first channel was tried first: the upstream saw its key (a closed port sees nothing), and the log
+    # row counts the one failed attempt before the answer
+    assert keys_seen(upstream, model) == (["k-second"] if scenario == "closed-port" else ["k-first", "k-second"])
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert row["channel"] == second and row["retry_times"] == 1 and row["code"] == 200
 
 
 @pytest.fixture
@@ -259,7 +266,7 @@ def test_other_endpoints(app_server, upstream):
     client = app_server.openai()
     assert client.completions.create(model=model, prompt="say hi").choices
     assert len(client.embeddings.create(model=model, input=["a", "b"]).data) == 2
-    assert client.moderations.create(model=model, input="hi").results is not None
+    assert [r.flagged for r in client.moderations.create(model=model, input="hi").results] == [False]
     assert client.images.generate(model=model, prompt="a cat").data[0].url
     speech = client.audio.speech.create(model=model, voice="alloy", input="hello")
     assert speech.content.startswith(SPEECH_PREFIX)
@@ -301,3 +308,107 @@ async def test_hundred_concurrent_calls_give_hundred_log_rows(app_server, upstre
     rows = wait_logs(app_server, total=100, model_name=model)
     assert len({r["request_id"] for r in rows}) == 100
     assert all(r["code"] == 200 for r in rows)
+
+
+# ---- channel types: Azure, and the ones without a native adaptor yet ----
+
+def test_azure_channel_with_the_openai_sdk(app_server, upstream):
+    model = unique("gpt-4.1")
+    app_server.add_channel(type=3, base_url=upstream.host_url("ok"), key="az-key|2024-10-21", models=[model])
+    tools_model = unique("gpt-4.1")
+    app_server.add_channel(type=4, base_url=upstream.host_url("tool"), key="az-key", models=[tools_model])
+    client = app_server.openai()
+    answer = client.chat.completions.create(model=model, messages=MESSAGES)
+    assert answer.model == model and answer.choices[0].message.content == reply_text(3)
+    chunks = list(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply_text(3)
+    assert len(client.embeddings.create(model=model, input=["a", "b"]).data) == 2
+    tool_call = client.chat.completions.create(model=tools_model, messages=MESSAGES, tools=[WEATHER_TOOL])
+    assert tool_call.choices[0].message.tool_calls[0].function.name == "get_weather"
+    seen = [r for r in upstream.requests() if r["format"] == "azure" and r["deployment"] in (
+        model.replace(".", ""), tools_model)]  # type 3 drops the dots of a deployment name, type 4 keeps them
+    assert [r["endpoint"] for r in seen] == ["chat/completions", "chat/completions", "embeddings", "chat/completions"]
+    assert [r["query"] for r in seen] == ["api-version=2024-10-21"] * 3 + ["api-version=2025-04-01-preview"]
+    assert all(r["headers"]["api-key"] == "az-key" and "authorization" not in r["headers"] for r in seen)
+    rows = wait_logs(app_server, total=3, model_name=model)
+    assert all(r["code"] == 200 and not r["usage_estimated"] for r in rows)
+    channel = next(c["id"] for c in app_server.channels() if model in c["models"])
+    test = app_server.api("GET", f"/api/channel/{channel}/test/{model}")["data"]
+    assert test["success"] is True and test["code"] == 200
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a given location",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
+
+
+def test_a_type_without_its_adaptor_is_refused_clearly_then_fails_over(app_server, upstream):
+    model = unique()
+    aws = app_server.add_channel(type=33, key="us-east-1|AKIAFAKE|secret", models=[model], priority=10)
+    client = app_server.openai()
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    assert info.value.status_code == 501
+    assert info.value.body["message"] == "AWS Bedrock channels are not supported yet."
+    test = app_server.api("GET", f"/api/channel/{aws}/test/{model}")["data"]
+    assert test["success"] is False and test["code"] == 501
+    assert "AWS Bedrock channels are not supported yet." in test["response"]
+    assert not keys_seen(upstream, model)  # never a silent OpenAI request
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0)
+    assert client.chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content
+    rows = wait_logs(app_server, total=2, model_name=model, is_test="false")
+    assert sorted((r["code"], r["retry_times"]) for r in rows) == [(200, 1), (501, 0)]
+
+
+def test_connect_errors_name_the_host_and_the_reason_never_the_key(app_server, free_port_url):
+    model = unique()
+    app_server.add_channel(base_url=free_port_url, models=[model], key="sk-secret-never-shown")
+    with pytest.raises(openai.APIStatusError) as info:
+        app_server.openai().chat.completions.create(model=model, messages=MESSAGES)
+    port = urllib.parse.urlsplit(free_port_url).port
+    assert info.value.status_code == 502
+    assert info.value.body["message"] == f"Could not connect to 127.0.0.1:{port} (connection refused)"
+    (row,) = wait_logs(app_server, total=1, model_name=model)
+    assert f"127.0.0.1:{port} (connection refused)" in row["content"] and "sk-secret" not in row["content"]
+
+
+@pytest.mark.parametrize("path", ["/v1", "/v1beta", "/v1beta/nothing/here", "/v1/messages/nope", "/v1/no/such"])
+def test_unknown_relay_paths_answer_json_errors(app_server, path):
+    response = httpx.post(app_server.url + path, headers={"Authorization": f"Bearer {app_server.admin_key}"}, json={})
+    assert response.status_code == 404 and response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["message"].startswith("Unknown API route")
+
+
+# ---- the ASGI entry itself, in-process ----
+
+async def _drive(gateway, path: str) -> list[dict]:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await gateway({"type": "http", "path": path, "method": "POST", "headers": []}, receive, send)
+    return sent
+
+
+async def test_a_relay_bug_answers_500_only_while_no_answer_has_started(monkeypatch):
+    import aiproxy_local as app
+
+    async def broken(state, scope, receive, send):
+        raise RuntimeError("a bug")
+
+    async def broken_midway(state, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("a bug")
+
+    gateway = app.Gateway(api=None, state=None)
+    monkeypatch.setattr(app, "relay", broken)
+    start, body = await _drive(gateway, "/v1/chat/completions")
+    assert start["status"] == 500 and json.loads(body["body"])["error"]["code"] == "internal_error"
+    _, body = await _drive(gateway, "/v1/messages")
+    assert json.loads(body["body"])["error"]["type"] == "api_error"  # in the client's own shape
+    monkeypatch.setattr(app, "relay", broken_midway)
+    assert [m.get("status") for m in await _drive(gateway, "/v1/chat/completions")] == [200]

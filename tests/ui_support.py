@@ -81,6 +81,11 @@ def clipboard(user: User, works: bool = True) -> list[str]:
 
 def relay_client(api_key: str = ADMIN_KEY) -> openai.AsyncOpenAI:
     """The official SDK on this run's /v1, in process: the User's own client reaches only NiceGUI's sub-app."""
-    transport = httpx.ASGITransport(app=ns()["relay_app"])
+    module = ns()
+
+    async def relay_app(scope: dict, receive: Any, send: Any) -> None:
+        await module["relay"](module["get_state"](), scope, receive, send)
+
+    transport = httpx.ASGITransport(app=relay_app)
     return openai.AsyncOpenAI(base_url="http://test/v1", api_key=api_key, max_retries=0,
                               http_client=httpx.AsyncClient(transport=transport, base_url="http://test"))
