@@ -6382,8 +6382,8 @@ class LogsTable:
                 "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     def export(self) -> None:
-        ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
-                            "text/csv")
+        csv_text = logs_csv(self.state, self.current_filter(), tz=self.tz)  # times as the page shows them
+        ui.download.content(csv_text.encode("utf-8-sig"), "aiproxy-logs.csv", "text/csv")
 
     def on_row_click(self, e: Any) -> None:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
@@ -7256,9 +7256,7 @@ class SettingsPage:
         details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
         if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
             return
-        new_key = generate_key()
-        write_secret_file(state.settings.data_path / "admin_key", new_key)
-        state.admin_key = new_key
+        new_key = rotate_admin_key(state)
         self.user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
         self.revealed = False
         self.toggle_reveal()  # show the new key

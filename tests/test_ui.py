@@ -475,13 +475,17 @@ async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(us
 
 
 async def test_log_csv_export_and_channel_deep_link(user: User) -> None:
-    add_logs()
+    _, _, now = add_logs()
     await login(user, "/logs")
     await user.should_see("2 call(s)")
     user.find("Export CSV").click()
     await user.download.next()
     csv_text = user.download.http_responses[-1].content.decode("utf-8-sig")
     assert csv_text.splitlines()[0].startswith("id,request_id") and "req-bad" in csv_text and "req-old" not in csv_text
+    assert "request_at (Asia/Shanghai)" in csv_text.splitlines()[0]  # the page's timezone: the browser's here
+    shanghai = datetime.fromtimestamp((now - 13000) / 1000, ZoneInfo("Asia/Shanghai"))
+    bad = next(line for line in csv_text.splitlines() if "req-bad" in line)
+    assert shanghai.strftime("%Y-%m-%d %H:%M:%S") in bad and ",logged," in bad
     cid = next(iter(state().routes.channels))
     await user.open(f"/logs?channel={cid}&request_id=req-ok")
     await user.should_see("1 call(s)")
