@@ -5816,8 +5816,8 @@ class ChannelsTable:
             self.refresh()
 
     def test_all(self) -> None:
-        targets = [(r, r.offered) for r in sorted(self.state.routes.channels.values(), key=lambda r: (-r.priority, r.id))
-                   if r.enabled and r.offered]
+        routes = sorted(self.state.routes.channels.values(), key=lambda r: (-r.priority, r.id))
+        targets = [(r, r.offered) for r in routes if r.enabled and r.offered]
         if not targets:
             ui.notify(t("test.nothing"), type="warning")
             return

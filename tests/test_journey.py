@@ -47,21 +47,29 @@ LONG_MODEL = "an-unusually-long-deployment-name-that-a-narrow-test-panel-used-to
 # down, colours faded by every ancestor's opacity. AA: 4.5:1 for text (3:1 when large), 3:1 for icons.
 CONTRAST_JS = """() => {
   const parse = (c) => { const m = c && c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
-    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
   const over = (top, under) => [0, 1, 2].map(i => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
-  const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
     return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
   const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
   const background = (el) => { const chain = []; for (let e = el; e; e = e.parentElement) chain.unshift(e);
     let bg = [255, 255, 255, 1];
-    for (const e of chain) { const c = parse(getComputedStyle(e).backgroundColor); if (c && c[3] > 0) bg = over(c, bg); }
+    for (const e of chain) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) bg = over(c, bg);
+    }
     return bg; };
-  const opacity = (el) => { let o = 1; for (let e = el; e; e = e.parentElement) o *= parseFloat(getComputedStyle(e).opacity);
+  const opacity = (el) => {
+    let o = 1;
+    for (let e = el; e; e = e.parentElement) o *= parseFloat(getComputedStyle(e).opacity);
     return o; };
   const failures = [];
   for (const el of document.querySelectorAll('body *')) {
     const box = el.getBoundingClientRect(), style = getComputedStyle(el);
-    if (!box.width || !box.height || style.visibility === 'hidden' || ['SCRIPT', 'STYLE'].includes(el.tagName)) continue;
+    if (!box.width || !box.height || style.visibility === 'hidden') continue;
+    if (['SCRIPT', 'STYLE'].includes(el.tagName)) continue;
     if (el.closest('[disabled], .disabled, [aria-disabled="true"], .q-field--disabled') || opacity(el) === 0) continue;
     if (el.matches('.q-select__focus-target')) continue;  // an invisible focus helper
     const icon = el.matches('i.q-icon');
