@@ -790,6 +790,41 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
             deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
 
 
+
+# ---- moving to another database ----
+
+COPY_CHUNK_ROWS = 1000  # rows per INSERT while copying a database: memory stays flat for any log table
+
+
+def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
+    """Copy every row of one aiproxy-local database into another, empty one (SQLite to PostgreSQL or MySQL,
+    say), ids included; returns the rows copied per table. Run it while no instance writes to the source."""
+    source, target = make_engine(source_dsn), make_engine(target_dsn)
+    try:
+        create_schema(source)  # an older version's tables gain the columns the target has
+        create_schema(target)
+        tables = [t for t in Base.metadata.sorted_tables if t is not SharedVersion.__table__]
+        with source.connect() as src, target.begin() as dst:
+            for table in tables:
+                if dst.execute(sa.select(sa.func.count()).select_from(table)).scalar_one():
+                    raise ValueError(f"the target database is not empty: {table.name} has rows")
+            copied = {}
+            for table in tables:
+                copied[table.name] = 0
+                result = src.execution_options(stream_results=True).execute(table.select())
+                for part in result.partitions(COPY_CHUNK_ROWS):
+                    dst.execute(table.insert(), [dict(r._mapping) for r in part])
+                    copied[table.name] += len(part)
+                if dst.dialect.name == "postgresql" and "id" in table.c and table.c.id.autoincrement is not False:
+                    # explicit ids leave the sequence behind: the next channel would reuse id 1
+                    dst.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                        f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table.name}")
+            bump_shared_version(dst)
+        return copied
+    finally:
+        source.dispose()
+        target.dispose()
+
 # ==== 3. Provider catalog & adaptors ======================================================================
 # A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. The relay
 # (section 5) never names a format: the client's Dialect reads the request and the channel's Adaptor calls the
