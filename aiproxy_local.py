@@ -4845,9 +4845,6 @@ def import_source(state: AppState, dsn: str, dry_run: bool = False, import_token
     return result
 
 
-import_oneapi = import_source  # the name section 8's import wizard calls
-
-
 class ImportRequest(BaseModel):
     dsn: str  # a database DSN or file path, or (aiproxy) the path of its config.yaml
     dry_run: bool = False
@@ -4855,9 +4852,9 @@ class ImportRequest(BaseModel):
 
 
 @admin_router.post("/channels/import/oneapi")
-def api_channels_import(body: ImportRequest) -> JSONResponse:
+def api_channels_import(body: ImportRequest, state: AppState = Depends(require_admin)) -> JSONResponse:
     # a plain `def` route runs in the threadpool: the source connection (up to 5 s) never blocks the event loop
-    return api_ok(import_source(get_state(), body.dsn, body.dry_run, body.import_tokens))
+    return api_ok(import_source(state, body.dsn, body.dry_run, body.import_tokens))
 
 
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
@@ -4938,7 +4935,7 @@ _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tok
                  "total_ttfb_milliseconds")
 _STRINGS: dict[str, dict[str, str]] = {}  # assets/i18n.json, read once by load_strings()
 
-# ---- strings, time and formatting: plain functions, no nicegui ----
+# ---- strings, time and formatting: plain functions, no widgets (t() reads the session's language) ----
 
 
 def load_strings() -> dict[str, dict[str, str]]:
@@ -5163,10 +5160,10 @@ def parse_mapping_json(text: str) -> dict[str, str]:
     """A pasted model mapping; raises ApiError with a message for the user."""
     try:
         data = json.loads(text or "{}")
-    except ValueError as exc:
-        raise ApiError(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError('expected a JSON object such as {"gpt-4o": "gpt-4o-2024-08-06"}')
+    except json.JSONDecodeError as exc:
+        raise ApiError(t("v.json", line=exc.lineno, column=exc.colno)) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ApiError(t("v.json_object"))
     return clean_mapping(data)
 
 
@@ -5269,14 +5266,35 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 </script>"""
 
 
+#: Quasar's brand colours, each AA (4.5:1) as text on white and under white text; _THEME_CSS lightens text
+#: in these colours on dark backgrounds, where they would fall below 4.5:1
+BRAND_COLORS = {"primary": "#4f46e5", "secondary": "#0f766e", "accent": "#9333ea", "positive": "#15803d",
+                "negative": "#c10015", "warning": "#b45309"}
 _THEME_CSS = """
+@layer quasar_importants {  /* Quasar's !important colours live in this layer: beating them means joining it */
+  .body--dark .text-primary { color: #a5b4fc !important; }
+  .body--dark .text-positive { color: #4ade80 !important; }
+  .body--dark .text-negative { color: #f87171 !important; }
+  .body--dark .text-warning { color: #fbbf24 !important; }
+  .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
+  .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
+  .model-chip.chip-off, .model-chip.chip-mapped { background: transparent !important; }
+  @media (max-width: 639.98px) {
+    .icon-only-on-phone .block { display: none !important; }  /* the header fits one line */
+  }
+}
+.q-stepper__tab { color: #586070; }
+.body--dark .q-stepper__tab { color: #a8adb7; }
 .code-block { background: rgba(127, 127, 127, .12); }
 .text-muted { color: #586070; }
 .body--dark .text-muted { color: #a8adb7; }
-.model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
-.body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
-.model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
-.model-chip.chip-mapped { background: transparent !important; border: 1px solid currentColor; }
+.model-chip.chip-off { border: 1px dashed currentColor; }
+.model-chip.chip-mapped { border: 1px solid currentColor; }
+.body--dark { --sticky-bg: #1d1d1d; }
+@media (max-width: 639.98px) {
+  .sticky-first th:first-child, .sticky-first td:first-child { position: sticky; left: 0; z-index: 1;
+    background: var(--sticky-bg, #fff); }
+}
 """
 
 
@@ -5328,8 +5346,8 @@ def frame(title: str) -> Any:
     column: `with frame(t("nav.logs")): ...`."""
     user = ng.storage.user
     ui.page_title(f"{title} · aiproxy-local")
-    ui.colors(primary="#4f46e5", secondary="#0f766e", accent="#9333ea")
-    dark = ui.dark_mode(user.get("dark", False))
+    ui.colors(**BRAND_COLORS)
+    ui.dark_mode(user.get("dark", False))
     if "browser_tz" not in user:
         ui.timer(0.1, _learn_browser_timezone, once=True)
 
@@ -5339,24 +5357,25 @@ def frame(title: str) -> Any:
 
     def switch_dark() -> None:
         user["dark"] = not user.get("dark", False)
-        dark.set_value(user["dark"])
+        ui.navigate.reload()  # charts and every colour are chosen for one theme when the page is built
 
     def log_out() -> None:
         user.pop("auth", None)
         ui.navigate.to("/login")
 
-    with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary"):
+    with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary no-wrap"):
         ui.button(icon="menu", on_click=lambda: drawer.toggle()).props("flat round dense color=white")
-        ui.icon("alt_route", size="sm").classes("ml-1")
-        ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight")
-        ui.label("/").classes("opacity-50 mx-1")
-        ui.label(title).classes("text-lg")
+        ui.icon("alt_route", size="sm").classes("ml-1 max-sm:hidden")
+        ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight max-sm:hidden")
+        ui.icon("chevron_right").classes("max-sm:hidden")
+        ui.label(title).classes("text-lg truncate")
         ui.space()
         ui.button("中文" if user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense color=white").tooltip(t("header.language"))
-        ui.button(icon="dark_mode", on_click=switch_dark).props("flat round dense color=white").tooltip(
-            t("header.dark"))
-        ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white")
+        ui.button(icon="dark_mode" if not user.get("dark") else "light_mode", on_click=switch_dark).props(
+            "flat round dense color=white").tooltip(t("header.dark"))
+        ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white").classes(
+            "icon-only-on-phone").tooltip(t("header.logout"))
     here = ui.context.client.page.path
     with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
         for path, _, icon, key in PAGES:
@@ -5413,7 +5432,11 @@ def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: A
     table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full").props(
         "flat bordered").mark(marker)
     table.props["rows-per-page-label"] = t("table.per_page")
+    table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
+    table.props[":pagination-label"] = (  # Quasar's "1-3 of 3" is English in every language
+        f"(start, end, total) => {json.dumps(t('table.range'), ensure_ascii=False)}"
+        ".replace('{start}', start).replace('{end}', end).replace('{total}', total)")
     return table
 
 
@@ -5467,7 +5490,7 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     if is_signed_in(state):
         return Response(status_code=303, headers={"location": target})
     ui.page_title("aiproxy-local")
-    ui.colors(primary="#4f46e5")
+    ui.colors(**BRAND_COLORS)
     ui.dark_mode(ng.storage.user.get("dark", False))
 
     async def log_in() -> None:
@@ -5535,11 +5558,12 @@ class DashboardPage:
                         ui.label(t(f"dash.{name}")).classes("text-sm")
                     self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
         self.charts: dict[str, Any] = {}
+        dark = bool(ng.storage.user.get("dark"))
         with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
             for name, series in self.CHARTS:
                 with ui.card().classes("p-3"):
                     ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series])).classes("w-full h-64")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series], dark)).classes("w-full h-64")
         self.refresh()
 
     @staticmethod
@@ -5587,11 +5611,12 @@ class DashboardPage:
             chart.update()
 
 
-def _line_chart(series: list[str]) -> dict[str, Any]:
-    axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
     return {
         "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": "#888"}},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
         "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
         "xAxis": {"type": "category", "data": [], **axis},
         "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
@@ -5627,6 +5652,38 @@ _CHANNEL_SLOTS = {
         <span v-else class="opacity-50">[[untested]]</span></q-td>""",
     "body-cell-requests": """<q-td :props="props">
         <a :href="'/logs?channel=' + props.row.id" class="text-primary">{{ props.row.requests }}</a></q-td>""",
+    "item": """<div class="q-pa-xs col-12"><q-card flat bordered>
+        <q-card-section class="row items-center no-wrap q-py-sm q-px-sm">
+          <q-checkbox dense v-model="props.selected" />
+          <div class="col q-ml-sm" style="min-width: 0">
+            <div class="font-medium break-all">{{ props.row.name }}</div>
+            <div class="text-xs text-muted">{{ props.row.provider }} · <span class="font-mono">{{ props.row.key }}
+              </span></div>
+            <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div></div>
+          <q-toggle :model-value="props.row.enabled" color="positive"
+            @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
+        <q-card-section class="q-py-none q-px-sm">
+          <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
+            class="model-chip">{{ m }}</q-chip>
+          <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square
+            size="sm" class="model-chip chip-mapped" icon="swap_horiz">{{ m }}</q-chip>
+          <q-chip v-if="props.row.more" dense size="sm" color="primary" text-color="white">+{{ props.row.more }}
+            </q-chip></q-card-section>
+        <q-card-section class="row items-center no-wrap q-py-sm q-px-sm" style="gap: 8px">
+          <q-input dense outlined type="number" :model-value="props.row.priority" style="width: 5.5rem"
+            label="[[priority]]" @change="v => $parent.$emit('priority', {id: props.row.id, value: Number(v)})"
+            @keyup.enter="e => e.target.blur()" />
+          <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'"
+            class="text-sm font-medium">{{ props.row.test }}</span>
+          <span v-else class="text-sm text-muted">[[untested]]</span>
+          <q-space />
+          <q-btn flat dense round icon="edit" :aria-label="'[[edit]]'"
+            @click="() => $parent.$emit('edit', props.row.id)" />
+          <q-btn flat dense round icon="speed" color="primary" :aria-label="'[[test]]'"
+            @click="() => $parent.$emit('test', props.row.id)" />
+          <q-btn flat dense round icon="delete" color="negative" :aria-label="'[[delete]]'"
+            @click="() => $parent.$emit('delete', props.row.id)" /></q-card-section>
+      </q-card></div>""",
     "body-cell-actions": """<q-td :props="props" class="whitespace-nowrap">
         <q-btn flat dense round icon="edit" @click="() => $parent.$emit('edit', props.row.id)">
           <q-tooltip>[[edit]]</q-tooltip></q-btn>
@@ -5640,7 +5697,7 @@ _CHANNEL_SLOTS = {
 def channel_slot(name: str) -> str:
     """A cell template of the channel list, in the session's language (the migrate summary reuses them)."""
     return _tpl(_CHANNEL_SLOTS[name], edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
-                untested=t("ch.untested"), mapped=t("ch.mapped_tip"))
+                untested=t("ch.untested"), mapped=t("ch.mapped_tip"), priority=t("ch.priority"))
 
 
 class ChannelsTable:
@@ -5678,6 +5735,7 @@ class ChannelsTable:
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
                                 on_select=self.selection_changed).props("hide-selected-banner")
+        self.table.props[":grid"] = "window.innerWidth < 640"  # a phone: one card per channel, nothing off-screen
         for slot in _CHANNEL_SLOTS:
             self.table.add_slot(slot, channel_slot(slot))
         self.empty = ui.label(t("ch.empty")).classes("opacity-70")
@@ -6157,13 +6215,18 @@ class ModelTestPanel:
                 async for result in run_model_tests(self.state, group[0].route, list(by_model), save=self.save):
                     done += 1
                     failed += not result["success"]
+                    if self.dialog.is_deleted:  # the page closed: the tests still finish and are saved
+                        continue
                     self.show(by_model[result["model"]], result)
                     self.counter.text = f"{done} / {len(chosen)}"
                     self.progress.value = done / len(chosen)
             except ApiError as exc:
-                notify_error(exc)
-        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
+                if not self.dialog.is_deleted:
+                    notify_error(exc)
         self.running = False
+        if self.dialog.is_deleted:
+            return
+        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
         self.start.enable()
         self.everything.enable()
         if not self.dialog.value:  # closed while it ran
@@ -6301,7 +6364,7 @@ class LogsTable:
             {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
-        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer sticky-first").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
             self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
@@ -6561,6 +6624,7 @@ def show_new_key(token: dict[str, Any]) -> None:
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
 _SOURCE_STATUS = {0: "enabled", 1: "enabled", 2: "disabled", 3: "auto_disabled"}  # one-api's channels.status
+_AIPROXY_STATUS = {1: "enabled", 2: "disabled"}  # aiproxy's; a config.yaml entry without one is not served
 _MIGRATE_SLOTS = {
     "body-cell-status": """<q-td :props="props">
         <span :class="props.row.status === 'enabled' ? 'text-positive' : 'text-orange-9'">{{ props.row.status_label }}
@@ -6638,29 +6702,34 @@ def dsn_with_password(dsn: str, password: str) -> str:
 def migrate_preview(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The dry-run report (tokens included, so the tokens checkbox needs no second run) and the source's channel
     rows, for the columns the report leaves out: models and status. Blocking: run it in a thread."""
-    report = import_oneapi(state, dsn, dry_run=True, import_tokens=True)
+    report = import_source(state, dsn, dry_run=True, import_tokens=True)
     return report, read_source(parse_source_dsn(dsn)).channels
 
 
 def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
                          catalog: dict[int, Provider], lang: str) -> list[dict[str, Any]]:
     """One table row per source channel: what it is there, what it becomes here, and what the import does."""
-    types = load_oneapi_types()[report["flavour"]]
+    aiproxy = report["flavour"] == "aiproxy"
+    types = {} if aiproxy else load_oneapi_types()[report["flavour"]]
     source = {str(c.get("id", "")): c for c in channels}
     rows = []
     for r in report["rows"]:
         raw = source.get(r["source_id"], {})
-        models = split_models(raw.get("models"))
+        models = _names(_json_field(raw.get("models"), list, "", [])) if aiproxy else split_models(raw.get("models"))
         provider = catalog.get(r["type"]) if r.get("type") is not None else None
         try:
             status = int(raw.get("status") or 0)
         except (TypeError, ValueError):
             status = -1
+        if aiproxy:  # aiproxy's type ids are ours; its own name for them, as the source shows it
+            type_name = getattr(catalog.get(r["source_type"]), "name", None) or raw.get("type_name") or "?"
+        else:
+            type_name = types.get(str(r["source_type"]), {}).get("name", "?")
         rows.append({
             "id": r["source_id"], "name": r["name"], "provider": provider_name(provider, lang) if provider else "–",
-            "source_type": f"{types.get(str(r['source_type']), {}).get('name', '?')} · {r['source_type']}",
+            "source_type": f"{type_name} · {r['source_type']}",
             "models": "\n".join(models[:4]), "more": max(0, len(models) - 4),
-            "status": _SOURCE_STATUS.get(status, "other"), "action": r["status"],
+            "status": (_AIPROXY_STATUS if aiproxy else _SOURCE_STATUS).get(status, "other"), "action": r["status"],
             "reason": r.get("reason", ""), "warnings": "\n".join(r["warnings"]),
         })
     return rows
@@ -6683,16 +6752,41 @@ def _is_sqlite_file(path: Path) -> bool:
         return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
 
 
+def _is_aiproxy_config(path: Path) -> bool:
+    try:
+        read_aiproxy_yaml(path)
+    except ApiError:
+        return False
+    return True
 
-def _probe_oneapi(dsn: str) -> tuple[str, str, int, int]:
+
+def _probe_source(dsn: str) -> tuple[str, str, int, int]:
     src = parse_source_dsn(dsn)
     data = read_source(src, with_tokens=True)
     return src.safe, data.flavour, len(data.channels), len(data.tokens)
 
 
-def _preview_oneapi(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _preview_source(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     report, channels = migrate_preview(state, dsn)
     return report, migrate_preview_rows(report, channels, state.catalog, session_language())
+
+
+def _report_table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report rows of API keys or model configs -> the wizard's small tables (name, action, notes)."""
+    return [{"id": r["source_id"], "name": r["name"], "action": r["status"],
+             "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
+             "warnings": "\n".join(r["warnings"])} for r in rows]
+
+
+def _counts(part: dict[str, Any]) -> dict[str, int]:
+    return {k: part[k] for k in ("imported", "exists", "skipped")}
+
+
+def _run_source(state: AppState, dsn: str, tokens: bool) -> dict[str, Any]:
+    return import_source(state, dsn, dry_run=False, import_tokens=tokens)
+
+
+_FLAVOURS = {"oneapi": "OneAPI", "newapi": "new-api", "aiproxy": "labring/aiproxy"}  # each tab detects them all
 
 
 MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
@@ -6703,9 +6797,17 @@ MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
                                                            "mysql://user:pass@host:3306/db")),
                "postgres": MigrateKind("migrate.kind_postgres", ("postgres://user:pass@host:5432/db",)),
                "sqlite": MigrateKind("migrate.kind_sqlite", ("/path/to/one-api.db",), file=True)},
-        flavours={"oneapi": "OneAPI", "newapi": "new-api"},
-        probe=_probe_oneapi, preview=_preview_oneapi,
-        run=lambda state, dsn, tokens: import_oneapi(state, dsn, dry_run=False, import_tokens=tokens)),
+        flavours=_FLAVOURS, probe=_probe_source, preview=_preview_source, run=_run_source),
+    MigrateSource(  # issue 12: FastGPT's docker-compose runs aiproxy on its own PostgreSQL
+        tab="migrate.aiproxy_tab", title="migrate.aiproxy_title", intro="migrate.aiproxy_intro",
+        address="migrate.aiproxy_dsn", path="migrate.aiproxy_path", upload="migrate.aiproxy_upload",
+        upload_hint="migrate.aiproxy_upload_hint",
+        kinds={"postgres": MigrateKind("migrate.kind_postgres", (  # the compose file's SQL_DSN, then from the host
+                   "postgres://postgres:aiproxy@fastgpt-aiproxy-pg:5432/aiproxy",
+                   "postgres://postgres:aiproxy@127.0.0.1:5433/aiproxy")),
+               "file": MigrateKind("migrate.kind_aiproxy_file", ("/path/to/config.yaml", "/path/to/aiproxy.db"),
+                                   file=True)},
+        flavours=_FLAVOURS, probe=_probe_source, preview=_preview_source, run=_run_source),
 )
 
 
@@ -6768,6 +6870,7 @@ class MigrateWizard:
     def _preview_step(self) -> None:
         with ui.step("preview", title=t("migrate.step_preview"), icon="fact_check"):
             self.preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
+            self.report_notes = ui.column().classes("w-full gap-1").mark("migrate-notes")
             columns = [
                 {"name": "id", "label": "#", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
@@ -6778,18 +6881,21 @@ class MigrateWizard:
                 {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
                 {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
             ]
-            self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
-                                          pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-preview")
+            self.preview_table = data_table(columns, "id", "migrate-preview", pagination={"rowsPerPage": 20})
             for slot, template in (("body-cell-models", channel_slot("body-cell-models")),
                                    *_MIGRATE_SLOTS.items()):
                 self.preview_table.add_slot(slot, template)
             self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
-            self.token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
-                                        pagination={"rowsPerPage": 10}).classes("w-full").props(
-                "flat bordered dense").mark("migrate-token-preview")
+            self.token_table = data_table([columns[1], columns[6], columns[7]], "id", "migrate-token-preview",
+                                          pagination={"rowsPerPage": 10}).props("dense")
             for slot in ("body-cell-action", "body-cell-notes"):
                 self.token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
+            self.config_head = ui.label().classes("text-sm font-medium").mark("migrate-config-head")
+            self.config_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
+                                         pagination={"rowsPerPage": 10}).classes("w-full").props(
+                "flat bordered dense").mark("migrate-config-preview")
+            for slot in ("body-cell-action", "body-cell-notes"):
+                self.config_table.add_slot(slot, _MIGRATE_SLOTS[slot])
             with ui.row().classes("items-center gap-2"):
                 ui.button(t("migrate.back"), icon="arrow_back",
                           on_click=lambda: self.stepper.set_value("source")).props("flat")
@@ -6818,16 +6924,16 @@ class MigrateWizard:
                         self.counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(
                             f"migrate-count-{name}")
             self.token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
+            self.config_summary = ui.label().classes("text-sm").mark("migrate-config-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
-            self.done_table = ui.table(columns=[
+            self.done_table = data_table([
                 {"name": "id", "label": "ID", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
                 {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
                 {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
                 {"name": "enabled", "label": t("migrate.status"), "field": "status_label", "align": "left"},
                 {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-            ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-imported")
+            ], "id", "migrate-imported", pagination={"rowsPerPage": 20})
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
                 self.done_table.add_slot(slot, channel_slot(slot))
             self.works = ui.label().classes("font-medium").mark("migrate-works")
@@ -6940,9 +7046,10 @@ class MigrateWizard:
         self.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
         await e.file.save(part)
         self.upload.reset()
-        if not _is_sqlite_file(part):
+        config = name.lower().endswith(_YAML_SUFFIXES)  # aiproxy's config.yaml: read as YAML, by its name
+        if not (_is_aiproxy_config(part) if config else _is_sqlite_file(part)):
             part.unlink(missing_ok=True)
-            ui.notify(t("migrate.not_sqlite", name=name), type="negative")
+            ui.notify(t("migrate.not_config" if config else "migrate.not_sqlite", name=name), type="negative")
             return
         part.chmod(0o600)  # the copy holds the source's API keys
         part.replace(target)
@@ -6975,9 +7082,15 @@ class MigrateWizard:
                                    flavour=self.source.flavours.get(report["flavour"], report["flavour"]),
                                    n=len(rows), imported=report["imported"], exists=report["exists"],
                                    skipped=report["skipped"])
-        self.token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
-                                  "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
-                                  "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
+        self.token_table.rows = _report_table_rows(report["tokens"]["rows"])
+        self.report_notes.clear()
+        with self.report_notes:
+            for note in report.get("notes", []):
+                ui.label(f"ⓘ {note}").classes("text-sm opacity-80")
+        configs = report.get("model_configs")
+        self.config_table.rows = _report_table_rows(configs["rows"]) if configs else []
+        self.config_head.text = t("migrate.config_head", **_counts(configs)) if configs else ""
+        self.config_head.visible = self.config_table.visible = bool(self.config_table.rows)
         self.with_tokens.text = t("migrate.with_tokens", n=len(self.token_table.rows))
         self.with_tokens.enabled = bool(self.token_table.rows)
         self.with_tokens.value = False
@@ -6990,7 +7103,8 @@ class MigrateWizard:
 
     def show_import_button(self) -> None:
         report = self.report
-        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"]))
+        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"])
+                                    or report.get("model_configs", {}).get("imported"))
         self.import_button.set_enabled(new and not self.busy)
         self.nothing_new.visible = bool(report) and not new
 
@@ -7015,8 +7129,9 @@ class MigrateWizard:
         for name, label in self.counts.items():
             label.text = str(result[name])
         tokens = result.get("tokens")
-        self.token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
-                                    skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
+        self.token_summary.text = t("migrate.token_counts", **_counts(tokens)) if tokens else t("migrate.no_tokens")
+        configs = result.get("model_configs")
+        self.config_summary.text = t("migrate.config_counts", **_counts(configs)) if configs else ""
         skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
         skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
         self.skipped_list.clear()
@@ -7090,11 +7205,13 @@ class SettingsPage:
                 copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
             # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
             # own copy button copies what it shows)
-            with ui.element("div").classes("relative w-full"):
+            with ui.column().classes("w-full gap-0 rounded code-block"):
+                with ui.row().classes("w-full items-center no-wrap px-3 pt-1"):
+                    ui.label(t("set.snippet")).classes("text-xs text-muted")
+                    ui.space()
+                    copy_button(lambda: self.snippet(True)).mark("copy-snippet")
                 self.code = ui.label(self.snippet(False)).classes(
-                    "w-full font-mono text-sm whitespace-pre-wrap break-all p-3 pr-24 rounded code-block").mark(
-                    "snippet")
-                copy_button(lambda: self.snippet(True)).classes("absolute top-1 right-1").mark("copy-snippet")
+                    "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
             ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
 
     def _admin_key_card(self) -> None:
@@ -7140,7 +7257,8 @@ class SettingsPage:
             zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
                      **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
             ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes("w-80")
+                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes(
+                "w-full max-w-80")
             ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
 
     def set_tz(self, value: str) -> None:

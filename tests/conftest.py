@@ -248,10 +248,12 @@ def launch_app(
 # ---- load: calls answered vs rows logged ----
 
 def answered_ids_under_load(servers: "AppServer | list[AppServer]", models: str | list[str], seconds: float,
-                            threads: int = 8, until: Callable[[set[str]], Any] | None = None) -> set[str]:
+                            threads: int = 8, until: Callable[[set[str]], Any] | None = None,
+                            at_least: int = 25) -> set[str]:
     """Call the models (each client starts at another one) through the servers (clients spread over them) for
-    `seconds`, then run `until` with the ids answered so far (it stops or kills a server) while the clients
-    go on; returns the request ids of the calls answered in full."""
+    `seconds` and until `at_least` calls are answered (a busy machine answers fewer per second), then run
+    `until` with the ids answered so far (it stops or kills a server) while the clients go on; returns the
+    request ids of the calls answered in full."""
     servers = servers if isinstance(servers, list) else [servers]
     models = models if isinstance(models, list) else [models]
     answered: set[str] = set()
@@ -276,6 +278,9 @@ def answered_ids_under_load(servers: "AppServer | list[AppServer]", models: str 
     for w in workers:
         w.start()
     time.sleep(seconds)
+    deadline = time.monotonic() + 60
+    while len(answered) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
     if until is not None:
         until(answered)
     stop.set()

@@ -335,7 +335,7 @@ def test_kill_9_under_load_loses_no_answered_call(start_app, upstream):
             pytest.fail("every answered call's row was always in the database already")
         server.proc.send_signal(signal.SIGKILL)
 
-    answered = answered_ids_under_load(server, model, 2.0, until=kill_while_rows_are_pending)
+    answered = answered_ids_under_load(server, model, 2.0, until=kill_while_rows_are_pending, at_least=60)
     server.proc.wait(30)
     assert len(answered) > 50, "the load ran"
     before = logged_ids(server.dsn, model)
@@ -388,7 +388,7 @@ def test_two_instances_on_postgresql_under_load_keep_a_row_and_a_count_for_every
         while len(b.openai().models.list().data) < len(models):  # B's relay has polled A's change
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        answered = answered_ids_under_load([a, b], models, 2.0, threads=8)
+        answered = answered_ids_under_load([a, b], models, 2.0, threads=8, at_least=60)
         assert a.stop() == 0 and b.stop() == 0
         rows = logged_ids(dsn, *models)
         assert len(answered) > 50 and rows == answered

@@ -8,7 +8,9 @@ browser would (nicegui-guide §4.3).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -283,6 +285,21 @@ def test_test_failures_in_words() -> None:
     assert said(429, '{"error": {"message": "slow down"}}')[0].endswith("(HTTP 429): slow down")
     assert m.error_message('{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}') == "bad"
     assert m.error_message('{"success": false, "message": "aiproxy says no"}') == "aiproxy says no"
+
+
+async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: User, upstream, caplog) -> None:
+    """Updating a closed page logs a warning here and an AssertionError traceback on a real server."""
+    caplog.set_level(logging.WARNING, logger="nicegui")
+    cid = add_channel("slow", upstream.url("delay-800"), ["gpt-4o-mini"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", cid)
+    user.find(marker="start-test").click()
+    await user.should_see("testing")
+    user.client.delete()  # the browser went away (tab closed, reconnect timed out)
+    await eventually(lambda: ns()["get_channel"](state(), cid)["channel_tests"], tries=200)
+    assert ns()["get_channel"](state(), cid)["channel_tests"][0]["success"]
+    await asyncio.sleep(0.3)  # the panel's own end: its summary, its refresh of the (gone) table
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("nicegui")] == []
 
 
 async def test_fetch_models_from_upstream_shows_a_diff(user: User, upstream) -> None:
@@ -566,6 +583,26 @@ async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
     assert sum(calls.options["series"][0]["data"]) == 4 and len(calls.options["xAxis"]["data"]) >= 24
     the(user, "range-preset").value = "1h"
     await eventually(lambda: len(calls.options["xAxis"]["data"]) in (60, 61))
+
+
+async def test_chinese_pages_keep_no_english_from_quasar_or_json(user: User, upstream) -> None:
+    cid = add_channel("中文渠道", upstream.url("ok"), ["m"])
+    await login(user, "/channels")
+    user.find("中文").click()
+    await user.should_see("新增渠道")
+    table = the(user, "channels")
+    assert table.props["rows-per-page-label"] == "每页行数：" and 0 not in table.props["rows-per-page-options"]
+    assert '"第 {start}–{end} 条，共 {total} 条"' in table.props[":pagination-label"]  # not "1-1 of 1"
+    user.find(marker="channels").trigger("edit", cid)
+    user.find("粘贴 JSON").click()
+    user.find(marker="mapping-json").clear().type('{"a": ')
+    user.find(marker="apply-json").click()
+    assert the(user, "mapping-json").error == "不是有效的 JSON（第 1 行，第 7 列）"
+    user.find(marker="mapping-json").clear().type('{"a": 1}')
+    user.find(marker="apply-json").click()
+    assert the(user, "mapping-json").error.startswith("需要一个由模型名组成的 JSON 对象")
+    await user.open("/logs")
+    assert "TTFB" not in {c["label"] for c in the(user, "logs").columns}
 
 
 async def test_migrate_page_is_in_the_frame(user: User) -> None:
