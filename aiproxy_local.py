@@ -797,7 +797,6 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
             deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
 
 
-
 # ---- moving to another database ----
 
 COPY_CHUNK_ROWS = 1000  # rows per INSERT while copying a database: memory stays flat for any log table
@@ -831,6 +830,7 @@ def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
     finally:
         source.dispose()
         target.dispose()
+
 
 # ==== 3. Provider catalog & adaptors ======================================================================
 # A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. The relay
@@ -7376,6 +7376,11 @@ def _preflight_headers(origin: bytes, methods: bytes, scope: Scope) -> list[tupl
     return headers + ([(b"access-control-allow-headers", asked)] if asked else [])
 
 
+async def _answer_preflight(send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     async def sending(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -7479,11 +7484,6 @@ class Gateway:
                 error = RelayError(500, "Internal error in aiproxy-local; see its log.", "internal_error",
                                    "aiproxy_error")
                 await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
-
-
-async def _answer_preflight(send: Send, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": 204, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
 
 
 def _normalise_api_scope(scope: dict) -> dict:
