@@ -251,9 +251,9 @@ def answered_ids_under_load(servers: "AppServer | list[AppServer]", models: str 
                             threads: int = 8, until: Callable[[set[str]], Any] | None = None,
                             at_least: int = 25) -> set[str]:
     """Call the models (each client starts at another one) through the servers (clients spread over them) for
-    `seconds` and until `at_least` calls are answered (a busy machine answers fewer per second), then run
-    `until` with the ids answered so far (it stops or kills a server) while the clients go on; returns the
-    request ids of the calls answered in full."""
+    `seconds` and until `at_least` calls are answered (a busy machine answers fewer per second), then run `until`
+    with the ids answered so far (it stops or kills a server) while the clients go on; returns the request ids
+    of the calls answered in full."""
     servers = servers if isinstance(servers, list) else [servers]
     models = models if isinstance(models, list) else [models]
     answered: set[str] = set()
