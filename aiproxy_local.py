@@ -42,6 +42,7 @@ import gc
 import hashlib
 import importlib.util
 import io
+import ipaddress
 import itertools
 import json
 import logging
@@ -121,6 +122,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
     Setting("api_max_body_mib", "API_MAX_BODY_MIB", 2, "largest request body /api accepts, in MiB (else 413)"),
     Setting("relay_max_body_mib", "RELAY_MAX_BODY_MIB", 20, "largest request body /v1 accepts, in MiB (else 413)"),
+    Setting("allowed_hosts", "ALLOWED_HOSTS", "",
+            "more Host names to answer when bound to loopback, comma-separated (e.g. behind a local reverse proxy)"),
+    Setting("cors_origins", "CORS_ORIGINS", "", "origins whose web pages may call /api, comma-separated "
+            "(/v1 allows every origin)"),
     Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
             "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
@@ -143,6 +148,8 @@ class Settings:
     log_retention_days: int = 30
     api_max_body_mib: int = 2
     relay_max_body_mib: int = 20
+    allowed_hosts: str = ""
+    cors_origins: str = ""
     shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
@@ -788,6 +795,41 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
                 return deleted
             conn.execute(sa.delete(LogDetail).where(LogDetail.request_id.in_([r.request_id for r in rows])))
             deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
+
+
+# ---- moving to another database ----
+
+COPY_CHUNK_ROWS = 1000  # rows per INSERT while copying a database: memory stays flat for any log table
+
+
+def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
+    """Copy every row of one aiproxy-local database into another, empty one (SQLite to PostgreSQL or MySQL,
+    say), ids included; returns the rows copied per table. Run it while no instance writes to the source."""
+    source, target = make_engine(source_dsn), make_engine(target_dsn)
+    try:
+        create_schema(source)  # an older version's tables gain the columns the target has
+        create_schema(target)
+        tables = [t for t in Base.metadata.sorted_tables if t is not SharedVersion.__table__]
+        with source.connect() as src, target.begin() as dst:
+            for table in tables:
+                if dst.execute(sa.select(sa.func.count()).select_from(table)).scalar_one():
+                    raise ValueError(f"the target database is not empty: {table.name} has rows")
+            copied = {}
+            for table in tables:
+                copied[table.name] = 0
+                result = src.execution_options(stream_results=True).execute(table.select())
+                for part in result.partitions(COPY_CHUNK_ROWS):
+                    dst.execute(table.insert(), [dict(r._mapping) for r in part])
+                    copied[table.name] += len(part)
+                if dst.dialect.name == "postgresql" and "id" in table.c and table.c.id.autoincrement is not False:
+                    # explicit ids leave the sequence behind: the next channel would reuse id 1
+                    dst.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                        f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table.name}")
+            bump_shared_version(dst)
+        return copied
+    finally:
+        source.dispose()
+        target.dispose()
 
 
 # ==== 3. Provider catalog & adaptors ======================================================================
@@ -7309,20 +7351,84 @@ GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+CORS_MAX_AGE = b"600"  # seconds a browser may reuse a preflight answer
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(value: bytes) -> str:
+    """A Host header without its port: `[::1]:3000` is `[::1]`, `Localhost:3000` is `localhost`."""
+    text = value.decode("latin-1").strip().lower()
+    return text[:text.find("]") + 1] if text.startswith("[") else text.partition(":")[0]
+
+
+def _preflight_headers(origin: bytes, methods: bytes, scope: Scope) -> list[tuple[bytes, bytes]]:
+    asked = next((v for k, v in scope["headers"] if k == b"access-control-request-headers"), b"")
+    headers = [(b"access-control-allow-origin", origin), (b"access-control-allow-methods", methods),
+               (b"access-control-max-age", CORS_MAX_AGE), (b"vary", b"Origin")]
+    return headers + ([(b"access-control-allow-headers", asked)] if asked else [])
+
+
+async def _answer_preflight(send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", ()), *extra])
+        await send(message)
+    return sending
 
 
 class Gateway:
-    """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI."""
+    """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI.
+    Bound to loopback, it answers only requests for a loopback name (or ALLOWED_HOSTS): a web page whose name
+    an attacker points at 127.0.0.1 (DNS rebinding) reaches nothing. Browsers may call /v1 from any origin,
+    with a key and no cookie; /api only from the origins in CORS_ORIGINS."""
 
     def __init__(self, api: FastAPI, state: AppState) -> None:
         self.api, self.state = api, state
+        settings = state.settings
+        self.hosts = (LOOPBACK_HOSTS | set(_csv(settings.allowed_hosts))) if is_loopback(settings.host) else None
+        self.api_origins = frozenset(o.encode() for o in _csv(settings.cors_origins))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = origin = None
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    host = value
+                elif name == b"origin":
+                    origin = value
+            if self.hosts is not None and host is not None and _host_name(host) not in self.hosts:
+                return await self._refuse_host(scope, receive, send, _host_name(host))
         if scope["type"] == "http":
             path = scope["path"]
             if path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
+                if origin is not None:  # a browser: any origin may call with a key (no cookie is ever read)
+                    if scope["method"] == "OPTIONS":
+                        return await _answer_preflight(send, _preflight_headers(b"*", b"GET, POST, OPTIONS", scope))
+                    send = _with_headers(send, [(b"access-control-allow-origin", b"*"),
+                                                (b"access-control-expose-headers", b"x-request-id")])
                 return await self._relay(scope, receive, send)
             if path.startswith("/api/"):
+                if origin is not None and origin.lower() in self.api_origins:
+                    if scope["method"] == "OPTIONS":
+                        return await _answer_preflight(send, _preflight_headers(
+                            origin, b"GET, POST, PUT, PATCH, DELETE, OPTIONS", scope))
+                    send = _with_headers(send, [(b"access-control-allow-origin", origin), (b"vary", b"Origin")])
                 scope = _normalise_api_scope(scope)
                 if scope["method"] in _BODY_METHODS:
                     receive = await self._api_body(scope, receive, send)
@@ -7350,6 +7456,20 @@ class Gateway:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return replay
+
+    async def _refuse_host(self, scope: Scope, receive: Receive, send: Send, host: str) -> None:
+        message = (f"Host '{host}' is not served here: bound to {self.state.settings.host}, aiproxy-local answers "
+                   f"localhost, 127.0.0.1 and [::1]; add other names to ALLOWED_HOSTS.")
+        path = scope["path"]
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
+        elif path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
+            error = RelayError(403, message, "host_not_allowed", "permission_error")
+            await send_bytes(send, 403, dialect_for_path(path).error_body(error), "application/json", "")
+        elif path.startswith("/api"):
+            await api_error(message, 403)(scope, receive, send)
+        else:
+            await send_bytes(send, 403, message.encode(), "text/plain; charset=utf-8", "")
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
