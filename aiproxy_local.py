@@ -5620,6 +5620,19 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
+        **channel_health_cells(ch),
+    }
+
+
+def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
+    """An auto-disabled channel's badge and time, and the cool-downs under way, as table cells (strings)."""
+    auto = ch["status"] == STATUS_AUTO_DISABLED
+    return {
+        "auto_disabled": auto,
+        "since": t("ch.auto_disabled_since", time=format_ms(ch.get("status_time") or 0, display_tz(),
+                                                             "%Y-%m-%d %H:%M")) if auto and ch.get("status_time") else "",
+        "cooling": " · ".join(t("ch.cooling", model=c["model"], s=f"{c['seconds_left']:.0f}", code=c["code"])
+                              for c in ch.get("cooldowns") or []),
     }
 
 
@@ -6202,7 +6215,15 @@ _CHANNEL_SLOTS = {
     "body-cell-name": """<q-td :props="props">
         <div class="font-medium">{{ props.row.name }}</div>
         <div class="text-xs text-muted font-mono">{{ props.row.key }}</div>
-        <div v-if="props.row.reason" class="text-xs text-orange-8">{{ props.row.reason }}</div></q-td>""",
+        <div v-if="props.row.auto_disabled" class="row items-center" style="gap: 0 4px; max-width: 16rem">
+          <q-badge color="grey-7">[[auto_disabled]]</q-badge>
+          <span class="text-xs text-muted">{{ props.row.since }}</span>
+          <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]" class="no-wrap"
+            @click="() => $parent.$emit('retest', props.row.id)" /></div>
+        <div v-if="props.row.reason" class="text-xs text-orange-8" style="white-space: normal; max-width: 16rem">
+          {{ props.row.reason }}</div>
+        <div v-if="props.row.cooling" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
+          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
           class="model-chip">{{ m }}</q-chip>
@@ -6230,7 +6251,12 @@ _CHANNEL_SLOTS = {
             <div class="font-medium break-all">{{ props.row.name }}</div>
             <div class="text-xs text-muted">{{ props.row.provider }} · <span class="font-mono">{{ props.row.key }}
               </span></div>
-            <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div></div>
+            <div v-if="props.row.auto_disabled" class="text-xs">
+              <q-badge color="grey-7">[[auto_disabled]]</q-badge> {{ props.row.since }}
+              <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]"
+                @click="() => $parent.$emit('retest', props.row.id)" /></div>
+            <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div>
+            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div></div>
           <q-toggle :model-value="props.row.enabled" color="positive"
             @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
         <q-card-section class="q-py-none q-px-sm">
@@ -6268,7 +6294,8 @@ _CHANNEL_SLOTS = {
 def channel_slot(name: str) -> str:
     """A cell template of the channel list, in the session's language (the migrate summary reuses them)."""
     return _tpl(_CHANNEL_SLOTS[name], edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
-                untested=t("ch.untested"), mapped=t("ch.mapped_tip"), priority=t("ch.priority"))
+                untested=t("ch.untested"), mapped=t("ch.mapped_tip"), priority=t("ch.priority"),
+                auto_disabled=t("ch.auto_disabled"), retest=t("ch.retest"))
 
 
 class ChannelsTable:
@@ -6311,14 +6338,14 @@ class ChannelsTable:
             self.table.add_slot(slot, channel_slot(slot))
         self.empty = ui.label(t("ch.empty")).classes("opacity-70")
         for event, handler in (("priority", self.on_priority), ("toggle", self.on_toggle), ("edit", self.on_edit),
-                               ("test", self.on_test), ("delete", self.on_delete)):
+                               ("test", self.on_test), ("delete", self.on_delete), ("retest", self.on_retest)):
             self.table.on(event, handler)
         self.refresh()
 
     def refresh(self) -> None:
         """Fresh rows in the kept order: the first load sorts (enabled first, then by priority), later loads put
         new channels on top and leave the others where they are, until the user sorts a column or reloads."""
-        channels, _ = select_channels(self.state.engine)
+        channels = with_health(self.state, select_channels(self.state.engine)[0])
         rows = {c["id"]: channel_row(c, self.state.catalog, session_language()) for c in channels}
         if not self.order:
             self.order = [r["id"] for r in sorted(rows.values(), key=lambda r: (not r["enabled"], -r["priority"],
@@ -6408,6 +6435,21 @@ class ChannelsTable:
             notify_error(exc)
             return
         ModelTestPanel(self.state, [(route, route.offered)], t("test.title", name=route.name), self.refresh)
+
+    async def on_retest(self, e: Any) -> None:
+        """Retest an auto-disabled channel now: enabled again if it passes."""
+        route = self.state.routes.channels.get(int(e.args))
+        if route is None or route.status != STATUS_AUTO_DISABLED:
+            self.refresh()
+            return
+        ui.notify(t("ch.retesting", name=route.name))
+        (result,) = await retest_auto_disabled(self.state, [route.id]) or [None]
+        if result is not None and result["enabled"]:
+            ui.notify(t("ch.retest_passed", name=route.name), type="positive")
+        else:
+            said = describe_test_failure(result["test"], route.base_url, "")[0] if result else ""
+            ui.notify(t("ch.retest_failed", name=route.name, why=said), type="warning")
+        self.refresh()
 
     async def on_delete(self, e: Any) -> None:
         route = self.state.routes.channels.get(int(e.args))
@@ -6748,7 +6790,10 @@ class ModelTestPanel:
                 return
             ok = result["success"]
             ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
-            ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
+            ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium").mark("test-took")
+            if result.get("timeout"):
+                ui.label(t("test.limit", limit=f"{result['timeout']:g}")).classes("text-xs text-muted").mark(
+                    "test-limit")
         row.detail.clear()
         with row.detail:
             if ok:
@@ -6992,6 +7037,17 @@ class LogsTable:
             LogDialog(self.state, row, self.tz)
 
 
+def format_trail(attempts: list[dict[str, Any]]) -> str:
+    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
+    parts = []
+    for a in attempts:
+        if a.get("skipped"):
+            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
+        else:
+            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
+    return " · ".join(parts)
+
+
 def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
     """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
     return route.name if route else log["channel_name"]
@@ -7037,12 +7093,23 @@ class LogDialog:
                 for label, value in fields:
                     ui.label(t(label) if "." in label else label).classes("text-muted")
                     ui.label(value or "–").classes("break-all font-mono")
+            if len(detail["attempts"]) > 1 or log["retry_times"] or any("skipped" in a for a in detail["attempts"]):
+                self._trail(detail["attempts"])
             if log["content"]:
                 ui.label(t("logs.error_text")).classes("font-medium")
                 ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark(
                     "log-error")
             self._bodies(detail)
         self.dialog.open()
+
+    @staticmethod
+    def _trail(attempts: list[dict[str, Any]]) -> None:
+        """The channels tried, in order: `#3 → 429 (31 ms) · #5 → 200 (12 ms)`, and what each failed one said."""
+        ui.label(t("logs.trail")).classes("font-medium")
+        ui.label(format_trail(attempts)).classes("font-mono text-sm break-all").mark("log-trail")
+        for a in attempts:
+            if a.get("error"):
+                ui.label(f"#{a['channel_id']}: {a['error']}").classes("text-xs text-muted break-all")
 
     @staticmethod
     def _bodies(detail: dict[str, Any]) -> None:
