@@ -6443,11 +6443,13 @@ class ChannelsTable:
             self.refresh()
             return
         ui.notify(t("ch.retesting", name=route.name))
-        (result,) = await retest_auto_disabled(self.state, [route.id]) or [None]
-        if result is not None and result["enabled"]:
+        results = await retest_auto_disabled(self.state, [route.id])
+        if results and results[0]["enabled"]:
             ui.notify(t("ch.retest_passed", name=route.name), type="positive")
-        else:
-            said = describe_test_failure(result["test"], route.base_url, "")[0] if result else ""
+        elif results:
+            provider = self.state.catalog.get(route.type)
+            said = describe_test_failure(results[0]["test"], route.base_url,
+                                         provider.default_base_url if provider else "")[0]
             ui.notify(t("ch.retest_failed", name=route.name, why=said), type="warning")
         self.refresh()
 
@@ -8183,7 +8185,6 @@ async def _retest_loop(state: AppState) -> None:
         await asyncio.sleep(interval or RETEST_OFF_POLL_SECONDS)  # 0: off, until the option changes
         if not state.channel_retest_interval:
             continue
-        state.health.forget_missing(state.routes.channels)
         try:
             await retest_auto_disabled(state)
         except (sa.exc.SQLAlchemyError, RelayError, OSError, ValueError) as exc:
