@@ -46,6 +46,7 @@ import itertools
 import json
 import logging
 import math
+import mimetypes
 import os
 import random
 import re
@@ -1872,6 +1873,704 @@ class AnthropicDialect(Dialect):
 DIALECTS["anthropic"] = AnthropicDialect()
 
 
+# ---- Google Gemini: the upstream of type 24, and the client doors /v1beta/models/{model}:… and /v1/models/… ----
+# ai.google.dev/api: generateContent, streamGenerateContent (each SSE event a whole response), countTokens,
+# embedContent and batchEmbedContents; field names are camelCase. Gemini has no tool call ids: a functionResponse
+# answers the earlier functionCall of its name, so ids are invented on the way out and matched by name and order
+# on the way in.
+
+GEMINI_API_VERSION = "v1beta"  # upstream calls; the client door serves this and v1 (google-genai's default)
+#: Google's documented stand-in for a thought signature that another format's history cannot carry back: Gemini 3
+#: refuses a replayed functionCall without one (ai.google.dev/gemini-api/docs/thought-signatures)
+GEMINI_SKIP_SIGNATURE = "skip_thought_signature_validator"
+#: reasoning_effort → thinkingConfig.thinkingBudget (2.5 Pro's minimum is 128)
+GEMINI_THINKING_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
+_GEMINI_METHODS = {  # client method → (pivot operation, whether it streams); countTokens has no pivot form
+    "generateContent": (Mode.CHAT_COMPLETIONS, False), "streamGenerateContent": (Mode.CHAT_COMPLETIONS, True),
+    "countTokens": (None, False), "embedContent": (Mode.EMBEDDINGS, False),
+    "batchEmbedContents": (Mode.EMBEDDINGS, False),
+}
+_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/([^/:]+):([A-Za-z]+)")
+_GEMINI_STOPS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+                 "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+                 "IMAGE_SAFETY": "content_filter"}
+_TO_GEMINI_STOPS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
+_GEMINI_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                    409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+                    500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+                    504: "DEADLINE_EXCEEDED"}
+#: the JSON Schema keywords Gemini's `parameters` Schema knows; it refuses any other (additionalProperties, $schema)
+_GEMINI_SCHEMA_KEYS = frozenset({"type", "format", "title", "description", "nullable", "enum", "items", "minItems",
+                                 "maxItems", "properties", "required", "minProperties", "maxProperties", "minLength",
+                                 "maxLength", "pattern", "example", "anyOf", "propertyOrdering", "default",
+                                 "minimum", "maximum"})
+
+
+def gemini_usage(meta: Any) -> Usage | None:
+    """usageMetadata as one Usage: the output counts the thoughts too, as OpenAI's completion_tokens does."""
+    if not isinstance(meta, dict):
+        return None
+    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
+    output = int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
+    return Usage(prompt, output, prompt + output, int(meta.get("cachedContentTokenCount") or 0))
+
+
+def usage_to_gemini(usage: Usage | None) -> dict[str, int]:
+    usage = usage or Usage()
+    meta = {"promptTokenCount": usage.input_tokens, "candidatesTokenCount": usage.output_tokens,
+            "totalTokenCount": usage.total_tokens}
+    if usage.cached_tokens:
+        meta["cachedContentTokenCount"] = usage.cached_tokens
+    return meta
+
+
+def gemini_error_status(status: int) -> str:
+    return _GEMINI_STATUSES.get(status) or ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+
+
+def gemini_error(status: int, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": status, "message": message, "status": gemini_error_status(status)}})
+
+
+def read_gemini_error(status: int, body: bytes) -> RelayError:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, list) and obj:  # a streamGenerateContent without alt=sse answers a JSON array
+        obj = obj[0]
+    error = obj.get("error") if isinstance(obj, dict) else None
+    if not isinstance(error, dict) or not error.get("message"):
+        return read_openai_error(status, body)
+    kind = str(error.get("status") or gemini_error_status(status))
+    return RelayError(status, str(error["message"]), kind, kind)
+
+
+def gemini_schema(schema: Any) -> Any:
+    """A JSON Schema cut to what Gemini's Schema accepts: unknown keywords dropped, `type: [t, "null"]` as
+    nullable, `const` as a one-value enum."""
+    if isinstance(schema, list):
+        return [gemini_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, list):
+            kinds = [k for k in value if k != "null"]
+            out["type"] = kinds[0] if kinds else "string"
+            if "null" in value:
+                out["nullable"] = True
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: gemini_schema(sub) for name, sub in value.items()}
+        elif key in _GEMINI_SCHEMA_KEYS:
+            out[key] = gemini_schema(value) if key in ("items", "anyOf") else value
+    return out
+
+
+def openai_schema(schema: Any) -> Any:
+    """Gemini's Schema as JSON Schema: its upper-case types (the google-genai SDK sends OBJECT, STRING) lower-cased."""
+    if isinstance(schema, list):
+        return [openai_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, str):
+            out[key] = value.lower()
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: openai_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "anyOf"):
+            out[key] = openai_schema(value)
+        elif key != "propertyOrdering":
+            out[key] = value
+    return out
+
+
+def _tool_response_object(content: Any) -> dict[str, Any]:
+    """A tool message's content as the object a functionResponse's `response` must be."""
+    text = _text_of(content)
+    try:
+        value = orjson.loads(text) if text.strip() else None
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"content": text}
+
+
+# -- pivot → Gemini (an OpenAI client, or the pivot of any other, on a Gemini channel) --
+
+def _gemini_media(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        return {"inlineData": {"mimeType": header[5:].split(";")[0] or "image/png", "data": data}}
+    mime = mimetypes.guess_type(urllib.parse.urlsplit(url).path)[0] or "image/jpeg"
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+def _gemini_user_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts = []
+    for part in content if isinstance(content, list) else []:
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                parts.append(_gemini_media(url))
+        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+            audio = part["input_audio"]
+            parts.append({"inlineData": {"mimeType": f"audio/{audio.get('format') or 'wav'}",
+                                         "data": audio.get("data", "")}})
+        elif kind == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            parts.append(_gemini_media(part["file"]["file_data"]))
+    return parts
+
+
+def _gemini_model_parts(message: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    # reasoning_content goes nowhere: Gemini reads no thought text sent back, only signatures
+    text = _text_of(message.get("content"))
+    parts: list[dict[str, Any]] = [{"text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        names[call.get("id") or ""] = function.get("name") or ""
+        part: dict[str, Any] = {"functionCall": {"name": function.get("name") or "",
+                                                 "args": _arguments(function.get("arguments"))}}
+        if i == 0:  # a turn's first call carries the signature, and this history has none to give
+            part["thoughtSignature"] = GEMINI_SKIP_SIGNATURE
+        parts.append(part)
+    return parts
+
+
+def _gemini_tool_config(choice: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name", "")
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+    mode = {"none": "NONE", "required": "ANY", "auto": "AUTO"}.get(choice)
+    return {"functionCallingConfig": {"mode": mode}} if mode else None
+
+
+def _gemini_generation_config(chat: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
+                         ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
+                         ("seed", "seed")):
+        if chat.get(ours) is not None:
+            config[theirs] = chat[ours]
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if limit:
+        config["maxOutputTokens"] = limit
+    stop = chat.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    response_format = chat.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema:
+            config["responseSchema"] = gemini_schema(schema)
+    budget = GEMINI_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    if budget is not None:
+        config["thinkingConfig"] = {"includeThoughts": budget > 0, "thinkingBudget": budget}
+    return config
+
+
+def openai_to_gemini_request(chat: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat request as a Gemini generateContent body. System messages become systemInstruction;
+    consecutive turns of one role merge, so all the results of one turn's calls answer it together."""
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool call id → function name, for the functionResponse that answers it
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"text": text}] if text else []
+            continue
+        if role == "assistant":
+            role, parts = "model", _gemini_model_parts(message, names)
+        elif role == "tool":
+            role, parts = "user", [{"functionResponse": {"name": names.get(message.get("tool_call_id") or "", ""),
+                                                         "response": _tool_response_object(message.get("content"))}}]
+        else:
+            role, parts = "user", _gemini_user_parts(message.get("content"))
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"] += parts
+        else:
+            contents.append({"role": role, "parts": parts})
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    config = _gemini_generation_config(chat)
+    if config:
+        body["generationConfig"] = config
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        declarations = []
+        for f in functions:
+            declaration = {"name": f.get("name", "")}
+            if f.get("description"):
+                declaration["description"] = f["description"]
+            parameters = gemini_schema(f.get("parameters") or {})
+            if parameters.get("properties"):  # Gemini refuses an OBJECT without properties
+                declaration["parameters"] = parameters
+            declarations.append(declaration)
+        body["tools"] = [{"functionDeclarations": declarations}]
+        tool_config = _gemini_tool_config(chat.get("tool_choice"))
+        if tool_config:
+            body["toolConfig"] = tool_config
+    return body
+
+
+def _gemini_parts(answer: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """The first candidate's parts and its finish reason."""
+    candidates = answer.get("candidates") or []
+    candidate = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return [p for p in parts if isinstance(p, dict)], candidate.get("finishReason")
+
+
+def _gemini_call(part: dict[str, Any], call_id: str, index: int | None = None) -> dict[str, Any]:
+    call = part["functionCall"]
+    out = {"id": call.get("id") or call_id, "type": "function",
+           "function": {"name": call.get("name") or "", "arguments": orjson.dumps(call.get("args") or {}).decode()}}
+    return out if index is None else {"index": index, **out}
+
+
+def gemini_to_openai_response(answer: dict[str, Any], model: str,
+                              request_id: str) -> tuple[dict[str, Any], Usage | None]:
+    parts, finish = _gemini_parts(answer)
+    text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
+    thought = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought"))
+    calls = [_gemini_call(p, f"call_{request_id}_{i}") for i, p in enumerate(q for q in parts if "functionCall" in q)]
+    reply: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if thought:
+        reply["reasoning_content"] = thought
+    if calls:
+        reply["tool_calls"] = calls
+    blocked = not answer.get("candidates") and (answer.get("promptFeedback") or {}).get("blockReason")
+    reason = "tool_calls" if calls else "content_filter" if blocked else _GEMINI_STOPS.get(finish, "stop")
+    usage = gemini_usage(answer.get("usageMetadata"))
+    chat = {"id": answer.get("responseId") or f"chatcmpl-{request_id}", "object": "chat.completion",
+            "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": reply, "finish_reason": reason}]}
+    if usage is not None:
+        chat["usage"] = usage_to_openai(usage)
+    return chat, usage
+
+
+def gemini_embeddings_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    texts = chat.get("input")
+    texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
+    extra = {"outputDimensionality": chat["dimensions"]} if chat.get("dimensions") else {}
+    return {"requests": [{"model": f"models/{model}", "content": {"parts": [{"text": str(t)}]}, **extra}
+                         for t in texts]}
+
+
+class GeminiDecoder(PivotDecoder):
+    """Gemini's stream as pivot chunks: each event is a whole response with the new parts, so each becomes one
+    chunk (text, thoughts, whole function calls, and the finish reason on the last). The stream just ends."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.request_id = call.request_id
+        self.calls = 0
+        self.started = False
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        if isinstance(event.get("error"), dict):
+            error = event["error"]
+            self.error = read_gemini_error(int(error.get("code") or 500), data)
+            return []
+        self.usage = gemini_usage(event.get("usageMetadata")) or self.usage
+        parts, finish = _gemini_parts(event)
+        delta: dict[str, Any] = {} if self.started else {"role": "assistant"}
+        self.started = True
+        for part in parts:
+            if "functionCall" in part:
+                delta.setdefault("tool_calls", []).append(
+                    _gemini_call(part, f"call_{self.request_id}_{self.calls}", self.calls))
+                self.calls += 1
+            elif isinstance(part.get("text"), str) and part["text"]:
+                key = "reasoning_content" if part.get("thought") else "content"
+                delta[key] = delta.get(key, "") + part["text"]
+        reason = None
+        if finish:
+            reason = "tool_calls" if self.calls else _GEMINI_STOPS.get(finish, "stop")
+        if not delta and reason is None:
+            return []
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}]
+
+
+class GeminiPassthrough(StreamFilter):
+    """hot path: a Gemini stream for a Gemini client. Bytes pass; usageMetadata and error events are read for the
+    log; a mapped model is renamed back in modelVersion."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.decoder = GeminiDecoder(call)
+        upstream = channel.upstream_model(call.model)
+        self.rename = ((f'"modelVersion":"{upstream}"'.encode(), f'"modelVersion":"{call.model}"'.encode())
+                       if upstream != call.model else None)
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if b"usageMetadata" in events or b'"error"' in events:
+            for event in sse_events(events):
+                _, data = sse_fields(event)
+                if b"usageMetadata" in data or b'"error"' in data:
+                    self.decoder.decode("", data)
+        return events.replace(*self.rename) if self.rename else events
+
+
+class GeminiAdaptor(Adaptor):
+    """`{base}/v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse` and
+    `:batchEmbedContents`, with the key in `x-goog-api-key`."""
+
+    title = "Google Gemini"
+    formats = frozenset({"gemini"})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if self.speaks(call):
+            method = call.upstream_path
+        elif call.op == Mode.EMBEDDINGS:
+            method = "batchEmbedContents"
+        else:
+            method = "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        model = urllib.parse.quote(channel.upstream_model(call.model), safe="")
+        return f"{channel.base_url.rstrip('/')}/{GEMINI_API_VERSION}/models/{model}:{method}"
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        return {"x-goog-api-key": channel.key}
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        """The model is in the URL; only a batch of embeddings names it again in each request."""
+        target = channel.upstream_model(call.model)
+        requests = call.obj.get("requests")
+        if target == call.model or not isinstance(requests, list):
+            return call.body
+        return orjson.dumps(dict(call.obj, requests=[dict(r, model=f"models/{target}") if isinstance(r, dict)
+                                                     else r for r in requests]))
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.EMBEDDINGS:
+            return orjson.dumps(gemini_embeddings_request(pivot, channel.upstream_model(call.model)))
+        return orjson.dumps(openai_to_gemini_request(pivot))
+
+    def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        if not isinstance(answer, dict):
+            return body, None
+        if call.op == Mode.EMBEDDINGS:  # Gemini counts no embedding tokens: estimate the input's
+            prompt = estimate_tokens(len(call.body))
+            return body, Usage(prompt, 0, prompt, 0, True)
+        if answer.get("modelVersion") not in (None, call.model):
+            answer["modelVersion"] = call.model
+            body = orjson.dumps(answer)
+        return body, gemini_usage(answer.get("usageMetadata"))
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "Gemini's answer")
+        if call.op != Mode.EMBEDDINGS:
+            return gemini_to_openai_response(answer, call.model, call.request_id)
+        vectors = [e.get("values") or [] for e in answer.get("embeddings") or [] if isinstance(e, dict)]
+        prompt = estimate_tokens(len(orjson.dumps(call.pivot().get("input"))))
+        usage = Usage(prompt, 0, prompt, 0, True)
+        return {"object": "list", "model": call.model,
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}, usage
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return GeminiPassthrough(call, channel)
+
+    def pivot_decoder(self, call: RelayCall) -> PivotDecoder:
+        return GeminiDecoder(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_gemini_error(status, body)
+
+
+ADAPTORS["gemini"] = GeminiAdaptor()
+
+
+# -- Gemini → pivot (a Gemini client, e.g. Gemini CLI or google-genai, on any channel) --
+
+def _openai_media(part: dict[str, Any]) -> dict[str, Any] | None:
+    if isinstance(part.get("inlineData"), dict):
+        blob = part["inlineData"]
+        url = f"data:{blob.get('mimeType') or 'application/octet-stream'};base64,{blob.get('data', '')}"
+    elif isinstance(part.get("fileData"), dict):
+        blob = part["fileData"]
+        url = blob.get("fileUri") or ""
+    else:
+        return None
+    mime = str(blob.get("mimeType") or "")
+    if mime.startswith("image/") or not mime:
+        return {"type": "image_url", "image_url": {"url": url}}
+    return {"type": "file", "file": {"filename": "file", "file_data": url}}
+
+
+def _gemini_thinking(config: dict[str, Any]) -> str | None:
+    """thinkingConfig as a reasoning_effort; None when it asks for nothing in particular (-1 is dynamic)."""
+    thinking = config.get("thinkingConfig") or {}
+    level = thinking.get("thinkingLevel")
+    if isinstance(level, str) and level:
+        return level.lower()
+    budget = thinking.get("thinkingBudget")
+    if not isinstance(budget, int) or budget < 0:
+        return None
+    return "none" if budget == 0 else "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
+
+
+def _chat_options_from_gemini(config: dict[str, Any]) -> dict[str, Any]:
+    chat: dict[str, Any] = {}
+    for theirs, ours in (("temperature", "temperature"), ("topP", "top_p"), ("maxOutputTokens", "max_tokens"),
+                         ("candidateCount", "n"), ("presencePenalty", "presence_penalty"),
+                         ("frequencyPenalty", "frequency_penalty"), ("seed", "seed")):
+        if config.get(theirs) is not None:
+            chat[ours] = config[theirs]
+    if config.get("stopSequences"):
+        chat["stop"] = config["stopSequences"]
+    schema = config.get("responseJsonSchema") or config.get("responseSchema")
+    if schema:
+        chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "response",
+                                                                          "schema": openai_schema(schema)}}
+    elif config.get("responseMimeType") == "application/json":
+        chat["response_format"] = {"type": "json_object"}
+    effort = _gemini_thinking(config)
+    if effort:
+        chat["reasoning_effort"] = effort
+    return chat
+
+
+def _chat_tools_from_gemini(body: dict[str, Any]) -> dict[str, Any]:
+    declarations = [d for tool in body.get("tools") or [] if isinstance(tool, dict)
+                    for d in tool.get("functionDeclarations") or [] if isinstance(d, dict)]
+    if not declarations:  # googleSearch, codeExecution and the like have no chat form
+        return {}
+    chat: dict[str, Any] = {"tools": [{"type": "function", "function": {
+        "name": d.get("name", ""), "description": d.get("description", ""),
+        "parameters": d.get("parametersJsonSchema") or openai_schema(d.get("parameters"))
+        or {"type": "object", "properties": {}}}} for d in declarations]}
+    calling = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    mode, allowed = calling.get("mode"), calling.get("allowedFunctionNames") or []
+    if mode == "ANY" and len(allowed) == 1:
+        chat["tool_choice"] = {"type": "function", "function": {"name": allowed[0]}}
+    elif mode in ("AUTO", "ANY", "NONE"):
+        chat["tool_choice"] = {"AUTO": "auto", "ANY": "required", "NONE": "none"}[mode]
+    return chat
+
+
+def gemini_to_openai_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A generateContent body as an OpenAI chat request. Each functionCall gets an id (call_0, call_1, … in the
+    order of the conversation), and each functionResponse the id of the oldest unanswered call of its name."""
+    messages: list[dict[str, Any]] = []
+    system = _text_of((body.get("systemInstruction") or {}).get("parts"))
+    if system:
+        messages.append({"role": "system", "content": system})
+    waiting: dict[str, list[str]] = collections.defaultdict(list)  # function name → ids of unanswered calls
+    calls = 0
+    for i, content in enumerate(body["contents"]):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list):
+            raise RelayError(400, f"contents[{i}].parts: a list of parts is required.", "invalid_request")
+        parts = [p for p in parts if isinstance(p, dict)]
+        if content.get("role") == "model":
+            text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
+            thought = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought"))
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if thought:
+                message["reasoning_content"] = thought
+            for part in (p for p in parts if isinstance(p.get("functionCall"), dict)):
+                call_id = f"call_{calls}"
+                calls += 1
+                waiting[part["functionCall"].get("name") or ""].append(call_id)
+                message.setdefault("tool_calls", []).append({"id": call_id, "type": "function", "function": {
+                    "name": part["functionCall"].get("name") or "",
+                    "arguments": orjson.dumps(part["functionCall"].get("args") or {}).decode()}})
+            if message["content"] is None and "tool_calls" not in message:
+                message["content"] = ""
+            messages.append(message)
+            continue
+        for part in (p for p in parts if isinstance(p.get("functionResponse"), dict)):
+            name = part["functionResponse"].get("name") or ""
+            call_id = waiting[name].pop(0) if waiting[name] else f"call_{calls}"
+            messages.append({"role": "tool", "tool_call_id": call_id,
+                             "content": orjson.dumps(part["functionResponse"].get("response") or {}).decode()})
+        pieces = [{"type": "text", "text": p["text"]} if isinstance(p.get("text"), str) else _openai_media(p)
+                  for p in parts if "functionResponse" not in p]
+        pieces = [p for p in pieces if p]
+        if pieces:
+            only_text = all(p["type"] == "text" for p in pieces)
+            messages.append({"role": "user", "content": "".join(p["text"] for p in pieces) if only_text else pieces})
+    chat = {"model": model, "messages": messages, **_chat_options_from_gemini(body.get("generationConfig") or {}),
+            **_chat_tools_from_gemini(body)}
+    return chat
+
+
+def openai_to_gemini_response(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    parts: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append({"text": reasoning, "thought": True})
+    text = _text_of(message.get("content"))
+    if text:
+        parts.append({"text": text})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        parts.append({"functionCall": {"name": function.get("name") or "", "args": _arguments(function.get("arguments"))}})
+    return {"candidates": [{"content": {"role": "model", "parts": parts or [{"text": ""}]},
+                            "finishReason": _TO_GEMINI_STOPS.get(choice.get("finish_reason"), "STOP"), "index": 0}],
+            "usageMetadata": usage_to_gemini(usage_from(chat)), "modelVersion": model,
+            "responseId": str(chat.get("id") or "")}
+
+
+def _embedding_values(chat: dict[str, Any]) -> list[Any]:
+    return [item.get("embedding") or [] for item in sorted(chat.get("data") or [], key=lambda d: d.get("index", 0))]
+
+
+class GeminiEncoder(PivotEncoder):
+    """Pivot chunks as Gemini's stream: an event of text or thought parts per chunk, and at the end one event with
+    the function calls (Gemini sends each call whole), the finish reason and the usage."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.model, self.id = call.model, call.request_id
+        self.calls: dict[int, dict[str, str]] = {}  # pivot tool call index → name and arguments so far
+        self.finish = "STOP"
+
+    def _event(self, parts: list[dict[str, Any]], finish: str | None = None, usage: Usage | None = None) -> bytes:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        answer: dict[str, Any] = {"candidates": [candidate], "modelVersion": self.model, "responseId": self.id}
+        if finish:
+            candidate["finishReason"] = finish
+            answer["usageMetadata"] = usage_to_gemini(usage)
+        return sse(answer)
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        parts: list[dict[str, Any]] = []
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                parts.append({"text": reasoning, "thought": True})
+            if delta.get("content"):
+                parts.append({"text": delta["content"]})
+            for call in delta.get("tool_calls") or []:
+                function = call.get("function") or {}
+                known = self.calls.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
+                known["name"] = known["name"] or function.get("name") or ""
+                known["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish = _TO_GEMINI_STOPS.get(choice["finish_reason"], "STOP")
+        return self._event(parts) if parts else b""
+
+    def close(self, usage: Usage | None) -> bytes:
+        parts = [{"functionCall": {"name": c["name"], "args": _arguments(c["arguments"])}}
+                 for _, c in sorted(self.calls.items())]
+        return self._event(parts or [{"text": ""}], self.finish, usage)
+
+
+class GeminiDialect(Dialect):
+    """Gemini's API (Gemini CLI, google-genai) on every channel: `POST /{v1,v1beta}/models/{model}:{method}` for
+    generateContent, streamGenerateContent (always answered as SSE, as with `alt=sse`), countTokens,
+    embedContent and batchEmbedContents. The key comes in `x-goog-api-key` or `?key=`."""
+
+    format = "gemini"
+    prefixes = ("/v1beta",)
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        return ()  # every path names its model: see match()
+
+    def match(self, method: str, path: str) -> RelayRoute | None:
+        found = _GEMINI_PATH.fullmatch(path) if method == "POST" else None
+        if found is None or found.group(3) not in _GEMINI_METHODS:
+            return None
+        model, name = found.group(2), found.group(3)
+        op, streams = _GEMINI_METHODS[name]
+        return RelayRoute(self, Mode.GEMINI, op, name + ("?alt=sse" if streams else ""),
+                          native_only=op is None, model=model)
+
+    def api_key(self, headers: dict[bytes, bytes], scope: Scope) -> str:
+        key = headers.get(b"x-goog-api-key", b"").decode("latin-1").strip()
+        if not key:
+            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            key = (query.get("key") or [""])[0].strip()
+        return key or super().api_key(headers, scope)
+
+    def read(self, call: RelayCall) -> None:
+        method = call.upstream_path.partition("?")[0]
+        needs = {"embedContent": ("content", dict), "batchEmbedContents": ("requests", list)}.get(
+            method, ("contents", list))
+        if method == "countTokens" and "generateContentRequest" in call.obj:
+            needs = ("generateContentRequest", dict)
+        if not isinstance(call.obj.get(needs[0]), needs[1]):
+            raise RelayError(400, f"{needs[0]}: a {needs[1].__name__} is required.", "invalid_request")
+        call.stream = method == "streamGenerateContent"
+        call.client_wants_usage = True  # a Gemini stream always ends with its usage
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        if call.op != Mode.EMBEDDINGS:
+            chat = gemini_to_openai_request(call.obj, call.model)
+            return dict(chat, stream=True) if call.stream else chat
+        requests = call.obj.get("requests") or [call.obj]
+        texts = [_text_of((r.get("content") or {}).get("parts")) for r in requests if isinstance(r, dict)]
+        pivot: dict[str, Any] = {"model": call.model, "input": texts, "encoding_format": "float"}
+        dimensions = requests[0].get("outputDimensionality") if requests and isinstance(requests[0], dict) else None
+        if dimensions:
+            pivot["dimensions"] = dimensions
+        return pivot
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        if call.op != Mode.EMBEDDINGS:
+            return orjson.dumps(openai_to_gemini_response(pivot, call.model))
+        vectors = _embedding_values(pivot)
+        if call.upstream_path == "embedContent":
+            return orjson.dumps({"embedding": {"values": vectors[0] if vectors else []}})
+        return orjson.dumps({"embeddings": [{"values": v} for v in vectors]})
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return GeminiEncoder(call)
+
+    def error_body(self, error: RelayError) -> bytes:
+        return gemini_error(error.status, error.message)
+
+    def stream_error(self, error: RelayError) -> bytes:
+        return b"data: " + self.error_body(error) + b"\n\n"
+
+    def answer_locally(self, call: RelayCall) -> bytes:
+        request = call.obj.get("generateContentRequest") or call.obj
+        counted = [request.get(k) for k in ("systemInstruction", "contents", "tools")]
+        return orjson.dumps({"totalTokens": estimate_tokens(len(orjson.dumps(counted)))})
+
+
+DIALECTS["gemini"] = GeminiDialect()
+
+
 # ---- formats not implemented yet: a clear refusal, never a silent OpenAI request ----
 
 class UnsupportedAdaptor(Adaptor):
@@ -1888,7 +2587,6 @@ class UnsupportedAdaptor(Adaptor):
 
 
 ADAPTORS.update({
-    "gemini": UnsupportedAdaptor("Google Gemini (native API)"),
     "aws": UnsupportedAdaptor("AWS Bedrock"),
     "vertexai": UnsupportedAdaptor("Google Vertex AI"),
     "baidu": UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)"),
@@ -2320,7 +3018,8 @@ def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
 def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
     prompt = 0
     if call.obj is not None:
-        source = call.obj.get("messages") or call.obj.get("prompt") or call.obj.get("input") or ""
+        source = (call.obj.get("messages") or call.obj.get("prompt") or call.obj.get("input")
+                  or call.obj.get("contents") or "")
         prompt = estimate_tokens(len(source if isinstance(source, str) else orjson.dumps(source)))
     out = estimate_tokens(output_chars)
     return Usage(prompt, out, prompt + out, 0, True)
