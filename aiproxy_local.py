@@ -238,6 +238,7 @@ class AppState:
     http: aiohttp.ClientSession | None = None
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
+    responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
 
     @property
     def retry_times(self) -> int:
@@ -430,6 +431,21 @@ class SharedVersion(Base, table=True):
     __tablename__ = "shared_version"
     id: int = Field(default=1, primary_key=True)
     version: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class StoredResponse(Base, table=True):
+    """A /v1/responses answer, kept for GET /v1/responses/{id} and for `previous_response_id`, which replays the
+    turns before it; deleted with the logs of its age."""
+
+    __tablename__ = "responses"
+    id: str = Field(primary_key=True, max_length=128)
+    created_at: int = _ms_col(index=True)
+    token_id: int = 0  # the API key that asked (0: the admin key); only it may read or continue it
+    native_channel: int = 0  # the channel whose upstream stored it too (an OpenAI pass-through); 0: none did
+    model: str = Field(default="", max_length=191)
+    previous_response_id: str = Field(default="", max_length=128)
+    input_items: list[dict[str, Any]] | None = _json_col()
+    answer: dict[str, Any] | None = _json_col()
 
 
 def _json_dumps(value: Any) -> str:
@@ -765,6 +781,65 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
             deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
 
 
+RESPONSE_CHAIN_MAX = 1000  # turns `previous_response_id` may reach back; a longer chain is refused as not found
+
+
+def save_stored_response(engine: sa.Engine, row: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        upsert(conn, StoredResponse.__table__, [row], ("id",))
+
+
+def _stored_response(conn: sa.Connection, response_id: str, owner: int | None,
+                     pending: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    row = pending.get(response_id)
+    if row is None:
+        found = conn.execute(sa.select(*StoredResponse.__table__.columns)
+                             .where(StoredResponse.id == response_id)).first()
+        row = dict(found._mapping) if found is not None else None
+    return row if row is not None and (owner is None or row["token_id"] == owner) else None
+
+
+def load_stored_response(engine: sa.Engine, response_id: str, owner: int | None,
+                         pending: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """One stored response; `owner` None (the admin key) may read any key's, `pending` holds those not written
+    yet."""
+    with engine.connect() as conn:
+        return _stored_response(conn, response_id, owner, pending)
+
+
+def load_response_chain(engine: sa.Engine, response_id: str, owner: int | None,
+                        pending: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The stored responses from `response_id` back along their previous ids, oldest first, and the id of the
+    first one missing ("" when the chain is whole)."""
+    chain: list[dict[str, Any]] = []
+    current = response_id
+    with engine.connect() as conn:
+        while current and len(chain) < RESPONSE_CHAIN_MAX:
+            row = _stored_response(conn, current, owner, pending)
+            if row is None:
+                return chain[::-1], current
+            chain.append(row)
+            current = row["previous_response_id"]
+    return chain[::-1], current
+
+
+def delete_stored_response(engine: sa.Engine, response_id: str, owner: int | None) -> bool:
+    where = [StoredResponse.id == response_id] + ([StoredResponse.token_id == owner] if owner is not None else [])
+    with engine.begin() as conn:
+        return bool(conn.execute(sa.delete(StoredResponse).where(*where)).rowcount)
+
+
+def delete_stored_responses_before(engine: sa.Engine, before_ms: int) -> int:
+    deleted = 0
+    while True:  # in chunks, as the logs: the log writer never waits long for SQLite's write lock
+        with engine.begin() as conn:
+            ids = conn.execute(sa.select(StoredResponse.id).where(StoredResponse.created_at < before_ms)
+                               .limit(LOG_DELETE_CHUNK)).scalars().all()
+            if not ids:
+                return deleted
+            deleted += conn.execute(sa.delete(StoredResponse).where(StoredResponse.id.in_(ids))).rowcount or 0
+
+
 # ==== 3. Provider catalog & adaptors ======================================================================
 # A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. The relay
 # (section 5) never names a format: the client's Dialect reads the request and the channel's Adaptor calls the
@@ -816,9 +891,12 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
     for k, v in json.loads(source.read_text(encoding="utf-8")).items():
         if k.startswith("_"):
             continue
-        adaptor = v.get("adaptor", "openai")
+        # "nativeFormats": client formats its upstream also speaks, served by the adaptor "<adaptor>+<format>"
+        base = v.get("adaptor", "openai")
+        adaptor = "+".join([base, *v.get("nativeFormats", [])])
         if adaptor not in ADAPTORS:
-            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor '{adaptor}', "
+            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor "
+                               f"'{base if base not in ADAPTORS else adaptor}', "
                                f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
         catalog[int(k)] = Provider(
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
@@ -925,6 +1003,7 @@ class RelayRoute:
     op: Mode | None  # the operation in pivot (OpenAI) terms; None: no pivot form, only a native channel serves it
     upstream_path: str  # the path below a same-format upstream's base URL
     native_only: bool = False  # with no channel speaking the dialect's format, the dialect answers by itself
+    local: bool = False  # answered from the gateway's own data (a stored response), never upstream
     model: str = ""  # a model named in the path (Gemini's /models/{model}:...)
 
 
@@ -969,7 +1048,7 @@ class ConvertedStream(StreamFilter):
     leaves in the same write as that event, so nothing is held back or merged."""
 
     def __init__(self, call: RelayCall, decoder: PivotDecoder, encoder: PivotEncoder) -> None:
-        self.dialect, self.decoder, self.encoder = call.dialect, decoder, encoder
+        self.call, self.dialect, self.decoder, self.encoder = call, call.dialect, decoder, encoder
         self.closed = False
 
     @property
@@ -989,7 +1068,7 @@ class ConvertedStream(StreamFilter):
             self.events += 1
             out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
             if self.decoder.error is not None:
-                out.append(self.dialect.stream_error(self.decoder.error))
+                out.append(self.dialect.stream_error(self.decoder.error, self.call))
                 self.closed = True
             elif self.decoder.done:
                 out.append(self.encoder.close(self.decoder.usage))
@@ -1247,6 +1326,9 @@ class Dialect:
         options = obj.get("stream_options") if obj else None
         call.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
 
+    async def prepare(self, state: AppState, call: RelayCall) -> None:
+        """What the dialect must look up before the call goes out (Responses: the turns it continues)."""
+
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         if call.obj is None:
             raise RelayError(400, f"A multipart request to {call.endpoint} cannot be converted for this channel.",
@@ -1262,8 +1344,9 @@ class Dialect:
     def error_body(self, error: RelayError) -> bytes:
         return openai_error(error.status, error.message, error.code, error.type)
 
-    def stream_error(self, error: RelayError) -> bytes:
-        """An error inside a stream that has started (its HTTP status is already 200)."""
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
+        """An error inside a stream that has started (its HTTP status is already 200); `call` shows the state of
+        a stream whose events are numbered (Responses)."""
         return b"data: " + self.error_body(error) + b"\n\n"
 
     def answer_locally(self, call: RelayCall) -> bytes:
@@ -1862,7 +1945,7 @@ class AnthropicDialect(Dialect):
         return orjson.dumps({"type": "error", "error": {"type": anthropic_error_type(error.status),
                                                         "message": error.message}})
 
-    def stream_error(self, error: RelayError) -> bytes:
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
         return b"event: error\ndata: " + self.error_body(error) + b"\n\n"
 
     def answer_locally(self, call: RelayCall) -> bytes:
@@ -2559,7 +2642,7 @@ class GeminiDialect(Dialect):
     def error_body(self, error: RelayError) -> bytes:
         return gemini_error(error.status, error.message)
 
-    def stream_error(self, error: RelayError) -> bytes:
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
         return b"data: " + self.error_body(error) + b"\n\n"
 
     def answer_locally(self, call: RelayCall) -> bytes:
@@ -2569,6 +2652,490 @@ class GeminiDialect(Dialect):
 
 
 DIALECTS["gemini"] = GeminiDialect()
+
+
+# ---- OpenAI Responses: the client door /v1/responses (Codex, the openai SDK), on every channel ----
+# developers.openai.com: the Responses API and its streaming events, which the SDKs parse strictly (one
+# response id throughout, each item added before its deltas and done before response.completed). A provider row
+# with "nativeFormats": ["responses"] (OpenAI itself) gets the request as it is; every other channel through the
+# pivot. Answers are stored (unless `store: false`; section 5), so `previous_response_id` replays the turns
+# before it: upstream, unless that channel itself answered the previous turn and so knows it.
+
+
+@dataclass
+class ResponsesTurn:
+    """One /v1/responses call: this turn's input, the stored turns it continues, and where to keep its answer."""
+
+    id: str
+    items: list[dict[str, Any]]  # this turn's input, as items
+    history: list[dict[str, Any]] = field(default_factory=list)  # stored turns it continues, oldest first
+    gap: str = ""  # the first earlier response of the chain this gateway does not hold
+    state: AppState | None = None  # where the answer is kept; None with `store: false`
+    channel: int = 0  # the native channel the request went to last
+    sequence: int = 0  # the next stream event's sequence_number
+    snapshot: dict[str, Any] | None = None  # the response as streamed so far
+    started: bool = False  # response.created is out
+
+    def event(self, kind: str, **data: Any) -> bytes:
+        self.sequence += 1
+        return sse({"type": kind, "sequence_number": self.sequence - 1, **data}, kind)
+
+    def open_stream(self) -> bytes:
+        """response.created and response.in_progress, once: every event of a stream comes after them."""
+        if self.started or self.snapshot is None:
+            return b""
+        self.started = True
+        return self.event("response.created", response=self.snapshot) + self.event("response.in_progress",
+                                                                                   response=self.snapshot)
+
+    def keep(self, call: RelayCall, response: dict[str, Any], native_channel: int = 0) -> None:
+        if self.state is not None and response.get("status") in ("completed", "incomplete"):
+            self.state.responses.remember(self.state.engine, {
+                "id": response.get("id") or self.id, "created_at": now_ms(), "token_id": call.caller.token_id,
+                "native_channel": native_channel, "model": call.model,
+                "previous_response_id": call.obj.get("previous_response_id") or "",
+                "input_items": self.items, "answer": response})
+
+
+def responses_turn(call: RelayCall) -> ResponsesTurn:
+    """The call's turn; a call that skipped the dialect's prepare() (a unit test) gets one that stores nothing."""
+    if call.dialect_state is None:
+        call.dialect_state = ResponsesTurn(f"resp_{call.request_id}", responses_input_items(call.obj))
+    return call.dialect_state
+
+
+def responses_input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def replay_items(history: list[dict[str, Any]], native: bool) -> list[dict[str, Any]]:
+    """Stored turns as input items: each turn's input, then its output. For an OpenAI upstream, output items go
+    without their ids and reasoning items not at all: that upstream never saw them, and refuses unknown ids."""
+    items: list[dict[str, Any]] = []
+    for turn in history:
+        items += turn["input_items"] or []
+        for out in (turn["answer"] or {}).get("output") or []:
+            kind = out.get("type")
+            if kind == "message":
+                items.append({"type": "message", "role": "assistant", "content": out.get("content") or []})
+            elif kind == "function_call":
+                items.append({k: out.get(k) for k in ("type", "call_id", "name", "arguments")})
+            elif kind == "reasoning" and not native:
+                items.append(out)
+    return items
+
+
+def _chat_user_content(content: Any) -> Any:
+    if not isinstance(content, list):
+        return content if isinstance(content, str) else ""
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "input_image" and part.get("image_url"):
+            image = {"url": part["image_url"], **({"detail": part["detail"]} if part.get("detail") else {})}
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file" and part.get("file_data"):
+            parts.append({"type": "file", "file": {"filename": part.get("filename") or "file",
+                                                   "file_data": part["file_data"]}})
+    if all(p["type"] == "text" for p in parts):  # several OpenAI-style upstreams take no list of parts
+        return "\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _reasoning_text(item: dict[str, Any]) -> str:
+    return "".join(p.get("text", "") for key in ("summary", "content") for p in item.get(key) or []
+                   if isinstance(p, dict))
+
+
+def _chat_options_from_responses(body: dict[str, Any]) -> dict[str, Any]:
+    chat: dict[str, Any] = {name: body[name] for name in ("temperature", "top_p", "parallel_tool_calls")
+                            if body.get(name) is not None}
+    if body.get("max_output_tokens"):
+        chat["max_tokens"] = body["max_output_tokens"]
+    effort = (body.get("reasoning") or {}).get("effort")
+    if effort:
+        chat["reasoning_effort"] = effort
+    functions = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    if functions:  # built-in tools (web_search, ...) have no chat form
+        chat["tools"] = [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters",
+                                                                              "strict") if t.get(k) is not None}}
+                         for t in functions]
+        choice = body.get("tool_choice")
+        if choice in ("auto", "none", "required"):
+            chat["tool_choice"] = choice
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
+    text_format = (body.get("text") or {}).get("format") or {}
+    if text_format.get("type") == "json_schema":
+        chat["response_format"] = {"type": "json_schema", "json_schema": {
+            k: text_format[k] for k in ("name", "schema", "strict", "description") if k in text_format}}
+    elif text_format.get("type") == "json_object":
+        chat["response_format"] = {"type": "json_object"}
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str):
+        chat["user"] = user
+    return chat
+
+
+def responses_to_chat(body: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Responses request (its earlier turns already in `items`) as an OpenAI chat request: instructions become
+    the system message, function calls the assistant's tool_calls, their outputs tool messages, and a reasoning
+    item the reasoning_content of the assistant turn after it."""
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    reasoning = ""
+    for item in items:
+        kind = item.get("type") or "message"
+        if kind == "reasoning":
+            reasoning += _reasoning_text(item)
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id") or "",
+                             "content": output if isinstance(output, str) else _text_of(output)})
+        elif kind == "function_call":
+            last = messages[-1] if messages else {}
+            if last.get("role") != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append({"id": item.get("call_id") or "", "type": "function",
+                                                      "function": {"name": item.get("name") or "",
+                                                                   "arguments": item.get("arguments") or "{}"}})
+        elif kind == "message":
+            role = item.get("role")
+            if role in ("system", "developer"):
+                messages.append({"role": "system", "content": _text_of(item.get("content"))})
+            elif role == "assistant":
+                messages.append({"role": "assistant", "content": _text_of(item.get("content"))})
+            else:
+                messages.append({"role": "user", "content": _chat_user_content(item.get("content"))})
+        else:
+            continue  # item references, built-in tool calls: nothing a chat upstream can take
+        if reasoning and messages and messages[-1]["role"] == "assistant":
+            messages[-1]["reasoning_content"] = reasoning  # DeepSeek's thinking refuses a turn without it
+            reasoning = ""
+    chat = {"model": body["model"], "messages": messages, **_chat_options_from_responses(body)}
+    if body.get("stream"):
+        chat["stream"] = True
+    return chat
+
+
+def usage_to_responses(usage: Usage | None, reasoning_tokens: int = 0) -> dict[str, Any]:
+    usage = usage or Usage()
+    return {"input_tokens": usage.input_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "output_tokens": usage.output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            "total_tokens": usage.total_tokens}
+
+
+def response_object(call: RelayCall, turn: ResponsesTurn, status: str, output: list[dict[str, Any]],
+                    usage: dict[str, Any] | None) -> dict[str, Any]:
+    """The Response around `output`, echoing the request's settings as OpenAI does."""
+    body = call.obj
+    return {
+        "id": turn.id, "object": "response", "created_at": int(call.started), "status": status,
+        "background": False, "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "model": call.model, "output": output, "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "store": body.get("store", True) is not False, "temperature": body.get("temperature", 1.0),
+        "text": body.get("text") or {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [], "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"), "usage": usage, "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+def _function_call_item(item_id: str, call: dict[str, Any], call_id: str, status: str = "completed") -> dict[str, Any]:
+    function = call.get("function") or {}
+    return {"id": item_id, "type": "function_call", "status": status, "call_id": call.get("id") or call_id,
+            "name": function.get("name") or "", "arguments": function.get("arguments") or ""}
+
+
+def chat_to_response(chat: dict[str, Any], call: RelayCall, turn: ResponsesTurn) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    output: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        output.append({"id": f"rs_{call.request_id}", "type": "reasoning",
+                       "summary": [{"type": "summary_text", "text": reasoning}]})
+    text = _text_of(message.get("content"))
+    if text:
+        output.append(_message_item(f"msg_{call.request_id}", text))
+    for i, tool_call in enumerate(message.get("tool_calls") or []):
+        output.append(_function_call_item(f"fc_{call.request_id}_{i}", tool_call, f"call_{call.request_id}_{i}"))
+    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    details = (chat.get("usage") or {}).get("completion_tokens_details") or {}
+    usage = usage_to_responses(usage_from(chat), int(details.get("reasoning_tokens") or 0))
+    return response_object(call, turn, status, output, usage)
+
+
+class ResponsesEncoder(PivotEncoder):
+    """Pivot chunks as Responses events: response.created and .in_progress, then per output item (reasoning,
+    message, each function call) its added event, its deltas and its done events, and response.completed (or
+    .incomplete at the length limit) with the whole response and usage. No [DONE]."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.call, self.turn = call, responses_turn(call)
+        self.output: list[dict[str, Any]] = []  # the items so far, in output order
+        self.open: list[int] = []  # output indexes of the items not done yet
+        self.current: dict[str, int] = {}  # "message" / "reasoning" → the open item of that kind
+        self.tools: dict[int, int] = {}  # pivot tool call index → output index
+        self.finish: str | None = None
+        self.turn.snapshot = response_object(call, self.turn, "in_progress", self.output, None)
+
+    def _add(self, kind: str, item: dict[str, Any]) -> tuple[int, bytes]:
+        """Close the open items of the other kinds (a function call stays open beside its siblings), then add."""
+        closing = [i for i in self.open if self.output[i]["type"] != kind or kind != "function_call"]
+        out = b"".join(self._done(i) for i in closing)
+        index = len(self.output)
+        self.output.append(item)
+        self.open.append(index)
+        return index, out + self.turn.event("response.output_item.added", output_index=index, item=item)
+
+    def _done(self, index: int) -> bytes:
+        self.open.remove(index)
+        item = self.output[index]
+        where = {"item_id": item["id"], "output_index": index}
+        if item["type"] == "message":
+            self.current.pop("message", None)
+            part = item["content"][0]
+            out = (self.turn.event("response.output_text.done", **where, content_index=0, text=part["text"],
+                                   logprobs=[])
+                   + self.turn.event("response.content_part.done", **where, content_index=0, part=part))
+        elif item["type"] == "reasoning":
+            self.current.pop("reasoning", None)
+            part = item["summary"][0]
+            out = (self.turn.event("response.reasoning_summary_text.done", **where, summary_index=0,
+                                   text=part["text"])
+                   + self.turn.event("response.reasoning_summary_part.done", **where, summary_index=0, part=part))
+        else:
+            out = self.turn.event("response.function_call_arguments.done", **where, arguments=item["arguments"])
+        item["status"] = "completed"
+        return out + self.turn.event("response.output_item.done", output_index=index, item=item)
+
+    def _text(self, text: str) -> bytes:
+        out = b""
+        if "message" not in self.current:
+            index, out = self._add("message", _message_item(f"msg_{self.call.request_id}_{len(self.output)}", "",
+                                                            "in_progress"))
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            out += self.turn.event("response.content_part.added", item_id=self.output[index]["id"],
+                                   output_index=index, content_index=0, part=part)
+            self.output[index]["content"].append(dict(part))
+            self.current["message"] = index
+        index = self.current["message"]
+        self.output[index]["content"][0]["text"] += text
+        return out + self.turn.event("response.output_text.delta", item_id=self.output[index]["id"],
+                                     output_index=index, content_index=0, delta=text, logprobs=[])
+
+    def _reasoning(self, text: str) -> bytes:
+        out = b""
+        if "reasoning" not in self.current:
+            index, out = self._add("reasoning", {"id": f"rs_{self.call.request_id}_{len(self.output)}",
+                                                 "type": "reasoning", "summary": []})
+            part = {"type": "summary_text", "text": ""}
+            out += self.turn.event("response.reasoning_summary_part.added", item_id=self.output[index]["id"],
+                                   output_index=index, summary_index=0, part=part)
+            self.output[index]["summary"].append(dict(part))
+            self.current["reasoning"] = index
+        index = self.current["reasoning"]
+        self.output[index]["summary"][0]["text"] += text
+        return out + self.turn.event("response.reasoning_summary_text.delta", item_id=self.output[index]["id"],
+                                     output_index=index, summary_index=0, delta=text)
+
+    def _tool(self, call: dict[str, Any]) -> bytes:
+        number, out = call.get("index", 0), b""
+        if number not in self.tools:
+            item = _function_call_item(f"fc_{self.call.request_id}_{number}", dict(call, function=dict(
+                call.get("function") or {}, arguments="")), f"call_{self.call.request_id}_{number}", "in_progress")
+            self.tools[number], out = self._add("function_call", item)
+        index = self.tools[number]
+        arguments = (call.get("function") or {}).get("arguments") or ""
+        if arguments and index in self.open:
+            self.output[index]["arguments"] += arguments
+            out += self.turn.event("response.function_call_arguments.delta", item_id=self.output[index]["id"],
+                                   output_index=index, delta=arguments)
+        return out
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        out = [self.turn.open_stream()]
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out.append(self._reasoning(reasoning))
+            if delta.get("content"):
+                out.append(self._text(delta["content"]))
+            out += [self._tool(call) for call in delta.get("tool_calls") or []]
+            self.finish = choice.get("finish_reason") or self.finish
+        return b"".join(out)
+
+    def close(self, usage: Usage | None) -> bytes:
+        out = self.turn.open_stream() + b"".join(self._done(i) for i in list(self.open))
+        status = "incomplete" if self.finish == "length" else "completed"
+        final = response_object(self.call, self.turn, status, self.output, usage_to_responses(usage))
+        self.turn.keep(self.call, final)
+        return out + self.turn.event(f"response.{status}", response=final)
+
+
+class ResponsesPassthrough(StreamFilter):
+    """hot path: an OpenAI Responses stream for a Responses client. Bytes pass; the response.created event gives
+    the response's id (for an error later), the final event its usage and the answer to store; a mapped model is
+    renamed back."""
+
+    _FINAL = (b"response.completed", b"response.incomplete", b"response.failed", b'"type":"error"')
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.call, self.turn, self.channel = call, responses_turn(call), channel.id
+        upstream = channel.upstream_model(call.model)
+        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        self.turn.sequence = self.events  # the upstream numbers its events from 0
+        if not self.turn.started or any(mark in events for mark in self._FINAL):
+            for event in sse_events(events):
+                self._read(sse_fields(event)[1])
+        return _rewrite_model(events, *self.rename) if self.rename else events
+
+    def _read(self, data: bytes) -> None:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        response = event.get("response") if isinstance(event, dict) else None
+        if kind == "response.created" and isinstance(response, dict):
+            self.turn.snapshot, self.turn.started = dict(response, model=self.call.model), True
+        elif kind in ("response.completed", "response.incomplete") and isinstance(response, dict):
+            self.usage = usage_from(response)
+            self.turn.keep(self.call, dict(response, model=self.call.model), self.channel)
+        elif kind == "response.failed" and isinstance(response, dict):
+            error = response.get("error") or {}
+            self.error = RelayError(500, str(error.get("message") or "The response failed."),
+                                    error.get("code") or "response_failed", "upstream_error")
+        elif kind == "error":
+            self.error = RelayError(500, str(event.get("message") or "The upstream stream failed."),
+                                    event.get("code") or "upstream_error", "upstream_error")
+
+
+class OpenAIResponsesAdaptor(Adaptor):
+    """OpenAI itself (providers.json "nativeFormats": ["responses"]): /v1/responses passes through with only the
+    model mapped, and with `previous_response_id` replaced by the stored turns when this upstream never saw the
+    previous one (it was answered through the pivot, or by another channel)."""
+
+    formats = frozenset({"openai", "responses"})
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.dialect.format != "responses":
+            return super().passthrough_body(call, channel)
+        turn = responses_turn(call)
+        turn.channel = channel.id
+        body, target = call.obj, channel.upstream_model(call.model)
+        if turn.history and turn.history[-1]["native_channel"] != channel.id:
+            if turn.gap:
+                raise RelayError(400, f"Previous response with id '{turn.gap}' not found.",
+                                 "previous_response_not_found")
+            body = {k: v for k, v in body.items() if k != "previous_response_id"}
+            body["input"] = replay_items(turn.history, native=True) + turn.items
+        elif target == call.model:
+            return call.body
+        return orjson.dumps(dict(body, model=target))
+
+    def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        if call.dialect.format != "responses":
+            return super().passthrough_response(call, body)
+        response = json_object(body, "OpenAI's response")
+        response["model"] = call.model
+        responses_turn(call).keep(call, response, responses_turn(call).channel)
+        return orjson.dumps(response), usage_from(response)
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        if call.dialect.format != "responses":
+            return super().passthrough_stream(call, channel)
+        return ResponsesPassthrough(call, channel)
+
+
+ADAPTORS["openai+responses"] = OpenAIResponsesAdaptor()
+
+
+class ResponsesDialect(Dialect):
+    """`POST /v1/responses` (stream and non-stream) on every channel, and `GET` / `DELETE /v1/responses/{id}`
+    for the stored answers (section 5)."""
+
+    format = "responses"
+    prefixes = ("/v1/responses",)
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        yield "/v1/responses", RelayRoute(self, Mode.RESPONSES, Mode.CHAT_COMPLETIONS, "/responses")
+
+    def match(self, method: str, path: str) -> RelayRoute | None:
+        response_id = path.removeprefix("/v1/responses/")
+        if response_id == path or not response_id or "/" in response_id or method not in ("GET", "DELETE"):
+            return None
+        return RelayRoute(self, Mode.RESPONSES_GET if method == "GET" else Mode.RESPONSES_DELETE, None, "",
+                          local=True)
+
+    def read(self, call: RelayCall) -> None:
+        if not isinstance(call.obj.get("input"), (str, list)):
+            raise RelayError(400, "input: a string or a list of input items is required.", "invalid_request")
+        call.stream = bool(call.obj.get("stream"))
+        call.client_wants_usage = True  # response.completed always carries the usage
+
+    async def prepare(self, state: AppState, call: RelayCall) -> None:
+        keep = call.obj.get("store", True) is not False
+        turn = ResponsesTurn(f"resp_{call.request_id}", responses_input_items(call.obj), state=state if keep else None)
+        previous = call.obj.get("previous_response_id")
+        if isinstance(previous, str) and previous:
+            turn.history, turn.gap = await state.responses.chain(state.engine, previous, call.caller)
+        call.dialect_state = turn
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        turn = responses_turn(call)
+        if turn.gap:
+            raise RelayError(400, f"Previous response with id '{turn.gap}' not found.", "previous_response_not_found")
+        return responses_to_chat(call.obj, replay_items(turn.history, native=False) + turn.items)
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        turn = responses_turn(call)
+        response = chat_to_response(pivot, call, turn)
+        turn.keep(call, response)
+        return orjson.dumps(response)
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return ResponsesEncoder(call)
+
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
+        """An `error` event, then response.failed with the output so far (after response.created, if the failure
+        came first)."""
+        turn = call.dialect_state if call is not None else None
+        code = str(error.code) if error.code is not None else None
+        if not isinstance(turn, ResponsesTurn):
+            return sse({"type": "error", "code": code, "message": error.message, "param": None,
+                        "sequence_number": 0}, "error")
+        out = turn.open_stream() + turn.event("error", code=code, message=error.message, param=None)
+        if turn.snapshot is not None:
+            failed = dict(turn.snapshot, status="failed", error={"code": code or "server_error",
+                                                                 "message": error.message})
+            out += turn.event("response.failed", response=failed)
+        return out
+
+
+DIALECTS["responses"] = ResponsesDialect()
 
 
 # ---- formats not implemented yet: a clear refusal, never a silent OpenAI request ----
@@ -2837,6 +3404,7 @@ class RelayCall:
     ip: str = ""
     stream: bool = False
     client_wants_usage: bool = False
+    dialect_state: Any = None  # what a dialect carries from the request to its answer (Responses: the turn)
     pinned: int | None = None
     max_retries: int = 0
     _pivot: dict[str, Any] | None = None
@@ -3093,7 +3661,7 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
         outcome_code = 502
         error = call.dialect.stream_error(RelayError(502, f"Upstream stream broke off: {type(exc).__name__}",
-                                                     "upstream_stream_error", "upstream_error"))
+                                                     "upstream_stream_error", "upstream_error"), call)
         await send({"type": "http.response.body", "body": error, "more_body": True})
     finally:
         response.release()
@@ -3153,6 +3721,10 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
         if route is None:
             raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
         caller = authenticate(state, raw_key)
+        if route.local:
+            client = scope.get("client")
+            return await answer_stored_response(state, route, caller, path, request_id, started,
+                                                client[0] if client else "", send)
         body = await read_body(receive)
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers)
@@ -3166,6 +3738,7 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
                 call.pinned = int(pin)
             except ValueError:
                 raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
+        await dialect.prepare(state, call)
         order = plan_channels(state, call)
         if route.native_only:
             order = [channel for channel in order if channel.adaptor.speaks(call)]
@@ -3289,6 +3862,66 @@ async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterab
 
     for task in asyncio.as_completed([one(m) for m in models]):
         yield await task
+
+
+# ---- stored responses: what `previous_response_id` replays, and GET / DELETE /v1/responses/{id} ----
+
+class ResponseStore:
+    """Responses answers are written in the background, so no answer waits for the database; until a write
+    lands, the answer is read from memory, so a client's next turn may continue the answer it has just got."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.writes: dict[str, asyncio.Task[None]] = {}
+
+    def remember(self, engine: sa.Engine, row: dict[str, Any]) -> None:
+        self.pending[row["id"]] = row
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(save_stored_response, engine, row))
+        self.writes[row["id"]] = task
+        task.add_done_callback(functools.partial(self._written, row["id"]))
+
+    def _written(self, response_id: str, task: asyncio.Task[None]) -> None:
+        if self.writes.get(response_id) is task:
+            self.writes.pop(response_id)
+            self.pending.pop(response_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
+
+    async def chain(self, engine: sa.Engine, response_id: str,
+                    caller: Caller) -> tuple[list[dict[str, Any]], str]:
+        owner = None if caller.is_admin else caller.token_id
+        return await asyncio.to_thread(load_response_chain, engine, response_id, owner, dict(self.pending))
+
+    async def recall(self, engine: sa.Engine, response_id: str, caller: Caller) -> dict[str, Any] | None:
+        owner = None if caller.is_admin else caller.token_id
+        return await asyncio.to_thread(load_stored_response, engine, response_id, owner, dict(self.pending))
+
+    async def forget(self, engine: sa.Engine, response_id: str, caller: Caller) -> bool:
+        if response_id in self.writes:  # else the write, landing later, would bring it back
+            await asyncio.shield(self.writes[response_id])
+        owner = None if caller.is_admin else caller.token_id
+        return await asyncio.to_thread(delete_stored_response, engine, response_id, owner)
+
+
+async def answer_stored_response(state: AppState, route: RelayRoute, caller: Caller, path: str, request_id: str,
+                                 started: float, ip: str, send: Send) -> None:
+    """GET or DELETE /v1/responses/{id}: answered from the store, never upstream, and logged as any call."""
+    response_id = path.removeprefix("/v1/responses/")
+    stored = await state.responses.recall(state.engine, response_id, caller)
+    call = RelayCall(request_id=request_id, started=started, endpoint=path, route=route,
+                     model=stored["model"] if stored else "", body=b"", obj=None, content_type="", caller=caller,
+                     ip=ip)
+    if stored is None or (route.mode == Mode.RESPONSES_DELETE
+                          and not await state.responses.forget(state.engine, response_id, caller)):
+        error = RelayError(404, f"No response found with id '{response_id}'.", "not_found")
+        body, status = route.dialect.error_body(error), 404
+    elif route.mode == Mode.RESPONSES_DELETE:
+        body, status = orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}), 200
+    else:
+        body, status = orjson.dumps(stored["answer"]), 200
+    state.writer.submit_call(state, call, Attempt(None, None, status),
+                             Outcome(status, None, body if status != 200 else b""))
+    await send_bytes(send, status, body, "application/json", request_id)
 
 
 # ==== 6. Log writer ========================================================================================
@@ -7704,7 +8337,9 @@ async def _retention_loop(state: AppState) -> None:
         try:
             days = state.log_retention_days
             if days > 0:  # a huge value keeps everything, rather than a cut-off no database can compare
-                await asyncio.to_thread(delete_logs_before, state.engine, max(0, now_ms() - days * 86_400_000))
+                cutoff = max(0, now_ms() - days * 86_400_000)
+                await asyncio.to_thread(delete_logs_before, state.engine, cutoff)
+                await asyncio.to_thread(delete_stored_responses_before, state.engine, cutoff)
         except (ValueError, TypeError, OverflowError, sa.exc.SQLAlchemyError) as exc:
             logger.error("log retention failed (%s); next try in %d s", _first_line(exc), RETENTION_CHECK_SECONDS)
         await asyncio.sleep(RETENTION_CHECK_SECONDS)

@@ -2,7 +2,7 @@
 
 It dispatches by the shape of the path, the way each real provider is called:
 
-    /<scenario>/v1/<endpoint>                          OpenAI: chat/completions, completions, embeddings, ...
+    /<scenario>/v1/<endpoint>                          OpenAI: chat/completions, responses, embeddings, ...
     /<scenario>/v1/messages, /v1/messages/count_tokens  Anthropic Messages (base URL .../v1, as api.anthropic.com/v1)
     /<scenario>/openai/deployments/<name>/<endpoint>   Azure OpenAI: OpenAI bodies, `api-key` header, ?api-version=
     /<scenario>/v1beta/models/<model>:<method>         Gemini: generateContent, streamGenerateContent (alt=sse),
@@ -20,11 +20,11 @@ Scenario segments, joined with ``+``:
     gap-N         wait N ms between stream chunks
     cut-N         stream only: send N content chunks, then drop the connection (no closing event)
     error-N       stream only: send N content chunks, then an in-band error event (Anthropic's ``overloaded_error``,
-                  Gemini's UNAVAILABLE)
+                  Gemini's UNAVAILABLE, the Responses ``error`` event)
     nousage       no usage in JSON answers nor in streams
     tool          answer with a call of the request's first tool (unless the last turn is that tool's result)
     thinking      OpenAI format: a ``reasoning_content`` before the answer, as DeepSeek's reasoner sends it;
-                  Gemini: a thought part (also whenever the request sets
+                  Responses: a reasoning item; Gemini: a thought part (also whenever the request sets
                   ``thinkingConfig.includeThoughts``; the Anthropic format thinks whenever the request enables
                   ``thinking``, as Claude does)
     cacheread-N   report N prompt tokens read from the cache (OpenAI ``cached_tokens``, Anthropic cache reads,
@@ -35,13 +35,15 @@ Usage is deterministic: the prompt count is the whitespace words of the input te
 the completion count is the chunk count, and the reply text is ``reply_text(n)``. In the OpenAI format, when
 ``stream_options.include_usage`` is true, chunks carry ``"usage": null`` and a final ``choices: []`` chunk carries
 the usage. Anthropic's input_tokens excludes cached tokens, as the real API's does. Gemini counts the words of the
-text parts (``gemini_prompt_tokens``).
+text parts (``gemini_prompt_tokens``), Responses those of the instructions, earlier turns and input
+(``responses_prompt_tokens``).
 
 Each format validates what its real API rejects (Anthropic: the x-api-key and anthropic-version headers,
 max_tokens, user/assistant turns that alternate, tool results that answer the tool calls before them; OpenAI: tool
 messages that answer a tool call; Azure: the api-key header and api-version; Gemini: the x-goog-api-key header,
 user/model roles, function responses that answer the turn's calls, a thought signature on a gemini-3 model's calls,
-the Schema keywords it knows), so a wrong conversion fails loudly.
+the Schema keywords it knows; Responses: flat function tools, function outputs that answer a call, a
+previous_response_id it stored, reasoning item ids it gave out), so a wrong conversion fails loudly.
 
 Every request (except ``/_requests``) is recorded; ``GET /_requests`` lists them, ``DELETE /_requests`` clears.
 
@@ -263,10 +265,12 @@ class _BadRequest(Exception):
 class FakeUpstreamApp:
     def __init__(self, recorder: Recorder | None = None) -> None:
         self.recorder = recorder or Recorder()
+        self.responses = ResponsesMemory()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        scope["fake_upstream"] = self
         request = Request(scope, receive)
         if request.url.path.rstrip("/") == "/_requests":
             if request.method == "DELETE":
@@ -367,6 +371,8 @@ async def _openai(request: Request, route: Route, sc: Scenario, body: dict[str, 
         return JSONResponse({"text": f"fake transcript of {form['file_size']} bytes", **form})
     if body is None:
         return _error(400, "fake upstream: JSON body required")
+    if endpoint == "responses":
+        return await _responses(request, sc, body, send)
     if endpoint == "chat/completions":
         _check_openai_messages(body)
     if body.get("stream") and endpoint in ("chat/completions", "completions"):
@@ -956,6 +962,150 @@ async def _gemini_stream(send: Send, sc: Scenario, body: dict[str, Any], model: 
                           more=finish is None)
     if sc.cut is not None:
         raise _CutConnection
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenAI Responses (POST /v1/responses; modelled on developers.openai.com: text, instructions, function tools and
+# their outputs, previous_response_id, the streaming events in their documented order)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ResponsesMemory:
+    """The responses the fake has answered (unless `store: false`), so `previous_response_id` is checked as
+    OpenAI checks it, and the reasoning item ids it gave out."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[dict[str, Any]]] = {}  # id → its input items and then its output items
+        self.reasoning_ids: set[str] = set()
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def new_id(self) -> int:
+        with self._lock:
+            self._next += 1
+            return self._next
+
+
+def responses_prompt_tokens(body: dict[str, Any], earlier: list[dict[str, Any]]) -> int:
+    """The fake's input_tokens: the words of the instructions, the earlier turns and the input, + 1."""
+    items = earlier + (body["input"] if isinstance(body["input"], list) else [{"content": body["input"]}])
+    return _words(body.get("instructions")) + sum(_words(i.get("content")) + _words(i.get("output"))
+                                                   for i in items) + 1
+
+
+def _check_responses_request(body: dict[str, Any], memory: ResponsesMemory) -> list[dict[str, Any]]:
+    """What OpenAI refuses; returns the earlier items that previous_response_id brings."""
+    if "stream_options" in body and "include_usage" in (body["stream_options"] or {}):
+        raise _BadRequest("Unknown parameter: 'stream_options.include_usage'.")
+    if not isinstance(body.get("input"), (str, list)):
+        raise _BadRequest("Missing required parameter: 'input'.")
+    for i, tool in enumerate(body.get("tools") or []):
+        if tool.get("type") == "function" and not tool.get("name"):
+            raise _BadRequest(f"Missing required parameter: 'tools[{i}].name'.")
+    previous = body.get("previous_response_id")
+    if previous and previous not in memory.stored:
+        raise _BadRequest(f"Previous response with id '{previous}' not found.")
+    earlier = memory.stored.get(previous, []) if previous else []
+    calls = {i.get("call_id") for i in earlier if i.get("type") == "function_call"}
+    for i, item in enumerate(body["input"] if isinstance(body["input"], list) else []):
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            calls.add(item.get("call_id"))
+        elif kind == "function_call_output" and item.get("call_id") not in calls:
+            raise _BadRequest(f"No tool call found for function call output with call_id {item.get('call_id')}.")
+        elif kind == "reasoning" and item.get("id") not in memory.reasoning_ids:
+            raise _BadRequest(f"Item with id '{item.get('id')}' not found.")
+        elif kind == "message" and item.get("role") not in ("user", "assistant", "system", "developer"):
+            raise _BadRequest(f"Invalid value: '{item.get('role')}'. Supported values are: 'assistant', 'system', "
+                              f"'developer', and 'user'. (input[{i}].role)")
+    return earlier
+
+
+async def _responses(request: Request, sc: Scenario, body: dict[str, Any], send: Send) -> Response | None:
+    memory: ResponsesMemory = request.scope["fake_upstream"].responses
+    earlier = _check_responses_request(body, memory)
+    number = memory.new_id()
+    items = body["input"] if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
+    tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+    answered = bool(items) and items[-1].get("type") == "function_call_output"
+    if sc.tool and tools and not answered:
+        output = [{"id": f"fc_fake_{number}", "type": "function_call", "status": "completed",
+                   "call_id": f"call_fake_{number}", "name": tools[0]["name"],
+                   "arguments": "".join(TOOL_INPUT_PIECES)}]
+    else:
+        output = [{"id": f"msg_fake_{number}", "type": "message", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": reply_text(sc.chunks), "annotations": []}]}]
+    if sc.thinking:
+        memory.reasoning_ids.add(f"rs_fake_{number}")
+        output.insert(0, {"id": f"rs_fake_{number}", "type": "reasoning",
+                          "summary": [{"type": "summary_text", "text": "".join(THINKING_PIECES)}]})
+    prompt = responses_prompt_tokens(body, earlier)
+    usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": sc.cache_read},
+             "output_tokens": sc.chunks, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": prompt + sc.chunks}
+    response = {"id": f"resp_fake_{number}", "object": "response", "created_at": int(time.time()),
+                "status": "completed", "error": None, "incomplete_details": None,
+                "instructions": body.get("instructions"), "model": body["model"], "output": output,
+                "parallel_tool_calls": True, "previous_response_id": body.get("previous_response_id"),
+                "temperature": 1.0, "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
+                "top_p": 1.0, "usage": usage if sc.usage else None, "metadata": {}}
+    if body.get("store", True):
+        memory.stored[response["id"]] = earlier + items + output
+    if body.get("stream"):
+        await _responses_stream(send, sc, response)
+        return None
+    return JSONResponse(response)
+
+
+async def _responses_stream(send: Send, sc: Scenario, response: dict[str, Any]) -> None:
+    """The documented order: created, in_progress, then per item added → (content part added → text deltas →
+    text done → part done | argument deltas → arguments done) → item done, then completed. No [DONE]."""
+    sequence = 0
+
+    def event(kind: str, **data: Any) -> bytes:
+        nonlocal sequence
+        sequence += 1
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': sequence - 1, **data})}\n\n".encode()
+
+    await _start_sse(send)
+    started = dict(response, status="in_progress", output=[], usage=None)
+    await _send_event(send, event("response.created", response=started) + event("response.in_progress",
+                                                                                 response=started))
+    for index, item in enumerate(response["output"]):
+        where = {"item_id": item["id"], "output_index": index}
+        if item["type"] == "function_call":
+            await _send_event(send, event("response.output_item.added", output_index=index,
+                                          item=dict(item, arguments="", status="in_progress")))
+            for i, piece in enumerate(TOOL_INPUT_PIECES):
+                await _pause(sc, i + 1)
+                await _send_event(send, event("response.function_call_arguments.delta", **where, delta=piece))
+            await _send_event(send, event("response.function_call_arguments.done", **where,
+                                          arguments=item["arguments"]))
+        elif item["type"] == "message":
+            part = {"type": "output_text", "text": "", "annotations": []}
+            await _send_event(send, event("response.output_item.added", output_index=index,
+                                          item=dict(item, content=[], status="in_progress"))
+                              + event("response.content_part.added", **where, content_index=0, part=part))
+            for i in range(sc.chunks):
+                if sc.cut is not None and i >= sc.cut:
+                    raise _CutConnection
+                if sc.error is not None and i >= sc.error:
+                    await _send_event(send, event("error", code="server_error", message="Overloaded", param=None),
+                                      more=False)
+                    return
+                await _pause(sc, i)
+                await _send_event(send, event("response.output_text.delta", **where, content_index=0,
+                                              delta=_chunk_word(i), logprobs=[]))
+            if sc.cut is not None:
+                raise _CutConnection
+            text = item["content"][0]["text"]
+            await _send_event(send, event("response.output_text.done", **where, content_index=0, text=text,
+                                          logprobs=[])
+                              + event("response.content_part.done", **where, content_index=0, part=dict(part, text=text)))
+        else:
+            await _send_event(send, event("response.output_item.added", output_index=index, item=item))
+        await _send_event(send, event("response.output_item.done", output_index=index, item=item))
+    await _send_event(send, event("response.completed", response=response), more=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
