@@ -120,6 +120,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connect_timeout", "UPSTREAM_CONNECT_TIMEOUT", 10.0, "seconds to connect to an upstream"),
     Setting("ttfb_timeout", "UPSTREAM_TTFB_TIMEOUT", 300.0, "seconds to wait for an upstream's first byte"),
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
+    Setting("api_max_body_mib", "API_MAX_BODY_MIB", 2, "largest request body /api accepts, in MiB (else 413)"),
+    Setting("relay_max_body_mib", "RELAY_MAX_BODY_MIB", 20, "largest request body /v1 accepts, in MiB (else 413)"),
     Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
             "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
@@ -140,6 +142,8 @@ class Settings:
     connect_timeout: float = 10.0
     ttfb_timeout: float = 300.0
     log_retention_days: int = 30
+    api_max_body_mib: int = 2
+    relay_max_body_mib: int = 20
     shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
@@ -199,6 +203,25 @@ def write_secret_file(path: Path, value: str) -> None:
     os.chmod(path, 0o600)
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """The data dir holds every key: 0700, and the files in it 0600, whatever the umask. The SQLite file is
+    made before SQLite opens it, because SQLite gives its -wal and -shm files the database file's mode; an
+    older version's files are narrowed here too."""
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    url = sa.engine.make_url(settings.dsn)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(database + suffix, 0o600)
+    for name in ("admin_key", "storage_secret"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(data / name, 0o600)
+
+
 def load_or_create_secret(path: Path) -> tuple[str, bool]:
     """Return (secret, created_now)."""
     if path.exists():
@@ -217,6 +240,9 @@ def mask_key(key: str) -> str:
         return "•" * len(key)
     head = 5 if key.startswith("sk-") else 2
     return f"{key[:head]}…{key[-2:]}"
+
+
+MIB = 1024 * 1024
 
 
 def now_ms() -> int:
@@ -879,6 +905,8 @@ class Provider:
     key_help: str
     readme: str
     models: tuple[tuple[str, str], ...]  # (model, kind)
+    display: dict[str, str] = field(default_factory=dict, compare=False)  # the UI's name per language (en, zh)
+    help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
 
 
 class CatalogError(Exception):
@@ -902,6 +930,7 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
             models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+            display=v.get("display", {}), help=v.get("help", {}),
         )
     return catalog
 
@@ -1689,12 +1718,20 @@ class AnthropicPassthrough(StreamFilter):
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
-        if b'"usage"' in events or b"event: error" in events:
+        if b'"usage"' in events or b"error" in events:
             for event in sse_events(events):
                 name, data = sse_fields(event)
                 if name in ("message_start", "message_delta", "error"):
                     self.decoder.decode(name, data)
         return _rewrite_model(events, *self.rename) if self.rename else events
+
+
+def _without_unsigned_thinking(message: Any) -> Any:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return message
+    return dict(message, content=[b for b in content if not (isinstance(b, dict) and b.get("type") == "thinking"
+                                                             and not b.get("signature"))])
 
 
 class AnthropicAdaptor(Adaptor):
@@ -1722,7 +1759,13 @@ class AnthropicAdaptor(Adaptor):
 
     def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
         target = channel.upstream_model(call.model)
-        return call.body if target == call.model else orjson.dumps(dict(call.obj, model=target))
+        unsigned = b'"signature":""' in call.body or b'"signature": ""' in call.body
+        if target == call.model and not unsigned:
+            return call.body
+        body = dict(call.obj, model=target)
+        if unsigned:  # thinking that another format's channel produced: Anthropic refuses it without a signature
+            body["messages"] = [_without_unsigned_thinking(m) for m in body["messages"]]
+        return orjson.dumps(body)
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
         return orjson.dumps(openai_to_anthropic_request(dict(pivot, stream=call.stream),
@@ -3153,14 +3196,16 @@ class UnsupportedAdaptor(Adaptor):
                           "channel_type_not_supported", "aiproxy_error")
 
 
-ADAPTORS.update({
+_NOT_YET = {
     "aws": UnsupportedAdaptor("AWS Bedrock"),
     "vertexai": UnsupportedAdaptor("Google Vertex AI"),
     "baidu": UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)"),
     "coze": UnsupportedAdaptor("Coze"),
     "doubao-audio": UnsupportedAdaptor("Doubao speech"),
     "doc2x": UnsupportedAdaptor("Doc2X"),
-})
+}
+# a format whose sub-banner above registers its own Adaptor keeps it: this table needs no edit then
+ADAPTORS.update({name: adaptor for name, adaptor in _NOT_YET.items() if name not in ADAPTORS})
 
 
 def adaptor_for(provider: Provider | None) -> Adaptor:
@@ -3454,8 +3499,8 @@ def new_request_id() -> str:
 
 
 def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: bytes, content_type: str,
-                     caller: Caller, request_id: str, started: float,
-                     headers: dict[bytes, bytes] | None = None) -> RelayCall:
+                     caller: Caller, request_id: str, started: float, headers: dict[bytes, bytes] | None = None,
+                     query: str = "") -> RelayCall:
     obj: dict[str, Any] | None = None
     if content_type.startswith("multipart/form-data"):
         match = _MULTIPART_MODEL.search(body)
@@ -3472,7 +3517,7 @@ def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: by
         raise RelayError(400, "The request has no 'model'.", "missing_model")
     call = RelayCall(request_id=request_id, started=started, endpoint=endpoint, route=route, model=model, body=body,
                      obj=obj, content_type=content_type or "application/json", caller=caller,
-                     headers=headers or {}, max_retries=state.retry_times)
+                     headers=headers or {}, query=query, max_retries=state.retry_times)
     route.dialect.read(call)
     return call
 
@@ -3681,13 +3726,21 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: str, re
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
+async def read_body(receive: Receive, limit_mib: int, declared: bytes | None = None,
+                    setting: str = "RELAY_MAX_BODY_MIB") -> bytes:
+    """The request body, refused once it passes the limit: never held whole, whatever a client sends."""
+    limit, chunks, size = limit_mib * MIB, [], 0
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        size = int(declared)
+    while size <= limit:
         message = await receive()
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
         if not message.get("more_body"):
-            return b"".join(chunks)
+            break
+    if size > limit:
+        raise RelayError(413, f"The request body is larger than {limit_mib} MiB ({setting}).", "request_too_large")
+    return b"".join(chunks)
 
 
 def models_for(state: AppState, caller: Caller) -> list[str]:
@@ -3725,10 +3778,10 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
             client = scope.get("client")
             return await answer_stored_response(state, route, caller, path, request_id, started,
                                                 client[0] if client else "", send)
-        body = await read_body(receive)
+        body = await read_body(receive, state.settings.relay_max_body_mib, headers.get(b"content-length"))
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers)
-        call.query = scope.get("query_string", b"").decode("latin-1")
+        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers,
+                                scope.get("query_string", b"").decode("latin-1"))
         call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
         pin = headers.get(b"aiproxy-channel")
         if pin:
@@ -4255,7 +4308,8 @@ class LogWriter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            async with self._lock:  # never cancel a flush halfway: its batch would be neither pending nor done
+                self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
@@ -5101,18 +5155,41 @@ def api_logs_delete(timestamp: QueryTimestamp = None, state: AppState = Depends(
 
 
 LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
-                   "channel", "code", "endpoint", "prompt_tokens", "completion_tokens", "token_name", "ip",
-                   "retry_times", "content")
+                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "used_amount",
+                   "token_name", "ip", "retry_times", "content")
+_CSV_TIMES = ("request_at", "created_at")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: a spreadsheet runs these
 
 
-def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one that would start a formula gets a leading apostrophe."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def _local_time(ms: int, tz: ZoneInfo) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):  # a time no calendar shows: keep the number
+        return str(ms)
+
+
+def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
+    cells = dict(row, channel_id=row["channel"],
+                 channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
+                 **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
+    return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
+
+
+def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000, tz: ZoneInfo = ZoneInfo("UTC")) -> str:
+    """Logs as CSV for a spreadsheet: times in `tz`, channels by name (rows keep the name of a deleted one)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(LOG_CSV_COLUMNS)
+    writer.writerow([f"{c} ({tz.key})" if c in _CSV_TIMES else c for c in LOG_CSV_COLUMNS])
+    names = {c.id: c.name for c in state.routes.channels.values()}
     page = 1
     while (page - 1) * PER_PAGE_MAX < limit:
         rows, total = query_logs(state.engine, flt, page, PER_PAGE_MAX)
-        writer.writerows([r[c] for c in LOG_CSV_COLUMNS] for r in rows)
+        writer.writerows(_csv_row(r, tz, names) for r in rows)
         if page * PER_PAGE_MAX >= total:
             break
         page += 1
@@ -5120,8 +5197,9 @@ def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000) -> str:
 
 
 @admin_router.get("/logs/export")
-def api_logs_export(flt: LogFilter = Depends(make_log_filter), state: AppState = Depends(require_admin)) -> Response:
-    return Response(logs_csv(state, flt), media_type="text/csv; charset=utf-8",
+def api_logs_export(flt: LogFilter = Depends(make_log_filter), timezone: Timezone = "UTC",
+                    state: AppState = Depends(require_admin)) -> Response:
+    return Response(logs_csv(state, flt, tz=parse_timezone(timezone)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
 
 
@@ -5241,6 +5319,24 @@ def api_option_set(body: OptionIn, state: AppState = Depends(require_admin)) -> 
 
 
 admin_router.add_api_route("/option", api_option_set, methods=["POST"])
+
+
+# ---- admin key ----
+
+def rotate_admin_key(state: AppState) -> str:
+    """A new admin key, in force at once and saved to <data-dir>/admin_key. Every client of the old one (FastGPT's
+    AIPROXY_API_TOKEN, other UI sessions) needs the new one. An ADMIN_KEY from the environment wins again at the
+    next start."""
+    key = generate_key()
+    write_secret_file(state.settings.data_path / "admin_key", key)
+    state.admin_key = key
+    return key
+
+
+@admin_router.post("/admin_key/rotate")
+def api_admin_key_rotate(state: AppState = Depends(require_admin)) -> JSONResponse:
+    key = rotate_admin_key(state)
+    return api_ok({"key": key, "kept_after_restart": not state.settings.admin_key})
 
 
 # ---- import: OneAPI, new-api and labring/aiproxy ----
@@ -6046,9 +6142,6 @@ def import_source(state: AppState, dsn: str, dry_run: bool = False, import_token
     return result
 
 
-import_oneapi = import_source  # the name section 8's import wizard calls
-
-
 class ImportRequest(BaseModel):
     dsn: str  # a database DSN or file path, or (aiproxy) the path of its config.yaml
     dry_run: bool = False
@@ -6056,9 +6149,9 @@ class ImportRequest(BaseModel):
 
 
 @admin_router.post("/channels/import/oneapi")
-def api_channels_import(body: ImportRequest) -> JSONResponse:
+def api_channels_import(body: ImportRequest, state: AppState = Depends(require_admin)) -> JSONResponse:
     # a plain `def` route runs in the threadpool: the source connection (up to 5 s) never blocks the event loop
-    return api_ok(import_source(get_state(), body.dsn, body.dry_run, body.import_tokens))
+    return api_ok(import_source(state, body.dsn, body.dry_run, body.import_tokens))
 
 
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
@@ -6132,13 +6225,14 @@ TIME_PRESETS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30
 PRESET_TIMESPAN = {"yesterday": "hour", "15m": "minute", "1h": "minute", "24h": "hour", "7d": "hour", "30d": "day"}
 _TOGGLE_PROPS = "dense no-caps unelevated rounded color=grey-3 text-color=grey-9 toggle-color=primary"
 SLOW_CALL_SECONDS = 10  # the log list marks slower calls in red
+CHANNEL_CHIPS = 4  # models shown per channel row; the rest is a "+N" chip
 LOG_PAGE_SIZES = (20, 50, 100)
 MAX_CHART_POINTS = 2000  # above this, empty buckets are not filled in (a 30-day range by minute)
 _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_time_milliseconds",
                  "total_ttfb_milliseconds")
 _STRINGS: dict[str, dict[str, str]] = {}  # assets/i18n.json, read once by load_strings()
 
-# ---- strings, time and formatting: plain functions, no nicegui ----
+# ---- strings, time and formatting: plain functions, no widgets (t() reads the session's language) ----
 
 
 def load_strings() -> dict[str, dict[str, str]]:
@@ -6242,20 +6336,115 @@ def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple
     }
 
 
-def channel_row(ch: dict[str, Any], catalog: dict[int, Provider]) -> dict[str, Any]:
+def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> dict[str, Any]:
     """A channel for the channels table. Cells hold no lists (Quasar tables choke on them): models are joined."""
     tests = sorted(ch["channel_tests"], key=lambda x: -x["test_at"])
     provider = catalog.get(ch["type"])
+    shown = ch["models"][:CHANNEL_CHIPS]
+    mapped = [f"{src} → {dst}" for src, dst in list(ch["model_mapping"].items())[:CHANNEL_CHIPS - len(shown)]]
     return {
         "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": ch["status_reason"],
-        "provider": provider.name if provider else f"#{ch['type']}",
-        "models": "\n".join((ch["models"] + list(ch["model_mapping"]))[:4]),
-        "more": max(0, len(ch["models"]) + len(ch["model_mapping"]) - 4),
+        "provider": provider_name(provider, lang) if provider else f"#{ch['type']}",
+        "models": "\n".join(shown), "mapped": "\n".join(mapped),  # a mapped name shows where it goes
+        "more": len(ch["models"]) + len(ch["model_mapping"]) - len(shown) - len(mapped),
         "priority": ch["priority"], "enabled": ch["status"] == 1, "requests": ch["request_count"],
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
     }
+
+
+def whole_number(value: Any) -> int | None:
+    """7, 7.0 and "7" → 7; 2.5, "", None and words → None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def provider_name(p: Provider, lang: str) -> str:
+    return p.display.get(lang) or p.display.get("en") or p.name
+
+
+def provider_help(p: Provider, lang: str, topic: str) -> str:
+    """The provider's help for users on `topic` (key, base_url, models) in `lang`, else in English, else ""."""
+    return p.help.get(lang, {}).get(topic) or p.help.get("en", {}).get(topic, "")
+
+
+_PICKER_SEP = "\u2063"  # invisible: splits a provider option into what is shown and what is only searched
+
+
+def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
+    """The provider picker's options: "name⁣detail⁣search terms". Quasar's input filter matches the whole string,
+    so typing 阿里, 通义, qwen or alibaba finds 阿里云百炼; only the name (and, in the list, the detail) is shown."""
+    other = "zh" if lang == "en" else "en"
+    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), provider_name(p, "en").casefold()))
+    out = {}
+    for p in order:
+        name, alt = provider_name(p, lang), provider_name(p, other)
+        models = [m for m, _ in p.models]
+        detail = " · ".join(filter(None, (alt if alt != name else "", ", ".join(models[:3]), f"#{p.id}")))
+        out[p.id] = _PICKER_SEP.join((name, detail, " ".join([p.name, *models])))
+    return out
+
+
+_CONNECT_REASONS = (  # words of an OS or client error → the reason we name, first match wins
+    (("refused",), "refused"), (("name or service", "nodename", "getaddrinfo", "name resolution", "no address",
+                                 "not known"), "no_host"),
+    (("timed out", "timeout"), "timeout"), (("certificate", "ssl", "tls"), "tls"), (("reset",), "reset"),
+    (("unreachable",), "unreachable"),
+)
+
+
+def error_message(body: str) -> str:
+    """The provider's own words from an error body (OpenAI, Anthropic, Gemini or aiproxy shape), else the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or data.get("message") or body).strip()
+    return str(error).strip()
+
+
+def _host_port(base_url: str) -> str:
+    parts = urllib.parse.urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}" if parts.hostname else base_url
+
+
+def _lacks_version_path(base_url: str, default_base_url: str) -> bool:
+    """A base URL without /v1 (or /v4, /v1beta …) where the provider's own address has one: a common 404."""
+    def versioned(url: str) -> bool:
+        return bool(re.search(r"/v\d[\w.]*(/|$)", urllib.parse.urlsplit(url).path))
+    return bool(base_url) and not versioned(base_url) and (not default_base_url or versioned(default_base_url))
+
+
+def describe_test_failure(result: dict[str, Any], base_url: str, default_base_url: str) -> tuple[str, str]:
+    """A failed model test in words for the user: (what happened, what to check). The raw body stays a detail."""
+    raw = result.get("response") or ""
+    code, message = result["code"], error_message(raw)
+    lower = message.lower()
+    said = f": {message[:200]}" if message else ""
+    if code == 0 or (code == 502 and "connect" in raw.lower()):  # our relay's word for "no answer at all"
+        reason = next((name for words, name in _CONNECT_REASONS if any(w in lower for w in words)), "")
+        where = _host_port(base_url)
+        return (t("test.err_connect", where=where, reason=t(f"test.reason_{reason}")) if reason
+                else t("test.err_connect_plain", where=where)), t("test.check_base_url")
+    if code == 504:
+        return t("test.err_timeout"), t("test.check_base_url")
+    if code in (401, 403):
+        return t("test.err_key", code=code) + said, t("test.check_key")
+    if code == 404:
+        return t("test.err_404") + said, t("test.hint_v1") if _lacks_version_path(base_url, default_base_url) else (
+            t("test.check_model"))
+    if code == 429:
+        return t("test.err_429") + said, ""
+    if code >= 500:
+        return t("test.err_5xx", code=code) + said, ""
+    return t("test.err_other", code=code) + said, ""
 
 
 def diff_models(current: list[str], upstream: list[str]) -> tuple[list[str], list[str]]:
@@ -6268,10 +6457,10 @@ def parse_mapping_json(text: str) -> dict[str, str]:
     """A pasted model mapping; raises ApiError with a message for the user."""
     try:
         data = json.loads(text or "{}")
-    except ValueError as exc:
-        raise ApiError(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError('expected a JSON object such as {"gpt-4o": "gpt-4o-2024-08-06"}')
+    except json.JSONDecodeError as exc:
+        raise ApiError(t("v.json", line=exc.lineno, column=exc.colno)) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ApiError(t("v.json_object"))
     return clean_mapping(data)
 
 
@@ -6290,13 +6479,16 @@ def _tpl(template: str, **values: str) -> str:
 # ---- session: language, theme, timezone, login ----
 
 
+def session_language() -> str:
+    try:
+        return ng.storage.user.get("lang", "en")
+    except (RuntimeError, AttributeError):  # outside a page (no session): English
+        return "en"
+
+
 def t(key: str, **values: Any) -> str:
     """The UI string `key` in the session's language."""
-    try:
-        lang = ng.storage.user.get("lang", "en")
-    except (RuntimeError, AttributeError):  # outside a page (no session): English
-        lang = "en"
-    return translate(lang, key, **values)
+    return translate(session_language(), key, **values)
 
 
 def display_tz() -> ZoneInfo:
@@ -6371,13 +6563,35 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 </script>"""
 
 
+#: Quasar's brand colours, each AA (4.5:1) as text on white and under white text; _THEME_CSS lightens text
+#: in these colours on dark backgrounds, where they would fall below 4.5:1
+BRAND_COLORS = {"primary": "#4f46e5", "secondary": "#0f766e", "accent": "#9333ea", "positive": "#15803d",
+                "negative": "#c10015", "warning": "#b45309"}
 _THEME_CSS = """
+@layer quasar_importants {  /* Quasar's !important colours live in this layer: beating them means joining it */
+  .body--dark .text-primary { color: #a5b4fc !important; }
+  .body--dark .text-positive { color: #4ade80 !important; }
+  .body--dark .text-negative { color: #f87171 !important; }
+  .body--dark .text-warning { color: #fbbf24 !important; }
+  .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
+  .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
+  .model-chip.chip-off, .model-chip.chip-mapped { background: transparent !important; }
+  @media (max-width: 639.98px) {
+    .icon-only-on-phone .block { display: none !important; }  /* the header fits one line */
+  }
+}
+.q-stepper__tab { color: #586070; }
+.body--dark .q-stepper__tab { color: #a8adb7; }
 .code-block { background: rgba(127, 127, 127, .12); }
 .text-muted { color: #586070; }
 .body--dark .text-muted { color: #a8adb7; }
-.model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
-.body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
-.model-chip.chip-off { background: transparent !important; border: 1px dashed currentColor; }
+.model-chip.chip-off { border: 1px dashed currentColor; }
+.model-chip.chip-mapped { border: 1px solid currentColor; }
+.body--dark { --sticky-bg: #1d1d1d; }
+@media (max-width: 639.98px) {
+  .sticky-first th:first-child, .sticky-first td:first-child { position: sticky; left: 0; z-index: 1;
+    background: var(--sticky-bg, #fff); }
+}
 """
 
 
@@ -6429,8 +6643,8 @@ def frame(title: str) -> Any:
     column: `with frame(t("nav.logs")): ...`."""
     user = ng.storage.user
     ui.page_title(f"{title} · aiproxy-local")
-    ui.colors(primary="#4f46e5", secondary="#0f766e", accent="#9333ea")
-    dark = ui.dark_mode(user.get("dark", False))
+    ui.colors(**BRAND_COLORS)
+    ui.dark_mode(user.get("dark", False))
     if "browser_tz" not in user:
         ui.timer(0.1, _learn_browser_timezone, once=True)
 
@@ -6440,24 +6654,25 @@ def frame(title: str) -> Any:
 
     def switch_dark() -> None:
         user["dark"] = not user.get("dark", False)
-        dark.set_value(user["dark"])
+        ui.navigate.reload()  # charts and every colour are chosen for one theme when the page is built
 
     def log_out() -> None:
         user.pop("auth", None)
         ui.navigate.to("/login")
 
-    with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary"):
+    with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary no-wrap"):
         ui.button(icon="menu", on_click=lambda: drawer.toggle()).props("flat round dense color=white")
-        ui.icon("alt_route", size="sm").classes("ml-1")
-        ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight")
-        ui.label("/").classes("opacity-50 mx-1")
-        ui.label(title).classes("text-lg")
+        ui.icon("alt_route", size="sm").classes("ml-1 max-sm:hidden")
+        ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight max-sm:hidden")
+        ui.icon("chevron_right").classes("max-sm:hidden")
+        ui.label(title).classes("text-lg truncate")
         ui.space()
         ui.button("中文" if user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense color=white").tooltip(t("header.language"))
-        ui.button(icon="dark_mode", on_click=switch_dark).props("flat round dense color=white").tooltip(
-            t("header.dark"))
-        ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white")
+        ui.button(icon="dark_mode" if not user.get("dark") else "light_mode", on_click=switch_dark).props(
+            "flat round dense color=white").tooltip(t("header.dark"))
+        ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white").classes(
+            "icon-only-on-phone").tooltip(t("header.logout"))
     here = ui.context.client.page.path
     with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
         for path, _, icon, key in PAGES:
@@ -6514,8 +6729,42 @@ def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: A
     table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full").props(
         "flat bordered").mark(marker)
     table.props["rows-per-page-label"] = t("table.per_page")
+    table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
+    table.props[":pagination-label"] = (  # Quasar's "1-3 of 3" is English in every language
+        f"(start, end, total) => {json.dumps(t('table.range'), ensure_ascii=False)}"
+        ".replace('{start}', start).replace('{end}', end).replace('{total}', total)")
     return table
+
+
+def priority_field(value: int) -> Any:
+    """A priority: a whole number, refused (not rounded) otherwise."""
+    return ui.number(t("ch.priority"), value=value, validation=lambda v: None if whole_number(v) is not None else t(
+        "ch.priority_invalid")).props("outlined hide-bottom-space")
+
+
+def field_help(text: str = "", classes: str = "text-muted") -> Any:
+    """A hint under a form field. Quasar's own hint overlays what follows once it wraps to two lines."""
+    label = ui.label(text).classes(f"text-xs {classes} -mt-1 mb-1 w-full")
+    label.bind_visibility_from(label, "text")
+    return label
+
+
+_PICKER_OPTION = """<q-item v-bind="props.itemProps"><q-item-section>
+    <q-item-label>{{ props.opt.label.split('\\u2063')[0] }}</q-item-label>
+    <q-item-label caption>{{ props.opt.label.split('\\u2063')[1] }}</q-item-label></q-item-section></q-item>"""
+
+
+def provider_select(catalog: dict[int, Provider], value: int, on_change: Callable[[], None]) -> Any:
+    """The provider picker: names in the session's language, searched by both names and the models."""
+    select = ui.select(provider_options(catalog, session_language()), value=value,
+                       label=t("ch.provider"), with_input=True, on_change=on_change).props(
+        "outlined").classes("w-full").mark("ch-provider")
+    select.props[":option-label"] = "(o) => String(o.label).split('\\u2063')[0]"
+    select.add_slot("option", _PICKER_OPTION)
+    select.add_slot("no-option", f'<q-item><q-item-section class="text-muted">{t("ch.no_match")}</q-item-section>'
+                                 '</q-item>')
+    return select
 
 
 def _channel_options(state: AppState, all_label: str) -> dict[Any, str]:
@@ -6538,7 +6787,7 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     if is_signed_in(state):
         return Response(status_code=303, headers={"location": target})
     ui.page_title("aiproxy-local")
-    ui.colors(primary="#4f46e5")
+    ui.colors(**BRAND_COLORS)
     ui.dark_mode(ng.storage.user.get("dark", False))
 
     async def log_in() -> None:
@@ -6606,11 +6855,12 @@ class DashboardPage:
                         ui.label(t(f"dash.{name}")).classes("text-sm")
                     self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
         self.charts: dict[str, Any] = {}
+        dark = bool(ng.storage.user.get("dark"))
         with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
             for name, series in self.CHARTS:
                 with ui.card().classes("p-3"):
                     ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series])).classes("w-full h-64")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series], dark)).classes("w-full h-64")
         self.refresh()
 
     @staticmethod
@@ -6658,11 +6908,12 @@ class DashboardPage:
             chart.update()
 
 
-def _line_chart(series: list[str]) -> dict[str, Any]:
-    axis = {"axisLabel": {"color": "#888"}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
     return {
         "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": "#888"}},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
         "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
         "xAxis": {"type": "category", "data": [], **axis},
         "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
@@ -6679,8 +6930,10 @@ _CHANNEL_SLOTS = {
         <div class="text-xs opacity-60 font-mono">{{ props.row.key }}</div>
         <div v-if="props.row.reason" class="text-xs text-orange-8">{{ props.row.reason }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
-        <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm">
-          {{ m }}</q-chip>
+        <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
+          class="model-chip">{{ m }}</q-chip>
+        <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square size="sm"
+          class="model-chip chip-mapped" icon="swap_horiz">{{ m }}<q-tooltip>[[mapped]]</q-tooltip></q-chip>
         <q-chip v-if="props.row.more" dense size="sm" color="primary" text-color="white">+{{ props.row.more }}</q-chip>
         </q-td>""",
     "body-cell-priority": """<q-td :props="props">
@@ -6696,6 +6949,38 @@ _CHANNEL_SLOTS = {
         <span v-else class="opacity-50">[[untested]]</span></q-td>""",
     "body-cell-requests": """<q-td :props="props">
         <a :href="'/logs?channel=' + props.row.id" class="text-primary">{{ props.row.requests }}</a></q-td>""",
+    "item": """<div class="q-pa-xs col-12"><q-card flat bordered>
+        <q-card-section class="row items-center no-wrap q-py-sm q-px-sm">
+          <q-checkbox dense v-model="props.selected" />
+          <div class="col q-ml-sm" style="min-width: 0">
+            <div class="font-medium break-all">{{ props.row.name }}</div>
+            <div class="text-xs text-muted">{{ props.row.provider }} · <span class="font-mono">{{ props.row.key }}
+              </span></div>
+            <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div></div>
+          <q-toggle :model-value="props.row.enabled" color="positive"
+            @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
+        <q-card-section class="q-py-none q-px-sm">
+          <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
+            class="model-chip">{{ m }}</q-chip>
+          <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square
+            size="sm" class="model-chip chip-mapped" icon="swap_horiz">{{ m }}</q-chip>
+          <q-chip v-if="props.row.more" dense size="sm" color="primary" text-color="white">+{{ props.row.more }}
+            </q-chip></q-card-section>
+        <q-card-section class="row items-center no-wrap q-py-sm q-px-sm" style="gap: 8px">
+          <q-input dense outlined type="number" :model-value="props.row.priority" style="width: 5.5rem"
+            label="[[priority]]" @change="v => $parent.$emit('priority', {id: props.row.id, value: Number(v)})"
+            @keyup.enter="e => e.target.blur()" />
+          <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'"
+            class="text-sm font-medium">{{ props.row.test }}</span>
+          <span v-else class="text-sm text-muted">[[untested]]</span>
+          <q-space />
+          <q-btn flat dense round icon="edit" :aria-label="'[[edit]]'"
+            @click="() => $parent.$emit('edit', props.row.id)" />
+          <q-btn flat dense round icon="speed" color="primary" :aria-label="'[[test]]'"
+            @click="() => $parent.$emit('test', props.row.id)" />
+          <q-btn flat dense round icon="delete" color="negative" :aria-label="'[[delete]]'"
+            @click="() => $parent.$emit('delete', props.row.id)" /></q-card-section>
+      </q-card></div>""",
     "body-cell-actions": """<q-td :props="props" class="whitespace-nowrap">
         <q-btn flat dense round icon="edit" @click="() => $parent.$emit('edit', props.row.id)">
           <q-tooltip>[[edit]]</q-tooltip></q-btn>
@@ -6706,12 +6991,19 @@ _CHANNEL_SLOTS = {
 }
 
 
+def channel_slot(name: str) -> str:
+    """A cell template of the channel list, in the session's language (the migrate summary reuses them)."""
+    return _tpl(_CHANNEL_SLOTS[name], edit=t("common.edit"), test=t("ch.test"), delete=t("common.delete"),
+                untested=t("ch.untested"), mapped=t("ch.mapped_tip"), priority=t("ch.priority"))
+
+
 class ChannelsTable:
     """The channels page: a toolbar, a bulk bar for the selected rows, and one row per channel whose switch,
     priority field and buttons change the channel in place."""
 
     def __init__(self, state: AppState, request: Request) -> None:
         self.state = state
+        self.order: list[int] = []  # row order, kept across edits so rows never jump away from the pointer
         with ui.row().classes("items-center gap-2 w-full"):
             ui.button(t("ch.add"), icon="add", on_click=lambda: ChannelDialog(state, None, self.refresh)).mark(
                 "add-channel")
@@ -6740,9 +7032,9 @@ class ChannelsTable:
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
                                 on_select=self.selection_changed).props("hide-selected-banner")
-        for slot, template in _CHANNEL_SLOTS.items():
-            self.table.add_slot(slot, _tpl(template, edit=t("common.edit"), test=t("ch.test"),
-                                           delete=t("common.delete"), untested=t("ch.untested")))
+        self.table.props[":grid"] = "window.innerWidth < 640"  # a phone: one card per channel, nothing off-screen
+        for slot in _CHANNEL_SLOTS:
+            self.table.add_slot(slot, channel_slot(slot))
         self.empty = ui.label(t("ch.empty")).classes("opacity-70")
         for event, handler in (("priority", self.on_priority), ("toggle", self.on_toggle), ("edit", self.on_edit),
                                ("test", self.on_test), ("delete", self.on_delete)):
@@ -6750,12 +7042,20 @@ class ChannelsTable:
         self.refresh()
 
     def refresh(self) -> None:
+        """Fresh rows in the kept order: the first load sorts (enabled first, then by priority), later loads put
+        new channels on top and leave the others where they are, until the user sorts a column or reloads."""
         channels, _ = select_channels(self.state.engine)
+        rows = {c["id"]: channel_row(c, self.state.catalog, session_language()) for c in channels}
+        if not self.order:
+            self.order = [r["id"] for r in sorted(rows.values(), key=lambda r: (not r["enabled"], -r["priority"],
+                                                                                 r["id"]))]
+        else:
+            self.order = sorted(rows.keys() - set(self.order), reverse=True) + [i for i in self.order if i in rows]
         needle = (self.search.value or "").strip().lower()
-        rows = [channel_row(c, self.state.catalog) for c in channels if not needle or needle in (
-            f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()]
+        shown = {c["id"] for c in channels if not needle or needle in (
+            f"{c['name']} {c['base_url']} {' '.join(c['models'])} {' '.join(c['model_mapping'])}").lower()}
         table = self.table
-        table.rows = sorted(rows, key=lambda r: (not r["enabled"], -r["priority"], r["id"]))
+        table.rows = [rows[i] for i in self.order if i in shown]
         kept = {r["id"] for r in table.rows}
         table.selected = [r for r in table.rows if r["id"] in {s["id"] for s in table.selected} & kept]
         self.empty.visible, table.visible = not channels, bool(channels)
@@ -6776,12 +7076,14 @@ class ChannelsTable:
         if await confirm(t("bulk.confirm_enable" if on else "bulk.confirm_disable", n=len(ids)),
                          t("bulk.enable" if on else "bulk.disable"), details=names):
             set_channels_status(self.state, ids, status)
+            ui.notify(t("bulk.enabled" if on else "bulk.disabled", n=len(ids)), type="positive")
             self.refresh()
 
     async def bulk_delete(self) -> None:
         ids, names = self._selected()
         if await confirm(t("bulk.confirm_delete", n=len(ids)), t("common.delete"), danger=True, details=names):
             delete_channels(self.state, ids)
+            ui.notify(t("bulk.deleted", n=len(ids)), type="positive")
             self.table.selected = []
             self.refresh()
 
@@ -6790,21 +7092,28 @@ class ChannelsTable:
         with ui.dialog() as dialog, ui.card().classes("w-[26rem]"):
             ui.label(t("bulk.confirm_priority", n=len(ids))).classes("font-medium")
             ui.label(names).classes("text-sm opacity-70")
-            value = ui.number(t("ch.priority"), value=0, precision=0).props("outlined autofocus")
+            value = priority_field(0).props("autofocus")
             with ui.row().classes("w-full justify-end"):
                 ui.button(t("common.cancel"), on_click=lambda: dialog.submit(None)).props("flat")
-                ui.button(t("common.apply"), on_click=lambda: dialog.submit(value.value)).mark("confirm")
+                ui.button(t("common.apply"), on_click=lambda: value.validate() and dialog.submit(
+                    value.value)).mark("confirm")
         priority = await dialog
         dialog.delete()
         if priority is not None:
             set_channels_priority(self.state, ids, int(priority))
+            ui.notify(t("bulk.prioritised", n=len(ids), priority=int(priority)), type="positive")
             self.refresh()
 
     def on_priority(self, e: Any) -> None:
-        try:
-            set_channels_priority(self.state, [int(e.args["id"])], int(e.args["value"]))
-        except (TypeError, ValueError):
+        route = self.state.routes.channels.get(int(e.args["id"]))
+        priority = whole_number(e.args["value"])
+        if route is None:
+            return
+        if priority is None:  # 2.5 must not quietly become 2
             ui.notify(t("ch.priority_invalid"), type="warning")
+        elif priority != route.priority:
+            set_channels_priority(self.state, [route.id], priority)
+            ui.notify(t("ch.priority_saved", name=route.name, priority=priority), type="positive")
         self.refresh()
 
     def on_toggle(self, e: Any) -> None:
@@ -6849,7 +7158,8 @@ class MappingEditor:
         self.on_change = on_change
         self.rows: list[tuple[Any, Any, Any]] = []  # (row, requested, upstream)
         with ui.expansion(t("ch.mapping"), icon="swap_horiz", value=bool(mapping)).classes(
-                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props(
+                "dense") as self.expansion:
             ui.label(t("ch.mapping_hint")).classes("text-xs opacity-70")
             self.box = ui.column().classes("w-full gap-1")
             with ui.row().classes("gap-1"):
@@ -6862,13 +7172,17 @@ class MappingEditor:
 
     def add_row(self, src: str = "", dst: str = "") -> None:
         with self.box, ui.row().classes("w-full items-center no-wrap gap-2") as row:
-            left = ui.input(t("ch.map_from"), value=src, on_change=self.on_change).props(
-                "dense outlined").classes("grow").mark("map-from")
-            ui.icon("arrow_forward").classes("opacity-60")
-            right = ui.input(t("ch.map_to"), value=dst, on_change=self.on_change).props(
-                "dense outlined").classes("grow").mark("map-to")
+            left = ui.input(t("ch.map_from"), value=src, on_change=self._edited).props(
+                "dense outlined hide-bottom-space").classes("grow").mark("map-from")
+            ui.icon("arrow_forward").classes("text-muted")
+            right = ui.input(t("ch.map_to"), value=dst, on_change=self._edited).props(
+                "dense outlined hide-bottom-space").classes("grow").mark("map-to")
             ui.button(icon="delete", on_click=lambda: self.remove_row(row)).props("flat dense round")
         self.rows.append((row, left, right))
+
+    def _edited(self, e: Any) -> None:
+        e.sender.error = None
+        self.on_change()
 
     def remove_row(self, row: Any) -> None:
         self.rows = [r for r in self.rows if r[0] is not row]
@@ -6879,7 +7193,14 @@ class MappingEditor:
         return {a.value.strip(): b.value.strip() for _, a, b in self.rows if a.value.strip() and b.value.strip()}
 
     def incomplete(self) -> bool:
-        return any(bool(a.value.strip()) != bool(b.value.strip()) for _, a, b in self.rows)
+        """Whether a row has only one side; the empty side is marked."""
+        for _, left, right in self.rows:
+            left.error = t("v.required") if right.value.strip() and not left.value.strip() else None
+            right.error = t("v.required") if left.value.strip() and not right.value.strip() else None
+        if any(left.error or right.error for _, left, right in self.rows):
+            self.expansion.open()
+            return True
+        return False
 
     def replace(self, mapping: dict[str, str]) -> None:
         for row, _, _ in list(self.rows):
@@ -6948,8 +7269,6 @@ class ChannelDialog:
         ch = self.ch = existing or {"type": 1, "name": "", "key": "", "base_url": "", "models": [],
                                     "model_mapping": {}, "priority": 0}
         self.masked = mask_key(ch["key"]) if existing else ""
-        providers = {pid: f"{p.name} ({pid})"
-                     for pid, p in sorted(state.catalog.items(), key=lambda kv: kv[1].name.lower())}
         with _delete_on_close(ui.dialog().props("persistent")) as self.dialog, ui.card().classes(
                 "w-[52rem] max-w-[96vw] gap-2"):
             with ui.row().classes("w-full items-center"):
@@ -6957,39 +7276,39 @@ class ChannelDialog:
                     "text-xl font-semibold")
                 ui.space()
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
-            with ui.row().classes("w-full gap-3 no-wrap"):
-                self.provider = ui.select(providers, value=ch["type"], label=t("ch.provider"), with_input=True,
-                                          on_change=self.provider_changed).props("outlined").classes(
-                    "w-1/2").mark("ch-provider")
-                self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
-                    t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes("w-1/2").mark(
-                    "ch-name")
-            self.duplicate = ui.label().classes("text-sm text-warning -mt-1").mark("ch-duplicate")
-            self.duplicate.visible = False
-            self.readme = ui.label().classes("text-xs opacity-70 -mt-1")
+            with ui.row().classes("w-full gap-3 items-start max-sm:flex-col"):
+                with ui.column().classes("gap-0 grow basis-0 max-sm:w-full"):
+                    self.provider = provider_select(state.catalog, ch["type"], self.provider_changed)
+                    self.key_help = field_help()
+                with ui.column().classes("gap-0 grow basis-0 max-sm:w-full"):
+                    self.name = ui.input(t("ch.name"), value=ch["name"], on_change=self.name_changed, validation={
+                        t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
+                        "w-full").mark("ch-name")
+                    self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
             self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
                 "outlined use-chips").classes("w-full").mark("ch-models")
-            self.models.props["hint"] = t("ch.models_hint")
+            self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
                     self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
                 ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
                     "flat dense size=sm")
-                ui.button(t("ch.fetch"), icon="cloud_download", on_click=self.fetch_models).props(
-                    "flat dense size=sm")
+                self.fetch_button = ui.button(t("ch.fetch"), icon="cloud_download",
+                                              on_click=self.fetch_models).props("flat dense size=sm").mark("fetch")
             self.mapping = MappingEditor(ch["model_mapping"])
             self.base_url = ui.input(t("ch.base_url"), value=ch["base_url"], validation=lambda v: None if not (
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
+            self.base_url_help = field_help()
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
-            self.priority = ui.number(t("ch.priority"), value=ch["priority"], precision=0).props(
-                "outlined").classes("w-full").mark("ch-priority")
-            self.priority.props["hint"] = t("ch.priority_hint")
+            field_help(t("ch.key_edit_hint") if existing else t("ch.key_lines_hint"))
+            self.priority = priority_field(ch["priority"]).classes("w-full").mark("ch-priority")
+            field_help(t("ch.priority_hint"))
             with ui.row().classes("w-full items-center pt-2"):
                 ui.button(t("ch.test_before"), icon="speed", on_click=self.test_before_saving).props("outline")
                 ui.space()
@@ -7003,7 +7322,6 @@ class ChannelDialog:
         name = (self.name.value or "").strip()
         taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
         self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
-        self.duplicate.visible = taken
 
     def builtin(self, pid: int) -> list[str]:
         return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
@@ -7021,19 +7339,18 @@ class ChannelDialog:
         self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
         self.models.update()
         self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
-        self.base_url.props["hint"] = t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t(
-            "ch.base_url_required")
-        self.key.props["placeholder"] = p.key_help
-        self.key.props["hint"] = t("ch.key_edit_hint") if self.existing else t("ch.key_lines_hint")
-        self.readme.text = p.readme
-        self.readme.visible = bool(p.readme)
+        lang = session_language()
+        self.base_url_help.text = provider_help(p, lang, "base_url") or (
+            t("ch.base_url_hint", url=p.default_base_url) if p.default_base_url else t("ch.base_url_required"))
+        self.key_help.text = provider_help(p, lang, "key")
+        self.models_help.text = " ".join(filter(None, (provider_help(p, lang, "models"), t("ch.models_hint"))))
 
     def effective_key(self) -> str:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
     def collect(self, need_models: bool = True) -> ChannelIn | None:
-        checks = [self.name.validate(), self.base_url.validate(), self.key.validate()]
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate()]
         if need_models:
             checks.append(self.models.validate())
         incomplete = self.mapping.incomplete()
@@ -7043,7 +7360,7 @@ class ChannelDialog:
             return None
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
-                         model_mapping=self.mapping.values(), priority=int(self.priority.value or 0))
+                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0)
 
     def save(self) -> None:
         data = self.collect()
@@ -7079,12 +7396,14 @@ class ChannelDialog:
         data = self.collect(need_models=False)
         if data is None:
             return
-        ui.notify(t("ch.fetching"))
+        self.fetch_button.props("loading")  # busy for exactly as long as the provider takes
         try:
             listed = await fetch_upstream_models(self.state, data)
         except ApiError as exc:
             notify_error(exc)
             return
+        finally:
+            self.fetch_button.props(remove="loading")
         choose_model_changes(list(self.models.value or []), listed, self.set_models)
 
 
@@ -7135,18 +7454,18 @@ class ModelTestPanel:
                 ui.timer(0.05, self.run, once=True)
 
     def _add_row(self, route: ChannelRoute, model: str, label: str) -> None:
-        with ui.row().classes("w-full items-center no-wrap gap-2 py-1 border-b border-gray-500/20"):
-            box = ui.checkbox(value=True)
-            ui.label(label).classes("font-mono text-sm w-64 truncate")
-            status = ui.row().classes("items-center gap-1 w-24 no-wrap")
+        with ui.row().classes("w-full items-start no-wrap gap-2 py-1 border-b border-gray-500/20"):
+            box = ui.checkbox(value=True).props("dense").classes("pt-1")
+            with ui.column().classes("grow min-w-0 gap-0"):
+                ui.label(label).classes("font-mono text-sm break-all")  # long names wrap, never cut
+                detail = ui.column().classes("w-full gap-0")
+            status = ui.row().classes("items-center gap-1 shrink-0 no-wrap pt-1")
             with status:
-                ui.icon("schedule").classes("opacity-40")
-                ui.label(t("test.waiting")).classes("text-xs opacity-60")
-            detail = ui.label().classes("text-xs grow break-all")
+                ui.icon("schedule").classes("text-muted")
+                ui.label(t("test.waiting")).classes("text-xs text-muted")
         self.rows.append(_TestRow(route, model, box, status, detail))
 
-    @staticmethod
-    def show(row: _TestRow, result: dict[str, Any] | None) -> None:
+    def show(self, row: _TestRow, result: dict[str, Any] | None) -> None:
         row.status.clear()
         with row.status:
             if result is None:
@@ -7156,9 +7475,21 @@ class ModelTestPanel:
             ok = result["success"]
             ui.icon("check_circle" if ok else "cancel", color="positive" if ok else "negative")
             ui.label(f"{result['took']:.2f} s").classes("text-sm font-medium")
-        code = f"HTTP {result['code']}" if result["code"] else t("test.no_answer")
-        row.detail.text = code if ok else f"{code} · {result['response'][:300]}"
-        row.detail.classes(replace="text-xs grow break-all " + ("opacity-60" if ok else "text-negative"))
+        row.detail.clear()
+        with row.detail:
+            if ok:
+                ui.label(f"HTTP {result['code']}").classes("text-xs text-muted")
+                return
+            provider = self.state.catalog.get(row.route.type)
+            said, check = describe_test_failure(result, row.route.base_url,
+                                                provider.default_base_url if provider else "")
+            ui.label(said).classes("text-sm text-negative break-words").mark("test-failure")
+            if check:
+                ui.label(check).classes("text-sm").mark("test-hint")
+            if result.get("response"):
+                with ui.expansion(t("test.details")).props("dense dense-toggle").classes("text-xs w-full"):
+                    ui.label(f"HTTP {result['code']}\n{result['response'][:2000]}").classes(
+                        "font-mono text-xs whitespace-pre-wrap break-all").mark("test-raw")
 
     async def run(self) -> None:
         chosen = [r for r in self.rows if r.box.value]
@@ -7181,13 +7512,18 @@ class ModelTestPanel:
                 async for result in run_model_tests(self.state, group[0].route, list(by_model), save=self.save):
                     done += 1
                     failed += not result["success"]
+                    if self.dialog.is_deleted:  # the page closed: the tests still finish and are saved
+                        continue
                     self.show(by_model[result["model"]], result)
                     self.counter.text = f"{done} / {len(chosen)}"
                     self.progress.value = done / len(chosen)
             except ApiError as exc:
-                notify_error(exc)
-        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
+                if not self.dialog.is_deleted:
+                    notify_error(exc)
         self.running = False
+        if self.dialog.is_deleted:
+            return
+        ui.notify(t("test.summary", ok=done - failed, failed=failed), type="positive" if not failed else "warning")
         self.start.enable()
         self.everything.enable()
         if not self.dialog.value:  # closed while it ran
@@ -7314,21 +7650,18 @@ class LogsTable:
             ui.switch(t("logs.auto"), on_change=lambda e: setattr(self.timer, "active", e.value))
             ui.button(t("logs.export"), icon="download", on_click=self.export).props("outline dense")
             ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
-        columns = [
+        columns = [  # endpoint, IP and the rest are in the row's detail: the list fits a 1440 px window
             {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
-            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
-            {"name": "ttfb", "label": "TTFB", "field": "ttfb"},
             {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
             {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
-            {"name": "input", "label": t("logs.input"), "field": "input"},
-            {"name": "output", "label": t("logs.output"), "field": "output"},
             {"name": "code", "label": t("logs.code"), "field": "code"},
-            {"name": "endpoint", "label": t("logs.endpoint"), "field": "endpoint", "align": "left"},
+            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
+            {"name": "ttfb", "label": t("logs.ttfb"), "field": "ttfb"},
+            {"name": "tokens", "label": t("logs.tokens"), "field": "tokens"},
             {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
-            {"name": "ip", "label": "IP", "field": "ip", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
-        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer sticky-first").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
             self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
@@ -7365,17 +7698,15 @@ class LogsTable:
         self.table.rows = [self.row(r) for r in rows]
 
     def row(self, r: dict[str, Any]) -> dict[str, Any]:
-        route = self.state.routes.channels.get(r["channel"])
         took = max(0, r["created_at"] - r["request_at"])
         mapped = r["actual_model"] and r["actual_model"] != r["model"]
         return {"id": r["id"], "time": format_ms(r["request_at"] or r["created_at"], self.tz),
                 "duration": fmt_seconds(took), "slow": took > SLOW_CALL_SECONDS * 1000,
                 "ttfb": fmt_seconds(r["ttfb_milliseconds"]) if r["ttfb_milliseconds"] else "–",
-                "channel": route.name if route else (f"#{r['channel']}" if r["channel"] else "–"),
+                "channel": log_channel_name(r, self.state.routes.channels.get(r["channel"])) or "–",
                 "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
-                "input": r["prompt_tokens"], "output": r["completion_tokens"], "code": r["code"],
-                "endpoint": r["endpoint"], "token": r["token_name"], "ip": r["ip"], "retries": r["retry_times"],
-                "is_test": r["is_test"]}
+                "tokens": f"{r['prompt_tokens']} / {r['completion_tokens']}", "code": r["code"],
+                "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     def export(self) -> None:
         ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
@@ -7385,6 +7716,11 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
+
+
+def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
+    """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
+    return route.name if route else log["channel_name"]
 
 
 class LogDialog:
@@ -7398,11 +7734,16 @@ class LogDialog:
             return
         route = state.routes.channels.get(log["channel"])
         took = max(0, log["created_at"] - log["request_at"])
+        if not log["channel"]:
+            channel = t("logs.no_channel")  # refused or unroutable: no channel took it
+        else:
+            gone = "" if route else f", {t('logs.deleted')}"
+            channel = f"{log_channel_name(log, route) or '?'} (#{log['channel']}{gone})"
         fields = [
             ("logs.request_id", log["request_id"]), ("logs.time", format_ms(log["request_at"], tz)),
             ("logs.done_at", format_ms(log["created_at"], tz)), ("logs.duration", fmt_seconds(took)),
-            ("TTFB", fmt_seconds(log["ttfb_milliseconds"])), ("logs.code", str(log["code"])),
-            ("common.channel", f"{route.name} (#{log['channel']})" if route else f"#{log['channel']}"),
+            ("logs.ttfb", fmt_seconds(log["ttfb_milliseconds"]) if log["ttfb_milliseconds"] else ""),
+            ("logs.code", str(log["code"])), ("common.channel", channel),
             ("common.model", log["model"]), ("logs.actual_model", log["actual_model"]),
             ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
             ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
@@ -7420,7 +7761,7 @@ class LogDialog:
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
             with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
                 for label, value in fields:
-                    ui.label(t(label) if "." in label else label).classes("opacity-60")
+                    ui.label(t(label) if "." in label else label).classes("text-muted")
                     ui.label(value or "–").classes("break-all font-mono")
             if log["content"]:
                 ui.label(t("logs.error_text")).classes("font-medium")
@@ -7580,6 +7921,7 @@ def show_new_key(token: dict[str, Any]) -> None:
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
 _SOURCE_STATUS = {0: "enabled", 1: "enabled", 2: "disabled", 3: "auto_disabled"}  # one-api's channels.status
+_AIPROXY_STATUS = {1: "enabled", 2: "disabled"}  # aiproxy's; a config.yaml entry without one is not served
 _MIGRATE_SLOTS = {
     "body-cell-status": """<q-td :props="props">
         <span :class="props.row.status === 'enabled' ? 'text-positive' : 'text-orange-9'">{{ props.row.status_label }}
@@ -7657,29 +7999,34 @@ def dsn_with_password(dsn: str, password: str) -> str:
 def migrate_preview(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The dry-run report (tokens included, so the tokens checkbox needs no second run) and the source's channel
     rows, for the columns the report leaves out: models and status. Blocking: run it in a thread."""
-    report = import_oneapi(state, dsn, dry_run=True, import_tokens=True)
+    report = import_source(state, dsn, dry_run=True, import_tokens=True)
     return report, read_source(parse_source_dsn(dsn)).channels
 
 
 def migrate_preview_rows(report: dict[str, Any], channels: list[dict[str, Any]],
-                         catalog: dict[int, Provider]) -> list[dict[str, Any]]:
+                         catalog: dict[int, Provider], lang: str) -> list[dict[str, Any]]:
     """One table row per source channel: what it is there, what it becomes here, and what the import does."""
-    types = load_oneapi_types()[report["flavour"]]
+    aiproxy = report["flavour"] == "aiproxy"
+    types = {} if aiproxy else load_oneapi_types()[report["flavour"]]
     source = {str(c.get("id", "")): c for c in channels}
     rows = []
     for r in report["rows"]:
         raw = source.get(r["source_id"], {})
-        models = split_models(raw.get("models"))
+        models = _names(_json_field(raw.get("models"), list, "", [])) if aiproxy else split_models(raw.get("models"))
         provider = catalog.get(r["type"]) if r.get("type") is not None else None
         try:
             status = int(raw.get("status") or 0)
         except (TypeError, ValueError):
             status = -1
+        if aiproxy:  # aiproxy's type ids are ours; its own name for them, as the source shows it
+            type_name = getattr(catalog.get(r["source_type"]), "name", None) or raw.get("type_name") or "?"
+        else:
+            type_name = types.get(str(r["source_type"]), {}).get("name", "?")
         rows.append({
-            "id": r["source_id"], "name": r["name"], "provider": provider.name if provider else "–",
-            "source_type": f"{types.get(str(r['source_type']), {}).get('name', '?')} · {r['source_type']}",
+            "id": r["source_id"], "name": r["name"], "provider": provider_name(provider, lang) if provider else "–",
+            "source_type": f"{type_name} · {r['source_type']}",
             "models": "\n".join(models[:4]), "more": max(0, len(models) - 4),
-            "status": _SOURCE_STATUS.get(status, "other"), "action": r["status"],
+            "status": (_AIPROXY_STATUS if aiproxy else _SOURCE_STATUS).get(status, "other"), "action": r["status"],
             "reason": r.get("reason", ""), "warnings": "\n".join(r["warnings"]),
         })
     return rows
@@ -7702,16 +8049,41 @@ def _is_sqlite_file(path: Path) -> bool:
         return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
 
 
+def _is_aiproxy_config(path: Path) -> bool:
+    try:
+        read_aiproxy_yaml(path)
+    except ApiError:
+        return False
+    return True
 
-def _probe_oneapi(dsn: str) -> tuple[str, str, int, int]:
+
+def _probe_source(dsn: str) -> tuple[str, str, int, int]:
     src = parse_source_dsn(dsn)
     data = read_source(src, with_tokens=True)
     return src.safe, data.flavour, len(data.channels), len(data.tokens)
 
 
-def _preview_oneapi(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _preview_source(state: AppState, dsn: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     report, channels = migrate_preview(state, dsn)
-    return report, migrate_preview_rows(report, channels, state.catalog)
+    return report, migrate_preview_rows(report, channels, state.catalog, session_language())
+
+
+def _report_table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report rows of API keys or model configs -> the wizard's small tables (name, action, notes)."""
+    return [{"id": r["source_id"], "name": r["name"], "action": r["status"],
+             "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
+             "warnings": "\n".join(r["warnings"])} for r in rows]
+
+
+def _counts(part: dict[str, Any]) -> dict[str, int]:
+    return {k: part[k] for k in ("imported", "exists", "skipped")}
+
+
+def _run_source(state: AppState, dsn: str, tokens: bool) -> dict[str, Any]:
+    return import_source(state, dsn, dry_run=False, import_tokens=tokens)
+
+
+_FLAVOURS = {"oneapi": "OneAPI", "newapi": "new-api", "aiproxy": "labring/aiproxy"}  # each tab detects them all
 
 
 MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
@@ -7722,9 +8094,17 @@ MIGRATE_SOURCES: tuple[MigrateSource, ...] = (
                                                            "mysql://user:pass@host:3306/db")),
                "postgres": MigrateKind("migrate.kind_postgres", ("postgres://user:pass@host:5432/db",)),
                "sqlite": MigrateKind("migrate.kind_sqlite", ("/path/to/one-api.db",), file=True)},
-        flavours={"oneapi": "OneAPI", "newapi": "new-api"},
-        probe=_probe_oneapi, preview=_preview_oneapi,
-        run=lambda state, dsn, tokens: import_oneapi(state, dsn, dry_run=False, import_tokens=tokens)),
+        flavours=_FLAVOURS, probe=_probe_source, preview=_preview_source, run=_run_source),
+    MigrateSource(  # issue 12: FastGPT's docker-compose runs aiproxy on its own PostgreSQL
+        tab="migrate.aiproxy_tab", title="migrate.aiproxy_title", intro="migrate.aiproxy_intro",
+        address="migrate.aiproxy_dsn", path="migrate.aiproxy_path", upload="migrate.aiproxy_upload",
+        upload_hint="migrate.aiproxy_upload_hint",
+        kinds={"postgres": MigrateKind("migrate.kind_postgres", (  # the compose file's SQL_DSN, then from the host
+                   "postgres://postgres:aiproxy@fastgpt-aiproxy-pg:5432/aiproxy",
+                   "postgres://postgres:aiproxy@127.0.0.1:5433/aiproxy")),
+               "file": MigrateKind("migrate.kind_aiproxy_file", ("/path/to/config.yaml", "/path/to/aiproxy.db"),
+                                   file=True)},
+        flavours=_FLAVOURS, probe=_probe_source, preview=_preview_source, run=_run_source),
 )
 
 
@@ -7787,6 +8167,7 @@ class MigrateWizard:
     def _preview_step(self) -> None:
         with ui.step("preview", title=t("migrate.step_preview"), icon="fact_check"):
             self.preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
+            self.report_notes = ui.column().classes("w-full gap-1").mark("migrate-notes")
             columns = [
                 {"name": "id", "label": "#", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
@@ -7797,18 +8178,21 @@ class MigrateWizard:
                 {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
                 {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
             ]
-            self.preview_table = ui.table(columns=columns, rows=[], row_key="id",
-                                          pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-preview")
-            for slot, template in (("body-cell-models", _CHANNEL_SLOTS["body-cell-models"]),
+            self.preview_table = data_table(columns, "id", "migrate-preview", pagination={"rowsPerPage": 20})
+            for slot, template in (("body-cell-models", channel_slot("body-cell-models")),
                                    *_MIGRATE_SLOTS.items()):
                 self.preview_table.add_slot(slot, template)
             self.with_tokens = ui.checkbox(on_change=self._tokens_changed).mark("migrate-tokens")
-            self.token_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
-                                        pagination={"rowsPerPage": 10}).classes("w-full").props(
-                "flat bordered dense").mark("migrate-token-preview")
+            self.token_table = data_table([columns[1], columns[6], columns[7]], "id", "migrate-token-preview",
+                                          pagination={"rowsPerPage": 10}).props("dense")
             for slot in ("body-cell-action", "body-cell-notes"):
                 self.token_table.add_slot(slot, _MIGRATE_SLOTS[slot])
+            self.config_head = ui.label().classes("text-sm font-medium").mark("migrate-config-head")
+            self.config_table = ui.table(columns=[columns[1], columns[6], columns[7]], rows=[], row_key="id",
+                                         pagination={"rowsPerPage": 10}).classes("w-full").props(
+                "flat bordered dense").mark("migrate-config-preview")
+            for slot in ("body-cell-action", "body-cell-notes"):
+                self.config_table.add_slot(slot, _MIGRATE_SLOTS[slot])
             with ui.row().classes("items-center gap-2"):
                 ui.button(t("migrate.back"), icon="arrow_back",
                           on_click=lambda: self.stepper.set_value("source")).props("flat")
@@ -7837,18 +8221,18 @@ class MigrateWizard:
                         self.counts[name] = ui.label("0").classes("text-2xl font-semibold").mark(
                             f"migrate-count-{name}")
             self.token_summary = ui.label().classes("text-sm").mark("migrate-token-summary")
+            self.config_summary = ui.label().classes("text-sm").mark("migrate-config-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
-            self.done_table = ui.table(columns=[
+            self.done_table = data_table([
                 {"name": "id", "label": "ID", "field": "id", "align": "left"},
                 {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
                 {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
                 {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
                 {"name": "enabled", "label": t("migrate.status"), "field": "status_label", "align": "left"},
                 {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-            ], rows=[], row_key="id", pagination={"rowsPerPage": 20}).classes("w-full").props(
-                "flat bordered").mark("migrate-imported")
+            ], "id", "migrate-imported", pagination={"rowsPerPage": 20})
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
-                self.done_table.add_slot(slot, _tpl(_CHANNEL_SLOTS[slot], untested=t("ch.untested")))
+                self.done_table.add_slot(slot, channel_slot(slot))
             self.works = ui.label().classes("font-medium").mark("migrate-works")
             with ui.column().classes("w-full gap-1") as self.skipped_box:
                 ui.label(t("migrate.skipped_rows")).classes("font-medium")
@@ -7959,9 +8343,10 @@ class MigrateWizard:
         self.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
         await e.file.save(part)
         self.upload.reset()
-        if not _is_sqlite_file(part):
+        config = name.lower().endswith(_YAML_SUFFIXES)  # aiproxy's config.yaml: read as YAML, by its name
+        if not (_is_aiproxy_config(part) if config else _is_sqlite_file(part)):
             part.unlink(missing_ok=True)
-            ui.notify(t("migrate.not_sqlite", name=name), type="negative")
+            ui.notify(t("migrate.not_config" if config else "migrate.not_sqlite", name=name), type="negative")
             return
         part.chmod(0o600)  # the copy holds the source's API keys
         part.replace(target)
@@ -7994,9 +8379,15 @@ class MigrateWizard:
                                    flavour=self.source.flavours.get(report["flavour"], report["flavour"]),
                                    n=len(rows), imported=report["imported"], exists=report["exists"],
                                    skipped=report["skipped"])
-        self.token_table.rows = [{"id": r["source_id"], "name": r["name"], "action": r["status"],
-                                  "action_label": t(f"migrate.action_{r['status']}"), "reason": r.get("reason", ""),
-                                  "warnings": "\n".join(r["warnings"])} for r in report["tokens"]["rows"]]
+        self.token_table.rows = _report_table_rows(report["tokens"]["rows"])
+        self.report_notes.clear()
+        with self.report_notes:
+            for note in report.get("notes", []):
+                ui.label(f"ⓘ {note}").classes("text-sm opacity-80")
+        configs = report.get("model_configs")
+        self.config_table.rows = _report_table_rows(configs["rows"]) if configs else []
+        self.config_head.text = t("migrate.config_head", **_counts(configs)) if configs else ""
+        self.config_head.visible = self.config_table.visible = bool(self.config_table.rows)
         self.with_tokens.text = t("migrate.with_tokens", n=len(self.token_table.rows))
         self.with_tokens.enabled = bool(self.token_table.rows)
         self.with_tokens.value = False
@@ -8009,7 +8400,8 @@ class MigrateWizard:
 
     def show_import_button(self) -> None:
         report = self.report
-        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"]))
+        new = bool(report) and bool(report["imported"] or (self.with_tokens.value and report["tokens"]["imported"])
+                                    or report.get("model_configs", {}).get("imported"))
         self.import_button.set_enabled(new and not self.busy)
         self.nothing_new.visible = bool(report) and not new
 
@@ -8034,8 +8426,9 @@ class MigrateWizard:
         for name, label in self.counts.items():
             label.text = str(result[name])
         tokens = result.get("tokens")
-        self.token_summary.text = t("migrate.token_counts", imported=tokens["imported"], exists=tokens["exists"],
-                                    skipped=tokens["skipped"]) if tokens else t("migrate.no_tokens")
+        self.token_summary.text = t("migrate.token_counts", **_counts(tokens)) if tokens else t("migrate.no_tokens")
+        configs = result.get("model_configs")
+        self.config_summary.text = t("migrate.config_counts", **_counts(configs)) if configs else ""
         skipped = [(t("common.channel"), r) for r in result["rows"] if r["status"] == "skipped"]
         skipped += [(t("migrate.token"), r) for r in (tokens or {}).get("rows", []) if r["status"] == "skipped"]
         self.skipped_list.clear()
@@ -8054,7 +8447,7 @@ class MigrateWizard:
         return select_channels(self.state.engine, [Channel.id.in_(self.ids)], order=Channel.id)[0]
 
     def refresh_imported(self) -> None:
-        rows = [channel_row(ch, self.state.catalog) for ch in self.imported_channels()]
+        rows = [channel_row(ch, self.state.catalog, session_language()) for ch in self.imported_channels()]
         for row in rows:
             row["status_label"] = t("migrate.status_enabled" if row["enabled"] else "migrate.status_disabled")
         self.done_table.rows = rows
@@ -8109,11 +8502,13 @@ class SettingsPage:
                 copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
             # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
             # own copy button copies what it shows)
-            with ui.element("div").classes("relative w-full"):
+            with ui.column().classes("w-full gap-0 rounded code-block"):
+                with ui.row().classes("w-full items-center no-wrap px-3 pt-1"):
+                    ui.label(t("set.snippet")).classes("text-xs text-muted")
+                    ui.space()
+                    copy_button(lambda: self.snippet(True)).mark("copy-snippet")
                 self.code = ui.label(self.snippet(False)).classes(
-                    "w-full font-mono text-sm whitespace-pre-wrap break-all p-3 pr-24 rounded code-block").mark(
-                    "snippet")
-                copy_button(lambda: self.snippet(True)).classes("absolute top-1 right-1").mark("copy-snippet")
+                    "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
             ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
 
     def _admin_key_card(self) -> None:
@@ -8159,7 +8554,8 @@ class SettingsPage:
             zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
                      **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
             ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes("w-80")
+                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes(
+                "w-full max-w-80")
             ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
 
     def set_tz(self, value: str) -> None:
@@ -8241,6 +8637,9 @@ SHARED_VERSION_POLL_SECONDS = 1.0  # another instance's change is seen within ab
 GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests under load
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class Gateway:
     """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI."""
 
@@ -8254,7 +8653,32 @@ class Gateway:
                 return await self._relay(scope, receive, send)
             if path.startswith("/api/"):
                 scope = _normalise_api_scope(scope)
+                if scope["method"] in _BODY_METHODS:
+                    receive = await self._api_body(scope, receive, send)
+                    if receive is None:
+                        return
         await self.api(scope, receive, send)
+
+    async def _api_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """The admin key, then the size limit, before a byte of the body is read (FastAPI would read it whole
+        before any dependency runs): returns a receive that replays the body, or None once refused."""
+        try:
+            state = require_admin(Request(scope), self.state)
+            body = await read_body(receive, state.settings.api_max_body_mib,
+                                   dict(scope["headers"]).get(b"content-length"), "API_MAX_BODY_MIB")
+        except (ApiError, RelayError) as exc:
+            await api_error(exc.message, exc.status)(scope, receive, send)
+            return None
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -8368,7 +8792,7 @@ def _install_error_handlers(api: FastAPI) -> None:
 
 def create_app(settings: Settings) -> Gateway:
     global _STATE
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     if settings.admin_key:
         admin_key, created = settings.admin_key, False
     else:
@@ -8512,6 +8936,7 @@ def main(argv: list[str] | None = None) -> None:
     simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
     listener = None
     if not simulated:
+        os.umask(0o077)  # every file the gateway makes (UI storage, uploads, journal) is its owner's alone
         try:
             listener = bind_listener(settings)
         except OSError as exc:

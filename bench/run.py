@@ -11,7 +11,8 @@ Arms (all against the same raw-ASGI upstream, bench/upstream.py, on 127.0.0.1):
   litellm      LiteLLM's proxy (1 worker, no DB), only when litellm is installed.
 
 Scenarios: S1 c=1 added latency; S2 c=1 streaming TTFT / inter-chunk gaps / fidelity; S3 wrk closed-loop
-throughput at c=50 and c=200 with an instant and a 50 ms upstream; S4 log integrity; S5 RSS; S6 UI vs API-only.
+throughput at c=50 and c=200 with an instant and a 50 ms upstream; S4 log integrity; S5 RSS; S6 UI vs API-only;
+S7 conversion cost (/v1/messages over an OpenAI channel, chat over an Anthropic one, beside the pass-through).
 Every scenario is repeated --runs times (arms interleaved within each run) and the median is reported.
 """
 import argparse
@@ -45,6 +46,8 @@ CLK = os.sysconf("SC_CLK_TCK")
 ALL_ARMS = ["direct", "bare", "aiproxy", "aiproxy-api", "litellm"]
 PROXY_ARMS = ["bare", "aiproxy", "aiproxy-api", "litellm"]
 MODEL, MODEL_SLOW = "bench-model", "bench-model-slow"
+MODEL_CLAUDE = "bench-claude"  # S7: served by an Anthropic-format channel (type 14) on the instant upstream
+PROMPT = "Say hello to the benchmark."
 
 
 def log(*a):
@@ -487,6 +490,106 @@ async def counted_load(arm, total, conc):
 
 
 # ----------------------------------------------------------------------------------------------------
+# S7: conversion cost. Each converted path is paired with the direct call of the upstream format it ends in:
+# /v1/messages over an OpenAI channel makes the upstream do an OpenAI chat; chat over an Anthropic channel, an
+# Anthropic message. The pass-through chat is measured in the same rounds.
+# ----------------------------------------------------------------------------------------------------
+
+S7_PATHS = {"pass": "chat, pass-through", "messages": "/v1/messages over OpenAI", "claude": "chat over Anthropic"}
+
+
+def chat_body(model, stream):
+    d = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    if stream:
+        d.update(stream=True, stream_options={"include_usage": True})
+    return json.dumps(d, separators=(",", ":")).encode()
+
+
+def messages_body(model, stream):
+    d = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": PROMPT}]}
+    if stream:
+        d["stream"] = True
+    return json.dumps(d, separators=(",", ":")).encode()
+
+
+def s7_targets(rig, stream):
+    """name -> (url, body, headers, baseline); a baseline (direct-*) has none."""
+    arm = rig.arms["aiproxy"]
+    auth = arm.req_headers()
+    anthropic = {"Content-Type": "application/json", "x-api-key": "sk-bench", "anthropic-version": "2023-06-01"}
+    return {
+        "direct-openai": (rig.up0 + "/v1/chat/completions", chat_body(MODEL, stream),
+                          {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}, None),
+        "direct-anthropic": (rig.up0 + "/v1/messages", messages_body(MODEL, stream), anthropic, None),
+        "pass": (arm.base + "/v1/chat/completions", chat_body(MODEL, stream), auth, "direct-openai"),
+        "messages": (arm.base + "/v1/messages", messages_body(MODEL, stream), {**auth, "anthropic-version": "2023-06-01"},
+                     "direct-openai"),
+        "claude": (arm.base + "/v1/chat/completions", chat_body(MODEL_CLAUDE, stream), auth, "direct-anthropic"),
+    }
+
+
+async def s7_call(sess, url, body, headers, stream, n_chunks):
+    """(ms, faithful, merged): the whole answer's time, or a stream's time to its first content token; a stream is
+    faithful when every token arrives once and in order; merged counts tokens that shared a read with another."""
+    t0 = time.perf_counter()
+    first, toks, merged = None, [], 0
+    async with sess.post(url, data=body, headers=headers) as r:
+        if not stream:
+            await r.read()
+            return (time.perf_counter() - t0) * 1000.0, r.status == 200, 0
+        async for chunk in r.content.iter_any():
+            found = [int(x) for x in TOK_RE.findall(chunk)]
+            if found and first is None:
+                first = (time.perf_counter() - t0) * 1000.0
+            merged += max(0, len(found) - 1)
+            toks += found
+        return first, r.status == 200 and toks == list(range(n_chunks)), merged
+
+
+async def s7_conversion(rig, rounds, warm, n_chunks):
+    res = {}
+    for stream in (False, True):
+        targets = s7_targets(rig, stream)
+        sessions = {n: client_session() for n in targets}
+        added = {n: [] for n in S7_PATHS}
+        merged = {n: 0 for n in S7_PATHS}
+        bad = {n: 0 for n in S7_PATHS}
+        try:
+            for i in range(warm + rounds):
+                order = list(targets)
+                random.shuffle(order)
+                got = {}
+                for n in order:
+                    url, body, headers, _ = targets[n]
+                    try:
+                        ms, ok, mrg = await s7_call(sessions[n], url, body, headers, stream, n_chunks)
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        ms, ok, mrg = None, False, 0
+                    if i < warm:
+                        continue
+                    if n in S7_PATHS:
+                        merged[n] += mrg
+                        bad[n] += not ok
+                    if ok and ms is not None:
+                        got[n] = ms
+                for n in S7_PATHS:
+                    baseline = targets[n][3]
+                    if n in got and baseline in got:
+                        added[n].append(got[n] - got[baseline])
+        finally:
+            for sess in sessions.values():
+                await sess.close()
+        key = "ttft_add_p50" if stream else "add_p50"
+        for n in S7_PATHS:
+            res[f"s7_{n}_{key}"] = pct(added[n], 50)
+            if stream:
+                res[f"s7_{n}_merged"], res[f"s7_{n}_bad"] = merged[n], bad[n]
+            else:
+                res[f"s7_{n}_bad_json"] = bad[n]
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------
 # aiproxy-local admin helpers
 # ----------------------------------------------------------------------------------------------------
 
@@ -541,6 +644,11 @@ async def setup_aiproxy(sess, base, key, up0, up50, logdir):
         if not (st == 200 and j.get("success")):
             raise RuntimeError(f"POST /api/channel/ failed: {st} {str(j)[:400]}")
         info[name] = j.get("data")
+    claude = {"type": 14, "name": "bench-claude", "key": "sk-bench", "base_url": f"{up0}/v1", "models": [MODEL_CLAUDE],
+              "model_mapping": {}, "priority": 1}
+    st, j = await api(sess, "POST", f"{base}/api/channel/", key, claude)
+    if not (st == 200 and j.get("success")):
+        raise RuntimeError(f"POST /api/channel/ (type 14) failed: {st} {str(j)[:400]}")
     # prefer a real token (the path users take); fall back to the admin key
     relay_key, how = key, "admin-key"
     st, j = await api(sess, "POST", f"{base}/api/tokens/", key, {"name": "bench"})
@@ -737,6 +845,9 @@ async def one_run(rig, sess, run_idx, P):
     log(f"run {run_idx + 1}: S2 c=1 streaming ({P['s2_rounds']} rounds x {rig.args.chunks} chunks)")
     for n, m in (await s2_stream(arms, P["s2_rounds"], P["s2_warm"], rig.args.chunks)).items():
         res[n].update(m)
+    if "aiproxy" in rig.arms:
+        log(f"run {run_idx + 1}: S7 conversion cost ({P['s7_rounds']} rounds per mode)")
+        res["aiproxy"].update(await s7_conversion(rig, P["s7_rounds"], P["s7_warm"], rig.args.chunks))
     luadir = rig.tmp / "lua"
     luadir.mkdir(exist_ok=True)
     for conns, slow in ((50, False), (200, False), (50, True), (200, True)):
@@ -786,7 +897,7 @@ async def one_run(rig, sess, run_idx, P):
 
 # keys where the worst run (max) is reported instead of the median
 WORST = {"s1_errors", "s2_merged", "s2_bad_streams", "s3_errors", "s4_lost", "s4_extra", "s4_client_failed",
-         "s4_lost_total", "rss_peak"}
+         "s4_lost_total", "rss_peak", *(f"s7_{n}_{k}" for n in S7_PATHS for k in ("merged", "bad", "bad_json"))}
 
 
 def combine(runs):
@@ -941,6 +1052,20 @@ def build_table(med, idle, slow_ms, have):
         row("S6", "UI vs API-only: S1 added p50 (ms)", vals={ours: g(ours, "s1_add_p50"),
                                                             "aiproxy-api": g("aiproxy-api", "s1_add_p50")},
             ratio=d, target="diff <= +0.1 ms", ok=(d <= 0.1) if d is not None else None)
+    # S7
+    if g(ours, "s7_pass_add_p50") is not None:
+        for key, what in (("add_p50", "added p50"), ("ttft_add_p50", "stream added TTFT p50")):
+            passed = g(ours, f"s7_pass_{key}")
+            row("S7", f"{what}, {S7_PATHS['pass']} (ms)", vals={ours: passed})
+            for n in ("messages", "claude"):
+                r = ratio(g(ours, f"s7_{n}_{key}"), passed)
+                row("S7", f"  {S7_PATHS[n]} (ms)", vals={ours: g(ours, f"s7_{n}_{key}")}, ratio=r,
+                    target="<= 1.5x pass-through", ok=(r <= 1.5) if r is not None else None)
+        for n, what in S7_PATHS.items():
+            faults = (g(ours, f"s7_{n}_merged"), g(ours, f"s7_{n}_bad"), g(ours, f"s7_{n}_bad_json"))
+            row("S7", f"  tokens 1:1, {what}: merged, bad stream, bad answer",
+                vals={ours: f"{faults[0]} mrg, {faults[1]} bad, {faults[2]} bad"}, target="0, 0, 0",
+                ok=all(f == 0 for f in faults))
     # LiteLLM
     if has_ll:
         r = ratio(g(ours, "s3_c50_d0_rps"), g("litellm", "s3_c50_d0_rps"))
@@ -980,8 +1105,9 @@ async def amain(args):
         want.insert(0, "direct")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
-    P = dict(wrk_s=2, s1_rounds=60, s1_warm=5, s2_rounds=10, s2_warm=2, s4_n=300) if args.quick else \
-        dict(wrk_s=args.wrk_seconds, s1_rounds=300, s1_warm=20, s2_rounds=60, s2_warm=3, s4_n=2000)
+    P = dict(wrk_s=2, s1_rounds=60, s1_warm=5, s2_rounds=10, s2_warm=2, s4_n=300, s7_rounds=20, s7_warm=3) \
+        if args.quick else dict(wrk_s=args.wrk_seconds, s1_rounds=300, s1_warm=20, s2_rounds=60, s2_warm=3,
+                                s4_n=2000, s7_rounds=200, s7_warm=10)
     rig = Rig(args)
     runs = []
     t_start = time.time()

@@ -4,7 +4,11 @@ POST /v1/chat/completions (also /chat/completions, /v1/completions):
   * non-stream: a fixed ~600 B chat.completion with usage;
   * stream (body has "stream": true): a role chunk, N content chunks, a finish chunk
     carrying usage, then `data: [DONE]`, every event its own write, spaced --gap-ms apart.
-  --delay-ms is applied before the first byte of either answer.
+POST /v1/messages (Anthropic's format, for S7's conversion cost):
+  * non-stream: the same text as a fixed Anthropic message with usage;
+  * stream: message_start, content_block_start, N text_delta events (the same " tokNNN" pieces),
+    content_block_stop, message_delta with usage, message_stop; each its own write, --gap-ms apart.
+  --delay-ms is applied before the first byte of every answer.
 GET /count -> {"requests": n, "stream": m}  (lets the bench prove there are no hidden retries)
 GET /health -> ok
 
@@ -16,6 +20,9 @@ import json
 
 CREATED = 1764201600
 MODEL = "bench-model"
+ANSWER_TEXT = ("Hello! This is a fixed answer from the aiproxy-local bench upstream. "
+               "It is precomputed once so that the upstream costs as little CPU as possible, "
+               "and every arm of the bench receives exactly the same bytes.")
 
 
 def build_answer() -> bytes:
@@ -27,11 +34,7 @@ def build_answer() -> bytes:
         "system_fingerprint": "fp_bench",
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": (
-                "Hello! This is a fixed answer from the aiproxy-local bench upstream. "
-                "It is precomputed once so that the upstream costs as little CPU as possible, "
-                "and every arm of the bench receives exactly the same bytes."),
-                "refusal": None},
+            "message": {"role": "assistant", "content": ANSWER_TEXT, "refusal": None},
             "logprobs": None,
             "finish_reason": "stop",
         }],
@@ -63,9 +66,37 @@ def build_stream(n_chunks: int) -> list:
     return events
 
 
+def build_anthropic_answer() -> bytes:
+    body = {"id": "msg_bench0000000000000000", "type": "message", "role": "assistant", "model": MODEL,
+            "content": [{"type": "text", "text": ANSWER_TEXT}], "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 48, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def build_anthropic_stream(n_chunks: int) -> list:
+    def ev(kind, **data):
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data}, separators=(',', ':'))}\n\n".encode()
+
+    message = {"id": "msg_bench0000000000000000", "type": "message", "role": "assistant", "model": MODEL,
+               "content": [], "stop_reason": None, "stop_sequence": None,
+               "usage": {"input_tokens": 12, "output_tokens": 1}}
+    events = [ev("message_start", message=message),
+              ev("content_block_start", index=0, content_block={"type": "text", "text": ""})]
+    events += [ev("content_block_delta", index=0, delta={"type": "text_delta", "text": f" tok{i:03d}"})
+               for i in range(n_chunks)]
+    events += [ev("content_block_stop", index=0),
+               ev("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
+                  usage={"output_tokens": n_chunks}),
+               ev("message_stop")]
+    return events
+
+
 def make_app(delay_ms: float, n_chunks: int, gap_ms: float):
     answer = build_answer()
     events = build_stream(n_chunks)
+    anthropic_answer = build_anthropic_answer()
+    anthropic_events = build_anthropic_stream(n_chunks)
     delay = delay_ms / 1000.0
     gap = gap_ms / 1000.0
     json_start = {"type": "http.response.start", "status": 200, "headers": [
@@ -110,16 +141,20 @@ def make_app(delay_ms: float, n_chunks: int, gap_ms: float):
             more = msg.get("more_body", False)
         counts["requests"] += 1
         stream = b'"stream":true' in body.replace(b" ", b"")
+        anthropic = scope["path"].endswith("/messages")
         if delay:
             await asyncio.sleep(delay)
         if not stream:
+            if anthropic:
+                return await small(send, 200, anthropic_answer)
             await send(json_start)
             await send(json_body)
             return
         counts["stream"] += 1
         await send(sse_start)
-        last = len(events) - 1
-        for i, e in enumerate(events):
+        chosen = anthropic_events if anthropic else events
+        last = len(chosen) - 1
+        for i, e in enumerate(chosen):
             if i and gap:
                 await asyncio.sleep(gap)
             await send({"type": "http.response.body", "body": e, "more_body": i != last})

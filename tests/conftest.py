@@ -3,6 +3,8 @@
 * ``upstream``      session FakeUpstream (see fake_upstream.py); ``upstream.url("status-500")`` is a base_url.
 * ``app_server``    session AppServer: ``aiproxy_local.py`` started with a temp data dir and a random ADMIN_KEY.
 * ``start_app``     factory for extra, fresh app processes (own data dir, custom env); stopped at test end.
+* ``backend``       the database both run on: in MATRIX_MODULES each test runs on SQLite, MariaDB and
+                    PostgreSQL (a fresh database each; skipped without a server, except under CI=true).
 * ``free_port()``   a free loopback TCP port; ``unique()`` a fresh name; ``wait_logs()`` polls the log API.
 
 The app runs as a real process (not in-process) because it owns a uvicorn server, a NiceGUI UI and background
@@ -11,6 +13,8 @@ jobs; this is also how users start it.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import secrets
 import signal
@@ -208,6 +212,7 @@ def launch_app(
     args: list[str] | None = None,
     port: int | None = None,
     wait: bool = True,
+    umask: int = -1,
 ) -> AppServer:
     """Start ``aiproxy_local.py`` and (by default) wait for /api/status.
 
@@ -225,7 +230,8 @@ def launch_app(
     cmd += ["--no-browser", *(args or [])]
     # Output goes to a file, not a pipe: nobody drains a pipe while tests run, and a full pipe blocks the app.
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(extra), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(extra), stdout=log, stderr=subprocess.STDOUT,
+                                umask=umask)
     server = AppServer(proc, f"http://127.0.0.1:{port}", extra["ADMIN_KEY"], data_dir, log_path, extra.get("SQL_DSN"))
     if wait:
         try:
@@ -241,17 +247,23 @@ def launch_app(
 
 # ---- load: calls answered vs rows logged ----
 
-def answered_ids_under_load(servers: "AppServer | list[AppServer]", model: str, seconds: float, threads: int = 8,
-                            until: Callable[[], Any] | None = None) -> set[str]:
-    """Call `model` through the servers (clients spread over them) for `seconds`, then run `until` (which
-    stops or kills a server) while the clients go on; returns the request ids of the calls answered in full."""
+def answered_ids_under_load(servers: "AppServer | list[AppServer]", models: str | list[str], seconds: float,
+                            threads: int = 8, until: Callable[[set[str]], Any] | None = None,
+                            at_least: int = 25) -> set[str]:
+    """Call the models (each client starts at another one) through the servers (clients spread over them) for
+    `seconds` and until `at_least` calls are answered (a busy machine answers fewer per second), then run `until`
+    with the ids answered so far (it stops or kills a server) while the clients go on; returns the request ids
+    of the calls answered in full."""
     servers = servers if isinstance(servers, list) else [servers]
+    models = models if isinstance(models, list) else [models]
     answered: set[str] = set()
     stop = threading.Event()
 
-    def client(server: AppServer) -> None:
+    def client(server: AppServer, start: int) -> None:
+        turn = itertools.count(start)
         with httpx.Client(timeout=30) as http:
             while not stop.is_set():
+                model = models[next(turn) % len(models)]
                 try:
                     r = http.post(f"{server.url}/v1/chat/completions", headers=server.headers,
                                   json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
@@ -262,26 +274,30 @@ def answered_ids_under_load(servers: "AppServer | list[AppServer]", model: str, 
                 if r.status_code == 200:
                     answered.add(r.headers["x-request-id"])
 
-    workers = [threading.Thread(target=client, args=(servers[i % len(servers)],)) for i in range(threads)]
+    workers = [threading.Thread(target=client, args=(servers[i % len(servers)], i)) for i in range(threads)]
     for w in workers:
         w.start()
     time.sleep(seconds)
+    deadline = time.monotonic() + 60
+    while len(answered) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
     if until is not None:
-        until()
+        until(answered)
     stop.set()
     for w in workers:
         w.join(60)
     return answered
 
 
-def logged_ids(dsn: str, model: str) -> set[str]:
-    """The request ids of `model`'s log rows, read from the database itself."""
+def logged_ids(dsn: str, *models: str) -> set[str]:
+    """The request ids of the models' log rows, read from the database itself."""
     import aiproxy_local
 
     engine = sa.create_engine(aiproxy_local.with_default_driver(dsn))
+    query = sa.text("SELECT request_id FROM logs WHERE model IN :models").bindparams(sa.bindparam("models", expanding=True))
     try:
         with engine.connect() as conn:
-            return set(conn.execute(sa.text("SELECT request_id FROM logs WHERE model = :m"), {"m": model}).scalars())
+            return set(conn.execute(query, {"models": list(models)}).scalars())
     finally:
         engine.dispose()
 
@@ -359,31 +375,57 @@ def upstream() -> Iterator[FakeUpstream]:
     fake.stop()
 
 
+#: modules whose app fixtures run on every backend: their tests get a [sqlite], [mariadb] or [postgresql] id
+MATRIX_MODULES = frozenset({"test_admin_api", "test_relay"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.module.__name__ in MATRIX_MODULES:
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    try:
-        server = launch_app(tmp_path_factory.mktemp("app"))
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database kind the app fixtures use: every kind in MATRIX_MODULES, else SQLite."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def app_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    for dsn in backend_dsn(backend, tmp_path_factory.mktemp(f"app-{backend}")):
+        env = {} if backend == "sqlite" else {"SQL_DSN": dsn}
+        try:
+            server = launch_app(tmp_path_factory.mktemp("app"), env=env)
+        except RuntimeError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield server
+        server.stop()
 
 
 @pytest.fixture
-def start_app(tmp_path: Path) -> Iterator[Callable[..., AppServer]]:
-    """Factory: ``start_app(data_dir=<tmp>/data, admin_key=<random>, env=None, args=None, port=None, wait=True)``.
-    Calls in one test share the default data dir (stop one, start another = restart); each call gets its own
-    log file; every process started is stopped when the test ends."""
+def start_app(backend: str, tmp_path: Path) -> Iterator[Callable[..., AppServer]]:
+    """Factory: ``start_app(data_dir=<tmp>/data, admin_key=<random>, env=None, args=None, port=None, wait=True,
+    umask=-1)`` (-1: the test's own umask).
+    Calls in one test share the default data dir and, on a server backend, one fresh database (stop one, start
+    another = restart); ``env={"SQL_DSN": None}`` keeps SQLite. Each call gets its own log file; every process
+    started is stopped when the test ends."""
     started: list[AppServer] = []
+    databases = contextlib.ExitStack()
+    dsn: list[str] = []
 
     def factory(**kw: Any) -> AppServer:
         run_dir = tmp_path / f"run{len(started)}"
         run_dir.mkdir()
         kw.setdefault("data_dir", tmp_path / "data")
+        if backend != "sqlite":
+            if not dsn:
+                dsn.append(databases.enter_context(contextlib.contextmanager(fresh_database)(backend)))
+            kw["env"] = {"SQL_DSN": dsn[0], **(kw.get("env") or {})}
         server = launch_app(run_dir, **kw)
         started.append(server)
         return server
 
-    yield factory
-    for server in reversed(started):
-        server.stop()
+    with databases:
+        yield factory
+        for server in reversed(started):
+            server.stop()

@@ -7,13 +7,17 @@ table. Log rows (and the dashboard's per-minute summaries) come from a batching 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import openai
@@ -847,6 +851,45 @@ def test_deleted_token_gets_401(app_server, upstream):
         app_server.openai(api_key=token["key"]).chat.completions.create(model=model, messages=MESSAGES)
 
 
+PRICES = {"input_price": 2.0, "output_price": 10.0}  # USD per 1K tokens
+CALL_USD = (4 * 2.0 + 3 * 10.0) / 1000  # the fake upstream reports 4 prompt tokens for MESSAGES and 3 completion
+
+
+def test_model_prices_set_used_amount_of_the_log_row_the_token_and_the_channel(app_server, upstream):
+    model, free_model = unique("priced"), unique("free")
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=[model, free_model])
+    ok(app_server.client.post(f"/api/model_config/{model}", json=PRICES))
+    token = create_token(app_server)
+    client = app_server.openai(api_key=token["key"])
+    for _ in range(2):
+        usage = client.chat.completions.create(model=model, messages=MESSAGES).usage
+        assert (usage.prompt_tokens, usage.completion_tokens) == (4, 3)
+    client.chat.completions.create(model=free_model, messages=MESSAGES)
+    rows = wait_logs(app_server, total=2, model_name=model)
+    assert [r["used_amount"] for r in rows] == pytest.approx([CALL_USD, CALL_USD])
+    assert wait_logs(app_server, total=1, model_name=free_model)[0]["used_amount"] == 0
+    assert ok(app_server.client.get(f"/api/tokens/{token['id']}"))["used_amount"] == pytest.approx(2 * CALL_USD)
+    assert get_channel(app_server, cid)["used_amount"] == pytest.approx(2 * CALL_USD)
+    points = ok(app_server.client.get("/api/dashboardv2/", params={"model": model, "timespan": "day"}))
+    assert sum(i["used_amount"] for p in points for i in p["summary"]) == pytest.approx(2 * CALL_USD)
+
+
+def test_token_over_its_quota_gets_401_insufficient_quota(app_server, upstream):
+    model = unique("quota")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    ok(app_server.client.post(f"/api/model_config/{model}", json=PRICES))
+    token = create_token(app_server, quota=1.5 * CALL_USD)
+    client = app_server.openai(api_key=token["key"])
+    client.chat.completions.create(model=model, messages=MESSAGES)
+    client.chat.completions.create(model=model, messages=MESSAGES)  # starts under the quota, ends over it
+    with pytest.raises(openai.AuthenticationError) as info:
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    assert info.value.status_code == 401 and info.value.code == "insufficient_quota"
+    assert len(wait_logs(app_server, total=2, model_name=model)) == 2, "a refused call reaches no channel"
+    ok(app_server.client.put(f"/api/tokens/{token['id']}", json={"quota": 1.0}))
+    assert client.chat.completions.create(model=model, messages=MESSAGES).model == model
+
+
 # ---- logs ----
 
 class Traffic:
@@ -1024,6 +1067,37 @@ def test_delete_logs_before_timestamp(start_app, upstream):
     fail(app.client.delete("/api/logs/"), 400)
 
 
+def test_csv_export_is_spreadsheet_safe_with_local_times_and_channel_names(app_server, upstream):
+    """OWASP's CSV-injection rule, times in the `timezone` asked for, and a deleted channel's name kept."""
+    u = uuid.uuid4().hex[:8]
+    models = [f"={u}", f"+{u}", f"-{u}", f"@{u}"]
+    name = f"=HYPERLINK(\"http://evil.example\",\"{u}\")"
+    (cid,) = create_channel(app_server, name=name, base_url=upstream.url(), models=models)
+    for model in models:
+        assert chat(app_server, model).status_code == 200
+    rows = {r["model"]: r for r in wait_logs(app_server, total=4, channel=cid)}
+    ok(app_server.client.delete(f"/api/channel/{cid}"))
+    resp = app_server.client.get("/api/logs/export", params={"channel": cid, "timezone": "Asia/Shanghai"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    header, *lines = list(csv.reader(io.StringIO(resp.text)))
+    assert header[:4] == ["id", "request_id", "request_at (Asia/Shanghai)", "created_at (Asia/Shanghai)"]
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert len(lines) == 4
+    for line in lines:
+        cells = dict(zip(header, line))
+        model = cells["model"].removeprefix("'")
+        assert cells["model"] == "'" + model and model in rows
+        assert (cells["channel"], cells["channel_id"]) == ("'" + name, str(cid))
+        created = datetime.fromtimestamp(rows[model]["created_at"] / 1000, shanghai)
+        assert cells["created_at (Asia/Shanghai)"] == created.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    fail(app_server.client.get("/api/logs/export", params={"timezone": "Mars/Olympus_Mons"}), 400)
+
+
+def test_csv_cell_escaping():
+    assert [app.csv_cell(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "gpt-4o", "", 5, -5)] == [
+        "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "gpt-4o", "", 5, -5]
+
+
 # ---- dashboard ----
 
 def dashboard(app_server: Any, **params: Any) -> list[dict[str, Any]]:
@@ -1151,3 +1225,32 @@ def test_an_out_of_bounds_option_stored_by_an_older_version_falls_back_to_the_de
     ok(again.client.put("/api/option/", json={"key": "retry_times", "value": 2}))
     assert ok(again.client.get("/api/option/"))["retry_times"] == 2
 
+
+# ---- admin key ----
+
+def test_rotating_the_admin_key(start_app, upstream):
+    app_ = start_app(admin_key=None, args=["--no-ui"])
+    old = app_.admin_key
+    data = ok(app_.client.post("/api/admin_key/rotate"))
+    new = data["key"]
+    assert re.fullmatch(r"[0-9A-Za-z]{48}", new) and new != old and data["kept_after_restart"] is True
+    key_file = app_.data_dir / "admin_key"
+    assert key_file.read_text().strip() == new and key_file.stat().st_mode & 0o777 == 0o600
+    fail(app_.client.get("/api/channels/all"), 401)  # this client still sends the old key
+    assert isinstance(ok(httpx.get(f"{app_.url}/api/channels/all", headers={"Authorization": f"Bearer {new}"})), list)
+    with pytest.raises(openai.AuthenticationError):
+        app_.openai(api_key=old).models.list()
+    app_.openai(api_key=new).models.list()
+    app_.stop()
+    assert start_app(admin_key=None, args=["--no-ui"]).admin_key == new, "the new key survives a restart"
+
+
+def test_rotating_a_key_from_the_environment_lasts_until_restart(start_app):
+    app_ = start_app(admin_key="fixed-admin-key-from-env", args=["--no-ui"])
+    data = ok(app_.client.post("/api/admin_key/rotate"))
+    assert data["kept_after_restart"] is False
+    assert isinstance(ok(httpx.get(f"{app_.url}/api/channels/all",
+                                   headers={"Authorization": f"Bearer {data['key']}"})), list)
+    app_.stop()
+    again = start_app(admin_key="fixed-admin-key-from-env", args=["--no-ui"])
+    assert isinstance(ok(again.client.get("/api/channels/all")), list), "ADMIN_KEY wins again"

@@ -453,3 +453,17 @@ def test_channel_test_on_an_anthropic_channel_sends_a_messages_request(app_serve
     assert json.loads(result["response"])["choices"][0]["message"]["content"] == reply_text(3)
     (request,) = [r for r in upstream.requests() if (r.get("json") or {}).get("model") == model]
     assert request["endpoint"] == "messages" and request["json"]["max_tokens"] == 4096
+
+
+def test_a_thinking_block_from_another_channel_goes_to_anthropic_without_its_empty_signature(app_server, upstream):
+    """A conversation may move between channels of different formats (failover, priorities): thinking that an
+    OpenAI-style channel produced has no signature, and Anthropic refuses unsigned thinking blocks."""
+    model = unique("claude")
+    app_server.add_channel(type=14, base_url=upstream.url("ok"), models=[model])
+    answer = claude(app_server).messages.create(model=model, max_tokens=64, messages=[
+        {"role": "user", "content": "Why?"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "Hmm.", "signature": ""},
+                                          {"type": "text", "text": "Because."}]},
+        {"role": "user", "content": "Why again?"}])
+    assert answer.content[0].text == reply_text(3)
+    assert received(upstream, model)[0]["messages"][1]["content"] == [{"type": "text", "text": "Because."}]

@@ -97,7 +97,7 @@ def test_log_in_add_a_channel_test_it_and_find_the_call(start_app, upstream) -> 
         page.get_by_role("link", name="Settings").click()
         expect(page.get_by_text("Connect your apps")).to_be_visible()
         assert server.admin_key not in page.content()  # masked until revealed
-        page.locator("div:has(> .code-block)").get_by_role("button", name="Copy").click()
+        page.locator(".code-block").get_by_role("button", name="Copy").click()
         expect(page.get_by_text("Copied to the clipboard")).to_be_visible()  # via execCommand on "plain http"
         assert f"AIPROXY_API_TOKEN={server.admin_key}" in page.evaluate("navigator.clipboard.readText()")
         shot(page, "6-settings")

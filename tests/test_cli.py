@@ -11,6 +11,8 @@ import threading
 import time
 import tomllib
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -152,7 +154,7 @@ def test_sigterm_under_load_keeps_a_row_for_every_answered_call(start_app, upstr
     server = start_app(args=["--no-ui"])
     model = unique("sigterm")
     server.add_channel(base_url=upstream.url("delay-20"), models=[model])
-    answered = answered_ids_under_load(server, model, 1.5, until=lambda: server.proc.send_signal(signal.SIGTERM))
+    answered = answered_ids_under_load(server, model, 1.5, until=lambda _: server.proc.send_signal(signal.SIGTERM))
     exit_within(server, 30)
     assert server.proc.returncode == 0 and "Traceback" not in server.output_tail(200)
     rows = logged_ids(server.dsn, model)
@@ -232,3 +234,60 @@ def test_a_port_held_by_another_program_is_a_clear_error(tmp_path):
         second = run_second_start(tmp_path, holder.getsockname()[1], AIPROXY_NO_BROWSER="1")
     assert second.returncode == 1 and "Traceback" not in second.stderr
     assert "another program uses it. Choose another port with --port" in second.stderr
+
+
+# ---- body size limits ----
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+def fifty_megabytes() -> Iterator[bytes]:
+    """A 50 MB body sent in chunks without a Content-Length, so no header announces its size."""
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(50):
+        yield chunk
+
+
+def test_oversized_bodies_are_refused_without_being_held(start_app, upstream):
+    """Issue 10: three 50 MB chat bodies took the process to 581 MB. Each is refused with 413 in its route's
+    envelope, and the process's peak memory barely moves."""
+    server = start_app(args=["--no-ui", "--relay-max-body-mib", "1", "--api-max-body-mib", "1"])
+    model = unique("size")
+    server.add_channel(base_url=upstream.url("ok"), models=[model])
+    under = {"model": model, "messages": [{"role": "user", "content": "y" * 900_000}]}
+    assert httpx.post(f"{server.url}/v1/chat/completions", headers=server.headers, json=under,
+                      timeout=60).status_code == 200
+    assert server.api("POST", "/api/channel/", json={"type": 1, "key": "k", "name": unique("c"),
+                                                     "models": [model], "padding": "z" * 900_000})["success"]
+    before = peak_rss_mb(server.proc.pid)
+
+    def relay_call(_: int) -> httpx.Response:
+        return httpx.post(f"{server.url}/v1/chat/completions", headers=server.headers, content=fifty_megabytes(),
+                          timeout=120)
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(relay_call, range(3)))
+    for answer in answers:
+        assert answer.status_code == 413
+        assert answer.json()["error"]["code"] == "request_too_large" and "1 MiB" in answer.json()["error"]["message"]
+    declared = httpx.post(f"{server.url}/api/channel/", headers=server.headers, content=b"{" * 50_000_000,
+                          timeout=120)
+    assert declared.status_code == 413 and declared.json() == {
+        "success": False, "message": "The request body is larger than 1 MiB (API_MAX_BODY_MIB)."}
+    chunked = httpx.post(f"{server.url}/api/channel/", headers=server.headers, content=fifty_megabytes(),
+                         timeout=120)
+    assert chunked.status_code == 413 and chunked.json()["success"] is False
+    anonymous = httpx.post(f"{server.url}/api/channel/", content=fifty_megabytes(), timeout=120)
+    assert anonymous.status_code == 401 and "admin key" in anonymous.json()["message"]
+    growth = peak_rss_mb(server.proc.pid) - before
+    print(f"peak RSS growth {growth:.1f} MB")
+    assert growth < 30, f"peak memory grew by {growth:.0f} MB for bodies of 50 MB"
+    assert server.api("GET", "/api/channels/all")["success"], "the app still answers"
+
+
+def test_body_limits_default_to_2_and_20_mib():
+    assert (app.Settings().api_max_body_mib, app.Settings().relay_max_body_mib) == (2, 20)
+    s = app.load_settings({"API_MAX_BODY_MIB": "5", "RELAY_MAX_BODY_MIB": "64"})
+    assert (s.api_max_body_mib, s.relay_max_body_mib) == (5, 64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -67,3 +68,38 @@ def test_first_run_generates_stores_and_prints_the_admin_key(start_app):
     assert (again.data_dir / "admin_key").read_text().strip() == key
     assert key not in again.output_tail(200)
     assert httpx.get(f"{again.url}/api/channels/all", headers={"Authorization": f"Bearer {key}"}).json()["success"]
+
+
+def modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+def test_the_data_dir_is_private_whatever_the_umask(start_app, upstream):
+    """Keys live in the database, the admin key file and the journal: 0700 for the dir, 0600 for each file,
+    even when the gateway starts under umask 000."""
+    server = start_app(admin_key=None, umask=0o000)
+    server.add_channel(base_url=upstream.url("ok"), models=["private-model"])
+    server.openai().embeddings.create(model="private-model", input="x")  # the WAL and the journal are in use
+    httpx.get(f"{server.url}/login")  # the UI's storage
+    running = modes(server.data_dir)
+    for suffix in ("aiproxy.db", "aiproxy.db-wal", "aiproxy.db-shm", "admin_key", "storage_secret"):
+        assert suffix in running, suffix
+    assert any(name.startswith("journal/") for name in running)
+    server.stop()
+    for name, mode in [*running.items(), *modes(server.data_dir).items()]:
+        is_dir = name == "." or (server.data_dir / name).is_dir()
+        assert mode == (0o700 if is_dir else 0o600), f"{name} is {oct(mode)}"
+
+
+def test_an_older_data_dir_is_made_private_on_start(start_app, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    (data / "admin_key").write_text("old-admin-key-0123456789\n")
+    for path in (data, data / "admin_key"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    sqlite3.connect(data / "aiproxy.db").close()
+    (data / "aiproxy.db").chmod(0o644)
+    server = start_app(admin_key=None, data_dir=data)
+    assert server.admin_key == "old-admin-key-0123456789"
+    assert {n: m for n, m in modes(data).items() if n in (".", "admin_key", "aiproxy.db")} == {
+        ".": 0o700, "admin_key": 0o600, "aiproxy.db": 0o600}

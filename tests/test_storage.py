@@ -1,10 +1,10 @@
 """Section 2, Storage.
 
-Unit tests call the storage functions of `aiproxy_local` directly on a temporary SQLite file. The SQL_DSN
-portability tests run the same schema and rows on MariaDB and PostgreSQL, each in a fresh database of its own
-(`aiproxy_t_<random>`, dropped afterwards). They skip when a server is unreachable, unless the CI environment
-variable is set: then they fail, so CI cannot pass without having run them. The last tests run the whole app on
-those servers through SQL_DSN.
+The storage functions of `aiproxy_local`, called directly, on SQLite, MariaDB and PostgreSQL alike: each test
+runs on every backend, in a fresh database of its own kind (`aiproxy_t_<random>` on a server, dropped
+afterwards) or one shared by this module's tests that look only at their own rows. Server tests skip when a
+server is unreachable, unless the CI environment variable is set: then they fail, so CI cannot pass without
+having run them. The last tests run several app instances on one database.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
-from conftest import BACKENDS, SERVERS, backend_dsn, fresh_database, unique
+from conftest import BACKENDS, backend_dsn, unique
 from aiproxy_local import Channel, LogDetail, LogFilter, LogRow
 
 BIG_MS = 2**41 + 123  # a ms timestamp far beyond 32-bit INTEGER: needs BIGINT on every server
@@ -63,24 +63,29 @@ def all_pages(engine: sa.Engine, flt: LogFilter, per_page: int) -> list[list[dic
         page += 1
 
 
-def assert_non_ascii_json_is_searchable(engine: sa.Engine) -> None:
-    """JSON is stored unescaped, so the channel search's LIKE finds a non-ASCII model name."""
-    model = unique("模型")
-    cid = insert_channel(engine, models=[model])
-    with engine.connect() as conn:
-        as_text = sa.cast(Channel.models, sa.Text)
-        assert model in conn.execute(sa.select(as_text).where(Channel.id == cid)).scalar_one()
-        assert conn.execute(sa.select(Channel.id).where(as_text.like(f"%{model}%"))).scalars().all() == [cid]
+def new_engine(dsn: str) -> sa.Engine:
+    engine = app.make_engine(dsn)
+    app.create_schema(engine)
+    return engine
 
 
-@pytest.fixture(scope="module", params=sorted(SERVERS))
-def server_engine(request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
-    """An app engine (`make_engine`) with the schema on a fresh database, shared by one module's tests."""
-    for dsn in fresh_database(request.param):
-        engine = app.make_engine(dsn)
-        app.create_schema(engine)
-        yield engine
-        engine.dispose()
+@pytest.fixture(scope="module", params=BACKENDS)
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
+    """An app engine with the schema on a fresh database of each kind, shared by the tests of this module that
+    look only at rows of their own."""
+    for dsn in backend_dsn(request.param, tmp_path_factory.mktemp("db")):
+        shared = new_engine(dsn)
+        yield shared
+        shared.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A database of each kind for one test, for tests that count every row or change the schema."""
+    for dsn in backend_dsn(request.param, tmp_path):
+        own = new_engine(dsn)
+        yield own
+        own.dispose()
 
 
 # ---- SQLite engine and schema ----
@@ -93,15 +98,13 @@ def test_sqlite_engine_uses_wal_and_busy_timeout(tmp_path):
     engine.dispose()
 
 
-def test_create_schema_twice_keeps_tables_and_rows(tmp_path):
-    engine = sqlite_engine(tmp_path)
+def test_create_schema_twice_keeps_tables_and_rows(engine):
     cid = insert_channel(engine, models=["m"])
     app.create_schema(engine)
     tables = set(sa.inspect(engine).get_table_names())
     assert {"channels", "tokens", "logs", "log_details", "model_configs", "channel_tests", "summary_minutes",
-            "options"} <= tables
+            "options", "shared_version"} <= tables
     assert app.select_channels(engine, [Channel.id == cid])[0][0]["models"] == ["m"]
-    engine.dispose()
 
 
 @pytest.mark.parametrize("dsn, driver", [("mysql://root@127.0.0.1:3306/x", "pymysql"),
@@ -139,8 +142,7 @@ def test_parse_timestamp_ms_rejects_bad_input(value):
 
 # ---- log queries ----
 
-def test_query_logs_pages_rows_sharing_one_ms(tmp_path):
-    engine = sqlite_engine(tmp_path)
+def test_query_logs_pages_rows_sharing_one_ms(engine):
     model, ms = unique("same-ms"), app.now_ms()
     insert_logs(engine, [log_row(model, ms) for _ in range(25)])
     insert_logs(engine, [log_row(unique("other"), ms) for _ in range(3)])
@@ -149,11 +151,9 @@ def test_query_logs_pages_rows_sharing_one_ms(tmp_path):
     ids = [r["id"] for p in pages for r in p]
     assert len(set(ids)) == 25 and ids == sorted(ids, reverse=True), "no duplicates, no omissions, id breaks ties"
     assert app.query_logs(engine, LogFilter(model=model), 4, 10) == ([], 25)
-    engine.dispose()
 
 
-def test_query_logs_newest_first_and_filters(tmp_path):
-    engine = sqlite_engine(tmp_path)
+def test_query_logs_newest_first_and_filters(engine):
     model, base = unique("order"), 1_700_000_000_000
     insert_logs(engine, [log_row(model, base + 2000), log_row(model, base, code=500, token_name="t1"),
                          log_row(model, base + 1000, channel=7)])
@@ -167,11 +167,10 @@ def test_query_logs_newest_first_and_filters(tmp_path):
     assert count(channel=7) == 1 and count(token_name="t1") == 1
     assert count(start_ms=base + 1000) == 2 and count(end_ms=base + 1000) == 2
     assert count(keyword=rows[0]["request_id"]) == 1 and count(keyword=model) == 3
-    engine.dispose()
 
 
-def test_delete_logs_before_removes_rows_and_details(tmp_path):
-    engine = sqlite_engine(tmp_path)
+def test_delete_logs_before_removes_rows_and_details(fresh_engine):
+    engine = fresh_engine
     model, base = unique("purge"), 1_700_000_000_000
     old, new = log_row(model, base, code=500), log_row(model, base + 10, code=500)
     insert_logs(engine, [old, new])
@@ -182,13 +181,11 @@ def test_delete_logs_before_removes_rows_and_details(tmp_path):
     assert [r["request_id"] for r in rows] == [new["request_id"]]
     with engine.connect() as conn:
         assert conn.execute(sa.select(LogDetail.request_id)).scalars().all() == [new["request_id"]]
-    engine.dispose()
 
 
 # ---- wire shapes ----
 
-def test_channel_to_api_never_returns_null_lists_or_maps(tmp_path):
-    engine = sqlite_engine(tmp_path)
+def test_channel_to_api_never_returns_null_lists_or_maps(engine):
     cid = insert_channel(engine, models=None, model_mapping=None, config=None, base_url="")
     (ch,), total = app.select_channels(engine, [Channel.id == cid])
     assert total == 1
@@ -198,11 +195,9 @@ def test_channel_to_api_never_returns_null_lists_or_maps(tmp_path):
     shaped = app.channel_to_api(raw, None)
     assert all(shaped[f] is not None for f in ("models", "model_mapping", "config", "configs", "channel_tests",
                                                "sets", "base_url", "status_reason", "source", "source_id"))
-    engine.dispose()
 
 
-def test_log_to_api_always_has_usage_map(tmp_path):
-    engine = sqlite_engine(tmp_path)
+def test_log_to_api_always_has_usage_map(engine):
     model = unique("shape")
     with engine.begin() as conn:
         conn.execute(sa.insert(LogRow).values(model=model, created_at=app.now_ms()))  # every other column default
@@ -211,25 +206,30 @@ def test_log_to_api_always_has_usage_map(tmp_path):
                             "cache_creation_tokens": 0}
     assert row["prompt_tokens"] == 0 and row["completion_tokens"] == 0
     assert all(value is not None for value in row.values())
-    engine.dispose()
 
 
-def test_json_columns_store_non_ascii_as_is(tmp_path):
-    assert_non_ascii_json_is_searchable(sqlite_engine(tmp_path))
+def test_json_columns_store_non_ascii_as_is(engine):
+    """JSON is stored unescaped, so the channel search's LIKE finds a non-ASCII model name."""
+    model = unique("模型")
+    cid = insert_channel(engine, models=[model])
+    with engine.connect() as conn:
+        as_text = sa.cast(Channel.models, sa.Text)
+        assert model in conn.execute(sa.select(as_text).where(Channel.id == cid)).scalar_one()
+        assert conn.execute(sa.select(Channel.id).where(as_text.like(f"%{model}%"))).scalars().all() == [cid]
 
 
-def test_options_roundtrip(tmp_path):
-    engine = sqlite_engine(tmp_path)
-    app.save_option(engine, "retry_times", 2)
-    app.save_option(engine, "retry_times", 2)  # same value again: an update, not a duplicate insert
-    app.save_option(engine, "log_retention_days", 7)
-    assert app.load_options(engine) == {"retry_times": 2, "log_retention_days": 7}
-    engine.dispose()
+def test_options_roundtrip(fresh_engine):
+    app.save_option(fresh_engine, "retry_times", 2)
+    app.save_option(fresh_engine, "retry_times", 2)  # same value again: an update, not a duplicate insert
+    app.save_option(fresh_engine, "log_retention_days", 7)
+    assert app.load_options(fresh_engine) == {"retry_times": 2, "log_retention_days": 7}
+    assert app.read_shared_version(fresh_engine) == 3, "each saved option tells the other instances"
 
 
-def assert_upgrade_adds_columns_and_keeps_rows(engine: sa.Engine) -> None:
+def test_upgrade_adds_missing_columns_and_keeps_rows(fresh_engine):
     """A logs table made by an older version (without channel_name and is_test) gains both columns on start-up;
     its rows stay, reading as the defaults."""
+    engine = fresh_engine
     model = unique("old")
     with engine.begin() as conn:
         for column in ("is_test", "channel_name"):
@@ -245,47 +245,25 @@ def assert_upgrade_adds_columns_and_keeps_rows(engine: sa.Engine) -> None:
     assert total == 1 and rows[0]["channel_name"] == "new"
 
 
-def test_upgrade_adds_missing_columns_and_keeps_rows(tmp_path):
-    engine = sqlite_engine(tmp_path)
-    assert_upgrade_adds_columns_and_keeps_rows(engine)
-    engine.dispose()
-
-
-# ---- SQL_DSN portability: MariaDB and PostgreSQL ----
-
-def test_server_upgrade_adds_missing_columns(server_engine):
-    assert_upgrade_adds_columns_and_keeps_rows(server_engine)
-
-
-def test_server_create_schema_twice(server_engine):
-    app.create_schema(server_engine)
-    assert {"channels", "tokens", "logs", "log_details", "summary_minutes"} <= set(
-        sa.inspect(server_engine).get_table_names())
-
-
-def test_server_channel_roundtrip(server_engine):
+def test_channel_roundtrip_keeps_big_numbers_and_non_ascii(engine):
     name = unique("通道")
-    cid = insert_channel(server_engine, name=name, key="line-key", models=["Qwen/Qwen2.5-7B", "模型"],
+    cid = insert_channel(engine, name=name, key="line-key", models=["Qwen/Qwen2.5-7B", "模型"],
                          model_mapping={"alias": "Qwen/Qwen2.5-7B"}, created_at=BIG_MS, last_test_error_at=BIG_MS,
                          request_count=2**40)
-    (ch,), total = app.select_channels(server_engine, [Channel.id == cid])
+    (ch,), total = app.select_channels(engine, [Channel.id == cid])
     assert total == 1
     assert (ch["name"], ch["key"], ch["created_at"], ch["last_test_error_at"]) == (name, "line-key", BIG_MS, BIG_MS)
     assert ch["models"] == ["Qwen/Qwen2.5-7B", "模型"] and ch["model_mapping"] == {"alias": "Qwen/Qwen2.5-7B"}
     assert ch["request_count"] == 2**40 and ch["config"] == {} and ch["status"] == 1
-    found, _ = app.select_channels(server_engine, [Channel.name == name])
+    found, _ = app.select_channels(engine, [Channel.name == name])
     assert [c["id"] for c in found] == [cid]
 
 
-def test_server_json_columns_store_non_ascii_as_is(server_engine):
-    assert_non_ascii_json_is_searchable(server_engine)
-
-
-def test_server_log_rows_roundtrip_and_paging(server_engine):
+def test_log_rows_roundtrip_and_paging_past_32_bits(engine):
     model = unique("srvlog")
     rows = [log_row(model, BIG_MS + i // 2, input_tokens=i) for i in range(7)]  # pairs share one ms
-    insert_logs(server_engine, rows)
-    pages = all_pages(server_engine, LogFilter(model=model), per_page=3)
+    insert_logs(engine, rows)
+    pages = all_pages(engine, LogFilter(model=model), per_page=3)
     assert [len(p) for p in pages] == [3, 3, 1]
     got = [r for p in pages for r in p]
     assert len({r["id"] for r in got}) == 7
@@ -293,63 +271,31 @@ def test_server_log_rows_roundtrip_and_paging(server_engine):
     assert max(r["id"] for r in got) > 0 and got[0]["request_at"] == BIG_MS + 3 - 5
     assert sorted(r["usage"]["input_tokens"] for r in got) == list(range(7))
     flt = LogFilter(model=model, start_ms=BIG_MS + 1, end_ms=BIG_MS + 2, code_type="success")
-    assert app.query_logs(server_engine, flt, 1, 10)[1] == 4
-    assert app.query_logs(server_engine, LogFilter(keyword=rows[0]["request_id"]), 1, 10)[1] == 1
+    assert app.query_logs(engine, flt, 1, 10)[1] == 4
+    assert app.query_logs(engine, LogFilter(keyword=rows[0]["request_id"]), 1, 10)[1] == 1
 
 
-def test_server_upserts_of_an_unchanged_row(server_engine):
+def test_upserts_of_an_unchanged_row(engine):
     """An UPDATE that changes nothing must still count as a match (MySQL reports 0 affected rows by default),
     or the upsert falls through to a duplicate INSERT."""
     key = unique("opt")[:60]
     for _ in range(2):
-        with server_engine.begin() as conn:
+        with engine.begin() as conn:
             conn.execute(sa.delete(app.Option).where(app.Option.key == key))
-        app.save_option(server_engine, key, 5)
-        app.save_option(server_engine, key, 5)
-        assert app.load_options(server_engine)[key] == 5
-    cid = insert_channel(server_engine)
+        app.save_option(engine, key, 5)
+        app.save_option(engine, key, 5)
+        assert app.load_options(engine)[key] == 5
+    cid = insert_channel(engine)
     result = {"channel_id": cid, "model": "m", "actual_model": "m", "test_at": BIG_MS, "took": 0.1, "success": True,
               "code": 200, "response": "ok"}
-    app.save_channel_test(server_engine, result)
-    app.save_channel_test(server_engine, result)
-    (ch,), _ = app.select_channels(server_engine, [Channel.id == cid])
+    app.save_channel_test(engine, result)
+    app.save_channel_test(engine, result)
+    (ch,), _ = app.select_channels(engine, [Channel.id == cid])
     assert [(t["model"], t["test_at"], t["success"]) for t in ch["channel_tests"]] == [("m", BIG_MS, True)]
 
 
-@pytest.fixture(params=sorted(SERVERS))
-def server_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The app DSN of a fresh, empty database, for one test."""
-    yield from fresh_database(request.param)
-
-
-def test_app_runs_on_server_database(server_dsn, start_app, upstream):
-    """End to end: the real app with SQL_DSN on the server relays a call and shows its log through /api."""
-    server = start_app(env={"SQL_DSN": server_dsn}, args=["--no-ui"])
-    model = unique("e2e")
-    channel = server.add_channel(base_url=upstream.url("ok"), models=[model])
-    reply = httpx.post(f"{server.url}/v1/chat/completions", headers=server.headers, timeout=30,
-                       json={"model": model, "messages": [{"role": "user", "content": "hi there"}]})
-    assert reply.status_code == 200, reply.text
-    deadline = time.monotonic() + 10
-    while True:
-        body = server.api("GET", "/api/logs/", params={"model_name": model})
-        assert body["success"], body
-        if body["data"]["total"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    (row,) = body["data"]["logs"]
-    assert row["request_id"] == reply.headers["x-request-id"] and row["channel"] == channel and row["code"] == 200
-    assert row["created_at"] > 2**31 and row["usage"]["output_tokens"] == 3
-    found = server.api("GET", "/api/channels/search", params={"keyword": model.upper()})["data"]["channels"]
-    assert [c["id"] for c in found] == [channel], "the keyword search ignores case on every database"
-    points = server.api("GET", "/api/dashboardv2/", params={"model": model, "timespan": "day"})["data"]
-    assert sum(item["request_count"] for p in points for item in p["summary"]) == 1
-    assert server.api("GET", f"/api/channel/{channel}")["data"]["request_count"] == 1
-
-
-def test_delete_logs_before_works_in_chunks(tmp_path, monkeypatch):
-    engine = app.make_engine(f"sqlite:///{tmp_path / 'chunks.db'}")
-    app.create_schema(engine)
+def test_delete_logs_before_works_in_chunks(fresh_engine, monkeypatch):
+    engine = fresh_engine
     monkeypatch.setattr(app, "LOG_DELETE_CHUNK", 7)
     with engine.begin() as conn:
         conn.execute(app.sa.insert(app.LogRow), [{"request_id": f"r{i}", "created_at": 1000 + i} for i in range(30)])

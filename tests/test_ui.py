@@ -8,7 +8,9 @@ browser would (nicegui-guide §4.3).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import free_port
 from nicegui import ui
 from nicegui.testing import User
 
@@ -85,7 +88,11 @@ async def test_add_channel_with_custom_model_and_mapping(user: User, upstream) -
     user.find(marker="ch-models").trigger("update:modelValue", ["my-custom-model"])  # typed + Enter in a browser
     user.find("Add mapping").click()
     user.find(marker="map-from").type("gpt-4")
+    user.find(marker="save-channel").click()  # half a mapping row: the empty side is marked, nothing saved
+    assert the(user, "map-to").error == "Required" and the(user, "map-from").error is None
+    assert not state().routes.channels
     user.find(marker="map-to").type("my-custom-model")
+    assert the(user, "map-to").error is None
     user.find(marker="ch-base-url").type(upstream.url("ok"))
     user.find(marker="ch-key").type("sk-first-key\nsk-second-key")  # two lines: two channels
     user.find(marker="ch-priority").clear().type("5")
@@ -94,6 +101,8 @@ async def test_add_channel_with_custom_model_and_mapping(user: User, upstream) -
 
     channels = sorted(state().routes.channels.values(), key=lambda c: c.id)
     assert [c.key for c in channels] == ["sk-first-key", "sk-second-key"]
+    row = the(user, "channels").rows[0]
+    assert (row["models"], row["mapped"]) == ("my-custom-model", "gpt-4 → my-custom-model")  # not a served model
     for c in channels:
         assert c.models == {"my-custom-model"} and c.mapping == {"gpt-4": "my-custom-model"}
         assert c.base_url == upstream.url("ok") and c.priority == 5
@@ -152,6 +161,30 @@ async def test_priority_field_and_enabled_switch_change_the_engine(user: User, u
         assert [m.id async for m in client.models.list()] == ["gpt-4o-mini"]
 
 
+async def test_edits_keep_the_row_order_say_so_and_refuse_a_fractional_priority(user: User, upstream) -> None:
+    ids = [add_channel(name, upstream.url("ok"), ["m"], priority=p) for name, p in (("a", 3), ("b", 2), ("c", 1))]
+    await login(user, "/channels")
+    order = [r["id"] for r in the(user, "channels").rows]
+    assert order == ids  # the first load sorts by priority
+    table = user.find(marker="channels")
+    table.trigger("priority", {"id": ids[2], "value": 9})  # would sort c to the top
+    await user.should_see("Priority of c set to 9")
+    table.trigger("toggle", {"id": ids[0], "value": False})  # would sort a to the bottom
+    await user.should_see("Channel disabled")
+    assert [r["id"] for r in the(user, "channels").rows] == order  # rows stay under the pointer
+    table.trigger("priority", {"id": ids[1], "value": 2.5})
+    await user.should_see("Priority must be a whole number")
+    assert state().routes.channels[ids[1]].priority == 2  # refused, not rounded down
+    assert next(r for r in the(user, "channels").rows if r["id"] == ids[1])["priority"] == 2  # the field reverts
+    user.find(marker="channels").trigger("edit", ids[1])
+    user.find(marker="ch-priority").clear().type("2.5")
+    user.find(marker="save-channel").click()
+    assert the(user, "ch-priority").error == "Priority must be a whole number"
+    assert state().routes.channels[ids[1]].priority == 2
+    await user.open("/channels")  # a reload sorts again
+    assert [r["id"] for r in the(user, "channels").rows] == [ids[2], ids[1], ids[0]]
+
+
 async def test_bulk_actions_preview_the_count(user: User, upstream) -> None:
     ids = [add_channel(f"bulk-{i}", upstream.url("ok"), ["m"]) for i in range(3)]
     await login(user, "/channels")
@@ -163,15 +196,18 @@ async def test_bulk_actions_preview_the_count(user: User, upstream) -> None:
     await user.should_see("Disable 2 channel(s)?")
     user.find(marker="confirm").click()
     await eventually(lambda: [state().routes.channels[i].enabled for i in ids] == [False, False, True])
+    await user.should_see("Disabled 2 channel(s)")
     user.find("Set priority").click()
     await user.should_see("Set the priority of 2 channel(s)")
     user.find(ui.number).elements.pop().value = 42
     user.find(marker="confirm").click()
     await eventually(lambda: [state().routes.channels[i].priority for i in ids] == [42, 42, 0])
+    await user.should_see("Priority 42 set on 2 channel(s)")
     user.find("Delete").click()
     await user.should_see("Delete 2 channel(s)? This cannot be undone.")
     user.find(marker="confirm").click()
     await eventually(lambda: list(state().routes.channels) == [ids[2]])
+    await user.should_see("Deleted 2 channel(s)")
     await user.should_not_see("2 selected")
 
 
@@ -204,12 +240,75 @@ async def test_model_test_panel_shows_durations_and_codes(user: User, upstream) 
     assert not row["test_ok"] and row["test"].startswith("✗")
 
 
+async def test_failed_tests_are_said_in_words_with_the_raw_answer_as_a_detail(user: User, upstream) -> None:
+    port = free_port()  # nothing listens there
+    dead = add_channel("dead", f"http://127.0.0.1:{port}/v1", ["gpt-4o-mini"])
+    no_version = add_channel("no-v1", upstream.base, ["gpt-4o-mini"])  # the host root: /chat/completions is a 404
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", dead)
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 0 passed, 1 failed", retries=100)
+    failure = the(user, "test-failure").text
+    assert failure.startswith(f"Could not connect to 127.0.0.1:{port}") and "{" not in failure
+    assert the(user, "test-hint").text == "Check the Base URL."
+    assert '"error"' in the(user, "test-raw").text  # the raw answer, behind "Details"
+    user.find("Close").click()
+
+    user.notify.messages.clear()
+    user.find(marker="channels").trigger("test", no_version)
+    user.find(marker="start-test").click()
+    await user.should_see("Test finished: 0 passed, 1 failed", retries=100)
+    assert the(user, "test-failure").text.startswith("The provider has no such address or model (HTTP 404)")
+    assert the(user, "test-hint").text == "Does the Base URL need /v1 at the end?"
+
+
+def test_test_failures_in_words() -> None:
+    import aiproxy_local as m
+
+    def said(code: int, body: str, base: str = "https://api.example.com/v1", default: str = "") -> tuple[str, str]:
+        return m.describe_test_failure({"code": code, "response": body}, base, default)
+
+    refused = '{"error": {"message": "Could not connect to 127.0.0.1:9 (connection refused)", "code": "x"}}'
+    assert said(502, refused, "http://127.0.0.1:9/v1") == ("Could not connect to 127.0.0.1:9 (connection refused)",
+                                                          "Check the Base URL.")
+    assert said(502, "Upstream connection failed: Cannot connect to host nowhere.invalid:443 ssl:default "
+                     "[Name or service not known]", "https://nowhere.invalid/v1")[0] == (
+        "Could not connect to nowhere.invalid:443 (host name not found)")
+    assert said(502, '{"error": {"message": "Bad gateway"}}')[0] == "The provider failed (HTTP 502): Bad gateway"
+    assert said(401, '{"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}'
+                ) == ("The provider refused the API key (HTTP 401): invalid x-api-key",
+                      "Check the API key, and that it may use this model.")
+    assert said(404, "not found", "https://api.example.com")[1] == "Does the Base URL need /v1 at the end?"
+    assert said(404, "not found", "https://api.example.com/v1")[1] == "Check the model name."
+    assert said(404, "", "https://generativelanguage.googleapis.com",  # a provider whose address has no version
+                "https://generativelanguage.googleapis.com")[1] == "Check the model name."
+    assert said(429, '{"error": {"message": "slow down"}}')[0].endswith("(HTTP 429): slow down")
+    assert m.error_message('{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}') == "bad"
+    assert m.error_message('{"success": false, "message": "aiproxy says no"}') == "aiproxy says no"
+
+
+async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: User, upstream, caplog) -> None:
+    """Updating a closed page logs a warning here and an AssertionError traceback on a real server."""
+    caplog.set_level(logging.WARNING, logger="nicegui")
+    cid = add_channel("slow", upstream.url("delay-800"), ["gpt-4o-mini"])
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("test", cid)
+    user.find(marker="start-test").click()
+    await user.should_see("testing")
+    user.client.delete()  # the browser went away (tab closed, reconnect timed out)
+    await eventually(lambda: ns()["get_channel"](state(), cid)["channel_tests"], tries=200)
+    assert ns()["get_channel"](state(), cid)["channel_tests"][0]["success"]
+    await asyncio.sleep(0.3)  # the panel's own end: its summary, its refresh of the (gone) table
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("nicegui")] == []
+
+
 async def test_fetch_models_from_upstream_shows_a_diff(user: User, upstream) -> None:
     cid = add_channel("fetcher", upstream.url("ok"), ["gpt-4o-mini", "retired-model"])
     await login(user, "/channels")
     user.find(marker="channels").trigger("edit", cid)
     user.find("Fetch models from upstream").click()
     await user.should_see("The provider lists 6 models", retries=50)
+    assert "loading" not in the(user, "fetch").props and len(user.notify.messages) == 0  # no toast outlives it
     await user.should_see("New at the provider (5)")
     await user.should_see("No longer listed by the provider (1)")
     the(user, "drop-model").value = True  # removal is opt-in
@@ -351,6 +450,30 @@ async def test_log_filters_and_detail(user: User) -> None:
     await user.should_see("req-bad")
 
 
+async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(user: User) -> None:
+    g = ns()
+    now = int(time.time() * 1000)
+    gone = add_channel("soon-gone", "http://127.0.0.1:9/v1", ["m"])
+    rows = [dict(request_id="req-gone", request_at=now - 900, created_at=now - 800, model="m", channel=gone,
+                 channel_name="soon-gone", code=200, ttfb_milliseconds=50),
+            dict(request_id="req-none", request_at=now - 700, created_at=now - 600, model="unknown-model", channel=0,
+                 code=503, content="no channel serves unknown-model")]
+    with state().engine.begin() as conn:
+        ids = [conn.execute(g["sa"].insert(g["LogRow"]).values(**r)).inserted_primary_key[0] for r in rows]
+    g["delete_channels"](state(), [gone])
+    await login(user, "/logs")
+    await user.should_see("2 call(s)")
+    by_id = {r["id"]: r for r in the(user, "logs").rows}
+    assert by_id[ids[0]]["channel"] == "soon-gone" and by_id[ids[1]]["channel"] == "–"
+    user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[0]}, 0])
+    await user.should_see(f"soon-gone (#{gone}, deleted)")
+    await user.open("/logs")
+    user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[1]}, 0])
+    await user.should_see("none: no channel took this call")
+    await user.should_not_see("#0")
+    await user.should_not_see("0.000 s")  # no first byte: "–", not a made-up time
+
+
 async def test_log_csv_export_and_channel_deep_link(user: User) -> None:
     add_logs()
     await login(user, "/logs")
@@ -462,6 +585,26 @@ async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
     await eventually(lambda: len(calls.options["xAxis"]["data"]) in (60, 61))
 
 
+async def test_chinese_pages_keep_no_english_from_quasar_or_json(user: User, upstream) -> None:
+    cid = add_channel("中文渠道", upstream.url("ok"), ["m"])
+    await login(user, "/channels")
+    user.find("中文").click()
+    await user.should_see("新增渠道")
+    table = the(user, "channels")
+    assert table.props["rows-per-page-label"] == "每页行数：" and 0 not in table.props["rows-per-page-options"]
+    assert '"第 {start}–{end} 条，共 {total} 条"' in table.props[":pagination-label"]  # not "1-1 of 1"
+    user.find(marker="channels").trigger("edit", cid)
+    user.find("粘贴 JSON").click()
+    user.find(marker="mapping-json").clear().type('{"a": ')
+    user.find(marker="apply-json").click()
+    assert the(user, "mapping-json").error == "不是有效的 JSON（第 1 行，第 7 列）"
+    user.find(marker="mapping-json").clear().type('{"a": 1}')
+    user.find(marker="apply-json").click()
+    assert the(user, "mapping-json").error.startswith("需要一个由模型名组成的 JSON 对象")
+    await user.open("/logs")
+    assert "TTFB" not in {c["label"] for c in the(user, "logs").columns}
+
+
 async def test_migrate_page_is_in_the_frame(user: User) -> None:
     """The wizard itself (MigrateWizard) has its own tests in test_ui_migrate.py."""
     await login(user, "/migrate")
@@ -478,6 +621,52 @@ def test_every_ui_string_exists_in_both_languages() -> None:
     assert used and used <= set(strings["en"]), used - set(strings["en"])
     for key, text in strings["en"].items():  # placeholders agree, so .format() never fails in Chinese
         assert set(re.findall(r"{\w+}", text)) == set(re.findall(r"{\w+}", strings["zh"][key])), key
+
+
+def test_every_provider_has_names_and_help_for_users_in_both_languages() -> None:
+    providers = json.loads((Path(__file__).resolve().parent.parent / "assets" / "providers.json").read_text("utf-8"))
+    chinese = re.compile(r"[\u4e00-\u9fff]")
+    for pid, entry in providers.items():
+        assert set(entry["display"]) == {"en", "zh"} and all(entry["display"].values()), pid
+        helps = entry["help"]
+        assert set(helps) == {"en", "zh"} and set(helps["en"]) == set(helps["zh"]) <= {"key", "base_url", "models"}
+        assert helps["en"]["key"] and chinese.search(helps["zh"]["key"]), pid  # where the key comes from
+        assert not chinese.search(" ".join(helps["en"].values())), pid
+        for text in (*helps["en"].values(), *helps["zh"].values()):  # for users, not for developers
+            assert "adaptor" not in text and "aiproxy" not in text.lower(), (pid, text)
+
+
+def test_the_provider_picker_finds_a_provider_by_either_name_or_a_model() -> None:
+    import aiproxy_local as m
+
+    catalog = m.load_catalog()
+
+    def found(needle: str) -> set[int]:  # what Quasar's input filter keeps: a case-blind substring of the label
+        return {pid for pid, label in m.provider_options(catalog, "en").items() if needle.lower() in label.lower()}
+
+    for needle in ("阿里", "通义", "qwen", "Alibaba", "BAILIAN"):
+        assert 17 in found(needle), needle
+    assert 25 in found("月之暗面") and 25 in found("kimi") and found("智谱") == {16, 52}
+    assert found("no-such-provider-anywhere") == set()
+    shown, detail, _ = m.provider_options(catalog, "zh")[17].split("\u2063")
+    assert shown == "阿里云百炼（通义千问）" and detail.startswith("Alibaba Cloud Bailian (Qwen) · qwen")
+    assert detail.endswith("#17")  # the numeric id: a detail, never the name
+    assert set(list(m.provider_options(catalog, "en"))[-2:]) == {53, 55}  # the test providers come last
+
+
+async def test_the_channel_form_speaks_the_providers_help(user: User) -> None:
+    await login(user, "/channels")
+    user.find(marker="add-channel").click()
+    the(user, "ch-provider").value = 17
+    await user.should_see("Create a key in the Bailian console")
+    await user.should_see("The international site is https://dashscope-intl.aliyuncs.com/compatible-mode/v1")
+    user.find("Cancel").click()
+    user.find("中文").click()
+    await user.should_see("新增渠道")
+    user.find(marker="add-channel").click()
+    the(user, "ch-provider").value = 17
+    await user.should_see("在阿里云百炼控制台（bailian.console.aliyun.com → API-KEY）创建")
+    assert the(user, "ch-provider").options[17].startswith("阿里云百炼（通义千问）\u2063")
 
 
 def test_api_only_mode_never_imports_nicegui(tmp_path) -> None:

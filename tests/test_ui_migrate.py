@@ -72,7 +72,7 @@ async def test_wizard_imports_a_sqlite_file_and_tests_the_imported_channels(user
     rows = {r["name"]: r for r in the(user, "migrate-preview").rows}
     assert list(rows) == ["works", "bad-mapping", "deepl", "auto-off"]
     works = rows["works"]
-    assert (works["action"], works["action_label"], works["provider"]) == ("imported", "Import", "openai")
+    assert (works["action"], works["action_label"], works["provider"]) == ("imported", "Import", "OpenAI")
     assert works["models"] == "gpt-4o-mini\ntext-embedding-3-small" and works["status_label"] == "enabled"
     assert works["source_type"] == "OpenAI · 1"
     assert rows["bad-mapping"]["action"] == "imported"
