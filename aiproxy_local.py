@@ -2937,6 +2937,8 @@ class ResponsesEncoder(PivotEncoder):
         self.open: list[int] = []  # output indexes of the items not done yet
         self.current: dict[str, int] = {}  # "message" / "reasoning" → the open item of that kind
         self.tools: dict[int, int] = {}  # pivot tool call index → output index
+        # an open item's deltas, joined when it is done: `+=` would copy a long answer's text for every delta
+        self.pieces: dict[int, list[str]] = collections.defaultdict(list)
         self.finish: str | None = None
         self.turn.snapshot = response_object(call, self.turn, "in_progress", self.output, None)
 
@@ -2952,21 +2954,25 @@ class ResponsesEncoder(PivotEncoder):
     def _done(self, index: int) -> bytes:
         self.open.remove(index)
         item = self.output[index]
+        text = "".join(self.pieces.pop(index, ()))
         where = {"item_id": item["id"], "output_index": index}
         if item["type"] == "message":
             self.current.pop("message", None)
             part = item["content"][0]
+            part["text"] = text
             out = (self.turn.event("response.output_text.done", **where, content_index=0, text=part["text"],
                                    logprobs=[])
                    + self.turn.event("response.content_part.done", **where, content_index=0, part=part))
         elif item["type"] == "reasoning":
             self.current.pop("reasoning", None)
             part = item["summary"][0]
+            part["text"] = text
             out = (self.turn.event("response.reasoning_summary_text.done", **where, summary_index=0,
                                    text=part["text"])
                    + self.turn.event("response.reasoning_summary_part.done", **where, summary_index=0, part=part))
         else:
-            out = self.turn.event("response.function_call_arguments.done", **where, arguments=item["arguments"])
+            item["arguments"] = text
+            out = self.turn.event("response.function_call_arguments.done", **where, arguments=text)
         item["status"] = "completed"
         return out + self.turn.event("response.output_item.done", output_index=index, item=item)
 
@@ -2981,7 +2987,7 @@ class ResponsesEncoder(PivotEncoder):
             self.output[index]["content"].append(dict(part))
             self.current["message"] = index
         index = self.current["message"]
-        self.output[index]["content"][0]["text"] += text
+        self.pieces[index].append(text)
         return out + self.turn.event("response.output_text.delta", item_id=self.output[index]["id"],
                                      output_index=index, content_index=0, delta=text, logprobs=[])
 
@@ -2996,7 +3002,7 @@ class ResponsesEncoder(PivotEncoder):
             self.output[index]["summary"].append(dict(part))
             self.current["reasoning"] = index
         index = self.current["reasoning"]
-        self.output[index]["summary"][0]["text"] += text
+        self.pieces[index].append(text)
         return out + self.turn.event("response.reasoning_summary_text.delta", item_id=self.output[index]["id"],
                                      output_index=index, summary_index=0, delta=text)
 
@@ -3009,7 +3015,7 @@ class ResponsesEncoder(PivotEncoder):
         index = self.tools[number]
         arguments = (call.get("function") or {}).get("arguments") or ""
         if arguments and index in self.open:
-            self.output[index]["arguments"] += arguments
+            self.pieces[index].append(arguments)
             out += self.turn.event("response.function_call_arguments.delta", item_id=self.output[index]["id"],
                                    output_index=index, delta=arguments)
         return out
