@@ -2649,6 +2649,8 @@ class GeminiDialect(Dialect):
         return key or super().api_key(headers, scope)
 
     def read(self, call: RelayCall) -> None:
+        if call.obj is None:
+            raise RelayError(400, "The request body must be JSON.", "invalid_json")
         method = call.upstream_path.partition("?")[0]
         needs = {"embedContent": ("content", dict), "batchEmbedContents": ("requests", list)}.get(
             method, ("contents", list))
@@ -3140,7 +3142,7 @@ class ResponsesDialect(Dialect):
                           local=True)
 
     def read(self, call: RelayCall) -> None:
-        if not isinstance(call.obj.get("input"), (str, list)):
+        if call.obj is None or not isinstance(call.obj.get("input"), (str, list)):
             raise RelayError(400, "input: a string or a list of input items is required.", "invalid_request")
         call.stream = bool(call.obj.get("stream"))
         call.client_wants_usage = True  # response.completed always carries the usage

@@ -398,6 +398,8 @@ def test_errors_on_gemini_routes_have_googles_shape(app_server, upstream):
     url = f"{app_server.url}/v1beta/models/{model}"
     for response, status in ((httpx.post(f"{url}:generateContent?key={app_server.admin_key}", json={}), 400),
                              (httpx.post(f"{url}:generateContent?key={app_server.admin_key}", content=b"{oops"), 400),
+                             (httpx.post(f"{url}:generateContent?key={app_server.admin_key}",
+                                         files={"file": ("a.txt", b"hi")}), 400),
                              (httpx.post(f"{url}:predictLongRunning?key={app_server.admin_key}", json={}), 404)):
         error = response.json()["error"]
         assert response.status_code == status and error["code"] == status and set(error) == {"code", "message",

@@ -318,6 +318,9 @@ def test_errors_reach_a_responses_client(app_server, upstream):
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == reply_text(1)
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=model, input=42)
+    form = httpx.post(f"{app_server.url}/v1/responses", headers=app_server.headers, data={"model": model},
+                      files={"file": ("a.txt", b"hi")})
+    assert form.status_code == 400 and form.json()["error"]["message"].startswith("input:")
     (row,) = wait_logs(app_server, total=1, model_name=streamed)
     assert row["code"] == 529
 
