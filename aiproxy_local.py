@@ -42,6 +42,7 @@ import gc
 import hashlib
 import importlib.util
 import io
+import ipaddress
 import itertools
 import json
 import logging
@@ -122,6 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
     Setting("api_max_body_mib", "API_MAX_BODY_MIB", 2, "largest request body /api accepts, in MiB (else 413)"),
     Setting("relay_max_body_mib", "RELAY_MAX_BODY_MIB", 20, "largest request body /v1 accepts, in MiB (else 413)"),
+    Setting("allowed_hosts", "ALLOWED_HOSTS", "",
+            "more Host names to answer when bound to loopback, comma-separated (e.g. behind a local reverse proxy)"),
+    Setting("cors_origins", "CORS_ORIGINS", "", "origins whose web pages may call /api, comma-separated "
+            "(/v1 allows every origin)"),
     Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
             "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
@@ -144,6 +149,8 @@ class Settings:
     log_retention_days: int = 30
     api_max_body_mib: int = 2
     relay_max_body_mib: int = 20
+    allowed_hosts: str = ""
+    cors_origins: str = ""
     shutdown_grace_seconds: float = 10.0
     no_browser: bool = False
     no_ui: bool = False
@@ -864,6 +871,42 @@ def delete_stored_responses_before(engine: sa.Engine, before_ms: int) -> int:
             if not ids:
                 return deleted
             deleted += conn.execute(sa.delete(StoredResponse).where(StoredResponse.id.in_(ids))).rowcount or 0
+
+
+# ---- moving to another database ----
+
+COPY_CHUNK_ROWS = 1000  # rows per INSERT while copying a database: memory stays flat for any log table
+
+
+def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
+    """Copy every row of one aiproxy-local database into another, empty one (SQLite to PostgreSQL or MySQL,
+    say), ids included; returns the rows copied per table. Run it while no instance writes to the source."""
+    source, target = make_engine(source_dsn), make_engine(target_dsn)
+    try:
+        create_schema(source)  # an older version's tables gain the columns the target has
+        create_schema(target)
+        tables = [t for t in Base.metadata.sorted_tables if t is not SharedVersion.__table__]
+        with source.connect() as src, target.begin() as dst:
+            for table in tables:
+                if dst.execute(sa.select(sa.func.count()).select_from(table)).scalar_one():
+                    raise ValueError(f"the target database is not empty: {table.name} has rows")
+            copied = {}
+            for table in tables:
+                copied[table.name] = 0
+                result = src.execution_options(stream_results=True).execute(table.select())
+                for part in result.partitions(COPY_CHUNK_ROWS):
+                    dst.execute(table.insert(), [dict(r._mapping) for r in part])
+                    copied[table.name] += len(part)
+                if (dst.dialect.name == "postgresql" and "id" in table.c and isinstance(table.c.id.type, sa.Integer)
+                        and table.c.id.autoincrement is not False):  # stored responses' ids are text: no sequence
+                    # explicit ids leave the sequence behind: the next channel would reuse id 1
+                    dst.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                        f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table.name}")
+            bump_shared_version(dst)
+        return copied
+    finally:
+        source.dispose()
+        target.dispose()
 
 
 # ==== 3. Provider catalog & adaptors ======================================================================
@@ -6571,15 +6614,17 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
 </script>"""
 
 
-#: Quasar's brand colours, each AA (4.5:1) as text on white and under white text; _THEME_CSS lightens text
-#: in these colours on dark backgrounds, where they would fall below 4.5:1
+#: Quasar's brand colours, each AA (4.5:1) under the text Quasar puts on them: white, but dark on warning
+#: (its warning toasts). _THEME_CSS sets the text in these colours per theme where the fill would not do.
 BRAND_COLORS = {"primary": "#4f46e5", "secondary": "#0f766e", "accent": "#9333ea", "positive": "#15803d",
-                "negative": "#c10015", "warning": "#b45309"}
+                "negative": "#c10015", "warning": "#f59e0b"}
 _THEME_CSS = """
 @layer quasar_importants {  /* Quasar's !important colours live in this layer: beating them means joining it */
   .body--dark .text-primary { color: #a5b4fc !important; }
   .body--dark .text-positive { color: #4ade80 !important; }
   .body--dark .text-negative { color: #f87171 !important; }
+  .body--dark .q-field--highlighted .q-field__label { color: #a5b4fc !important; }  /* a focused field's label */
+  .body--light .text-warning { color: #b45309 !important; }
   .body--dark .text-warning { color: #fbbf24 !important; }
   .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
   .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
@@ -6588,17 +6633,20 @@ _THEME_CSS = """
     .icon-only-on-phone .block { display: none !important; }  /* the header fits one line */
   }
 }
+.q-chip__icon--remove { opacity: 1; }  /* Quasar fades it to 2.2:1 */
 .q-stepper__tab { color: #586070; }
 .body--dark .q-stepper__tab { color: #a8adb7; }
 .code-block { background: rgba(127, 127, 127, .12); }
 .text-muted { color: #586070; }
 .body--dark .text-muted { color: #a8adb7; }
+.model-chip { max-width: 100%; height: auto; min-height: 1.5em; }
+.model-chip .q-chip__content { white-space: normal; overflow-wrap: anywhere; }  /* long names wrap in the chip */
 .model-chip.chip-off { border: 1px dashed currentColor; }
 .model-chip.chip-mapped { border: 1px solid currentColor; }
 .body--dark { --sticky-bg: #1d1d1d; }
 @media (max-width: 639.98px) {
   .sticky-first th:first-child, .sticky-first td:first-child { position: sticky; left: 0; z-index: 1;
-    background: var(--sticky-bg, #fff); }
+    background: var(--sticky-bg, #fff); white-space: normal; overflow-wrap: anywhere; max-width: 45vw; }
 }
 """
 
@@ -6734,8 +6782,8 @@ class TimeRange:
 
 def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: Any) -> Any:
     """A ui.table with the house look and Quasar's own labels translated."""
-    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full").props(
-        "flat bordered").mark(marker)
+    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full sticky-first").props(
+        "flat bordered").mark(marker)  # on a phone the first column stays put while the rest scrolls
     table.props["rows-per-page-label"] = t("table.per_page")
     table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
@@ -6935,7 +6983,7 @@ def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
 _CHANNEL_SLOTS = {
     "body-cell-name": """<q-td :props="props">
         <div class="font-medium">{{ props.row.name }}</div>
-        <div class="text-xs opacity-60 font-mono">{{ props.row.key }}</div>
+        <div class="text-xs text-muted font-mono">{{ props.row.key }}</div>
         <div v-if="props.row.reason" class="text-xs text-orange-8">{{ props.row.reason }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
@@ -6954,7 +7002,7 @@ _CHANNEL_SLOTS = {
     "body-cell-test": """<q-td :props="props">
         <span v-if="props.row.test" :class="props.row.test_ok ? 'text-positive' : 'text-negative'"
           class="font-medium">{{ props.row.test }}<q-tooltip>{{ props.row.test_tip }}</q-tooltip></span>
-        <span v-else class="opacity-50">[[untested]]</span></q-td>""",
+        <span v-else class="text-muted">[[untested]]</span></q-td>""",
     "body-cell-requests": """<q-td :props="props">
         <a :href="'/logs?channel=' + props.row.id" class="text-primary">{{ props.row.requests }}</a></q-td>""",
     "item": """<div class="q-pa-xs col-12"><q-card flat bordered>
@@ -7151,8 +7199,8 @@ class ChannelsTable:
             self.refresh()
 
     def test_all(self) -> None:
-        targets = [(r, r.offered) for r in sorted(self.state.routes.channels.values(), key=lambda r: (-r.priority, r.id))
-                   if r.enabled and r.offered]
+        routes = sorted(self.state.routes.channels.values(), key=lambda r: (-r.priority, r.id))
+        targets = [(r, r.offered) for r in routes if r.enabled and r.offered]
         if not targets:
             ui.notify(t("test.nothing"), type="warning")
             return
@@ -7669,7 +7717,7 @@ class LogsTable:
             {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
             {"name": "retries", "label": t("logs.retries"), "field": "retries"},
         ]
-        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer sticky-first").props(
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
             self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
@@ -7717,8 +7765,8 @@ class LogsTable:
                 "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     def export(self) -> None:
-        ui.download.content(logs_csv(self.state, self.current_filter()).encode("utf-8-sig"), "aiproxy-logs.csv",
-                            "text/csv")
+        csv_text = logs_csv(self.state, self.current_filter(), tz=self.tz)  # times as the page shows them
+        ui.download.content(csv_text.encode("utf-8-sig"), "aiproxy-logs.csv", "text/csv")
 
     def on_row_click(self, e: Any) -> None:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
@@ -7791,7 +7839,7 @@ class LogDialog:
                     pretty, language = body, "text"
                 ui.code(pretty, language=language).classes("w-full max-h-72 overflow-auto text-xs")
         if not detail["request_body"] and not detail["response_body"]:
-            ui.label(t("logs.no_bodies")).classes("text-sm opacity-60")
+            ui.label(t("logs.no_bodies")).classes("text-sm text-muted")
 
 
 # ---- API keys ----
@@ -8591,9 +8639,7 @@ class SettingsPage:
         details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
         if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
             return
-        new_key = generate_key()
-        write_secret_file(state.settings.data_path / "admin_key", new_key)
-        state.admin_key = new_key
+        new_key = rotate_admin_key(state)
         self.user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
         self.revealed = False
         self.toggle_reveal()  # show the new key
@@ -8646,20 +8692,84 @@ GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs a collection every few requests
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+CORS_MAX_AGE = b"600"  # seconds a browser may reuse a preflight answer
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(value: bytes) -> str:
+    """A Host header without its port: `[::1]:3000` is `[::1]`, `Localhost:3000` is `localhost`."""
+    text = value.decode("latin-1").strip().lower()
+    return text[:text.find("]") + 1] if text.startswith("[") else text.partition(":")[0]
+
+
+def _preflight_headers(origin: bytes, methods: bytes, scope: Scope) -> list[tuple[bytes, bytes]]:
+    asked = next((v for k, v in scope["headers"] if k == b"access-control-request-headers"), b"")
+    headers = [(b"access-control-allow-origin", origin), (b"access-control-allow-methods", methods),
+               (b"access-control-max-age", CORS_MAX_AGE), (b"vary", b"Origin")]
+    return headers + ([(b"access-control-allow-headers", asked)] if asked else [])
+
+
+async def _answer_preflight(send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", ()), *extra])
+        await send(message)
+    return sending
 
 
 class Gateway:
-    """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI."""
+    """The ASGI entry: /v1 and /v1beta go straight to the relay (no framework, no middleware), the rest to FastAPI.
+    Bound to loopback, it answers only requests for a loopback name (or ALLOWED_HOSTS): a web page whose name
+    an attacker points at 127.0.0.1 (DNS rebinding) reaches nothing. Browsers may call /v1 from any origin,
+    with a key and no cookie; /api only from the origins in CORS_ORIGINS."""
 
     def __init__(self, api: FastAPI, state: AppState) -> None:
         self.api, self.state = api, state
+        settings = state.settings
+        self.hosts = (LOOPBACK_HOSTS | set(_csv(settings.allowed_hosts))) if is_loopback(settings.host) else None
+        self.api_origins = frozenset(o.encode() for o in _csv(settings.cors_origins))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = origin = None
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    host = value
+                elif name == b"origin":
+                    origin = value
+            if self.hosts is not None and host is not None and _host_name(host) not in self.hosts:
+                return await self._refuse_host(scope, receive, send, _host_name(host))
         if scope["type"] == "http":
             path = scope["path"]
             if path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
+                if origin is not None:  # a browser: any origin may call with a key (no cookie is ever read)
+                    if scope["method"] == "OPTIONS":
+                        return await _answer_preflight(send, _preflight_headers(b"*", b"GET, POST, OPTIONS", scope))
+                    send = _with_headers(send, [(b"access-control-allow-origin", b"*"),
+                                                (b"access-control-expose-headers", b"x-request-id")])
                 return await self._relay(scope, receive, send)
             if path.startswith("/api/"):
+                if origin is not None and origin.lower() in self.api_origins:
+                    if scope["method"] == "OPTIONS":
+                        return await _answer_preflight(send, _preflight_headers(
+                            origin, b"GET, POST, PUT, PATCH, DELETE, OPTIONS", scope))
+                    send = _with_headers(send, [(b"access-control-allow-origin", origin), (b"vary", b"Origin")])
                 scope = _normalise_api_scope(scope)
                 if scope["method"] in _BODY_METHODS:
                     receive = await self._api_body(scope, receive, send)
@@ -8687,6 +8797,20 @@ class Gateway:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return replay
+
+    async def _refuse_host(self, scope: Scope, receive: Receive, send: Send, host: str) -> None:
+        message = (f"Host '{host}' is not served here: bound to {self.state.settings.host}, aiproxy-local answers "
+                   f"localhost, 127.0.0.1 and [::1]; add other names to ALLOWED_HOSTS.")
+        path = scope["path"]
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
+        elif path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
+            error = RelayError(403, message, "host_not_allowed", "permission_error")
+            await send_bytes(send, 403, dialect_for_path(path).error_body(error), "application/json", "")
+        elif path.startswith("/api"):
+            await api_error(message, 403)(scope, receive, send)
+        else:
+            await send_bytes(send, 403, message.encode(), "text/plain; charset=utf-8", "")
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False

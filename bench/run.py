@@ -12,7 +12,8 @@ Arms (all against the same raw-ASGI upstream, bench/upstream.py, on 127.0.0.1):
 
 Scenarios: S1 c=1 added latency; S2 c=1 streaming TTFT / inter-chunk gaps / fidelity; S3 wrk closed-loop
 throughput at c=50 and c=200 with an instant and a 50 ms upstream; S4 log integrity; S5 RSS; S6 UI vs API-only;
-S7 conversion cost (/v1/messages over an OpenAI channel, chat over an Anthropic one, beside the pass-through).
+S7 conversion cost (/v1/messages over an OpenAI channel, chat over an Anthropic one, beside the pass-through);
+S8 durability (the log journal's cost in req/s; kill -9 under load, restart: answered calls without a row).
 Every scenario is repeated --runs times (arms interleaved within each run) and the median is reported.
 """
 import argparse
@@ -28,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -672,6 +674,80 @@ async def setup_aiproxy(sess, base, key, up0, up50, logdir):
 
 
 # ----------------------------------------------------------------------------------------------------
+# S8: durability. What the log journal costs (S3's c=50 instant load on two API-only instances, one with it
+# and one without) and what it buys (kill -9 under load, restart: every answered call has its row).
+# ----------------------------------------------------------------------------------------------------
+
+def logged_request_ids(db):
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return {r for (r,) in conn.execute("SELECT request_id FROM logs WHERE model = ?", (MODEL,))}
+
+
+async def s8_journal_cost(rig, sess, run_idx, wrk_s):
+    arms = []
+    for name, env in (("s8-journal", {}), ("s8-no-journal", {"AIPROXY_NO_JOURNAL": "1"})):
+        key = secrets.token_hex(16)
+        p, base = await rig.spawn_aiproxy(sess, f"{name}-{run_idx}", key, env={"AIPROXY_NO_UI": "1", **env})
+        relay_key, _ = await setup_aiproxy(sess, base, key, rig.up0, rig.up50, rig.logdir)
+        arms.append(Arm(name, base, base, {"Authorization": f"Bearer {relay_key}"}, procs=[p]))
+    rps = {}
+    try:
+        luadir = rig.tmp / "lua"
+        luadir.mkdir(exist_ok=True)
+        for arm in arms:
+            lua = luadir / f"{arm.name}.lua"
+            write_lua(lua, arm, False)
+            await run_wrk(arm, str(lua), 50, 2, False, quiet=True)  # warm the pools
+        for arm in arms[run_idx % 2:] + arms[:run_idx % 2]:  # the one that goes first alternates by run
+            rps[arm.name] = (await run_wrk(arm, str(luadir / f"{arm.name}.lua"), 50, wrk_s, False))["rps"]
+            await asyncio.sleep(0.5)
+    finally:
+        for arm in arms:
+            arm.procs[0].stop()
+    return {"s8_rps_journal": rps["s8-journal"], "s8_rps_no_journal": rps["s8-no-journal"]}
+
+
+async def s8_kill(rig, sess, run_idx, seconds):
+    """Load at c=50, SIGKILL the process, start it again on its data dir: which answered calls lack a row?"""
+    key = secrets.token_hex(16)
+    data_dir = rig.tmp / f"data-s8-kill-{run_idx}"
+    p, base = await rig.spawn_aiproxy(sess, f"s8-kill-{run_idx}", key, data_dir=data_dir, env={"AIPROXY_NO_UI": "1"})
+    relay_key, _ = await setup_aiproxy(sess, base, key, rig.up0, rig.up50, rig.logdir)
+    arm = Arm("s8-kill", base, base, {"Authorization": f"Bearer {relay_key}"})
+    answered = set()
+    client = client_session(limit=50)
+
+    async def worker():
+        while p.alive():
+            try:
+                async with client.post(arm.url(), data=arm.body(), headers=arm.req_headers()) as r:
+                    await r.read()
+                    if r.status == 200:
+                        answered.add(r.headers["x-request-id"])
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+
+    workers = [asyncio.create_task(worker()) for _ in range(50)]
+    await asyncio.sleep(seconds)
+    os.killpg(p.pid, signal.SIGKILL)  # its own process group, by id
+    p.p.wait()
+    await asyncio.gather(*workers)
+    await client.close()
+    p.stop()
+    db = data_dir / "aiproxy.db"
+    pending = len(answered - logged_request_ids(db))
+    again, _ = await rig.spawn_aiproxy(sess, f"s8-restart-{run_idx}", key, data_dir=data_dir,
+                                       env={"AIPROXY_NO_UI": "1"})
+    deadline = time.monotonic() + 30
+    while not answered <= logged_request_ids(db) and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+    again.stop()
+    rows = logged_request_ids(db)
+    return {"s8_kill_answered": len(answered), "s8_kill_rows": len(rows & answered),
+            "s8_kill_lost": len(answered - rows), "s8_kill_pending": pending}
+
+
+# ----------------------------------------------------------------------------------------------------
 # orchestration
 # ----------------------------------------------------------------------------------------------------
 
@@ -761,17 +837,10 @@ class Rig:
         for arm_name, no_ui in (("aiproxy", False), ("aiproxy-api", True)):
             if arm_name not in want:
                 continue
-            port = free_port()
             key = secrets.token_hex(16)
-            ddir = self.tmp / f"data-{arm_name}"
-            ddir.mkdir()
-            env = {"ADMIN_KEY": key}
-            if no_ui:
-                env["AIPROXY_NO_UI"] = "1"
-            p = self.spawn(arm_name, [PY, str(Path(a.app).resolve()), "--host", HOST, "--port", str(port),
-                                      "--data-dir", str(ddir), "--no-browser"], env=env)
-            base = f"http://{HOST}:{port}"
-            t = await wait_http(sess, base + "/api/status", p, timeout=a.start_timeout)
+            t0 = time.monotonic()
+            p, base = await self.spawn_aiproxy(sess, arm_name, key, env={"AIPROXY_NO_UI": "1"} if no_ui else {})
+            t = time.monotonic() - t0
             relay_key, info = await setup_aiproxy(sess, base, key, self.up0, self.up50, self.logdir)
             info["startup_s"] = round(t, 2)
             self.setup_info[arm_name] = info
@@ -820,6 +889,17 @@ class Rig:
         for arm in self.arms.values():
             if arm.procs:
                 self.idle_rss[arm.name] = round(sum(p.rss() for p in arm.procs), 1)
+
+    async def spawn_aiproxy(self, sess, name, key, data_dir=None, env=None):
+        """aiproxy_local.py on a free port with its own data dir (made if missing), ready; (process, base URL)."""
+        data_dir = data_dir or self.tmp / f"data-{name}"
+        data_dir.mkdir(exist_ok=True)
+        port = free_port()
+        p = self.spawn(name, [PY, str(Path(self.args.app).resolve()), "--host", HOST, "--port", str(port),
+                              "--data-dir", str(data_dir), "--no-browser"], env={"ADMIN_KEY": key, **(env or {})})
+        base = f"http://{HOST}:{port}"
+        await wait_http(sess, base + "/api/status", p, timeout=self.args.start_timeout)
+        return p, base
 
     def stop(self):
         for p in reversed(self.procs):
@@ -892,12 +972,17 @@ async def one_run(rig, sess, run_idx, P):
     for arm in arms:
         if arm.procs:
             res[arm.name]["rss_after"] = round(sum(p.rss() for p in arm.procs), 1)
+    if "aiproxy" in rig.arms:
+        log(f"run {run_idx + 1}: S8 durability (journal vs none, {P['wrk_s']} s each; kill -9 after "
+            f"{P['s8_kill_s']} s of load)")
+        res["aiproxy"].update(await s8_journal_cost(rig, sess, run_idx, P["wrk_s"]))
+        res["aiproxy"].update(await s8_kill(rig, sess, run_idx, P["s8_kill_s"]))
     return res
 
 
 # keys where the worst run (max) is reported instead of the median
 WORST = {"s1_errors", "s2_merged", "s2_bad_streams", "s3_errors", "s4_lost", "s4_extra", "s4_client_failed",
-         "s4_lost_total", "rss_peak", *(f"s7_{n}_{k}" for n in S7_PATHS for k in ("merged", "bad", "bad_json"))}
+         "s4_lost_total", "rss_peak", "s8_kill_lost", *(f"s7_{n}_{k}" for n in S7_PATHS for k in ("merged", "bad", "bad_json"))}
 
 
 def combine(runs):
@@ -1066,6 +1151,17 @@ def build_table(med, idle, slow_ms, have):
             row("S7", f"  tokens 1:1, {what}: merged, bad stream, bad answer",
                 vals={ours: f"{faults[0]} mrg, {faults[1]} bad, {faults[2]} bad"}, target="0, 0, 0",
                 ok=all(f == 0 for f in faults))
+    # S8
+    if g(ours, "s8_rps_journal") is not None:
+        r = ratio(g(ours, "s8_rps_journal"), g(ours, "s8_rps_no_journal"))
+        row("S8", "req/s c=50 instant, API-only: journal / none",
+            vals={ours: f"{fmt(g(ours, 's8_rps_journal'))} / {fmt(g(ours, 's8_rps_no_journal'))}"}, ratio=r,
+            target=">= 0.95", ok=(r >= 0.95) if r is not None else None)
+        row("S8", "kill -9 under load: rows / answered, worst run",
+            vals={ours: f"{fmt(g(ours, 's8_kill_rows'))}/{fmt(g(ours, 's8_kill_answered'))}"}, target="0 lost",
+            ok=g(ours, "s8_kill_lost") == 0)
+        row("S8", "  answered calls whose row was not yet written at the kill", "s8_kill_pending", arms=(ours,),
+            target="(info)")
     # LiteLLM
     if has_ll:
         r = ratio(g(ours, "s3_c50_d0_rps"), g("litellm", "s3_c50_d0_rps"))
@@ -1105,9 +1201,10 @@ async def amain(args):
         want.insert(0, "direct")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
-    P = dict(wrk_s=2, s1_rounds=60, s1_warm=5, s2_rounds=10, s2_warm=2, s4_n=300, s7_rounds=20, s7_warm=3) \
+    P = dict(wrk_s=2, s1_rounds=60, s1_warm=5, s2_rounds=10, s2_warm=2, s4_n=300, s7_rounds=20, s7_warm=3,
+             s8_kill_s=1.5) \
         if args.quick else dict(wrk_s=args.wrk_seconds, s1_rounds=300, s1_warm=20, s2_rounds=60, s2_warm=3,
-                                s4_n=2000, s7_rounds=200, s7_warm=10)
+                                s4_n=2000, s7_rounds=200, s7_warm=10, s8_kill_s=4.0)
     rig = Rig(args)
     runs = []
     t_start = time.time()

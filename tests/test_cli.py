@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -226,8 +227,6 @@ def test_a_second_start_on_the_same_port_opens_the_running_one(start_app, tmp_pa
 
 
 def test_a_port_held_by_another_program_is_a_clear_error(tmp_path):
-    import socket
-
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -291,3 +290,66 @@ def test_body_limits_default_to_2_and_20_mib():
     assert (app.Settings().api_max_body_mib, app.Settings().relay_max_body_mib) == (2, 20)
     s = app.load_settings({"API_MAX_BODY_MIB": "5", "RELAY_MAX_BODY_MIB": "64"})
     assert (s.api_max_body_mib, s.relay_max_body_mib) == (5, 64)
+
+
+# ---- DNS rebinding and CORS ----
+
+def test_bound_to_loopback_it_answers_only_loopback_names(start_app, upstream):
+    """A page on evil.example whose name is pointed at 127.0.0.1 (DNS rebinding) reaches nothing; each route
+    refuses in its own shape."""
+    server = start_app(env={"ALLOWED_HOSTS": "gateway.example, Other.Example"})
+    port = server.port
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST", f"gateway.example:{port}",
+                 "other.example"):
+        assert httpx.get(f"{server.url}/api/status", headers={"Host": host}).status_code == 200, host
+    evil = {"Host": f"evil.example:{port}", **server.headers}
+    api = httpx.get(f"{server.url}/api/channels/all", headers=evil)
+    assert api.status_code == 403 and api.json()["success"] is False and "ALLOWED_HOSTS" in api.json()["message"]
+    chat = httpx.post(f"{server.url}/v1/chat/completions", headers=evil, json={"model": "m", "messages": []})
+    assert chat.status_code == 403 and chat.json()["error"]["code"] == "host_not_allowed"
+    messages = httpx.post(f"{server.url}/v1/messages", headers=evil, json={"model": "m", "messages": []})
+    assert messages.status_code == 403 and messages.json()["type"] == "error"
+    page = httpx.get(f"{server.url}/", headers=evil)
+    assert page.status_code == 403 and "evil.example" in page.text
+    with socket.create_connection(("127.0.0.1", port)) as ws:  # the UI's websocket, from the rebound page
+        ws.sendall(f"GET /_nicegui_ws/socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: evil.example:{port}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+        assert ws.recv(200).startswith(b"HTTP/1.1 403")
+
+
+def test_only_a_loopback_bind_checks_the_host():
+    assert app.is_loopback("127.0.0.1") and app.is_loopback("::1") and app.is_loopback("localhost")
+    assert not app.is_loopback("0.0.0.0") and not app.is_loopback("192.168.1.5") and not app.is_loopback("::")
+
+
+def test_browsers_may_call_v1_from_any_origin_and_api_only_from_listed_ones(start_app, upstream):
+    server = start_app(args=["--no-ui"], env={"CORS_ORIGINS": "https://admin.example"})
+    model = unique("cors")
+    server.add_channel(base_url=upstream.url("ok"), models=[model])
+    preflight = httpx.options(f"{server.url}/v1/chat/completions", headers={
+        "Origin": "https://chat.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+    assert preflight.headers["access-control-allow-headers"] == "authorization, content-type"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "access-control-allow-credentials" not in preflight.headers
+    call = httpx.post(f"{server.url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user",
+                      "content": "hi"}]}, headers={"Origin": "https://chat.example", **server.headers}, timeout=30)
+    assert call.status_code == 200 and call.headers["access-control-allow-origin"] == "*"
+    assert "x-request-id" in call.headers["access-control-expose-headers"]
+    sdk = server.openai().chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hi"}])
+    assert "access-control-allow-origin" not in sdk.headers, "no Origin, no CORS headers"
+
+    stranger = {"Origin": "https://chat.example", **server.headers}
+    assert "access-control-allow-origin" not in httpx.get(f"{server.url}/api/channels/all", headers=stranger).headers
+    refused = httpx.options(f"{server.url}/api/channels/all", headers={
+        "Origin": "https://chat.example", "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in refused.headers
+    listed = {"Origin": "https://admin.example"}
+    preflight = httpx.options(f"{server.url}/api/channels/all", headers={
+        **listed, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://admin.example"
+    answer = httpx.get(f"{server.url}/api/channels/all", headers={**listed, **server.headers})
+    assert answer.json()["success"] and answer.headers["access-control-allow-origin"] == "https://admin.example"

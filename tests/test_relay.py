@@ -404,7 +404,8 @@ async def test_a_relay_bug_answers_500_only_while_no_answer_has_started(monkeypa
         await send({"type": "http.response.start", "status": 200, "headers": []})
         raise RuntimeError("a bug")
 
-    gateway = app.Gateway(api=None, state=None)
+    gateway = app.Gateway(api=None, state=app.AppState(settings=app.Settings(), engine=None, catalog={}, admin_key="k",
+                                                       admin_key_created=False))
     monkeypatch.setattr(app, "relay", broken)
     start, body = await _drive(gateway, "/v1/chat/completions")
     assert start["status"] == 500 and json.loads(body["body"])["error"]["code"] == "internal_error"

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
-from conftest import BACKENDS, backend_dsn, unique
+from conftest import BACKENDS, backend_dsn, fresh_database, unique
 from aiproxy_local import Channel, LogDetail, LogFilter, LogRow
 
 BIG_MS = 2**41 + 123  # a ms timestamp far beyond 32-bit INTEGER: needs BIGINT on every server
@@ -346,3 +346,29 @@ def test_instances_see_each_others_changes_without_a_restart(shared_dsn, start_a
         return answer.status_code != 200
     waited = max(waited, b_sees(b_refuses, "the disabled channel"))
     print(f"B saw A's changes after {waited:.2f} s at most")
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_a_sqlite_database_moves_to_a_server_with_everything_in_it(kind, start_app, upstream):
+    """README, "Run several instances": copy_database() carries channels, keys, logs and counters over, and the
+    server hands out fresh ids after the copied ones."""
+    first = start_app(args=["--no-ui"])
+    model = unique("move")
+    channel = first.add_channel(base_url=upstream.url("ok"), models=[model])
+    token = first.api("POST", "/api/tokens/", json={"name": unique("tok")})["data"]["key"]
+    client = first.openai(api_key=token)
+    for _ in range(3):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    first.stop()
+    for dsn in fresh_database(kind):
+        copied = app.copy_database(first.dsn, dsn)
+        assert copied["channels"] == 1 and copied["logs"] == 3 and copied["tokens"] == 1
+        with pytest.raises(ValueError, match="not empty"):
+            app.copy_database(first.dsn, dsn)
+        moved = start_app(args=["--no-ui"], env={"SQL_DSN": dsn}, admin_key=first.admin_key)
+        assert [c["id"] for c in moved.channels()] == [channel]
+        assert moved.api("GET", f"/api/channel/{channel}")["data"]["request_count"] == 3
+        assert moved.api("GET", "/api/logs/", params={"model_name": model})["data"]["total"] == 3
+        moved.openai(api_key=token).chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        assert moved.add_channel(base_url=upstream.url("ok"), models=[model]) == channel + 1
+        moved.stop()

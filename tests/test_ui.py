@@ -475,13 +475,17 @@ async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(us
 
 
 async def test_log_csv_export_and_channel_deep_link(user: User) -> None:
-    add_logs()
+    _, _, now = add_logs()
     await login(user, "/logs")
     await user.should_see("2 call(s)")
     user.find("Export CSV").click()
     await user.download.next()
     csv_text = user.download.http_responses[-1].content.decode("utf-8-sig")
     assert csv_text.splitlines()[0].startswith("id,request_id") and "req-bad" in csv_text and "req-old" not in csv_text
+    assert "request_at (Asia/Shanghai)" in csv_text.splitlines()[0]  # the page's timezone: the browser's here
+    shanghai = datetime.fromtimestamp((now - 13000) / 1000, ZoneInfo("Asia/Shanghai"))
+    bad = next(line for line in csv_text.splitlines() if "req-bad" in line)
+    assert shanghai.strftime("%Y-%m-%d %H:%M:%S") in bad and ",logged," in bad
     cid = next(iter(state().routes.channels))
     await user.open(f"/logs?channel={cid}&request_id=req-ok")
     await user.should_see("1 call(s)")
@@ -692,6 +696,29 @@ def test_pure_helpers() -> None:
     with pytest.raises(m.ApiError):
         m.parse_mapping_json("[1]")
     assert m.fmt_count(1234567) == "1.23M" and m.fmt_count(12) == "12"
-    day = [{"timestamp": 0, "summary": []}]
-    assert len(m.chart_buckets(day[:0], now - 86_400_000, now, "hour", tz)) in (24, 25)
-    assert m.mask_key(ADMIN_KEY) not in ADMIN_KEY[2:]
+    assert m.mask_key(ADMIN_KEY) == "te…89" and m.mask_key("sk-abcdefghijkl") == "sk-ab…kl"
+    assert [m.whole_number(v) for v in (7, 7.0, "7", 2.5, "", None, "x")] == [7, 7, 7, None, None, None, None]
+
+
+def test_chart_buckets_fill_every_hour_and_day_of_the_range() -> None:
+    import aiproxy_local as m
+
+    tz = m.ZoneInfo("Asia/Shanghai")
+    now = int(m.datetime(2025, 3, 10, 15, 30, tzinfo=tz).timestamp() * 1000)
+    nine = int(m.datetime(2025, 3, 10, 9, tzinfo=tz).timestamp())
+    item = {name: 0 for name in m._CHART_FIELDS}
+    series = [{"timestamp": nine, "summary": [dict(item, request_count=3, exception_count=1,
+                                                       total_time_milliseconds=6000)]}]
+    buckets = m.chart_buckets(series, now - 86_400_000, now, "hour", tz)
+    hours = [m.datetime.fromtimestamp(ts, tz).strftime("%d %H:%M") for ts, _ in buckets]
+    assert hours[0] == "09 15:00" and hours[-1] == "10 15:00" and len(hours) == 25  # no hour skipped
+    sums = dict(buckets)
+    assert sums[nine]["request_count"] == 3 and sum(s["request_count"] for s in sums.values()) == 3
+    calls, errors = m.chart_values(buckets)["calls"]
+    assert calls[hours.index("10 09:00")] == 3 and errors[hours.index("10 09:00")] == 1 and sum(calls) == 3
+    assert m.chart_values(buckets)["latency"][0][hours.index("10 09:00")] == 2.0  # 6 s over 3 calls
+    berlin = m.ZoneInfo("Europe/Berlin")  # a 23-hour day: 2025-03-30
+    start = int(m.datetime(2025, 3, 29, 12, tzinfo=berlin).timestamp() * 1000)
+    end = int(m.datetime(2025, 4, 1, 12, tzinfo=berlin).timestamp() * 1000)
+    days = [m.datetime.fromtimestamp(ts, berlin) for ts, _ in m.chart_buckets([], start, end, "day", berlin)]
+    assert [(d.day, d.hour) for d in days] == [(29, 0), (30, 0), (31, 0), (1, 0)]  # local midnights
