@@ -897,7 +897,8 @@ def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
                 for part in result.partitions(COPY_CHUNK_ROWS):
                     dst.execute(table.insert(), [dict(r._mapping) for r in part])
                     copied[table.name] += len(part)
-                if dst.dialect.name == "postgresql" and "id" in table.c and table.c.id.autoincrement is not False:
+                if (dst.dialect.name == "postgresql" and "id" in table.c and isinstance(table.c.id.type, sa.Integer)
+                        and table.c.id.autoincrement is not False):  # stored responses' ids are text: no sequence
                     # explicit ids leave the sequence behind: the next channel would reuse id 1
                     dst.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
                                         f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table.name}")
