@@ -48,6 +48,7 @@ import itertools
 import json
 import logging
 import math
+import mimetypes
 import os
 import random
 import re
@@ -285,6 +286,7 @@ class AppState:
     http: aiohttp.ClientSession | None = None
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
+    responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
     health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
@@ -498,6 +500,21 @@ class SharedVersion(Base, table=True):
     __tablename__ = "shared_version"
     id: int = Field(default=1, primary_key=True)
     version: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class StoredResponse(Base, table=True):
+    """A /v1/responses answer, kept for GET /v1/responses/{id} and for `previous_response_id`, which replays the
+    turns before it; deleted with the logs of its age."""
+
+    __tablename__ = "responses"
+    id: str = Field(primary_key=True, max_length=128)
+    created_at: int = _ms_col(index=True)
+    token_id: int = 0  # the API key that asked (0: the admin key); only it may read or continue it
+    native_channel: int = 0  # the channel whose upstream stored it too (an OpenAI pass-through); 0: none did
+    model: str = Field(default="", max_length=191)
+    previous_response_id: str = Field(default="", max_length=128)
+    input_items: list[dict[str, Any]] | None = _json_col()
+    answer: dict[str, Any] | None = _json_col()
 
 
 def _json_dumps(value: Any) -> str:
@@ -855,6 +872,65 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
             deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
 
 
+RESPONSE_CHAIN_MAX = 1000  # turns `previous_response_id` may reach back; a longer chain is refused as not found
+
+
+def save_stored_response(engine: sa.Engine, row: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        upsert(conn, StoredResponse.__table__, [row], ("id",))
+
+
+def _stored_response(conn: sa.Connection, response_id: str, owner: int | None,
+                     pending: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    row = pending.get(response_id)
+    if row is None:
+        found = conn.execute(sa.select(*StoredResponse.__table__.columns)
+                             .where(StoredResponse.id == response_id)).first()
+        row = dict(found._mapping) if found is not None else None
+    return row if row is not None and (owner is None or row["token_id"] == owner) else None
+
+
+def load_stored_response(engine: sa.Engine, response_id: str, owner: int | None,
+                         pending: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """One stored response; `owner` None (the admin key) may read any key's, `pending` holds those not written
+    yet."""
+    with engine.connect() as conn:
+        return _stored_response(conn, response_id, owner, pending)
+
+
+def load_response_chain(engine: sa.Engine, response_id: str, owner: int | None,
+                        pending: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The stored responses from `response_id` back along their previous ids, oldest first, and the id of the
+    first one missing ("" when the chain is whole)."""
+    chain: list[dict[str, Any]] = []
+    current = response_id
+    with engine.connect() as conn:
+        while current and len(chain) < RESPONSE_CHAIN_MAX:
+            row = _stored_response(conn, current, owner, pending)
+            if row is None:
+                return chain[::-1], current
+            chain.append(row)
+            current = row["previous_response_id"]
+    return chain[::-1], current
+
+
+def delete_stored_response(engine: sa.Engine, response_id: str, owner: int | None) -> bool:
+    where = [StoredResponse.id == response_id] + ([StoredResponse.token_id == owner] if owner is not None else [])
+    with engine.begin() as conn:
+        return bool(conn.execute(sa.delete(StoredResponse).where(*where)).rowcount)
+
+
+def delete_stored_responses_before(engine: sa.Engine, before_ms: int) -> int:
+    deleted = 0
+    while True:  # in chunks, as the logs: the log writer never waits long for SQLite's write lock
+        with engine.begin() as conn:
+            ids = conn.execute(sa.select(StoredResponse.id).where(StoredResponse.created_at < before_ms)
+                               .limit(LOG_DELETE_CHUNK)).scalars().all()
+            if not ids:
+                return deleted
+            deleted += conn.execute(sa.delete(StoredResponse).where(StoredResponse.id.in_(ids))).rowcount or 0
+
+
 # ---- moving to another database ----
 
 COPY_CHUNK_ROWS = 1000  # rows per INSERT while copying a database: memory stays flat for any log table
@@ -879,7 +955,8 @@ def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
                 for part in result.partitions(COPY_CHUNK_ROWS):
                     dst.execute(table.insert(), [dict(r._mapping) for r in part])
                     copied[table.name] += len(part)
-                if dst.dialect.name == "postgresql" and "id" in table.c and table.c.id.autoincrement is not False:
+                if (dst.dialect.name == "postgresql" and "id" in table.c and isinstance(table.c.id.type, sa.Integer)
+                        and table.c.id.autoincrement is not False):  # stored responses' ids are text: no sequence
                     # explicit ids leave the sequence behind: the next channel would reuse id 1
                     dst.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
                                         f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table.name}")
@@ -943,9 +1020,12 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
     for k, v in json.loads(source.read_text(encoding="utf-8")).items():
         if k.startswith("_"):
             continue
-        adaptor = v.get("adaptor", "openai")
+        # "nativeFormats": client formats its upstream also speaks, served by the adaptor "<adaptor>+<format>"
+        base = v.get("adaptor", "openai")
+        adaptor = "+".join([base, *v.get("nativeFormats", [])])
         if adaptor not in ADAPTORS:
-            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor '{adaptor}', "
+            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor "
+                               f"'{base if base not in ADAPTORS else adaptor}', "
                                f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
         catalog[int(k)] = Provider(
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
@@ -1053,6 +1133,7 @@ class RelayRoute:
     op: Mode | None  # the operation in pivot (OpenAI) terms; None: no pivot form, only a native channel serves it
     upstream_path: str  # the path below a same-format upstream's base URL
     native_only: bool = False  # with no channel speaking the dialect's format, the dialect answers by itself
+    local: bool = False  # answered from the gateway's own data (a stored response), never upstream
     model: str = ""  # a model named in the path (Gemini's /models/{model}:...)
 
 
@@ -1097,7 +1178,7 @@ class ConvertedStream(StreamFilter):
     leaves in the same write as that event, so nothing is held back or merged."""
 
     def __init__(self, call: RelayCall, decoder: PivotDecoder, encoder: PivotEncoder) -> None:
-        self.dialect, self.decoder, self.encoder = call.dialect, decoder, encoder
+        self.call, self.dialect, self.decoder, self.encoder = call, call.dialect, decoder, encoder
         self.closed = False
 
     @property
@@ -1117,7 +1198,7 @@ class ConvertedStream(StreamFilter):
             self.events += 1
             out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
             if self.decoder.error is not None:
-                out.append(self.dialect.stream_error(self.decoder.error))
+                out.append(self.dialect.stream_error(self.decoder.error, self.call))
                 self.closed = True
             elif self.decoder.done:
                 out.append(self.encoder.close(self.decoder.usage))
@@ -1375,6 +1456,9 @@ class Dialect:
         options = obj.get("stream_options") if obj else None
         call.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
 
+    async def prepare(self, state: AppState, call: RelayCall) -> None:
+        """What the dialect must look up before the call goes out (Responses: the turns it continues)."""
+
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         if call.obj is None:
             raise RelayError(400, f"A multipart request to {call.endpoint} cannot be converted for this channel.",
@@ -1390,8 +1474,9 @@ class Dialect:
     def error_body(self, error: RelayError) -> bytes:
         return openai_error(error.status, error.message, error.code, error.type)
 
-    def stream_error(self, error: RelayError) -> bytes:
-        """An error inside a stream that has started (its HTTP status is already 200)."""
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
+        """An error inside a stream that has started (its HTTP status is already 200); `call` shows the state of
+        a stream whose events are numbered (Responses)."""
         return b"data: " + self.error_body(error) + b"\n\n"
 
     def answer_locally(self, call: RelayCall) -> bytes:
@@ -2004,7 +2089,7 @@ class AnthropicDialect(Dialect):
         return orjson.dumps({"type": "error", "error": {"type": anthropic_error_type(error.status),
                                                         "message": error.message}})
 
-    def stream_error(self, error: RelayError) -> bytes:
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
         return b"event: error\ndata: " + self.error_body(error) + b"\n\n"
 
     def answer_locally(self, call: RelayCall) -> bytes:
@@ -2013,6 +2098,1196 @@ class AnthropicDialect(Dialect):
 
 
 DIALECTS["anthropic"] = AnthropicDialect()
+
+
+# ---- Google Gemini: the upstream of type 24, and the client doors /v1beta/models/{model}:… and /v1/models/… ----
+# ai.google.dev/api: generateContent, streamGenerateContent (each SSE event a whole response), countTokens,
+# embedContent and batchEmbedContents; field names are camelCase. Gemini has no tool call ids: a functionResponse
+# answers the earlier functionCall of its name, so ids are invented on the way out and matched by name and order
+# on the way in.
+
+GEMINI_API_VERSION = "v1beta"  # upstream calls; the client door serves this and v1 (google-genai's default)
+#: Google's documented stand-in for a thought signature that another format's history cannot carry back: Gemini 3
+#: refuses a replayed functionCall without one (ai.google.dev/gemini-api/docs/thought-signatures)
+GEMINI_SKIP_SIGNATURE = "skip_thought_signature_validator"
+#: reasoning_effort → thinkingConfig.thinkingBudget (2.5 Pro's minimum is 128)
+GEMINI_THINKING_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
+_GEMINI_METHODS = {  # client method → (pivot operation, whether it streams); countTokens has no pivot form
+    "generateContent": (Mode.CHAT_COMPLETIONS, False), "streamGenerateContent": (Mode.CHAT_COMPLETIONS, True),
+    "countTokens": (None, False), "embedContent": (Mode.EMBEDDINGS, False),
+    "batchEmbedContents": (Mode.EMBEDDINGS, False),
+}
+_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/([^/:]+):([A-Za-z]+)")
+_GEMINI_STOPS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+                 "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+                 "IMAGE_SAFETY": "content_filter"}
+_TO_GEMINI_STOPS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
+_GEMINI_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                    409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+                    500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+                    504: "DEADLINE_EXCEEDED"}
+#: the JSON Schema keywords Gemini's `parameters` Schema knows; it refuses any other (additionalProperties, $schema)
+_GEMINI_SCHEMA_KEYS = frozenset({"type", "format", "title", "description", "nullable", "enum", "items", "minItems",
+                                 "maxItems", "properties", "required", "minProperties", "maxProperties", "minLength",
+                                 "maxLength", "pattern", "example", "anyOf", "propertyOrdering", "default",
+                                 "minimum", "maximum"})
+
+
+def gemini_usage(meta: Any) -> Usage | None:
+    """usageMetadata as one Usage: the output counts the thoughts too, as OpenAI's completion_tokens does."""
+    if not isinstance(meta, dict):
+        return None
+    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
+    output = int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
+    return Usage(prompt, output, prompt + output, int(meta.get("cachedContentTokenCount") or 0))
+
+
+def usage_to_gemini(usage: Usage | None) -> dict[str, int]:
+    usage = usage or Usage()
+    meta = {"promptTokenCount": usage.input_tokens, "candidatesTokenCount": usage.output_tokens,
+            "totalTokenCount": usage.total_tokens}
+    if usage.cached_tokens:
+        meta["cachedContentTokenCount"] = usage.cached_tokens
+    return meta
+
+
+def gemini_error_status(status: int) -> str:
+    return _GEMINI_STATUSES.get(status) or ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+
+
+def gemini_error(status: int, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": status, "message": message, "status": gemini_error_status(status)}})
+
+
+def read_gemini_error(status: int, body: bytes) -> RelayError:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, list) and obj:  # a streamGenerateContent without alt=sse answers a JSON array
+        obj = obj[0]
+    error = obj.get("error") if isinstance(obj, dict) else None
+    if not isinstance(error, dict) or not error.get("message"):
+        return read_openai_error(status, body)
+    kind = str(error.get("status") or gemini_error_status(status))
+    return RelayError(status, str(error["message"]), kind, kind)
+
+
+def gemini_schema(schema: Any) -> Any:
+    """A JSON Schema cut to what Gemini's Schema accepts: unknown keywords dropped, `type: [t, "null"]` as
+    nullable, `const` as a one-value enum."""
+    if isinstance(schema, list):
+        return [gemini_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, list):
+            kinds = [k for k in value if k != "null"]
+            out["type"] = kinds[0] if kinds else "string"
+            if "null" in value:
+                out["nullable"] = True
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: gemini_schema(sub) for name, sub in value.items()}
+        elif key in _GEMINI_SCHEMA_KEYS:
+            out[key] = gemini_schema(value) if key in ("items", "anyOf") else value
+    return out
+
+
+def openai_schema(schema: Any) -> Any:
+    """Gemini's Schema as JSON Schema: its upper-case types (the google-genai SDK sends OBJECT, STRING) lower-cased."""
+    if isinstance(schema, list):
+        return [openai_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, str):
+            out[key] = value.lower()
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: openai_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "anyOf"):
+            out[key] = openai_schema(value)
+        elif key != "propertyOrdering":
+            out[key] = value
+    return out
+
+
+def _tool_response_object(content: Any) -> dict[str, Any]:
+    """A tool message's content as the object a functionResponse's `response` must be."""
+    text = _text_of(content)
+    try:
+        value = orjson.loads(text) if text.strip() else None
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"content": text}
+
+
+# -- pivot → Gemini (an OpenAI client, or the pivot of any other, on a Gemini channel) --
+
+def _gemini_media(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        return {"inlineData": {"mimeType": header[5:].split(";")[0] or "image/png", "data": data}}
+    mime = mimetypes.guess_type(urllib.parse.urlsplit(url).path)[0] or "image/jpeg"
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+def _gemini_user_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts = []
+    for part in content if isinstance(content, list) else []:
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                parts.append(_gemini_media(url))
+        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+            audio = part["input_audio"]
+            parts.append({"inlineData": {"mimeType": f"audio/{audio.get('format') or 'wav'}",
+                                         "data": audio.get("data", "")}})
+        elif kind == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            parts.append(_gemini_media(part["file"]["file_data"]))
+    return parts
+
+
+def _gemini_model_parts(message: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    # reasoning_content goes nowhere: Gemini reads no thought text sent back, only signatures
+    text = _text_of(message.get("content"))
+    parts: list[dict[str, Any]] = [{"text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        names[call.get("id") or ""] = function.get("name") or ""
+        part: dict[str, Any] = {"functionCall": {"name": function.get("name") or "",
+                                                 "args": _arguments(function.get("arguments"))}}
+        if i == 0:  # a turn's first call carries the signature, and this history has none to give
+            part["thoughtSignature"] = GEMINI_SKIP_SIGNATURE
+        parts.append(part)
+    return parts
+
+
+def _gemini_tool_config(choice: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name", "")
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+    mode = {"none": "NONE", "required": "ANY", "auto": "AUTO"}.get(choice)
+    return {"functionCallingConfig": {"mode": mode}} if mode else None
+
+
+def _gemini_generation_config(chat: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
+                         ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
+                         ("seed", "seed")):
+        if chat.get(ours) is not None:
+            config[theirs] = chat[ours]
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if limit:
+        config["maxOutputTokens"] = limit
+    stop = chat.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    response_format = chat.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema:
+            config["responseSchema"] = gemini_schema(schema)
+    budget = GEMINI_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    if budget is not None:
+        config["thinkingConfig"] = {"includeThoughts": budget > 0, "thinkingBudget": budget}
+    return config
+
+
+def openai_to_gemini_request(chat: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat request as a Gemini generateContent body. System messages become systemInstruction;
+    consecutive turns of one role merge, so all the results of one turn's calls answer it together."""
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool call id → function name, for the functionResponse that answers it
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"text": text}] if text else []
+            continue
+        if role == "assistant":
+            role, parts = "model", _gemini_model_parts(message, names)
+        elif role == "tool":
+            role, parts = "user", [{"functionResponse": {"name": names.get(message.get("tool_call_id") or "", ""),
+                                                         "response": _tool_response_object(message.get("content"))}}]
+        else:
+            role, parts = "user", _gemini_user_parts(message.get("content"))
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"] += parts
+        else:
+            contents.append({"role": role, "parts": parts})
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    config = _gemini_generation_config(chat)
+    if config:
+        body["generationConfig"] = config
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        declarations = []
+        for f in functions:
+            declaration = {"name": f.get("name", "")}
+            if f.get("description"):
+                declaration["description"] = f["description"]
+            parameters = gemini_schema(f.get("parameters") or {})
+            if parameters.get("properties"):  # Gemini refuses an OBJECT without properties
+                declaration["parameters"] = parameters
+            declarations.append(declaration)
+        body["tools"] = [{"functionDeclarations": declarations}]
+        tool_config = _gemini_tool_config(chat.get("tool_choice"))
+        if tool_config:
+            body["toolConfig"] = tool_config
+    return body
+
+
+def _gemini_parts(answer: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """The first candidate's parts and its finish reason."""
+    candidates = answer.get("candidates") or []
+    candidate = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return [p for p in parts if isinstance(p, dict)], candidate.get("finishReason")
+
+
+def _gemini_call(part: dict[str, Any], call_id: str, index: int | None = None) -> dict[str, Any]:
+    call = part["functionCall"]
+    out = {"id": call.get("id") or call_id, "type": "function",
+           "function": {"name": call.get("name") or "", "arguments": orjson.dumps(call.get("args") or {}).decode()}}
+    return out if index is None else {"index": index, **out}
+
+
+def gemini_to_openai_response(answer: dict[str, Any], model: str,
+                              request_id: str) -> tuple[dict[str, Any], Usage | None]:
+    parts, finish = _gemini_parts(answer)
+    text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
+    thought = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought"))
+    calls = [_gemini_call(p, f"call_{request_id}_{i}") for i, p in enumerate(q for q in parts if "functionCall" in q)]
+    reply: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if thought:
+        reply["reasoning_content"] = thought
+    if calls:
+        reply["tool_calls"] = calls
+    blocked = not answer.get("candidates") and (answer.get("promptFeedback") or {}).get("blockReason")
+    reason = "tool_calls" if calls else "content_filter" if blocked else _GEMINI_STOPS.get(finish, "stop")
+    usage = gemini_usage(answer.get("usageMetadata"))
+    chat = {"id": answer.get("responseId") or f"chatcmpl-{request_id}", "object": "chat.completion",
+            "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": reply, "finish_reason": reason}]}
+    if usage is not None:
+        chat["usage"] = usage_to_openai(usage)
+    return chat, usage
+
+
+def gemini_embeddings_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    texts = chat.get("input")
+    texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
+    extra = {"outputDimensionality": chat["dimensions"]} if chat.get("dimensions") else {}
+    return {"requests": [{"model": f"models/{model}", "content": {"parts": [{"text": str(t)}]}, **extra}
+                         for t in texts]}
+
+
+class GeminiDecoder(PivotDecoder):
+    """Gemini's stream as pivot chunks: each event is a whole response with the new parts, so each becomes one
+    chunk (text, thoughts, whole function calls, and the finish reason on the last). The stream just ends."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.request_id = call.request_id
+        self.calls = 0
+        self.started = False
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        if isinstance(event.get("error"), dict):
+            error = event["error"]
+            self.error = read_gemini_error(int(error.get("code") or 500), data)
+            return []
+        self.usage = gemini_usage(event.get("usageMetadata")) or self.usage
+        parts, finish = _gemini_parts(event)
+        delta: dict[str, Any] = {} if self.started else {"role": "assistant"}
+        self.started = True
+        for part in parts:
+            if "functionCall" in part:
+                delta.setdefault("tool_calls", []).append(
+                    _gemini_call(part, f"call_{self.request_id}_{self.calls}", self.calls))
+                self.calls += 1
+            elif isinstance(part.get("text"), str) and part["text"]:
+                key = "reasoning_content" if part.get("thought") else "content"
+                delta[key] = delta.get(key, "") + part["text"]
+        reason = None
+        if finish:
+            reason = "tool_calls" if self.calls else _GEMINI_STOPS.get(finish, "stop")
+        if not delta and reason is None:
+            return []
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}]
+
+
+class GeminiPassthrough(StreamFilter):
+    """hot path: a Gemini stream for a Gemini client. Bytes pass; usageMetadata and error events are read for the
+    log; a mapped model is renamed back in modelVersion."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.decoder = GeminiDecoder(call)
+        upstream = channel.upstream_model(call.model)
+        self.rename = ((f'"modelVersion":"{upstream}"'.encode(), f'"modelVersion":"{call.model}"'.encode())
+                       if upstream != call.model else None)
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if b"usageMetadata" in events or b'"error"' in events:
+            for event in sse_events(events):
+                _, data = sse_fields(event)
+                if b"usageMetadata" in data or b'"error"' in data:
+                    self.decoder.decode("", data)
+        return events.replace(*self.rename) if self.rename else events
+
+
+class GeminiAdaptor(Adaptor):
+    """`{base}/v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse` and
+    `:batchEmbedContents`, with the key in `x-goog-api-key`."""
+
+    title = "Google Gemini"
+    formats = frozenset({"gemini"})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if self.speaks(call):
+            method = call.upstream_path
+        elif call.op == Mode.EMBEDDINGS:
+            method = "batchEmbedContents"
+        else:
+            method = "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        model = urllib.parse.quote(channel.upstream_model(call.model), safe="")
+        return f"{channel.base_url.rstrip('/')}/{GEMINI_API_VERSION}/models/{model}:{method}"
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        return {"x-goog-api-key": channel.key}
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        """The model is in the URL; only a batch of embeddings names it again in each request."""
+        target = channel.upstream_model(call.model)
+        requests = call.obj.get("requests")
+        if target == call.model or not isinstance(requests, list):
+            return call.body
+        return orjson.dumps(dict(call.obj, requests=[dict(r, model=f"models/{target}") if isinstance(r, dict)
+                                                     else r for r in requests]))
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.EMBEDDINGS:
+            return orjson.dumps(gemini_embeddings_request(pivot, channel.upstream_model(call.model)))
+        return orjson.dumps(openai_to_gemini_request(pivot))
+
+    def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        if not isinstance(answer, dict):
+            return body, None
+        if call.op == Mode.EMBEDDINGS:  # Gemini counts no embedding tokens: estimate the input's
+            prompt = estimate_tokens(len(call.body))
+            return body, Usage(prompt, 0, prompt, 0, True)
+        if answer.get("modelVersion") not in (None, call.model):
+            answer["modelVersion"] = call.model
+            body = orjson.dumps(answer)
+        return body, gemini_usage(answer.get("usageMetadata"))
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "Gemini's answer")
+        if call.op != Mode.EMBEDDINGS:
+            return gemini_to_openai_response(answer, call.model, call.request_id)
+        vectors = [e.get("values") or [] for e in answer.get("embeddings") or [] if isinstance(e, dict)]
+        prompt = estimate_tokens(len(orjson.dumps(call.pivot().get("input"))))
+        usage = Usage(prompt, 0, prompt, 0, True)
+        return {"object": "list", "model": call.model,
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}, usage
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return GeminiPassthrough(call, channel)
+
+    def pivot_decoder(self, call: RelayCall) -> PivotDecoder:
+        return GeminiDecoder(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_gemini_error(status, body)
+
+
+ADAPTORS["gemini"] = GeminiAdaptor()
+
+
+# -- Gemini → pivot (a Gemini client, e.g. Gemini CLI or google-genai, on any channel) --
+
+def _openai_media(part: dict[str, Any]) -> dict[str, Any] | None:
+    if isinstance(part.get("inlineData"), dict):
+        blob = part["inlineData"]
+        url = f"data:{blob.get('mimeType') or 'application/octet-stream'};base64,{blob.get('data', '')}"
+    elif isinstance(part.get("fileData"), dict):
+        blob = part["fileData"]
+        url = blob.get("fileUri") or ""
+    else:
+        return None
+    mime = str(blob.get("mimeType") or "")
+    if mime.startswith("image/") or not mime:
+        return {"type": "image_url", "image_url": {"url": url}}
+    return {"type": "file", "file": {"filename": "file", "file_data": url}}
+
+
+def _gemini_thinking(config: dict[str, Any]) -> str | None:
+    """thinkingConfig as a reasoning_effort; None when it asks for nothing in particular (-1 is dynamic)."""
+    thinking = config.get("thinkingConfig") or {}
+    level = thinking.get("thinkingLevel")
+    if isinstance(level, str) and level:
+        return level.lower()
+    budget = thinking.get("thinkingBudget")
+    if not isinstance(budget, int) or budget < 0:
+        return None
+    return "none" if budget == 0 else "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
+
+
+def _chat_options_from_gemini(config: dict[str, Any]) -> dict[str, Any]:
+    chat: dict[str, Any] = {}
+    for theirs, ours in (("temperature", "temperature"), ("topP", "top_p"), ("maxOutputTokens", "max_tokens"),
+                         ("candidateCount", "n"), ("presencePenalty", "presence_penalty"),
+                         ("frequencyPenalty", "frequency_penalty"), ("seed", "seed")):
+        if config.get(theirs) is not None:
+            chat[ours] = config[theirs]
+    if config.get("stopSequences"):
+        chat["stop"] = config["stopSequences"]
+    schema = config.get("responseJsonSchema") or config.get("responseSchema")
+    if schema:
+        chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "response",
+                                                                          "schema": openai_schema(schema)}}
+    elif config.get("responseMimeType") == "application/json":
+        chat["response_format"] = {"type": "json_object"}
+    effort = _gemini_thinking(config)
+    if effort:
+        chat["reasoning_effort"] = effort
+    return chat
+
+
+def _chat_tools_from_gemini(body: dict[str, Any]) -> dict[str, Any]:
+    declarations = [d for tool in body.get("tools") or [] if isinstance(tool, dict)
+                    for d in tool.get("functionDeclarations") or [] if isinstance(d, dict)]
+    if not declarations:  # googleSearch, codeExecution and the like have no chat form
+        return {}
+    chat: dict[str, Any] = {"tools": [{"type": "function", "function": {
+        "name": d.get("name", ""), "description": d.get("description", ""),
+        "parameters": d.get("parametersJsonSchema") or openai_schema(d.get("parameters"))
+        or {"type": "object", "properties": {}}}} for d in declarations]}
+    calling = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    mode, allowed = calling.get("mode"), calling.get("allowedFunctionNames") or []
+    if mode == "ANY" and len(allowed) == 1:
+        chat["tool_choice"] = {"type": "function", "function": {"name": allowed[0]}}
+    elif mode in ("AUTO", "ANY", "NONE"):
+        chat["tool_choice"] = {"AUTO": "auto", "ANY": "required", "NONE": "none"}[mode]
+    return chat
+
+
+def gemini_to_openai_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A generateContent body as an OpenAI chat request. Each functionCall gets an id (call_0, call_1, … in the
+    order of the conversation), and each functionResponse the id of the oldest unanswered call of its name."""
+    messages: list[dict[str, Any]] = []
+    system = _text_of((body.get("systemInstruction") or {}).get("parts"))
+    if system:
+        messages.append({"role": "system", "content": system})
+    waiting: dict[str, list[str]] = collections.defaultdict(list)  # function name → ids of unanswered calls
+    calls = 0
+    for i, content in enumerate(body["contents"]):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list):
+            raise RelayError(400, f"contents[{i}].parts: a list of parts is required.", "invalid_request")
+        parts = [p for p in parts if isinstance(p, dict)]
+        if content.get("role") == "model":
+            text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
+            thought = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought"))
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if thought:
+                message["reasoning_content"] = thought
+            for part in (p for p in parts if isinstance(p.get("functionCall"), dict)):
+                call_id = f"call_{calls}"
+                calls += 1
+                waiting[part["functionCall"].get("name") or ""].append(call_id)
+                message.setdefault("tool_calls", []).append({"id": call_id, "type": "function", "function": {
+                    "name": part["functionCall"].get("name") or "",
+                    "arguments": orjson.dumps(part["functionCall"].get("args") or {}).decode()}})
+            if message["content"] is None and "tool_calls" not in message:
+                message["content"] = ""
+            messages.append(message)
+            continue
+        for part in (p for p in parts if isinstance(p.get("functionResponse"), dict)):
+            name = part["functionResponse"].get("name") or ""
+            call_id = waiting[name].pop(0) if waiting[name] else f"call_{calls}"
+            messages.append({"role": "tool", "tool_call_id": call_id,
+                             "content": orjson.dumps(part["functionResponse"].get("response") or {}).decode()})
+        pieces = [{"type": "text", "text": p["text"]} if isinstance(p.get("text"), str) else _openai_media(p)
+                  for p in parts if "functionResponse" not in p]
+        pieces = [p for p in pieces if p]
+        if pieces:
+            only_text = all(p["type"] == "text" for p in pieces)
+            messages.append({"role": "user", "content": "".join(p["text"] for p in pieces) if only_text else pieces})
+    chat = {"model": model, "messages": messages, **_chat_options_from_gemini(body.get("generationConfig") or {}),
+            **_chat_tools_from_gemini(body)}
+    return chat
+
+
+def openai_to_gemini_response(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    parts: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append({"text": reasoning, "thought": True})
+    text = _text_of(message.get("content"))
+    if text:
+        parts.append({"text": text})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        parts.append({"functionCall": {"name": function.get("name") or "", "args": _arguments(function.get("arguments"))}})
+    return {"candidates": [{"content": {"role": "model", "parts": parts or [{"text": ""}]},
+                            "finishReason": _TO_GEMINI_STOPS.get(choice.get("finish_reason"), "STOP"), "index": 0}],
+            "usageMetadata": usage_to_gemini(usage_from(chat)), "modelVersion": model,
+            "responseId": str(chat.get("id") or "")}
+
+
+def _embedding_values(chat: dict[str, Any]) -> list[Any]:
+    return [item.get("embedding") or [] for item in sorted(chat.get("data") or [], key=lambda d: d.get("index", 0))]
+
+
+class GeminiEncoder(PivotEncoder):
+    """Pivot chunks as Gemini's stream: an event of text or thought parts per chunk, and at the end one event with
+    the function calls (Gemini sends each call whole), the finish reason and the usage."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.model, self.id = call.model, call.request_id
+        self.calls: dict[int, dict[str, str]] = {}  # pivot tool call index → name and arguments so far
+        self.finish = "STOP"
+
+    def _event(self, parts: list[dict[str, Any]], finish: str | None = None, usage: Usage | None = None) -> bytes:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        answer: dict[str, Any] = {"candidates": [candidate], "modelVersion": self.model, "responseId": self.id}
+        if finish:
+            candidate["finishReason"] = finish
+            answer["usageMetadata"] = usage_to_gemini(usage)
+        return sse(answer)
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        parts: list[dict[str, Any]] = []
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                parts.append({"text": reasoning, "thought": True})
+            if delta.get("content"):
+                parts.append({"text": delta["content"]})
+            for call in delta.get("tool_calls") or []:
+                function = call.get("function") or {}
+                known = self.calls.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
+                known["name"] = known["name"] or function.get("name") or ""
+                known["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish = _TO_GEMINI_STOPS.get(choice["finish_reason"], "STOP")
+        return self._event(parts) if parts else b""
+
+    def close(self, usage: Usage | None) -> bytes:
+        parts = [{"functionCall": {"name": c["name"], "args": _arguments(c["arguments"])}}
+                 for _, c in sorted(self.calls.items())]
+        return self._event(parts or [{"text": ""}], self.finish, usage)
+
+
+class GeminiDialect(Dialect):
+    """Gemini's API (Gemini CLI, google-genai) on every channel: `POST /{v1,v1beta}/models/{model}:{method}` for
+    generateContent, streamGenerateContent (always answered as SSE, as with `alt=sse`), countTokens,
+    embedContent and batchEmbedContents. The key comes in `x-goog-api-key` or `?key=`."""
+
+    format = "gemini"
+    prefixes = ("/v1beta",)
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        return ()  # every path names its model: see match()
+
+    def match(self, method: str, path: str) -> RelayRoute | None:
+        found = _GEMINI_PATH.fullmatch(path) if method == "POST" else None
+        if found is None or found.group(3) not in _GEMINI_METHODS:
+            return None
+        model, name = found.group(2), found.group(3)
+        op, streams = _GEMINI_METHODS[name]
+        return RelayRoute(self, Mode.GEMINI, op, name + ("?alt=sse" if streams else ""),
+                          native_only=op is None, model=model)
+
+    def api_key(self, headers: dict[bytes, bytes], scope: Scope) -> str:
+        key = headers.get(b"x-goog-api-key", b"").decode("latin-1").strip()
+        if not key:
+            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            key = (query.get("key") or [""])[0].strip()
+        return key or super().api_key(headers, scope)
+
+    def read(self, call: RelayCall) -> None:
+        if call.obj is None:
+            raise RelayError(400, "The request body must be JSON.", "invalid_json")
+        method = call.upstream_path.partition("?")[0]
+        needs = {"embedContent": ("content", dict), "batchEmbedContents": ("requests", list)}.get(
+            method, ("contents", list))
+        if method == "countTokens" and "generateContentRequest" in call.obj:
+            needs = ("generateContentRequest", dict)
+        if not isinstance(call.obj.get(needs[0]), needs[1]):
+            raise RelayError(400, f"{needs[0]}: a {needs[1].__name__} is required.", "invalid_request")
+        call.stream = method == "streamGenerateContent"
+        call.client_wants_usage = True  # a Gemini stream always ends with its usage
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        if call.op != Mode.EMBEDDINGS:
+            chat = gemini_to_openai_request(call.obj, call.model)
+            return dict(chat, stream=True) if call.stream else chat
+        requests = call.obj.get("requests") or [call.obj]
+        texts = [_text_of((r.get("content") or {}).get("parts")) for r in requests if isinstance(r, dict)]
+        pivot: dict[str, Any] = {"model": call.model, "input": texts, "encoding_format": "float"}
+        dimensions = requests[0].get("outputDimensionality") if requests and isinstance(requests[0], dict) else None
+        if dimensions:
+            pivot["dimensions"] = dimensions
+        return pivot
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        if call.op != Mode.EMBEDDINGS:
+            return orjson.dumps(openai_to_gemini_response(pivot, call.model))
+        vectors = _embedding_values(pivot)
+        if call.upstream_path == "embedContent":
+            return orjson.dumps({"embedding": {"values": vectors[0] if vectors else []}})
+        return orjson.dumps({"embeddings": [{"values": v} for v in vectors]})
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return GeminiEncoder(call)
+
+    def error_body(self, error: RelayError) -> bytes:
+        return gemini_error(error.status, error.message)
+
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
+        return b"data: " + self.error_body(error) + b"\n\n"
+
+    def answer_locally(self, call: RelayCall) -> bytes:
+        request = call.obj.get("generateContentRequest") or call.obj
+        counted = [request.get(k) for k in ("systemInstruction", "contents", "tools")]
+        return orjson.dumps({"totalTokens": estimate_tokens(len(orjson.dumps(counted)))})
+
+
+DIALECTS["gemini"] = GeminiDialect()
+
+
+# ---- OpenAI Responses: the client door /v1/responses (Codex, the openai SDK), on every channel ----
+# developers.openai.com: the Responses API and its streaming events, which the SDKs parse strictly (one
+# response id throughout, each item added before its deltas and done before response.completed). A provider row
+# with "nativeFormats": ["responses"] (OpenAI itself) gets the request as it is; every other channel through the
+# pivot. Answers are stored (unless `store: false`; section 5), so `previous_response_id` replays the turns
+# before it: upstream, unless that channel itself answered the previous turn and so knows it.
+
+
+@dataclass
+class ResponsesTurn:
+    """One /v1/responses call: this turn's input, the stored turns it continues, and where to keep its answer."""
+
+    id: str
+    items: list[dict[str, Any]]  # this turn's input, as items
+    history: list[dict[str, Any]] = field(default_factory=list)  # stored turns it continues, oldest first
+    gap: str = ""  # the first earlier response of the chain this gateway does not hold
+    state: AppState | None = None  # where the answer is kept; None with `store: false`
+    channel: int = 0  # the native channel the request went to last
+    sequence: int = 0  # the next stream event's sequence_number
+    snapshot: dict[str, Any] | None = None  # the response as streamed so far
+    started: bool = False  # response.created is out
+
+    def event(self, kind: str, **data: Any) -> bytes:
+        self.sequence += 1
+        return sse({"type": kind, "sequence_number": self.sequence - 1, **data}, kind)
+
+    def open_stream(self) -> bytes:
+        """response.created and response.in_progress, once: every event of a stream comes after them."""
+        if self.started or self.snapshot is None:
+            return b""
+        self.started = True
+        return self.event("response.created", response=self.snapshot) + self.event("response.in_progress",
+                                                                                   response=self.snapshot)
+
+    def keep(self, call: RelayCall, response: dict[str, Any], native_channel: int = 0) -> None:
+        if self.state is not None and response.get("status") in ("completed", "incomplete"):
+            self.state.responses.remember(self.state.engine, {
+                "id": response.get("id") or self.id, "created_at": now_ms(), "token_id": call.caller.token_id,
+                "native_channel": native_channel, "model": call.model,
+                "previous_response_id": call.obj.get("previous_response_id") or "",
+                "input_items": self.items, "answer": response})
+
+
+def responses_turn(call: RelayCall) -> ResponsesTurn:
+    """The call's turn; a call that skipped the dialect's prepare() (a unit test) gets one that stores nothing."""
+    if call.dialect_state is None:
+        call.dialect_state = ResponsesTurn(f"resp_{call.request_id}", responses_input_items(call.obj))
+    return call.dialect_state
+
+
+def responses_input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def replay_items(history: list[dict[str, Any]], native: bool) -> list[dict[str, Any]]:
+    """Stored turns as input items: each turn's input, then its output. For an OpenAI upstream, output items go
+    without their ids and reasoning items not at all: that upstream never saw them, and refuses unknown ids."""
+    items: list[dict[str, Any]] = []
+    for turn in history:
+        items += turn["input_items"] or []
+        for out in (turn["answer"] or {}).get("output") or []:
+            kind = out.get("type")
+            if kind == "message":
+                items.append({"type": "message", "role": "assistant", "content": out.get("content") or []})
+            elif kind == "function_call":
+                items.append({k: out.get(k) for k in ("type", "call_id", "name", "arguments")})
+            elif kind == "reasoning" and not native:
+                items.append(out)
+    return items
+
+
+def _chat_user_content(content: Any) -> Any:
+    if not isinstance(content, list):
+        return content if isinstance(content, str) else ""
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "input_image" and part.get("image_url"):
+            image = {"url": part["image_url"], **({"detail": part["detail"]} if part.get("detail") else {})}
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file" and part.get("file_data"):
+            parts.append({"type": "file", "file": {"filename": part.get("filename") or "file",
+                                                   "file_data": part["file_data"]}})
+    if all(p["type"] == "text" for p in parts):  # several OpenAI-style upstreams take no list of parts
+        return "\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _reasoning_text(item: dict[str, Any]) -> str:
+    return "".join(p.get("text", "") for key in ("summary", "content") for p in item.get(key) or []
+                   if isinstance(p, dict))
+
+
+def _chat_options_from_responses(body: dict[str, Any]) -> dict[str, Any]:
+    chat: dict[str, Any] = {name: body[name] for name in ("temperature", "top_p", "parallel_tool_calls")
+                            if body.get(name) is not None}
+    if body.get("max_output_tokens"):
+        chat["max_tokens"] = body["max_output_tokens"]
+    effort = (body.get("reasoning") or {}).get("effort")
+    if effort:
+        chat["reasoning_effort"] = effort
+    functions = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    if functions:  # built-in tools (web_search, ...) have no chat form
+        chat["tools"] = [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters",
+                                                                              "strict") if t.get(k) is not None}}
+                         for t in functions]
+        choice = body.get("tool_choice")
+        if choice in ("auto", "none", "required"):
+            chat["tool_choice"] = choice
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
+    text_format = (body.get("text") or {}).get("format") or {}
+    if text_format.get("type") == "json_schema":
+        chat["response_format"] = {"type": "json_schema", "json_schema": {
+            k: text_format[k] for k in ("name", "schema", "strict", "description") if k in text_format}}
+    elif text_format.get("type") == "json_object":
+        chat["response_format"] = {"type": "json_object"}
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str):
+        chat["user"] = user
+    return chat
+
+
+def responses_to_chat(body: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Responses request (its earlier turns already in `items`) as an OpenAI chat request: instructions become
+    the system message, function calls the assistant's tool_calls, their outputs tool messages, and a reasoning
+    item the reasoning_content of the assistant turn after it."""
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    reasoning = ""
+    for item in items:
+        kind = item.get("type") or "message"
+        if kind == "reasoning":
+            reasoning += _reasoning_text(item)
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id") or "",
+                             "content": output if isinstance(output, str) else _text_of(output)})
+        elif kind == "function_call":
+            last = messages[-1] if messages else {}
+            if last.get("role") != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append({"id": item.get("call_id") or "", "type": "function",
+                                                      "function": {"name": item.get("name") or "",
+                                                                   "arguments": item.get("arguments") or "{}"}})
+        elif kind == "message":
+            role = item.get("role")
+            if role in ("system", "developer"):
+                messages.append({"role": "system", "content": _text_of(item.get("content"))})
+            elif role == "assistant":
+                messages.append({"role": "assistant", "content": _text_of(item.get("content"))})
+            else:
+                messages.append({"role": "user", "content": _chat_user_content(item.get("content"))})
+        else:
+            continue  # item references, built-in tool calls: nothing a chat upstream can take
+        if reasoning and messages and messages[-1]["role"] == "assistant":
+            messages[-1]["reasoning_content"] = reasoning  # DeepSeek's thinking refuses a turn without it
+            reasoning = ""
+    chat = {"model": body["model"], "messages": messages, **_chat_options_from_responses(body)}
+    if body.get("stream"):
+        chat["stream"] = True
+    return chat
+
+
+def usage_to_responses(usage: Usage | None, reasoning_tokens: int = 0) -> dict[str, Any]:
+    usage = usage or Usage()
+    return {"input_tokens": usage.input_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "output_tokens": usage.output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            "total_tokens": usage.total_tokens}
+
+
+def response_object(call: RelayCall, turn: ResponsesTurn, status: str, output: list[dict[str, Any]],
+                    usage: dict[str, Any] | None) -> dict[str, Any]:
+    """The Response around `output`, echoing the request's settings as OpenAI does."""
+    body = call.obj
+    return {
+        "id": turn.id, "object": "response", "created_at": int(call.started), "status": status,
+        "background": False, "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "model": call.model, "output": output, "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "store": body.get("store", True) is not False, "temperature": body.get("temperature", 1.0),
+        "text": body.get("text") or {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [], "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"), "usage": usage, "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+def _function_call_item(item_id: str, call: dict[str, Any], call_id: str, status: str = "completed") -> dict[str, Any]:
+    function = call.get("function") or {}
+    return {"id": item_id, "type": "function_call", "status": status, "call_id": call.get("id") or call_id,
+            "name": function.get("name") or "", "arguments": function.get("arguments") or ""}
+
+
+def chat_to_response(chat: dict[str, Any], call: RelayCall, turn: ResponsesTurn) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    output: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        output.append({"id": f"rs_{call.request_id}", "type": "reasoning",
+                       "summary": [{"type": "summary_text", "text": reasoning}]})
+    text = _text_of(message.get("content"))
+    if text:
+        output.append(_message_item(f"msg_{call.request_id}", text))
+    for i, tool_call in enumerate(message.get("tool_calls") or []):
+        output.append(_function_call_item(f"fc_{call.request_id}_{i}", tool_call, f"call_{call.request_id}_{i}"))
+    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    details = (chat.get("usage") or {}).get("completion_tokens_details") or {}
+    usage = usage_to_responses(usage_from(chat), int(details.get("reasoning_tokens") or 0))
+    return response_object(call, turn, status, output, usage)
+
+
+class ResponsesEncoder(PivotEncoder):
+    """Pivot chunks as Responses events: response.created and .in_progress, then per output item (reasoning,
+    message, each function call) its added event, its deltas and its done events, and response.completed (or
+    .incomplete at the length limit) with the whole response and usage. No [DONE]."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.call, self.turn = call, responses_turn(call)
+        self.output: list[dict[str, Any]] = []  # the items so far, in output order
+        self.open: list[int] = []  # output indexes of the items not done yet
+        self.current: dict[str, int] = {}  # "message" / "reasoning" → the open item of that kind
+        self.tools: dict[int, int] = {}  # pivot tool call index → output index
+        # an open item's deltas, joined when it is done: `+=` would copy a long answer's text for every delta
+        self.pieces: dict[int, list[str]] = collections.defaultdict(list)
+        self.finish: str | None = None
+        self.turn.snapshot = response_object(call, self.turn, "in_progress", self.output, None)
+
+    def _add(self, kind: str, item: dict[str, Any]) -> tuple[int, bytes]:
+        """Close the open items of the other kinds (a function call stays open beside its siblings), then add."""
+        closing = [i for i in self.open if self.output[i]["type"] != kind or kind != "function_call"]
+        out = b"".join(self._done(i) for i in closing)
+        index = len(self.output)
+        self.output.append(item)
+        self.open.append(index)
+        return index, out + self.turn.event("response.output_item.added", output_index=index, item=item)
+
+    def _done(self, index: int) -> bytes:
+        self.open.remove(index)
+        item = self.output[index]
+        text = "".join(self.pieces.pop(index, ()))
+        where = {"item_id": item["id"], "output_index": index}
+        if item["type"] == "message":
+            self.current.pop("message", None)
+            part = item["content"][0]
+            part["text"] = text
+            out = (self.turn.event("response.output_text.done", **where, content_index=0, text=part["text"],
+                                   logprobs=[])
+                   + self.turn.event("response.content_part.done", **where, content_index=0, part=part))
+        elif item["type"] == "reasoning":
+            self.current.pop("reasoning", None)
+            part = item["summary"][0]
+            part["text"] = text
+            out = (self.turn.event("response.reasoning_summary_text.done", **where, summary_index=0,
+                                   text=part["text"])
+                   + self.turn.event("response.reasoning_summary_part.done", **where, summary_index=0, part=part))
+        else:
+            item["arguments"] = text
+            out = self.turn.event("response.function_call_arguments.done", **where, arguments=text)
+        item["status"] = "completed"
+        return out + self.turn.event("response.output_item.done", output_index=index, item=item)
+
+    def _text(self, text: str) -> bytes:
+        out = b""
+        if "message" not in self.current:
+            index, out = self._add("message", _message_item(f"msg_{self.call.request_id}_{len(self.output)}", "",
+                                                            "in_progress"))
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            out += self.turn.event("response.content_part.added", item_id=self.output[index]["id"],
+                                   output_index=index, content_index=0, part=part)
+            self.output[index]["content"].append(dict(part))
+            self.current["message"] = index
+        index = self.current["message"]
+        self.pieces[index].append(text)
+        return out + self.turn.event("response.output_text.delta", item_id=self.output[index]["id"],
+                                     output_index=index, content_index=0, delta=text, logprobs=[])
+
+    def _reasoning(self, text: str) -> bytes:
+        out = b""
+        if "reasoning" not in self.current:
+            index, out = self._add("reasoning", {"id": f"rs_{self.call.request_id}_{len(self.output)}",
+                                                 "type": "reasoning", "summary": []})
+            part = {"type": "summary_text", "text": ""}
+            out += self.turn.event("response.reasoning_summary_part.added", item_id=self.output[index]["id"],
+                                   output_index=index, summary_index=0, part=part)
+            self.output[index]["summary"].append(dict(part))
+            self.current["reasoning"] = index
+        index = self.current["reasoning"]
+        self.pieces[index].append(text)
+        return out + self.turn.event("response.reasoning_summary_text.delta", item_id=self.output[index]["id"],
+                                     output_index=index, summary_index=0, delta=text)
+
+    def _tool(self, call: dict[str, Any]) -> bytes:
+        number, out = call.get("index", 0), b""
+        if number not in self.tools:
+            item = _function_call_item(f"fc_{self.call.request_id}_{number}", dict(call, function=dict(
+                call.get("function") or {}, arguments="")), f"call_{self.call.request_id}_{number}", "in_progress")
+            self.tools[number], out = self._add("function_call", item)
+        index = self.tools[number]
+        arguments = (call.get("function") or {}).get("arguments") or ""
+        if arguments and index in self.open:
+            self.pieces[index].append(arguments)
+            out += self.turn.event("response.function_call_arguments.delta", item_id=self.output[index]["id"],
+                                   output_index=index, delta=arguments)
+        return out
+
+    def encode(self, chunk: dict[str, Any]) -> bytes:
+        out = [self.turn.open_stream()]
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out.append(self._reasoning(reasoning))
+            if delta.get("content"):
+                out.append(self._text(delta["content"]))
+            out += [self._tool(call) for call in delta.get("tool_calls") or []]
+            self.finish = choice.get("finish_reason") or self.finish
+        return b"".join(out)
+
+    def close(self, usage: Usage | None) -> bytes:
+        out = self.turn.open_stream() + b"".join(self._done(i) for i in list(self.open))
+        status = "incomplete" if self.finish == "length" else "completed"
+        final = response_object(self.call, self.turn, status, self.output, usage_to_responses(usage))
+        self.turn.keep(self.call, final)
+        return out + self.turn.event(f"response.{status}", response=final)
+
+
+class ResponsesPassthrough(StreamFilter):
+    """hot path: an OpenAI Responses stream for a Responses client. Bytes pass; the response.created event gives
+    the response's id (for an error later), the final event its usage and the answer to store; a mapped model is
+    renamed back."""
+
+    _FINAL = (b"response.completed", b"response.incomplete", b"response.failed", b'"type":"error"')
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.call, self.turn, self.channel = call, responses_turn(call), channel.id
+        upstream = channel.upstream_model(call.model)
+        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        self.turn.sequence = self.events  # the upstream numbers its events from 0
+        if not self.turn.started or any(mark in events for mark in self._FINAL):
+            for event in sse_events(events):
+                self._read(sse_fields(event)[1])
+        return _rewrite_model(events, *self.rename) if self.rename else events
+
+    def _read(self, data: bytes) -> None:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        response = event.get("response") if isinstance(event, dict) else None
+        if kind == "response.created" and isinstance(response, dict):
+            self.turn.snapshot, self.turn.started = dict(response, model=self.call.model), True
+        elif kind in ("response.completed", "response.incomplete") and isinstance(response, dict):
+            self.usage = usage_from(response)
+            self.turn.keep(self.call, dict(response, model=self.call.model), self.channel)
+        elif kind == "response.failed" and isinstance(response, dict):
+            error = response.get("error") or {}
+            self.error = RelayError(500, str(error.get("message") or "The response failed."),
+                                    error.get("code") or "response_failed", "upstream_error")
+        elif kind == "error":
+            self.error = RelayError(500, str(event.get("message") or "The upstream stream failed."),
+                                    event.get("code") or "upstream_error", "upstream_error")
+
+
+class OpenAIResponsesAdaptor(Adaptor):
+    """OpenAI itself (providers.json "nativeFormats": ["responses"]): /v1/responses passes through with only the
+    model mapped, and with `previous_response_id` replaced by the stored turns when this upstream never saw the
+    previous one (it was answered through the pivot, or by another channel)."""
+
+    formats = frozenset({"openai", "responses"})
+
+    def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.dialect.format != "responses":
+            return super().passthrough_body(call, channel)
+        turn = responses_turn(call)
+        turn.channel = channel.id
+        body, target = call.obj, channel.upstream_model(call.model)
+        if turn.history and turn.history[-1]["native_channel"] != channel.id:
+            if turn.gap:
+                raise RelayError(400, f"Previous response with id '{turn.gap}' not found.",
+                                 "previous_response_not_found")
+            body = {k: v for k, v in body.items() if k != "previous_response_id"}
+            body["input"] = replay_items(turn.history, native=True) + turn.items
+        elif target == call.model:
+            return call.body
+        return orjson.dumps(dict(body, model=target))
+
+    def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        if call.dialect.format != "responses":
+            return super().passthrough_response(call, body)
+        response = json_object(body, "OpenAI's response")
+        response["model"] = call.model
+        responses_turn(call).keep(call, response, responses_turn(call).channel)
+        return orjson.dumps(response), usage_from(response)
+
+    def passthrough_stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        if call.dialect.format != "responses":
+            return super().passthrough_stream(call, channel)
+        return ResponsesPassthrough(call, channel)
+
+
+ADAPTORS["openai+responses"] = OpenAIResponsesAdaptor()
+
+
+class ResponsesDialect(Dialect):
+    """`POST /v1/responses` (stream and non-stream) on every channel, and `GET` / `DELETE /v1/responses/{id}`
+    for the stored answers (section 5)."""
+
+    format = "responses"
+    prefixes = ("/v1/responses",)
+
+    def routes(self) -> Iterable[tuple[str, RelayRoute]]:
+        yield "/v1/responses", RelayRoute(self, Mode.RESPONSES, Mode.CHAT_COMPLETIONS, "/responses")
+
+    def match(self, method: str, path: str) -> RelayRoute | None:
+        response_id = path.removeprefix("/v1/responses/")
+        if response_id == path or not response_id or "/" in response_id or method not in ("GET", "DELETE"):
+            return None
+        return RelayRoute(self, Mode.RESPONSES_GET if method == "GET" else Mode.RESPONSES_DELETE, None, "",
+                          local=True)
+
+    def read(self, call: RelayCall) -> None:
+        if call.obj is None or not isinstance(call.obj.get("input"), (str, list)):
+            raise RelayError(400, "input: a string or a list of input items is required.", "invalid_request")
+        call.stream = bool(call.obj.get("stream"))
+        call.client_wants_usage = True  # response.completed always carries the usage
+
+    async def prepare(self, state: AppState, call: RelayCall) -> None:
+        keep = call.obj.get("store", True) is not False
+        turn = ResponsesTurn(f"resp_{call.request_id}", responses_input_items(call.obj), state=state if keep else None)
+        previous = call.obj.get("previous_response_id")
+        if isinstance(previous, str) and previous:
+            turn.history, turn.gap = await state.responses.chain(state.engine, previous, call.caller)
+        call.dialect_state = turn
+
+    def to_pivot(self, call: RelayCall) -> dict[str, Any]:
+        turn = responses_turn(call)
+        if turn.gap:
+            raise RelayError(400, f"Previous response with id '{turn.gap}' not found.", "previous_response_not_found")
+        return responses_to_chat(call.obj, replay_items(turn.history, native=False) + turn.items)
+
+    def response_from_pivot(self, call: RelayCall, pivot: dict[str, Any]) -> bytes:
+        turn = responses_turn(call)
+        response = chat_to_response(pivot, call, turn)
+        turn.keep(call, response)
+        return orjson.dumps(response)
+
+    def stream_encoder(self, call: RelayCall) -> PivotEncoder:
+        return ResponsesEncoder(call)
+
+    def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
+        """An `error` event, then response.failed with the output so far (after response.created, if the failure
+        came first)."""
+        turn = call.dialect_state if call is not None else None
+        code = str(error.code) if error.code is not None else None
+        if not isinstance(turn, ResponsesTurn):
+            return sse({"type": "error", "code": code, "message": error.message, "param": None,
+                        "sequence_number": 0}, "error")
+        out = turn.open_stream() + turn.event("error", code=code, message=error.message, param=None)
+        if turn.snapshot is not None:
+            failed = dict(turn.snapshot, status="failed", error={"code": code or "server_error",
+                                                                 "message": error.message})
+            out += turn.event("response.failed", response=failed)
+        return out
+
+
+DIALECTS["responses"] = ResponsesDialect()
 
 
 # ---- formats not implemented yet: a clear refusal, never a silent OpenAI request ----
@@ -2031,7 +3306,6 @@ class UnsupportedAdaptor(Adaptor):
 
 
 _NOT_YET = {
-    "gemini": UnsupportedAdaptor("Google Gemini (native API)"),
     "aws": UnsupportedAdaptor("AWS Bedrock"),
     "vertexai": UnsupportedAdaptor("Google Vertex AI"),
     "baidu": UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)"),
@@ -2486,6 +3760,7 @@ class RelayCall:
     ip: str = ""
     stream: bool = False
     client_wants_usage: bool = False
+    dialect_state: Any = None  # what a dialect carries from the request to its answer (Responses: the turn)
     pinned: int | None = None
     max_retries: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)  # the routing trail, in order, for the log row
@@ -2784,7 +4059,8 @@ def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
 def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
     prompt = 0
     if call.obj is not None:
-        source = call.obj.get("messages") or call.obj.get("prompt") or call.obj.get("input") or ""
+        source = (call.obj.get("messages") or call.obj.get("prompt") or call.obj.get("input")
+                  or call.obj.get("contents") or "")
         prompt = estimate_tokens(len(source if isinstance(source, str) else orjson.dumps(source)))
     out = estimate_tokens(output_chars)
     return Usage(prompt, out, prompt + out, 0, True)
@@ -2845,7 +4121,8 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
         failure = RelayError(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
                              "upstream_error")
-        await send({"type": "http.response.body", "body": call.dialect.stream_error(failure), "more_body": True})
+        await send({"type": "http.response.body", "body": call.dialect.stream_error(failure, call),
+                    "more_body": True})
     finally:
         response.release()  # cut short (a hang-up, a cancel), this closes the connection
     if stream.error is not None:
@@ -2916,6 +4193,10 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
         if route is None:
             raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
         caller = authenticate(state, raw_key)
+        if route.local:
+            client = scope.get("client")
+            return await answer_stored_response(state, route, caller, path, request_id, started,
+                                                client[0] if client else "", send)
         body = await read_body(receive, state.settings.relay_max_body_mib, headers.get(b"content-length"))
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers,
@@ -2929,6 +4210,7 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
                 call.pinned = int(pin)
             except ValueError:
                 raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
+        await dialect.prepare(state, call)
         order = plan_channels(state, call)
         if route.native_only:
             order = [channel for channel in order if channel.adaptor.speaks(call)]
@@ -3187,6 +4469,65 @@ async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterab
 
     for task in asyncio.as_completed([one(m) for m in models]):
         yield await task
+
+
+# ---- stored responses: what `previous_response_id` replays, and GET / DELETE /v1/responses/{id} ----
+
+class ResponseStore:
+    """Responses answers are written in the background, so no answer waits for the database; until a write
+    lands, the answer is read from memory, so a client's next turn may continue the answer it has just got."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.writes: dict[str, asyncio.Task[None]] = {}
+
+    def remember(self, engine: sa.Engine, row: dict[str, Any]) -> None:
+        self.pending[row["id"]] = row
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(save_stored_response, engine, row))
+        self.writes[row["id"]] = task
+        task.add_done_callback(functools.partial(self._written, row["id"]))
+
+    def _written(self, response_id: str, task: asyncio.Task[None]) -> None:
+        if self.writes.get(response_id) is task:
+            self.writes.pop(response_id)
+            self.pending.pop(response_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
+
+    async def chain(self, engine: sa.Engine, response_id: str,
+                    caller: Caller) -> tuple[list[dict[str, Any]], str]:
+        owner = None if caller.is_admin else caller.token_id
+        return await asyncio.to_thread(load_response_chain, engine, response_id, owner, dict(self.pending))
+
+    async def recall(self, engine: sa.Engine, response_id: str, caller: Caller) -> dict[str, Any] | None:
+        owner = None if caller.is_admin else caller.token_id
+        return await asyncio.to_thread(load_stored_response, engine, response_id, owner, dict(self.pending))
+
+    async def forget(self, engine: sa.Engine, response_id: str, caller: Caller) -> bool:
+        if response_id in self.writes:  # else the write, landing later, would bring it back
+            await asyncio.shield(self.writes[response_id])
+        owner = None if caller.is_admin else caller.token_id
+        return await asyncio.to_thread(delete_stored_response, engine, response_id, owner)
+
+
+async def answer_stored_response(state: AppState, route: RelayRoute, caller: Caller, path: str, request_id: str,
+                                 started: float, ip: str, send: Send) -> None:
+    """GET or DELETE /v1/responses/{id}: answered from the store, never upstream, and logged as any call."""
+    response_id = path.removeprefix("/v1/responses/")
+    stored = await state.responses.recall(state.engine, response_id, caller)
+    call = RelayCall(request_id=request_id, started=started, endpoint=path, route=route,
+                     model=stored["model"] if stored else "", body=b"", obj=None, content_type="", caller=caller,
+                     ip=ip)
+    if stored is None or (route.mode == Mode.RESPONSES_DELETE
+                          and not await state.responses.forget(state.engine, response_id, caller)):
+        error = RelayError(404, f"No response found with id '{response_id}'.", "not_found")
+        body, status = route.dialect.error_body(error), 404
+    elif route.mode == Mode.RESPONSES_DELETE:
+        body, status = orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}), 200
+    else:
+        body, status = orjson.dumps(stored["answer"]), 200
+    log_call(state, call, Attempt(None, None, status), Outcome(status, None, body if status != 200 else b""))
+    await send_bytes(send, status, body, "application/json", request_id)
 
 
 # ==== 6. Log writer ========================================================================================
@@ -8197,7 +9538,9 @@ async def _retention_loop(state: AppState) -> None:
         try:
             days = state.log_retention_days
             if days > 0:  # a huge value keeps everything, rather than a cut-off no database can compare
-                await asyncio.to_thread(delete_logs_before, state.engine, max(0, now_ms() - days * 86_400_000))
+                cutoff = max(0, now_ms() - days * 86_400_000)
+                await asyncio.to_thread(delete_logs_before, state.engine, cutoff)
+                await asyncio.to_thread(delete_stored_responses_before, state.engine, cutoff)
         except (ValueError, TypeError, OverflowError, sa.exc.SQLAlchemyError) as exc:
             logger.error("log retention failed (%s); next try in %d s", _first_line(exc), RETENTION_CHECK_SECONDS)
         await asyncio.sleep(RETENTION_CHECK_SECONDS)

@@ -2,10 +2,11 @@
 
 It dispatches by the shape of the path, the way each real provider is called:
 
-    /<scenario>/v1/<endpoint>                          OpenAI: chat/completions, completions, embeddings, ...
+    /<scenario>/v1/<endpoint>                          OpenAI: chat/completions, responses, embeddings, ...
     /<scenario>/v1/messages, /v1/messages/count_tokens  Anthropic Messages (base URL .../v1, as api.anthropic.com/v1)
     /<scenario>/openai/deployments/<name>/<endpoint>   Azure OpenAI: OpenAI bodies, `api-key` header, ?api-version=
-    /<scenario>/v1beta/models/<model>:<method>         Gemini: the place for it is ``_gemini`` (not spoken yet)
+    /<scenario>/v1beta/models/<model>:<method>         Gemini: generateContent, streamGenerateContent (alt=sse),
+                                                       countTokens, embedContent, batchEmbedContents
 
 Behaviour is picked by the *scenario* prefix, so each channel's base_url chooses it without any shared state: a
 channel with base_url ``http://127.0.0.1:PORT/status-500+delay-200/v1`` gets ``/status-500+delay-200/v1/...``
@@ -18,22 +19,31 @@ Scenario segments, joined with ``+``:
     chunks-N      N content chunks in a stream, and N completion tokens (default 3)
     gap-N         wait N ms between stream chunks
     cut-N         stream only: send N content chunks, then drop the connection (no closing event)
-    error-N       stream only: send N content chunks, then an in-band error event (Anthropic's ``overloaded_error``)
+    error-N       stream only: send N content chunks, then an in-band error event (Anthropic's ``overloaded_error``,
+                  Gemini's UNAVAILABLE, the Responses ``error`` event)
     nousage       no usage in JSON answers nor in streams
     tool          answer with a call of the request's first tool (unless the last turn is that tool's result)
-    thinking      OpenAI format: a ``reasoning_content`` before the answer, as DeepSeek's reasoner sends it
-                  (the Anthropic format thinks whenever the request enables ``thinking``, as Claude does)
-    cacheread-N   report N prompt tokens read from the cache (OpenAI ``cached_tokens``, Anthropic cache reads)
+    thinking      OpenAI format: a ``reasoning_content`` before the answer, as DeepSeek's reasoner sends it;
+                  Responses: a reasoning item; Gemini: a thought part (also whenever the request sets
+                  ``thinkingConfig.includeThoughts``; the Anthropic format thinks whenever the request enables
+                  ``thinking``, as Claude does)
+    cacheread-N   report N prompt tokens read from the cache (OpenAI ``cached_tokens``, Anthropic cache reads,
+                  Gemini ``cachedContentTokenCount``)
     cachewrite-N  Anthropic only: report N prompt tokens written to the cache
 
 Usage is deterministic: the prompt count is the whitespace words of the input text + 1 (``count_prompt_tokens``),
 the completion count is the chunk count, and the reply text is ``reply_text(n)``. In the OpenAI format, when
 ``stream_options.include_usage`` is true, chunks carry ``"usage": null`` and a final ``choices: []`` chunk carries
-the usage. Anthropic's input_tokens excludes cached tokens, as the real API's does.
+the usage. Anthropic's input_tokens excludes cached tokens, as the real API's does. Gemini counts the words of the
+text parts (``gemini_prompt_tokens``), Responses those of the instructions, earlier turns and input
+(``responses_prompt_tokens``).
 
 Each format validates what its real API rejects (Anthropic: the x-api-key and anthropic-version headers,
 max_tokens, user/assistant turns that alternate, tool results that answer the tool calls before them; OpenAI: tool
-messages that answer a tool call; Azure: the api-key header and api-version), so a wrong conversion fails loudly.
+messages that answer a tool call; Azure: the api-key header and api-version; Gemini: the x-goog-api-key header,
+user/model roles, function responses that answer the turn's calls, a thought signature on a gemini-3 model's calls,
+the Schema keywords it knows; Responses: flat function tools, function outputs that answer a call, a
+previous_response_id it stored, reasoning item ids it gave out), so a wrong conversion fails loudly.
 
 Every request (except ``/_requests``) is recorded; ``GET /_requests`` lists them, ``DELETE /_requests`` clears.
 
@@ -229,6 +239,8 @@ def split_path(path: str) -> Route | None:
 
 
 def _error(status: int, message: str, fmt: str = "openai") -> JSONResponse:
+    if fmt == "gemini":
+        return _gemini_error(status, message)
     if fmt == "anthropic":
         kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status_code=status)
@@ -253,10 +265,12 @@ class _BadRequest(Exception):
 class FakeUpstreamApp:
     def __init__(self, recorder: Recorder | None = None) -> None:
         self.recorder = recorder or Recorder()
+        self.responses = ResponsesMemory()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        scope["fake_upstream"] = self
         request = Request(scope, receive)
         if request.url.path.rstrip("/") == "/_requests":
             if request.method == "DELETE":
@@ -357,6 +371,8 @@ async def _openai(request: Request, route: Route, sc: Scenario, body: dict[str, 
         return JSONResponse({"text": f"fake transcript of {form['file_size']} bytes", **form})
     if body is None:
         return _error(400, "fake upstream: JSON body required")
+    if endpoint == "responses":
+        return await _responses(request, sc, body, send)
     if endpoint == "chat/completions":
         _check_openai_messages(body)
     if body.get("stream") and endpoint in ("chat/completions", "completions"):
@@ -738,14 +754,358 @@ async def _anthropic_stream(send: Send, sc: Scenario, body: dict[str, Any], bloc
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Gemini: the place for generateContent, streamGenerateContent (alt=sse), countTokens and the embeddings
+# Gemini (modelled on the examples of ai.google.dev/api: text, a system instruction, an image, a function call and
+# its response, thought parts, countTokens and the embeddings)
 # --------------------------------------------------------------------------------------------------------------
+
+GEMINI_SIGNATURE = base64.b64encode(b"fake thought signature").decode()  # what the fake puts on its calls
+_GEMINI_PART_KINDS = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
+_GEMINI_SCHEMA_KEYS = {"type", "format", "title", "description", "nullable", "enum", "items", "minItems", "maxItems",
+                       "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
+                       "pattern", "example", "anyOf", "propertyOrdering", "default", "minimum", "maximum"}
+_GEMINI_CONFIG_KEYS = {"temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "candidateCount",
+                       "presencePenalty", "frequencyPenalty", "seed", "responseMimeType", "responseSchema",
+                       "responseJsonSchema", "thinkingConfig"}
+
+
+def gemini_prompt_tokens(body: dict[str, Any]) -> int:
+    """The fake's promptTokenCount: the words of the system instruction's and the contents' text parts, + 1."""
+    parts = list((body.get("systemInstruction") or {}).get("parts") or [])
+    for content in body.get("contents") or []:
+        parts += content.get("parts") or []
+    return sum(_words(p.get("text")) for p in parts) + 1
+
+
+def _gemini_error(status: int, message: str) -> JSONResponse:
+    kind = _GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+    return JSONResponse({"error": {"code": status, "message": message, "status": kind}}, status_code=status)
+
+
+_GEMINI_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                    429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
 async def _gemini(request: Request, route: Route, sc: Scenario, body: dict[str, Any] | None,
                   form: dict[str, Any] | None, send: Send) -> Response | None:
-    return JSONResponse({"error": {"code": 404, "message": f"fake upstream: Gemini's {route.endpoint} is not "
-                                   "spoken yet", "status": "NOT_FOUND"}}, status_code=404)
+    if not (request.headers.get("x-goog-api-key") or request.query_params.get("key")):
+        raise _BadRequest("Method doesn't allow unregistered callers (callers without established identity). "
+                          "Please use API Key or other form of API consumer identity to call this API.", 403)
+    model, _, method = route.endpoint.partition(":")
+    if request.method != "POST" or body is None:
+        raise _BadRequest("Invalid JSON payload received.")
+    if method == "countTokens":
+        _check_gemini_contents(body.get("contents"), model)
+        return JSONResponse({"totalTokens": gemini_prompt_tokens(body)})
+    if method == "embedContent":
+        if not (body.get("content") or {}).get("parts"):
+            raise _BadRequest("* EmbedContentRequest.content: contents is not specified")
+        return JSONResponse({"embedding": {"values": embedding_vector(0)}})
+    if method == "batchEmbedContents":
+        for i, one in enumerate(body.get("requests") or []):
+            if one.get("model") != f"models/{model}":
+                raise _BadRequest(f"* BatchEmbedContentsRequest.requests[{i}].model: the model must be the one of "
+                                  f"the URL, models/{model}")
+        return JSONResponse({"embeddings": [{"values": embedding_vector(i)} for i, _ in enumerate(body["requests"])]})
+    if method not in ("generateContent", "streamGenerateContent"):
+        return _gemini_error(404, f"Method {method} is not found for models/{model}")
+    _check_gemini_request(body, model)
+    parts = _gemini_answer_parts(body, sc)
+    if method == "streamGenerateContent":
+        if request.query_params.get("alt") != "sse":  # without alt=sse Gemini streams one JSON array
+            return JSONResponse([_gemini_answer(body, model, parts, sc)])
+        await _gemini_stream(send, sc, body, model, parts)
+        return None
+    return JSONResponse(_gemini_answer(body, model, parts, sc))
+
+
+def _check_gemini_request(body: dict[str, Any], model: str) -> None:
+    unknown = set(body) - {"contents", "systemInstruction", "generationConfig", "tools", "toolConfig",
+                           "safetySettings", "cachedContent"}
+    if unknown:
+        raise _BadRequest(f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}": Cannot find field.')
+    system = body.get("systemInstruction")
+    if system is not None and not all(isinstance(p.get("text"), str) for p in system.get("parts") or [None]):
+        raise _BadRequest("* GenerateContentRequest.system_instruction: only text parts are allowed")
+    config = body.get("generationConfig") or {}
+    if set(config) - _GEMINI_CONFIG_KEYS:
+        raise _BadRequest(f'Invalid JSON payload received. Unknown name "{sorted(set(config) - _GEMINI_CONFIG_KEYS)[0]}"'
+                          " at 'generation_config': Cannot find field.")
+    for i, tool in enumerate(body.get("tools") or []):
+        for j, declaration in enumerate(tool.get("functionDeclarations") or []):
+            _check_gemini_schema(declaration.get("parameters"), f"tools[{i}].function_declarations[{j}].parameters")
+    _check_gemini_contents(body.get("contents"), model)
+
+
+def _check_gemini_schema(schema: Any, where: str) -> None:
+    if schema is None:
+        return
+    unknown = set(schema) - _GEMINI_SCHEMA_KEYS
+    if unknown:
+        raise _BadRequest(f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}" at \'{where}\': '
+                          "Cannot find field.")
+    if str(schema.get("type", "")).upper() == "OBJECT" and not schema.get("properties"):
+        raise _BadRequest(f"* GenerateContentRequest.{where}.properties: should be non-empty for OBJECT type")
+    for name, sub in (schema.get("properties") or {}).items():
+        _check_gemini_schema(sub, f"{where}.properties[{name}]")
+    if isinstance(schema.get("items"), dict):
+        _check_gemini_schema(schema["items"], f"{where}.items")
+
+
+def _check_gemini_contents(contents: Any, model: str) -> None:
+    if not isinstance(contents, list) or not contents:
+        raise _BadRequest("* GenerateContentRequest.contents: contents is not specified")
+    previous: dict[str, Any] = {}
+    for i, content in enumerate(contents):
+        role = content.get("role", "user")
+        if role not in ("user", "model"):
+            raise _BadRequest(f"Please use a valid role: user, model. (contents[{i}].role is {role!r})")
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise _BadRequest(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.")
+        for j, part in enumerate(parts):
+            kinds = [k for k in _GEMINI_PART_KINDS if k in part]
+            if len(kinds) != 1:
+                raise _BadRequest(f"* GenerateContentRequest.contents[{i}].parts[{j}].data: required oneof field "
+                                  "'data' must have one initialized field")
+            blob = part.get("inlineData")
+            if blob is not None and not (blob.get("mimeType") and blob.get("data")):
+                raise _BadRequest(f"* GenerateContentRequest.contents[{i}].parts[{j}].inline_data: mime_type and "
+                                  "data are required")
+        calls = [p["functionCall"] for p in parts if "functionCall" in p]
+        if calls and "gemini-3" in model and "thoughtSignature" not in next(p for p in parts if "functionCall" in p):
+            raise _BadRequest(f"Function call is missing a thought_signature in functionCall parts. This is required "
+                              f"for tools to work correctly, and missing thought_signature may lead to degraded model "
+                              f"performance. Additional data, function call `default_api:{calls[0].get('name')}` , "
+                              f"position {i + 1}.")
+        answers = [p["functionResponse"] for p in parts if "functionResponse" in p]
+        if answers:
+            asked = [p["functionCall"].get("name") for p in previous.get("parts") or [] if "functionCall" in p]
+            if previous.get("role") != "model" or sorted(asked) != sorted(a.get("name") for a in answers):
+                raise _BadRequest("Please ensure that the number of function response parts is equal to the number "
+                                  "of function call parts of the function call turn.")
+            if not all(isinstance(a.get("response"), dict) for a in answers):
+                raise _BadRequest(f"* GenerateContentRequest.contents[{i}]: functionResponse.response must be an "
+                                  "object")
+        previous = content
+
+
+def _gemini_thinks(body: dict[str, Any], sc: Scenario) -> bool:
+    thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
+    return sc.thinking or bool(thinking.get("includeThoughts"))
+
+
+def _gemini_answer_parts(body: dict[str, Any], sc: Scenario) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    if _gemini_thinks(body, sc):
+        parts.append({"text": "".join(THINKING_PIECES), "thought": True})
+    declarations = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
+    last = body["contents"][-1]
+    answered = any("functionResponse" in p for p in last.get("parts") or [])
+    if sc.tool and declarations and not answered:
+        parts.append({"functionCall": {"name": declarations[0]["name"], "args": TOOL_INPUT},
+                      "thoughtSignature": GEMINI_SIGNATURE})
+    else:
+        parts.append({"text": reply_text(sc.chunks)})
+    return parts
+
+
+def _gemini_usage(body: dict[str, Any], sc: Scenario, parts: list[dict[str, Any]]) -> dict[str, int]:
+    prompt = gemini_prompt_tokens(body)
+    thoughts = len(THINKING_PIECES) if any(p.get("thought") for p in parts) else 0
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": sc.chunks,
+             "totalTokenCount": prompt + sc.chunks + thoughts}
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    if sc.cache_read:
+        usage["cachedContentTokenCount"] = sc.cache_read
+    return usage
+
+
+def _gemini_answer(body: dict[str, Any], model: str, parts: list[dict[str, Any]], sc: Scenario,
+                   finish: str | None = "STOP") -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    answer: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": "fake-gemini-1"}
+    if finish:
+        candidate["finishReason"] = finish
+        if sc.usage:
+            answer["usageMetadata"] = _gemini_usage(body, sc, parts)
+    return answer
+
+
+async def _gemini_stream(send: Send, sc: Scenario, body: dict[str, Any], model: str,
+                         parts: list[dict[str, Any]]) -> None:
+    """One whole response per event, each holding the new parts; the last also has the finish reason and the
+    usage. Events end with CRLF CRLF, as Google's do."""
+
+    def event(answer: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(answer).encode() + b"\r\n\r\n"
+
+    await _start_sse(send)
+    for piece in THINKING_PIECES if parts[0].get("thought") else ():
+        await _send_event(send, event(_gemini_answer(body, model, [{"text": piece, "thought": True}], sc, None)))
+    last = parts[-1]
+    if "functionCall" in last:
+        await _pause(sc, 1)
+        await _send_event(send, event(_gemini_answer(body, model, [last], sc)), more=False)
+        return
+    for i in range(sc.chunks):
+        if sc.cut is not None and i >= sc.cut:
+            raise _CutConnection
+        if sc.error is not None and i >= sc.error:
+            error = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
+                               "status": "UNAVAILABLE"}}
+            await _send_event(send, b"data: " + json.dumps(error).encode() + b"\r\n\r\n", more=False)
+            return
+        await _pause(sc, i)
+        finish = "STOP" if i == sc.chunks - 1 else None
+        await _send_event(send, event(_gemini_answer(body, model, [{"text": _chunk_word(i)}], sc, finish)),
+                          more=finish is None)
+    if sc.cut is not None:
+        raise _CutConnection
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenAI Responses (POST /v1/responses; modelled on developers.openai.com: text, instructions, function tools and
+# their outputs, previous_response_id, the streaming events in their documented order)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ResponsesMemory:
+    """The responses the fake has answered (unless `store: false`), so `previous_response_id` is checked as
+    OpenAI checks it, and the reasoning item ids it gave out."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[dict[str, Any]]] = {}  # id → its input items and then its output items
+        self.reasoning_ids: set[str] = set()
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def new_id(self) -> int:
+        with self._lock:
+            self._next += 1
+            return self._next
+
+
+def responses_prompt_tokens(body: dict[str, Any], earlier: list[dict[str, Any]]) -> int:
+    """The fake's input_tokens: the words of the instructions, the earlier turns and the input, + 1."""
+    items = earlier + (body["input"] if isinstance(body["input"], list) else [{"content": body["input"]}])
+    return _words(body.get("instructions")) + sum(_words(i.get("content")) + _words(i.get("output"))
+                                                   for i in items) + 1
+
+
+def _check_responses_request(body: dict[str, Any], memory: ResponsesMemory) -> list[dict[str, Any]]:
+    """What OpenAI refuses; returns the earlier items that previous_response_id brings."""
+    if "stream_options" in body and "include_usage" in (body["stream_options"] or {}):
+        raise _BadRequest("Unknown parameter: 'stream_options.include_usage'.")
+    if not isinstance(body.get("input"), (str, list)):
+        raise _BadRequest("Missing required parameter: 'input'.")
+    for i, tool in enumerate(body.get("tools") or []):
+        if tool.get("type") == "function" and not tool.get("name"):
+            raise _BadRequest(f"Missing required parameter: 'tools[{i}].name'.")
+    previous = body.get("previous_response_id")
+    if previous and previous not in memory.stored:
+        raise _BadRequest(f"Previous response with id '{previous}' not found.")
+    earlier = memory.stored.get(previous, []) if previous else []
+    calls = {i.get("call_id") for i in earlier if i.get("type") == "function_call"}
+    for i, item in enumerate(body["input"] if isinstance(body["input"], list) else []):
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            calls.add(item.get("call_id"))
+        elif kind == "function_call_output" and item.get("call_id") not in calls:
+            raise _BadRequest(f"No tool call found for function call output with call_id {item.get('call_id')}.")
+        elif kind == "reasoning" and item.get("id") not in memory.reasoning_ids:
+            raise _BadRequest(f"Item with id '{item.get('id')}' not found.")
+        elif kind == "message" and item.get("role") not in ("user", "assistant", "system", "developer"):
+            raise _BadRequest(f"Invalid value: '{item.get('role')}'. Supported values are: 'assistant', 'system', "
+                              f"'developer', and 'user'. (input[{i}].role)")
+    return earlier
+
+
+async def _responses(request: Request, sc: Scenario, body: dict[str, Any], send: Send) -> Response | None:
+    memory: ResponsesMemory = request.scope["fake_upstream"].responses
+    earlier = _check_responses_request(body, memory)
+    number = memory.new_id()
+    items = body["input"] if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
+    tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+    answered = bool(items) and items[-1].get("type") == "function_call_output"
+    if sc.tool and tools and not answered:
+        output = [{"id": f"fc_fake_{number}", "type": "function_call", "status": "completed",
+                   "call_id": f"call_fake_{number}", "name": tools[0]["name"],
+                   "arguments": "".join(TOOL_INPUT_PIECES)}]
+    else:
+        output = [{"id": f"msg_fake_{number}", "type": "message", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": reply_text(sc.chunks), "annotations": []}]}]
+    if sc.thinking:
+        memory.reasoning_ids.add(f"rs_fake_{number}")
+        output.insert(0, {"id": f"rs_fake_{number}", "type": "reasoning",
+                          "summary": [{"type": "summary_text", "text": "".join(THINKING_PIECES)}]})
+    prompt = responses_prompt_tokens(body, earlier)
+    usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": sc.cache_read},
+             "output_tokens": sc.chunks, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": prompt + sc.chunks}
+    response = {"id": f"resp_fake_{number}", "object": "response", "created_at": int(time.time()),
+                "status": "completed", "error": None, "incomplete_details": None,
+                "instructions": body.get("instructions"), "model": body["model"], "output": output,
+                "parallel_tool_calls": True, "previous_response_id": body.get("previous_response_id"),
+                "temperature": 1.0, "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
+                "top_p": 1.0, "usage": usage if sc.usage else None, "metadata": {}}
+    if body.get("store", True):
+        memory.stored[response["id"]] = earlier + items + output
+    if body.get("stream"):
+        await _responses_stream(send, sc, response)
+        return None
+    return JSONResponse(response)
+
+
+async def _responses_stream(send: Send, sc: Scenario, response: dict[str, Any]) -> None:
+    """The documented order: created, in_progress, then per item added → (content part added → text deltas →
+    text done → part done | argument deltas → arguments done) → item done, then completed. No [DONE]."""
+    sequence = 0
+
+    def event(kind: str, **data: Any) -> bytes:
+        nonlocal sequence
+        sequence += 1
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': sequence - 1, **data})}\n\n".encode()
+
+    await _start_sse(send)
+    started = dict(response, status="in_progress", output=[], usage=None)
+    await _send_event(send, event("response.created", response=started) + event("response.in_progress",
+                                                                                 response=started))
+    for index, item in enumerate(response["output"]):
+        where = {"item_id": item["id"], "output_index": index}
+        if item["type"] == "function_call":
+            await _send_event(send, event("response.output_item.added", output_index=index,
+                                          item=dict(item, arguments="", status="in_progress")))
+            for i, piece in enumerate(TOOL_INPUT_PIECES):
+                await _pause(sc, i + 1)
+                await _send_event(send, event("response.function_call_arguments.delta", **where, delta=piece))
+            await _send_event(send, event("response.function_call_arguments.done", **where,
+                                          arguments=item["arguments"]))
+        elif item["type"] == "message":
+            part = {"type": "output_text", "text": "", "annotations": []}
+            await _send_event(send, event("response.output_item.added", output_index=index,
+                                          item=dict(item, content=[], status="in_progress"))
+                              + event("response.content_part.added", **where, content_index=0, part=part))
+            for i in range(sc.chunks):
+                if sc.cut is not None and i >= sc.cut:
+                    raise _CutConnection
+                if sc.error is not None and i >= sc.error:
+                    await _send_event(send, event("error", code="server_error", message="Overloaded", param=None),
+                                      more=False)
+                    return
+                await _pause(sc, i)
+                await _send_event(send, event("response.output_text.delta", **where, content_index=0,
+                                              delta=_chunk_word(i), logprobs=[]))
+            if sc.cut is not None:
+                raise _CutConnection
+            text = item["content"][0]["text"]
+            await _send_event(send, event("response.output_text.done", **where, content_index=0, text=text,
+                                          logprobs=[])
+                              + event("response.content_part.done", **where, content_index=0, part=dict(part, text=text)))
+        else:
+            await _send_event(send, event("response.output_item.added", output_index=index, item=item))
+        await _send_event(send, event("response.output_item.done", output_index=index, item=item))
+    await _send_event(send, event("response.completed", response=response), more=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

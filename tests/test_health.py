@@ -338,7 +338,14 @@ def test_a_cut_stream_ends_with_one_error_event_in_the_clients_format(gateway, u
                      json={"model": model, "max_tokens": 50, "messages": MESSAGES, "stream": True})
     last = [e for e in raw.text.split("\n\n") if e.strip()][-1]
     assert last.startswith("event: error") and '"type":"error"' in last.replace(" ", "")
-    rows = wait_logs(gateway, 4, model_name=model)
+    raw = httpx.post(f"{gateway.url}/v1beta/models/{model}:streamGenerateContent?alt=sse", headers=gateway.headers,
+                     json={"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}, timeout=30)
+    last = [e for e in raw.text.split("\n\n") if e.strip()][-1]
+    assert '"error"' in last and "broke off" in last  # Gemini's error shape, in-band
+    raw = httpx.post(f"{gateway.url}/v1/responses", headers=gateway.headers, timeout=30,
+                     json={"model": model, "input": "hello", "stream": True})
+    assert '"type":"error"' in raw.text.replace(" ", "") and "response.failed" in raw.text
+    rows = wait_logs(gateway, 6, model_name=model)
     assert all(r["code"] == 502 and r["usage"]["output_tokens"] > 0 for r in rows)  # not a success, tokens kept
     assert {r["attempts"][-1]["code"] for r in rows} == {502}
 
