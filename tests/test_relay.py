@@ -119,6 +119,7 @@ def test_priority_order_and_failover_with_retry_count(app_server, upstream):
     assert keys_seen(upstream, model) == ["k-broken", "k-working"]  # high priority first, then the next level
     (row,) = wait_logs(app_server, total=1, model_name=model)
     assert row["channel"] == working and row["retry_times"] == 1 and row["code"] == 200
+    assert [(a["channel_id"], a["code"]) for a in row["attempts"]] == [(broken, 500), (working, 200)]
     assert [r["scenario"] for r in upstream.requests() if (r["json"] or {}).get("model") == model] == ["status-500", "ok"]
 
 
