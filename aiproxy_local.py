@@ -4259,24 +4259,29 @@ async def answer_call(state: AppState, call: RelayCall, order: list[ChannelRoute
                 attempt.status == 429 and attempt.retry_after) else []
             await send_bytes(send, attempt.status, error, "application/json", call.request_id, retry_after)
     except asyncio.CancelledError:
-        if not watch.hung_up or asyncio.current_task().uncancel():
-            raise  # a shutdown's cancel, not ours
-        log_hangup(state, call)
+        if watch.hung_up and not asyncio.current_task().uncancel():
+            log_cut_short(state, call, RelayError(499, "The client closed the request before the answer ended.",
+                                                  "client_closed_request"))
+            return
+        if not watch.done:  # the shutdown's grace is over: the row says so, then the cancel goes on
+            log_cut_short(state, call, RelayError(503, "The gateway shut down before the answer ended "
+                                                       "(SHUTDOWN_GRACE_SECONDS).", "shutdown", "aiproxy_error"))
+        raise
     finally:
         watch.close()
         state.calls.discard(watch)
 
 
-def log_hangup(state: AppState, call: RelayCall) -> None:
-    """The client closed the request before the answer ended: 499 (nginx's number), with the tokens so far."""
+def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None:
+    """A call that ended before its answer did (a client's hang-up is 499, nginx's number; a shutdown 503), with
+    the tokens so far."""
     progress = call.progress
     usage = (progress.usage or estimate_usage(call, 4 * max(0, progress.events - 1)) if progress is not None
              else estimate_usage(call, 0))
-    attempt = call.trying or Attempt(None, None, 499)
-    attempt.status = 499
-    failure = RelayError(499, "The client closed the request before the answer ended.", "client_closed_request")
-    log_call(state, call, attempt, Outcome(499, usage, failure.message.encode(), ttfb_ms=attempt.ttfb_ms,
-                                           failure=failure))
+    attempt = call.trying or Attempt(None, None, failure.status)
+    attempt.status = failure.status
+    log_call(state, call, attempt, Outcome(failure.status, usage, failure.message.encode(),
+                                           ttfb_ms=attempt.ttfb_ms, failure=failure))
 
 
 def charge(state: AppState, call: RelayCall, usage: Usage | None) -> float:
@@ -5092,6 +5097,7 @@ QueryPage = _optional_int(PAGE_MIN, PAGE_MAX)
 QueryTimestamp = _optional_int(0, INT64_MAX)  # in any unit parse_timestamp_ms reads
 ModelName = Annotated[str, pydantic.Field(max_length=MODEL_NAME_MAX)]
 Status = Literal[1, 2]  # enabled, disabled
+ChannelStatus = Literal[1, 2, 3]  # FastGPT's edit form sends a channel's stored status back, 3 included
 Price = Annotated[float, pydantic.Field(ge=0, le=PRICE_MAX)]
 Timezone = Annotated[str, pydantic.Field(max_length=TIMEZONE_MAX)]
 
@@ -5152,7 +5158,7 @@ class ChannelIn(ApiInput):
     model_mapping: Annotated[dict[ModelName, ModelName], pydantic.Field(max_length=MODELS_MAX)] | None = None
     priority: _int_in(PRIORITY_MIN, PRIORITY_MAX) | None = None
     weight: _int_in(0, WEIGHT_MAX) | None = None  # 0 means 1, as one-api stores it
-    status: Status | None = None
+    status: ChannelStatus | None = None
     config: dict[str, Any] | None = None
     configs: dict[str, Any] | None = None
 
@@ -5195,6 +5201,9 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     if base_url and not re.match(r"^https?://", base_url):
         raise ApiError("base_url must start with http:// or https://")
     provider = state.catalog[ctype]
+    status = data.status if data.status is not None else keep.get("status", STATUS_ENABLED)
+    if status == STATUS_AUTO_DISABLED and keep.get("status") != STATUS_AUTO_DISABLED:
+        status = keep.get("status", STATUS_ENABLED)  # only the gateway auto-disables; a stale 3 keeps what is stored
     return {
         "type": ctype, "name": data.name.strip() or keep.get("name") or provider.name,
         "key": key, "base_url": base_url.rstrip("/"),
@@ -5205,7 +5214,7 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
                                                                 else keep.get("config") or {}),
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
-        "status": data.status if data.status is not None else keep.get("status", 1),
+        "status": status,
     }
 
 
@@ -5243,9 +5252,12 @@ def with_health(state: AppState, channels: list[dict[str, Any]]) -> list[dict[st
 
 
 def update_channel(state: AppState, channel_id: int, data: ChannelIn) -> dict[str, Any]:
-    cols = _validate_channel(state, data, keep=get_channel(state, channel_id))
+    old = get_channel(state, channel_id)
+    cols = _validate_channel(state, data, keep=old)
     if "\n" in cols["key"].strip():
         raise ApiError("an existing channel takes one key; add the others as new channels")
+    if cols["status"] != old["status"]:  # a user's enable or disable: an auto-disable's reason is history now
+        cols.update(status_reason="", status_time=now_ms())
     with state.engine.begin() as conn:
         conn.execute(sa.update(Channel).where(Channel.id == channel_id).values(**cols))
     state.health.forget([channel_id])

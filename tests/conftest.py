@@ -289,17 +289,22 @@ def answered_ids_under_load(servers: "AppServer | list[AppServer]", models: str 
     return answered
 
 
-def logged_ids(dsn: str, *models: str) -> set[str]:
-    """The request ids of the models' log rows, read from the database itself."""
+def logged_rows(dsn: str, *models: str) -> list[dict[str, Any]]:
+    """The models' log rows, read from the database itself."""
     import aiproxy_local
 
     engine = sa.create_engine(aiproxy_local.with_default_driver(dsn))
-    query = sa.text("SELECT request_id FROM logs WHERE model IN :models").bindparams(sa.bindparam("models", expanding=True))
+    query = sa.text("SELECT * FROM logs WHERE model IN :models").bindparams(sa.bindparam("models", expanding=True))
     try:
         with engine.connect() as conn:
-            return set(conn.execute(query, {"models": list(models)}).scalars())
+            return [dict(r._mapping) for r in conn.execute(query, {"models": list(models)})]
     finally:
         engine.dispose()
+
+
+def logged_ids(dsn: str, *models: str) -> set[str]:
+    """The request ids of the models' log rows."""
+    return {r["request_id"] for r in logged_rows(dsn, *models)}
 
 
 # ---- database servers: MariaDB and PostgreSQL for the SQL_DSN matrix ----

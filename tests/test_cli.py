@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import aiproxy_local as app
-from conftest import answered_ids_under_load, logged_ids, unique
+from conftest import answered_ids_under_load, logged_ids, logged_rows, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,6 +174,9 @@ def test_a_stalled_stream_holds_sigterm_no_longer_than_the_grace(start_app, upst
     output = server.output_tail(200)
     assert "1 call(s) under way (POST /v1/chat/completions) after 1 s are cancelled" in output
     assert "Traceback" not in output and server.proc.returncode == 0
+    (row,) = logged_rows(server.dsn, model)  # the cancelled call keeps its row, and says why
+    assert row["code"] == 503 and "shut down before the answer ended" in row["content"]
+    assert row["input_tokens"] > 0 and row["usage_estimated"]  # the tokens so far, estimated
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl+C"])

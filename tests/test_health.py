@@ -211,6 +211,30 @@ def test_exactly_n_fatal_errors_in_a_row_auto_disable_the_channel(gateway, hup):
     assert channel(gateway, bad)["fatal_errors"] == 1  # counting from zero again, not disabled at once
 
 
+def test_fastgpts_edit_of_an_auto_disabled_channel_keeps_it_so_until_the_user_enables_it(gateway, hup):
+    """FastGPT's edit form sends the stored channel back, status 3 included."""
+    model, dead = unique("m"), unique("dead")
+    hup.set(dead, status=401, message="Incorrect API key provided", code="invalid_api_key")
+    bad = gateway.add_channel(base_url=hup.url(dead), models=[model])
+    for _ in range(3):
+        with pytest.raises(openai.AuthenticationError):
+            chat(gateway, model)
+    stored = eventually(lambda: (c := channel(gateway, bad))["status"] == app.STATUS_AUTO_DISABLED and c,
+                        what="auto-disable")
+    edit = {k: stored[k] for k in ("type", "name", "key", "base_url", "models", "model_mapping", "priority",
+                                   "weight", "status")}
+    body = gateway.api("PUT", f"/api/channel/{bad}", json=dict(edit, priority=7))
+    assert body["success"], body
+    kept = channel(gateway, bad)
+    assert (kept["status"], kept["status_reason"], kept["priority"]) == (3, stored["status_reason"], 7)
+    assert gateway.api("PUT", f"/api/channel/{bad}", json=dict(edit, status=1))["success"]
+    enabled = channel(gateway, bad)
+    assert (enabled["status"], enabled["status_reason"]) == (1, "") and enabled["status_time"] >= kept["status_time"]
+    other = gateway.add_channel(base_url=hup.url(dead), models=[unique("m")])  # 3 is the gateway's to set
+    assert gateway.api("PUT", f"/api/channel/{other}", json={"status": 3})["success"]
+    assert channel(gateway, other)["status"] == app.STATUS_ENABLED
+
+
 def test_a_success_between_keeps_the_channel_enabled(gateway, hup):
     model, name = unique("m"), unique("flaky")
     only = gateway.add_channel(base_url=hup.url(name), models=[model])
