@@ -5203,7 +5203,9 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     provider = state.catalog[ctype]
     status = data.status if data.status is not None else keep.get("status", STATUS_ENABLED)
     if status == STATUS_AUTO_DISABLED and keep.get("status") != STATUS_AUTO_DISABLED:
-        status = keep.get("status", STATUS_ENABLED)  # only the gateway auto-disables; a stale 3 keeps what is stored
+        if not keep:  # only the gateway auto-disables; a new channel is enabled (1) or disabled (2)
+            raise ApiError("status 3 (auto-disabled) is set by the gateway only; create the channel with 1 or 2")
+        status = keep["status"]  # FastGPT's edit form sends back a stale 3: keep what is stored
     return {
         "type": ctype, "name": data.name.strip() or keep.get("name") or provider.name,
         "key": key, "base_url": base_url.rstrip("/"),
