@@ -1249,6 +1249,22 @@ def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
         b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
 
 
+class DecodedPassthrough(StreamFilter):
+    """A stream in the client's own format: bytes pass, and the events that carry usage or an error also go
+    through the format's decoder, for the log."""
+
+    def __init__(self, decoder: PivotDecoder, rename: tuple[bytes, bytes] | None) -> None:
+        self.decoder, self.rename = decoder, rename  # rename: (upstream's model, client's model) when mapped
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+
 class OpenAIPassthrough(StreamFilter):
     """hot path: an OpenAI stream for an OpenAI client. Only events that carry usage are parsed; the usage-only
     chunk the gateway asked for is dropped when the client did not ask for it; a mapped model is renamed back."""
@@ -1348,8 +1364,12 @@ class Adaptor:
         return {"Authorization": f"Bearer {channel.key}"}
 
     def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
-        """(URL, headers) of a GET that lists the upstream's models as `{"data": [{"id": ...}]}`."""
+        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`)."""
         return channel.base_url.rstrip("/") + "/models", self.build_headers(channel)
+
+    def models_from(self, answer: Any) -> list[str]:
+        """The model ids in the upstream's model list: `{"data": [{"id": ...}]}` (OpenAI's, Anthropic's)."""
+        return [str(m["id"]) for m in answer["data"]]
 
     def convert_request(self, call: RelayCall, channel: ChannelRoute) -> bytes:
         if self.speaks(call):
@@ -1482,6 +1502,14 @@ class Dialect:
     def answer_locally(self, call: RelayCall) -> bytes:
         """The answer of a `native_only` route when no channel speaks this format (e.g. a token count estimate)."""
         raise NotImplementedError
+
+    def model_entry(self, model: str, owner: str, kind: str) -> dict[str, Any]:
+        """One model as this format's `GET .../models` lists it; `owner` is its first channel's provider."""
+        return {"id": model, "object": "model", "created": 0, "owned_by": owner, "root": model, "parent": None,
+                "permission": []}
+
+    def model_list(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"object": "list", "data": entries}
 
 
 ADAPTORS: dict[str, Adaptor] = {"openai": Adaptor()}
@@ -1800,22 +1828,13 @@ class AnthropicDecoder(PivotDecoder):
         return []  # ping, content_block_stop, signature deltas, and event types added later
 
 
-class AnthropicPassthrough(StreamFilter):
-    """hot path: an Anthropic stream for an Anthropic client. Bytes pass; usage and error events are read for the
-    log; a mapped model is renamed back."""
+class AnthropicPassthrough(DecodedPassthrough):
+    """hot path: an Anthropic stream for an Anthropic client; a mapped model is renamed back."""
 
     def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
-        self.decoder = AnthropicDecoder(call)
         upstream = channel.upstream_model(call.model)
-        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.decoder.usage
-
-    @property
-    def error(self) -> RelayError | None:
-        return self.decoder.error
+        super().__init__(AnthropicDecoder(call),
+                         (upstream.encode(), call.model.encode()) if upstream != call.model else None)
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
@@ -2063,6 +2082,13 @@ class AnthropicDialect(Dialect):
 
     format = "anthropic"
     prefixes = ("/v1/messages",)
+
+    def model_entry(self, model: str, owner: str, kind: str) -> dict[str, Any]:
+        return {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
+
+    def model_list(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"data": entries, "has_more": False, "first_id": entries[0]["id"] if entries else None,
+                "last_id": entries[-1]["id"] if entries else None}
 
     def routes(self) -> Iterable[tuple[str, RelayRoute]]:
         yield "/v1/messages", RelayRoute(self, Mode.ANTHROPIC, Mode.CHAT_COMPLETIONS, "/messages")
@@ -2441,23 +2467,14 @@ class GeminiDecoder(PivotDecoder):
         return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}]
 
 
-class GeminiPassthrough(StreamFilter):
-    """hot path: a Gemini stream for a Gemini client. Bytes pass; usageMetadata and error events are read for the
-    log; a mapped model is renamed back in modelVersion."""
+class GeminiPassthrough(DecodedPassthrough):
+    """hot path: a Gemini stream for a Gemini client; a mapped model is renamed back in modelVersion."""
 
     def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
-        self.decoder = GeminiDecoder(call)
         upstream = channel.upstream_model(call.model)
-        self.rename = ((f'"modelVersion":"{upstream}"'.encode(), f'"modelVersion":"{call.model}"'.encode())
-                       if upstream != call.model else None)
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.decoder.usage
-
-    @property
-    def error(self) -> RelayError | None:
-        return self.decoder.error
+        super().__init__(GeminiDecoder(call),
+                         (f'"modelVersion":"{upstream}"'.encode(), f'"modelVersion":"{call.model}"'.encode())
+                         if upstream != call.model else None)
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
@@ -2489,6 +2506,13 @@ class GeminiAdaptor(Adaptor):
 
     def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
         return {"x-goog-api-key": channel.key}
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        return (f"{channel.base_url.rstrip('/')}/{GEMINI_API_VERSION}/models?pageSize=1000",
+                self.build_headers(channel))
+
+    def models_from(self, answer: Any) -> list[str]:
+        return [str(m["name"]).removeprefix("models/") for m in answer["models"]]
 
     def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
         """The model is in the URL; only a batch of embeddings names it again in each request."""
@@ -2790,6 +2814,15 @@ class GeminiDialect(Dialect):
 
     def stream_error(self, error: RelayError, call: RelayCall | None = None) -> bytes:
         return b"data: " + self.error_body(error) + b"\n\n"
+
+    def model_entry(self, model: str, owner: str, kind: str) -> dict[str, Any]:
+        methods = (["embedContent", "batchEmbedContents"] if kind == "embedding"
+                   else ["generateContent", "streamGenerateContent", "countTokens"])
+        return {"name": f"models/{model}", "baseModelId": model, "version": "", "displayName": model,
+                "description": f"served by {owner}", "supportedGenerationMethods": methods}
+
+    def model_list(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"models": entries}
 
     def answer_locally(self, call: RelayCall) -> bytes:
         request = call.obj.get("generateContentRequest") or call.obj
@@ -4168,11 +4201,22 @@ def models_for(state: AppState, caller: Caller) -> list[str]:
     return sorted(m for m in names if not caller.models or m in caller.models)
 
 
-def model_object(state: AppState, model: str) -> dict[str, Any]:
-    channel = state.routes.by_model[model][0]
-    provider = state.catalog.get(channel.type)
-    return {"id": model, "object": "model", "created": 0, "owned_by": provider.name if provider else "aiproxy",
-            "root": model, "parent": None, "permission": []}
+def model_list_dialect(path: str, headers: dict[bytes, bytes], query: bytes) -> Dialect | None:
+    """Whose shape a `GET .../models[/{model}]` answers in: Gemini's under /v1beta, and under /v1 when the key
+    came Google's way (google-genai with api_version v1); Anthropic's when its SDK asks (anthropic-version);
+    else OpenAI's. None for any other path."""
+    if path == "/v1beta/models" or path.startswith("/v1beta/models/"):
+        return DIALECTS["gemini"]
+    if path != "/v1/models" and not path.startswith("/v1/models/"):
+        return None
+    if b"authorization" not in headers and (b"x-goog-api-key" in headers or b"key=" in query):
+        return DIALECTS["gemini"]
+    return DIALECTS["anthropic"] if b"anthropic-version" in headers else DIALECTS["openai"]
+
+
+def model_entry(state: AppState, dialect: Dialect, model: str) -> dict[str, Any]:
+    provider = state.catalog.get(state.routes.by_model[model][0].type)
+    return dialect.model_entry(model, provider.name if provider else "aiproxy", state.routes.kind_of(model))
 
 
 async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
@@ -4186,10 +4230,12 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     dialect = route.dialect if route is not None else dialect_for_path(path)
     call: RelayCall | None = None
     try:
+        lister = model_list_dialect(path, headers, scope.get("query_string", b"")) if method == "GET" else None
+        if lister is not None:
+            dialect = lister  # its errors too
+            caller = authenticate(state, dialect.api_key(headers, scope))
+            return await _send_models(state, dialect, caller, path, request_id, send)
         raw_key = dialect.api_key(headers, scope)
-        if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-            caller = authenticate(state, raw_key)
-            return await _send_models(state, caller, path, request_id, send)
         if route is None:
             raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
         caller = authenticate(state, raw_key)
@@ -4345,15 +4391,17 @@ async def watch_hangups(state: AppState) -> None:
                 watch.watcher = asyncio.get_running_loop().create_task(watch.wait())
 
 
-async def _send_models(state: AppState, caller: Caller, path: str, request_id: str, send: Send) -> None:
+async def _send_models(state: AppState, dialect: Dialect, caller: Caller, path: str, request_id: str,
+                       send: Send) -> None:
     names = models_for(state, caller)
-    if path == "/v1/models":
-        body = orjson.dumps({"object": "list", "data": [model_object(state, m) for m in names]})
-        return await send_bytes(send, 200, body, "application/json", request_id)
-    model = path[len("/v1/models/"):]
+    _, _, model = path.partition("/models/")
+    if not model:
+        body = dialect.model_list([model_entry(state, dialect, m) for m in names])
+        return await send_bytes(send, 200, orjson.dumps(body), "application/json", request_id)
+    model = urllib.parse.unquote(model).removeprefix("models/")
     if model not in names:
         raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
-    await send_bytes(send, 200, orjson.dumps(model_object(state, model)), "application/json", request_id)
+    await send_bytes(send, 200, orjson.dumps(model_entry(state, dialect, model)), "application/json", request_id)
 
 
 # ---- channel tests: a minimal real request of the model's kind, through the same pipeline ----
@@ -5203,9 +5251,7 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     provider = state.catalog[ctype]
     status = data.status if data.status is not None else keep.get("status", STATUS_ENABLED)
     if status == STATUS_AUTO_DISABLED and keep.get("status") != STATUS_AUTO_DISABLED:
-        if not keep:  # only the gateway auto-disables; a new channel is enabled (1) or disabled (2)
-            raise ApiError("status 3 (auto-disabled) is set by the gateway only; create the channel with 1 or 2")
-        status = keep["status"]  # FastGPT's edit form sends back a stale 3: keep what is stored
+        status = keep.get("status", STATUS_ENABLED)  # only the gateway auto-disables; a stale 3 keeps what is stored
     return {
         "type": ctype, "name": data.name.strip() or keep.get("name") or provider.name,
         "key": key, "base_url": base_url.rstrip("/"),
@@ -5224,6 +5270,8 @@ def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
     """Insert channels in one transaction; a key with several lines becomes one channel per line."""
     rows = []
     for item in items:
+        if item.status == STATUS_AUTO_DISABLED:
+            raise ApiError("status 3 (auto-disabled) is set by the gateway only; create a channel with 1 or 2")
         cols = _validate_channel(state, item)
         for line in [k.strip() for k in cols["key"].splitlines() if k.strip()]:
             rows.append(dict(cols, key=line, created_at=now_ms()))
@@ -6787,7 +6835,7 @@ UPSTREAM_MODELS_TIMEOUT_S = 20
 
 
 async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
-    """The model ids a channel's provider lists at `GET <base_url>/models` (OpenAI's list shape)."""
+    """The model ids a channel's provider lists (`GET <base_url>/models` for OpenAI's format)."""
     route = preview_route(state, data)
     url, headers = route.adaptor.models_request(route)
     try:
@@ -6796,13 +6844,13 @@ async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
             status, body = resp.status, await resp.read()
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
-    if status != 200:
-        raise ApiError(f"the provider answered HTTP {status} to GET /models: {body[:300].decode('utf-8', 'replace')}",
-                       502)
+    if status != 200:  # the provider may quote the key back: scrubbed, like every upstream answer
+        raise ApiError(f"the provider answered HTTP {status} to its model list: "
+                       f"{route.scrub_text(body.decode('utf-8', 'replace'))[:300]}", 502)
     try:
-        return sorted({str(m["id"]) for m in orjson.loads(body)["data"]})
+        return sorted(set(route.adaptor.models_from(orjson.loads(body))))
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise ApiError("the provider's /models answer is not an OpenAI model list", 502) from None
+        raise ApiError(f"the provider's model list is not in {route.adaptor.title}'s shape", 502) from None
 
 
 @admin_router.post("/channel/upstream-models")

@@ -6,7 +6,8 @@ It dispatches by the shape of the path, the way each real provider is called:
     /<scenario>/v1/messages, /v1/messages/count_tokens  Anthropic Messages (base URL .../v1, as api.anthropic.com/v1)
     /<scenario>/openai/deployments/<name>/<endpoint>   Azure OpenAI: OpenAI bodies, `api-key` header, ?api-version=
     /<scenario>/v1beta/models/<model>:<method>         Gemini: generateContent, streamGenerateContent (alt=sse),
-                                                       countTokens, embedContent, batchEmbedContents
+                                                       countTokens, embedContent, batchEmbedContents;
+    /<scenario>/v1beta/models                          and GET, its model list
 
 Behaviour is picked by the *scenario* prefix, so each channel's base_url chooses it without any shared state: a
 channel with base_url ``http://127.0.0.1:PORT/status-500+delay-200/v1`` gets ``/status-500+delay-200/v1/...``
@@ -72,6 +73,7 @@ from starlette.types import Receive, Scope, Send
 
 WORDS = ["Hello", "from", "the", "fake", "upstream", "model", "with", "some", "extra", "words"]
 MODEL_IDS = ["gpt-4o-mini", "gpt-3.5-turbo", "text-embedding-3-small", "whisper-1", "tts-1", "dall-e-3"]
+GEMINI_MODEL_IDS = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001"]  # GET /v1beta/models
 EMBEDDING_DIM = 8
 SPEECH_PREFIX = b"ID3FAKEMP3"
 TOOL_INPUT = {"location": "San Francisco, CA"}  # the tool call of Anthropic's get_weather example
@@ -233,8 +235,8 @@ def split_path(path: str) -> Route | None:
         return Route(scenario, "anthropic" if endpoint.startswith("messages") else "openai", endpoint)
     if parts[:2] == ["openai", "deployments"] and len(parts) >= 4:
         return Route(scenario, "azure", "/".join(parts[3:]), parts[2])
-    if parts[:2] == ["v1beta", "models"] and len(parts) == 3:
-        return Route(scenario, "gemini", parts[2])
+    if parts[:2] == ["v1beta", "models"] and len(parts) <= 3:
+        return Route(scenario, "gemini", parts[2] if len(parts) == 3 else "models")
     return None
 
 
@@ -790,6 +792,9 @@ async def _gemini(request: Request, route: Route, sc: Scenario, body: dict[str, 
     if not (request.headers.get("x-goog-api-key") or request.query_params.get("key")):
         raise _BadRequest("Method doesn't allow unregistered callers (callers without established identity). "
                           "Please use API Key or other form of API consumer identity to call this API.", 403)
+    if request.method == "GET" and route.endpoint == "models":
+        return JSONResponse({"models": [{"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": [
+            "embedContent"] if "embedding" in m else ["generateContent", "countTokens"]} for m in GEMINI_MODEL_IDS]})
     model, _, method = route.endpoint.partition(":")
     if request.method != "POST" or body is None:
         raise _BadRequest("Invalid JSON payload received.")

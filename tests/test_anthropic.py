@@ -467,3 +467,15 @@ def test_a_thinking_block_from_another_channel_goes_to_anthropic_without_its_emp
         {"role": "user", "content": "Why again?"}])
     assert answer.content[0].text == reply_text(3)
     assert received(upstream, model)[0]["messages"][1]["content"] == [{"type": "text", "text": "Because."}]
+
+
+def test_models_are_listed_in_anthropics_shape(app_server, upstream):
+    model = unique("claude-sonnet")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[model])
+    client = claude(app_server)
+    listed = {m.id: m for m in client.models.list()}
+    assert listed[model].type == "model" and listed[model].display_name == model
+    assert client.models.retrieve(model).id == model
+    with pytest.raises(anthropic.NotFoundError) as info:
+        client.models.retrieve(unique("nowhere"))
+    assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "not_found_error"

@@ -21,7 +21,7 @@ from google.genai import types
 
 import aiproxy_local as app
 from conftest import unique, wait_logs
-from fake_upstream import (GEMINI_SIGNATURE, THINKING_PIECES, TOOL_INPUT, count_prompt_tokens, embedding_vector,
+from fake_upstream import (GEMINI_MODEL_IDS, GEMINI_SIGNATURE, THINKING_PIECES, TOOL_INPUT, count_prompt_tokens, embedding_vector,
                            gemini_prompt_tokens, reply_text)
 
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n fake pixel").decode()
@@ -478,3 +478,33 @@ def test_a_gemini_error_event_passes_through_and_is_logged(app_server, upstream)
         list(client.models.generate_content_stream(model=model, contents="hi"))
     (row,) = wait_logs(app_server, total=1, model_name=model)
     assert row["code"] == 503 and "overloaded" in row["content"]
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta"])
+def test_models_are_listed_in_googles_shape(app_server, upstream, version):
+    chat, embed = unique("gemini-2.5-flash"), unique("gemini-embedding")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[chat, embed])
+    client = gemini_client(app_server, version)
+    listed = {m.name: m for m in client.models.list()}
+    assert listed[f"models/{chat}"].supported_actions == ["generateContent", "streamGenerateContent",
+                                                          "countTokens"]
+    assert listed[f"models/{embed}"].supported_actions == ["embedContent", "batchEmbedContents"]
+    assert client.models.get(model=chat).name == f"models/{chat}"
+    with pytest.raises(genai_errors.ClientError) as info:
+        client.models.get(model=unique("nowhere"))
+    assert info.value.code == 404 and info.value.status == "NOT_FOUND"
+    stranger = gemini_client(app_server, version, key="sk-not-a-token")
+    with pytest.raises(genai_errors.ClientError) as info:
+        stranger.models.get(model=chat)
+    assert info.value.code == 401 and info.value.status == "UNAUTHENTICATED"
+    openai_ids = {m.id for m in app_server.openai().models.list()}  # the same path, asked OpenAI's way
+    assert chat in openai_ids and embed in openai_ids
+
+
+def test_fetch_models_of_a_gemini_channel_asks_googles_list(app_server, upstream):
+    upstream.clear()
+    models = app_server.api("POST", "/api/channel/upstream-models", json={
+        "type": 24, "key": "AIza-list", "base_url": upstream.host_url("ok")})
+    assert models["data"] == sorted(GEMINI_MODEL_IDS)
+    (request,) = [r for r in upstream.requests() if r["path"].endswith("/v1beta/models")]
+    assert request["headers"]["x-goog-api-key"] == "AIza-list" and request["query"] == "pageSize=1000"

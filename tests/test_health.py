@@ -431,6 +431,10 @@ def test_a_quoted_key_is_scrubbed_from_every_answer_row_export_and_test(gateway,
     assert hup.requests(name)[-1].key == key and key not in answer.text
     test = gateway.api("GET", f"/api/channel/{cid}/test/{model}")["data"]
     assert "Incorrect API key" in test["response"] and key not in test["response"]
+    listing = gateway.client.post("/api/channel/upstream-models", json={"type": 1, "key": key,
+                                                                       "base_url": hup.url(name)})
+    assert listing.status_code == 502 and "Incorrect API key provided: sk-pr" in listing.json()["message"]
+    assert key not in listing.text
     stream_model = unique("m")
     hup.set(streamer, error_after=1, message="Incorrect API key provided: {key}")
     gateway.add_channel(base_url=hup.url(streamer), models=[stream_model], key=stream_key)
