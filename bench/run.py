@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""aiproxy-local benchmark: one command, three (or more) arms, six scenarios.
+"""aiproxy-local benchmark: one command, three (or more) arms, nine scenarios (S1-S9).
 
     python bench/run.py [--quick] [--runs 3] [--out bench/results.json] [--arms direct,bare,aiproxy,aiproxy-api,litellm]
 
