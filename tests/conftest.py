@@ -56,6 +56,20 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def streamed_chat_one_to_one(app_server: "AppServer", model: str) -> list[Any]:
+    """A streamed chat through the openai SDK, against an upstream scenario "chunks-4+gap-20": its 4 content
+    chunks arrive one by one (none merged), it ends once with "stop", and the usage chunk counts 4 tokens."""
+    from fake_upstream import reply_text
+
+    chunks = list(app_server.openai().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}))
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert content == [reply_text(4)[:5]] + [" " + w for w in reply_text(4).split()[1:]]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens == 4 and all(c.model == model for c in chunks)
+    return chunks
+
+
 def wait_logs(app_server: "AppServer", total: int, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
     """Log rows come from a batching writer (flushed every ≤ 0.5 s): poll until `total` rows match `filters`,
     then insist on exactly that many."""

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 import aiproxy_local as app
-from conftest import unique, wait_logs
+from conftest import streamed_chat_one_to_one, unique, wait_logs
 from fake_upstream import THINKING_PIECES, THINKING_SIGNATURE, TOOL_INPUT, count_prompt_tokens, reply_text
 
 WEATHER = {"name": "get_weather", "description": "Get the current weather in a given location",
@@ -31,6 +31,14 @@ THINKING = "".join(THINKING_PIECES)
 
 def claude(app_server, **kw) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=app_server.url, api_key=app_server.admin_key, max_retries=0, **kw)
+
+
+def final_message(client: anthropic.Anthropic, stream: bool, **request) -> anthropic.types.Message:
+    """One Messages call: streamed and read to its final message, or not streamed."""
+    if stream:
+        with client.messages.stream(**request) as events:
+            return events.get_final_message()
+    return client.messages.create(**request)
 
 
 def received(upstream, model: str) -> list[dict]:
@@ -169,11 +177,7 @@ def test_tool_use_both_ways_on_an_openai_channel(app_server, upstream, stream):
     app_server.add_channel(base_url=upstream.url("tool"), models=[model])
     client = claude(app_server)
     question = [{"role": "user", "content": "What is the weather in San Francisco?"}]
-    if stream:
-        with client.messages.stream(model=model, max_tokens=256, tools=[WEATHER], messages=question) as events:
-            message = events.get_final_message()
-    else:
-        message = client.messages.create(model=model, max_tokens=256, tools=[WEATHER], messages=question)
+    message = final_message(client, stream, model=model, max_tokens=256, tools=[WEATHER], messages=question)
     (call,) = [b for b in message.content if b.type == "tool_use"]
     assert (call.name, call.input, message.stop_reason) == ("get_weather", TOOL_INPUT, "tool_use")
     answer = client.messages.create(model=model, max_tokens=256, tools=[WEATHER], messages=question + [
@@ -194,11 +198,7 @@ def test_reasoning_content_becomes_thinking_and_goes_back(app_server, upstream, 
     app_server.add_channel(base_url=upstream.url("thinking"), models=[model])
     client = claude(app_server)
     question = [{"role": "user", "content": "Why is the sky blue?"}]
-    if stream:
-        with client.messages.stream(model=model, max_tokens=256, messages=question) as events:
-            message = events.get_final_message()
-    else:
-        message = client.messages.create(model=model, max_tokens=256, messages=question)
+    message = final_message(client, stream, model=model, max_tokens=256, messages=question)
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == THINKING and message.content[1].text == reply_text(3)
     client.messages.create(model=model, max_tokens=256, messages=question + [
@@ -308,11 +308,7 @@ def test_thinking_and_tools_pass_through_an_anthropic_channel(app_server, upstre
     request = dict(model=model, max_tokens=4096, tools=[WEATHER], thinking={"type": "enabled", "budget_tokens": 2048},
                    messages=[{"role": "user", "content": "Weather in SF?"}])
     client = claude(app_server)
-    if stream:
-        with client.messages.stream(**request) as events:
-            message = events.get_final_message()
-    else:
-        message = client.messages.create(**request)
+    message = final_message(client, stream, **request)
     assert [b.type for b in message.content] == ["thinking", "text", "tool_use"]
     assert message.content[0].signature == THINKING_SIGNATURE and message.content[2].input == TOOL_INPUT
 
@@ -367,12 +363,7 @@ def test_chat_on_an_anthropic_channel(app_server, upstream):
 def test_streamed_chat_on_an_anthropic_channel(app_server, upstream):
     model = unique("claude")
     app_server.add_channel(type=14, base_url=upstream.url("chunks-4+gap-20"), models=[model])
-    chunks = list(app_server.openai().chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}))
-    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    assert content == [reply_text(4)[:5]] + [" " + w for w in reply_text(4).split()[1:]]  # 1:1, none merged
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].usage.completion_tokens == 4 and all(c.model == model for c in chunks)
+    streamed_chat_one_to_one(app_server, model)
     (row,) = wait_logs(app_server, total=1, model_name=model)
     assert row["stream"] and row["usage"]["output_tokens"] == 4 and not row["usage_estimated"]
 

@@ -20,7 +20,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 import aiproxy_local as app
-from conftest import unique, wait_logs
+from conftest import streamed_chat_one_to_one, unique, wait_logs
 from fake_upstream import (GEMINI_MODEL_IDS, GEMINI_SIGNATURE, THINKING_PIECES, TOOL_INPUT, count_prompt_tokens, embedding_vector,
                            gemini_prompt_tokens, reply_text)
 
@@ -194,12 +194,7 @@ def test_chat_on_a_gemini_channel(app_server, upstream):
 def test_streamed_chat_on_a_gemini_channel(app_server, upstream):
     model = unique("gemini-2.5-flash")
     app_server.add_channel(type=24, base_url=upstream.host_url("chunks-4+gap-20"), models=[model])
-    chunks = list(app_server.openai().chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}))
-    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    assert content == [reply_text(4)[:5]] + [" " + w for w in reply_text(4).split()[1:]]  # 1:1, none merged
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].usage.completion_tokens == 4 and all(c.model == model for c in chunks)
+    streamed_chat_one_to_one(app_server, model)
     (request,) = sent_to(upstream, model)
     assert request["path"].endswith(":streamGenerateContent") and request["query"] == "alt=sse"
     (row,) = wait_logs(app_server, total=1, model_name=model)
