@@ -187,12 +187,17 @@ class Walk:
         page.locator(".q-menu .q-item", has_text=bailian).click()
         expect(picker).to_have_value(bailian)  # the name, not "ali (17)"
         expect(dialog.get_by_text(PROVIDERS["17"]["help"][self.lang]["key"])).to_be_visible()
-        dialog.get_by_label(say("ch.name"), exact=True).fill(name)
+        name_box = dialog.get_by_label(say("ch.name"), exact=True)
+        name_box.fill(name)
         models = dialog.get_by_label(say("ch.models"), exact=True)
         models.click()
+        # a person types once the model field has the cursor (on a phone its option list opens first); so here
+        page.wait_for_function("box => document.activeElement !== box && document.activeElement.tagName === 'INPUT'",
+                               arg=name_box.element_handle())
         for model in ("qwen-max", LONG_MODEL):  # a built-in one and a custom one: typed + Enter
             page.keyboard.type(model)
             page.keyboard.press("Enter")
+            expect(page.locator(".q-chip", has_text=model).first).to_be_attached()
         dialog.locator(".text-xl").first.click()  # a click outside closes the option list
         dialog.get_by_text(say("ch.mapping")).click()
         dialog.get_by_role("button", name=say("ch.mapping_add"), exact=True).click()
