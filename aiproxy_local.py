@@ -1244,6 +1244,17 @@ def read_openai_error(status: int, body: bytes) -> RelayError:
                       "upstream_error", "upstream_error")
 
 
+def model_rename(call: RelayCall, channel: ChannelRoute, json_field: str = "") -> tuple[bytes, bytes] | None:
+    """(the upstream's model, the client's) for a pass-through stream to rename back, None when not mapped;
+    with `json_field`, each as that JSON field (`"modelVersion":"…"`)."""
+    upstream = channel.upstream_model(call.model)
+    if upstream == call.model:
+        return None
+    if json_field:
+        return f'"{json_field}":"{upstream}"'.encode(), f'"{json_field}":"{call.model}"'.encode()
+    return upstream.encode(), call.model.encode()
+
+
 def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
     return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
         b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
@@ -1271,8 +1282,7 @@ class OpenAIPassthrough(StreamFilter):
 
     def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
         self.keep_usage_only = call.client_wants_usage
-        upstream = channel.upstream_model(call.model)
-        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+        self.rename = model_rename(call, channel)
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
@@ -1627,6 +1637,13 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _reasoning_of(message: dict[str, Any]) -> str:
+    """The reasoning text of a pivot message or delta: `reasoning_content` (DeepSeek's) or `reasoning` (as some
+    upstreams name it); "" when there is none."""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return reasoning if isinstance(reasoning, str) else ""
+
+
 def _arguments(raw: Any) -> dict[str, Any]:
     """A tool call's JSON-string arguments as the object Anthropic's `input` must be."""
     try:
@@ -1832,9 +1849,7 @@ class AnthropicPassthrough(DecodedPassthrough):
     """hot path: an Anthropic stream for an Anthropic client; a mapped model is renamed back."""
 
     def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
-        upstream = channel.upstream_model(call.model)
-        super().__init__(AnthropicDecoder(call),
-                         (upstream.encode(), call.model.encode()) if upstream != call.model else None)
+        super().__init__(AnthropicDecoder(call), model_rename(call, channel))
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
@@ -1996,8 +2011,8 @@ def openai_to_anthropic_response(chat: dict[str, Any], model: str) -> dict[str, 
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = _reasoning_of(message)
+    if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = _text_of(message.get("content"))
     if text:
@@ -2049,8 +2064,8 @@ class AnthropicEncoder(PivotEncoder):
         out = [self._start()]
         for choice in (chunk.get("choices") or [])[:1]:
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
+            reasoning = _reasoning_of(delta)
+            if reasoning:
                 if self.kind != "thinking":
                     out.append(self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}))
                 out.append(self._delta(self.index, {"type": "thinking_delta", "thinking": reasoning}))
@@ -2388,6 +2403,11 @@ def _gemini_parts(answer: dict[str, Any]) -> tuple[list[dict[str, Any]], str | N
     return [p for p in parts if isinstance(p, dict)], candidate.get("finishReason")
 
 
+def _gemini_text(parts: list[dict[str, Any]], thought: bool) -> str:
+    """The text of Gemini parts: their thoughts, or their answer without the thoughts."""
+    return "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and bool(p.get("thought")) == thought)
+
+
 def _gemini_call(part: dict[str, Any], call_id: str, index: int | None = None) -> dict[str, Any]:
     call = part["functionCall"]
     out = {"id": call.get("id") or call_id, "type": "function",
@@ -2398,8 +2418,7 @@ def _gemini_call(part: dict[str, Any], call_id: str, index: int | None = None) -
 def gemini_to_openai_response(answer: dict[str, Any], model: str,
                               request_id: str) -> tuple[dict[str, Any], Usage | None]:
     parts, finish = _gemini_parts(answer)
-    text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
-    thought = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought"))
+    text, thought = _gemini_text(parts, thought=False), _gemini_text(parts, thought=True)
     calls = [_gemini_call(p, f"call_{request_id}_{i}") for i, p in enumerate(q for q in parts if "functionCall" in q)]
     reply: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
     if thought:
@@ -2471,10 +2490,7 @@ class GeminiPassthrough(DecodedPassthrough):
     """hot path: a Gemini stream for a Gemini client; a mapped model is renamed back in modelVersion."""
 
     def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
-        upstream = channel.upstream_model(call.model)
-        super().__init__(GeminiDecoder(call),
-                         (f'"modelVersion":"{upstream}"'.encode(), f'"modelVersion":"{call.model}"'.encode())
-                         if upstream != call.model else None)
+        super().__init__(GeminiDecoder(call), model_rename(call, channel, "modelVersion"))
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
@@ -2650,8 +2666,7 @@ def gemini_to_openai_request(body: dict[str, Any], model: str) -> dict[str, Any]
             raise RelayError(400, f"contents[{i}].parts: a list of parts is required.", "invalid_request")
         parts = [p for p in parts if isinstance(p, dict)]
         if content.get("role") == "model":
-            text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
-            thought = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought"))
+            text, thought = _gemini_text(parts, thought=False), _gemini_text(parts, thought=True)
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if thought:
                 message["reasoning_content"] = thought
@@ -2686,8 +2701,8 @@ def openai_to_gemini_response(chat: dict[str, Any], model: str) -> dict[str, Any
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     parts: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = _reasoning_of(message)
+    if reasoning:
         parts.append({"text": reasoning, "thought": True})
     text = _text_of(message.get("content"))
     if text:
@@ -2726,8 +2741,8 @@ class GeminiEncoder(PivotEncoder):
         parts: list[dict[str, Any]] = []
         for choice in (chunk.get("choices") or [])[:1]:
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
+            reasoning = _reasoning_of(delta)
+            if reasoning:
                 parts.append({"text": reasoning, "thought": True})
             if delta.get("content"):
                 parts.append({"text": delta["content"]})
@@ -3047,8 +3062,8 @@ def chat_to_response(chat: dict[str, Any], call: RelayCall, turn: ResponsesTurn)
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = _reasoning_of(message)
+    if reasoning:
         output.append({"id": f"rs_{call.request_id}", "type": "reasoning",
                        "summary": [{"type": "summary_text", "text": reasoning}]})
     text = _text_of(message.get("content"))
@@ -3160,8 +3175,8 @@ class ResponsesEncoder(PivotEncoder):
         out = [self.turn.open_stream()]
         for choice in (chunk.get("choices") or [])[:1]:
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
+            reasoning = _reasoning_of(delta)
+            if reasoning:
                 out.append(self._reasoning(reasoning))
             if delta.get("content"):
                 out.append(self._text(delta["content"]))
@@ -3186,8 +3201,7 @@ class ResponsesPassthrough(StreamFilter):
 
     def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
         self.call, self.turn, self.channel = call, responses_turn(call), channel.id
-        upstream = channel.upstream_model(call.model)
-        self.rename = (upstream.encode(), call.model.encode()) if upstream != call.model else None
+        self.rename = model_rename(call, channel)
 
     def feed(self, events: bytes) -> bytes:
         self.events += events.count(b"data:")
@@ -4547,20 +4561,24 @@ class ResponseStore:
         if not task.cancelled() and task.exception() is not None:
             logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
 
+    @staticmethod
+    def owner(caller: Caller) -> int | None:
+        """Whose stored responses a caller may see: its own key's; None (any) for the admin key."""
+        return None if caller.is_admin else caller.token_id
+
     async def chain(self, engine: sa.Engine, response_id: str,
                     caller: Caller) -> tuple[list[dict[str, Any]], str]:
-        owner = None if caller.is_admin else caller.token_id
-        return await asyncio.to_thread(load_response_chain, engine, response_id, owner, dict(self.pending))
+        return await asyncio.to_thread(load_response_chain, engine, response_id, self.owner(caller),
+                                       dict(self.pending))
 
     async def recall(self, engine: sa.Engine, response_id: str, caller: Caller) -> dict[str, Any] | None:
-        owner = None if caller.is_admin else caller.token_id
-        return await asyncio.to_thread(load_stored_response, engine, response_id, owner, dict(self.pending))
+        return await asyncio.to_thread(load_stored_response, engine, response_id, self.owner(caller),
+                                       dict(self.pending))
 
     async def forget(self, engine: sa.Engine, response_id: str, caller: Caller) -> bool:
         if response_id in self.writes:  # else the write, landing later, would bring it back
             await asyncio.shield(self.writes[response_id])
-        owner = None if caller.is_admin else caller.token_id
-        return await asyncio.to_thread(delete_stored_response, engine, response_id, owner)
+        return await asyncio.to_thread(delete_stored_response, engine, response_id, self.owner(caller))
 
 
 async def answer_stored_response(state: AppState, route: RelayRoute, caller: Caller, path: str, request_id: str,
