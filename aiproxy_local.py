@@ -17,8 +17,8 @@ Add model providers as *channels*; every app talks to one OpenAI-compatible endp
 by priority, fail over when a channel breaks, and are logged with tokens and timings. The `/api` admin API
 speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
 
-    pip install . && aiproxy-local          # or: uv run aiproxy_local.py
-    pip install -e '.[test]' && pytest      # the tests
+    pip install . && aiproxy-local                                  # or: uv run aiproxy_local.py
+    pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
     1. Settings & app state      2. Storage                   3. Provider catalog & adaptors
