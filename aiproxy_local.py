@@ -21,9 +21,10 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state      2. Storage                   3. Provider catalog & adaptors
-    4. Router                    5. Relay routes              6. Log writer
-    7. Admin API                 8. UI pages                  9. App assembly & CLI
+    1. Settings & app state   2. Storage                3. Relay contract
+    4. Router                 5. Wire formats           6. Relay routes
+    7. Log writer             8. Admin API              9. UI pages
+    10. App assembly & CLI
 """
 
 from __future__ import annotations
@@ -264,11 +265,28 @@ def mask_key(key: str) -> str:
     return f"{key[:head]}…{key[-2:]}"
 
 
+def strip_bearer(value: str) -> str:
+    value = value.strip()
+    return value[7:].strip() if value[:7].lower() == "bearer " else value
+
+
+def is_admin_key(state: AppState, raw_key: str) -> bool:
+    """The admin key as sent, with or without aiproxy's `sk-` prefix."""
+    admin = state.admin_key.encode()  # bytes: compare_digest refuses non-ASCII str (a 500 on `Bearer é`)
+    return bool(raw_key) and (secrets.compare_digest(raw_key.encode(), admin)
+                              or secrets.compare_digest(raw_key.removeprefix("sk-").encode(), admin))
+
+
 MIB = 1024 * 1024
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 @dataclass
@@ -311,21 +329,6 @@ class AppState:
     def log_retention_days(self) -> int:
         return int(self.options.get("log_retention_days", self.settings.log_retention_days))
 
-    def reload(self) -> None:
-        """After any write to channels, tokens or model configs: tell the other instances on this database (they
-        poll the shared version), and rebuild this one's routing table."""
-        with self.engine.begin() as conn:
-            bump_shared_version(conn)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Load the routing table and the options as the database has them now."""
-        version = read_shared_version(self.engine)
-        options, routes = valid_options(load_options(self.engine)), load_routing_table(self.engine, self.catalog)
-        if version >= self.version:  # else a load that started later has already finished
-            self.version, self.options, self.routes = version, options, routes
-            self.health.forget_missing(routes.channels)
-
 
 _STATE: AppState | None = None  # the module's one mutable slot, set by create_app()
 
@@ -336,7 +339,8 @@ def get_state() -> AppState:
     return _STATE
 
 
-# ==== 2. Storage ===========================================================================================
+# ==== 2. Storage ============================================================================================
+
 
 SQLITE_BUSY_TIMEOUT_S = 30  # writers wait instead of failing with "database is locked"
 BODY_DETAIL_MAX = 8 * 1024  # request/response bodies of failed calls are kept up to this size
@@ -967,14 +971,23 @@ def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
         target.dispose()
 
 
-# ==== 3. Provider catalog & adaptors ======================================================================
-# A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. The relay
-# (section 5) never names a format: the client's Dialect reads the request and the channel's Adaptor calls the
-# upstream. When both speak one format the bytes pass through (only the model name changes); otherwise the call
-# goes through the pivot, OpenAI chat: client format -> pivot -> upstream format, and the answer back the same way.
+# ==== 3. Relay contract: the nouns the router, the pipeline and every wire format share =====================
+# A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. A client's
+# path names the format the client speaks: its Dialect. When both are one format the bytes pass through (only the
+# model name changes); otherwise the call goes through the pivot, OpenAI chat: client format -> pivot -> upstream
+# format, and the answer back the same way. The pipeline never names a format; these are the hooks it calls:
+#   find the route         the exact-path table, else Dialect.match (the registry, after the wire formats)
+#   parse the call         Dialect.read, then Dialect.prepare (Responses: the turns it continues)
+#   plan channels          the router: the model's channels by priority, ChannelHealth.arrange
+#   open the upstream      per channel: Adaptor.refusal, convert_request (passthrough_body, or Dialect.to_pivot
+#                          then request_from_pivot), build_url, build_headers
+#   answer                 a stream: Adaptor.stream (a pass-through filter, or PivotDecoder -> Dialect.stream_encoder)
+#                          a whole answer: Adaptor.convert_response (passthrough_response, or response_to_pivot
+#                          -> Dialect.response_from_pivot); an error: Adaptor.convert_error -> Dialect.error_body
+#   log and charge         log_call -> charge -> LogWriter.submit_call
 
-MODEL_KINDS = ("chat", "embedding", "rerank", "tts", "stt", "image", "moderation")
 
+# ---- the catalog: relay modes, model kinds, providers ----
 
 class Mode(enum.IntEnum):
     """Relay modes in aiproxy's numbering (core/relay/mode/define.go): stored in logs.mode and channel_tests."""
@@ -998,6 +1011,43 @@ class Mode(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class Kind:
+    """A kind of model: the OpenAI path a call of it goes to, its mode (aiproxy's model type number), the smallest
+    request that proves a model of it answers (a channel test), and the name fragments that suggest it."""
+
+    name: str
+    path: str
+    mode: Mode
+    test_body: dict[str, Any] | None  # None: a multipart upload, built by model_test_request()
+    hints: tuple[str, ...] = ()  # substrings of a lower-cased model name
+
+
+#: Every kind, in the order guess_model_kind() tries their hints: the first fragment found decides.
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("chat", "/v1/chat/completions", Mode.CHAT_COMPLETIONS, {"messages": [{"role": "user", "content": "hi"}]}),
+    Kind("rerank", "/v1/rerank", Mode.RERANK, {"query": "hi", "documents": ["hi", "hello"]}, ("rerank",)),
+    Kind("embedding", "/v1/embeddings", Mode.EMBEDDINGS, {"input": "hi"}, ("embed", "bge-")),
+    Kind("moderation", "/v1/moderations", Mode.MODERATIONS, {"input": "hi"}, ("moderation",)),
+    Kind("stt", "/v1/audio/transcriptions", Mode.AUDIO_TRANSCRIPTION, None, ("whisper", "transcribe", "asr")),
+    Kind("tts", "/v1/audio/speech", Mode.AUDIO_SPEECH, {"input": "hi", "voice": "alloy"}, ("tts", "speech")),
+    Kind("image", "/v1/images/generations", Mode.IMAGES_GENERATIONS,
+         {"prompt": "A simple red square icon on a white background.", "n": 1},
+         ("dall-e", "image", "flux", "stable-diffusion")),
+)}
+MODEL_KINDS = tuple(KINDS)
+
+
+def kind_mode(kind: str) -> int:
+    """A kind's model type number in aiproxy's API (0: unknown)."""
+    return int(KINDS[kind].mode) if kind in KINDS else 0
+
+
+def guess_model_kind(model: str) -> str:
+    name = model.lower()
+    return next((kind.name for kind in KINDS.values() if any(hint in name for hint in kind.hints)), "chat")
+
+
+@dataclass(frozen=True)
 class Provider:
     id: int
     name: str
@@ -1010,32 +1060,6 @@ class Provider:
     help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
 
 
-class CatalogError(Exception):
-    """providers.json names an adaptor this file lacks: start-up stops, rather than call such channels as OpenAI."""
-
-
-def load_catalog(path: Path | None = None) -> dict[int, Provider]:
-    source = path or ASSETS_DIR / "providers.json"
-    catalog: dict[int, Provider] = {}
-    for k, v in json.loads(source.read_text(encoding="utf-8")).items():
-        if k.startswith("_"):
-            continue
-        # "nativeFormats": client formats its upstream also speaks, served by the adaptor "<adaptor>+<format>"
-        base = v.get("adaptor", "openai")
-        adaptor = "+".join([base, *v.get("nativeFormats", [])])
-        if adaptor not in ADAPTORS:
-            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor "
-                               f"'{base if base not in ADAPTORS else adaptor}', "
-                               f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
-        catalog[int(k)] = Provider(
-            id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
-            key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
-            models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
-            display=v.get("display", {}), help=v.get("help", {}),
-        )
-    return catalog
-
-
 def catalog_model_kinds(catalog: dict[int, Provider]) -> dict[str, str]:
     kinds: dict[str, str] = {}
     for provider in catalog.values():
@@ -1044,27 +1068,16 @@ def catalog_model_kinds(catalog: dict[int, Provider]) -> dict[str, str]:
     return kinds
 
 
-_KIND_HINTS = (  # checked in order; the first substring found in a lower-cased model name decides
-    ("rerank", "rerank"), ("embed", "embedding"), ("bge-", "embedding"), ("moderation", "moderation"),
-    ("whisper", "stt"), ("transcribe", "stt"), ("asr", "stt"), ("tts", "tts"), ("speech", "tts"),
-    ("dall-e", "image"), ("image", "image"), ("flux", "image"), ("stable-diffusion", "image"),
-)
+# ---- a call's values: its error, its usage, its events ----
 
+class RelayError(Exception):
+    """A refusal or failure as one value; the client's Dialect renders it in its own error shape."""
 
-def guess_model_kind(model: str) -> str:
-    name = model.lower()
-    return next((kind for hint, kind in _KIND_HINTS if hint in name), "chat")
+    def __init__(self, status: int, message: str, code: str | int | None,
+                 type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.type = status, message, code, type_
 
-
-# ---- wire formats: the Adaptor (a channel's upstream), the Dialect (a client), the pivot between them ----
-# A new format is one sub-banner below, holding its pure converters and
-#   * an Adaptor subclass, registered as ADAPTORS["<name>"] (the "adaptor" of its providers.json rows): it builds
-#     the upstream's URL and headers, turns the pivot into its requests and its answers, streams and errors into
-#     the pivot;
-#   * and/or a Dialect subclass, registered as DIALECTS["<name>"]: it owns client paths (`routes` for exact POST
-#     paths, `match` for patterns), reads their requests, turns them into the pivot and the pivot's answers,
-#     streams and errors back into its own shape.
-# `format` names the wire format on both sides; an Adaptor whose `formats` holds the Dialect's passes bytes through.
 
 @dataclass
 class Usage:
@@ -1090,6 +1103,11 @@ def usage_from(obj: Any) -> Usage | None:
 def usage_to_openai(usage: Usage) -> dict[str, Any]:
     return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
             "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+
+
+def estimate_tokens(text_length: int) -> int:
+    """About four characters a token: good enough for a log when the upstream reports no usage."""
+    return max(1, text_length // 4) if text_length else 0
 
 
 def json_object(body: bytes, what: str) -> dict[str, Any]:
@@ -1124,6 +1142,89 @@ def sse_fields(event: bytes) -> tuple[str, bytes]:
     return name, b"\n".join(data)
 
 
+def _text_of(content: Any) -> str:
+    """The text of an OpenAI content (a string or a list of parts) or of Anthropic blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _reasoning_of(message: dict[str, Any]) -> str:
+    """The reasoning text of a pivot message or delta: `reasoning_content` (DeepSeek's) or `reasoning` (as some
+    upstreams name it); "" when there is none."""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return reasoning if isinstance(reasoning, str) else ""
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """A tool call's JSON-string arguments as the object Anthropic's `input` must be."""
+    try:
+        value = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else raw
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# ---- a call on its way: who asks, by which route, to which channel, and how each try went ----
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: int
+    token_name: str
+    models: frozenset[str]
+    is_admin: bool
+
+
+ADMIN_CALLER = Caller(0, "admin", frozenset(), True)
+TEST_CALLER = Caller(0, "channel-test", frozenset(), True)
+
+
+@dataclass(frozen=True)
+class ChannelRoute:
+    """The routing view of one channel, rebuilt whenever channels change."""
+
+    id: int
+    name: str
+    type: int
+    key: str
+    base_url: str  # resolved: the channel's own, else the provider default
+    models: frozenset[str]
+    mapping: dict[str, str]
+    priority: int
+    weight: int
+    enabled: bool
+    adaptor: Adaptor
+    proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
+    status: int = STATUS_ENABLED
+    status_reason: str = ""
+    test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
+    secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
+
+    def serves(self, model: str) -> bool:
+        return model in self.models or model in self.mapping
+
+    def scrub(self, data: bytes) -> bytes:
+        """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
+        (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further (issue 10)."""
+        for secret, mask in self.secrets:
+            if secret in data:
+                data = data.replace(secret, mask)
+        return data
+
+    def scrub_text(self, text: str) -> str:
+        return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
+
+    def upstream_model(self, model: str) -> str:
+        return self.mapping.get(model) or model
+
+    @property
+    def offered(self) -> list[str]:
+        """Every name a client may ask this channel for: its models and its mapping's keys."""
+        return sorted(self.models | self.mapping.keys())
+
+
 @dataclass(frozen=True)
 class RelayRoute:
     """One client path: the dialect that reads it, how it is logged, and what the upstream must do."""
@@ -1136,6 +1237,90 @@ class RelayRoute:
     local: bool = False  # answered from the gateway's own data (a stored response), never upstream
     model: str = ""  # a model named in the path (Gemini's /models/{model}:...)
 
+
+@dataclass
+class RelayCall:
+    """One client request on its way through the pipeline."""
+
+    request_id: str
+    started: float  # time.time() when the request arrived
+    endpoint: str  # the client's path, e.g. /v1/chat/completions
+    route: RelayRoute
+    model: str
+    body: bytes
+    obj: dict[str, Any] | None  # parsed JSON body; None for multipart
+    content_type: str
+    caller: Caller
+    headers: dict[bytes, bytes] = field(default_factory=dict)  # the client's, for adaptors that forward some
+    query: str = ""
+    ip: str = ""
+    stream: bool = False
+    client_wants_usage: bool = False
+    dialect_state: Any = None  # what a dialect carries from the request to its answer (Responses: the turn)
+    pinned: int | None = None
+    max_retries: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # the routing trail, in order, for the log row
+    final: dict[str, Any] | None = None  # the trail entry of the channel tried last
+    trying: Attempt | None = None  # the try under way, or the one answering
+    progress: StreamFilter | None = None  # the answer's stream so far, for the tokens of a call cut short
+    _pivot: dict[str, Any] | None = None
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.route.dialect
+
+    @property
+    def mode(self) -> Mode:
+        return self.route.mode
+
+    @property
+    def op(self) -> Mode | None:
+        return self.route.op
+
+    @property
+    def upstream_path(self) -> str:
+        return self.route.upstream_path
+
+    def pivot(self) -> dict[str, Any]:
+        """The request in pivot form, converted once however many channels it fails over to."""
+        if self._pivot is None:
+            self._pivot = self.dialect.to_pivot(self)
+        return self._pivot
+
+
+@dataclass
+class Attempt:
+    """One channel's try; in the end, the try that answers the call for good."""
+
+    channel: ChannelRoute | None
+    response: aiohttp.ClientResponse | None  # an open stream, to be piped to the client
+    status: int
+    error: RelayError | None = None  # ours: the channel refused the call, was unreachable, or broke its promise
+    body: bytes = b""  # the upstream's own error answer, keys scrubbed
+    retries: int = 0
+    ttfb_ms: int = 0
+    answer: bytes | None = None  # a whole 2xx answer, made the client's
+    content_type: str = "application/json"
+    usage: Usage | None = None
+    first: bytes = b""  # a stream's first bytes, read before the client's answer starts: a dead stream fails over
+    retry_after: str = ""  # the upstream's Retry-After, passed on to a client that gets its 429
+    started: float = 0.0  # time.time() when this try began
+
+
+@dataclass
+class Outcome:
+    """What the client got, for the log."""
+
+    code: int
+    usage: Usage | None = None
+    error: bytes = b""
+    response_body: bytes = b""
+    ttfb_ms: int = 0
+    used_amount: float = 0.0  # set by charge()
+    failure: RelayError | None = None  # how an answer that had started ended badly, for the trail
+
+
+# ---- streams: a filter between upstream and client, and the pivot's decoder and encoder ----
 
 class StreamFilter:
     """Between an upstream's stream and the client: fed whole SSE events, it returns the bytes the client gets."""
@@ -1212,7 +1397,23 @@ class ConvertedStream(StreamFilter):
         return self.encoder.close(self.decoder.usage)
 
 
-# ---- OpenAI: chat (the pivot) and the other /v1 operations ----
+class DecodedPassthrough(StreamFilter):
+    """A stream in the client's own format: bytes pass, and the events that carry usage or an error also go
+    through the format's decoder, for the log."""
+
+    def __init__(self, decoder: PivotDecoder, rename: tuple[bytes, bytes] | None) -> None:
+        self.decoder, self.rename = decoder, rename  # rename: (upstream's model, client's model) when mapped
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def error(self) -> RelayError | None:
+        return self.decoder.error
+
+
+# ---- the pivot, OpenAI chat: its operations and paths, its errors, its stream ----
 
 #: pivot operation → its path below an OpenAI-style base URL
 OPENAI_PATHS: dict[Mode, str] = {
@@ -1221,8 +1422,18 @@ OPENAI_PATHS: dict[Mode, str] = {
     Mode.AUDIO_SPEECH: "/audio/speech", Mode.AUDIO_TRANSCRIPTION: "/audio/transcriptions",
     Mode.AUDIO_TRANSLATION: "/audio/translations", Mode.RERANK: "/rerank",
 }
+
+#: client path → mode; the mode is also the pivot operation
+OPENAI_ROUTES: dict[str, Mode] = {
+    "/v1/chat/completions": Mode.CHAT_COMPLETIONS, "/v1/completions": Mode.COMPLETIONS,
+    "/v1/embeddings": Mode.EMBEDDINGS, "/v1/moderations": Mode.MODERATIONS,
+    "/v1/images/generations": Mode.IMAGES_GENERATIONS, "/v1/audio/speech": Mode.AUDIO_SPEECH,
+    "/v1/audio/transcriptions": Mode.AUDIO_TRANSCRIPTION, "/v1/audio/translations": Mode.AUDIO_TRANSLATION,
+    "/v1/rerank": Mode.RERANK,
+}
+_STREAMED_MODES = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS})
+
 _MULTIPART_MODEL = re.compile(rb'(name="model"\r\n\r\n)([^\r\n]*)(\r\n)')
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def openai_error(status: int, message: str, code: str | int | None, type_: str) -> bytes:
@@ -1242,72 +1453,6 @@ def read_openai_error(status: int, body: bytes) -> RelayError:
     text = body[:300].decode("utf-8", "replace").strip()
     return RelayError(status, f"The upstream answered HTTP {status}{': ' + text if text else ''}",
                       "upstream_error", "upstream_error")
-
-
-def model_rename(call: RelayCall, channel: ChannelRoute, json_field: str = "") -> tuple[bytes, bytes] | None:
-    """(the upstream's model, the client's) for a pass-through stream to rename back, None when not mapped;
-    with `json_field`, each as that JSON field (`"modelVersion":"…"`)."""
-    upstream = channel.upstream_model(call.model)
-    if upstream == call.model:
-        return None
-    if json_field:
-        return f'"{json_field}":"{upstream}"'.encode(), f'"{json_field}":"{call.model}"'.encode()
-    return upstream.encode(), call.model.encode()
-
-
-def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
-    return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
-        b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
-
-
-class DecodedPassthrough(StreamFilter):
-    """A stream in the client's own format: bytes pass, and the events that carry usage or an error also go
-    through the format's decoder, for the log."""
-
-    def __init__(self, decoder: PivotDecoder, rename: tuple[bytes, bytes] | None) -> None:
-        self.decoder, self.rename = decoder, rename  # rename: (upstream's model, client's model) when mapped
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.decoder.usage
-
-    @property
-    def error(self) -> RelayError | None:
-        return self.decoder.error
-
-
-class OpenAIPassthrough(StreamFilter):
-    """hot path: an OpenAI stream for an OpenAI client. Only events that carry usage are parsed; the usage-only
-    chunk the gateway asked for is dropped when the client did not ask for it; a mapped model is renamed back."""
-
-    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
-        self.keep_usage_only = call.client_wants_usage
-        self.rename = model_rename(call, channel)
-
-    def feed(self, events: bytes) -> bytes:
-        self.events += events.count(b"data:")
-        if _USAGE_OBJECT.search(events):
-            events = self._take_usage(events)
-        if self.rename:
-            events = _rewrite_model(events, *self.rename)
-        return events
-
-    def _take_usage(self, events: bytes) -> bytes:
-        sep = b"\r\n\r\n" if b"\r\n\r\n" in events else b"\n\n"
-        kept = []
-        for event in events.split(sep):
-            if _USAGE_OBJECT.search(event):
-                payload = event.strip()
-                payload = payload[5:] if payload.startswith(b"data:") else payload
-                try:
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    obj = None
-                self.usage = usage_from(obj) or self.usage
-                if not self.keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
-                    continue
-            kept.append(event)
-        return sep.join(kept)
 
 
 class OpenAIDecoder(PivotDecoder):
@@ -1347,6 +1492,13 @@ class OpenAIEncoder(PivotEncoder):
             tail = self.encode({**self.head, "choices": [], "usage": usage_to_openai(usage)})
         return tail + b"data: [DONE]\n\n"
 
+
+# ---- the two interfaces: Adaptor (a channel's upstream) and Dialect (a client); their defaults are OpenAI's ----
+# A new format subclasses one or both (its own section), and is one row of FORMATS (the registry): the Adaptor builds
+# the upstream's URL and headers, turns the pivot into its requests and its answers, streams and errors into the
+# pivot; the Dialect owns client paths (`routes` for exact POST paths, `match` for patterns), reads their requests,
+# turns them into the pivot and the pivot's answers, streams and errors back into its own shape. `format` names the
+# wire format on both sides; an Adaptor whose `formats` holds the Dialect's passes bytes through.
 
 class Adaptor:
     """A channel's upstream wire format. This base speaks OpenAI's, which every OpenAI-style provider shares (each
@@ -1448,17 +1600,6 @@ class Adaptor:
         return read_openai_error(status, body)
 
 
-#: client path → mode; the mode is also the pivot operation
-OPENAI_ROUTES: dict[str, Mode] = {
-    "/v1/chat/completions": Mode.CHAT_COMPLETIONS, "/v1/completions": Mode.COMPLETIONS,
-    "/v1/embeddings": Mode.EMBEDDINGS, "/v1/moderations": Mode.MODERATIONS,
-    "/v1/images/generations": Mode.IMAGES_GENERATIONS, "/v1/audio/speech": Mode.AUDIO_SPEECH,
-    "/v1/audio/transcriptions": Mode.AUDIO_TRANSCRIPTION, "/v1/audio/translations": Mode.AUDIO_TRANSLATION,
-    "/v1/rerank": Mode.RERANK,
-}
-_STREAMED_MODES = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS})
-
-
 class Dialect:
     """A client's wire format. This base is OpenAI's /v1 (chat, completions, embeddings, audio, images, ...), whose
     chat is also the pivot; another format subclasses it and overrides what differs."""
@@ -1520,6 +1661,361 @@ class Dialect:
 
     def model_list(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return {"object": "list", "data": entries}
+
+
+# ==== 4. Router: choose channels, decide retries ============================================================
+
+
+@dataclass
+class TokenInfo:
+    id: int
+    name: str
+    status: int
+    models: frozenset[str]
+    quota: float
+    used_amount: float  # updated in memory on every call, so a quota holds before the log writer flushes
+    expired_at: int
+
+
+@dataclass
+class RoutingTable:
+    channels: dict[int, ChannelRoute]
+    by_model: dict[str, list[ChannelRoute]]  # enabled channels only
+    known_models: set[str]  # on any channel, enabled or not
+    tokens: dict[str, TokenInfo]  # by key without "sk-"
+    model_configs: dict[str, dict[str, Any]]
+    kinds: dict[str, str]
+    token_ids: dict[int, TokenInfo] = field(default_factory=dict)
+    auto_disabled: dict[str, list[ChannelRoute]] = field(default_factory=dict)  # status 3, for the routing trail
+
+    def __post_init__(self) -> None:
+        self.token_ids = {t.id: t for t in self.tokens.values()}
+
+    def model_enabled(self, model: str) -> bool:
+        cfg = self.model_configs.get(model)
+        return cfg is None or bool(cfg["enabled"])
+
+    def kind_of(self, model: str) -> str:
+        cfg = self.model_configs.get(model)
+        return (cfg and cfg["kind"]) or self.kinds.get(model) or guess_model_kind(model)
+
+
+def upstream_proxy(url: str) -> str | None:
+    """The proxy the environment asks for, if any. aiohttp's own `trust_env` looks this (and ~/.netrc) up in a
+    thread pool on every call, which cost half the relay's throughput (bench/)."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urllib.parse.urlsplit(url)
+    if not proxies or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRoute:
+    provider = catalog.get(ch["type"])
+    base_url = (ch.get("base_url") or (provider.default_base_url if provider else "")).strip()
+    status = ch.get("status", STATUS_ENABLED)
+    models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
+    key = ch["key"].strip()
+    return ChannelRoute(
+        id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
+        proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
+        priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
+        enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
+        status_reason=ch.get("status_reason") or "",
+        test_model=(models or sorted(mapping) or [""])[0],
+        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key)),
+    )
+
+
+def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> RoutingTable:
+    with engine.connect() as conn:
+        channels = [dict(r._mapping) for r in conn.execute(sa.select(*Channel.__table__.columns))]
+        tokens = [dict(r._mapping) for r in conn.execute(sa.select(*Token.__table__.columns))]
+        configs = {r.model: dict(r._mapping) for r in conn.execute(sa.select(*ModelConfig.__table__.columns))}
+    routes = {c["id"]: channel_route(c, catalog) for c in channels}
+    by_model: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
+    auto_disabled: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
+    known: set[str] = set()
+    for route in routes.values():
+        names = route.offered
+        known.update(names)
+        if route.enabled or route.status == STATUS_AUTO_DISABLED:
+            for name in names:
+                (by_model if route.enabled else auto_disabled)[name].append(route)
+    return RoutingTable(
+        channels=routes, by_model=dict(by_model), known_models=known, model_configs=configs,
+        auto_disabled=dict(auto_disabled),
+        kinds=catalog_model_kinds(catalog),
+        tokens={t["key"]: TokenInfo(t["id"], t["name"], t["status"], frozenset(t["models"] or ()), t["quota"] or 0.0,
+                                    t["used_amount"] or 0.0, t["expired_at"] or 0) for t in tokens},
+    )
+
+
+def reload_routes(state: AppState) -> None:
+    """After any write to channels, tokens or model configs: tell the other instances on this database (they
+    poll the shared version), and rebuild this one's routing table."""
+    with state.engine.begin() as conn:
+        bump_shared_version(conn)
+    refresh_routes(state)
+
+
+def refresh_routes(state: AppState) -> None:
+    """Load the routing table and the options as the database has them now."""
+    version = read_shared_version(state.engine)
+    options, routes = valid_options(load_options(state.engine)), load_routing_table(state.engine, state.catalog)
+    if version >= state.version:  # else a load that started later has already finished
+        state.version, state.options, state.routes = version, options, routes
+        state.health.forget_missing(routes.channels)
+
+
+def candidates(routes: list[ChannelRoute], rng: random.Random | None = None) -> list[ChannelRoute]:
+    """Highest priority level first; inside a level a weighted random order, so load spreads."""
+    if len(routes) == 1:
+        return routes
+    rng = rng or random
+    # Efraimidis–Spirakis: sorting by u^(1/w) draws a weighted order without replacement
+    return sorted(routes, key=lambda r: (-r.priority, -(rng.random() ** (1.0 / r.weight))))
+
+
+FATAL, TRANSIENT = "fatal", "transient"  # what a failed attempt says about its channel; "" is the client's fault
+FATAL_STATUSES = frozenset({401, 402, 403})  # a bad key, an unpaid bill, a refusal: the same on every retry
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx: overloaded or down, for now
+#: error codes and types of a bad key or an empty balance, as the common providers send them (lower case)
+FATAL_CODES = frozenset({
+    "invalid_api_key", "incorrect_api_key", "invalid_authentication", "authentication_error", "permission_error",
+    "permission_denied", "unauthenticated", "api_key_invalid", "invalidapikey", "insufficient_quota",
+    "insufficient_balance", "exceeded_current_quota_error", "billing_not_active", "billing_hard_limit_reached",
+    "account_deactivated", "access_terminated", "arrearage", "accountoverdueerror",
+})
+#: the same in the words of a message: OpenAI, Anthropic, Gemini, Azure, DeepSeek, OpenRouter, Moonshot, Zhipu, ...
+FATAL_MESSAGES = re.compile(
+    r"invalid[ _-]?(api[ _-]?key|subscription key|authentication)|incorrect api key|api key (not valid|expired)"
+    r"|insufficient[ _](balance|quota|credits?|funds)|balance is (too low|insufficient)|credit balance is too low"
+    r"|exceeded your current quota|requires more credits|account .{0,40}(deactivated|suspended|overdue|arrears)"
+    r"|余额不足|欠费|额度不足", re.IGNORECASE)
+
+
+def failure_kind(status: int, error: RelayError | None = None) -> str:
+    """FATAL: this channel will fail every call until a person acts (bad key, no quota or balance), found in the
+    status or in the error's code, type or message; TRANSIENT: overloaded or unreachable for now (5xx, 429,
+    timeouts, connect errors); "": the request itself is wrong (400, 404, 413, 422) and would fail anywhere."""
+    if status in FATAL_STATUSES or (error is not None and _is_fatal_error(error)):
+        return FATAL
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return TRANSIENT
+    return ""
+
+
+def _is_fatal_error(error: RelayError) -> bool:
+    return (str(error.code).lower() in FATAL_CODES or str(error.type).lower() in FATAL_CODES
+            or FATAL_MESSAGES.search(error.message) is not None)
+
+
+def should_retry(status: int, error: RelayError | None = None) -> bool:
+    """Another channel may succeed where this one was overloaded, down or had a bad key; a bad request
+    (400/413/422) would fail the same everywhere, so it goes back to the client as it is."""
+    return failure_kind(status, error) != ""
+
+
+# ---- channel health: cool-downs per (channel, model), auto-disable after fatal errors in a row ----
+# Decisions only, in memory, with the time passed in: the relay reports each attempt, and writes to the database
+# what these decide (a channel to disable). Cool-downs and counts are per instance; an auto-disable is a channel
+# status, which every instance on the database sees (issue 9).
+
+SECRET_MIN = 8  # a shorter part of a composite key (a region, a flag) is no secret, and masking it garbles text
+_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")  # Azure's `key|api-version`: not a secret
+
+
+def key_secrets(key: str) -> list[str]:
+    """The parts of a channel key that must never leave the gateway: the whole key, each part of a composite one
+    (`key|api-version`, AWS's `ak|sk|region`) and a JSON key's secret fields (Vertex AI's private key); longest
+    first, so that a part inside another is masked after it."""
+    parts = {key, *key.split("|")}
+    if key.startswith("{"):
+        try:
+            fields = json.loads(key)
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict):
+            parts |= {v for k, v in fields.items() if isinstance(v, str)
+                      and any(word in k.lower() for word in ("key", "secret", "token"))}
+    kept = {p.strip() for p in parts} - {""}
+    return sorted((p for p in kept if len(p) >= SECRET_MIN and not _API_VERSION.fullmatch(p)), key=len, reverse=True)
+
+
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from `now`; None when absent or unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+@dataclass
+class Cooldown:
+    until: float  # time.time() when the pair is tried again first
+    failures: int  # transient failures in a row: each one doubles the next cool-down
+    code: int
+    reason: str
+
+
+class ChannelHealth:
+    """What this instance has seen of each channel: fatal errors in a row per channel, cool-downs per (channel,
+    model), and the channels being auto-disabled right now (their status 3 is on its way to the database)."""
+
+    def __init__(self, cooldown_base: float = 5.0, cooldown_max: float = 300.0) -> None:
+        self.cooldown_base, self.cooldown_max = cooldown_base, cooldown_max
+        self.fatal_in_a_row: dict[int, int] = {}
+        self.cooling: dict[tuple[int, str], Cooldown] = {}
+        self.disabling: dict[int, str] = {}  # channel id → the reason
+
+    def arrange(self, routes: list[ChannelRoute], model: str,
+                now: float) -> tuple[list[ChannelRoute], list[tuple[ChannelRoute, str, str]]]:
+        """hot path: (the channels to try, in order; those skipped, each with why and a reason). A pair cooling
+        down is skipped while another candidate is ready; when all are cooling, the soonest ready goes first,
+        rather than refusing the call."""
+        if not self.cooling and not self.disabling:
+            return routes, []
+        ready: list[ChannelRoute] = []
+        cooling: list[tuple[Cooldown, ChannelRoute]] = []
+        skipped: list[tuple[ChannelRoute, str, str]] = []
+        for route in routes:
+            cooldown = self.cooling.get((route.id, model))
+            if route.id in self.disabling:
+                skipped.append((route, "auto_disabled", self.disabling[route.id]))
+            elif cooldown is not None and cooldown.until > now:
+                cooling.append((cooldown, route))
+            else:
+                ready.append(route)
+        if not ready:
+            return [route for _, route in sorted(cooling, key=lambda c: c[0].until)], skipped
+        skipped += [(route, "cooling_down", f"cooling down {c.until - now:.1f} s more after {c.reason}")
+                    for c, route in cooling]
+        return ready, skipped
+
+    def succeeded(self, channel_id: int, model: str) -> None:
+        """hot path: two lookups in dicts that are empty while all is well."""
+        if self.fatal_in_a_row:
+            self.fatal_in_a_row.pop(channel_id, None)
+        if self.cooling:
+            self.cooling.pop((channel_id, model), None)
+
+    def failed(self, channel_id: int, model: str, kind: str, status: int, reason: str, now: float,
+               disable_after: int, retry_after: float | None = None) -> bool:
+        """Count one failure; True when the channel has now had `disable_after` fatal errors in a row and is to
+        be auto-disabled (once: it is marked as being disabled until the caller calls disabled())."""
+        if kind == FATAL and channel_id not in self.disabling:
+            count = self.fatal_in_a_row.get(channel_id, 0) + 1
+            if disable_after > 0 and count >= disable_after:
+                self.fatal_in_a_row.pop(channel_id, None)  # a channel enabled again starts from zero
+                self.disabling[channel_id] = reason
+                return True
+            self.fatal_in_a_row[channel_id] = count
+        elif kind == TRANSIENT:
+            key = (channel_id, model)
+            last = self.cooling.get(key)
+            # failures in a row grow the cool-down; one long after the last cool-down ended starts afresh
+            failures = 1 if last is None or now > last.until + self.cooldown_max else last.failures + 1
+            length = (min(retry_after, self.cooldown_max) if retry_after is not None
+                      else min(self.cooldown_base * 2 ** min(failures - 1, 32), self.cooldown_max))
+            self.cooling[key] = Cooldown(now + length, failures, status, reason)
+        return False
+
+    def disabled(self, channel_id: int) -> None:
+        """The auto-disable is written (or failed): the routing table says the rest."""
+        self.disabling.pop(channel_id, None)
+
+    def forget(self, channel_ids: Iterable[int]) -> None:
+        """A channel a user enabled, disabled or edited starts afresh (as aiproxy clears its monitor then). Safe
+        from an admin route's worker thread: single dict operations, over copies."""
+        gone = set(channel_ids)
+        for channel_id in gone:
+            self.fatal_in_a_row.pop(channel_id, None)
+        for key in [k for k in list(self.cooling) if k[0] in gone]:
+            self.cooling.pop(key, None)
+
+    def forget_missing(self, channel_ids: Iterable[int]) -> None:
+        """Drop what is known of deleted channels."""
+        keep = set(channel_ids)
+        self.forget((set(list(self.fatal_in_a_row)) | {k[0] for k in list(self.cooling)}) - keep)
+
+    def view(self, now: float) -> dict[int, dict[str, Any]]:
+        """Per channel with something to show: its fatal errors in a row and its cool-downs under way, for the
+        channel list (times in Unix ms)."""
+        out: dict[int, dict[str, Any]] = {}
+        for channel_id, count in list(self.fatal_in_a_row.items()):  # copies: the relay changes them meanwhile
+            out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["fatal_errors"] = count
+        for (channel_id, model), c in sorted(list(self.cooling.items()), key=lambda kv: kv[1].until):
+            if c.until > now:
+                out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["cooldowns"].append({
+                    "model": model, "until": int(c.until * 1000), "seconds_left": round(c.until - now, 1),
+                    "failures": c.failures, "code": c.code, "reason": c.reason})
+        return out
+
+
+# ==== 5. Wire formats: OpenAI, Azure, Anthropic, Gemini, Responses, and the ones not served yet =============
+
+
+# ---- OpenAI: the pass-through of the hot path ----
+
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+def model_rename(call: RelayCall, channel: ChannelRoute, json_field: str = "") -> tuple[bytes, bytes] | None:
+    """(the upstream's model, the client's) for a pass-through stream to rename back, None when not mapped;
+    with `json_field`, each as that JSON field (`"modelVersion":"…"`)."""
+    upstream = channel.upstream_model(call.model)
+    if upstream == call.model:
+        return None
+    if json_field:
+        return f'"{json_field}":"{upstream}"'.encode(), f'"{json_field}":"{call.model}"'.encode()
+    return upstream.encode(), call.model.encode()
+
+
+def _rewrite_model(chunk: bytes, upstream: bytes, requested: bytes) -> bytes:
+    return chunk.replace(b'"model":"' + upstream + b'"', b'"model":"' + requested + b'"').replace(
+        b'"model": "' + upstream + b'"', b'"model": "' + requested + b'"')
+
+
+class OpenAIPassthrough(StreamFilter):
+    """hot path: an OpenAI stream for an OpenAI client. Only events that carry usage are parsed; the usage-only
+    chunk the gateway asked for is dropped when the client did not ask for it; a mapped model is renamed back."""
+
+    def __init__(self, call: RelayCall, channel: ChannelRoute) -> None:
+        self.keep_usage_only = call.client_wants_usage
+        self.rename = model_rename(call, channel)
+
+    def feed(self, events: bytes) -> bytes:
+        self.events += events.count(b"data:")
+        if _USAGE_OBJECT.search(events):
+            events = self._take_usage(events)
+        if self.rename:
+            events = _rewrite_model(events, *self.rename)
+        return events
+
+    def _take_usage(self, events: bytes) -> bytes:
+        sep = b"\r\n\r\n" if b"\r\n\r\n" in events else b"\n\n"
+        kept = []
+        for event in events.split(sep):
+            if _USAGE_OBJECT.search(event):
+                payload = event.strip()
+                payload = payload[5:] if payload.startswith(b"data:") else payload
+                try:
+                    obj = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    obj = None
+                self.usage = usage_from(obj) or self.usage
+                if not self.keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
+                    continue
+            kept.append(event)
+        return sep.join(kept)
 
 
 ADAPTORS: dict[str, Adaptor] = {"openai": Adaptor()}
@@ -1626,31 +2122,6 @@ def read_anthropic_error(status: int, body: bytes) -> RelayError:
         return read_openai_error(status, body)
     kind = str(error.get("type") or anthropic_error_type(status))
     return RelayError(status, str(error.get("message") or kind), kind, kind)
-
-
-def _text_of(content: Any) -> str:
-    """The text of an OpenAI content (a string or a list of parts) or of Anthropic blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _reasoning_of(message: dict[str, Any]) -> str:
-    """The reasoning text of a pivot message or delta: `reasoning_content` (DeepSeek's) or `reasoning` (as some
-    upstreams name it); "" when there is none."""
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    return reasoning if isinstance(reasoning, str) else ""
-
-
-def _arguments(raw: Any) -> dict[str, Any]:
-    """A tool call's JSON-string arguments as the object Anthropic's `input` must be."""
-    try:
-        value = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else raw
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # -- pivot → Anthropic (an OpenAI client, or the pivot of any other, on an Anthropic channel) --
@@ -3368,343 +3839,37 @@ def adaptor_for(provider: Provider | None) -> Adaptor:
     return ADAPTORS[provider.adaptor] if provider else ADAPTORS["openai"]
 
 
-# ==== 4. Router: choose channels, decide retries ==========================================================
+class CatalogError(Exception):
+    """providers.json names an adaptor this file lacks: start-up stops, rather than call such channels as OpenAI."""
 
 
-@dataclass(frozen=True)
-class ChannelRoute:
-    """The routing view of one channel, rebuilt whenever channels change."""
-
-    id: int
-    name: str
-    type: int
-    key: str
-    base_url: str  # resolved: the channel's own, else the provider default
-    models: frozenset[str]
-    mapping: dict[str, str]
-    priority: int
-    weight: int
-    enabled: bool
-    adaptor: Adaptor
-    proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
-    status: int = STATUS_ENABLED
-    status_reason: str = ""
-    test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
-    secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
-
-    def serves(self, model: str) -> bool:
-        return model in self.models or model in self.mapping
-
-    def scrub(self, data: bytes) -> bytes:
-        """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
-        (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further (issue 10)."""
-        for secret, mask in self.secrets:
-            if secret in data:
-                data = data.replace(secret, mask)
-        return data
-
-    def scrub_text(self, text: str) -> str:
-        return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
-
-    def upstream_model(self, model: str) -> str:
-        return self.mapping.get(model) or model
-
-    @property
-    def offered(self) -> list[str]:
-        """Every name a client may ask this channel for: its models and its mapping's keys."""
-        return sorted(self.models | self.mapping.keys())
+def load_catalog(path: Path | None = None) -> dict[int, Provider]:
+    source = path or ASSETS_DIR / "providers.json"
+    catalog: dict[int, Provider] = {}
+    for k, v in json.loads(source.read_text(encoding="utf-8")).items():
+        if k.startswith("_"):
+            continue
+        # "nativeFormats": client formats its upstream also speaks, served by the adaptor "<adaptor>+<format>"
+        base = v.get("adaptor", "openai")
+        adaptor = "+".join([base, *v.get("nativeFormats", [])])
+        if adaptor not in ADAPTORS:
+            raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor "
+                               f"'{base if base not in ADAPTORS else adaptor}', "
+                               f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
+        catalog[int(k)] = Provider(
+            id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
+            key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
+            models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+            display=v.get("display", {}), help=v.get("help", {}),
+        )
+    return catalog
 
 
-@dataclass
-class TokenInfo:
-    id: int
-    name: str
-    status: int
-    models: frozenset[str]
-    quota: float
-    used_amount: float  # updated in memory on every call, so a quota holds before the log writer flushes
-    expired_at: int
-
-
-@dataclass
-class RoutingTable:
-    channels: dict[int, ChannelRoute]
-    by_model: dict[str, list[ChannelRoute]]  # enabled channels only
-    known_models: set[str]  # on any channel, enabled or not
-    tokens: dict[str, TokenInfo]  # by key without "sk-"
-    model_configs: dict[str, dict[str, Any]]
-    kinds: dict[str, str]
-    token_ids: dict[int, TokenInfo] = field(default_factory=dict)
-    auto_disabled: dict[str, list[ChannelRoute]] = field(default_factory=dict)  # status 3, for the routing trail
-
-    def __post_init__(self) -> None:
-        self.token_ids = {t.id: t for t in self.tokens.values()}
-
-    def model_enabled(self, model: str) -> bool:
-        cfg = self.model_configs.get(model)
-        return cfg is None or bool(cfg["enabled"])
-
-    def kind_of(self, model: str) -> str:
-        cfg = self.model_configs.get(model)
-        return (cfg and cfg["kind"]) or self.kinds.get(model) or guess_model_kind(model)
-
-
-def upstream_proxy(url: str) -> str | None:
-    """The proxy the environment asks for, if any. aiohttp's own `trust_env` looks this (and ~/.netrc) up in a
-    thread pool on every call, which cost half the relay's throughput (bench/)."""
-    proxies = urllib.request.getproxies_environment()
-    parts = urllib.parse.urlsplit(url)
-    if not proxies or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
-        return None
-    return proxies.get(parts.scheme) or proxies.get("all")
-
-
-def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRoute:
-    provider = catalog.get(ch["type"])
-    base_url = (ch.get("base_url") or (provider.default_base_url if provider else "")).strip()
-    status = ch.get("status", STATUS_ENABLED)
-    models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
-    key = ch["key"].strip()
-    return ChannelRoute(
-        id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
-        proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
-        priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
-        enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
-        status_reason=ch.get("status_reason") or "",
-        test_model=(models or sorted(mapping) or [""])[0],
-        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key)),
-    )
-
-
-def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> RoutingTable:
-    with engine.connect() as conn:
-        channels = [dict(r._mapping) for r in conn.execute(sa.select(*Channel.__table__.columns))]
-        tokens = [dict(r._mapping) for r in conn.execute(sa.select(*Token.__table__.columns))]
-        configs = {r.model: dict(r._mapping) for r in conn.execute(sa.select(*ModelConfig.__table__.columns))}
-    routes = {c["id"]: channel_route(c, catalog) for c in channels}
-    by_model: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
-    auto_disabled: dict[str, list[ChannelRoute]] = collections.defaultdict(list)
-    known: set[str] = set()
-    for route in routes.values():
-        names = route.offered
-        known.update(names)
-        if route.enabled or route.status == STATUS_AUTO_DISABLED:
-            for name in names:
-                (by_model if route.enabled else auto_disabled)[name].append(route)
-    return RoutingTable(
-        channels=routes, by_model=dict(by_model), known_models=known, model_configs=configs,
-        auto_disabled=dict(auto_disabled),
-        kinds=catalog_model_kinds(catalog),
-        tokens={t["key"]: TokenInfo(t["id"], t["name"], t["status"], frozenset(t["models"] or ()), t["quota"] or 0.0,
-                                    t["used_amount"] or 0.0, t["expired_at"] or 0) for t in tokens},
-    )
-
-
-def candidates(routes: list[ChannelRoute], rng: random.Random | None = None) -> list[ChannelRoute]:
-    """Highest priority level first; inside a level a weighted random order, so load spreads."""
-    if len(routes) == 1:
-        return routes
-    rng = rng or random
-    # Efraimidis–Spirakis: sorting by u^(1/w) draws a weighted order without replacement
-    return sorted(routes, key=lambda r: (-r.priority, -(rng.random() ** (1.0 / r.weight))))
-
-
-FATAL, TRANSIENT = "fatal", "transient"  # what a failed attempt says about its channel; "" is the client's fault
-FATAL_STATUSES = frozenset({401, 402, 403})  # a bad key, an unpaid bill, a refusal: the same on every retry
-TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx: overloaded or down, for now
-#: error codes and types of a bad key or an empty balance, as the common providers send them (lower case)
-FATAL_CODES = frozenset({
-    "invalid_api_key", "incorrect_api_key", "invalid_authentication", "authentication_error", "permission_error",
-    "permission_denied", "unauthenticated", "api_key_invalid", "invalidapikey", "insufficient_quota",
-    "insufficient_balance", "exceeded_current_quota_error", "billing_not_active", "billing_hard_limit_reached",
-    "account_deactivated", "access_terminated", "arrearage", "accountoverdueerror",
-})
-#: the same in the words of a message: OpenAI, Anthropic, Gemini, Azure, DeepSeek, OpenRouter, Moonshot, Zhipu, ...
-FATAL_MESSAGES = re.compile(
-    r"invalid[ _-]?(api[ _-]?key|subscription key|authentication)|incorrect api key|api key (not valid|expired)"
-    r"|insufficient[ _](balance|quota|credits?|funds)|balance is (too low|insufficient)|credit balance is too low"
-    r"|exceeded your current quota|requires more credits|account .{0,40}(deactivated|suspended|overdue|arrears)"
-    r"|余额不足|欠费|额度不足", re.IGNORECASE)
-
-
-def failure_kind(status: int, error: RelayError | None = None) -> str:
-    """FATAL: this channel will fail every call until a person acts (bad key, no quota or balance), found in the
-    status or in the error's code, type or message; TRANSIENT: overloaded or unreachable for now (5xx, 429,
-    timeouts, connect errors); "": the request itself is wrong (400, 404, 413, 422) and would fail anywhere."""
-    if status in FATAL_STATUSES or (error is not None and _is_fatal_error(error)):
-        return FATAL
-    if status in TRANSIENT_STATUSES or status >= 500:
-        return TRANSIENT
-    return ""
-
-
-def _is_fatal_error(error: RelayError) -> bool:
-    return (str(error.code).lower() in FATAL_CODES or str(error.type).lower() in FATAL_CODES
-            or FATAL_MESSAGES.search(error.message) is not None)
-
-
-def should_retry(status: int, error: RelayError | None = None) -> bool:
-    """Another channel may succeed where this one was overloaded, down or had a bad key; a bad request
-    (400/413/422) would fail the same everywhere, so it goes back to the client as it is."""
-    return failure_kind(status, error) != ""
-
-
-def estimate_tokens(text_length: int) -> int:
-    """About four characters a token: good enough for a log when the upstream reports no usage."""
-    return max(1, text_length // 4) if text_length else 0
-
-
-# ---- channel health: cool-downs per (channel, model), auto-disable after fatal errors in a row ----
-# Decisions only, in memory, with the time passed in: the relay reports each attempt, and writes to the database
-# what these decide (a channel to disable). Cool-downs and counts are per instance; an auto-disable is a channel
-# status, which every instance on the database sees (issue 9).
-
-SECRET_MIN = 8  # a shorter part of a composite key (a region, a flag) is no secret, and masking it garbles text
-_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")  # Azure's `key|api-version`: not a secret
-
-
-def key_secrets(key: str) -> list[str]:
-    """The parts of a channel key that must never leave the gateway: the whole key, each part of a composite one
-    (`key|api-version`, AWS's `ak|sk|region`) and a JSON key's secret fields (Vertex AI's private key); longest
-    first, so that a part inside another is masked after it."""
-    parts = {key, *key.split("|")}
-    if key.startswith("{"):
-        try:
-            fields = json.loads(key)
-        except ValueError:
-            fields = None
-        if isinstance(fields, dict):
-            parts |= {v for k, v in fields.items() if isinstance(v, str)
-                      and any(word in k.lower() for word in ("key", "secret", "token"))}
-    kept = {p.strip() for p in parts} - {""}
-    return sorted((p for p in kept if len(p) >= SECRET_MIN and not _API_VERSION.fullmatch(p)), key=len, reverse=True)
-
-
-def retry_after_seconds(value: str, now: float) -> float | None:
-    """A Retry-After header (seconds, or an HTTP date) as seconds from `now`; None when absent or unreadable."""
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-@dataclass
-class Cooldown:
-    until: float  # time.time() when the pair is tried again first
-    failures: int  # transient failures in a row: each one doubles the next cool-down
-    code: int
-    reason: str
-
-
-class ChannelHealth:
-    """What this instance has seen of each channel: fatal errors in a row per channel, cool-downs per (channel,
-    model), and the channels being auto-disabled right now (their status 3 is on its way to the database)."""
-
-    def __init__(self, cooldown_base: float = 5.0, cooldown_max: float = 300.0) -> None:
-        self.cooldown_base, self.cooldown_max = cooldown_base, cooldown_max
-        self.fatal_in_a_row: dict[int, int] = {}
-        self.cooling: dict[tuple[int, str], Cooldown] = {}
-        self.disabling: dict[int, str] = {}  # channel id → the reason
-
-    def arrange(self, routes: list[ChannelRoute], model: str,
-                now: float) -> tuple[list[ChannelRoute], list[tuple[ChannelRoute, str, str]]]:
-        """hot path: (the channels to try, in order; those skipped, each with why and a reason). A pair cooling
-        down is skipped while another candidate is ready; when all are cooling, the soonest ready goes first,
-        rather than refusing the call."""
-        if not self.cooling and not self.disabling:
-            return routes, []
-        ready: list[ChannelRoute] = []
-        cooling: list[tuple[Cooldown, ChannelRoute]] = []
-        skipped: list[tuple[ChannelRoute, str, str]] = []
-        for route in routes:
-            cooldown = self.cooling.get((route.id, model))
-            if route.id in self.disabling:
-                skipped.append((route, "auto_disabled", self.disabling[route.id]))
-            elif cooldown is not None and cooldown.until > now:
-                cooling.append((cooldown, route))
-            else:
-                ready.append(route)
-        if not ready:
-            return [route for _, route in sorted(cooling, key=lambda c: c[0].until)], skipped
-        skipped += [(route, "cooling_down", f"cooling down {c.until - now:.1f} s more after {c.reason}")
-                    for c, route in cooling]
-        return ready, skipped
-
-    def succeeded(self, channel_id: int, model: str) -> None:
-        """hot path: two lookups in dicts that are empty while all is well."""
-        if self.fatal_in_a_row:
-            self.fatal_in_a_row.pop(channel_id, None)
-        if self.cooling:
-            self.cooling.pop((channel_id, model), None)
-
-    def failed(self, channel_id: int, model: str, kind: str, status: int, reason: str, now: float,
-               disable_after: int, retry_after: float | None = None) -> bool:
-        """Count one failure; True when the channel has now had `disable_after` fatal errors in a row and is to
-        be auto-disabled (once: it is marked as being disabled until the caller calls disabled())."""
-        if kind == FATAL and channel_id not in self.disabling:
-            count = self.fatal_in_a_row.get(channel_id, 0) + 1
-            if disable_after > 0 and count >= disable_after:
-                self.fatal_in_a_row.pop(channel_id, None)  # a channel enabled again starts from zero
-                self.disabling[channel_id] = reason
-                return True
-            self.fatal_in_a_row[channel_id] = count
-        elif kind == TRANSIENT:
-            key = (channel_id, model)
-            last = self.cooling.get(key)
-            # failures in a row grow the cool-down; one long after the last cool-down ended starts afresh
-            failures = 1 if last is None or now > last.until + self.cooldown_max else last.failures + 1
-            length = (min(retry_after, self.cooldown_max) if retry_after is not None
-                      else min(self.cooldown_base * 2 ** min(failures - 1, 32), self.cooldown_max))
-            self.cooling[key] = Cooldown(now + length, failures, status, reason)
-        return False
-
-    def disabled(self, channel_id: int) -> None:
-        """The auto-disable is written (or failed): the routing table says the rest."""
-        self.disabling.pop(channel_id, None)
-
-    def forget(self, channel_ids: Iterable[int]) -> None:
-        """A channel a user enabled, disabled or edited starts afresh (as aiproxy clears its monitor then). Safe
-        from an admin route's worker thread: single dict operations, over copies."""
-        gone = set(channel_ids)
-        for channel_id in gone:
-            self.fatal_in_a_row.pop(channel_id, None)
-        for key in [k for k in list(self.cooling) if k[0] in gone]:
-            self.cooling.pop(key, None)
-
-    def forget_missing(self, channel_ids: Iterable[int]) -> None:
-        """Drop what is known of deleted channels."""
-        keep = set(channel_ids)
-        self.forget((set(list(self.fatal_in_a_row)) | {k[0] for k in list(self.cooling)}) - keep)
-
-    def view(self, now: float) -> dict[int, dict[str, Any]]:
-        """Per channel with something to show: its fatal errors in a row and its cool-downs under way, for the
-        channel list (times in Unix ms)."""
-        out: dict[int, dict[str, Any]] = {}
-        for channel_id, count in list(self.fatal_in_a_row.items()):  # copies: the relay changes them meanwhile
-            out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["fatal_errors"] = count
-        for (channel_id, model), c in sorted(list(self.cooling.items()), key=lambda kv: kv[1].until):
-            if c.until > now:
-                out.setdefault(channel_id, {"fatal_errors": 0, "cooldowns": []})["cooldowns"].append({
-                    "model": model, "until": int(c.until * 1000), "seconds_left": round(c.until - now, 1),
-                    "failures": c.failures, "code": c.code, "reason": c.reason})
-        return out
-
-
-# ==== 5. Relay routes: every client format, one pipeline ==================================================
+# ==== 6. Relay routes: every client format, one pipeline ====================================================
 # The relay is a raw ASGI app, not FastAPI routes: it reads only what it routes on (`model`, `stream`) and
 # passes bytes through, which keeps the added latency near that of a bare relay (see bench/). Everything that
 # depends on a wire format is the client's Dialect's or the channel's Adaptor's (section 3).
 
-KIND_PATHS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank",
-              "tts": "/v1/audio/speech", "stt": "/v1/audio/transcriptions", "image": "/v1/images/generations",
-              "moderation": "/v1/moderations"}
 RELAY_PREFIXES = ("/v1/", "/v1beta/")  # Gateway sends these (and the bare /v1, /v1beta) to the relay
 TRAIL_ERROR_MAX = 300  # characters of an error kept in a log row's routing trail
 REASON_MAX = 255  # Channel.status_reason
@@ -3713,39 +3878,6 @@ HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to
 _FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
-
-
-class RelayError(Exception):
-    """A refusal or failure as one value; the client's Dialect renders it in its own error shape."""
-
-    def __init__(self, status: int, message: str, code: str | int | None,
-                 type_: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.type = status, message, code, type_
-
-
-@dataclass(frozen=True)
-class Caller:
-    token_id: int
-    token_name: str
-    models: frozenset[str]
-    is_admin: bool
-
-
-ADMIN_CALLER = Caller(0, "admin", frozenset(), True)
-TEST_CALLER = Caller(0, "channel-test", frozenset(), True)
-
-
-def strip_bearer(value: str) -> str:
-    value = value.strip()
-    return value[7:].strip() if value[:7].lower() == "bearer " else value
-
-
-def is_admin_key(state: AppState, raw_key: str) -> bool:
-    """The admin key as sent, with or without aiproxy's `sk-` prefix."""
-    admin = state.admin_key.encode()  # bytes: compare_digest refuses non-ASCII str (a 500 on `Bearer é`)
-    return bool(raw_key) and (secrets.compare_digest(raw_key.encode(), admin)
-                              or secrets.compare_digest(raw_key.removeprefix("sk-").encode(), admin))
 
 
 def authenticate(state: AppState, raw_key: str) -> Caller:
@@ -3787,75 +3919,6 @@ def dialect_for_path(path: str) -> Dialect:
             if path.startswith(prefix) and len(prefix) > length:
                 best, length = dialect, len(prefix)
     return best
-
-
-@dataclass
-class RelayCall:
-    """One client request on its way through the pipeline."""
-
-    request_id: str
-    started: float  # time.time() when the request arrived
-    endpoint: str  # the client's path, e.g. /v1/chat/completions
-    route: RelayRoute
-    model: str
-    body: bytes
-    obj: dict[str, Any] | None  # parsed JSON body; None for multipart
-    content_type: str
-    caller: Caller
-    headers: dict[bytes, bytes] = field(default_factory=dict)  # the client's, for adaptors that forward some
-    query: str = ""
-    ip: str = ""
-    stream: bool = False
-    client_wants_usage: bool = False
-    dialect_state: Any = None  # what a dialect carries from the request to its answer (Responses: the turn)
-    pinned: int | None = None
-    max_retries: int = 0
-    attempts: list[dict[str, Any]] = field(default_factory=list)  # the routing trail, in order, for the log row
-    final: dict[str, Any] | None = None  # the trail entry of the channel tried last
-    trying: Attempt | None = None  # the try under way, or the one answering
-    progress: StreamFilter | None = None  # the answer's stream so far, for the tokens of a call cut short
-    _pivot: dict[str, Any] | None = None
-
-    @property
-    def dialect(self) -> Dialect:
-        return self.route.dialect
-
-    @property
-    def mode(self) -> Mode:
-        return self.route.mode
-
-    @property
-    def op(self) -> Mode | None:
-        return self.route.op
-
-    @property
-    def upstream_path(self) -> str:
-        return self.route.upstream_path
-
-    def pivot(self) -> dict[str, Any]:
-        """The request in pivot form, converted once however many channels it fails over to."""
-        if self._pivot is None:
-            self._pivot = self.dialect.to_pivot(self)
-        return self._pivot
-
-
-@dataclass
-class Attempt:
-    """One channel's try; in the end, the try that answers the call for good."""
-
-    channel: ChannelRoute | None
-    response: aiohttp.ClientResponse | None  # an open stream, to be piped to the client
-    status: int
-    error: RelayError | None = None  # ours: the channel refused the call, was unreachable, or broke its promise
-    body: bytes = b""  # the upstream's own error answer, keys scrubbed
-    retries: int = 0
-    ttfb_ms: int = 0
-    answer: bytes | None = None  # a whole 2xx answer, made the client's
-    content_type: str = "application/json"
-    usage: Usage | None = None
-    first: bytes = b""  # a stream's first bytes, read before the client's answer starts: a dead stream fails over
-    retry_after: str = ""  # the upstream's Retry-After, passed on to a client that gets its 429
-    started: float = 0.0  # time.time() when this try began
 
 
 _REQUEST_SEQ = itertools.count()
@@ -4084,7 +4147,7 @@ def auto_disable_channel(state: AppState, channel: ChannelRoute, reason: str) ->
         if changed:
             logger.warning("channel %d (%s) auto-disabled after %d fatal errors in a row: %s", channel.id,
                            channel.name, state.auto_disable_after, reason)
-            state.reload()
+            reload_routes(state)
         return bool(changed)
     except sa.exc.SQLAlchemyError as exc:
         logger.error("channel %d could not be auto-disabled (%s); the next fatal error tries again", channel.id,
@@ -4111,19 +4174,6 @@ def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
         prompt = estimate_tokens(len(source if isinstance(source, str) else orjson.dumps(source)))
     out = estimate_tokens(output_chars)
     return Usage(prompt, out, prompt + out, 0, True)
-
-
-@dataclass
-class Outcome:
-    """What the client got, for the log."""
-
-    code: int
-    usage: Usage | None = None
-    error: bytes = b""
-    response_body: bytes = b""
-    ttfb_ms: int = 0
-    used_amount: float = 0.0  # set by charge()
-    failure: RelayError | None = None  # how an answer that had started ended badly, for the trail
 
 
 def buffered_answer(call: RelayCall, channel: ChannelRoute, content_type: str,
@@ -4431,29 +4481,22 @@ def _silent_wav() -> bytes:
     return buf.getvalue()
 
 
-def model_test_request(kind: str, model: str) -> tuple[bytes, str]:
+def model_test_request(kind: Kind, model: str) -> tuple[bytes, str]:
     """(body, content type) of the smallest request that proves a model answers."""
-    if kind == "stt":
+    if kind.test_body is None:
         boundary = "aiproxytest"
         parts = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
                  f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hi.wav"\r\n'
                  f"Content-Type: audio/wav\r\n\r\n").encode() + _silent_wav() + f"\r\n--{boundary}--\r\n".encode()
         return parts, f"multipart/form-data; boundary={boundary}"
-    body: dict[str, Any] = {
-        "chat": {"messages": [{"role": "user", "content": "hi"}]},
-        "embedding": {"input": "hi"}, "moderation": {"input": "hi"},
-        "rerank": {"query": "hi", "documents": ["hi", "hello"]},
-        "tts": {"input": "hi", "voice": "alloy"},
-        "image": {"prompt": "A simple red square icon on a white background.", "n": 1},
-    }.get(kind, {"messages": [{"role": "user", "content": "hi"}]})
-    return orjson.dumps({"model": model, **body}), "application/json"
+    return orjson.dumps({"model": model, **kind.test_body}), "application/json"
 
 
 async def run_model_test(state: AppState, channel: ChannelRoute, model: str, save: bool = True) -> dict[str, Any]:
     """Test one model of one channel (saved or not). The result has aiproxy's ChannelTest fields."""
-    kind = state.routes.kind_of(model)
+    kind = KINDS.get(state.routes.kind_of(model), KINDS["chat"])
     body, content_type = model_test_request(kind, model)
-    path = KIND_PATHS.get(kind, "/v1/chat/completions")
+    path = kind.path
     started = time.time()
     call = parse_relay_call(state, path, RELAY_ROUTES[path], body, content_type, TEST_CALLER, new_request_id(),
                             started)
@@ -4476,7 +4519,7 @@ async def run_model_test(state: AppState, channel: ChannelRoute, model: str, sav
         "test_at": int(started * 1000), "model": model, "actual_model": channel.upstream_model(model),
         "took": round(time.time() - started, 3), "timeout": limit, "success": outcome.code == 200,
         "code": outcome.code,
-        "response": response_text.decode("utf-8", "replace") if kind not in ("tts",) or outcome.code != 200 else "",
+        "response": response_text.decode("utf-8", "replace") if kind.name != "tts" or outcome.code != 200 else "",
         "channel_id": channel.id, "channel_name": channel.name, "channel_type": channel.type, "mode": call.mode,
     }
     if save and channel.id:
@@ -4521,7 +4564,7 @@ def auto_enable_channel(state: AppState, channel: ChannelRoute, test: dict[str, 
     if changed:
         logger.warning("channel %d (%s) auto-enabled: its retest of %s passed in %.2f s", channel.id, channel.name,
                        test["model"], test["took"])
-        state.reload()
+        reload_routes(state)
     return bool(changed)
 
 
@@ -4601,7 +4644,7 @@ async def answer_stored_response(state: AppState, route: RelayRoute, caller: Cal
     await send_bytes(send, status, body, "application/json", request_id)
 
 
-# ==== 6. Log writer ========================================================================================
+# ==== 7. Log writer =========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -4997,11 +5040,6 @@ class LogWriter:
                 time.sleep(LOG_CONFLICT_BACKOFF_S * 2 ** attempt * random.uniform(0.5, 1.5))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
-
-
 def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) -> None:
     for start in range(0, len(batch), LOG_ROWS_PER_INSERT):
         part = batch[start:start + LOG_ROWS_PER_INSERT]
@@ -5073,7 +5111,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
 
-# ==== 7. Admin API: aiproxy's /api contract ================================================================
+# ==== 8. Admin API: aiproxy's /api contract =================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -5299,7 +5337,7 @@ def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
     with state.engine.begin() as conn:
         for row in rows:
             ids.append(conn.execute(sa.insert(Channel).values(**row)).inserted_primary_key[0])
-    state.reload()
+    reload_routes(state)
     return ids
 
 
@@ -5329,7 +5367,7 @@ def update_channel(state: AppState, channel_id: int, data: ChannelIn) -> dict[st
     with state.engine.begin() as conn:
         conn.execute(sa.update(Channel).where(Channel.id == channel_id).values(**cols))
     state.health.forget([channel_id])
-    state.reload()
+    reload_routes(state)
     return get_channel(state, channel_id)
 
 
@@ -5345,7 +5383,7 @@ def set_channels_status(state: AppState, ids: list[int], status: int) -> int:
     with state.engine.begin() as conn:
         n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(status=status, status_reason="")).rowcount
     state.health.forget(ids)
-    state.reload()
+    reload_routes(state)
     return n
 
 
@@ -5355,7 +5393,7 @@ def set_channels_priority(state: AppState, ids: list[int], priority: int) -> int
     _check_ids(ids)
     with state.engine.begin() as conn:
         n = conn.execute(sa.update(Channel).where(Channel.id.in_(ids)).values(priority=priority)).rowcount
-    state.reload()
+    reload_routes(state)
     return n
 
 
@@ -5364,7 +5402,7 @@ def delete_channels(state: AppState, ids: list[int]) -> int:
     with state.engine.begin() as conn:
         conn.execute(sa.delete(ChannelTest).where(ChannelTest.channel_id.in_(ids)))
         n = conn.execute(sa.delete(Channel).where(Channel.id.in_(ids))).rowcount
-    state.reload()
+    reload_routes(state)
     return n
 
 
@@ -5611,7 +5649,7 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
         serving = [c for c in routes.channels.values() if c.serves(model)]
         cfg = routes.model_configs.get(model) or {}
         out.append({
-            "model": model, "kind": routes.kind_of(model), "type": _KIND_MODE.get(routes.kind_of(model), 0),
+            "model": model, "kind": routes.kind_of(model), "type": kind_mode(routes.kind_of(model)),
             "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
             "enabled": routes.model_enabled(model),
             "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
@@ -5620,9 +5658,6 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
             "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
         })
     return out
-
-
-_KIND_MODE = {"chat": 1, "embedding": 3, "moderation": 4, "image": 5, "tts": 7, "stt": 8, "rerank": 10}
 
 
 class ModelConfigIn(ApiInput):
@@ -5641,7 +5676,7 @@ def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[
     with state.engine.begin() as conn:
         values = {k: current[k] for k in ("enabled", "kind", "input_price", "output_price", "updated_at")}
         upsert(conn, ModelConfig.__table__, [{"model": model, **values}], ("model",))
-    state.reload()
+    reload_routes(state)
     return current
 
 
@@ -5653,7 +5688,7 @@ def api_models_enabled(state: AppState = Depends(require_admin)) -> JSONResponse
 
 @admin_router.get("/models/builtin")
 def api_models_builtin(state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok([{"model": m, "kind": k, "type": _KIND_MODE.get(k, 0), "owner": p.name}
+    return api_ok([{"model": m, "kind": k, "type": kind_mode(k), "owner": p.name}
                    for p in state.catalog.values() for m, k in p.models])
 
 
@@ -5710,7 +5745,7 @@ def create_token(state: AppState, data: TokenIn, key: str | None = None) -> dict
            "created_at": now_ms()}
     with state.engine.begin() as conn:
         row["id"] = conn.execute(sa.insert(Token).values(**row)).inserted_primary_key[0]
-    state.reload()
+    reload_routes(state)
     return token_to_api(dict(row, used_amount=0.0, request_count=0))
 
 
@@ -5740,7 +5775,7 @@ def update_token(state: AppState, token_id: int, data: TokenIn) -> dict[str, Any
     if values:
         with state.engine.begin() as conn:
             conn.execute(sa.update(Token).where(Token.id == token_id).values(**values))
-        state.reload()
+        reload_routes(state)
     return get_token(state, token_id)
 
 
@@ -5748,7 +5783,7 @@ def delete_tokens(state: AppState, ids: list[int]) -> int:
     _check_ids(ids)
     with state.engine.begin() as conn:
         n = conn.execute(sa.delete(Token).where(Token.id.in_(ids))).rowcount
-    state.reload()
+    reload_routes(state)
     return n
 
 
@@ -6818,7 +6853,7 @@ def import_source(state: AppState, dsn: str, dry_run: bool = False, import_token
                 models.add(r.source_id)
             config_report.append(_report_row(r, status, [], ""))
     if not dry_run and any(r["status"] == "imported" for r in report + token_report + config_report):
-        state.reload()
+        reload_routes(state)
 
     def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         return {s: sum(r["status"] == s for r in rows) for s in ("imported", "exists", "skipped")}
@@ -6902,7 +6937,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 8. UI pages ==========================================================================================
+# ==== 9. UI pages ===========================================================================================
 # NiceGUI pages that call section 7's functions directly, never this app's own HTTP. nicegui is imported only by
 # mount_ui(), so `--no-ui` runs without it (bench/ measures the API-only memory). Strings: assets/i18n.json.
 
@@ -9392,7 +9427,8 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
                 favicon="🔀")
 
 
-# ==== 9. App assembly & CLI ================================================================================
+# ==== 10. App assembly & CLI ================================================================================
+
 
 RETENTION_CHECK_SECONDS = 3600
 RETEST_OFF_POLL_SECONDS = 60  # with retests off, how often to look whether the option turned them on
@@ -9591,7 +9627,7 @@ async def _follow_shared_version(state: AppState) -> None:
         await asyncio.sleep(SHARED_VERSION_POLL_SECONDS)
         try:
             if await asyncio.to_thread(read_shared_version, state.engine) != state.version:
-                await asyncio.to_thread(state.refresh)
+                await asyncio.to_thread(refresh_routes, state)
             failing = False
         except sa.exc.SQLAlchemyError as exc:
             if not failing:  # once per outage, not every second
@@ -9658,7 +9694,7 @@ def create_app(settings: Settings) -> Gateway:
     create_schema(engine)
     state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
                      admin_key_created=created)
-    state.refresh()
+    refresh_routes(state)
     state.writer = LogWriter(engine)
     _STATE = state
 

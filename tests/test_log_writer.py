@@ -25,7 +25,7 @@ def make_state(tmp_path, engine: sa.Engine | None = None) -> app.AppState:
         app.create_schema(engine)
     state = app.AppState(settings=app.Settings(data_dir=str(tmp_path)), engine=engine, catalog=app.load_catalog(),
                          admin_key="adm", admin_key_created=False)
-    state.reload()
+    app.reload_routes(state)
     state.writer = app.LogWriter(engine)
     return state
 
