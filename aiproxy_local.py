@@ -22,7 +22,7 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
     1. Settings & app state   2. Storage                3. Relay contract
-    4. Router                 5. Wire formats           6. Relay routes
+    4. Router                 5. Relay pipeline         6. Wire formats
     7. Log writer             8. Admin API              9. UI pages
     10. App assembly & CLI
 """
@@ -1234,8 +1234,43 @@ class RelayRoute:
     op: Mode | None  # the operation in pivot (OpenAI) terms; None: no pivot form, only a native channel serves it
     upstream_path: str  # the path below a same-format upstream's base URL
     native_only: bool = False  # with no channel speaking the dialect's format, the dialect answers by itself
-    local: bool = False  # answered from the gateway's own data (a stored response), never upstream
     model: str = ""  # a model named in the path (Gemini's /models/{model}:...)
+    #: which handler of the pipeline answers: "call" (an upstream call), "models" (the format's model list) or
+    #: "stored" (a stored response, never upstream)
+    serve: Literal["call", "models", "stored"] = "call"
+
+
+_REQUEST_SEQ = itertools.count()
+
+
+def new_request_id() -> str:
+    """Start time in µs (as aiproxy) plus a sequence number, so two calls in one µs never share an id."""
+    return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A request at the relay's door, read once from the ASGI scope: what routing, the key check and the log
+    need of it."""
+
+    path: str  # without a trailing slash
+    method: str = "POST"
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    query: bytes = b""
+    ip: str = ""
+    request_id: str = ""
+    started: float = 0.0  # time.time() when the request arrived
+
+    @classmethod
+    def of(cls, scope: Scope) -> Incoming:
+        started = time.time()
+        client = scope.get("client")
+        return cls(scope["path"].rstrip("/"), scope["method"], dict(scope["headers"]), scope.get("query_string", b""),
+                   client[0] if client else "", new_request_id(), started)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get(b"content-type", b"application/json").decode("latin-1")
 
 
 @dataclass
@@ -1600,6 +1635,11 @@ class Adaptor:
         return read_openai_error(status, body)
 
 
+def is_models_path(path: str, root: str) -> bool:
+    """`{root}/models` or `{root}/models/{model}`."""
+    return path == root + "/models" or path.startswith(root + "/models/")
+
+
 class Dialect:
     """A client's wire format. This base is OpenAI's /v1 (chat, completions, embeddings, audio, images, ...), whose
     chat is also the pivot; another format subclasses it and overrides what differs."""
@@ -1612,11 +1652,18 @@ class Dialect:
         for path, mode in OPENAI_ROUTES.items():
             yield path, RelayRoute(self, mode, mode, OPENAI_PATHS[mode])
 
-    def match(self, method: str, path: str) -> RelayRoute | None:
-        """A route for a path `routes` cannot list (a model inside the path, a GET or a DELETE)."""
+    def match(self, incoming: Incoming) -> RelayRoute | None:
+        """A route for a request `routes` cannot list: a model inside the path, a GET or a DELETE, the model list."""
+        if incoming.method == "GET" and self.lists_models(incoming):
+            return RelayRoute(self, Mode.UNKNOWN, None, "", serve="models")
         return None
 
-    def api_key(self, headers: dict[bytes, bytes], scope: Scope) -> str:
+    def lists_models(self, incoming: Incoming) -> bool:
+        """Whether a GET is this format's model list (`GET /v1/models[/{model}]` for OpenAI's)."""
+        return is_models_path(incoming.path, "/v1")
+
+    def api_key(self, incoming: Incoming) -> str:
+        headers = incoming.headers
         return (strip_bearer(headers.get(b"authorization", b"").decode("latin-1"))
                 or headers.get(b"x-api-key", b"").decode("latin-1").strip())
 
@@ -1960,7 +2007,754 @@ class ChannelHealth:
         return out
 
 
-# ==== 5. Wire formats: OpenAI, Azure, Anthropic, Gemini, Responses, and the ones not served yet =============
+# ==== 5. Relay pipeline: one path for every client format and every channel =================================
+# The relay is a raw ASGI app, not FastAPI routes: it reads only what it routes on (`model`, `stream`) and passes
+# bytes through, which keeps the added latency near that of a bare relay (see bench/). Everything that depends on a
+# wire format is the client's Dialect's or the channel's Adaptor's (the relay contract, section 3). In request
+# order: relay() finds the route and checks the key; serve_call() parses the call and plans its channels;
+# answer_call() opens an upstream (failing over), then answers buffered or streamed; log_call() prices and logs.
+
+RELAY_PREFIXES = ("/v1/", "/v1beta/")  # Gateway sends these (and the bare /v1, /v1beta) to the relay
+TRAIL_ERROR_MAX = 300  # characters of an error kept in a log row's routing trail
+REASON_MAX = 255  # Channel.status_reason
+HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
+#: answers that may be audio or plain text (speech, srt/vtt transcripts); every other 200 must be JSON
+_FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
+
+
+async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    """hot path: the ASGI entry of every relay request. The route its path and method find answers it, once the
+    key is good; a refusal gets the route's own error shape (else that of the dialect owning the path)."""
+    incoming = Incoming.of(scope)
+    route = find_route(incoming)
+    dialect = route.dialect if route is not None else dialect_for_path(incoming.path)
+    try:
+        if route is None:
+            raise RelayError(404, f"Unknown API route: {incoming.method} {scope['path']}", "not_found")
+        caller = authenticate(state, dialect.api_key(incoming))
+        await ROUTE_HANDLERS[route.serve](state, incoming, route, caller, receive, send)
+    except RelayError as exc:
+        await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", incoming.request_id)
+
+
+async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, caller: Caller, receive: Receive,
+                     send: Send) -> None:
+    """hot path: a call for an upstream. Read and parse it, plan its channels, answer from the first that serves
+    it; a call refused on the way is logged like any other."""
+    body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
+    call = parse_relay_call(state, incoming, route, body, caller)
+    try:
+        call.pinned = pinned_channel(incoming.headers, caller)
+        await route.dialect.prepare(state, call)
+        order = plan_channels(state, call)
+        if route.native_only:
+            order = [channel for channel in order if channel.adaptor.speaks(call)]
+            if not order:
+                answer = route.dialect.answer_locally(call)
+                log_call(state, call, Attempt(None, None, 200), Outcome(200))
+                return await send_bytes(send, 200, answer, "application/json", call.request_id)
+        await answer_call(state, call, order, receive, send)
+    except RelayError as exc:
+        log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
+        raise
+
+
+def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
+    """The channel an `Aiproxy-Channel: <id>` header pins the call to (the admin key only), as aiproxy's tests do."""
+    pin = headers.get(b"aiproxy-channel")
+    if not pin:
+        return None
+    if not caller.is_admin:
+        raise RelayError(403, "Only the admin key may pin a channel.", "pin_forbidden")
+    try:
+        return int(pin)
+    except ValueError:
+        raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
+
+
+async def read_body(receive: Receive, limit_mib: int, declared: bytes | None = None,
+                    setting: str = "RELAY_MAX_BODY_MIB") -> bytes:
+    """The request body, refused once it passes the limit: never held whole, whatever a client sends."""
+    limit, chunks, size = limit_mib * MIB, [], 0
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        size = int(declared)
+    while size <= limit:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if not message.get("more_body"):
+            break
+    if size > limit:
+        raise RelayError(413, f"The request body is larger than {limit_mib} MiB ({setting}).", "request_too_large")
+    return b"".join(chunks)
+
+
+def authenticate(state: AppState, raw_key: str) -> Caller:
+    """hot path: the admin key, or a token from the in-memory table."""
+    if not raw_key:
+        raise RelayError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
+    if is_admin_key(state, raw_key):
+        return ADMIN_CALLER
+    key = raw_key.removeprefix("sk-")
+    token = state.routes.tokens.get(key)
+    if token is None:
+        raise RelayError(401, "Invalid API key.", "invalid_api_key")
+    if token.status != STATUS_ENABLED:
+        raise RelayError(401, f"API key '{token.name}' is disabled.", "token_disabled")
+    if token.expired_at and token.expired_at < now_ms():
+        raise RelayError(401, f"API key '{token.name}' has expired.", "token_expired")
+    if token.quota > 0 and token.used_amount >= token.quota:
+        raise RelayError(401, f"API key '{token.name}' has used its quota.", "insufficient_quota")
+    return Caller(token.id, token.name, token.models, False)
+
+
+def parse_relay_call(state: AppState, incoming: Incoming, route: RelayRoute, body: bytes, caller: Caller) -> RelayCall:
+    """The call a request makes: its model (from the body, or the path), the parsed body, what its dialect reads."""
+    obj: dict[str, Any] | None = None
+    content_type = incoming.content_type
+    if content_type.startswith("multipart/form-data"):
+        match = _MULTIPART_MODEL.search(body)
+        model = match.group(2).decode("utf-8", "replace").strip() if match else ""
+    else:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
+        if not isinstance(obj, dict):
+            raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
+        model = route.model or (obj.get("model") if isinstance(obj.get("model"), str) else "")
+    if not model:
+        raise RelayError(400, "The request has no 'model'.", "missing_model")
+    call = RelayCall(request_id=incoming.request_id, started=incoming.started, endpoint=incoming.path, route=route,
+                     model=model, body=body, obj=obj, content_type=content_type or "application/json", caller=caller,
+                     headers=incoming.headers, query=incoming.query.decode("latin-1"), ip=incoming.ip,
+                     max_retries=state.retry_times)
+    route.dialect.read(call)
+    return call
+
+
+def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
+    """The channels to try, in order, or a RelayError that says why there are none."""
+    routes = state.routes
+    model = call.model
+    if call.caller.models and model not in call.caller.models:
+        raise RelayError(403, f"This API key may not use the model '{model}'.", "model_not_allowed")
+    if not routes.model_enabled(model) and call.caller is not TEST_CALLER:
+        raise RelayError(404, f"The model '{model}' is disabled.", "model_not_found")
+    if call.pinned is not None:
+        pinned = routes.channels.get(call.pinned)
+        if pinned is None:
+            raise RelayError(404, f"Channel {call.pinned} does not exist.", "channel_not_found")
+        if not pinned.serves(model):
+            raise RelayError(400, f"Channel {call.pinned} does not offer the model '{model}'.", "model_not_on_channel")
+        return [pinned]
+    enabled, auto_disabled = routes.by_model.get(model), routes.auto_disabled.get(model)
+    for route in auto_disabled or ():  # in the trail: the log row says why a channel was not tried
+        _skip(call, route, "auto_disabled", route.status_reason)
+    if enabled:
+        ready, skipped = state.health.arrange(candidates(enabled), model, call.started)
+        for route, why, reason in skipped:
+            _skip(call, route, why, reason)
+        return ready[: call.max_retries + 1]
+    if auto_disabled:
+        raise RelayError(503, f"Every channel of the model '{model}' is auto-disabled; see the channel list for why.",
+                         "no_available_channel", "aiproxy_error")
+    if model in routes.known_models:
+        raise RelayError(503, f"No enabled channel offers the model '{model}'.", "no_available_channel",
+                         "aiproxy_error")
+    raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
+
+
+def _skip(call: RelayCall, route: ChannelRoute, why: str, reason: str) -> None:
+    call.attempts.append({"channel_id": route.id, "code": 0, "ms": 0, "skipped": why,
+                          "error": reason[:TRAIL_ERROR_MAX]})
+
+
+async def answer_call(state: AppState, call: RelayCall, order: list[ChannelRoute], receive: Receive,
+                      send: Send) -> None:
+    """hot path: open an upstream and answer from it. Each answer is logged before its last byte leaves, so a
+    shutdown right after an answer still writes its row. A client that hangs up cancels the upstream at once
+    (nothing more is read, the connection is closed), and the call is logged as 499 with the tokens so far."""
+    watch = HangupWatch(receive, asyncio.current_task(), call.started)
+    state.calls.add(watch)
+    try:
+        attempt = await open_upstream(state, call, order)
+        if attempt.response is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": _headers(
+                "text/event-stream; charset=utf-8", call.request_id, [(b"cache-control", b"no-cache"),
+                                                                       (b"x-accel-buffering", b"no")])})
+            outcome = await pipe_stream(call, attempt, send)
+            if outcome.failure is not None:
+                failure = outcome.failure
+                note_failure(state, call, attempt.channel, failure_kind(failure.status, failure), failure.status,
+                             failure.message)
+            log_call(state, call, attempt, outcome)
+            watch.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        elif attempt.answer is not None:
+            log_call(state, call, attempt, Outcome(attempt.status, attempt.usage, ttfb_ms=attempt.ttfb_ms))
+            watch.done = True
+            await send_bytes(send, attempt.status, attempt.answer, attempt.content_type, call.request_id)
+        else:
+            error = failure_body(call, attempt)
+            log_call(state, call, attempt, Outcome(attempt.status, None, error, attempt.body or error,
+                                                   attempt.ttfb_ms))
+            watch.done = True
+            retry_after = [(b"retry-after", attempt.retry_after.encode("latin-1", "replace"))] if (
+                attempt.status == 429 and attempt.retry_after) else []
+            await send_bytes(send, attempt.status, error, "application/json", call.request_id, retry_after)
+    except asyncio.CancelledError:
+        if watch.hung_up and not asyncio.current_task().uncancel():
+            log_cut_short(state, call, RelayError(499, "The client closed the request before the answer ended.",
+                                                  "client_closed_request"))
+            return
+        if not watch.done:  # the shutdown's grace is over: the row says so, then the cancel goes on
+            log_cut_short(state, call, RelayError(503, "The gateway shut down before the answer ended "
+                                                       "(SHUTDOWN_GRACE_SECONDS).", "shutdown", "aiproxy_error"))
+        raise
+    finally:
+        watch.close()
+        state.calls.discard(watch)
+
+
+async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRoute]) -> Attempt:
+    """Try channels in order until one answers for good. Fail over on refusals, on fatal and transient failures
+    (failure_kind) and on answers that break their promise (a 200 that is not JSON, a stream that ends before its
+    first byte), always before any byte reaches the client. Each try goes into the call's trail and its channel's
+    health."""
+    assert state.http is not None, "the HTTP client starts with the app"
+    last = Attempt(None, None, 503, RelayError(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
+    for index, channel in enumerate(order):
+        refusal = channel.adaptor.refusal(call)
+        if refusal is not None:
+            last = Attempt(channel, None, refusal.status, refusal, retries=index)
+            _skip(call, channel, "unsupported", refusal.message)
+            continue
+        attempt = call.trying = Attempt(channel, None, 0, retries=index, started=time.time())
+        entry = call.final = {"channel_id": channel.id, "code": 0, "ms": 0}
+        call.attempts.append(entry)
+        failure = await _try_channel(state, call, attempt)
+        entry["code"] = attempt.status
+        if failure is None:
+            if call.caller is not TEST_CALLER:
+                state.health.succeeded(channel.id, call.model)
+            return attempt
+        entry["ms"], entry["error"] = int((time.time() - attempt.started) * 1000), failure.message[:TRAIL_ERROR_MAX]
+        kind = failure_kind(attempt.status, failure)
+        reason = failure.message if attempt.error is not None else f"{attempt.status} from upstream: {failure.message}"
+        note_failure(state, call, channel, kind, attempt.status, reason, attempt.retry_after)
+        if not kind:
+            return attempt
+        last = attempt
+    return last
+
+
+async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> RelayError | None:
+    """Call one channel. On success `attempt` holds an open stream (its first bytes read) or a whole answer made
+    the client's; otherwise the error says what failed, with the channel's key scrubbed."""
+    channel = attempt.channel
+    adaptor = channel.adaptor
+    payload = adaptor.convert_request(call, channel)
+    url = adaptor.build_url(channel, call)
+    headers = adaptor.build_headers(channel, call)
+    headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+    try:
+        response = await state.http.post(url, data=payload, headers=headers, proxy=channel.proxy)
+    except _UPSTREAM_ERRORS as exc:
+        attempt.error = upstream_failure(exc, url, state.settings)
+        attempt.status = attempt.error.status
+        return attempt.error
+    status = attempt.status = response.status
+    content_type = response.headers.get("Content-Type", "application/json")
+    try:
+        if status == 200 and call.stream and content_type.startswith("text/event-stream"):
+            attempt.first = await response.content.readany()
+            attempt.ttfb_ms = int((time.time() - call.started) * 1000)
+            if attempt.first:
+                attempt.response = response
+                return None
+            return _broken_promise(attempt, "The upstream ended its stream before sending anything.")
+        data = await response.read()
+        attempt.ttfb_ms = int((time.time() - call.started) * 1000)
+    except _UPSTREAM_ERRORS as exc:
+        return _broken_promise(attempt, f"Upstream answer broke off: {type(exc).__name__}")
+    finally:
+        if attempt.response is None:
+            response.release()  # a response not read to its end closes its connection: the upstream stops at once
+    if not 200 <= status < 300:
+        attempt.body, attempt.retry_after = channel.scrub(data), response.headers.get("Retry-After", "")
+        error = adaptor.convert_error(status, attempt.body)
+        return RelayError(error.status, channel.scrub_text(error.message), error.code, error.type)
+    try:
+        attempt.answer, attempt.usage = buffered_answer(call, channel, content_type, data) if status == 200 else (
+            data, None)
+    except RelayError as exc:
+        return _broken_promise(attempt, channel.scrub_text(exc.message))
+    attempt.content_type = content_type
+    return None
+
+
+_OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
+               errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable",
+               errno.ETIMEDOUT: "timed out", errno.ECONNABORTED: "connection aborted"}
+
+
+def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayError:
+    """Why an upstream could not be reached, naming its host:port and the OS's reason; never the URL's path or
+    query, which may carry a key."""
+    parts = urllib.parse.urlsplit(url)
+    host = getattr(exc, "host", None) or parts.hostname or "?"
+    port = getattr(exc, "port", None) or parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"{host}:{port}"
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return RelayError(504, f"{where} sent no answer within {settings.ttfb_timeout:g} s", "upstream_timeout",
+                          "upstream_error")
+    if isinstance(exc, asyncio.TimeoutError):
+        return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
+                          "upstream_timeout", "upstream_error")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        reason = "host name not found"
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = "TLS certificate not trusted"
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        reason = "TLS handshake failed"
+    elif isinstance(exc, aiohttp.ClientProxyConnectionError):
+        reason = "the proxy refused"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        return RelayError(502, f"{where} closed the connection before answering", "upstream_connect_error",
+                          "upstream_error")
+    else:
+        os_error = getattr(exc, "os_error", exc)
+        code = getattr(os_error, "errno", None)
+        reason = _OS_REASONS.get(code) or (os.strerror(code).lower() if code else type(exc).__name__)
+    return RelayError(502, f"Could not connect to {where} ({reason})", "upstream_connect_error", "upstream_error")
+
+
+def _broken_promise(attempt: Attempt, message: str) -> RelayError:
+    """An upstream answer that is not what it promised: the channel's failure (502), so the call fails over."""
+    attempt.error = RelayError(502, message, "bad_upstream_answer", "upstream_error")
+    attempt.status = 502
+    return attempt.error
+
+
+def buffered_answer(call: RelayCall, channel: ChannelRoute, content_type: str,
+                    data: bytes) -> tuple[bytes, Usage | None]:
+    """hot path: a whole 200 answer made the client's (its format, its model name) and the usage it reports. One
+    that is not the JSON it promises (garbage, or cut short) raises RelayError, a failure of the channel (issue
+    10)."""
+    if call.mode in _FREE_FORM_MODES and "json" not in content_type:
+        return data, None
+    answer, usage = channel.adaptor.convert_response(call, data)
+    if usage is None:
+        json_object(data, "The upstream's 200 answer")
+        if call.op in _ESTIMATED_OPS:
+            usage = estimate_usage(call, len(answer))
+    return answer, usage
+
+
+async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
+    """hot path: forward SSE events as they arrive, through the adaptor's stream filter. Bytes are only split at
+    event borders, so an event is never cut in two and events are never held back to be merged. A stream that
+    breaks off ends with one error event in the client's own format."""
+    response, channel = attempt.response, attempt.channel
+    stream = call.progress = channel.adaptor.stream(call, channel)
+    pending = attempt.first
+    sep = b"\r\n\r\n" if b"\r\n\r\n" in pending else b"\n\n"
+    failure: RelayError | None = None
+    try:
+        while True:
+            cut = pending.rfind(sep)
+            if cut >= 0:
+                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
+                if out:
+                    await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+            data = await response.content.readany()
+            if not data:
+                break
+            pending += data
+        out = (stream.feed(pending) if pending else b"") + stream.close()
+        if out:
+            await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+    except _UPSTREAM_ERRORS as exc:
+        # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
+        failure = RelayError(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
+                             "upstream_error")
+        await send({"type": "http.response.body", "body": call.dialect.stream_error(failure, call),
+                    "more_body": True})
+    finally:
+        response.release()  # cut short (a hang-up, a cancel), this closes the connection
+    if stream.error is not None:
+        e = stream.error
+        failure = RelayError(e.status, channel.scrub_text(e.message), e.code, e.type)
+    usage = stream.usage or estimate_usage(call, 4 * max(0, stream.events - 1))  # about one token an event
+    if failure is None:
+        return Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
+    return Outcome(failure.status, usage, call.dialect.error_body(failure), ttfb_ms=attempt.ttfb_ms, failure=failure)
+
+
+def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
+    """What the client gets when no channel answered for good, in the client's own shape."""
+    adaptor = attempt.channel.adaptor if attempt.channel else None
+    if attempt.error is not None or adaptor is None:
+        return call.dialect.error_body(attempt.error or RelayError(attempt.status, "No channel answered.",
+                                                                   "no_available_channel", "aiproxy_error"))
+    if adaptor.speaks(call) and attempt.body:
+        return attempt.body
+    return call.dialect.error_body(adaptor.convert_error(attempt.status, attempt.body))
+
+
+def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
+    prompt = 0
+    if call.obj is not None:
+        source = (call.obj.get("messages") or call.obj.get("prompt") or call.obj.get("input")
+                  or call.obj.get("contents") or "")
+        prompt = estimate_tokens(len(source if isinstance(source, str) else orjson.dumps(source)))
+    out = estimate_tokens(output_chars)
+    return Usage(prompt, out, prompt + out, 0, True)
+
+
+def note_failure(state: AppState, call: RelayCall, channel: ChannelRoute, kind: str, status: int, reason: str,
+                 retry_after: str = "") -> None:
+    """Feed a failed try to its channel's health. The fatal error that tips a channel over auto-disables it, in
+    the background; a model test counts for nothing (the retest decides by itself)."""
+    if not kind or call.caller is TEST_CALLER or not channel.id:
+        return
+    now = time.time()
+    wait = retry_after_seconds(retry_after, now) if status in (429, 503) else None
+    if state.health.failed(channel.id, call.model, kind, status, reason[:REASON_MAX], now, state.auto_disable_after,
+                           wait):
+        in_background(state, _auto_disable(state, channel, reason[:REASON_MAX]))
+
+
+def in_background(state: AppState, work: Any) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    state.background.add(task)  # the loop keeps only a weak reference
+    task.add_done_callback(state.background.discard)
+
+
+async def _auto_disable(state: AppState, channel: ChannelRoute, reason: str) -> None:
+    try:
+        await asyncio.to_thread(auto_disable_channel, state, channel, reason)
+    finally:
+        state.health.disabled(channel.id)
+
+
+def auto_disable_channel(state: AppState, channel: ChannelRoute, reason: str) -> bool:
+    """Status 3 with the upstream's words and the time, in the database, so every instance stops using it. Only
+    an enabled channel changes: a user's own disable stands."""
+    try:
+        with state.engine.begin() as conn:
+            changed = conn.execute(sa.update(Channel).where(
+                Channel.id == channel.id, Channel.status == STATUS_ENABLED).values(
+                status=STATUS_AUTO_DISABLED, status_reason=reason, status_time=now_ms())).rowcount
+        if changed:
+            logger.warning("channel %d (%s) auto-disabled after %d fatal errors in a row: %s", channel.id,
+                           channel.name, state.auto_disable_after, reason)
+            reload_routes(state)
+        return bool(changed)
+    except sa.exc.SQLAlchemyError as exc:
+        logger.error("channel %d could not be auto-disabled (%s); the next fatal error tries again", channel.id,
+                     _first_line(exc))
+        return False
+
+
+def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None:
+    """A call that ended before its answer did (a client's hang-up is 499, nginx's number; a shutdown 503), with
+    the tokens so far."""
+    progress = call.progress
+    usage = (progress.usage or estimate_usage(call, 4 * max(0, progress.events - 1)) if progress is not None
+             else estimate_usage(call, 0))
+    attempt = call.trying or Attempt(None, None, failure.status)
+    attempt.status = failure.status
+    log_call(state, call, attempt, Outcome(failure.status, usage, failure.message.encode(),
+                                           ttfb_ms=attempt.ttfb_ms, failure=failure))
+
+
+def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
+    """hot path: price the call, close its trail with how it ended, and queue its log row."""
+    outcome.used_amount = charge(state, call, outcome.usage)
+    final = call.final
+    if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
+        final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
+        if outcome.failure is not None:
+            final["error"] = outcome.failure.message[:TRAIL_ERROR_MAX]
+    state.writer.submit_call(call, attempt, outcome)
+
+
+def charge(state: AppState, call: RelayCall, usage: Usage | None) -> float:
+    """hot path: the call's price from its model's config, added at once to its API key's spend, so a quota
+    holds before the log writer has flushed. The one place a call is priced (issue 11)."""
+    config = state.routes.model_configs.get(call.model)
+    if usage is None or config is None:
+        return 0.0
+    amount = (usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
+    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
+        return 0.0
+    token = state.routes.token_ids.get(call.caller.token_id)
+    if token is not None:
+        token.used_amount += amount
+    return amount
+
+
+def _headers(content_type: str, request_id: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode()), *extra]
+
+
+async def send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str,
+                     extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _headers(
+        content_type, request_id, [(b"content-length", str(len(body)).encode()), *extra])})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HangupWatch:
+    """One call's client connection. watch_hangups() gives it a task that waits for the client to go only once
+    the call has run HANGUP_WATCH_AFTER_S: a call done sooner never pays for a task (bench/ S3)."""
+
+    __slots__ = ("receive", "task", "since", "watcher", "hung_up", "done")
+
+    def __init__(self, receive: Receive, task: asyncio.Task | None, since: float) -> None:
+        self.receive, self.task, self.since = receive, task, since
+        self.watcher: asyncio.Task | None = None
+        self.hung_up = self.done = False  # done: the answer's last byte is on its way, a hang-up changes nothing
+
+    async def wait(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        if not self.done and self.task is not None:
+            self.hung_up = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        self.done = True
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
+async def watch_hangups(state: AppState) -> None:
+    """One task for all calls: every HANGUP_WATCH_AFTER_S, calls running longer than that start waiting for a
+    hang-up, so one is noticed within twice that time, and at once for calls already watched."""
+    while True:
+        await asyncio.sleep(HANGUP_WATCH_AFTER_S)
+        due = time.time() - HANGUP_WATCH_AFTER_S
+        for watch in list(state.calls):
+            if watch.watcher is None and not watch.done and watch.since <= due:
+                watch.watcher = asyncio.get_running_loop().create_task(watch.wait())
+
+
+# ---- model lists: GET .../models[/{model}] in the shape of the dialect that asks ----
+
+def models_for(state: AppState, caller: Caller) -> list[str]:
+    routes = state.routes
+    names = (m for m in routes.by_model if routes.model_enabled(m))
+    return sorted(m for m in names if not caller.models or m in caller.models)
+
+
+def model_entry(state: AppState, dialect: Dialect, model: str) -> dict[str, Any]:
+    provider = state.catalog.get(state.routes.by_model[model][0].type)
+    return dialect.model_entry(model, provider.name if provider else "aiproxy", state.routes.kind_of(model))
+
+
+async def serve_model_list(state: AppState, incoming: Incoming, route: RelayRoute, caller: Caller, receive: Receive,
+                           send: Send) -> None:
+    """The models a caller may use, or one of them, in its dialect's shape."""
+    dialect, names = route.dialect, models_for(state, caller)
+    _, _, model = incoming.path.partition("/models/")
+    if not model:
+        body = dialect.model_list([model_entry(state, dialect, m) for m in names])
+        return await send_bytes(send, 200, orjson.dumps(body), "application/json", incoming.request_id)
+    model = urllib.parse.unquote(model).removeprefix("models/")
+    if model not in names:
+        raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
+    await send_bytes(send, 200, orjson.dumps(model_entry(state, dialect, model)), "application/json",
+                     incoming.request_id)
+
+
+# ---- channel tests: a minimal real request of the model's kind, through the same pipeline ----
+# The request is OpenAI's; a channel of another format gets it converted, i.e. a request in its own format.
+
+CHANNEL_TEST_CONCURRENCY = 5
+
+
+def _silent_wav() -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 800)
+    return buf.getvalue()
+
+
+def model_test_request(kind: Kind, model: str) -> tuple[bytes, str]:
+    """(body, content type) of the smallest request that proves a model answers."""
+    if kind.test_body is None:
+        boundary = "aiproxytest"
+        parts = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+                 f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hi.wav"\r\n'
+                 f"Content-Type: audio/wav\r\n\r\n").encode() + _silent_wav() + f"\r\n--{boundary}--\r\n".encode()
+        return parts, f"multipart/form-data; boundary={boundary}"
+    return orjson.dumps({"model": model, **kind.test_body}), "application/json"
+
+
+async def run_model_test(state: AppState, channel: ChannelRoute, model: str, save: bool = True) -> dict[str, Any]:
+    """Test one model of one channel (saved or not). The result has aiproxy's ChannelTest fields."""
+    kind = KINDS.get(state.routes.kind_of(model), KINDS["chat"])
+    body, content_type = model_test_request(kind, model)
+    path = kind.path
+    started = time.time()
+    incoming = Incoming(path, headers={b"content-type": content_type.encode()}, request_id=new_request_id(),
+                        started=started)
+    call = parse_relay_call(state, incoming, RELAY_ROUTES[path], body, TEST_CALLER)
+    limit = state.settings.model_test_timeout
+    try:
+        async with asyncio.timeout(limit):
+            attempt = await open_upstream(state, call, [channel])
+    except TimeoutError:
+        attempt = call.trying or Attempt(channel, None, 504, started=started)
+        attempt.status, attempt.error = 504, RelayError(
+            504, f"No answer within {limit:g} s, the model test's limit (MODEL_TEST_TIMEOUT).", "test_timeout",
+            "upstream_error")
+    if attempt.answer is None:
+        response_text = failure_body(call, attempt)
+        outcome = Outcome(attempt.status, None, response_text, attempt.body or response_text, failure=attempt.error)
+    else:
+        response_text = attempt.answer[:512]
+        outcome = Outcome(attempt.status, attempt.usage, ttfb_ms=attempt.ttfb_ms)
+    result = {
+        "test_at": int(started * 1000), "model": model, "actual_model": channel.upstream_model(model),
+        "took": round(time.time() - started, 3), "timeout": limit, "success": outcome.code == 200,
+        "code": outcome.code,
+        "response": response_text.decode("utf-8", "replace") if kind.name != "tts" or outcome.code != 200 else "",
+        "channel_id": channel.id, "channel_name": channel.name, "channel_type": channel.type, "mode": call.mode,
+    }
+    if save and channel.id:
+        log_call(state, call, attempt, outcome)
+        await asyncio.to_thread(save_channel_test, state.engine, result)
+    return result
+
+
+def save_channel_test(engine: sa.Engine, result: dict[str, Any]) -> None:
+    row = {k: result[k] for k in ("channel_id", "model", "actual_model", "test_at", "took", "success", "code")}
+    row["response"] = result["response"][:BODY_DETAIL_MAX]
+    with engine.begin() as conn:
+        upsert(conn, ChannelTest.__table__, [row], ("channel_id", "model"))
+        conn.execute(sa.update(Channel).where(Channel.id == row["channel_id"]).values(
+            last_test_error_at=0 if row["success"] else row["test_at"]))
+
+
+async def retest_auto_disabled(state: AppState, channel_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """Test each auto-disabled channel (or those of `channel_ids` that are) with its first model; one that passes
+    is enabled again and its reason cleared. A channel the user disabled (status 2) is never touched. Returns
+    `{channel_id, enabled, test}` per channel tested."""
+    wanted = None if channel_ids is None else set(channel_ids)
+    due = [r for r in state.routes.channels.values()
+           if r.status == STATUS_AUTO_DISABLED and (wanted is None or r.id in wanted) and r.test_model]
+    gate = asyncio.Semaphore(CHANNEL_TEST_CONCURRENCY)
+
+    async def one(route: ChannelRoute) -> dict[str, Any]:
+        async with gate:
+            test = await run_model_test(state, route, route.test_model)
+        enabled = test["success"] and await asyncio.to_thread(auto_enable_channel, state, route, test)
+        return {"channel_id": route.id, "enabled": enabled, "test": test}
+
+    return list(await asyncio.gather(*(one(r) for r in due)))
+
+
+def auto_enable_channel(state: AppState, channel: ChannelRoute, test: dict[str, Any]) -> bool:
+    """Status 1 again for a channel that is still auto-disabled (a user may have changed it meanwhile)."""
+    with state.engine.begin() as conn:
+        changed = conn.execute(sa.update(Channel).where(
+            Channel.id == channel.id, Channel.status == STATUS_AUTO_DISABLED).values(
+            status=STATUS_ENABLED, status_reason="", status_time=now_ms())).rowcount
+    if changed:
+        logger.warning("channel %d (%s) auto-enabled: its retest of %s passed in %.2f s", channel.id, channel.name,
+                       test["model"], test["took"])
+        reload_routes(state)
+    return bool(changed)
+
+
+async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterable[str],
+                          save: bool = True) -> AsyncIterator[dict[str, Any]]:
+    """Test many models, 5 at a time; yield each result as soon as it is ready."""
+    gate = asyncio.Semaphore(CHANNEL_TEST_CONCURRENCY)
+
+    async def one(model: str) -> dict[str, Any]:
+        async with gate:
+            return await run_model_test(state, channel, model, save)
+
+    for task in asyncio.as_completed([one(m) for m in models]):
+        yield await task
+
+
+# ---- stored responses: what `previous_response_id` replays, and GET / DELETE /v1/responses/{id} ----
+
+class ResponseStore:
+    """Responses answers are written in the background, so no answer waits for the database; until a write
+    lands, the answer is read from memory, so a client's next turn may continue the answer it has just got."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.writes: dict[str, asyncio.Task[None]] = {}
+
+    def remember(self, engine: sa.Engine, row: dict[str, Any]) -> None:
+        self.pending[row["id"]] = row
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(save_stored_response, engine, row))
+        self.writes[row["id"]] = task
+        task.add_done_callback(functools.partial(self._written, row["id"]))
+
+    def _written(self, response_id: str, task: asyncio.Task[None]) -> None:
+        if self.writes.get(response_id) is task:
+            self.writes.pop(response_id)
+            self.pending.pop(response_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
+
+    @staticmethod
+    def owner(caller: Caller) -> int | None:
+        """Whose stored responses a caller may see: its own key's; None (any) for the admin key."""
+        return None if caller.is_admin else caller.token_id
+
+    async def chain(self, engine: sa.Engine, response_id: str,
+                    caller: Caller) -> tuple[list[dict[str, Any]], str]:
+        return await asyncio.to_thread(load_response_chain, engine, response_id, self.owner(caller),
+                                       dict(self.pending))
+
+    async def recall(self, engine: sa.Engine, response_id: str, caller: Caller) -> dict[str, Any] | None:
+        return await asyncio.to_thread(load_stored_response, engine, response_id, self.owner(caller),
+                                       dict(self.pending))
+
+    async def forget(self, engine: sa.Engine, response_id: str, caller: Caller) -> bool:
+        if response_id in self.writes:  # else the write, landing later, would bring it back
+            await asyncio.shield(self.writes[response_id])
+        return await asyncio.to_thread(delete_stored_response, engine, response_id, self.owner(caller))
+
+
+async def answer_stored_response(state: AppState, incoming: Incoming, route: RelayRoute, caller: Caller,
+                                 receive: Receive, send: Send) -> None:
+    """GET or DELETE /v1/responses/{id}: answered from the store, never upstream, and logged as any call."""
+    response_id = incoming.path.removeprefix("/v1/responses/")
+    stored = await state.responses.recall(state.engine, response_id, caller)
+    call = RelayCall(request_id=incoming.request_id, started=incoming.started, endpoint=incoming.path, route=route,
+                     model=stored["model"] if stored else "", body=b"", obj=None, content_type="", caller=caller,
+                     ip=incoming.ip)
+    if stored is None or (route.mode == Mode.RESPONSES_DELETE
+                          and not await state.responses.forget(state.engine, response_id, caller)):
+        error = RelayError(404, f"No response found with id '{response_id}'.", "not_found")
+        body, status = route.dialect.error_body(error), 404
+    elif route.mode == Mode.RESPONSES_DELETE:
+        body, status = orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}), 200
+    else:
+        body, status = orjson.dumps(stored["answer"]), 200
+    log_call(state, call, Attempt(None, None, status), Outcome(status, None, body if status != 200 else b""))
+    await send_bytes(send, status, body, "application/json", incoming.request_id)
+
+
+#: RelayRoute.serve → the handler that answers it
+ROUTE_HANDLERS = {"call": serve_call, "models": serve_model_list, "stored": answer_stored_response}
+
+
+# ==== 6. Wire formats: OpenAI, Azure, Anthropic, Gemini, Responses, and the ones not served yet =============
+
 
 
 # ---- OpenAI: the pass-through of the hot path ----
@@ -2575,6 +3369,10 @@ class AnthropicDialect(Dialect):
     def model_list(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return {"data": entries, "has_more": False, "first_id": entries[0]["id"] if entries else None,
                 "last_id": entries[-1]["id"] if entries else None}
+
+    def lists_models(self, incoming: Incoming) -> bool:
+        """`GET /v1/models` from the anthropic SDK (it sends anthropic-version)."""
+        return b"anthropic-version" in incoming.headers and is_models_path(incoming.path, "/v1")
 
     def routes(self) -> Iterable[tuple[str, RelayRoute]]:
         yield "/v1/messages", RelayRoute(self, Mode.ANTHROPIC, Mode.CHAT_COMPLETIONS, "/messages")
@@ -3243,8 +4041,10 @@ class GeminiDialect(Dialect):
     def routes(self) -> Iterable[tuple[str, RelayRoute]]:
         return ()  # every path names its model: see match()
 
-    def match(self, method: str, path: str) -> RelayRoute | None:
-        found = _GEMINI_PATH.fullmatch(path) if method == "POST" else None
+    def match(self, incoming: Incoming) -> RelayRoute | None:
+        if incoming.method == "GET":
+            return super().match(incoming)
+        found = _GEMINI_PATH.fullmatch(incoming.path) if incoming.method == "POST" else None
         if found is None or found.group(3) not in _GEMINI_METHODS:
             return None
         model, name = found.group(2), found.group(3)
@@ -3252,12 +4052,21 @@ class GeminiDialect(Dialect):
         return RelayRoute(self, Mode.GEMINI, op, name + ("?alt=sse" if streams else ""),
                           native_only=op is None, model=model)
 
-    def api_key(self, headers: dict[bytes, bytes], scope: Scope) -> str:
-        key = headers.get(b"x-goog-api-key", b"").decode("latin-1").strip()
+    def lists_models(self, incoming: Incoming) -> bool:
+        """`GET /v1beta/models[/{model}]`, and under /v1 when the key came Google's way (google-genai with
+        api_version v1)."""
+        if is_models_path(incoming.path, "/v1beta"):
+            return True
+        headers = incoming.headers
+        return (is_models_path(incoming.path, "/v1") and b"authorization" not in headers
+                and (b"x-goog-api-key" in headers or b"key=" in incoming.query))
+
+    def api_key(self, incoming: Incoming) -> str:
+        key = incoming.headers.get(b"x-goog-api-key", b"").decode("latin-1").strip()
         if not key:
-            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            query = urllib.parse.parse_qs(incoming.query.decode("latin-1"))
             key = (query.get("key") or [""])[0].strip()
-        return key or super().api_key(headers, scope)
+        return key or super().api_key(incoming)
 
     def read(self, call: RelayCall) -> None:
         if call.obj is None:
@@ -3753,12 +4562,16 @@ class ResponsesDialect(Dialect):
     def routes(self) -> Iterable[tuple[str, RelayRoute]]:
         yield "/v1/responses", RelayRoute(self, Mode.RESPONSES, Mode.CHAT_COMPLETIONS, "/responses")
 
-    def match(self, method: str, path: str) -> RelayRoute | None:
+    def match(self, incoming: Incoming) -> RelayRoute | None:
+        path, method = incoming.path, incoming.method
         response_id = path.removeprefix("/v1/responses/")
         if response_id == path or not response_id or "/" in response_id or method not in ("GET", "DELETE"):
             return None
         return RelayRoute(self, Mode.RESPONSES_GET if method == "GET" else Mode.RESPONSES_DELETE, None, "",
-                          local=True)
+                          serve="stored")
+
+    def lists_models(self, incoming: Incoming) -> bool:
+        return False  # OpenAI's model list serves the Responses clients
 
     def read(self, call: RelayCall) -> None:
         if call.obj is None or not isinstance(call.obj.get("input"), (str, list)):
@@ -3865,49 +4678,17 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
     return catalog
 
 
-# ==== 6. Relay routes: every client format, one pipeline ====================================================
-# The relay is a raw ASGI app, not FastAPI routes: it reads only what it routes on (`model`, `stream`) and
-# passes bytes through, which keeps the added latency near that of a bare relay (see bench/). Everything that
-# depends on a wire format is the client's Dialect's or the channel's Adaptor's (section 3).
-
-RELAY_PREFIXES = ("/v1/", "/v1beta/")  # Gateway sends these (and the bare /v1, /v1beta) to the relay
-TRAIL_ERROR_MAX = 300  # characters of an error kept in a log row's routing trail
-REASON_MAX = 255  # Channel.status_reason
-HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
-#: answers that may be audio or plain text (speech, srt/vtt transcripts); every other 200 must be JSON
-_FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
-_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-_ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
-
-
-def authenticate(state: AppState, raw_key: str) -> Caller:
-    """hot path: the admin key, or a token from the in-memory table."""
-    if not raw_key:
-        raise RelayError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
-    if is_admin_key(state, raw_key):
-        return ADMIN_CALLER
-    key = raw_key.removeprefix("sk-")
-    token = state.routes.tokens.get(key)
-    if token is None:
-        raise RelayError(401, "Invalid API key.", "invalid_api_key")
-    if token.status != STATUS_ENABLED:
-        raise RelayError(401, f"API key '{token.name}' is disabled.", "token_disabled")
-    if token.expired_at and token.expired_at < now_ms():
-        raise RelayError(401, f"API key '{token.name}' has expired.", "token_expired")
-    if token.quota > 0 and token.used_amount >= token.quota:
-        raise RelayError(401, f"API key '{token.name}' has used its quota.", "insufficient_quota")
-    return Caller(token.id, token.name, token.models, False)
-
-
 #: exact POST path → route, gathered from every dialect registered in section 3
 RELAY_ROUTES: dict[str, RelayRoute] = {path: route for d in DIALECTS.values() for path, route in d.routes()}
+MATCH_ORDER = tuple(sorted(DIALECTS.values(), key=lambda d: d.format == "openai"))  # find_route asks in this order
 
 
-def find_route(method: str, path: str) -> RelayRoute | None:
-    """hot path: one dict lookup for the fixed paths; a path with a pattern (a model in it) asks each dialect."""
-    route = RELAY_ROUTES.get(path) if method == "POST" else None
+def find_route(incoming: Incoming) -> RelayRoute | None:
+    """hot path: one dict lookup for the fixed paths; any other request asks each dialect, OpenAI's last (its
+    shapes are the default of /v1)."""
+    route = RELAY_ROUTES.get(incoming.path) if incoming.method == "POST" else None
     if route is None:
-        route = next((r for d in DIALECTS.values() if (r := d.match(method, path)) is not None), None)
+        route = next((r for d in MATCH_ORDER if (r := d.match(incoming)) is not None), None)
     return route
 
 
@@ -3919,729 +4700,6 @@ def dialect_for_path(path: str) -> Dialect:
             if path.startswith(prefix) and len(prefix) > length:
                 best, length = dialect, len(prefix)
     return best
-
-
-_REQUEST_SEQ = itertools.count()
-
-
-def new_request_id() -> str:
-    """Start time in µs (as aiproxy) plus a sequence number, so two calls in one µs never share an id."""
-    return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
-
-
-def parse_relay_call(state: AppState, endpoint: str, route: RelayRoute, body: bytes, content_type: str,
-                     caller: Caller, request_id: str, started: float, headers: dict[bytes, bytes] | None = None,
-                     query: str = "") -> RelayCall:
-    obj: dict[str, Any] | None = None
-    if content_type.startswith("multipart/form-data"):
-        match = _MULTIPART_MODEL.search(body)
-        model = match.group(2).decode("utf-8", "replace").strip() if match else ""
-    else:
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
-        if not isinstance(obj, dict):
-            raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
-        model = route.model or (obj.get("model") if isinstance(obj.get("model"), str) else "")
-    if not model:
-        raise RelayError(400, "The request has no 'model'.", "missing_model")
-    call = RelayCall(request_id=request_id, started=started, endpoint=endpoint, route=route, model=model, body=body,
-                     obj=obj, content_type=content_type or "application/json", caller=caller,
-                     headers=headers or {}, query=query, max_retries=state.retry_times)
-    route.dialect.read(call)
-    return call
-
-
-def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
-    """The channels to try, in order, or a RelayError that says why there are none."""
-    routes = state.routes
-    model = call.model
-    if call.caller.models and model not in call.caller.models:
-        raise RelayError(403, f"This API key may not use the model '{model}'.", "model_not_allowed")
-    if not routes.model_enabled(model) and call.caller is not TEST_CALLER:
-        raise RelayError(404, f"The model '{model}' is disabled.", "model_not_found")
-    if call.pinned is not None:
-        pinned = routes.channels.get(call.pinned)
-        if pinned is None:
-            raise RelayError(404, f"Channel {call.pinned} does not exist.", "channel_not_found")
-        if not pinned.serves(model):
-            raise RelayError(400, f"Channel {call.pinned} does not offer the model '{model}'.", "model_not_on_channel")
-        return [pinned]
-    enabled, auto_disabled = routes.by_model.get(model), routes.auto_disabled.get(model)
-    for route in auto_disabled or ():  # in the trail: the log row says why a channel was not tried
-        _skip(call, route, "auto_disabled", route.status_reason)
-    if enabled:
-        ready, skipped = state.health.arrange(candidates(enabled), model, call.started)
-        for route, why, reason in skipped:
-            _skip(call, route, why, reason)
-        return ready[: call.max_retries + 1]
-    if auto_disabled:
-        raise RelayError(503, f"Every channel of the model '{model}' is auto-disabled; see the channel list for why.",
-                         "no_available_channel", "aiproxy_error")
-    if model in routes.known_models:
-        raise RelayError(503, f"No enabled channel offers the model '{model}'.", "no_available_channel",
-                         "aiproxy_error")
-    raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
-
-
-def _skip(call: RelayCall, route: ChannelRoute, why: str, reason: str) -> None:
-    call.attempts.append({"channel_id": route.id, "code": 0, "ms": 0, "skipped": why,
-                          "error": reason[:TRAIL_ERROR_MAX]})
-
-
-_OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
-               errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable",
-               errno.ETIMEDOUT: "timed out", errno.ECONNABORTED: "connection aborted"}
-
-
-def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayError:
-    """Why an upstream could not be reached, naming its host:port and the OS's reason; never the URL's path or
-    query, which may carry a key."""
-    parts = urllib.parse.urlsplit(url)
-    host = getattr(exc, "host", None) or parts.hostname or "?"
-    port = getattr(exc, "port", None) or parts.port or (443 if parts.scheme == "https" else 80)
-    where = f"{host}:{port}"
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return RelayError(504, f"{where} sent no answer within {settings.ttfb_timeout:g} s", "upstream_timeout",
-                          "upstream_error")
-    if isinstance(exc, asyncio.TimeoutError):
-        return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
-                          "upstream_timeout", "upstream_error")
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        reason = "host name not found"
-    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        reason = "TLS certificate not trusted"
-    elif isinstance(exc, aiohttp.ClientSSLError):
-        reason = "TLS handshake failed"
-    elif isinstance(exc, aiohttp.ClientProxyConnectionError):
-        reason = "the proxy refused"
-    elif isinstance(exc, aiohttp.ServerDisconnectedError):
-        return RelayError(502, f"{where} closed the connection before answering", "upstream_connect_error",
-                          "upstream_error")
-    else:
-        os_error = getattr(exc, "os_error", exc)
-        code = getattr(os_error, "errno", None)
-        reason = _OS_REASONS.get(code) or (os.strerror(code).lower() if code else type(exc).__name__)
-    return RelayError(502, f"Could not connect to {where} ({reason})", "upstream_connect_error", "upstream_error")
-
-
-async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRoute]) -> Attempt:
-    """Try channels in order until one answers for good. Fail over on refusals, on fatal and transient failures
-    (failure_kind) and on answers that break their promise (a 200 that is not JSON, a stream that ends before its
-    first byte), always before any byte reaches the client. Each try goes into the call's trail and its channel's
-    health."""
-    assert state.http is not None, "the HTTP client starts with the app"
-    last = Attempt(None, None, 503, RelayError(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
-    for index, channel in enumerate(order):
-        refusal = channel.adaptor.refusal(call)
-        if refusal is not None:
-            last = Attempt(channel, None, refusal.status, refusal, retries=index)
-            _skip(call, channel, "unsupported", refusal.message)
-            continue
-        attempt = call.trying = Attempt(channel, None, 0, retries=index, started=time.time())
-        entry = call.final = {"channel_id": channel.id, "code": 0, "ms": 0}
-        call.attempts.append(entry)
-        failure = await _try_channel(state, call, attempt)
-        entry["code"] = attempt.status
-        if failure is None:
-            if call.caller is not TEST_CALLER:
-                state.health.succeeded(channel.id, call.model)
-            return attempt
-        entry["ms"], entry["error"] = int((time.time() - attempt.started) * 1000), failure.message[:TRAIL_ERROR_MAX]
-        kind = failure_kind(attempt.status, failure)
-        reason = failure.message if attempt.error is not None else f"{attempt.status} from upstream: {failure.message}"
-        note_failure(state, call, channel, kind, attempt.status, reason, attempt.retry_after)
-        if not kind:
-            return attempt
-        last = attempt
-    return last
-
-
-async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> RelayError | None:
-    """Call one channel. On success `attempt` holds an open stream (its first bytes read) or a whole answer made
-    the client's; otherwise the error says what failed, with the channel's key scrubbed."""
-    channel = attempt.channel
-    adaptor = channel.adaptor
-    payload = adaptor.convert_request(call, channel)
-    url = adaptor.build_url(channel, call)
-    headers = adaptor.build_headers(channel, call)
-    headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
-    try:
-        response = await state.http.post(url, data=payload, headers=headers, proxy=channel.proxy)
-    except _UPSTREAM_ERRORS as exc:
-        attempt.error = upstream_failure(exc, url, state.settings)
-        attempt.status = attempt.error.status
-        return attempt.error
-    status = attempt.status = response.status
-    content_type = response.headers.get("Content-Type", "application/json")
-    try:
-        if status == 200 and call.stream and content_type.startswith("text/event-stream"):
-            attempt.first = await response.content.readany()
-            attempt.ttfb_ms = int((time.time() - call.started) * 1000)
-            if attempt.first:
-                attempt.response = response
-                return None
-            return _broken_promise(attempt, "The upstream ended its stream before sending anything.")
-        data = await response.read()
-        attempt.ttfb_ms = int((time.time() - call.started) * 1000)
-    except _UPSTREAM_ERRORS as exc:
-        return _broken_promise(attempt, f"Upstream answer broke off: {type(exc).__name__}")
-    finally:
-        if attempt.response is None:
-            response.release()  # a response not read to its end closes its connection: the upstream stops at once
-    if not 200 <= status < 300:
-        attempt.body, attempt.retry_after = channel.scrub(data), response.headers.get("Retry-After", "")
-        error = adaptor.convert_error(status, attempt.body)
-        return RelayError(error.status, channel.scrub_text(error.message), error.code, error.type)
-    try:
-        attempt.answer, attempt.usage = buffered_answer(call, channel, content_type, data) if status == 200 else (
-            data, None)
-    except RelayError as exc:
-        return _broken_promise(attempt, channel.scrub_text(exc.message))
-    attempt.content_type = content_type
-    return None
-
-
-def _broken_promise(attempt: Attempt, message: str) -> RelayError:
-    """An upstream answer that is not what it promised: the channel's failure (502), so the call fails over."""
-    attempt.error = RelayError(502, message, "bad_upstream_answer", "upstream_error")
-    attempt.status = 502
-    return attempt.error
-
-
-def note_failure(state: AppState, call: RelayCall, channel: ChannelRoute, kind: str, status: int, reason: str,
-                 retry_after: str = "") -> None:
-    """Feed a failed try to its channel's health. The fatal error that tips a channel over auto-disables it, in
-    the background; a model test counts for nothing (the retest decides by itself)."""
-    if not kind or call.caller is TEST_CALLER or not channel.id:
-        return
-    now = time.time()
-    wait = retry_after_seconds(retry_after, now) if status in (429, 503) else None
-    if state.health.failed(channel.id, call.model, kind, status, reason[:REASON_MAX], now, state.auto_disable_after,
-                           wait):
-        in_background(state, _auto_disable(state, channel, reason[:REASON_MAX]))
-
-
-def in_background(state: AppState, work: Any) -> None:
-    task = asyncio.get_running_loop().create_task(work)
-    state.background.add(task)  # the loop keeps only a weak reference
-    task.add_done_callback(state.background.discard)
-
-
-async def _auto_disable(state: AppState, channel: ChannelRoute, reason: str) -> None:
-    try:
-        await asyncio.to_thread(auto_disable_channel, state, channel, reason)
-    finally:
-        state.health.disabled(channel.id)
-
-
-def auto_disable_channel(state: AppState, channel: ChannelRoute, reason: str) -> bool:
-    """Status 3 with the upstream's words and the time, in the database, so every instance stops using it. Only
-    an enabled channel changes: a user's own disable stands."""
-    try:
-        with state.engine.begin() as conn:
-            changed = conn.execute(sa.update(Channel).where(
-                Channel.id == channel.id, Channel.status == STATUS_ENABLED).values(
-                status=STATUS_AUTO_DISABLED, status_reason=reason, status_time=now_ms())).rowcount
-        if changed:
-            logger.warning("channel %d (%s) auto-disabled after %d fatal errors in a row: %s", channel.id,
-                           channel.name, state.auto_disable_after, reason)
-            reload_routes(state)
-        return bool(changed)
-    except sa.exc.SQLAlchemyError as exc:
-        logger.error("channel %d could not be auto-disabled (%s); the next fatal error tries again", channel.id,
-                     _first_line(exc))
-        return False
-
-
-def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
-    """What the client gets when no channel answered for good, in the client's own shape."""
-    adaptor = attempt.channel.adaptor if attempt.channel else None
-    if attempt.error is not None or adaptor is None:
-        return call.dialect.error_body(attempt.error or RelayError(attempt.status, "No channel answered.",
-                                                                   "no_available_channel", "aiproxy_error"))
-    if adaptor.speaks(call) and attempt.body:
-        return attempt.body
-    return call.dialect.error_body(adaptor.convert_error(attempt.status, attempt.body))
-
-
-def estimate_usage(call: RelayCall, output_chars: int) -> Usage:
-    prompt = 0
-    if call.obj is not None:
-        source = (call.obj.get("messages") or call.obj.get("prompt") or call.obj.get("input")
-                  or call.obj.get("contents") or "")
-        prompt = estimate_tokens(len(source if isinstance(source, str) else orjson.dumps(source)))
-    out = estimate_tokens(output_chars)
-    return Usage(prompt, out, prompt + out, 0, True)
-
-
-def buffered_answer(call: RelayCall, channel: ChannelRoute, content_type: str,
-                    data: bytes) -> tuple[bytes, Usage | None]:
-    """hot path: a whole 200 answer made the client's (its format, its model name) and the usage it reports. One
-    that is not the JSON it promises (garbage, or cut short) raises RelayError, a failure of the channel (issue
-    10)."""
-    if call.mode in _FREE_FORM_MODES and "json" not in content_type:
-        return data, None
-    answer, usage = channel.adaptor.convert_response(call, data)
-    if usage is None:
-        json_object(data, "The upstream's 200 answer")
-        if call.op in _ESTIMATED_OPS:
-            usage = estimate_usage(call, len(answer))
-    return answer, usage
-
-
-async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
-    """hot path: forward SSE events as they arrive, through the adaptor's stream filter. Bytes are only split at
-    event borders, so an event is never cut in two and events are never held back to be merged. A stream that
-    breaks off ends with one error event in the client's own format."""
-    response, channel = attempt.response, attempt.channel
-    stream = call.progress = channel.adaptor.stream(call, channel)
-    pending = attempt.first
-    sep = b"\r\n\r\n" if b"\r\n\r\n" in pending else b"\n\n"
-    failure: RelayError | None = None
-    try:
-        while True:
-            cut = pending.rfind(sep)
-            if cut >= 0:
-                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
-                if out:
-                    await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
-            data = await response.content.readany()
-            if not data:
-                break
-            pending += data
-        out = (stream.feed(pending) if pending else b"") + stream.close()
-        if out:
-            await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
-    except _UPSTREAM_ERRORS as exc:
-        # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
-        failure = RelayError(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
-                             "upstream_error")
-        await send({"type": "http.response.body", "body": call.dialect.stream_error(failure, call),
-                    "more_body": True})
-    finally:
-        response.release()  # cut short (a hang-up, a cancel), this closes the connection
-    if stream.error is not None:
-        e = stream.error
-        failure = RelayError(e.status, channel.scrub_text(e.message), e.code, e.type)
-    usage = stream.usage or estimate_usage(call, 4 * max(0, stream.events - 1))  # about one token an event
-    if failure is None:
-        return Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
-    return Outcome(failure.status, usage, call.dialect.error_body(failure), ttfb_ms=attempt.ttfb_ms, failure=failure)
-
-
-def _headers(content_type: str, request_id: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode()), *extra]
-
-
-async def send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str,
-                     extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _headers(
-        content_type, request_id, [(b"content-length", str(len(body)).encode()), *extra])})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def read_body(receive: Receive, limit_mib: int, declared: bytes | None = None,
-                    setting: str = "RELAY_MAX_BODY_MIB") -> bytes:
-    """The request body, refused once it passes the limit: never held whole, whatever a client sends."""
-    limit, chunks, size = limit_mib * MIB, [], 0
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        size = int(declared)
-    while size <= limit:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if not message.get("more_body"):
-            break
-    if size > limit:
-        raise RelayError(413, f"The request body is larger than {limit_mib} MiB ({setting}).", "request_too_large")
-    return b"".join(chunks)
-
-
-def models_for(state: AppState, caller: Caller) -> list[str]:
-    routes = state.routes
-    names = (m for m in routes.by_model if routes.model_enabled(m))
-    return sorted(m for m in names if not caller.models or m in caller.models)
-
-
-def model_list_dialect(path: str, headers: dict[bytes, bytes], query: bytes) -> Dialect | None:
-    """Whose shape a `GET .../models[/{model}]` answers in: Gemini's under /v1beta, and under /v1 when the key
-    came Google's way (google-genai with api_version v1); Anthropic's when its SDK asks (anthropic-version);
-    else OpenAI's. None for any other path."""
-    if path == "/v1beta/models" or path.startswith("/v1beta/models/"):
-        return DIALECTS["gemini"]
-    if path != "/v1/models" and not path.startswith("/v1/models/"):
-        return None
-    if b"authorization" not in headers and (b"x-goog-api-key" in headers or b"key=" in query):
-        return DIALECTS["gemini"]
-    return DIALECTS["anthropic"] if b"anthropic-version" in headers else DIALECTS["openai"]
-
-
-def model_entry(state: AppState, dialect: Dialect, model: str) -> dict[str, Any]:
-    provider = state.catalog.get(state.routes.by_model[model][0].type)
-    return dialect.model_entry(model, provider.name if provider else "aiproxy", state.routes.kind_of(model))
-
-
-async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
-    """hot path: the ASGI entry for every /v1 and /v1beta request."""
-    started = time.time()
-    request_id = new_request_id()
-    path = scope["path"].rstrip("/")
-    method = scope["method"]
-    headers = dict(scope["headers"])
-    route = find_route(method, path)
-    dialect = route.dialect if route is not None else dialect_for_path(path)
-    call: RelayCall | None = None
-    try:
-        lister = model_list_dialect(path, headers, scope.get("query_string", b"")) if method == "GET" else None
-        if lister is not None:
-            dialect = lister  # its errors too
-            caller = authenticate(state, dialect.api_key(headers, scope))
-            return await _send_models(state, dialect, caller, path, request_id, send)
-        raw_key = dialect.api_key(headers, scope)
-        if route is None:
-            raise RelayError(404, f"Unknown API route: {method} {scope['path']}", "not_found")
-        caller = authenticate(state, raw_key)
-        if route.local:
-            client = scope.get("client")
-            return await answer_stored_response(state, route, caller, path, request_id, started,
-                                                client[0] if client else "", send)
-        body = await read_body(receive, state.settings.relay_max_body_mib, headers.get(b"content-length"))
-        content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-        call = parse_relay_call(state, path, route, body, content_type, caller, request_id, started, headers,
-                                scope.get("query_string", b"").decode("latin-1"))
-        call.ip = scope.get("client", ("", 0))[0] if scope.get("client") else ""
-        pin = headers.get(b"aiproxy-channel")
-        if pin:
-            if not caller.is_admin:
-                raise RelayError(403, "Only the admin key may pin a channel.", "pin_forbidden")
-            try:
-                call.pinned = int(pin)
-            except ValueError:
-                raise RelayError(400, "Aiproxy-Channel must be a channel id.", "invalid_channel") from None
-        await dialect.prepare(state, call)
-        order = plan_channels(state, call)
-        if route.native_only:
-            order = [channel for channel in order if channel.adaptor.speaks(call)]
-            if not order:
-                answer = dialect.answer_locally(call)
-                log_call(state, call, Attempt(None, None, 200), Outcome(200))
-                return await send_bytes(send, 200, answer, "application/json", request_id)
-        await answer_call(state, call, order, receive, send)
-    except RelayError as exc:
-        if call is not None:
-            log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
-        await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", request_id)
-
-
-async def answer_call(state: AppState, call: RelayCall, order: list[ChannelRoute], receive: Receive,
-                      send: Send) -> None:
-    """hot path: open an upstream and answer from it. Each answer is logged before its last byte leaves, so a
-    shutdown right after an answer still writes its row. A client that hangs up cancels the upstream at once
-    (nothing more is read, the connection is closed), and the call is logged as 499 with the tokens so far."""
-    watch = HangupWatch(receive, asyncio.current_task(), call.started)
-    state.calls.add(watch)
-    try:
-        attempt = await open_upstream(state, call, order)
-        if attempt.response is not None:
-            await send({"type": "http.response.start", "status": 200, "headers": _headers(
-                "text/event-stream; charset=utf-8", call.request_id, [(b"cache-control", b"no-cache"),
-                                                                       (b"x-accel-buffering", b"no")])})
-            outcome = await pipe_stream(call, attempt, send)
-            if outcome.failure is not None:
-                failure = outcome.failure
-                note_failure(state, call, attempt.channel, failure_kind(failure.status, failure), failure.status,
-                             failure.message)
-            log_call(state, call, attempt, outcome)
-            watch.done = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        elif attempt.answer is not None:
-            log_call(state, call, attempt, Outcome(attempt.status, attempt.usage, ttfb_ms=attempt.ttfb_ms))
-            watch.done = True
-            await send_bytes(send, attempt.status, attempt.answer, attempt.content_type, call.request_id)
-        else:
-            error = failure_body(call, attempt)
-            log_call(state, call, attempt, Outcome(attempt.status, None, error, attempt.body or error,
-                                                   attempt.ttfb_ms))
-            watch.done = True
-            retry_after = [(b"retry-after", attempt.retry_after.encode("latin-1", "replace"))] if (
-                attempt.status == 429 and attempt.retry_after) else []
-            await send_bytes(send, attempt.status, error, "application/json", call.request_id, retry_after)
-    except asyncio.CancelledError:
-        if watch.hung_up and not asyncio.current_task().uncancel():
-            log_cut_short(state, call, RelayError(499, "The client closed the request before the answer ended.",
-                                                  "client_closed_request"))
-            return
-        if not watch.done:  # the shutdown's grace is over: the row says so, then the cancel goes on
-            log_cut_short(state, call, RelayError(503, "The gateway shut down before the answer ended "
-                                                       "(SHUTDOWN_GRACE_SECONDS).", "shutdown", "aiproxy_error"))
-        raise
-    finally:
-        watch.close()
-        state.calls.discard(watch)
-
-
-def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None:
-    """A call that ended before its answer did (a client's hang-up is 499, nginx's number; a shutdown 503), with
-    the tokens so far."""
-    progress = call.progress
-    usage = (progress.usage or estimate_usage(call, 4 * max(0, progress.events - 1)) if progress is not None
-             else estimate_usage(call, 0))
-    attempt = call.trying or Attempt(None, None, failure.status)
-    attempt.status = failure.status
-    log_call(state, call, attempt, Outcome(failure.status, usage, failure.message.encode(),
-                                           ttfb_ms=attempt.ttfb_ms, failure=failure))
-
-
-def charge(state: AppState, call: RelayCall, usage: Usage | None) -> float:
-    """hot path: the call's price from its model's config, added at once to its API key's spend, so a quota
-    holds before the log writer has flushed. The one place a call is priced (issue 11)."""
-    config = state.routes.model_configs.get(call.model)
-    if usage is None or config is None:
-        return 0.0
-    amount = (usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
-    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
-        return 0.0
-    token = state.routes.token_ids.get(call.caller.token_id)
-    if token is not None:
-        token.used_amount += amount
-    return amount
-
-
-def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
-    """hot path: price the call, close its trail with how it ended, and queue its log row."""
-    outcome.used_amount = charge(state, call, outcome.usage)
-    final = call.final
-    if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
-        final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
-        if outcome.failure is not None:
-            final["error"] = outcome.failure.message[:TRAIL_ERROR_MAX]
-    state.writer.submit_call(call, attempt, outcome)
-
-
-class HangupWatch:
-    """One call's client connection. watch_hangups() gives it a task that waits for the client to go only once
-    the call has run HANGUP_WATCH_AFTER_S: a call done sooner never pays for a task (bench/ S3)."""
-
-    __slots__ = ("receive", "task", "since", "watcher", "hung_up", "done")
-
-    def __init__(self, receive: Receive, task: asyncio.Task | None, since: float) -> None:
-        self.receive, self.task, self.since = receive, task, since
-        self.watcher: asyncio.Task | None = None
-        self.hung_up = self.done = False  # done: the answer's last byte is on its way, a hang-up changes nothing
-
-    async def wait(self) -> None:
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-        if not self.done and self.task is not None:
-            self.hung_up = True
-            self.task.cancel()
-
-    def close(self) -> None:
-        self.done = True
-        if self.watcher is not None:
-            self.watcher.cancel()
-
-
-async def watch_hangups(state: AppState) -> None:
-    """One task for all calls: every HANGUP_WATCH_AFTER_S, calls running longer than that start waiting for a
-    hang-up, so one is noticed within twice that time, and at once for calls already watched."""
-    while True:
-        await asyncio.sleep(HANGUP_WATCH_AFTER_S)
-        due = time.time() - HANGUP_WATCH_AFTER_S
-        for watch in list(state.calls):
-            if watch.watcher is None and not watch.done and watch.since <= due:
-                watch.watcher = asyncio.get_running_loop().create_task(watch.wait())
-
-
-async def _send_models(state: AppState, dialect: Dialect, caller: Caller, path: str, request_id: str,
-                       send: Send) -> None:
-    names = models_for(state, caller)
-    _, _, model = path.partition("/models/")
-    if not model:
-        body = dialect.model_list([model_entry(state, dialect, m) for m in names])
-        return await send_bytes(send, 200, orjson.dumps(body), "application/json", request_id)
-    model = urllib.parse.unquote(model).removeprefix("models/")
-    if model not in names:
-        raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
-    await send_bytes(send, 200, orjson.dumps(model_entry(state, dialect, model)), "application/json", request_id)
-
-
-# ---- channel tests: a minimal real request of the model's kind, through the same pipeline ----
-# The request is OpenAI's; a channel of another format gets it converted, i.e. a request in its own format.
-
-CHANNEL_TEST_CONCURRENCY = 5
-
-
-def _silent_wav() -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 800)
-    return buf.getvalue()
-
-
-def model_test_request(kind: Kind, model: str) -> tuple[bytes, str]:
-    """(body, content type) of the smallest request that proves a model answers."""
-    if kind.test_body is None:
-        boundary = "aiproxytest"
-        parts = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
-                 f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hi.wav"\r\n'
-                 f"Content-Type: audio/wav\r\n\r\n").encode() + _silent_wav() + f"\r\n--{boundary}--\r\n".encode()
-        return parts, f"multipart/form-data; boundary={boundary}"
-    return orjson.dumps({"model": model, **kind.test_body}), "application/json"
-
-
-async def run_model_test(state: AppState, channel: ChannelRoute, model: str, save: bool = True) -> dict[str, Any]:
-    """Test one model of one channel (saved or not). The result has aiproxy's ChannelTest fields."""
-    kind = KINDS.get(state.routes.kind_of(model), KINDS["chat"])
-    body, content_type = model_test_request(kind, model)
-    path = kind.path
-    started = time.time()
-    call = parse_relay_call(state, path, RELAY_ROUTES[path], body, content_type, TEST_CALLER, new_request_id(),
-                            started)
-    limit = state.settings.model_test_timeout
-    try:
-        async with asyncio.timeout(limit):
-            attempt = await open_upstream(state, call, [channel])
-    except TimeoutError:
-        attempt = call.trying or Attempt(channel, None, 504, started=started)
-        attempt.status, attempt.error = 504, RelayError(
-            504, f"No answer within {limit:g} s, the model test's limit (MODEL_TEST_TIMEOUT).", "test_timeout",
-            "upstream_error")
-    if attempt.answer is None:
-        response_text = failure_body(call, attempt)
-        outcome = Outcome(attempt.status, None, response_text, attempt.body or response_text, failure=attempt.error)
-    else:
-        response_text = attempt.answer[:512]
-        outcome = Outcome(attempt.status, attempt.usage, ttfb_ms=attempt.ttfb_ms)
-    result = {
-        "test_at": int(started * 1000), "model": model, "actual_model": channel.upstream_model(model),
-        "took": round(time.time() - started, 3), "timeout": limit, "success": outcome.code == 200,
-        "code": outcome.code,
-        "response": response_text.decode("utf-8", "replace") if kind.name != "tts" or outcome.code != 200 else "",
-        "channel_id": channel.id, "channel_name": channel.name, "channel_type": channel.type, "mode": call.mode,
-    }
-    if save and channel.id:
-        log_call(state, call, attempt, outcome)
-        await asyncio.to_thread(save_channel_test, state.engine, result)
-    return result
-
-
-def save_channel_test(engine: sa.Engine, result: dict[str, Any]) -> None:
-    row = {k: result[k] for k in ("channel_id", "model", "actual_model", "test_at", "took", "success", "code")}
-    row["response"] = result["response"][:BODY_DETAIL_MAX]
-    with engine.begin() as conn:
-        upsert(conn, ChannelTest.__table__, [row], ("channel_id", "model"))
-        conn.execute(sa.update(Channel).where(Channel.id == row["channel_id"]).values(
-            last_test_error_at=0 if row["success"] else row["test_at"]))
-
-
-async def retest_auto_disabled(state: AppState, channel_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
-    """Test each auto-disabled channel (or those of `channel_ids` that are) with its first model; one that passes
-    is enabled again and its reason cleared. A channel the user disabled (status 2) is never touched. Returns
-    `{channel_id, enabled, test}` per channel tested."""
-    wanted = None if channel_ids is None else set(channel_ids)
-    due = [r for r in state.routes.channels.values()
-           if r.status == STATUS_AUTO_DISABLED and (wanted is None or r.id in wanted) and r.test_model]
-    gate = asyncio.Semaphore(CHANNEL_TEST_CONCURRENCY)
-
-    async def one(route: ChannelRoute) -> dict[str, Any]:
-        async with gate:
-            test = await run_model_test(state, route, route.test_model)
-        enabled = test["success"] and await asyncio.to_thread(auto_enable_channel, state, route, test)
-        return {"channel_id": route.id, "enabled": enabled, "test": test}
-
-    return list(await asyncio.gather(*(one(r) for r in due)))
-
-
-def auto_enable_channel(state: AppState, channel: ChannelRoute, test: dict[str, Any]) -> bool:
-    """Status 1 again for a channel that is still auto-disabled (a user may have changed it meanwhile)."""
-    with state.engine.begin() as conn:
-        changed = conn.execute(sa.update(Channel).where(
-            Channel.id == channel.id, Channel.status == STATUS_AUTO_DISABLED).values(
-            status=STATUS_ENABLED, status_reason="", status_time=now_ms())).rowcount
-    if changed:
-        logger.warning("channel %d (%s) auto-enabled: its retest of %s passed in %.2f s", channel.id, channel.name,
-                       test["model"], test["took"])
-        reload_routes(state)
-    return bool(changed)
-
-
-async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterable[str],
-                          save: bool = True) -> AsyncIterator[dict[str, Any]]:
-    """Test many models, 5 at a time; yield each result as soon as it is ready."""
-    gate = asyncio.Semaphore(CHANNEL_TEST_CONCURRENCY)
-
-    async def one(model: str) -> dict[str, Any]:
-        async with gate:
-            return await run_model_test(state, channel, model, save)
-
-    for task in asyncio.as_completed([one(m) for m in models]):
-        yield await task
-
-
-# ---- stored responses: what `previous_response_id` replays, and GET / DELETE /v1/responses/{id} ----
-
-class ResponseStore:
-    """Responses answers are written in the background, so no answer waits for the database; until a write
-    lands, the answer is read from memory, so a client's next turn may continue the answer it has just got."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, dict[str, Any]] = {}
-        self.writes: dict[str, asyncio.Task[None]] = {}
-
-    def remember(self, engine: sa.Engine, row: dict[str, Any]) -> None:
-        self.pending[row["id"]] = row
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(save_stored_response, engine, row))
-        self.writes[row["id"]] = task
-        task.add_done_callback(functools.partial(self._written, row["id"]))
-
-    def _written(self, response_id: str, task: asyncio.Task[None]) -> None:
-        if self.writes.get(response_id) is task:
-            self.writes.pop(response_id)
-            self.pending.pop(response_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
-
-    @staticmethod
-    def owner(caller: Caller) -> int | None:
-        """Whose stored responses a caller may see: its own key's; None (any) for the admin key."""
-        return None if caller.is_admin else caller.token_id
-
-    async def chain(self, engine: sa.Engine, response_id: str,
-                    caller: Caller) -> tuple[list[dict[str, Any]], str]:
-        return await asyncio.to_thread(load_response_chain, engine, response_id, self.owner(caller),
-                                       dict(self.pending))
-
-    async def recall(self, engine: sa.Engine, response_id: str, caller: Caller) -> dict[str, Any] | None:
-        return await asyncio.to_thread(load_stored_response, engine, response_id, self.owner(caller),
-                                       dict(self.pending))
-
-    async def forget(self, engine: sa.Engine, response_id: str, caller: Caller) -> bool:
-        if response_id in self.writes:  # else the write, landing later, would bring it back
-            await asyncio.shield(self.writes[response_id])
-        return await asyncio.to_thread(delete_stored_response, engine, response_id, self.owner(caller))
-
-
-async def answer_stored_response(state: AppState, route: RelayRoute, caller: Caller, path: str, request_id: str,
-                                 started: float, ip: str, send: Send) -> None:
-    """GET or DELETE /v1/responses/{id}: answered from the store, never upstream, and logged as any call."""
-    response_id = path.removeprefix("/v1/responses/")
-    stored = await state.responses.recall(state.engine, response_id, caller)
-    call = RelayCall(request_id=request_id, started=started, endpoint=path, route=route,
-                     model=stored["model"] if stored else "", body=b"", obj=None, content_type="", caller=caller,
-                     ip=ip)
-    if stored is None or (route.mode == Mode.RESPONSES_DELETE
-                          and not await state.responses.forget(state.engine, response_id, caller)):
-        error = RelayError(404, f"No response found with id '{response_id}'.", "not_found")
-        body, status = route.dialect.error_body(error), 404
-    elif route.mode == Mode.RESPONSES_DELETE:
-        body, status = orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}), 200
-    else:
-        body, status = orjson.dumps(stored["answer"]), 200
-    log_call(state, call, Attempt(None, None, status), Outcome(status, None, body if status != 200 else b""))
-    await send_bytes(send, status, body, "application/json", request_id)
 
 
 # ==== 7. Log writer =========================================================================================

@@ -162,8 +162,9 @@ def _call(path: str, body: dict):
     class State:
         retry_times = 0
 
-    return app.parse_relay_call(State(), path, app.find_route("POST", path), json.dumps(body).encode(),
-                                "application/json", app.ADMIN_CALLER, "1", 0.0)
+    incoming = app.Incoming(path, request_id="1")
+    return app.parse_relay_call(State(), incoming, app.find_route(incoming), json.dumps(body).encode(),
+                                app.ADMIN_CALLER)
 
 
 # ---- the openai SDK on a Gemini channel (converted) ----

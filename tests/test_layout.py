@@ -18,7 +18,7 @@ TEST_FILES = {
     "Relay contract": ["test_providers.py"],
     "Router": ["test_router.py", "test_health.py"],
     "Wire formats": ["test_providers.py", "test_anthropic.py", "test_gemini.py", "test_responses.py"],
-    "Relay routes": ["test_relay.py"],
+    "Relay pipeline": ["test_relay.py"],
     "Log writer": ["test_log_writer.py"],
     "Admin API": ["test_admin_api.py", "test_admin_schema.py", "test_import.py"],
     "UI pages": ["test_ui.py", "test_ui_health.py", "test_ui_migrate.py", "test_ui_migrate_aiproxy.py",

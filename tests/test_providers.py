@@ -137,9 +137,9 @@ def test_types_without_a_native_adaptor_refuse_clearly():
 
 
 def _call(app, path: str, body: dict, headers: dict | None = None):
-    route = app.RELAY_ROUTES[path]
-    return app.parse_relay_call(_State(), path, route, json.dumps(body).encode(), "application/json",
-                                app.ADMIN_CALLER, "1", 0.0, headers)
+    incoming = app.Incoming(path, headers=headers or {}, request_id="1")
+    return app.parse_relay_call(_State(), incoming, app.RELAY_ROUTES[path], json.dumps(body).encode(),
+                                app.ADMIN_CALLER)
 
 
 class _State:

@@ -45,8 +45,8 @@ def _call(body: dict):
     class State:
         retry_times = 0
 
-    return app.parse_relay_call(State(), "/v1/responses", app.RELAY_ROUTES["/v1/responses"],
-                                json.dumps(body).encode(), "application/json", app.ADMIN_CALLER, "7", 0.0)
+    return app.parse_relay_call(State(), app.Incoming("/v1/responses", request_id="7"),
+                                app.RELAY_ROUTES["/v1/responses"], json.dumps(body).encode(), app.ADMIN_CALLER)
 
 
 # ---- the converters, as pure functions ----
