@@ -21,10 +21,13 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   2. Storage                3. Relay contract
-    4. Router                 5. Relay pipeline         6. Wire formats
-    7. Log writer             8. Admin API              9. UI pages
-    10. App assembly & CLI
+    1. Settings & app state    8. Google Gemini
+    2. Storage                 9. OpenAI Responses
+    3. Relay contract          10. Formats not served yet, and the registry
+    4. Router                  11. Log writer
+    5. Relay pipeline          12. Admin API
+    6. OpenAI & Azure          13. UI pages
+    7. Anthropic Messages      14. App assembly & CLI
 """
 
 from __future__ import annotations
@@ -2014,7 +2017,6 @@ class ChannelHealth:
 # order: relay() finds the route and checks the key; serve_call() parses the call and plans its channels;
 # answer_call() opens an upstream (failing over), then answers buffered or streamed; log_call() prices and logs.
 
-RELAY_PREFIXES = ("/v1/", "/v1beta/")  # Gateway sends these (and the bare /v1, /v1beta) to the relay
 TRAIL_ERROR_MAX = 300  # characters of an error kept in a log row's routing trail
 REASON_MAX = 255  # Channel.status_reason
 HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
@@ -2753,11 +2755,10 @@ async def answer_stored_response(state: AppState, incoming: Incoming, route: Rel
 ROUTE_HANDLERS = {"call": serve_call, "models": serve_model_list, "stored": answer_stored_response}
 
 
-# ==== 6. Wire formats: OpenAI, Azure, Anthropic, Gemini, Responses, and the ones not served yet =============
-
-
-
-# ---- OpenAI: the pass-through of the hot path ----
+# ==== 6. OpenAI & Azure: the wire format of the pivot itself ================================================
+# OpenAI's chat is the pivot, so the Adaptor and Dialect of the relay contract are OpenAI's already; what remains
+# is the hot path's pass-through stream (usage read only from the events that carry it) and Azure's deployment
+# URLs, which take OpenAI's bodies as they are.
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
@@ -2812,8 +2813,6 @@ class OpenAIPassthrough(StreamFilter):
         return sep.join(kept)
 
 
-ADAPTORS: dict[str, Adaptor] = {"openai": Adaptor()}
-DIALECTS: dict[str, Dialect] = {"openai": Dialect()}
 
 
 # ---- Azure OpenAI: OpenAI's bodies at deployment URLs ----
@@ -2857,11 +2856,7 @@ class AzureAdaptor(Adaptor):
         return f"{channel.base_url.rstrip('/')}/openai/models?api-version={version}", self.build_headers(channel)
 
 
-ADAPTORS["azure"] = AzureAdaptor(keep_dots=False)
-ADAPTORS["azure2"] = AzureAdaptor(keep_dots=True)
-
-
-# ---- Anthropic Messages: the upstream of type 14, and the client door /v1/messages ----
+# ==== 7. Anthropic Messages: the upstream of type 14, and the client door /v1/messages ======================
 # docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
 # openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
 # the pivot's prompt_tokens counts them all.
@@ -3187,7 +3182,6 @@ class AnthropicAdaptor(Adaptor):
         return read_anthropic_error(status, body)
 
 
-ADAPTORS["anthropic"] = AnthropicAdaptor()
 
 
 # -- Anthropic → pivot (an Anthropic client, e.g. Claude Code, on any channel) --
@@ -3407,10 +3401,7 @@ class AnthropicDialect(Dialect):
         return orjson.dumps({"input_tokens": estimate_tokens(len(orjson.dumps(counted)))})
 
 
-DIALECTS["anthropic"] = AnthropicDialect()
-
-
-# ---- Google Gemini: the upstream of type 24, and the client doors /v1beta/models/{model}:… and /v1/models/… ----
+# ==== 8. Google Gemini: the upstream of type 24, and the doors /v1beta/models/{model}:… and /v1/models/… ====
 # ai.google.dev/api: generateContent, streamGenerateContent (each SSE event a whole response), countTokens,
 # embedContent and batchEmbedContents; field names are camelCase. Gemini has no tool call ids: a functionResponse
 # answers the earlier functionCall of its name, so ids are invented on the way out and matched by name and order
@@ -3849,7 +3840,6 @@ class GeminiAdaptor(Adaptor):
         return read_gemini_error(status, body)
 
 
-ADAPTORS["gemini"] = GeminiAdaptor()
 
 
 # -- Gemini → pivot (a Gemini client, e.g. Gemini CLI or google-genai, on any channel) --
@@ -4125,16 +4115,12 @@ class GeminiDialect(Dialect):
         return orjson.dumps({"totalTokens": estimate_tokens(len(orjson.dumps(counted)))})
 
 
-DIALECTS["gemini"] = GeminiDialect()
-
-
-# ---- OpenAI Responses: the client door /v1/responses (Codex, the openai SDK), on every channel ----
+# ==== 9. OpenAI Responses: the client door /v1/responses (Codex, the openai SDK), on every channel ==========
 # developers.openai.com: the Responses API and its streaming events, which the SDKs parse strictly (one
 # response id throughout, each item added before its deltas and done before response.completed). A provider row
 # with "nativeFormats": ["responses"] (OpenAI itself) gets the request as it is; every other channel through the
-# pivot. Answers are stored (unless `store: false`; section 5), so `previous_response_id` replays the turns
+# pivot. Answers are stored (unless `store: false`; section 5's stored responses), so `previous_response_id` replays the turns
 # before it: upstream, unless that channel itself answered the previous turn and so knows it.
-
 
 @dataclass
 class ResponsesTurn:
@@ -4549,7 +4535,6 @@ class OpenAIResponsesAdaptor(Adaptor):
         return ResponsesPassthrough(call, channel)
 
 
-ADAPTORS["openai+responses"] = OpenAIResponsesAdaptor()
 
 
 class ResponsesDialect(Dialect):
@@ -4618,10 +4603,11 @@ class ResponsesDialect(Dialect):
         return out
 
 
-DIALECTS["responses"] = ResponsesDialect()
-
-
-# ---- formats not implemented yet: a clear refusal, never a silent OpenAI request ----
+# ==== 10. Formats not served yet, and the registry ==========================================================
+# A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
+# never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
+# relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
+# format item by item. Last, the catalog: assets/providers.json, each row's adaptor checked against FORMATS.
 
 class UnsupportedAdaptor(Adaptor):
     """A provider type whose native API this file does not speak yet: every call and test says so."""
@@ -4636,16 +4622,66 @@ class UnsupportedAdaptor(Adaptor):
                           "channel_type_not_supported", "aiproxy_error")
 
 
-_NOT_YET = {
-    "aws": UnsupportedAdaptor("AWS Bedrock"),
-    "vertexai": UnsupportedAdaptor("Google Vertex AI"),
-    "baidu": UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)"),
-    "coze": UnsupportedAdaptor("Coze"),
-    "doubao-audio": UnsupportedAdaptor("Doubao speech"),
-    "doc2x": UnsupportedAdaptor("Doc2X"),
+@dataclass(frozen=True)
+class WireFormat:
+    """One wire format: its channel side (an Adaptor, for the providers.json rows whose "adaptor" names it) and
+    its client side (a Dialect: paths, error shape, model-list shape), or one of the two."""
+
+    adaptor: Adaptor | None = None
+    dialect: Dialect | None = None
+
+
+#: One row per wire format, like bottle's server_names: a new format is its section, its row here, its test file.
+#: A row's name is what providers.json's "adaptor" says; "<adaptor>+<format>" is an upstream that also speaks a
+#: client format natively (its "nativeFormats", e.g. OpenAI's own Responses API).
+FORMATS: dict[str, WireFormat] = {
+    "openai": WireFormat(Adaptor(), Dialect()),
+    "azure": WireFormat(AzureAdaptor(keep_dots=False)),
+    "azure2": WireFormat(AzureAdaptor(keep_dots=True)),
+    "anthropic": WireFormat(AnthropicAdaptor(), AnthropicDialect()),
+    "gemini": WireFormat(GeminiAdaptor(), GeminiDialect()),
+    "openai+responses": WireFormat(OpenAIResponsesAdaptor(), ResponsesDialect()),
+    "aws": WireFormat(UnsupportedAdaptor("AWS Bedrock")),
+    "vertexai": WireFormat(UnsupportedAdaptor("Google Vertex AI")),
+    "baidu": WireFormat(UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)")),
+    "coze": WireFormat(UnsupportedAdaptor("Coze")),
+    "doubao-audio": WireFormat(UnsupportedAdaptor("Doubao speech")),
+    "doc2x": WireFormat(UnsupportedAdaptor("Doc2X")),
 }
-# a format whose sub-banner above registers its own Adaptor keeps it: this table needs no edit then
-ADAPTORS.update({name: adaptor for name, adaptor in _NOT_YET.items() if name not in ADAPTORS})
+ADAPTORS: dict[str, Adaptor] = {name: f.adaptor for name, f in FORMATS.items() if f.adaptor is not None}
+DIALECTS: dict[str, Dialect] = {f.dialect.format: f.dialect for f in FORMATS.values() if f.dialect is not None}
+
+#: exact POST path → route, from every dialect
+RELAY_ROUTES: dict[str, RelayRoute] = {path: route for d in DIALECTS.values() for path, route in d.routes()}
+MATCH_ORDER = tuple(sorted(DIALECTS.values(), key=lambda d: d.format == "openai"))  # find_route asks in this order
+#: the roots of every dialect's paths (/v1, /v1beta): the gateway hands what is under them to the relay
+RELAY_ROOTS = frozenset(p for d in DIALECTS.values() for p in d.prefixes
+                        if not any(p.startswith(q + "/") for e in DIALECTS.values() for q in e.prefixes))
+_RELAY_PREFIXES = tuple(root + "/" for root in sorted(RELAY_ROOTS))
+
+
+def is_relay_path(path: str) -> bool:
+    """hot path: whether the relay answers this path (or a dialect's error shape says it does not exist)."""
+    return path.startswith(_RELAY_PREFIXES) or path in RELAY_ROOTS
+
+
+def find_route(incoming: Incoming) -> RelayRoute | None:
+    """hot path: one dict lookup for the fixed paths; any other request asks each dialect, OpenAI's last (its
+    shapes are the default of /v1)."""
+    route = RELAY_ROUTES.get(incoming.path) if incoming.method == "POST" else None
+    if route is None:
+        route = next((r for d in MATCH_ORDER if (r := d.match(incoming)) is not None), None)
+    return route
+
+
+def dialect_for_path(path: str) -> Dialect:
+    """Whose error shape a path gets when no route matches: the dialect with the longest matching prefix."""
+    best, length = DIALECTS["openai"], 0
+    for dialect in DIALECTS.values():
+        for prefix in dialect.prefixes:
+            if path.startswith(prefix) and len(prefix) > length:
+                best, length = dialect, len(prefix)
+    return best
 
 
 def adaptor_for(provider: Provider | None) -> Adaptor:
@@ -4678,31 +4714,7 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
     return catalog
 
 
-#: exact POST path → route, gathered from every dialect registered in section 3
-RELAY_ROUTES: dict[str, RelayRoute] = {path: route for d in DIALECTS.values() for path, route in d.routes()}
-MATCH_ORDER = tuple(sorted(DIALECTS.values(), key=lambda d: d.format == "openai"))  # find_route asks in this order
-
-
-def find_route(incoming: Incoming) -> RelayRoute | None:
-    """hot path: one dict lookup for the fixed paths; any other request asks each dialect, OpenAI's last (its
-    shapes are the default of /v1)."""
-    route = RELAY_ROUTES.get(incoming.path) if incoming.method == "POST" else None
-    if route is None:
-        route = next((r for d in MATCH_ORDER if (r := d.match(incoming)) is not None), None)
-    return route
-
-
-def dialect_for_path(path: str) -> Dialect:
-    """Whose error shape a path gets when no route matches: the dialect with the longest matching prefix."""
-    best, length = DIALECTS["openai"], 0
-    for dialect in DIALECTS.values():
-        for prefix in dialect.prefixes:
-            if path.startswith(prefix) and len(prefix) > length:
-                best, length = dialect, len(prefix)
-    return best
-
-
-# ==== 7. Log writer =========================================================================================
+# ==== 11. Log writer ========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -5169,7 +5181,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
 
-# ==== 8. Admin API: aiproxy's /api contract =================================================================
+# ==== 12. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -6995,7 +7007,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 9. UI pages ===========================================================================================
+# ==== 13. UI pages ==========================================================================================
 # NiceGUI pages that call section 7's functions directly, never this app's own HTTP. nicegui is imported only by
 # mount_ui(), so `--no-ui` runs without it (bench/ measures the API-only memory). Strings: assets/i18n.json.
 
@@ -9485,7 +9497,7 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
                 favicon="🔀")
 
 
-# ==== 10. App assembly & CLI ================================================================================
+# ==== 14. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
@@ -9560,7 +9572,7 @@ class Gateway:
                 return await self._refuse_host(scope, receive, send, _host_name(host))
         if scope["type"] == "http":
             path = scope["path"]
-            if path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
+            if is_relay_path(path):
                 if origin is not None:  # a browser: any origin may call with a key (no cookie is ever read)
                     if scope["method"] == "OPTIONS":
                         return await _answer_preflight(send, _preflight_headers(b"*", b"GET, POST, OPTIONS", scope))
@@ -9607,7 +9619,7 @@ class Gateway:
         path = scope["path"]
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
-        elif path.startswith(RELAY_PREFIXES) or path in ("/v1", "/v1beta"):
+        elif is_relay_path(path):
             error = RelayError(403, message, "host_not_allowed", "permission_error")
             await send_bytes(send, 403, dialect_for_path(path).error_body(error), "application/json", "")
         elif path.startswith("/api"):
