@@ -1059,8 +1059,46 @@ class Provider:
     key_help: str
     readme: str
     models: tuple[tuple[str, str], ...]  # (model, kind)
+    key_format: tuple[str, ...] = ()  # the forms a composite key takes ("key|api_version?"); () for a plain key
     display: dict[str, str] = field(default_factory=dict, compare=False)  # the UI's name per language (en, zh)
     help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
+
+
+#: parts of a composite key that say where or which, never who: shown and logged as they are
+PUBLIC_KEY_PARTS = frozenset({"api_version", "region", "project_id", "group_id", "user_id", "app_id"})
+_REGION = re.compile(r"[a-z]+(-[a-z0-9]+)*")  # us-east-1, us-central1, global; never an access key
+
+
+def split_key(key: str, key_format: Iterable[str]) -> dict[str, str]:
+    """A channel key's named parts by its provider's "keyFormat" (assets/providers.json), the one place a composite
+    key is read: by the adaptors, the key scrubbing and the importer alike. Each form names its parts
+    ("region|ak|sk|session_token?", `?` marking an optional one); the first form the key fits is used. A `region`
+    reads as one (lower case), and only a part named `adc` (a service account's JSON key) is a JSON object and may
+    hold a `|`. A key that fits no form is one part, `key`."""
+    return _fit_key(key.strip(), key_format) or {"key": key.strip()}
+
+
+def _fit_key(key: str, key_format: Iterable[str]) -> dict[str, str] | None:
+    for form in key_format:
+        names = [name.rstrip("?") for name in form.split("|")]
+        parts = [part.strip() for part in key.split("|", len(names) - 1)]
+        required = sum(not name.endswith("?") for name in form.split("|"))
+        named = dict(zip(names, parts))
+        if (required <= len(parts) <= len(names) and ("|" not in parts[-1] or names[len(parts) - 1] == "adc")
+                and all(value.startswith("{") == (name == "adc") for name, value in named.items())
+                and all(_REGION.fullmatch(value) for name, value in named.items() if name == "region")):
+            return named
+    return None
+
+
+def missing_key_parts(key: str, key_format: Iterable[str]) -> list[str]:
+    """What a key that fits no form of its keyFormat lacks ([] when it fits): the where-and-which parts of the
+    shortest form (a key given alone is its secret), else every part that form needs."""
+    forms = list(key_format)
+    if not forms or _fit_key(key.strip(), forms) is not None:
+        return []
+    required = [name for name in min((form.split("|") for form in forms), key=len) if not name.endswith("?")]
+    return [name for name in required if name in PUBLIC_KEY_PARTS] or required
 
 
 def catalog_model_kinds(catalog: dict[int, Provider]) -> dict[str, str]:
@@ -1204,6 +1242,7 @@ class ChannelRoute:
     status_reason: str = ""
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
+    key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.mapping
@@ -1766,6 +1805,7 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
     status = ch.get("status", STATUS_ENABLED)
     models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
     key = ch["key"].strip()
+    key_format = provider.key_format if provider else ()
     return ChannelRoute(
         id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
         proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
@@ -1773,7 +1813,8 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
         enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
         status_reason=ch.get("status_reason") or "",
         test_model=(models or sorted(mapping) or [""])[0],
-        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key)),
+        key_parts=split_key(key, key_format),
+        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key, key_format)),
     )
 
 
@@ -1872,25 +1913,26 @@ def should_retry(status: int, error: RelayError | None = None) -> bool:
 # what these decide (a channel to disable). Cool-downs and counts are per instance; an auto-disable is a channel
 # status, which every instance on the database sees (issue 9).
 
-SECRET_MIN = 8  # a shorter part of a composite key (a region, a flag) is no secret, and masking it garbles text
-_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")  # Azure's `key|api-version`: not a secret
+SECRET_MIN = 8  # a shorter part of a composite key (a flag) is no secret, and masking it garbles text
 
 
-def key_secrets(key: str) -> list[str]:
+def key_secrets(key: str, key_format: Iterable[str] = ()) -> list[str]:
     """The parts of a channel key that must never leave the gateway: the whole key, each part of a composite one
-    (`key|api-version`, AWS's `ak|sk|region`) and a JSON key's secret fields (Vertex AI's private key); longest
-    first, so that a part inside another is masked after it."""
+    but those its keyFormat names public (an api_version, a region), and a JSON part's secret fields (Vertex AI's
+    private key); longest first, so that a part inside another is masked after it."""
+    public = {v for name, v in split_key(key, key_format).items() if name in PUBLIC_KEY_PARTS}
     parts = {key, *key.split("|")}
-    if key.startswith("{"):
-        try:
-            fields = json.loads(key)
-        except ValueError:
-            fields = None
-        if isinstance(fields, dict):
-            parts |= {v for k, v in fields.items() if isinstance(v, str)
-                      and any(word in k.lower() for word in ("key", "secret", "token"))}
-    kept = {p.strip() for p in parts} - {""}
-    return sorted((p for p in kept if len(p) >= SECRET_MIN and not _API_VERSION.fullmatch(p)), key=len, reverse=True)
+    for part in list(parts):
+        if part.strip().startswith("{"):
+            try:
+                fields = json.loads(part)
+            except ValueError:
+                fields = None
+            if isinstance(fields, dict):
+                parts |= {v for k, v in fields.items() if isinstance(v, str)
+                          and any(word in k.lower() for word in ("key", "secret", "token"))}
+    kept = {p.strip() for p in parts} - {""} - public
+    return sorted((p for p in kept if len(p) >= SECRET_MIN), key=len, reverse=True)
 
 
 def retry_after_seconds(value: str, now: float) -> float | None:
@@ -2817,13 +2859,11 @@ class OpenAIPassthrough(StreamFilter):
 
 # ---- Azure OpenAI: OpenAI's bodies at deployment URLs ----
 
-AZURE_API_VERSION = "2025-04-01-preview"  # aiproxy's default when the key names none
+AZURE_API_VERSION = "2025-04-01-preview"  # aiproxy's default when the key names none (keyFormat key|api_version?)
 
 
-def azure_key(key: str) -> tuple[str, str]:
-    """Our Azure key format is `key` or `key|api-version`."""
-    secret, _, version = key.partition("|")
-    return secret.strip(), version.strip() or AZURE_API_VERSION
+def azure_api_version(channel: ChannelRoute) -> str:
+    return urllib.parse.quote(channel.key_parts.get("api_version") or AZURE_API_VERSION)
 
 
 class AzureAdaptor(Adaptor):
@@ -2846,14 +2886,14 @@ class AzureAdaptor(Adaptor):
         path = call.upstream_path if self.speaks(call) else OPENAI_PATHS[call.op]
         deployment = urllib.parse.quote(self.deployment(channel, call.model), safe="")
         return (f"{channel.base_url.rstrip('/')}/openai/deployments/{deployment}{path}"
-                f"?api-version={urllib.parse.quote(azure_key(channel.key)[1])}")
+                f"?api-version={azure_api_version(channel)}")
 
     def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
-        return {"api-key": azure_key(channel.key)[0]}
+        return {"api-key": channel.key_parts.get("key", channel.key)}
 
     def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
-        version = urllib.parse.quote(azure_key(channel.key)[1])
-        return f"{channel.base_url.rstrip('/')}/openai/models?api-version={version}", self.build_headers(channel)
+        return (f"{channel.base_url.rstrip('/')}/openai/models?api-version={azure_api_version(channel)}",
+                self.build_headers(channel))
 
 
 # ==== 7. Anthropic Messages: the upstream of type 14, and the client door /v1/messages ======================
@@ -4709,7 +4749,7 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
             models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
-            display=v.get("display", {}), help=v.get("help", {}),
+            key_format=tuple(v.get("keyFormat", ())), display=v.get("display", {}), help=v.get("help", {}),
         )
     return catalog
 
@@ -6378,54 +6418,65 @@ def oneapi_base_url(stored: Any, entry: dict[str, Any], version_path: str) -> st
     return base if entry.get("as_is") else _with_path(base, version_path)
 
 
-def _credentials(to: int, key: str, cfg: dict[str, Any], warnings: list[str]) -> list[str]:
-    """Keys in our adaptor's format (providers.json keyHelp), one per channel; composite secrets come from config."""
-    def need(what: str) -> None:
-        warnings.append(f"{what} missing in the source; complete the key before use")
+#: where one-api's channel config holds a key part under another name than ours
+_CONFIG_KEY_PARTS = {"adc": "vertex_ai_adc"}
 
-    region_like = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
-    if to == 33:  # aws: region|ak|sk (one-api keeps them in config; new-api/one-api UI: key AK|SK|Region)
-        if cfg.get("ak") and cfg.get("sk") and cfg.get("region"):
-            return [f"{cfg['region']}|{cfg['ak']}|{cfg['sk']}"]
-        keys = []
-        for k in _split_keys(key):
-            parts = k.split("|")
-            if len(parts) == 3 and not region_like.fullmatch(parts[0]):
-                k = f"{parts[2]}|{parts[0]}|{parts[1]}"
-            elif len(parts) == 2 and not region_like.fullmatch(parts[0]):
-                k = f"{parts[1]}|{parts[0]}"  # new-api API-key mode: APIKey|Region
-            elif len(parts) == 1:
-                need("AWS region/access key/secret")
-            keys.append(k)
-        return keys
-    if to == 42:  # vertex: region|adcJSON
-        region = cfg.get("region", "")
-        if cfg.get("vertex_ai_adc"):
-            if not region:
-                need("Vertex AI region")
-            return [f"{region}|{cfg['vertex_ai_adc']}" if region else cfg["vertex_ai_adc"]]
-        keys = []
-        for k in _split_keys(key):
-            parts = k.split("|", 2)
-            if len(parts) == 3:  # one-api UI form region|project|adc; the ADC names its project
-                k = f"{parts[0]}|{parts[2]}"
-            elif len(parts) == 1 and region:
-                k = f"{region}|{k}"
-            elif len(parts) == 1:
-                need("Vertex AI region")
-            keys.append(k)
-        return keys
-    keys = _split_keys(key)
-    if to == 3 and cfg.get("api_version"):  # azure: key|api-version
-        keys = [k if "|" in k else f"{k}|{cfg['api_version']}" for k in keys]
-    elif to == 34:  # coze: token|user_id
-        if cfg.get("user_id"):
-            keys = [k if "|" in k else f"{k}|{cfg['user_id']}" for k in keys]
-        elif any("|" not in k for k in keys):
-            need("Coze user id")
-    elif to == 18:  # spark websocket APPID|APISecret|APIKey -> HTTP API APIKey:APISecret
-        keys = [f"{k.split('|')[2]}:{k.split('|')[1]}" if k.count("|") == 2 else k for k in keys]
+
+def _credentials(provider: Provider, entry: dict[str, Any], key: str, cfg: dict[str, Any],
+                 warnings: list[str]) -> list[str]:
+    """Keys in our provider's keyFormat (split_key), one per channel: the config's parts when it holds a whole
+    key; else each key line, read by the source's own layout (the type's keyLayouts) when it fits none of ours,
+    and completed with the parts the config holds by name (an api_version, a user_id, a region). A key that
+    still fits no form gets a warning naming what is missing."""
+    forms, layouts = provider.key_format, entry.get("keyLayouts", ())
+    whole = _join_key({n: str(cfg[c]) for n in _part_names(forms) if cfg.get(c := _CONFIG_KEY_PARTS.get(n, n))},
+                      forms, complete=True)
+    from_config = [cfg[c] for n in _part_names(forms) if n in _CONFIG_KEY_PARTS and cfg.get(c := _CONFIG_KEY_PARTS[n])]
+    lines = [whole] if whole else (_split_keys(key) or from_config)
+    keys = []
+    for line in lines:
+        source = _fit_key(line, layouts)
+        if source is not None and (not forms or _fit_key(line, forms) is None):
+            line = entry["keyTemplate"].format(**source) if entry.get("keyTemplate") else _join_key(source, forms)
+        keys.append(_complete_key(line, forms, cfg) or line)
+    missing = list(dict.fromkeys(part for k in keys for part in missing_key_parts(k, forms)))
+    if missing:
+        title = ADAPTORS[provider.adaptor].title if provider.adaptor != "openai" else provider.name
+        warnings.append(f"{title} {' and '.join(m.replace('_', ' ') for m in missing)} missing in the source; "
+                        "complete the key before use")
     return keys
+
+
+def _part_names(forms: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(name.rstrip("?") for form in forms for name in form.split("|")))
+
+
+def _join_key(parts: dict[str, str], forms: Iterable[str], complete: bool = False) -> str:
+    """Named parts as a key of the first form whose required parts they all hold (with its optional ones where
+    given); else, unless `complete` is asked for ("" then), the parts as they come."""
+    for form in forms:
+        names = form.split("|")
+        if all(name.rstrip("?") in parts for name in names if not name.endswith("?")):
+            return "|".join(parts[name.rstrip("?")] for name in names if name.rstrip("?") in parts)
+    return "" if complete else "|".join(parts.values())
+
+
+def _complete_key(key: str, forms: Iterable[str], cfg: dict[str, Any]) -> str:
+    """`key` with the parts of a form it lacks taken from the config by name, the key being that form's first
+    or last parts; "" when no form can be completed so."""
+    have = [part for part in key.split("|") if part]
+    fits = bool(key) and _fit_key(key, forms) is not None  # then only its optional last parts may be added
+    for form in forms:
+        names = form.split("|")
+        for lacking, last in ((names[len(have):], True), (names[:len(names) - len(have)], False)):
+            if fits and not (last and all(name.endswith("?") for name in lacking)):
+                continue
+            given = [str(cfg.get(_CONFIG_KEY_PARTS.get(n.rstrip("?"), n.rstrip("?")), "")) for n in lacking]
+            given = [g for g in given if g] if last else given  # trailing optional parts may stay away
+            candidate = "|".join(have + given if last else given + have)
+            if all(given) and candidate != key and _fit_key(candidate, [form]) is not None:
+                return candidate
+    return ""
 
 
 def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
@@ -6475,7 +6526,7 @@ def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
     for column in ("param_override", "header_override", "status_code_mapping"):
         if str(row.get(column) or "").strip() not in ("", "{}"):
             warnings.append(f"{column} was not imported (not supported)")
-    keys = _credentials(to, key, cfg, warnings)
+    keys = _credentials(provider, entry, key, cfg, warnings)
     if not keys:
         out.reason = "the channel has no key"
         return out

@@ -31,8 +31,8 @@ HEALTH_ENV = {"AUTO_DISABLE_AFTER": "3", "CHANNEL_RETEST_INTERVAL": "0", "CHANNE
 
 # ---- the decisions, as pure functions ----
 
-def route(id: int, priority: int = 0, key: str = "k") -> app.ChannelRoute:
-    return app.channel_route({"id": id, "name": f"c{id}", "type": 1, "key": key, "base_url": "", "models": ["m"],
+def route(id: int, priority: int = 0, key: str = "k", type_: int = 1) -> app.ChannelRoute:
+    return app.channel_route({"id": id, "name": f"c{id}", "type": type_, "key": key, "base_url": "", "models": ["m"],
                               "model_mapping": {}, "priority": priority, "weight": 1, "status": 1},
                              app.load_catalog())
 
@@ -130,14 +130,17 @@ def test_retry_after_in_seconds_or_as_a_date():
 
 
 def test_every_part_of_a_composite_key_is_scrubbed():
-    azure = route(1, key="azure-secret-1234567890|2024-10-21")
+    azure = route(1, key="azure-secret-1234567890|2024-10-21", type_=3)  # keyFormat key|api_version?: public
     said = b"key azure-secret-1234567890 and version 2024-10-21"
     assert azure.scrub(said) == b"key az\xe2\x80\xa690 and version 2024-10-21"
-    aws = route(2, key="AKIAEXAMPLE123|wJalrXUtnFEMIK7MDENG|us-east-1")
-    text = aws.scrub_text("signature of wJalrXUtnFEMIK7MDENG for AKIAEXAMPLE123")
-    assert text == "signature of wJ…NG for AK…23"
-    vertex = route(3, key='{"type": "service_account", "private_key_id": "abcdef0123456789", "project_id": "p"}')
+    aws = route(2, key="us-east-1|AKIAEXAMPLE123|wJalrXUtnFEMIK7MDENG", type_=33)
+    text = aws.scrub_text("signature of wJalrXUtnFEMIK7MDENG for AKIAEXAMPLE123 in us-east-1")
+    assert text == "signature of wJ…NG for AK…23 in us-east-1"
+    adc = '{"type": "service_account", "private_key_id": "abcdef0123456789", "project_id": "p"}'
+    vertex = route(3, key=f"us-central1|{adc}", type_=42)
     assert vertex.scrub(b"key abcdef0123456789 unknown") == b"key ab\xe2\x80\xa689 unknown"
+    # an unknown layout keeps every part secret, a version-looking one too: only a keyFormat makes a part public
+    assert route(4, key="azure-secret-1234567890|2024-10-21").scrub(b"2024-10-21") == b"20\xe2\x80\xa621"
 
 
 # ---- over HTTP: the app, the SDKs, and a switchable upstream ----

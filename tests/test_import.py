@@ -95,7 +95,7 @@ def test_type_table_targets_exist_and_match_the_catalog(types: dict[str, Any], c
     for flavour in ("oneapi", "newapi"):
         for number, e in types[flavour].items():
             assert ("skip" in e) != ("to" in e), (flavour, number)
-            assert set(e) <= {"name", "to", "host", "compat", "as_is", "default_base", "pipe_to", "skip", "note",
+            assert set(e) <= {"name", "to", "host", "compat", "as_is", "default_base", "pipe_to", "skip", "note", "keyLayouts", "keyTemplate",
                               "other"}, (flavour, number)
 
 
