@@ -974,6 +974,42 @@ def copy_database(source_dsn: str, target_dsn: str) -> dict[str, int]:
         target.dispose()
 
 
+# ---- options: what the admin API may store, within bounds ----
+
+#: What the admin API may change, with bounds (issue 10: `retry_times = 2**64` once stuck and broke GET /api/option/
+#: for good, and `log_retention_days = 1e17` silently stopped log retention).
+OPTION_BOUNDS: dict[str, tuple[int, int]] = {"retry_times": (0, 10), "log_retention_days": (0, 3650),
+                                             "auto_disable_after": (0, 100), "channel_retest_interval": (0, 86400)}
+
+
+def option_value(key: str, value: Any) -> int:
+    """An option's value as its whole number, or ValueError saying why not."""
+    if key not in OPTION_BOUNDS:
+        raise ValueError(f"unknown option {key[:64]!r}; editable: {', '.join(OPTION_BOUNDS)}")
+    low, high = OPTION_BOUNDS[key]
+    number = value.strip() if isinstance(value, str) else value
+    if isinstance(number, str) and re.fullmatch(r"-?[0-9]{1,19}", number):
+        number = int(number)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ValueError(f"{key} must be a whole number from {low} to {high}")
+    return number
+
+
+def valid_options(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored options this version can use: a value out of bounds (saved by an older version) is left out, so
+    the setting's default applies, and the log says so."""
+    out = dict(stored)
+    for key in OPTION_BOUNDS.keys() & stored.keys():
+        try:
+            out[key] = option_value(key, stored[key])
+        except ValueError as exc:
+            logger.warning("ignoring the stored option %s=%.40r, the default applies: %s", key, stored[key], exc)
+            del out[key]
+    return out
+
+
 # ==== 3. Relay contract: the nouns the router, the pipeline and every wire format share =====================
 # A provider is a row in assets/providers.json; its "adaptor" names the wire format its upstream speaks. A client's
 # path names the format the client speaks: its Dialect. When both are one format the bytes pass through (only the
@@ -6089,38 +6125,6 @@ def api_dashboard_v2(channel: QueryId = None, model: str = "", start_timestamp: 
 
 # ---- options ----
 
-#: What the admin API may change, with bounds (issue 10: `retry_times = 2**64` once stuck and broke GET /api/option/
-#: for good, and `log_retention_days = 1e17` silently stopped log retention).
-OPTION_BOUNDS: dict[str, tuple[int, int]] = {"retry_times": (0, 10), "log_retention_days": (0, 3650),
-                                             "auto_disable_after": (0, 100), "channel_retest_interval": (0, 86400)}
-
-
-def option_value(key: str, value: Any) -> int:
-    """An option's value as its whole number, or ValueError saying why not."""
-    if key not in OPTION_BOUNDS:
-        raise ValueError(f"unknown option {key[:64]!r}; editable: {', '.join(OPTION_BOUNDS)}")
-    low, high = OPTION_BOUNDS[key]
-    number = value.strip() if isinstance(value, str) else value
-    if isinstance(number, str) and re.fullmatch(r"-?[0-9]{1,19}", number):
-        number = int(number)
-    if isinstance(number, float) and number.is_integer():
-        number = int(number)
-    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-        raise ValueError(f"{key} must be a whole number from {low} to {high}")
-    return number
-
-
-def valid_options(stored: dict[str, Any]) -> dict[str, Any]:
-    """The stored options this version can use: a value out of bounds (saved by an older version) is left out, so
-    the setting's default applies, and the log says so."""
-    out = dict(stored)
-    for key in OPTION_BOUNDS.keys() & stored.keys():
-        try:
-            out[key] = option_value(key, stored[key])
-        except ValueError as exc:
-            logger.warning("ignoring the stored option %s=%.40r, the default applies: %s", key, stored[key], exc)
-            del out[key]
-    return out
 
 
 def set_option(state: AppState, key: str, value: Any) -> Any:
