@@ -21,13 +21,14 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state    8. Google Gemini
-    2. Storage                 9. OpenAI Responses
-    3. Relay contract          10. Formats not served yet, and the registry
-    4. Router                  11. Log writer
-    5. Relay pipeline          12. Admin API
-    6. OpenAI & Azure          13. UI pages
-    7. Anthropic Messages      14. App assembly & CLI
+    1. Settings & app state   9. OpenAI Responses
+    2. Storage                10. Formats not served yet, and the registry
+    3. Relay contract         11. Log writer
+    4. Router                 12. Admin API
+    5. Relay pipeline         13. Import
+    6. OpenAI & Azure         14. UI pages
+    7. Anthropic Messages     15. App assembly & CLI
+    8. Google Gemini
 """
 
 from __future__ import annotations
@@ -6178,7 +6179,62 @@ def api_admin_key_rotate(state: AppState = Depends(require_admin)) -> JSONRespon
     return api_ok({"key": key, "kept_after_restart": not state.settings.admin_key})
 
 
-# ---- import: OneAPI, new-api and labring/aiproxy ----
+# ---- fetch models from upstream (the channel dialog diffs them against the channel's list) ----
+
+UPSTREAM_MODELS_TIMEOUT_S = 20
+
+
+async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
+    """The model ids a channel's provider lists (`GET <base_url>/models` for OpenAI's format)."""
+    route = preview_route(state, data)
+    url, headers = route.adaptor.models_request(route)
+    try:
+        async with state.http.get(url, headers=headers,
+                                  timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
+            status, body = resp.status, await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
+    if status != 200:  # the provider may quote the key back: scrubbed, like every upstream answer
+        raise ApiError(f"the provider answered HTTP {status} to its model list: "
+                       f"{route.scrub_text(body.decode('utf-8', 'replace'))[:300]}", 502)
+    try:
+        return sorted(set(route.adaptor.models_from(orjson.loads(body))))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ApiError(f"the provider's model list is not in {route.adaptor.title}'s shape", 502) from None
+
+
+@admin_router.post("/channel/upstream-models")
+async def api_channel_upstream_models(body: ChannelIn, state: AppState = Depends(require_admin)) -> JSONResponse:
+    return api_ok(await fetch_upstream_models(state, body))
+
+
+# ---- the admin API's OpenAPI schema, with its bounds (schemathesis tests the app against it) ----
+
+@functools.cache
+def admin_openapi() -> dict[str, Any]:
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title="aiproxy-local admin API", version=__version__, routes=[
+        *public_router.routes, *admin_router.routes],
+        description="labring/aiproxy's /api contract. Send the admin key as `Authorization: Bearer <key>`. "
+                    "Every answer is {success, message?, data?}; a bad input is a 400 with a message.")
+    public = {route.path for route in public_router.routes}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            operation["responses"].pop("422", None)  # FastAPI's own shape; ours is the 400 envelope ("default")
+            operation["security"] = [] if path in public else [{"adminKey": []}]
+    schema.setdefault("components", {})["securitySchemes"] = {"adminKey": {"type": "http", "scheme": "bearer"}}
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    return schema
+
+
+@admin_router.get("/openapi.json", include_in_schema=False)
+def api_openapi() -> JSONResponse:
+    return _OrjsonResponse(admin_openapi())
+
+
+# ==== 13. Import: OneAPI, new-api, labring/aiproxy ==========================================================
 # Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
 # config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
 # read_source() is the only code that talks to the source, import_source() the only one that writes. Type
@@ -7007,62 +7063,7 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ---- fetch models from upstream (the channel dialog diffs them against the channel's list) ----
-
-UPSTREAM_MODELS_TIMEOUT_S = 20
-
-
-async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
-    """The model ids a channel's provider lists (`GET <base_url>/models` for OpenAI's format)."""
-    route = preview_route(state, data)
-    url, headers = route.adaptor.models_request(route)
-    try:
-        async with state.http.get(url, headers=headers,
-                                  timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
-            status, body = resp.status, await resp.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
-    if status != 200:  # the provider may quote the key back: scrubbed, like every upstream answer
-        raise ApiError(f"the provider answered HTTP {status} to its model list: "
-                       f"{route.scrub_text(body.decode('utf-8', 'replace'))[:300]}", 502)
-    try:
-        return sorted(set(route.adaptor.models_from(orjson.loads(body))))
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise ApiError(f"the provider's model list is not in {route.adaptor.title}'s shape", 502) from None
-
-
-@admin_router.post("/channel/upstream-models")
-async def api_channel_upstream_models(body: ChannelIn, state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(await fetch_upstream_models(state, body))
-
-
-# ---- the admin API's OpenAPI schema, with its bounds (schemathesis tests the app against it) ----
-
-@functools.cache
-def admin_openapi() -> dict[str, Any]:
-    from fastapi.openapi.utils import get_openapi
-
-    schema = get_openapi(title="aiproxy-local admin API", version=__version__, routes=[
-        *public_router.routes, *admin_router.routes],
-        description="labring/aiproxy's /api contract. Send the admin key as `Authorization: Bearer <key>`. "
-                    "Every answer is {success, message?, data?}; a bad input is a 400 with a message.")
-    public = {route.path for route in public_router.routes}
-    for path, operations in schema["paths"].items():
-        for operation in operations.values():
-            operation["responses"].pop("422", None)  # FastAPI's own shape; ours is the 400 envelope ("default")
-            operation["security"] = [] if path in public else [{"adminKey": []}]
-    schema.setdefault("components", {})["securitySchemes"] = {"adminKey": {"type": "http", "scheme": "bearer"}}
-    schema["components"]["schemas"].pop("HTTPValidationError", None)
-    schema["components"]["schemas"].pop("ValidationError", None)
-    return schema
-
-
-@admin_router.get("/openapi.json", include_in_schema=False)
-def api_openapi() -> JSONResponse:
-    return _OrjsonResponse(admin_openapi())
-
-
-# ==== 13. UI pages ==========================================================================================
+# ==== 14. UI pages ==========================================================================================
 # NiceGUI pages that call section 7's functions directly, never this app's own HTTP. nicegui is imported only by
 # mount_ui(), so `--no-ui` runs without it (bench/ measures the API-only memory). Strings: assets/i18n.json.
 
@@ -9552,7 +9553,7 @@ def mount_ui(api: FastAPI, state: AppState) -> None:
                 favicon="🔀")
 
 
-# ==== 14. App assembly & CLI ================================================================================
+# ==== 15. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
