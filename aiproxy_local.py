@@ -21,14 +21,15 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   9. OpenAI Responses
-    2. Storage                10. Formats not served yet, and the registry
-    3. Relay contract         11. Log writer
-    4. Router                 12. Admin API
-    5. Relay pipeline         13. Import
-    6. OpenAI & Azure         14. UI pages
-    7. Anthropic Messages     15. App assembly & CLI
-    8. Google Gemini
+    1. Settings & app state   10. Formats not served yet, and the registry
+    2. Storage                11. Log writer
+    3. Relay contract         12. Admin API
+    4. Router                 13. Import
+    5. Relay pipeline         14. UI kit
+    6. OpenAI & Azure         15. UI pages
+    7. Anthropic Messages     16. Migrate wizard
+    8. Google Gemini          17. App assembly & CLI
+    9. OpenAI Responses
 """
 
 from __future__ import annotations
@@ -7063,9 +7064,10 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ==== 14. UI pages ==========================================================================================
-# NiceGUI pages that call section 7's functions directly, never this app's own HTTP. nicegui is imported only by
-# mount_ui(), so `--no-ui` runs without it (bench/ measures the API-only memory). Strings: assets/i18n.json.
+# ==== 14. UI kit: strings, session, layout, login, time ranges, table columns ===============================
+# What every page is built from. Pages call the admin API's functions (sections 12 and 13) directly, never this
+# app's own HTTP. nicegui is imported only by mount_ui(), so `--no-ui` runs without it (bench/ measures the
+# API-only memory). Strings: assets/i18n.json.
 
 ui: Any = None  # nicegui.ui, bound by mount_ui()
 ng: Any = None  # nicegui.app (per-browser storage), bound by mount_ui()
@@ -7689,6 +7691,9 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
                   on_click=switch_language).props("flat dense")
     return None
 
+
+# ==== 15. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 17, where the UI is mounted) lists them for the routes and the navigation.
 
 # ---- dashboard ----
 
@@ -8841,7 +8846,129 @@ def show_new_key(token: dict[str, Any]) -> None:
     dialog.open()
 
 
-# ---- migrate: the import wizard; each source it reads from is one row of MIGRATE_SOURCES ----
+# ---- settings ----
+
+
+def connect_snippet(origin: str, key: str) -> str:
+    """What FastGPT's .env and OpenAI-style apps need to reach this gateway."""
+    return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
+            f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
+
+
+class SettingsPage:
+    """How apps connect, the admin key, the gateway's options and the display timezone."""
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.user = state, ng.storage.user
+        self.origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
+        self.revealed = False
+        self._connect_card()
+        self._admin_key_card()
+        self._gateway_card()
+        self._display_card()
+
+    def snippet(self, real: bool) -> str:
+        return connect_snippet(self.origin, self.state.admin_key if real else mask_key(self.state.admin_key))
+
+    def _connect_card(self) -> None:
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.connect")).classes("text-lg font-semibold")
+            with ui.row().classes("items-center gap-2"):
+                ui.label(t("set.base_url")).classes("opacity-70")
+                ui.label(f"{self.origin}/v1").classes("font-mono font-medium").mark("base-url")
+                copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
+            # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
+            # own copy button copies what it shows)
+            with ui.column().classes("w-full gap-0 rounded code-block"):
+                with ui.row().classes("w-full items-center no-wrap px-3 pt-1"):
+                    ui.label(t("set.snippet")).classes("text-xs text-muted")
+                    ui.space()
+                    copy_button(lambda: self.snippet(True)).mark("copy-snippet")
+                self.code = ui.label(self.snippet(False)).classes(
+                    "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
+            ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+
+    def _admin_key_card(self) -> None:
+        state = self.state
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.admin_key")).classes("text-lg font-semibold")
+            with ui.row().classes("items-center gap-2 w-full"):
+                self.key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
+                self.reveal = ui.button(t("set.reveal"), icon="visibility", on_click=self.toggle_reveal).props(
+                    "flat dense")
+                copy_button(lambda: state.admin_key).mark("copy-admin-key")
+                ui.button(t("set.regenerate"), icon="autorenew", on_click=self.regenerate).props(
+                    "flat dense color=negative")
+            source = t("set.key_env") if state.settings.admin_key else t(
+                "set.key_file", path=str(state.settings.data_path / "admin_key"))
+            ui.label(source).classes("text-xs opacity-70")
+
+    def _gateway_card(self) -> None:
+        options, data = current_options(self.state), self.state.settings
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.gateway")).classes("text-lg font-semibold")
+            with ui.row().classes("items-start gap-6"):
+                self.retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10,
+                                         precision=0).props("outlined").classes("w-56").mark("retries")
+                self.retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
+                                           precision=0).props("outlined").classes("w-56").mark("retention")
+                ui.button(t("common.save"), icon="check", on_click=self.save_options).mark("save-options")
+            ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
+            db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
+                "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
+            with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
+                ui.label(t("set.data_dir")).classes("opacity-70")
+                ui.label(str(data.data_path)).classes("font-mono break-all")
+                ui.label(t("set.database")).classes("opacity-70")
+                ui.label(db).classes("font-mono break-all")
+
+    def _display_card(self) -> None:
+        from zoneinfo import available_timezones
+
+        user = self.user
+        with ui.card().classes("w-full gap-2"):
+            ui.label(t("set.display")).classes("text-lg font-semibold")
+            zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
+                     **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
+            ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
+                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes(
+                "w-full max-w-80")
+            ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
+
+    def set_tz(self, value: str) -> None:
+        self.user["tz"] = value or ""
+        ui.notify(t("set.saved"), type="positive")
+
+    def toggle_reveal(self) -> None:
+        self.revealed = not self.revealed
+        key = self.state.admin_key
+        self.key_label.text = key if self.revealed else mask_key(key)
+        self.code.text = self.snippet(self.revealed)
+        self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
+
+    def save_options(self) -> None:
+        try:
+            set_option(self.state, "retry_times", self.retries.value)
+            set_option(self.state, "log_retention_days", self.retention.value)
+        except ApiError as exc:
+            notify_error(exc)
+            return
+        ui.notify(t("set.saved"), type="positive")
+
+    async def regenerate(self) -> None:
+        state = self.state
+        details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
+        if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
+            return
+        new_key = rotate_admin_key(state)
+        self.user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
+        self.revealed = False
+        self.toggle_reveal()  # show the new key
+        ui.notify(t("set.regenerated"), type="positive", multi_line=True)
+
+
+# ==== 16. Migrate wizard: the UI of section 13's import =====================================================
+# Each source it reads from is one row of MIGRATE_SOURCES; section 13 does the reading and the writing.
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
@@ -9394,166 +9521,7 @@ class MigrateWizard:
         self.stepper.value = "source"
 
 
-# ---- settings ----
-
-
-def connect_snippet(origin: str, key: str) -> str:
-    """What FastGPT's .env and OpenAI-style apps need to reach this gateway."""
-    return (f"# FastGPT (.env or docker-compose)\nAIPROXY_API_ENDPOINT={origin}\nAIPROXY_API_TOKEN={key}\n\n"
-            f"# OpenAI-compatible apps and SDKs\nOPENAI_BASE_URL={origin}/v1\nOPENAI_API_KEY={key}")
-
-
-class SettingsPage:
-    """How apps connect, the admin key, the gateway's options and the display timezone."""
-
-    def __init__(self, state: AppState, request: Request) -> None:
-        self.state, self.user = state, ng.storage.user
-        self.origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
-        self.revealed = False
-        self._connect_card()
-        self._admin_key_card()
-        self._gateway_card()
-        self._display_card()
-
-    def snippet(self, real: bool) -> str:
-        return connect_snippet(self.origin, self.state.admin_key if real else mask_key(self.state.admin_key))
-
-    def _connect_card(self) -> None:
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.connect")).classes("text-lg font-semibold")
-            with ui.row().classes("items-center gap-2"):
-                ui.label(t("set.base_url")).classes("opacity-70")
-                ui.label(f"{self.origin}/v1").classes("font-mono font-medium").mark("base-url")
-                copy_button(lambda: f"{self.origin}/v1").mark("copy-base-url")
-            # shown masked, copied whole: a masked key pasted into FastGPT's .env cannot work (no ui.code, whose
-            # own copy button copies what it shows)
-            with ui.column().classes("w-full gap-0 rounded code-block"):
-                with ui.row().classes("w-full items-center no-wrap px-3 pt-1"):
-                    ui.label(t("set.snippet")).classes("text-xs text-muted")
-                    ui.space()
-                    copy_button(lambda: self.snippet(True)).mark("copy-snippet")
-                self.code = ui.label(self.snippet(False)).classes(
-                    "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
-            ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
-
-    def _admin_key_card(self) -> None:
-        state = self.state
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.admin_key")).classes("text-lg font-semibold")
-            with ui.row().classes("items-center gap-2 w-full"):
-                self.key_label = ui.label(mask_key(state.admin_key)).classes("font-mono break-all").mark("admin-key")
-                self.reveal = ui.button(t("set.reveal"), icon="visibility", on_click=self.toggle_reveal).props(
-                    "flat dense")
-                copy_button(lambda: state.admin_key).mark("copy-admin-key")
-                ui.button(t("set.regenerate"), icon="autorenew", on_click=self.regenerate).props(
-                    "flat dense color=negative")
-            source = t("set.key_env") if state.settings.admin_key else t(
-                "set.key_file", path=str(state.settings.data_path / "admin_key"))
-            ui.label(source).classes("text-xs opacity-70")
-
-    def _gateway_card(self) -> None:
-        options, data = current_options(self.state), self.state.settings
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.gateway")).classes("text-lg font-semibold")
-            with ui.row().classes("items-start gap-6"):
-                self.retries = ui.number(t("set.retries"), value=options["retry_times"], min=0, max=10,
-                                         precision=0).props("outlined").classes("w-56").mark("retries")
-                self.retention = ui.number(t("set.retention"), value=options["log_retention_days"], min=0,
-                                           precision=0).props("outlined").classes("w-56").mark("retention")
-                ui.button(t("common.save"), icon="check", on_click=self.save_options).mark("save-options")
-            ui.label(t("set.gateway_hint")).classes("text-xs opacity-70")
-            db = str(data.data_path / "aiproxy.db") if not data.sql_dsn else t(
-                "set.db_external", scheme=data.sql_dsn.split(":", 1)[0])
-            with ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1 text-sm"):
-                ui.label(t("set.data_dir")).classes("opacity-70")
-                ui.label(str(data.data_path)).classes("font-mono break-all")
-                ui.label(t("set.database")).classes("opacity-70")
-                ui.label(db).classes("font-mono break-all")
-
-    def _display_card(self) -> None:
-        from zoneinfo import available_timezones
-
-        user = self.user
-        with ui.card().classes("w-full gap-2"):
-            ui.label(t("set.display")).classes("text-lg font-semibold")
-            zones = {"": t("set.tz_browser", tz=user.get("browser_tz") or "UTC"),
-                     **{z: z for z in sorted(available_timezones()) if "/" in z or z == "UTC"}}
-            ui.select(zones, value=user.get("tz", "") if user.get("tz", "") in zones else "", label=t("set.tz"),
-                      with_input=True, on_change=lambda e: self.set_tz(e.value)).props("outlined").classes(
-                "w-full max-w-80")
-            ui.label(t("set.tz_hint")).classes("text-xs opacity-70")
-
-    def set_tz(self, value: str) -> None:
-        self.user["tz"] = value or ""
-        ui.notify(t("set.saved"), type="positive")
-
-    def toggle_reveal(self) -> None:
-        self.revealed = not self.revealed
-        key = self.state.admin_key
-        self.key_label.text = key if self.revealed else mask_key(key)
-        self.code.text = self.snippet(self.revealed)
-        self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
-
-    def save_options(self) -> None:
-        try:
-            set_option(self.state, "retry_times", self.retries.value)
-            set_option(self.state, "log_retention_days", self.retention.value)
-        except ApiError as exc:
-            notify_error(exc)
-            return
-        ui.notify(t("set.saved"), type="positive")
-
-    async def regenerate(self) -> None:
-        state = self.state
-        details = t("set.regen_details") + (" " + t("set.regen_env") if state.settings.admin_key else "")
-        if not await confirm(t("set.regen_confirm"), t("set.regenerate"), danger=True, details=details):
-            return
-        new_key = rotate_admin_key(state)
-        self.user["auth"] = _key_fingerprint(new_key)  # this session stays; every other one has to log in again
-        self.revealed = False
-        self.toggle_reveal()  # show the new key
-        ui.notify(t("set.regenerated"), type="positive", multi_line=True)
-
-
-# ---- mounting ----
-
-PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon, i18n key: routes and navigation
-    ("/dashboard", DashboardPage, "insights", "nav.dashboard"),  # the first is also "/"
-    ("/channels", ChannelsTable, "hub", "nav.channels"),
-    ("/models", ModelsTable, "category", "nav.models"),
-    ("/logs", LogsTable, "receipt_long", "nav.logs"),
-    ("/tokens", TokensTable, "vpn_key", "nav.tokens"),
-    ("/migrate", MigrateWizard, "move_down", "nav.migrate"),
-    ("/settings", SettingsPage, "settings", "nav.settings"),
-)
-
-
-def mount_ui(api: FastAPI, state: AppState) -> None:
-    """Attach the NiceGUI admin UI to `api` (last, because its '/' mount shadows later routes)."""
-    global ui, ng
-    if "nicegui" not in sys.modules:  # per-browser storage belongs in the data dir, not in the current directory
-        os.environ.setdefault("NICEGUI_STORAGE_PATH", str(state.settings.data_path / "ui-storage"))
-    from nicegui import app as ng, ui  # noqa: F811
-
-    load_strings()
-    ui.add_head_html(_COPY_JS, shared=True)
-    ui.add_css(_THEME_CSS, shared=True)
-    ui.button.default_props("no-caps")
-    ui.page("/login")(page_login)
-    for path, builder, _, key in PAGES:
-        ui.page(path)(_guarded(builder, key))
-    ui.page("/")(_guarded(PAGES[0][1], PAGES[0][3]))
-    if os.environ.get("NICEGUI_USER_SIMULATION"):
-        # NiceGUI's test plugin enters only NiceGUI's own lifespan: run the engine's (HTTP session, log writer) in it
-        engine_lifespan = lifespan(api)
-        ng.on_startup(engine_lifespan.__aenter__)
-        ng.on_shutdown(lambda: engine_lifespan.__aexit__(None, None, None))
-    secret, _ = load_or_create_secret(state.settings.data_path / "storage_secret")
-    ui.run_with(api, mount_path="/", storage_secret=secret, show_welcome_message=False, title="aiproxy-local",
-                favicon="🔀")
-
-
-# ==== 15. App assembly & CLI ================================================================================
+# ==== 17. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
@@ -9807,6 +9775,44 @@ def _install_error_handlers(api: FastAPI) -> None:
     async def _db(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
         logger.exception("database error", exc_info=exc)
         return api_error(f"database error: {type(exc).__name__}", 500)
+
+
+# ---- the admin UI, mounted last (its "/" mount shadows the routes after it) ----
+
+PAGES: tuple[tuple[str, PageBuilder, str, str], ...] = (  # path, builder, icon, i18n key: routes and navigation
+    ("/dashboard", DashboardPage, "insights", "nav.dashboard"),  # the first is also "/"
+    ("/channels", ChannelsTable, "hub", "nav.channels"),
+    ("/models", ModelsTable, "category", "nav.models"),
+    ("/logs", LogsTable, "receipt_long", "nav.logs"),
+    ("/tokens", TokensTable, "vpn_key", "nav.tokens"),
+    ("/migrate", MigrateWizard, "move_down", "nav.migrate"),
+    ("/settings", SettingsPage, "settings", "nav.settings"),
+)
+
+
+def mount_ui(api: FastAPI, state: AppState) -> None:
+    """Attach the NiceGUI admin UI to `api` (last, because its '/' mount shadows later routes)."""
+    global ui, ng
+    if "nicegui" not in sys.modules:  # per-browser storage belongs in the data dir, not in the current directory
+        os.environ.setdefault("NICEGUI_STORAGE_PATH", str(state.settings.data_path / "ui-storage"))
+    from nicegui import app as ng, ui  # noqa: F811
+
+    load_strings()
+    ui.add_head_html(_COPY_JS, shared=True)
+    ui.add_css(_THEME_CSS, shared=True)
+    ui.button.default_props("no-caps")
+    ui.page("/login")(page_login)
+    for path, builder, _, key in PAGES:
+        ui.page(path)(_guarded(builder, key))
+    ui.page("/")(_guarded(PAGES[0][1], PAGES[0][3]))
+    if os.environ.get("NICEGUI_USER_SIMULATION"):
+        # NiceGUI's test plugin enters only NiceGUI's own lifespan: run the engine's (HTTP session, log writer) in it
+        engine_lifespan = lifespan(api)
+        ng.on_startup(engine_lifespan.__aenter__)
+        ng.on_shutdown(lambda: engine_lifespan.__aexit__(None, None, None))
+    secret, _ = load_or_create_secret(state.settings.data_path / "storage_secret")
+    ui.run_with(api, mount_path="/", storage_secret=secret, show_welcome_message=False, title="aiproxy-local",
+                favicon="🔀")
 
 
 def create_app(settings: Settings) -> Gateway:

@@ -26,8 +26,9 @@ TEST_FILES = {
     "Log writer": ["test_log_writer.py"],
     "Admin API": ["test_admin_api.py", "test_admin_schema.py"],
     "Import": ["test_import.py"],
-    "UI pages": ["test_ui.py", "test_ui_health.py", "test_ui_migrate.py", "test_ui_migrate_aiproxy.py",
-                 "test_journey.py"],
+    "UI kit": ["test_ui.py"],
+    "UI pages": ["test_ui.py", "test_ui_health.py", "test_journey.py"],
+    "Migrate wizard": ["test_ui_migrate.py", "test_ui_migrate_aiproxy.py"],
     "App assembly & CLI": ["test_cli.py"],
 }
 
