@@ -21,7 +21,7 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   10. Formats not served yet, and the registry
+    1. Settings & app state   10. Registry
     2. Storage                11. Log writer
     3. Relay contract         12. Admin API
     4. Router                 13. Import
@@ -4655,7 +4655,7 @@ class ResponsesDialect(Dialect):
         return out
 
 
-# ==== 10. Formats not served yet, and the registry ==========================================================
+# ==== 10. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a

@@ -1,4 +1,4 @@
-"""Section 9, App assembly & CLI: the command line, the packaging, and the single file running on its own."""
+"""App assembly & CLI: the command line, the packaging, and the single file running on its own."""
 
 from __future__ import annotations
 

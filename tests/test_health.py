@@ -1,4 +1,4 @@
-"""Channel health (section 4) and its place in the relay (section 5): auto-disable after fatal errors in a row, the
+"""Router; Relay pipeline: channel health and its place in the relay: auto-disable after fatal errors in a row, the
 cool-downs of transient ones, the scheduled retest, the routing trail, failed attempts counted against their
 channel, keys scrubbed from what upstreams say, and calls that end badly (cut streams, hang-ups, 200s that are not
 JSON, model tests that time out).

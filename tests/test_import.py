@@ -1,4 +1,4 @@
-"""Tests for section 7's import of OneAPI, new-api and labring/aiproxy (`POST /api/channels/import/oneapi` and
+"""Import: OneAPI, new-api and labring/aiproxy (`POST /api/channels/import/oneapi` and
 `/import/aiproxy`).
 
 Pure tests call the row-mapping functions directly (type tables, base URLs, credentials, models, status, tokens,

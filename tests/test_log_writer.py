@@ -1,4 +1,4 @@
-"""Section 6, Log writer: batched inserts off the request path, per-minute summaries, counters, drain on stop;
+"""Log writer: batched inserts off the request path, per-minute summaries, counters, drain on stop;
 a row the database refuses never costs the rest of its batch (on SQLite, MariaDB and PostgreSQL)."""
 
 from __future__ import annotations

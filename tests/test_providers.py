@@ -1,5 +1,5 @@
-"""Section 3, Provider catalog & adaptors: assets/providers.json and the code that loads and uses it.
-
+"""Relay contract; OpenAI & Azure; Registry: the provider catalog, assets/providers.json and the code that loads and
+uses it.
 The catalog is keyed by labring/aiproxy's numeric channel type id; these tests
 keep it loadable, complete for the ids the app relies on, and well-formed.
 """

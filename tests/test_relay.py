@@ -1,4 +1,4 @@
-"""Section 5, Relay routes: the OpenAI-compatible /v1, over real HTTP, with the official openai SDK as a client.
+"""Relay pipeline: the OpenAI-compatible /v1, over real HTTP, with the official openai SDK as a client.
 
 The app runs as a real process (`app_server`) in front of our fake upstream (`upstream`). Every test uses its own
 model names, so the channels of one test never serve another's calls.

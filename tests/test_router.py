@@ -1,4 +1,4 @@
-"""Section 4, Router: candidate order, load spread, retry decisions and model mapping, as pure functions."""
+"""Router: candidate order, load spread, retry decisions and model mapping, as pure functions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Section 1, Settings & app state: defaults, environment and flags; the admin key's first run; masking."""
+"""Settings & app state: defaults, environment and flags; the admin key's first run; masking."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Section 8, UI pages: each page's main flow through NiceGUI's simulated User (no browser).
+"""UI kit; UI pages: each page's main flow through NiceGUI's simulated User (no browser).
 
 The plugin runs aiproxy_local.py as __main__ for every test (settings from the env set below), so the engine
 lives in that run's namespace: `ns()` reaches it through a registered page function. Slot widgets (row switches,
