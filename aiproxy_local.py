@@ -9,6 +9,7 @@
 #     "uvicorn[standard]>=0.30",
 #     "orjson>=3.10",
 #     "pyyaml>=6.0",
+#     "prometheus-client>=0.20",
 # ]
 # ///
 """aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
@@ -154,6 +155,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(/v1 allows every origin)"),
     Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", 10.0,
             "on SIGTERM or Ctrl+C, seconds calls under way get to finish before they are cancelled"),
+    Setting("metrics_token", "METRICS_TOKEN", "",
+            "a bearer token that may read GET /metrics (the admin key always may)", flag=False),
     Setting("no_browser", "AIPROXY_NO_BROWSER", False, "do not open the browser on start"),
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
     Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
@@ -182,6 +185,7 @@ class Settings:
     allowed_hosts: str = ""
     cors_origins: str = ""
     shutdown_grace_seconds: float = 10.0
+    metrics_token: str = ""
     no_browser: bool = False
     no_ui: bool = False
     no_journal: bool = False
@@ -330,6 +334,7 @@ class AppState:
     responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
     health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
+    metrics: "CallMetrics" = field(default_factory=lambda: CallMetrics())  # GET /metrics (section 11)
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
 
     def __post_init__(self) -> None:
@@ -1391,6 +1396,7 @@ class RelayCall:
     stream: bool = False
     client_wants_usage: bool = False
     dialect_state: Any = None  # what a dialect carries from the request to its answer (Responses: the turn)
+    waited: float = 0.0  # seconds spent waiting on upstreams (every attempt): the rest is the gateway's overhead
     pinned: int | None = None
     max_retries: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)  # the routing trail, in order, for the log row
@@ -2124,12 +2130,15 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     incoming = Incoming.of(scope)
     route = find_route(incoming)
     dialect = route.dialect if route is not None else dialect_for_path(incoming.path)
+    caller = None
     try:
         if route is None:
             raise RelayError(404, f"Unknown API route: {incoming.method} {scope['path']}", "not_found")
         caller = authenticate(state, dialect.api_key(incoming))
         await ROUTE_HANDLERS[route.serve](state, incoming, route, caller, receive, send)
     except RelayError as exc:
+        if caller is None:  # refused at the door: no call, no log row, but counted
+            state.metrics.refused[exc.status] += 1
         await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", incoming.request_id)
 
 
@@ -2354,9 +2363,11 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
     url = adaptor.build_url(channel, call)
     headers = adaptor.build_headers(channel, call)
     headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+    waiting = time.perf_counter()
     try:
         response = await state.http.post(url, data=payload, headers=headers, proxy=channel.proxy)
     except _UPSTREAM_ERRORS as exc:
+        call.waited += time.perf_counter() - waiting
         attempt.error = upstream_failure(exc, url, state.settings)
         attempt.status = attempt.error.status
         return attempt.error
@@ -2516,6 +2527,8 @@ def note_failure(state: AppState, call: RelayCall, channel: ChannelRoute, kind: 
     if not kind or call.caller is TEST_CALLER or not channel.id:
         return
     now = time.time()
+    if kind == TRANSIENT:
+        state.metrics.cooldowns[channel.id] += 1  # each transient failure starts or lengthens a cool-down
     wait = retry_after_seconds(retry_after, now) if status in (429, 503) else None
     if state.health.failed(channel.id, call.model, kind, status, reason[:REASON_MAX], now, state.auto_disable_after,
                            wait):
@@ -2544,6 +2557,7 @@ def auto_disable_channel(state: AppState, channel: ChannelRoute, reason: str) ->
                 Channel.id == channel.id, Channel.status == STATUS_ENABLED).values(
                 status=STATUS_AUTO_DISABLED, status_reason=reason, status_time=now_ms())).rowcount
         if changed:
+            state.metrics.auto_disables[channel.id] += 1
             logger.warning("channel %d (%s) auto-disabled after %d fatal errors in a row: %s", channel.id,
                            channel.name, state.auto_disable_after, reason)
             reload_routes(state)
@@ -2569,6 +2583,8 @@ def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None
 def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
     """hot path: price the call, close its trail with how it ended, and queue its log row."""
     outcome.used_amount = charge(state, call, outcome.usage)
+    if call.caller is not TEST_CALLER:
+        state.metrics.observe(state, call, attempt.channel.id if attempt.channel else 0, outcome.code, outcome.usage)
     final = call.final
     if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
         final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
@@ -5246,6 +5262,154 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
     for tid, c in sorted(tokens.items()):
         conn.execute(sa.update(Token).where(Token.id == tid).values(
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
+
+
+# ---- metrics: what the log records, counted in memory for Prometheus (GET /metrics) ----
+# The hot path adds to plain dicts (one lookup per call, no lock: everything runs on the event loop); the
+# official prometheus_client only formats them, when scraped, and is imported then. Labels stay bounded: a
+# channel's id, a model some channel offers (any other name is "other"), the client's route (never a call's own
+# id, e.g. /v1/responses/{id}).
+
+CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # seconds
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
+                    0.05, 0.1, 0.25)  # seconds: the gateway's own share of a call is far smaller than the call
+
+
+class CallMetrics:
+    """Counts of every call the relay logs, and the gateway's own overhead: a call's time minus the time it
+    waited on upstreams (RelayCall.waited), which is the figure bench/ S1 measures from outside."""
+
+    def __init__(self) -> None:
+        #: (channel, model, endpoint) -> [seconds summed, bucket counts of CALL_BUCKETS + the +Inf one]
+        self.latency: dict[tuple[str, str, str], list] = {}
+        self.calls: collections.Counter[tuple[str, str, str, str]] = collections.Counter()  # ... + (code,)
+        self.tokens: collections.Counter[tuple[str, str, str]] = collections.Counter()  # (channel, model, kind)
+        self.overhead = [0.0] + [0] * (len(OVERHEAD_BUCKETS) + 1)  # seconds summed, bucket counts
+        self.refused: collections.Counter[int] = collections.Counter()  # refused at the door (key, route)
+        self.cooldowns: collections.Counter[int] = collections.Counter()
+        self.auto_disables: collections.Counter[int] = collections.Counter()
+        self._registry: Any = None
+
+    def observe(self, state: AppState, call: RelayCall, channel: int, code: int, usage: Usage | None) -> None:
+        """hot path: one call, as log_call() logs it."""
+        now = time.time()
+        seconds = now - call.started
+        model = call.model if call.model in state.routes.known_models else "other"
+        endpoint = call.endpoint if call.endpoint in RELAY_ROUTES else f"{call.route.dialect.format}:{call.mode.name.lower()}"
+        key = (str(channel), model, endpoint)
+        entry = self.latency.get(key)
+        if entry is None:
+            entry = self.latency[key] = [0.0] + [0] * (len(CALL_BUCKETS) + 1)
+        entry[0] += seconds
+        entry[1 + bisect.bisect_left(CALL_BUCKETS, seconds)] += 1
+        self.calls[(*key, str(code))] += 1
+        overhead = max(0.0, seconds - call.waited)
+        self.overhead[0] += overhead
+        self.overhead[1 + bisect.bisect_left(OVERHEAD_BUCKETS, overhead)] += 1
+        if usage is not None:
+            self.tokens[(key[0], model, "input")] += usage.input_tokens
+            self.tokens[(key[0], model, "output")] += usage.output_tokens
+            if usage.cached_tokens:
+                self.tokens[(key[0], model, "cached")] += usage.cached_tokens
+
+    def exposition(self, state: AppState) -> tuple[bytes, str]:
+        """The text format Prometheus scrapes, and its content type."""
+        import prometheus_client
+        from prometheus_client import CollectorRegistry, ProcessCollector
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            ProcessCollector(registry=self._registry)  # CPU seconds, resident memory, open files of this process
+            self._registry.register(_MetricsCollector(self, state))
+        return prometheus_client.generate_latest(self._registry), prometheus_client.CONTENT_TYPE_LATEST
+
+
+def _histogram(family: Any, labels: list[str], entry: list, bounds: tuple[float, ...]) -> None:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*bounds, math.inf), entry[1:]):
+        cumulative += count
+        buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+    family.add_metric(labels, buckets, entry[0])
+
+
+class _MetricsCollector:
+    """prometheus_client's custom-collector protocol: the families, built from CallMetrics at each scrape."""
+
+    def __init__(self, metrics: CallMetrics, state: AppState) -> None:
+        self.metrics, self.state = metrics, state
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        m, state, where = self.metrics, self.state, ["channel", "model", "endpoint"]
+        calls = CounterMetricFamily("aiproxy_calls", "Relay calls answered, by channel (0: none), model, endpoint "
+                                    "and HTTP status.", labels=[*where, "code"])
+        errors = CounterMetricFamily("aiproxy_call_errors", "Relay calls answered with a status other than 200.",
+                                     labels=where)
+        failed: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for (channel, model, endpoint, code), n in list(m.calls.items()):
+            calls.add_metric([channel, model, endpoint, code], n)
+            if code != "200":
+                failed[(channel, model, endpoint)] += n
+        for labels, n in failed.items():
+            errors.add_metric(list(labels), n)
+        yield calls
+        yield errors
+        latency = HistogramMetricFamily("aiproxy_call_seconds", "Time from a call's arrival to its answer's last "
+                                        "byte, upstream included.", labels=where)
+        for labels, entry in list(m.latency.items()):
+            _histogram(latency, list(labels), entry, CALL_BUCKETS)
+        yield latency
+        overhead = HistogramMetricFamily("aiproxy_overhead_seconds", "The gateway's own time per call: its time "
+                                         "minus the time it waited on upstreams (bench/ S1's added latency).")
+        _histogram(overhead, [], m.overhead, OVERHEAD_BUCKETS)
+        yield overhead
+        tokens = CounterMetricFamily("aiproxy_tokens", "Tokens of the calls answered (input, output, cached).",
+                                     labels=["channel", "model", "kind"])
+        for labels, n in list(m.tokens.items()):
+            tokens.add_metric(list(labels), n)
+        yield tokens
+        refused = CounterMetricFamily("aiproxy_refused", "Requests refused before a call began (no or bad key, "
+                                      "unknown route), by HTTP status.", labels=["code"])
+        for code, n in sorted(m.refused.items()):
+            refused.add_metric([str(code)], n)
+        yield refused
+        for name, text, counts in (
+                ("aiproxy_channel_cooldowns", "Cool-downs started or lengthened, by channel.", m.cooldowns),
+                ("aiproxy_channel_auto_disables", "Channels auto-disabled by this instance.", m.auto_disables)):
+            family = CounterMetricFamily(name, text, labels=["channel"])
+            for channel, n in sorted(counts.items()):
+                family.add_metric([str(channel)], n)
+            yield family
+        now, cooling = time.time(), GaugeMetricFamily("aiproxy_channel_cooling_down", "(channel, model) pairs "
+                                                      "cooling down now, by channel.", labels=["channel"])
+        by_channel = collections.Counter(k[0] for k, c in list(state.health.cooling.items()) if c.until > now)
+        for channel, n in sorted(by_channel.items()):
+            cooling.add_metric([str(channel)], n)
+        yield cooling
+        yield GaugeMetricFamily("aiproxy_channels_auto_disabled", "Channels auto-disabled now (status 3).", value=sum(
+            1 for r in state.routes.channels.values() if r.status == STATUS_AUTO_DISABLED))
+        writer = state.writer
+        yield GaugeMetricFamily("aiproxy_log_rows_pending", "Log rows answered and not yet in the database.",
+                                value=len(writer.pending) if writer else 0)
+        yield CounterMetricFamily("aiproxy_log_rows_written", "Log rows this instance committed.",
+                                  value=writer.written if writer else 0)
+
+
+async def serve_metrics(state: AppState, scope: Scope, send: Send) -> None:
+    """GET /metrics: the admin key or METRICS_TOKEN as a bearer; never open without one."""
+    headers = dict(scope["headers"])
+    token = strip_bearer(headers.get(b"authorization", b"").decode("latin-1"))
+    wanted = state.settings.metrics_token.encode()
+    if not (is_admin_key(state, token) or (wanted and secrets.compare_digest(token.encode("latin-1"), wanted))):
+        body = orjson.dumps({"success": False, "message": "GET /metrics needs the admin key or METRICS_TOKEN as "
+                                                            "'Authorization: Bearer <token>'."})
+        return await send_bytes(send, 401, body, "application/json", "", [(b"www-authenticate", b"Bearer")])
+    if scope["method"] not in ("GET", "HEAD"):
+        body = orjson.dumps({"success": False, "message": "GET /metrics only."})
+        return await send_bytes(send, 405, body, "application/json", "", [(b"allow", b"GET")])
+    body, content_type = state.metrics.exposition(state)
+    await send_bytes(send, 200, body, content_type, "")
 
 
 # ==== 12. Admin API: aiproxy's /api contract ================================================================
@@ -9596,6 +9760,8 @@ class Gateway:
                 return await self._refuse_host(scope, receive, send, _host_name(host))
         if scope["type"] == "http":
             path = scope["path"]
+            if path == "/metrics":
+                return await serve_metrics(self.state, scope, send)
             if is_relay_path(path):
                 if origin is not None:  # a browser: any origin may call with a key (no cookie is ever read)
                     if scope["method"] == "OPTIONS":
