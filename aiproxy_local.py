@@ -149,6 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_retention_days", "LOG_RETENTION_DAYS", 30, "delete call logs older than this (0 keeps all)"),
     Setting("api_max_body_mib", "API_MAX_BODY_MIB", 2, "largest request body /api accepts, in MiB (else 413)"),
     Setting("relay_max_body_mib", "RELAY_MAX_BODY_MIB", 20, "largest request body /v1 accepts, in MiB (else 413)"),
+    Setting("upstream_max_body_mib", "UPSTREAM_MAX_BODY_MIB", 32,
+            "largest answer (and largest single stream event) read from an upstream, in MiB; a larger one fails "
+            "over to the next channel, else the client gets a 502"),
     Setting("allowed_hosts", "ALLOWED_HOSTS", "",
             "more Host names to answer when bound to loopback, comma-separated (e.g. behind a local reverse proxy)"),
     Setting("cors_origins", "CORS_ORIGINS", "", "origins whose web pages may call /api, comma-separated "
@@ -182,6 +185,7 @@ class Settings:
     log_retention_days: int = 30
     api_max_body_mib: int = 2
     relay_max_body_mib: int = 20
+    upstream_max_body_mib: int = 32
     allowed_hosts: str = ""
     cors_origins: str = ""
     shutdown_grace_seconds: float = 10.0
@@ -2122,6 +2126,7 @@ HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to
 _FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
+_TOO_LARGE = frozenset({"upstream_answer_too_large", "upstream_event_too_large"})  # the call's size, not a sick channel
 
 
 async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
@@ -2288,8 +2293,8 @@ async def answer_call(state: AppState, call: RelayCall, order: list[ChannelRoute
             await send({"type": "http.response.start", "status": 200, "headers": _headers(
                 "text/event-stream; charset=utf-8", call.request_id, [(b"cache-control", b"no-cache"),
                                                                        (b"x-accel-buffering", b"no")])})
-            outcome = await pipe_stream(call, attempt, send)
-            if outcome.failure is not None:
+            outcome = await pipe_stream(call, attempt, send, state.settings.upstream_max_body_mib)
+            if outcome.failure is not None and outcome.failure.code not in _TOO_LARGE:
                 failure = outcome.failure
                 note_failure(state, call, attempt.channel, failure_kind(failure.status, failure), failure.status,
                              failure.message)
@@ -2347,7 +2352,8 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
         entry["ms"], entry["error"] = int((time.time() - attempt.started) * 1000), failure.message[:TRAIL_ERROR_MAX]
         kind = failure_kind(attempt.status, failure)
         reason = failure.message if attempt.error is not None else f"{attempt.status} from upstream: {failure.message}"
-        note_failure(state, call, channel, kind, attempt.status, reason, attempt.retry_after)
+        if failure.code not in _TOO_LARGE:  # this call's answer, not the channel's health
+            note_failure(state, call, channel, kind, attempt.status, reason, attempt.retry_after)
         if not kind:
             return attempt
         last = attempt
@@ -2381,11 +2387,14 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
                 attempt.response = response
                 return None
             return _broken_promise(attempt, "The upstream ended its stream before sending anything.")
-        data = await response.read()
+        data = await read_answer(response, state.settings.upstream_max_body_mib)
         attempt.ttfb_ms = int((time.time() - call.started) * 1000)
     except _UPSTREAM_ERRORS as exc:
         return _broken_promise(attempt, f"Upstream answer broke off: {type(exc).__name__}")
+    except AnswerTooLarge as exc:
+        return _broken_promise(attempt, str(exc), "upstream_answer_too_large")
     finally:
+        call.waited += time.perf_counter() - waiting
         if attempt.response is None:
             response.release()  # a response not read to its end closes its connection: the upstream stops at once
     if not 200 <= status < 300:
@@ -2437,9 +2446,29 @@ def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayE
     return RelayError(502, f"Could not connect to {where} ({reason})", "upstream_connect_error", "upstream_error")
 
 
-def _broken_promise(attempt: Attempt, message: str) -> RelayError:
+class AnswerTooLarge(Exception):
+    """An upstream answer, or one event of its stream, beyond UPSTREAM_MAX_BODY_MIB."""
+
+
+async def read_answer(response: aiohttp.ClientResponse, limit_mib: int) -> bytes:
+    """A whole upstream answer, refused (AnswerTooLarge) once it passes the limit: never held whole beyond it,
+    whatever an upstream sends, and read as it arrives, so the event loop serves other calls meanwhile."""
+    limit = limit_mib * MIB
+    what = f"The upstream's answer is larger than {limit_mib} MiB (UPSTREAM_MAX_BODY_MIB)."
+    if response.content_length is not None and response.content_length > limit:
+        raise AnswerTooLarge(what)
+    chunks, size = [], 0
+    while chunk := await response.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(what)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _broken_promise(attempt: Attempt, message: str, code: str = "bad_upstream_answer") -> RelayError:
     """An upstream answer that is not what it promised: the channel's failure (502), so the call fails over."""
-    attempt.error = RelayError(502, message, "bad_upstream_answer", "upstream_error")
+    attempt.error = RelayError(502, message, code, "upstream_error")
     attempt.status = 502
     return attempt.error
 
@@ -2459,27 +2488,46 @@ def buffered_answer(call: RelayCall, channel: ChannelRoute, content_type: str,
     return answer, usage
 
 
-async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
+async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send, limit_mib: int) -> Outcome:
     """hot path: forward SSE events as they arrive, through the adaptor's stream filter. Bytes are only split at
     event borders, so an event is never cut in two and events are never held back to be merged. A stream that
-    breaks off ends with one error event in the client's own format."""
+    breaks off, or sends one event larger than UPSTREAM_MAX_BODY_MIB, ends with one error event in the client's
+    own format. Each byte is searched for a border once: a huge event costs linear time, never quadratic."""
     response, channel = attempt.response, attempt.channel
     stream = call.progress = channel.adaptor.stream(call, channel)
     pending = attempt.first
     sep = b"\r\n\r\n" if b"\r\n\r\n" in pending else b"\n\n"
     failure: RelayError | None = None
+    limit, searched = limit_mib * MIB, 0  # pending[:searched] holds no border
     try:
         while True:
-            cut = pending.rfind(sep)
+            cut = pending.rfind(sep, searched)
             if cut >= 0:
-                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
+                cut += len(sep)
+                events, pending = (pending, b"") if cut == len(pending) else (pending[:cut], pending[cut:])
+                out = stream.feed(events if type(events) is bytes else bytes(events))
                 if out:
                     await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+            if len(pending) > limit:
+                failure = RelayError(502, f"An event of the upstream's stream is larger than {limit_mib} MiB "
+                                          "(UPSTREAM_MAX_BODY_MIB).", "upstream_event_too_large", "upstream_error")
+                await send({"type": "http.response.body", "body": call.dialect.stream_error(failure, call),
+                            "more_body": True})
+                break
+            searched = max(0, len(pending) - len(sep) + 1)
+            waiting = time.perf_counter()
             data = await response.content.readany()
+            call.waited += time.perf_counter() - waiting
             if not data:
                 break
-            pending += data
-        out = (stream.feed(pending) if pending else b"") + stream.close()
+            if not pending:
+                pending = data  # the usual case: reads end at an event's border
+            else:  # an event spans reads: grow it in place
+                if type(pending) is bytes:
+                    pending = bytearray(pending)
+                pending += data
+        out = (stream.feed(bytes(pending)) if pending and failure is None else b"") + (
+            stream.close() if failure is None else b"")
         if out:
             await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
     except _UPSTREAM_ERRORS as exc:
