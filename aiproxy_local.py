@@ -2847,25 +2847,25 @@ async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterab
 # ---- stored responses: what `previous_response_id` replays, and GET / DELETE /v1/responses/{id} ----
 
 class ResponseStore:
-    """Responses answers are written in the background, so no answer waits for the database; until a write
-    lands, the answer is read from memory, so a client's next turn may continue the answer it has just got."""
+    """Responses answers go through the log writer (section 11): each is journaled with one write() before its
+    answer's last byte leaves, so it survives what a log row survives (a kill -9), and is written to the database
+    in the writer's next batch. Until then it is read from memory: a client's next turn may continue the answer
+    it has just got, at once (read your own writes)."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, dict[str, Any]] = {}
-        self.writes: dict[str, asyncio.Task[None]] = {}
+        self.pending: dict[str, dict[str, Any]] = {}  # response id -> row, until its batch is committed
+        self.writer: LogWriter | None = None  # set by the LogWriter that writes them
 
-    def remember(self, engine: sa.Engine, row: dict[str, Any]) -> None:
+    def remember(self, row: dict[str, Any]) -> None:
+        """hot path (Responses only): no database, one journal line."""
         self.pending[row["id"]] = row
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(save_stored_response, engine, row))
-        self.writes[row["id"]] = task
-        task.add_done_callback(functools.partial(self._written, row["id"]))
+        if self.writer is not None:
+            self.writer.submit_response(row)
 
-    def _written(self, response_id: str, task: asyncio.Task[None]) -> None:
-        if self.writes.get(response_id) is task:
-            self.writes.pop(response_id)
-            self.pending.pop(response_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
+    def written(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            if self.pending.get(row["id"]) is row:  # a later answer with the same id stays
+                del self.pending[row["id"]]
 
     @staticmethod
     def owner(caller: Caller) -> int | None:
@@ -2882,9 +2882,11 @@ class ResponseStore:
                                        dict(self.pending))
 
     async def forget(self, engine: sa.Engine, response_id: str, caller: Caller) -> bool:
-        if response_id in self.writes:  # else the write, landing later, would bring it back
-            await asyncio.shield(self.writes[response_id])
-        return await asyncio.to_thread(delete_stored_response, engine, response_id, self.owner(caller))
+        if response_id in self.pending and self.writer is not None:  # else its write, landing later, brings it back
+            await asyncio.shield(self.writer.flush())
+            self.writer.drop_response(response_id)  # still unwritten (the database is away): it never will be
+        found = self.pending.pop(response_id, None) is not None
+        return await asyncio.to_thread(delete_stored_response, engine, response_id, self.owner(caller)) or found
 
 
 async def answer_stored_response(state: AppState, incoming: Incoming, route: RelayRoute, caller: Caller,
@@ -4285,7 +4287,7 @@ class ResponsesTurn:
 
     def keep(self, call: RelayCall, response: dict[str, Any], native_channel: int = 0) -> None:
         if self.state is not None and response.get("status") in ("completed", "incomplete"):
-            self.state.responses.remember(self.state.engine, {
+            self.state.responses.remember({
                 "id": response.get("id") or self.id, "created_at": now_ms(), "token_id": call.caller.token_id,
                 "native_channel": native_channel, "model": call.model,
                 "previous_response_id": call.obj.get("previous_response_id") or "",
@@ -4867,6 +4869,13 @@ class LogEntry:
     segment: int = -1  # the journal file that holds it until it is committed
 
 
+@dataclass(slots=True)
+class ResponseEntry:
+    """A stored Responses answer (a row of `responses`) on its way to the database, journaled as a log row is."""
+    row: dict[str, Any]
+    segment: int = -1
+
+
 def _cut(body: bytes, limit: int) -> tuple[str, bool]:
     return body[:limit].decode("utf-8", "replace"), len(body) > limit
 
@@ -4992,16 +5001,17 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
-def _journal_line(entry: LogEntry) -> bytes:
-    item = {"row": entry.row, "detail": entry.detail, "retries": entry.retries}
+def _journal_line(entry: LogEntry | ResponseEntry) -> bytes:
+    item = ({"response": entry.row} if type(entry) is ResponseEntry
+            else {"row": entry.row, "detail": entry.detail, "retries": entry.retries})
     try:
         return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:  # an int beyond 64 bits or a lone surrogate: the refused-row path stores it
         return json.dumps(item).encode() + b"\n"
 
 
-def _journal_entries(path: Path) -> Iterator[LogEntry]:
-    """The rows of one journal file; a line cut short by a crash is skipped."""
+def _journal_entries(path: Path) -> Iterator[LogEntry | ResponseEntry]:
+    """The rows (and stored responses) of one journal file; a line cut short by a crash is skipped."""
     for line in path.read_bytes().splitlines():
         try:
             item = orjson.loads(line)
@@ -5012,6 +5022,8 @@ def _journal_entries(path: Path) -> Iterator[LogEntry]:
                 continue
         if isinstance(item, dict) and isinstance(item.get("row"), dict) and item["row"].get("request_id"):
             yield LogEntry(item["row"], item.get("detail"), item.get("retries") or 0)
+        elif isinstance(item, dict) and isinstance(item.get("response"), dict) and item["response"].get("id"):
+            yield ResponseEntry(item["response"])
 
 
 class LogJournal:
@@ -5037,7 +5049,7 @@ class LogJournal:
     def _open(self, segment: int) -> int:
         return os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
-    def append(self, entry: LogEntry) -> None:
+    def append(self, entry: LogEntry | ResponseEntry) -> None:
         """hot path: one line, one write()."""
         try:
             os.write(self._fd, _journal_line(entry))
@@ -5054,7 +5066,7 @@ class LogJournal:
             self.segment += 1
             self._fd = self._open(self.segment)
 
-    def committed(self, entries: Iterable[LogEntry]) -> None:
+    def committed(self, entries: Iterable[LogEntry | ResponseEntry]) -> None:
         for e in entries:
             if e.segment >= 0:
                 self.rows[e.segment] -= 1
@@ -5071,10 +5083,10 @@ class LogJournal:
             self._lock_path.unlink(missing_ok=True)
         os.close(self._lock_fd)
 
-    def take_orphans(self) -> list[LogEntry]:
+    def take_orphans(self) -> list[LogEntry | ResponseEntry]:
         """Move the rows of instances that are gone (their lock is free) into this journal, and delete their
         files. Rows appear twice only if this is cut short, and replay() keeps one of each request id."""
-        found: list[LogEntry] = []
+        found: list[LogEntry | ResponseEntry] = []
         files: dict[str, list[Path]] = collections.defaultdict(list)
         for path in self.directory.glob("*-*.jsonl"):
             files[path.name.split("-", 1)[0]].append(path)
@@ -5108,15 +5120,29 @@ def missing_request_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
     return set(ids) - have
 
 
+def missing_response_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
+    """Which of `ids` have no stored response yet."""
+    have: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), JOURNAL_QUERY_IDS):
+            part = ids[start:start + JOURNAL_QUERY_IDS]
+            have.update(conn.execute(sa.select(StoredResponse.id).where(StoredResponse.id.in_(part))).scalars())
+    return set(ids) - have
+
+
 class LogWriter:
     """One writer owns the log tables: a list in memory, flushed in batches; drained on shutdown. A batch is
     never dropped: a row the database refuses is found by halving the batch and stored neutralised; rows that
     meet an unreachable database or a deadlock wait for the next round."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, store: ResponseStore | None = None) -> None:
         self.engine = engine
         self.journal: LogJournal | None = None
         self.pending: list[LogEntry] = []
+        self.responses: list[ResponseEntry] = []  # stored Responses answers, written with the next batch
+        self.store = store
+        if store is not None:
+            store.writer = self
         self.written = 0  # rows committed, the neutralised ones included
         self.neutralised = 0  # rows stored with refused values replaced (the reason is in their content)
         self._wake: asyncio.Event | None = None
@@ -5134,17 +5160,42 @@ class LogWriter:
     def submit_call(self, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
         self.submit(make_log_entry(call, attempt, outcome))
 
+    def submit_response(self, row: dict[str, Any]) -> None:
+        """A stored Responses answer: journaled now, written with the next batch."""
+        entry = ResponseEntry(row)
+        if self.journal is not None:
+            self.journal.append(entry)
+        self.responses.append(entry)
+
+    def drop_response(self, response_id: str) -> None:
+        """A stored response deleted before it could be written: it never will be."""
+        dropped = [e for e in self.responses if e.row["id"] == response_id]
+        if dropped:
+            self.responses = [e for e in self.responses if e.row["id"] != response_id]
+            if self.journal is not None:
+                self.journal.committed(dropped)
+
     def open_journal(self, directory: Path) -> int:
         """Journal every row from now on, and queue the rows that stopped instances journaled but the database
         lacks (by request id). Returns how many."""
         self.journal = LogJournal(directory)
-        orphans = {e.row["request_id"]: e for e in self.journal.take_orphans()}
+        found = self.journal.take_orphans()
+        orphans = {e.row["request_id"]: e for e in found if type(e) is LogEntry}
         missing = missing_request_ids(self.engine, list(orphans))
         self.journal.committed(e for rid, e in orphans.items() if rid not in missing)
         self.pending += [orphans[rid] for rid in orphans if rid in missing]
         if orphans:
             logger.warning("log journal: %d rows of a stopped instance found, %d of them not in the database "
                            "yet; writing those now", len(orphans), len(missing))
+        answers = {e.row["id"]: e for e in found if type(e) is ResponseEntry}
+        unsaved = missing_response_ids(self.engine, list(answers))
+        self.journal.committed(e for rid, e in answers.items() if rid not in unsaved)
+        self.responses += [answers[rid] for rid in answers if rid in unsaved]
+        if self.store is not None:  # readable at once, before the first batch writes them
+            self.store.pending.update((rid, answers[rid].row) for rid in unsaved)
+        if unsaved:
+            logger.warning("log journal: %d stored responses of a stopped instance were not in the database "
+                           "yet; writing them now", len(unsaved))
         return len(missing)
 
     def start(self) -> None:
@@ -5166,8 +5217,18 @@ class LogWriter:
         under load, each paying a full commit (bench/)."""
         async with self._lock:
             batch, self.pending = self.pending, []
+            answers, self.responses = self.responses, []
             if self.journal is not None:
                 self.journal.rotate()
+            if answers:
+                kept = await asyncio.to_thread(self.write_responses, answers)
+                self.responses[:0] = kept
+                left = {id(e) for e in kept}
+                saved = [e for e in answers if id(e) not in left]
+                if self.journal is not None:
+                    self.journal.committed(saved)
+                if self.store is not None:
+                    self.store.written(e.row for e in saved)
             unwritten: list[LogEntry] = []
             for start in range(0, len(batch), LOG_FLUSH_ROWS):
                 part = batch[start:start + LOG_FLUSH_ROWS]
@@ -5179,7 +5240,7 @@ class LogWriter:
             if self.journal is not None:
                 left = {id(e) for e in unwritten}
                 self.journal.committed(e for e in batch if id(e) not in left)
-            return not unwritten
+            return not unwritten and not (answers and kept)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -5189,10 +5250,11 @@ class LogWriter:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            while self.pending and await self.flush():
+            while (self.pending or self.responses) and await self.flush():
                 pass
-            if self.pending:
-                logger.error("%d log rows could not be written before shutdown%s", len(self.pending),
+            if self.pending or self.responses:
+                logger.error("%d log rows and %d stored responses could not be written before shutdown%s",
+                             len(self.pending), len(self.responses),
                              "; the journal keeps them for the next start" if self.journal else "")
         if self.journal is not None:
             self.journal.close()
@@ -5212,6 +5274,24 @@ class LogWriter:
             return self._write_neutralised(batch[0], exc)
         self.written += len(batch)
         return []
+
+    def write_responses(self, entries: list[ResponseEntry]) -> list[ResponseEntry]:
+        """Commit stored Responses answers; return those left for the next round. One the database refuses is
+        found by halving, reported and dropped (its next turn gets "not found")."""
+        try:
+            with self.engine.begin() as conn:
+                upsert(conn, StoredResponse.__table__, list({e.row["id"]: e.row for e in entries}.values()), ("id",))
+            return []
+        except _WRITE_ERRORS as exc:
+            if is_write_conflict(exc) or not is_database_reachable(self.engine):
+                logger.warning("%d stored responses wait for the next round: %s", len(entries), _first_line(exc))
+                return entries
+            if len(entries) > 1:
+                middle = len(entries) // 2
+                return self.write_responses(entries[:middle]) + self.write_responses(entries[middle:])
+            logger.error("stored response %s was refused by the database and is dropped: %s", entries[0].row["id"],
+                         _first_line(exc))
+            return []
 
     def _write_neutralised(self, entry: LogEntry, error: BaseException) -> list[LogEntry]:
         safe = neutralised_entry(entry, error)
@@ -10052,7 +10132,7 @@ def create_app(settings: Settings) -> Gateway:
     state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
                      admin_key_created=created)
     refresh_routes(state)
-    state.writer = LogWriter(engine)
+    state.writer = LogWriter(engine, state.responses)
     _STATE = state
 
     api = FastAPI(title="aiproxy-local", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -351,6 +351,47 @@ def test_kill_9_under_load_loses_no_answered_call(start_app, upstream):
     print(f"kill -9 under load: {len(answered)} answered, {len(rows)} rows, {len(before)} before the restart")
 
 
+def test_stored_responses_survive_kill_9_and_are_read_before_the_database_write(start_app, upstream):
+    """Issue 18, part 6: a stored Responses answer survives what a log row survives. The database's write lock
+    is held by the test throughout, so no answer reaches the database before the kill: the next turn reads the
+    one just answered from memory, and after kill -9 and a restart the journal brings every answer back."""
+    import sqlite3
+
+    import openai
+
+    server = start_app(args=["--no-ui"])
+    model = unique("resp9")
+    server.add_channel(type=14, base_url=upstream.url("ok"), models=[model])  # through the pivot: only we store
+    client = server.openai()
+    lock = sqlite3.connect(server.data_dir / "aiproxy.db", timeout=30, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # what a long write of another instance does
+    try:
+        first = client.responses.create(model=model, input="My name is Ada.")
+        second = client.responses.create(model=model, input="What is my name?", previous_response_id=first.id)
+        streamed = [e for e in client.responses.create(model=model, input="Once more.", stream=True,
+                                                       previous_response_id=second.id)]
+        last = streamed[-1].response
+        assert streamed[-1].type == "response.completed" and last.previous_response_id == second.id
+        server.proc.send_signal(signal.SIGKILL)  # right after the last answer
+        server.proc.wait(30)
+        stored = lock.execute("SELECT count(*) FROM responses").fetchone()[0]
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert stored == 0, "no answer reached the database before the kill"
+    again = start_app(args=["--no-ui"])
+    turn = again.openai().responses.create(model=model, input="And again?", previous_response_id=last.id)
+    assert turn.previous_response_id == last.id
+    sent = [r["json"] for r in upstream.requests() if (r.get("json") or {}).get("model") == model][-1]
+    texts = [m["content"] if isinstance(m["content"], str) else "".join(b.get("text", "") for b in m["content"])
+             for m in sent["messages"]]
+    assert texts[0::2] == ["My name is Ada.", "What is my name?", "Once more.", "And again?"]
+    assert again.openai().responses.retrieve(first.id).id == first.id
+    again.openai().responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        again.openai().responses.retrieve(second.id)
+
+
 async def test_stop_during_a_flush_lets_it_finish(tmp_path, monkeypatch):
     """A shutdown that lands while a batch is being written waits for it: the batch counts as written and
     leaves the journal, rather than being cut off half-way."""
