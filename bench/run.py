@@ -690,6 +690,42 @@ async def api(sess, method, url, key, body=None):
             return r.status, {"raw": txt}
 
 
+async def overhead_histogram(sess, base, key):
+    """aiproxy_overhead_seconds from GET /metrics: ({upper bound: cumulative count}, sum), or None."""
+    try:
+        async with sess.get(base + "/metrics", headers={"Authorization": f"Bearer {key}"}) as r:
+            if r.status != 200:
+                return None
+            text = await r.text()
+    except aiohttp.ClientError:
+        return None
+    buckets, total = {}, 0.0
+    for m in re.finditer(r'^aiproxy_overhead_seconds_(bucket\{le="([^"]+)"\}|sum) (\S+)$', text, re.M):
+        if m.group(2) is not None:
+            buckets[float(m.group(2))] = float(m.group(3))
+        else:
+            total = float(m.group(3))
+    return (buckets, total) if buckets else None
+
+
+def overhead_figures(h0, h1):
+    """Mean and p50 (interpolated in its bucket) of the overhead the gateway counted between two scrapes, in ms."""
+    (b0, s0), (b1, s1) = h0, h1
+    cum = sorted((le, b1[le] - b0.get(le, 0.0)) for le in b1)
+    n = cum[-1][1]
+    if n <= 0:
+        return {}
+    half, lo, below = n / 2, 0.0, 0.0
+    p50 = None
+    for le, c in cum:
+        if c >= half:
+            p50 = (lo + (le - lo) * (half - below) / max(c - below, 1e-9)) if le != float("inf") else lo
+            break
+        lo, below = le, c
+    return {"s1_metrics_overhead_mean": (s1 - s0) / n * 1000.0, "s1_metrics_overhead_p50": p50 * 1000.0,
+            "s1_metrics_calls": n}
+
+
 async def log_total(sess, base, key, start_ms):
     end_ms = int(time.time() * 1000) + 3_600_000
     st, j = await api(sess, "GET", f"{base}/api/logs/?per_page=1&page=1&start_timestamp={start_ms}"
@@ -1013,8 +1049,13 @@ async def one_run(rig, sess, run_idx, P):
     rot = run_idx % len(arms)
     order = arms[rot:] + arms[:rot]  # interleave: a different arm goes first in each run
     log(f"run {run_idx + 1}: S1 c=1 latency ({P['s1_rounds']} rounds)")
+    before = {n: await overhead_histogram(sess, *rig.admin[n]) for n in ("aiproxy", "aiproxy-api") if n in rig.arms}
     for n, m in (await s1_latency(arms, P["s1_rounds"], P["s1_warm"])).items():
         res[n].update(m)
+    for n, h0 in before.items():  # the gateway's own account of the same calls (GET /metrics)
+        h1 = await overhead_histogram(sess, *rig.admin[n])
+        if h0 is not None and h1 is not None:
+            res[n].update(overhead_figures(h0, h1))
     log(f"run {run_idx + 1}: S2 c=1 streaming ({P['s2_rounds']} rounds x {rig.args.chunks} chunks)")
     for n, m in (await s2_stream(arms, P["s2_rounds"], P["s2_warm"], rig.args.chunks)).items():
         res[n].update(m)
@@ -1157,6 +1198,10 @@ def build_table(med, idle, slow_ms, have):
         ok=(r <= 2.5) if r is not None else None)
     row("S1", "  p99 vs bare's added p50", vals={bare: g(bare, "s1_add_p50"), ours: g(ours, "s1_add_p99")},
         ratio=ratio(g(ours, "s1_add_p99"), g(bare, "s1_add_p50")), target="(info)")
+    row("S1", "  /metrics overhead, same calls: p50 / mean (ms)",
+        vals={a: (f"{fmt(g(a, 's1_metrics_overhead_p50'))} / {fmt(g(a, 's1_metrics_overhead_mean'))}"
+                  if g(a, "s1_metrics_overhead_p50") is not None else None) for a in COLS},
+        ratio=ratio(g(ours, "s1_metrics_overhead_p50"), g(ours, "s1_add_p50")), target="(info: vs added p50)")
     # S2
     row("S2", "c=1 TTFT p50 (ms)", "s2_ttft_p50")
     r = ratio(g(ours, "s2_add_ttft_p50"), g(bare, "s1_add_p50"))
@@ -1192,6 +1237,10 @@ def build_table(med, idle, slow_ms, have):
         if conns == 50:
             row("S3", f"req/s c=50, {slow_ms} ms upstream", f"s3_{tag}_rps", ratio=r, target="eff >= 0.95",
                 ok=(r >= 0.95) if r is not None else None)
+            rb = ratio(g(bare, f"s3_{tag}_rps"), g("direct", f"s3_{tag}_rps"))
+            gap = (rb - r) if (r is not None and rb is not None) else None
+            row("S3", f"  efficiency c=50, {slow_ms} ms: bare / ours", vals={
+                bare: rb, ours: r}, ratio=gap, target="gap <= 0.02", ok=(gap <= 0.02) if gap is not None else None)
         else:
             row("S3", f"req/s c=200, {slow_ms} ms upstream", f"s3_{tag}_rps", ratio=r, target="eff (info)")
         row("S3", f"  latency p99 c={conns}, {slow_ms} ms (ms)", f"s3_{tag}_p99")
@@ -1285,6 +1334,33 @@ def build_table(med, idle, slow_ms, have):
     return rows
 
 
+def headline(med, idle, slow_ms):
+    """The four targets of the hot path (issue 18), each a ratio of arms measured in the same run."""
+    g = lambda a, k: (med.get(a) or {}).get(k)  # noqa: E731
+    out = []
+
+    def line(what, ours, bare, value, target, ok):
+        verdict = "n/a" if ok is None else ("PASS" if ok else "FAIL")
+        out.append(f"  {what:<44} aiproxy {fmt(ours):>8}  bare {fmt(bare):>8}  -> {fmt(value):>6}  "
+                   f"target {target:<12} {verdict}")
+
+    o, b = g("aiproxy", "s3_c50_d0_rps"), g("bare", "s3_c50_d0_rps")
+    r = o / b if o and b else None
+    line("req/s c=50, instant upstream (ours / bare)", o, b, r, ">= 0.8", None if r is None else r >= 0.8)
+    d = g("direct", f"s3_c50_d{slow_ms}_rps")
+    eo = g("aiproxy", f"s3_c50_d{slow_ms}_rps") / d if d and g("aiproxy", f"s3_c50_d{slow_ms}_rps") else None
+    eb = g("bare", f"s3_c50_d{slow_ms}_rps") / d if d and g("bare", f"s3_c50_d{slow_ms}_rps") else None
+    gap = eb - eo if eo is not None and eb is not None else None
+    line(f"efficiency c=50, {slow_ms} ms upstream (bare - ours)", eo, eb, gap, "<= 0.02",
+         None if gap is None else gap <= 0.02)
+    o, b = g("aiproxy", "s1_add_p50"), g("bare", "s1_add_p50")
+    r = o / b if o is not None and b else None
+    line("added latency p50, c=1 (ours / bare)", o, b, r, "<= 1.3", None if r is None else r <= 1.3)
+    o = idle.get("aiproxy")
+    line("idle RSS with the UI (MB)", o, idle.get("bare"), o, "<= 120", None if o is None else o <= 120)
+    return "Issue 18 hot-path targets (same run, both arms):\n" + "\n".join(out)
+
+
 def render(rows):
     table = [HEAD]
     for r in rows:
@@ -1338,6 +1414,8 @@ async def amain(args):
     rows = build_table(med, rig.idle_rss, args.slow_ms, have)
     table = render(rows)
     print(table)
+    targets = headline(med, rig.idle_rss, args.slow_ms)
+    print("\n" + targets)
     verdicts = [r["result"] for r in rows if r["result"] in ("PASS", "FAIL")]
     summary = f"{verdicts.count('PASS')} PASS, {verdicts.count('FAIL')} FAIL"
     print(f"\n{summary}  (medians of {args.runs} run(s){', quick' if args.quick else ''}; "
@@ -1351,7 +1429,7 @@ async def amain(args):
                    "chunks": args.chunks, "gap_ms": args.gap_ms, **P},
         "app": {"path": str(Path(args.app).resolve()), "sha256": _sha256(args.app)},
         "setup": rig.setup_info, "idle_rss_mb": rig.idle_rss,
-        "runs": runs, "median": med, "table": rows, "table_text": table, "summary": summary,
+        "runs": runs, "median": med, "table": rows, "table_text": table, "targets_text": targets, "summary": summary,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
