@@ -12,7 +12,7 @@ import threading
 import time
 import tomllib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,19 +105,28 @@ async def test_log_retention_survives_a_bad_value_and_a_database_error(tmp_path,
                          admin_key_created=False, options={"log_retention_days": "soon"})
     with engine.begin() as conn:
         conn.execute(app.sa.insert(app.LogRow).values(request_id="old", created_at=1000))
+    cutoffs: list[int] = []  # each round that reached the delete, by its cut-off
+    delete = app.delete_logs_before
+    monkeypatch.setattr(app, "delete_logs_before",
+                        lambda engine, cutoff: cutoffs.append(cutoff) or delete(engine, cutoff))
+
+    async def until(condition: Callable[[], bool]) -> None:  # a condition the loop makes true, not a fixed wait
+        for _ in range(250):
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the retention loop never got there")
+
     loop = asyncio.create_task(app._retention_loop(state))
     try:
-        await asyncio.sleep(0.3)
-        assert not loop.done() and any("log retention failed" in r.getMessage() for r in caplog.records)
+        await until(lambda: any("log retention failed" in r.getMessage() for r in caplog.records))
+        assert not loop.done() and cutoffs == []
         state.options["log_retention_days"] = 10**17  # a huge number keeps everything
-        await asyncio.sleep(0.3)
+        await until(lambda: 0 in cutoffs)  # a round ran with it: its cut-off is 0, before every row
         assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 1
         state.options["log_retention_days"] = 1
-        for _ in range(100):
-            if app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0 and not loop.done()
+        await until(lambda: app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0)
+        assert not loop.done()
     finally:
         loop.cancel()
 
