@@ -7130,6 +7130,12 @@ def _complete_key(key: str, forms: Iterable[str], cfg: dict[str, Any]) -> str:
     return ""
 
 
+def unsupported_warning(provider: Provider) -> str:
+    """What the import report says of a row whose type the gateway cannot serve yet (issue 17)."""
+    return (f"{provider.unsupported} The channel is imported as it is, but its calls answer 501 until "
+            f"this type ({provider.id}, {provider.name}) is supported.")
+
+
 def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
                        catalog: dict[int, Provider]) -> RowImport:
     """One source `channels` row -> the channels to create (one per key line), or a skip with a reason."""
@@ -7151,6 +7157,8 @@ def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
         out.reason = f"provider type {to} is not available here"
         return out
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     if entry.get("note"):
         warnings.append(entry["note"])
 
@@ -7334,6 +7342,8 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         return out
     out.name = out.name or f"{provider.name} #{out.source_id}"
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     models = _names(_json_field(row.get("models"), list, "models", warnings))
     if not models:
         warnings.append("no models in the source row; add models before this channel can serve requests")
@@ -7794,8 +7804,36 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
+        "retired": t("ch.serves_retired", models=", ".join(retired_models(ch))) if retired_models(ch) else "",
         **channel_health_cells(ch),
     }
+
+
+def retired_models(ch: dict[str, Any]) -> list[str]:
+    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
+    data = model_data()
+    names = [*ch["models"], *ch["model_mapping"].values()]
+    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
+
+
+def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
+    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
+    then the channel's own other names."""
+    data = model_data()
+    provider = catalog.get(type_id)
+    current: dict[str, str] = {}
+    retired: dict[str, str] = {}
+    for model, _ in provider.models if provider else ():
+        info = data.info(model, type_id)
+        status = info.status() if info is not None else "current"
+        if status == "retired":
+            retired[model] = f"{model} · {t('ch.model_retired')}"
+        else:
+            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
+    ordered = {**current, **retired}
+    for model in chosen:
+        ordered.setdefault(model, model)
+    return ordered
 
 
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
@@ -7835,10 +7873,13 @@ def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
     """The provider picker's options: "name⁣detail⁣search terms". Quasar's input filter matches the whole string,
     so typing 阿里, 通义, qwen or alibaba finds 阿里云百炼; only the name (and, in the list, the detail) is shown."""
     other = "zh" if lang == "en" else "en"
-    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), provider_name(p, "en").casefold()))
+    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), bool(p.unsupported),
+                                                    provider_name(p, "en").casefold()))
     out = {}
     for p in order:
         name, alt = provider_name(p, lang), provider_name(p, other)
+        if p.unsupported:  # listed, so an imported channel of it can be shown, but said plainly (issue 17)
+            name = f"{name} ({translate(lang, 'ch.not_supported')})"
         models = [m for m, _ in p.models]
         detail = " · ".join(filter(None, (alt if alt != name else "", ", ".join(models[:3]), f"#{p.id}")))
         out[p.id] = _PICKER_SEP.join((name, detail, " ".join([p.name, *models])))
@@ -8423,7 +8464,9 @@ _CHANNEL_SLOTS = {
         <div v-if="props.row.reason" class="text-xs text-orange-8" style="white-space: normal; max-width: 16rem">
           {{ props.row.reason }}</div>
         <div v-if="props.row.cooling" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
-          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div></q-td>""",
+          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div>
+        <div v-if="props.row.retired" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
+          <q-icon name="event_busy" size="xs" /> {{ props.row.retired }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
           class="model-chip">{{ m }}</q-chip>
@@ -8456,7 +8499,8 @@ _CHANNEL_SLOTS = {
               <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]"
                 @click="() => $parent.$emit('retest', props.row.id)" /></div>
             <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div>
-            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div></div>
+            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div>
+            <div v-if="props.row.retired" class="text-xs text-warning">{{ props.row.retired }}</div></div>
           <q-toggle :model-value="props.row.enabled" color="positive"
             @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
         <q-card-section class="q-py-none q-px-sm">
@@ -8800,7 +8844,7 @@ class ChannelDialog:
                         t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
                         "w-full").mark("ch-name")
                     self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
-            self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
+            self.models = ui.select(model_choices(state.catalog, ch["type"], ch["models"]),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
@@ -8808,7 +8852,7 @@ class ChannelDialog:
             self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
-                    self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
+                    self.builtin(self.provider.value, current=True) + self.models.value)).props("flat dense size=sm")
                 ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
                     "flat dense size=sm")
                 self.fetch_button = ui.button(t("ch.fetch"), icon="cloud_download",
@@ -8838,12 +8882,15 @@ class ChannelDialog:
         taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
         self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
 
-    def builtin(self, pid: int) -> list[str]:
-        return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+    def builtin(self, pid: int, current: bool = False) -> list[str]:
+        """The provider's built-in models; `current`: without those already shut down."""
+        models = [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+        data = model_data()
+        return [m for m in models if not current or not ((i := data.info(m, pid)) is not None and i.is_retired())]
 
     def set_models(self, values: list[str]) -> None:
         values = clean_models(values)
-        self.models.options = sorted(set(self.builtin(self.provider.value)) | set(values))
+        self.models.options = model_choices(self.state.catalog, self.provider.value, values)
         self.models.value = values
         self.models.update()
 
@@ -8851,7 +8898,7 @@ class ChannelDialog:
         p = self.state.catalog.get(self.provider.value)
         if p is None:
             return
-        self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
+        self.models.options = model_choices(self.state.catalog, p.id, self.models.value or [])
         self.models.update()
         self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
         lang = session_language()
