@@ -577,6 +577,19 @@ async def test_settings_options_and_key_regeneration(user: User) -> None:
     await user.should_see("Connect your apps")
 
 
+async def test_settings_say_once_that_the_default_port_moved(user: User) -> None:
+    state().port_moved_from = 3000  # the first start on a data dir an older version made (test_cli covers that)
+    await login(user, "/settings")
+    await user.should_see("The default port moved from 3000 to 3010")
+    await user.should_see("--port 3000")
+    user.find("Got it").click()
+    await user.should_not_see("The default port moved")
+    assert state().port_moved_from == 0
+    await user.open("/settings")
+    await user.should_see("Connect your apps")
+    await user.should_not_see("The default port moved")
+
+
 # ---- dashboard, migrate, strings ----
 
 async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
