@@ -3532,7 +3532,10 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "ca
 
 
 def anthropic_max_tokens(model: str) -> int:
-    return next((limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
+    """The max_tokens an OpenAI request without one gets: the model's output limit from the model snapshot, else
+    the table above."""
+    return model_output_limit(model, 14) or next(
+        (limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
 
 
 def anthropic_usage(u: Any) -> Usage | None:
