@@ -9,6 +9,7 @@
 #     "uvicorn[standard]>=0.30",
 #     "orjson>=3.10",
 #     "pyyaml>=6.0",
+#     "aiohttp-socks>=0.9",
 # ]
 # ///
 """aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
@@ -84,6 +85,7 @@ except ImportError:  # Windows
 
 import aiohttp
 import orjson
+import yarl
 import pydantic
 import sqlalchemy as sa
 import uvicorn
@@ -270,6 +272,16 @@ def mask_key(key: str) -> str:
     return f"{key[:head]}…{key[-2:]}"
 
 
+def mask_proxy_url(url: str) -> str:
+    """A proxy URL with its password masked (`http://user:pa…ss@host:3128`): its password is a secret like a
+    channel key, while the user and the host may show."""
+    parts = urllib.parse.urlsplit(url or "")
+    if not parts.password:
+        return url or ""
+    user, hostport = parts.netloc.rpartition("@")[0].partition(":")[0], parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{mask_key(parts.password)}@{hostport}"))
+
+
 def strip_bearer(value: str) -> str:
     value = value.strip()
     return value[7:].strip() if value[:7].lower() == "bearer " else value
@@ -316,6 +328,7 @@ class AppState:
     routes: "RoutingTable | None" = None
     writer: "LogWriter | None" = None
     http: aiohttp.ClientSession | None = None
+    socks: dict[str, aiohttp.ClientSession] = field(default_factory=dict)  # one session per SOCKS proxy in use
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
     responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
@@ -400,6 +413,10 @@ class Channel(Base, table=True):
     last_test_error_at: int = _ms_col()
     source: str = Field(default="", max_length=255, index=True)
     source_id: str = Field(default="", max_length=64)
+    #: aiproxy's names: this channel's own outbound proxy (http, https, socks5; "" = HTTP(S)_PROXY from the
+    #: environment), and whether its upstream's TLS certificate goes unchecked (a private endpoint's own CA)
+    proxy_url: str = Field(default="", max_length=255)
+    skip_tls_verify: bool = False
 
 
 class Token(Base, table=True):
@@ -704,6 +721,8 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "last_test_error_at": ch["last_test_error_at"],
         "source": ch["source"] or "",
         "source_id": ch["source_id"] or "",
+        "proxy_url": ch.get("proxy_url") or "",
+        "skip_tls_verify": bool(ch.get("skip_tls_verify")),
         "sets": ["default"],
         "channel_tests": test or [],
     }
@@ -1279,12 +1298,14 @@ class ChannelRoute:
     weight: int
     enabled: bool
     adaptor: Adaptor
-    proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
+    proxy: str | None = None  # its own proxy_url, else HTTP(S)_PROXY/NO_PROXY's, resolved once here
+    skip_tls_verify: bool = False
     status: int = STATUS_ENABLED
     status_reason: str = ""
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
+    config: dict[str, Any] = field(default_factory=dict)  # the channel's config (e.g. Vertex AI's project_id)
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.mapping
@@ -1447,6 +1468,7 @@ class StreamFilter:
     usage: Usage | None = None  # the upstream's own count, when it sent one
     error: RelayError | None = None  # an error the upstream sent inside the stream
     events = 0  # data events seen, for an estimate when no usage came
+    raw = False  # fed bytes as they arrive (a binary framing it splits itself), not whole SSE events
 
     def feed(self, events: bytes) -> bytes:
         raise NotImplementedError
@@ -1496,18 +1518,21 @@ class ConvertedStream(StreamFilter):
     def feed(self, events: bytes) -> bytes:
         out: list[bytes] = []
         for event in sse_events(events):
-            name, data = sse_fields(event)
-            if not data or self.closed:
-                continue
-            self.events += 1
-            out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
-            if self.decoder.error is not None:
-                out.append(self.dialect.stream_error(self.decoder.error, self.call))
-                self.closed = True
-            elif self.decoder.done:
-                out.append(self.encoder.close(self.decoder.usage))
-                self.closed = True
+            self.take(*sse_fields(event), out)
         return b"".join(out)
+
+    def take(self, name: str, data: bytes, out: list[bytes]) -> None:
+        """One upstream event, named or not, through the decoder and the encoder."""
+        if not data or self.closed:
+            return
+        self.events += 1
+        out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
+        if self.decoder.error is not None:
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        elif self.decoder.done:
+            out.append(self.encoder.close(self.decoder.usage))
+            self.closed = True
 
     def close(self) -> bytes:
         if self.closed:
@@ -1620,6 +1645,7 @@ class Adaptor:
     title = "OpenAI-compatible"
     formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
     modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
+    stream_type = "text/event-stream"  # the content type of its streamed answers
 
     def speaks(self, call: RelayCall) -> bool:
         return call.dialect.format in self.formats
@@ -1638,8 +1664,16 @@ class Adaptor:
         """`call` shows the client's headers (call.headers), e.g. to forward a beta flag; None for a model list."""
         return {"Authorization": f"Bearer {channel.key}"}
 
+    async def authorize(self, state: AppState, channel: ChannelRoute, method: str, url: str,
+                        headers: dict[str, str], body: bytes) -> str | yarl.URL:
+        """The last step before a request leaves (a call, a test, a model list): add to `headers` what needs the
+        whole request (a signature) or a fetch (an access token); returns the URL to send, exactly as signed.
+        A key that cannot be used raises RelayError (e.g. which extra to install)."""
+        return url
+
     def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
-        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`)."""
+        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`); RelayError when the
+        provider has no such list."""
         return channel.base_url.rstrip("/") + "/models", self.build_headers(channel)
 
     def models_from(self, answer: Any) -> list[str]:
@@ -1841,15 +1875,21 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
     models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
     key = ch["key"].strip()
     key_format = provider.key_format if provider else ()
+    own_proxy = (ch.get("proxy_url") or "").strip()
+    secrets_ = key_secrets(key, key_format)
+    password = urllib.parse.urlsplit(own_proxy).password if own_proxy else None
+    if password and len(password) >= SECRET_MIN:  # like a key's parts: a shorter one would garble text
+        secrets_ = sorted({*secrets_, password}, key=len, reverse=True)
     return ChannelRoute(
         id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
-        proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
+        proxy=own_proxy or upstream_proxy(base_url or "https://"), skip_tls_verify=bool(ch.get("skip_tls_verify")),
+        config=dict(ch.get("config") or {}), models=frozenset(models), mapping=mapping,
         priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
         enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
         status_reason=ch.get("status_reason") or "",
         test_model=(models or sorted(mapping) or [""])[0],
         key_parts=split_key(key, key_format),
-        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key, key_format)),
+        secrets=tuple((part.encode(), mask_key(part).encode()) for part in secrets_),
     )
 
 
@@ -2099,7 +2139,18 @@ REASON_MAX = 255  # Channel.status_reason
 HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
 #: answers that may be audio or plain text (speech, srt/vtt transcripts); every other 200 must be JSON
 _FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
-_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def _socks_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp-socks' own errors (a SOCKS proxy that refuses), which are no OSError."""
+    try:
+        import aiohttp_socks
+    except ImportError:
+        return ()
+    return aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError
+
+
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError, *_socks_errors())
 _ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
 
 
@@ -2330,6 +2381,27 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
     return last
 
 
+def channel_http(state: AppState, channel: ChannelRoute) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    """The session and request options of a channel's upstream calls (calls, channel tests, model lists): an
+    http(s) proxy goes in aiohttp's `proxy=`, a SOCKS one needs a connector, so a session of its own (aiohttp-socks,
+    made on first use, closed with the app); `skip_tls_verify` turns certificate checks off for this channel."""
+    options: dict[str, Any] = {"ssl": False} if channel.skip_tls_verify else {}
+    proxy = channel.proxy
+    if not proxy:
+        return state.http, options
+    if not proxy.startswith("socks"):
+        return state.http, dict(options, proxy=proxy)
+    session = state.socks.get(proxy)
+    if session is None or session.closed:
+        from aiohttp_socks import ProxyConnector
+
+        session = state.socks[proxy] = aiohttp.ClientSession(
+            connector=ProxyConnector.from_url(proxy.replace("socks5h://", "socks5://", 1),
+                                              rdns=proxy.startswith("socks5h://"), limit=100),
+            timeout=state.http.timeout, auto_decompress=True, trust_env=False)
+    return session, options
+
+
 async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> RelayError | None:
     """Call one channel. On success `attempt` holds an open stream (its first bytes read) or a whole answer made
     the client's; otherwise the error says what failed, with the channel's key scrubbed."""
@@ -2339,16 +2411,28 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
     url = adaptor.build_url(channel, call)
     headers = adaptor.build_headers(channel, call)
     headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+    session, options = channel_http(state, channel)
     try:
-        response = await state.http.post(url, data=payload, headers=headers, proxy=channel.proxy)
+        target = await adaptor.authorize(state, channel, "POST", url, headers, payload)
+        response = await session.post(target, data=payload, headers=headers, **options)
+    except RelayError as exc:  # a key that cannot be used as it is (a missing extra, a refused token exchange)
+        attempt.error = RelayError(exc.status, channel.scrub_text(exc.message), exc.code, exc.type)
+        attempt.status = exc.status
+        return attempt.error
     except _UPSTREAM_ERRORS as exc:
         attempt.error = upstream_failure(exc, url, state.settings)
         attempt.status = attempt.error.status
         return attempt.error
     status = attempt.status = response.status
+    if status == 407 and channel.proxy:  # from the proxy, not the provider (an http:// target through an http proxy)
+        response.release()
+        attempt.error = upstream_failure(aiohttp.ClientHttpProxyError(response.request_info, (), status=407), url,
+                                         state.settings)
+        attempt.status = attempt.error.status
+        return attempt.error
     content_type = response.headers.get("Content-Type", "application/json")
     try:
-        if status == 200 and call.stream and content_type.startswith("text/event-stream"):
+        if status == 200 and call.stream and content_type.startswith(adaptor.stream_type):
             attempt.first = await response.content.readany()
             attempt.ttfb_ms = int((time.time() - call.started) * 1000)
             if attempt.first:
@@ -2393,12 +2477,17 @@ def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayE
     if isinstance(exc, asyncio.TimeoutError):
         return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
                           "upstream_timeout", "upstream_error")
+    if type(exc).__module__.startswith("aiohttp_socks"):  # its words name the proxy's host, never its password
+        return RelayError(502, f"Could not reach {where} through the channel's SOCKS proxy ({exc})",
+                          "upstream_connect_error", "upstream_error")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         reason = "host name not found"
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = "TLS certificate not trusted"
     elif isinstance(exc, aiohttp.ClientSSLError):
         reason = "TLS handshake failed"
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        reason = f"the proxy answered HTTP {exc.status}"
     elif isinstance(exc, aiohttp.ClientProxyConnectionError):
         reason = "the proxy refused"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -2444,9 +2533,10 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
     failure: RelayError | None = None
     try:
         while True:
-            cut = pending.rfind(sep)
-            if cut >= 0:
-                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
+            # up to the last event border; a raw filter (binary frames) gets every byte and splits them itself
+            cut = len(pending) if stream.raw else pending.rfind(sep) + len(sep) if sep in pending else 0
+            if cut:
+                out, pending = stream.feed(pending[:cut]), pending[cut:]
                 if out:
                     await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
             data = await response.content.readany()
@@ -5245,6 +5335,7 @@ PAGE_MIN, PAGE_MAX = -INT32_MAX - 1, INT32_MAX  # aiproxy reads page ≤ 0 as 1;
 NAME_MAX = 128  # Channel.name, Token.name
 MODEL_NAME_MAX = 191  # the model columns (MySQL's utf8mb4 index limit)
 BASE_URL_MAX = 512
+PROXY_URL_MAX = 255  # aiproxy's column size
 KEY_MAX = 16 * 1024  # one channel key; a Vertex AI service-account JSON is about 2.3 KB
 KEYS_FIELD_MAX = 1024 * 1024  # a create's key field: one key a line
 MODELS_MAX = 2000  # models (and mapping entries) per channel or API key; aggregators list a few hundred
@@ -5387,6 +5478,8 @@ class ChannelIn(ApiInput):
     status: ChannelStatus | None = None
     config: dict[str, Any] | None = None
     configs: dict[str, Any] | None = None
+    proxy_url: Annotated[str, pydantic.Field(max_length=PROXY_URL_MAX)] | None = None
+    skip_tls_verify: bool | None = None
 
 
 def clean_models(models: Iterable[Any] | None) -> list[str]:
@@ -5426,6 +5519,10 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     base_url = (data.base_url if data.base_url is not None else keep.get("base_url", "")).strip()
     if base_url and not re.match(r"^https?://", base_url):
         raise ApiError("base_url must start with http:// or https://")
+    proxy_url = (data.proxy_url if data.proxy_url is not None else keep.get("proxy_url") or "").strip()
+    if keep.get("proxy_url") and proxy_url == mask_proxy_url(keep["proxy_url"]):
+        proxy_url = keep["proxy_url"]  # an untouched masked password keeps the stored one
+    check_proxy_url(proxy_url)
     provider = state.catalog[ctype]
     status = data.status if data.status is not None else keep.get("status", STATUS_ENABLED)
     if status == STATUS_AUTO_DISABLED and keep.get("status") != STATUS_AUTO_DISABLED:
@@ -5441,7 +5538,37 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
         "status": status,
+        "proxy_url": proxy_url,
+        "skip_tls_verify": bool(data.skip_tls_verify if data.skip_tls_verify is not None
+                                else keep.get("skip_tls_verify", False)),
     }
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def proxy_url_ok(url: str | None) -> bool:
+    try:
+        check_proxy_url((url or "").strip())
+    except ApiError:
+        return False
+    return True
+
+
+def check_proxy_url(url: str) -> None:
+    """A channel's proxy_url is empty or `scheme://[user:password@]host:port` with a scheme in PROXY_SCHEMES; the
+    error never repeats the URL, which may hold a password."""
+    if not url:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in PROXY_SCHEMES or not parts.hostname or (
+            parts.path not in ("", "/")) or (parts.scheme.startswith("socks") and port is None):
+        raise ApiError("proxy_url must be http://, https://, socks5:// or socks5h:// followed by [user:password@]"
+                       "host:port, e.g. socks5://127.0.0.1:1080 or http://proxy.example:3128")
 
 
 def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
@@ -6162,13 +6289,18 @@ UPSTREAM_MODELS_TIMEOUT_S = 20
 async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
     """The model ids a channel's provider lists (`GET <base_url>/models` for OpenAI's format)."""
     route = preview_route(state, data)
-    url, headers = route.adaptor.models_request(route)
+    session, options = channel_http(state, route)
     try:
-        async with state.http.get(url, headers=headers,
-                                  timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
+        url, headers = route.adaptor.models_request(route)
+        target = await route.adaptor.authorize(state, route, "GET", url, headers, b"")
+        async with session.get(target, headers=headers, **options,
+                               timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
             status, body = resp.status, await resp.read()
+    except RelayError as exc:
+        raise ApiError(route.scrub_text(exc.message), exc.status if exc.status < 500 else 502) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
+        raise ApiError(route.scrub_text(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} "
+                                        f"{exc}".strip()), 502) from None
     if status != 200:  # the provider may quote the key back: scrubbed, like every upstream answer
         raise ApiError(f"the provider answered HTTP {status} to its model list: "
                        f"{route.scrub_text(body.decode('utf-8', 'replace'))[:300]}", 502)
@@ -6280,6 +6412,8 @@ class ImportedChannel:
     weight: int
     source_id: str
     created_at: int = 0  # 0 = now
+    proxy_url: str = ""
+    skip_tls_verify: bool = False
 
 
 @dataclass
@@ -6679,12 +6813,10 @@ def _time_ms(value: Any) -> int:
 def _aiproxy_channel_warnings(row: dict[str, Any], sets: list[str]) -> list[str]:
     """aiproxy channel settings this app has no feature for: each named, so nobody relies on them silently."""
     out = []
-    if str(row.get("proxy_url") or "").strip():  # the URL itself is not repeated: it may hold proxy credentials
-        out.append("proxy_url was not imported: channels here have no own proxy (HTTPS_PROXY applies to all)")
+    if not proxy_url_ok(str(row.get("proxy_url") or "")):  # not repeated: the URL may hold proxy credentials
+        out.append("proxy_url was not imported: it is not an http(s):// or socks5:// URL with host:port")
     if [s for s in sets if s != "default"]:
         out.append(f"sets {', '.join(sets)} were not imported: every API key here may use every channel")
-    if row.get("skip_tls_verify"):
-        out.append("skip_tls_verify was not imported: TLS certificates are always verified here")
     bans = [c for c in ("enabled_no_permission_ban", "max_error_rate", "warn_error_rate") if row.get(c)]
     if bans:
         out.append(f"{', '.join(bans)} not imported: no per-channel ban rules here (a failing call still moves "
@@ -6735,10 +6867,12 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         status, reason = STATUS_DISABLED, f"status {status} in aiproxy"
     priority = _int(row.get("priority"))
     priority = AIPROXY_DEFAULT_PRIORITY if priority == 0 else min(priority, AIPROXY_MAX_PRIORITY)
+    proxy = str(row.get("proxy_url") or "").strip()
+    proxy = proxy if proxy_url_ok(proxy) else ""  # aiproxy's own proxy_url, as it is (a bad one is warned above)
     out.items = [ImportedChannel(source_type, out.name, str(row.get("key") or "").strip(),
                                  str(row.get("base_url") or "").strip(), models, mapping, configs,
                                  status or STATUS_ENABLED, reason, priority, 1, out.source_id,
-                                 _time_ms(row.get("created_at")))]
+                                 _time_ms(row.get("created_at")), proxy, bool(row.get("skip_tls_verify")))]
     return out
 
 
@@ -8198,6 +8332,15 @@ class ChannelDialog:
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
+            self.masked_proxy = mask_proxy_url(ch.get("proxy_url") or "")
+            with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
+                self.proxy_url = ui.input(t("ch.proxy_url"), value=self.masked_proxy,
+                                          validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
+                    "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
+                    "grow").mark("ch-proxy-url")
+                self.skip_tls = ui.checkbox(t("ch.skip_tls"), value=bool(ch.get("skip_tls_verify"))).tooltip(
+                    t("ch.skip_tls_hint")).mark("ch-skip-tls")
+            field_help(t("ch.proxy_url_hint"))
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -8244,8 +8387,13 @@ class ChannelDialog:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
+    def effective_proxy_url(self) -> str:
+        value = (self.proxy_url.value or "").strip()
+        return self.ch.get("proxy_url") or "" if self.existing and value == self.masked_proxy else value
+
     def collect(self, need_models: bool = True) -> ChannelIn | None:
-        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate()]
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate(),
+                  self.proxy_url.validate()]
         if need_models:
             checks.append(self.models.validate())
         incomplete = self.mapping.incomplete()
@@ -8255,7 +8403,8 @@ class ChannelDialog:
             return None
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
-                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0)
+                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
+                         proxy_url=self.effective_proxy_url(), skip_tls_verify=bool(self.skip_tls.value))
 
     def save(self) -> None:
         data = self.collect()
@@ -9695,6 +9844,8 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
+        for session in list(state.socks.values()):
+            await session.close()
 
 
 async def _follow_shared_version(state: AppState) -> None:
