@@ -22,15 +22,16 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   10. Registry
-    2. Storage                11. Log writer
-    3. Relay contract         12. Admin API
-    4. Router                 13. Import
-    5. Relay pipeline         14. UI kit
-    6. OpenAI & Azure         15. UI pages
-    7. Anthropic Messages     16. Migrate wizard
-    8. Google Gemini          17. App assembly & CLI
+    1. Settings & app state   11. Registry
+    2. Storage                12. Log writer
+    3. Relay contract         13. Admin API
+    4. Router                 14. Import
+    5. Relay pipeline         15. UI kit
+    6. OpenAI & Azure         16. UI pages
+    7. Anthropic Messages     17. Migrate wizard
+    8. Google Gemini          18. App assembly & CLI
     9. OpenAI Responses
+   10. AWS Bedrock
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ import secrets
 import socket
 import sqlite3
 import string
+import struct
 import sys
 import threading
 import time
@@ -70,6 +72,7 @@ import urllib.parse
 import urllib.request
 import wave
 import webbrowser
+import zlib
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -4745,7 +4748,395 @@ class ResponsesDialect(Dialect):
         return out
 
 
-# ==== 10. Registry: the formats not served yet, and FORMATS =================================================
+# ==== 10. AWS Bedrock: the upstream of type 33, the Converse API ============================================
+# docs.aws.amazon.com/bedrock/latest/APIReference: Converse (`POST /model/{modelId}/converse`) and ConverseStream
+# (`/converse-stream`, answered in AWS's binary event-stream framing: each message a prelude with its lengths and
+# CRC32, headers such as `:event-type`, a JSON payload, and a CRC32 of the whole). Every client format reaches it
+# through the pivot. Keys: `region|access_key|secret_key[|session_token]`, signed with SigV4 by botocore (the
+# optional extra `aws`), or `region|api_key`, a Bedrock API key sent as a bearer token (no extra needed).
+
+BEDROCK_INSTALL = "pip install 'aiproxy-local[aws]'"
+_BEDROCK_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+                  "model_context_window_exceeded": "length"}
+_BEDROCK_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                          "image/webp": "webp"}
+#: an exception message's `:exception-type` → HTTP status, as the API reference lists them for ConverseStream
+_BEDROCK_EXCEPTIONS = {"validationException": 400, "accessDeniedException": 403, "resourceNotFoundException": 404,
+                       "throttlingException": 429, "serviceQuotaExceededException": 429,
+                       "modelTimeoutException": 408, "modelNotReadyException": 429, "modelErrorException": 424,
+                       "modelStreamErrorException": 424, "internalServerException": 500,
+                       "serviceUnavailableException": 503}
+
+
+def bedrock_model_id(model: str, region: str) -> str:
+    """A model's Bedrock id: an id with a provider prefix (`anthropic.…`, `us.anthropic.…`, `amazon.nova-…`) or an
+    ARN goes as it is; a Claude name (`claude-sonnet-4-5-20250929`) becomes `anthropic.<name>-v1:0`, behind the
+    region's cross-region inference profile (`us.`, `eu.`, `apac.`), which Claude 4 and later require on demand."""
+    if "." in model.split(":")[0] or model.startswith("arn:"):
+        return model
+    if not model.startswith("claude-"):
+        return model
+    geography = {"us": "us", "eu": "eu", "ap": "apac", "ca": "us"}.get(region.split("-")[0], "")
+    return f"{geography + '.' if geography else ''}anthropic.{model}-v1:0"
+
+
+def bedrock_usage(u: Any) -> Usage | None:
+    """Bedrock's TokenUsage: inputTokens leaves out the cache reads and writes, which the pivot counts in."""
+    if not isinstance(u, dict):
+        return None
+    read, written = int(u.get("cacheReadInputTokens") or 0), int(u.get("cacheWriteInputTokens") or 0)
+    prompt, output = int(u.get("inputTokens") or 0) + read + written, int(u.get("outputTokens") or 0)
+    return Usage(prompt, output, prompt + output, read)
+
+
+def read_bedrock_error(status: int, body: bytes) -> RelayError:
+    """`{"message": "..."}` (the error's type comes in a header, x-amzn-ErrorType), or any other text."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    message = (obj.get("message") or obj.get("Message")) if isinstance(obj, dict) else None
+    if not isinstance(message, str) or not message:
+        return read_openai_error(status, body)
+    return RelayError(status, message, "bedrock_error", "upstream_error")
+
+
+# -- pivot → Converse --
+
+def _bedrock_image(url: str) -> dict[str, Any]:
+    if not url.startswith("data:"):
+        raise RelayError(400, "AWS Bedrock takes images as data: URLs (base64), not as links.", "invalid_image")
+    header, _, data = url.partition(",")
+    mime = header[5:].split(";")[0].lower()
+    if mime not in _BEDROCK_IMAGE_FORMATS:
+        raise RelayError(400, f"AWS Bedrock takes png, jpeg, gif or webp images, not {mime or 'this one'}.",
+                         "invalid_image")
+    return {"image": {"format": _BEDROCK_IMAGE_FORMATS[mime], "source": {"bytes": data}}}
+
+
+def _bedrock_user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and part.get("text"):
+            blocks.append({"text": part["text"]})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_bedrock_image(url))
+    return blocks
+
+
+def _bedrock_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        blocks.append({"toolUse": {"toolUseId": call.get("id") or f"tooluse_{i}", "name": function.get("name") or "",
+                                   "input": _arguments(function.get("arguments"))}})
+    return blocks
+
+
+def openai_to_converse_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as a Converse request: system messages become `system`, tool results user turns
+    of toolResult blocks, and turns of one role merge (Converse wants them to alternate, starting with a user)."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"text": text}] if text else []
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"toolResult": {"toolUseId": message.get("tool_call_id") or "",
+                                                    "content": [{"text": _text_of(message.get("content")) or " "}]}}]
+        elif role == "assistant":
+            blocks = _bedrock_assistant_blocks(message)
+        else:
+            role, blocks = "user", _bedrock_user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    config: dict[str, Any] = {}
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if limit:
+        config["maxTokens"] = int(limit)
+    elif "claude" in model:  # as on Anthropic's own API, a Claude answer is cut at a small default otherwise
+        config["maxTokens"] = anthropic_max_tokens(model)
+    for name, key in (("temperature", "temperature"), ("top_p", "topP")):
+        if chat.get(name) is not None:
+            config[key] = chat[name]
+    stop = chat.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if config:
+        body["inferenceConfig"] = config
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        tools = {"tools": [{"toolSpec": {
+            "name": f.get("name", ""), "inputSchema": {"json": {"type": "object", **(f.get("parameters") or {})}},
+            **({"description": f["description"]} if f.get("description") else {})}} for f in functions]}
+        choice = chat.get("tool_choice")
+        if isinstance(choice, dict):
+            tools["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name", "")}}
+        elif choice == "required":
+            tools["toolChoice"] = {"any": {}}
+        elif choice == "auto":
+            tools["toolChoice"] = {"auto": {}}
+        body["toolConfig"] = tools  # "none" has no Converse form: the tools stay (earlier toolUse blocks need them)
+    budget = ANTHROPIC_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    if budget and "claude" in model and not any(m.get("tool_calls") for m in chat.get("messages") or []):
+        body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
+        config = body.setdefault("inferenceConfig", {})
+        config["maxTokens"] = max(config.get("maxTokens", 0), budget + 1024)
+        config.pop("temperature", None)
+        config.pop("topP", None)
+    return body
+
+
+# -- Converse → pivot --
+
+def converse_to_openai_response(answer: dict[str, Any], model: str,
+                                request_id: str) -> tuple[dict[str, Any], Usage | None]:
+    message = (answer.get("output") or {}).get("message") or {}
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            calls.append({"id": use.get("toolUseId"), "type": "function", "function": {
+                "name": use.get("name"), "arguments": orjson.dumps(use.get("input") or {}).decode()}})
+        elif isinstance(block.get("reasoningContent"), dict):
+            thinking.append(str((block["reasoningContent"].get("reasoningText") or {}).get("text") or ""))
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if calls:
+        reply["tool_calls"] = calls
+    usage = bedrock_usage(answer.get("usage"))
+    pivot = {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()),
+             "model": model, "choices": [{"index": 0, "message": reply,
+                                          "finish_reason": _BEDROCK_STOPS.get(answer.get("stopReason"), "stop")}]}
+    if usage is not None:
+        pivot["usage"] = usage_to_openai(usage)
+    return pivot, usage
+
+
+class EventStreamError(ValueError):
+    """A frame of AWS's event-stream framing that is not whole or not intact (a CRC mismatch)."""
+
+
+def event_stream_messages(buffer: bytes) -> tuple[list[tuple[dict[str, str], bytes]], bytes,
+                                                 EventStreamError | None]:
+    """The whole messages at the start of `buffer` as (string headers, payload), the bytes left over, and the
+    error of a message that is not intact (the messages before it are returned). Each message: total length and
+    headers length (big-endian uint32), the prelude's CRC32, headers, payload, and the CRC32 of all before it."""
+    messages, at = [], 0
+    while len(buffer) - at >= 12:
+        total, header_length, prelude_crc = struct.unpack_from(">III", buffer, at)
+        if zlib.crc32(buffer[at:at + 8]) != prelude_crc:
+            return messages, buffer[at:], EventStreamError("event-stream prelude CRC mismatch")
+        if total < 16 or header_length > total - 16:
+            return messages, buffer[at:], EventStreamError(f"event-stream message of impossible length {total}")
+        if len(buffer) - at < total:
+            break
+        message = buffer[at:at + total]
+        if zlib.crc32(message[:-4]) != struct.unpack_from(">I", message, total - 4)[0]:
+            return messages, buffer[at:], EventStreamError("event-stream message CRC mismatch")
+        headers, pos, end = {}, 12, 12 + header_length
+        while pos < end:
+            name_length = message[pos]
+            name = message[pos + 1:pos + 1 + name_length].decode("utf-8", "replace")
+            kind, pos = message[pos + 1 + name_length], pos + 2 + name_length
+            if kind in (0, 1):  # bool true / false: no value bytes
+                continue
+            width = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}.get(kind)
+            if width is None:  # 6 bytes, 7 string: a 2-byte length first
+                width, pos = struct.unpack_from(">H", message, pos)[0], pos + 2
+            if kind == 7:
+                headers[name] = message[pos:pos + width].decode("utf-8", "replace")
+            pos += width
+        messages.append((headers, message[end:total - 4]))
+        at += total
+    return messages, buffer[at:], None
+
+
+class ConverseDecoder(PivotDecoder):
+    """ConverseStream's events as pivot chunks: messageStart → the role chunk; contentBlockStart of a toolUse →
+    the call's id and name; contentBlockDelta → text, reasoning or argument pieces; messageStop → the finish
+    chunk; metadata (last) → the usage, and the end."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.tools: dict[int, int] = {}  # content block index → tool call index
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}]
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        if name == "messageStart":
+            return self._chunk({"role": "assistant", "content": ""})
+        if name == "contentBlockStart":
+            use = (event.get("start") or {}).get("toolUse")
+            if isinstance(use, dict):
+                index = self.tools.setdefault(int(event.get("contentBlockIndex") or 0), len(self.tools))
+                return self._chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId"), "type": "function",
+                                                    "function": {"name": use.get("name"), "arguments": ""}}]})
+            return []
+        if name == "contentBlockDelta":
+            delta = event.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                return self._chunk({"content": delta["text"]})
+            if isinstance(delta.get("toolUse"), dict):
+                index = self.tools.get(int(event.get("contentBlockIndex") or 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": str(delta["toolUse"].get("input") or "")}}]})
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
+                return self._chunk({"reasoning_content": reasoning["text"]})
+            return []
+        if name == "messageStop":
+            return self._chunk({}, _BEDROCK_STOPS.get(event.get("stopReason"), "stop"))
+        if name == "metadata":
+            self.usage = bedrock_usage(event.get("usage")) or self.usage
+            self.done = True
+        return []  # contentBlockStop, and event types added later
+
+    def fail(self, kind: str, data: bytes) -> None:
+        """An exception message (`:message-type: exception`) of the stream."""
+        error = read_bedrock_error(_BEDROCK_EXCEPTIONS.get(kind, 500), data)
+        self.error = RelayError(error.status, error.message, kind or "bedrock_error", "upstream_error")
+
+
+class ConverseStream(ConvertedStream):
+    """A ConverseStream answer for any client: raw bytes in, split into event-stream messages here, each message
+    through the pivot into the client's format. A frame whose CRC fails ends the stream with an error."""
+
+    raw = True
+
+    def __init__(self, call: RelayCall) -> None:
+        super().__init__(call, ConverseDecoder(call), call.dialect.stream_encoder(call))
+        self.buffer = b""
+
+    def feed(self, events: bytes) -> bytes:
+        if self.closed:
+            return b""
+        out: list[bytes] = []
+        messages, self.buffer, broken = event_stream_messages(self.buffer + events)
+        for headers, payload in messages:
+            if headers.get(":message-type") in ("exception", "error"):
+                self.decoder.fail(headers.get(":exception-type") or headers.get(":error-code") or "", payload)
+                out.append(self.dialect.stream_error(self.decoder.error, self.call))
+                self.closed = True
+                return b"".join(out)
+            self.take(headers.get(":event-type", ""), payload, out)
+        if broken is not None and not self.closed:
+            self.decoder.error = RelayError(502, f"AWS Bedrock's stream is corrupt: {broken}", "bad_upstream_answer",
+                                            "upstream_error")
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        return b"".join(out)
+
+
+class BedrockAdaptor(Adaptor):
+    """`https://bedrock-runtime.{region}.amazonaws.com/model/{id}/converse[-stream]` (or the channel's base URL in
+    its place), signed with SigV4 (botocore) or a Bedrock API key as the bearer."""
+
+    title = "AWS Bedrock"
+    formats = frozenset()  # no client speaks Converse: every call goes through the pivot
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+    stream_type = "application/vnd.amazon.eventstream"
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-east-1")
+
+    def endpoint(self, channel: ChannelRoute, service: str = "bedrock-runtime") -> str:
+        return channel.base_url.rstrip("/") or f"https://{service}.{self.region(channel)}.amazonaws.com"
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = bedrock_model_id(channel.upstream_model(call.model), self.region(channel))
+        action = "converse-stream" if call.stream else "converse"
+        return f"{self.endpoint(channel)}/model/{urllib.parse.quote(model, safe='')}/{action}"
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        headers = {"Accept": self.stream_type if call is not None and call.stream else "application/json"}
+        if "api_key" in channel.key_parts:
+            headers["Authorization"] = f"Bearer {channel.key_parts['api_key']}"
+        return headers
+
+    async def authorize(self, state: AppState, channel: ChannelRoute, method: str, url: str,
+                        headers: dict[str, str], body: bytes) -> str | yarl.URL:
+        """A key of access keys: SigV4 over the exact URL, headers and body that leave (so the URL goes out as
+        it is, its `%3A` kept)."""
+        parts = channel.key_parts
+        if "api_key" in parts:
+            return yarl.URL(url, encoded=True)
+        if not parts.get("ak") or not parts.get("sk"):
+            raise RelayError(401, "An AWS Bedrock key is region|access_key|secret_key[|session_token] or "
+                                  "region|api_key.", "invalid_key", "authentication_error")
+        try:
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+            from botocore.credentials import Credentials
+        except ImportError:
+            raise RelayError(501, "AWS Bedrock channels with access keys sign their calls with botocore, which "
+                                  f"is not installed: {BEDROCK_INSTALL} (or use a Bedrock API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        credentials = Credentials(parts["ak"], parts["sk"], parts.get("session_token") or None)
+        # one signing name, "bedrock", for the runtime (calls) and the control plane (the model list) alike
+        SigV4Auth(credentials, "bedrock", self.region(channel)).add_auth(request)
+        headers.update({k: v for k, v in request.headers.items() if k.lower() in (
+            "authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")})
+        return yarl.URL(url, encoded=True)
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        """ListFoundationModels, on the control plane (`bedrock.{region}`, or the base URL)."""
+        return f"{self.endpoint(channel, 'bedrock')}/foundation-models", self.build_headers(channel)
+
+    def models_from(self, answer: Any) -> list[str]:
+        return [str(m["modelId"]) for m in answer["modelSummaries"]]
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return orjson.dumps(openai_to_converse_request(pivot, channel.upstream_model(call.model)))
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return bedrock_usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        return converse_to_openai_response(json_object(body, "AWS Bedrock's answer"), call.model, call.request_id)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return ConverseStream(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_bedrock_error(status, body)
+
+
+# ==== 11. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
@@ -4783,7 +5174,7 @@ FORMATS: dict[str, WireFormat] = {
     "anthropic": WireFormat(AnthropicAdaptor(), AnthropicDialect()),
     "gemini": WireFormat(GeminiAdaptor(), GeminiDialect()),
     "openai+responses": WireFormat(OpenAIResponsesAdaptor(), ResponsesDialect()),
-    "aws": WireFormat(UnsupportedAdaptor("AWS Bedrock")),
+    "aws": WireFormat(BedrockAdaptor()),
     "vertexai": WireFormat(UnsupportedAdaptor("Google Vertex AI")),
     "baidu": WireFormat(UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)")),
     "coze": WireFormat(UnsupportedAdaptor("Coze")),
@@ -4856,7 +5247,7 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
     return catalog
 
 
-# ==== 11. Log writer ========================================================================================
+# ==== 12. Log writer ========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -5323,7 +5714,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
 
-# ==== 12. Admin API: aiproxy's /api contract ================================================================
+# ==== 13. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -6341,7 +6732,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 13. Import: OneAPI, new-api, labring/aiproxy ==========================================================
+# ==== 14. Import: OneAPI, new-api, labring/aiproxy ==========================================================
 # Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
 # config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
 # read_source() is the only code that talks to the source, import_source() the only one that writes. Type
@@ -7168,8 +7559,8 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ==== 14. UI kit: strings, session, layout, login, time ranges, table columns ===============================
-# What every page is built from. Pages call the admin API's functions (sections 12 and 13) directly, never this
+# ==== 15. UI kit: strings, session, layout, login, time ranges, table columns ===============================
+# What every page is built from. Pages call the admin API's functions (sections 13 and 14) directly, never this
 # app's own HTTP. nicegui is imported only by mount_ui(), so `--no-ui` runs without it (bench/ measures the
 # API-only memory). Strings: assets/i18n.json.
 
@@ -7820,8 +8211,8 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     return None
 
 
-# ==== 15. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
-# One class per page; PAGES (section 17, where the UI is mounted) lists them for the routes and the navigation.
+# ==== 16. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 18, where the UI is mounted) lists them for the routes and the navigation.
 
 # ---- dashboard ----
 
@@ -9099,8 +9490,8 @@ class SettingsPage:
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
-# ==== 16. Migrate wizard: the UI of section 13's import =====================================================
-# Each source it reads from is one row of MIGRATE_SOURCES; section 13 does the reading and the writing.
+# ==== 17. Migrate wizard: the UI of section 14's import =====================================================
+# Each source it reads from is one row of MIGRATE_SOURCES; section 14 does the reading and the writing.
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
@@ -9653,7 +10044,7 @@ class MigrateWizard:
         self.stepper.value = "source"
 
 
-# ==== 17. App assembly & CLI ================================================================================
+# ==== 18. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
