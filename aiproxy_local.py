@@ -22,15 +22,15 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   11. Registry
-    2. Storage                12. Log writer
-    3. Relay contract         13. Admin API
-    4. Router                 14. Import
-    5. Relay pipeline         15. UI kit
-    6. OpenAI & Azure         16. UI pages
-    7. Anthropic Messages     17. Migrate wizard
-    8. Google Gemini          18. App assembly & CLI
-    9. OpenAI Responses
+    1. Settings & app state   11. Google Vertex AI
+    2. Storage                12. Registry
+    3. Relay contract         13. Log writer
+    4. Router                 14. Admin API
+    5. Relay pipeline         15. Import
+    6. OpenAI & Azure         16. UI kit
+    7. Anthropic Messages     17. UI pages
+    8. Google Gemini          18. Migrate wizard
+    9. OpenAI Responses       19. App assembly & CLI
    10. AWS Bedrock
 """
 
@@ -5136,7 +5136,198 @@ class BedrockAdaptor(Adaptor):
         return read_bedrock_error(status, body)
 
 
-# ==== 11. Registry: the formats not served yet, and FORMATS =================================================
+# ==== 11. Google Vertex AI: the upstream of type 42, Gemini and Claude models ===============================
+# cloud.google.com/vertex-ai/generative-ai/docs: Gemini models at
+# `{host}/v1/projects/{project}/locations/{region}/publishers/google/models/{m}:generateContent` and
+# `:streamGenerateContent?alt=sse` (section 8's format, other URL and auth); Claude models at
+# `…/publishers/anthropic/models/{m}:rawPredict` and `:streamRawPredict` (section 7's body without `model`, with
+# `anthropic_version: vertex-2023-10-16`). Keys: `region|<service-account JSON>`, exchanged for an access token
+# (Google's OAuth 2.0 JWT-bearer grant, the JWT signed by google-auth, the optional extra `vertex`), cached until
+# shortly before it expires; `region|api_key` (express mode, no project) and `region|project_id|api_key`.
+
+VERTEX_INSTALL = "pip install 'aiproxy-local[vertex]'"
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+VERTEX_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+VERTEX_TOKEN_LIFETIME_S = 3600  # what the assertion asks for; Google's answer says what it grants
+VERTEX_TOKEN_MARGIN_S = 300  # a cached token is renewed this long before it expires
+VERTEX_DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+def is_claude(model: str) -> bool:
+    return model.lower().startswith("claude")
+
+
+def vertex_service_account(channel: ChannelRoute) -> dict[str, Any]:
+    try:
+        info = json.loads(channel.key_parts["adc"])
+    except (KeyError, ValueError):
+        info = None
+    if not isinstance(info, dict) or not info.get("client_email") or not info.get("private_key"):
+        raise RelayError(401, "A Vertex AI key is region|<service-account JSON with client_email and private_key>, "
+                              "region|api_key or region|project_id|api_key.", "invalid_key", "authentication_error")
+    return info
+
+
+class VertexTokens:
+    """Access tokens of service accounts, per account, cached until VERTEX_TOKEN_MARGIN_S before they expire; one
+    exchange at a time per account, so a burst of calls waits for one token rather than asking for many."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, float]] = {}  # account → (access token, expiry as time.time())
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def token(self, state: AppState, channel: ChannelRoute) -> str:
+        info = vertex_service_account(channel)
+        account = hashlib.sha256(f"{info['client_email']}|{info.get('private_key_id', '')}|{info['private_key']}"
+                                 .encode()).hexdigest()
+        async with self.locks.setdefault(account, asyncio.Lock()):
+            cached = self.tokens.get(account)
+            if cached is None or cached[1] - VERTEX_TOKEN_MARGIN_S <= time.time():
+                cached = self.tokens[account] = await self.exchange(state, channel, info)
+            return cached[0]
+
+    @staticmethod
+    async def exchange(state: AppState, channel: ChannelRoute, info: dict[str, Any]) -> tuple[str, float]:
+        """Sign a JWT for the account with google-auth and trade it at the key's token_uri; the HTTP goes through
+        the channel's own session (its proxy, its TLS setting), not google-auth's blocking transport."""
+        try:
+            from google.auth import crypt, jwt
+        except ImportError:
+            raise RelayError(501, "Vertex AI channels with a service-account key need google-auth, which is not "
+                                  f"installed: {VERTEX_INSTALL} (or use an API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        token_uri = str(info.get("token_uri") or VERTEX_DEFAULT_TOKEN_URI)
+        now = int(time.time())
+        try:
+            signer = crypt.RSASigner.from_service_account_info(info)
+        except (ValueError, TypeError) as exc:
+            raise RelayError(401, f"The service account's private key cannot be read: {type(exc).__name__}",
+                             "invalid_key", "authentication_error") from None
+        assertion = jwt.encode(signer, {"iss": info["client_email"], "scope": VERTEX_SCOPE, "aud": token_uri,
+                                        "iat": now, "exp": now + VERTEX_TOKEN_LIFETIME_S})
+        session, options = channel_http(state, channel)
+        try:
+            async with session.post(token_uri, data={"grant_type": _JWT_BEARER, "assertion": assertion.decode()},
+                                    **options) as response:
+                status, body = response.status, await response.read()
+        except _UPSTREAM_ERRORS as exc:
+            error = upstream_failure(exc, token_uri, state.settings)
+            raise RelayError(error.status, f"Vertex AI token exchange: {error.message}", error.code,
+                             error.type) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
+            said = (answer.get("error_description") or answer.get("error")) if isinstance(answer, dict) else None
+            said = said or body[:200].decode("utf-8", "replace")
+            raise RelayError(401 if status in (400, 401, 403) else 502,
+                             f"Google refused the service account's token exchange (HTTP {status}): {said}",
+                             "token_exchange_failed", "authentication_error")
+        expires = float(answer.get("expires_in") or VERTEX_TOKEN_LIFETIME_S)
+        return str(answer["access_token"]), time.time() + expires
+
+
+class VertexClaude(AnthropicAdaptor):
+    """A Claude model on Vertex AI: the Messages body without `model`, with Vertex's anthropic_version."""
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        body = openai_to_anthropic_request(dict(pivot, stream=call.stream), channel.upstream_model(call.model))
+        body.pop("model")
+        return orjson.dumps({"anthropic_version": VERTEX_ANTHROPIC_VERSION, **body})
+
+
+class VertexAdaptor(Adaptor):
+    """Gemini and Claude models of one Google Cloud project: each model's publisher picks the URL, the body and
+    the answer's format (section 8's or section 7's converters); every client format goes through the pivot."""
+
+    title = "Google Vertex AI"
+    formats = frozenset()
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+
+    def __init__(self) -> None:
+        self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
+        self.tokens = VertexTokens()
+
+    def side(self, model: str) -> Adaptor:
+        return self.claude if is_claude(model) else self.gemini
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-central1")
+
+    def project(self, channel: ChannelRoute) -> str:
+        parts = channel.key_parts
+        if parts.get("project_id"):
+            return parts["project_id"]
+        if "adc" in parts:
+            info = vertex_service_account(channel)
+            if info.get("project_id"):
+                return str(info["project_id"])
+        return str(channel.config.get("project_id") or "")
+
+    def host(self, channel: ChannelRoute) -> str:
+        region = self.region(channel)
+        if channel.base_url:
+            return channel.base_url.rstrip("/")
+        express = "api_key" in channel.key_parts and not channel.key_parts.get("project_id")
+        return ("https://aiplatform.googleapis.com" if express or region == "global"
+                else f"https://{region}-aiplatform.googleapis.com")
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = channel.upstream_model(call.model)
+        if is_claude(model):
+            publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
+        else:
+            publisher, method = "google", "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        project = self.project(channel)
+        where = f"/projects/{project}/locations/{self.region(channel)}" if project else ""
+        return (f"{self.host(channel)}/v1{where}/publishers/{publisher}/models/"
+                f"{urllib.parse.quote(model, safe='@')}:{method}")
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        api_key = channel.key_parts.get("api_key")
+        return {"x-goog-api-key": api_key} if api_key else {}
+
+    async def authorize(self, state: AppState, channel: ChannelRoute, method: str, url: str,
+                        headers: dict[str, str], body: bytes) -> str | yarl.URL:
+        if "adc" in channel.key_parts:
+            if not self.project(channel):
+                raise RelayError(400, "This Vertex AI channel names no project: add project_id to the service "
+                                      "account's JSON or to the channel's config.", "missing_project", "aiproxy_error")
+            headers["Authorization"] = f"Bearer {await self.tokens.token(state, channel)}"
+        return url
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        raise RelayError(400, "Vertex AI lists no models for a project's key: pick them from the built-in list, "
+                              "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return self.side(channel.upstream_model(call.model)).request_from_pivot(pivot, call, channel)
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        if isinstance(answer, dict) and answer.get("type") == "message":
+            return self.claude.usage_of(answer)
+        return gemini_usage(answer.get("usageMetadata")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
+        answer = json_object(body, "Vertex AI's answer")
+        side = self.claude if answer.get("type") == "message" else self.gemini
+        return side.response_to_pivot(call, body)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        side = self.side(channel.upstream_model(call.model))
+        return ConvertedStream(call, side.pivot_decoder(call), call.dialect.stream_encoder(call))
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        if b'"type":"error"' in body.replace(b" ", b""):
+            return read_anthropic_error(status, body)
+        return read_gemini_error(status, body)
+
+
+# ==== 12. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
@@ -5175,7 +5366,7 @@ FORMATS: dict[str, WireFormat] = {
     "gemini": WireFormat(GeminiAdaptor(), GeminiDialect()),
     "openai+responses": WireFormat(OpenAIResponsesAdaptor(), ResponsesDialect()),
     "aws": WireFormat(BedrockAdaptor()),
-    "vertexai": WireFormat(UnsupportedAdaptor("Google Vertex AI")),
+    "vertexai": WireFormat(VertexAdaptor()),
     "baidu": WireFormat(UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)")),
     "coze": WireFormat(UnsupportedAdaptor("Coze")),
     "doubao-audio": WireFormat(UnsupportedAdaptor("Doubao speech")),
@@ -5247,7 +5438,7 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
     return catalog
 
 
-# ==== 12. Log writer ========================================================================================
+# ==== 13. Log writer ========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -5714,7 +5905,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
 
-# ==== 13. Admin API: aiproxy's /api contract ================================================================
+# ==== 14. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -6732,7 +6923,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 14. Import: OneAPI, new-api, labring/aiproxy ==========================================================
+# ==== 15. Import: OneAPI, new-api, labring/aiproxy ==========================================================
 # Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
 # config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
 # read_source() is the only code that talks to the source, import_source() the only one that writes. Type
@@ -7559,8 +7750,8 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ==== 15. UI kit: strings, session, layout, login, time ranges, table columns ===============================
-# What every page is built from. Pages call the admin API's functions (sections 13 and 14) directly, never this
+# ==== 16. UI kit: strings, session, layout, login, time ranges, table columns ===============================
+# What every page is built from. Pages call the admin API's functions (sections 14 and 15) directly, never this
 # app's own HTTP. nicegui is imported only by mount_ui(), so `--no-ui` runs without it (bench/ measures the
 # API-only memory). Strings: assets/i18n.json.
 
@@ -8211,8 +8402,8 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     return None
 
 
-# ==== 16. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
-# One class per page; PAGES (section 18, where the UI is mounted) lists them for the routes and the navigation.
+# ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 19, where the UI is mounted) lists them for the routes and the navigation.
 
 # ---- dashboard ----
 
@@ -9490,8 +9681,8 @@ class SettingsPage:
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
-# ==== 17. Migrate wizard: the UI of section 14's import =====================================================
-# Each source it reads from is one row of MIGRATE_SOURCES; section 14 does the reading and the writing.
+# ==== 18. Migrate wizard: the UI of section 15's import =====================================================
+# Each source it reads from is one row of MIGRATE_SOURCES; section 15 does the reading and the writing.
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
@@ -10044,7 +10235,7 @@ class MigrateWizard:
         self.stepper.value = "source"
 
 
-# ==== 18. App assembly & CLI ================================================================================
+# ==== 19. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600

@@ -133,7 +133,7 @@ def test_types_without_a_native_adaptor_refuse_clearly():
     for type_id, words in ((34, "Coze"), (44, "Doubao speech"), (46, "Doc2X")):
         refusal = app.adaptor_for(catalog[type_id]).refusal(call)
         assert refusal.status == 501 and refusal.message == f"{words} channels are not supported yet."
-    for type_id in (1, 33):  # AWS Bedrock has its own section now
+    for type_id in (1, 33, 42):  # AWS Bedrock and Vertex AI have their own sections now
         assert app.adaptor_for(catalog[type_id]).refusal(call) is None
 
 
