@@ -125,7 +125,7 @@ class Setting:
 #: One row per setting: it feeds the CLI flags, the environment variables and the README (tests check all three).
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "AIPROXY_HOST", "127.0.0.1", "interface to bind; 0.0.0.0 exposes the gateway to your network"),
-    Setting("port", "AIPROXY_PORT", 3000, "port of the relay, the admin API and the UI"),
+    Setting("port", "AIPROXY_PORT", 3010, "port of the relay, the admin API and the UI (FastGPT's default endpoint)"),
     Setting("data_dir", "AIPROXY_DATA_DIR", "~/.aiproxy-local", "where the database, admin key and UI secret live"),
     Setting("admin_key", "ADMIN_KEY", "", "admin key; generated into <data-dir>/admin_key when unset", flag=False),
     Setting("sql_dsn", "SQL_DSN", "", "any SQLAlchemy URL; default sqlite:///<data-dir>/aiproxy.db"),
@@ -160,7 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: int = 3010
     data_dir: str = "~/.aiproxy-local"
     admin_key: str = ""
     sql_dsn: str = ""
@@ -219,6 +219,47 @@ def build_arg_parser() -> argparse.ArgumentParser:
             parser.add_argument(name, type=type(s.default), default=None, help=f"{s.help} [{s.env}, default {s.default}]")
     parser.add_argument("--version", action="version", version=__version__)
     return parser
+
+
+# ---- the default port: 3010, where FastGPT looks (its AIPROXY_API_ENDPOINT default); its own UI has 3000 ----
+
+FORMER_DEFAULT_PORT = 3000  # the default until 0.1.0; a data dir from then has no DEFAULT_PORT_FILE
+DEFAULT_PORT_FILE = "default_port"  # the default port the data dir last started under
+
+
+def port_chosen(env: dict[str, str], argv: list[str]) -> bool:
+    """Whether the port came from AIPROXY_PORT or --port (argparse also takes `--po 1`), not from the default."""
+    if env.get("AIPROXY_PORT", "") != "":
+        return True
+    args, _ = build_arg_parser().parse_known_args(argv)
+    return getattr(args, "port", None) is not None
+
+
+def default_port_moved_from(settings: Settings, chosen: bool) -> int:
+    """The former default port (else 0), once per data dir: a data dir an older version made (it listened on
+    3000 by default) is told that the default moved, and how to keep 3000. The data dir then remembers the new
+    default; a fresh one, or a port given explicitly, needs no notice."""
+    data = settings.data_path
+    marker = data / DEFAULT_PORT_FILE
+    default = Settings.port
+    try:
+        before = int(marker.read_text().strip())
+    except FileNotFoundError:
+        older = data.is_dir() and any(p.name != DEFAULT_PORT_FILE for p in data.iterdir())
+        before = FORMER_DEFAULT_PORT if older else default
+    except (OSError, ValueError):
+        before = default
+    if before != default or not marker.exists():
+        with contextlib.suppress(OSError):
+            write_secret_file(marker, str(default))
+    return 0 if before == default or chosen else before
+
+
+def port_moved_text(before: int) -> str:
+    default = Settings.port
+    return (f"The default port moved from {before} to {default} (FastGPT's own web UI listens on 3000, and its "
+            f"AIPROXY_API_ENDPOINT defaults to http://localhost:{default}). To keep {before}, start with "
+            f"--port {before} or set AIPROXY_PORT={before}; apps that call :{before} otherwise need the new port.")
 
 
 def generate_key(length: int = 48) -> str:
@@ -338,6 +379,7 @@ class AppState:
     health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
+    port_moved_from: int = 0  # the first start after the default port moved says so (terminal, settings page)
 
     def __post_init__(self) -> None:
         if self.health is None:
@@ -9577,6 +9619,8 @@ class SettingsPage:
         self.state, self.user = state, ng.storage.user
         self.origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
         self.revealed = False
+        if state.port_moved_from:
+            self._port_moved_card()
         self._connect_card()
         self._admin_key_card()
         self._gateway_card()
@@ -9602,6 +9646,19 @@ class SettingsPage:
                 self.code = ui.label(self.snippet(False)).classes(
                     "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
             ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+
+    def _port_moved_card(self) -> None:
+        """Said once (this run, the first after the default port moved), dismissed with "Got it"."""
+        with ui.card().classes("w-full gap-2").props("flat bordered").mark("port-moved") as card:
+            with ui.row().classes("items-center gap-2 no-wrap"):
+                ui.icon("info", color="warning")
+                ui.label(t("set.port_moved", old=self.state.port_moved_from, new=Settings.port)).classes("text-sm")
+
+            def dismiss() -> None:
+                self.state.port_moved_from = 0
+                card.delete()
+
+            ui.button(t("set.port_moved_ok"), on_click=dismiss).props("flat dense")
 
     def _admin_key_card(self) -> None:
         state = self.state
@@ -10625,12 +10682,19 @@ def _banner(state: AppState) -> str:
     if state.admin_key_created:
         lines += ["", "  A new admin key was generated (saved to admin_key in the data directory):",
                   f"      {state.admin_key}", "  Use it to log in, and as AIPROXY_API_TOKEN in FastGPT."]
+        token = state.admin_key  # shown whole this once, as above
     elif s.admin_key:
         lines.append("  admin key            : from ADMIN_KEY")
+        token = mask_key(state.admin_key) + "   (masked: your ADMIN_KEY)"
     else:
         lines.append(f"  admin key            : {mask_key(state.admin_key)} (in {s.data_path / 'admin_key'})")
+        token = mask_key(state.admin_key) + "   (masked: the key is in admin_key, and on the Settings page)"
+    lines += ["", "  FastGPT (.env), ready to paste:", f"      AIPROXY_API_ENDPOINT={url}",
+              f"      AIPROXY_API_TOKEN={token}"]
     if s.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(f"  WARNING: listening on {s.host}: anyone who can reach this port can try the admin key.")
+    if state.port_moved_from:
+        lines += ["", f"  NOTE: {port_moved_text(state.port_moved_from)}"]
     return "\n".join(lines)
 
 
@@ -10676,12 +10740,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(os.environ, argv)
     simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
     listener = None
+    moved_from = 0
     if not simulated:
         os.umask(0o077)  # every file the gateway makes (UI storage, uploads, journal) is its owner's alone
         try:
             listener = bind_listener(settings)
         except OSError as exc:
             _port_taken(settings, exc)
+        moved_from = default_port_moved_from(settings, port_chosen(os.environ, argv))
     try:
         app = create_app(settings)
     except (sa.exc.SQLAlchemyError, ModuleNotFoundError, OSError) as exc:
@@ -10691,6 +10757,7 @@ def main(argv: list[str] | None = None) -> None:
     if simulated:  # NiceGUI's test plugin runs this file: build, don't serve
         return
     state = get_state()
+    state.port_moved_from = moved_from
     print(_banner(state), flush=True)
     if not settings.no_browser:
         threading.Timer(1.5, webbrowser.open, [f"{_local_url(settings)}/"]).start()

@@ -66,9 +66,9 @@ async def test_language_follows_the_browser_and_the_switch(user: User) -> None:
     await user.open("/login")
     await user.should_see("使用管理员密钥登录")
     user.find(ui.input).type(ADMIN_KEY).trigger("keydown.enter")
-    await user.should_see("仪表盘")
+    await user.should_see("仪表盘", retries=50)  # the first page may take a while on a busy machine (as in login())
     user.find("English").click()
-    await user.should_see("Dashboard")
+    await user.should_see("Dashboard", retries=50)
     await user.should_see("Get started in three steps")
 
 
@@ -309,9 +309,20 @@ def test_test_failures_in_words() -> None:
     assert m.error_message('{"success": false, "message": "aiproxy says no"}') == "aiproxy says no"
 
 
-async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: User, upstream, caplog) -> None:
+async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: User, upstream, caplog,
+                                                                         monkeypatch) -> None:
     """Updating a closed page logs a warning here and an AssertionError traceback on a real server."""
     caplog.set_level(logging.WARNING, logger="nicegui")
+    panel, ended = ns()["ModelTestPanel"], asyncio.Event()
+    run = panel.run
+
+    async def run_to_its_end(self: Any) -> None:
+        try:
+            await run(self)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(panel, "run", run_to_its_end)
     cid = add_channel("slow", upstream.url("delay-800"), ["gpt-4o-mini"])
     await login(user, "/channels")
     user.find(marker="channels").trigger("test", cid)
@@ -320,7 +331,7 @@ async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: 
     user.client.delete()  # the browser went away (tab closed, reconnect timed out)
     await eventually(lambda: ns()["get_channel"](state(), cid)["channel_tests"], tries=200)
     assert ns()["get_channel"](state(), cid)["channel_tests"][0]["success"]
-    await asyncio.sleep(0.3)  # the panel's own end: its summary, its refresh of the (gone) table
+    await asyncio.wait_for(ended.wait(), 10)  # the panel's own end: its summary, its refresh of the (gone) table
     assert [r.getMessage() for r in caplog.records if r.name.startswith("nicegui")] == []
 
 
@@ -586,6 +597,19 @@ async def test_settings_options_and_key_regeneration(user: User) -> None:
     assert the(user, "admin-key").text == new_key  # shown once, to be copied
     await user.open("/settings")  # this session follows the new key
     await user.should_see("Connect your apps")
+
+
+async def test_settings_say_once_that_the_default_port_moved(user: User) -> None:
+    state().port_moved_from = 3000  # the first start on a data dir an older version made (test_cli covers that)
+    await login(user, "/settings")
+    await user.should_see("The default port moved from 3000 to 3010")
+    await user.should_see("--port 3000")
+    user.find("Got it").click()
+    await user.should_not_see("The default port moved")
+    assert state().port_moved_from == 0
+    await user.open("/settings")
+    await user.should_see("Connect your apps")
+    await user.should_not_see("The default port moved")
 
 
 # ---- dashboard, migrate, strings ----
