@@ -49,6 +49,7 @@ import errno
 import functools
 import gc
 import hashlib
+import hmac
 import importlib.util
 import io
 import ipaddress
@@ -487,8 +488,10 @@ class ModelConfig(Base, table=True):
     model: str = Field(primary_key=True, max_length=191)
     enabled: bool = True
     kind: str = Field(default="", max_length=32)
-    input_price: float = 0.0  # per 1K tokens, like aiproxy
+    input_price: float = 0.0  # USD per 1K tokens, like aiproxy; 0: unset, the model snapshot's price applies
     output_price: float = 0.0
+    cached_price: float = 0.0  # cache reads
+    cache_creation_price: float = 0.0  # cache writes
     updated_at: int = _ms_col()
 
 
@@ -534,6 +537,10 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
+    cache_creation_tokens: int = 0  # of input_tokens, written to the provider's cache
+    #: the call's cost is unknown (a price it needs is in neither the model config nor the snapshot): the API
+    #: shows used_amount as null. Nullable, so an older instance on the same database still inserts rows.
+    cost_unknown: bool | None = Field(default=None, nullable=True)
     #: the routing trail, JSON `[{channel_id, code, ms, error?, skipped?}]`; nullable, so that an older instance
     #: on the same database still inserts rows
     attempts: str | None = Field(default=None, sa_type=sa.Text)
@@ -820,7 +827,8 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
     """A log row as aiproxy sends it, plus the top-level token fields older FastGPT versions read."""
     usage = {
         "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
-        "total_tokens": r["total_tokens"], "cached_tokens": r["cached_tokens"], "cache_creation_tokens": 0,
+        "total_tokens": r["total_tokens"], "cached_tokens": r["cached_tokens"],
+        "cache_creation_tokens": r.get("cache_creation_tokens") or 0,
     }
     return {
         "id": r["id"], "request_id": r["request_id"], "request_at": r["request_at"], "created_at": r["created_at"],
@@ -830,7 +838,8 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
         "content": r["content"], "ip": r["ip"], "retry_times": r["retry_times"], "token_id": r["token_id"],
         "token_name": r["token_name"], "usage": usage, "usage_estimated": bool(r["usage_estimated"]),
         "prompt_tokens": r["input_tokens"], "completion_tokens": r["output_tokens"],
-        "used_amount": r["used_amount"], "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
+        "used_amount": None if r.get("cost_unknown") else r["used_amount"],  # None: a price it needs is unknown
+        "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
         "attempts": row_attempts(r),
     }
 
@@ -1169,10 +1178,103 @@ class Provider:
     default_base_url: str
     key_help: str
     readme: str
-    models: tuple[tuple[str, str], ...]  # (model, kind)
+    models: tuple[tuple[str, str], ...]  # (model, kind): the built-ins, current ones first (assets/models.json)
     key_format: tuple[str, ...] = ()  # the forms a composite key takes ("key|api_version?"); () for a plain key
     display: dict[str, str] = field(default_factory=dict, compare=False)  # the UI's name per language (en, zh)
     help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
+    kinds: tuple[str, ...] = ()  # the kinds its API serves ("kinds" in providers.json); () for every kind
+    unsupported: str = ""  # why the gateway cannot serve this type yet ("" when it can): the picker says so
+
+
+# ---- built-in model data: kind, limits, prices and retirement per (type, model), from assets/models.json ----
+# assets/refresh_models.py writes the snapshot from models.dev plus hand-written rows (assets/models_hand.json);
+# the app only reads it, so it never needs the internet to start.
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model as the snapshot knows it; prices in USD per 1K tokens, aiproxy's unit (None: unknown)."""
+
+    model: str
+    kind: str
+    context: int | None = None
+    max_output: int | None = None
+    input_price: float | None = None
+    output_price: float | None = None
+    cached_price: float | None = None  # cache reads
+    cache_creation_price: float | None = None  # cache writes
+    retired: str = ""  # "YYYY-MM-DD" when the provider shuts it down, "unknown" when retired on an unknown day
+    deprecated: bool = False  # the dataset says deprecated (no date)
+    hand: bool = False  # a hand-written row, not from the dataset
+
+    def is_retired(self, today: str | None = None) -> bool:
+        """Shut down already (a date past or today, or retired on an unknown day)."""
+        if not self.retired:
+            return False
+        return self.retired == "unknown" or self.retired <= (today or time.strftime("%Y-%m-%d", time.gmtime()))
+
+    def status(self, today: str | None = None) -> str:
+        """"retired", "retiring" (a shutdown date ahead), "deprecated" or "current"."""
+        if self.is_retired(today):
+            return "retired"
+        return "retiring" if self.retired else "deprecated" if self.deprecated else "current"
+
+    def to_api(self) -> dict[str, Any]:
+        return {"model": self.model, "kind": self.kind, "context": self.context, "max_output": self.max_output,
+                "price": {"input_price": self.input_price, "output_price": self.output_price,
+                          "cached_price": self.cached_price, "cache_creation_price": self.cache_creation_price},
+                "retired": self.retired or None, "status": self.status(), "hand_written": self.hand}
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """The snapshot: each type's models in order (current first), and every model by name across types."""
+
+    by_type: dict[int, tuple[ModelInfo, ...]] = field(default_factory=dict)
+    by_name: dict[str, ModelInfo] = field(default_factory=dict)  # the first type's row wins on a shared name
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def info(self, model: str, type_id: int | None = None) -> ModelInfo | None:
+        """A model's row on that type, else on any type."""
+        typed = self._typed.get(type_id) if type_id is not None else None
+        return (typed or {}).get(model) or self.by_name.get(model)
+
+    @functools.cached_property
+    def _typed(self) -> dict[int, dict[str, ModelInfo]]:
+        return {t: {row.model: row for row in rows} for t, rows in self.by_type.items()}
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ModelData:
+        source = path or ASSETS_DIR / "models.json"
+        try:
+            raw = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        by_type: dict[int, tuple[ModelInfo, ...]] = {}
+        by_name: dict[str, ModelInfo] = {}
+        for type_id, rows in raw.get("types", {}).items():
+            infos = tuple(ModelInfo(
+                model=r["model"], kind=r.get("kind", "chat"), context=r.get("context"), max_output=r.get("max_output"),
+                input_price=r.get("input_price"), output_price=r.get("output_price"),
+                cached_price=r.get("cached_price"), cache_creation_price=r.get("cache_creation_price"),
+                retired="unknown" if r.get("retired") is True else str(r.get("retired") or ""),
+                deprecated=bool(r.get("deprecated")), hand=bool(r.get("hand"))) for r in rows)
+            by_type[int(type_id)] = infos
+            for info in infos:
+                by_name.setdefault(info.model, info)
+        return cls(by_type, by_name, raw.get("_source", {}))
+
+
+@functools.cache
+def model_data() -> ModelData:
+    """The snapshot in assets/models.json, read once."""
+    return ModelData.load()
+
+
+def model_output_limit(model: str, type_id: int | None = None) -> int | None:
+    """The most output tokens the model can produce (its provider's documented limit, from the snapshot), or None
+    when unknown: a request's max_tokens above it is clamped (clamp_max_tokens, section 5)."""
+    info = model_data().info(model, type_id)
+    return info.max_output if info is not None else None
 
 
 #: parts of a composite key that say where or which, never who: shown and logged as they are
@@ -1236,8 +1338,9 @@ class Usage:
     input_tokens: int = 0  # every prompt token, cached or not (OpenAI's prompt_tokens)
     output_tokens: int = 0
     total_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, read from the provider's cache
     estimated: bool = False
+    cache_write_tokens: int = 0  # of input_tokens, written to the provider's cache (Anthropic's cache creation)
 
 
 def usage_from(obj: Any) -> Usage | None:
@@ -1350,7 +1453,7 @@ class ChannelRoute:
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
-    config: dict[str, Any] = field(default_factory=dict)  # the channel's config (e.g. Vertex AI's project_id)
+    config: dict[str, Any] = field(default_factory=dict)  # the channel's own settings (aiproxy's `config`)
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.mapping
@@ -1492,6 +1595,25 @@ class Attempt:
     started: float = 0.0  # time.time() when this try began
 
 
+class LocalResponse:
+    """An answer made in the gateway (Adaptor.local_answer), read by the pipeline as it reads an upstream's:
+    status, headers, read() or content.readany(), release()."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.status, self.headers, self._body = status, {"Content-Type": content_type}, body
+        self.content = self
+
+    async def readany(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+    async def read(self) -> bytes:
+        return await self.readany()
+
+    def release(self) -> None:
+        self._body = b""
+
+
 @dataclass
 class Outcome:
     """What the client got, for the log."""
@@ -1501,7 +1623,7 @@ class Outcome:
     error: bytes = b""
     response_body: bytes = b""
     ttfb_ms: int = 0
-    used_amount: float = 0.0  # set by charge()
+    used_amount: float | None = 0.0  # set by charge(); None: a price it needs is unknown
     failure: RelayError | None = None  # how an answer that had started ended badly, for the trail
 
 
@@ -1709,12 +1831,21 @@ class Adaptor:
         """`call` shows the client's headers (call.headers), e.g. to forward a beta flag; None for a model list."""
         return {"Authorization": f"Bearer {channel.key}"}
 
-    async def authorize(self, state: AppState, channel: ChannelRoute, method: str, url: str,
-                        headers: dict[str, str], body: bytes) -> str | yarl.URL:
-        """The last step before a request leaves (a call, a test, a model list): add to `headers` what needs the
-        whole request (a signature) or a fetch (an access token); returns the URL to send, exactly as signed.
-        A key that cannot be used raises RelayError (e.g. which extra to install)."""
+    async def authorize(self, state: AppState, channel: ChannelRoute) -> None:
+        """What must be in hand before build_headers (a token the key is exchanged for, fetched once and cached);
+        a RelayError is the channel's failure."""
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        """The last step before a request leaves (a call, a test, a model list), after build_headers: add to
+        `headers` what needs the whole request (a signature, or an access token); returns the URL to send,
+        exactly as signed. A key that cannot be used raises RelayError (e.g. which extra to install)."""
         return url
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        """An answer the gateway makes itself, in the upstream's wire format, without calling out (the fake
+        types); None: call the upstream."""
+        return None
 
     def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
         """(URL, headers) of a GET that lists the upstream's models (read by `models_from`); RelayError when the
@@ -2220,6 +2351,7 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     it; a call refused on the way is logged like any other."""
     body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
     call = parse_relay_call(state, incoming, route, body, caller)
+    clamp_max_tokens(call)
     try:
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
@@ -2234,6 +2366,31 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     except RelayError as exc:
         log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         raise
+
+
+_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, Anthropic, Responses
+
+
+def clamp_max_tokens(call: RelayCall) -> None:
+    """hot path: a max_tokens above the model's documented output limit (model_output_limit) is lowered to it,
+    whatever the client format: providers refuse a larger one with a 400, and clients ask for more than some
+    models give (Claude Code's 32000 on a 8192-token model)."""
+    obj = call.obj
+    if obj is None:
+        return
+    limit = model_output_limit(call.model)
+    if not limit:
+        return
+    changed = False
+    for name in _MAX_TOKEN_FIELDS:
+        value = obj.get(name)
+        if type(value) is int and value > limit:
+            obj[name], changed = limit, True
+    config = obj.get("generationConfig")  # Gemini's
+    if isinstance(config, dict) and type(config.get("maxOutputTokens")) is int and config["maxOutputTokens"] > limit:
+        obj["generationConfig"], changed = dict(config, maxOutputTokens=limit), True
+    if changed:
+        call.body = orjson.dumps(obj)
 
 
 def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
@@ -2454,12 +2611,15 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
     adaptor = channel.adaptor
     payload = adaptor.convert_request(call, channel)
     url = adaptor.build_url(channel, call)
-    headers = adaptor.build_headers(channel, call)
-    headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
     session, options = channel_http(state, channel)
     try:
-        target = await adaptor.authorize(state, channel, "POST", url, headers, payload)
-        response = await session.post(target, data=payload, headers=headers, **options)
+        await adaptor.authorize(state, channel)
+        headers = adaptor.build_headers(channel, call)
+        headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+        response = adaptor.local_answer(call, channel)
+        if response is None:
+            target = await adaptor.sign(state, channel, "POST", url, headers, payload)
+            response = await session.post(target, data=payload, headers=headers, **options)
     except RelayError as exc:  # a key that cannot be used as it is (a missing extra, a refused token exchange)
         attempt.error = RelayError(exc.status, channel.scrub_text(exc.message), exc.code, exc.type)
         attempt.status = exc.status
@@ -2469,7 +2629,8 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
         attempt.status = attempt.error.status
         return attempt.error
     status = attempt.status = response.status
-    if status == 407 and channel.proxy:  # from the proxy, not the provider (an http:// target through an http proxy)
+    # a 407 comes from the channel's proxy, not the provider (an http:// target through an http proxy)
+    if status == 407 and channel.proxy and not isinstance(response, LocalResponse):
         response.release()
         attempt.error = upstream_failure(aiohttp.ClientHttpProxyError(response.request_info, (), status=407), url,
                                          state.settings)
@@ -2688,7 +2849,7 @@ def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None
 
 def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
     """hot path: price the call, close its trail with how it ended, and queue its log row."""
-    outcome.used_amount = charge(state, call, outcome.usage)
+    outcome.used_amount = charge(state, call, outcome.usage, attempt.channel)
     final = call.final
     if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
         final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
@@ -2697,17 +2858,50 @@ def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcom
     state.writer.submit_call(call, attempt, outcome)
 
 
-def charge(state: AppState, call: RelayCall, usage: Usage | None) -> float:
-    """hot path: the call's price from its model's config, added at once to its API key's spend, so a quota
-    holds before the log writer has flushed. The one place a call is priced (issue 11)."""
-    config = state.routes.model_configs.get(call.model)
-    if usage is None or config is None:
+#: aiproxy's price fields (USD per 1K tokens) that the gateway charges by
+PRICE_FIELDS = ("input_price", "output_price", "cached_price", "cache_creation_price")
+
+
+def price_for(state: AppState, model: str, channel: ChannelRoute | None) -> dict[str, float | None]:
+    """hot path: a call's prices, field by field: the model config's (a price of 0 is unset, as in aiproxy), else
+    the model snapshot's for the model the channel calls upstream on its type, else for the name asked for; None
+    where nobody knows."""
+    data = model_data()
+    info = None
+    if channel is not None:
+        info = data.info(channel.upstream_model(model), channel.type) or data.info(model, channel.type)
+    info = info or data.info(model)
+    config = state.routes.model_configs.get(model) or {}
+    return {name: config.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
+
+
+def cost_of(usage: Usage, price: dict[str, float | None]) -> float | None:
+    """What a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and cache writes
+    at `cache_creation_price` (the input price when those are unset), the rest of the prompt at `input_price`.
+    None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
+    base = price["input_price"]
+    parts = ((max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens), base),
+             (usage.output_tokens, price["output_price"]),
+             (usage.cached_tokens, price["cached_price"] if price["cached_price"] is not None else base),
+             (usage.cache_write_tokens, price["cache_creation_price"] if price["cache_creation_price"] is not None
+              else base))
+    total = 0.0
+    for tokens, unit in parts:
+        if tokens:
+            if unit is None:
+                return None
+            total += tokens * unit / 1000
+    return total if math.isfinite(total) else None  # a price saved as 1e400 must not poison every later sum
+
+
+def charge(state: AppState, call: RelayCall, usage: Usage | None, channel: ChannelRoute | None = None) -> float | None:
+    """hot path: the call's cost from its model's prices (price_for), added at once to its API key's spend, so a
+    quota holds before the log writer has flushed. The one place a call is priced (issue 11). None: unknown."""
+    if usage is None:
         return 0.0
-    amount = (usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
-    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
-        return 0.0
+    amount = cost_of(usage, price_for(state, call.model, channel))
     token = state.routes.token_ids.get(call.caller.token_id)
-    if token is not None:
+    if token is not None and amount:
         token.used_amount += amount
     return amount
 
@@ -3063,6 +3257,348 @@ class AzureAdaptor(Adaptor):
                 self.build_headers(channel))
 
 
+# ---- OpenAI-style providers that differ: a key to split or exchange, a kind at a path or in a body of its own ----
+# Each is checked against its provider's documented endpoints by tests/test_catalog.py (tests/provider_docs.py).
+
+def api_root(base_url: str, suffix: str) -> str:
+    """A base URL without its OpenAI-compatibility suffix: the API's own root, where a provider serves a kind
+    natively beside its compatibility path (a proxy's own prefix before it is kept)."""
+    base = base_url.rstrip("/")
+    return base[: -len(suffix)] if suffix and base.endswith(suffix) else base
+
+
+def _documents(value: Any) -> list[str]:
+    """A rerank request's documents as texts (strings, or Jina's `{"text": ...}` objects)."""
+    if not isinstance(value, list):
+        raise RelayError(400, "'documents' must be a list.", "invalid_request")
+    return [d if isinstance(d, str) else str(d.get("text", "")) if isinstance(d, dict) else str(d) for d in value]
+
+
+def rerank_answer(call: RelayCall, scored: list[tuple[int, float]], total_tokens: int = 0,
+                  answer_id: str = "") -> dict[str, Any]:
+    """Cohere's (and Jina's) rerank answer from (index, score) pairs: best first, `top_n` kept, documents
+    returned when asked."""
+    body = call.obj or {}
+    docs = body.get("documents") if isinstance(body.get("documents"), list) else []
+    top_n = body.get("top_n") if type(body.get("top_n")) is int and body["top_n"] > 0 else None
+    ranked = sorted(scored, key=lambda pair: -pair[1])[:top_n]
+    results = []
+    for index, score in ranked:
+        item: dict[str, Any] = {"index": index, "relevance_score": float(score)}
+        if body.get("return_documents") and 0 <= index < len(docs):
+            item["document"] = docs[index] if isinstance(docs[index], dict) else {"text": docs[index]}
+        results.append(item)
+    usage = {"prompt_tokens": total_tokens, "total_tokens": total_tokens}
+    return {"id": answer_id or f"rerank-{call.request_id}", "model": call.model, "results": results, "usage": usage}
+
+
+class NativeOpsAdaptor(Adaptor):
+    """An OpenAI-style provider that serves some operations (`native`) with bodies of its own: for those the
+    OpenAI body (the client's, or the pivot) goes through to_native and the answer back through from_native."""
+
+    native: frozenset[Mode] = frozenset()
+
+    def convert_request(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op not in self.native:
+            return super().convert_request(call, channel)
+        body = call.obj if self.speaks(call) else call.pivot()
+        if body is None:
+            raise RelayError(400, f"{call.endpoint} needs a JSON body.", "invalid_request")
+        return orjson.dumps(self.to_native(call.op, dict(body, model=channel.upstream_model(call.model)), channel))
+
+    def convert_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        if call.op not in self.native:
+            return super().convert_response(call, body)
+        answer, usage = self.from_native(call, body)
+        return (orjson.dumps(answer) if self.speaks(call) else call.dialect.response_from_pivot(call, answer)), usage
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        raise NotImplementedError
+
+
+BAIDU_IAM_URL = "https://iam.bj.baidubce.com"
+BAIDU_TOKEN_SECONDS = 86400  # a day, as aiproxy asks for; used until TOKEN_REFRESH_MARGIN_S before it expires
+TOKEN_REFRESH_MARGIN_S = 600
+
+
+def bce_auth_v1(ak: str, sk: str, method: str, url: str, headers: dict[str, str], when: float,
+                expires_s: int = 1800) -> str:
+    """Baidu Cloud's `bce-auth-v1` authorization of a request (cloud.baidu.com/doc/Reference/s/njwvz1yfu):
+    HMAC-SHA256 of the canonical request (method, path, sorted query, signed headers) with a key derived from
+    the SK and the prefix `bce-auth-v1/{ak}/{timestamp}/{expires}`."""
+    parts = urllib.parse.urlsplit(url)
+
+    def enc(text: str, keep_slash: bool = False) -> str:
+        return urllib.parse.quote(text, safe="-_.~" + ("/" if keep_slash else ""))
+
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    canonical_query = "&".join(sorted(f"{enc(k)}={enc(v)}" for k, v in query))
+    signed = sorted(h.lower() for h in headers)
+    canonical_headers = "\n".join(sorted(f"{enc(h.lower())}:{enc(v.strip())}" for h, v in headers.items()))
+    canonical = "\n".join([method.upper(), enc(parts.path or "/", keep_slash=True), canonical_query,
+                           canonical_headers])
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    prefix = f"bce-auth-v1/{ak}/{stamp}/{expires_s}"
+    signing_key = hmac.new(sk.encode(), prefix.encode(), hashlib.sha256).hexdigest()
+    signature = hmac.new(signing_key.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return f"{prefix}/{';'.join(signed)}/{signature}"
+
+
+class BaiduV2Adaptor(Adaptor):
+    """Qianfan v2 (types 13 and 49): OpenAI's bodies; rerank at `/rerankers`. A `bce-v3/…` API key is sent as
+    it is; an `ak|sk` key (type 13) is exchanged for an IAM BearerToken (GET /v1/BCE-BEARER/token, signed
+    bce-auth-v1), cached until shortly before it expires. The IAM host is Baidu's, or a private base URL's own."""
+
+    title = "Baidu Qianfan"
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, float]] = {}  # "ak|sk" -> (token, expires at)
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return channel.base_url.rstrip("/") + "/rerankers"
+        return super().build_url(channel, call)
+
+    @staticmethod
+    def _ak_sk(channel: ChannelRoute) -> tuple[str, str] | None:
+        parts = channel.key_parts
+        return (parts["ak"], parts["sk"]) if parts.get("ak") and parts.get("sk") else None
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        if self._ak_sk(channel) is None:
+            return {"Authorization": f"Bearer {channel.key_parts.get('api_key') or channel.key}"}
+        token, _ = self.tokens.get(channel.key, ("", 0.0))
+        return {"Authorization": f"Bearer {token}"}
+
+    async def authorize(self, state: AppState, channel: ChannelRoute) -> None:
+        pair = self._ak_sk(channel)
+        if pair is None or self.tokens.get(channel.key, ("", 0.0))[1] - TOKEN_REFRESH_MARGIN_S > time.time():
+            return
+        async with self.locks.setdefault(channel.key, asyncio.Lock()):
+            if self.tokens.get(channel.key, ("", 0.0))[1] - TOKEN_REFRESH_MARGIN_S > time.time():
+                return  # another call fetched it meanwhile
+            self.tokens[channel.key] = await self.fetch_token(state, channel, *pair)
+
+    async def fetch_token(self, state: AppState, channel: ChannelRoute, ak: str, sk: str) -> tuple[str, float]:
+        base = urllib.parse.urlsplit(channel.base_url)
+        iam = BAIDU_IAM_URL if (base.hostname or "").endswith("baidubce.com") else f"{base.scheme}://{base.netloc}"
+        url = f"{iam}/v1/BCE-BEARER/token?expireInSeconds={BAIDU_TOKEN_SECONDS}"
+        now = time.time()
+        host = urllib.parse.urlsplit(url).netloc
+        signed = {"Host": host, "x-bce-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        headers = {**signed, "Authorization": bce_auth_v1(ak, sk, "GET", url, signed, now)}
+        try:
+            session, options = channel_http(state, channel)
+            async with session.get(url, headers=headers, **options) as resp:
+                status, body = resp.status, await resp.read()
+        except _UPSTREAM_ERRORS as exc:
+            raise upstream_failure(exc, url, state.settings) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict) or not answer.get("token"):
+            why = answer.get("message") if isinstance(answer, dict) else body[:200].decode("utf-8", "replace")
+            raise RelayError(401 if status in (401, 403) else 502,
+                             f"Baidu IAM refused to exchange the channel's AK/SK for a token (HTTP {status}: {why})",
+                             "baidu_token_failed", "upstream_error")
+        try:
+            expires = datetime.strptime(answer["expireTime"][:19], "%Y-%m-%dT%H:%M:%S").replace(
+                tzinfo=timezone.utc).timestamp()
+        except (KeyError, TypeError, ValueError):
+            expires = now + BAIDU_TOKEN_SECONDS
+        return str(answer["token"]), expires
+
+
+class MiniMaxAdaptor(NativeOpsAdaptor):
+    """MiniMax (type 27): chat is OpenAI's; an `api_key|group_id` key sends only the API key, and the group id
+    as `GroupId` where MiniMax wants it; embeddings are `{model, texts, type}` -> `{vectors, total_tokens}`."""
+
+    title = "MiniMax"
+    native = frozenset({Mode.EMBEDDINGS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {channel.key_parts.get('api_key') or channel.key}"}
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        url = super().build_url(channel, call)
+        group = channel.key_parts.get("group_id")
+        if call.op == Mode.EMBEDDINGS and group:
+            url += "?GroupId=" + urllib.parse.quote(group)
+        return url
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise RelayError(400, "MiniMax embeds text only: 'input' must be a string or a list of strings.",
+                             "invalid_request")
+        kind = body.get("type") if body.get("type") in ("db", "query") else "db"
+        return {"model": body["model"], "texts": texts, "type": kind}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "MiniMax's answer")
+        status = answer.get("base_resp") or {}
+        if status.get("status_code") not in (None, 0):
+            raise RelayError(502, f"MiniMax: {status.get('status_msg') or status}", "upstream_error",
+                             "upstream_error")
+        vectors = answer.get("vectors") or []
+        tokens = int(answer.get("total_tokens") or 0)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return ({"object": "list", "model": call.model, "data": data,
+                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, Usage(tokens, 0, tokens))
+
+
+class AliAdaptor(NativeOpsAdaptor):
+    """Alibaba Model Studio (type 17): chat and embeddings at `/compatible-mode/v1`; rerank at DashScope's own
+    `/api/v1/services/rerank/text-rerank/text-rerank` with `{model, input: {query, documents}, parameters}`."""
+
+    title = "Alibaba DashScope"
+    native = frozenset({Mode.RERANK})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return api_root(channel.base_url, "/compatible-mode/v1") + "/api/v1/services/rerank/text-rerank/text-rerank"
+        return super().build_url(channel, call)
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        parameters: dict[str, Any] = {"return_documents": bool(body.get("return_documents"))}
+        if type(body.get("top_n")) is int:
+            parameters["top_n"] = body["top_n"]
+        return {"model": body["model"], "input": {"query": str(body.get("query", "")),
+                                                  "documents": _documents(body.get("documents"))},
+                "parameters": parameters}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "DashScope's answer")
+        results = (answer.get("output") or {}).get("results") or []
+        tokens = int((answer.get("usage") or {}).get("total_tokens") or 0)
+        scored = [(int(r["index"]), float(r["relevance_score"])) for r in results if isinstance(r, dict)]
+        return rerank_answer(call, scored, tokens, str(answer.get("request_id") or "")), Usage(tokens, 0, tokens)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("message"), str) and "error" not in obj:
+            return RelayError(status, obj["message"], obj.get("code") or "upstream_error", "upstream_error")
+        return super().convert_error(status, body)
+
+
+class TEIAdaptor(NativeOpsAdaptor):
+    """Hugging Face text-embeddings-inference (type 48): embeddings at its OpenAI route `/v1/embeddings`; rerank
+    at `/rerank` with `{query, texts}`, answered `[{index, score}]`."""
+
+    title = "Text Embeddings Inference"
+    native = frozenset({Mode.RERANK})
+    modes = frozenset({Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        root = api_root(channel.base_url, "/v1")
+        return root + ("/rerank" if call.op == Mode.RERANK else "/v1/embeddings")
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        return {"query": str(body.get("query", "")), "texts": _documents(body.get("documents")),
+                "return_text": False}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, list):
+            raise RelayError(502, "TEI's rerank answer is not a list.", "bad_upstream_answer", "upstream_error")
+        scored = [(int(r["index"]), float(r["score"])) for r in answer if isinstance(r, dict)]
+        return rerank_answer(call, scored), Usage()  # TEI counts no tokens
+
+
+class CohereAdaptor(Adaptor):
+    """Cohere (type 35): chat and embeddings at its Compatibility API (`/compatibility/v1`); rerank at its own
+    `/v2/rerank`, whose body and answer are the shape the gateway's /v1/rerank already speaks."""
+
+    title = "Cohere"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return api_root(channel.base_url, "/compatibility/v1") + "/v2/rerank"
+        return super().build_url(channel, call)
+
+
+FAKE_TEXT = "This is a fake answer from aiproxy-local: no model was called."
+
+
+class FakeAdaptor(Adaptor):
+    """Type 53: answers every call itself, in OpenAI's wire format, streamed or not, with usage; never calls out.
+    The channel's config may set `static_text` (aiproxy's field)."""
+
+    title = "Fake"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK,
+                       Mode.IMAGES_GENERATIONS, Mode.MODERATIONS})
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        body = (call.obj if self.speaks(call) else call.pivot()) or {}
+        prompt = estimate_tokens(len(orjson.dumps(body.get("messages") or body.get("input") or body.get("query")
+                                                  or body.get("prompt") or "")))
+        created, model = int(call.started), call.model
+        if call.op == Mode.EMBEDDINGS:
+            inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input")]
+            data = [{"object": "embedding", "index": i, "embedding": [round(0.1 * (i + 1), 3)] * 8}
+                    for i in range(len(inputs))]
+            return self._json({"object": "list", "model": model, "data": data,
+                               "usage": {"prompt_tokens": prompt, "total_tokens": prompt}})
+        if call.op == Mode.RERANK:
+            docs = body.get("documents") if isinstance(body.get("documents"), list) else []
+            return self._json(rerank_answer(call, [(i, 1.0 - i / (len(docs) + 1)) for i in range(len(docs))], prompt))
+        if call.op == Mode.IMAGES_GENERATIONS:
+            return self._json({"created": created, "data": [{"url": "https://fake.local/image.png",
+                                                             "revised_prompt": str(body.get("prompt", ""))}]})
+        if call.op == Mode.MODERATIONS:
+            return self._json({"id": f"modr-{call.request_id}", "model": model, "results": [
+                {"flagged": False, "categories": {}, "category_scores": {}}]})
+        text = str((channel.config.get("static_text") or FAKE_TEXT))
+        words = text.split(" ")
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+        head = {"id": f"chatcmpl-{call.request_id}", "created": created, "model": model}
+        if not call.stream:
+            return self._json({**head, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        events = [sse({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": piece} if i == 0 else {"content": piece},
+             "finish_reason": None}]}) for i, piece in enumerate(pieces)]
+        events.append(sse({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        events.append(sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}))
+        return LocalResponse(200, b"".join(events) + b"data: [DONE]\n\n", "text/event-stream")
+
+    @staticmethod
+    def _json(obj: dict[str, Any]) -> LocalResponse:
+        return LocalResponse(200, orjson.dumps(obj))
+
+
+class FakeErrorAdaptor(FakeAdaptor):
+    """Type 55: answers every call with the error its channel's config names (aiproxy's `error_status_code`,
+    `error_message`, `error_code`; 400 "fake error" by default)."""
+
+    title = "Fake error"
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        config = channel.config
+        status = config.get("error_status_code")
+        status = status if type(status) is int and 400 <= status <= 599 else 400
+        message = str(config.get("error_message") or "fake error")
+        return LocalResponse(status, openai_error(status, message, str(config.get("error_code") or "fake_error"),
+                                                  "upstream_error"))
+
+
 # ==== 7. Anthropic Messages: the upstream of type 14, and the client door /v1/messages ======================
 # docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
 # openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
@@ -3095,13 +3631,14 @@ def anthropic_usage(u: Any) -> Usage | None:
         return None
     read, written = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
     prompt, output = int(u.get("input_tokens") or 0) + read + written, int(u.get("output_tokens") or 0)
-    return Usage(prompt, output, prompt + output, read)
+    return Usage(prompt, output, prompt + output, read, cache_write_tokens=written)
 
 
 def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
     usage = usage or Usage()
-    return {"input_tokens": usage.input_tokens - usage.cached_tokens, "output_tokens": usage.output_tokens,
-            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
+    return {"input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": usage.cache_write_tokens}
 
 
 def anthropic_error_type(status: int) -> str:
@@ -5129,8 +5666,8 @@ class BedrockAdaptor(Adaptor):
             headers["Authorization"] = f"Bearer {channel.key_parts['api_key']}"
         return headers
 
-    async def authorize(self, state: AppState, channel: ChannelRoute, method: str, url: str,
-                        headers: dict[str, str], body: bytes) -> str | yarl.URL:
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
         """A key of access keys: SigV4 over the exact URL, headers and body that leave (so the URL goes out as
         it is, its `%3A` kept)."""
         parts = channel.key_parts
@@ -5332,8 +5869,8 @@ class VertexAdaptor(Adaptor):
         api_key = channel.key_parts.get("api_key")
         return {"x-goog-api-key": api_key} if api_key else {}
 
-    async def authorize(self, state: AppState, channel: ChannelRoute, method: str, url: str,
-                        headers: dict[str, str], body: bytes) -> str | yarl.URL:
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
         if "adc" in channel.key_parts:
             if not self.project(channel):
                 raise RelayError(400, "This Vertex AI channel names no project: add project_id to the service "
@@ -5383,9 +5920,12 @@ class UnsupportedAdaptor(Adaptor):
     def __init__(self, title: str, hint: str = "") -> None:
         self.title, self.hint = title, hint
 
+    @property
+    def reason(self) -> str:
+        return f"{self.title} channels are not supported yet{self.hint}."
+
     def refusal(self, call: RelayCall) -> RelayError:
-        return RelayError(501, f"{self.title} channels are not supported yet{self.hint}.",
-                          "channel_type_not_supported", "aiproxy_error")
+        return RelayError(501, self.reason, "channel_type_not_supported", "aiproxy_error")
 
 
 @dataclass(frozen=True)
@@ -5407,6 +5947,13 @@ FORMATS: dict[str, WireFormat] = {
     "anthropic": WireFormat(AnthropicAdaptor(), AnthropicDialect()),
     "gemini": WireFormat(GeminiAdaptor(), GeminiDialect()),
     "openai+responses": WireFormat(OpenAIResponsesAdaptor(), ResponsesDialect()),
+    "baiduv2": WireFormat(BaiduV2Adaptor()),
+    "minimax": WireFormat(MiniMaxAdaptor()),
+    "ali": WireFormat(AliAdaptor()),
+    "tei": WireFormat(TEIAdaptor()),
+    "cohere": WireFormat(CohereAdaptor()),
+    "fake": WireFormat(FakeAdaptor()),
+    "fake-error": WireFormat(FakeErrorAdaptor()),
     "aws": WireFormat(BedrockAdaptor()),
     "vertexai": WireFormat(VertexAdaptor()),
     "baidu": WireFormat(UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)")),
@@ -5458,8 +6005,11 @@ class CatalogError(Exception):
     """providers.json names an adaptor this file lacks: start-up stops, rather than call such channels as OpenAI."""
 
 
-def load_catalog(path: Path | None = None) -> dict[int, Provider]:
+def load_catalog(path: Path | None = None, data: ModelData | None = None) -> dict[int, Provider]:
+    """The provider catalog, assets/providers.json, with each type's built-in models from the model snapshot
+    (`data`; model_data() for the shipped catalog)."""
     source = path or ASSETS_DIR / "providers.json"
+    data = data if data is not None else (model_data() if path is None else None)
     catalog: dict[int, Provider] = {}
     for k, v in json.loads(source.read_text(encoding="utf-8")).items():
         if k.startswith("_"):
@@ -5471,11 +6021,19 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
             raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor "
                                f"'{base if base not in ADAPTORS else adaptor}', "
                                f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
+        kinds = tuple(v.get("kinds", ()))
+        # the built-ins: the snapshot's rows for this type (assets/models.json, current models first), else the
+        # hand-written list of providers.json; only kinds the type's API serves
+        snapshot = data.by_type.get(int(k)) if data is not None else None
+        listed = [(m.model, m.kind) for m in snapshot] if snapshot else [
+            (m["model"], m.get("kind", "chat")) for m in v.get("models", [])]
+        unsupported = ADAPTORS[adaptor]
         catalog[int(k)] = Provider(
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
-            models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+            models=tuple((m, kind) for m, kind in listed if not kinds or kind in kinds),
             key_format=tuple(v.get("keyFormat", ())), display=v.get("display", {}), help=v.get("help", {}),
+            kinds=kinds, unsupported=unsupported.reason if isinstance(unsupported, UnsupportedAdaptor) else "",
         )
     return catalog
 
@@ -5521,7 +6079,8 @@ def make_log_entry(call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEn
         "token_name": call.caller.token_name, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated,
-        "used_amount": outcome.used_amount, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
+        "cache_creation_tokens": usage.cache_write_tokens, "cost_unknown": outcome.used_amount is None or None,
+        "used_amount": outcome.used_amount or 0.0, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
         "attempts": _trail_text(call.attempts, channel),
     }
     detail = None
@@ -6148,6 +6707,11 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         proxy_url = keep["proxy_url"]  # an untouched masked password keeps the stored one
     check_proxy_url(proxy_url)
     provider = state.catalog[ctype]
+    placeholder = re.search(r"\{(account_id)\}", base_url or provider.default_base_url)
+    if placeholder:  # sent as it is, the URL would fail every call (issue 17)
+        raise ApiError(f"the base URL still holds the placeholder {{{placeholder.group(1)}}}: write your Cloudflare "
+                       f"account id there (dashboard → Workers AI → Use REST API), e.g. "
+                       f"https://api.cloudflare.com/client/v4/accounts/0123456789abcdef/ai/v1")
     status = data.status if data.status is not None else keep.get("status", STATUS_ENABLED)
     if status == STATUS_AUTO_DISABLED and keep.get("status") != STATUS_AUTO_DISABLED:
         status = keep.get("status", STATUS_ENABLED)  # only the gateway auto-disables; a stale 3 keeps what is stored
@@ -6281,9 +6845,15 @@ def delete_channels(state: AppState, ids: list[int]) -> int:
 
 def type_metas(state: AppState) -> dict[str, dict[str, Any]]:
     return {str(p.id): {"name": p.name, "keyHelp": p.key_help, "defaultBaseUrl": p.default_base_url,
-                        "readme": p.readme, "adaptor": p.adaptor,
-                        "models": [{"model": m, "kind": k} for m, k in p.models]}
+                        "readme": p.readme, "adaptor": p.adaptor, "kinds": list(p.kinds) or list(MODEL_KINDS),
+                        "supported": not p.unsupported, "unsupported_reason": p.unsupported,
+                        "models": [{"model": m, "kind": k, **_model_status(p.id, m)} for m, k in p.models]}
             for p in state.catalog.values()}
+
+
+def _model_status(type_id: int, model: str) -> dict[str, Any]:
+    info = model_data().info(model, type_id)
+    return {"status": info.status() if info else "current", "retired": (info.retired or None) if info else None}
 
 
 def contains(column: Any, text: str) -> Any:
@@ -6521,11 +7091,18 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
     for model in sorted(names):
         serving = [c for c in routes.channels.values() if c.serves(model)]
         cfg = routes.model_configs.get(model) or {}
+        info = model_data().info(model, serving[0].type if serving else None)
+        price = {name: cfg.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
         out.append({
             "model": model, "kind": routes.kind_of(model), "type": kind_mode(routes.kind_of(model)),
             "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
             "enabled": routes.model_enabled(model),
-            "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
+            # aiproxy's shape: the price applied (the config's where set, else the snapshot's; null: unknown)
+            "price": price, **price,
+            "price_source": {name: "config" if cfg.get(name) else "builtin" if price[name] is not None else None
+                             for name in PRICE_FIELDS},
+            "context": info.context if info else None, "max_output": info.max_output if info else None,
+            "retired": (info.retired or None) if info else None, "status": info.status() if info else "unknown",
             "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled,
                           "upstream_model": c.upstream_model(model)} for c in sorted(serving, key=lambda c: -c.priority)],
             "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
@@ -6533,21 +7110,44 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
     return out
 
 
+class PriceIn(ApiInput):
+    """aiproxy's `price` object: USD per 1K tokens (its default unit); 0 unsets a price (the snapshot's applies)."""
+
+    input_price: Price | None = None
+    output_price: Price | None = None
+    cached_price: Price | None = None
+    cache_creation_price: Price | None = None
+    input_price_unit: Literal[0, 1000] | None = None  # aiproxy's unit fields: only its default, per 1K tokens
+    output_price_unit: Literal[0, 1000] | None = None
+    cached_price_unit: Literal[0, 1000] | None = None
+    cache_creation_price_unit: Literal[0, 1000] | None = None
+
+
 class ModelConfigIn(ApiInput):
     enabled: bool | None = None
     kind: Literal[MODEL_KINDS + ("",)] | None = None
-    input_price: Price | None = None  # USD per 1K tokens
+    input_price: Price | None = None  # USD per 1K tokens (also accepted inside `price`, aiproxy's shape)
     output_price: Price | None = None
+    cached_price: Price | None = None
+    cache_creation_price: Price | None = None
+    price: PriceIn | None = None
+
+
+_CONFIG_COLUMNS = ("enabled", "kind", *PRICE_FIELDS, "updated_at")
 
 
 def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[str, Any]:
     if not 0 < len(model) <= MODEL_NAME_MAX:
         raise ApiError(f"a model name has 1 to {MODEL_NAME_MAX} characters")
     current = dict(state.routes.model_configs.get(model) or {"model": model, "enabled": True, "kind": "",
-                                                               "input_price": 0.0, "output_price": 0.0})
-    current.update({k: v for k, v in data.model_dump().items() if v is not None}, updated_at=now_ms())
+                                                               **dict.fromkeys(PRICE_FIELDS, 0.0)})
+    given = {k: v for k, v in data.model_dump(exclude={"price"}).items() if v is not None}
+    if data.price is not None:  # aiproxy's nested shape; a flat field given too wins
+        given = {**{k: v for k, v in data.price.model_dump().items() if k in PRICE_FIELDS and v is not None},
+                 **given}
+    current.update(given, updated_at=now_ms())
     with state.engine.begin() as conn:
-        values = {k: current[k] for k in ("enabled", "kind", "input_price", "output_price", "updated_at")}
+        values = {k: current.get(k) or (0.0 if k in PRICE_FIELDS else current.get(k)) for k in _CONFIG_COLUMNS}
         upsert(conn, ModelConfig.__table__, [{"model": model, **values}], ("model",))
     reload_routes(state)
     return current
@@ -6561,8 +7161,18 @@ def api_models_enabled(state: AppState = Depends(require_admin)) -> JSONResponse
 
 @admin_router.get("/models/builtin")
 def api_models_builtin(state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok([{"model": m, "kind": k, "type": kind_mode(k), "owner": p.name}
-                   for p in state.catalog.values() for m, k in p.models])
+    return api_ok([builtin_model(p, m, k) for p in state.catalog.values() for m, k in p.models])
+
+
+def builtin_model(provider: Provider, model: str, kind: str) -> dict[str, Any]:
+    """A built-in model with what the snapshot knows of it: limits, prices, retirement (status: current,
+    deprecated, retiring or retired)."""
+    info = model_data().info(model, provider.id)
+    out = info.to_api() if info is not None else {"model": model, "context": None, "max_output": None,
+                                                  "price": dict.fromkeys(PRICE_FIELDS), "retired": None,
+                                                  "status": "current", "hand_written": True}
+    return {**out, "model": model, "kind": kind, "type": kind_mode(kind), "owner": provider.name,
+            "channel_type": provider.id}
 
 
 @admin_router.get("/model_configs")
@@ -6739,7 +7349,9 @@ def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
             LogDetail.request_id == row.request_id)).first()
     body = dict(detail._mapping) if detail else {"request_body": "", "response_body": "",
                                                   "request_body_truncated": False, "response_body_truncated": False}
-    return dict(body, id=log_id, log_id=log_id, attempts=row_attempts(row._mapping), retry_times=row.retry_times)
+    api = log_to_api(dict(row._mapping))
+    return dict(body, id=log_id, log_id=log_id, attempts=api["attempts"], retry_times=row.retry_times,
+                used_amount=api["used_amount"], usage=api["usage"], model=row.model)
 
 
 @admin_router.delete("/logs")
@@ -6751,7 +7363,8 @@ def api_logs_delete(timestamp: QueryTimestamp = None, state: AppState = Depends(
 
 
 LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
-                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "used_amount",
+                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "cached_tokens",
+                   "cache_creation_tokens", "used_amount",
                    "token_name", "ip", "retry_times", "content")
 _CSV_TIMES = ("request_at", "created_at")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: a spreadsheet runs these
@@ -6770,7 +7383,8 @@ def _local_time(ms: int, tz: ZoneInfo) -> str:
 
 
 def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
-    cells = dict(row, channel_id=row["channel"],
+    cells = dict(row, channel_id=row["channel"], cached_tokens=row["usage"]["cached_tokens"],
+                 cache_creation_tokens=row["usage"]["cache_creation_tokens"],
                  channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
                  **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
     return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
@@ -6915,8 +7529,9 @@ async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
     route = preview_route(state, data)
     session, options = channel_http(state, route)
     try:
+        await route.adaptor.authorize(state, route)
         url, headers = route.adaptor.models_request(route)
-        target = await route.adaptor.authorize(state, route, "GET", url, headers, b"")
+        target = await route.adaptor.sign(state, route, "GET", url, headers, b"")
         async with session.get(target, headers=headers, **options,
                                timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
             status, body = resp.status, await resp.read()
@@ -7268,6 +7883,12 @@ def _complete_key(key: str, forms: Iterable[str], cfg: dict[str, Any]) -> str:
     return ""
 
 
+def unsupported_warning(provider: Provider) -> str:
+    """What the import report says of a row whose type the gateway cannot serve yet (issue 17)."""
+    return (f"{provider.unsupported} The channel is imported as it is, but its calls answer 501 until "
+            f"this type ({provider.id}, {provider.name}) is supported.")
+
+
 def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
                        catalog: dict[int, Provider]) -> RowImport:
     """One source `channels` row -> the channels to create (one per key line), or a skip with a reason."""
@@ -7289,6 +7910,8 @@ def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
         out.reason = f"provider type {to} is not available here"
         return out
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     if entry.get("note"):
         warnings.append(entry["note"])
 
@@ -7470,6 +8093,8 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         return out
     out.name = out.name or f"{provider.name} #{out.source_id}"
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     models = _names(_json_field(row.get("models"), list, "models", warnings))
     if not models:
         warnings.append("no models in the source row; add models before this channel can serve requests")
@@ -7932,8 +8557,36 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
+        "retired": t("ch.serves_retired", models=", ".join(retired_models(ch))) if retired_models(ch) else "",
         **channel_health_cells(ch),
     }
+
+
+def retired_models(ch: dict[str, Any]) -> list[str]:
+    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
+    data = model_data()
+    names = [*ch["models"], *ch["model_mapping"].values()]
+    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
+
+
+def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
+    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
+    then the channel's own other names."""
+    data = model_data()
+    provider = catalog.get(type_id)
+    current: dict[str, str] = {}
+    retired: dict[str, str] = {}
+    for model, _ in provider.models if provider else ():
+        info = data.info(model, type_id)
+        status = info.status() if info is not None else "current"
+        if status == "retired":
+            retired[model] = f"{model} · {t('ch.model_retired')}"
+        else:
+            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
+    ordered = {**current, **retired}
+    for model in chosen:
+        ordered.setdefault(model, model)
+    return ordered
 
 
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
@@ -7973,10 +8626,13 @@ def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
     """The provider picker's options: "name⁣detail⁣search terms". Quasar's input filter matches the whole string,
     so typing 阿里, 通义, qwen or alibaba finds 阿里云百炼; only the name (and, in the list, the detail) is shown."""
     other = "zh" if lang == "en" else "en"
-    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), provider_name(p, "en").casefold()))
+    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), bool(p.unsupported),
+                                                    provider_name(p, "en").casefold()))
     out = {}
     for p in order:
         name, alt = provider_name(p, lang), provider_name(p, other)
+        if p.unsupported:  # listed, so an imported channel of it can be shown, but said plainly (issue 17)
+            name = f"{name} ({translate(lang, 'ch.not_supported')})"
         models = [m for m, _ in p.models]
         detail = " · ".join(filter(None, (alt if alt != name else "", ", ".join(models[:3]), f"#{p.id}")))
         out[p.id] = _PICKER_SEP.join((name, detail, " ".join([p.name, *models])))
@@ -8561,7 +9217,9 @@ _CHANNEL_SLOTS = {
         <div v-if="props.row.reason" class="text-xs text-orange-8" style="white-space: normal; max-width: 16rem">
           {{ props.row.reason }}</div>
         <div v-if="props.row.cooling" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
-          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div></q-td>""",
+          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div>
+        <div v-if="props.row.retired" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
+          <q-icon name="event_busy" size="xs" /> {{ props.row.retired }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
           class="model-chip">{{ m }}</q-chip>
@@ -8594,7 +9252,8 @@ _CHANNEL_SLOTS = {
               <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]"
                 @click="() => $parent.$emit('retest', props.row.id)" /></div>
             <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div>
-            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div></div>
+            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div>
+            <div v-if="props.row.retired" class="text-xs text-warning">{{ props.row.retired }}</div></div>
           <q-toggle :model-value="props.row.enabled" color="positive"
             @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
         <q-card-section class="q-py-none q-px-sm">
@@ -8938,7 +9597,7 @@ class ChannelDialog:
                         t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
                         "w-full").mark("ch-name")
                     self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
-            self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
+            self.models = ui.select(model_choices(state.catalog, ch["type"], ch["models"]),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
@@ -8946,7 +9605,7 @@ class ChannelDialog:
             self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
-                    self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
+                    self.builtin(self.provider.value, current=True) + self.models.value)).props("flat dense size=sm")
                 ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
                     "flat dense size=sm")
                 self.fetch_button = ui.button(t("ch.fetch"), icon="cloud_download",
@@ -8985,12 +9644,15 @@ class ChannelDialog:
         taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
         self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
 
-    def builtin(self, pid: int) -> list[str]:
-        return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+    def builtin(self, pid: int, current: bool = False) -> list[str]:
+        """The provider's built-in models; `current`: without those already shut down."""
+        models = [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+        data = model_data()
+        return [m for m in models if not current or not ((i := data.info(m, pid)) is not None and i.is_retired())]
 
     def set_models(self, values: list[str]) -> None:
         values = clean_models(values)
-        self.models.options = sorted(set(self.builtin(self.provider.value)) | set(values))
+        self.models.options = model_choices(self.state.catalog, self.provider.value, values)
         self.models.value = values
         self.models.update()
 
@@ -8998,7 +9660,7 @@ class ChannelDialog:
         p = self.state.catalog.get(self.provider.value)
         if p is None:
             return
-        self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
+        self.models.options = model_choices(self.state.catalog, p.id, self.models.value or [])
         self.models.update()
         self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
         lang = session_language()

@@ -276,6 +276,17 @@ def test_coze_xunfei_baidu_and_legacy_other(catalog, types) -> None:
     assert lib.config == {"library_id": "lib-1"} and lib.base_url == "https://api.aiproxy.io/v1"
 
 
+@pytest.mark.parametrize("aiproxy_type", [15, 34, 44, 46])
+def test_a_row_of_a_type_not_supported_yet_is_imported_with_a_warning(aiproxy_type: int, catalog, types) -> None:
+    """Baidu legacy, Coze, Doubao speech, Doc2X: the row is kept (nothing stored is lost) and the report says its
+    calls will answer 501 (issue 17)."""
+    r = app.map_aiproxy_channel(aiproxy_row(type=aiproxy_type, key="k|x"), catalog)
+    assert r.items and any("not supported yet" in w and "501" in w for w in r.warnings), r.warnings
+    coze = one(channel_row(34, key="pat", config='{"user_id": "u1"}', base_url=""), catalog, types)
+    assert any("not supported yet" in w for w in coze.warnings)
+    assert not any("not supported yet" in w for w in one(channel_row(1), catalog, types).warnings)
+
+
 def test_invalid_config_is_kept_as_text(catalog, types) -> None:
     r = one(channel_row(1, config="{broken"), catalog, types)
     assert r.items[0].config == {"raw": "{broken"} and any("config" in w for w in r.warnings)
@@ -725,7 +736,9 @@ def test_oneapi_report(oneapi_run: dict[str, Any]) -> None:
     assert rows["mig-siliconflow"]["source_type"] == 44 and rows["mig-siliconflow"]["type"] == 43
     for warned in ("mig-bad-mapping", "mig-no-models"):
         assert rows[warned]["warnings"], warned
-    assert rows["mig-openai"]["warnings"] == [] and rows["mig-aws"]["warnings"] == []
+    # AWS Bedrock rows say only, while the type is not served, that their calls answer 501 (issue 17)
+    aws_warnings = [w for w in rows["mig-aws"]["warnings"] if "not supported yet" not in w]
+    assert rows["mig-openai"]["warnings"] == [] and aws_warnings == []
 
 
 def test_oneapi_channel_fields(oneapi_run: dict[str, Any], upstream: Any) -> None:
@@ -1395,7 +1408,7 @@ def test_aiproxy_config_yaml_source(tmp_path: Path, app_server: AppServer, upstr
     body = app_server.api("GET", "/api/model_configs/all")
     prices = {m["model"]: (m["kind"], m["input_price"], m["output_price"]) for m in body["data"]}
     assert prices["yaml-gpt"] == ("chat", pytest.approx(0.0005), pytest.approx(0.0015))
-    assert prices["yaml-embed"] == ("embedding", pytest.approx(0.00002), 0)
+    assert prices["yaml-embed"] == ("embedding", pytest.approx(0.00002), None)  # 0 is unset: no known price
     # FastGPT calls with the admin key: the imported YAML channel serves it
     answer = app_server.openai().chat.completions.create(model="yaml-gpt", messages=MESSAGES)
     assert answer.choices[0].message.content and upstream.requests("ok")[-1]["headers"]["authorization"] == \

@@ -703,6 +703,12 @@ def test_the_provider_picker_finds_a_provider_by_either_name_or_a_model() -> Non
     assert shown == "阿里云百炼（通义千问）" and detail.startswith("Alibaba Cloud Bailian (Qwen) · qwen")
     assert detail.endswith("#17")  # the numeric id: a detail, never the name
     assert set(list(m.provider_options(catalog, "en"))[-2:]) == {53, 55}  # the test providers come last
+    # the types the gateway cannot serve yet say so, and come after the ones it serves (issue 17)
+    options = m.provider_options(catalog, "en")
+    for pid in (15, 34, 44, 46):
+        assert "(not supported yet)" in options[pid].split("\u2063")[0]
+    assert "不支持" in m.provider_options(catalog, "zh")[34].split("\u2063")[0]
+    assert list(options).index(34) > max(list(options).index(p) for p in (1, 14, 24, 36))
 
 
 async def test_the_channel_form_speaks_the_providers_help(user: User) -> None:
