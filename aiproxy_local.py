@@ -9,6 +9,7 @@
 #     "uvicorn[standard]>=0.30",
 #     "orjson>=3.10",
 #     "pyyaml>=6.0",
+#     "aiohttp-socks>=0.9",
 # ]
 # ///
 """aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
@@ -21,15 +22,16 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   10. Registry
-    2. Storage                11. Log writer
-    3. Relay contract         12. Admin API
-    4. Router                 13. Import
-    5. Relay pipeline         14. UI kit
-    6. OpenAI & Azure         15. UI pages
-    7. Anthropic Messages     16. Migrate wizard
-    8. Google Gemini          17. App assembly & CLI
-    9. OpenAI Responses
+    1. Settings & app state   11. Google Vertex AI
+    2. Storage                12. Registry
+    3. Relay contract         13. Log writer
+    4. Router                 14. Admin API
+    5. Relay pipeline         15. Import
+    6. OpenAI & Azure         16. UI kit
+    7. Anthropic Messages     17. UI pages
+    8. Google Gemini          18. Migrate wizard
+    9. OpenAI Responses       19. App assembly & CLI
+   10. AWS Bedrock
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ import secrets
 import socket
 import sqlite3
 import string
+import struct
 import sys
 import threading
 import time
@@ -70,6 +73,7 @@ import urllib.parse
 import urllib.request
 import wave
 import webbrowser
+import zlib
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,6 +89,7 @@ except ImportError:  # Windows
 
 import aiohttp
 import orjson
+import yarl
 import pydantic
 import sqlalchemy as sa
 import uvicorn
@@ -312,6 +317,16 @@ def mask_key(key: str) -> str:
     return f"{key[:head]}…{key[-2:]}"
 
 
+def mask_proxy_url(url: str) -> str:
+    """A proxy URL with its password masked (`http://user:pa…ss@host:3128`): its password is a secret like a
+    channel key, while the user and the host may show."""
+    parts = urllib.parse.urlsplit(url or "")
+    if not parts.password:
+        return url or ""
+    user, hostport = parts.netloc.rpartition("@")[0].partition(":")[0], parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{mask_key(parts.password)}@{hostport}"))
+
+
 def strip_bearer(value: str) -> str:
     value = value.strip()
     return value[7:].strip() if value[:7].lower() == "bearer " else value
@@ -358,6 +373,7 @@ class AppState:
     routes: "RoutingTable | None" = None
     writer: "LogWriter | None" = None
     http: aiohttp.ClientSession | None = None
+    socks: dict[str, aiohttp.ClientSession] = field(default_factory=dict)  # one session per SOCKS proxy in use
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
     responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
@@ -443,6 +459,10 @@ class Channel(Base, table=True):
     last_test_error_at: int = _ms_col()
     source: str = Field(default="", max_length=255, index=True)
     source_id: str = Field(default="", max_length=64)
+    #: aiproxy's names: this channel's own outbound proxy (http, https, socks5; "" = HTTP(S)_PROXY from the
+    #: environment), and whether its upstream's TLS certificate goes unchecked (a private endpoint's own CA)
+    proxy_url: str = Field(default="", max_length=255)
+    skip_tls_verify: bool = False
 
 
 class Token(Base, table=True):
@@ -753,6 +773,8 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "last_test_error_at": ch["last_test_error_at"],
         "source": ch["source"] or "",
         "source_id": ch["source_id"] or "",
+        "proxy_url": ch.get("proxy_url") or "",
+        "skip_tls_verify": bool(ch.get("skip_tls_verify")),
         "sets": ["default"],
         "channel_tests": test or [],
     }
@@ -1424,7 +1446,8 @@ class ChannelRoute:
     weight: int
     enabled: bool
     adaptor: Adaptor
-    proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
+    proxy: str | None = None  # its own proxy_url, else HTTP(S)_PROXY/NO_PROXY's, resolved once here
+    skip_tls_verify: bool = False
     status: int = STATUS_ENABLED
     status_reason: str = ""
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
@@ -1612,6 +1635,7 @@ class StreamFilter:
     usage: Usage | None = None  # the upstream's own count, when it sent one
     error: RelayError | None = None  # an error the upstream sent inside the stream
     events = 0  # data events seen, for an estimate when no usage came
+    raw = False  # fed bytes as they arrive (a binary framing it splits itself), not whole SSE events
 
     def feed(self, events: bytes) -> bytes:
         raise NotImplementedError
@@ -1661,18 +1685,21 @@ class ConvertedStream(StreamFilter):
     def feed(self, events: bytes) -> bytes:
         out: list[bytes] = []
         for event in sse_events(events):
-            name, data = sse_fields(event)
-            if not data or self.closed:
-                continue
-            self.events += 1
-            out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
-            if self.decoder.error is not None:
-                out.append(self.dialect.stream_error(self.decoder.error, self.call))
-                self.closed = True
-            elif self.decoder.done:
-                out.append(self.encoder.close(self.decoder.usage))
-                self.closed = True
+            self.take(*sse_fields(event), out)
         return b"".join(out)
+
+    def take(self, name: str, data: bytes, out: list[bytes]) -> None:
+        """One upstream event, named or not, through the decoder and the encoder."""
+        if not data or self.closed:
+            return
+        self.events += 1
+        out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
+        if self.decoder.error is not None:
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        elif self.decoder.done:
+            out.append(self.encoder.close(self.decoder.usage))
+            self.closed = True
 
     def close(self) -> bytes:
         if self.closed:
@@ -1785,6 +1812,7 @@ class Adaptor:
     title = "OpenAI-compatible"
     formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
     modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
+    stream_type = "text/event-stream"  # the content type of its streamed answers
 
     def speaks(self, call: RelayCall) -> bool:
         return call.dialect.format in self.formats
@@ -1807,13 +1835,21 @@ class Adaptor:
         """What must be in hand before build_headers (a token the key is exchanged for, fetched once and cached);
         a RelayError is the channel's failure."""
 
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        """The last step before a request leaves (a call, a test, a model list), after build_headers: add to
+        `headers` what needs the whole request (a signature, or an access token); returns the URL to send,
+        exactly as signed. A key that cannot be used raises RelayError (e.g. which extra to install)."""
+        return url
+
     def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
         """An answer the gateway makes itself, in the upstream's wire format, without calling out (the fake
         types); None: call the upstream."""
         return None
 
     def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
-        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`)."""
+        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`); RelayError when the
+        provider has no such list."""
         return channel.base_url.rstrip("/") + "/models", self.build_headers(channel)
 
     def models_from(self, answer: Any) -> list[str]:
@@ -2015,15 +2051,21 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
     models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
     key = ch["key"].strip()
     key_format = provider.key_format if provider else ()
+    own_proxy = (ch.get("proxy_url") or "").strip()
+    secrets_ = key_secrets(key, key_format)
+    password = urllib.parse.urlsplit(own_proxy).password if own_proxy else None
+    if password and len(password) >= SECRET_MIN:  # like a key's parts: a shorter one would garble text
+        secrets_ = sorted({*secrets_, password}, key=len, reverse=True)
     return ChannelRoute(
         id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
-        proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
+        proxy=own_proxy or upstream_proxy(base_url or "https://"), skip_tls_verify=bool(ch.get("skip_tls_verify")),
+        config=dict(ch.get("config") or {}), models=frozenset(models), mapping=mapping,
         priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
         enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
         status_reason=ch.get("status_reason") or "",
         test_model=(models or sorted(mapping) or [""])[0],
-        key_parts=split_key(key, key_format), config=dict(ch.get("config") or {}),
-        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key, key_format)),
+        key_parts=split_key(key, key_format),
+        secrets=tuple((part.encode(), mask_key(part).encode()) for part in secrets_),
     )
 
 
@@ -2273,7 +2315,18 @@ REASON_MAX = 255  # Channel.status_reason
 HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
 #: answers that may be audio or plain text (speech, srt/vtt transcripts); every other 200 must be JSON
 _FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
-_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def _socks_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp-socks' own errors (a SOCKS proxy that refuses), which are no OSError."""
+    try:
+        import aiohttp_socks
+    except ImportError:
+        return ()
+    return aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError
+
+
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError, *_socks_errors())
 _ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
 
 
@@ -2530,6 +2583,27 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
     return last
 
 
+def channel_http(state: AppState, channel: ChannelRoute) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    """The session and request options of a channel's upstream calls (calls, channel tests, model lists): an
+    http(s) proxy goes in aiohttp's `proxy=`, a SOCKS one needs a connector, so a session of its own (aiohttp-socks,
+    made on first use, closed with the app); `skip_tls_verify` turns certificate checks off for this channel."""
+    options: dict[str, Any] = {"ssl": False} if channel.skip_tls_verify else {}
+    proxy = channel.proxy
+    if not proxy:
+        return state.http, options
+    if not proxy.startswith("socks"):
+        return state.http, dict(options, proxy=proxy)
+    session = state.socks.get(proxy)
+    if session is None or session.closed:
+        from aiohttp_socks import ProxyConnector
+
+        session = state.socks[proxy] = aiohttp.ClientSession(
+            connector=ProxyConnector.from_url(proxy.replace("socks5h://", "socks5://", 1),
+                                              rdns=proxy.startswith("socks5h://"), limit=100),
+            timeout=state.http.timeout, auto_decompress=True, trust_env=False)
+    return session, options
+
+
 async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> RelayError | None:
     """Call one channel. On success `attempt` holds an open stream (its first bytes read) or a whole answer made
     the client's; otherwise the error says what failed, with the channel's key scrubbed."""
@@ -2537,13 +2611,16 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
     adaptor = channel.adaptor
     payload = adaptor.convert_request(call, channel)
     url = adaptor.build_url(channel, call)
+    session, options = channel_http(state, channel)
     try:
         await adaptor.authorize(state, channel)
         headers = adaptor.build_headers(channel, call)
         headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
-        response = adaptor.local_answer(call, channel) or await state.http.post(
-            url, data=payload, headers=headers, proxy=channel.proxy)
-    except RelayError as exc:  # the key's exchange for a token failed
+        response = adaptor.local_answer(call, channel)
+        if response is None:
+            target = await adaptor.sign(state, channel, "POST", url, headers, payload)
+            response = await session.post(target, data=payload, headers=headers, **options)
+    except RelayError as exc:  # a key that cannot be used as it is (a missing extra, a refused token exchange)
         attempt.error = RelayError(exc.status, channel.scrub_text(exc.message), exc.code, exc.type)
         attempt.status = exc.status
         return attempt.error
@@ -2552,9 +2629,16 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
         attempt.status = attempt.error.status
         return attempt.error
     status = attempt.status = response.status
+    # a 407 comes from the channel's proxy, not the provider (an http:// target through an http proxy)
+    if status == 407 and channel.proxy and not isinstance(response, LocalResponse):
+        response.release()
+        attempt.error = upstream_failure(aiohttp.ClientHttpProxyError(response.request_info, (), status=407), url,
+                                         state.settings)
+        attempt.status = attempt.error.status
+        return attempt.error
     content_type = response.headers.get("Content-Type", "application/json")
     try:
-        if status == 200 and call.stream and content_type.startswith("text/event-stream"):
+        if status == 200 and call.stream and content_type.startswith(adaptor.stream_type):
             attempt.first = await response.content.readany()
             attempt.ttfb_ms = int((time.time() - call.started) * 1000)
             if attempt.first:
@@ -2599,12 +2683,17 @@ def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayE
     if isinstance(exc, asyncio.TimeoutError):
         return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
                           "upstream_timeout", "upstream_error")
+    if type(exc).__module__.startswith("aiohttp_socks"):  # its words name the proxy's host, never its password
+        return RelayError(502, f"Could not reach {where} through the channel's SOCKS proxy ({exc})",
+                          "upstream_connect_error", "upstream_error")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         reason = "host name not found"
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = "TLS certificate not trusted"
     elif isinstance(exc, aiohttp.ClientSSLError):
         reason = "TLS handshake failed"
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        reason = f"the proxy answered HTTP {exc.status}"
     elif isinstance(exc, aiohttp.ClientProxyConnectionError):
         reason = "the proxy refused"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -2650,9 +2739,10 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
     failure: RelayError | None = None
     try:
         while True:
-            cut = pending.rfind(sep)
-            if cut >= 0:
-                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
+            # up to the last event border; a raw filter (binary frames) gets every byte and splits them itself
+            cut = len(pending) if stream.raw else pending.rfind(sep) + len(sep) if sep in pending else 0
+            if cut:
+                out, pending = stream.feed(pending[:cut]), pending[cut:]
                 if out:
                     await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
             data = await response.content.readany()
@@ -3302,7 +3392,8 @@ class BaiduV2Adaptor(Adaptor):
         signed = {"Host": host, "x-bce-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
         headers = {**signed, "Authorization": bce_auth_v1(ak, sk, "GET", url, signed, now)}
         try:
-            async with state.http.get(url, headers=headers, proxy=channel.proxy) as resp:
+            session, options = channel_http(state, channel)
+            async with session.get(url, headers=headers, **options) as resp:
                 status, body = resp.status, await resp.read()
         except _UPSTREAM_ERRORS as exc:
             raise upstream_failure(exc, url, state.settings) from None
@@ -5239,7 +5330,586 @@ class ResponsesDialect(Dialect):
         return out
 
 
-# ==== 10. Registry: the formats not served yet, and FORMATS =================================================
+# ==== 10. AWS Bedrock: the upstream of type 33, the Converse API ============================================
+# docs.aws.amazon.com/bedrock/latest/APIReference: Converse (`POST /model/{modelId}/converse`) and ConverseStream
+# (`/converse-stream`, answered in AWS's binary event-stream framing: each message a prelude with its lengths and
+# CRC32, headers such as `:event-type`, a JSON payload, and a CRC32 of the whole). Every client format reaches it
+# through the pivot. Keys: `region|access_key|secret_key[|session_token]`, signed with SigV4 by botocore (the
+# optional extra `aws`), or `region|api_key`, a Bedrock API key sent as a bearer token (no extra needed).
+
+BEDROCK_INSTALL = "pip install 'aiproxy-local[aws]'"
+_BEDROCK_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+                  "model_context_window_exceeded": "length"}
+_BEDROCK_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                          "image/webp": "webp"}
+#: an exception message's `:exception-type` → HTTP status, as the API reference lists them for ConverseStream
+_BEDROCK_EXCEPTIONS = {"validationException": 400, "accessDeniedException": 403, "resourceNotFoundException": 404,
+                       "throttlingException": 429, "serviceQuotaExceededException": 429,
+                       "modelTimeoutException": 408, "modelNotReadyException": 429, "modelErrorException": 424,
+                       "modelStreamErrorException": 424, "internalServerException": 500,
+                       "serviceUnavailableException": 503}
+
+
+def bedrock_model_id(model: str, region: str) -> str:
+    """A model's Bedrock id: an id with a provider prefix (`anthropic.…`, `us.anthropic.…`, `amazon.nova-…`) or an
+    ARN goes as it is; a Claude name (`claude-sonnet-4-5-20250929`) becomes `anthropic.<name>-v1:0`, behind the
+    region's cross-region inference profile (`us.`, `eu.`, `apac.`), which Claude 4 and later require on demand."""
+    if "." in model.split(":")[0] or model.startswith("arn:"):
+        return model
+    if not model.startswith("claude-"):
+        return model
+    geography = {"us": "us", "eu": "eu", "ap": "apac", "ca": "us"}.get(region.split("-")[0], "")
+    return f"{geography + '.' if geography else ''}anthropic.{model}-v1:0"
+
+
+def bedrock_usage(u: Any) -> Usage | None:
+    """Bedrock's TokenUsage: inputTokens leaves out the cache reads and writes, which the pivot counts in."""
+    if not isinstance(u, dict):
+        return None
+    read, written = int(u.get("cacheReadInputTokens") or 0), int(u.get("cacheWriteInputTokens") or 0)
+    prompt, output = int(u.get("inputTokens") or 0) + read + written, int(u.get("outputTokens") or 0)
+    return Usage(prompt, output, prompt + output, read)
+
+
+def read_bedrock_error(status: int, body: bytes) -> RelayError:
+    """`{"message": "..."}` (the error's type comes in a header, x-amzn-ErrorType), or any other text."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    message = (obj.get("message") or obj.get("Message")) if isinstance(obj, dict) else None
+    if not isinstance(message, str) or not message:
+        return read_openai_error(status, body)
+    return RelayError(status, message, "bedrock_error", "upstream_error")
+
+
+# -- pivot → Converse --
+
+def _bedrock_image(url: str) -> dict[str, Any]:
+    if not url.startswith("data:"):
+        raise RelayError(400, "AWS Bedrock takes images as data: URLs (base64), not as links.", "invalid_image")
+    header, _, data = url.partition(",")
+    mime = header[5:].split(";")[0].lower()
+    if mime not in _BEDROCK_IMAGE_FORMATS:
+        raise RelayError(400, f"AWS Bedrock takes png, jpeg, gif or webp images, not {mime or 'this one'}.",
+                         "invalid_image")
+    return {"image": {"format": _BEDROCK_IMAGE_FORMATS[mime], "source": {"bytes": data}}}
+
+
+def _bedrock_user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and part.get("text"):
+            blocks.append({"text": part["text"]})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_bedrock_image(url))
+    return blocks
+
+
+def _bedrock_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        blocks.append({"toolUse": {"toolUseId": call.get("id") or f"tooluse_{i}", "name": function.get("name") or "",
+                                   "input": _arguments(function.get("arguments"))}})
+    return blocks
+
+
+def openai_to_converse_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as a Converse request: system messages become `system`, tool results user turns
+    of toolResult blocks, and turns of one role merge (Converse wants them to alternate, starting with a user)."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"text": text}] if text else []
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"toolResult": {"toolUseId": message.get("tool_call_id") or "",
+                                                    "content": [{"text": _text_of(message.get("content")) or " "}]}}]
+        elif role == "assistant":
+            blocks = _bedrock_assistant_blocks(message)
+        else:
+            role, blocks = "user", _bedrock_user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    config: dict[str, Any] = {}
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if limit:
+        config["maxTokens"] = int(limit)
+    elif "claude" in model:  # as on Anthropic's own API, a Claude answer is cut at a small default otherwise
+        config["maxTokens"] = anthropic_max_tokens(model)
+    for name, key in (("temperature", "temperature"), ("top_p", "topP")):
+        if chat.get(name) is not None:
+            config[key] = chat[name]
+    stop = chat.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if config:
+        body["inferenceConfig"] = config
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        tools = {"tools": [{"toolSpec": {
+            "name": f.get("name", ""), "inputSchema": {"json": {"type": "object", **(f.get("parameters") or {})}},
+            **({"description": f["description"]} if f.get("description") else {})}} for f in functions]}
+        choice = chat.get("tool_choice")
+        if isinstance(choice, dict):
+            tools["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name", "")}}
+        elif choice == "required":
+            tools["toolChoice"] = {"any": {}}
+        elif choice == "auto":
+            tools["toolChoice"] = {"auto": {}}
+        body["toolConfig"] = tools  # "none" has no Converse form: the tools stay (earlier toolUse blocks need them)
+    budget = ANTHROPIC_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    if budget and "claude" in model and not any(m.get("tool_calls") for m in chat.get("messages") or []):
+        body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
+        config = body.setdefault("inferenceConfig", {})
+        config["maxTokens"] = max(config.get("maxTokens", 0), budget + 1024)
+        config.pop("temperature", None)
+        config.pop("topP", None)
+    return body
+
+
+# -- Converse → pivot --
+
+def converse_to_openai_response(answer: dict[str, Any], model: str,
+                                request_id: str) -> tuple[dict[str, Any], Usage | None]:
+    message = (answer.get("output") or {}).get("message") or {}
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            calls.append({"id": use.get("toolUseId"), "type": "function", "function": {
+                "name": use.get("name"), "arguments": orjson.dumps(use.get("input") or {}).decode()}})
+        elif isinstance(block.get("reasoningContent"), dict):
+            thinking.append(str((block["reasoningContent"].get("reasoningText") or {}).get("text") or ""))
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if calls:
+        reply["tool_calls"] = calls
+    usage = bedrock_usage(answer.get("usage"))
+    pivot = {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()),
+             "model": model, "choices": [{"index": 0, "message": reply,
+                                          "finish_reason": _BEDROCK_STOPS.get(answer.get("stopReason"), "stop")}]}
+    if usage is not None:
+        pivot["usage"] = usage_to_openai(usage)
+    return pivot, usage
+
+
+class EventStreamError(ValueError):
+    """A frame of AWS's event-stream framing that is not whole or not intact (a CRC mismatch)."""
+
+
+def event_stream_messages(buffer: bytes) -> tuple[list[tuple[dict[str, str], bytes]], bytes,
+                                                 EventStreamError | None]:
+    """The whole messages at the start of `buffer` as (string headers, payload), the bytes left over, and the
+    error of a message that is not intact (the messages before it are returned). Each message: total length and
+    headers length (big-endian uint32), the prelude's CRC32, headers, payload, and the CRC32 of all before it."""
+    messages, at = [], 0
+    while len(buffer) - at >= 12:
+        total, header_length, prelude_crc = struct.unpack_from(">III", buffer, at)
+        if zlib.crc32(buffer[at:at + 8]) != prelude_crc:
+            return messages, buffer[at:], EventStreamError("event-stream prelude CRC mismatch")
+        if total < 16 or header_length > total - 16:
+            return messages, buffer[at:], EventStreamError(f"event-stream message of impossible length {total}")
+        if len(buffer) - at < total:
+            break
+        message = buffer[at:at + total]
+        if zlib.crc32(message[:-4]) != struct.unpack_from(">I", message, total - 4)[0]:
+            return messages, buffer[at:], EventStreamError("event-stream message CRC mismatch")
+        headers, pos, end = {}, 12, 12 + header_length
+        while pos < end:
+            name_length = message[pos]
+            name = message[pos + 1:pos + 1 + name_length].decode("utf-8", "replace")
+            kind, pos = message[pos + 1 + name_length], pos + 2 + name_length
+            if kind in (0, 1):  # bool true / false: no value bytes
+                continue
+            width = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}.get(kind)
+            if width is None:  # 6 bytes, 7 string: a 2-byte length first
+                width, pos = struct.unpack_from(">H", message, pos)[0], pos + 2
+            if kind == 7:
+                headers[name] = message[pos:pos + width].decode("utf-8", "replace")
+            pos += width
+        messages.append((headers, message[end:total - 4]))
+        at += total
+    return messages, buffer[at:], None
+
+
+class ConverseDecoder(PivotDecoder):
+    """ConverseStream's events as pivot chunks: messageStart → the role chunk; contentBlockStart of a toolUse →
+    the call's id and name; contentBlockDelta → text, reasoning or argument pieces; messageStop → the finish
+    chunk; metadata (last) → the usage, and the end."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.tools: dict[int, int] = {}  # content block index → tool call index
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}]
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        if name == "messageStart":
+            return self._chunk({"role": "assistant", "content": ""})
+        if name == "contentBlockStart":
+            use = (event.get("start") or {}).get("toolUse")
+            if isinstance(use, dict):
+                index = self.tools.setdefault(int(event.get("contentBlockIndex") or 0), len(self.tools))
+                return self._chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId"), "type": "function",
+                                                    "function": {"name": use.get("name"), "arguments": ""}}]})
+            return []
+        if name == "contentBlockDelta":
+            delta = event.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                return self._chunk({"content": delta["text"]})
+            if isinstance(delta.get("toolUse"), dict):
+                index = self.tools.get(int(event.get("contentBlockIndex") or 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": str(delta["toolUse"].get("input") or "")}}]})
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
+                return self._chunk({"reasoning_content": reasoning["text"]})
+            return []
+        if name == "messageStop":
+            return self._chunk({}, _BEDROCK_STOPS.get(event.get("stopReason"), "stop"))
+        if name == "metadata":
+            self.usage = bedrock_usage(event.get("usage")) or self.usage
+            self.done = True
+        return []  # contentBlockStop, and event types added later
+
+    def fail(self, kind: str, data: bytes) -> None:
+        """An exception message (`:message-type: exception`) of the stream."""
+        error = read_bedrock_error(_BEDROCK_EXCEPTIONS.get(kind, 500), data)
+        self.error = RelayError(error.status, error.message, kind or "bedrock_error", "upstream_error")
+
+
+class ConverseStream(ConvertedStream):
+    """A ConverseStream answer for any client: raw bytes in, split into event-stream messages here, each message
+    through the pivot into the client's format. A frame whose CRC fails ends the stream with an error."""
+
+    raw = True
+
+    def __init__(self, call: RelayCall) -> None:
+        super().__init__(call, ConverseDecoder(call), call.dialect.stream_encoder(call))
+        self.buffer = b""
+
+    def feed(self, events: bytes) -> bytes:
+        if self.closed:
+            return b""
+        out: list[bytes] = []
+        messages, self.buffer, broken = event_stream_messages(self.buffer + events)
+        for headers, payload in messages:
+            if headers.get(":message-type") in ("exception", "error"):
+                self.decoder.fail(headers.get(":exception-type") or headers.get(":error-code") or "", payload)
+                out.append(self.dialect.stream_error(self.decoder.error, self.call))
+                self.closed = True
+                return b"".join(out)
+            self.take(headers.get(":event-type", ""), payload, out)
+        if broken is not None and not self.closed:
+            self.decoder.error = RelayError(502, f"AWS Bedrock's stream is corrupt: {broken}", "bad_upstream_answer",
+                                            "upstream_error")
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        return b"".join(out)
+
+
+class BedrockAdaptor(Adaptor):
+    """`https://bedrock-runtime.{region}.amazonaws.com/model/{id}/converse[-stream]` (or the channel's base URL in
+    its place), signed with SigV4 (botocore) or a Bedrock API key as the bearer."""
+
+    title = "AWS Bedrock"
+    formats = frozenset()  # no client speaks Converse: every call goes through the pivot
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+    stream_type = "application/vnd.amazon.eventstream"
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-east-1")
+
+    def endpoint(self, channel: ChannelRoute, service: str = "bedrock-runtime") -> str:
+        return channel.base_url.rstrip("/") or f"https://{service}.{self.region(channel)}.amazonaws.com"
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = bedrock_model_id(channel.upstream_model(call.model), self.region(channel))
+        action = "converse-stream" if call.stream else "converse"
+        return f"{self.endpoint(channel)}/model/{urllib.parse.quote(model, safe='')}/{action}"
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        headers = {"Accept": self.stream_type if call is not None and call.stream else "application/json"}
+        if "api_key" in channel.key_parts:
+            headers["Authorization"] = f"Bearer {channel.key_parts['api_key']}"
+        return headers
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        """A key of access keys: SigV4 over the exact URL, headers and body that leave (so the URL goes out as
+        it is, its `%3A` kept)."""
+        parts = channel.key_parts
+        if "api_key" in parts:
+            return yarl.URL(url, encoded=True)
+        if not parts.get("ak") or not parts.get("sk"):
+            raise RelayError(401, "An AWS Bedrock key is region|access_key|secret_key[|session_token] or "
+                                  "region|api_key.", "invalid_key", "authentication_error")
+        try:
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+            from botocore.credentials import Credentials
+        except ImportError:
+            raise RelayError(501, "AWS Bedrock channels with access keys sign their calls with botocore, which "
+                                  f"is not installed: {BEDROCK_INSTALL} (or use a Bedrock API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        credentials = Credentials(parts["ak"], parts["sk"], parts.get("session_token") or None)
+        # one signing name, "bedrock", for the runtime (calls) and the control plane (the model list) alike
+        SigV4Auth(credentials, "bedrock", self.region(channel)).add_auth(request)
+        headers.update({k: v for k, v in request.headers.items() if k.lower() in (
+            "authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")})
+        return yarl.URL(url, encoded=True)
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        """ListFoundationModels, on the control plane (`bedrock.{region}`, or the base URL)."""
+        return f"{self.endpoint(channel, 'bedrock')}/foundation-models", self.build_headers(channel)
+
+    def models_from(self, answer: Any) -> list[str]:
+        return [str(m["modelId"]) for m in answer["modelSummaries"]]
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return orjson.dumps(openai_to_converse_request(pivot, channel.upstream_model(call.model)))
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return bedrock_usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        return converse_to_openai_response(json_object(body, "AWS Bedrock's answer"), call.model, call.request_id)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return ConverseStream(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_bedrock_error(status, body)
+
+
+# ==== 11. Google Vertex AI: the upstream of type 42, Gemini and Claude models ===============================
+# cloud.google.com/vertex-ai/generative-ai/docs: Gemini models at
+# `{host}/v1/projects/{project}/locations/{region}/publishers/google/models/{m}:generateContent` and
+# `:streamGenerateContent?alt=sse` (section 8's format, other URL and auth); Claude models at
+# `…/publishers/anthropic/models/{m}:rawPredict` and `:streamRawPredict` (section 7's body without `model`, with
+# `anthropic_version: vertex-2023-10-16`). Keys: `region|<service-account JSON>`, exchanged for an access token
+# (Google's OAuth 2.0 JWT-bearer grant, the JWT signed by google-auth, the optional extra `vertex`), cached until
+# shortly before it expires; `region|api_key` (express mode, no project) and `region|project_id|api_key`.
+
+VERTEX_INSTALL = "pip install 'aiproxy-local[vertex]'"
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+VERTEX_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+VERTEX_TOKEN_LIFETIME_S = 3600  # what the assertion asks for; Google's answer says what it grants
+VERTEX_TOKEN_MARGIN_S = 300  # a cached token is renewed this long before it expires
+VERTEX_DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+def is_claude(model: str) -> bool:
+    return model.lower().startswith("claude")
+
+
+def vertex_service_account(channel: ChannelRoute) -> dict[str, Any]:
+    try:
+        info = json.loads(channel.key_parts["adc"])
+    except (KeyError, ValueError):
+        info = None
+    if not isinstance(info, dict) or not info.get("client_email") or not info.get("private_key"):
+        raise RelayError(401, "A Vertex AI key is region|<service-account JSON with client_email and private_key>, "
+                              "region|api_key or region|project_id|api_key.", "invalid_key", "authentication_error")
+    return info
+
+
+class VertexTokens:
+    """Access tokens of service accounts, per account, cached until VERTEX_TOKEN_MARGIN_S before they expire; one
+    exchange at a time per account, so a burst of calls waits for one token rather than asking for many."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, float]] = {}  # account → (access token, expiry as time.time())
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def token(self, state: AppState, channel: ChannelRoute) -> str:
+        info = vertex_service_account(channel)
+        account = hashlib.sha256(f"{info['client_email']}|{info.get('private_key_id', '')}|{info['private_key']}"
+                                 .encode()).hexdigest()
+        async with self.locks.setdefault(account, asyncio.Lock()):
+            cached = self.tokens.get(account)
+            if cached is None or cached[1] - VERTEX_TOKEN_MARGIN_S <= time.time():
+                cached = self.tokens[account] = await self.exchange(state, channel, info)
+            return cached[0]
+
+    @staticmethod
+    async def exchange(state: AppState, channel: ChannelRoute, info: dict[str, Any]) -> tuple[str, float]:
+        """Sign a JWT for the account with google-auth and trade it at the key's token_uri; the HTTP goes through
+        the channel's own session (its proxy, its TLS setting), not google-auth's blocking transport."""
+        try:
+            from google.auth import crypt, jwt
+        except ImportError:
+            raise RelayError(501, "Vertex AI channels with a service-account key need google-auth, which is not "
+                                  f"installed: {VERTEX_INSTALL} (or use an API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        token_uri = str(info.get("token_uri") or VERTEX_DEFAULT_TOKEN_URI)
+        now = int(time.time())
+        try:
+            signer = crypt.RSASigner.from_service_account_info(info)
+        except (ValueError, TypeError) as exc:
+            raise RelayError(401, f"The service account's private key cannot be read: {type(exc).__name__}",
+                             "invalid_key", "authentication_error") from None
+        assertion = jwt.encode(signer, {"iss": info["client_email"], "scope": VERTEX_SCOPE, "aud": token_uri,
+                                        "iat": now, "exp": now + VERTEX_TOKEN_LIFETIME_S})
+        session, options = channel_http(state, channel)
+        try:
+            async with session.post(token_uri, data={"grant_type": _JWT_BEARER, "assertion": assertion.decode()},
+                                    **options) as response:
+                status, body = response.status, await response.read()
+        except _UPSTREAM_ERRORS as exc:
+            error = upstream_failure(exc, token_uri, state.settings)
+            raise RelayError(error.status, f"Vertex AI token exchange: {error.message}", error.code,
+                             error.type) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
+            said = (answer.get("error_description") or answer.get("error")) if isinstance(answer, dict) else None
+            said = said or body[:200].decode("utf-8", "replace")
+            raise RelayError(401 if status in (400, 401, 403) else 502,
+                             f"Google refused the service account's token exchange (HTTP {status}): {said}",
+                             "token_exchange_failed", "authentication_error")
+        expires = float(answer.get("expires_in") or VERTEX_TOKEN_LIFETIME_S)
+        return str(answer["access_token"]), time.time() + expires
+
+
+class VertexClaude(AnthropicAdaptor):
+    """A Claude model on Vertex AI: the Messages body without `model`, with Vertex's anthropic_version."""
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        body = openai_to_anthropic_request(dict(pivot, stream=call.stream), channel.upstream_model(call.model))
+        body.pop("model")
+        return orjson.dumps({"anthropic_version": VERTEX_ANTHROPIC_VERSION, **body})
+
+
+class VertexAdaptor(Adaptor):
+    """Gemini and Claude models of one Google Cloud project: each model's publisher picks the URL, the body and
+    the answer's format (section 8's or section 7's converters); every client format goes through the pivot."""
+
+    title = "Google Vertex AI"
+    formats = frozenset()
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+
+    def __init__(self) -> None:
+        self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
+        self.tokens = VertexTokens()
+
+    def side(self, model: str) -> Adaptor:
+        return self.claude if is_claude(model) else self.gemini
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-central1")
+
+    def project(self, channel: ChannelRoute) -> str:
+        parts = channel.key_parts
+        if parts.get("project_id"):
+            return parts["project_id"]
+        if "adc" in parts:
+            info = vertex_service_account(channel)
+            if info.get("project_id"):
+                return str(info["project_id"])
+        return str(channel.config.get("project_id") or "")
+
+    def host(self, channel: ChannelRoute) -> str:
+        region = self.region(channel)
+        if channel.base_url:
+            return channel.base_url.rstrip("/")
+        express = "api_key" in channel.key_parts and not channel.key_parts.get("project_id")
+        return ("https://aiplatform.googleapis.com" if express or region == "global"
+                else f"https://{region}-aiplatform.googleapis.com")
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = channel.upstream_model(call.model)
+        if is_claude(model):
+            publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
+        else:
+            publisher, method = "google", "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        project = self.project(channel)
+        where = f"/projects/{project}/locations/{self.region(channel)}" if project else ""
+        return (f"{self.host(channel)}/v1{where}/publishers/{publisher}/models/"
+                f"{urllib.parse.quote(model, safe='@')}:{method}")
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        api_key = channel.key_parts.get("api_key")
+        return {"x-goog-api-key": api_key} if api_key else {}
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        if "adc" in channel.key_parts:
+            if not self.project(channel):
+                raise RelayError(400, "This Vertex AI channel names no project: add project_id to the service "
+                                      "account's JSON or to the channel's config.", "missing_project", "aiproxy_error")
+            headers["Authorization"] = f"Bearer {await self.tokens.token(state, channel)}"
+        return url
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        raise RelayError(400, "Vertex AI lists no models for a project's key: pick them from the built-in list, "
+                              "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return self.side(channel.upstream_model(call.model)).request_from_pivot(pivot, call, channel)
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        if isinstance(answer, dict) and answer.get("type") == "message":
+            return self.claude.usage_of(answer)
+        return gemini_usage(answer.get("usageMetadata")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
+        answer = json_object(body, "Vertex AI's answer")
+        side = self.claude if answer.get("type") == "message" else self.gemini
+        return side.response_to_pivot(call, body)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        side = self.side(channel.upstream_model(call.model))
+        return ConvertedStream(call, side.pivot_decoder(call), call.dialect.stream_encoder(call))
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        if b'"type":"error"' in body.replace(b" ", b""):
+            return read_anthropic_error(status, body)
+        return read_gemini_error(status, body)
+
+
+# ==== 12. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
@@ -5287,8 +5957,8 @@ FORMATS: dict[str, WireFormat] = {
     "cohere": WireFormat(CohereAdaptor()),
     "fake": WireFormat(FakeAdaptor()),
     "fake-error": WireFormat(FakeErrorAdaptor()),
-    "aws": WireFormat(UnsupportedAdaptor("AWS Bedrock")),
-    "vertexai": WireFormat(UnsupportedAdaptor("Google Vertex AI")),
+    "aws": WireFormat(BedrockAdaptor()),
+    "vertexai": WireFormat(VertexAdaptor()),
     "baidu": WireFormat(UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)")),
     "coze": WireFormat(UnsupportedAdaptor("Coze")),
     "doubao-audio": WireFormat(UnsupportedAdaptor("Doubao speech")),
@@ -5371,7 +6041,7 @@ def load_catalog(path: Path | None = None, data: ModelData | None = None) -> dic
     return catalog
 
 
-# ==== 11. Log writer ========================================================================================
+# ==== 13. Log writer ========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -5839,7 +6509,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
 
-# ==== 12. Admin API: aiproxy's /api contract ================================================================
+# ==== 14. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -5851,6 +6521,7 @@ PAGE_MIN, PAGE_MAX = -INT32_MAX - 1, INT32_MAX  # aiproxy reads page ≤ 0 as 1;
 NAME_MAX = 128  # Channel.name, Token.name
 MODEL_NAME_MAX = 191  # the model columns (MySQL's utf8mb4 index limit)
 BASE_URL_MAX = 512
+PROXY_URL_MAX = 255  # aiproxy's column size
 KEY_MAX = 16 * 1024  # one channel key; a Vertex AI service-account JSON is about 2.3 KB
 KEYS_FIELD_MAX = 1024 * 1024  # a create's key field: one key a line
 MODELS_MAX = 2000  # models (and mapping entries) per channel or API key; aggregators list a few hundred
@@ -5993,6 +6664,8 @@ class ChannelIn(ApiInput):
     status: ChannelStatus | None = None
     config: dict[str, Any] | None = None
     configs: dict[str, Any] | None = None
+    proxy_url: Annotated[str, pydantic.Field(max_length=PROXY_URL_MAX)] | None = None
+    skip_tls_verify: bool | None = None
 
 
 def clean_models(models: Iterable[Any] | None) -> list[str]:
@@ -6032,6 +6705,10 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     base_url = (data.base_url if data.base_url is not None else keep.get("base_url", "")).strip()
     if base_url and not re.match(r"^https?://", base_url):
         raise ApiError("base_url must start with http:// or https://")
+    proxy_url = (data.proxy_url if data.proxy_url is not None else keep.get("proxy_url") or "").strip()
+    if keep.get("proxy_url") and proxy_url == mask_proxy_url(keep["proxy_url"]):
+        proxy_url = keep["proxy_url"]  # an untouched masked password keeps the stored one
+    check_proxy_url(proxy_url)
     provider = state.catalog[ctype]
     placeholder = re.search(r"\{(account_id)\}", base_url or provider.default_base_url)
     if placeholder:  # sent as it is, the URL would fail every call (issue 17)
@@ -6052,7 +6729,37 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
         "status": status,
+        "proxy_url": proxy_url,
+        "skip_tls_verify": bool(data.skip_tls_verify if data.skip_tls_verify is not None
+                                else keep.get("skip_tls_verify", False)),
     }
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def proxy_url_ok(url: str | None) -> bool:
+    try:
+        check_proxy_url((url or "").strip())
+    except ApiError:
+        return False
+    return True
+
+
+def check_proxy_url(url: str) -> None:
+    """A channel's proxy_url is empty or `scheme://[user:password@]host:port` with a scheme in PROXY_SCHEMES; the
+    error never repeats the URL, which may hold a password."""
+    if not url:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in PROXY_SCHEMES or not parts.hostname or (
+            parts.path not in ("", "/")) or (parts.scheme.startswith("socks") and port is None):
+        raise ApiError("proxy_url must be http://, https://, socks5:// or socks5h:// followed by [user:password@]"
+                       "host:port, e.g. socks5://127.0.0.1:1080 or http://proxy.example:3128")
 
 
 def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
@@ -6823,17 +7530,19 @@ UPSTREAM_MODELS_TIMEOUT_S = 20
 async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
     """The model ids a channel's provider lists (`GET <base_url>/models` for OpenAI's format)."""
     route = preview_route(state, data)
+    session, options = channel_http(state, route)
     try:
         await route.adaptor.authorize(state, route)
-    except RelayError as exc:
-        raise ApiError(route.scrub_text(exc.message), 502) from None
-    url, headers = route.adaptor.models_request(route)
-    try:
-        async with state.http.get(url, headers=headers,
-                                  timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
+        url, headers = route.adaptor.models_request(route)
+        target = await route.adaptor.sign(state, route, "GET", url, headers, b"")
+        async with session.get(target, headers=headers, **options,
+                               timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
             status, body = resp.status, await resp.read()
+    except RelayError as exc:
+        raise ApiError(route.scrub_text(exc.message), exc.status if exc.status < 500 else 502) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
+        raise ApiError(route.scrub_text(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} "
+                                        f"{exc}".strip()), 502) from None
     if status != 200:  # the provider may quote the key back: scrubbed, like every upstream answer
         raise ApiError(f"the provider answered HTTP {status} to its model list: "
                        f"{route.scrub_text(body.decode('utf-8', 'replace'))[:300]}", 502)
@@ -6874,7 +7583,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 13. Import: OneAPI, new-api, labring/aiproxy ==========================================================
+# ==== 15. Import: OneAPI, new-api, labring/aiproxy ==========================================================
 # Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
 # config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
 # read_source() is the only code that talks to the source, import_source() the only one that writes. Type
@@ -6945,6 +7654,8 @@ class ImportedChannel:
     weight: int
     source_id: str
     created_at: int = 0  # 0 = now
+    proxy_url: str = ""
+    skip_tls_verify: bool = False
 
 
 @dataclass
@@ -7352,12 +8063,10 @@ def _time_ms(value: Any) -> int:
 def _aiproxy_channel_warnings(row: dict[str, Any], sets: list[str]) -> list[str]:
     """aiproxy channel settings this app has no feature for: each named, so nobody relies on them silently."""
     out = []
-    if str(row.get("proxy_url") or "").strip():  # the URL itself is not repeated: it may hold proxy credentials
-        out.append("proxy_url was not imported: channels here have no own proxy (HTTPS_PROXY applies to all)")
+    if not proxy_url_ok(str(row.get("proxy_url") or "")):  # not repeated: the URL may hold proxy credentials
+        out.append("proxy_url was not imported: it is not an http(s):// or socks5:// URL with host:port")
     if [s for s in sets if s != "default"]:
         out.append(f"sets {', '.join(sets)} were not imported: every API key here may use every channel")
-    if row.get("skip_tls_verify"):
-        out.append("skip_tls_verify was not imported: TLS certificates are always verified here")
     bans = [c for c in ("enabled_no_permission_ban", "max_error_rate", "warn_error_rate") if row.get(c)]
     if bans:
         out.append(f"{', '.join(bans)} not imported: no per-channel ban rules here (a failing call still moves "
@@ -7410,10 +8119,12 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         status, reason = STATUS_DISABLED, f"status {status} in aiproxy"
     priority = _int(row.get("priority"))
     priority = AIPROXY_DEFAULT_PRIORITY if priority == 0 else min(priority, AIPROXY_MAX_PRIORITY)
+    proxy = str(row.get("proxy_url") or "").strip()
+    proxy = proxy if proxy_url_ok(proxy) else ""  # aiproxy's own proxy_url, as it is (a bad one is warned above)
     out.items = [ImportedChannel(source_type, out.name, str(row.get("key") or "").strip(),
                                  str(row.get("base_url") or "").strip(), models, mapping, configs,
                                  status or STATUS_ENABLED, reason, priority, 1, out.source_id,
-                                 _time_ms(row.get("created_at")))]
+                                 _time_ms(row.get("created_at")), proxy, bool(row.get("skip_tls_verify")))]
     return out
 
 
@@ -7709,8 +8420,8 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ==== 14. UI kit: strings, session, layout, login, time ranges, table columns ===============================
-# What every page is built from. Pages call the admin API's functions (sections 12 and 13) directly, never this
+# ==== 16. UI kit: strings, session, layout, login, time ranges, table columns ===============================
+# What every page is built from. Pages call the admin API's functions (sections 14 and 15) directly, never this
 # app's own HTTP. nicegui is imported only by mount_ui(), so `--no-ui` runs without it (bench/ measures the
 # API-only memory). Strings: assets/i18n.json.
 
@@ -8392,8 +9103,8 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     return None
 
 
-# ==== 15. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
-# One class per page; PAGES (section 17, where the UI is mounted) lists them for the routes and the navigation.
+# ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 19, where the UI is mounted) lists them for the routes and the navigation.
 
 # ---- dashboard ----
 
@@ -8907,6 +9618,15 @@ class ChannelDialog:
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
+            self.masked_proxy = mask_proxy_url(ch.get("proxy_url") or "")
+            with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
+                self.proxy_url = ui.input(t("ch.proxy_url"), value=self.masked_proxy,
+                                          validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
+                    "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
+                    "grow").mark("ch-proxy-url")
+                self.skip_tls = ui.checkbox(t("ch.skip_tls"), value=bool(ch.get("skip_tls_verify"))).tooltip(
+                    t("ch.skip_tls_hint")).mark("ch-skip-tls")
+            field_help(t("ch.proxy_url_hint"))
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -8956,8 +9676,13 @@ class ChannelDialog:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
+    def effective_proxy_url(self) -> str:
+        value = (self.proxy_url.value or "").strip()
+        return self.ch.get("proxy_url") or "" if self.existing and value == self.masked_proxy else value
+
     def collect(self, need_models: bool = True) -> ChannelIn | None:
-        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate()]
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate(),
+                  self.proxy_url.validate()]
         if need_models:
             checks.append(self.models.validate())
         incomplete = self.mapping.incomplete()
@@ -8967,7 +9692,8 @@ class ChannelDialog:
             return None
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
-                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0)
+                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
+                         proxy_url=self.effective_proxy_url(), skip_tls_verify=bool(self.skip_tls.value))
 
     def save(self) -> None:
         data = self.collect()
@@ -9677,8 +10403,8 @@ class SettingsPage:
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
-# ==== 16. Migrate wizard: the UI of section 13's import =====================================================
-# Each source it reads from is one row of MIGRATE_SOURCES; section 13 does the reading and the writing.
+# ==== 18. Migrate wizard: the UI of section 15's import =====================================================
+# Each source it reads from is one row of MIGRATE_SOURCES; section 15 does the reading and the writing.
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
@@ -10231,7 +10957,7 @@ class MigrateWizard:
         self.stepper.value = "source"
 
 
-# ==== 17. App assembly & CLI ================================================================================
+# ==== 19. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
@@ -10422,6 +11148,8 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
+        for session in list(state.socks.values()):
+            await session.close()
 
 
 async def _follow_shared_version(state: AppState) -> None:

@@ -1038,11 +1038,15 @@ def test_aiproxy_settings_without_a_feature_here_are_warned(catalog) -> None:
         enabled_no_permission_ban=True, max_error_rate=Decimal("0.5"), warn_error_rate=Decimal("0"),
         enabled_auto_balance_check=True, balance_threshold=Decimal("3")), catalog)
     text = "\n".join(r.warnings)
-    for setting in ("proxy_url", "sets default, vip", "skip_tls_verify", "enabled_no_permission_ban, max_error_rate",
+    for setting in ("sets default, vip", "enabled_no_permission_ban, max_error_rate",
                     "enabled_auto_balance_check, balance_threshold"):
         assert setting in text, setting
-    assert "warn_error_rate" not in text and "hunter2" not in text and len(r.warnings) == 5
+    assert "warn_error_rate" not in text and "hunter2" not in text and len(r.warnings) == 3
+    # a channel's own proxy and TLS setting are kept: channels here have them too
+    assert (r.items[0].proxy_url, r.items[0].skip_tls_verify) == ("socks5://user:hunter2@proxy:1080", True)
     assert not app.map_aiproxy_channel(aiproxy_row(sets='["default"]', proxy_url=" "), catalog).warnings
+    bad = app.map_aiproxy_channel(aiproxy_row(proxy_url="ftp://user:hunter2@proxy"), catalog)
+    assert ["proxy_url" in w and "hunter2" not in w for w in bad.warnings] == [True] and bad.items[0].proxy_url == ""
 
 
 def yaml_row(index: int = 0, **kw: Any) -> dict[str, Any]:
@@ -1286,9 +1290,9 @@ def test_aiproxy_report(aiproxy_run: dict[str, Any]) -> None:
     assert [w for w in rows["ap-no-models"]["warnings"] if "no models" in w]
     assert rows["ap-openai"]["warnings"] == [] and rows["ap-gemini"]["warnings"] == []
     azure = "\n".join(rows["ap-azure"]["warnings"])
-    assert "proxy_url" in azure and "sets default, vip" in azure and "proxy-secret" not in azure
+    assert "proxy_url" not in azure and "sets default, vip" in azure and "proxy-secret" not in azure
     claude = "\n".join(rows["ap-claude"]["warnings"])
-    assert "skip_tls_verify" in claude and "enabled_no_permission_ban, max_error_rate" in claude
+    assert "skip_tls_verify" not in claude and "enabled_no_permission_ban, max_error_rate" in claude
     tokens = by_name(report["tokens"]["rows"])
     assert (report["tokens"]["imported"], report["tokens"]["skipped"]) == (4, 0)
     assert any("subnets 10.0.0.0/8" in w for w in tokens["ap-tok-narrow"]["warnings"])
@@ -1314,6 +1318,8 @@ def test_aiproxy_channel_fields(aiproxy_run: dict[str, Any], upstream: Any) -> N
         3, "az-key|2024-06-01", "https://res.openai.azure.com", {})
     cl, gm = ch["ap-claude"], ch["ap-gemini"]
     assert (cl["type"], cl["base_url"], cl["status"], cl["status_reason"]) == (14, "", 2, "")
+    assert (az["proxy_url"], az["skip_tls_verify"], cl["proxy_url"], cl["skip_tls_verify"]) == (
+        "http://proxyuser:proxy-secret@proxy.local:3128", False, "", True)  # each channel's own, as aiproxy had it
     assert (gm["type"], gm["configs"], gm["config"]) == (24, {"safety": "BLOCK_NONE"}, {"safety": "BLOCK_NONE"})
     assert {n: (c["priority"], c["weight"]) for n, c in ch.items()} == {
         "ap-openai": (10, 1), "ap-azure": (10, 1), "ap-claude": (100, 1), "ap-gemini": (10, 1),

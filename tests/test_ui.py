@@ -126,6 +126,28 @@ async def test_edit_keeps_the_masked_key_and_pastes_a_mapping(user: User, upstre
     assert route.key == "sk-test-key-123456" and route.mapping == {"alias": "m1"}
 
 
+async def test_the_dialog_edits_the_proxy_and_keeps_its_masked_password(user: User, upstream) -> None:
+    cid = add_channel("proxied", upstream.url("ok"), ["m1"], proxy_url="socks5://gw:proxy-Secret-4711@10.1.2.3:1080")
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", cid)
+    await user.should_see("Edit channel “proxied”")
+    assert the(user, "ch-proxy-url").value == "socks5://gw:pr…11@10.1.2.3:1080"  # the password masked
+    assert the(user, "ch-skip-tls").value is False
+    user.find(marker="ch-skip-tls").click()
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved proxied")
+    route = state().routes.channels[cid]
+    assert (route.proxy, route.skip_tls_verify) == ("socks5://gw:proxy-Secret-4711@10.1.2.3:1080", True)
+    user.find(marker="channels").trigger("edit", cid)
+    user.find(marker="ch-proxy-url").clear().type("ftp://10.1.2.3")
+    user.find(marker="save-channel").click()
+    assert the(user, "ch-proxy-url").error == "Must be http://, https://, socks5:// or socks5h:// with host:port"
+    user.find(marker="ch-proxy-url").clear().type("http://10.1.2.3:3128")
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved proxied")
+    assert state().routes.channels[cid].proxy == "http://10.1.2.3:3128"
+
+
 async def test_a_duplicate_name_is_flagged_but_allowed(user: User, upstream) -> None:
     first = add_channel("twin", upstream.url("ok"), ["m"])
     await login(user, "/channels")
