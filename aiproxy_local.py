@@ -537,7 +537,9 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
-    cache_creation_tokens: int = 0  # of input_tokens, written to the provider's cache
+    #: of input_tokens, written to the provider's cache; nullable (NULL reads as 0), so that an older instance on the
+    #: same database, which does not know the column, still inserts rows
+    cache_creation_tokens: int | None = Field(default=None, nullable=True)
     #: the call's cost is unknown (a price it needs is in neither the model config nor the snapshot): the API
     #: shows used_amount as null. Nullable, so an older instance on the same database still inserts rows.
     cost_unknown: bool | None = Field(default=None, nullable=True)
