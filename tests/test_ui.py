@@ -151,7 +151,7 @@ async def test_priority_field_and_enabled_switch_change_the_engine(user: User, u
     table.trigger("priority", {"id": cid, "value": 7})
     assert state().routes.channels[cid].priority == 7
     table.trigger("toggle", {"id": cid, "value": False})
-    await user.should_see("Channel disabled")
+    await user.should_see("Channel “ch-a” disabled")
     assert state().routes.channels[cid].enabled is False
     assert the(user, "channels").rows[0]["enabled"] is False
     async with relay_client() as client:  # the relay stops offering what only a disabled channel serves
@@ -170,7 +170,7 @@ async def test_edits_keep_the_row_order_say_so_and_refuse_a_fractional_priority(
     table.trigger("priority", {"id": ids[2], "value": 9})  # would sort c to the top
     await user.should_see("Priority of c set to 9")
     table.trigger("toggle", {"id": ids[0], "value": False})  # would sort a to the bottom
-    await user.should_see("Channel disabled")
+    await user.should_see("Channel “a” disabled")  # the toast names it
     assert [r["id"] for r in the(user, "channels").rows] == order  # rows stay under the pointer
     table.trigger("priority", {"id": ids[1], "value": 2.5})
     await user.should_see("Priority must be a whole number")
