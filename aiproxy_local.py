@@ -5823,7 +5823,7 @@ class VertexAdaptor(Adaptor):
 
     title = "Google Vertex AI"
     formats = frozenset()
-    modes = frozenset({Mode.CHAT_COMPLETIONS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
 
     def __init__(self) -> None:
         self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
@@ -5856,7 +5856,9 @@ class VertexAdaptor(Adaptor):
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
         model = channel.upstream_model(call.model)
-        if is_claude(model):
+        if getattr(call, "op", None) == Mode.EMBEDDINGS:  # text-embedding-005 and kin: the predict method
+            publisher, method = "google", "predict"
+        elif is_claude(model):
             publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
         else:
             publisher, method = "google", "streamGenerateContent?alt=sse" if call.stream else "generateContent"
@@ -5883,6 +5885,13 @@ class VertexAdaptor(Adaptor):
                               "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.EMBEDDINGS:
+            texts = pivot.get("input")
+            texts = texts if isinstance(texts, list) else [texts]
+            body: dict[str, Any] = {"instances": [{"content": str(t)} for t in texts]}
+            if pivot.get("dimensions"):
+                body["parameters"] = {"outputDimensionality": pivot["dimensions"]}
+            return orjson.dumps(body)
         return self.side(channel.upstream_model(call.model)).request_from_pivot(pivot, call, channel)
 
     def usage_of(self, answer: Any) -> Usage | None:
@@ -5893,6 +5902,13 @@ class VertexAdaptor(Adaptor):
     def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
         """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
         answer = json_object(body, "Vertex AI's answer")
+        if call.op == Mode.EMBEDDINGS:  # {predictions: [{embeddings: {values, statistics: {token_count}}}]}
+            found = [p.get("embeddings") or {} for p in answer.get("predictions") or [] if isinstance(p, dict)]
+            prompt = sum(int((e.get("statistics") or {}).get("token_count") or 0) for e in found)
+            usage = Usage(prompt, 0, prompt, 0)
+            return {"object": "list", "model": call.model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+                    "data": [{"object": "embedding", "index": i, "embedding": e.get("values") or []}
+                             for i, e in enumerate(found)]}, usage
         side = self.claude if answer.get("type") == "message" else self.gemini
         return side.response_to_pivot(call, body)
 
