@@ -3623,7 +3623,10 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "ca
 
 
 def anthropic_max_tokens(model: str) -> int:
-    return next((limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
+    """The max_tokens an OpenAI request without one gets: the model's output limit from the model snapshot, else
+    the table above."""
+    return model_output_limit(model, 14) or next(
+        (limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
 
 
 def anthropic_usage(u: Any) -> Usage | None:
@@ -10065,6 +10068,13 @@ class LogsTable:
             LogDialog(self.state, row, self.tz)
 
 
+def format_cost(amount: float | None) -> str:
+    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
+    if amount is None:
+        return t("logs.cost_unknown")
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+
+
 def format_trail(attempts: list[dict[str, Any]]) -> str:
     """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
     parts = []
@@ -10105,6 +10115,8 @@ class LogDialog:
             ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
             ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
             ("logs.cached", str(log["usage"]["cached_tokens"])),
+            ("logs.cache_written", str(log["usage"].get("cache_creation_tokens") or 0)),
+            ("logs.cost", format_cost(log["used_amount"])),
             ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
             ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
         ]
