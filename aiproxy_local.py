@@ -9048,6 +9048,25 @@ def field_help(text: str = "", classes: str = "text-muted") -> Any:
     return label
 
 
+def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
+    """A channel's own proxy (its password shown masked, as a key is) and its skip-TLS switch, with their help."""
+    with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
+        url = ui.input(t("ch.proxy_url"), value=mask_proxy_url(proxy_url),
+                       validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
+            "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
+            "grow").mark("ch-proxy-url")
+        skip = ui.checkbox(t("ch.skip_tls"), value=skip_tls_verify).tooltip(t("ch.skip_tls_hint")).mark(
+            "ch-skip-tls")
+    field_help(t("ch.proxy_url_hint"))
+    return url, skip
+
+
+def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
+    """What a field showing a secret masked means: the stored value while its mask is left as it is."""
+    value = (typed or "").strip()
+    return stored if stored and value == mask(stored) else value
+
+
 _PICKER_OPTION = """<q-item v-bind="props.itemProps"><q-item-section>
     <q-item-label>{{ props.opt.label.split('\\u2063')[0] }}</q-item-label>
     <q-item-label caption>{{ props.opt.label.split('\\u2063')[1] }}</q-item-label></q-item-section></q-item>"""
@@ -9634,15 +9653,7 @@ class ChannelDialog:
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
-            self.masked_proxy = mask_proxy_url(ch.get("proxy_url") or "")
-            with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
-                self.proxy_url = ui.input(t("ch.proxy_url"), value=self.masked_proxy,
-                                          validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
-                    "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
-                    "grow").mark("ch-proxy-url")
-                self.skip_tls = ui.checkbox(t("ch.skip_tls"), value=bool(ch.get("skip_tls_verify"))).tooltip(
-                    t("ch.skip_tls_hint")).mark("ch-skip-tls")
-            field_help(t("ch.proxy_url_hint"))
+            self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -9692,10 +9703,6 @@ class ChannelDialog:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
-    def effective_proxy_url(self) -> str:
-        value = (self.proxy_url.value or "").strip()
-        return self.ch.get("proxy_url") or "" if self.existing and value == self.masked_proxy else value
-
     def collect(self, need_models: bool = True) -> ChannelIn | None:
         checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate(),
                   self.proxy_url.validate()]
@@ -9709,7 +9716,8 @@ class ChannelDialog:
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
                          model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
-                         proxy_url=self.effective_proxy_url(), skip_tls_verify=bool(self.skip_tls.value))
+                         proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),
+                         skip_tls_verify=bool(self.skip_tls.value))
 
     def save(self) -> None:
         data = self.collect()
