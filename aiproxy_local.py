@@ -8581,33 +8581,6 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
     }
 
 
-def retired_models(ch: dict[str, Any]) -> list[str]:
-    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
-    data = model_data()
-    names = [*ch["models"], *ch["model_mapping"].values()]
-    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
-
-
-def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
-    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
-    then the channel's own other names."""
-    data = model_data()
-    provider = catalog.get(type_id)
-    current: dict[str, str] = {}
-    retired: dict[str, str] = {}
-    for model, _ in provider.models if provider else ():
-        info = data.info(model, type_id)
-        status = info.status() if info is not None else "current"
-        if status == "retired":
-            retired[model] = f"{model} · {t('ch.model_retired')}"
-        else:
-            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
-    ordered = {**current, **retired}
-    for model in chosen:
-        ordered.setdefault(model, model)
-    return ordered
-
-
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
     """An auto-disabled channel's badge and time, and the cool-downs under way, as table cells (strings)."""
     auto = ch["status"] == STATUS_AUTO_DISABLED
@@ -9136,6 +9109,53 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
         ui.button("中文" if ng.storage.user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense")
     return None
+
+
+# ---- model data in the channel forms: retired models marked (issue 17) ----
+
+def retired_models(ch: dict[str, Any]) -> list[str]:
+    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
+    data = model_data()
+    names = [*ch["models"], *ch["model_mapping"].values()]
+    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
+
+
+def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
+    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
+    then the channel's own other names."""
+    data = model_data()
+    provider = catalog.get(type_id)
+    current: dict[str, str] = {}
+    retired: dict[str, str] = {}
+    for model, _ in provider.models if provider else ():
+        info = data.info(model, type_id)
+        status = info.status() if info is not None else "current"
+        if status == "retired":
+            retired[model] = f"{model} · {t('ch.model_retired')}"
+        else:
+            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
+    ordered = {**current, **retired}
+    for model in chosen:
+        ordered.setdefault(model, model)
+    return ordered
+
+
+def format_cost(amount: float | None) -> str:
+    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
+    if amount is None:
+        return t("logs.cost_unknown")
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+
+
+def format_trail(attempts: list[dict[str, Any]]) -> str:
+    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
+    parts = []
+    for a in attempts:
+        if a.get("skipped"):
+            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
+        else:
+            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
+    return " · ".join(parts)
 
 
 # ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
@@ -10074,24 +10094,6 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
-
-
-def format_cost(amount: float | None) -> str:
-    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
-    if amount is None:
-        return t("logs.cost_unknown")
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
-
-
-def format_trail(attempts: list[dict[str, Any]]) -> str:
-    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
-    parts = []
-    for a in attempts:
-        if a.get("skipped"):
-            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
-        else:
-            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
-    return " · ".join(parts)
 
 
 def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
