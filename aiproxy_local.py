@@ -5341,6 +5341,11 @@ BEDROCK_INSTALL = "pip install 'aiproxy-local[aws]'"
 _BEDROCK_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                   "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
                   "model_context_window_exceeded": "length"}
+_BEDROCK_DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "application/msword": "doc",
+                             "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+                             "application/vnd.ms-excel": "xls",
+                             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+                             "text/html": "html", "text/plain": "txt", "text/markdown": "md"}
 _BEDROCK_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
                           "image/webp": "webp"}
 #: an exception message's `:exception-type` → HTTP status, as the API reference lists them for ConverseStream
@@ -5411,6 +5416,15 @@ def _bedrock_user_blocks(content: Any) -> list[dict[str, Any]]:
             url = image.get("url") if isinstance(image, dict) else image
             if isinstance(url, str) and url:
                 blocks.append(_bedrock_image(url))
+        elif part.get("type") == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            header, _, data = part["file"]["file_data"].partition(",")
+            kind = _BEDROCK_DOCUMENT_FORMATS.get(header[5:].split(";")[0].lower())
+            if kind is None:
+                raise RelayError(400, "AWS Bedrock takes documents as pdf, csv, doc, docx, xls, xlsx, html, txt or md, "
+                                      f"not {header[5:].split(';')[0] or 'this file'}.", "invalid_file")
+            # a document's name must be unique in the request, of letters, digits, spaces, hyphens and brackets
+            blocks.append({"document": {"format": kind, "name": f"document {len(blocks) + 1}",
+                                        "source": {"bytes": data}}})
     return blocks
 
 
