@@ -5817,6 +5817,11 @@ def converse_to_openai_response(answer: dict[str, Any], model: str,
     return pivot, usage
 
 
+#: an event-stream header value's width by its type (bool true/false, byte, short, int, long, timestamp, uuid);
+#: the others (6 bytes, 7 string) carry a 2-byte length first
+_EVENT_HEADER_WIDTHS = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+
+
 class EventStreamError(ValueError):
     """A frame of AWS's event-stream framing that is not whole or not intact (a CRC mismatch)."""
 
@@ -5840,16 +5845,13 @@ def event_stream_messages(buffer: bytes) -> tuple[list[tuple[dict[str, str], byt
             return messages, buffer[at:], EventStreamError("event-stream message CRC mismatch")
         headers, pos, end = {}, 12, 12 + header_length
         while pos < end:
-            name_length = message[pos]
-            name = message[pos + 1:pos + 1 + name_length].decode("utf-8", "replace")
-            kind, pos = message[pos + 1 + name_length], pos + 2 + name_length
-            if kind in (0, 1):  # bool true / false: no value bytes
-                continue
-            width = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}.get(kind)
+            name_end = pos + 1 + message[pos]
+            kind, name, pos = message[name_end], message[pos + 1:name_end], name_end + 1
+            width = _EVENT_HEADER_WIDTHS.get(kind)
             if width is None:  # 6 bytes, 7 string: a 2-byte length first
-                width, pos = struct.unpack_from(">H", message, pos)[0], pos + 2
-            if kind == 7:
-                headers[name] = message[pos:pos + width].decode("utf-8", "replace")
+                width, pos = (message[pos] << 8) | message[pos + 1], pos + 2
+                if kind == 7:
+                    headers[name.decode("utf-8", "replace")] = message[pos:pos + width].decode("utf-8", "replace")
             pos += width
         messages.append((headers, message[end:total - 4]))
         at += total

@@ -81,7 +81,7 @@ def test_urls_per_key_kind(key, base, url):
 def test_claude_body_on_vertex_has_its_version_and_no_model():
     catalog = app.load_catalog()
     channel = app.channel_route({"id": 1, "name": "v", "type": 42, "key": f"{REGION}|p|{API_KEY}"}, catalog)
-    call = SimpleNamespace(model=CLAUDE, stream=True)
+    call = SimpleNamespace(model=CLAUDE, stream=True, op=app.Mode.CHAT_COMPLETIONS)
     body = json.loads(channel.adaptor.request_from_pivot({"messages": [{"role": "user", "content": "hi"}]}, call,
                                                          channel))
     assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body and body["stream"] is True
