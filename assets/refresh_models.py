@@ -195,7 +195,7 @@ def build(source: Source, providers: dict[str, Any], hand: dict[str, Any]) -> di
                 rows[entry["model"]] = {**{k: v for k, v in entry.items() if k != "source"}, "kind": kind,
                                         "hand": True}
         for model, row in rows.items():
-            if model in retired:
+            if model in retired and int(type_id) in retired[model].get("types", [int(type_id)]):
                 row["retired"] = retired[model]["date"] or True
         types[type_id] = sorted(rows.values(), key=_order)
     return {

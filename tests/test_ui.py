@@ -442,7 +442,7 @@ def add_logs() -> tuple[int, int, int]:
                  input_tokens=11, output_tokens=22, total_tokens=33, ip="127.0.0.1", ttfb_milliseconds=120),
             dict(request_id="req-bad", request_at=now - 13000, created_at=now - 1000, model="model-b",
                  actual_model="upstream-b", channel=cid, code=500, endpoint="/v1/chat/completions",
-                 content="upstream exploded", retry_times=2, ip="10.0.0.2"),
+                 content="upstream exploded", retry_times=2, ip="10.0.0.2", input_tokens=5, cost_unknown=True),
             dict(request_id="req-old", request_at=now - 3 * 86_400_000, created_at=now - 3 * 86_400_000,
                  model="model-a", channel=cid, code=200)]
     with state().engine.begin() as conn:
@@ -481,6 +481,7 @@ async def test_log_filters_and_detail(user: User) -> None:
     await user.should_see("upstream exploded")
     await user.should_see("Response body")
     await user.should_see("req-bad")
+    await user.should_see("– (price unknown)")  # its model has no price anywhere: the cost is empty, not $0
 
 
 async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(user: User) -> None:
