@@ -4847,6 +4847,11 @@ class GeminiAdaptor(Adaptor):
                                                      else r for r in requests]))
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
         if call.op == Mode.EMBEDDINGS:
             return orjson.dumps(gemini_embeddings_request(pivot, channel.upstream_model(call.model)))
         return orjson.dumps(openai_to_gemini_request(pivot))
@@ -6064,6 +6069,9 @@ VERTEX_TOKEN_LIFETIME_S = 3600  # what the assertion asks for; Google's answer s
 VERTEX_TOKEN_MARGIN_S = 300  # a cached token is renewed this long before it expires
 VERTEX_DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: OpenAI's image sizes as the aspect ratios Imagen takes (1:1, 3:4, 4:3, 9:16, 16:9)
+VERTEX_ASPECT_RATIOS = {"1024x1024": "1:1", "512x512": "1:1", "256x256": "1:1", "1792x1024": "16:9",
+                        "1024x1792": "9:16", "1536x1024": "4:3", "1024x1536": "3:4"}
 
 
 def is_claude(model: str) -> bool:
@@ -6156,7 +6164,7 @@ class VertexAdaptor(Adaptor):
 
     title = "Google Vertex AI"
     formats = frozenset()
-    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS})
 
     def __init__(self) -> None:
         self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
@@ -6189,7 +6197,7 @@ class VertexAdaptor(Adaptor):
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
         model = channel.upstream_model(call.model)
-        if getattr(call, "op", None) == Mode.EMBEDDINGS:  # text-embedding-005 and kin: the predict method
+        if getattr(call, "op", None) in (Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS):  # text-embedding-…, imagen-…
             publisher, method = "google", "predict"
         elif is_claude(model):
             publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
@@ -6218,6 +6226,11 @@ class VertexAdaptor(Adaptor):
                               "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
         if call.op == Mode.EMBEDDINGS:
             texts = pivot.get("input")
             texts = texts if isinstance(texts, list) else [texts]
@@ -6235,6 +6248,9 @@ class VertexAdaptor(Adaptor):
     def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
         """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
         answer = json_object(body, "Vertex AI's answer")
+        if call.op == Mode.IMAGES_GENERATIONS:  # {predictions: [{bytesBase64Encoded, mimeType}]}: no URL to give
+            images = [p for p in answer.get("predictions") or [] if isinstance(p, dict) and p.get("bytesBase64Encoded")]
+            return {"created": int(time.time()), "data": [{"b64_json": p["bytesBase64Encoded"]} for p in images]}, None
         if call.op == Mode.EMBEDDINGS:  # {predictions: [{embeddings: {values, statistics: {token_count}}}]}
             found = [p.get("embeddings") or {} for p in answer.get("predictions") or [] if isinstance(p, dict)]
             prompt = sum(int((e.get("statistics") or {}).get("token_count") or 0) for e in found)
