@@ -546,7 +546,9 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
-    cache_creation_tokens: int = 0  # of input_tokens, written to the provider's cache
+    #: of input_tokens, written to the provider's cache; nullable (NULL reads as 0), so that an older instance on the
+    #: same database, which does not know the column, still inserts rows
+    cache_creation_tokens: int | None = Field(default=None, nullable=True)
     #: the call's cost is unknown (a price it needs is in neither the model config nor the snapshot): the API
     #: shows used_amount as null. Nullable, so an older instance on the same database still inserts rows.
     cost_unknown: bool | None = Field(default=None, nullable=True)
@@ -1251,15 +1253,15 @@ class ModelData:
     by_type: dict[int, tuple[ModelInfo, ...]] = field(default_factory=dict)
     by_name: dict[str, ModelInfo] = field(default_factory=dict)  # the first type's row wins on a shared name
     source: dict[str, Any] = field(default_factory=dict)
+    typed: dict[int, dict[str, ModelInfo]] = field(default_factory=dict)  # by type, then by name
+
+    def __post_init__(self) -> None:
+        self.typed.update({t: {row.model: row for row in rows} for t, rows in self.by_type.items()})
 
     def info(self, model: str, type_id: int | None = None) -> ModelInfo | None:
-        """A model's row on that type, else on any type."""
-        typed = self._typed.get(type_id) if type_id is not None else None
-        return (typed or {}).get(model) or self.by_name.get(model)
-
-    @functools.cached_property
-    def _typed(self) -> dict[int, dict[str, ModelInfo]]:
-        return {t: {row.model: row for row in rows} for t, rows in self.by_type.items()}
+        """hot path: a model's row on that type, else on any type."""
+        typed = self.typed.get(type_id)
+        return typed.get(model) or self.by_name.get(model) if typed else self.by_name.get(model)
 
     @classmethod
     def load(cls, path: Path | None = None) -> ModelData:
@@ -3037,26 +3039,32 @@ def price_for(state: AppState, model: str, channel: ChannelRoute | None) -> dict
     if channel is not None:
         info = data.info(channel.upstream_model(model), channel.type) or data.info(model, channel.type)
     info = info or data.info(model)
-    config = state.routes.model_configs.get(model) or {}
+    config = state.routes.model_configs.get(model)
+    if config is None:
+        if info is None:
+            return _NO_PRICE
+        return {"input_price": info.input_price, "output_price": info.output_price,
+                "cached_price": info.cached_price, "cache_creation_price": info.cache_creation_price}
     return {name: config.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
 
 
+_NO_PRICE: dict[str, float | None] = dict.fromkeys(PRICE_FIELDS)
+
+
 def cost_of(usage: Usage, price: dict[str, float | None]) -> float | None:
-    """What a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and cache writes
-    at `cache_creation_price` (the input price when those are unset), the rest of the prompt at `input_price`.
-    None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
-    base = price["input_price"]
-    parts = ((max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens), base),
-             (usage.output_tokens, price["output_price"]),
-             (usage.cached_tokens, price["cached_price"] if price["cached_price"] is not None else base),
-             (usage.cache_write_tokens, price["cache_creation_price"] if price["cache_creation_price"] is not None
-              else base))
+    """hot path: what a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and
+    cache writes at `cache_creation_price` (the input price when those are unset), the rest of the prompt at
+    `input_price`. None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
+    base, cached, written = price["input_price"], usage.cached_tokens, usage.cache_write_tokens
     total = 0.0
-    for tokens, unit in parts:
-        if tokens:
+    for tokens, unit in ((usage.input_tokens - cached - written, base), (usage.output_tokens, price["output_price"]),
+                         (cached, base if price["cached_price"] is None else price["cached_price"]),
+                         (written, base if price["cache_creation_price"] is None else price["cache_creation_price"])):
+        if tokens > 0:
             if unit is None:
                 return None
-            total += tokens * unit / 1000
+            total += tokens * unit
+    total /= 1000
     return total if math.isfinite(total) else None  # a price saved as 1e400 must not poison every later sum
 
 
