@@ -97,7 +97,7 @@ import pydantic
 import sqlalchemy as sa
 import uvicorn
 import yaml
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -466,6 +466,12 @@ class Channel(Base, table=True):
     #: environment), and whether its upstream's TLS certificate goes unchecked (a private endpoint's own CA)
     proxy_url: str = Field(default="", max_length=255)
     skip_tls_verify: bool = False
+    #: aiproxy's balance check and ban rules: FastGPT's full PUT sends them, so they are kept and sent back as they
+    #: came (nothing here acts on them; a failing call moves on to the next channel anyway)
+    enabled_auto_balance_check: bool = False
+    enabled_no_permission_ban: bool = False
+    warn_error_rate: float = 0.0
+    max_error_rate: float = 0.0
 
 
 class Token(Base, table=True):
@@ -785,6 +791,11 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "source_id": ch["source_id"] or "",
         "proxy_url": ch.get("proxy_url") or "",
         "skip_tls_verify": bool(ch.get("skip_tls_verify")),
+        "enabled_auto_balance_check": bool(ch.get("enabled_auto_balance_check")),
+        "enabled_no_permission_ban": bool(ch.get("enabled_no_permission_ban")),
+        "warn_error_rate": ch.get("warn_error_rate") or 0.0,
+        "max_error_rate": ch.get("max_error_rate") or 0.0,
+        "balance_threshold": 0,  # FastGPT refuses to write a channel whose balance_threshold is not 0
         "sets": ["default"],
         "channel_tests": test or [],
     }
@@ -6984,6 +6995,9 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 # ---- channels ----
 
+ERROR_RATE_MAX = 100.0  # aiproxy's rates are fractions (0.3); a percentage still fits
+
+
 class ChannelIn(ApiInput):
     """A channel as FastGPT and aiproxy's UI send it; unknown fields are ignored."""
 
@@ -7000,6 +7014,10 @@ class ChannelIn(ApiInput):
     configs: dict[str, Any] | None = None
     proxy_url: Annotated[str, pydantic.Field(max_length=PROXY_URL_MAX)] | None = None
     skip_tls_verify: bool | None = None
+    enabled_auto_balance_check: bool | None = None
+    enabled_no_permission_ban: bool | None = None
+    warn_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
+    max_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
 
 
 def clean_models(models: Iterable[Any] | None) -> list[str]:
@@ -7058,15 +7076,36 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         "models": clean_models(data.models if data.models is not None else keep.get("models")),
         "model_mapping": clean_mapping(data.model_mapping if data.model_mapping is not None
                                        else keep.get("model_mapping")),
-        "config": data.config if data.config is not None else (data.configs if data.configs is not None
-                                                                else keep.get("config") or {}),
+        "config": check_channel_config(data.config if data.config is not None else (
+            data.configs if data.configs is not None else keep.get("config") or {})),
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
         "status": status,
         "proxy_url": proxy_url,
         "skip_tls_verify": bool(data.skip_tls_verify if data.skip_tls_verify is not None
                                 else keep.get("skip_tls_verify", False)),
+        **{name: getattr(data, name) if getattr(data, name) is not None else keep.get(name) or default
+           for name, default in (("enabled_auto_balance_check", False), ("enabled_no_permission_ban", False),
+                                 ("warn_error_rate", 0.0), ("max_error_rate", 0.0))},
     }
+
+
+def check_channel_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The request settings in a channel's config: `param_override` an object (new-api sends it as a JSON
+    string), `max_output_tokens` a number or {model: number}."""
+    config = dict(config)
+    override = config.get(CONFIG_PARAM_OVERRIDE)
+    if isinstance(override, str) and override.strip():
+        try:
+            override = config[CONFIG_PARAM_OVERRIDE] = json.loads(override)
+        except ValueError:
+            raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} is not valid JSON") from None
+    if override not in (None, "") and not isinstance(override, dict):
+        raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} must be a JSON object (null deletes a field)")
+    limit = config.get(CONFIG_MAX_OUTPUT_TOKENS)
+    if limit not in (None, "", 0) and not output_limits_setting(limit):
+        raise ApiError(f"config.{CONFIG_MAX_OUTPUT_TOKENS} must be a positive number or {{\"model\": number}}")
+    return config
 
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
@@ -7216,7 +7255,9 @@ def _order(order: str | None, allowed: set[str], table: Any, default: Any) -> An
 def api_channels_list(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None, id: QueryId = None,
                       name: str = "", key: str = "", channel_type: QueryId = None, type: QueryId = None,
                       base_url: str = "", status: QueryId = None, order: str = "", keyword: str = "",
-                      state: AppState = Depends(require_admin)) -> JSONResponse:
+                      search: str = "", state: AppState = Depends(require_admin)) -> JSONResponse:
+    """`keyword` is aiproxy's name; `search` is FastGPT's branch client's (GET /api/channels/?search=)."""
+    keyword = keyword or search
     number, size = _page(page, p, per_page)
     where: list[Any] = []
     for column, value in ((Channel.id, id), (Channel.type, channel_type if channel_type is not None else type),
@@ -7257,9 +7298,15 @@ def api_channels_create(items: Annotated[list[ChannelIn], pydantic.Field(max_len
 Ids = Annotated[list[Id], pydantic.Field(max_length=ITEMS_MAX)]
 
 
+class IdsIn(ApiInput):
+    ids: Ids
+
+
 @admin_router.post("/channels/batch_delete")
-def api_channels_batch_delete(ids: Ids, state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(delete_channels(state, ids))
+def api_channels_batch_delete(ids: Annotated[Ids | IdsIn, Body()],
+                              state: AppState = Depends(require_admin)) -> JSONResponse:
+    """A bare array (aiproxy, FastGPT's later branch client) or {"ids": [...]} (its first version)."""
+    return api_ok(delete_channels(state, ids.ids if isinstance(ids, IdsIn) else ids))
 
 
 class BatchIn(ApiInput):
