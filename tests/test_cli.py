@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import socket
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 import aiproxy_local as app
-from conftest import answered_ids_under_load, logged_ids, logged_rows, unique
+from conftest import answered_ids_under_load, free_port, logged_ids, logged_rows, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,6 +248,89 @@ def test_a_port_held_by_another_program_is_a_clear_error(tmp_path):
     assert "another program uses it. Choose another port with --port" in second.stderr
 
 
+# ---- the default port: 3010, where FastGPT looks (issue 21) ----
+
+def start_plain(tmp_path: Path, data: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, Path]:
+    """The app as a user starts it: no --port, no --host."""
+    from conftest import child_env
+
+    log = tmp_path / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "aiproxy_local.py"), "--data-dir", str(data),
+                                 "--no-browser"], stdout=out, stderr=subprocess.STDOUT,
+                                env=child_env({"AIPROXY_PORT": None, "ADMIN_KEY": None, **env}))
+    return proc, log
+
+
+def ready_on(proc: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"not answering on {port}:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_with_no_port_it_listens_on_3010_and_an_older_data_dir_hears_once_that_the_default_moved(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin_key").write_text("older-admin-key-0123456789\n")  # a data dir from when 3000 was the default
+    if not port_is_free(3010):  # a gateway someone runs on this machine: the default is still what is tried
+        proc, log = start_plain(tmp_path, data, {}, "taken")
+        proc.wait(60)
+        assert "127.0.0.1:3010" in log.read_text()
+        return
+    proc, log = start_plain(tmp_path, data, {}, "first")
+    try:
+        ready_on(proc, 3010, log)
+        output = log.read_text()
+        assert "web UI and admin API : http://127.0.0.1:3010" in output
+        assert "AIPROXY_API_ENDPOINT=http://127.0.0.1:3010\n" in output
+        assert "AIPROXY_API_TOKEN=ol…89 " in output and "older-admin-key-0123456789" not in output
+        assert "NOTE: The default port moved from 3000 to 3010" in output and "--port 3000" in output
+    finally:
+        stop(proc)
+    proc, log = start_plain(tmp_path, data, {}, "second")
+    try:
+        ready_on(proc, 3010, log)
+        assert "AIPROXY_API_ENDPOINT=http://127.0.0.1:3010" in log.read_text()
+        assert "default port moved" not in log.read_text(), "said once"
+    finally:
+        stop(proc)
+
+
+def test_aiproxy_port_overrides_the_default(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin_key").write_text("older-admin-key-0123456789\n")
+    proc, log = start_plain(tmp_path, data, {"AIPROXY_PORT": str(port)}, "env")
+    try:
+        ready_on(proc, port, log)
+        output = log.read_text()
+        assert f"AIPROXY_API_ENDPOINT=http://127.0.0.1:{port}\n" in output
+        assert "default port moved" not in output, "a chosen port relies on no default"
+    finally:
+        stop(proc)
+
+
 # ---- body size limits ----
 
 def peak_rss_mb(pid: int) -> float:
@@ -365,3 +449,69 @@ def test_browsers_may_call_v1_from_any_origin_and_api_only_from_listed_ones(star
     assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://admin.example"
     answer = httpx.get(f"{server.url}/api/channels/all", headers={**listed, **server.headers})
     assert answer.json()["success"] and answer.headers["access-control-allow-origin"] == "https://admin.example"
+
+
+# ---- aiproxy-local run claude|codex|gemini (the real tools run in test_clients.py) ----
+
+FAKE_TOOL = """#!/bin/sh
+# prints what the launcher gave it, as the real tool would read it
+echo "args: $*"
+for name in ANTHROPIC_BASE_URL ANTHROPIC_AUTH_TOKEN ANTHROPIC_MODEL CLAUDE_CONFIG_DIR CODEX_HOME AIPROXY_API_KEY \\
+            GEMINI_CLI_HOME GOOGLE_GEMINI_BASE_URL GEMINI_API_KEY GEMINI_MODEL GEMINI_CLI_TRUST_WORKSPACE; do
+    eval "value=\\${$name:-}"
+    [ -n "$value" ] && echo "$name=$value"
+done
+exit 3
+"""
+
+
+def run_launcher(tmp_path: Path, port: int, data_dir: Path, *args: str, path: str = "",
+                 admin_key: str | None = None) -> subprocess.CompletedProcess[str]:
+    from conftest import child_env
+    env = child_env({"PATH": f"{path}:/usr/bin:/bin" if path else "/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+                     "AIPROXY_NO_UI": "1",
+                     "ADMIN_KEY": admin_key})
+    return subprocess.run([sys.executable, str(ROOT / "aiproxy_local.py"), "--port", str(port), "--data-dir",
+                           str(data_dir), "run", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_run_starts_a_gateway_makes_a_key_per_tool_and_stops_the_gateway(tmp_path):
+    from conftest import free_port
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("claude", "codex", "gemini"):
+        (bin_dir / name).write_text(FAKE_TOOL)
+        (bin_dir / name).chmod(0o755)
+    port, data = free_port(), tmp_path / "data"
+    first = run_launcher(tmp_path, port, data, "claude", "--model", "deepseek-chat", "-p", "Say hello",
+                         path=str(bin_dir))
+    assert first.returncode == 3, first.stderr  # the tool's own exit code
+    lines = dict(line.split("=", 1) for line in first.stdout.splitlines()[1:])
+    assert first.stdout.splitlines()[0] == "args: -p Say hello"  # --model is the launcher's, the rest the tool's
+    assert lines["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{port}" and lines["ANTHROPIC_MODEL"] == "deepseek-chat"
+    assert lines["CLAUDE_CONFIG_DIR"] == str(data / "clients" / "claude")
+    assert "starting the gateway" in first.stderr
+    with pytest.raises(httpx.ConnectError):  # the gateway it started stopped with the tool
+        httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2)
+    admin = (data / "admin_key").read_text().strip()
+    again = run_launcher(tmp_path, port, data, "claude", path=str(bin_dir))
+    assert dict(line.split("=", 1) for line in again.stdout.splitlines()[1:])["ANTHROPIC_AUTH_TOKEN"] == \
+        lines["ANTHROPIC_AUTH_TOKEN"]  # the key named claude, reused
+    codex = run_launcher(tmp_path, port, data, "codex", "exec", "hi", path=str(bin_dir))
+    config = (data / "clients" / "codex" / "config.toml").read_text()
+    assert f'base_url = "http://127.0.0.1:{port}/v1"' in config and 'model_provider = "aiproxy"' in config
+    assert "AIPROXY_API_KEY=sk-" in codex.stdout and lines["ANTHROPIC_AUTH_TOKEN"] not in codex.stdout
+    gemini = run_launcher(tmp_path, port, data, "gemini", "-p", "hi", path=str(bin_dir))
+    assert "GEMINI_CLI_TRUST_WORKSPACE=true" in gemini.stdout
+    settings = (data / "clients" / "gemini" / ".gemini" / "settings.json").read_text()
+    assert '"selectedType": "gemini-api-key"' in settings
+    assert admin and not (tmp_path / "home" / ".claude").exists()  # the user's own config is never touched
+
+
+def test_run_names_the_npm_command_of_a_missing_tool(tmp_path):
+    from conftest import free_port
+    done = run_launcher(tmp_path, free_port(), tmp_path / "data", "gemini", "-p", "hi", path=str(tmp_path))
+    assert done.returncode == 127
+    assert "Gemini CLI is not installed" in done.stderr and "npm install -g @google/gemini-cli" in done.stderr
+    unknown = run_launcher(tmp_path, free_port(), tmp_path / "data", "vim")
+    assert unknown.returncode != 0 and "name a tool: claude, codex, gemini" in unknown.stderr
