@@ -1354,7 +1354,7 @@ def headline(med, idle, slow_ms):
     line(f"efficiency c=50, {slow_ms} ms upstream (bare - ours)", eo, eb, gap, "<= 0.02",
          None if gap is None else gap <= 0.02)
     o, b = g("aiproxy", "s1_add_p50"), g("bare", "s1_add_p50")
-    r = o / b if o is not None and b else None
+    r = o / b if o is not None and b is not None and b > 0 and o >= 0 else None  # < 0: direct was the slowest
     line("added latency p50, c=1 (ours / bare)", o, b, r, "<= 1.3", None if r is None else r <= 1.3)
     o = idle.get("aiproxy")
     line("idle RSS with the UI (MB)", o, idle.get("bare"), o, "<= 120", None if o is None else o <= 120)
