@@ -1162,9 +1162,10 @@ class RelayError(Exception):
     """A refusal or failure as one value; the client's Dialect renders it in its own error shape."""
 
     def __init__(self, status: int, message: str, code: str | int | None,
-                 type_: str = "invalid_request_error") -> None:
+                 type_: str = "invalid_request_error", retry_after: str = "") -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
+        self.retry_after = retry_after  # a Retry-After header for the client (a 429 of ours)
 
 
 @dataclass
@@ -1248,6 +1249,130 @@ def _arguments(raw: Any) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     return (loads_object(raw) if isinstance(raw, str) and raw.strip() else None) or {}
+
+
+# ---- a client's body: how deep it nests, and the types of the fields a dialect reads (issue 18) ----
+# Each dialect states the shape of what it reads (Dialect.shape) in its own section, with the few words below;
+# check_shape() walks a body against it before anything converts the body, so a field of the wrong type is a 400
+# that names it, in the client's own error shape, instead of a crash inside a converter. A shape is
+#   a type or a tuple of types   the value is one of them (int covers bool, as isinstance does)
+#   {field: shape, ...}          an object; each field present and not null has its shape; others are not read
+#   [shape]                      an array whose every item has the shape (null items included)
+#   Either(shape, shape, ...)    any one of them
+# A body nests at most JSON_DEPTH_MAX levels: deeper ones are refused before any upstream call, since orjson
+# writes no more than 254 levels and a converted or stored answer would fail after the upstream was paid.
+
+JSON_DEPTH_MAX = 64
+NUMBER = (int, float)
+_JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
+                    list: "an array", type(None): "null"}
+
+
+@dataclass(frozen=True)
+class Either:
+    shapes: tuple[Any, ...]
+
+    def __init__(self, *shapes: Any) -> None:
+        object.__setattr__(self, "shapes", shapes)
+
+
+def _shape_name(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return "an object"
+    if isinstance(shape, list):
+        return "an array"
+    if isinstance(shape, Either):
+        return " or ".join(_shape_name(s) for s in shape.shapes)
+    if isinstance(shape, tuple):
+        return "a number" if shape == NUMBER else " or ".join(_JSON_TYPE_NAMES.get(t, t.__name__) for t in shape)
+    return _JSON_TYPE_NAMES.get(shape, getattr(shape, "__name__", str(shape)))
+
+
+def _shape_error(value: Any, shape: Any, where: str) -> str | None:
+    """Why `value` does not have `shape` ("" path: the body itself), or None when it has."""
+    if isinstance(shape, Either):
+        errors = [_shape_error(value, s, where) for s in shape.shapes]
+        if None in errors:
+            return None
+        # the alternative of the value's own kind says more ("messages[0].content[1].text: ..."), else all of them
+        kind = dict if isinstance(value, dict) else list if isinstance(value, list) else None
+        for s, error in zip(shape.shapes, errors):
+            if kind is not None and isinstance(s, (dict if kind is dict else list)):
+                return error
+        return f"'{where}' must be {_shape_name(shape)}, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"'{where}' must be an object, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+        for name, inner in shape.items():
+            item = value.get(name)
+            if item is not None:
+                error = _shape_error(item, inner, f"{where}.{name}" if where else name)
+                if error:
+                    return error
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"'{where}' must be an array, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+        for index, item in enumerate(value):
+            error = _shape_error(item, shape[0], f"{where}[{index}]")
+            if error:
+                return error
+        return None
+    if not isinstance(value, shape):
+        return f"'{where}' must be {_shape_name(shape)}, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+    return None
+
+
+def check_shape(value: Any, shape: Any) -> None:
+    """Refuse a body one of whose fields has the wrong type (400, naming the field)."""
+    error = _shape_error(value, shape, "")
+    if error:
+        raise RelayError(400, f"Invalid request: {error}.", "invalid_type")
+
+
+def _orjson_depth_limit() -> int:
+    """The deepest nesting orjson writes (254 in orjson 3.x), found once."""
+    value: Any = 0
+    for depth in range(1, 2000):
+        value = [value]
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return depth - 1
+    return 2000
+
+
+class _DepthProbe:
+    """orjson refuses to write a value nested deeper than its limit, in C, far faster than a walk in Python: a
+    body wrapped in (limit - JSON_DEPTH_MAX) lists is refused exactly when the body nests deeper than
+    JSON_DEPTH_MAX. The wrapping lists are made once; the body goes in the innermost for one dumps()."""
+
+    def __init__(self) -> None:
+        self.inner: list[Any] = []
+        self.outer: Any = self.inner
+        for _ in range(max(0, _orjson_depth_limit() - JSON_DEPTH_MAX - 1)):
+            self.outer = [self.outer]
+
+    def too_deep(self, obj: Any) -> bool:
+        self.inner.append(obj)
+        try:
+            orjson.dumps(self.outer)
+            return False
+        except orjson.JSONEncodeError as exc:
+            return "ecursion" in str(exc)  # "Recursion limit reached"; nothing else can fail on a parsed body
+        finally:
+            self.inner.clear()
+
+
+_DEPTH_PROBE = _DepthProbe()
+
+
+def check_depth(body: bytes, obj: Any) -> None:
+    """hot path: refuse a body nested deeper than JSON_DEPTH_MAX. A body with fewer brackets than that cannot
+    nest deeper, which two byte counts show without looking further (most calls); others take one orjson write
+    (_DepthProbe)."""
+    if body.count(b"{") + body.count(b"[") > JSON_DEPTH_MAX and _DEPTH_PROBE.too_deep(obj):
+        raise RelayError(400, f"The request body nests deeper than {JSON_DEPTH_MAX} levels.", "too_deep")
 
 
 # ---- a call on its way: who asks, by which route, to which channel, and how each try went ----
@@ -1382,6 +1507,8 @@ class RelayCall:
     final: dict[str, Any] | None = None  # the trail entry of the channel tried last
     trying: Attempt | None = None  # the try under way, or the one answering
     progress: StreamFilter | None = None  # the answer's stream so far, for the tokens of a call cut short
+    checked: bool = False  # its body has the shape its dialect reads (RelayCall.check)
+    logged: bool = False  # its log row is queued (log_call)
     _pivot: dict[str, Any] | None = None
 
     @property
@@ -1400,9 +1527,19 @@ class RelayCall:
     def upstream_path(self) -> str:
         return self.route.upstream_path
 
+    def check(self) -> None:
+        """Refuse a body with a field of the wrong type (400) before anything converts it; once per call."""
+        if not self.checked:
+            self.checked = True
+            if self.obj is not None:
+                shape = self.dialect.shape(self)
+                if shape is not None:
+                    check_shape(self.obj, shape)
+
     def pivot(self) -> dict[str, Any]:
         """The request in pivot form, converted once however many channels it fails over to."""
         if self._pivot is None:
+            self.check()
             self._pivot = self.dialect.to_pivot(self)
         return self._pivot
 
@@ -1735,6 +1872,11 @@ class Dialect:
             return RelayRoute(self, Mode.UNKNOWN, None, "", serve="models")
         return None
 
+    def owns(self, path: str, method: str) -> bool:
+        """Whether a request no route serves is this dialect's all the same (its error shape answers it), beyond
+        the paths under its prefixes."""
+        return False
+
     def lists_models(self, incoming: Incoming) -> bool:
         """Whether a GET is this format's model list (`GET /v1/models[/{model}]` for OpenAI's)."""
         return is_models_path(incoming.path, "/v1")
@@ -1749,7 +1891,14 @@ class Dialect:
         obj = call.obj
         call.stream = bool(obj and obj.get("stream")) and call.op in _STREAMED_MODES
         options = obj.get("stream_options") if obj else None
-        call.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        if options is not None and not isinstance(options, dict):  # a pass-through stream adds include_usage
+            raise RelayError(400, "Invalid request: 'stream_options' must be an object.", "invalid_type")
+        call.client_wants_usage = bool(options and options.get("include_usage"))
+
+    def shape(self, call: RelayCall) -> Any:
+        """The shape (check_shape) of the fields this dialect's converters read in a body of `call`'s route;
+        None: nothing to check. Checked before any conversion, never on a call that passes through."""
+        return OPENAI_SHAPES.get(call.op)
 
     async def prepare(self, state: AppState, call: RelayCall) -> None:
         """What the dialect must look up before the call goes out (Responses: the turns it continues)."""
@@ -2108,35 +2257,79 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     key is good; a refusal gets the route's own error shape (else that of the dialect owning the path)."""
     incoming = Incoming.of(scope)
     route = find_route(incoming)
-    dialect = route.dialect if route is not None else dialect_for_path(incoming.path)
+    dialect = route.dialect if route is not None else dialect_for_path(incoming.path, incoming.method)
     try:
         if route is None:
             raise RelayError(404, f"Unknown API route: {incoming.method} {scope['path']}", "not_found")
         caller = authenticate(state, dialect.api_key(incoming))
         await ROUTE_HANDLERS[route.serve](state, incoming, route, caller, receive, send)
     except RelayError as exc:
-        await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", incoming.request_id)
+        await _send_error(send, dialect, exc, incoming.request_id)
+    except Exception:  # a bug: the client gets the request id to quote, the server log the traceback
+        logger.exception("request %s (%s %s) failed", incoming.request_id, incoming.method, incoming.path)
+        await _send_error(send, dialect, internal_error(incoming.request_id), incoming.request_id)
+
+
+def internal_error(request_id: str) -> RelayError:
+    return RelayError(500, f"Internal error in aiproxy-local (request id {request_id}); its server log says more.",
+                      "internal_error", "aiproxy_error")
+
+
+async def _send_error(send: Send, dialect: Dialect, error: RelayError, request_id: str) -> None:
+    extra = [(b"retry-after", error.retry_after.encode())] if error.retry_after else []
+    try:
+        await send_bytes(send, error.status, dialect.error_body(error), "application/json", request_id, extra)
+    except (RuntimeError, OSError):  # the answer had started (a stream), or the client is gone: nothing to add
+        pass
+
+
+_BODY_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,191})"')
+
+
+def refused_call(state: AppState, incoming: Incoming, route: RelayRoute, body: bytes, caller: Caller) -> RelayCall:
+    """A call refused before it could be parsed (too large, not JSON, the wrong shape), for its log row: the
+    model as far as it can be seen, and the body's start for the admin."""
+    found = None if route.model else _BODY_MODEL.search(body[:4096])
+    model = route.model or (found.group(1).decode("utf-8", "replace") if found else "")
+    return RelayCall(request_id=incoming.request_id, started=incoming.started, endpoint=incoming.path, route=route,
+                     model=model, body=body, obj=None, content_type=incoming.content_type, caller=caller,
+                     headers=incoming.headers, ip=incoming.ip)
 
 
 async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, caller: Caller, receive: Receive,
                      send: Send) -> None:
     """hot path: a call for an upstream. Read and parse it, plan its channels, answer from the first that serves
-    it; a call refused on the way is logged like any other."""
-    body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
-    call = parse_relay_call(state, incoming, route, body, caller)
+    it; a call refused on the way, malformed ones included, is logged like any other, and so is one that meets a
+    bug (500, with its request id)."""
+    call: RelayCall | None = None
+    body = b""
     try:
+        body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
+        call = parse_relay_call(state, incoming, route, body, caller)
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
         order = plan_channels(state, call)
         if route.native_only:
             order = [channel for channel in order if channel.adaptor.speaks(call)]
             if not order:
+                call.check()
                 answer = route.dialect.answer_locally(call)
                 log_call(state, call, Attempt(None, None, 200), Outcome(200))
                 return await send_bytes(send, 200, answer, "application/json", call.request_id)
+        if not call.checked and any(not channel.adaptor.speaks(call) for channel in order):
+            call.check()  # a body that some channel would convert: its shape is checked before any upstream call
         await answer_call(state, call, order, receive, send)
     except RelayError as exc:
-        log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
+        if call is None or not call.logged:
+            call = call or refused_call(state, incoming, route, body, caller)
+            log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
+        raise
+    except Exception:
+        if call is None or not call.logged:
+            error = internal_error(incoming.request_id)
+            call = call or refused_call(state, incoming, route, body, caller)
+            log_call(state, call, call.trying or Attempt(None, None, 500),
+                     Outcome(500, None, error.message.encode(), failure=error))
         raise
 
 
@@ -2203,6 +2396,7 @@ def parse_relay_call(state: AppState, incoming: Incoming, route: RelayRoute, bod
             raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
         if not isinstance(obj, dict):
             raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
+        check_depth(body, obj)
         model = route.model or (obj.get("model") if isinstance(obj.get("model"), str) else "")
     if not model:
         raise RelayError(400, "The request has no 'model'.", "missing_model")
@@ -2554,6 +2748,7 @@ def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None
 def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
     """hot path: price the call, close its trail with how it ended, and queue its log row."""
     outcome.used_amount = charge(state, call, outcome.usage)
+    call.logged = True
     final = call.final
     if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
         final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
@@ -2838,6 +3033,30 @@ ROUTE_HANDLERS = {"call": serve_call, "models": serve_model_list, "stored": answ
 # URLs, which take OpenAI's bodies as they are.
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+# -- the fields of an OpenAI request that the converters to other formats read (Dialect.shape, check_shape) --
+_OPENAI_PART = {"type": str, "text": str, "image_url": Either(str, {"url": str, "detail": str}),
+                "input_audio": {"format": str, "data": str}, "file": {"file_data": str, "filename": str}}
+_OPENAI_CONTENT = Either(str, [_OPENAI_PART])
+_OPENAI_MESSAGE = {
+    "role": str, "content": _OPENAI_CONTENT, "name": str, "tool_call_id": str, "reasoning_content": str,
+    "tool_calls": [{"id": str, "type": str, "function": {"name": str, "arguments": Either(str, dict)}}],
+}
+_OPENAI_OPTIONS = {"model": str, "stream": bool, "stream_options": dict, "temperature": NUMBER, "top_p": NUMBER,
+                   "max_tokens": NUMBER, "max_completion_tokens": NUMBER, "n": NUMBER, "seed": NUMBER,
+                   "presence_penalty": NUMBER, "frequency_penalty": NUMBER, "stop": Either(str, [str]),
+                   "user": str}
+OPENAI_SHAPES: dict[Mode, Any] = {
+    Mode.CHAT_COMPLETIONS: {
+        **_OPENAI_OPTIONS, "messages": [_OPENAI_MESSAGE],
+        "tools": [{"type": str, "function": {"name": str, "description": str, "parameters": dict, "strict": bool}}],
+        "tool_choice": Either(str, {"type": str, "function": {"name": str}}), "parallel_tool_calls": bool,
+        "response_format": {"type": str, "json_schema": {"name": str, "schema": dict, "strict": bool}},
+        "reasoning_effort": str,
+    },
+    Mode.COMPLETIONS: {**_OPENAI_OPTIONS, "prompt": Either(str, list)},
+    Mode.EMBEDDINGS: {"model": str, "input": Either(str, list), "dimensions": NUMBER, "encoding_format": str},
+}
 
 
 def model_rename(call: RelayCall, channel: ChannelRoute, json_field: str = "") -> tuple[bytes, bytes] | None:
@@ -3281,8 +3500,8 @@ def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-    thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+    text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
+    thinking = "".join(b.get("thinking") or "" for b in blocks if b.get("type") == "thinking")
     calls = [{"id": b.get("id"), "type": "function", "function": {
         "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
         for b in blocks if b.get("type") == "tool_use"]
@@ -3417,6 +3636,21 @@ class AnthropicEncoder(PivotEncoder):
             "usage": usage_to_anthropic(usage)}, "message_delta"), sse({"type": "message_stop"}, "message_stop")))
 
 
+_ANTHROPIC_SOURCE = {"type": str, "media_type": str, "data": str, "url": str}
+_ANTHROPIC_TEXT = {"type": str, "text": str}
+#: the fields of a Messages request that the conversion to the pivot reads (Dialect.shape, check_shape)
+ANTHROPIC_SHAPE = {
+    "model": str, "max_tokens": NUMBER, "stream": bool, "temperature": NUMBER, "top_p": NUMBER, "top_k": NUMBER,
+    "system": Either(str, [_ANTHROPIC_TEXT]), "stop_sequences": [str], "metadata": dict,
+    "messages": [{"role": str, "content": Either(str, [{
+        "type": str, "text": str, "source": _ANTHROPIC_SOURCE, "id": str, "name": str, "input": dict,
+        "tool_use_id": str, "content": Either(str, [_ANTHROPIC_TEXT]), "thinking": str, "signature": str}])}],
+    "tools": [{"name": str, "description": str, "input_schema": dict}],
+    "tool_choice": {"type": str, "name": str, "disable_parallel_tool_use": bool},
+    "thinking": {"type": str, "budget_tokens": NUMBER},
+}
+
+
 class AnthropicDialect(Dialect):
     """`POST /v1/messages` (Claude Code, the anthropic SDK) and `/v1/messages/count_tokens`, on every channel."""
 
@@ -3445,6 +3679,9 @@ class AnthropicDialect(Dialect):
             raise RelayError(400, "messages: a list of messages is required.", "invalid_request")
         call.stream = bool(call.obj.get("stream"))
         call.client_wants_usage = True  # an Anthropic stream always ends with its usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return ANTHROPIC_SHAPE
 
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         return anthropic_to_openai_request(call.obj)
@@ -3484,7 +3721,8 @@ _GEMINI_METHODS = {  # client method → (pivot operation, whether it streams); 
     "countTokens": (None, False), "embedContent": (Mode.EMBEDDINGS, False),
     "batchEmbedContents": (Mode.EMBEDDINGS, False),
 }
-_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/([^/:]+):([A-Za-z]+)")
+_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/(.+):([A-Za-z]+)")  # a model may hold "/" or ":" (ft:…, org/m)
+_GEMINI_DOOR = re.compile(r"/(v1|v1beta)/models/.*:")  # a POST here is Gemini's, answered in its error shape
 _GEMINI_STOPS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
                  "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
                  "IMAGE_SAFETY": "content_filter"}
@@ -4076,6 +4314,30 @@ class GeminiEncoder(PivotEncoder):
         return self._event(parts or [{"text": ""}], self.finish, usage)
 
 
+_GEMINI_PART = {"text": str, "thought": bool, "inlineData": {"mimeType": str, "data": str},
+                "fileData": {"mimeType": str, "fileUri": str}, "functionCall": {"name": str, "args": dict},
+                "functionResponse": {"name": str, "response": dict}}
+_GEMINI_CONTENT = {"role": str, "parts": [_GEMINI_PART]}
+_GEMINI_GENERATE = {
+    "contents": [_GEMINI_CONTENT], "systemInstruction": _GEMINI_CONTENT,
+    "generationConfig": {
+        "temperature": NUMBER, "topP": NUMBER, "topK": NUMBER, "maxOutputTokens": NUMBER, "candidateCount": NUMBER,
+        "presencePenalty": NUMBER, "frequencyPenalty": NUMBER, "seed": NUMBER, "stopSequences": [str],
+        "responseMimeType": str, "responseSchema": dict, "responseJsonSchema": dict,
+        "thinkingConfig": {"thinkingBudget": NUMBER, "thinkingLevel": str, "includeThoughts": bool}},
+    "tools": [{"functionDeclarations": [{"name": str, "description": str, "parameters": dict,
+                                         "parametersJsonSchema": dict}]}],
+    "toolConfig": {"functionCallingConfig": {"mode": str, "allowedFunctionNames": [str]}},
+}
+_GEMINI_EMBED = {"model": str, "content": _GEMINI_CONTENT, "outputDimensionality": NUMBER}
+#: per method, the fields of a request that the conversion to the pivot (or the token estimate) reads
+GEMINI_SHAPES: dict[str, Any] = {
+    "generateContent": _GEMINI_GENERATE, "streamGenerateContent": _GEMINI_GENERATE,
+    "countTokens": {"contents": [_GEMINI_CONTENT], "generateContentRequest": _GEMINI_GENERATE},
+    "embedContent": _GEMINI_EMBED, "batchEmbedContents": {"requests": [_GEMINI_EMBED]},
+}
+
+
 class GeminiDialect(Dialect):
     """Gemini's API (Gemini CLI, google-genai) on every channel: `POST /{v1,v1beta}/models/{model}:{method}` for
     generateContent, streamGenerateContent (always answered as SSE, as with `alt=sse`), countTokens,
@@ -4097,6 +4359,9 @@ class GeminiDialect(Dialect):
         op, streams = _GEMINI_METHODS[name]
         return RelayRoute(self, Mode.GEMINI, op, name + ("?alt=sse" if streams else ""),
                           native_only=op is None, model=model)
+
+    def owns(self, path: str, method: str) -> bool:
+        return method == "POST" and _GEMINI_DOOR.match(path) is not None
 
     def lists_models(self, incoming: Incoming) -> bool:
         """`GET /v1beta/models[/{model}]`, and under /v1 when the key came Google's way (google-genai with
@@ -4126,6 +4391,9 @@ class GeminiDialect(Dialect):
             raise RelayError(400, f"{needs[0]}: a {needs[1].__name__} is required.", "invalid_request")
         call.stream = method == "streamGenerateContent"
         call.client_wants_usage = True  # a Gemini stream always ends with its usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return GEMINI_SHAPES.get(call.upstream_path.partition("?")[0])
 
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         if call.op != Mode.EMBEDDINGS:
@@ -4589,6 +4857,22 @@ class OpenAIResponsesAdaptor(Adaptor):
 
 
 
+_RESPONSES_PART = {"type": str, "text": str, "image_url": str, "detail": str, "file_data": str, "filename": str}
+#: the fields of a Responses request that the conversion to the pivot reads (Dialect.shape, check_shape)
+RESPONSES_SHAPE = {
+    "model": str, "stream": bool, "store": bool, "previous_response_id": str, "instructions": Either(str, list),
+    "input": Either(str, [{"type": str, "role": str, "content": Either(str, [_RESPONSES_PART]), "call_id": str,
+                           "name": str, "arguments": str, "output": Either(str, list), "id": str,
+                           "summary": [_RESPONSES_PART]}]),
+    "tools": [{"type": str, "name": str, "description": str, "parameters": dict, "strict": bool}],
+    "tool_choice": Either(str, {"type": str, "name": str}), "parallel_tool_calls": bool,
+    "temperature": NUMBER, "top_p": NUMBER, "max_output_tokens": NUMBER, "user": str, "safety_identifier": str,
+    "reasoning": {"effort": str, "summary": str},
+    "text": {"format": {"type": str, "name": str, "schema": dict, "strict": bool, "description": str}},
+    "metadata": dict,
+}
+
+
 class ResponsesDialect(Dialect):
     """`POST /v1/responses` (stream and non-stream) on every channel, and `GET` / `DELETE /v1/responses/{id}`
     for the stored answers (section 5)."""
@@ -4615,6 +4899,9 @@ class ResponsesDialect(Dialect):
             raise RelayError(400, "input: a string or a list of input items is required.", "invalid_request")
         call.stream = bool(call.obj.get("stream"))
         call.client_wants_usage = True  # response.completed always carries the usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return RESPONSES_SHAPE
 
     async def prepare(self, state: AppState, call: RelayCall) -> None:
         keep = call.obj.get("store", True) is not False
@@ -4726,10 +5013,13 @@ def find_route(incoming: Incoming) -> RelayRoute | None:
     return route
 
 
-def dialect_for_path(path: str) -> Dialect:
-    """Whose error shape a path gets when no route matches: the dialect with the longest matching prefix."""
+def dialect_for_path(path: str, method: str = "POST") -> Dialect:
+    """Whose error shape a request gets when no route matches: the dialect that owns it (Gemini's POST
+    /v1/models/…:method), else the one with the longest matching prefix."""
     best, length = DIALECTS["openai"], 0
     for dialect in DIALECTS.values():
+        if dialect.owns(path, method):
+            return dialect
         for prefix in dialect.prefixes:
             if path.startswith(prefix) and len(prefix) > length:
                 best, length = dialect, len(prefix)
@@ -9628,7 +9918,8 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
         elif is_relay_path(path):
             error = RelayError(403, message, "host_not_allowed", "permission_error")
-            await send_bytes(send, 403, dialect_for_path(path).error_body(error), "application/json", "")
+            dialect = dialect_for_path(path, scope.get("method", "GET"))
+            await send_bytes(send, 403, dialect.error_body(error), "application/json", "")
         elif path.startswith("/api"):
             await api_error(message, 403)(scope, receive, send)
         else:
@@ -9649,7 +9940,8 @@ class Gateway:
             if not started:  # once an answer has started its status is out: the connection just ends
                 error = RelayError(500, "Internal error in aiproxy-local; see its log.", "internal_error",
                                    "aiproxy_error")
-                await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
+                await send_bytes(send, 500, dialect_for_path(scope["path"], scope["method"]).error_body(error),
+                                 "application/json", "")
 
 
 def _normalise_api_scope(scope: dict) -> dict:
