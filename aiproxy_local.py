@@ -149,6 +149,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
     Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
             "log calls without the crash journal: a kill -9 then loses up to half a second of log rows"),
+    Setting("allow_weak_admin_key", "AIPROXY_ALLOW_WEAK_ADMIN_KEY", False,
+            "start on a non-loopback --host even with a weak admin key (shorter than 16 characters or a "
+            "well-known default); a loopback bind only warns"),
+    Setting("auth_failures_allowed", "AUTH_FAILURES_ALLOWED", 10,
+            "wrong keys one client address may send within a minute (on /api, /v1 and the UI login) before "
+            "its attempts get 429; 0: no limit"),
+    Setting("auth_lockout_seconds", "AUTH_LOCKOUT_SECONDS", 5.0,
+            "first wait of an address that sent too many wrong keys; doubles with each further wrong key, up to "
+            "15 minutes; a right key resets it"),
 )
 
 
@@ -176,6 +185,9 @@ class Settings:
     no_browser: bool = False
     no_ui: bool = False
     no_journal: bool = False
+    allow_weak_admin_key: bool = False
+    auth_failures_allowed: int = 10
+    auth_lockout_seconds: float = 5.0
 
     @property
     def data_path(self) -> Path:
@@ -282,6 +294,91 @@ def is_admin_key(state: AppState, raw_key: str) -> bool:
                               or secrets.compare_digest(raw_key.removeprefix("sk-").encode(), admin))
 
 
+ADMIN_KEY_MIN = 16  # a shorter admin key is weak: 10,000 four-digit keys take 16 s to try without a throttle
+#: admin keys found in docs, compose files and examples (compared lower-cased, without an "sk-" prefix)
+WELL_KNOWN_KEYS = frozenset({
+    "token", "aiproxy", "admin", "password", "secret", "changeme", "test", "root", "fastgpt", "oneapi", "newapi",
+    "123456", "12345678", "1234567890", "admin123", "your-admin-key", "your_admin_key", "your-api-key",
+    "xxxxxxxx", "1234567890abcdef", "1234567890abcdef1234567890abcdef", "abcdef1234567890",
+    "aiproxy-admin-key", "your-secret-key", "sk-xxxxxxxx",
+})
+
+
+def weak_admin_key(key: str) -> str:
+    """Why an admin key is weak ("" when it is not): too short, a well-known default or example, or made of a
+    few characters repeated."""
+    bare = key.strip().lower().removeprefix("sk-")
+    if bare in WELL_KNOWN_KEYS or "your" in bare or "example" in bare or "placeholder" in bare:
+        return "it is a well-known default or example"
+    if len(key.strip()) < ADMIN_KEY_MIN:
+        return f"it is shorter than {ADMIN_KEY_MIN} characters"
+    if len(set(bare)) < 6:
+        return "it repeats a few characters"
+    return ""
+
+
+AUTH_WINDOW_S = 60.0  # wrong keys are counted over this long, until the first lockout
+AUTH_LOCKOUT_MAX_S = 900.0  # the longest wait; an address quiet this long after a lockout starts afresh
+AUTH_TRACKED_MAX = 10_000  # addresses remembered at once; beyond, the quietest are forgotten
+
+
+class AuthThrottle:
+    """Wrong keys per client address, on /api, /v1 and the UI login (issue 18). After `allowed` wrong keys within
+    AUTH_WINDOW_S, the address waits `lockout` seconds, during which every attempt from it, right key or wrong,
+    gets 429 with Retry-After (a right key that got through would confirm a guess); each further wrong key after a
+    wait doubles the next one, up to AUTH_LOCKOUT_MAX_S. A right key from the address resets it. Other addresses
+    never notice."""
+
+    def __init__(self, allowed: int = 10, lockout: float = 5.0) -> None:
+        self.allowed, self.lockout = allowed, lockout
+        self.addresses: dict[str, list[float]] = {}  # address → [wrong keys, last wrong key, lockouts, until]
+        self.noted: set[str] = set()  # addresses the server log has named
+
+    def wait(self, address: str, now: float) -> float:
+        """hot path: seconds the address must still wait; 0.0 when it may try (an empty dict while all is well)."""
+        if not self.addresses:
+            return 0.0
+        entry = self.addresses.get(address)
+        return entry[3] - now if entry is not None and entry[3] > now else 0.0
+
+    def failed(self, address: str, now: float) -> float:
+        """Count a wrong key; the seconds of the lockout it starts, or 0.0."""
+        if self.allowed <= 0:
+            return 0.0
+        entry = self.addresses.get(address)
+        if entry is not None and now - entry[1] > (AUTH_LOCKOUT_MAX_S if entry[2] else AUTH_WINDOW_S):
+            entry = None  # quiet long enough: starts afresh
+        if entry is None:
+            if len(self.addresses) >= AUTH_TRACKED_MAX:
+                for old in sorted(self.addresses, key=lambda a: self.addresses[a][1])[:AUTH_TRACKED_MAX // 10]:
+                    self.addresses.pop(old, None)
+            entry = self.addresses[address] = [0, now, 0, 0.0]
+        entry[0] += 1
+        entry[1] = now
+        if entry[0] < self.allowed:
+            return 0.0
+        entry[2] += 1
+        length = min(self.lockout * 2 ** min(entry[2] - 1, 32), AUTH_LOCKOUT_MAX_S)
+        entry[3] = now + length
+        if address not in self.noted:
+            self.noted.add(address)
+            logger.warning("%s sent %d wrong keys: its attempts now wait %g s, twice as long after each further "
+                           "wrong key, until a right one (this address is not named again)", address or "?",
+                           int(entry[0]), length)
+        return length
+
+    def succeeded(self, address: str) -> None:
+        """hot path: a right key resets its address (a lookup in an empty dict while all is well)."""
+        if self.addresses:
+            self.addresses.pop(address, None)
+
+    def refusal(self, address: str, now: float) -> str:
+        """The message of a 429 for an address that must wait, or "" when it may try."""
+        left = self.wait(address, now)
+        return (f"Too many wrong keys from {address or 'your address'}: try again in {math.ceil(left)} s."
+                if left > 0 else "")
+
+
 MIB = 1024 * 1024
 
 
@@ -322,10 +419,13 @@ class AppState:
     health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
+    throttle: AuthThrottle | None = None  # wrong keys per client address
 
     def __post_init__(self) -> None:
         if self.health is None:
             self.health = ChannelHealth(self.settings.cooldown_seconds, self.settings.cooldown_max_seconds)
+        if self.throttle is None:
+            self.throttle = AuthThrottle(self.settings.auth_failures_allowed, self.settings.auth_lockout_seconds)
 
     @property
     def retry_times(self) -> int:
@@ -2261,7 +2361,7 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     try:
         if route is None:
             raise RelayError(404, f"Unknown API route: {incoming.method} {scope['path']}", "not_found")
-        caller = authenticate(state, dialect.api_key(incoming))
+        caller = authenticate(state, dialect.api_key(incoming), incoming.ip)
         await ROUTE_HANDLERS[route.serve](state, incoming, route, caller, receive, send)
     except RelayError as exc:
         await _send_error(send, dialect, exc, incoming.request_id)
@@ -2363,16 +2463,26 @@ async def read_body(receive: Receive, limit_mib: int, declared: bytes | None = N
     return b"".join(chunks)
 
 
-def authenticate(state: AppState, raw_key: str) -> Caller:
-    """hot path: the admin key, or a token from the in-memory table."""
+def authenticate(state: AppState, raw_key: str, address: str = "") -> Caller:
+    """hot path: the admin key, or a token from the in-memory table; an address that sent too many wrong keys
+    waits (AuthThrottle), whatever key it sends now."""
+    throttle = state.throttle
+    if throttle.addresses:
+        waiting = throttle.refusal(address, time.time())
+        if waiting:
+            raise RelayError(429, waiting, "too_many_wrong_keys", "rate_limit_error",
+                             str(math.ceil(throttle.wait(address, time.time()))))
     if not raw_key:
         raise RelayError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
     if is_admin_key(state, raw_key):
+        throttle.succeeded(address)
         return ADMIN_CALLER
     key = raw_key.removeprefix("sk-")
     token = state.routes.tokens.get(key)
     if token is None:
+        throttle.failed(address, time.time())
         raise RelayError(401, "Invalid API key.", "invalid_api_key")
+    throttle.succeeded(address)
     if token.status != STATUS_ENABLED:
         raise RelayError(401, f"API key '{token.name}' is disabled.", "token_disabled")
     if token.expired_at and token.expired_at < now_ms():
@@ -5548,9 +5658,9 @@ TIMEZONE_MAX = 64
 
 
 class ApiError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, retry_after: int = 0) -> None:
         super().__init__(message)
-        self.message, self.status = message, status
+        self.message, self.status, self.retry_after = message, status, retry_after
 
 
 class _OrjsonResponse(JSONResponse):
@@ -5562,8 +5672,9 @@ def api_ok(data: Any = None) -> JSONResponse:
     return _OrjsonResponse({"success": True} if data is None else {"success": True, "data": data})
 
 
-def api_error(message: str, status: int = 400) -> JSONResponse:
-    return _OrjsonResponse({"success": False, "message": message}, status_code=status)
+def api_error(message: str, status: int = 400, retry_after: int = 0) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return _OrjsonResponse({"success": False, "message": message}, status_code=status, headers=headers)
 
 
 def invalid_request_message(errors: list[dict[str, Any]]) -> str:
@@ -5624,9 +5735,17 @@ def app_state(request: Request) -> AppState:
 
 
 def require_admin(request: Request, state: AppState = Depends(app_state)) -> AppState:
+    """The admin key, from an address that has not sent too many wrong ones (AuthThrottle)."""
     raw = strip_bearer(request.headers.get("authorization", "")) or request.query_params.get("key", "").strip()
+    address, throttle = request.client.host if request.client else "", state.throttle
+    waiting = throttle.refusal(address, time.time())
+    if waiting:
+        raise ApiError(waiting, 429, math.ceil(throttle.wait(address, time.time())))
     if not is_admin_key(state, raw):
+        if raw:
+            throttle.failed(address, time.time())
         raise ApiError("unauthorized: send the admin key as 'Authorization: Bearer <key>'", 401)
+    throttle.succeeded(address)
     return state
 
 
@@ -7945,12 +8064,20 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     ui.colors(**BRAND_COLORS)
     ui.dark_mode(ng.storage.user.get("dark", False))
 
+    address = request.client.host if request.client else ""
+
     async def log_in() -> None:
+        waiting = state.throttle.wait(address, time.time())
+        if waiting:  # the same wait as /api and /v1 (AuthThrottle): a right key must not confirm a guess
+            ui.notify(t("login.wait", seconds=math.ceil(waiting)), type="negative")
+            return
         if secrets.compare_digest((key.value or "").strip().encode(), state.admin_key.encode()):
+            state.throttle.succeeded(address)
             ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
             await _learn_browser_timezone()  # before the first page that shows times
             ui.navigate.to(target)
             return
+        state.throttle.failed(address, time.time())
         ui.notify(t("login.wrong"), type="negative")
         await asyncio.sleep(0.3)  # slows down guessing a little
 
@@ -9897,7 +10024,7 @@ class Gateway:
             body = await read_body(receive, state.settings.api_max_body_mib,
                                    dict(scope["headers"]).get(b"content-length"), "API_MAX_BODY_MIB")
         except (ApiError, RelayError) as exc:
-            await api_error(exc.message, exc.status)(scope, receive, send)
+            await api_error(exc.message, exc.status, getattr(exc, "retry_after", 0) or 0)(scope, receive, send)
             return None
         replayed = False
 
@@ -10034,7 +10161,7 @@ async def _retention_loop(state: AppState) -> None:
 def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return api_error(exc.message, exc.status)
+        return api_error(exc.message, exc.status, exc.retry_after)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -10193,6 +10320,28 @@ def _banner(state: AppState) -> str:
     return "\n".join(lines)
 
 
+def check_admin_key(state: AppState) -> None:
+    """A weak admin key (weak_admin_key) is a clear warning on a loopback bind; on any other bind the gateway does
+    not start, unless told to accept the risk (--allow-weak-admin-key or AIPROXY_ALLOW_WEAK_ADMIN_KEY=1)."""
+    settings = state.settings
+    weakness = weak_admin_key(state.admin_key)
+    if not weakness:
+        return
+    where = "ADMIN_KEY" if settings.admin_key else str(settings.data_path / "admin_key")
+    advice = (f"Use 16 or more random characters (from {where}), or remove it to have a strong one generated "
+              f"(`python -c \"import secrets; print(secrets.token_urlsafe(32))\"` makes one).")
+    if is_loopback(settings.host):
+        print(f"WARNING: the admin key is weak: {weakness}. {advice}", file=sys.stderr, flush=True)
+    elif settings.allow_weak_admin_key:
+        print(f"WARNING: the admin key is weak ({weakness}) and {settings.host} is reachable from other machines; "
+              f"started anyway, as --allow-weak-admin-key / AIPROXY_ALLOW_WEAK_ADMIN_KEY asks.", file=sys.stderr,
+              flush=True)
+    else:
+        sys.exit(f"aiproxy-local: refusing to listen on {settings.host} with a weak admin key: {weakness}, and "
+                 f"anyone who can reach this port can try to guess it. {advice} To start anyway, accepting the "
+                 f"risk: --allow-weak-admin-key or AIPROXY_ALLOW_WEAK_ADMIN_KEY=1.")
+
+
 def bind_listener(settings: Settings) -> socket.socket:
     """The listening socket, bound before anything else starts, so a second start fails before it opens the
     database or prints that it runs."""
@@ -10250,6 +10399,7 @@ def main(argv: list[str] | None = None) -> None:
     if simulated:  # NiceGUI's test plugin runs this file: build, don't serve
         return
     state = get_state()
+    check_admin_key(state)
     print(_banner(state), flush=True)
     if not settings.no_browser:
         threading.Timer(1.5, webbrowser.open, [f"{_local_url(settings)}/"]).start()
