@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 
 import argparse
 import asyncio
+import base64
 import collections
 import csv
 import dataclasses
@@ -993,9 +994,21 @@ def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
 RESPONSE_CHAIN_MAX = 1000  # turns `previous_response_id` may reach back; a longer chain is refused as not found
 
 
+class IdClash(Exception):
+    """Two different calls under one id: a bug (ids are unique across instances and restarts), reported, and never
+    taken for "already written"."""
+
+
 def save_stored_response(engine: sa.Engine, row: dict[str, Any]) -> None:
+    """Write a stored response. The same answer written again (a replay) is harmless; another call's answer
+    under the same id is an IdClash, and the answer stored first stays."""
+    table = StoredResponse.__table__
     with engine.begin() as conn:
-        upsert(conn, StoredResponse.__table__, [row], ("id",))
+        found = conn.execute(sa.select(table.c.created_at, table.c.token_id).where(table.c.id == row["id"])).first()
+        if found is not None and (found.created_at, found.token_id) != (row["created_at"], row["token_id"]):
+            raise IdClash(f"response id {row['id']} is already stored for another call (created at "
+                          f"{found.created_at}, this one at {row['created_at']}); the first answer stays")
+        upsert(conn, table, [row], ("id",))
 
 
 def _stored_response(conn: sa.Connection, response_id: str, owner: int | None,
@@ -1510,20 +1523,29 @@ class ChannelRoute:
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
+    scrubber: KeyScrubber | None = None  # every other form of the secrets, see scrub_all()
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.mapping
 
     def scrub(self, data: bytes) -> bytes:
-        """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
-        (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further (issue 10)."""
+        """hot path: `data` with every part of this channel's key masked as it is: upstreams quote keys back in
+        their errors (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further
+        (issue 10). Enough for the bytes of an answer that pass through; scrub_all() for those the gateway
+        reads, keeps or answers with itself."""
         for secret, mask in self.secrets:
             if secret in data:
                 data = data.replace(secret, mask)
         return data
 
+    def scrub_all(self, data: bytes) -> bytes:
+        """`data` with the key masked in every form an upstream may quote it in: as it is, URL-encoded, base64,
+        JSON-escaped, in any case, or any run of KEY_RUN_MIN characters of it (issue 18)."""
+        data = self.scrub(data)
+        return self.scrubber.scrub(data) if self.scrubber is not None else data
+
     def scrub_text(self, text: str) -> str:
-        return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
+        return self.scrub_all(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
 
     def upstream_model(self, model: str) -> str:
         return self.mapping.get(model) or model
@@ -1549,12 +1571,10 @@ class RelayRoute:
     serve: Literal["call", "models", "stored"] = "call"
 
 
-_REQUEST_SEQ = itertools.count()
-
-
 def new_request_id() -> str:
-    """Start time in µs (as aiproxy) plus a sequence number, so two calls in one µs never share an id."""
-    return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
+    """Start time in µs (as aiproxy's 16 digits, so ids sort by time) and 64 random bits: unique across the
+    instances on one database and across restarts, where a sequence number was not (issue 18)."""
+    return f"{time.time_ns() // 1000}{os.urandom(8).hex()}"
 
 
 @dataclass(frozen=True)
@@ -2099,6 +2119,7 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
         test_model=(models or sorted(mapping) or [""])[0],
         key_parts=split_key(key, key_format),
         secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key, key_format)),
+        scrubber=key_scrubber(key_secrets(key, key_format)),
     )
 
 
@@ -2219,19 +2240,102 @@ def key_secrets(key: str, key_format: Iterable[str] = ()) -> list[str]:
     return sorted((p for p in kept if len(p) >= SECRET_MIN), key=len, reverse=True)
 
 
+_RETRY_AFTER_SECONDS = re.compile(r"\d{1,9}(\.\d{1,6})?")  # RFC 9110 delay-seconds, a fraction tolerated
+
+
+KEY_RUN_MIN = 12  # a run of this many characters of a secret, in any form, is masked wherever it appears
+_SEED = KEY_RUN_MIN // 2  # every run of KEY_RUN_MIN holds a window of this size that starts at a multiple of it
+_URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")
+
+
+def secret_forms(secret: str) -> set[bytes]:
+    """The forms an upstream may quote a secret in, lower-cased (data is compared lower-cased, so any case
+    matches): as it is, URL-encoded, JSON-escaped (`\\/`), and base64, standard and URL-safe, at each of the
+    three alignments a secret may have inside a longer encoded text (only the characters that depend on the
+    secret alone)."""
+    raw = secret.encode("utf-8", "replace")
+    forms = {raw, urllib.parse.quote(secret, safe="").encode(), raw.replace(b"/", b"\\/")}
+    for pad in range(3):
+        encoded = base64.b64encode(b"\0" * pad + raw)
+        start, end = -(-8 * pad // 6), 8 * (pad + len(raw)) // 6
+        forms |= {encoded[start:end], encoded[start:end].translate(_URLSAFE_B64)}
+    return {form.lower() for form in forms if len(form) >= KEY_RUN_MIN}
+
+
+class KeyScrubber:
+    """Finds every run of KEY_RUN_MIN or more characters of a channel's secrets, in any of their forms
+    (secret_forms), in a body, and masks it. It looks up one window of _SEED bytes in every _SEED of the body,
+    and only a window that is part of some form is followed, so a body costs about len/_SEED set lookups."""
+
+    def __init__(self, secrets: Iterable[tuple[str, str]]) -> None:
+        self.windows: dict[bytes, list[tuple[bytes, int, bytes]]] = collections.defaultdict(list)
+        for secret, mask in secrets:
+            for form in secret_forms(secret):
+                for offset in range(len(form) - _SEED + 1):
+                    self.windows[form[offset:offset + _SEED]].append((form, offset, mask.encode()))
+
+    def runs(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """(start, end, mask) of each run found, in order, overlaps merged."""
+        low, windows, found = data.lower(), self.windows, []
+        for at in range(0, len(low) - _SEED + 1, _SEED):
+            for form, offset, mask in windows.get(low[at:at + _SEED], ()):
+                start, end = at, at + _SEED  # grow the match both ways as far as the form goes along
+                while start > 0 and start - at + offset > 0 and low[start - 1] == form[start - at + offset - 1]:
+                    start -= 1
+                while end < len(low) and end - at + offset < len(form) and low[end] == form[end - at + offset]:
+                    end += 1
+                if end - start >= KEY_RUN_MIN:
+                    found.append((start, end, mask))
+        found.sort()
+        merged: list[tuple[int, int, bytes]] = []
+        for start, end, mask in found:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]), merged[-1][2])
+            else:
+                merged.append((start, end, mask))
+        return merged
+
+    def scrub(self, data: bytes) -> bytes:
+        runs = self.runs(data) if len(data) >= KEY_RUN_MIN else []
+        if not runs:
+            return data
+        out, last = [], 0
+        for start, end, mask in runs:
+            out += [data[last:start], mask]
+            last = end
+        return b"".join(out + [data[last:]])
+
+
+def key_scrubber(secrets: list[str]) -> KeyScrubber | None:
+    """The scrubber of a channel's secrets (key_secrets); None when none is long enough to have runs."""
+    long = [secret for secret in secrets if len(secret) >= KEY_RUN_MIN]
+    return KeyScrubber((secret, mask_key(secret)) for secret in long) if long else None
+
+
 def retry_after_seconds(value: str, now: float) -> float | None:
-    """A Retry-After header (seconds, or an HTTP date) as seconds from `now`; None when absent or unreadable."""
+    """A Retry-After header (a non-negative number of seconds, or an HTTP date) as seconds from `now`; None when
+    absent or anything else (nan, -inf, -5, 1e400, garbage), which then gets the default cool-down (issue 18)."""
     value = value.strip()
     if not value:
         return None
+    if _RETRY_AFTER_SECONDS.fullmatch(value):
+        return float(value)
+    if not any(c.isalpha() for c in value):  # a date names its month; "-5" or "1,5" is no date
+        return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+        moment = email.utils.parsedate_to_datetime(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)  # "-0000": UTC, of unknown origin (RFC 5322)
+        seconds = moment.timestamp() - now
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def valid_retry_after(value: str) -> str:
+    """The Retry-After value to pass on to a client: the upstream's, when it is one; "" for anything else."""
+    value = value.strip()
+    return value if retry_after_seconds(value, time.time()) is not None else ""
 
 
 @dataclass
@@ -2667,7 +2771,8 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
         if attempt.response is None:
             response.release()  # a response not read to its end closes its connection: the upstream stops at once
     if not 200 <= status < 300:
-        attempt.body, attempt.retry_after = channel.scrub(data), response.headers.get("Retry-After", "")
+        attempt.body = channel.scrub_all(data)  # read, logged and answered with: every form of the key masked
+        attempt.retry_after = valid_retry_after(response.headers.get("Retry-After", ""))
         error = adaptor.convert_error(status, attempt.body)
         return RelayError(error.status, channel.scrub_text(error.message), error.code, error.type)
     try:
@@ -2752,14 +2857,15 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
             if cut >= 0:
                 out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
                 if out:
-                    await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+                    await send({"type": "http.response.body", "body": _scrub_events(channel, out),
+                                "more_body": True})
             data = await response.content.readany()
             if not data:
                 break
             pending += data
         out = (stream.feed(pending) if pending else b"") + stream.close()
         if out:
-            await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+            await send({"type": "http.response.body", "body": _scrub_events(channel, out), "more_body": True})
     except _UPSTREAM_ERRORS as exc:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
         failure = RelayError(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
@@ -2775,6 +2881,12 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
     if failure is None:
         return Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
     return Outcome(failure.status, usage, call.dialect.error_body(failure), ttfb_ms=attempt.ttfb_ms, failure=failure)
+
+
+def _scrub_events(channel: ChannelRoute, out: bytes) -> bytes:
+    """hot path: stream events pass with the key masked as it is; an error event, which is where upstreams quote
+    keys, in every form (scrub_all)."""
+    return channel.scrub_all(out) if b"error" in out else channel.scrub(out)
 
 
 def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
@@ -3081,6 +3193,11 @@ class ResponseStore:
         self.writes: dict[str, asyncio.Task[None]] = {}
 
     def remember(self, engine: sa.Engine, row: dict[str, Any]) -> None:
+        earlier = self.pending.get(row["id"])
+        if earlier is not None and earlier["created_at"] != row["created_at"]:
+            logger.error("response id clash, a bug: %s is kept for another call already; this answer is not "
+                         "stored", row["id"])
+            return
         self.pending[row["id"]] = row
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(save_stored_response, engine, row))
         self.writes[row["id"]] = task
@@ -3090,7 +3207,9 @@ class ResponseStore:
         if self.writes.get(response_id) is task:
             self.writes.pop(response_id)
             self.pending.pop(response_id, None)
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and isinstance(task.exception(), IdClash):
+            logger.error("response id clash, a bug: %s", task.exception())
+        elif not task.cancelled() and task.exception() is not None:
             logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
 
     @staticmethod
@@ -5419,14 +5538,42 @@ class LogJournal:
         return found
 
 
-def missing_request_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
-    """Which of `ids` have no log row yet."""
-    have: set[str] = set()
+def _row_mark(row: dict[str, Any]) -> tuple[Any, Any]:
+    """What tells one call's row from another's under the same request id: when it came, when it was logged."""
+    return row.get("request_at"), row.get("created_at")
+
+
+def logged_marks(engine: sa.Engine, ids: list[str]) -> dict[str, set[tuple[Any, Any]]]:
+    """The marks (_row_mark) of the log rows the database has for each of `ids`."""
+    have: dict[str, set[tuple[Any, Any]]] = collections.defaultdict(set)
     with engine.connect() as conn:
         for start in range(0, len(ids), JOURNAL_QUERY_IDS):
             part = ids[start:start + JOURNAL_QUERY_IDS]
-            have.update(conn.execute(sa.select(LogRow.request_id).where(LogRow.request_id.in_(part))).scalars())
-    return set(ids) - have
+            for r in conn.execute(sa.select(LogRow.request_id, LogRow.request_at, LogRow.created_at)
+                                  .where(LogRow.request_id.in_(part))):
+                have[r.request_id].add((r.request_at, r.created_at))
+    return have
+
+
+def rows_to_replay(engine: sa.Engine, entries: list[LogEntry]) -> tuple[list[LogEntry], list[LogEntry], int]:
+    """(the journaled rows the database lacks, those it has, how many request ids clash). A row is written when
+    the database holds one with its request id and its marks; two different calls under one id are a clash, a
+    bug reported in the server log, and each of them is written rather than taken for "already written"."""
+    unique: dict[tuple[str, Any, Any], LogEntry] = {}
+    for e in entries:  # the same row twice (a move of orphans cut short) is one row
+        unique.setdefault((e.row["request_id"], *_row_mark(e.row)), e)
+    have = logged_marks(engine, sorted({key[0] for key in unique}))
+    missing, written, clashes = [], [], 0
+    per_id = collections.Counter(key[0] for key in unique)
+    for (request_id, *mark), e in unique.items():
+        (written if tuple(mark) in have.get(request_id, ()) else missing).append(e)
+        if per_id[request_id] > 1 or have.get(request_id, set()) - {tuple(mark)}:
+            clashes += 1
+            logger.error("request id clash, a bug: %s is the id of more than one call (this row: request_at %s, "
+                         "created_at %s); every row is kept", request_id, *mark)
+    written_ids = {id(e) for e in unique.values()}
+    written += [e for e in entries if id(e) not in written_ids]  # the duplicates: done with the row they repeat
+    return missing, written, clashes
 
 
 class LogWriter:
@@ -5459,10 +5606,10 @@ class LogWriter:
         """Journal every row from now on, and queue the rows that stopped instances journaled but the database
         lacks (by request id). Returns how many."""
         self.journal = LogJournal(directory)
-        orphans = {e.row["request_id"]: e for e in self.journal.take_orphans()}
-        missing = missing_request_ids(self.engine, list(orphans))
-        self.journal.committed(e for rid, e in orphans.items() if rid not in missing)
-        self.pending += [orphans[rid] for rid in orphans if rid in missing]
+        orphans = self.journal.take_orphans()
+        missing, written, _ = rows_to_replay(self.engine, orphans)
+        self.journal.committed(written)
+        self.pending += missing
         if orphans:
             logger.warning("log journal: %d rows of a stopped instance found, %d of them not in the database "
                            "yet; writing those now", len(orphans), len(missing))
