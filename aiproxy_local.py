@@ -6035,6 +6035,11 @@ def converse_to_openai_response(answer: dict[str, Any], model: str,
     return pivot, usage
 
 
+#: an event-stream header value's width by its type (bool true/false, byte, short, int, long, timestamp, uuid);
+#: the others (6 bytes, 7 string) carry a 2-byte length first
+_EVENT_HEADER_WIDTHS = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+
+
 class EventStreamError(ValueError):
     """A frame of AWS's event-stream framing that is not whole or not intact (a CRC mismatch)."""
 
@@ -6058,16 +6063,13 @@ def event_stream_messages(buffer: bytes) -> tuple[list[tuple[dict[str, str], byt
             return messages, buffer[at:], EventStreamError("event-stream message CRC mismatch")
         headers, pos, end = {}, 12, 12 + header_length
         while pos < end:
-            name_length = message[pos]
-            name = message[pos + 1:pos + 1 + name_length].decode("utf-8", "replace")
-            kind, pos = message[pos + 1 + name_length], pos + 2 + name_length
-            if kind in (0, 1):  # bool true / false: no value bytes
-                continue
-            width = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}.get(kind)
+            name_end = pos + 1 + message[pos]
+            kind, name, pos = message[name_end], message[pos + 1:name_end], name_end + 1
+            width = _EVENT_HEADER_WIDTHS.get(kind)
             if width is None:  # 6 bytes, 7 string: a 2-byte length first
-                width, pos = struct.unpack_from(">H", message, pos)[0], pos + 2
-            if kind == 7:
-                headers[name] = message[pos:pos + width].decode("utf-8", "replace")
+                width, pos = (message[pos] << 8) | message[pos + 1], pos + 2
+                if kind == 7:
+                    headers[name.decode("utf-8", "replace")] = message[pos:pos + width].decode("utf-8", "replace")
             pos += width
         messages.append((headers, message[end:total - 4]))
         at += total
@@ -6342,7 +6344,7 @@ class VertexAdaptor(Adaptor):
 
     title = "Google Vertex AI"
     formats = frozenset()
-    modes = frozenset({Mode.CHAT_COMPLETIONS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
 
     def __init__(self) -> None:
         self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
@@ -6375,7 +6377,9 @@ class VertexAdaptor(Adaptor):
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
         model = channel.upstream_model(call.model)
-        if is_claude(model):
+        if getattr(call, "op", None) == Mode.EMBEDDINGS:  # text-embedding-005 and kin: the predict method
+            publisher, method = "google", "predict"
+        elif is_claude(model):
             publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
         else:
             publisher, method = "google", "streamGenerateContent?alt=sse" if call.stream else "generateContent"
@@ -6402,6 +6406,13 @@ class VertexAdaptor(Adaptor):
                               "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.EMBEDDINGS:
+            texts = pivot.get("input")
+            texts = texts if isinstance(texts, list) else [texts]
+            body: dict[str, Any] = {"instances": [{"content": str(t)} for t in texts]}
+            if pivot.get("dimensions"):
+                body["parameters"] = {"outputDimensionality": pivot["dimensions"]}
+            return orjson.dumps(body)
         return self.side(channel.upstream_model(call.model)).request_from_pivot(pivot, call, channel)
 
     def usage_of(self, answer: Any) -> Usage | None:
@@ -6412,6 +6423,13 @@ class VertexAdaptor(Adaptor):
     def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
         """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
         answer = json_object(body, "Vertex AI's answer")
+        if call.op == Mode.EMBEDDINGS:  # {predictions: [{embeddings: {values, statistics: {token_count}}}]}
+            found = [p.get("embeddings") or {} for p in answer.get("predictions") or [] if isinstance(p, dict)]
+            prompt = sum(int((e.get("statistics") or {}).get("token_count") or 0) for e in found)
+            usage = Usage(prompt, 0, prompt, 0)
+            return {"object": "list", "model": call.model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+                    "data": [{"object": "embedding", "index": i, "embedding": e.get("values") or []}
+                             for i, e in enumerate(found)]}, usage
         side = self.claude if answer.get("type") == "message" else self.gemini
         return side.response_to_pivot(call, body)
 
@@ -9121,33 +9139,6 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
     }
 
 
-def retired_models(ch: dict[str, Any]) -> list[str]:
-    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
-    data = model_data()
-    names = [*ch["models"], *ch["model_mapping"].values()]
-    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
-
-
-def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
-    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
-    then the channel's own other names."""
-    data = model_data()
-    provider = catalog.get(type_id)
-    current: dict[str, str] = {}
-    retired: dict[str, str] = {}
-    for model, _ in provider.models if provider else ():
-        info = data.info(model, type_id)
-        status = info.status() if info is not None else "current"
-        if status == "retired":
-            retired[model] = f"{model} · {t('ch.model_retired')}"
-        else:
-            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
-    ordered = {**current, **retired}
-    for model in chosen:
-        ordered.setdefault(model, model)
-    return ordered
-
-
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
     """An auto-disabled channel's badge and time, and the cool-downs under way, as table cells (strings)."""
     auto = ch["status"] == STATUS_AUTO_DISABLED
@@ -9588,6 +9579,25 @@ def field_help(text: str = "", classes: str = "text-muted") -> Any:
     return label
 
 
+def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
+    """A channel's own proxy (its password shown masked, as a key is) and its skip-TLS switch, with their help."""
+    with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
+        url = ui.input(t("ch.proxy_url"), value=mask_proxy_url(proxy_url),
+                       validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
+            "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
+            "grow").mark("ch-proxy-url")
+        skip = ui.checkbox(t("ch.skip_tls"), value=skip_tls_verify).tooltip(t("ch.skip_tls_hint")).mark(
+            "ch-skip-tls")
+    field_help(t("ch.proxy_url_hint"))
+    return url, skip
+
+
+def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
+    """What a field showing a secret masked means: the stored value while its mask is left as it is."""
+    value = (typed or "").strip()
+    return stored if stored and value == mask(stored) else value
+
+
 _PICKER_OPTION = """<q-item v-bind="props.itemProps"><q-item-section>
     <q-item-label>{{ props.opt.label.split('\\u2063')[0] }}</q-item-label>
     <q-item-label caption>{{ props.opt.label.split('\\u2063')[1] }}</q-item-label></q-item-section></q-item>"""
@@ -9665,6 +9675,53 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
         ui.button("中文" if ng.storage.user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense")
     return None
+
+
+# ---- model data in the channel forms: retired models marked (issue 17) ----
+
+def retired_models(ch: dict[str, Any]) -> list[str]:
+    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
+    data = model_data()
+    names = [*ch["models"], *ch["model_mapping"].values()]
+    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
+
+
+def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
+    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
+    then the channel's own other names."""
+    data = model_data()
+    provider = catalog.get(type_id)
+    current: dict[str, str] = {}
+    retired: dict[str, str] = {}
+    for model, _ in provider.models if provider else ():
+        info = data.info(model, type_id)
+        status = info.status() if info is not None else "current"
+        if status == "retired":
+            retired[model] = f"{model} · {t('ch.model_retired')}"
+        else:
+            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
+    ordered = {**current, **retired}
+    for model in chosen:
+        ordered.setdefault(model, model)
+    return ordered
+
+
+def format_cost(amount: float | None) -> str:
+    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
+    if amount is None:
+        return t("logs.cost_unknown")
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+
+
+def format_trail(attempts: list[dict[str, Any]]) -> str:
+    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
+    parts = []
+    for a in attempts:
+        if a.get("skipped"):
+            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
+        else:
+            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
+    return " · ".join(parts)
 
 
 # ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
@@ -10182,15 +10239,7 @@ class ChannelDialog:
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
-            self.masked_proxy = mask_proxy_url(ch.get("proxy_url") or "")
-            with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
-                self.proxy_url = ui.input(t("ch.proxy_url"), value=self.masked_proxy,
-                                          validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
-                    "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
-                    "grow").mark("ch-proxy-url")
-                self.skip_tls = ui.checkbox(t("ch.skip_tls"), value=bool(ch.get("skip_tls_verify"))).tooltip(
-                    t("ch.skip_tls_hint")).mark("ch-skip-tls")
-            field_help(t("ch.proxy_url_hint"))
+            self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -10240,10 +10289,6 @@ class ChannelDialog:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
-    def effective_proxy_url(self) -> str:
-        value = (self.proxy_url.value or "").strip()
-        return self.ch.get("proxy_url") or "" if self.existing and value == self.masked_proxy else value
-
     def collect(self, need_models: bool = True) -> ChannelIn | None:
         checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate(),
                   self.proxy_url.validate()]
@@ -10257,7 +10302,8 @@ class ChannelDialog:
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
                          model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
-                         proxy_url=self.effective_proxy_url(), skip_tls_verify=bool(self.skip_tls.value))
+                         proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),
+                         skip_tls_verify=bool(self.skip_tls.value))
 
     def save(self) -> None:
         data = self.collect()
@@ -10614,24 +10660,6 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
-
-
-def format_cost(amount: float | None) -> str:
-    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
-    if amount is None:
-        return t("logs.cost_unknown")
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
-
-
-def format_trail(attempts: list[dict[str, Any]]) -> str:
-    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
-    parts = []
-    for a in attempts:
-        if a.get("skipped"):
-            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
-        else:
-            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
-    return " · ".join(parts)
 
 
 def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:

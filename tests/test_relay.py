@@ -346,15 +346,15 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 def test_a_type_without_its_adaptor_is_refused_clearly_then_fails_over(app_server, upstream):
     model = unique()
-    aws = app_server.add_channel(type=33, key="us-east-1|AKIAFAKE|secret", models=[model], priority=10)
+    coze = app_server.add_channel(type=34, key="pat_fake|user-1", models=[model], priority=10)
     client = app_server.openai()
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model=model, messages=MESSAGES)
     assert info.value.status_code == 501
-    assert info.value.body["message"] == "AWS Bedrock channels are not supported yet."
-    test = app_server.api("GET", f"/api/channel/{aws}/test/{model}")["data"]
+    assert info.value.body["message"] == "Coze channels are not supported yet."
+    test = app_server.api("GET", f"/api/channel/{coze}/test/{model}")["data"]
     assert test["success"] is False and test["code"] == 501
-    assert "AWS Bedrock channels are not supported yet." in test["response"]
+    assert "Coze channels are not supported yet." in test["response"]
     assert not keys_seen(upstream, model)  # never a silent OpenAI request
     app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0)
     assert client.chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content
