@@ -160,11 +160,11 @@ SETTINGS: tuple[Setting, ...] = (
             "start on a non-loopback --host even with a weak admin key (shorter than 16 characters or a "
             "well-known default); a loopback bind only warns"),
     Setting("auth_failures_allowed", "AUTH_FAILURES_ALLOWED", 10,
-            "wrong keys one client address may send within a minute (on /api, /v1 and the UI login) before "
-            "its attempts get 429; 0: no limit"),
+            "different wrong keys one client address may send within a minute (on /api, /v1 and the UI "
+            "login) before its attempts get 429; 0: no limit"),
     Setting("auth_lockout_seconds", "AUTH_LOCKOUT_SECONDS", 5.0,
-            "first wait of an address that sent too many wrong keys; doubles with each further wrong key, up to "
-            "15 minutes; a right key resets it"),
+            "first wait of an address that sent too many wrong keys; doubles with each further different one, "
+            "up to 15 minutes; a right key resets it"),
 )
 
 
@@ -381,15 +381,17 @@ AUTH_TRACKED_MAX = 10_000  # addresses remembered at once; beyond, the quietest 
 
 
 class AuthThrottle:
-    """Wrong keys per client address, on /api, /v1 and the UI login (issue 18). After `allowed` wrong keys within
-    AUTH_WINDOW_S, the address waits `lockout` seconds, during which every attempt from it, right key or wrong,
-    gets 429 with Retry-After (a right key that got through would confirm a guess); each further wrong key after a
-    wait doubles the next one, up to AUTH_LOCKOUT_MAX_S. A right key from the address resets it. Other addresses
-    never notice."""
+    """Wrong keys per client address, on /api, /v1 and the UI login (issue 18). After `allowed` different wrong keys
+    within AUTH_WINDOW_S, the address waits `lockout` seconds, during which every attempt from it, right key or
+    wrong, gets 429 with Retry-After (a right key that got through would confirm a guess); each further different
+    wrong key after a wait doubles the next one, up to AUTH_LOCKOUT_MAX_S. A right key from the address resets it.
+    Only different keys count: guessing tries new ones, while a client left with an old key (after a rotation)
+    repeats the same one, and must not lock its whole machine out. Other addresses never notice."""
 
     def __init__(self, allowed: int = 10, lockout: float = 5.0) -> None:
         self.allowed, self.lockout = allowed, lockout
-        self.addresses: dict[str, list[float]] = {}  # address → [wrong keys, last wrong key, lockouts, until]
+        #: address → [different wrong keys, last wrong key, lockouts, waits until, the wrong keys' hashes]
+        self.addresses: dict[str, list[Any]] = {}
         self.noted: set[str] = set()  # addresses the server log has named
 
     def wait(self, address: str, now: float) -> float:
@@ -399,8 +401,8 @@ class AuthThrottle:
         entry = self.addresses.get(address)
         return entry[3] - now if entry is not None and entry[3] > now else 0.0
 
-    def failed(self, address: str, now: float) -> float:
-        """Count a wrong key; the seconds of the lockout it starts, or 0.0."""
+    def failed(self, address: str, now: float, key: str = "") -> float:
+        """Count a wrong key (once per different key); the seconds of the lockout it starts, or 0.0."""
         if self.allowed <= 0:
             return 0.0
         entry = self.addresses.get(address)
@@ -410,7 +412,12 @@ class AuthThrottle:
             if len(self.addresses) >= AUTH_TRACKED_MAX:
                 for old in sorted(self.addresses, key=lambda a: self.addresses[a][1])[:AUTH_TRACKED_MAX // 10]:
                     self.addresses.pop(old, None)
-            entry = self.addresses[address] = [0, now, 0, 0.0]
+            entry = self.addresses[address] = [0, now, 0, 0.0, set()]
+        fingerprint = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).digest()
+        if fingerprint in entry[4]:
+            return 0.0
+        if len(entry[4]) < self.allowed + 64:
+            entry[4].add(fingerprint)
         entry[0] += 1
         entry[1] = now
         if entry[0] < self.allowed:
@@ -420,8 +427,8 @@ class AuthThrottle:
         entry[3] = now + length
         if address not in self.noted:
             self.noted.add(address)
-            logger.warning("%s sent %d wrong keys: its attempts now wait %g s, twice as long after each further "
-                           "wrong key, until a right one (this address is not named again)", address or "?",
+            logger.warning("%s sent %d different wrong keys: its attempts now wait %g s, twice as long after each "
+                           "further one, until a right key (this address is not named again)", address or "?",
                            int(entry[0]), length)
         return length
 
@@ -2837,7 +2844,7 @@ def authenticate(state: AppState, raw_key: str, address: str = "") -> Caller:
     key = raw_key.removeprefix("sk-")
     token = state.routes.tokens.get(key)
     if token is None:
-        throttle.failed(address, time.time())
+        throttle.failed(address, time.time(), raw_key)
         raise RelayError(401, "Invalid API key.", "invalid_api_key")
     throttle.succeeded(address)
     if token.status != STATUS_ENABLED:
@@ -7185,7 +7192,7 @@ def require_admin(request: Request, state: AppState = Depends(app_state)) -> App
         raise ApiError(waiting, 429, math.ceil(throttle.wait(address, time.time())))
     if not is_admin_key(state, raw):
         if raw:
-            throttle.failed(address, time.time())
+            throttle.failed(address, time.time(), raw)
         raise ApiError("unauthorized: send the admin key as 'Authorization: Bearer <key>'", 401)
     throttle.succeeded(address)
     return state
@@ -9651,7 +9658,7 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
             await _learn_browser_timezone()  # before the first page that shows times
             ui.navigate.to(target)
             return
-        state.throttle.failed(address, time.time())
+        state.throttle.failed(address, time.time(), key.value or "")
         ui.notify(t("login.wrong"), type="negative")
         await asyncio.sleep(0.3)  # slows down guessing a little
 

@@ -60,7 +60,7 @@ async def test_guessing_the_key_at_the_login_is_throttled(user: User) -> None:
     browser(user)
     await user.open("/channels")
     for n in (1, 2):
-        user.find("Admin key").clear().type("wrong").trigger("keydown.enter")
+        user.find("Admin key").clear().type(f"guess-{n}").trigger("keydown.enter")
         await eventually(lambda: [entry[0] for entry in throttle.addresses.values()] == [n])  # the handler ran
     user.find("Admin key").clear().type(ADMIN_KEY).trigger("keydown.enter")
     await user.should_see("Too many wrong keys from this address")
