@@ -4583,7 +4583,8 @@ _SERVER_RESULT_SUFFIX = "_tool_result"
 
 
 def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
-    kind, source = block.get("type"), block.get("source") or {}
+    kind, given = block.get("type"), block.get("source")
+    source = given if isinstance(given, dict) else {}  # a search result's source is its URL
     if kind == "text":
         return {"type": "text", "text": block.get("text", "")} if block.get("text") else None
     if kind == "image":
@@ -4602,7 +4603,8 @@ def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
                 "content": _block_text(source.get("content"))}.get(source.get("type"))
         return {"type": "text", "text": title + text} if isinstance(text, str) and text else None
     if kind == "search_result":
-        text = "\n".join(filter(None, (block.get("title"), block.get("source"), _block_text(block.get("content")))))
+        url = given if isinstance(given, str) else None
+        text = "\n".join(filter(None, (block.get("title"), url, _block_text(block.get("content")))))
         return {"type": "text", "text": text} if text else None
     return None
 
@@ -4624,8 +4626,8 @@ def _block_text(content: Any) -> str:
         if kind == "text":
             texts.append(str(block.get("text") or ""))
         elif kind == "search_result":
-            texts.append("\n".join(filter(None, (block.get("title"), block.get("source"),
-                                                 _block_text(block.get("content"))))))
+            url = block.get("source") if isinstance(block.get("source"), str) else None
+            texts.append("\n".join(filter(None, (block.get("title"), url, _block_text(block.get("content"))))))
         elif kind == "web_search_result":
             texts.append(" ".join(filter(None, (block.get("title"), block.get("url")))))
         elif isinstance(block.get("content"), (str, list, dict)):
@@ -4836,13 +4838,17 @@ class AnthropicEncoder(PivotEncoder):
 
 _ANTHROPIC_SOURCE = {"type": str, "media_type": str, "data": str, "url": str}
 _ANTHROPIC_TEXT = {"type": str, "text": str}
+#: a block inside a tool's or a server tool's result: text, a search result (its source a URL), nested results
+_ANTHROPIC_RESULT: dict[str, Any] = {"type": str, "text": str, "title": str, "url": str,
+                                     "source": Either(_ANTHROPIC_SOURCE, str)}
+_ANTHROPIC_RESULT["content"] = Either(str, [_ANTHROPIC_RESULT], _ANTHROPIC_RESULT)
 #: the fields of a Messages request that the conversion to the pivot reads (Dialect.shape, check_shape)
 ANTHROPIC_SHAPE = {
     "model": str, "max_tokens": NUMBER, "stream": bool, "temperature": NUMBER, "top_p": NUMBER, "top_k": NUMBER,
     "system": Either(str, [_ANTHROPIC_TEXT]), "stop_sequences": [str], "metadata": dict,
     "messages": [{"role": str, "content": Either(str, [{
-        "type": str, "text": str, "source": _ANTHROPIC_SOURCE, "id": str, "name": str, "input": dict,
-        "tool_use_id": str, "content": Either(str, [_ANTHROPIC_TEXT], dict), "thinking": str, "signature": str}])}],
+        **_ANTHROPIC_RESULT, "id": str, "name": str, "input": dict, "tool_use_id": str, "thinking": str,
+        "signature": str}])}],
     "tools": [{"name": str, "description": str, "input_schema": dict}],
     "tool_choice": {"type": str, "name": str, "disable_parallel_tool_use": bool},
     "thinking": {"type": str, "budget_tokens": NUMBER},

@@ -49,12 +49,18 @@ CHAT = {
 MESSAGES = {
     "max_tokens": 16, "system": [{"type": "text", "text": "be brief"}],
     "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image", "source": {
-            "type": "base64", "media_type": "image/png", "data": "AAAA"}}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "hi"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}, "title": "n"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "ok"},
                                           {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42"},
-                                     {"type": "text", "text": "again"}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "text", "text": "42"},
+                {"type": "search_result", "source": "https://example.com/r", "title": "A result",
+                 "content": [{"type": "text", "text": "result text"}]}]},
+            {"type": "text", "text": "again"}]},
     ],
     "tools": [{"name": "f", "description": "d", "input_schema": SCHEMA}],
     "tool_choice": {"type": "auto"}, "temperature": 0.5, "top_p": 1, "top_k": 5, "stop_sequences": ["x"],
