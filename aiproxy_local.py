@@ -1293,7 +1293,7 @@ def model_data() -> ModelData:
 
 def model_output_limit(model: str, type_id: int | None = None) -> int | None:
     """The most output tokens the model can produce (its provider's documented limit, from the snapshot), or None
-    when unknown: a request's max_tokens above it is clamped (clamp_max_tokens, section 5)."""
+    when unknown: a request's max_tokens above it is clamped (ChannelRoute.output_limit, fit_upstream_body)."""
     info = model_data().info(model, type_id)
     return info.max_output if info is not None else None
 
@@ -2453,7 +2453,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     it; a call refused on the way is logged like any other."""
     body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
     call = parse_relay_call(state, incoming, route, body, caller)
-    clamp_max_tokens(call)
     try:
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
@@ -2468,31 +2467,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     except RelayError as exc:
         log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         raise
-
-
-_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, Anthropic, Responses
-
-
-def clamp_max_tokens(call: RelayCall) -> None:
-    """hot path: a max_tokens above the model's documented output limit (model_output_limit) is lowered to it,
-    whatever the client format: providers refuse a larger one with a 400, and clients ask for more than some
-    models give (Claude Code's 32000 on a 8192-token model)."""
-    obj = call.obj
-    if obj is None:
-        return
-    limit = model_output_limit(call.model)
-    if not limit:
-        return
-    changed = False
-    for name in _MAX_TOKEN_FIELDS:
-        value = obj.get(name)
-        if type(value) is int and value > limit:
-            obj[name], changed = limit, True
-    config = obj.get("generationConfig")  # Gemini's
-    if isinstance(config, dict) and type(config.get("maxOutputTokens")) is int and config["maxOutputTokens"] > limit:
-        obj["generationConfig"], changed = dict(config, maxOutputTokens=limit), True
-    if changed:
-        call.body = orjson.dumps(obj)
 
 
 def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
