@@ -9,6 +9,7 @@
 #     "uvicorn[standard]>=0.30",
 #     "orjson>=3.10",
 #     "pyyaml>=6.0",
+#     "aiohttp-socks>=0.9",
 # ]
 # ///
 """aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
@@ -21,15 +22,16 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   10. Registry
-    2. Storage                11. Log writer
-    3. Relay contract         12. Admin API
-    4. Router                 13. Import
-    5. Relay pipeline         14. UI kit
-    6. OpenAI & Azure         15. UI pages
-    7. Anthropic Messages     16. Migrate wizard
-    8. Google Gemini          17. App assembly & CLI
-    9. OpenAI Responses
+    1. Settings & app state   11. Google Vertex AI
+    2. Storage                12. Registry
+    3. Relay contract         13. Log writer
+    4. Router                 14. Admin API
+    5. Relay pipeline         15. Import
+    6. OpenAI & Azure         16. UI kit
+    7. Anthropic Messages     17. UI pages
+    8. Google Gemini          18. Migrate wizard
+    9. OpenAI Responses       19. App assembly & CLI
+   10. AWS Bedrock
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import errno
 import functools
 import gc
 import hashlib
+import hmac
 import importlib.util
 import io
 import ipaddress
@@ -65,6 +68,7 @@ import shutil
 import socket
 import sqlite3
 import string
+import struct
 import subprocess
 import sys
 import threading
@@ -73,6 +77,7 @@ import urllib.parse
 import urllib.request
 import wave
 import webbrowser
+import zlib
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -88,6 +93,7 @@ except ImportError:  # Windows
 
 import aiohttp
 import orjson
+import yarl
 import pydantic
 import sqlalchemy as sa
 import uvicorn
@@ -317,6 +323,16 @@ def mask_key(key: str) -> str:
     return f"{key[:head]}…{key[-2:]}"
 
 
+def mask_proxy_url(url: str) -> str:
+    """A proxy URL with its password masked (`http://user:pa…ss@host:3128`): its password is a secret like a
+    channel key, while the user and the host may show."""
+    parts = urllib.parse.urlsplit(url or "")
+    if not parts.password:
+        return url or ""
+    user, hostport = parts.netloc.rpartition("@")[0].partition(":")[0], parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{mask_key(parts.password)}@{hostport}"))
+
+
 def strip_bearer(value: str) -> str:
     value = value.strip()
     return value[7:].strip() if value[:7].lower() == "bearer " else value
@@ -395,6 +411,7 @@ class AppState:
     routes: "RoutingTable | None" = None
     writer: "LogWriter | None" = None
     http: aiohttp.ClientSession | None = None
+    socks: dict[str, aiohttp.ClientSession] = field(default_factory=dict)  # one session per SOCKS proxy in use
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
     responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
@@ -484,6 +501,10 @@ class Channel(Base, table=True):
     last_test_error_at: int = _ms_col()
     source: str = Field(default="", max_length=255, index=True)
     source_id: str = Field(default="", max_length=64)
+    #: aiproxy's names: this channel's own outbound proxy (http, https, socks5; "" = HTTP(S)_PROXY from the
+    #: environment), and whether its upstream's TLS certificate goes unchecked (a private endpoint's own CA)
+    proxy_url: str = Field(default="", max_length=255)
+    skip_tls_verify: bool = False
 
 
 class Token(Base, table=True):
@@ -509,8 +530,10 @@ class ModelConfig(Base, table=True):
     model: str = Field(primary_key=True, max_length=191)
     enabled: bool = True
     kind: str = Field(default="", max_length=32)
-    input_price: float = 0.0  # per 1K tokens, like aiproxy
+    input_price: float = 0.0  # USD per 1K tokens, like aiproxy; 0: unset, the model snapshot's price applies
     output_price: float = 0.0
+    cached_price: float = 0.0  # cache reads
+    cache_creation_price: float = 0.0  # cache writes
     updated_at: int = _ms_col()
 
 
@@ -556,6 +579,10 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
+    cache_creation_tokens: int = 0  # of input_tokens, written to the provider's cache
+    #: the call's cost is unknown (a price it needs is in neither the model config nor the snapshot): the API
+    #: shows used_amount as null. Nullable, so an older instance on the same database still inserts rows.
+    cost_unknown: bool | None = Field(default=None, nullable=True)
     #: the routing trail, JSON `[{channel_id, code, ms, error?, skipped?}]`; nullable, so that an older instance
     #: on the same database still inserts rows
     attempts: str | None = Field(default=None, sa_type=sa.Text)
@@ -788,6 +815,8 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "last_test_error_at": ch["last_test_error_at"],
         "source": ch["source"] or "",
         "source_id": ch["source_id"] or "",
+        "proxy_url": ch.get("proxy_url") or "",
+        "skip_tls_verify": bool(ch.get("skip_tls_verify")),
         "sets": ["default"],
         "channel_tests": test or [],
     }
@@ -840,7 +869,8 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
     """A log row as aiproxy sends it, plus the top-level token fields older FastGPT versions read."""
     usage = {
         "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
-        "total_tokens": r["total_tokens"], "cached_tokens": r["cached_tokens"], "cache_creation_tokens": 0,
+        "total_tokens": r["total_tokens"], "cached_tokens": r["cached_tokens"],
+        "cache_creation_tokens": r.get("cache_creation_tokens") or 0,
     }
     return {
         "id": r["id"], "request_id": r["request_id"], "request_at": r["request_at"], "created_at": r["created_at"],
@@ -850,7 +880,8 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
         "content": r["content"], "ip": r["ip"], "retry_times": r["retry_times"], "token_id": r["token_id"],
         "token_name": r["token_name"], "usage": usage, "usage_estimated": bool(r["usage_estimated"]),
         "prompt_tokens": r["input_tokens"], "completion_tokens": r["output_tokens"],
-        "used_amount": r["used_amount"], "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
+        "used_amount": None if r.get("cost_unknown") else r["used_amount"],  # None: a price it needs is unknown
+        "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
         "attempts": row_attempts(r),
     }
 
@@ -1189,10 +1220,103 @@ class Provider:
     default_base_url: str
     key_help: str
     readme: str
-    models: tuple[tuple[str, str], ...]  # (model, kind)
+    models: tuple[tuple[str, str], ...]  # (model, kind): the built-ins, current ones first (assets/models.json)
     key_format: tuple[str, ...] = ()  # the forms a composite key takes ("key|api_version?"); () for a plain key
     display: dict[str, str] = field(default_factory=dict, compare=False)  # the UI's name per language (en, zh)
     help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
+    kinds: tuple[str, ...] = ()  # the kinds its API serves ("kinds" in providers.json); () for every kind
+    unsupported: str = ""  # why the gateway cannot serve this type yet ("" when it can): the picker says so
+
+
+# ---- built-in model data: kind, limits, prices and retirement per (type, model), from assets/models.json ----
+# assets/refresh_models.py writes the snapshot from models.dev plus hand-written rows (assets/models_hand.json);
+# the app only reads it, so it never needs the internet to start.
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model as the snapshot knows it; prices in USD per 1K tokens, aiproxy's unit (None: unknown)."""
+
+    model: str
+    kind: str
+    context: int | None = None
+    max_output: int | None = None
+    input_price: float | None = None
+    output_price: float | None = None
+    cached_price: float | None = None  # cache reads
+    cache_creation_price: float | None = None  # cache writes
+    retired: str = ""  # "YYYY-MM-DD" when the provider shuts it down, "unknown" when retired on an unknown day
+    deprecated: bool = False  # the dataset says deprecated (no date)
+    hand: bool = False  # a hand-written row, not from the dataset
+
+    def is_retired(self, today: str | None = None) -> bool:
+        """Shut down already (a date past or today, or retired on an unknown day)."""
+        if not self.retired:
+            return False
+        return self.retired == "unknown" or self.retired <= (today or time.strftime("%Y-%m-%d", time.gmtime()))
+
+    def status(self, today: str | None = None) -> str:
+        """"retired", "retiring" (a shutdown date ahead), "deprecated" or "current"."""
+        if self.is_retired(today):
+            return "retired"
+        return "retiring" if self.retired else "deprecated" if self.deprecated else "current"
+
+    def to_api(self) -> dict[str, Any]:
+        return {"model": self.model, "kind": self.kind, "context": self.context, "max_output": self.max_output,
+                "price": {"input_price": self.input_price, "output_price": self.output_price,
+                          "cached_price": self.cached_price, "cache_creation_price": self.cache_creation_price},
+                "retired": self.retired or None, "status": self.status(), "hand_written": self.hand}
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """The snapshot: each type's models in order (current first), and every model by name across types."""
+
+    by_type: dict[int, tuple[ModelInfo, ...]] = field(default_factory=dict)
+    by_name: dict[str, ModelInfo] = field(default_factory=dict)  # the first type's row wins on a shared name
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def info(self, model: str, type_id: int | None = None) -> ModelInfo | None:
+        """A model's row on that type, else on any type."""
+        typed = self._typed.get(type_id) if type_id is not None else None
+        return (typed or {}).get(model) or self.by_name.get(model)
+
+    @functools.cached_property
+    def _typed(self) -> dict[int, dict[str, ModelInfo]]:
+        return {t: {row.model: row for row in rows} for t, rows in self.by_type.items()}
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ModelData:
+        source = path or ASSETS_DIR / "models.json"
+        try:
+            raw = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        by_type: dict[int, tuple[ModelInfo, ...]] = {}
+        by_name: dict[str, ModelInfo] = {}
+        for type_id, rows in raw.get("types", {}).items():
+            infos = tuple(ModelInfo(
+                model=r["model"], kind=r.get("kind", "chat"), context=r.get("context"), max_output=r.get("max_output"),
+                input_price=r.get("input_price"), output_price=r.get("output_price"),
+                cached_price=r.get("cached_price"), cache_creation_price=r.get("cache_creation_price"),
+                retired="unknown" if r.get("retired") is True else str(r.get("retired") or ""),
+                deprecated=bool(r.get("deprecated")), hand=bool(r.get("hand"))) for r in rows)
+            by_type[int(type_id)] = infos
+            for info in infos:
+                by_name.setdefault(info.model, info)
+        return cls(by_type, by_name, raw.get("_source", {}))
+
+
+@functools.cache
+def model_data() -> ModelData:
+    """The snapshot in assets/models.json, read once."""
+    return ModelData.load()
+
+
+def model_output_limit(model: str, type_id: int | None = None) -> int | None:
+    """The most output tokens the model can produce (its provider's documented limit, from the snapshot), or None
+    when unknown: a request's max_tokens above it is clamped (clamp_max_tokens, section 5)."""
+    info = model_data().info(model, type_id)
+    return info.max_output if info is not None else None
 
 
 #: parts of a composite key that say where or which, never who: shown and logged as they are
@@ -1256,8 +1380,9 @@ class Usage:
     input_tokens: int = 0  # every prompt token, cached or not (OpenAI's prompt_tokens)
     output_tokens: int = 0
     total_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, read from the provider's cache
     estimated: bool = False
+    cache_write_tokens: int = 0  # of input_tokens, written to the provider's cache (Anthropic's cache creation)
 
 
 def usage_from(obj: Any) -> Usage | None:
@@ -1363,12 +1488,14 @@ class ChannelRoute:
     weight: int
     enabled: bool
     adaptor: Adaptor
-    proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
+    proxy: str | None = None  # its own proxy_url, else HTTP(S)_PROXY/NO_PROXY's, resolved once here
+    skip_tls_verify: bool = False
     status: int = STATUS_ENABLED
     status_reason: str = ""
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
+    config: dict[str, Any] = field(default_factory=dict)  # the channel's own settings (aiproxy's `config`)
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.mapping
@@ -1510,6 +1637,25 @@ class Attempt:
     started: float = 0.0  # time.time() when this try began
 
 
+class LocalResponse:
+    """An answer made in the gateway (Adaptor.local_answer), read by the pipeline as it reads an upstream's:
+    status, headers, read() or content.readany(), release()."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.status, self.headers, self._body = status, {"Content-Type": content_type}, body
+        self.content = self
+
+    async def readany(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+    async def read(self) -> bytes:
+        return await self.readany()
+
+    def release(self) -> None:
+        self._body = b""
+
+
 @dataclass
 class Outcome:
     """What the client got, for the log."""
@@ -1519,7 +1665,7 @@ class Outcome:
     error: bytes = b""
     response_body: bytes = b""
     ttfb_ms: int = 0
-    used_amount: float = 0.0  # set by charge()
+    used_amount: float | None = 0.0  # set by charge(); None: a price it needs is unknown
     failure: RelayError | None = None  # how an answer that had started ended badly, for the trail
 
 
@@ -1531,6 +1677,7 @@ class StreamFilter:
     usage: Usage | None = None  # the upstream's own count, when it sent one
     error: RelayError | None = None  # an error the upstream sent inside the stream
     events = 0  # data events seen, for an estimate when no usage came
+    raw = False  # fed bytes as they arrive (a binary framing it splits itself), not whole SSE events
 
     def feed(self, events: bytes) -> bytes:
         raise NotImplementedError
@@ -1580,18 +1727,21 @@ class ConvertedStream(StreamFilter):
     def feed(self, events: bytes) -> bytes:
         out: list[bytes] = []
         for event in sse_events(events):
-            name, data = sse_fields(event)
-            if not data or self.closed:
-                continue
-            self.events += 1
-            out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
-            if self.decoder.error is not None:
-                out.append(self.dialect.stream_error(self.decoder.error, self.call))
-                self.closed = True
-            elif self.decoder.done:
-                out.append(self.encoder.close(self.decoder.usage))
-                self.closed = True
+            self.take(*sse_fields(event), out)
         return b"".join(out)
+
+    def take(self, name: str, data: bytes, out: list[bytes]) -> None:
+        """One upstream event, named or not, through the decoder and the encoder."""
+        if not data or self.closed:
+            return
+        self.events += 1
+        out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
+        if self.decoder.error is not None:
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        elif self.decoder.done:
+            out.append(self.encoder.close(self.decoder.usage))
+            self.closed = True
 
     def close(self) -> bytes:
         if self.closed:
@@ -1704,6 +1854,7 @@ class Adaptor:
     title = "OpenAI-compatible"
     formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
     modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
+    stream_type = "text/event-stream"  # the content type of its streamed answers
 
     def speaks(self, call: RelayCall) -> bool:
         return call.dialect.format in self.formats
@@ -1722,8 +1873,25 @@ class Adaptor:
         """`call` shows the client's headers (call.headers), e.g. to forward a beta flag; None for a model list."""
         return {"Authorization": f"Bearer {channel.key}"}
 
+    async def authorize(self, state: AppState, channel: ChannelRoute) -> None:
+        """What must be in hand before build_headers (a token the key is exchanged for, fetched once and cached);
+        a RelayError is the channel's failure."""
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        """The last step before a request leaves (a call, a test, a model list), after build_headers: add to
+        `headers` what needs the whole request (a signature, or an access token); returns the URL to send,
+        exactly as signed. A key that cannot be used raises RelayError (e.g. which extra to install)."""
+        return url
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        """An answer the gateway makes itself, in the upstream's wire format, without calling out (the fake
+        types); None: call the upstream."""
+        return None
+
     def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
-        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`)."""
+        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`); RelayError when the
+        provider has no such list."""
         return channel.base_url.rstrip("/") + "/models", self.build_headers(channel)
 
     def models_from(self, answer: Any) -> list[str]:
@@ -1925,15 +2093,21 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
     models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
     key = ch["key"].strip()
     key_format = provider.key_format if provider else ()
+    own_proxy = (ch.get("proxy_url") or "").strip()
+    secrets_ = key_secrets(key, key_format)
+    password = urllib.parse.urlsplit(own_proxy).password if own_proxy else None
+    if password and len(password) >= SECRET_MIN:  # like a key's parts: a shorter one would garble text
+        secrets_ = sorted({*secrets_, password}, key=len, reverse=True)
     return ChannelRoute(
         id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
-        proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
+        proxy=own_proxy or upstream_proxy(base_url or "https://"), skip_tls_verify=bool(ch.get("skip_tls_verify")),
+        config=dict(ch.get("config") or {}), models=frozenset(models), mapping=mapping,
         priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
         enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
         status_reason=ch.get("status_reason") or "",
         test_model=(models or sorted(mapping) or [""])[0],
         key_parts=split_key(key, key_format),
-        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key, key_format)),
+        secrets=tuple((part.encode(), mask_key(part).encode()) for part in secrets_),
     )
 
 
@@ -2183,7 +2357,18 @@ REASON_MAX = 255  # Channel.status_reason
 HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
 #: answers that may be audio or plain text (speech, srt/vtt transcripts); every other 200 must be JSON
 _FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
-_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def _socks_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp-socks' own errors (a SOCKS proxy that refuses), which are no OSError."""
+    try:
+        import aiohttp_socks
+    except ImportError:
+        return ()
+    return aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError
+
+
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError, *_socks_errors())
 _ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
 
 
@@ -2208,6 +2393,7 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     it; a call refused on the way is logged like any other."""
     body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
     call = parse_relay_call(state, incoming, route, body, caller)
+    clamp_max_tokens(call)
     try:
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
@@ -2222,6 +2408,31 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     except RelayError as exc:
         log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         raise
+
+
+_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, Anthropic, Responses
+
+
+def clamp_max_tokens(call: RelayCall) -> None:
+    """hot path: a max_tokens above the model's documented output limit (model_output_limit) is lowered to it,
+    whatever the client format: providers refuse a larger one with a 400, and clients ask for more than some
+    models give (Claude Code's 32000 on a 8192-token model)."""
+    obj = call.obj
+    if obj is None:
+        return
+    limit = model_output_limit(call.model)
+    if not limit:
+        return
+    changed = False
+    for name in _MAX_TOKEN_FIELDS:
+        value = obj.get(name)
+        if type(value) is int and value > limit:
+            obj[name], changed = limit, True
+    config = obj.get("generationConfig")  # Gemini's
+    if isinstance(config, dict) and type(config.get("maxOutputTokens")) is int and config["maxOutputTokens"] > limit:
+        obj["generationConfig"], changed = dict(config, maxOutputTokens=limit), True
+    if changed:
+        call.body = orjson.dumps(obj)
 
 
 def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
@@ -2414,6 +2625,27 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
     return last
 
 
+def channel_http(state: AppState, channel: ChannelRoute) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    """The session and request options of a channel's upstream calls (calls, channel tests, model lists): an
+    http(s) proxy goes in aiohttp's `proxy=`, a SOCKS one needs a connector, so a session of its own (aiohttp-socks,
+    made on first use, closed with the app); `skip_tls_verify` turns certificate checks off for this channel."""
+    options: dict[str, Any] = {"ssl": False} if channel.skip_tls_verify else {}
+    proxy = channel.proxy
+    if not proxy:
+        return state.http, options
+    if not proxy.startswith("socks"):
+        return state.http, dict(options, proxy=proxy)
+    session = state.socks.get(proxy)
+    if session is None or session.closed:
+        from aiohttp_socks import ProxyConnector
+
+        session = state.socks[proxy] = aiohttp.ClientSession(
+            connector=ProxyConnector.from_url(proxy.replace("socks5h://", "socks5://", 1),
+                                              rdns=proxy.startswith("socks5h://"), limit=100),
+            timeout=state.http.timeout, auto_decompress=True, trust_env=False)
+    return session, options
+
+
 async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> RelayError | None:
     """Call one channel. On success `attempt` holds an open stream (its first bytes read) or a whole answer made
     the client's; otherwise the error says what failed, with the channel's key scrubbed."""
@@ -2421,18 +2653,34 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
     adaptor = channel.adaptor
     payload = adaptor.convert_request(call, channel)
     url = adaptor.build_url(channel, call)
-    headers = adaptor.build_headers(channel, call)
-    headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+    session, options = channel_http(state, channel)
     try:
-        response = await state.http.post(url, data=payload, headers=headers, proxy=channel.proxy)
+        await adaptor.authorize(state, channel)
+        headers = adaptor.build_headers(channel, call)
+        headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+        response = adaptor.local_answer(call, channel)
+        if response is None:
+            target = await adaptor.sign(state, channel, "POST", url, headers, payload)
+            response = await session.post(target, data=payload, headers=headers, **options)
+    except RelayError as exc:  # a key that cannot be used as it is (a missing extra, a refused token exchange)
+        attempt.error = RelayError(exc.status, channel.scrub_text(exc.message), exc.code, exc.type)
+        attempt.status = exc.status
+        return attempt.error
     except _UPSTREAM_ERRORS as exc:
         attempt.error = upstream_failure(exc, url, state.settings)
         attempt.status = attempt.error.status
         return attempt.error
     status = attempt.status = response.status
+    # a 407 comes from the channel's proxy, not the provider (an http:// target through an http proxy)
+    if status == 407 and channel.proxy and not isinstance(response, LocalResponse):
+        response.release()
+        attempt.error = upstream_failure(aiohttp.ClientHttpProxyError(response.request_info, (), status=407), url,
+                                         state.settings)
+        attempt.status = attempt.error.status
+        return attempt.error
     content_type = response.headers.get("Content-Type", "application/json")
     try:
-        if status == 200 and call.stream and content_type.startswith("text/event-stream"):
+        if status == 200 and call.stream and content_type.startswith(adaptor.stream_type):
             attempt.first = await response.content.readany()
             attempt.ttfb_ms = int((time.time() - call.started) * 1000)
             if attempt.first:
@@ -2477,12 +2725,17 @@ def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayE
     if isinstance(exc, asyncio.TimeoutError):
         return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
                           "upstream_timeout", "upstream_error")
+    if type(exc).__module__.startswith("aiohttp_socks"):  # its words name the proxy's host, never its password
+        return RelayError(502, f"Could not reach {where} through the channel's SOCKS proxy ({exc})",
+                          "upstream_connect_error", "upstream_error")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         reason = "host name not found"
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = "TLS certificate not trusted"
     elif isinstance(exc, aiohttp.ClientSSLError):
         reason = "TLS handshake failed"
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        reason = f"the proxy answered HTTP {exc.status}"
     elif isinstance(exc, aiohttp.ClientProxyConnectionError):
         reason = "the proxy refused"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -2528,9 +2781,10 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
     failure: RelayError | None = None
     try:
         while True:
-            cut = pending.rfind(sep)
-            if cut >= 0:
-                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
+            # up to the last event border; a raw filter (binary frames) gets every byte and splits them itself
+            cut = len(pending) if stream.raw else pending.rfind(sep) + len(sep) if sep in pending else 0
+            if cut:
+                out, pending = stream.feed(pending[:cut]), pending[cut:]
                 if out:
                     await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
             data = await response.content.readany()
@@ -2637,7 +2891,7 @@ def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None
 
 def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
     """hot path: price the call, close its trail with how it ended, and queue its log row."""
-    outcome.used_amount = charge(state, call, outcome.usage)
+    outcome.used_amount = charge(state, call, outcome.usage, attempt.channel)
     final = call.final
     if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
         final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
@@ -2646,17 +2900,50 @@ def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcom
     state.writer.submit_call(call, attempt, outcome)
 
 
-def charge(state: AppState, call: RelayCall, usage: Usage | None) -> float:
-    """hot path: the call's price from its model's config, added at once to its API key's spend, so a quota
-    holds before the log writer has flushed. The one place a call is priced (issue 11)."""
-    config = state.routes.model_configs.get(call.model)
-    if usage is None or config is None:
+#: aiproxy's price fields (USD per 1K tokens) that the gateway charges by
+PRICE_FIELDS = ("input_price", "output_price", "cached_price", "cache_creation_price")
+
+
+def price_for(state: AppState, model: str, channel: ChannelRoute | None) -> dict[str, float | None]:
+    """hot path: a call's prices, field by field: the model config's (a price of 0 is unset, as in aiproxy), else
+    the model snapshot's for the model the channel calls upstream on its type, else for the name asked for; None
+    where nobody knows."""
+    data = model_data()
+    info = None
+    if channel is not None:
+        info = data.info(channel.upstream_model(model), channel.type) or data.info(model, channel.type)
+    info = info or data.info(model)
+    config = state.routes.model_configs.get(model) or {}
+    return {name: config.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
+
+
+def cost_of(usage: Usage, price: dict[str, float | None]) -> float | None:
+    """What a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and cache writes
+    at `cache_creation_price` (the input price when those are unset), the rest of the prompt at `input_price`.
+    None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
+    base = price["input_price"]
+    parts = ((max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens), base),
+             (usage.output_tokens, price["output_price"]),
+             (usage.cached_tokens, price["cached_price"] if price["cached_price"] is not None else base),
+             (usage.cache_write_tokens, price["cache_creation_price"] if price["cache_creation_price"] is not None
+              else base))
+    total = 0.0
+    for tokens, unit in parts:
+        if tokens:
+            if unit is None:
+                return None
+            total += tokens * unit / 1000
+    return total if math.isfinite(total) else None  # a price saved as 1e400 must not poison every later sum
+
+
+def charge(state: AppState, call: RelayCall, usage: Usage | None, channel: ChannelRoute | None = None) -> float | None:
+    """hot path: the call's cost from its model's prices (price_for), added at once to its API key's spend, so a
+    quota holds before the log writer has flushed. The one place a call is priced (issue 11). None: unknown."""
+    if usage is None:
         return 0.0
-    amount = (usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
-    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
-        return 0.0
+    amount = cost_of(usage, price_for(state, call.model, channel))
     token = state.routes.token_ids.get(call.caller.token_id)
-    if token is not None:
+    if token is not None and amount:
         token.used_amount += amount
     return amount
 
@@ -3012,6 +3299,348 @@ class AzureAdaptor(Adaptor):
                 self.build_headers(channel))
 
 
+# ---- OpenAI-style providers that differ: a key to split or exchange, a kind at a path or in a body of its own ----
+# Each is checked against its provider's documented endpoints by tests/test_catalog.py (tests/provider_docs.py).
+
+def api_root(base_url: str, suffix: str) -> str:
+    """A base URL without its OpenAI-compatibility suffix: the API's own root, where a provider serves a kind
+    natively beside its compatibility path (a proxy's own prefix before it is kept)."""
+    base = base_url.rstrip("/")
+    return base[: -len(suffix)] if suffix and base.endswith(suffix) else base
+
+
+def _documents(value: Any) -> list[str]:
+    """A rerank request's documents as texts (strings, or Jina's `{"text": ...}` objects)."""
+    if not isinstance(value, list):
+        raise RelayError(400, "'documents' must be a list.", "invalid_request")
+    return [d if isinstance(d, str) else str(d.get("text", "")) if isinstance(d, dict) else str(d) for d in value]
+
+
+def rerank_answer(call: RelayCall, scored: list[tuple[int, float]], total_tokens: int = 0,
+                  answer_id: str = "") -> dict[str, Any]:
+    """Cohere's (and Jina's) rerank answer from (index, score) pairs: best first, `top_n` kept, documents
+    returned when asked."""
+    body = call.obj or {}
+    docs = body.get("documents") if isinstance(body.get("documents"), list) else []
+    top_n = body.get("top_n") if type(body.get("top_n")) is int and body["top_n"] > 0 else None
+    ranked = sorted(scored, key=lambda pair: -pair[1])[:top_n]
+    results = []
+    for index, score in ranked:
+        item: dict[str, Any] = {"index": index, "relevance_score": float(score)}
+        if body.get("return_documents") and 0 <= index < len(docs):
+            item["document"] = docs[index] if isinstance(docs[index], dict) else {"text": docs[index]}
+        results.append(item)
+    usage = {"prompt_tokens": total_tokens, "total_tokens": total_tokens}
+    return {"id": answer_id or f"rerank-{call.request_id}", "model": call.model, "results": results, "usage": usage}
+
+
+class NativeOpsAdaptor(Adaptor):
+    """An OpenAI-style provider that serves some operations (`native`) with bodies of its own: for those the
+    OpenAI body (the client's, or the pivot) goes through to_native and the answer back through from_native."""
+
+    native: frozenset[Mode] = frozenset()
+
+    def convert_request(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op not in self.native:
+            return super().convert_request(call, channel)
+        body = call.obj if self.speaks(call) else call.pivot()
+        if body is None:
+            raise RelayError(400, f"{call.endpoint} needs a JSON body.", "invalid_request")
+        return orjson.dumps(self.to_native(call.op, dict(body, model=channel.upstream_model(call.model)), channel))
+
+    def convert_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        if call.op not in self.native:
+            return super().convert_response(call, body)
+        answer, usage = self.from_native(call, body)
+        return (orjson.dumps(answer) if self.speaks(call) else call.dialect.response_from_pivot(call, answer)), usage
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        raise NotImplementedError
+
+
+BAIDU_IAM_URL = "https://iam.bj.baidubce.com"
+BAIDU_TOKEN_SECONDS = 86400  # a day, as aiproxy asks for; used until TOKEN_REFRESH_MARGIN_S before it expires
+TOKEN_REFRESH_MARGIN_S = 600
+
+
+def bce_auth_v1(ak: str, sk: str, method: str, url: str, headers: dict[str, str], when: float,
+                expires_s: int = 1800) -> str:
+    """Baidu Cloud's `bce-auth-v1` authorization of a request (cloud.baidu.com/doc/Reference/s/njwvz1yfu):
+    HMAC-SHA256 of the canonical request (method, path, sorted query, signed headers) with a key derived from
+    the SK and the prefix `bce-auth-v1/{ak}/{timestamp}/{expires}`."""
+    parts = urllib.parse.urlsplit(url)
+
+    def enc(text: str, keep_slash: bool = False) -> str:
+        return urllib.parse.quote(text, safe="-_.~" + ("/" if keep_slash else ""))
+
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    canonical_query = "&".join(sorted(f"{enc(k)}={enc(v)}" for k, v in query))
+    signed = sorted(h.lower() for h in headers)
+    canonical_headers = "\n".join(sorted(f"{enc(h.lower())}:{enc(v.strip())}" for h, v in headers.items()))
+    canonical = "\n".join([method.upper(), enc(parts.path or "/", keep_slash=True), canonical_query,
+                           canonical_headers])
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    prefix = f"bce-auth-v1/{ak}/{stamp}/{expires_s}"
+    signing_key = hmac.new(sk.encode(), prefix.encode(), hashlib.sha256).hexdigest()
+    signature = hmac.new(signing_key.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return f"{prefix}/{';'.join(signed)}/{signature}"
+
+
+class BaiduV2Adaptor(Adaptor):
+    """Qianfan v2 (types 13 and 49): OpenAI's bodies; rerank at `/rerankers`. A `bce-v3/…` API key is sent as
+    it is; an `ak|sk` key (type 13) is exchanged for an IAM BearerToken (GET /v1/BCE-BEARER/token, signed
+    bce-auth-v1), cached until shortly before it expires. The IAM host is Baidu's, or a private base URL's own."""
+
+    title = "Baidu Qianfan"
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, float]] = {}  # "ak|sk" -> (token, expires at)
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return channel.base_url.rstrip("/") + "/rerankers"
+        return super().build_url(channel, call)
+
+    @staticmethod
+    def _ak_sk(channel: ChannelRoute) -> tuple[str, str] | None:
+        parts = channel.key_parts
+        return (parts["ak"], parts["sk"]) if parts.get("ak") and parts.get("sk") else None
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        if self._ak_sk(channel) is None:
+            return {"Authorization": f"Bearer {channel.key_parts.get('api_key') or channel.key}"}
+        token, _ = self.tokens.get(channel.key, ("", 0.0))
+        return {"Authorization": f"Bearer {token}"}
+
+    async def authorize(self, state: AppState, channel: ChannelRoute) -> None:
+        pair = self._ak_sk(channel)
+        if pair is None or self.tokens.get(channel.key, ("", 0.0))[1] - TOKEN_REFRESH_MARGIN_S > time.time():
+            return
+        async with self.locks.setdefault(channel.key, asyncio.Lock()):
+            if self.tokens.get(channel.key, ("", 0.0))[1] - TOKEN_REFRESH_MARGIN_S > time.time():
+                return  # another call fetched it meanwhile
+            self.tokens[channel.key] = await self.fetch_token(state, channel, *pair)
+
+    async def fetch_token(self, state: AppState, channel: ChannelRoute, ak: str, sk: str) -> tuple[str, float]:
+        base = urllib.parse.urlsplit(channel.base_url)
+        iam = BAIDU_IAM_URL if (base.hostname or "").endswith("baidubce.com") else f"{base.scheme}://{base.netloc}"
+        url = f"{iam}/v1/BCE-BEARER/token?expireInSeconds={BAIDU_TOKEN_SECONDS}"
+        now = time.time()
+        host = urllib.parse.urlsplit(url).netloc
+        signed = {"Host": host, "x-bce-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        headers = {**signed, "Authorization": bce_auth_v1(ak, sk, "GET", url, signed, now)}
+        try:
+            session, options = channel_http(state, channel)
+            async with session.get(url, headers=headers, **options) as resp:
+                status, body = resp.status, await resp.read()
+        except _UPSTREAM_ERRORS as exc:
+            raise upstream_failure(exc, url, state.settings) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict) or not answer.get("token"):
+            why = answer.get("message") if isinstance(answer, dict) else body[:200].decode("utf-8", "replace")
+            raise RelayError(401 if status in (401, 403) else 502,
+                             f"Baidu IAM refused to exchange the channel's AK/SK for a token (HTTP {status}: {why})",
+                             "baidu_token_failed", "upstream_error")
+        try:
+            expires = datetime.strptime(answer["expireTime"][:19], "%Y-%m-%dT%H:%M:%S").replace(
+                tzinfo=timezone.utc).timestamp()
+        except (KeyError, TypeError, ValueError):
+            expires = now + BAIDU_TOKEN_SECONDS
+        return str(answer["token"]), expires
+
+
+class MiniMaxAdaptor(NativeOpsAdaptor):
+    """MiniMax (type 27): chat is OpenAI's; an `api_key|group_id` key sends only the API key, and the group id
+    as `GroupId` where MiniMax wants it; embeddings are `{model, texts, type}` -> `{vectors, total_tokens}`."""
+
+    title = "MiniMax"
+    native = frozenset({Mode.EMBEDDINGS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {channel.key_parts.get('api_key') or channel.key}"}
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        url = super().build_url(channel, call)
+        group = channel.key_parts.get("group_id")
+        if call.op == Mode.EMBEDDINGS and group:
+            url += "?GroupId=" + urllib.parse.quote(group)
+        return url
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise RelayError(400, "MiniMax embeds text only: 'input' must be a string or a list of strings.",
+                             "invalid_request")
+        kind = body.get("type") if body.get("type") in ("db", "query") else "db"
+        return {"model": body["model"], "texts": texts, "type": kind}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "MiniMax's answer")
+        status = answer.get("base_resp") or {}
+        if status.get("status_code") not in (None, 0):
+            raise RelayError(502, f"MiniMax: {status.get('status_msg') or status}", "upstream_error",
+                             "upstream_error")
+        vectors = answer.get("vectors") or []
+        tokens = int(answer.get("total_tokens") or 0)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return ({"object": "list", "model": call.model, "data": data,
+                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, Usage(tokens, 0, tokens))
+
+
+class AliAdaptor(NativeOpsAdaptor):
+    """Alibaba Model Studio (type 17): chat and embeddings at `/compatible-mode/v1`; rerank at DashScope's own
+    `/api/v1/services/rerank/text-rerank/text-rerank` with `{model, input: {query, documents}, parameters}`."""
+
+    title = "Alibaba DashScope"
+    native = frozenset({Mode.RERANK})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return api_root(channel.base_url, "/compatible-mode/v1") + "/api/v1/services/rerank/text-rerank/text-rerank"
+        return super().build_url(channel, call)
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        parameters: dict[str, Any] = {"return_documents": bool(body.get("return_documents"))}
+        if type(body.get("top_n")) is int:
+            parameters["top_n"] = body["top_n"]
+        return {"model": body["model"], "input": {"query": str(body.get("query", "")),
+                                                  "documents": _documents(body.get("documents"))},
+                "parameters": parameters}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "DashScope's answer")
+        results = (answer.get("output") or {}).get("results") or []
+        tokens = int((answer.get("usage") or {}).get("total_tokens") or 0)
+        scored = [(int(r["index"]), float(r["relevance_score"])) for r in results if isinstance(r, dict)]
+        return rerank_answer(call, scored, tokens, str(answer.get("request_id") or "")), Usage(tokens, 0, tokens)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("message"), str) and "error" not in obj:
+            return RelayError(status, obj["message"], obj.get("code") or "upstream_error", "upstream_error")
+        return super().convert_error(status, body)
+
+
+class TEIAdaptor(NativeOpsAdaptor):
+    """Hugging Face text-embeddings-inference (type 48): embeddings at its OpenAI route `/v1/embeddings`; rerank
+    at `/rerank` with `{query, texts}`, answered `[{index, score}]`."""
+
+    title = "Text Embeddings Inference"
+    native = frozenset({Mode.RERANK})
+    modes = frozenset({Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        root = api_root(channel.base_url, "/v1")
+        return root + ("/rerank" if call.op == Mode.RERANK else "/v1/embeddings")
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        return {"query": str(body.get("query", "")), "texts": _documents(body.get("documents")),
+                "return_text": False}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, list):
+            raise RelayError(502, "TEI's rerank answer is not a list.", "bad_upstream_answer", "upstream_error")
+        scored = [(int(r["index"]), float(r["score"])) for r in answer if isinstance(r, dict)]
+        return rerank_answer(call, scored), Usage()  # TEI counts no tokens
+
+
+class CohereAdaptor(Adaptor):
+    """Cohere (type 35): chat and embeddings at its Compatibility API (`/compatibility/v1`); rerank at its own
+    `/v2/rerank`, whose body and answer are the shape the gateway's /v1/rerank already speaks."""
+
+    title = "Cohere"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return api_root(channel.base_url, "/compatibility/v1") + "/v2/rerank"
+        return super().build_url(channel, call)
+
+
+FAKE_TEXT = "This is a fake answer from aiproxy-local: no model was called."
+
+
+class FakeAdaptor(Adaptor):
+    """Type 53: answers every call itself, in OpenAI's wire format, streamed or not, with usage; never calls out.
+    The channel's config may set `static_text` (aiproxy's field)."""
+
+    title = "Fake"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK,
+                       Mode.IMAGES_GENERATIONS, Mode.MODERATIONS})
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        body = (call.obj if self.speaks(call) else call.pivot()) or {}
+        prompt = estimate_tokens(len(orjson.dumps(body.get("messages") or body.get("input") or body.get("query")
+                                                  or body.get("prompt") or "")))
+        created, model = int(call.started), call.model
+        if call.op == Mode.EMBEDDINGS:
+            inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input")]
+            data = [{"object": "embedding", "index": i, "embedding": [round(0.1 * (i + 1), 3)] * 8}
+                    for i in range(len(inputs))]
+            return self._json({"object": "list", "model": model, "data": data,
+                               "usage": {"prompt_tokens": prompt, "total_tokens": prompt}})
+        if call.op == Mode.RERANK:
+            docs = body.get("documents") if isinstance(body.get("documents"), list) else []
+            return self._json(rerank_answer(call, [(i, 1.0 - i / (len(docs) + 1)) for i in range(len(docs))], prompt))
+        if call.op == Mode.IMAGES_GENERATIONS:
+            return self._json({"created": created, "data": [{"url": "https://fake.local/image.png",
+                                                             "revised_prompt": str(body.get("prompt", ""))}]})
+        if call.op == Mode.MODERATIONS:
+            return self._json({"id": f"modr-{call.request_id}", "model": model, "results": [
+                {"flagged": False, "categories": {}, "category_scores": {}}]})
+        text = str((channel.config.get("static_text") or FAKE_TEXT))
+        words = text.split(" ")
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+        head = {"id": f"chatcmpl-{call.request_id}", "created": created, "model": model}
+        if not call.stream:
+            return self._json({**head, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        events = [sse({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": piece} if i == 0 else {"content": piece},
+             "finish_reason": None}]}) for i, piece in enumerate(pieces)]
+        events.append(sse({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        events.append(sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}))
+        return LocalResponse(200, b"".join(events) + b"data: [DONE]\n\n", "text/event-stream")
+
+    @staticmethod
+    def _json(obj: dict[str, Any]) -> LocalResponse:
+        return LocalResponse(200, orjson.dumps(obj))
+
+
+class FakeErrorAdaptor(FakeAdaptor):
+    """Type 55: answers every call with the error its channel's config names (aiproxy's `error_status_code`,
+    `error_message`, `error_code`; 400 "fake error" by default)."""
+
+    title = "Fake error"
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        config = channel.config
+        status = config.get("error_status_code")
+        status = status if type(status) is int and 400 <= status <= 599 else 400
+        message = str(config.get("error_message") or "fake error")
+        return LocalResponse(status, openai_error(status, message, str(config.get("error_code") or "fake_error"),
+                                                  "upstream_error"))
+
+
 # ==== 7. Anthropic Messages: the upstream of type 14, and the client door /v1/messages ======================
 # docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
 # openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
@@ -3036,7 +3665,10 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "ca
 
 
 def anthropic_max_tokens(model: str) -> int:
-    return next((limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
+    """The max_tokens an OpenAI request without one gets: the model's output limit from the model snapshot, else
+    the table above."""
+    return model_output_limit(model, 14) or next(
+        (limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
 
 
 def anthropic_usage(u: Any) -> Usage | None:
@@ -3044,13 +3676,14 @@ def anthropic_usage(u: Any) -> Usage | None:
         return None
     read, written = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
     prompt, output = int(u.get("input_tokens") or 0) + read + written, int(u.get("output_tokens") or 0)
-    return Usage(prompt, output, prompt + output, read)
+    return Usage(prompt, output, prompt + output, read, cache_write_tokens=written)
 
 
 def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
     usage = usage or Usage()
-    return {"input_tokens": usage.input_tokens - usage.cached_tokens, "output_tokens": usage.output_tokens,
-            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
+    return {"input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": usage.cache_write_tokens}
 
 
 def anthropic_error_type(status: int) -> str:
@@ -4739,7 +5372,586 @@ class ResponsesDialect(Dialect):
         return out
 
 
-# ==== 10. Registry: the formats not served yet, and FORMATS =================================================
+# ==== 10. AWS Bedrock: the upstream of type 33, the Converse API ============================================
+# docs.aws.amazon.com/bedrock/latest/APIReference: Converse (`POST /model/{modelId}/converse`) and ConverseStream
+# (`/converse-stream`, answered in AWS's binary event-stream framing: each message a prelude with its lengths and
+# CRC32, headers such as `:event-type`, a JSON payload, and a CRC32 of the whole). Every client format reaches it
+# through the pivot. Keys: `region|access_key|secret_key[|session_token]`, signed with SigV4 by botocore (the
+# optional extra `aws`), or `region|api_key`, a Bedrock API key sent as a bearer token (no extra needed).
+
+BEDROCK_INSTALL = "pip install 'aiproxy-local[aws]'"
+_BEDROCK_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+                  "model_context_window_exceeded": "length"}
+_BEDROCK_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                          "image/webp": "webp"}
+#: an exception message's `:exception-type` → HTTP status, as the API reference lists them for ConverseStream
+_BEDROCK_EXCEPTIONS = {"validationException": 400, "accessDeniedException": 403, "resourceNotFoundException": 404,
+                       "throttlingException": 429, "serviceQuotaExceededException": 429,
+                       "modelTimeoutException": 408, "modelNotReadyException": 429, "modelErrorException": 424,
+                       "modelStreamErrorException": 424, "internalServerException": 500,
+                       "serviceUnavailableException": 503}
+
+
+def bedrock_model_id(model: str, region: str) -> str:
+    """A model's Bedrock id: an id with a provider prefix (`anthropic.…`, `us.anthropic.…`, `amazon.nova-…`) or an
+    ARN goes as it is; a Claude name (`claude-sonnet-4-5-20250929`) becomes `anthropic.<name>-v1:0`, behind the
+    region's cross-region inference profile (`us.`, `eu.`, `apac.`), which Claude 4 and later require on demand."""
+    if "." in model.split(":")[0] or model.startswith("arn:"):
+        return model
+    if not model.startswith("claude-"):
+        return model
+    geography = {"us": "us", "eu": "eu", "ap": "apac", "ca": "us"}.get(region.split("-")[0], "")
+    return f"{geography + '.' if geography else ''}anthropic.{model}-v1:0"
+
+
+def bedrock_usage(u: Any) -> Usage | None:
+    """Bedrock's TokenUsage: inputTokens leaves out the cache reads and writes, which the pivot counts in."""
+    if not isinstance(u, dict):
+        return None
+    read, written = int(u.get("cacheReadInputTokens") or 0), int(u.get("cacheWriteInputTokens") or 0)
+    prompt, output = int(u.get("inputTokens") or 0) + read + written, int(u.get("outputTokens") or 0)
+    return Usage(prompt, output, prompt + output, read)
+
+
+def read_bedrock_error(status: int, body: bytes) -> RelayError:
+    """`{"message": "..."}` (the error's type comes in a header, x-amzn-ErrorType), or any other text."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    message = (obj.get("message") or obj.get("Message")) if isinstance(obj, dict) else None
+    if not isinstance(message, str) or not message:
+        return read_openai_error(status, body)
+    return RelayError(status, message, "bedrock_error", "upstream_error")
+
+
+# -- pivot → Converse --
+
+def _bedrock_image(url: str) -> dict[str, Any]:
+    if not url.startswith("data:"):
+        raise RelayError(400, "AWS Bedrock takes images as data: URLs (base64), not as links.", "invalid_image")
+    header, _, data = url.partition(",")
+    mime = header[5:].split(";")[0].lower()
+    if mime not in _BEDROCK_IMAGE_FORMATS:
+        raise RelayError(400, f"AWS Bedrock takes png, jpeg, gif or webp images, not {mime or 'this one'}.",
+                         "invalid_image")
+    return {"image": {"format": _BEDROCK_IMAGE_FORMATS[mime], "source": {"bytes": data}}}
+
+
+def _bedrock_user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and part.get("text"):
+            blocks.append({"text": part["text"]})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_bedrock_image(url))
+    return blocks
+
+
+def _bedrock_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        blocks.append({"toolUse": {"toolUseId": call.get("id") or f"tooluse_{i}", "name": function.get("name") or "",
+                                   "input": _arguments(function.get("arguments"))}})
+    return blocks
+
+
+def openai_to_converse_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as a Converse request: system messages become `system`, tool results user turns
+    of toolResult blocks, and turns of one role merge (Converse wants them to alternate, starting with a user)."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"text": text}] if text else []
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"toolResult": {"toolUseId": message.get("tool_call_id") or "",
+                                                    "content": [{"text": _text_of(message.get("content")) or " "}]}}]
+        elif role == "assistant":
+            blocks = _bedrock_assistant_blocks(message)
+        else:
+            role, blocks = "user", _bedrock_user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    config: dict[str, Any] = {}
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if limit:
+        config["maxTokens"] = int(limit)
+    elif "claude" in model:  # as on Anthropic's own API, a Claude answer is cut at a small default otherwise
+        config["maxTokens"] = anthropic_max_tokens(model)
+    for name, key in (("temperature", "temperature"), ("top_p", "topP")):
+        if chat.get(name) is not None:
+            config[key] = chat[name]
+    stop = chat.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if config:
+        body["inferenceConfig"] = config
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        tools = {"tools": [{"toolSpec": {
+            "name": f.get("name", ""), "inputSchema": {"json": {"type": "object", **(f.get("parameters") or {})}},
+            **({"description": f["description"]} if f.get("description") else {})}} for f in functions]}
+        choice = chat.get("tool_choice")
+        if isinstance(choice, dict):
+            tools["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name", "")}}
+        elif choice == "required":
+            tools["toolChoice"] = {"any": {}}
+        elif choice == "auto":
+            tools["toolChoice"] = {"auto": {}}
+        body["toolConfig"] = tools  # "none" has no Converse form: the tools stay (earlier toolUse blocks need them)
+    budget = ANTHROPIC_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    if budget and "claude" in model and not any(m.get("tool_calls") for m in chat.get("messages") or []):
+        body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
+        config = body.setdefault("inferenceConfig", {})
+        config["maxTokens"] = max(config.get("maxTokens", 0), budget + 1024)
+        config.pop("temperature", None)
+        config.pop("topP", None)
+    return body
+
+
+# -- Converse → pivot --
+
+def converse_to_openai_response(answer: dict[str, Any], model: str,
+                                request_id: str) -> tuple[dict[str, Any], Usage | None]:
+    message = (answer.get("output") or {}).get("message") or {}
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            calls.append({"id": use.get("toolUseId"), "type": "function", "function": {
+                "name": use.get("name"), "arguments": orjson.dumps(use.get("input") or {}).decode()}})
+        elif isinstance(block.get("reasoningContent"), dict):
+            thinking.append(str((block["reasoningContent"].get("reasoningText") or {}).get("text") or ""))
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if calls:
+        reply["tool_calls"] = calls
+    usage = bedrock_usage(answer.get("usage"))
+    pivot = {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()),
+             "model": model, "choices": [{"index": 0, "message": reply,
+                                          "finish_reason": _BEDROCK_STOPS.get(answer.get("stopReason"), "stop")}]}
+    if usage is not None:
+        pivot["usage"] = usage_to_openai(usage)
+    return pivot, usage
+
+
+class EventStreamError(ValueError):
+    """A frame of AWS's event-stream framing that is not whole or not intact (a CRC mismatch)."""
+
+
+def event_stream_messages(buffer: bytes) -> tuple[list[tuple[dict[str, str], bytes]], bytes,
+                                                 EventStreamError | None]:
+    """The whole messages at the start of `buffer` as (string headers, payload), the bytes left over, and the
+    error of a message that is not intact (the messages before it are returned). Each message: total length and
+    headers length (big-endian uint32), the prelude's CRC32, headers, payload, and the CRC32 of all before it."""
+    messages, at = [], 0
+    while len(buffer) - at >= 12:
+        total, header_length, prelude_crc = struct.unpack_from(">III", buffer, at)
+        if zlib.crc32(buffer[at:at + 8]) != prelude_crc:
+            return messages, buffer[at:], EventStreamError("event-stream prelude CRC mismatch")
+        if total < 16 or header_length > total - 16:
+            return messages, buffer[at:], EventStreamError(f"event-stream message of impossible length {total}")
+        if len(buffer) - at < total:
+            break
+        message = buffer[at:at + total]
+        if zlib.crc32(message[:-4]) != struct.unpack_from(">I", message, total - 4)[0]:
+            return messages, buffer[at:], EventStreamError("event-stream message CRC mismatch")
+        headers, pos, end = {}, 12, 12 + header_length
+        while pos < end:
+            name_length = message[pos]
+            name = message[pos + 1:pos + 1 + name_length].decode("utf-8", "replace")
+            kind, pos = message[pos + 1 + name_length], pos + 2 + name_length
+            if kind in (0, 1):  # bool true / false: no value bytes
+                continue
+            width = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}.get(kind)
+            if width is None:  # 6 bytes, 7 string: a 2-byte length first
+                width, pos = struct.unpack_from(">H", message, pos)[0], pos + 2
+            if kind == 7:
+                headers[name] = message[pos:pos + width].decode("utf-8", "replace")
+            pos += width
+        messages.append((headers, message[end:total - 4]))
+        at += total
+    return messages, buffer[at:], None
+
+
+class ConverseDecoder(PivotDecoder):
+    """ConverseStream's events as pivot chunks: messageStart → the role chunk; contentBlockStart of a toolUse →
+    the call's id and name; contentBlockDelta → text, reasoning or argument pieces; messageStop → the finish
+    chunk; metadata (last) → the usage, and the end."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.tools: dict[int, int] = {}  # content block index → tool call index
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}]
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        if name == "messageStart":
+            return self._chunk({"role": "assistant", "content": ""})
+        if name == "contentBlockStart":
+            use = (event.get("start") or {}).get("toolUse")
+            if isinstance(use, dict):
+                index = self.tools.setdefault(int(event.get("contentBlockIndex") or 0), len(self.tools))
+                return self._chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId"), "type": "function",
+                                                    "function": {"name": use.get("name"), "arguments": ""}}]})
+            return []
+        if name == "contentBlockDelta":
+            delta = event.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                return self._chunk({"content": delta["text"]})
+            if isinstance(delta.get("toolUse"), dict):
+                index = self.tools.get(int(event.get("contentBlockIndex") or 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": str(delta["toolUse"].get("input") or "")}}]})
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
+                return self._chunk({"reasoning_content": reasoning["text"]})
+            return []
+        if name == "messageStop":
+            return self._chunk({}, _BEDROCK_STOPS.get(event.get("stopReason"), "stop"))
+        if name == "metadata":
+            self.usage = bedrock_usage(event.get("usage")) or self.usage
+            self.done = True
+        return []  # contentBlockStop, and event types added later
+
+    def fail(self, kind: str, data: bytes) -> None:
+        """An exception message (`:message-type: exception`) of the stream."""
+        error = read_bedrock_error(_BEDROCK_EXCEPTIONS.get(kind, 500), data)
+        self.error = RelayError(error.status, error.message, kind or "bedrock_error", "upstream_error")
+
+
+class ConverseStream(ConvertedStream):
+    """A ConverseStream answer for any client: raw bytes in, split into event-stream messages here, each message
+    through the pivot into the client's format. A frame whose CRC fails ends the stream with an error."""
+
+    raw = True
+
+    def __init__(self, call: RelayCall) -> None:
+        super().__init__(call, ConverseDecoder(call), call.dialect.stream_encoder(call))
+        self.buffer = b""
+
+    def feed(self, events: bytes) -> bytes:
+        if self.closed:
+            return b""
+        out: list[bytes] = []
+        messages, self.buffer, broken = event_stream_messages(self.buffer + events)
+        for headers, payload in messages:
+            if headers.get(":message-type") in ("exception", "error"):
+                self.decoder.fail(headers.get(":exception-type") or headers.get(":error-code") or "", payload)
+                out.append(self.dialect.stream_error(self.decoder.error, self.call))
+                self.closed = True
+                return b"".join(out)
+            self.take(headers.get(":event-type", ""), payload, out)
+        if broken is not None and not self.closed:
+            self.decoder.error = RelayError(502, f"AWS Bedrock's stream is corrupt: {broken}", "bad_upstream_answer",
+                                            "upstream_error")
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        return b"".join(out)
+
+
+class BedrockAdaptor(Adaptor):
+    """`https://bedrock-runtime.{region}.amazonaws.com/model/{id}/converse[-stream]` (or the channel's base URL in
+    its place), signed with SigV4 (botocore) or a Bedrock API key as the bearer."""
+
+    title = "AWS Bedrock"
+    formats = frozenset()  # no client speaks Converse: every call goes through the pivot
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+    stream_type = "application/vnd.amazon.eventstream"
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-east-1")
+
+    def endpoint(self, channel: ChannelRoute, service: str = "bedrock-runtime") -> str:
+        return channel.base_url.rstrip("/") or f"https://{service}.{self.region(channel)}.amazonaws.com"
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = bedrock_model_id(channel.upstream_model(call.model), self.region(channel))
+        action = "converse-stream" if call.stream else "converse"
+        return f"{self.endpoint(channel)}/model/{urllib.parse.quote(model, safe='')}/{action}"
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        headers = {"Accept": self.stream_type if call is not None and call.stream else "application/json"}
+        if "api_key" in channel.key_parts:
+            headers["Authorization"] = f"Bearer {channel.key_parts['api_key']}"
+        return headers
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        """A key of access keys: SigV4 over the exact URL, headers and body that leave (so the URL goes out as
+        it is, its `%3A` kept)."""
+        parts = channel.key_parts
+        if "api_key" in parts:
+            return yarl.URL(url, encoded=True)
+        if not parts.get("ak") or not parts.get("sk"):
+            raise RelayError(401, "An AWS Bedrock key is region|access_key|secret_key[|session_token] or "
+                                  "region|api_key.", "invalid_key", "authentication_error")
+        try:
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+            from botocore.credentials import Credentials
+        except ImportError:
+            raise RelayError(501, "AWS Bedrock channels with access keys sign their calls with botocore, which "
+                                  f"is not installed: {BEDROCK_INSTALL} (or use a Bedrock API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        credentials = Credentials(parts["ak"], parts["sk"], parts.get("session_token") or None)
+        # one signing name, "bedrock", for the runtime (calls) and the control plane (the model list) alike
+        SigV4Auth(credentials, "bedrock", self.region(channel)).add_auth(request)
+        headers.update({k: v for k, v in request.headers.items() if k.lower() in (
+            "authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")})
+        return yarl.URL(url, encoded=True)
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        """ListFoundationModels, on the control plane (`bedrock.{region}`, or the base URL)."""
+        return f"{self.endpoint(channel, 'bedrock')}/foundation-models", self.build_headers(channel)
+
+    def models_from(self, answer: Any) -> list[str]:
+        return [str(m["modelId"]) for m in answer["modelSummaries"]]
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return orjson.dumps(openai_to_converse_request(pivot, channel.upstream_model(call.model)))
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return bedrock_usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        return converse_to_openai_response(json_object(body, "AWS Bedrock's answer"), call.model, call.request_id)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return ConverseStream(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_bedrock_error(status, body)
+
+
+# ==== 11. Google Vertex AI: the upstream of type 42, Gemini and Claude models ===============================
+# cloud.google.com/vertex-ai/generative-ai/docs: Gemini models at
+# `{host}/v1/projects/{project}/locations/{region}/publishers/google/models/{m}:generateContent` and
+# `:streamGenerateContent?alt=sse` (section 8's format, other URL and auth); Claude models at
+# `…/publishers/anthropic/models/{m}:rawPredict` and `:streamRawPredict` (section 7's body without `model`, with
+# `anthropic_version: vertex-2023-10-16`). Keys: `region|<service-account JSON>`, exchanged for an access token
+# (Google's OAuth 2.0 JWT-bearer grant, the JWT signed by google-auth, the optional extra `vertex`), cached until
+# shortly before it expires; `region|api_key` (express mode, no project) and `region|project_id|api_key`.
+
+VERTEX_INSTALL = "pip install 'aiproxy-local[vertex]'"
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+VERTEX_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+VERTEX_TOKEN_LIFETIME_S = 3600  # what the assertion asks for; Google's answer says what it grants
+VERTEX_TOKEN_MARGIN_S = 300  # a cached token is renewed this long before it expires
+VERTEX_DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+def is_claude(model: str) -> bool:
+    return model.lower().startswith("claude")
+
+
+def vertex_service_account(channel: ChannelRoute) -> dict[str, Any]:
+    try:
+        info = json.loads(channel.key_parts["adc"])
+    except (KeyError, ValueError):
+        info = None
+    if not isinstance(info, dict) or not info.get("client_email") or not info.get("private_key"):
+        raise RelayError(401, "A Vertex AI key is region|<service-account JSON with client_email and private_key>, "
+                              "region|api_key or region|project_id|api_key.", "invalid_key", "authentication_error")
+    return info
+
+
+class VertexTokens:
+    """Access tokens of service accounts, per account, cached until VERTEX_TOKEN_MARGIN_S before they expire; one
+    exchange at a time per account, so a burst of calls waits for one token rather than asking for many."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, float]] = {}  # account → (access token, expiry as time.time())
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def token(self, state: AppState, channel: ChannelRoute) -> str:
+        info = vertex_service_account(channel)
+        account = hashlib.sha256(f"{info['client_email']}|{info.get('private_key_id', '')}|{info['private_key']}"
+                                 .encode()).hexdigest()
+        async with self.locks.setdefault(account, asyncio.Lock()):
+            cached = self.tokens.get(account)
+            if cached is None or cached[1] - VERTEX_TOKEN_MARGIN_S <= time.time():
+                cached = self.tokens[account] = await self.exchange(state, channel, info)
+            return cached[0]
+
+    @staticmethod
+    async def exchange(state: AppState, channel: ChannelRoute, info: dict[str, Any]) -> tuple[str, float]:
+        """Sign a JWT for the account with google-auth and trade it at the key's token_uri; the HTTP goes through
+        the channel's own session (its proxy, its TLS setting), not google-auth's blocking transport."""
+        try:
+            from google.auth import crypt, jwt
+        except ImportError:
+            raise RelayError(501, "Vertex AI channels with a service-account key need google-auth, which is not "
+                                  f"installed: {VERTEX_INSTALL} (or use an API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        token_uri = str(info.get("token_uri") or VERTEX_DEFAULT_TOKEN_URI)
+        now = int(time.time())
+        try:
+            signer = crypt.RSASigner.from_service_account_info(info)
+        except (ValueError, TypeError) as exc:
+            raise RelayError(401, f"The service account's private key cannot be read: {type(exc).__name__}",
+                             "invalid_key", "authentication_error") from None
+        assertion = jwt.encode(signer, {"iss": info["client_email"], "scope": VERTEX_SCOPE, "aud": token_uri,
+                                        "iat": now, "exp": now + VERTEX_TOKEN_LIFETIME_S})
+        session, options = channel_http(state, channel)
+        try:
+            async with session.post(token_uri, data={"grant_type": _JWT_BEARER, "assertion": assertion.decode()},
+                                    **options) as response:
+                status, body = response.status, await response.read()
+        except _UPSTREAM_ERRORS as exc:
+            error = upstream_failure(exc, token_uri, state.settings)
+            raise RelayError(error.status, f"Vertex AI token exchange: {error.message}", error.code,
+                             error.type) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
+            said = (answer.get("error_description") or answer.get("error")) if isinstance(answer, dict) else None
+            said = said or body[:200].decode("utf-8", "replace")
+            raise RelayError(401 if status in (400, 401, 403) else 502,
+                             f"Google refused the service account's token exchange (HTTP {status}): {said}",
+                             "token_exchange_failed", "authentication_error")
+        expires = float(answer.get("expires_in") or VERTEX_TOKEN_LIFETIME_S)
+        return str(answer["access_token"]), time.time() + expires
+
+
+class VertexClaude(AnthropicAdaptor):
+    """A Claude model on Vertex AI: the Messages body without `model`, with Vertex's anthropic_version."""
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        body = openai_to_anthropic_request(dict(pivot, stream=call.stream), channel.upstream_model(call.model))
+        body.pop("model")
+        return orjson.dumps({"anthropic_version": VERTEX_ANTHROPIC_VERSION, **body})
+
+
+class VertexAdaptor(Adaptor):
+    """Gemini and Claude models of one Google Cloud project: each model's publisher picks the URL, the body and
+    the answer's format (section 8's or section 7's converters); every client format goes through the pivot."""
+
+    title = "Google Vertex AI"
+    formats = frozenset()
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+
+    def __init__(self) -> None:
+        self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
+        self.tokens = VertexTokens()
+
+    def side(self, model: str) -> Adaptor:
+        return self.claude if is_claude(model) else self.gemini
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-central1")
+
+    def project(self, channel: ChannelRoute) -> str:
+        parts = channel.key_parts
+        if parts.get("project_id"):
+            return parts["project_id"]
+        if "adc" in parts:
+            info = vertex_service_account(channel)
+            if info.get("project_id"):
+                return str(info["project_id"])
+        return str(channel.config.get("project_id") or "")
+
+    def host(self, channel: ChannelRoute) -> str:
+        region = self.region(channel)
+        if channel.base_url:
+            return channel.base_url.rstrip("/")
+        express = "api_key" in channel.key_parts and not channel.key_parts.get("project_id")
+        return ("https://aiplatform.googleapis.com" if express or region == "global"
+                else f"https://{region}-aiplatform.googleapis.com")
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = channel.upstream_model(call.model)
+        if is_claude(model):
+            publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
+        else:
+            publisher, method = "google", "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        project = self.project(channel)
+        where = f"/projects/{project}/locations/{self.region(channel)}" if project else ""
+        return (f"{self.host(channel)}/v1{where}/publishers/{publisher}/models/"
+                f"{urllib.parse.quote(model, safe='@')}:{method}")
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        api_key = channel.key_parts.get("api_key")
+        return {"x-goog-api-key": api_key} if api_key else {}
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        if "adc" in channel.key_parts:
+            if not self.project(channel):
+                raise RelayError(400, "This Vertex AI channel names no project: add project_id to the service "
+                                      "account's JSON or to the channel's config.", "missing_project", "aiproxy_error")
+            headers["Authorization"] = f"Bearer {await self.tokens.token(state, channel)}"
+        return url
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        raise RelayError(400, "Vertex AI lists no models for a project's key: pick them from the built-in list, "
+                              "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return self.side(channel.upstream_model(call.model)).request_from_pivot(pivot, call, channel)
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        if isinstance(answer, dict) and answer.get("type") == "message":
+            return self.claude.usage_of(answer)
+        return gemini_usage(answer.get("usageMetadata")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
+        answer = json_object(body, "Vertex AI's answer")
+        side = self.claude if answer.get("type") == "message" else self.gemini
+        return side.response_to_pivot(call, body)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        side = self.side(channel.upstream_model(call.model))
+        return ConvertedStream(call, side.pivot_decoder(call), call.dialect.stream_encoder(call))
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        if b'"type":"error"' in body.replace(b" ", b""):
+            return read_anthropic_error(status, body)
+        return read_gemini_error(status, body)
+
+
+# ==== 12. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
@@ -4753,9 +5965,12 @@ class UnsupportedAdaptor(Adaptor):
     def __init__(self, title: str, hint: str = "") -> None:
         self.title, self.hint = title, hint
 
+    @property
+    def reason(self) -> str:
+        return f"{self.title} channels are not supported yet{self.hint}."
+
     def refusal(self, call: RelayCall) -> RelayError:
-        return RelayError(501, f"{self.title} channels are not supported yet{self.hint}.",
-                          "channel_type_not_supported", "aiproxy_error")
+        return RelayError(501, self.reason, "channel_type_not_supported", "aiproxy_error")
 
 
 @dataclass(frozen=True)
@@ -4777,8 +5992,15 @@ FORMATS: dict[str, WireFormat] = {
     "anthropic": WireFormat(AnthropicAdaptor(), AnthropicDialect()),
     "gemini": WireFormat(GeminiAdaptor(), GeminiDialect()),
     "openai+responses": WireFormat(OpenAIResponsesAdaptor(), ResponsesDialect()),
-    "aws": WireFormat(UnsupportedAdaptor("AWS Bedrock")),
-    "vertexai": WireFormat(UnsupportedAdaptor("Google Vertex AI")),
+    "baiduv2": WireFormat(BaiduV2Adaptor()),
+    "minimax": WireFormat(MiniMaxAdaptor()),
+    "ali": WireFormat(AliAdaptor()),
+    "tei": WireFormat(TEIAdaptor()),
+    "cohere": WireFormat(CohereAdaptor()),
+    "fake": WireFormat(FakeAdaptor()),
+    "fake-error": WireFormat(FakeErrorAdaptor()),
+    "aws": WireFormat(BedrockAdaptor()),
+    "vertexai": WireFormat(VertexAdaptor()),
     "baidu": WireFormat(UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)")),
     "coze": WireFormat(UnsupportedAdaptor("Coze")),
     "doubao-audio": WireFormat(UnsupportedAdaptor("Doubao speech")),
@@ -4828,8 +6050,11 @@ class CatalogError(Exception):
     """providers.json names an adaptor this file lacks: start-up stops, rather than call such channels as OpenAI."""
 
 
-def load_catalog(path: Path | None = None) -> dict[int, Provider]:
+def load_catalog(path: Path | None = None, data: ModelData | None = None) -> dict[int, Provider]:
+    """The provider catalog, assets/providers.json, with each type's built-in models from the model snapshot
+    (`data`; model_data() for the shipped catalog)."""
     source = path or ASSETS_DIR / "providers.json"
+    data = data if data is not None else (model_data() if path is None else None)
     catalog: dict[int, Provider] = {}
     for k, v in json.loads(source.read_text(encoding="utf-8")).items():
         if k.startswith("_"):
@@ -4841,16 +6066,24 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
             raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor "
                                f"'{base if base not in ADAPTORS else adaptor}', "
                                f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
+        kinds = tuple(v.get("kinds", ()))
+        # the built-ins: the snapshot's rows for this type (assets/models.json, current models first), else the
+        # hand-written list of providers.json; only kinds the type's API serves
+        snapshot = data.by_type.get(int(k)) if data is not None else None
+        listed = [(m.model, m.kind) for m in snapshot] if snapshot else [
+            (m["model"], m.get("kind", "chat")) for m in v.get("models", [])]
+        unsupported = ADAPTORS[adaptor]
         catalog[int(k)] = Provider(
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
-            models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+            models=tuple((m, kind) for m, kind in listed if not kinds or kind in kinds),
             key_format=tuple(v.get("keyFormat", ())), display=v.get("display", {}), help=v.get("help", {}),
+            kinds=kinds, unsupported=unsupported.reason if isinstance(unsupported, UnsupportedAdaptor) else "",
         )
     return catalog
 
 
-# ==== 11. Log writer ========================================================================================
+# ==== 13. Log writer ========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -4891,7 +6124,8 @@ def make_log_entry(call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEn
         "token_name": call.caller.token_name, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated,
-        "used_amount": outcome.used_amount, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
+        "cache_creation_tokens": usage.cache_write_tokens, "cost_unknown": outcome.used_amount is None or None,
+        "used_amount": outcome.used_amount or 0.0, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
         "attempts": _trail_text(call.attempts, channel),
     }
     detail = None
@@ -5317,7 +6551,7 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
 
 
-# ==== 12. Admin API: aiproxy's /api contract ================================================================
+# ==== 14. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -5329,6 +6563,7 @@ PAGE_MIN, PAGE_MAX = -INT32_MAX - 1, INT32_MAX  # aiproxy reads page ≤ 0 as 1;
 NAME_MAX = 128  # Channel.name, Token.name
 MODEL_NAME_MAX = 191  # the model columns (MySQL's utf8mb4 index limit)
 BASE_URL_MAX = 512
+PROXY_URL_MAX = 255  # aiproxy's column size
 KEY_MAX = 16 * 1024  # one channel key; a Vertex AI service-account JSON is about 2.3 KB
 KEYS_FIELD_MAX = 1024 * 1024  # a create's key field: one key a line
 MODELS_MAX = 2000  # models (and mapping entries) per channel or API key; aggregators list a few hundred
@@ -5471,6 +6706,8 @@ class ChannelIn(ApiInput):
     status: ChannelStatus | None = None
     config: dict[str, Any] | None = None
     configs: dict[str, Any] | None = None
+    proxy_url: Annotated[str, pydantic.Field(max_length=PROXY_URL_MAX)] | None = None
+    skip_tls_verify: bool | None = None
 
 
 def clean_models(models: Iterable[Any] | None) -> list[str]:
@@ -5510,7 +6747,16 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     base_url = (data.base_url if data.base_url is not None else keep.get("base_url", "")).strip()
     if base_url and not re.match(r"^https?://", base_url):
         raise ApiError("base_url must start with http:// or https://")
+    proxy_url = (data.proxy_url if data.proxy_url is not None else keep.get("proxy_url") or "").strip()
+    if keep.get("proxy_url") and proxy_url == mask_proxy_url(keep["proxy_url"]):
+        proxy_url = keep["proxy_url"]  # an untouched masked password keeps the stored one
+    check_proxy_url(proxy_url)
     provider = state.catalog[ctype]
+    placeholder = re.search(r"\{(account_id)\}", base_url or provider.default_base_url)
+    if placeholder:  # sent as it is, the URL would fail every call (issue 17)
+        raise ApiError(f"the base URL still holds the placeholder {{{placeholder.group(1)}}}: write your Cloudflare "
+                       f"account id there (dashboard → Workers AI → Use REST API), e.g. "
+                       f"https://api.cloudflare.com/client/v4/accounts/0123456789abcdef/ai/v1")
     status = data.status if data.status is not None else keep.get("status", STATUS_ENABLED)
     if status == STATUS_AUTO_DISABLED and keep.get("status") != STATUS_AUTO_DISABLED:
         status = keep.get("status", STATUS_ENABLED)  # only the gateway auto-disables; a stale 3 keeps what is stored
@@ -5525,7 +6771,37 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
         "status": status,
+        "proxy_url": proxy_url,
+        "skip_tls_verify": bool(data.skip_tls_verify if data.skip_tls_verify is not None
+                                else keep.get("skip_tls_verify", False)),
     }
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def proxy_url_ok(url: str | None) -> bool:
+    try:
+        check_proxy_url((url or "").strip())
+    except ApiError:
+        return False
+    return True
+
+
+def check_proxy_url(url: str) -> None:
+    """A channel's proxy_url is empty or `scheme://[user:password@]host:port` with a scheme in PROXY_SCHEMES; the
+    error never repeats the URL, which may hold a password."""
+    if not url:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in PROXY_SCHEMES or not parts.hostname or (
+            parts.path not in ("", "/")) or (parts.scheme.startswith("socks") and port is None):
+        raise ApiError("proxy_url must be http://, https://, socks5:// or socks5h:// followed by [user:password@]"
+                       "host:port, e.g. socks5://127.0.0.1:1080 or http://proxy.example:3128")
 
 
 def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
@@ -5614,9 +6890,15 @@ def delete_channels(state: AppState, ids: list[int]) -> int:
 
 def type_metas(state: AppState) -> dict[str, dict[str, Any]]:
     return {str(p.id): {"name": p.name, "keyHelp": p.key_help, "defaultBaseUrl": p.default_base_url,
-                        "readme": p.readme, "adaptor": p.adaptor,
-                        "models": [{"model": m, "kind": k} for m, k in p.models]}
+                        "readme": p.readme, "adaptor": p.adaptor, "kinds": list(p.kinds) or list(MODEL_KINDS),
+                        "supported": not p.unsupported, "unsupported_reason": p.unsupported,
+                        "models": [{"model": m, "kind": k, **_model_status(p.id, m)} for m, k in p.models]}
             for p in state.catalog.values()}
+
+
+def _model_status(type_id: int, model: str) -> dict[str, Any]:
+    info = model_data().info(model, type_id)
+    return {"status": info.status() if info else "current", "retired": (info.retired or None) if info else None}
 
 
 def contains(column: Any, text: str) -> Any:
@@ -5854,11 +7136,18 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
     for model in sorted(names):
         serving = [c for c in routes.channels.values() if c.serves(model)]
         cfg = routes.model_configs.get(model) or {}
+        info = model_data().info(model, serving[0].type if serving else None)
+        price = {name: cfg.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
         out.append({
             "model": model, "kind": routes.kind_of(model), "type": kind_mode(routes.kind_of(model)),
             "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
             "enabled": routes.model_enabled(model),
-            "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
+            # aiproxy's shape: the price applied (the config's where set, else the snapshot's; null: unknown)
+            "price": price, **price,
+            "price_source": {name: "config" if cfg.get(name) else "builtin" if price[name] is not None else None
+                             for name in PRICE_FIELDS},
+            "context": info.context if info else None, "max_output": info.max_output if info else None,
+            "retired": (info.retired or None) if info else None, "status": info.status() if info else "unknown",
             "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled,
                           "upstream_model": c.upstream_model(model)} for c in sorted(serving, key=lambda c: -c.priority)],
             "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
@@ -5866,21 +7155,44 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
     return out
 
 
+class PriceIn(ApiInput):
+    """aiproxy's `price` object: USD per 1K tokens (its default unit); 0 unsets a price (the snapshot's applies)."""
+
+    input_price: Price | None = None
+    output_price: Price | None = None
+    cached_price: Price | None = None
+    cache_creation_price: Price | None = None
+    input_price_unit: Literal[0, 1000] | None = None  # aiproxy's unit fields: only its default, per 1K tokens
+    output_price_unit: Literal[0, 1000] | None = None
+    cached_price_unit: Literal[0, 1000] | None = None
+    cache_creation_price_unit: Literal[0, 1000] | None = None
+
+
 class ModelConfigIn(ApiInput):
     enabled: bool | None = None
     kind: Literal[MODEL_KINDS + ("",)] | None = None
-    input_price: Price | None = None  # USD per 1K tokens
+    input_price: Price | None = None  # USD per 1K tokens (also accepted inside `price`, aiproxy's shape)
     output_price: Price | None = None
+    cached_price: Price | None = None
+    cache_creation_price: Price | None = None
+    price: PriceIn | None = None
+
+
+_CONFIG_COLUMNS = ("enabled", "kind", *PRICE_FIELDS, "updated_at")
 
 
 def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[str, Any]:
     if not 0 < len(model) <= MODEL_NAME_MAX:
         raise ApiError(f"a model name has 1 to {MODEL_NAME_MAX} characters")
     current = dict(state.routes.model_configs.get(model) or {"model": model, "enabled": True, "kind": "",
-                                                               "input_price": 0.0, "output_price": 0.0})
-    current.update({k: v for k, v in data.model_dump().items() if v is not None}, updated_at=now_ms())
+                                                               **dict.fromkeys(PRICE_FIELDS, 0.0)})
+    given = {k: v for k, v in data.model_dump(exclude={"price"}).items() if v is not None}
+    if data.price is not None:  # aiproxy's nested shape; a flat field given too wins
+        given = {**{k: v for k, v in data.price.model_dump().items() if k in PRICE_FIELDS and v is not None},
+                 **given}
+    current.update(given, updated_at=now_ms())
     with state.engine.begin() as conn:
-        values = {k: current[k] for k in ("enabled", "kind", "input_price", "output_price", "updated_at")}
+        values = {k: current.get(k) or (0.0 if k in PRICE_FIELDS else current.get(k)) for k in _CONFIG_COLUMNS}
         upsert(conn, ModelConfig.__table__, [{"model": model, **values}], ("model",))
     reload_routes(state)
     return current
@@ -5894,8 +7206,18 @@ def api_models_enabled(state: AppState = Depends(require_admin)) -> JSONResponse
 
 @admin_router.get("/models/builtin")
 def api_models_builtin(state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok([{"model": m, "kind": k, "type": kind_mode(k), "owner": p.name}
-                   for p in state.catalog.values() for m, k in p.models])
+    return api_ok([builtin_model(p, m, k) for p in state.catalog.values() for m, k in p.models])
+
+
+def builtin_model(provider: Provider, model: str, kind: str) -> dict[str, Any]:
+    """A built-in model with what the snapshot knows of it: limits, prices, retirement (status: current,
+    deprecated, retiring or retired)."""
+    info = model_data().info(model, provider.id)
+    out = info.to_api() if info is not None else {"model": model, "context": None, "max_output": None,
+                                                  "price": dict.fromkeys(PRICE_FIELDS), "retired": None,
+                                                  "status": "current", "hand_written": True}
+    return {**out, "model": model, "kind": kind, "type": kind_mode(kind), "owner": provider.name,
+            "channel_type": provider.id}
 
 
 @admin_router.get("/model_configs")
@@ -6072,7 +7394,9 @@ def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
             LogDetail.request_id == row.request_id)).first()
     body = dict(detail._mapping) if detail else {"request_body": "", "response_body": "",
                                                   "request_body_truncated": False, "response_body_truncated": False}
-    return dict(body, id=log_id, log_id=log_id, attempts=row_attempts(row._mapping), retry_times=row.retry_times)
+    api = log_to_api(dict(row._mapping))
+    return dict(body, id=log_id, log_id=log_id, attempts=api["attempts"], retry_times=row.retry_times,
+                used_amount=api["used_amount"], usage=api["usage"], model=row.model)
 
 
 @admin_router.delete("/logs")
@@ -6084,7 +7408,8 @@ def api_logs_delete(timestamp: QueryTimestamp = None, state: AppState = Depends(
 
 
 LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
-                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "used_amount",
+                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "cached_tokens",
+                   "cache_creation_tokens", "used_amount",
                    "token_name", "ip", "retry_times", "content")
 _CSV_TIMES = ("request_at", "created_at")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: a spreadsheet runs these
@@ -6103,7 +7428,8 @@ def _local_time(ms: int, tz: ZoneInfo) -> str:
 
 
 def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
-    cells = dict(row, channel_id=row["channel"],
+    cells = dict(row, channel_id=row["channel"], cached_tokens=row["usage"]["cached_tokens"],
+                 cache_creation_tokens=row["usage"]["cache_creation_tokens"],
                  channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
                  **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
     return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
@@ -6246,13 +7572,19 @@ UPSTREAM_MODELS_TIMEOUT_S = 20
 async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
     """The model ids a channel's provider lists (`GET <base_url>/models` for OpenAI's format)."""
     route = preview_route(state, data)
-    url, headers = route.adaptor.models_request(route)
+    session, options = channel_http(state, route)
     try:
-        async with state.http.get(url, headers=headers,
-                                  timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
+        await route.adaptor.authorize(state, route)
+        url, headers = route.adaptor.models_request(route)
+        target = await route.adaptor.sign(state, route, "GET", url, headers, b"")
+        async with session.get(target, headers=headers, **options,
+                               timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
             status, body = resp.status, await resp.read()
+    except RelayError as exc:
+        raise ApiError(route.scrub_text(exc.message), exc.status if exc.status < 500 else 502) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
+        raise ApiError(route.scrub_text(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} "
+                                        f"{exc}".strip()), 502) from None
     if status != 200:  # the provider may quote the key back: scrubbed, like every upstream answer
         raise ApiError(f"the provider answered HTTP {status} to its model list: "
                        f"{route.scrub_text(body.decode('utf-8', 'replace'))[:300]}", 502)
@@ -6293,7 +7625,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 13. Import: OneAPI, new-api, labring/aiproxy ==========================================================
+# ==== 15. Import: OneAPI, new-api, labring/aiproxy ==========================================================
 # Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
 # config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
 # read_source() is the only code that talks to the source, import_source() the only one that writes. Type
@@ -6364,6 +7696,8 @@ class ImportedChannel:
     weight: int
     source_id: str
     created_at: int = 0  # 0 = now
+    proxy_url: str = ""
+    skip_tls_verify: bool = False
 
 
 @dataclass
@@ -6594,6 +7928,12 @@ def _complete_key(key: str, forms: Iterable[str], cfg: dict[str, Any]) -> str:
     return ""
 
 
+def unsupported_warning(provider: Provider) -> str:
+    """What the import report says of a row whose type the gateway cannot serve yet (issue 17)."""
+    return (f"{provider.unsupported} The channel is imported as it is, but its calls answer 501 until "
+            f"this type ({provider.id}, {provider.name}) is supported.")
+
+
 def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
                        catalog: dict[int, Provider]) -> RowImport:
     """One source `channels` row -> the channels to create (one per key line), or a skip with a reason."""
@@ -6615,6 +7955,8 @@ def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
         out.reason = f"provider type {to} is not available here"
         return out
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     if entry.get("note"):
         warnings.append(entry["note"])
 
@@ -6763,12 +8105,10 @@ def _time_ms(value: Any) -> int:
 def _aiproxy_channel_warnings(row: dict[str, Any], sets: list[str]) -> list[str]:
     """aiproxy channel settings this app has no feature for: each named, so nobody relies on them silently."""
     out = []
-    if str(row.get("proxy_url") or "").strip():  # the URL itself is not repeated: it may hold proxy credentials
-        out.append("proxy_url was not imported: channels here have no own proxy (HTTPS_PROXY applies to all)")
+    if not proxy_url_ok(str(row.get("proxy_url") or "")):  # not repeated: the URL may hold proxy credentials
+        out.append("proxy_url was not imported: it is not an http(s):// or socks5:// URL with host:port")
     if [s for s in sets if s != "default"]:
         out.append(f"sets {', '.join(sets)} were not imported: every API key here may use every channel")
-    if row.get("skip_tls_verify"):
-        out.append("skip_tls_verify was not imported: TLS certificates are always verified here")
     bans = [c for c in ("enabled_no_permission_ban", "max_error_rate", "warn_error_rate") if row.get(c)]
     if bans:
         out.append(f"{', '.join(bans)} not imported: no per-channel ban rules here (a failing call still moves "
@@ -6798,6 +8138,8 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         return out
     out.name = out.name or f"{provider.name} #{out.source_id}"
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     models = _names(_json_field(row.get("models"), list, "models", warnings))
     if not models:
         warnings.append("no models in the source row; add models before this channel can serve requests")
@@ -6819,10 +8161,12 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         status, reason = STATUS_DISABLED, f"status {status} in aiproxy"
     priority = _int(row.get("priority"))
     priority = AIPROXY_DEFAULT_PRIORITY if priority == 0 else min(priority, AIPROXY_MAX_PRIORITY)
+    proxy = str(row.get("proxy_url") or "").strip()
+    proxy = proxy if proxy_url_ok(proxy) else ""  # aiproxy's own proxy_url, as it is (a bad one is warned above)
     out.items = [ImportedChannel(source_type, out.name, str(row.get("key") or "").strip(),
                                  str(row.get("base_url") or "").strip(), models, mapping, configs,
                                  status or STATUS_ENABLED, reason, priority, 1, out.source_id,
-                                 _time_ms(row.get("created_at")))]
+                                 _time_ms(row.get("created_at")), proxy, bool(row.get("skip_tls_verify")))]
     return out
 
 
@@ -7118,8 +8462,8 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ==== 14. UI kit: strings, session, layout, login, time ranges, table columns ===============================
-# What every page is built from. Pages call the admin API's functions (sections 12 and 13) directly, never this
+# ==== 16. UI kit: strings, session, layout, login, time ranges, table columns ===============================
+# What every page is built from. Pages call the admin API's functions (sections 14 and 15) directly, never this
 # app's own HTTP. nicegui is imported only by mount_ui(), so `--no-ui` runs without it (bench/ measures the
 # API-only memory). Strings: assets/i18n.json.
 
@@ -7258,8 +8602,36 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
+        "retired": t("ch.serves_retired", models=", ".join(retired_models(ch))) if retired_models(ch) else "",
         **channel_health_cells(ch),
     }
+
+
+def retired_models(ch: dict[str, Any]) -> list[str]:
+    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
+    data = model_data()
+    names = [*ch["models"], *ch["model_mapping"].values()]
+    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
+
+
+def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
+    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
+    then the channel's own other names."""
+    data = model_data()
+    provider = catalog.get(type_id)
+    current: dict[str, str] = {}
+    retired: dict[str, str] = {}
+    for model, _ in provider.models if provider else ():
+        info = data.info(model, type_id)
+        status = info.status() if info is not None else "current"
+        if status == "retired":
+            retired[model] = f"{model} · {t('ch.model_retired')}"
+        else:
+            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
+    ordered = {**current, **retired}
+    for model in chosen:
+        ordered.setdefault(model, model)
+    return ordered
 
 
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
@@ -7299,10 +8671,13 @@ def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
     """The provider picker's options: "name⁣detail⁣search terms". Quasar's input filter matches the whole string,
     so typing 阿里, 通义, qwen or alibaba finds 阿里云百炼; only the name (and, in the list, the detail) is shown."""
     other = "zh" if lang == "en" else "en"
-    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), provider_name(p, "en").casefold()))
+    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), bool(p.unsupported),
+                                                    provider_name(p, "en").casefold()))
     out = {}
     for p in order:
         name, alt = provider_name(p, lang), provider_name(p, other)
+        if p.unsupported:  # listed, so an imported channel of it can be shown, but said plainly (issue 17)
+            name = f"{name} ({translate(lang, 'ch.not_supported')})"
         models = [m for m, _ in p.models]
         detail = " · ".join(filter(None, (alt if alt != name else "", ", ".join(models[:3]), f"#{p.id}")))
         out[p.id] = _PICKER_SEP.join((name, detail, " ".join([p.name, *models])))
@@ -7394,6 +8769,38 @@ def _tpl(template: str, **values: str) -> str:
     for name, value in values.items():
         template = template.replace(f"[[{name}]]", value.replace('"', "&quot;"))
     return template
+
+
+def format_cost(amount: float | None) -> str:
+    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
+    if amount is None:
+        return t("logs.cost_unknown")
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+
+
+def format_trail(attempts: list[dict[str, Any]]) -> str:
+    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
+    parts = []
+    for a in attempts:
+        if a.get("skipped"):
+            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
+        else:
+            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
+    return " · ".join(parts)
+
+
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
 
 
 # ---- session: language, theme, timezone, login ----
@@ -7778,8 +9185,8 @@ def page_login(request: Request, redirect_to: str = "/dashboard", token: str = "
     return None
 
 
-# ==== 15. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
-# One class per page; PAGES (section 17, where the UI is mounted) lists them for the routes and the navigation.
+# ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 19, where the UI is mounted) lists them for the routes and the navigation.
 
 # ---- dashboard ----
 
@@ -7867,20 +9274,6 @@ class DashboardPage:
             chart.update()
 
 
-def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
-    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
-    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-    return {
-        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
-        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-        "xAxis": {"type": "category", "data": [], **axis},
-        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                    "areaStyle": {"opacity": 0.08}} for name in series],
-    }
-
-
 # ---- channels ----
 
 _CHANNEL_SLOTS = {
@@ -7895,7 +9288,9 @@ _CHANNEL_SLOTS = {
         <div v-if="props.row.reason" class="text-xs text-orange-8" style="white-space: normal; max-width: 16rem">
           {{ props.row.reason }}</div>
         <div v-if="props.row.cooling" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
-          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div></q-td>""",
+          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div>
+        <div v-if="props.row.retired" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
+          <q-icon name="event_busy" size="xs" /> {{ props.row.retired }}</div></q-td>""",
     "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
           class="model-chip">{{ m }}</q-chip>
@@ -7928,7 +9323,8 @@ _CHANNEL_SLOTS = {
               <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]"
                 @click="() => $parent.$emit('retest', props.row.id)" /></div>
             <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div>
-            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div></div>
+            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div>
+            <div v-if="props.row.retired" class="text-xs text-warning">{{ props.row.retired }}</div></div>
           <q-toggle :model-value="props.row.enabled" color="positive"
             @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
         <q-card-section class="q-py-none q-px-sm">
@@ -8272,7 +9668,7 @@ class ChannelDialog:
                         t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
                         "w-full").mark("ch-name")
                     self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
-            self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
+            self.models = ui.select(model_choices(state.catalog, ch["type"], ch["models"]),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
@@ -8280,7 +9676,7 @@ class ChannelDialog:
             self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
-                    self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
+                    self.builtin(self.provider.value, current=True) + self.models.value)).props("flat dense size=sm")
                 ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
                     "flat dense size=sm")
                 self.fetch_button = ui.button(t("ch.fetch"), icon="cloud_download",
@@ -8290,6 +9686,15 @@ class ChannelDialog:
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
+            self.masked_proxy = mask_proxy_url(ch.get("proxy_url") or "")
+            with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
+                self.proxy_url = ui.input(t("ch.proxy_url"), value=self.masked_proxy,
+                                          validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
+                    "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
+                    "grow").mark("ch-proxy-url")
+                self.skip_tls = ui.checkbox(t("ch.skip_tls"), value=bool(ch.get("skip_tls_verify"))).tooltip(
+                    t("ch.skip_tls_hint")).mark("ch-skip-tls")
+            field_help(t("ch.proxy_url_hint"))
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -8310,12 +9715,15 @@ class ChannelDialog:
         taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
         self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
 
-    def builtin(self, pid: int) -> list[str]:
-        return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+    def builtin(self, pid: int, current: bool = False) -> list[str]:
+        """The provider's built-in models; `current`: without those already shut down."""
+        models = [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+        data = model_data()
+        return [m for m in models if not current or not ((i := data.info(m, pid)) is not None and i.is_retired())]
 
     def set_models(self, values: list[str]) -> None:
         values = clean_models(values)
-        self.models.options = sorted(set(self.builtin(self.provider.value)) | set(values))
+        self.models.options = model_choices(self.state.catalog, self.provider.value, values)
         self.models.value = values
         self.models.update()
 
@@ -8323,7 +9731,7 @@ class ChannelDialog:
         p = self.state.catalog.get(self.provider.value)
         if p is None:
             return
-        self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
+        self.models.options = model_choices(self.state.catalog, p.id, self.models.value or [])
         self.models.update()
         self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
         lang = session_language()
@@ -8336,8 +9744,13 @@ class ChannelDialog:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
+    def effective_proxy_url(self) -> str:
+        value = (self.proxy_url.value or "").strip()
+        return self.ch.get("proxy_url") or "" if self.existing and value == self.masked_proxy else value
+
     def collect(self, need_models: bool = True) -> ChannelIn | None:
-        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate()]
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate(),
+                  self.proxy_url.validate()]
         if need_models:
             checks.append(self.models.validate())
         incomplete = self.mapping.incomplete()
@@ -8347,7 +9760,8 @@ class ChannelDialog:
             return None
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
-                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0)
+                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
+                         proxy_url=self.effective_proxy_url(), skip_tls_verify=bool(self.skip_tls.value))
 
     def save(self) -> None:
         data = self.collect()
@@ -8706,17 +10120,6 @@ class LogsTable:
             LogDialog(self.state, row, self.tz)
 
 
-def format_trail(attempts: list[dict[str, Any]]) -> str:
-    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
-    parts = []
-    for a in attempts:
-        if a.get("skipped"):
-            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
-        else:
-            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
-    return " · ".join(parts)
-
-
 def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
     """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
     return route.name if route else log["channel_name"]
@@ -8746,6 +10149,8 @@ class LogDialog:
             ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
             ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
             ("logs.cached", str(log["usage"]["cached_tokens"])),
+            ("logs.cache_written", str(log["usage"].get("cache_creation_tokens") or 0)),
+            ("logs.cost", format_cost(log["used_amount"])),
             ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
             ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
         ]
@@ -9073,8 +10478,8 @@ class SettingsPage:
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
-# ==== 16. Migrate wizard: the UI of section 13's import =====================================================
-# Each source it reads from is one row of MIGRATE_SOURCES; section 13 does the reading and the writing.
+# ==== 18. Migrate wizard: the UI of section 15's import =====================================================
+# Each source it reads from is one row of MIGRATE_SOURCES; section 15 does the reading and the writing.
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
@@ -9627,7 +11032,7 @@ class MigrateWizard:
         self.stepper.value = "source"
 
 
-# ==== 17. App assembly & CLI ================================================================================
+# ==== 19. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
@@ -9811,6 +11216,8 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
+        for session in list(state.socks.values()):
+            await session.close()
 
 
 async def _follow_shared_version(state: AppState) -> None:
