@@ -73,6 +73,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import wave
@@ -1496,9 +1497,17 @@ class ChannelRoute:
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
     config: dict[str, Any] = field(default_factory=dict)  # the channel's own settings (aiproxy's `config`)
+    #: the mapping's wildcard rows (`claude-*` → deepseek-chat), longest pattern first; `mapping` keeps the exact
+    patterns: tuple[tuple[str, str], ...] = ()
+    max_output_tokens: dict[str, int] = field(default_factory=dict)  # the channel's own limits: model (or "*") → n
+    param_override: dict[str, Any] = field(default_factory=dict)  # merged into every upstream body, null deletes
 
     def serves(self, model: str) -> bool:
-        return model in self.models or model in self.mapping
+        return model in self.models or model in self.mapping or self.pattern_target(model) is not None
+
+    def pattern_target(self, model: str) -> str | None:
+        """What the longest wildcard row matching `model` maps it to; None when none matches."""
+        return next((target for pattern, target in self.patterns if wildcard_match(pattern, model)), None)
 
     def scrub(self, data: bytes) -> bytes:
         """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
@@ -1512,12 +1521,34 @@ class ChannelRoute:
         return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
 
     def upstream_model(self, model: str) -> str:
-        return self.mapping.get(model) or model
+        """An exact mapping row beats a wildcard row, and the longest wildcard row beats a shorter one."""
+        return self.mapping.get(model) or (None if model in self.models else self.pattern_target(model)) or model
+
+    def output_limit(self, model: str) -> int | None:
+        """The most output tokens the upstream `model` takes: the channel's own setting, else the model
+        snapshot's limit for it on this channel's type (model_output_limit); None when nothing is known."""
+        own = self.max_output_tokens
+        return own.get(model) or own.get("*") or model_output_limit(model, self.type)
 
     @property
     def offered(self) -> list[str]:
-        """Every name a client may ask this channel for: its models and its mapping's keys."""
+        """Every exact name a client may ask this channel for: its models and its mapping's exact keys (a
+        wildcard row serves names it cannot list)."""
         return sorted(self.models | self.mapping.keys())
+
+
+def is_wildcard(name: str) -> bool:
+    return "*" in name
+
+
+@functools.lru_cache(maxsize=4096)
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(map(re.escape, pattern.split("*"))) + r"\Z")
+
+
+def wildcard_match(pattern: str, model: str) -> bool:
+    """`*` stands for any run of characters (none too); nothing else is special."""
+    return _wildcard_regex(pattern).match(model) is not None
 
 
 @dataclass(frozen=True)
@@ -1855,6 +1886,7 @@ class Adaptor:
     formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
     modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
     stream_type = "text/event-stream"  # the content type of its streamed answers
+    openai_models = False  # OpenAI's own models behind it: their reasoning parameters are fitted (section 6)
 
     def speaks(self, call: RelayCall) -> bool:
         return call.dialect.format in self.formats
@@ -1920,6 +1952,9 @@ class Adaptor:
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
         body = dict(pivot, model=channel.upstream_model(call.model))
+        roles = [m.get("role") for m in body.get("messages") or () if isinstance(m, dict)]
+        if "developer" in roles or "system" in roles[1:]:
+            body["messages"] = leading_system_message(body["messages"])
         if call.stream:
             body.update(stream=True, stream_options={"include_usage": True})
         return orjson.dumps(body)
@@ -1962,6 +1997,16 @@ class Adaptor:
     def convert_error(self, status: int, body: bytes) -> RelayError:
         """An upstream's error answer as one error value, which the client's dialect renders in its own shape."""
         return read_openai_error(status, body)
+
+
+def leading_system_message(messages: list[Any]) -> list[Any]:
+    """Every system and developer message of a converted request joined into one system message, first: the
+    chat templates of many OpenAI-compatible servers (vLLM, Ollama with Qwen- or Mistral-style templates) refuse a
+    system message after a turn, and not all know the developer role."""
+    system = [m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+    text = "\n\n".join(t for t in (_text_of(m.get("content")) for m in system) if t)
+    rest = [m for m in messages if not (isinstance(m, dict) and m.get("role") in ("system", "developer"))]
+    return ([{"role": "system", "content": text}] if text else []) + rest
 
 
 def is_models_path(path: str, root: str) -> bool:
@@ -2053,6 +2098,9 @@ class TokenInfo:
     expired_at: int
 
 
+WILDCARD_CACHE_MAX = 10_000  # model names a routing table remembers the wildcard channels of
+
+
 @dataclass
 class RoutingTable:
     channels: dict[int, ChannelRoute]
@@ -2063,9 +2111,24 @@ class RoutingTable:
     kinds: dict[str, str]
     token_ids: dict[int, TokenInfo] = field(default_factory=dict)
     auto_disabled: dict[str, list[ChannelRoute]] = field(default_factory=dict)  # status 3, for the routing trail
+    wildcard: list[ChannelRoute] = field(default_factory=list)  # channels with wildcard mapping rows, any status
+    #: model → (enabled, auto-disabled, any) channels whose wildcard rows serve it, for names no channel lists
+    _matched: dict[str, tuple[list[ChannelRoute], list[ChannelRoute], bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.token_ids = {t.id: t for t in self.tokens.values()}
+
+    def matched(self, model: str) -> tuple[list[ChannelRoute], list[ChannelRoute], bool]:
+        """The channels a wildcard row sends `model` to: (enabled, auto-disabled, whether any channel at all).
+        Only asked for names no channel lists exactly: an exact name beats a pattern across channels too."""
+        found = self._matched.get(model)
+        if found is None:
+            hits = [r for r in self.wildcard if r.pattern_target(model) is not None]
+            found = ([r for r in hits if r.enabled], [r for r in hits if r.status == STATUS_AUTO_DISABLED],
+                     bool(hits))
+            if len(self._matched) < WILDCARD_CACHE_MAX:
+                self._matched[model] = found
+        return found
 
     def model_enabled(self, model: str) -> bool:
         cfg = self.model_configs.get(model)
@@ -2091,6 +2154,9 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
     base_url = (ch.get("base_url") or (provider.default_base_url if provider else "")).strip()
     status = ch.get("status", STATUS_ENABLED)
     models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
+    patterns = sorted(((k, v) for k, v in mapping.items() if is_wildcard(k)), key=lambda row: -len(row[0]))
+    mapping = {k: v for k, v in mapping.items() if not is_wildcard(k)}
+    config = ch.get("config") if isinstance(ch.get("config"), dict) else {}
     key = ch["key"].strip()
     key_format = provider.key_format if provider else ()
     own_proxy = (ch.get("proxy_url") or "").strip()
@@ -2108,7 +2174,23 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
         test_model=(models or sorted(mapping) or [""])[0],
         key_parts=split_key(key, key_format),
         secrets=tuple((part.encode(), mask_key(part).encode()) for part in secrets_),
+        patterns=tuple(patterns), max_output_tokens=output_limits_setting(config.get(CONFIG_MAX_OUTPUT_TOKENS)),
+        param_override=dict(config.get(CONFIG_PARAM_OVERRIDE) or {}) if isinstance(
+            config.get(CONFIG_PARAM_OVERRIDE), dict) else {},
     )
+
+
+#: the channel config's keys for the two request settings (new-api names the override param_override too)
+CONFIG_PARAM_OVERRIDE, CONFIG_MAX_OUTPUT_TOKENS = "param_override", "max_output_tokens"
+
+
+def output_limits_setting(value: Any) -> dict[str, int]:
+    """A channel's max_output_tokens: a number for all its models, or {model: number}."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return {"*": value}
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+    return {}
 
 
 def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> RoutingTable:
@@ -2128,7 +2210,7 @@ def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> Routi
                 (by_model if route.enabled else auto_disabled)[name].append(route)
     return RoutingTable(
         channels=routes, by_model=dict(by_model), known_models=known, model_configs=configs,
-        auto_disabled=dict(auto_disabled),
+        auto_disabled=dict(auto_disabled), wildcard=[r for r in routes.values() if r.patterns],
         kinds=catalog_model_kinds(catalog),
         tokens={t["key"]: TokenInfo(t["id"], t["name"], t["status"], frozenset(t["models"] or ()), t["quota"] or 0.0,
                                     t["used_amount"] or 0.0, t["expired_at"] or 0) for t in tokens},
@@ -2525,6 +2607,10 @@ def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
             raise RelayError(400, f"Channel {call.pinned} does not offer the model '{model}'.", "model_not_on_channel")
         return [pinned]
     enabled, auto_disabled = routes.by_model.get(model), routes.auto_disabled.get(model)
+    known = model in routes.known_models
+    if not enabled and routes.wildcard:  # an exact name beats a pattern; a pattern serves what none lists enabled
+        matched, matched_off, matched_any = routes.matched(model)
+        enabled, auto_disabled, known = matched or None, auto_disabled or matched_off or None, known or matched_any
     for route in auto_disabled or ():  # in the trail: the log row says why a channel was not tried
         _skip(call, route, "auto_disabled", route.status_reason)
     if enabled:
@@ -2533,12 +2619,14 @@ def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
             _skip(call, route, why, reason)
         return ready[: call.max_retries + 1]
     if auto_disabled:
-        raise RelayError(503, f"Every channel of the model '{model}' is auto-disabled; see the channel list for why.",
+        raise RelayError(404, f"No available channel for the model '{model}': every channel of it is auto-disabled; "
+                              "see the channel list for why.", "no_available_channel", "aiproxy_error")
+    if known:
+        raise RelayError(404, f"No available channel for the model '{model}': no enabled channel offers it.",
                          "no_available_channel", "aiproxy_error")
-    if model in routes.known_models:
-        raise RelayError(503, f"No enabled channel offers the model '{model}'.", "no_available_channel",
-                         "aiproxy_error")
-    raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
+    # FastGPT shows "no channel for this model" only for a 404 whose text says "no available channel" (D13)
+    raise RelayError(404, f"No available channel for the model '{model}': it does not exist or no channel offers "
+                          "it.", "model_not_found")
 
 
 def _skip(call: RelayCall, route: ChannelRoute, why: str, reason: str) -> None:
@@ -2609,7 +2697,12 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
         attempt = call.trying = Attempt(channel, None, 0, retries=index, started=time.time())
         entry = call.final = {"channel_id": channel.id, "code": 0, "ms": 0}
         call.attempts.append(entry)
-        failure = await _try_channel(state, call, attempt)
+        try:
+            failure = await _try_channel(state, call, attempt)
+        except RelayError as exc:  # the gateway refused the request before calling the channel: no try to log
+            entry.update(code=exc.status, skipped="refused", error=exc.message[:TRAIL_ERROR_MAX])
+            call.final = None
+            raise
         entry["code"] = attempt.status
         if failure is None:
             if call.caller is not TEST_CALLER:
@@ -2651,7 +2744,7 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
     the client's; otherwise the error says what failed, with the channel's key scrubbed."""
     channel = attempt.channel
     adaptor = channel.adaptor
-    payload = adaptor.convert_request(call, channel)
+    payload = fit_upstream_body(call, channel, adaptor.convert_request(call, channel))
     url = adaptor.build_url(channel, call)
     session, options = channel_http(state, channel)
     try:
@@ -2705,6 +2798,61 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
         return _broken_promise(attempt, channel.scrub_text(exc.message))
     attempt.content_type = content_type
     return None
+
+
+def fit_upstream_body(call: RelayCall, channel: ChannelRoute, payload: bytes) -> bytes:
+    """hot path: the upstream body, made to fit the channel after conversion: output tokens clamped to the
+    model's known limit, an OpenAI model's reasoning parameters as it takes them, then the channel's
+    param_override. What changed goes into the call's routing trail. A body none of this touches is not parsed."""
+    target = channel.upstream_model(call.model)
+    limit = channel.output_limit(target)
+    reasoning = channel.adaptor.openai_models and (openai_reasoning_model(target) or b'"reasoning_effort"' in payload)
+    if (limit is None and not reasoning and not channel.param_override) or payload.lstrip()[:1] != b"{":
+        return payload
+    body = orjson.loads(payload)
+    notes: list[str] = []
+    if reasoning and "messages" in body:
+        fit_openai_reasoning(body, target, notes)
+    if limit is not None:
+        clamp_output_tokens(body, limit, notes)
+    if channel.param_override:
+        body = apply_param_override(body, channel.param_override)
+        notes.append("param_override applied")
+    if notes and call.final is not None:
+        call.final["adjusted"] = "; ".join(notes)
+    return orjson.dumps(body)
+
+
+def clamp_output_tokens(body: dict[str, Any], limit: int, notes: list[str]) -> None:
+    """Every format's output-token field, at most `limit` (and an Anthropic thinking budget below it)."""
+    config = body.get("generationConfig")
+    fields = [(body, name) for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")]
+    fields += [(config, "maxOutputTokens")] if isinstance(config, dict) else []
+    for where, name in fields:
+        value = where.get(name)
+        if isinstance(value, int) and value > limit:
+            where[name] = limit
+            notes.append(f"{name} {value} → {limit} (the model's output limit)")
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int) and isinstance(
+            body.get("max_tokens"), int) and thinking["budget_tokens"] >= body["max_tokens"]:
+        budget = body["max_tokens"] - 1
+        if budget >= ANTHROPIC_MIN_THINKING_BUDGET:
+            thinking["budget_tokens"] = budget
+        else:
+            body.pop("thinking")
+
+
+def apply_param_override(body: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` merged into `body`: objects merge key by key, `null` deletes, anything else replaces."""
+    for key, value in override.items():
+        if value is None:
+            body.pop(key, None)
+        elif isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = apply_param_override(dict(body[key]), value)
+        else:
+            body[key] = value
+    return body
 
 
 _OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
@@ -3260,6 +3408,32 @@ class OpenAIPassthrough(StreamFilter):
 
 
 
+# ---- OpenAI's reasoning models (o-series, gpt-5 family) ----
+# They refuse `max_tokens` (they want `max_completion_tokens`) and a temperature or top_p other than 1; the other
+# models refuse `reasoning_effort`. A body converted from another format carries whichever it had: fitted here on
+# OpenAI and Azure channels (fit_upstream_body, section 5).
+
+_OPENAI_REASONING_MODEL = re.compile(r"(o\d|gpt-5(?!-chat))")
+
+
+def openai_reasoning_model(model: str) -> bool:
+    return _OPENAI_REASONING_MODEL.match(model.rpartition("/")[2]) is not None
+
+
+def fit_openai_reasoning(body: dict[str, Any], model: str, notes: list[str]) -> None:
+    if not openai_reasoning_model(model):
+        if body.pop("reasoning_effort", None) is not None:
+            notes.append("reasoning_effort dropped (not a reasoning model)")
+        return
+    if "max_tokens" in body:
+        value = body.pop("max_tokens")
+        body.setdefault("max_completion_tokens", value)
+        notes.append("max_tokens → max_completion_tokens")
+    for name in ("temperature", "top_p"):
+        if body.get(name) not in (None, 1):
+            notes.append(f"{name} {body.pop(name)} dropped (a reasoning model takes only 1)")
+
+
 # ---- Azure OpenAI: OpenAI's bodies at deployment URLs ----
 
 AZURE_API_VERSION = "2025-04-01-preview"  # aiproxy's default when the key names none (keyFormat key|api_version?)
@@ -3275,6 +3449,7 @@ class AzureAdaptor(Adaptor):
     (aiproxy's convention: gpt-4.1 → gpt-41) and as it is for type 4."""
 
     title = "Azure OpenAI"
+    openai_models = True
     modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS,
                        Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
 
@@ -3282,7 +3457,7 @@ class AzureAdaptor(Adaptor):
         self.keep_dots = keep_dots
 
     def deployment(self, channel: ChannelRoute, model: str) -> str:
-        mapped = channel.mapping.get(model)
+        mapped = channel.mapping.get(model) or (None if model in channel.models else channel.pattern_target(model))
         return mapped or (model if self.keep_dots else model.replace(".", ""))
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
@@ -3653,6 +3828,7 @@ ANTHROPIC_THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "hig
 ANTHROPIC_MAX_TOKENS = (("opus-4-5", 64000), ("opus-4", 32000), ("sonnet-4", 64000), ("haiku-4", 64000),
                         ("3-7-sonnet", 64000), ("3-5", 8192))
 ANTHROPIC_MAX_TOKENS_DEFAULT = 4096  # the Claude 3 models' limit
+ANTHROPIC_MIN_THINKING_BUDGET = 1024
 _ANTHROPIC_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
                     "tool_use": "tool_calls", "refusal": "content_filter"}
 _OPENAI_STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
@@ -3799,6 +3975,11 @@ def openai_to_anthropic_request(chat: dict[str, Any], model: str) -> dict[str, A
         body.pop("temperature", None)  # thinking runs at temperature 1, and top_p only from 0.95
         if body.get("top_p", 1) < 0.95:
             body.pop("top_p")
+    response_format = chat.get("response_format") if isinstance(chat.get("response_format"), dict) else {}
+    schema = (response_format.get("json_schema") or {}).get("schema") if response_format.get(
+        "type") == "json_schema" else None
+    if isinstance(schema, dict):  # Anthropic's structured outputs
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if isinstance(chat.get("user"), str):
         body["metadata"] = {"user_id": chat["user"]}
     if chat.get("stream"):
@@ -3968,28 +4149,94 @@ class AnthropicAdaptor(Adaptor):
 
 
 # -- Anthropic → pivot (an Anthropic client, e.g. Claude Code, on any channel) --
+# What has no counterpart in OpenAI's chat, by rule (the README's "Conversion rules" lists the same):
+# - `system` messages inside `messages` (Claude Code's mid-conversation system beta) join the leading system
+#   message, after the top-level `system`: OpenAI-compatible chat templates refuse a system message after a turn;
+# - thinking (enabled or adaptive) and `output_config.effort` become `reasoning_effort`; `output_config.format`
+#   (and the older `output_format`) becomes `response_format`; signed or redacted thinking in earlier turns goes
+#   back as `reasoning_content` (redacted: dropped, it is encrypted for Anthropic alone);
+# - documents become file parts (PDF) or text (plain text, an URL, nested content); search results become
+#   text; images inside tool results follow the tool messages in a user message;
+# - server tools (web search, code execution, bash/text editor/computer definitions, tool search, MCP servers)
+#   and their blocks in earlier turns are dropped, except the text of their results;
+# - `cache_control`, `defer_loading`, `strict`, `input_examples`, `allowed_callers` on tools and blocks,
+#   `metadata`, `context_management`, `container`, `service_tier`, `inference_geo`, `speed` and `top_k` are
+#   dropped; stop_sequences keeps OpenAI's first 4.
+
+ANTHROPIC_OPENAI_STOP_MAX = 4
+#: output_config.effort → reasoning_effort (OpenAI knows minimal/low/medium/high)
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+_SERVER_RESULT_SUFFIX = "_tool_result"
+
 
 def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
     kind, source = block.get("type"), block.get("source") or {}
     if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
+        return {"type": "text", "text": block.get("text", "")} if block.get("text") else None
     if kind == "image":
+        if source.get("type") not in ("url", "base64"):
+            return None  # a Files API id means something to Anthropic alone
         url = source.get("url") if source.get("type") == "url" else \
             f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
         return {"type": "image_url", "image_url": {"url": url}}
-    if kind == "document" and source.get("type") == "text":
-        return {"type": "text", "text": source.get("data", "")}
-    if kind == "document" and source.get("type") == "base64":
-        return {"type": "file", "file": {"filename": "document.pdf",
-                                         "file_data": f"data:{source.get('media_type')};base64,{source.get('data')}"}}
+    if kind == "document":
+        title = f"{block['title']}\n" if isinstance(block.get("title"), str) else ""
+        if source.get("type") == "base64":
+            return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
+                                             "file_data": f"data:{source.get('media_type')};base64,"
+                                                          f"{source.get('data')}"}}
+        text = {"text": source.get("data"), "url": source.get("url"),
+                "content": _block_text(source.get("content"))}.get(source.get("type"))
+        return {"type": "text", "text": title + text} if isinstance(text, str) and text else None
+    if kind == "search_result":
+        text = "\n".join(filter(None, (block.get("title"), block.get("source"), _block_text(block.get("content")))))
+        return {"type": "text", "text": text} if text else None
     return None
 
 
+def _block_text(content: Any) -> str:
+    """The text inside a tool result, a server tool's result or a document: strings, text blocks, search results,
+    web search results (title and URL)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return ""
+    texts = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text") or ""))
+        elif kind == "search_result":
+            texts.append("\n".join(filter(None, (block.get("title"), block.get("source"),
+                                                 _block_text(block.get("content"))))))
+        elif kind == "web_search_result":
+            texts.append(" ".join(filter(None, (block.get("title"), block.get("url")))))
+        elif isinstance(block.get("content"), (str, list, dict)):
+            texts.append(_block_text(block["content"]))
+        elif isinstance(block.get("stdout"), str):
+            texts.append(block["stdout"] + str(block.get("stderr") or ""))
+    return "\n".join(t for t in texts if t)
+
+
+def _tool_message(block: dict[str, Any]) -> dict[str, Any]:
+    text = _block_text(block.get("content"))
+    if block.get("is_error") and text:
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
+
+
 def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tool results first, each its own `tool` message (they answer the previous turn's calls), then the rest."""
-    messages = [{"role": "tool", "tool_call_id": b.get("tool_use_id", ""), "content": _text_of(b.get("content"))}
-                for b in blocks if b.get("type") == "tool_result"]
-    parts = [p for p in map(_openai_part, (b for b in blocks if b.get("type") != "tool_result")) if p]
+    """Tool results first, each its own `tool` message (they answer the previous turn's calls), then the rest:
+    the turn's own blocks and the images the tool results held (a tool message takes text only)."""
+    results = [b for b in blocks if b.get("type") == "tool_result"]
+    messages = [_tool_message(b) for b in results]
+    images = [i for r in results if isinstance(r.get("content"), list)
+              for i in r["content"] if isinstance(i, dict) and i.get("type") == "image"]
+    parts = [p for p in map(_openai_part, images + [b for b in blocks if b.get("type") != "tool_result"]) if p]
     if parts:
         # all-text content goes as one string: several OpenAI-style upstreams take no list of parts
         only_text = all(p["type"] == "text" for p in parts)
@@ -3998,7 +4245,10 @@ def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    # a server tool's result (web search, code execution, ...) keeps its text: the model saw it in this turn
+    texts += [_block_text(b.get("content")) for b in blocks if str(b.get("type", "")).endswith(_SERVER_RESULT_SUFFIX)]
+    text = "\n".join(t for t in texts if t)
     thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
     calls = [{"id": b.get("id"), "type": "function", "function": {
         "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
@@ -4011,39 +4261,76 @@ def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     return message
 
 
+def _reasoning_effort(body: dict[str, Any]) -> str | None:
+    """`output_config.effort`, else the thinking setting: a budget's size, or adaptive thinking's "medium"."""
+    config = body.get("output_config") if isinstance(body.get("output_config"), dict) else {}
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    if thinking.get("type") == "disabled":
+        return None
+    if config.get("effort") in _EFFORTS:
+        return _EFFORTS[config["effort"]]
+    if thinking.get("type") == "adaptive":
+        return "medium"
+    if thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens") if isinstance(thinking.get("budget_tokens"), int) else 0
+        return "low" if budget < ANTHROPIC_THINKING_BUDGETS["low"] * 2 else \
+            "medium" if budget < ANTHROPIC_THINKING_BUDGETS["medium"] * 2 else "high"
+    return None
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    config = body.get("output_config") if isinstance(body.get("output_config"), dict) else {}
+    fmt = config.get("format") or body.get("output_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True}}
+    return None
+
+
 def anthropic_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
+    system = [_text_of(body.get("system"))]
     messages: list[dict[str, Any]] = []
-    system = _text_of(body.get("system"))
-    if system:
-        messages.append({"role": "system", "content": system})
     for i, message in enumerate(body["messages"]):
         content = message.get("content") if isinstance(message, dict) else None
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if message.get("role") not in ("user", "assistant") or not isinstance(blocks, list):
-            raise RelayError(400, f"messages.{i}: a message needs the role 'user' or 'assistant' and a content",
-                             "invalid_request")
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant", "system") or not isinstance(blocks, list):
+            raise RelayError(400, f"messages.{i}: a message needs the role 'user', 'assistant' or 'system' and a "
+                                  "content", "invalid_request")
         blocks = [b for b in blocks if isinstance(b, dict)]
-        if message["role"] == "assistant":
+        if role == "system":
+            system.append(_text_of(blocks))
+        elif role == "assistant":
             messages.append(_openai_assistant_message(blocks))
         else:
             messages += _openai_user_messages(blocks)
+    system_text = "\n\n".join(s for s in system if s)
+    if system_text:
+        messages.insert(0, {"role": "system", "content": system_text})
     chat: dict[str, Any] = {"model": body["model"], "messages": messages}
     chat.update({name: body[name] for name in ("max_tokens", "temperature", "top_p") if body.get(name) is not None})
     if body.get("stop_sequences"):
-        chat["stop"] = body["stop_sequences"]
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]  # no server tools
+        chat["stop"] = list(body["stop_sequences"])[:ANTHROPIC_OPENAI_STOP_MAX]
+    # custom tools only: a server tool (web_search_…, bash_…, code_execution_…) has a versioned type and no schema
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("input_schema"), dict)
+             and t.get("type") in (None, "custom")]
     if tools:
         chat["tools"] = [{"type": "function", "function": {
             "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}}
             for t in tools]
-        choice = body.get("tool_choice") or {}
+        choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
         kind = choice.get("type")
         if kind in ("auto", "any", "none"):
             chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
-        elif kind == "tool":
+        elif kind == "tool" and any(t.get("name") == choice.get("name") for t in tools):
             chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
         if choice.get("disable_parallel_tool_use"):
             chat["parallel_tool_calls"] = False
+    effort = _reasoning_effort(body)
+    if effort:
+        chat["reasoning_effort"] = effort
+    response_format = _response_format(body)
+    if response_format:
+        chat["response_format"] = response_format
     if body.get("stream"):
         chat["stream"] = True
     return chat
@@ -4274,10 +4561,18 @@ def gemini_schema(schema: Any) -> Any:
         elif key == "const":
             out["enum"] = [value]
         elif key == "properties" and isinstance(value, dict):
-            out[key] = {name: gemini_schema(sub) for name, sub in value.items()}
-        elif key in _GEMINI_SCHEMA_KEYS:
+            # a free-form object (no properties) is dropped: Gemini refuses an OBJECT without properties
+            out[key] = {name: gemini_schema(sub) for name, sub in value.items() if not _free_form_object(sub)}
+            if isinstance(schema.get("required"), list):
+                out["required"] = [name for name in schema["required"] if name in out[key]]
+        elif key in _GEMINI_SCHEMA_KEYS and not (key == "required" and "required" in out):
             out[key] = gemini_schema(value) if key in ("items", "anyOf") else value
     return out
+
+
+def _free_form_object(schema: Any) -> bool:
+    return isinstance(schema, dict) and str(schema.get("type", "")).lower() == "object" and not schema.get(
+        "properties")
 
 
 def openai_schema(schema: Any) -> Any:
@@ -5273,6 +5568,7 @@ class OpenAIResponsesAdaptor(Adaptor):
     previous one (it was answered through the pivot, or by another channel)."""
 
     formats = frozenset({"openai", "responses"})
+    openai_models = True
 
     def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
         if call.dialect.format != "responses":
@@ -5561,6 +5857,11 @@ def converse_to_openai_response(answer: dict[str, Any], model: str,
     return pivot, usage
 
 
+#: an event-stream header value's width by its type (bool true/false, byte, short, int, long, timestamp, uuid);
+#: the others (6 bytes, 7 string) carry a 2-byte length first
+_EVENT_HEADER_WIDTHS = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+
+
 class EventStreamError(ValueError):
     """A frame of AWS's event-stream framing that is not whole or not intact (a CRC mismatch)."""
 
@@ -5584,16 +5885,13 @@ def event_stream_messages(buffer: bytes) -> tuple[list[tuple[dict[str, str], byt
             return messages, buffer[at:], EventStreamError("event-stream message CRC mismatch")
         headers, pos, end = {}, 12, 12 + header_length
         while pos < end:
-            name_length = message[pos]
-            name = message[pos + 1:pos + 1 + name_length].decode("utf-8", "replace")
-            kind, pos = message[pos + 1 + name_length], pos + 2 + name_length
-            if kind in (0, 1):  # bool true / false: no value bytes
-                continue
-            width = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}.get(kind)
+            name_end = pos + 1 + message[pos]
+            kind, name, pos = message[name_end], message[pos + 1:name_end], name_end + 1
+            width = _EVENT_HEADER_WIDTHS.get(kind)
             if width is None:  # 6 bytes, 7 string: a 2-byte length first
-                width, pos = struct.unpack_from(">H", message, pos)[0], pos + 2
-            if kind == 7:
-                headers[name] = message[pos:pos + width].decode("utf-8", "replace")
+                width, pos = (message[pos] << 8) | message[pos + 1], pos + 2
+                if kind == 7:
+                    headers[name.decode("utf-8", "replace")] = message[pos:pos + width].decode("utf-8", "replace")
             pos += width
         messages.append((headers, message[end:total - 4]))
         at += total
@@ -5868,7 +6166,7 @@ class VertexAdaptor(Adaptor):
 
     title = "Google Vertex AI"
     formats = frozenset()
-    modes = frozenset({Mode.CHAT_COMPLETIONS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
 
     def __init__(self) -> None:
         self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
@@ -5901,7 +6199,9 @@ class VertexAdaptor(Adaptor):
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
         model = channel.upstream_model(call.model)
-        if is_claude(model):
+        if getattr(call, "op", None) == Mode.EMBEDDINGS:  # text-embedding-005 and kin: the predict method
+            publisher, method = "google", "predict"
+        elif is_claude(model):
             publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
         else:
             publisher, method = "google", "streamGenerateContent?alt=sse" if call.stream else "generateContent"
@@ -5928,6 +6228,13 @@ class VertexAdaptor(Adaptor):
                               "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.EMBEDDINGS:
+            texts = pivot.get("input")
+            texts = texts if isinstance(texts, list) else [texts]
+            body: dict[str, Any] = {"instances": [{"content": str(t)} for t in texts]}
+            if pivot.get("dimensions"):
+                body["parameters"] = {"outputDimensionality": pivot["dimensions"]}
+            return orjson.dumps(body)
         return self.side(channel.upstream_model(call.model)).request_from_pivot(pivot, call, channel)
 
     def usage_of(self, answer: Any) -> Usage | None:
@@ -5938,6 +6245,13 @@ class VertexAdaptor(Adaptor):
     def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
         """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
         answer = json_object(body, "Vertex AI's answer")
+        if call.op == Mode.EMBEDDINGS:  # {predictions: [{embeddings: {values, statistics: {token_count}}}]}
+            found = [p.get("embeddings") or {} for p in answer.get("predictions") or [] if isinstance(p, dict)]
+            prompt = sum(int((e.get("statistics") or {}).get("token_count") or 0) for e in found)
+            usage = Usage(prompt, 0, prompt, 0)
+            return {"object": "list", "model": call.model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+                    "data": [{"object": "embedding", "index": i, "embedding": e.get("values") or []}
+                             for i, e in enumerate(found)]}, usage
         side = self.claude if answer.get("type") == "message" else self.gemini
         return side.response_to_pivot(call, body)
 
@@ -6143,7 +6457,7 @@ def _trail_text(attempts: list[dict[str, Any]], channel: ChannelRoute | None) ->
         return None
     if len(attempts) == 1 and channel is not None:
         only = attempts[0]
-        if only["channel_id"] == channel.id and "error" not in only and "skipped" not in only:
+        if only["channel_id"] == channel.id and not only.keys() & {"error", "skipped", "adjusted"}:
             return None
     return orjson.dumps(attempts).decode()
 
@@ -8607,33 +8921,6 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
     }
 
 
-def retired_models(ch: dict[str, Any]) -> list[str]:
-    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
-    data = model_data()
-    names = [*ch["models"], *ch["model_mapping"].values()]
-    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
-
-
-def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
-    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
-    then the channel's own other names."""
-    data = model_data()
-    provider = catalog.get(type_id)
-    current: dict[str, str] = {}
-    retired: dict[str, str] = {}
-    for model, _ in provider.models if provider else ():
-        info = data.info(model, type_id)
-        status = info.status() if info is not None else "current"
-        if status == "retired":
-            retired[model] = f"{model} · {t('ch.model_retired')}"
-        else:
-            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
-    ordered = {**current, **retired}
-    for model in chosen:
-        ordered.setdefault(model, model)
-    return ordered
-
-
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
     """An auto-disabled channel's badge and time, and the cool-downs under way, as table cells (strings)."""
     auto = ch["status"] == STATUS_AUTO_DISABLED
@@ -8769,24 +9056,6 @@ def _tpl(template: str, **values: str) -> str:
     for name, value in values.items():
         template = template.replace(f"[[{name}]]", value.replace('"', "&quot;"))
     return template
-
-
-def format_cost(amount: float | None) -> str:
-    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
-    if amount is None:
-        return t("logs.cost_unknown")
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
-
-
-def format_trail(attempts: list[dict[str, Any]]) -> str:
-    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
-    parts = []
-    for a in attempts:
-        if a.get("skipped"):
-            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
-        else:
-            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
-    return " · ".join(parts)
 
 
 def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
@@ -9106,6 +9375,25 @@ def field_help(text: str = "", classes: str = "text-muted") -> Any:
     return label
 
 
+def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
+    """A channel's own proxy (its password shown masked, as a key is) and its skip-TLS switch, with their help."""
+    with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
+        url = ui.input(t("ch.proxy_url"), value=mask_proxy_url(proxy_url),
+                       validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
+            "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
+            "grow").mark("ch-proxy-url")
+        skip = ui.checkbox(t("ch.skip_tls"), value=skip_tls_verify).tooltip(t("ch.skip_tls_hint")).mark(
+            "ch-skip-tls")
+    field_help(t("ch.proxy_url_hint"))
+    return url, skip
+
+
+def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
+    """What a field showing a secret masked means: the stored value while its mask is left as it is."""
+    value = (typed or "").strip()
+    return stored if stored and value == mask(stored) else value
+
+
 _PICKER_OPTION = """<q-item v-bind="props.itemProps"><q-item-section>
     <q-item-label>{{ props.opt.label.split('\\u2063')[0] }}</q-item-label>
     <q-item-label caption>{{ props.opt.label.split('\\u2063')[1] }}</q-item-label></q-item-section></q-item>"""
@@ -9183,6 +9471,53 @@ def page_login(request: Request, redirect_to: str = "/dashboard", token: str = "
         ui.button("中文" if ng.storage.user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense")
     return None
+
+
+# ---- model data in the channel forms: retired models marked (issue 17) ----
+
+def retired_models(ch: dict[str, Any]) -> list[str]:
+    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
+    data = model_data()
+    names = [*ch["models"], *ch["model_mapping"].values()]
+    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
+
+
+def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
+    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
+    then the channel's own other names."""
+    data = model_data()
+    provider = catalog.get(type_id)
+    current: dict[str, str] = {}
+    retired: dict[str, str] = {}
+    for model, _ in provider.models if provider else ():
+        info = data.info(model, type_id)
+        status = info.status() if info is not None else "current"
+        if status == "retired":
+            retired[model] = f"{model} · {t('ch.model_retired')}"
+        else:
+            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
+    ordered = {**current, **retired}
+    for model in chosen:
+        ordered.setdefault(model, model)
+    return ordered
+
+
+def format_cost(amount: float | None) -> str:
+    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
+    if amount is None:
+        return t("logs.cost_unknown")
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+
+
+def format_trail(attempts: list[dict[str, Any]]) -> str:
+    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
+    parts = []
+    for a in attempts:
+        if a.get("skipped"):
+            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
+        else:
+            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
+    return " · ".join(parts)
 
 
 # ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
@@ -9686,15 +10021,7 @@ class ChannelDialog:
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
-            self.masked_proxy = mask_proxy_url(ch.get("proxy_url") or "")
-            with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
-                self.proxy_url = ui.input(t("ch.proxy_url"), value=self.masked_proxy,
-                                          validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
-                    "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
-                    "grow").mark("ch-proxy-url")
-                self.skip_tls = ui.checkbox(t("ch.skip_tls"), value=bool(ch.get("skip_tls_verify"))).tooltip(
-                    t("ch.skip_tls_hint")).mark("ch-skip-tls")
-            field_help(t("ch.proxy_url_hint"))
+            self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -9744,10 +10071,6 @@ class ChannelDialog:
         value = (self.key.value or "").strip()
         return self.ch["key"] if self.existing and value == self.masked else value
 
-    def effective_proxy_url(self) -> str:
-        value = (self.proxy_url.value or "").strip()
-        return self.ch.get("proxy_url") or "" if self.existing and value == self.masked_proxy else value
-
     def collect(self, need_models: bool = True) -> ChannelIn | None:
         checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate(),
                   self.proxy_url.validate()]
@@ -9761,7 +10084,8 @@ class ChannelDialog:
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
                          model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
-                         proxy_url=self.effective_proxy_url(), skip_tls_verify=bool(self.skip_tls.value))
+                         proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),
+                         skip_tls_verify=bool(self.skip_tls.value))
 
     def save(self) -> None:
         data = self.collect()
@@ -11098,8 +11422,12 @@ class Gateway:
                     origin = value
             if self.hosts is not None and host is not None and _host_name(host) not in self.hosts:
                 return await self._refuse_host(scope, receive, send, _host_name(host))
+        if scope["type"] == "websocket" and is_relay_path(scope["path"]):
+            return await _refuse_websocket(scope, receive, send)
         if scope["type"] == "http":
             path = scope["path"]
+            if path == "/" and scope["method"] == "HEAD":  # Claude Code's reachability check, UI or not
+                return await send_bytes(send, 200, b"", "text/plain; charset=utf-8", "")
             if is_relay_path(path):
                 if origin is not None:  # a browser: any origin may call with a key (no cookie is ever read)
                     if scope["method"] == "OPTIONS":
@@ -11171,6 +11499,20 @@ class Gateway:
                 error = RelayError(500, "Internal error in aiproxy-local; see its log.", "internal_error",
                                    "aiproxy_error")
                 await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket upgrade on a relay path (Codex tries /v1/responses over WebSocket first) gets 426 Upgrade
+    Required in the path's error shape, on which Codex falls back to HTTP at once (a 404 or 405 costs it
+    retries). A server without ASGI's websocket.http.response extension can only close (403)."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        return await send({"type": "websocket.close", "code": 1008})
+    error = RelayError(426, "This gateway serves the API over HTTP only: send the request without a WebSocket "
+                            "upgrade.", "upgrade_required")
+    await send({"type": "websocket.http.response.start", "status": 426,
+                "headers": [(b"content-type", b"application/json"), (b"upgrade", b"HTTP/1.1")]})
+    await send({"type": "websocket.http.response.body", "body": dialect_for_path(scope["path"]).error_body(error)})
 
 
 def _normalise_api_scope(scope: dict) -> dict:
@@ -11669,11 +12011,185 @@ def shortcut(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"pack": pack, "shortcut": shortcut}
 
 
+# ---- `aiproxy-local run claude|codex|gemini`: a coding tool wired to this gateway ----
+
+@dataclass(frozen=True)
+class Tool:
+    """A coding client `aiproxy-local run` knows: its command, its npm package, and how it is pointed here."""
+
+    name: str  # the subcommand, the API key's name and the private config dir's
+    title: str
+    command: str
+    package: str
+    home_env: str  # the tool's own variable for its config dir
+
+
+TOOLS = {t.name: t for t in (
+    Tool("claude", "Claude Code", "claude", "@anthropic-ai/claude-code", "CLAUDE_CONFIG_DIR"),
+    Tool("codex", "Codex", "codex", "@openai/codex", "CODEX_HOME"),
+    Tool("gemini", "Gemini CLI", "gemini", "@google/gemini-cli", "GEMINI_CLI_HOME"),
+)}
+RUN_START_TIMEOUT_S = 30.0
+_RUN_USAGE = "usage: aiproxy-local [--port N] [--data-dir DIR] run {claude,codex,gemini} [--model NAME] [ARGS...]"
+
+
+def split_run_argv(argv: list[str]) -> tuple[list[str], Tool, str, list[str]] | None:
+    """`[gateway flags] run TOOL [--model NAME] [ARGS…]` as (gateway flags, tool, model, ARGS); None when argv
+    is no `run`. ARGS go to the tool unchanged."""
+    flags, i = [], 0
+    while i < len(argv) and argv[i] != "run":
+        takes_value = argv[i].startswith("--") and "=" not in argv[i] and argv[i] not in (
+            "--no-browser", "--no-ui", "--no-journal", "--version", "--help")
+        flags += argv[i:i + 1 + takes_value]
+        i += 1 + takes_value
+    if i >= len(argv):
+        return None
+    rest = argv[i + 1:]
+    if not rest or rest[0] not in TOOLS:
+        sys.exit(f"{_RUN_USAGE}\naiproxy-local run: name a tool: {', '.join(TOOLS)}")
+    tool, rest, model = TOOLS[rest[0]], rest[1:], ""
+    if rest[:1] == ["--model"] and len(rest) > 1:
+        model, rest = rest[1], rest[2:]
+    elif rest and rest[0].startswith("--model="):
+        model, rest = rest[0].split("=", 1)[1], rest[1:]
+    return flags, tool, model, rest
+
+
+def _admin_call(url: str, admin_key: str, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(f"{url}{path}", method=method, headers={
+        "Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            data = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            sys.exit(f"aiproxy-local run: the gateway at {url} refused the admin key; set ADMIN_KEY or --data-dir to "
+                     "the ones it runs with.")
+        data = json.loads(exc.read() or b"{}")
+    if not data.get("success"):
+        sys.exit(f"aiproxy-local run: {method} {path} failed: {data.get('message')}")
+    return data.get("data")
+
+
+def tool_api_key(url: str, admin_key: str, tool: Tool) -> str:
+    """The key of the API key named after the tool, created on first use: its calls show under that name."""
+    found = _admin_call(url, admin_key, "GET", f"/api/tokens?keyword={tool.name}&per_page=100")
+    same = [t for t in found["tokens"] if t["name"] == tool.name and t["status"] == STATUS_ENABLED]
+    token = same[0] if same else _admin_call(url, admin_key, "POST", "/api/tokens", {"name": tool.name})
+    return token["key"]
+
+
+def start_gateway_for_run(settings: Settings, flags: list[str]) -> subprocess.Popen[bytes]:
+    """A gateway in the background, with the same settings, its output in <data-dir>/gateway.log."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    log = open(settings.data_path / "gateway.log", "ab")  # noqa: SIM115 (the child keeps it)
+    command = [sys.executable, str(Path(__file__).resolve()), *flags, "--no-browser"]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log.close()
+    url, deadline = _local_url(settings), time.monotonic() + RUN_START_TIMEOUT_S
+    while not is_aiproxy_local(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            sys.exit(f"aiproxy-local run: the gateway did not start; see {settings.data_path / 'gateway.log'}")
+        time.sleep(0.2)
+    return proc
+
+
+def _merge_json_file(path: Path, wanted: dict[str, Any]) -> None:
+    """Set `wanted` (nested) in a JSON settings file, keeping whatever else it holds."""
+    try:
+        current = json.loads(path.read_text())
+    except (OSError, ValueError):
+        current = {}
+
+    def merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                merge(into.setdefault(key, {}) if isinstance(into.get(key), dict) else into.setdefault(key, {}), value)
+            else:
+                into[key] = value
+    if not isinstance(current, dict):
+        current = {}
+    merge(current, wanted)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def tool_environment(tool: Tool, home: Path, url: str, key: str, model: str,
+                     env: dict[str, str]) -> dict[str, str]:
+    """The tool's environment: pointed at the gateway with `key`, its config in `home` (never the user's own
+    ~/.claude, ~/.codex or ~/.gemini), telemetry and self-update off. Writes the config files it needs."""
+    env = dict(env, **{tool.home_env: str(home)})
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    if tool.name == "claude":
+        env.pop("ANTHROPIC_API_KEY", None)
+        env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_AUTH_TOKEN=key, DISABLE_TELEMETRY="1", DISABLE_AUTOUPDATER="1",
+                   DISABLE_ERROR_REPORTING="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
+        if model:
+            env.update(ANTHROPIC_MODEL=model, ANTHROPIC_DEFAULT_HAIKU_MODEL=model)
+        _merge_json_file(home / ".claude.json", {"hasCompletedOnboarding": True})
+    elif tool.name == "codex":
+        env["AIPROXY_API_KEY"] = key
+        lines = ["# written by `aiproxy-local run codex` on every run", 'model_provider = "aiproxy"',
+                 "check_for_update_on_startup = false"]
+        lines += [f"model = {json.dumps(model)}"] if model else []
+        lines += ["", "[analytics]", "enabled = false", "", "[model_providers.aiproxy]", 'name = "aiproxy-local"',
+                  f'base_url = "{url}/v1"', 'env_key = "AIPROXY_API_KEY"', 'wire_api = "responses"']
+        (home / "config.toml").write_text("\n".join(lines) + "\n")
+    else:
+        env.update(GOOGLE_GEMINI_BASE_URL=url, GEMINI_API_KEY=key)
+        env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")  # else `-p` exits 55 in a folder not trusted yet
+        if model:
+            env["GEMINI_MODEL"] = model
+        _merge_json_file(home / ".gemini" / "settings.json", {
+            "security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False},
+            "telemetry": {"enabled": False}, "general": {"enableAutoUpdate": False,
+                                                         "enableAutoUpdateNotification": False}})
+    return env
+
+
+def run_tool(flags: list[str], tool: Tool, model: str, args: list[str]) -> int:
+    """`aiproxy-local run TOOL`: find the gateway (or start one), get the tool's API key, run the tool on it.
+    A gateway started here stops when the tool exits."""
+    executable = shutil.which(tool.command)
+    if executable is None:
+        print(f"aiproxy-local run: {tool.title} is not installed (no `{tool.command}` on PATH). Install it with:\n"
+              f"    npm install -g {tool.package}", file=sys.stderr)
+        return 127
+    settings = load_settings(os.environ, flags)
+    url, started = _local_url(settings), None
+    if not is_aiproxy_local(url):
+        print(f"aiproxy-local run: starting the gateway at {url}/ (data in {settings.data_path})", file=sys.stderr)
+        started = start_gateway_for_run(settings, flags)
+    try:
+        admin_key = settings.admin_key or (settings.data_path / "admin_key").read_text().strip()
+    except OSError:
+        print(f"aiproxy-local run: no admin key: set ADMIN_KEY, or --data-dir to the gateway's", file=sys.stderr)
+        return 2
+    try:
+        key = tool_api_key(url, admin_key, tool)
+        env = tool_environment(tool, settings.data_path / "clients" / tool.name, url, key, model, dict(os.environ))
+        return subprocess.call([executable, *args], env=env)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if started is not None:
+            started.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                started.wait(settings.shutdown_grace_seconds + 5)
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None:  # under NiceGUI's test plugin sys.argv is pytest's: settings come from the env only
         argv = [] if os.environ.get("NICEGUI_USER_SIMULATION") else sys.argv[1:]
     if argv and argv[0] in COMMANDS:
         sys.exit(COMMANDS[argv[0]](argv[1:]))
+    run = split_run_argv(argv)
+    if run is not None:
+        sys.exit(run_tool(*run))
     settings = load_settings(os.environ, argv)
     simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
     listener = None

@@ -167,3 +167,16 @@ def test_skip_tls_verify_reaches_a_self_signed_upstream(app_server, tls_upstream
         chat(app_server, checked)
     assert failed.value.status_code == 502 and "TLS certificate not trusted" in failed.value.message
     assert chat(app_server, unchecked) == reply_text(3) and chat(app_server, unchecked, stream=True) == reply_text(3)
+
+
+def test_the_environments_proxy_stays_the_default_and_a_channels_own_replaces_it(start_app, upstream, http_proxy,
+                                                                                 socks_proxy):
+    server = start_app(env={"HTTP_PROXY": http_proxy.url(), "http_proxy": None, "NO_PROXY": "", "no_proxy": None,
+                            "ALL_PROXY": None, "all_proxy": None})
+    server.add_channel(name="env", base_url=upstream.url(), models=["via-env"])
+    server.add_channel(name="own", base_url=upstream.url(), models=["via-own"], proxy_url=socks_proxy.url())
+    through_http, through_socks = len(http_proxy.seen), len(socks_proxy.seen)
+    assert chat(server, "via-env") == reply_text(3)
+    assert len(http_proxy.seen) == through_http + 1 and len(socks_proxy.seen) == through_socks
+    assert chat(server, "via-own") == reply_text(3)
+    assert len(http_proxy.seen) == through_http + 1 and len(socks_proxy.seen) > through_socks

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.parse
 from typing import Any
@@ -223,7 +224,7 @@ def test_error_shapes(app_server, upstream):
         (httpx.post(url, headers=headers, content=b"{not json"), 400, "invalid_json"),
         (httpx.post(url, headers=headers, json={"messages": MESSAGES}), 400, "missing_model"),
         (httpx.post(url, headers=headers, json={"model": unique(), "messages": MESSAGES}), 404, "model_not_found"),
-        (httpx.post(url, headers=headers, json={"model": model, "messages": MESSAGES}), 503, "no_available_channel"),
+        (httpx.post(url, headers=headers, json={"model": model, "messages": MESSAGES}), 404, "no_available_channel"),
         (httpx.post(url, json={"model": model}), 401, "missing_api_key"),
         (httpx.post(url, headers={"Authorization": "Bearer wrong"}, json={"model": model}), 401, "invalid_api_key"),
         (httpx.get(f"{app_server.url}/v1/nope", headers=headers), 404, "not_found"),
@@ -234,6 +235,9 @@ def test_error_shapes(app_server, upstream):
         error = response.json()["error"]
         assert error["code"] == code and error["message"] and error["type"]
         assert response.headers["x-request-id"]
+    # FastGPT's newer client names "no channel for this model" only for a 404 whose text matches its pattern
+    fastgpt_no_channel = re.compile(r"no available channel|无可用渠道|channel not found|channel_not_found", re.I)
+    assert all(fastgpt_no_channel.search(r.json()["error"]["message"]) for r, _, _ in cases[2:4])
 
 
 def test_x_api_key_header_and_sk_prefix_work(app_server, upstream):
@@ -346,15 +350,15 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 def test_a_type_without_its_adaptor_is_refused_clearly_then_fails_over(app_server, upstream):
     model = unique()
-    aws = app_server.add_channel(type=33, key="us-east-1|AKIAFAKE|secret", models=[model], priority=10)
+    coze = app_server.add_channel(type=34, key="pat_fake|user-1", models=[model], priority=10)
     client = app_server.openai()
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model=model, messages=MESSAGES)
     assert info.value.status_code == 501
-    assert info.value.body["message"] == "AWS Bedrock channels are not supported yet."
-    test = app_server.api("GET", f"/api/channel/{aws}/test/{model}")["data"]
+    assert info.value.body["message"] == "Coze channels are not supported yet."
+    test = app_server.api("GET", f"/api/channel/{coze}/test/{model}")["data"]
     assert test["success"] is False and test["code"] == 501
-    assert "AWS Bedrock channels are not supported yet." in test["response"]
+    assert "Coze channels are not supported yet." in test["response"]
     assert not keys_seen(upstream, model)  # never a silent OpenAI request
     app_server.add_channel(base_url=upstream.url("ok"), models=[model], priority=0)
     assert client.chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content

@@ -19,7 +19,7 @@ from google.genai import types
 import aiproxy_local as app
 from bedrock_upstream import Served
 from conftest import unique, wait_logs
-from fake_upstream import TOOL_INPUT, reply_text
+from fake_upstream import TOOL_INPUT, embedding_vector, reply_text
 from vertex_upstream import API_KEY, PROJECT, REGION, VertexApp, service_account
 
 TEXT = reply_text(3)
@@ -81,7 +81,7 @@ def test_urls_per_key_kind(key, base, url):
 def test_claude_body_on_vertex_has_its_version_and_no_model():
     catalog = app.load_catalog()
     channel = app.channel_route({"id": 1, "name": "v", "type": 42, "key": f"{REGION}|p|{API_KEY}"}, catalog)
-    call = SimpleNamespace(model=CLAUDE, stream=True)
+    call = SimpleNamespace(model=CLAUDE, stream=True, op=app.Mode.CHAT_COMPLETIONS)
     body = json.loads(channel.adaptor.request_from_pivot({"messages": [{"role": "user", "content": "hi"}]}, call,
                                                          channel))
     assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body and body["stream"] is True
@@ -206,3 +206,30 @@ def test_without_google_auth_a_service_account_channel_says_which_extra(start_ap
     assert not test["success"] and "aiproxy-local[vertex]" in test["response"]
     assert server.openai().chat.completions.create(model="gemini-2.5-pro", messages=[
         {"role": "user", "content": "hi"}]).choices[0].message.content == TEXT
+
+
+def test_the_token_exchange_and_the_calls_go_through_the_channels_proxy(app_server, vertex):
+    """A channel's proxy carries its token exchange too, not only its calls (the exchange is the channel's HTTP)."""
+    from proxies import HttpProxy
+
+    proxy = HttpProxy("gw", "vertex-proxy-pass-01")
+    try:
+        model = unique("vx-proxied")
+        app_server.add_channel(type=42, name=unique("vertex"), key=account(vertex), base_url=vertex.url,
+                               model_mapping={model: GEMINI}, proxy_url=proxy.url())
+        assert app_server.openai().chat.completions.create(model=model, messages=[
+            {"role": "user", "content": "hi"}]).choices[0].message.content == TEXT
+        assert [s["target"].removeprefix(vertex.url) for s in proxy.seen] == [
+            "/token", f"/v1/projects/{PROJECT}/locations/{REGION}/publishers/google/models/{GEMINI}:generateContent"]
+    finally:
+        proxy.stop()
+
+
+def test_embeddings_through_predict(app_server, vertex):
+    model = unique("vx-embed")
+    app_server.add_channel(type=42, name=unique("vertex"), key=account(vertex), base_url=vertex.url,
+                           model_mapping={model: "text-embedding-005"})
+    answer = app_server.openai().embeddings.create(model=model, input=["hello there", "one two three"])
+    assert [d.embedding for d in answer.data] == [embedding_vector(0), embedding_vector(1)]
+    assert answer.usage.prompt_tokens == 5  # the tokens Vertex counted
+    assert vertex.app.requests[-1]["path"].endswith("/publishers/google/models/text-embedding-005:predict")

@@ -27,7 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fake_upstream import FakeUpstreamApp
+from fake_upstream import FakeUpstreamApp, embedding_vector
 
 PROJECT, REGION = "demo-project-4711", "us-central1"
 API_KEY = "AQ.vertex-express-api-key-for-tests-0123456789"
@@ -81,9 +81,9 @@ class VertexApp:
         if scope["path"] == "/token":
             status, answer = self.exchange(headers, body)
             return await _json(send, status, answer)
-        refusal, target = self.route(scope, headers, body)
-        if refusal is not None:
-            return await _json(send, *refusal)
+        direct, target = self.route(scope, headers, body)  # an answer of its own (a refusal, embeddings)
+        if direct is not None:
+            return await _json(send, *direct)
         path, new_headers, new_body = target
         inner = dict(scope, path=path, raw_path=path.encode(), headers=new_headers)
         sent = False
@@ -146,6 +146,18 @@ class VertexApp:
         inner_headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"authorization",
                                                                                   b"x-goog-api-key",
                                                                                   b"content-length")]
+        if publisher == "google" and method == "predict":  # text embeddings
+            try:
+                instances = json.loads(body)["instances"]
+                texts = [i["content"] for i in instances]
+            except (ValueError, KeyError, TypeError):
+                return _google_error(400, "Invalid JSON payload: instances[].content is required.",
+                                     "INVALID_ARGUMENT"), None
+            if not texts or not all(isinstance(t, str) for t in texts) or len(texts) > 250:
+                return _google_error(400, "instances: 1 to 250 texts.", "INVALID_ARGUMENT"), None
+            return (200, {"predictions": [{"embeddings": {"values": embedding_vector(i), "statistics": {
+                "truncated": False, "token_count": len(t.split())}}} for i, t in enumerate(texts)],
+                "metadata": {"billableCharacterCount": sum(map(len, texts))}}), None
         if publisher == "google":
             if method not in ("generateContent", "streamGenerateContent"):
                 return _google_error(404, f"Method {method} not found.", "NOT_FOUND"), None
