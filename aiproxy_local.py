@@ -99,7 +99,7 @@ import pydantic
 import sqlalchemy as sa
 import uvicorn
 import yaml
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -506,6 +506,12 @@ class Channel(Base, table=True):
     #: environment), and whether its upstream's TLS certificate goes unchecked (a private endpoint's own CA)
     proxy_url: str = Field(default="", max_length=255)
     skip_tls_verify: bool = False
+    #: aiproxy's balance check and ban rules: FastGPT's full PUT sends them, so they are kept and sent back as they
+    #: came (nothing here acts on them; a failing call moves on to the next channel anyway)
+    enabled_auto_balance_check: bool = False
+    enabled_no_permission_ban: bool = False
+    warn_error_rate: float = 0.0
+    max_error_rate: float = 0.0
 
 
 class Token(Base, table=True):
@@ -580,7 +586,9 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
-    cache_creation_tokens: int = 0  # of input_tokens, written to the provider's cache
+    #: of input_tokens, written to the provider's cache; nullable (NULL reads as 0), so that an older instance on the
+    #: same database, which does not know the column, still inserts rows
+    cache_creation_tokens: int | None = Field(default=None, nullable=True)
     #: the call's cost is unknown (a price it needs is in neither the model config nor the snapshot): the API
     #: shows used_amount as null. Nullable, so an older instance on the same database still inserts rows.
     cost_unknown: bool | None = Field(default=None, nullable=True)
@@ -599,7 +607,10 @@ class LogDetail(Base, table=True):
 
 
 class SummaryMinute(Base, table=True):
-    """Per-minute counters per (channel, model): the dashboard reads these, never the logs."""
+    """Per-minute counters per (channel, model): the dashboard reads these, never the logs. A row counts the
+    calls the channel answered last (request_count, exception_count …), and apart from them the failed tries it
+    made for calls another channel then answered or failed (failed_attempts): totals over all channels equal the
+    logs', a channel's own figures count its every try (issue 19)."""
 
     __tablename__ = "summary_minutes"
     minute: int = Field(primary_key=True, sa_type=sa.BigInteger)  # unix seconds, start of the UTC minute
@@ -615,6 +626,8 @@ class SummaryMinute(Base, table=True):
     total_time_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
     total_ttfb_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
     used_amount: float = 0.0
+    failed_attempts: int = 0
+    failed_attempt_ms: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class Option(Base, table=True):
@@ -818,6 +831,11 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "source_id": ch["source_id"] or "",
         "proxy_url": ch.get("proxy_url") or "",
         "skip_tls_verify": bool(ch.get("skip_tls_verify")),
+        "enabled_auto_balance_check": bool(ch.get("enabled_auto_balance_check")),
+        "enabled_no_permission_ban": bool(ch.get("enabled_no_permission_ban")),
+        "warn_error_rate": ch.get("warn_error_rate") or 0.0,
+        "max_error_rate": ch.get("max_error_rate") or 0.0,
+        "balance_threshold": 0,  # FastGPT refuses to write a channel whose balance_threshold is not 0
         "sets": ["default"],
         "channel_tests": test or [],
     }
@@ -1275,15 +1293,15 @@ class ModelData:
     by_type: dict[int, tuple[ModelInfo, ...]] = field(default_factory=dict)
     by_name: dict[str, ModelInfo] = field(default_factory=dict)  # the first type's row wins on a shared name
     source: dict[str, Any] = field(default_factory=dict)
+    typed: dict[int, dict[str, ModelInfo]] = field(default_factory=dict)  # by type, then by name
+
+    def __post_init__(self) -> None:
+        self.typed.update({t: {row.model: row for row in rows} for t, rows in self.by_type.items()})
 
     def info(self, model: str, type_id: int | None = None) -> ModelInfo | None:
-        """A model's row on that type, else on any type."""
-        typed = self._typed.get(type_id) if type_id is not None else None
-        return (typed or {}).get(model) or self.by_name.get(model)
-
-    @functools.cached_property
-    def _typed(self) -> dict[int, dict[str, ModelInfo]]:
-        return {t: {row.model: row for row in rows} for t, rows in self.by_type.items()}
+        """hot path: a model's row on that type, else on any type."""
+        typed = self.typed.get(type_id)
+        return typed.get(model) or self.by_name.get(model) if typed else self.by_name.get(model)
 
     @classmethod
     def load(cls, path: Path | None = None) -> ModelData:
@@ -1315,7 +1333,7 @@ def model_data() -> ModelData:
 
 def model_output_limit(model: str, type_id: int | None = None) -> int | None:
     """The most output tokens the model can produce (its provider's documented limit, from the snapshot), or None
-    when unknown: a request's max_tokens above it is clamped (clamp_max_tokens, section 5)."""
+    when unknown: a request's max_tokens above it is clamped (ChannelRoute.output_limit, fit_upstream_body)."""
     info = model_data().info(model, type_id)
     return info.max_output if info is not None else None
 
@@ -2475,7 +2493,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     it; a call refused on the way is logged like any other."""
     body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
     call = parse_relay_call(state, incoming, route, body, caller)
-    clamp_max_tokens(call)
     try:
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
@@ -2490,31 +2507,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     except RelayError as exc:
         log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         raise
-
-
-_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, Anthropic, Responses
-
-
-def clamp_max_tokens(call: RelayCall) -> None:
-    """hot path: a max_tokens above the model's documented output limit (model_output_limit) is lowered to it,
-    whatever the client format: providers refuse a larger one with a 400, and clients ask for more than some
-    models give (Claude Code's 32000 on a 8192-token model)."""
-    obj = call.obj
-    if obj is None:
-        return
-    limit = model_output_limit(call.model)
-    if not limit:
-        return
-    changed = False
-    for name in _MAX_TOKEN_FIELDS:
-        value = obj.get(name)
-        if type(value) is int and value > limit:
-            obj[name], changed = limit, True
-    config = obj.get("generationConfig")  # Gemini's
-    if isinstance(config, dict) and type(config.get("maxOutputTokens")) is int and config["maxOutputTokens"] > limit:
-        obj["generationConfig"], changed = dict(config, maxOutputTokens=limit), True
-    if changed:
-        call.body = orjson.dumps(obj)
 
 
 def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
@@ -3061,26 +3053,32 @@ def price_for(state: AppState, model: str, channel: ChannelRoute | None) -> dict
     if channel is not None:
         info = data.info(channel.upstream_model(model), channel.type) or data.info(model, channel.type)
     info = info or data.info(model)
-    config = state.routes.model_configs.get(model) or {}
+    config = state.routes.model_configs.get(model)
+    if config is None:
+        if info is None:
+            return _NO_PRICE
+        return {"input_price": info.input_price, "output_price": info.output_price,
+                "cached_price": info.cached_price, "cache_creation_price": info.cache_creation_price}
     return {name: config.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
 
 
+_NO_PRICE: dict[str, float | None] = dict.fromkeys(PRICE_FIELDS)
+
+
 def cost_of(usage: Usage, price: dict[str, float | None]) -> float | None:
-    """What a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and cache writes
-    at `cache_creation_price` (the input price when those are unset), the rest of the prompt at `input_price`.
-    None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
-    base = price["input_price"]
-    parts = ((max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens), base),
-             (usage.output_tokens, price["output_price"]),
-             (usage.cached_tokens, price["cached_price"] if price["cached_price"] is not None else base),
-             (usage.cache_write_tokens, price["cache_creation_price"] if price["cache_creation_price"] is not None
-              else base))
+    """hot path: what a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and
+    cache writes at `cache_creation_price` (the input price when those are unset), the rest of the prompt at
+    `input_price`. None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
+    base, cached, written = price["input_price"], usage.cached_tokens, usage.cache_write_tokens
     total = 0.0
-    for tokens, unit in parts:
-        if tokens:
+    for tokens, unit in ((usage.input_tokens - cached - written, base), (usage.output_tokens, price["output_price"]),
+                         (cached, base if price["cached_price"] is None else price["cached_price"]),
+                         (written, base if price["cache_creation_price"] is None else price["cache_creation_price"])):
+        if tokens > 0:
             if unit is None:
                 return None
-            total += tokens * unit / 1000
+            total += tokens * unit
+    total /= 1000
     return total if math.isfinite(total) else None  # a price saved as 1e400 must not poison every later sum
 
 
@@ -4871,6 +4869,11 @@ class GeminiAdaptor(Adaptor):
                                                      else r for r in requests]))
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
         if call.op == Mode.EMBEDDINGS:
             return orjson.dumps(gemini_embeddings_request(pivot, channel.upstream_model(call.model)))
         return orjson.dumps(openai_to_gemini_request(pivot))
@@ -5679,6 +5682,11 @@ BEDROCK_INSTALL = "pip install 'aiproxy-local[aws]'"
 _BEDROCK_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                   "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
                   "model_context_window_exceeded": "length"}
+_BEDROCK_DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "application/msword": "doc",
+                             "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+                             "application/vnd.ms-excel": "xls",
+                             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+                             "text/html": "html", "text/plain": "txt", "text/markdown": "md"}
 _BEDROCK_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
                           "image/webp": "webp"}
 #: an exception message's `:exception-type` → HTTP status, as the API reference lists them for ConverseStream
@@ -5749,6 +5757,15 @@ def _bedrock_user_blocks(content: Any) -> list[dict[str, Any]]:
             url = image.get("url") if isinstance(image, dict) else image
             if isinstance(url, str) and url:
                 blocks.append(_bedrock_image(url))
+        elif part.get("type") == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            header, _, data = part["file"]["file_data"].partition(",")
+            kind = _BEDROCK_DOCUMENT_FORMATS.get(header[5:].split(";")[0].lower())
+            if kind is None:
+                raise RelayError(400, "AWS Bedrock takes documents as pdf, csv, doc, docx, xls, xlsx, html, txt or md, "
+                                      f"not {header[5:].split(';')[0] or 'this file'}.", "invalid_file")
+            # a document's name must be unique in the request, of letters, digits, spaces, hyphens and brackets
+            blocks.append({"document": {"format": kind, "name": f"document {len(blocks) + 1}",
+                                        "source": {"bytes": data}}})
     return blocks
 
 
@@ -6074,6 +6091,9 @@ VERTEX_TOKEN_LIFETIME_S = 3600  # what the assertion asks for; Google's answer s
 VERTEX_TOKEN_MARGIN_S = 300  # a cached token is renewed this long before it expires
 VERTEX_DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: OpenAI's image sizes as the aspect ratios Imagen takes (1:1, 3:4, 4:3, 9:16, 16:9)
+VERTEX_ASPECT_RATIOS = {"1024x1024": "1:1", "512x512": "1:1", "256x256": "1:1", "1792x1024": "16:9",
+                        "1024x1792": "9:16", "1536x1024": "4:3", "1024x1536": "3:4"}
 
 
 def is_claude(model: str) -> bool:
@@ -6166,7 +6186,7 @@ class VertexAdaptor(Adaptor):
 
     title = "Google Vertex AI"
     formats = frozenset()
-    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS})
 
     def __init__(self) -> None:
         self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
@@ -6199,7 +6219,7 @@ class VertexAdaptor(Adaptor):
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
         model = channel.upstream_model(call.model)
-        if getattr(call, "op", None) == Mode.EMBEDDINGS:  # text-embedding-005 and kin: the predict method
+        if getattr(call, "op", None) in (Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS):  # text-embedding-…, imagen-…
             publisher, method = "google", "predict"
         elif is_claude(model):
             publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
@@ -6228,6 +6248,11 @@ class VertexAdaptor(Adaptor):
                               "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
         if call.op == Mode.EMBEDDINGS:
             texts = pivot.get("input")
             texts = texts if isinstance(texts, list) else [texts]
@@ -6245,6 +6270,9 @@ class VertexAdaptor(Adaptor):
     def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
         """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
         answer = json_object(body, "Vertex AI's answer")
+        if call.op == Mode.IMAGES_GENERATIONS:  # {predictions: [{bytesBase64Encoded, mimeType}]}: no URL to give
+            images = [p for p in answer.get("predictions") or [] if isinstance(p, dict) and p.get("bytesBase64Encoded")]
+            return {"created": int(time.time()), "data": [{"b64_json": p["bytesBase64Encoded"]} for p in images]}, None
         if call.op == Mode.EMBEDDINGS:  # {predictions: [{embeddings: {values, statistics: {token_count}}}]}
             found = [p.get("embeddings") or {} for p in answer.get("predictions") or [] if isinstance(p, dict)]
             prompt = sum(int((e.get("statistics") or {}).get("token_count") or 0) for e in found)
@@ -6805,7 +6833,8 @@ def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) 
 
 
 _SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
-           "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount")
+           "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount", "failed_attempts",
+           "failed_attempt_ms")
 
 
 def failed_attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -6834,9 +6863,9 @@ def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
         c["cache_hit_count"] += r["cached_tokens"] > 0
         c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
         c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
-        for a in failed_attempts(r):  # each failed try counts against the channel that failed (issue 10)
-            f = sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])]
-            f.update(request_count=1, exception_count=1, total_time_milliseconds=a["ms"])
+        for a in failed_attempts(r):  # each failed try counts against the channel that failed (issue 10), apart
+            f = sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])]  # from the calls (issue 19)
+            f.update(failed_attempts=1, failed_attempt_ms=a["ms"])
     rows = [{"minute": minute, "channel_id": channel, "model": model, **{n: c[n] for n in _SUMMED}}
             for (minute, channel, model), c in sums.items()]
     upsert(conn, SummaryMinute.__table__, rows, ("minute", "channel_id", "model"), add=_SUMMED)
@@ -7006,6 +7035,9 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 # ---- channels ----
 
+ERROR_RATE_MAX = 100.0  # aiproxy's rates are fractions (0.3); a percentage still fits
+
+
 class ChannelIn(ApiInput):
     """A channel as FastGPT and aiproxy's UI send it; unknown fields are ignored."""
 
@@ -7022,6 +7054,10 @@ class ChannelIn(ApiInput):
     configs: dict[str, Any] | None = None
     proxy_url: Annotated[str, pydantic.Field(max_length=PROXY_URL_MAX)] | None = None
     skip_tls_verify: bool | None = None
+    enabled_auto_balance_check: bool | None = None
+    enabled_no_permission_ban: bool | None = None
+    warn_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
+    max_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
 
 
 def clean_models(models: Iterable[Any] | None) -> list[str]:
@@ -7080,15 +7116,36 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         "models": clean_models(data.models if data.models is not None else keep.get("models")),
         "model_mapping": clean_mapping(data.model_mapping if data.model_mapping is not None
                                        else keep.get("model_mapping")),
-        "config": data.config if data.config is not None else (data.configs if data.configs is not None
-                                                                else keep.get("config") or {}),
+        "config": check_channel_config(data.config if data.config is not None else (
+            data.configs if data.configs is not None else keep.get("config") or {})),
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
         "status": status,
         "proxy_url": proxy_url,
         "skip_tls_verify": bool(data.skip_tls_verify if data.skip_tls_verify is not None
                                 else keep.get("skip_tls_verify", False)),
+        **{name: getattr(data, name) if getattr(data, name) is not None else keep.get(name) or default
+           for name, default in (("enabled_auto_balance_check", False), ("enabled_no_permission_ban", False),
+                                 ("warn_error_rate", 0.0), ("max_error_rate", 0.0))},
     }
+
+
+def check_channel_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The request settings in a channel's config: `param_override` an object (new-api sends it as a JSON
+    string), `max_output_tokens` a number or {model: number}."""
+    config = dict(config)
+    override = config.get(CONFIG_PARAM_OVERRIDE)
+    if isinstance(override, str) and override.strip():
+        try:
+            override = config[CONFIG_PARAM_OVERRIDE] = json.loads(override)
+        except ValueError:
+            raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} is not valid JSON") from None
+    if override not in (None, "") and not isinstance(override, dict):
+        raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} must be a JSON object (null deletes a field)")
+    limit = config.get(CONFIG_MAX_OUTPUT_TOKENS)
+    if limit not in (None, "", 0) and not output_limits_setting(limit):
+        raise ApiError(f"config.{CONFIG_MAX_OUTPUT_TOKENS} must be a positive number or {{\"model\": number}}")
+    return config
 
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
@@ -7238,7 +7295,9 @@ def _order(order: str | None, allowed: set[str], table: Any, default: Any) -> An
 def api_channels_list(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None, id: QueryId = None,
                       name: str = "", key: str = "", channel_type: QueryId = None, type: QueryId = None,
                       base_url: str = "", status: QueryId = None, order: str = "", keyword: str = "",
-                      state: AppState = Depends(require_admin)) -> JSONResponse:
+                      search: str = "", state: AppState = Depends(require_admin)) -> JSONResponse:
+    """`keyword` is aiproxy's name; `search` is FastGPT's branch client's (GET /api/channels/?search=)."""
+    keyword = keyword or search
     number, size = _page(page, p, per_page)
     where: list[Any] = []
     for column, value in ((Channel.id, id), (Channel.type, channel_type if channel_type is not None else type),
@@ -7279,9 +7338,15 @@ def api_channels_create(items: Annotated[list[ChannelIn], pydantic.Field(max_len
 Ids = Annotated[list[Id], pydantic.Field(max_length=ITEMS_MAX)]
 
 
+class IdsIn(ApiInput):
+    ids: Ids
+
+
 @admin_router.post("/channels/batch_delete")
-def api_channels_batch_delete(ids: Ids, state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(delete_channels(state, ids))
+def api_channels_batch_delete(ids: Annotated[Ids | IdsIn, Body()],
+                              state: AppState = Depends(require_admin)) -> JSONResponse:
+    """A bare array (aiproxy, FastGPT's later branch client) or {"ids": [...]} (its first version)."""
+    return api_ok(delete_channels(state, ids.ids if isinstance(ids, IdsIn) else ids))
 
 
 class BatchIn(ApiInput):
@@ -7788,8 +7853,14 @@ def bucket_start(ts: int, timespan: str, tz: ZoneInfo) -> int:
     return int(local.timestamp())
 
 
+_SHOWN = _SUMMED[:-2]  # the counters an answer has: failed_attempts* are folded in for one channel, or left out
+
+
 def dashboard_series(state: AppState, start_ms: int | None, end_ms: int | None, timezone: str = "UTC",
                      timespan: str = "hour", channel: int | None = None, model: str = "") -> list[dict[str, Any]]:
+    """Buckets of per-(channel, model) counters. Without `channel` they count calls, as the logs do (a call that
+    failed over and then succeeded is one call and no error); with it, every try of that channel, its failed
+    tries for calls another channel took over included (its health, as FastGPT's channel filter shows it)."""
     if timespan not in TIMESPANS:
         raise ApiError("timespan must be minute, hour or day")
     tz = parse_timezone(timezone)
@@ -7806,12 +7877,18 @@ def dashboard_series(state: AppState, start_ms: int | None, end_ms: int | None, 
         if item is None:
             item = items[(row["channel_id"], row["model"])] = {
                 "channel_id": row["channel_id"], "model": row["model"], "max_rpm": 0, "max_tpm": 0,
-                **{n: 0 for n in _SUMMED}}
-        for name in _SUMMED:
+                **{n: 0 for n in _SHOWN}}
+        if channel is not None:  # this channel's every try
+            row = dict(row, request_count=row["request_count"] + row["failed_attempts"],
+                       exception_count=row["exception_count"] + row["failed_attempts"],
+                       total_time_milliseconds=row["total_time_milliseconds"] + row["failed_attempt_ms"])
+        for name in _SHOWN:
             item[name] += row[name]
         item["max_rpm"] = max(item["max_rpm"], row["request_count"])
         item["max_tpm"] = max(item["max_tpm"], row["total_tokens"])
-    return [{"timestamp": ts, "summary": list(buckets[ts].values())} for ts in sorted(buckets)]
+    series = [{"timestamp": ts, "summary": [i for i in buckets[ts].values() if i["request_count"]]}
+              for ts in sorted(buckets)]  # a channel that only failed over has no calls of its own to show
+    return [point for point in series if point["summary"]]
 
 
 @admin_router.get("/dashboardv2")
@@ -7824,7 +7901,6 @@ def api_dashboard_v2(channel: QueryId = None, model: str = "", start_timestamp: 
 
 
 # ---- options ----
-
 
 
 def set_option(state: AppState, key: str, value: Any) -> Any:
@@ -8273,6 +8349,10 @@ def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
         warnings.append(unsupported_warning(provider))
     if entry.get("note"):
         warnings.append(entry["note"])
+    groups = [g for g in re.split(r"[,\s]+", str(row.get("group") or "")) if g and g != "default"]
+    if groups:
+        warnings.append(f"group {','.join(groups)} not imported: there are no groups here, every API key may use "
+                        "every channel")
 
     # credentials: config JSON first, then the legacy `other` column (same precedence as one-api itself)
     cfg = _json_object(row.get("config"))
@@ -8794,7 +8874,7 @@ CHANNEL_CHIPS = 4  # models shown per channel row; the rest is a "+N" chip
 LOG_PAGE_SIZES = (20, 50, 100)
 MAX_CHART_POINTS = 2000  # above this, empty buckets are not filled in (a 30-day range by minute)
 _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_time_milliseconds",
-                 "total_ttfb_milliseconds")
+                 "total_ttfb_milliseconds", "used_amount")
 _STRINGS: dict[str, dict[str, str]] = {}  # assets/i18n.json, read once by load_strings()
 
 # ---- strings, time and formatting: plain functions, no widgets (t() reads the session's language) ----
@@ -8866,7 +8946,27 @@ def summarize_series(series: list[dict[str, Any]]) -> dict[str, float]:
             "error_rate": total["exception_count"] / calls if calls else 0.0,
             "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
             "avg_latency_ms": total["total_time_milliseconds"] / calls if calls else 0.0,
-            "avg_ttfb_ms": total["total_ttfb_milliseconds"] / calls if calls else 0.0}
+            "avg_ttfb_ms": total["total_ttfb_milliseconds"] / calls if calls else 0.0,
+            "spend": total["used_amount"]}
+
+
+def fmt_cost(amount: float | None) -> str:
+    """A call's or a sum's cost in USD: `$0.00042`, `$12.35`; "–" where a price it needs is unknown."""
+    if amount is None:
+        return "–"
+    if not amount or abs(amount) >= 1:
+        return f"${amount:.2f}" if amount else "$0"
+    decimals = min(8, 2 - math.floor(math.log10(abs(amount))))  # three significant digits, never 1e-05
+    return f"${amount:.{decimals}f}"
+
+
+def spend_ranking(series: list[dict[str, Any]], key: str, top: int = 8) -> list[tuple[Any, float]]:
+    """The highest spenders in dashboard_series() by `key` (channel_id or model), largest first."""
+    total: collections.Counter = collections.Counter()
+    for bucket in series:
+        for item in bucket["summary"]:
+            total[item[key]] += item["used_amount"] or 0
+    return [(k, v) for k, v in total.most_common(top) if v > 0]
 
 
 def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, timespan: str,
@@ -8898,6 +8998,7 @@ def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple
         "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
         "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
                     [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
+        "spend": ([round(s["used_amount"], 6) for _, s in buckets],),
     }
 
 
@@ -8908,7 +9009,7 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
     shown = ch["models"][:CHANNEL_CHIPS]
     mapped = [f"{src} → {dst}" for src, dst in list(ch["model_mapping"].items())[:CHANNEL_CHIPS - len(shown)]]
     return {
-        "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": ch["status_reason"],
+        "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": status_reason_text(ch["status_reason"]),
         "provider": provider_name(provider, lang) if provider else f"#{ch['type']}",
         "models": "\n".join(shown), "mapped": "\n".join(mapped),  # a mapped name shows where it goes
         "more": len(ch["models"]) + len(ch["model_mapping"]) - len(shown) - len(mapped),
@@ -8919,6 +9020,13 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
         "retired": t("ch.serves_retired", models=", ".join(retired_models(ch))) if retired_models(ch) else "",
         **channel_health_cells(ch),
     }
+
+
+def status_reason_text(reason: str) -> str:
+    """An auto-disable reason in the session's language: the relay stores "401 from upstream: <the provider's
+    words>" (section 5); the provider's own words stay as they are."""
+    m = re.match(r"(\d{3}) from upstream: (.*)", reason or "", re.S)
+    return t("ch.reason_upstream", code=m.group(1), message=m.group(2)) if m else reason or ""
 
 
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
@@ -9058,20 +9166,6 @@ def _tpl(template: str, **values: str) -> str:
     return template
 
 
-def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
-    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
-    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-    return {
-        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
-        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-        "xAxis": {"type": "category", "data": [], **axis},
-        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                    "areaStyle": {"opacity": 0.08}} for name in series],
-    }
-
-
 # ---- session: language, theme, timezone, login ----
 
 
@@ -9104,6 +9198,15 @@ async def _learn_browser_timezone() -> None:
     except (TimeoutError, ZoneInfoNotFoundError, ValueError, TypeError):
         return
     ng.storage.user["browser_tz"] = tz
+
+
+async def _learn_system_theme() -> None:
+    """The first visit follows the system's light or dark theme; the header's switch overrides it for good."""
+    try:
+        dark = await ui.run_javascript("aiproxyPrefersDark()", timeout=3)
+    except TimeoutError:
+        return
+    ng.storage.user.setdefault("dark", bool(dark))
 
 
 def _start_session(request: Request) -> None:
@@ -9142,7 +9245,9 @@ def _delete_on_close(dialog: Any, busy: Callable[[], bool] = lambda: False) -> A
 def table_column(name: str, label: str, field: str = "", sortable: bool = False,
                  align: str = "left") -> dict[str, Any]:
     """One q-table column; its row field is its name unless told (Quasar's own default alignment is right)."""
-    return {"name": name, "label": label, "field": field or name, "align": align, **({"sortable": True} if sortable else {})}
+    return {"name": name, "label": label, "field": field or name, "align": align,
+            "style": f"--lbl: {json.dumps(label, ensure_ascii=False)}" if label else "--lbl: none",  # phone rows
+            **({"sortable": True} if sortable else {})}
 
 
 def notify_error(exc: ApiError) -> None:
@@ -9180,6 +9285,32 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
   area.remove();
   return ok;
 };
+// A select that takes typed values: Enter adds what was typed, unless the arrow keys picked an option. Quasar
+// toggles its highlighted option instead, and the pointer resting where the list opens highlights one (issue 19).
+window.aiproxyTypedEnter = (e, id) => {
+  const box = e.target;
+  if (['ArrowDown', 'ArrowUp', 'PageDown', 'PageUp'].includes(e.key)) { box.dataset.picked = '1'; return; }
+  if (e.key === 'Enter' || e.key === 'Tab') {
+    if (box.dataset.picked !== '1' && box.value && box.value.trim()) getElement(id).$refs.qRef.setOptionIndex(-1);
+    delete box.dataset.picked;
+  } else if (e.key.length === 1 || e.key === 'Backspace') delete box.dataset.picked;
+};
+// The provider picker lists an exact name first, then names that start with the text, then the other matches.
+window.aiproxyRankOptions = (id) => {
+  const c = getElement(id);
+  if (c.aiproxyRanked) return;
+  c.aiproxyRanked = true;
+  c.findFilteredOptions = function () {
+    const needle = (this.$el.querySelector('input[type=search]')?.value || '').toLocaleLowerCase().trim();
+    if (!needle) return this.initialOptions;
+    const rank = (o) => { const label = String(o.label).toLocaleLowerCase(), name = label.split('\u2063')[0];
+      return name === needle ? 0 : name.startsWith(needle) ? 1 : name.includes(needle) ? 2 : 3; };
+    return this.initialOptions.filter((o) => String(o.label).toLocaleLowerCase().includes(needle))
+      .map((o, i) => [rank(o), i, o]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((x) => x[2]);
+  };
+};
+// The first visit follows the system's theme: remembered (and applied) once the page is connected.
+window.aiproxyPrefersDark = () => window.matchMedia('(prefers-color-scheme: dark)').matches;
 </script>"""
 
 
@@ -9198,11 +9329,15 @@ _THEME_CSS = """
   .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
   .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
   .model-chip.chip-off, .model-chip.chip-mapped { background: transparent !important; }
+  .body--dark .q-btn-toggle .bg-grey-3 { background: #2f3440 !important; }  /* time presets, status filters */
+  .body--dark .q-btn-toggle .text-grey-9 { color: #e5e7eb !important; }
   @media (max-width: 639.98px) {
     .icon-only-on-phone .block { display: none !important; }  /* the header fits one line */
+    .phone-rows tbody td { text-align: left !important; }
   }
 }
 .q-chip__icon--remove { opacity: 1; }  /* Quasar fades it to 2.2:1 */
+.q-tooltip { background: #3f4654; }  /* Quasar's grey-7 under white text is 4.4:1 once faded in over a dark page */
 .q-stepper__tab { color: #586070; }
 .body--dark .q-stepper__tab { color: #a8adb7; }
 .code-block { background: rgba(127, 127, 127, .12); }
@@ -9212,10 +9347,24 @@ _THEME_CSS = """
 .model-chip .q-chip__content { white-space: normal; overflow-wrap: anywhere; }  /* long names wrap in the chip */
 .model-chip.chip-off { border: 1px dashed currentColor; }
 .model-chip.chip-mapped { border: 1px solid currentColor; }
-.body--dark { --sticky-bg: #1d1d1d; }
+.wrap-anywhere { white-space: normal; overflow-wrap: anywhere; }
+.fit-columns .q-table th, .fit-columns .q-table td { padding-left: 8px; padding-right: 8px; }
+.q-table td.cell-wrap { white-space: normal; min-width: 6rem; max-width: 10rem; }
+.clamp-3 { display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow: hidden; }
+/* The phone layout every list shares (data_table): below 640 px a row is a block and its cells flow in it as
+   "column value" pairs (the name from --lbl, set by table_column) that wrap as words do, so nothing needs a
+   sideways scroll and no column is squeezed to a letter a line. */
 @media (max-width: 639.98px) {
-  .sticky-first th:first-child, .sticky-first td:first-child { position: sticky; left: 0; z-index: 1;
-    background: var(--sticky-bg, #fff); white-space: normal; overflow-wrap: anywhere; max-width: 45vw; }
+  .phone-rows thead { display: none; }
+  .phone-rows table, .phone-rows tbody, .phone-rows tbody tr { display: block; width: 100%; }
+  .phone-rows tbody tr { height: auto; padding: 8px 4px; border-bottom: 1px solid rgba(128, 128, 128, .3); }
+  .phone-rows tbody td { display: inline-flex; flex-wrap: wrap; align-items: center; gap: 2px 6px; max-width: 100%;
+    height: auto; min-height: 28px; padding: 2px 8px; border: 0; white-space: normal; overflow-wrap: anywhere; }
+  .phone-rows tbody td::before { content: var(--lbl, none); position: static; flex: none; background: none;
+    font-size: 12px; color: #586070; }
+  .body--dark .phone-rows tbody td::before { color: #a8adb7; }
+  .phone-rows tbody td > * { min-width: 0; }
+  .phone-rows .q-table__middle { overflow-x: hidden; }
 }
 """
 
@@ -9259,7 +9408,6 @@ async def confirm(message: str, ok_label: str, danger: bool = False, details: st
     return bool(result)
 
 
-
 # ---- layout ----
 
 
@@ -9269,9 +9417,11 @@ def frame(title: str) -> Any:
     user = ng.storage.user
     ui.page_title(f"{title} · aiproxy-local")
     ui.colors(**BRAND_COLORS)
-    ui.dark_mode(user.get("dark", False))
+    ui.dark_mode(user.get("dark"))  # None (never chosen): the system's theme, learnt below
     if "browser_tz" not in user:
         ui.timer(0.1, _learn_browser_timezone, once=True)
+    if "dark" not in user:
+        ui.timer(0.1, _learn_system_theme, once=True)
 
     def switch_language() -> None:
         user["lang"] = "en" if user.get("lang") == "zh" else "zh"
@@ -9350,9 +9500,10 @@ class TimeRange:
 
 
 def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: Any) -> Any:
-    """A ui.table with the house look and Quasar's own labels translated."""
-    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full sticky-first").props(
-        "flat bordered").mark(marker)  # on a phone the first column stays put while the rest scrolls
+    """A ui.table with the house look and Quasar's own labels translated. On a phone each row is a block of
+    "column: value" lines (the phone-rows CSS), unless the page turns it into cards (Quasar's grid mode)."""
+    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full phone-rows").props(
+        "flat bordered").mark(marker)
     table.props["rows-per-page-label"] = t("table.per_page")
     table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
@@ -9373,6 +9524,12 @@ def field_help(text: str = "", classes: str = "text-muted") -> Any:
     label = ui.label(text).classes(f"text-xs {classes} -mt-1 mb-1 w-full")
     label.bind_visibility_from(label, "text")
     return label
+
+
+def takes_typed_values(select: Any) -> Any:
+    """A select with new_value_mode: Enter adds the typed text, and keeps what was chosen (see aiproxyTypedEnter)."""
+    select.on("keydown", js_handler=f"(e) => aiproxyTypedEnter(e, {select.id})")
+    return select
 
 
 def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
@@ -9405,6 +9562,7 @@ def provider_select(catalog: dict[int, Provider], value: int, on_change: Callabl
                        label=t("ch.provider"), with_input=True, on_change=on_change).props(
         "outlined").classes("w-full").mark("ch-provider")
     select.props[":option-label"] = "(o) => String(o.label).split('\\u2063')[0]"
+    select.on("focus", js_handler=f"() => aiproxyRankOptions({select.id})")  # an exact name first
     select.add_slot("option", _PICKER_OPTION)
     select.add_slot("no-option", f'<q-item><q-item-section class="text-muted">{t("ch.no_match")}</q-item-section>'
                                  '</q-item>')
@@ -9438,12 +9596,13 @@ def page_login(request: Request, redirect_to: str = "/dashboard", token: str = "
         return Response(status_code=303, headers={"location": target})  # the token leaves the address bar
     ui.page_title("aiproxy-local")
     ui.colors(**BRAND_COLORS)
-    ui.dark_mode(ng.storage.user.get("dark", False))
+    ui.dark_mode(ng.storage.user.get("dark"))  # None: the system's theme
 
     async def log_in() -> None:
         if secrets.compare_digest((key.value or "").strip().encode(), state.admin_key.encode()):
             ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
             await _learn_browser_timezone()  # before the first page that shows times
+            await _learn_system_theme()  # and its charts' colours
             ui.navigate.to(target)
             return
         ui.notify(t("login.wrong"), type="negative")
@@ -9502,114 +9661,19 @@ def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[s
     return ordered
 
 
-def format_cost(amount: float | None) -> str:
-    """A call's cost in USD for people: "–" when unknown (a price it needs is not known), else 6 decimals at most."""
-    if amount is None:
-        return t("logs.cost_unknown")
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
 
-
-def format_trail(attempts: list[dict[str, Any]]) -> str:
-    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
-    parts = []
-    for a in attempts:
-        if a.get("skipped"):
-            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
-        else:
-            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
-    return " · ".join(parts)
-
-
-# ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
-# One class per page; PAGES (section 19, where the UI is mounted) lists them for the routes and the navigation.
-
-# ---- dashboard ----
-
-
-class DashboardPage:
-    """Summary cards and charts of the calls in a time range; model tests are not traffic and stay out."""
-
-    CARDS = (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
-             ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt"))
-    CHARTS = (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens", "dash.output_tokens")),
-              ("latency", ("dash.avg_latency", "dash.avg_ttfb")))
-
-    def __init__(self, state: AppState, request: Request) -> None:
-        self.state, self.tz = state, display_tz()
-        if not state.routes.channels:
-            self._getting_started()
-        with ui.row().classes("items-center gap-3 w-full"):
-            self.span = TimeRange("24h", self._range_changed)
-            self.timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour",
-                                      label=t("dash.timespan"), on_change=self.refresh).props(
-                "dense outlined").classes("w-32")
-            self.model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
-                                   with_input=True, on_change=self.refresh).props("dense outlined").classes("w-52")
-            self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
-                                     label=t("common.channel"), on_change=self.refresh).props(
-                "dense outlined").classes("w-52")
-        self.cards: dict[str, Any] = {}
-        with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-3 xl:grid-cols-6"):
-            for name, icon in self.CARDS:
-                with ui.card().classes("gap-1 p-4"):
-                    with ui.row().classes("items-center gap-2 opacity-70"):
-                        ui.icon(icon, size="xs")
-                        ui.label(t(f"dash.{name}")).classes("text-sm")
-                    self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
-        self.charts: dict[str, Any] = {}
-        dark = bool(ng.storage.user.get("dark"))
-        with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
-            for name, series in self.CHARTS:
-                with ui.card().classes("p-3"):
-                    ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series], dark)).classes("w-full h-64")
-        self.refresh()
-
-    @staticmethod
-    def _getting_started() -> None:
-        with ui.card().classes("w-full bg-primary/5"):
-            ui.label(t("dash.start_title")).classes("text-lg font-semibold")
-            for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
-                                                 ("dash.start_3", "/settings")], start=1):
-                with ui.row().classes("items-center gap-2"):
-                    ui.badge(str(step)).props("rounded")
-                    ui.link(t(text), path)
-
-    def _range_changed(self) -> None:
-        picked = PRESET_TIMESPAN.get(self.span.preset.value or "")  # a preset brings a sensible resolution
-        if picked and picked != self.timespan.value:
-            self.timespan.value = picked  # its on_change refreshes
-        else:
-            self.refresh()
-
-    def refresh(self) -> None:
-        start, end = self.span.bounds()
-        end = end or now_ms()
-        timespan = self.timespan.value
-        with shown_errors() as refused:
-            series = dashboard_series(self.state, start, end, str(self.tz), timespan, self.channel.value or None,
-                                      self.model.value or "")
-        if refused:
-            return
-        totals = summarize_series(series)
-        self.cards["calls"].text = fmt_count(totals["calls"])
-        self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
-        self.cards["input_tokens"].text = fmt_count(totals["input_tokens"])
-        self.cards["output_tokens"].text = fmt_count(totals["output_tokens"])
-        self.cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
-        self.cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
-        buckets = chart_buckets(series, start, end, timespan, self.tz)
-        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan]
-        labels = [format_ms(ts * 1000, self.tz, label_fmt) for ts, _ in buckets]
-        for name, values in chart_values(buckets).items():
-            chart = self.charts[name]
-            chart.options["xAxis"]["data"] = labels
-            for serie, data in zip(chart.options["series"], values):
-                serie["data"] = data
-            chart.update()
-
-
-# ---- channels ----
 
 _CHANNEL_SLOTS = {
     "body-cell-name": """<q-td :props="props">
@@ -9620,13 +9684,13 @@ _CHANNEL_SLOTS = {
           <span class="text-xs text-muted">{{ props.row.since }}</span>
           <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]" class="no-wrap"
             @click="() => $parent.$emit('retest', props.row.id)" /></div>
-        <div v-if="props.row.reason" class="text-xs text-orange-8" style="white-space: normal; max-width: 16rem">
-          {{ props.row.reason }}</div>
+        <div v-if="props.row.reason" class="text-xs text-warning wrap-anywhere clamp-3" style="max-width: 16rem">
+          {{ props.row.reason }}<q-tooltip max-width="32rem">{{ props.row.reason }}</q-tooltip></div>
         <div v-if="props.row.cooling" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
           <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div>
         <div v-if="props.row.retired" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
           <q-icon name="event_busy" size="xs" /> {{ props.row.retired }}</div></q-td>""",
-    "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
+    "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 12rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
           class="model-chip">{{ m }}</q-chip>
         <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square size="sm"
@@ -9657,7 +9721,7 @@ _CHANNEL_SLOTS = {
               <q-badge color="grey-7">[[auto_disabled]]</q-badge> {{ props.row.since }}
               <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]"
                 @click="() => $parent.$emit('retest', props.row.id)" /></div>
-            <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div>
+            <div v-if="props.row.reason" class="text-xs text-warning wrap-anywhere">{{ props.row.reason }}</div>
             <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div>
             <div v-if="props.row.retired" class="text-xs text-warning">{{ props.row.retired }}</div></div>
           <q-toggle :model-value="props.row.enabled" color="positive"
@@ -9701,6 +9765,177 @@ def channel_slot(name: str) -> str:
                 auto_disabled=t("ch.auto_disabled"), retest=t("ch.retest"))
 
 
+_MODEL_SLOTS = {
+    "body-cell-served": """<q-td :props="props">
+        <span :class="{ok: 'text-positive', none: 'text-warning font-medium', off: 'text-muted'}[props.row.state]">
+          <q-icon :name="{ok: 'check_circle', none: 'warning', off: 'block'}[props.row.state]" size="xs" />
+          {{ props.row.served }}</span></q-td>""",
+    "body-cell-channels": """<q-td :props="props" style="white-space: normal">
+        <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
+          class="model-chip" :class="c.split('|')[0] === 'off' ? 'chip-off' : ''">
+          <q-icon v-if="c.split('|')[1]" :name="c.split('|')[1] === 'ok' ? 'check' : 'close'" size="xs"
+            :class="c.split('|')[1] === 'ok' ? 'text-positive' : 'text-negative'" />
+          {{ c.split('|')[2] }}</q-chip></q-td>""",
+    "body-cell-enabled": """<q-td :props="props">
+        <q-toggle :model-value="props.row.enabled" color="positive"
+          @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
+}
+
+
+def model_row(m: dict[str, Any]) -> dict[str, Any]:
+    """A list_models() entry for the models table: whether an enabled channel really serves the model, and each
+    channel's own last test of it (one channel's ✓ says nothing about another's)."""
+    tests = {x["channel_id"]: x for x in m["tests"]}
+    serving = sum(c["enabled"] for c in m["channels"])
+    state = "off" if not m["enabled"] else "ok" if serving else "none"
+    chips = []
+    for c in m["channels"]:
+        test = tests.get(c["id"])
+        result = f" · {'✓' if test['success'] else '✗'} {test['took']:.2f} s" if test else ""
+        off = "" if c["enabled"] else f" · {t('models.channel_off')}"
+        mapped = f" → {c['upstream_model']}" if c["upstream_model"] != m["model"] else ""
+        chips.append(f"{'on' if c['enabled'] else 'off'}|{('ok' if test['success'] else 'bad') if test else ''}|"
+                     f"{c['name']} · P{c['priority']}{mapped}{off}{result}")
+    return {"model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"], "state": state,
+            "served": {"off": t("models.switched_off"), "none": t("models.no_channel"),
+                       "ok": t("models.served_by", n=serving)}[state],
+            "channels": "\n".join(chips)}
+
+
+def format_trail(attempts: list[dict[str, Any]], names: dict[int, str] | None = None) -> str:
+    """A routing trail in one line: `cheap (#3) skipped (cooling down) · backup (#4) → 429 (31 ms) · main (#5) →
+    200 (12 ms)`; a channel without a name (deleted since) is its number alone."""
+    names = names or {}
+    parts = []
+    for a in attempts:
+        who = f"{names[a['channel_id']]} (#{a['channel_id']})" if names.get(a["channel_id"]) else f"#{a['channel_id']}"
+        if a.get("skipped"):
+            parts.append(f"{who} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
+        else:
+            parts.append(f"{who} → {a['code']} ({a['ms']} ms)")
+    return " · ".join(parts)
+
+
+def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
+    """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
+    return route.name if route else log["channel_name"]
+
+
+# ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 19, where the UI is mounted) lists them for the routes and the navigation.
+
+# ---- dashboard ----
+
+
+class DashboardPage:
+    """Summary cards and charts of the calls in a time range; model tests are not traffic and stay out."""
+
+    CARDS = (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
+             ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt"), ("spend", "payments"))
+    CHARTS = (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens", "dash.output_tokens")),
+              ("latency", ("dash.avg_latency", "dash.avg_ttfb")), ("spend", ("dash.spend",)))
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        if not state.routes.channels:
+            self._getting_started()
+        with ui.row().classes("items-center gap-3 w-full"):
+            self.span = TimeRange("24h", self._range_changed)
+            self.timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour",
+                                      label=t("dash.timespan"), on_change=self.refresh).props(
+                "dense outlined").classes("w-32")
+            self.model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
+                                   with_input=True, on_change=self.refresh).props("dense outlined").classes("w-52")
+            self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
+                                     label=t("common.channel"), on_change=self.refresh).props(
+                "dense outlined").classes("w-52")
+        self.cards: dict[str, Any] = {}
+        with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-4 xl:grid-cols-7"):
+            for name, icon in self.CARDS:
+                with ui.card().classes("gap-1 p-4"):
+                    with ui.row().classes("items-center gap-2 opacity-70"):
+                        ui.icon(icon, size="xs")
+                        ui.label(t(f"dash.{name}")).classes("text-sm")
+                    self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
+        self.charts: dict[str, Any] = {}
+        dark = bool(ng.storage.user.get("dark"))
+        with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-2"):
+            for name, series in self.CHARTS:
+                with ui.card().classes("p-3"):
+                    ui.label(t(f"dash.chart_{name}")).classes("font-medium")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series], dark)).classes("w-full h-64")
+        self.rankings: dict[str, Any] = {}
+        with ui.grid().classes("w-full gap-3 grid-cols-1 md:grid-cols-2"):
+            for key in ("channel_id", "model"):
+                with ui.card().classes("p-3 gap-1"):
+                    ui.label(t(f"dash.spend_by_{key}")).classes("font-medium")
+                    self.rankings[key] = ui.column().classes("w-full gap-1").mark(f"spend-{key}")
+        self.refresh()
+
+    def _show_rankings(self, series: list[dict[str, Any]]) -> None:
+        """Spend by channel and by model, largest first, each with its share of the largest."""
+        for key, box in self.rankings.items():
+            box.clear()
+            ranking = spend_ranking(series, key)
+            with box:
+                if not ranking:
+                    ui.label(t("dash.no_spend")).classes("text-sm text-muted")
+                for who, amount in ranking:
+                    route = self.state.routes.channels.get(who) if key == "channel_id" else None
+                    name = route.name if route else f"#{who}" if key == "channel_id" else who
+                    with ui.row().classes("w-full items-center no-wrap gap-2 text-sm"):
+                        ui.label(name).classes("grow wrap-anywhere")
+                        ui.label(fmt_cost(amount)).classes("font-mono")
+                    ui.linear_progress(amount / ranking[0][1], show_value=False).props("rounded size=6px")
+
+    @staticmethod
+    def _getting_started() -> None:
+        with ui.card().classes("w-full bg-primary/5"):
+            ui.label(t("dash.start_title")).classes("text-lg font-semibold")
+            for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
+                                                 ("dash.start_3", "/settings")], start=1):
+                with ui.row().classes("items-center gap-2"):
+                    ui.badge(str(step)).props("rounded")
+                    ui.link(t(text), path).classes("text-primary")  # AA on the tinted card
+
+    def _range_changed(self) -> None:
+        picked = PRESET_TIMESPAN.get(self.span.preset.value or "")  # a preset brings a sensible resolution
+        if picked and picked != self.timespan.value:
+            self.timespan.value = picked  # its on_change refreshes
+        else:
+            self.refresh()
+
+    def refresh(self) -> None:
+        start, end = self.span.bounds()
+        end = end or now_ms()
+        timespan = self.timespan.value
+        with shown_errors() as refused:
+            series = dashboard_series(self.state, start, end, str(self.tz), timespan, self.channel.value or None,
+                                      self.model.value or "")
+        if refused:
+            return
+        totals = summarize_series(series)
+        self.cards["calls"].text = fmt_count(totals["calls"])
+        self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
+        self.cards["input_tokens"].text = fmt_count(totals["input_tokens"])
+        self.cards["output_tokens"].text = fmt_count(totals["output_tokens"])
+        self.cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
+        self.cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
+        self.cards["spend"].text = fmt_cost(totals["spend"])
+        self._show_rankings(series)
+        buckets = chart_buckets(series, start, end, timespan, self.tz)
+        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan]
+        labels = [format_ms(ts * 1000, self.tz, label_fmt) for ts, _ in buckets]
+        for name, values in chart_values(buckets).items():
+            chart = self.charts[name]
+            chart.options["xAxis"]["data"] = labels
+            for serie, data in zip(chart.options["series"], values):
+                serie["data"] = data
+            chart.update()
+
+
+# ---- channels ----
+
 class ChannelsTable:
     """The channels page: a toolbar, a bulk bar for the selected rows, and one row per channel whose switch,
     priority field and buttons change the channel in place."""
@@ -9726,7 +9961,7 @@ class ChannelsTable:
         columns = [
             table_column("id", "ID", sortable=True),
             table_column("name", t("ch.name"), sortable=True),
-            table_column("provider", t("ch.provider"), sortable=True),
+            dict(table_column("provider", t("ch.provider"), sortable=True), classes="cell-wrap"),
             table_column("models", t("ch.models")),
             table_column("priority", t("ch.priority"), sortable=True),
             table_column("enabled", t("ch.enabled"), sortable=True),
@@ -9735,7 +9970,8 @@ class ChannelsTable:
             table_column("actions", "", field="id", align="right"),
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
-                                on_select=self.selection_changed).props("hide-selected-banner")
+                                on_select=self.selection_changed).props("hide-selected-banner").classes(
+            "fit-columns")  # fits a 1440 px window, actions included, whatever the auto-disable reason says
         self.table.props[":grid"] = "window.innerWidth < 640"  # a phone: one card per channel, nothing off-screen
         for slot in _CHANNEL_SLOTS:
             self.table.add_slot(slot, channel_slot(slot))
@@ -9821,8 +10057,10 @@ class ChannelsTable:
         self.refresh()
 
     def on_toggle(self, e: Any) -> None:
+        route = self.state.routes.channels.get(int(e.args["id"]))
         set_channels_status(self.state, [int(e.args["id"])], STATUS_ENABLED if e.args["value"] else STATUS_DISABLED)
-        ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now"), type="info")
+        ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now",
+                    name=route.name if route else f"#{e.args['id']}"), type="info")
         self.refresh()
 
     def on_edit(self, e: Any) -> None:
@@ -10003,11 +10241,11 @@ class ChannelDialog:
                         t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
                         "w-full").mark("ch-name")
                     self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
-            self.models = ui.select(model_choices(state.catalog, ch["type"], ch["models"]),
+            self.models = takes_typed_values(ui.select(model_choices(state.catalog, ch["type"], ch["models"]),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
-                "outlined use-chips").classes("w-full").mark("ch-models")
+                "outlined use-chips").classes("w-full").mark("ch-models"))
             self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
@@ -10260,43 +10498,6 @@ class ModelTestPanel:
 
 # ---- models ----
 
-_MODEL_SLOTS = {
-    "body-cell-served": """<q-td :props="props">
-        <span :class="{ok: 'text-positive', none: 'text-warning font-medium', off: 'text-muted'}[props.row.state]">
-          <q-icon :name="{ok: 'check_circle', none: 'warning', off: 'block'}[props.row.state]" size="xs" />
-          {{ props.row.served }}</span></q-td>""",
-    "body-cell-channels": """<q-td :props="props" style="white-space: normal">
-        <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
-          class="model-chip" :class="c.split('|')[0] === 'off' ? 'chip-off' : ''">
-          <q-icon v-if="c.split('|')[1]" :name="c.split('|')[1] === 'ok' ? 'check' : 'close'" size="xs"
-            :class="c.split('|')[1] === 'ok' ? 'text-positive' : 'text-negative'" />
-          {{ c.split('|')[2] }}</q-chip></q-td>""",
-    "body-cell-enabled": """<q-td :props="props">
-        <q-toggle :model-value="props.row.enabled" color="positive"
-          @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
-}
-
-
-def model_row(m: dict[str, Any]) -> dict[str, Any]:
-    """A list_models() entry for the models table: whether an enabled channel really serves the model, and each
-    channel's own last test of it (one channel's ✓ says nothing about another's)."""
-    tests = {x["channel_id"]: x for x in m["tests"]}
-    serving = sum(c["enabled"] for c in m["channels"])
-    state = "off" if not m["enabled"] else "ok" if serving else "none"
-    chips = []
-    for c in m["channels"]:
-        test = tests.get(c["id"])
-        result = f" · {'✓' if test['success'] else '✗'} {test['took']:.2f} s" if test else ""
-        off = "" if c["enabled"] else f" · {t('models.channel_off')}"
-        mapped = f" → {c['upstream_model']}" if c["upstream_model"] != m["model"] else ""
-        chips.append(f"{'on' if c['enabled'] else 'off'}|{('ok' if test['success'] else 'bad') if test else ''}|"
-                     f"{c['name']} · P{c['priority']}{mapped}{off}{result}")
-    return {"model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"], "state": state,
-            "served": {"off": t("models.switched_off"), "none": t("models.no_channel"),
-                       "ok": t("models.served_by", n=serving)}[state],
-            "channels": "\n".join(chips)}
-
-
 class ModelsTable:
     """Every model some channel offers: whether an enabled channel serves it, its switch, and each channel that
     offers it with that channel's last test."""
@@ -10359,10 +10560,10 @@ class LogsTable:
                                      on_change=self.reset).props("dense outlined").classes("w-48").mark(
                 "filter-channel")
             model = query.get("model", "")
-            self.model = ui.select(_model_options(state, t("common.all_models")),
-                                   value=model if model in state.routes.known_models else "",
-                                   label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired
-                                   on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model")
+            self.model = takes_typed_values(ui.select(
+                _model_options(state, t("common.all_models")), value=model if model in state.routes.known_models
+                else "", label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired ones too
+                on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model"))
             self.status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
                                     value="all", on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-status")
             self.kind = ui.toggle({k: t(f"logs.kind_{k}") for k in LOG_KINDS}, value="all",
@@ -10378,16 +10579,17 @@ class LogsTable:
             ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
         columns = [  # endpoint, IP and the rest are in the row's detail: the list fits a 1440 px window
             table_column("time", t("logs.time")),
-            table_column("channel", t("common.channel")),
-            table_column("model", t("common.model")),
+            dict(table_column("channel", t("common.channel")), classes="cell-wrap"),
+            dict(table_column("model", t("common.model")), classes="cell-wrap"),
             table_column("code", t("logs.code"), align="right"),
             table_column("duration", t("logs.duration"), align="right"),
             table_column("ttfb", t("logs.ttfb"), align="right"),
             table_column("tokens", t("logs.tokens"), align="right"),
+            table_column("cost", t("logs.cost"), align="right"),
             table_column("token", t("logs.key")),
             table_column("retries", t("logs.retries"), align="right"),
         ]
-        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer fit-columns").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
             self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
@@ -10432,6 +10634,7 @@ class LogsTable:
                 "channel": log_channel_name(r, self.state.routes.channels.get(r["channel"])) or "–",
                 "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
                 "tokens": f"{r['prompt_tokens']} / {r['completion_tokens']}", "code": r["code"],
+                "cost": fmt_cost(r.get("used_amount")),
                 "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     def export(self) -> None:
@@ -10442,11 +10645,6 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
-
-
-def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
-    """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
-    return route.name if route else log["channel_name"]
 
 
 class LogDialog:
@@ -10474,7 +10672,7 @@ class LogDialog:
             ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
             ("logs.cached", str(log["usage"]["cached_tokens"])),
             ("logs.cache_written", str(log["usage"].get("cache_creation_tokens") or 0)),
-            ("logs.cost", format_cost(log["used_amount"])),
+            ("logs.cost", fmt_cost(log["used_amount"]) if log["used_amount"] is not None else t("logs.cost_unknown")),
             ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
             ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
         ]
@@ -10486,12 +10684,14 @@ class LogDialog:
                     ui.badge(t("logs.test_call"), color="primary").props("outline")
                 ui.space()
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
-            with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
+            with ui.grid().classes("w-full gap-x-4 gap-y-1 text-sm grid-cols-[auto_1fr] "
+                                   "sm:grid-cols-[auto_1fr_auto_1fr]"):  # two columns of pairs, one on a phone
                 for label, value in fields:
                     ui.label(t(label) if "." in label else label).classes("text-muted")
                     ui.label(value or "–").classes("break-all font-mono")
             if len(detail["attempts"]) > 1 or log["retry_times"] or any("skipped" in a for a in detail["attempts"]):
-                self._trail(detail["attempts"])
+                names = {cid: r.name for cid, r in state.routes.channels.items()}
+                self._trail(detail["attempts"], {log["channel"]: log["channel_name"], **names})
             if log["content"]:
                 ui.label(t("logs.error_text")).classes("font-medium")
                 ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark(
@@ -10500,13 +10700,15 @@ class LogDialog:
         self.dialog.open()
 
     @staticmethod
-    def _trail(attempts: list[dict[str, Any]]) -> None:
-        """The channels tried, in order: `#3 → 429 (31 ms) · #5 → 200 (12 ms)`, and what each failed one said."""
+    def _trail(attempts: list[dict[str, Any]], names: dict[int, str]) -> None:
+        """The channels tried, in order: `backup (#3) → 429 (31 ms) · main (#5) → 200 (12 ms)`, and what each
+        failed one said."""
         ui.label(t("logs.trail")).classes("font-medium")
-        ui.label(format_trail(attempts)).classes("font-mono text-sm break-all").mark("log-trail")
+        ui.label(format_trail(attempts, names)).classes("font-mono text-sm wrap-anywhere").mark("log-trail")
         for a in attempts:
             if a.get("error"):
-                ui.label(f"#{a['channel_id']}: {a['error']}").classes("text-xs text-muted break-all")
+                who = names.get(a["channel_id"]) or f"#{a['channel_id']}"
+                ui.label(f"{who}: {a['error']}").classes("text-xs text-muted wrap-anywhere")
 
     @staticmethod
     def _bodies(detail: dict[str, Any]) -> None:
@@ -10534,7 +10736,7 @@ class TokensTable:
         self.state, self.tz = state, display_tz()
         self.body = ui.context.slot.parent  # a dialog lives as long as the element it is created in
         with ui.row().classes("items-center gap-3"):
-            ui.button(t("tok.create"), icon="add", on_click=lambda: NewTokenDialog(state, self.created)).mark(
+            ui.button(t("tok.create"), icon="add", on_click=lambda: TokenDialog(state, None, self.created)).mark(
                 "create-token")
             ui.label(t("tok.hint")).classes("text-sm opacity-70")
         columns = [
@@ -10550,15 +10752,22 @@ class TokensTable:
         self.table = table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
         table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
             </q-td>""")
+        table.add_slot("body-cell-usage", """<q-td :props="props"><div>{{ props.row.usage }}</div>
+            <q-linear-progress v-if="props.row.share >= 0" :value="props.row.share" rounded size="6px"
+              :color="props.row.share >= 0.9 ? 'negative' : 'primary'" style="min-width: 6rem" /></q-td>""")
         table.add_slot("body-cell-expires", """<q-td :props="props">
             <span :class="props.row.expired ? 'text-negative' : ''">{{ props.row.expires }}</span></q-td>""")
         table.add_slot("body-cell-enabled", """<q-td :props="props">
             <q-toggle :model-value="props.row.enabled" color="positive"
               @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""")
-        table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
-            <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
-            <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
+        table.add_slot("body-cell-actions", _tpl("""<q-td :props="props" class="whitespace-nowrap">
+            <q-btn flat dense round icon="edit" :aria-label="'[[edit]]'" @click="() => $parent.$emit('edit', props.row.id)">
+            <q-tooltip>[[edit]]</q-tooltip></q-btn>
+            <q-btn flat dense round icon="delete" color="negative" :aria-label="'[[delete]]'"
+              @click="() => $parent.$emit('delete', props.row.id)"><q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""",
+            delete=t("common.delete"), edit=t("common.edit")))
         self.empty = ui.label(t("tok.empty")).classes("opacity-70")
+        table.on("edit", lambda e: TokenDialog(state, get_token(state, int(e.args)), lambda _: self.refresh()))
         table.on("toggle", self.on_toggle)
         table.on("delete", self.on_delete)
         self.refresh()
@@ -10569,7 +10778,9 @@ class TokensTable:
         self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
             "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
-            "usage": f"${k['used_amount']:.4f} / " + (f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]),
+                       quota=f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "share": min(1.0, k["used_amount"] / k["quota"]) if k["quota"] else -1,
             "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
         } for k in tokens]
@@ -10594,45 +10805,57 @@ class TokensTable:
             self.refresh()
 
 
-class NewTokenDialog:
-    """Name, allowed models, quota and expiry of a new API key."""
+class TokenDialog:
+    """Name, allowed models, quota and expiry of a new API key (existing=None), or of an existing one: saved
+    with update_token(), the function behind PUT /api/tokens/{id}. The key itself never changes."""
 
-    def __init__(self, state: AppState, on_created: Callable[[dict[str, Any]], None]) -> None:
-        self.state, self.on_created, self.tz = state, on_created, display_tz()
+    def __init__(self, state: AppState, existing: dict[str, Any] | None,
+                 on_done: Callable[[dict[str, Any]], None]) -> None:
+        self.state, self.existing, self.on_done, self.tz = state, existing, on_done, display_tz()
+        tok = existing or {"name": "", "models": [], "quota": 0, "expired_at": 0}
         with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
-            ui.label(t("tok.create")).classes("text-xl font-semibold")
-            self.name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
-                "outlined autofocus").classes("w-full")
-            self.models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
-                                    new_value_mode="add-unique", with_input=True, value=[]).props(
-                "outlined use-chips").classes("w-full")
+            ui.label(t("tok.edit_title", name=tok["name"]) if existing else t("tok.create")).classes(
+                "text-xl font-semibold")
+            self.name = ui.input(t("tok.name"), value=tok["name"], validation={
+                t("v.required"): lambda v: bool((v or "").strip())}).props("outlined autofocus").classes(
+                "w-full").mark("tok-name")
+            self.models = takes_typed_values(ui.select(
+                sorted(set(state.routes.known_models) | set(tok["models"])), label=t("tok.models_allowed"),
+                multiple=True, new_value_mode="add-unique", with_input=True, value=list(tok["models"])).props(
+                "outlined use-chips").classes("w-full").mark("tok-models"))
             ui.label(t("tok.models_hint")).classes("text-xs opacity-70 -mt-1")
-            self.quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes(
-                "w-48")
+            self.quota = ui.number(t("tok.quota"), value=tok["quota"], min=0, precision=2).props(
+                "outlined prefix=$").classes("w-48").mark("tok-quota")
             ui.label(t("tok.quota_hint")).classes("text-xs opacity-70 -mt-1")
             with ui.row().classes("items-center gap-2"):
-                self.expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes(
-                    "w-48")
+                self.expires = ui.input(t("tok.expires"), value=format_ms(tok["expired_at"], self.tz, "%Y-%m-%d")
+                                        if tok["expired_at"] else "").props(
+                    "type=date outlined stack-label clearable").classes("w-48").mark("tok-expires")
                 for days in (1, 30, 365):
                     ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: self.expires.set_value(
                         format_ms(now_ms() + d * 86_400_000, self.tz, "%Y-%m-%d"))).props("flat dense size=sm")
                 ui.button(t("tok.never"), on_click=lambda: self.expires.set_value("")).props("flat dense size=sm")
             with ui.row().classes("w-full justify-end"):
                 ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
-                ui.button(t("tok.create_submit"), icon="check", on_click=self.submit).mark("create-token-submit")
+                ui.button(t("common.save") if existing else t("tok.create_submit"), icon="check",
+                          on_click=self.submit).mark("create-token-submit")
         self.dialog.open()
 
     def submit(self) -> None:
         if not self.name.validate():
             return
         day = local_input_to_ms(self.expires.value, self.tz)
+        data = TokenIn(name=self.name.value.strip(), models=self.models.value, quota=self.quota.value or 0,
+                       expired_at=day + 86_400_000 - 1 if day else 0)
         with shown_errors() as refused:
-            token = create_token(self.state, TokenIn(name=self.name.value, models=self.models.value,
-                                                     quota=self.quota.value or 0,
-                                                     expired_at=day + 86_400_000 - 1 if day else 0))
+            if self.existing:
+                token = update_token(self.state, self.existing["id"], data)
+                ui.notify(t("tok.saved", name=token["name"]), type="positive")
+            else:
+                token = create_token(self.state, data)
         if refused:
             return
-        self.on_created(token)
+        self.on_done(token)
         self.dialog.close()
 
 
@@ -10692,7 +10915,7 @@ class SettingsPage:
                     ui.space()
                     copy_button(lambda: self.snippet(True)).mark("copy-snippet")
                 self.code = ui.label(self.snippet(False)).classes(
-                    "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
+                    "w-full font-mono text-sm whitespace-pre-wrap break-all px-3 pb-3").mark("snippet")
             ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
 
     def _port_moved_card(self) -> None:

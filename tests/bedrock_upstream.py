@@ -24,6 +24,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import re
 import socket
 import struct
 import threading
@@ -170,6 +171,12 @@ def check_converse(model: str, body: Any) -> None:
                     base64.b64decode((image.get("source") or {}).get("bytes", ""), validate=True)
                 except (ValueError, TypeError):
                     raise Refusal(400, "SerializationException", "image.source.bytes is not base64.") from None
+            if kind == "document":
+                document = block["document"]
+                if document.get("format") not in ("pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md") \
+                        or not re.fullmatch(r"[A-Za-z0-9\s\-()\[\]]+", str(document.get("name") or "")):
+                    raise Refusal(400, "ValidationException", f"messages.{i}.content.{j}.document: a format of the "
+                                  "list and a name of letters, digits, spaces, hyphens, parentheses and brackets.")
             if kind in ("toolUse", "toolResult"):
                 uses_tools = True
             if kind == "toolUse" and (role != "assistant" or not isinstance(block["toolUse"].get("input"), dict)):
@@ -209,8 +216,10 @@ def answer_blocks(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         name = tools[0]["toolSpec"]["name"]
         return [{"toolUse": {"toolUseId": "tooluse_mock01", "name": name, "input": {"location": "Paris"}}}], "tool_use"
     images = sum("image" in b for m in body["messages"] for b in m["content"])
+    documents = sum("document" in b for m in body["messages"] for b in m["content"])
     results = [c.get("text") for b in last if "toolResult" in b for c in b["toolResult"]["content"]]
-    text = "".join(REPLY) + (f" ({images} image)" if images else "") + (f" [{results[0]}]" if results else "")
+    text = "".join(REPLY) + (f" ({images} image)" if images else "")
+    text += (f" ({documents} document)" if documents else "") + (f" [{results[0]}]" if results else "")
     return [{"text": text}], "end_turn"
 
 

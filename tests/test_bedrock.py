@@ -80,6 +80,12 @@ def test_openai_request_to_converse():
     assert body["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.3, "stopSequences": ["END"]}
     assert body["toolConfig"]["toolChoice"] == {"any": {}}
     assert body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"] == ["location"]
+    pdf = base64.b64encode(b"%PDF-1.4 a page").decode()
+    documents = app.openai_to_converse_request({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Summarise"},
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{pdf}"}}]}]}, "m")
+    assert documents["messages"][0]["content"][1] == {"document": {"format": "pdf", "name": "document 2",
+                                                                   "source": {"bytes": pdf}}}
     with pytest.raises(app.RelayError, match="data: URLs"):
         app.openai_to_converse_request({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}, "m")
@@ -116,6 +122,13 @@ def test_event_stream_frames_split_anywhere_and_crc_checked():
     good = event("messageStop", {"stopReason": "end_turn"})
     messages, left, error = app.event_stream_messages(good + frame({":event-type": "x"}, b"{}", corrupt=True))
     assert len(messages) == 1 and "CRC mismatch" in str(error) and left.startswith(b"\0")
+
+
+def test_every_kind_the_catalog_lists_is_served():
+    """The catalog lint for this type (test_catalog leaves it to this file): no built-in model answers 501."""
+    catalog = app.load_catalog()
+    modes = app.adaptor_for(catalog[33]).modes
+    assert {app.KINDS[kind].mode for _, kind in catalog[33].models} <= modes
 
 
 # ---- over HTTP, with the official SDKs ----
@@ -187,6 +200,15 @@ def test_anthropic_sdk_on_bedrock(app_server, channel, stream):
         assert [(b.name, b.input) for b in message.content if b.type == "tool_use"] == [
             ("get_weather", {"location": "Paris"})]
         assert message.usage.cache_read_input_tokens == 2
+
+
+def test_a_pdf_from_the_anthropic_sdk_reaches_bedrock_as_a_document(app_server, channel):
+    client = anthropic.Anthropic(base_url=app_server.url, api_key=app_server.admin_key, max_retries=0)
+    pdf = base64.b64encode(b"%PDF-1.4 a page").decode()
+    message = client.messages.create(model=channel, max_tokens=100, messages=[{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
+        {"type": "text", "text": "Summarise this."}]}])
+    assert message.content[0].text == f"{TEXT} (1 document)"
 
 
 def test_gemini_client_on_bedrock(app_server, channel):

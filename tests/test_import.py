@@ -287,6 +287,16 @@ def test_a_row_of_a_type_not_supported_yet_is_imported_with_a_warning(aiproxy_ty
     assert not any("not supported yet" in w for w in one(channel_row(1), catalog, types).warnings)
 
 
+def test_a_dropped_group_is_warned(catalog, types) -> None:
+    """Issue 19: a one-api group other than "default" vanished without a word (a legacy Baidu row, our 15, is
+    warned of its 501 by the test above)."""
+    vip = one(channel_row(1, group="default,vip"), catalog, types)
+    assert vip.items and any(w.startswith("group vip not imported") for w in vip.warnings), vip.warnings
+    assert not any("group" in w for w in one(channel_row(1, group="default"), catalog, types).warnings)
+    baidu = one(channel_row(15, key="ak|sk", base_url=""), catalog, types)
+    assert baidu.items and any("not supported yet" in w and "501" in w for w in baidu.warnings), baidu.warnings
+
+
 def test_invalid_config_is_kept_as_text(catalog, types) -> None:
     r = one(channel_row(1, config="{broken"), catalog, types)
     assert r.items[0].config == {"raw": "{broken"} and any("config" in w for w in r.warnings)

@@ -173,7 +173,7 @@ async def test_priority_field_and_enabled_switch_change_the_engine(user: User, u
     table.trigger("priority", {"id": cid, "value": 7})
     assert state().routes.channels[cid].priority == 7
     table.trigger("toggle", {"id": cid, "value": False})
-    await user.should_see("Channel disabled")
+    await user.should_see("Channel “ch-a” disabled")
     assert state().routes.channels[cid].enabled is False
     assert the(user, "channels").rows[0]["enabled"] is False
     async with relay_client() as client:  # the relay stops offering what only a disabled channel serves
@@ -192,7 +192,7 @@ async def test_edits_keep_the_row_order_say_so_and_refuse_a_fractional_priority(
     table.trigger("priority", {"id": ids[2], "value": 9})  # would sort c to the top
     await user.should_see("Priority of c set to 9")
     table.trigger("toggle", {"id": ids[0], "value": False})  # would sort a to the bottom
-    await user.should_see("Channel disabled")
+    await user.should_see("Channel “a” disabled")  # the toast names it
     assert [r["id"] for r in the(user, "channels").rows] == order  # rows stay under the pointer
     table.trigger("priority", {"id": ids[1], "value": 2.5})
     await user.should_see("Priority must be a whole number")
@@ -797,3 +797,15 @@ def test_chart_buckets_fill_every_hour_and_day_of_the_range() -> None:
     end = int(m.datetime(2025, 4, 1, 12, tzinfo=berlin).timestamp() * 1000)
     days = [m.datetime.fromtimestamp(ts, berlin) for ts, _ in m.chart_buckets([], start, end, "day", berlin)]
     assert [(d.day, d.hour) for d in days] == [(29, 0), (30, 0), (31, 0), (1, 0)]  # local midnights
+
+
+def test_costs_read_as_money_and_spend_ranks_by_channel_and_model() -> None:
+    import aiproxy_local as m
+
+    assert [m.fmt_cost(x) for x in (None, 0, 1.446e-05, 0.00042, 0.5, 12.345)] == [
+        "–", "$0", "$0.0000145", "$0.000420", "$0.500", "$12.35"]  # unknown is not $0; never 1e-05
+    item = {"channel_id": 1, "model": "a", "used_amount": 0.25}
+    series = [{"timestamp": 0, "summary": [item, dict(item, channel_id=2, model="b", used_amount=1.0),
+                                           dict(item, model="b", used_amount=None)]}]
+    assert m.spend_ranking(series, "channel_id") == [(2, 1.0), (1, 0.25)]
+    assert m.spend_ranking(series, "model") == [("b", 1.0), ("a", 0.25)]
