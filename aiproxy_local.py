@@ -9545,6 +9545,47 @@ def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
     return url, skip
 
 
+def _json_object_text(text: str | None) -> bool:
+    try:
+        return not (text or "").strip() or isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+class RequestSettings:
+    """A channel's request settings, kept in its config: the upstream model's output limit (max_output_tokens)
+    and the JSON merged into every upstream body (param_override, null deleting a field)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        limit, override = config.get(CONFIG_MAX_OUTPUT_TOKENS), config.get(CONFIG_PARAM_OVERRIDE)
+        with ui.expansion(t("ch.request"), icon="tune", value=bool(limit or override)).classes(
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+            ui.label(t("ch.request_hint")).classes("text-xs opacity-70")
+            self.limit = ui.number(t("ch.max_output"), value=limit if isinstance(limit, int) else None, min=1,
+                                   precision=0).props("outlined dense clearable").classes("w-full").mark(
+                "ch-max-output")
+            self.override = ui.textarea(t("ch.override"), value=json.dumps(override, ensure_ascii=False) if isinstance(
+                override, dict) and override else "", validation=lambda v: None if _json_object_text(v) else t(
+                "v.override")).props("outlined autogrow input-class=font-mono").classes(
+                "w-full").mark("ch-override")
+
+    def config(self, stored: dict[str, Any]) -> dict[str, Any] | None:
+        """`stored` with the two settings as typed; None while the JSON is not an object."""
+        if not self.override.validate():
+            return None
+        config = dict(stored)
+        limit, text = whole_number(self.limit.value), (self.override.value or "").strip()
+        if limit:
+            config[CONFIG_MAX_OUTPUT_TOKENS] = limit
+        elif not isinstance(config.get(CONFIG_MAX_OUTPUT_TOKENS), dict):  # a per-model table stays (API only)
+            config.pop(CONFIG_MAX_OUTPUT_TOKENS, None)
+        if text:
+            config[CONFIG_PARAM_OVERRIDE] = json.loads(text)
+        else:
+            config.pop(CONFIG_PARAM_OVERRIDE, None)
+        return config
+
+
 def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
     """What a field showing a secret masked means: the stored value while its mask is left as it is."""
     value = (typed or "").strip()
@@ -10260,6 +10301,7 @@ class ChannelDialog:
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
             self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
+            self.request = RequestSettings(ch.get("config") or {})
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -10317,9 +10359,10 @@ class ChannelDialog:
         incomplete = self.mapping.incomplete()
         if incomplete:
             ui.notify(t("v.mapping_row"), type="warning")
-        if not all(checks) or incomplete:
+        config = self.request.config(self.ch.get("config") or {})
+        if not all(checks) or incomplete or config is None:
             return None
-        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
+        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(), config=config,
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
                          model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
                          proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),
