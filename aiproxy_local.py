@@ -21,7 +21,7 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   10. Formats not served yet, and the registry
+    1. Settings & app state   10. Registry
     2. Storage                11. Log writer
     3. Relay contract         12. Admin API
     4. Router                 13. Import
@@ -73,7 +73,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Callable, Iterable, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
@@ -120,7 +120,7 @@ class Setting:
 #: One row per setting: it feeds the CLI flags, the environment variables and the README (tests check all three).
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "AIPROXY_HOST", "127.0.0.1", "interface to bind; 0.0.0.0 exposes the gateway to your network"),
-    Setting("port", "AIPROXY_PORT", 3000, "port of the relay, the admin API and the UI"),
+    Setting("port", "AIPROXY_PORT", 3010, "port of the relay, the admin API and the UI (FastGPT's default endpoint)"),
     Setting("data_dir", "AIPROXY_DATA_DIR", "~/.aiproxy-local", "where the database, admin key and UI secret live"),
     Setting("admin_key", "ADMIN_KEY", "", "admin key; generated into <data-dir>/admin_key when unset", flag=False),
     Setting("sql_dsn", "SQL_DSN", "", "any SQLAlchemy URL; default sqlite:///<data-dir>/aiproxy.db"),
@@ -155,7 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: int = 3010
     data_dir: str = "~/.aiproxy-local"
     admin_key: str = ""
     sql_dsn: str = ""
@@ -214,6 +214,47 @@ def build_arg_parser() -> argparse.ArgumentParser:
             parser.add_argument(name, type=type(s.default), default=None, help=f"{s.help} [{s.env}, default {s.default}]")
     parser.add_argument("--version", action="version", version=__version__)
     return parser
+
+
+# ---- the default port: 3010, where FastGPT looks (its AIPROXY_API_ENDPOINT default); its own UI has 3000 ----
+
+FORMER_DEFAULT_PORT = 3000  # the default until 0.1.0; a data dir from then has no DEFAULT_PORT_FILE
+DEFAULT_PORT_FILE = "default_port"  # the default port the data dir last started under
+
+
+def port_chosen(env: dict[str, str], argv: list[str]) -> bool:
+    """Whether the port came from AIPROXY_PORT or --port (argparse also takes `--po 1`), not from the default."""
+    if env.get("AIPROXY_PORT", "") != "":
+        return True
+    args, _ = build_arg_parser().parse_known_args(argv)
+    return getattr(args, "port", None) is not None
+
+
+def default_port_moved_from(settings: Settings, chosen: bool) -> int:
+    """The former default port (else 0), once per data dir: a data dir an older version made (it listened on
+    3000 by default) is told that the default moved, and how to keep 3000. The data dir then remembers the new
+    default; a fresh one, or a port given explicitly, needs no notice."""
+    data = settings.data_path
+    marker = data / DEFAULT_PORT_FILE
+    default = Settings.port
+    try:
+        before = int(marker.read_text().strip())
+    except FileNotFoundError:
+        older = data.is_dir() and any(p.name != DEFAULT_PORT_FILE for p in data.iterdir())
+        before = FORMER_DEFAULT_PORT if older else default
+    except (OSError, ValueError):
+        before = default
+    if before != default or not marker.exists():
+        with contextlib.suppress(OSError):
+            write_secret_file(marker, str(default))
+    return 0 if before == default or chosen else before
+
+
+def port_moved_text(before: int) -> str:
+    default = Settings.port
+    return (f"The default port moved from {before} to {default} (FastGPT's own web UI listens on 3000, and its "
+            f"AIPROXY_API_ENDPOINT defaults to http://localhost:{default}). To keep {before}, start with "
+            f"--port {before} or set AIPROXY_PORT={before}; apps that call :{before} otherwise need the new port.")
 
 
 def generate_key(length: int = 48) -> str:
@@ -289,6 +330,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def loads_object(data: bytes | str) -> dict[str, Any] | None:
+    """JSON text that should hold an object: the object, else None (not JSON, or another JSON value)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
@@ -313,6 +363,7 @@ class AppState:
     health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
+    port_moved_from: int = 0  # the first start after the default port moved says so (terminal, settings page)
 
     def __post_init__(self) -> None:
         if self.health is None:
@@ -1551,11 +1602,8 @@ def estimate_tokens(text_length: int) -> int:
 
 def json_object(body: bytes, what: str) -> dict[str, Any]:
     """Parse a body that must be a JSON object; anything else is the upstream's fault (502)."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        obj = None
-    if not isinstance(obj, dict):
+    obj = loads_object(body)
+    if obj is None:
         raise RelayError(502, f"{what} is not a JSON object: {body[:200].decode('utf-8', 'replace')}",
                          "bad_upstream_answer", "upstream_error")
     return obj
@@ -1599,11 +1647,9 @@ def _reasoning_of(message: dict[str, Any]) -> str:
 
 def _arguments(raw: Any) -> dict[str, Any]:
     """A tool call's JSON-string arguments as the object Anthropic's `input` must be."""
-    try:
-        value = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else raw
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    if isinstance(raw, dict):
+        return raw
+    return (loads_object(raw) if isinstance(raw, str) and raw.strip() else None) or {}
 
 
 # ---- a call on its way: who asks, by which route, to which channel, and how each try went ----
@@ -1917,11 +1963,8 @@ def openai_error(status: int, message: str, code: str | int | None, type_: str) 
 
 def read_openai_error(status: int, body: bytes) -> RelayError:
     """An OpenAI-style error answer (or any other text) as one error value."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        obj = None
-    error = obj.get("error") if isinstance(obj, dict) else None
+    obj = loads_object(body)
+    error = obj.get("error") if obj else None
     if isinstance(error, dict) and error.get("message"):
         return RelayError(status, str(error["message"]), error.get("code") or "upstream_error",
                           str(error.get("type") or "upstream_error"))
@@ -1937,11 +1980,8 @@ class OpenAIDecoder(PivotDecoder):
         if data.strip() == b"[DONE]":
             self.done = True
             return []
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return []
-        if not isinstance(chunk, dict):
+        chunk = loads_object(data)
+        if chunk is None:
             return []
         if isinstance(chunk.get("error"), dict):
             self.error = read_openai_error(502, data)
@@ -2042,12 +2082,11 @@ class Adaptor:
         return call.dialect.response_from_pivot(call, pivot), usage
 
     def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
+        obj = loads_object(body)
+        if obj is None:
             return body, None
         usage = self.usage_of(obj)
-        if isinstance(obj, dict) and obj.get("model") not in (None, call.model):
+        if obj.get("model") not in (None, call.model):
             obj["model"] = call.model
             body = orjson.dumps(obj)
         return body, usage
@@ -3242,12 +3281,9 @@ class OpenAIPassthrough(StreamFilter):
             if _USAGE_OBJECT.search(event):
                 payload = event.strip()
                 payload = payload[5:] if payload.startswith(b"data:") else payload
-                try:
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    obj = None
+                obj = loads_object(payload)
                 self.usage = usage_from(obj) or self.usage
-                if not self.keep_usage_only and isinstance(obj, dict) and not obj.get("choices"):
+                if not self.keep_usage_only and obj is not None and not obj.get("choices"):
                     continue
             kept.append(event)
         return sep.join(kept)
@@ -3340,11 +3376,8 @@ def anthropic_error_type(status: int) -> str:
 
 
 def read_anthropic_error(status: int, body: bytes) -> RelayError:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        obj = None
-    error = obj.get("error") if isinstance(obj, dict) and obj.get("type") == "error" else None
+    obj = loads_object(body)
+    error = obj.get("error") if obj and obj.get("type") == "error" else None
     if not isinstance(error, dict):
         return read_openai_error(status, body)
     kind = str(error.get("type") or anthropic_error_type(status))
@@ -3502,11 +3535,8 @@ class AnthropicDecoder(PivotDecoder):
             self.usage = anthropic_usage(self.counts)
 
     def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return []
-        kind = event.get("type") if isinstance(event, dict) else None
+        event = loads_object(data) or {}
+        kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
             self._count(message.get("usage"))
@@ -3957,11 +3987,7 @@ def openai_schema(schema: Any) -> Any:
 def _tool_response_object(content: Any) -> dict[str, Any]:
     """A tool message's content as the object a functionResponse's `response` must be."""
     text = _text_of(content)
-    try:
-        value = orjson.loads(text) if text.strip() else None
-    except orjson.JSONDecodeError:
-        value = None
-    return value if isinstance(value, dict) else {"content": text}
+    return (loads_object(text) if text.strip() else None) or {"content": text}
 
 
 # -- pivot → Gemini (an OpenAI client, or the pivot of any other, on a Gemini channel) --
@@ -4154,11 +4180,8 @@ class GeminiDecoder(PivotDecoder):
         self.started = False
 
     def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return []
-        if not isinstance(event, dict):
+        event = loads_object(data)
+        if event is None:
             return []
         if isinstance(event.get("error"), dict):
             error = event["error"]
@@ -4243,11 +4266,8 @@ class GeminiAdaptor(Adaptor):
         return orjson.dumps(openai_to_gemini_request(pivot))
 
     def passthrough_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body, None
-        if not isinstance(answer, dict):
+        answer = loads_object(body)
+        if answer is None:
             return body, None
         if call.op == Mode.EMBEDDINGS:  # Gemini counts no embedding tokens: estimate the input's
             prompt = estimate_tokens(len(call.body))
@@ -4916,12 +4936,8 @@ class ResponsesPassthrough(StreamFilter):
         return _rewrite_model(events, *self.rename) if self.rename else events
 
     def _read(self, data: bytes) -> None:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        kind = event.get("type") if isinstance(event, dict) else None
-        response = event.get("response") if isinstance(event, dict) else None
+        event = loads_object(data) or {}
+        kind, response = event.get("type"), event.get("response")
         if kind == "response.created" and isinstance(response, dict):
             self.turn.snapshot, self.turn.started = dict(response, model=self.call.model), True
         elif kind in ("response.completed", "response.incomplete") and isinstance(response, dict):
@@ -5041,7 +5057,7 @@ class ResponsesDialect(Dialect):
         return out
 
 
-# ==== 10. Formats not served yet, and the registry ==========================================================
+# ==== 10. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
@@ -6948,11 +6964,7 @@ def _json_object(text: Any) -> dict[str, Any] | None:
         return text
     if text is None or not str(text).strip():
         return {}
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+    return loads_object(text if isinstance(text, (bytes, str)) else str(text))
 
 
 def _split_keys(key: str) -> list[str]:
@@ -7922,8 +7934,39 @@ def _delete_on_close(dialog: Any, busy: Callable[[], bool] = lambda: False) -> A
     return dialog
 
 
+def table_column(name: str, label: str, field: str = "", sortable: bool = False,
+                 align: str = "left") -> dict[str, Any]:
+    """One q-table column; its row field is its name unless told (Quasar's own default alignment is right)."""
+    return {"name": name, "label": label, "field": field or name, "align": align, **({"sortable": True} if sortable else {})}
+
+
 def notify_error(exc: ApiError) -> None:
     ui.notify(exc.message, type="negative", multi_line=True)
+
+
+def in_background(element: Any, load: Callable[[], Awaitable[None]]) -> None:
+    """Run `load()` as a task in `element`'s context (it may show a notification there): a page builds at once
+    and shows its progress state, while the query behind it runs in a thread."""
+    from nicegui import background_tasks
+    background_tasks.create(load(), name="ui-load", context=element)
+
+
+class shown_errors(contextlib.AbstractContextManager):
+    """`with shown_errors() as refused:` shows an ApiError raised in the block to the user and swallows it, and
+    `refused` is true afterwards if one was: the UI's one way to report an action the admin API refused."""
+
+    def __init__(self) -> None:
+        self.error: ApiError | None = None
+
+    def __bool__(self) -> bool:
+        return self.error is not None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, ApiError):
+            self.error = exc
+            notify_error(exc)
+            return True
+        return False
 
 
 _COPY_JS = """<script>
@@ -8270,7 +8313,10 @@ class DashboardPage:
         else:
             self.refresh()
 
-    async def refresh(self) -> None:
+    def refresh(self) -> None:
+        in_background(self.loading, self._load)
+
+    async def _load(self) -> None:
         """The query runs in a thread (the relay's event loop never waits for it), with the spinner shown."""
         start, end = self.span.bounds()
         end = end or now_ms()
@@ -8278,11 +8324,12 @@ class DashboardPage:
         asked = self._asked
         self.loading.visible = True
         try:
-            answer = await asyncio.to_thread(dashboard_answer, self.state.engine, start, end, str(self.tz),
-                                             self.timespan.value, self.channel.value or None, self.model.value or "")
-        except ApiError as exc:
-            notify_error(exc)
-            return
+            with shown_errors() as refused:
+                answer = await asyncio.to_thread(dashboard_answer, self.state.engine, start, end, str(self.tz),
+                                                 self.timespan.value, self.channel.value or None,
+                                                 self.model.value or "")
+            if refused:
+                return
         finally:
             if asked == self._asked:
                 self.loading.visible = False
@@ -8434,15 +8481,15 @@ class ChannelsTable:
                 ui.button(t("bulk.delete"), on_click=self.bulk_delete).props("outline dense color=negative")
             self.bulk.visible = False
         columns = [
-            {"name": "id", "label": "ID", "field": "id", "sortable": True, "align": "left"},
-            {"name": "name", "label": t("ch.name"), "field": "name", "sortable": True, "align": "left"},
-            {"name": "provider", "label": t("ch.provider"), "field": "provider", "sortable": True, "align": "left"},
-            {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
-            {"name": "priority", "label": t("ch.priority"), "field": "priority", "sortable": True, "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "sortable": True, "align": "left"},
-            {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
-            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
-            {"name": "actions", "label": "", "field": "id"},
+            table_column("id", "ID", sortable=True),
+            table_column("name", t("ch.name"), sortable=True),
+            table_column("provider", t("ch.provider"), sortable=True),
+            table_column("models", t("ch.models")),
+            table_column("priority", t("ch.priority"), sortable=True),
+            table_column("enabled", t("ch.enabled"), sortable=True),
+            table_column("test", t("ch.last_test")),
+            table_column("requests", t("ch.requests"), sortable=True, align="right"),
+            table_column("actions", "", field="id", align="right"),
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
                                 on_select=self.selection_changed).props("hide-selected-banner")
@@ -8536,16 +8583,13 @@ class ChannelsTable:
         self.refresh()
 
     def on_edit(self, e: Any) -> None:
-        try:
+        with shown_errors():
             ChannelDialog(self.state, get_channel(self.state, int(e.args)), self.refresh)
-        except ApiError as exc:
-            notify_error(exc)
 
     def on_test(self, e: Any) -> None:
-        try:
+        with shown_errors() as refused:
             route = route_for_channel(self.state, int(e.args))
-        except ApiError as exc:
-            notify_error(exc)
+        if refused:
             return
         ModelTestPanel(self.state, [(route, route.offered)], t("test.title", name=route.name), self.refresh)
 
@@ -8797,7 +8841,7 @@ class ChannelDialog:
         data = self.collect()
         if data is None:
             return
-        try:
+        with shown_errors() as refused:
             if self.existing:
                 update_channel(self.state, self.ch["id"], data)
                 ui.notify(t("ch.saved", name=data.name), type="positive")
@@ -8805,8 +8849,7 @@ class ChannelDialog:
                 ids = create_channels(self.state, [data])
                 ui.notify(t("ch.added", name=data.name) if len(ids) == 1 else t(
                     "ch.added_many", n=len(ids), name=data.name), type="positive")
-        except ApiError as exc:
-            notify_error(exc)
+        if refused:
             return
         self.dialog.close()
         self.on_saved()
@@ -8815,10 +8858,9 @@ class ChannelDialog:
         data = self.collect()
         if data is None:
             return
-        try:
+        with shown_errors() as refused:
             route = preview_route(self.state, data)
-        except ApiError as exc:
-            notify_error(exc)
+        if refused:
             return
         ModelTestPanel(self.state, [(route, route.offered)], t("test.title_preview"), None, save=False,
                        autostart=True)
@@ -8828,13 +8870,13 @@ class ChannelDialog:
         if data is None:
             return
         self.fetch_button.props("loading")  # busy for exactly as long as the provider takes
-        try:
-            listed = await fetch_upstream_models(self.state, data)
-        except ApiError as exc:
-            notify_error(exc)
+        with shown_errors() as refused:
+            try:
+                listed = await fetch_upstream_models(self.state, data)
+            finally:
+                self.fetch_button.props(remove="loading")
+        if refused:
             return
-        finally:
-            self.fetch_button.props(remove="loading")
         choose_model_changes(list(self.models.value or []), listed, self.set_models)
 
 
@@ -9016,11 +9058,11 @@ class ModelsTable:
                 "dense outlined clearable").classes("w-72")
             ui.label(t("models.hint")).classes("text-sm opacity-70")
         columns = [
-            {"name": "model", "label": t("common.model"), "field": "model", "sortable": True, "align": "left"},
-            {"name": "kind", "label": t("models.kind"), "field": "kind", "sortable": True, "align": "left"},
-            {"name": "served", "label": t("models.served"), "field": "served", "sortable": True, "align": "left"},
-            {"name": "channels", "label": t("models.channels"), "field": "channels", "align": "left"},
-            {"name": "enabled", "label": t("models.switch"), "field": "enabled", "sortable": True, "align": "left"},
+            table_column("model", t("common.model"), sortable=True),
+            table_column("kind", t("models.kind"), sortable=True),
+            table_column("served", t("models.served"), sortable=True),
+            table_column("channels", t("models.channels")),
+            table_column("enabled", t("models.switch"), sortable=True),
         ]
         self.table = data_table(columns, "model", "models", pagination={"rowsPerPage": 50})
         for slot, template in _MODEL_SLOTS.items():
@@ -9085,15 +9127,15 @@ class LogsTable:
             ui.button(t("logs.export"), icon="download", on_click=self.export).props("outline dense")
             ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
         columns = [  # endpoint, IP and the rest are in the row's detail: the list fits a 1440 px window
-            {"name": "time", "label": t("logs.time"), "field": "time", "align": "left"},
-            {"name": "channel", "label": t("common.channel"), "field": "channel", "align": "left"},
-            {"name": "model", "label": t("common.model"), "field": "model", "align": "left"},
-            {"name": "code", "label": t("logs.code"), "field": "code"},
-            {"name": "duration", "label": t("logs.duration"), "field": "duration"},
-            {"name": "ttfb", "label": t("logs.ttfb"), "field": "ttfb"},
-            {"name": "tokens", "label": t("logs.tokens"), "field": "tokens"},
-            {"name": "token", "label": t("logs.key"), "field": "token", "align": "left"},
-            {"name": "retries", "label": t("logs.retries"), "field": "retries"},
+            table_column("time", t("logs.time")),
+            table_column("channel", t("common.channel")),
+            table_column("model", t("common.model")),
+            table_column("code", t("logs.code"), align="right"),
+            table_column("duration", t("logs.duration"), align="right"),
+            table_column("ttfb", t("logs.ttfb"), align="right"),
+            table_column("tokens", t("logs.tokens"), align="right"),
+            table_column("token", t("logs.key")),
+            table_column("retries", t("logs.retries"), align="right"),
         ]
         self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
             "dense hide-bottom")
@@ -9122,7 +9164,10 @@ class LogsTable:
         else:
             self.refresh()
 
-    async def refresh(self) -> None:
+    def refresh(self) -> None:
+        in_background(self.table, self._load)
+
+    async def _load(self) -> None:
         """The query runs in a thread (the relay's event loop never waits for it); the table shows its
         progress bar meanwhile."""
         per_page = self.per_page.value
@@ -9160,7 +9205,8 @@ class LogsTable:
             path = await asyncio.to_thread(export_logs_file, self.state, self.current_filter(), self.tz)
         finally:
             note.dismiss()
-        ui.download.file(path, "aiproxy-logs.csv", "text/csv")
+        url = ng.add_static_file(local_file=path, single_use=True)  # an unguessable URL, served once
+        ui.download.from_url(url, "aiproxy-logs.csv", "text/csv")
 
     def on_row_click(self, e: Any) -> None:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
@@ -9202,10 +9248,9 @@ class LogDialog:
     """One call: its timings, tokens, route and, for failed calls, the bodies."""
 
     def __init__(self, state: AppState, log: dict[str, Any], tz: ZoneInfo) -> None:
-        try:
+        with shown_errors() as refused:
             detail = log_detail(state, log["id"])
-        except ApiError as exc:
-            notify_error(exc)
+        if refused:
             return
         route = state.routes.channels.get(log["channel"])
         took = max(0, log["created_at"] - log["request_at"])
@@ -9286,14 +9331,14 @@ class TokensTable:
                 "create-token")
             ui.label(t("tok.hint")).classes("text-sm opacity-70")
         columns = [
-            {"name": "name", "label": t("tok.name"), "field": "name", "sortable": True, "align": "left"},
-            {"name": "key", "label": t("tok.key"), "field": "key", "align": "left"},
-            {"name": "models", "label": t("tok.models"), "field": "models", "align": "left"},
-            {"name": "usage", "label": t("tok.usage"), "field": "usage", "align": "left"},
-            {"name": "requests", "label": t("ch.requests"), "field": "requests", "sortable": True},
-            {"name": "expires", "label": t("tok.expires"), "field": "expires", "align": "left"},
-            {"name": "enabled", "label": t("ch.enabled"), "field": "enabled", "align": "left"},
-            {"name": "actions", "label": "", "field": "id"},
+            table_column("name", t("tok.name"), sortable=True),
+            table_column("key", t("tok.key")),
+            table_column("models", t("tok.models")),
+            table_column("usage", t("tok.usage")),
+            table_column("requests", t("ch.requests"), sortable=True, align="right"),
+            table_column("expires", t("tok.expires")),
+            table_column("enabled", t("ch.enabled")),
+            table_column("actions", "", field="id", align="right"),
         ]
         self.table = table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
         table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
@@ -9329,11 +9374,9 @@ class TokensTable:
             show_new_key(token)
 
     def on_toggle(self, e: Any) -> None:
-        try:
+        with shown_errors():
             update_token(self.state, int(e.args["id"]),
                          TokenIn(status=STATUS_ENABLED if e.args["value"] else STATUS_DISABLED))
-        except ApiError as exc:
-            notify_error(exc)
         self.refresh()
 
     async def on_delete(self, e: Any) -> None:
@@ -9376,12 +9419,11 @@ class NewTokenDialog:
         if not self.name.validate():
             return
         day = local_input_to_ms(self.expires.value, self.tz)
-        try:
+        with shown_errors() as refused:
             token = create_token(self.state, TokenIn(name=self.name.value, models=self.models.value,
                                                      quota=self.quota.value or 0,
                                                      expired_at=day + 86_400_000 - 1 if day else 0))
-        except ApiError as exc:
-            notify_error(exc)
+        if refused:
             return
         self.on_created(token)
         self.dialog.close()
@@ -9418,6 +9460,8 @@ class SettingsPage:
         self.state, self.user = state, ng.storage.user
         self.origin = str(request.base_url).rstrip("/")  # the address this browser used: it reaches the gateway
         self.revealed = False
+        if state.port_moved_from:
+            self._port_moved_card()
         self._connect_card()
         self._admin_key_card()
         self._gateway_card()
@@ -9443,6 +9487,19 @@ class SettingsPage:
                 self.code = ui.label(self.snippet(False)).classes(
                     "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
             ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
+
+    def _port_moved_card(self) -> None:
+        """Said once (this run, the first after the default port moved), dismissed with "Got it"."""
+        with ui.card().classes("w-full gap-2").props("flat bordered").mark("port-moved") as card:
+            with ui.row().classes("items-center gap-2 no-wrap"):
+                ui.icon("info", color="warning")
+                ui.label(t("set.port_moved", old=self.state.port_moved_from, new=Settings.port)).classes("text-sm")
+
+            def dismiss() -> None:
+                self.state.port_moved_from = 0
+                card.delete()
+
+            ui.button(t("set.port_moved_ok"), on_click=dismiss).props("flat dense")
 
     def _admin_key_card(self) -> None:
         state = self.state
@@ -9503,11 +9560,10 @@ class SettingsPage:
         self.reveal.text = t("set.hide" if self.revealed else "set.reveal")
 
     def save_options(self) -> None:
-        try:
+        with shown_errors() as refused:
             set_option(self.state, "retry_times", self.retries.value)
             set_option(self.state, "log_retention_days", self.retention.value)
-        except ApiError as exc:
-            notify_error(exc)
+        if refused:
             return
         ui.notify(t("set.saved"), type="positive")
 
@@ -9777,14 +9833,14 @@ class MigrateWizard:
             self.preview_head = ui.label().classes("text-sm").mark("migrate-preview-head")
             self.report_notes = ui.column().classes("w-full gap-1").mark("migrate-notes")
             columns = [
-                {"name": "id", "label": "#", "field": "id", "align": "left"},
-                {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
-                {"name": "source_type", "label": t("migrate.source_type"), "field": "source_type", "align": "left"},
-                {"name": "provider", "label": t("migrate.target"), "field": "provider", "align": "left"},
-                {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
-                {"name": "status", "label": t("migrate.status"), "field": "status_label", "align": "left"},
-                {"name": "action", "label": t("migrate.action"), "field": "action_label", "align": "left"},
-                {"name": "notes", "label": t("migrate.notes"), "field": "reason", "align": "left"},
+                table_column("id", "#"),
+                table_column("name", t("ch.name")),
+                table_column("source_type", t("migrate.source_type")),
+                table_column("provider", t("migrate.target")),
+                table_column("models", t("ch.models")),
+                table_column("status", t("migrate.status"), field="status_label"),
+                table_column("action", t("migrate.action"), field="action_label"),
+                table_column("notes", t("migrate.notes"), field="reason"),
             ]
             self.preview_table = data_table(columns, "id", "migrate-preview", pagination={"rowsPerPage": 20})
             for slot, template in (("body-cell-models", channel_slot("body-cell-models")),
@@ -9832,12 +9888,12 @@ class MigrateWizard:
             self.config_summary = ui.label().classes("text-sm").mark("migrate-config-summary")
             ui.label(t("migrate.imported_channels")).classes("font-medium")
             self.done_table = data_table([
-                {"name": "id", "label": "ID", "field": "id", "align": "left"},
-                {"name": "name", "label": t("ch.name"), "field": "name", "align": "left"},
-                {"name": "provider", "label": t("ch.provider"), "field": "provider", "align": "left"},
-                {"name": "models", "label": t("ch.models"), "field": "models", "align": "left"},
-                {"name": "enabled", "label": t("migrate.status"), "field": "status_label", "align": "left"},
-                {"name": "test", "label": t("ch.last_test"), "field": "test", "align": "left"},
+                table_column("id", "ID"),
+                table_column("name", t("ch.name")),
+                table_column("provider", t("ch.provider")),
+                table_column("models", t("ch.models")),
+                table_column("enabled", t("migrate.status"), field="status_label"),
+                table_column("test", t("ch.last_test")),
             ], "id", "migrate-imported", pagination={"rowsPerPage": 20})
             for slot in ("body-cell-name", "body-cell-models", "body-cell-test"):
                 self.done_table.add_slot(slot, channel_slot(slot))
@@ -10467,12 +10523,19 @@ def _banner(state: AppState) -> str:
     if state.admin_key_created:
         lines += ["", "  A new admin key was generated (saved to admin_key in the data directory):",
                   f"      {state.admin_key}", "  Use it to log in, and as AIPROXY_API_TOKEN in FastGPT."]
+        token = state.admin_key  # shown whole this once, as above
     elif s.admin_key:
         lines.append("  admin key            : from ADMIN_KEY")
+        token = mask_key(state.admin_key) + "   (masked: your ADMIN_KEY)"
     else:
         lines.append(f"  admin key            : {mask_key(state.admin_key)} (in {s.data_path / 'admin_key'})")
+        token = mask_key(state.admin_key) + "   (masked: the key is in admin_key, and on the Settings page)"
+    lines += ["", "  FastGPT (.env), ready to paste:", f"      AIPROXY_API_ENDPOINT={url}",
+              f"      AIPROXY_API_TOKEN={token}"]
     if s.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(f"  WARNING: listening on {s.host}: anyone who can reach this port can try the admin key.")
+    if state.port_moved_from:
+        lines += ["", f"  NOTE: {port_moved_text(state.port_moved_from)}"]
     return "\n".join(lines)
 
 
@@ -10543,12 +10606,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(os.environ, argv)
     simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
     listener = None
+    moved_from = 0
     if not simulated:
         os.umask(0o077)  # every file the gateway makes (UI storage, uploads, journal) is its owner's alone
         try:
             listener = bind_listener(settings)
         except OSError as exc:
             _port_taken(settings, exc)
+        moved_from = default_port_moved_from(settings, port_chosen(os.environ, argv))
     try:
         app = create_app(settings)
     except (sa.exc.SQLAlchemyError, ModuleNotFoundError, OSError) as exc:
@@ -10558,6 +10623,7 @@ def main(argv: list[str] | None = None) -> None:
     if simulated:  # NiceGUI's test plugin runs this file: build, don't serve
         return
     state = get_state()
+    state.port_moved_from = moved_from
     print(_banner(state), flush=True)
     if not settings.no_browser:
         threading.Timer(1.5, webbrowser.open, [f"{_local_url(settings)}/"]).start()

@@ -1,4 +1,4 @@
-"""Section 7, Admin API: aiproxy's /api contract as FastGPT uses it.
+"""Admin API: aiproxy's /api contract as FastGPT uses it.
 
 Real HTTP against the shared `app_server` process (httpx as the client). The database is shared by the whole
 session, so every test makes its own channels, models and tokens with unique names and never assumes an empty

@@ -1,4 +1,4 @@
-"""Section 7, Admin API: schemathesis generates requests for every admin route from the published OpenAPI schema
+"""Admin API: schemathesis generates requests for every admin route from the published OpenAPI schema
 (`/api/openapi.json`) and sends them to the real app (issue 10).
 
 The oracle: no answer is a 5xx, every error is aiproxy's `{success: false, message}` envelope, and the app's own

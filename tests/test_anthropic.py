@@ -1,4 +1,4 @@
-"""Anthropic Messages both ways (sections 3 and 5): the converters as pure functions, then over real HTTP with the
+"""Anthropic Messages: both ways, the converters as pure functions, then over real HTTP with the
 official SDKs. The `anthropic` SDK calls /v1/messages on an OpenAI channel (converted) and on an Anthropic channel
 (passed through); the `openai` SDK calls /v1/chat/completions on an Anthropic channel (converted).
 

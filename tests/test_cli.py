@@ -1,8 +1,9 @@
-"""Section 9, App assembly & CLI: the command line, the packaging, and the single file running on its own."""
+"""App assembly & CLI: the command line, the packaging, and the single file running on its own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import socket
@@ -12,7 +13,7 @@ import threading
 import time
 import tomllib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 import aiproxy_local as app
-from conftest import answered_ids_under_load, logged_ids, logged_rows, unique
+from conftest import answered_ids_under_load, free_port, logged_ids, logged_rows, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,19 +106,28 @@ async def test_log_retention_survives_a_bad_value_and_a_database_error(tmp_path,
                          admin_key_created=False, options={"log_retention_days": "soon"})
     with engine.begin() as conn:
         conn.execute(app.sa.insert(app.LogRow).values(request_id="old", created_at=1000))
+    cutoffs: list[int] = []  # each round that reached the delete, by its cut-off
+    delete = app.delete_logs_before
+    monkeypatch.setattr(app, "delete_logs_before",
+                        lambda engine, cutoff: cutoffs.append(cutoff) or delete(engine, cutoff))
+
+    async def until(condition: Callable[[], bool]) -> None:  # a condition the loop makes true, not a fixed wait
+        for _ in range(250):
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the retention loop never got there")
+
     loop = asyncio.create_task(app._retention_loop(state))
     try:
-        await asyncio.sleep(0.3)
-        assert not loop.done() and any("log retention failed" in r.getMessage() for r in caplog.records)
+        await until(lambda: any("log retention failed" in r.getMessage() for r in caplog.records))
+        assert not loop.done() and cutoffs == []
         state.options["log_retention_days"] = 10**17  # a huge number keeps everything
-        await asyncio.sleep(0.3)
+        await until(lambda: 0 in cutoffs)  # a round ran with it: its cut-off is 0, before every row
         assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 1
         state.options["log_retention_days"] = 1
-        for _ in range(100):
-            if app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0 and not loop.done()
+        await until(lambda: app.query_logs(engine, app.LogFilter(), 1, 10)[1] == 0)
+        assert not loop.done()
     finally:
         loop.cancel()
 
@@ -236,6 +246,89 @@ def test_a_port_held_by_another_program_is_a_clear_error(tmp_path):
         second = run_second_start(tmp_path, holder.getsockname()[1], AIPROXY_NO_BROWSER="1")
     assert second.returncode == 1 and "Traceback" not in second.stderr
     assert "another program uses it. Choose another port with --port" in second.stderr
+
+
+# ---- the default port: 3010, where FastGPT looks (issue 21) ----
+
+def start_plain(tmp_path: Path, data: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, Path]:
+    """The app as a user starts it: no --port, no --host."""
+    from conftest import child_env
+
+    log = tmp_path / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "aiproxy_local.py"), "--data-dir", str(data),
+                                 "--no-browser"], stdout=out, stderr=subprocess.STDOUT,
+                                env=child_env({"AIPROXY_PORT": None, "ADMIN_KEY": None, **env}))
+    return proc, log
+
+
+def ready_on(proc: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"not answering on {port}:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_with_no_port_it_listens_on_3010_and_an_older_data_dir_hears_once_that_the_default_moved(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin_key").write_text("older-admin-key-0123456789\n")  # a data dir from when 3000 was the default
+    if not port_is_free(3010):  # a gateway someone runs on this machine: the default is still what is tried
+        proc, log = start_plain(tmp_path, data, {}, "taken")
+        proc.wait(60)
+        assert "127.0.0.1:3010" in log.read_text()
+        return
+    proc, log = start_plain(tmp_path, data, {}, "first")
+    try:
+        ready_on(proc, 3010, log)
+        output = log.read_text()
+        assert "web UI and admin API : http://127.0.0.1:3010" in output
+        assert "AIPROXY_API_ENDPOINT=http://127.0.0.1:3010\n" in output
+        assert "AIPROXY_API_TOKEN=ol…89 " in output and "older-admin-key-0123456789" not in output
+        assert "NOTE: The default port moved from 3000 to 3010" in output and "--port 3000" in output
+    finally:
+        stop(proc)
+    proc, log = start_plain(tmp_path, data, {}, "second")
+    try:
+        ready_on(proc, 3010, log)
+        assert "AIPROXY_API_ENDPOINT=http://127.0.0.1:3010" in log.read_text()
+        assert "default port moved" not in log.read_text(), "said once"
+    finally:
+        stop(proc)
+
+
+def test_aiproxy_port_overrides_the_default(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin_key").write_text("older-admin-key-0123456789\n")
+    proc, log = start_plain(tmp_path, data, {"AIPROXY_PORT": str(port)}, "env")
+    try:
+        ready_on(proc, port, log)
+        output = log.read_text()
+        assert f"AIPROXY_API_ENDPOINT=http://127.0.0.1:{port}\n" in output
+        assert "default port moved" not in output, "a chosen port relies on no default"
+    finally:
+        stop(proc)
 
 
 # ---- body size limits ----

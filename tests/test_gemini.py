@@ -1,4 +1,4 @@
-"""Google Gemini both ways (sections 3 and 5): the converters as pure functions, then over real HTTP with the
+"""Google Gemini: both ways, the converters as pure functions, then over real HTTP with the
 official SDKs. `google-genai` calls the Gemini door (v1 and v1beta) on an OpenAI channel (converted) and on a Gemini
 channel (passed through); the `openai` SDK calls chat and embeddings on a Gemini channel (type 24, converted).
 

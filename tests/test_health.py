@@ -1,4 +1,4 @@
-"""Channel health (section 4) and its place in the relay (section 5): auto-disable after fatal errors in a row, the
+"""Router; Relay pipeline: channel health and its place in the relay: auto-disable after fatal errors in a row, the
 cool-downs of transient ones, the scheduled retest, the routing trail, failed attempts counted against their
 channel, keys scrubbed from what upstreams say, and calls that end badly (cut streams, hang-ups, 200s that are not
 JSON, model tests that time out).
@@ -294,14 +294,15 @@ def test_the_trail_keeps_every_attempt_in_order_and_failed_ones_count_against_th
     names = {"a": (unique("a"), 429), "b": (unique("b"), 502), "c": (unique("c"), 200)}
     ids = {}
     for priority, (label, (name, status)) in zip((30, 20, 10), names.items()):
-        hup.set(name, status=status, message=f"{label} says no")
+        hup.set(name, status=status, message=f"{label} says no", hang=0.2 if label == "b" else 0.0)
         ids[label] = gateway.add_channel(base_url=hup.url(name), models=[model], priority=priority)
     chat(gateway, model)
     (row,) = wait_logs(gateway, 1, model_name=model)
     assert trail(row) == [(ids["a"], 429, ""), (ids["b"], 502, ""), (ids["c"], 200, "")]
     assert row["retry_times"] == 2 and row["channel"] == ids["c"] and row["code"] == 200
     assert row["attempts"][0]["error"] == "a says no" and "error" not in row["attempts"][2]
-    assert all(isinstance(a["ms"], int) and a["ms"] >= 0 for a in row["attempts"])
+    a_ms, b_ms, c_ms = (a["ms"] for a in row["attempts"])  # each attempt's own time: b waits 200 ms upstream
+    assert b_ms >= 200 and max(a_ms, c_ms) < b_ms, row["attempts"]
     detail = gateway.api("GET", f"/api/logs/detail/{row['id']}")["data"]
     assert detail["attempts"] == row["attempts"] and detail["retry_times"] == 2
 

@@ -1,4 +1,4 @@
-"""Tests for section 7's import of OneAPI, new-api and labring/aiproxy (`POST /api/channels/import/oneapi` and
+"""Import: OneAPI, new-api and labring/aiproxy (`POST /api/channels/import/oneapi` and
 `/import/aiproxy`).
 
 Pure tests call the row-mapping functions directly (type tables, base URLs, credentials, models, status, tokens,
@@ -29,6 +29,7 @@ import pytest
 
 import aiproxy_local as app
 from conftest import AppServer, free_port
+from fake_upstream import reply_text
 from aiproxy_sources import AIPROXY_OLD_TOKEN_EXPIRY, AIPROXY_POSTGRES_DDL
 from oneapi_sources import ONEAPI_SQLITE_DDL
 
@@ -787,7 +788,7 @@ def test_migrated_channel_and_token_work_with_the_openai_sdk(oneapi_run: dict[st
     client = app_server.openai(api_key="sk-" + mig_key("ok"))
     upstream.clear()
     answer = client.chat.completions.create(model="mig-gpt", messages=MESSAGES)
-    assert answer.choices[0].message.content
+    assert answer.choices[0].message.content == reply_text(3)  # the fake upstream's own words
     seen = upstream.requests("ok")[-1]
     assert seen["path"] == "/ok/v1/chat/completions" and seen["json"]["model"] == "gpt-4o-mini"
     assert seen["headers"]["authorization"] == "Bearer sk-up-1"
@@ -808,7 +809,7 @@ def test_migrated_token_rules_hold(oneapi_run: dict[str, Any], app_server: AppSe
     with pytest.raises(openai.APIStatusError) as info:  # allow-list carried over
         app_server.openai(api_key="sk-" + mig_key("narrow")).chat.completions.create(model="mig-gpt",
                                                                                      messages=MESSAGES)
-    assert 400 <= info.value.status_code < 500
+    assert (info.value.status_code, info.value.code) == (403, "model_not_allowed")
     ok = app_server.openai(api_key="sk-" + mig_key("quota")).chat.completions.create(model="mig-compat",
                                                                                       messages=MESSAGES)
     assert ok.choices
@@ -885,7 +886,7 @@ def test_sqlite_source(tmp_path: Path, app_server: AppServer, upstream: Any) -> 
     assert (ch["lite-deepseek"]["type"], ch["lite-deepseek"]["status_reason"]) == (36, "auto-disabled in OneAPI")
     answer = app_server.openai(api_key="sk-" + mig_key("lite")).chat.completions.create(model="lite-model",
                                                                                         messages=MESSAGES)
-    assert answer.choices[0].message.content
+    assert answer.choices[0].message.content == reply_text(3)  # the fake upstream's own words
     again = import_(app_server, f"sqlite:///{path}", import_tokens=True)
     assert (again["imported"], again["exists"], again["tokens"]["exists"]) == (0, 2, 1)
 
@@ -1329,13 +1330,13 @@ def test_migrated_aiproxy_token_works_and_its_models_still_limit_it(aiproxy_run:
     narrow = app_server.openai(api_key="sk-" + ap_key("narrow"))
     upstream.clear()
     answer = narrow.chat.completions.create(model="ap-gpt", messages=MESSAGES)
-    assert answer.choices[0].message.content and answer.model == "ap-gpt"
+    assert answer.choices[0].message.content == reply_text(3) and answer.model == "ap-gpt"
     seen = upstream.requests("ok")[-1]
     assert seen["path"] == "/ok/v1/chat/completions" and seen["json"]["model"] == "gpt-4o-mini"
     assert seen["headers"]["authorization"] == "Bearer sk-up-ap1"
     with pytest.raises(openai.APIStatusError) as info:  # ap-embed is on the channel, not on this token's list
         narrow.embeddings.create(model="ap-embed", input="hello")
-    assert 400 <= info.value.status_code < 500
+    assert (info.value.status_code, info.value.code) == (403, "model_not_allowed")
     every = app_server.openai(api_key=ap_key("all"))  # the bare 48-char key works as well as sk-<key>
     assert len(every.embeddings.create(model="ap-embed", input="hello").data[0].embedding) > 0
     for tag in ("off", "grp"):
@@ -1435,4 +1436,4 @@ def test_aiproxy_sqlite_source(tmp_path: Path, app_server: AppServer, upstream: 
     assert ch["created_at"] == 1_743_494_400_000
     answer = app_server.openai(api_key="sk-" + ap_key("lite")).chat.completions.create(model="aplite-gpt",
                                                                                        messages=MESSAGES)
-    assert answer.choices[0].message.content
+    assert answer.choices[0].message.content == reply_text(3)  # the fake upstream's own words

@@ -1,4 +1,4 @@
-"""Section 8, UI pages, in a real browser: the journey of FastGPT's AI Proxy doc, by clicking and typing only.
+"""UI pages; Migrate wizard: in a real browser, the journey of FastGPT's AI Proxy doc, by clicking and typing only.
 
 Playwright drives the system Chromium against the app running as a process (`start_app`) with the fake upstream.
 The six steps of the doc: log in, create a channel (provider, models, mapping, base URL, key), test it, look at

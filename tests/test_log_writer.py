@@ -1,4 +1,4 @@
-"""Section 6, Log writer: batched inserts off the request path, per-minute summaries, counters, drain on stop;
+"""Log writer: batched inserts off the request path, per-minute summaries, counters, drain on stop;
 a row the database refuses never costs the rest of its batch (on SQLite, MariaDB and PostgreSQL)."""
 
 from __future__ import annotations
@@ -482,7 +482,10 @@ async def test_stop_during_a_flush_lets_it_finish(tmp_path, monkeypatch):
     state.writer.open_journal(tmp_path / "journal")
     slow_write = state.writer.write_batch
 
+    writing = threading.Event()
+
     def slow(batch: list[app.LogEntry]) -> list[app.LogEntry]:
+        writing.set()
         time.sleep(0.3)
         return slow_write(batch)
 
@@ -490,7 +493,7 @@ async def test_stop_during_a_flush_lets_it_finish(tmp_path, monkeypatch):
     state.writer.start()
     for i in range(1200):  # three batches of at most 500
         state.writer.submit(entry(1_700_000_000_000 + i))
-    await asyncio.sleep(0.1)  # the writer has woken and is in its first batch
+    assert await asyncio.to_thread(writing.wait, 10)  # the writer is in its first batch
     await state.writer.stop()
     assert state.writer.written == 1200 and app.query_logs(state.engine, app.LogFilter(), 1, 10)[1] == 1200
     assert list((tmp_path / "journal").iterdir()) == []

@@ -1,9 +1,11 @@
-"""Section 3, Provider catalog & adaptors: assets/providers.json and the code that loads and uses it.
+"""Relay contract; OpenAI & Azure; Registry: the provider catalog, assets/providers.json and the code that loads and
+uses it.
 
 The catalog is keyed by labring/aiproxy's numeric channel type id; these tests
 keep it loadable, complete for the ids the app relies on, and well-formed.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -90,7 +92,7 @@ def test_load_catalog_builds_frozen_providers():
     assert REQUIRED_IDS <= set(catalog)
     openai = catalog[1]
     assert openai.default_base_url.endswith("/v1") and ("gpt-4o", "chat") in openai.models
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         openai.name = "changed"  # frozen: the catalog is shared by every request
 
 
@@ -108,10 +110,14 @@ def test_model_kinds_come_from_the_catalog_then_from_the_name():
 def test_every_catalog_adaptor_resolves():
     import aiproxy_local as app
 
-    for provider in app.load_catalog().values():
-        adaptor = app.adaptor_for(provider)
-        assert adaptor is app.ADAPTORS[provider.adaptor], provider.id
-    assert app.adaptor_for(app.load_catalog()[29]) is app.ADAPTORS["openai"]  # groq: an OpenAI-style row
+    catalog = app.load_catalog()
+    plain = app.ADAPTORS["openai"]
+    # the native formats each get their own adaptor: an OpenAI request to Azure, Anthropic or Gemini fails upstream
+    native = {type_id: app.adaptor_for(catalog[type_id]) for type_id in (3, 4, 14, 24)}
+    assert all(adaptor is not plain and isinstance(adaptor, app.Adaptor) for adaptor in native.values()), native
+    assert {native[3].title, native[4].title, native[14].title, native[24].title} == {
+        "Azure OpenAI", "Anthropic", "Google Gemini"}
+    assert app.adaptor_for(catalog[29]) is plain  # groq: an OpenAI-style row
 
 
 def test_an_unknown_adaptor_stops_start_up(tmp_path):

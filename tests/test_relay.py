@@ -1,4 +1,4 @@
-"""Section 5, Relay routes: the OpenAI-compatible /v1, over real HTTP, with the official openai SDK as a client.
+"""Relay pipeline: the OpenAI-compatible /v1, over real HTTP, with the official openai SDK as a client.
 
 The app runs as a real process (`app_server`) in front of our fake upstream (`upstream`). Every test uses its own
 model names, so the channels of one test never serve another's calls.
@@ -32,7 +32,7 @@ def keys_seen(upstream: Any, model: str) -> list[str]:
 
 def test_chat_non_stream_logs_usage_and_request_id(app_server, upstream):
     model = unique()
-    channel = app_server.add_channel(base_url=upstream.url("ok"), models=[model])
+    channel = app_server.add_channel(base_url=upstream.url("ok+delay-150"), models=[model])
     client = app_server.openai()
     raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
     answer = raw.parse()
@@ -46,7 +46,7 @@ def test_chat_non_stream_logs_usage_and_request_id(app_server, upstream):
     assert row["usage"]["input_tokens"] == answer.usage.prompt_tokens
     assert row["usage"]["output_tokens"] == 3 and row["completion_tokens"] == 3
     assert row["usage_estimated"] is False
-    assert row["created_at"] >= row["request_at"] and row["ttfb_milliseconds"] >= 0
+    assert 150 <= row["ttfb_milliseconds"] <= row["created_at"] - row["request_at"]  # the upstream's 150 ms count
 
 
 async def test_async_stream_passes_chunks_and_hides_usage_chunk(app_server, upstream):
@@ -71,7 +71,7 @@ def test_stream_with_client_usage_keeps_usage_chunk(app_server, upstream):
 
 
 def test_stream_is_not_buffered(app_server, upstream):
-    """Chunks 250 ms apart upstream must reach the client 250 ms apart, not all at the end."""
+    """Chunks 250 ms apart upstream reach the client about 250 ms apart each, not together at the end."""
     model = unique()
     app_server.add_channel(base_url=upstream.url("ok+chunks-3+gap-250"), models=[model])
     arrivals = []
@@ -80,7 +80,8 @@ def test_stream_is_not_buffered(app_server, upstream):
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.time() - start)
     assert len(arrivals) == 3
-    assert arrivals[-1] - arrivals[0] >= 0.4
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    assert all(gap >= 0.2 for gap in gaps), gaps  # each chunk as it came; a buffered stream arrives all at once
 
 
 def test_stream_cut_midway_is_reported_and_logged(app_server, upstream):

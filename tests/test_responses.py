@@ -1,4 +1,4 @@
-"""OpenAI Responses (sections 2, 3 and 5): the converters and the event encoder as pure functions, then over real
+"""OpenAI Responses: the converters and the event encoder as pure functions, then over real
 HTTP with the official `openai` SDK: /v1/responses through the pivot on chat-only OpenAI-style, Anthropic, Gemini
 and Azure channels, natively on OpenAI (type 1), stored answers for `previous_response_id`, GET and DELETE.
 

@@ -1,4 +1,4 @@
-"""Section 1, Settings & app state: defaults, environment and flags; the admin key's first run; masking."""
+"""Settings & app state: defaults, environment and flags; the admin key's first run; masking."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encodi
 
 def test_defaults_then_environment_then_flags():
     assert app.load_settings({}) == app.Settings()
-    assert app.Settings().host == "127.0.0.1" and app.Settings().port == 3000  # local-only unless told otherwise
+    assert app.Settings().host == "127.0.0.1"  # local-only unless told otherwise
+    assert app.Settings().port == 3010  # where FastGPT's AIPROXY_API_ENDPOINT points by default
     env = {"AIPROXY_PORT": "4000", "RETRY_TIMES": "1", "AIPROXY_NO_BROWSER": "true", "AIPROXY_DATA_DIR": "/x"}
     s = app.load_settings(env)
     assert (s.port, s.retry_times, s.no_browser, s.data_dir) == (4000, 1, True, "/x")
@@ -103,3 +104,64 @@ def test_an_older_data_dir_is_made_private_on_start(start_app, tmp_path):
     assert server.admin_key == "old-admin-key-0123456789"
     assert {n: m for n, m in modes(data).items() if n in (".", "admin_key", "aiproxy.db")} == {
         ".": 0o700, "admin_key": 0o600, "aiproxy.db": 0o600}
+
+
+# ---- the default port: 3010, FastGPT's default endpoint (issue 21) ----
+
+def test_the_port_is_chosen_by_the_environment_or_the_flag_else_it_is_the_default():
+    assert app.load_settings({}, []).port == 3010
+    assert not app.port_chosen({}, []) and not app.port_chosen({"AIPROXY_PORT": ""}, ["--no-browser"])
+    assert app.port_chosen({"AIPROXY_PORT": "3000"}, []) and app.load_settings({"AIPROXY_PORT": "3000"}, []).port == 3000
+    for argv in (["--port", "3000"], ["--port=3000"], ["--po", "3000"]):  # argparse takes a prefix too
+        assert app.port_chosen({}, argv) and app.load_settings({}, argv).port == 3000, argv
+
+
+def test_an_older_data_dir_is_told_once_that_the_default_port_moved(tmp_path):
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "admin_key").write_text("k" * 48)  # what a version listening on 3000 left behind
+    settings = app.Settings(data_dir=str(older))
+    assert app.default_port_moved_from(settings, chosen=False) == 3000
+    assert (older / app.DEFAULT_PORT_FILE).read_text().strip() == "3010"
+    assert app.default_port_moved_from(settings, chosen=False) == 0  # once
+
+    fresh = app.Settings(data_dir=str(tmp_path / "fresh"))  # a new user: nothing moved for them
+    assert app.default_port_moved_from(fresh, chosen=False) == 0
+    assert (fresh.data_path / app.DEFAULT_PORT_FILE).read_text().strip() == "3010"
+
+    explicit = tmp_path / "explicit"
+    explicit.mkdir()
+    (explicit / "aiproxy.db").write_bytes(b"")
+    settings = app.Settings(data_dir=str(explicit), port=3000)
+    assert app.default_port_moved_from(settings, chosen=True) == 0  # --port 3000 relies on no default
+    assert app.default_port_moved_from(settings, chosen=False) == 0  # and the dir now knows the new one
+
+
+def banner(**kw) -> str:
+    fields = dict(settings=app.Settings(), engine=None, catalog={}, admin_key="abcdefghij" * 4 + "wxyz0123",
+                  admin_key_created=False)
+    return app._banner(app.AppState(**{**fields, **kw}))
+
+
+def test_the_banner_prints_fastgpts_two_lines_with_the_token_masked_unless_just_generated():
+    key = "abcdefghij" * 4 + "wxyz0123"
+    text = banner()
+    assert "AIPROXY_API_ENDPOINT=http://127.0.0.1:3010\n" in text and "web UI and admin API : http://127.0.0.1:3010" in text
+    assert f"AIPROXY_API_TOKEN={app.mask_key(key)} " in text and key not in text
+    assert key not in banner(settings=app.Settings(admin_key=key))
+    fresh = banner(admin_key_created=True)
+    assert f"AIPROXY_API_TOKEN={key}\n" in fresh + "\n"  # shown whole only the time it is generated
+    assert "AIPROXY_API_ENDPOINT=http://127.0.0.1:4000" in banner(settings=app.Settings(port=4000))
+    assert "NOTE" not in text and "default port moved" not in text
+    moved = banner(port_moved_from=3000)
+    assert "The default port moved from 3000 to 3010" in moved and "--port 3000" in moved
+    assert "AIPROXY_PORT=3000" in moved
+
+
+def test_readme_pairs_with_fastgpts_defaults():
+    section = README.split("## Use with FastGPT", 1)[1].split("\n## ", 1)[0]
+    assert section.lstrip().startswith("Nothing to change in FastGPT's `.env` except the token")
+    assert "AIPROXY_API_ENDPOINT=http://localhost:3010" in section
+    for stale in ("127.0.0.1:3000", "localhost:3000", "host.docker.internal:3000", "--port 3001", ":3001"):
+        assert stale not in README, stale  # the snippets and recipes follow the default
+    assert "| `--port` | `AIPROXY_PORT` | `3010` |" in README

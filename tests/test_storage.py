@@ -1,4 +1,4 @@
-"""Section 2, Storage.
+"""Storage: the database layer.
 
 The storage functions of `aiproxy_local`, called directly, on SQLite, MariaDB and PostgreSQL alike: each test
 runs on every backend, in a fresh database of its own kind (`aiproxy_t_<random>` on a server, dropped

@@ -1,4 +1,4 @@
-"""Section 8, UI pages: each page's main flow through NiceGUI's simulated User (no browser).
+"""UI kit; UI pages: each page's main flow through NiceGUI's simulated User (no browser).
 
 The plugin runs aiproxy_local.py as __main__ for every test (settings from the env set below), so the engine
 lives in that run's namespace: `ns()` reaches it through a registered page function. Slot widgets (row switches,
@@ -66,9 +66,9 @@ async def test_language_follows_the_browser_and_the_switch(user: User) -> None:
     await user.open("/login")
     await user.should_see("使用管理员密钥登录")
     user.find(ui.input).type(ADMIN_KEY).trigger("keydown.enter")
-    await user.should_see("仪表盘")
+    await user.should_see("仪表盘", retries=50)  # the first page may take a while on a busy machine (as in login())
     user.find("English").click()
-    await user.should_see("Dashboard")
+    await user.should_see("Dashboard", retries=50)
     await user.should_see("Get started in three steps")
 
 
@@ -287,9 +287,20 @@ def test_test_failures_in_words() -> None:
     assert m.error_message('{"success": false, "message": "aiproxy says no"}') == "aiproxy says no"
 
 
-async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: User, upstream, caplog) -> None:
+async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: User, upstream, caplog,
+                                                                         monkeypatch) -> None:
     """Updating a closed page logs a warning here and an AssertionError traceback on a real server."""
     caplog.set_level(logging.WARNING, logger="nicegui")
+    panel, ended = ns()["ModelTestPanel"], asyncio.Event()
+    run = panel.run
+
+    async def run_to_its_end(self: Any) -> None:
+        try:
+            await run(self)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(panel, "run", run_to_its_end)
     cid = add_channel("slow", upstream.url("delay-800"), ["gpt-4o-mini"])
     await login(user, "/channels")
     user.find(marker="channels").trigger("test", cid)
@@ -298,7 +309,7 @@ async def test_a_test_that_outlives_its_page_still_saves_and_logs_nothing(user: 
     user.client.delete()  # the browser went away (tab closed, reconnect timed out)
     await eventually(lambda: ns()["get_channel"](state(), cid)["channel_tests"], tries=200)
     assert ns()["get_channel"](state(), cid)["channel_tests"][0]["success"]
-    await asyncio.sleep(0.3)  # the panel's own end: its summary, its refresh of the (gone) table
+    await asyncio.wait_for(ended.wait(), 10)  # the panel's own end: its summary, its refresh of the (gone) table
     assert [r.getMessage() for r in caplog.records if r.name.startswith("nicegui")] == []
 
 
@@ -383,15 +394,16 @@ async def test_model_tests_are_marked_and_kept_out_of_the_counts(user: User, ups
     await user.open("/channels")
     assert the(user, "channels").rows[0]["requests"] == 1
     await user.open("/dashboard")
-    assert the(user, "card-calls").text == "1"
+    await eventually(lambda: the(user, "card-calls").text == "1")
     await user.open("/logs")
     await user.should_see("2 call(s)")
     assert sorted(r["is_test"] for r in the(user, "logs").rows) == [False, True]  # both, the test marked
     await user.should_see("test")
-    the(user, "filter-kind").value = "calls"
+    the(user, "filter-kind").value = "calls"  # each filter's rows load in a thread, then replace the table's
+    await eventually(lambda: [r["is_test"] for r in the(user, "logs").rows] == [False])
     await user.should_see("1 call(s)")
-    assert [r["is_test"] for r in the(user, "logs").rows] == [False]
     the(user, "filter-kind").value = "tests"
+    await eventually(lambda: [r["is_test"] for r in the(user, "logs").rows] == [True])
     await user.should_see("1 call(s)")
     test_row = the(user, "logs").rows[0]
     assert test_row["is_test"] and test_row["channel"] == "counted"
@@ -412,11 +424,22 @@ def add_logs() -> tuple[int, int, int]:
                  content="upstream exploded", retry_times=2, ip="10.0.0.2"),
             dict(request_id="req-old", request_at=now - 3 * 86_400_000, created_at=now - 3 * 86_400_000,
                  model="model-a", channel=cid, code=200)]
+    ids = write_logs(rows)
     with state().engine.begin() as conn:
-        ids = [conn.execute(sa.insert(log_row).values(**r)).inserted_primary_key[0] for r in rows]
         conn.execute(sa.insert(log_detail).values(request_id="req-bad", request_body='{"model": "model-b"}',
                                                   response_body='{"error": {"message": "boom"}}'))
     return ids[0], ids[1], now
+
+
+def write_logs(rows: list[dict[str, Any]]) -> list[int]:
+    """As the log writer writes rows (with their summaries, which long ranges count); their ids, in order."""
+    g = ns()
+    writer = g["LogWriter"](state().engine)
+    assert writer.write_batch([g["LogEntry"]({**g["LOG_DEFAULTS"], **r}, None, 0) for r in rows]) == []
+    with state().engine.connect() as conn:
+        found = dict(conn.execute(g["sa"].select(g["LogRow"].request_id, g["LogRow"].id).where(
+            g["LogRow"].request_id.in_([r["request_id"] for r in rows]))).all())
+    return [found[r["request_id"]] for r in rows]
 
 
 async def test_log_filters_and_detail(user: User) -> None:
@@ -430,17 +453,18 @@ async def test_log_filters_and_detail(user: User) -> None:
     assert bad["channel"] == "logged"
     shanghai = datetime.fromtimestamp((now - 13000) / 1000, ZoneInfo("Asia/Shanghai"))  # the browser's timezone
     assert bad["time"] == shanghai.strftime("%Y-%m-%d %H:%M:%S")
-    the(user, "filter-status").value = "error"
+    the(user, "filter-status").value = "error"  # each filter's rows load in a thread, then replace the table's
+    await eventually(lambda: [r["id"] for r in the(user, "logs").rows] == [bad_id])
     await user.should_see("1 call(s)")
-    assert [r["id"] for r in the(user, "logs").rows] == [bad_id]
     the(user, "filter-status").value = "all"
     the(user, "filter-model").value = "model-a"
+    await eventually(lambda: [r["id"] for r in the(user, "logs").rows] == [ok_id])
     await user.should_see("1 call(s)")
-    assert [r["id"] for r in the(user, "logs").rows] == [ok_id]
     the(user, "filter-model").value = ""
     the(user, "range-preset").value = "7d"
     await user.should_see("3 call(s)")
     user.find(marker="filter-request-id").type("req-bad")
+    await eventually(lambda: [r["id"] for r in the(user, "logs").rows] == [bad_id])
     await user.should_see("1 call(s)")
 
     user.find(marker="logs").trigger("rowClick", [{}, {"id": bad_id}, 0])
@@ -458,8 +482,7 @@ async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(us
                  channel_name="soon-gone", code=200, ttfb_milliseconds=50),
             dict(request_id="req-none", request_at=now - 700, created_at=now - 600, model="unknown-model", channel=0,
                  code=503, content="no channel serves unknown-model")]
-    with state().engine.begin() as conn:
-        ids = [conn.execute(g["sa"].insert(g["LogRow"]).values(**r)).inserted_primary_key[0] for r in rows]
+    ids = write_logs(rows)
     g["delete_channels"](state(), [gone])
     await login(user, "/logs")
     await user.should_see("2 call(s)")
@@ -468,6 +491,7 @@ async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(us
     user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[0]}, 0])
     await user.should_see(f"soon-gone (#{gone}, deleted)")
     await user.open("/logs")
+    await user.should_see("2 call(s)")
     user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[1]}, 0])
     await user.should_see("none: no channel took this call")
     await user.should_not_see("#0")
@@ -566,19 +590,33 @@ async def test_settings_options_and_key_regeneration(user: User) -> None:
     await user.should_see("Connect your apps")
 
 
+async def test_settings_say_once_that_the_default_port_moved(user: User) -> None:
+    state().port_moved_from = 3000  # the first start on a data dir an older version made (test_cli covers that)
+    await login(user, "/settings")
+    await user.should_see("The default port moved from 3000 to 3010")
+    await user.should_see("--port 3000")
+    user.find("Got it").click()
+    await user.should_not_see("The default port moved")
+    assert state().port_moved_from == 0
+    await user.open("/settings")
+    await user.should_see("Connect your apps")
+    await user.should_not_see("The default port moved")
+
+
 # ---- dashboard, migrate, strings ----
 
 async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
     g = ns()
     cid = add_channel("dash", upstream.url("ok"), ["m"])
     minute = int(time.time()) // 60 * 60 - 120
-    with state().engine.begin() as conn:
-        conn.execute(g["sa"].insert(g["SummaryMinute"]).values(
-            minute=minute, channel_id=cid, model="m", request_count=4, exception_count=1, input_tokens=1000,
-            output_tokens=2500, total_tokens=3500, total_time_milliseconds=8000, total_ttfb_milliseconds=2000))
+    counters = dict(channel_id=cid, model="m", request_count=4, exception_count=1, input_tokens=1000,
+                    output_tokens=2500, total_tokens=3500, total_time_milliseconds=8000, total_ttfb_milliseconds=2000)
+    with state().engine.begin() as conn:  # as the log writer adds them: the minute, and its hour
+        conn.execute(g["sa"].insert(g["SummaryMinute"]).values(minute=minute, **counters))
+        conn.execute(g["sa"].insert(g["SummaryHour"]).values(hour=minute // 3600 * 3600, **counters))
     await login(user, "/")
     await user.should_not_see("Get started in three steps")
-    assert the(user, "card-calls").text == "4"
+    await eventually(lambda: the(user, "card-calls").text == "4")  # loaded in a thread, the spinner meanwhile
     assert the(user, "card-error_rate").text == "25.0% (1)"
     assert the(user, "card-output_tokens").text == "2.5k"
     assert the(user, "card-avg_latency_ms").text == "2.00 s"

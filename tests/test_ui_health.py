@@ -1,4 +1,4 @@
-"""Section 8, channel health in the UI (issue 9), through NiceGUI's simulated User: the channel list shows status 3
+"""UI pages: channel health in the UI (issue 9), through NiceGUI's simulated User: the channel list shows status 3
 with its reason and time, the cool-downs under way and a "retest now" button; a log's detail shows its routing
 trail; the model test panel shows the time taken and the limit.
 

@@ -1,4 +1,4 @@
-"""Section 8, the /migrate wizard (issue C): source → preview (dry run) → import → summary → test the imported
+"""Migrate wizard: the /migrate wizard (issue C): source → preview (dry run) → import → summary → test the imported
 channels, through NiceGUI's simulated User (no browser).
 
 The source is a one-api SQLite file built here from one-api's DDL (shared/reference/oneapi-newapi-schema.md §1.2).

@@ -1,4 +1,4 @@
-"""Section 8, the /migrate wizard's labring/aiproxy tab (issue 12): FastGPT's AI Proxy as a source, through
+"""Migrate wizard: the /migrate wizard's labring/aiproxy tab (issue 12): FastGPT's AI Proxy as a source, through
 NiceGUI's simulated User (no browser).
 
 The source is an aiproxy SQLite file (aiproxy.db, what aiproxy keeps without SQL_DSN) built from aiproxy's GORM
