@@ -6440,6 +6440,20 @@ def logs_csv(state: AppState, flt: LogFilter, limit: int | None = None, tz: Zone
     return "".join(iter_logs_csv(state, flt, tz, limit))
 
 
+def export_logs_file(state: AppState, flt: LogFilter, tz: ZoneInfo) -> Path:
+    """The CSV of `flt` (times as the page shows them) in <data-dir>/exports, replacing the previous one."""
+    folder = state.settings.data_path / "exports"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.glob("logs-*.csv"):
+        old.unlink(missing_ok=True)
+    path = folder / f"logs-{secrets.token_hex(8)}.csv"
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8-sig",
+              newline="") as f:
+        for text in iter_logs_csv(state, flt, tz):
+            f.write(text)
+    return path
+
+
 async def _in_thread(rows: Iterator[str]) -> AsyncIterator[bytes]:
     """Each next() of a blocking iterator in a worker thread: the event loop serves calls meanwhile."""
     done = object()
@@ -7700,6 +7714,20 @@ def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, time
     return sorted(sums.items())
 
 
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
+
+
 def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple[list[float], list[float]]]:
     """The two lines of each dashboard chart: calls and errors, input and output tokens, latency and TTFB (s)."""
 
@@ -8320,8 +8348,7 @@ class DashboardPage:
         """The query runs in a thread (the relay's event loop never waits for it), with the spinner shown."""
         start, end = self.span.bounds()
         end = end or now_ms()
-        self._asked += 1
-        asked = self._asked
+        self._asked = asked = self._asked + 1
         self.loading.visible = True
         try:
             with shown_errors() as refused:
@@ -8353,20 +8380,6 @@ class DashboardPage:
             for serie, data in zip(chart.options["series"], values):
                 serie["data"] = data
             chart.update()
-
-
-def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
-    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
-    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-    return {
-        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
-        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-        "xAxis": {"type": "category", "data": [], **axis},
-        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                    "areaStyle": {"opacity": 0.08}} for name in series],
-    }
 
 
 # ---- channels ----
@@ -9168,10 +9181,9 @@ class LogsTable:
         in_background(self.table, self._load)
 
     async def _load(self) -> None:
-        """The query runs in a thread (the relay's event loop never waits for it); the table shows its
-        progress bar meanwhile."""
-        per_page = self.per_page.value
-        self._asked = asked = getattr(self, "_asked", 0) + 1
+        """The query runs in a thread (the event loop never waits for it), the table's progress bar shown."""
+        per_page, self._asked = self.per_page.value, getattr(self, "_asked", 0) + 1
+        asked = self._asked
         self.table.props("loading")
         try:
             rows, total = await asyncio.to_thread(query_logs, self.state.engine, self.current_filter(),
@@ -9199,8 +9211,7 @@ class LogsTable:
                 "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     async def export(self) -> None:
-        """Every matching row, written to a file in a thread (memory stays flat), then downloaded."""
-        note = ui.notification(t("logs.exporting"), spinner=True, timeout=None)
+        note = ui.notification(t("logs.exporting"), spinner=True, timeout=None)  # every row, to a file in a thread
         try:
             path = await asyncio.to_thread(export_logs_file, self.state, self.current_filter(), self.tz)
         finally:
@@ -9212,20 +9223,6 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
-
-
-def export_logs_file(state: AppState, flt: LogFilter, tz: ZoneInfo) -> Path:
-    """The CSV of `flt` (times as the page shows them) in <data-dir>/exports, replacing the previous one."""
-    folder = state.settings.data_path / "exports"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    for old in folder.glob("logs-*.csv"):
-        old.unlink(missing_ok=True)
-    path = folder / f"logs-{secrets.token_hex(8)}.csv"
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8-sig",
-              newline="") as f:
-        for text in iter_logs_csv(state, flt, tz):
-            f.write(text)
-    return path
 
 
 def format_trail(attempts: list[dict[str, Any]]) -> str:

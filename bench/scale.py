@@ -254,18 +254,31 @@ class App:
         self.logf.close()
 
 
-async def timed_get(sess, url, params, headers) -> tuple[float, float, int, bytes, dict]:
-    """seconds to the first body byte, seconds in all, status, body, JSON headers."""
+class Counted(bytes):
+    """A body too big to keep (a CSV of millions of rows): its size and its lines only."""
+    lines = 0
+    size = 0
+
+
+async def timed_get(sess, url, params, headers, keep=True) -> tuple[float, float, int, bytes, dict]:
+    """seconds to the first body byte, seconds in all, status, body, headers."""
     t0 = time.perf_counter()
     async with sess.get(url, params=params, headers=headers) as r:
         first = None
         chunks = []
+        lines = size = 0
         async for chunk in r.content.iter_any():
             if first is None:
                 first = time.perf_counter() - t0
-            chunks.append(chunk)
+            if keep:
+                chunks.append(chunk)
+            lines += chunk.count(b"\n")
+            size += len(chunk)
         total = time.perf_counter() - t0
-        return first or total, total, r.status, b"".join(chunks), dict(r.headers)
+        body = b"".join(chunks) if keep else Counted()
+        if not keep:
+            body.lines, body.size = lines, size
+        return first or total, total, r.status, body, dict(r.headers)
 
 
 async def measure(args) -> None:
@@ -280,6 +293,15 @@ async def measure(args) -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     app = App(app_path, data_dir, args.dsn, key, env={"AIPROXY_NO_UI": "1"} if args.no_ui else None)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
+    out = Path(args.out)
+    label = f"{args.label} {results['dsn']} {meta['rows'] // 1_000_000}M"
+
+    def save(results):  # after every figure: a run cut short keeps what it measured
+        every = json.loads(out.read_text()) if out.exists() else {}
+        every[label] = {**every.get(label, {}), **results}
+        out.write_text(json.dumps(every, indent=1))
+
+    only = set(args.only.split(",")) if args.only else {"dash", "logs", "csv", "relay"}
     try:
         async with aiohttp.ClientSession(timeout=timeout) as sess:
             results["start_s"] = round(await app.wait(sess), 2)
@@ -289,24 +311,26 @@ async def measure(args) -> None:
                     "models": ["bench-model"], "priority": 100}) as r:
                 assert r.status == 200, await r.text()
 
-            async def figure(name, path, params, check=None):
+            async def figure(name, path, params, check=None, keep=True, runs=None):
                 times, firsts = [], []
-                for i in range(args.repeat + 1):
+                for i in range(args.repeat + 1 if runs is None else runs):  # the first run warms the caches
                     try:
-                        first, total, status, body, headers = await timed_get(sess, app.base + path, params, auth)
+                        first, total, status, body, headers = await timed_get(sess, app.base + path, params, auth,
+                                                                              keep)
                     except asyncio.TimeoutError:
                         results[name] = {"error": f"timeout after {args.timeout} s"}
                         log(f"  {name:44s} timeout after {args.timeout} s")
                         return None
-                    if i:
+                    if i or runs is not None:
                         times.append(total)
                         firsts.append(first)
                 fig = {"s": round(statistics.median(times), 3), "first_byte_s": round(statistics.median(firsts), 3),
-                       "status": status, "bytes": len(body)}
+                       "status": status, "bytes": len(body) if keep else body.size}
                 if check:
                     fig.update(check(body, headers))
                 results[name] = fig
-                log(f"  {name:44s} {fig['s']:7.3f} s  first byte {fig['first_byte_s']:.3f} s  {len(body):,} B "
+                save(results)
+                log(f"  {name:44s} {fig['s']:7.3f} s  first byte {fig['first_byte_s']:.3f} s  {fig['bytes']:,} B "
                     f"{ {k: v for k, v in fig.items() if k not in ('s', 'first_byte_s', 'bytes')} }")
                 return body
 
@@ -321,54 +345,54 @@ async def measure(args) -> None:
                 return {"total": (doc.get("data") or {}).get("total"), "rows_on_page": len((doc.get("data") or {}).get("logs") or [])}
 
             def csv_check(body, headers):
-                lines = body.count(b"\n") - 1
-                return {"csv_rows": lines, "export_count": headers.get("X-Export-Count", "")}
+                return {"csv_rows": body.lines - 1}  # the header line is not a row
 
             d30 = {"start_timestamp": end_ms - 30 * DAY_MS, "end_timestamp": end_ms - 1}
             d7 = {"start_timestamp": end_ms - 7 * DAY_MS, "end_timestamp": end_ms - 1}
             d1 = {"start_timestamp": end_ms - DAY_MS, "end_timestamp": end_ms - 1}
             tz = {"timezone": "Asia/Shanghai"}
-            await figure("dashboard 30 d by day", "/api/dashboardv2/", {**d30, **tz, "timespan": "day"}, dash_check)
-            await figure("dashboard 7 d by hour", "/api/dashboardv2/", {**d7, **tz, "timespan": "hour"}, dash_check)
-            await figure("dashboard 30 d by day, one channel", "/api/dashboardv2/",
-                         {**d30, **tz, "timespan": "day", "channel": 3}, dash_check)
-            await figure("dashboard 1 d by minute", "/api/dashboardv2/", {**d1, **tz, "timespan": "minute"}, dash_check)
-            if not args.skip_minute_30d:
-                await figure("dashboard 30 d by minute", "/api/dashboardv2/", {**d30, **tz, "timespan": "minute"},
-                             dash_check)
-            page = {"p": 1, "per_page": 20}
-            # a request id that exists: the newest row's
-            body = await figure("logs, first page, 30 d", "/api/logs/search", {**d30, **page}, logs_check)
-            newest = json.loads(body)["data"]["logs"][0]["request_id"] if body else ""
-            for name, extra in (("channel", {"channel": 3}), ("model", {"model_name": "gpt-4o-mini"}),
-                                ("token", {"token_name": "key-07"}), ("errors", {"code_type": "error"}),
-                                ("success", {"code_type": "success"}),
-                                ("keyword = key name", {"keyword": "key-07"}),
-                                ("keyword = request id", {"keyword": newest}),
-                                ("request id", {"request_id": newest}),
-                                ("channel + model + errors", {"channel": 3, "model_name": "gpt-4o", "code_type": "error"})):
-                await figure(f"logs by {name}, 30 d", "/api/logs/search", {**d30, **page, **extra}, logs_check)
-            await figure("logs by channel, 1 d", "/api/logs/search", {**d1, **page, "channel": 3}, logs_check)
-            await figure("CSV export, 1 d", "/api/logs/export", d1, csv_check)
-            await figure("CSV export, all", "/api/logs/export", {}, csv_check)
-            logs_total = results["logs, first page, 30 d"]["total"] if "total" in results.get("logs, first page, 30 d", {}) else None
-            calls_total = results["dashboard 30 d by day"].get("calls") if "calls" in results["dashboard 30 d by day"] else None
-            # calls in the range the logs page counts (model tests excluded), against the dashboard's total
-            async with sess.get(f"{app.base}/api/logs/search", headers=auth,
-                                params={**d30, "p": 1, "per_page": 1, "is_test": "false"}) as r:
-                logs_calls = (await r.json())["data"]["total"]
-            results["totals"] = {"dashboard_calls": calls_total, "log_rows": logs_calls, "all_rows": logs_total,
-                                 "equal": calls_total == logs_calls}
-            log(f"  totals: dashboard {calls_total:,} calls, logs {logs_calls:,} rows -> "
-                f"{'equal' if calls_total == logs_calls else 'DIFFERENT'}")
-            results["relay"] = await relay_during_dashboard(sess, app.base, auth, key, d30, tz, args)
+            if "dash" in only:
+                await figure("dashboard 30 d by day", "/api/dashboardv2/", {**d30, **tz, "timespan": "day"}, dash_check)
+                await figure("dashboard 7 d by hour", "/api/dashboardv2/", {**d7, **tz, "timespan": "hour"}, dash_check)
+                await figure("dashboard 30 d by day, one channel", "/api/dashboardv2/",
+                             {**d30, **tz, "timespan": "day", "channel": 3}, dash_check)
+                await figure("dashboard 1 d by minute", "/api/dashboardv2/", {**d1, **tz, "timespan": "minute"}, dash_check)
+                if not args.skip_minute_30d:
+                    await figure("dashboard 30 d by minute", "/api/dashboardv2/", {**d30, **tz, "timespan": "minute"},
+                                 dash_check)
+            if "logs" in only:
+                page = {"p": 1, "per_page": 20}
+                # a request id that exists: the newest row's
+                body = await figure("logs, first page, 30 d", "/api/logs/search", {**d30, **page}, logs_check)
+                newest = json.loads(body)["data"]["logs"][0]["request_id"] if body else ""
+                for name, extra in (("channel", {"channel": 3}), ("model", {"model_name": "gpt-4o-mini"}),
+                                    ("token", {"token_name": "key-07"}), ("errors", {"code_type": "error"}),
+                                    ("success", {"code_type": "success"}),
+                                    ("keyword = key name", {"keyword": "key-07"}),
+                                    ("keyword = request id", {"keyword": newest}),
+                                    ("request id", {"request_id": newest}),
+                                    ("channel + model + errors", {"channel": 3, "model_name": "gpt-4o", "code_type": "error"})):
+                    await figure(f"logs by {name}, 30 d", "/api/logs/search", {**d30, **page, **extra}, logs_check)
+                await figure("logs by channel, 1 d", "/api/logs/search", {**d1, **page, "channel": 3}, logs_check)
+            if "csv" in only:
+                await figure("CSV export, 1 d", "/api/logs/export", d1, csv_check, keep=False)
+                await figure("CSV export, all", "/api/logs/export", {}, csv_check, keep=False, runs=1)
+            if "dash" in only:  # calls in the range the logs page counts (model tests excluded) against the dashboard's
+                calls_total = results["dashboard 30 d by day"].get("calls")
+                async with sess.get(f"{app.base}/api/logs/search", headers=auth,
+                                    params={**d30, "p": 1, "per_page": 1, "is_test": "false"}) as r:
+                    logs_calls = (await r.json())["data"]["total"]
+                results["totals"] = {"dashboard_calls": calls_total, "log_rows": logs_calls,
+                                     "equal": calls_total == logs_calls}
+                save(results)
+                log(f"  totals: dashboard {calls_total:,} calls, logs {logs_calls:,} rows -> "
+                    f"{'equal' if calls_total == logs_calls else 'DIFFERENT'}")
+            if "relay" in only:
+                results["relay"] = await relay_during_dashboard(sess, app.base, auth, key, d30, tz, args)
+                save(results)
     finally:
         app.stop()
         upstream.terminate()
-    out = Path(args.out)
-    all_results = json.loads(out.read_text()) if out.exists() else {}
-    all_results[f"{args.label} {results['dsn']} {meta['rows'] // 1_000_000}M"] = results
-    out.write_text(json.dumps(all_results, indent=1))
 
 
 async def relay_call(sess, base, key) -> float:
@@ -396,11 +420,13 @@ async def relay_during_dashboard(sess, base, auth, key, d30, tz, args) -> dict:
     async def dashboards():
         nonlocal loads
         while not stop.is_set():
-            for timespan in ("day", "hour"):
-                async with sess.get(f"{base}/api/dashboardv2/", headers=auth,
-                                    params={**d30, **tz, "timespan": timespan}) as r:
+            try:
+                async with sess.get(f"{base}/api/dashboardv2/", headers=auth, timeout=aiohttp.ClientTimeout(total=600),
+                                    params={**d30, **tz, "timespan": "day"}) as r:
                     await r.read()
-                loads += 1
+            except asyncio.TimeoutError:
+                pass
+            loads += 1
 
     loaders = [asyncio.create_task(dashboards()) for _ in range(2)]
     await asyncio.sleep(0.2)
@@ -435,6 +461,7 @@ def main() -> None:
     m.add_argument("--relay-calls", type=int, default=300)
     m.add_argument("--skip-minute-30d", action="store_true")
     m.add_argument("--no-ui", action="store_true")
+    m.add_argument("--only", default="", help="comma-separated: dash,logs,csv,relay (default: all)")
     m.add_argument("--out", default=str(HERE / "scale-results.json"))
     args = parser.parse_args()
     if args.cmd == "generate":
