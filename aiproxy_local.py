@@ -621,6 +621,11 @@ class SharedVersion(Base, table=True):
     __tablename__ = "shared_version"
     id: int = Field(default=1, primary_key=True)
     version: int = Field(default=0, sa_type=sa.BigInteger)
+    summaries: int = 0  # the SUMMARIES_LAYOUT the summaries were last built in; an older one is rebuilt at start
+
+
+#: what the summaries hold: 1 = calls on their answering channel, failed tries apart, and the hourly rollup
+SUMMARIES_LAYOUT = 1
 
 
 class StoredResponse(Base, table=True):
@@ -680,14 +685,12 @@ def create_schema(engine: sa.Engine) -> None:
     Base.metadata.create_all(engine)
     inspector = sa.inspect(engine)
     dialect = engine.dialect.name
-    stale_summaries = "logs" in existed and "summary_hours" not in existed
     with engine.begin() as conn:
         for table in Base.metadata.sorted_tables:
             present = {c["name"] for c in inspector.get_columns(table.name)}
             added = [c for c in table.columns if c.name not in present]
             for column in added:
                 conn.exec_driver_sql(_add_column_sql(engine, table, column))
-            stale_summaries |= bool(added) and table is SummaryMinute.__table__
             indexes = {i["name"] for i in inspector.get_indexes(table.name)}
             for index in table.indexes:
                 if index.name in indexes or not index_applies(index, dialect):
@@ -702,9 +705,18 @@ def create_schema(engine: sa.Engine) -> None:
                     conn.exec_driver_sql(f"DROP INDEX {name}{on}")
         # the one row of the shared version, created if missing and left as it is otherwise
         upsert(conn, SharedVersion.__table__, [{"id": 1, "version": 0}], ("id",), add=("version",))
-    if stale_summaries:  # an older version's summaries count every attempt as a call, and have no hours
+    with engine.begin() as conn:
+        built = conn.execute(sa.select(SharedVersion.summaries).where(SharedVersion.id == 1)).scalar_one()
+        if built < SUMMARIES_LAYOUT and conn.execute(sa.select(LogRow.id).limit(1)).first() is None:
+            _summaries_built(conn)  # no logs: nothing to rebuild
+            built = SUMMARIES_LAYOUT
+    if built < SUMMARIES_LAYOUT:  # an older version's summaries count every try as a call, and have no hours
         logger.warning("rebuilding the dashboard's summaries from the logs (once, after an upgrade)")
         rebuild_summaries(engine)
+
+
+def _summaries_built(conn: sa.Connection) -> None:
+    conn.execute(sa.update(SharedVersion).where(SharedVersion.id == 1).values(summaries=SUMMARIES_LAYOUT))
 
 
 def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> str:
@@ -1186,6 +1198,7 @@ def rebuild_summaries(engine: sa.Engine) -> dict[str, int]:
     after a crash, after importing logs, after an upgrade that changes the rollups)."""
     with engine.begin() as conn:
         summarize_logs(conn)
+        _summaries_built(conn)  # in the same transaction: a rebuild cut short is run again at the next start
         return {"summary_minutes": conn.execute(sa.select(sa.func.count()).select_from(SummaryMinute)).scalar_one(),
                 "summary_hours": conn.execute(sa.select(sa.func.count()).select_from(SummaryHour)).scalar_one()}
 

@@ -237,11 +237,11 @@ class App:
         while True:
             if self.p.poll() is not None:
                 raise RuntimeError(f"the app exited: see {self.logf.name}")
-            try:
-                async with sess.get(f"{self.base}/api/status") as r:
+            try:  # the port is bound before the schema is upgraded: a connection may wait that long
+                async with sess.get(f"{self.base}/api/status", timeout=aiohttp.ClientTimeout(total=5)) as r:
                     if r.status == 200:
                         return time.perf_counter() - self.started
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
             await asyncio.sleep(0.1)
 

@@ -270,6 +270,7 @@ def test_upgrade_keeps_rows_and_adds_columns_indexes_and_rollups(fresh_engine):
         for column in ("failed_attempt_count", "failed_attempt_ms"):
             conn.exec_driver_sql(f"ALTER TABLE summary_minutes DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE summary_hours")
+        conn.exec_driver_sql("ALTER TABLE shared_version DROP COLUMN summaries")
         trail = '[{"channel_id": 8, "code": 502, "ms": 30, "error": "no"}, {"channel_id": 9, "code": 200, "ms": 9}]'
         old = [log_row(model, now - 1000, request_id=f"r1-{model}", attempts=None),  # the older version's columns
                log_row(model, now - 900, code=500, channel=9, attempts=None),
