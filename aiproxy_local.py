@@ -685,6 +685,7 @@ def create_schema(engine: sa.Engine) -> None:
     Base.metadata.create_all(engine)
     inspector = sa.inspect(engine)
     dialect = engine.dialect.name
+    analyze: set[str] = set()  # tables with new indexes: the planner needs their statistics to choose them
     with engine.begin() as conn:
         for table in Base.metadata.sorted_tables:
             present = {c["name"] for c in inspector.get_columns(table.name)}
@@ -698,6 +699,7 @@ def create_schema(engine: sa.Engine) -> None:
                 if table.name in existed:
                     logger.warning("creating the index %s on %s (once; on a large table this takes a while)",
                                    index.name, table.name)
+                    analyze.add(table.name)
                 index.create(conn)
             for name in (OLD_LOG_INDEXES if table is LogRow.__table__ else ()):
                 if name in indexes:
@@ -705,6 +707,10 @@ def create_schema(engine: sa.Engine) -> None:
                     conn.exec_driver_sql(f"DROP INDEX {name}{on}")
         # the one row of the shared version, created if missing and left as it is otherwise
         upsert(conn, SharedVersion.__table__, [{"id": 1, "version": 0}], ("id",), add=("version",))
+        if dialect == "sqlite" and analyze:  # sampled: seconds, not minutes, on millions of rows
+            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            for name in sorted(analyze):
+                conn.exec_driver_sql(f"ANALYZE {name}")
     with engine.begin() as conn:
         built = conn.execute(sa.select(SharedVersion.summaries).where(SharedVersion.id == 1)).scalar_one()
         if built < SUMMARIES_LAYOUT and conn.execute(sa.select(LogRow.id).limit(1)).first() is None:
@@ -736,20 +742,16 @@ _CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization fa
 _CONFLICT_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock
 
 
-UPSERT_ROWS_PER_STATEMENT = 500  # rows x columns stays under SQLite's 32,766 variables per statement
-
-
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...],
            add: tuple[str, ...] = (), greatest: tuple[str, ...] = ()) -> None:
     """Insert `rows`, or update those whose `keys` already exist: columns in `add` are added to, those in
     `greatest` keep the larger value, the others are replaced. Rows in key order, so two instances writing the
-    same rows lock them in the same order and cannot deadlock each other (issue 10)."""
+    same rows lock them in the same order and cannot deadlock each other (issue 10). One statement, run for
+    every row: it is compiled once and cached (a multi-row VALUES is compiled anew for each number of rows, which
+    cost the log writer more than the writing)."""
     if not rows:
         return
     rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
-    for start in range(UPSERT_ROWS_PER_STATEMENT, len(rows), UPSERT_ROWS_PER_STATEMENT):
-        upsert(conn, table, rows[start:start + UPSERT_ROWS_PER_STATEMENT], keys, add, greatest)
-    rows = rows[:UPSERT_ROWS_PER_STATEMENT]
     changed = [c for c in rows[0] if c not in keys]
     dialect = conn.dialect.name
 
@@ -761,15 +763,15 @@ def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key
         return new
 
     if dialect in ("mysql", "mariadb"):
-        stmt = sa_mysql.insert(table).values(rows)
+        stmt = sa_mysql.insert(table)
         new = stmt.inserted
-        conn.execute(stmt.on_duplicate_key_update({c: merged(table.c[c], new[c], c) for c in changed}))
+        conn.execute(stmt.on_duplicate_key_update({c: merged(table.c[c], new[c], c) for c in changed}), rows)
     elif dialect in _UPSERT_DIALECTS:
-        stmt = _UPSERT_DIALECTS[dialect](table).values(rows)
+        stmt = _UPSERT_DIALECTS[dialect](table)
         new = stmt.excluded
         set_ = {c: merged(table.c[c], new[c], c) for c in changed}
         conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=set_) if set_
-                     else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+                     else stmt.on_conflict_do_nothing(index_elements=list(keys)), rows)
     else:  # any other SQLAlchemy dialect: update, then insert what matched nothing
         for row in rows:
             where = [table.c[k] == row[k] for k in keys]
@@ -1041,17 +1043,25 @@ def _count_from_rollup(conn: sa.Connection, flt: LogFilter) -> int | None:
         where.append(SummaryHour.channel_id == flt.channel)
     if flt.model:
         where.append(SummaryHour.model == flt.model)
-    total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*where)).scalar_one()
-    inside = [LogRow.created_at >= first_hour * 1000, LogRow.created_at < end_hour * 1000]
+    total = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*where)).scalar_one())
+    # each part with one lower and one upper bound: given two, SQLite may range its index on the wrong one
+    parts = [dataclasses.replace(flt, end_ms=first_hour * 1000 - 1)] if start < first_hour * 1000 else []
+    if flt.end_ms is None or flt.end_ms >= end_hour * 1000:
+        parts.append(dataclasses.replace(flt, start_ms=end_hour * 1000))
     count = sa.select(sa.func.count()).select_from(LogRow)
-    edges = 0
-    if start < first_hour * 1000:
-        edges += conn.execute(count.where(*flt.where(), LogRow.created_at < first_hour * 1000)).scalar_one()
-    edges += conn.execute(count.where(*flt.where(), LogRow.created_at >= end_hour * 1000)).scalar_one()
-    tests = 0
-    if flt.is_test is None:  # model tests are rows of the logs, not calls of the rollup
-        tests = conn.execute(count.where(*dataclasses.replace(flt, is_test=True).where(), *inside)).scalar_one()
-    return int(total) + edges + tests
+    total += sum(conn.execute(count.where(*part.where())).scalar_one() for part in parts)
+    if flt.is_test is None:  # model tests are rows of the logs, not calls of the rollup: read from their own
+        # index, the other columns wrapped so that no planner ranges the (far larger) index of one of them
+        tests = [LogRow.is_test == sa.true(), LogRow.created_at >= first_hour * 1000,
+                 LogRow.created_at < end_hour * 1000]
+        if flt.model:
+            tests.append(sa.func.coalesce(LogRow.model, "") == flt.model)
+        if flt.channel is not None:
+            tests.append(LogRow.channel + 0 == flt.channel)
+        if flt.code_type == "error":
+            tests.append(LogRow.code + 0 != CODE_OK)
+        total += conn.execute(count.where(*tests)).scalar_one()
+    return total
 
 
 def query_summaries(engine: sa.Engine, start_s: int, end_s: int, channel: int | None,
@@ -5615,14 +5625,20 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             channels[a["channel_id"]].update(request_count=1, error_count=1)
         if r["token_id"]:
             tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
-    for cid, c in sorted(channels.items()):
-        conn.execute(sa.update(Channel).where(Channel.id == cid).values(
-            request_count=Channel.request_count + c["request_count"],
-            retry_count=Channel.retry_count + c["retry_count"], used_amount=Channel.used_amount + c["used_amount"],
-            error_count=Channel.error_count + c["error_count"]))
-    for tid, c in sorted(tokens.items()):
-        conn.execute(sa.update(Token).where(Token.id == tid).values(
-            request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
+    if channels:  # one statement for all, compiled once: building an UPDATE per channel cost more than running it
+        conn.execute(_CHANNEL_COUNTERS, [{"cid": cid, "n": c["request_count"], "retries": c["retry_count"],
+                                          "usd": c["used_amount"], "errors": c["error_count"]}
+                                         for cid, c in sorted(channels.items())])
+    if tokens:
+        conn.execute(_TOKEN_COUNTERS, [{"tid": tid, "n": c["request_count"], "usd": c["used_amount"]}
+                                       for tid, c in sorted(tokens.items())])
+
+
+_CHANNEL_COUNTERS = sa.update(Channel).where(Channel.id == sa.bindparam("cid")).values(
+    request_count=Channel.request_count + sa.bindparam("n"), retry_count=Channel.retry_count + sa.bindparam("retries"),
+    used_amount=Channel.used_amount + sa.bindparam("usd"), error_count=Channel.error_count + sa.bindparam("errors"))
+_TOKEN_COUNTERS = sa.update(Token).where(Token.id == sa.bindparam("tid")).values(
+    request_count=Token.request_count + sa.bindparam("n"), used_amount=Token.used_amount + sa.bindparam("usd"))
 
 
 # ==== 12. Admin API: aiproxy's /api contract ================================================================
@@ -6410,11 +6426,16 @@ def _local_time(ms: int, tz: ZoneInfo) -> str:
         return str(ms)
 
 
-def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
-    cells = dict(row, channel_id=row["channel"],
-                 channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
-                 **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
-    return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
+def _csv_cells(r: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
+    """A stored log row as its CSV line, in LOG_CSV_COLUMNS' order (built straight from the row: an export
+    formats millions)."""
+    channel = r["channel"]
+    return [csv_cell(v) for v in (
+        r["id"], r["request_id"], _local_time(r["request_at"], tz), _local_time(r["created_at"], tz),
+        r["ttfb_milliseconds"], r["model"], r["actual_model"],
+        r["channel_name"] or channel_names.get(channel, "") if channel else "", channel, r["code"], r["endpoint"],
+        r["input_tokens"], r["output_tokens"], r["used_amount"], r["token_name"], r["ip"], r["retry_times"],
+        r["content"])]
 
 
 def csv_header(tz: ZoneInfo) -> list[str]:
@@ -6437,14 +6458,14 @@ def iter_logs_csv(state: AppState, flt: LogFilter, tz: ZoneInfo = ZoneInfo("UTC"
             page = page[:limit - written]
             out.seek(0)
             out.truncate()
-            writer.writerows(_csv_row(log_to_api(r), tz, names) for r in page)
+            writer.writerows(_csv_cells(r, tz, names) for r in page)
             writer.writerow([f"# stopped at max_entries={limit}: more rows match; export again with a narrower "
                              "range or a larger max_entries"])
             yield out.getvalue()
             return
         out.seek(0)
         out.truncate()
-        writer.writerows(_csv_row(log_to_api(r), tz, names) for r in page)
+        writer.writerows(_csv_cells(r, tz, names) for r in page)
         written += len(page)
         yield out.getvalue()
 

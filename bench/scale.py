@@ -443,6 +443,79 @@ async def relay_during_dashboard(sess, base, auth, key, d30, tz, args) -> dict:
     return out
 
 
+# ---- index-cost ----
+
+OLD_INDEXES = {"ix_logs_created_at", "ix_logs_request_id"}  # what the logs had before issue 22 (+ ix_logs_model)
+
+
+def index_cost(args) -> None:
+    """Insert the same rows through the log writer into a fresh database with the indexes before issue 22 and
+    with today's, arms interleaved in rounds; per million rows: seconds of writing and MB of each index."""
+    app = load_app(Path(args.app).resolve())
+    rows = [dict(zip(LOG_COLS, r)) for r, _, _ in synthetic_rows(args.rows, int(time.time() * 1000))]
+    start = int(time.time() * 1000) - len(rows) * 60
+    for i, r in enumerate(rows):  # as a busy gateway writes them: 1,000 calls a minute, batches of 500
+        took = r["created_at"] - r["request_at"]
+        r["created_at"] = start + i * 60
+        r["request_at"] = r["created_at"] - took
+    entries = [app.LogEntry(r, None, r["retry_times"]) for r in rows]
+    out: dict = {}
+    for round_ in range(args.rounds):
+        for arm in ("before", "after"):
+            if args.dsn:
+                engine = app.make_engine(args.dsn)
+                with engine.begin() as conn:
+                    for t in ("log_details", "logs", "summary_minutes", "summary_hours"):
+                        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {t}")
+            else:
+                path = Path(args.data_dir) / f"index-cost-{arm}.db"
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(path) + suffix).unlink(missing_ok=True)
+                engine = app.make_engine(f"sqlite:///{path}")
+            app.create_schema(engine)
+            if arm == "before":
+                with engine.begin() as conn:
+                    for index in sa.inspect(engine).get_indexes("logs"):
+                        if index["name"] not in OLD_INDEXES:
+                            on = " ON logs" if engine.dialect.name in ("mysql", "mariadb") else ""
+                            conn.exec_driver_sql(f"DROP INDEX {index['name']}{on}")
+                    conn.exec_driver_sql("CREATE INDEX ix_logs_model ON logs (model)")
+            writer = app.LogWriter(engine)
+            started = time.perf_counter()
+            for i in range(0, len(entries), 500):
+                assert writer.write_batch(entries[i:i + 500]) == []
+            took = time.perf_counter() - started
+            sizes = index_sizes(engine)
+            engine.dispose()
+            arm_out = out.setdefault(arm, {"seconds": [], "sizes": sizes})
+            arm_out["seconds"].append(took)
+            log(f"  round {round_ + 1} {arm}: {len(entries):,} rows in {took:.1f} s "
+                f"({took / len(entries) * 1e6:.0f} µs a row with its summaries)")
+    per_m = 1_000_000 / len(entries)
+    for arm, o in out.items():
+        o["s_per_million"] = round(statistics.median(o["seconds"]) * per_m, 1)
+        o["index_mb_per_million"] = {k: round(v / 1e6 * per_m, 1) for k, v in o["sizes"].items()}
+        log(f"{arm}: {o['s_per_million']} s per million rows written; indexes, MB per million rows: "
+            f"{o['index_mb_per_million']}")
+    res = Path(args.out)
+    every = json.loads(res.read_text()) if res.exists() else {}
+    every[f"index cost {(args.dsn or 'sqlite').split(':')[0]}"] = out
+    res.write_text(json.dumps(every, indent=1))
+
+
+def index_sizes(engine) -> dict:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            sized = conn.exec_driver_sql("SELECT name, SUM(pgsize) FROM dbstat WHERE name LIKE 'ix_logs%' "
+                                         "OR name = 'logs' GROUP BY name").all()
+        elif engine.dialect.name == "postgresql":
+            sized = conn.exec_driver_sql("SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes "
+                                         "WHERE relname = 'logs' UNION ALL SELECT 'logs', pg_relation_size('logs')").all()
+        else:
+            sized = []
+    return {name: int(size) for name, size in sized}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -463,9 +536,18 @@ def main() -> None:
     m.add_argument("--no-ui", action="store_true")
     m.add_argument("--only", default="", help="comma-separated: dash,logs,csv,relay (default: all)")
     m.add_argument("--out", default=str(HERE / "scale-results.json"))
+    c = sub.add_parser("index-cost")
+    c.add_argument("--rows", type=int, default=200_000)
+    c.add_argument("--rounds", type=int, default=2)
+    c.add_argument("--data-dir", default="/tmp")
+    c.add_argument("--dsn", default="", help="an empty server database to use instead of SQLite files")
+    c.add_argument("--app", default=str(ROOT / "aiproxy_local.py"))
+    c.add_argument("--out", default=str(HERE / "scale-results.json"))
     args = parser.parse_args()
     if args.cmd == "generate":
         generate(args)
+    elif args.cmd == "index-cost":
+        index_cost(args)
     else:
         asyncio.run(measure(args))
 
