@@ -138,6 +138,11 @@ def generate(args) -> None:
         conn.execute(sa.insert(app.Token), [
             {"id": t, "name": f"key-{t:02d}", "key": f"synthetic{t:02d}" + "x" * 30, "status": 1, "models": [],
              "created_at": end_ms - 31 * DAY_MS} for t in range(1, KEYS + 1)])
+    if engine.dialect.name == "postgresql":  # explicit ids leave the sequences behind
+        with engine.begin() as conn:
+            for table in ("channels", "tokens"):
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                     f"(SELECT MAX(id) FROM {table}))")
     started = time.perf_counter()
     raw = engine.raw_connection()
     cur = raw.cursor()

@@ -171,6 +171,19 @@ def test_query_logs_newest_first_and_filters(engine):
     assert count(keyword=rows[0]["request_id"]) == 1 and count(keyword=model) == 3
 
 
+def test_keyword_pages_merge_each_column_in_time_order(engine):
+    """The keyword's OR is read column by column, each from its index: pages are still newest first, disjoint
+    and complete, a row matching two columns once."""
+    kw, base = unique("kw"), 1_700_000_500_000
+    rows = [log_row(kw if i % 3 == 0 else unique("m"), base + i, token_name=kw if i % 2 else "t") for i in range(13)]
+    rows = [r for r in rows if kw in (r["model"], r["token_name"])]
+    rows.append(log_row(unique("m"), base + 99, request_id=kw))
+    insert_logs(engine, rows)
+    pages = all_pages(engine, LogFilter(keyword=kw), per_page=3)
+    got = [r["created_at"] for p in pages for r in p]
+    assert got == sorted((r["created_at"] for r in rows), reverse=True) and len(pages[0]) == 3
+
+
 def test_long_ranges_are_counted_from_the_rollup_exactly(engine):
     """Over six whole hours or more, count_logs() sums the hourly rollup and counts only the part hours at either
     end in the logs: the same number as counting the rows, for every filter it serves."""
