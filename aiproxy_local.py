@@ -9,6 +9,7 @@
 #     "uvicorn[standard]>=0.30",
 #     "orjson>=3.10",
 #     "pyyaml>=6.0",
+#     "aiohttp-socks>=0.9",
 # ]
 # ///
 """aiproxy-local: a local, single-file AI gateway with an OpenAI-compatible relay and an admin UI.
@@ -21,15 +22,16 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   10. Registry
-    2. Storage                11. Log writer
-    3. Relay contract         12. Admin API
-    4. Router                 13. Import
-    5. Relay pipeline         14. UI kit
-    6. OpenAI & Azure         15. UI pages
-    7. Anthropic Messages     16. Migrate wizard
-    8. Google Gemini          17. App assembly & CLI
-    9. OpenAI Responses
+    1. Settings & app state   11. Google Vertex AI
+    2. Storage                12. Registry
+    3. Relay contract         13. Log writer
+    4. Router                 14. Admin API
+    5. Relay pipeline         15. Import
+    6. OpenAI & Azure         16. UI kit
+    7. Anthropic Messages     17. UI pages
+    8. Google Gemini          18. Migrate wizard
+    9. OpenAI Responses       19. App assembly & CLI
+   10. AWS Bedrock
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import errno
 import functools
 import gc
 import hashlib
+import hmac
 import importlib.util
 import io
 import ipaddress
@@ -59,16 +62,21 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
 import string
+import struct
+import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import wave
 import webbrowser
+import zlib
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -84,11 +92,12 @@ except ImportError:  # Windows
 
 import aiohttp
 import orjson
+import yarl
 import pydantic
 import sqlalchemy as sa
 import uvicorn
 import yaml
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -311,6 +320,16 @@ def mask_key(key: str) -> str:
     return f"{key[:head]}…{key[-2:]}"
 
 
+def mask_proxy_url(url: str) -> str:
+    """A proxy URL with its password masked (`http://user:pa…ss@host:3128`): its password is a secret like a
+    channel key, while the user and the host may show."""
+    parts = urllib.parse.urlsplit(url or "")
+    if not parts.password:
+        return url or ""
+    user, hostport = parts.netloc.rpartition("@")[0].partition(":")[0], parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{mask_key(parts.password)}@{hostport}"))
+
+
 def strip_bearer(value: str) -> str:
     value = value.strip()
     return value[7:].strip() if value[:7].lower() == "bearer " else value
@@ -357,6 +376,7 @@ class AppState:
     routes: "RoutingTable | None" = None
     writer: "LogWriter | None" = None
     http: aiohttp.ClientSession | None = None
+    socks: dict[str, aiohttp.ClientSession] = field(default_factory=dict)  # one session per SOCKS proxy in use
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
     responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
@@ -442,6 +462,16 @@ class Channel(Base, table=True):
     last_test_error_at: int = _ms_col()
     source: str = Field(default="", max_length=255, index=True)
     source_id: str = Field(default="", max_length=64)
+    #: aiproxy's names: this channel's own outbound proxy (http, https, socks5; "" = HTTP(S)_PROXY from the
+    #: environment), and whether its upstream's TLS certificate goes unchecked (a private endpoint's own CA)
+    proxy_url: str = Field(default="", max_length=255)
+    skip_tls_verify: bool = False
+    #: aiproxy's balance check and ban rules: FastGPT's full PUT sends them, so they are kept and sent back as they
+    #: came (nothing here acts on them; a failing call moves on to the next channel anyway)
+    enabled_auto_balance_check: bool = False
+    enabled_no_permission_ban: bool = False
+    warn_error_rate: float = 0.0
+    max_error_rate: float = 0.0
 
 
 class Token(Base, table=True):
@@ -467,8 +497,10 @@ class ModelConfig(Base, table=True):
     model: str = Field(primary_key=True, max_length=191)
     enabled: bool = True
     kind: str = Field(default="", max_length=32)
-    input_price: float = 0.0  # per 1K tokens, like aiproxy
+    input_price: float = 0.0  # USD per 1K tokens, like aiproxy; 0: unset, the model snapshot's price applies
     output_price: float = 0.0
+    cached_price: float = 0.0  # cache reads
+    cache_creation_price: float = 0.0  # cache writes
     updated_at: int = _ms_col()
 
 
@@ -514,6 +546,12 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
+    #: of input_tokens, written to the provider's cache; nullable (NULL reads as 0), so that an older instance on the
+    #: same database, which does not know the column, still inserts rows
+    cache_creation_tokens: int | None = Field(default=None, nullable=True)
+    #: the call's cost is unknown (a price it needs is in neither the model config nor the snapshot): the API
+    #: shows used_amount as null. Nullable, so an older instance on the same database still inserts rows.
+    cost_unknown: bool | None = Field(default=None, nullable=True)
     #: the routing trail, JSON `[{channel_id, code, ms, error?, skipped?}]`; nullable, so that an older instance
     #: on the same database still inserts rows
     attempts: str | None = Field(default=None, sa_type=sa.Text)
@@ -562,9 +600,10 @@ class LogDetail(Base, table=True):
 
 class SummaryMinute(Base, table=True):
     """Per-minute counters per (channel, model) of the recent past (SUMMARY_MINUTE_DAYS): the dashboard reads
-    these and the hourly rollup below, never the logs. `request_count` counts calls, on the channel that gave
-    their answer (so the totals equal the logs' rows); a call's failed tries on other channels count in
-    `failed_attempt_count` of the channel that failed, for that channel's own figures."""
+    these and the hourly rollup below, never the logs. A row counts the calls the channel answered last
+    (request_count, exception_count …), and apart from them the failed tries it made for calls another channel
+    then answered or failed (failed_attempts): totals over all channels equal the logs', a channel's own figures
+    count its every try (issue 19)."""
 
     __tablename__ = "summary_minutes"
     minute: int = Field(primary_key=True, sa_type=sa.BigInteger)  # unix seconds, start of the UTC minute
@@ -580,7 +619,7 @@ class SummaryMinute(Base, table=True):
     total_time_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
     total_ttfb_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
     used_amount: float = 0.0
-    failed_attempt_count: int = 0  # tries that failed here before another channel (or try) took the call
+    failed_attempts: int = 0
     failed_attempt_ms: int = Field(default=0, sa_type=sa.BigInteger)
 
 
@@ -602,7 +641,7 @@ class SummaryHour(Base, table=True):
     total_time_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
     total_ttfb_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
     used_amount: float = 0.0
-    failed_attempt_count: int = Field(default=0, sa_type=sa.BigInteger)
+    failed_attempts: int = Field(default=0, sa_type=sa.BigInteger)
     failed_attempt_ms: int = Field(default=0, sa_type=sa.BigInteger)
     max_rpm: int = 0  # the most calls in one of its minutes
     max_tpm: int = Field(default=0, sa_type=sa.BigInteger)  # the most tokens in one of its minutes
@@ -854,6 +893,13 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "last_test_error_at": ch["last_test_error_at"],
         "source": ch["source"] or "",
         "source_id": ch["source_id"] or "",
+        "proxy_url": ch.get("proxy_url") or "",
+        "skip_tls_verify": bool(ch.get("skip_tls_verify")),
+        "enabled_auto_balance_check": bool(ch.get("enabled_auto_balance_check")),
+        "enabled_no_permission_ban": bool(ch.get("enabled_no_permission_ban")),
+        "warn_error_rate": ch.get("warn_error_rate") or 0.0,
+        "max_error_rate": ch.get("max_error_rate") or 0.0,
+        "balance_threshold": 0,  # FastGPT refuses to write a channel whose balance_threshold is not 0
         "sets": ["default"],
         "channel_tests": test or [],
     }
@@ -906,7 +952,8 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
     """A log row as aiproxy sends it, plus the top-level token fields older FastGPT versions read."""
     usage = {
         "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
-        "total_tokens": r["total_tokens"], "cached_tokens": r["cached_tokens"], "cache_creation_tokens": 0,
+        "total_tokens": r["total_tokens"], "cached_tokens": r["cached_tokens"],
+        "cache_creation_tokens": r.get("cache_creation_tokens") or 0,
     }
     return {
         "id": r["id"], "request_id": r["request_id"], "request_at": r["request_at"], "created_at": r["created_at"],
@@ -916,7 +963,8 @@ def log_to_api(r: dict[str, Any]) -> dict[str, Any]:
         "content": r["content"], "ip": r["ip"], "retry_times": r["retry_times"], "token_id": r["token_id"],
         "token_name": r["token_name"], "usage": usage, "usage_estimated": bool(r["usage_estimated"]),
         "prompt_tokens": r["input_tokens"], "completion_tokens": r["output_tokens"],
-        "used_amount": r["used_amount"], "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
+        "used_amount": None if r.get("cost_unknown") else r["used_amount"],  # None: a price it needs is unknown
+        "stream": bool(r["stream"]), "is_test": bool(r["is_test"]), "group": "",
         "attempts": row_attempts(r),
     }
 
@@ -1091,7 +1139,7 @@ MINUTE_RANGE_MAX_S = 2 * 86400  # minute buckets over a longer range are answere
 #: a call's counters (on the channel that answered it), then a failed try's (on the channel that failed)
 _SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
            "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount")
-SUMMARY_COUNTERS = _SUMMED + ("failed_attempt_count", "failed_attempt_ms")
+SUMMARY_COUNTERS = _SUMMED + ("failed_attempts", "failed_attempt_ms")
 _K = functools.partial(sa.literal_column, type_=sa.BigInteger)  # a constant that renders the same twice in GROUP BY
 
 
@@ -1197,11 +1245,11 @@ def summarize_logs(conn: sa.Connection, start_s: int | None = None, end_s: int |
     for r in retried.mappings():
         for a in failed_attempts(r):
             minute = r["created_at"] // 60000 * 60
-            tried = dict(failed_attempt_count=1, failed_attempt_ms=a["ms"])
+            tried = dict(failed_attempts=1, failed_attempt_ms=a["ms"])
             if minute >= cutoff:
                 minutes[(minute, a["channel_id"], r["model"])].update(tried)
             hours[(minute // 3600 * 3600, a["channel_id"], r["model"])].update(tried)
-    failed = ("failed_attempt_count", "failed_attempt_ms")  # only these: a new row's other counters start at 0
+    failed = ("failed_attempts", "failed_attempt_ms")  # only these: a new row's other counters start at 0
     upsert(conn, SummaryMinute.__table__, [{"minute": m, "channel_id": ch, "model": model,
                                             **{n: c[n] for n in failed}} for (m, ch, model), c in minutes.items()],
            ("minute", "channel_id", "model"), add=failed)
@@ -1229,6 +1277,88 @@ def prune_summaries(engine: sa.Engine, logs_before_ms: int | None = None) -> Non
             hour = logs_before_ms // 3_600_000 * 3600
             conn.execute(sa.delete(SummaryHour).where(SummaryHour.hour < hour))
             summarize_logs(conn, hour, hour + 3600)
+
+
+# ---- the dashboard's sums, by local minute, hour or day ----
+
+def _utc_offset(tz: ZoneInfo, ts: int) -> int:
+    return int(datetime.fromtimestamp(ts, tz).utcoffset().total_seconds())
+
+
+def utc_offsets(tz: ZoneInfo, start_s: int, end_s: int) -> list[tuple[int, int]]:
+    """(from, UTC offset in seconds) for each stretch of [start_s, end_s] the zone keeps one offset (a DST
+    change starts a new one), found day by day, then to the hour."""
+    day = start_s - start_s % 3600
+    stretches = [(day, _utc_offset(tz, day))]
+    while day < end_s:
+        following = min(day + 86400, end_s - end_s % 3600 + 3600)
+        if _utc_offset(tz, following) != stretches[-1][1]:
+            hour = day + 3600
+            while _utc_offset(tz, hour) == stretches[-1][1]:
+                hour += 3600
+            stretches.append((hour, _utc_offset(tz, hour)))
+        day = following
+    return stretches
+
+
+def _local_bucket(column: Any, stretches: list[tuple[int, int]], step: int) -> Any:
+    """SQL for the local minute/hour/day number holding `column` (UTC seconds): its local time over `step`."""
+    local = column + _K(f"({stretches[-1][1]})")
+    if len(stretches) > 1:
+        local = sa.case(*[(column < _K(str(until)), column + _K(f"({offset})"))
+                          for (_, offset), (until, _) in zip(stretches, stretches[1:])], else_=local)
+    return local // _K(str(step))
+
+
+def _local_number_start(number: int, step: int, tz: ZoneInfo) -> int:
+    """The UTC start of local minute/hour/day `number`."""
+    wall = datetime.fromtimestamp(number * step, timezone.utc).replace(tzinfo=tz)
+    return int(wall.timestamp())
+
+
+def _summary_sums(conn: sa.Connection, hourly: bool, start_s: int, end_s: int, stretches: list[tuple[int, int]],
+                  step: int, channel: int | None, model: str) -> list[Any]:
+    """The summaries of [start_s, end_s), grouped in SQL by local bucket number, channel and model."""
+    table = SummaryHour.__table__ if hourly else SummaryMinute.__table__
+    at = table.c.hour if hourly else table.c.minute
+    key = at // _K("60") if step == 60 else _local_bucket(at, stretches, step)
+    where = [at >= start_s, at < end_s]
+    if channel is not None:
+        where.append(table.c.channel_id == channel)
+    if model:
+        where.append(table.c.model == model)
+    busiest = (table.c.max_rpm, table.c.max_tpm) if hourly else (table.c.request_count, table.c.total_tokens)
+    return conn.execute(sa.select(key.label("k"), table.c.channel_id, table.c.model,
+                                  *[sa.func.sum(table.c[n]) for n in SUMMARY_COUNTERS],
+                                  sa.func.max(busiest[0]), sa.func.max(busiest[1]))
+                        .where(*where).group_by(key, table.c.channel_id, table.c.model)).all()
+
+
+def _log_sums(conn: sa.Connection, start_s: int, end_s: int, stretches: list[tuple[int, int]], step: int,
+              channel: int | None, model: str) -> list[Any]:
+    """What _summary_sums() gives, from the logs themselves: for a part hour at the end of a range whose
+    per-minute summaries are pruned (a few thousand rows at most)."""
+    c = LogRow.__table__.c
+    where = [c.created_at >= start_s * 1000, c.created_at < end_s * 1000]
+    calls = [*where, *([c.channel == channel] if channel is not None else []), *([c.model == model] if model else [])]
+    per_minute = _calls_by_minute(calls).subquery()
+    key = per_minute.c.minute // _K("60") if step == 60 else _local_bucket(per_minute.c.minute, stretches, step)
+    zero = sa.literal_column("0", sa.BigInteger)
+    rows = [list(r) for r in conn.execute(
+        sa.select(key, per_minute.c.channel_id, per_minute.c.model, *[sa.func.sum(per_minute.c[n]) for n in _SUMMED],
+                  zero, zero, sa.func.max(per_minute.c.request_count), sa.func.max(per_minute.c.total_tokens))
+        .group_by(key, per_minute.c.channel_id, per_minute.c.model))]
+    retried = conn.execute(sa.select(c.created_at, c.channel, c.model, c.retry_times, c.attempts).where(
+        *where, *([c.model == model] if model else []), c.retry_times > 0, c.is_test == sa.false()))
+    failed_at = len(_SUMMED)
+    for r in retried.mappings():
+        minute = r["created_at"] // 60000 * 60
+        offset = next(o for since, o in reversed(stretches) if minute >= since or since == stretches[0][0])
+        k = minute // 60 if step == 60 else (minute + offset) // step
+        for a in failed_attempts(r):
+            if channel is None or a["channel_id"] == channel:
+                rows.append([k, a["channel_id"], r["model"], *[0] * failed_at, 1, a["ms"], 0, 0])
+    return rows
 
 
 LOG_DELETE_CHUNK = 5000  # one short transaction each: the log writer never waits long for SQLite's write lock
@@ -1537,10 +1667,103 @@ class Provider:
     default_base_url: str
     key_help: str
     readme: str
-    models: tuple[tuple[str, str], ...]  # (model, kind)
+    models: tuple[tuple[str, str], ...]  # (model, kind): the built-ins, current ones first (assets/models.json)
     key_format: tuple[str, ...] = ()  # the forms a composite key takes ("key|api_version?"); () for a plain key
     display: dict[str, str] = field(default_factory=dict, compare=False)  # the UI's name per language (en, zh)
     help: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # per language: key, base_url, models
+    kinds: tuple[str, ...] = ()  # the kinds its API serves ("kinds" in providers.json); () for every kind
+    unsupported: str = ""  # why the gateway cannot serve this type yet ("" when it can): the picker says so
+
+
+# ---- built-in model data: kind, limits, prices and retirement per (type, model), from assets/models.json ----
+# assets/refresh_models.py writes the snapshot from models.dev plus hand-written rows (assets/models_hand.json);
+# the app only reads it, so it never needs the internet to start.
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model as the snapshot knows it; prices in USD per 1K tokens, aiproxy's unit (None: unknown)."""
+
+    model: str
+    kind: str
+    context: int | None = None
+    max_output: int | None = None
+    input_price: float | None = None
+    output_price: float | None = None
+    cached_price: float | None = None  # cache reads
+    cache_creation_price: float | None = None  # cache writes
+    retired: str = ""  # "YYYY-MM-DD" when the provider shuts it down, "unknown" when retired on an unknown day
+    deprecated: bool = False  # the dataset says deprecated (no date)
+    hand: bool = False  # a hand-written row, not from the dataset
+
+    def is_retired(self, today: str | None = None) -> bool:
+        """Shut down already (a date past or today, or retired on an unknown day)."""
+        if not self.retired:
+            return False
+        return self.retired == "unknown" or self.retired <= (today or time.strftime("%Y-%m-%d", time.gmtime()))
+
+    def status(self, today: str | None = None) -> str:
+        """"retired", "retiring" (a shutdown date ahead), "deprecated" or "current"."""
+        if self.is_retired(today):
+            return "retired"
+        return "retiring" if self.retired else "deprecated" if self.deprecated else "current"
+
+    def to_api(self) -> dict[str, Any]:
+        return {"model": self.model, "kind": self.kind, "context": self.context, "max_output": self.max_output,
+                "price": {"input_price": self.input_price, "output_price": self.output_price,
+                          "cached_price": self.cached_price, "cache_creation_price": self.cache_creation_price},
+                "retired": self.retired or None, "status": self.status(), "hand_written": self.hand}
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """The snapshot: each type's models in order (current first), and every model by name across types."""
+
+    by_type: dict[int, tuple[ModelInfo, ...]] = field(default_factory=dict)
+    by_name: dict[str, ModelInfo] = field(default_factory=dict)  # the first type's row wins on a shared name
+    source: dict[str, Any] = field(default_factory=dict)
+    typed: dict[int, dict[str, ModelInfo]] = field(default_factory=dict)  # by type, then by name
+
+    def __post_init__(self) -> None:
+        self.typed.update({t: {row.model: row for row in rows} for t, rows in self.by_type.items()})
+
+    def info(self, model: str, type_id: int | None = None) -> ModelInfo | None:
+        """hot path: a model's row on that type, else on any type."""
+        typed = self.typed.get(type_id)
+        return typed.get(model) or self.by_name.get(model) if typed else self.by_name.get(model)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ModelData:
+        source = path or ASSETS_DIR / "models.json"
+        try:
+            raw = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        by_type: dict[int, tuple[ModelInfo, ...]] = {}
+        by_name: dict[str, ModelInfo] = {}
+        for type_id, rows in raw.get("types", {}).items():
+            infos = tuple(ModelInfo(
+                model=r["model"], kind=r.get("kind", "chat"), context=r.get("context"), max_output=r.get("max_output"),
+                input_price=r.get("input_price"), output_price=r.get("output_price"),
+                cached_price=r.get("cached_price"), cache_creation_price=r.get("cache_creation_price"),
+                retired="unknown" if r.get("retired") is True else str(r.get("retired") or ""),
+                deprecated=bool(r.get("deprecated")), hand=bool(r.get("hand"))) for r in rows)
+            by_type[int(type_id)] = infos
+            for info in infos:
+                by_name.setdefault(info.model, info)
+        return cls(by_type, by_name, raw.get("_source", {}))
+
+
+@functools.cache
+def model_data() -> ModelData:
+    """The snapshot in assets/models.json, read once."""
+    return ModelData.load()
+
+
+def model_output_limit(model: str, type_id: int | None = None) -> int | None:
+    """The most output tokens the model can produce (its provider's documented limit, from the snapshot), or None
+    when unknown: a request's max_tokens above it is clamped (clamp_max_tokens, section 5)."""
+    info = model_data().info(model, type_id)
+    return info.max_output if info is not None else None
 
 
 #: parts of a composite key that say where or which, never who: shown and logged as they are
@@ -1604,8 +1827,9 @@ class Usage:
     input_tokens: int = 0  # every prompt token, cached or not (OpenAI's prompt_tokens)
     output_tokens: int = 0
     total_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, read from the provider's cache
     estimated: bool = False
+    cache_write_tokens: int = 0  # of input_tokens, written to the provider's cache (Anthropic's cache creation)
 
 
 def usage_from(obj: Any) -> Usage | None:
@@ -1711,15 +1935,25 @@ class ChannelRoute:
     weight: int
     enabled: bool
     adaptor: Adaptor
-    proxy: str | None = None  # from HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every call
+    proxy: str | None = None  # its own proxy_url, else HTTP(S)_PROXY/NO_PROXY's, resolved once here
+    skip_tls_verify: bool = False
     status: int = STATUS_ENABLED
     status_reason: str = ""
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
+    config: dict[str, Any] = field(default_factory=dict)  # the channel's own settings (aiproxy's `config`)
+    #: the mapping's wildcard rows (`claude-*` → deepseek-chat), longest pattern first; `mapping` keeps the exact
+    patterns: tuple[tuple[str, str], ...] = ()
+    max_output_tokens: dict[str, int] = field(default_factory=dict)  # the channel's own limits: model (or "*") → n
+    param_override: dict[str, Any] = field(default_factory=dict)  # merged into every upstream body, null deletes
 
     def serves(self, model: str) -> bool:
-        return model in self.models or model in self.mapping
+        return model in self.models or model in self.mapping or self.pattern_target(model) is not None
+
+    def pattern_target(self, model: str) -> str | None:
+        """What the longest wildcard row matching `model` maps it to; None when none matches."""
+        return next((target for pattern, target in self.patterns if wildcard_match(pattern, model)), None)
 
     def scrub(self, data: bytes) -> bytes:
         """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
@@ -1733,12 +1967,34 @@ class ChannelRoute:
         return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
 
     def upstream_model(self, model: str) -> str:
-        return self.mapping.get(model) or model
+        """An exact mapping row beats a wildcard row, and the longest wildcard row beats a shorter one."""
+        return self.mapping.get(model) or (None if model in self.models else self.pattern_target(model)) or model
+
+    def output_limit(self, model: str) -> int | None:
+        """The most output tokens the upstream `model` takes: the channel's own setting, else the model
+        snapshot's limit for it on this channel's type (model_output_limit); None when nothing is known."""
+        own = self.max_output_tokens
+        return own.get(model) or own.get("*") or model_output_limit(model, self.type)
 
     @property
     def offered(self) -> list[str]:
-        """Every name a client may ask this channel for: its models and its mapping's keys."""
+        """Every exact name a client may ask this channel for: its models and its mapping's exact keys (a
+        wildcard row serves names it cannot list)."""
         return sorted(self.models | self.mapping.keys())
+
+
+def is_wildcard(name: str) -> bool:
+    return "*" in name
+
+
+@functools.lru_cache(maxsize=4096)
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(map(re.escape, pattern.split("*"))) + r"\Z")
+
+
+def wildcard_match(pattern: str, model: str) -> bool:
+    """`*` stands for any run of characters (none too); nothing else is special."""
+    return _wildcard_regex(pattern).match(model) is not None
 
 
 @dataclass(frozen=True)
@@ -1858,6 +2114,25 @@ class Attempt:
     started: float = 0.0  # time.time() when this try began
 
 
+class LocalResponse:
+    """An answer made in the gateway (Adaptor.local_answer), read by the pipeline as it reads an upstream's:
+    status, headers, read() or content.readany(), release()."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.status, self.headers, self._body = status, {"Content-Type": content_type}, body
+        self.content = self
+
+    async def readany(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+    async def read(self) -> bytes:
+        return await self.readany()
+
+    def release(self) -> None:
+        self._body = b""
+
+
 @dataclass
 class Outcome:
     """What the client got, for the log."""
@@ -1867,7 +2142,7 @@ class Outcome:
     error: bytes = b""
     response_body: bytes = b""
     ttfb_ms: int = 0
-    used_amount: float = 0.0  # set by charge()
+    used_amount: float | None = 0.0  # set by charge(); None: a price it needs is unknown
     failure: RelayError | None = None  # how an answer that had started ended badly, for the trail
 
 
@@ -1879,6 +2154,7 @@ class StreamFilter:
     usage: Usage | None = None  # the upstream's own count, when it sent one
     error: RelayError | None = None  # an error the upstream sent inside the stream
     events = 0  # data events seen, for an estimate when no usage came
+    raw = False  # fed bytes as they arrive (a binary framing it splits itself), not whole SSE events
 
     def feed(self, events: bytes) -> bytes:
         raise NotImplementedError
@@ -1928,18 +2204,21 @@ class ConvertedStream(StreamFilter):
     def feed(self, events: bytes) -> bytes:
         out: list[bytes] = []
         for event in sse_events(events):
-            name, data = sse_fields(event)
-            if not data or self.closed:
-                continue
-            self.events += 1
-            out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
-            if self.decoder.error is not None:
-                out.append(self.dialect.stream_error(self.decoder.error, self.call))
-                self.closed = True
-            elif self.decoder.done:
-                out.append(self.encoder.close(self.decoder.usage))
-                self.closed = True
+            self.take(*sse_fields(event), out)
         return b"".join(out)
+
+    def take(self, name: str, data: bytes, out: list[bytes]) -> None:
+        """One upstream event, named or not, through the decoder and the encoder."""
+        if not data or self.closed:
+            return
+        self.events += 1
+        out.extend(self.encoder.encode(chunk) for chunk in self.decoder.decode(name, data))
+        if self.decoder.error is not None:
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        elif self.decoder.done:
+            out.append(self.encoder.close(self.decoder.usage))
+            self.closed = True
 
     def close(self) -> bytes:
         if self.closed:
@@ -2052,6 +2331,8 @@ class Adaptor:
     title = "OpenAI-compatible"
     formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
     modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
+    stream_type = "text/event-stream"  # the content type of its streamed answers
+    openai_models = False  # OpenAI's own models behind it: their reasoning parameters are fitted (section 6)
 
     def speaks(self, call: RelayCall) -> bool:
         return call.dialect.format in self.formats
@@ -2070,8 +2351,25 @@ class Adaptor:
         """`call` shows the client's headers (call.headers), e.g. to forward a beta flag; None for a model list."""
         return {"Authorization": f"Bearer {channel.key}"}
 
+    async def authorize(self, state: AppState, channel: ChannelRoute) -> None:
+        """What must be in hand before build_headers (a token the key is exchanged for, fetched once and cached);
+        a RelayError is the channel's failure."""
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        """The last step before a request leaves (a call, a test, a model list), after build_headers: add to
+        `headers` what needs the whole request (a signature, or an access token); returns the URL to send,
+        exactly as signed. A key that cannot be used raises RelayError (e.g. which extra to install)."""
+        return url
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        """An answer the gateway makes itself, in the upstream's wire format, without calling out (the fake
+        types); None: call the upstream."""
+        return None
+
     def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
-        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`)."""
+        """(URL, headers) of a GET that lists the upstream's models (read by `models_from`); RelayError when the
+        provider has no such list."""
         return channel.base_url.rstrip("/") + "/models", self.build_headers(channel)
 
     def models_from(self, answer: Any) -> list[str]:
@@ -2100,6 +2398,9 @@ class Adaptor:
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
         body = dict(pivot, model=channel.upstream_model(call.model))
+        roles = [m.get("role") for m in body.get("messages") or () if isinstance(m, dict)]
+        if "developer" in roles or "system" in roles[1:]:
+            body["messages"] = leading_system_message(body["messages"])
         if call.stream:
             body.update(stream=True, stream_options={"include_usage": True})
         return orjson.dumps(body)
@@ -2142,6 +2443,16 @@ class Adaptor:
     def convert_error(self, status: int, body: bytes) -> RelayError:
         """An upstream's error answer as one error value, which the client's dialect renders in its own shape."""
         return read_openai_error(status, body)
+
+
+def leading_system_message(messages: list[Any]) -> list[Any]:
+    """Every system and developer message of a converted request joined into one system message, first: the
+    chat templates of many OpenAI-compatible servers (vLLM, Ollama with Qwen- or Mistral-style templates) refuse a
+    system message after a turn, and not all know the developer role."""
+    system = [m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+    text = "\n\n".join(t for t in (_text_of(m.get("content")) for m in system) if t)
+    rest = [m for m in messages if not (isinstance(m, dict) and m.get("role") in ("system", "developer"))]
+    return ([{"role": "system", "content": text}] if text else []) + rest
 
 
 def is_models_path(path: str, root: str) -> bool:
@@ -2233,6 +2544,9 @@ class TokenInfo:
     expired_at: int
 
 
+WILDCARD_CACHE_MAX = 10_000  # model names a routing table remembers the wildcard channels of
+
+
 @dataclass
 class RoutingTable:
     channels: dict[int, ChannelRoute]
@@ -2243,9 +2557,24 @@ class RoutingTable:
     kinds: dict[str, str]
     token_ids: dict[int, TokenInfo] = field(default_factory=dict)
     auto_disabled: dict[str, list[ChannelRoute]] = field(default_factory=dict)  # status 3, for the routing trail
+    wildcard: list[ChannelRoute] = field(default_factory=list)  # channels with wildcard mapping rows, any status
+    #: model → (enabled, auto-disabled, any) channels whose wildcard rows serve it, for names no channel lists
+    _matched: dict[str, tuple[list[ChannelRoute], list[ChannelRoute], bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.token_ids = {t.id: t for t in self.tokens.values()}
+
+    def matched(self, model: str) -> tuple[list[ChannelRoute], list[ChannelRoute], bool]:
+        """The channels a wildcard row sends `model` to: (enabled, auto-disabled, whether any channel at all).
+        Only asked for names no channel lists exactly: an exact name beats a pattern across channels too."""
+        found = self._matched.get(model)
+        if found is None:
+            hits = [r for r in self.wildcard if r.pattern_target(model) is not None]
+            found = ([r for r in hits if r.enabled], [r for r in hits if r.status == STATUS_AUTO_DISABLED],
+                     bool(hits))
+            if len(self._matched) < WILDCARD_CACHE_MAX:
+                self._matched[model] = found
+        return found
 
     def model_enabled(self, model: str) -> bool:
         cfg = self.model_configs.get(model)
@@ -2271,18 +2600,43 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
     base_url = (ch.get("base_url") or (provider.default_base_url if provider else "")).strip()
     status = ch.get("status", STATUS_ENABLED)
     models, mapping = list(ch.get("models") or ()), dict(ch.get("model_mapping") or {})
+    patterns = sorted(((k, v) for k, v in mapping.items() if is_wildcard(k)), key=lambda row: -len(row[0]))
+    mapping = {k: v for k, v in mapping.items() if not is_wildcard(k)}
+    config = ch.get("config") if isinstance(ch.get("config"), dict) else {}
     key = ch["key"].strip()
     key_format = provider.key_format if provider else ()
+    own_proxy = (ch.get("proxy_url") or "").strip()
+    secrets_ = key_secrets(key, key_format)
+    password = urllib.parse.urlsplit(own_proxy).password if own_proxy else None
+    if password and len(password) >= SECRET_MIN:  # like a key's parts: a shorter one would garble text
+        secrets_ = sorted({*secrets_, password}, key=len, reverse=True)
     return ChannelRoute(
         id=ch["id"] or 0, name=ch["name"], type=ch["type"], key=key, base_url=base_url,
-        proxy=upstream_proxy(base_url), models=frozenset(models), mapping=mapping,
+        proxy=own_proxy or upstream_proxy(base_url or "https://"), skip_tls_verify=bool(ch.get("skip_tls_verify")),
+        config=dict(ch.get("config") or {}), models=frozenset(models), mapping=mapping,
         priority=int(ch.get("priority") or 0), weight=max(1, int(ch.get("weight") or 1)),
         enabled=status == STATUS_ENABLED, adaptor=adaptor_for(provider), status=status,
         status_reason=ch.get("status_reason") or "",
         test_model=(models or sorted(mapping) or [""])[0],
         key_parts=split_key(key, key_format),
-        secrets=tuple((part.encode(), mask_key(part).encode()) for part in key_secrets(key, key_format)),
+        secrets=tuple((part.encode(), mask_key(part).encode()) for part in secrets_),
+        patterns=tuple(patterns), max_output_tokens=output_limits_setting(config.get(CONFIG_MAX_OUTPUT_TOKENS)),
+        param_override=dict(config.get(CONFIG_PARAM_OVERRIDE) or {}) if isinstance(
+            config.get(CONFIG_PARAM_OVERRIDE), dict) else {},
     )
+
+
+#: the channel config's keys for the two request settings (new-api names the override param_override too)
+CONFIG_PARAM_OVERRIDE, CONFIG_MAX_OUTPUT_TOKENS = "param_override", "max_output_tokens"
+
+
+def output_limits_setting(value: Any) -> dict[str, int]:
+    """A channel's max_output_tokens: a number for all its models, or {model: number}."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return {"*": value}
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+    return {}
 
 
 def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> RoutingTable:
@@ -2302,7 +2656,7 @@ def load_routing_table(engine: sa.Engine, catalog: dict[int, Provider]) -> Routi
                 (by_model if route.enabled else auto_disabled)[name].append(route)
     return RoutingTable(
         channels=routes, by_model=dict(by_model), known_models=known, model_configs=configs,
-        auto_disabled=dict(auto_disabled),
+        auto_disabled=dict(auto_disabled), wildcard=[r for r in routes.values() if r.patterns],
         kinds=catalog_model_kinds(catalog),
         tokens={t["key"]: TokenInfo(t["id"], t["name"], t["status"], frozenset(t["models"] or ()), t["quota"] or 0.0,
                                     t["used_amount"] or 0.0, t["expired_at"] or 0) for t in tokens},
@@ -2531,7 +2885,18 @@ REASON_MAX = 255  # Channel.status_reason
 HANGUP_WATCH_AFTER_S = 0.25  # a call this old starts watching for its client to hang up (see HangupWatch)
 #: answers that may be audio or plain text (speech, srt/vtt transcripts); every other 200 must be JSON
 _FREE_FORM_MODES = frozenset({Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
-_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def _socks_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp-socks' own errors (a SOCKS proxy that refuses), which are no OSError."""
+    try:
+        import aiohttp_socks
+    except ImportError:
+        return ()
+    return aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError
+
+
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError, *_socks_errors())
 _ESTIMATED_OPS = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS})  # usage matters for these
 
 
@@ -2556,6 +2921,7 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     it; a call refused on the way is logged like any other."""
     body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
     call = parse_relay_call(state, incoming, route, body, caller)
+    clamp_max_tokens(call)
     try:
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
@@ -2570,6 +2936,31 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     except RelayError as exc:
         log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         raise
+
+
+_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, Anthropic, Responses
+
+
+def clamp_max_tokens(call: RelayCall) -> None:
+    """hot path: a max_tokens above the model's documented output limit (model_output_limit) is lowered to it,
+    whatever the client format: providers refuse a larger one with a 400, and clients ask for more than some
+    models give (Claude Code's 32000 on a 8192-token model)."""
+    obj = call.obj
+    if obj is None:
+        return
+    limit = model_output_limit(call.model)
+    if not limit:
+        return
+    changed = False
+    for name in _MAX_TOKEN_FIELDS:
+        value = obj.get(name)
+        if type(value) is int and value > limit:
+            obj[name], changed = limit, True
+    config = obj.get("generationConfig")  # Gemini's
+    if isinstance(config, dict) and type(config.get("maxOutputTokens")) is int and config["maxOutputTokens"] > limit:
+        obj["generationConfig"], changed = dict(config, maxOutputTokens=limit), True
+    if changed:
+        call.body = orjson.dumps(obj)
 
 
 def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
@@ -2662,6 +3053,10 @@ def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
             raise RelayError(400, f"Channel {call.pinned} does not offer the model '{model}'.", "model_not_on_channel")
         return [pinned]
     enabled, auto_disabled = routes.by_model.get(model), routes.auto_disabled.get(model)
+    known = model in routes.known_models
+    if not enabled and routes.wildcard:  # an exact name beats a pattern; a pattern serves what none lists enabled
+        matched, matched_off, matched_any = routes.matched(model)
+        enabled, auto_disabled, known = matched or None, auto_disabled or matched_off or None, known or matched_any
     for route in auto_disabled or ():  # in the trail: the log row says why a channel was not tried
         _skip(call, route, "auto_disabled", route.status_reason)
     if enabled:
@@ -2670,12 +3065,14 @@ def plan_channels(state: AppState, call: RelayCall) -> list[ChannelRoute]:
             _skip(call, route, why, reason)
         return ready[: call.max_retries + 1]
     if auto_disabled:
-        raise RelayError(503, f"Every channel of the model '{model}' is auto-disabled; see the channel list for why.",
+        raise RelayError(404, f"No available channel for the model '{model}': every channel of it is auto-disabled; "
+                              "see the channel list for why.", "no_available_channel", "aiproxy_error")
+    if known:
+        raise RelayError(404, f"No available channel for the model '{model}': no enabled channel offers it.",
                          "no_available_channel", "aiproxy_error")
-    if model in routes.known_models:
-        raise RelayError(503, f"No enabled channel offers the model '{model}'.", "no_available_channel",
-                         "aiproxy_error")
-    raise RelayError(404, f"The model '{model}' does not exist or no channel offers it.", "model_not_found")
+    # FastGPT shows "no channel for this model" only for a 404 whose text says "no available channel" (D13)
+    raise RelayError(404, f"No available channel for the model '{model}': it does not exist or no channel offers "
+                          "it.", "model_not_found")
 
 
 def _skip(call: RelayCall, route: ChannelRoute, why: str, reason: str) -> None:
@@ -2746,7 +3143,12 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
         attempt = call.trying = Attempt(channel, None, 0, retries=index, started=time.time())
         entry = call.final = {"channel_id": channel.id, "code": 0, "ms": 0}
         call.attempts.append(entry)
-        failure = await _try_channel(state, call, attempt)
+        try:
+            failure = await _try_channel(state, call, attempt)
+        except RelayError as exc:  # the gateway refused the request before calling the channel: no try to log
+            entry.update(code=exc.status, skipped="refused", error=exc.message[:TRAIL_ERROR_MAX])
+            call.final = None
+            raise
         entry["code"] = attempt.status
         if failure is None:
             if call.caller is not TEST_CALLER:
@@ -2762,25 +3164,62 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
     return last
 
 
+def channel_http(state: AppState, channel: ChannelRoute) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    """The session and request options of a channel's upstream calls (calls, channel tests, model lists): an
+    http(s) proxy goes in aiohttp's `proxy=`, a SOCKS one needs a connector, so a session of its own (aiohttp-socks,
+    made on first use, closed with the app); `skip_tls_verify` turns certificate checks off for this channel."""
+    options: dict[str, Any] = {"ssl": False} if channel.skip_tls_verify else {}
+    proxy = channel.proxy
+    if not proxy:
+        return state.http, options
+    if not proxy.startswith("socks"):
+        return state.http, dict(options, proxy=proxy)
+    session = state.socks.get(proxy)
+    if session is None or session.closed:
+        from aiohttp_socks import ProxyConnector
+
+        session = state.socks[proxy] = aiohttp.ClientSession(
+            connector=ProxyConnector.from_url(proxy.replace("socks5h://", "socks5://", 1),
+                                              rdns=proxy.startswith("socks5h://"), limit=100),
+            timeout=state.http.timeout, auto_decompress=True, trust_env=False)
+    return session, options
+
+
 async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> RelayError | None:
     """Call one channel. On success `attempt` holds an open stream (its first bytes read) or a whole answer made
     the client's; otherwise the error says what failed, with the channel's key scrubbed."""
     channel = attempt.channel
     adaptor = channel.adaptor
-    payload = adaptor.convert_request(call, channel)
+    payload = fit_upstream_body(call, channel, adaptor.convert_request(call, channel))
     url = adaptor.build_url(channel, call)
-    headers = adaptor.build_headers(channel, call)
-    headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+    session, options = channel_http(state, channel)
     try:
-        response = await state.http.post(url, data=payload, headers=headers, proxy=channel.proxy)
+        await adaptor.authorize(state, channel)
+        headers = adaptor.build_headers(channel, call)
+        headers["Content-Type"] = call.content_type if adaptor.speaks(call) else "application/json"
+        response = adaptor.local_answer(call, channel)
+        if response is None:
+            target = await adaptor.sign(state, channel, "POST", url, headers, payload)
+            response = await session.post(target, data=payload, headers=headers, **options)
+    except RelayError as exc:  # a key that cannot be used as it is (a missing extra, a refused token exchange)
+        attempt.error = RelayError(exc.status, channel.scrub_text(exc.message), exc.code, exc.type)
+        attempt.status = exc.status
+        return attempt.error
     except _UPSTREAM_ERRORS as exc:
         attempt.error = upstream_failure(exc, url, state.settings)
         attempt.status = attempt.error.status
         return attempt.error
     status = attempt.status = response.status
+    # a 407 comes from the channel's proxy, not the provider (an http:// target through an http proxy)
+    if status == 407 and channel.proxy and not isinstance(response, LocalResponse):
+        response.release()
+        attempt.error = upstream_failure(aiohttp.ClientHttpProxyError(response.request_info, (), status=407), url,
+                                         state.settings)
+        attempt.status = attempt.error.status
+        return attempt.error
     content_type = response.headers.get("Content-Type", "application/json")
     try:
-        if status == 200 and call.stream and content_type.startswith("text/event-stream"):
+        if status == 200 and call.stream and content_type.startswith(adaptor.stream_type):
             attempt.first = await response.content.readany()
             attempt.ttfb_ms = int((time.time() - call.started) * 1000)
             if attempt.first:
@@ -2807,6 +3246,61 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
     return None
 
 
+def fit_upstream_body(call: RelayCall, channel: ChannelRoute, payload: bytes) -> bytes:
+    """hot path: the upstream body, made to fit the channel after conversion: output tokens clamped to the
+    model's known limit, an OpenAI model's reasoning parameters as it takes them, then the channel's
+    param_override. What changed goes into the call's routing trail. A body none of this touches is not parsed."""
+    target = channel.upstream_model(call.model)
+    limit = channel.output_limit(target)
+    reasoning = channel.adaptor.openai_models and (openai_reasoning_model(target) or b'"reasoning_effort"' in payload)
+    if (limit is None and not reasoning and not channel.param_override) or payload.lstrip()[:1] != b"{":
+        return payload
+    body = orjson.loads(payload)
+    notes: list[str] = []
+    if reasoning and "messages" in body:
+        fit_openai_reasoning(body, target, notes)
+    if limit is not None:
+        clamp_output_tokens(body, limit, notes)
+    if channel.param_override:
+        body = apply_param_override(body, channel.param_override)
+        notes.append("param_override applied")
+    if notes and call.final is not None:
+        call.final["adjusted"] = "; ".join(notes)
+    return orjson.dumps(body)
+
+
+def clamp_output_tokens(body: dict[str, Any], limit: int, notes: list[str]) -> None:
+    """Every format's output-token field, at most `limit` (and an Anthropic thinking budget below it)."""
+    config = body.get("generationConfig")
+    fields = [(body, name) for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")]
+    fields += [(config, "maxOutputTokens")] if isinstance(config, dict) else []
+    for where, name in fields:
+        value = where.get(name)
+        if isinstance(value, int) and value > limit:
+            where[name] = limit
+            notes.append(f"{name} {value} → {limit} (the model's output limit)")
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int) and isinstance(
+            body.get("max_tokens"), int) and thinking["budget_tokens"] >= body["max_tokens"]:
+        budget = body["max_tokens"] - 1
+        if budget >= ANTHROPIC_MIN_THINKING_BUDGET:
+            thinking["budget_tokens"] = budget
+        else:
+            body.pop("thinking")
+
+
+def apply_param_override(body: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` merged into `body`: objects merge key by key, `null` deletes, anything else replaces."""
+    for key, value in override.items():
+        if value is None:
+            body.pop(key, None)
+        elif isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = apply_param_override(dict(body[key]), value)
+        else:
+            body[key] = value
+    return body
+
+
 _OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
                errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable",
                errno.ETIMEDOUT: "timed out", errno.ECONNABORTED: "connection aborted"}
@@ -2825,12 +3319,17 @@ def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayE
     if isinstance(exc, asyncio.TimeoutError):
         return RelayError(504, f"Timed out connecting to {where} after {settings.connect_timeout:g} s",
                           "upstream_timeout", "upstream_error")
+    if type(exc).__module__.startswith("aiohttp_socks"):  # its words name the proxy's host, never its password
+        return RelayError(502, f"Could not reach {where} through the channel's SOCKS proxy ({exc})",
+                          "upstream_connect_error", "upstream_error")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         reason = "host name not found"
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = "TLS certificate not trusted"
     elif isinstance(exc, aiohttp.ClientSSLError):
         reason = "TLS handshake failed"
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        reason = f"the proxy answered HTTP {exc.status}"
     elif isinstance(exc, aiohttp.ClientProxyConnectionError):
         reason = "the proxy refused"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -2876,9 +3375,10 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
     failure: RelayError | None = None
     try:
         while True:
-            cut = pending.rfind(sep)
-            if cut >= 0:
-                out, pending = stream.feed(pending[: cut + len(sep)]), pending[cut + len(sep):]
+            # up to the last event border; a raw filter (binary frames) gets every byte and splits them itself
+            cut = len(pending) if stream.raw else pending.rfind(sep) + len(sep) if sep in pending else 0
+            if cut:
+                out, pending = stream.feed(pending[:cut]), pending[cut:]
                 if out:
                     await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
             data = await response.content.readany()
@@ -2985,7 +3485,7 @@ def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None
 
 def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
     """hot path: price the call, close its trail with how it ended, and queue its log row."""
-    outcome.used_amount = charge(state, call, outcome.usage)
+    outcome.used_amount = charge(state, call, outcome.usage, attempt.channel)
     final = call.final
     if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
         final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
@@ -2994,17 +3494,56 @@ def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcom
     state.writer.submit_call(call, attempt, outcome)
 
 
-def charge(state: AppState, call: RelayCall, usage: Usage | None) -> float:
-    """hot path: the call's price from its model's config, added at once to its API key's spend, so a quota
-    holds before the log writer has flushed. The one place a call is priced (issue 11)."""
-    config = state.routes.model_configs.get(call.model)
-    if usage is None or config is None:
+#: aiproxy's price fields (USD per 1K tokens) that the gateway charges by
+PRICE_FIELDS = ("input_price", "output_price", "cached_price", "cache_creation_price")
+
+
+def price_for(state: AppState, model: str, channel: ChannelRoute | None) -> dict[str, float | None]:
+    """hot path: a call's prices, field by field: the model config's (a price of 0 is unset, as in aiproxy), else
+    the model snapshot's for the model the channel calls upstream on its type, else for the name asked for; None
+    where nobody knows."""
+    data = model_data()
+    info = None
+    if channel is not None:
+        info = data.info(channel.upstream_model(model), channel.type) or data.info(model, channel.type)
+    info = info or data.info(model)
+    config = state.routes.model_configs.get(model)
+    if config is None:
+        if info is None:
+            return _NO_PRICE
+        return {"input_price": info.input_price, "output_price": info.output_price,
+                "cached_price": info.cached_price, "cache_creation_price": info.cache_creation_price}
+    return {name: config.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
+
+
+_NO_PRICE: dict[str, float | None] = dict.fromkeys(PRICE_FIELDS)
+
+
+def cost_of(usage: Usage, price: dict[str, float | None]) -> float | None:
+    """hot path: what a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and
+    cache writes at `cache_creation_price` (the input price when those are unset), the rest of the prompt at
+    `input_price`. None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
+    base, cached, written = price["input_price"], usage.cached_tokens, usage.cache_write_tokens
+    total = 0.0
+    for tokens, unit in ((usage.input_tokens - cached - written, base), (usage.output_tokens, price["output_price"]),
+                         (cached, base if price["cached_price"] is None else price["cached_price"]),
+                         (written, base if price["cache_creation_price"] is None else price["cache_creation_price"])):
+        if tokens > 0:
+            if unit is None:
+                return None
+            total += tokens * unit
+    total /= 1000
+    return total if math.isfinite(total) else None  # a price saved as 1e400 must not poison every later sum
+
+
+def charge(state: AppState, call: RelayCall, usage: Usage | None, channel: ChannelRoute | None = None) -> float | None:
+    """hot path: the call's cost from its model's prices (price_for), added at once to its API key's spend, so a
+    quota holds before the log writer has flushed. The one place a call is priced (issue 11). None: unknown."""
+    if usage is None:
         return 0.0
-    amount = (usage.input_tokens * config["input_price"] + usage.output_tokens * config["output_price"]) / 1000
-    if not math.isfinite(amount):  # a price saved as 1e400 must not make every later sum infinite
-        return 0.0
+    amount = cost_of(usage, price_for(state, call.model, channel))
     token = state.routes.token_ids.get(call.caller.token_id)
-    if token is not None:
+    if token is not None and amount:
         token.used_amount += amount
     return amount
 
@@ -3321,6 +3860,32 @@ class OpenAIPassthrough(StreamFilter):
 
 
 
+# ---- OpenAI's reasoning models (o-series, gpt-5 family) ----
+# They refuse `max_tokens` (they want `max_completion_tokens`) and a temperature or top_p other than 1; the other
+# models refuse `reasoning_effort`. A body converted from another format carries whichever it had: fitted here on
+# OpenAI and Azure channels (fit_upstream_body, section 5).
+
+_OPENAI_REASONING_MODEL = re.compile(r"(o\d|gpt-5(?!-chat))")
+
+
+def openai_reasoning_model(model: str) -> bool:
+    return _OPENAI_REASONING_MODEL.match(model.rpartition("/")[2]) is not None
+
+
+def fit_openai_reasoning(body: dict[str, Any], model: str, notes: list[str]) -> None:
+    if not openai_reasoning_model(model):
+        if body.pop("reasoning_effort", None) is not None:
+            notes.append("reasoning_effort dropped (not a reasoning model)")
+        return
+    if "max_tokens" in body:
+        value = body.pop("max_tokens")
+        body.setdefault("max_completion_tokens", value)
+        notes.append("max_tokens → max_completion_tokens")
+    for name in ("temperature", "top_p"):
+        if body.get(name) not in (None, 1):
+            notes.append(f"{name} {body.pop(name)} dropped (a reasoning model takes only 1)")
+
+
 # ---- Azure OpenAI: OpenAI's bodies at deployment URLs ----
 
 AZURE_API_VERSION = "2025-04-01-preview"  # aiproxy's default when the key names none (keyFormat key|api_version?)
@@ -3336,6 +3901,7 @@ class AzureAdaptor(Adaptor):
     (aiproxy's convention: gpt-4.1 → gpt-41) and as it is for type 4."""
 
     title = "Azure OpenAI"
+    openai_models = True
     modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS,
                        Mode.AUDIO_SPEECH, Mode.AUDIO_TRANSCRIPTION, Mode.AUDIO_TRANSLATION})
 
@@ -3343,7 +3909,7 @@ class AzureAdaptor(Adaptor):
         self.keep_dots = keep_dots
 
     def deployment(self, channel: ChannelRoute, model: str) -> str:
-        mapped = channel.mapping.get(model)
+        mapped = channel.mapping.get(model) or (None if model in channel.models else channel.pattern_target(model))
         return mapped or (model if self.keep_dots else model.replace(".", ""))
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
@@ -3360,6 +3926,348 @@ class AzureAdaptor(Adaptor):
                 self.build_headers(channel))
 
 
+# ---- OpenAI-style providers that differ: a key to split or exchange, a kind at a path or in a body of its own ----
+# Each is checked against its provider's documented endpoints by tests/test_catalog.py (tests/provider_docs.py).
+
+def api_root(base_url: str, suffix: str) -> str:
+    """A base URL without its OpenAI-compatibility suffix: the API's own root, where a provider serves a kind
+    natively beside its compatibility path (a proxy's own prefix before it is kept)."""
+    base = base_url.rstrip("/")
+    return base[: -len(suffix)] if suffix and base.endswith(suffix) else base
+
+
+def _documents(value: Any) -> list[str]:
+    """A rerank request's documents as texts (strings, or Jina's `{"text": ...}` objects)."""
+    if not isinstance(value, list):
+        raise RelayError(400, "'documents' must be a list.", "invalid_request")
+    return [d if isinstance(d, str) else str(d.get("text", "")) if isinstance(d, dict) else str(d) for d in value]
+
+
+def rerank_answer(call: RelayCall, scored: list[tuple[int, float]], total_tokens: int = 0,
+                  answer_id: str = "") -> dict[str, Any]:
+    """Cohere's (and Jina's) rerank answer from (index, score) pairs: best first, `top_n` kept, documents
+    returned when asked."""
+    body = call.obj or {}
+    docs = body.get("documents") if isinstance(body.get("documents"), list) else []
+    top_n = body.get("top_n") if type(body.get("top_n")) is int and body["top_n"] > 0 else None
+    ranked = sorted(scored, key=lambda pair: -pair[1])[:top_n]
+    results = []
+    for index, score in ranked:
+        item: dict[str, Any] = {"index": index, "relevance_score": float(score)}
+        if body.get("return_documents") and 0 <= index < len(docs):
+            item["document"] = docs[index] if isinstance(docs[index], dict) else {"text": docs[index]}
+        results.append(item)
+    usage = {"prompt_tokens": total_tokens, "total_tokens": total_tokens}
+    return {"id": answer_id or f"rerank-{call.request_id}", "model": call.model, "results": results, "usage": usage}
+
+
+class NativeOpsAdaptor(Adaptor):
+    """An OpenAI-style provider that serves some operations (`native`) with bodies of its own: for those the
+    OpenAI body (the client's, or the pivot) goes through to_native and the answer back through from_native."""
+
+    native: frozenset[Mode] = frozenset()
+
+    def convert_request(self, call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op not in self.native:
+            return super().convert_request(call, channel)
+        body = call.obj if self.speaks(call) else call.pivot()
+        if body is None:
+            raise RelayError(400, f"{call.endpoint} needs a JSON body.", "invalid_request")
+        return orjson.dumps(self.to_native(call.op, dict(body, model=channel.upstream_model(call.model)), channel))
+
+    def convert_response(self, call: RelayCall, body: bytes) -> tuple[bytes, Usage | None]:
+        if call.op not in self.native:
+            return super().convert_response(call, body)
+        answer, usage = self.from_native(call, body)
+        return (orjson.dumps(answer) if self.speaks(call) else call.dialect.response_from_pivot(call, answer)), usage
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        raise NotImplementedError
+
+
+BAIDU_IAM_URL = "https://iam.bj.baidubce.com"
+BAIDU_TOKEN_SECONDS = 86400  # a day, as aiproxy asks for; used until TOKEN_REFRESH_MARGIN_S before it expires
+TOKEN_REFRESH_MARGIN_S = 600
+
+
+def bce_auth_v1(ak: str, sk: str, method: str, url: str, headers: dict[str, str], when: float,
+                expires_s: int = 1800) -> str:
+    """Baidu Cloud's `bce-auth-v1` authorization of a request (cloud.baidu.com/doc/Reference/s/njwvz1yfu):
+    HMAC-SHA256 of the canonical request (method, path, sorted query, signed headers) with a key derived from
+    the SK and the prefix `bce-auth-v1/{ak}/{timestamp}/{expires}`."""
+    parts = urllib.parse.urlsplit(url)
+
+    def enc(text: str, keep_slash: bool = False) -> str:
+        return urllib.parse.quote(text, safe="-_.~" + ("/" if keep_slash else ""))
+
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    canonical_query = "&".join(sorted(f"{enc(k)}={enc(v)}" for k, v in query))
+    signed = sorted(h.lower() for h in headers)
+    canonical_headers = "\n".join(sorted(f"{enc(h.lower())}:{enc(v.strip())}" for h, v in headers.items()))
+    canonical = "\n".join([method.upper(), enc(parts.path or "/", keep_slash=True), canonical_query,
+                           canonical_headers])
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    prefix = f"bce-auth-v1/{ak}/{stamp}/{expires_s}"
+    signing_key = hmac.new(sk.encode(), prefix.encode(), hashlib.sha256).hexdigest()
+    signature = hmac.new(signing_key.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return f"{prefix}/{';'.join(signed)}/{signature}"
+
+
+class BaiduV2Adaptor(Adaptor):
+    """Qianfan v2 (types 13 and 49): OpenAI's bodies; rerank at `/rerankers`. A `bce-v3/…` API key is sent as
+    it is; an `ak|sk` key (type 13) is exchanged for an IAM BearerToken (GET /v1/BCE-BEARER/token, signed
+    bce-auth-v1), cached until shortly before it expires. The IAM host is Baidu's, or a private base URL's own."""
+
+    title = "Baidu Qianfan"
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, float]] = {}  # "ak|sk" -> (token, expires at)
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return channel.base_url.rstrip("/") + "/rerankers"
+        return super().build_url(channel, call)
+
+    @staticmethod
+    def _ak_sk(channel: ChannelRoute) -> tuple[str, str] | None:
+        parts = channel.key_parts
+        return (parts["ak"], parts["sk"]) if parts.get("ak") and parts.get("sk") else None
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        if self._ak_sk(channel) is None:
+            return {"Authorization": f"Bearer {channel.key_parts.get('api_key') or channel.key}"}
+        token, _ = self.tokens.get(channel.key, ("", 0.0))
+        return {"Authorization": f"Bearer {token}"}
+
+    async def authorize(self, state: AppState, channel: ChannelRoute) -> None:
+        pair = self._ak_sk(channel)
+        if pair is None or self.tokens.get(channel.key, ("", 0.0))[1] - TOKEN_REFRESH_MARGIN_S > time.time():
+            return
+        async with self.locks.setdefault(channel.key, asyncio.Lock()):
+            if self.tokens.get(channel.key, ("", 0.0))[1] - TOKEN_REFRESH_MARGIN_S > time.time():
+                return  # another call fetched it meanwhile
+            self.tokens[channel.key] = await self.fetch_token(state, channel, *pair)
+
+    async def fetch_token(self, state: AppState, channel: ChannelRoute, ak: str, sk: str) -> tuple[str, float]:
+        base = urllib.parse.urlsplit(channel.base_url)
+        iam = BAIDU_IAM_URL if (base.hostname or "").endswith("baidubce.com") else f"{base.scheme}://{base.netloc}"
+        url = f"{iam}/v1/BCE-BEARER/token?expireInSeconds={BAIDU_TOKEN_SECONDS}"
+        now = time.time()
+        host = urllib.parse.urlsplit(url).netloc
+        signed = {"Host": host, "x-bce-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        headers = {**signed, "Authorization": bce_auth_v1(ak, sk, "GET", url, signed, now)}
+        try:
+            session, options = channel_http(state, channel)
+            async with session.get(url, headers=headers, **options) as resp:
+                status, body = resp.status, await resp.read()
+        except _UPSTREAM_ERRORS as exc:
+            raise upstream_failure(exc, url, state.settings) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict) or not answer.get("token"):
+            why = answer.get("message") if isinstance(answer, dict) else body[:200].decode("utf-8", "replace")
+            raise RelayError(401 if status in (401, 403) else 502,
+                             f"Baidu IAM refused to exchange the channel's AK/SK for a token (HTTP {status}: {why})",
+                             "baidu_token_failed", "upstream_error")
+        try:
+            expires = datetime.strptime(answer["expireTime"][:19], "%Y-%m-%dT%H:%M:%S").replace(
+                tzinfo=timezone.utc).timestamp()
+        except (KeyError, TypeError, ValueError):
+            expires = now + BAIDU_TOKEN_SECONDS
+        return str(answer["token"]), expires
+
+
+class MiniMaxAdaptor(NativeOpsAdaptor):
+    """MiniMax (type 27): chat is OpenAI's; an `api_key|group_id` key sends only the API key, and the group id
+    as `GroupId` where MiniMax wants it; embeddings are `{model, texts, type}` -> `{vectors, total_tokens}`."""
+
+    title = "MiniMax"
+    native = frozenset({Mode.EMBEDDINGS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {channel.key_parts.get('api_key') or channel.key}"}
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        url = super().build_url(channel, call)
+        group = channel.key_parts.get("group_id")
+        if call.op == Mode.EMBEDDINGS and group:
+            url += "?GroupId=" + urllib.parse.quote(group)
+        return url
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise RelayError(400, "MiniMax embeds text only: 'input' must be a string or a list of strings.",
+                             "invalid_request")
+        kind = body.get("type") if body.get("type") in ("db", "query") else "db"
+        return {"model": body["model"], "texts": texts, "type": kind}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "MiniMax's answer")
+        status = answer.get("base_resp") or {}
+        if status.get("status_code") not in (None, 0):
+            raise RelayError(502, f"MiniMax: {status.get('status_msg') or status}", "upstream_error",
+                             "upstream_error")
+        vectors = answer.get("vectors") or []
+        tokens = int(answer.get("total_tokens") or 0)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return ({"object": "list", "model": call.model, "data": data,
+                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, Usage(tokens, 0, tokens))
+
+
+class AliAdaptor(NativeOpsAdaptor):
+    """Alibaba Model Studio (type 17): chat and embeddings at `/compatible-mode/v1`; rerank at DashScope's own
+    `/api/v1/services/rerank/text-rerank/text-rerank` with `{model, input: {query, documents}, parameters}`."""
+
+    title = "Alibaba DashScope"
+    native = frozenset({Mode.RERANK})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return api_root(channel.base_url, "/compatible-mode/v1") + "/api/v1/services/rerank/text-rerank/text-rerank"
+        return super().build_url(channel, call)
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        parameters: dict[str, Any] = {"return_documents": bool(body.get("return_documents"))}
+        if type(body.get("top_n")) is int:
+            parameters["top_n"] = body["top_n"]
+        return {"model": body["model"], "input": {"query": str(body.get("query", "")),
+                                                  "documents": _documents(body.get("documents"))},
+                "parameters": parameters}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        answer = json_object(body, "DashScope's answer")
+        results = (answer.get("output") or {}).get("results") or []
+        tokens = int((answer.get("usage") or {}).get("total_tokens") or 0)
+        scored = [(int(r["index"]), float(r["relevance_score"])) for r in results if isinstance(r, dict)]
+        return rerank_answer(call, scored, tokens, str(answer.get("request_id") or "")), Usage(tokens, 0, tokens)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("message"), str) and "error" not in obj:
+            return RelayError(status, obj["message"], obj.get("code") or "upstream_error", "upstream_error")
+        return super().convert_error(status, body)
+
+
+class TEIAdaptor(NativeOpsAdaptor):
+    """Hugging Face text-embeddings-inference (type 48): embeddings at its OpenAI route `/v1/embeddings`; rerank
+    at `/rerank` with `{query, texts}`, answered `[{index, score}]`."""
+
+    title = "Text Embeddings Inference"
+    native = frozenset({Mode.RERANK})
+    modes = frozenset({Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        root = api_root(channel.base_url, "/v1")
+        return root + ("/rerank" if call.op == Mode.RERANK else "/v1/embeddings")
+
+    def to_native(self, op: Mode, body: dict[str, Any], channel: ChannelRoute) -> dict[str, Any]:
+        return {"query": str(body.get("query", "")), "texts": _documents(body.get("documents")),
+                "return_text": False}
+
+    def from_native(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, list):
+            raise RelayError(502, "TEI's rerank answer is not a list.", "bad_upstream_answer", "upstream_error")
+        scored = [(int(r["index"]), float(r["score"])) for r in answer if isinstance(r, dict)]
+        return rerank_answer(call, scored), Usage()  # TEI counts no tokens
+
+
+class CohereAdaptor(Adaptor):
+    """Cohere (type 35): chat and embeddings at its Compatibility API (`/compatibility/v1`); rerank at its own
+    `/v2/rerank`, whose body and answer are the shape the gateway's /v1/rerank already speaks."""
+
+    title = "Cohere"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK})
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        if call.op == Mode.RERANK:
+            return api_root(channel.base_url, "/compatibility/v1") + "/v2/rerank"
+        return super().build_url(channel, call)
+
+
+FAKE_TEXT = "This is a fake answer from aiproxy-local: no model was called."
+
+
+class FakeAdaptor(Adaptor):
+    """Type 53: answers every call itself, in OpenAI's wire format, streamed or not, with usage; never calls out.
+    The channel's config may set `static_text` (aiproxy's field)."""
+
+    title = "Fake"
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.COMPLETIONS, Mode.EMBEDDINGS, Mode.RERANK,
+                       Mode.IMAGES_GENERATIONS, Mode.MODERATIONS})
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        body = (call.obj if self.speaks(call) else call.pivot()) or {}
+        prompt = estimate_tokens(len(orjson.dumps(body.get("messages") or body.get("input") or body.get("query")
+                                                  or body.get("prompt") or "")))
+        created, model = int(call.started), call.model
+        if call.op == Mode.EMBEDDINGS:
+            inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input")]
+            data = [{"object": "embedding", "index": i, "embedding": [round(0.1 * (i + 1), 3)] * 8}
+                    for i in range(len(inputs))]
+            return self._json({"object": "list", "model": model, "data": data,
+                               "usage": {"prompt_tokens": prompt, "total_tokens": prompt}})
+        if call.op == Mode.RERANK:
+            docs = body.get("documents") if isinstance(body.get("documents"), list) else []
+            return self._json(rerank_answer(call, [(i, 1.0 - i / (len(docs) + 1)) for i in range(len(docs))], prompt))
+        if call.op == Mode.IMAGES_GENERATIONS:
+            return self._json({"created": created, "data": [{"url": "https://fake.local/image.png",
+                                                             "revised_prompt": str(body.get("prompt", ""))}]})
+        if call.op == Mode.MODERATIONS:
+            return self._json({"id": f"modr-{call.request_id}", "model": model, "results": [
+                {"flagged": False, "categories": {}, "category_scores": {}}]})
+        text = str((channel.config.get("static_text") or FAKE_TEXT))
+        words = text.split(" ")
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+        head = {"id": f"chatcmpl-{call.request_id}", "created": created, "model": model}
+        if not call.stream:
+            return self._json({**head, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        events = [sse({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": piece} if i == 0 else {"content": piece},
+             "finish_reason": None}]}) for i, piece in enumerate(pieces)]
+        events.append(sse({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        events.append(sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}))
+        return LocalResponse(200, b"".join(events) + b"data: [DONE]\n\n", "text/event-stream")
+
+    @staticmethod
+    def _json(obj: dict[str, Any]) -> LocalResponse:
+        return LocalResponse(200, orjson.dumps(obj))
+
+
+class FakeErrorAdaptor(FakeAdaptor):
+    """Type 55: answers every call with the error its channel's config names (aiproxy's `error_status_code`,
+    `error_message`, `error_code`; 400 "fake error" by default)."""
+
+    title = "Fake error"
+
+    def local_answer(self, call: RelayCall, channel: ChannelRoute) -> LocalResponse | None:
+        config = channel.config
+        status = config.get("error_status_code")
+        status = status if type(status) is int and 400 <= status <= 599 else 400
+        message = str(config.get("error_message") or "fake error")
+        return LocalResponse(status, openai_error(status, message, str(config.get("error_code") or "fake_error"),
+                                                  "upstream_error"))
+
+
 # ==== 7. Anthropic Messages: the upstream of type 14, and the client door /v1/messages ======================
 # docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
 # openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
@@ -3372,6 +4280,7 @@ ANTHROPIC_THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "hig
 ANTHROPIC_MAX_TOKENS = (("opus-4-5", 64000), ("opus-4", 32000), ("sonnet-4", 64000), ("haiku-4", 64000),
                         ("3-7-sonnet", 64000), ("3-5", 8192))
 ANTHROPIC_MAX_TOKENS_DEFAULT = 4096  # the Claude 3 models' limit
+ANTHROPIC_MIN_THINKING_BUDGET = 1024
 _ANTHROPIC_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
                     "tool_use": "tool_calls", "refusal": "content_filter"}
 _OPENAI_STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
@@ -3384,7 +4293,10 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "ca
 
 
 def anthropic_max_tokens(model: str) -> int:
-    return next((limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
+    """The max_tokens an OpenAI request without one gets: the model's output limit from the model snapshot, else
+    the table above."""
+    return model_output_limit(model, 14) or next(
+        (limit for hint, limit in ANTHROPIC_MAX_TOKENS if hint in model), ANTHROPIC_MAX_TOKENS_DEFAULT)
 
 
 def anthropic_usage(u: Any) -> Usage | None:
@@ -3392,13 +4304,14 @@ def anthropic_usage(u: Any) -> Usage | None:
         return None
     read, written = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
     prompt, output = int(u.get("input_tokens") or 0) + read + written, int(u.get("output_tokens") or 0)
-    return Usage(prompt, output, prompt + output, read)
+    return Usage(prompt, output, prompt + output, read, cache_write_tokens=written)
 
 
 def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
     usage = usage or Usage()
-    return {"input_tokens": usage.input_tokens - usage.cached_tokens, "output_tokens": usage.output_tokens,
-            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
+    return {"input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": usage.cache_write_tokens}
 
 
 def anthropic_error_type(status: int) -> str:
@@ -3514,6 +4427,11 @@ def openai_to_anthropic_request(chat: dict[str, Any], model: str) -> dict[str, A
         body.pop("temperature", None)  # thinking runs at temperature 1, and top_p only from 0.95
         if body.get("top_p", 1) < 0.95:
             body.pop("top_p")
+    response_format = chat.get("response_format") if isinstance(chat.get("response_format"), dict) else {}
+    schema = (response_format.get("json_schema") or {}).get("schema") if response_format.get(
+        "type") == "json_schema" else None
+    if isinstance(schema, dict):  # Anthropic's structured outputs
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if isinstance(chat.get("user"), str):
         body["metadata"] = {"user_id": chat["user"]}
     if chat.get("stream"):
@@ -3683,28 +4601,94 @@ class AnthropicAdaptor(Adaptor):
 
 
 # -- Anthropic → pivot (an Anthropic client, e.g. Claude Code, on any channel) --
+# What has no counterpart in OpenAI's chat, by rule (the README's "Conversion rules" lists the same):
+# - `system` messages inside `messages` (Claude Code's mid-conversation system beta) join the leading system
+#   message, after the top-level `system`: OpenAI-compatible chat templates refuse a system message after a turn;
+# - thinking (enabled or adaptive) and `output_config.effort` become `reasoning_effort`; `output_config.format`
+#   (and the older `output_format`) becomes `response_format`; signed or redacted thinking in earlier turns goes
+#   back as `reasoning_content` (redacted: dropped, it is encrypted for Anthropic alone);
+# - documents become file parts (PDF) or text (plain text, an URL, nested content); search results become
+#   text; images inside tool results follow the tool messages in a user message;
+# - server tools (web search, code execution, bash/text editor/computer definitions, tool search, MCP servers)
+#   and their blocks in earlier turns are dropped, except the text of their results;
+# - `cache_control`, `defer_loading`, `strict`, `input_examples`, `allowed_callers` on tools and blocks,
+#   `metadata`, `context_management`, `container`, `service_tier`, `inference_geo`, `speed` and `top_k` are
+#   dropped; stop_sequences keeps OpenAI's first 4.
+
+ANTHROPIC_OPENAI_STOP_MAX = 4
+#: output_config.effort → reasoning_effort (OpenAI knows minimal/low/medium/high)
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+_SERVER_RESULT_SUFFIX = "_tool_result"
+
 
 def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
     kind, source = block.get("type"), block.get("source") or {}
     if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
+        return {"type": "text", "text": block.get("text", "")} if block.get("text") else None
     if kind == "image":
+        if source.get("type") not in ("url", "base64"):
+            return None  # a Files API id means something to Anthropic alone
         url = source.get("url") if source.get("type") == "url" else \
             f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
         return {"type": "image_url", "image_url": {"url": url}}
-    if kind == "document" and source.get("type") == "text":
-        return {"type": "text", "text": source.get("data", "")}
-    if kind == "document" and source.get("type") == "base64":
-        return {"type": "file", "file": {"filename": "document.pdf",
-                                         "file_data": f"data:{source.get('media_type')};base64,{source.get('data')}"}}
+    if kind == "document":
+        title = f"{block['title']}\n" if isinstance(block.get("title"), str) else ""
+        if source.get("type") == "base64":
+            return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
+                                             "file_data": f"data:{source.get('media_type')};base64,"
+                                                          f"{source.get('data')}"}}
+        text = {"text": source.get("data"), "url": source.get("url"),
+                "content": _block_text(source.get("content"))}.get(source.get("type"))
+        return {"type": "text", "text": title + text} if isinstance(text, str) and text else None
+    if kind == "search_result":
+        text = "\n".join(filter(None, (block.get("title"), block.get("source"), _block_text(block.get("content")))))
+        return {"type": "text", "text": text} if text else None
     return None
 
 
+def _block_text(content: Any) -> str:
+    """The text inside a tool result, a server tool's result or a document: strings, text blocks, search results,
+    web search results (title and URL)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return ""
+    texts = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text") or ""))
+        elif kind == "search_result":
+            texts.append("\n".join(filter(None, (block.get("title"), block.get("source"),
+                                                 _block_text(block.get("content"))))))
+        elif kind == "web_search_result":
+            texts.append(" ".join(filter(None, (block.get("title"), block.get("url")))))
+        elif isinstance(block.get("content"), (str, list, dict)):
+            texts.append(_block_text(block["content"]))
+        elif isinstance(block.get("stdout"), str):
+            texts.append(block["stdout"] + str(block.get("stderr") or ""))
+    return "\n".join(t for t in texts if t)
+
+
+def _tool_message(block: dict[str, Any]) -> dict[str, Any]:
+    text = _block_text(block.get("content"))
+    if block.get("is_error") and text:
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
+
+
 def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tool results first, each its own `tool` message (they answer the previous turn's calls), then the rest."""
-    messages = [{"role": "tool", "tool_call_id": b.get("tool_use_id", ""), "content": _text_of(b.get("content"))}
-                for b in blocks if b.get("type") == "tool_result"]
-    parts = [p for p in map(_openai_part, (b for b in blocks if b.get("type") != "tool_result")) if p]
+    """Tool results first, each its own `tool` message (they answer the previous turn's calls), then the rest:
+    the turn's own blocks and the images the tool results held (a tool message takes text only)."""
+    results = [b for b in blocks if b.get("type") == "tool_result"]
+    messages = [_tool_message(b) for b in results]
+    images = [i for r in results if isinstance(r.get("content"), list)
+              for i in r["content"] if isinstance(i, dict) and i.get("type") == "image"]
+    parts = [p for p in map(_openai_part, images + [b for b in blocks if b.get("type") != "tool_result"]) if p]
     if parts:
         # all-text content goes as one string: several OpenAI-style upstreams take no list of parts
         only_text = all(p["type"] == "text" for p in parts)
@@ -3713,7 +4697,10 @@ def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    # a server tool's result (web search, code execution, ...) keeps its text: the model saw it in this turn
+    texts += [_block_text(b.get("content")) for b in blocks if str(b.get("type", "")).endswith(_SERVER_RESULT_SUFFIX)]
+    text = "\n".join(t for t in texts if t)
     thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
     calls = [{"id": b.get("id"), "type": "function", "function": {
         "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
@@ -3726,39 +4713,76 @@ def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     return message
 
 
+def _reasoning_effort(body: dict[str, Any]) -> str | None:
+    """`output_config.effort`, else the thinking setting: a budget's size, or adaptive thinking's "medium"."""
+    config = body.get("output_config") if isinstance(body.get("output_config"), dict) else {}
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    if thinking.get("type") == "disabled":
+        return None
+    if config.get("effort") in _EFFORTS:
+        return _EFFORTS[config["effort"]]
+    if thinking.get("type") == "adaptive":
+        return "medium"
+    if thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens") if isinstance(thinking.get("budget_tokens"), int) else 0
+        return "low" if budget < ANTHROPIC_THINKING_BUDGETS["low"] * 2 else \
+            "medium" if budget < ANTHROPIC_THINKING_BUDGETS["medium"] * 2 else "high"
+    return None
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    config = body.get("output_config") if isinstance(body.get("output_config"), dict) else {}
+    fmt = config.get("format") or body.get("output_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True}}
+    return None
+
+
 def anthropic_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
+    system = [_text_of(body.get("system"))]
     messages: list[dict[str, Any]] = []
-    system = _text_of(body.get("system"))
-    if system:
-        messages.append({"role": "system", "content": system})
     for i, message in enumerate(body["messages"]):
         content = message.get("content") if isinstance(message, dict) else None
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if message.get("role") not in ("user", "assistant") or not isinstance(blocks, list):
-            raise RelayError(400, f"messages.{i}: a message needs the role 'user' or 'assistant' and a content",
-                             "invalid_request")
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant", "system") or not isinstance(blocks, list):
+            raise RelayError(400, f"messages.{i}: a message needs the role 'user', 'assistant' or 'system' and a "
+                                  "content", "invalid_request")
         blocks = [b for b in blocks if isinstance(b, dict)]
-        if message["role"] == "assistant":
+        if role == "system":
+            system.append(_text_of(blocks))
+        elif role == "assistant":
             messages.append(_openai_assistant_message(blocks))
         else:
             messages += _openai_user_messages(blocks)
+    system_text = "\n\n".join(s for s in system if s)
+    if system_text:
+        messages.insert(0, {"role": "system", "content": system_text})
     chat: dict[str, Any] = {"model": body["model"], "messages": messages}
     chat.update({name: body[name] for name in ("max_tokens", "temperature", "top_p") if body.get(name) is not None})
     if body.get("stop_sequences"):
-        chat["stop"] = body["stop_sequences"]
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]  # no server tools
+        chat["stop"] = list(body["stop_sequences"])[:ANTHROPIC_OPENAI_STOP_MAX]
+    # custom tools only: a server tool (web_search_…, bash_…, code_execution_…) has a versioned type and no schema
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("input_schema"), dict)
+             and t.get("type") in (None, "custom")]
     if tools:
         chat["tools"] = [{"type": "function", "function": {
             "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}}
             for t in tools]
-        choice = body.get("tool_choice") or {}
+        choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
         kind = choice.get("type")
         if kind in ("auto", "any", "none"):
             chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
-        elif kind == "tool":
+        elif kind == "tool" and any(t.get("name") == choice.get("name") for t in tools):
             chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
         if choice.get("disable_parallel_tool_use"):
             chat["parallel_tool_calls"] = False
+    effort = _reasoning_effort(body)
+    if effort:
+        chat["reasoning_effort"] = effort
+    response_format = _response_format(body)
+    if response_format:
+        chat["response_format"] = response_format
     if body.get("stream"):
         chat["stream"] = True
     return chat
@@ -3989,10 +5013,18 @@ def gemini_schema(schema: Any) -> Any:
         elif key == "const":
             out["enum"] = [value]
         elif key == "properties" and isinstance(value, dict):
-            out[key] = {name: gemini_schema(sub) for name, sub in value.items()}
-        elif key in _GEMINI_SCHEMA_KEYS:
+            # a free-form object (no properties) is dropped: Gemini refuses an OBJECT without properties
+            out[key] = {name: gemini_schema(sub) for name, sub in value.items() if not _free_form_object(sub)}
+            if isinstance(schema.get("required"), list):
+                out["required"] = [name for name in schema["required"] if name in out[key]]
+        elif key in _GEMINI_SCHEMA_KEYS and not (key == "required" and "required" in out):
             out[key] = gemini_schema(value) if key in ("items", "anyOf") else value
     return out
+
+
+def _free_form_object(schema: Any) -> bool:
+    return isinstance(schema, dict) and str(schema.get("type", "")).lower() == "object" and not schema.get(
+        "properties")
 
 
 def openai_schema(schema: Any) -> Any:
@@ -4291,6 +5323,11 @@ class GeminiAdaptor(Adaptor):
                                                      else r for r in requests]))
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
         if call.op == Mode.EMBEDDINGS:
             return orjson.dumps(gemini_embeddings_request(pivot, channel.upstream_model(call.model)))
         return orjson.dumps(openai_to_gemini_request(pivot))
@@ -4988,6 +6025,7 @@ class OpenAIResponsesAdaptor(Adaptor):
     previous one (it was answered through the pivot, or by another channel)."""
 
     formats = frozenset({"openai", "responses"})
+    openai_models = True
 
     def passthrough_body(self, call: RelayCall, channel: ChannelRoute) -> bytes:
         if call.dialect.format != "responses":
@@ -5087,7 +6125,629 @@ class ResponsesDialect(Dialect):
         return out
 
 
-# ==== 10. Registry: the formats not served yet, and FORMATS =================================================
+# ==== 10. AWS Bedrock: the upstream of type 33, the Converse API ============================================
+# docs.aws.amazon.com/bedrock/latest/APIReference: Converse (`POST /model/{modelId}/converse`) and ConverseStream
+# (`/converse-stream`, answered in AWS's binary event-stream framing: each message a prelude with its lengths and
+# CRC32, headers such as `:event-type`, a JSON payload, and a CRC32 of the whole). Every client format reaches it
+# through the pivot. Keys: `region|access_key|secret_key[|session_token]`, signed with SigV4 by botocore (the
+# optional extra `aws`), or `region|api_key`, a Bedrock API key sent as a bearer token (no extra needed).
+
+BEDROCK_INSTALL = "pip install 'aiproxy-local[aws]'"
+_BEDROCK_STOPS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+                  "model_context_window_exceeded": "length"}
+_BEDROCK_DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "application/msword": "doc",
+                             "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+                             "application/vnd.ms-excel": "xls",
+                             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+                             "text/html": "html", "text/plain": "txt", "text/markdown": "md"}
+_BEDROCK_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                          "image/webp": "webp"}
+#: an exception message's `:exception-type` → HTTP status, as the API reference lists them for ConverseStream
+_BEDROCK_EXCEPTIONS = {"validationException": 400, "accessDeniedException": 403, "resourceNotFoundException": 404,
+                       "throttlingException": 429, "serviceQuotaExceededException": 429,
+                       "modelTimeoutException": 408, "modelNotReadyException": 429, "modelErrorException": 424,
+                       "modelStreamErrorException": 424, "internalServerException": 500,
+                       "serviceUnavailableException": 503}
+
+
+def bedrock_model_id(model: str, region: str) -> str:
+    """A model's Bedrock id: an id with a provider prefix (`anthropic.…`, `us.anthropic.…`, `amazon.nova-…`) or an
+    ARN goes as it is; a Claude name (`claude-sonnet-4-5-20250929`) becomes `anthropic.<name>-v1:0`, behind the
+    region's cross-region inference profile (`us.`, `eu.`, `apac.`), which Claude 4 and later require on demand."""
+    if "." in model.split(":")[0] or model.startswith("arn:"):
+        return model
+    if not model.startswith("claude-"):
+        return model
+    geography = {"us": "us", "eu": "eu", "ap": "apac", "ca": "us"}.get(region.split("-")[0], "")
+    return f"{geography + '.' if geography else ''}anthropic.{model}-v1:0"
+
+
+def bedrock_usage(u: Any) -> Usage | None:
+    """Bedrock's TokenUsage: inputTokens leaves out the cache reads and writes, which the pivot counts in."""
+    if not isinstance(u, dict):
+        return None
+    read, written = int(u.get("cacheReadInputTokens") or 0), int(u.get("cacheWriteInputTokens") or 0)
+    prompt, output = int(u.get("inputTokens") or 0) + read + written, int(u.get("outputTokens") or 0)
+    return Usage(prompt, output, prompt + output, read)
+
+
+def read_bedrock_error(status: int, body: bytes) -> RelayError:
+    """`{"message": "..."}` (the error's type comes in a header, x-amzn-ErrorType), or any other text."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    message = (obj.get("message") or obj.get("Message")) if isinstance(obj, dict) else None
+    if not isinstance(message, str) or not message:
+        return read_openai_error(status, body)
+    return RelayError(status, message, "bedrock_error", "upstream_error")
+
+
+# -- pivot → Converse --
+
+def _bedrock_image(url: str) -> dict[str, Any]:
+    if not url.startswith("data:"):
+        raise RelayError(400, "AWS Bedrock takes images as data: URLs (base64), not as links.", "invalid_image")
+    header, _, data = url.partition(",")
+    mime = header[5:].split(";")[0].lower()
+    if mime not in _BEDROCK_IMAGE_FORMATS:
+        raise RelayError(400, f"AWS Bedrock takes png, jpeg, gif or webp images, not {mime or 'this one'}.",
+                         "invalid_image")
+    return {"image": {"format": _BEDROCK_IMAGE_FORMATS[mime], "source": {"bytes": data}}}
+
+
+def _bedrock_user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and part.get("text"):
+            blocks.append({"text": part["text"]})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_bedrock_image(url))
+        elif part.get("type") == "file" and str((part.get("file") or {}).get("file_data", "")).startswith("data:"):
+            header, _, data = part["file"]["file_data"].partition(",")
+            kind = _BEDROCK_DOCUMENT_FORMATS.get(header[5:].split(";")[0].lower())
+            if kind is None:
+                raise RelayError(400, "AWS Bedrock takes documents as pdf, csv, doc, docx, xls, xlsx, html, txt or md, "
+                                      f"not {header[5:].split(';')[0] or 'this file'}.", "invalid_file")
+            # a document's name must be unique in the request, of letters, digits, spaces, hyphens and brackets
+            blocks.append({"document": {"format": kind, "name": f"document {len(blocks) + 1}",
+                                        "source": {"bytes": data}}})
+    return blocks
+
+
+def _bedrock_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"text": text}] if text else []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        blocks.append({"toolUse": {"toolUseId": call.get("id") or f"tooluse_{i}", "name": function.get("name") or "",
+                                   "input": _arguments(function.get("arguments"))}})
+    return blocks
+
+
+def openai_to_converse_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as a Converse request: system messages become `system`, tool results user turns
+    of toolResult blocks, and turns of one role merge (Converse wants them to alternate, starting with a user)."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in chat.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            system += [{"text": text}] if text else []
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"toolResult": {"toolUseId": message.get("tool_call_id") or "",
+                                                    "content": [{"text": _text_of(message.get("content")) or " "}]}}]
+        elif role == "assistant":
+            blocks = _bedrock_assistant_blocks(message)
+        else:
+            role, blocks = "user", _bedrock_user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    config: dict[str, Any] = {}
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if limit:
+        config["maxTokens"] = int(limit)
+    elif "claude" in model:  # as on Anthropic's own API, a Claude answer is cut at a small default otherwise
+        config["maxTokens"] = anthropic_max_tokens(model)
+    for name, key in (("temperature", "temperature"), ("top_p", "topP")):
+        if chat.get(name) is not None:
+            config[key] = chat[name]
+    stop = chat.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if config:
+        body["inferenceConfig"] = config
+    functions = [t.get("function") or {} for t in chat.get("tools") or [] if t.get("type", "function") == "function"]
+    if functions:
+        tools = {"tools": [{"toolSpec": {
+            "name": f.get("name", ""), "inputSchema": {"json": {"type": "object", **(f.get("parameters") or {})}},
+            **({"description": f["description"]} if f.get("description") else {})}} for f in functions]}
+        choice = chat.get("tool_choice")
+        if isinstance(choice, dict):
+            tools["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name", "")}}
+        elif choice == "required":
+            tools["toolChoice"] = {"any": {}}
+        elif choice == "auto":
+            tools["toolChoice"] = {"auto": {}}
+        body["toolConfig"] = tools  # "none" has no Converse form: the tools stay (earlier toolUse blocks need them)
+    budget = ANTHROPIC_THINKING_BUDGETS.get(chat.get("reasoning_effort"))
+    if budget and "claude" in model and not any(m.get("tool_calls") for m in chat.get("messages") or []):
+        body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
+        config = body.setdefault("inferenceConfig", {})
+        config["maxTokens"] = max(config.get("maxTokens", 0), budget + 1024)
+        config.pop("temperature", None)
+        config.pop("topP", None)
+    return body
+
+
+# -- Converse → pivot --
+
+def converse_to_openai_response(answer: dict[str, Any], model: str,
+                                request_id: str) -> tuple[dict[str, Any], Usage | None]:
+    message = (answer.get("output") or {}).get("message") or {}
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            calls.append({"id": use.get("toolUseId"), "type": "function", "function": {
+                "name": use.get("name"), "arguments": orjson.dumps(use.get("input") or {}).decode()}})
+        elif isinstance(block.get("reasoningContent"), dict):
+            thinking.append(str((block["reasoningContent"].get("reasoningText") or {}).get("text") or ""))
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if calls:
+        reply["tool_calls"] = calls
+    usage = bedrock_usage(answer.get("usage"))
+    pivot = {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()),
+             "model": model, "choices": [{"index": 0, "message": reply,
+                                          "finish_reason": _BEDROCK_STOPS.get(answer.get("stopReason"), "stop")}]}
+    if usage is not None:
+        pivot["usage"] = usage_to_openai(usage)
+    return pivot, usage
+
+
+#: an event-stream header value's width by its type (bool true/false, byte, short, int, long, timestamp, uuid);
+#: the others (6 bytes, 7 string) carry a 2-byte length first
+_EVENT_HEADER_WIDTHS = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+
+
+class EventStreamError(ValueError):
+    """A frame of AWS's event-stream framing that is not whole or not intact (a CRC mismatch)."""
+
+
+def event_stream_messages(buffer: bytes) -> tuple[list[tuple[dict[str, str], bytes]], bytes,
+                                                 EventStreamError | None]:
+    """The whole messages at the start of `buffer` as (string headers, payload), the bytes left over, and the
+    error of a message that is not intact (the messages before it are returned). Each message: total length and
+    headers length (big-endian uint32), the prelude's CRC32, headers, payload, and the CRC32 of all before it."""
+    messages, at = [], 0
+    while len(buffer) - at >= 12:
+        total, header_length, prelude_crc = struct.unpack_from(">III", buffer, at)
+        if zlib.crc32(buffer[at:at + 8]) != prelude_crc:
+            return messages, buffer[at:], EventStreamError("event-stream prelude CRC mismatch")
+        if total < 16 or header_length > total - 16:
+            return messages, buffer[at:], EventStreamError(f"event-stream message of impossible length {total}")
+        if len(buffer) - at < total:
+            break
+        message = buffer[at:at + total]
+        if zlib.crc32(message[:-4]) != struct.unpack_from(">I", message, total - 4)[0]:
+            return messages, buffer[at:], EventStreamError("event-stream message CRC mismatch")
+        headers, pos, end = {}, 12, 12 + header_length
+        while pos < end:
+            name_end = pos + 1 + message[pos]
+            kind, name, pos = message[name_end], message[pos + 1:name_end], name_end + 1
+            width = _EVENT_HEADER_WIDTHS.get(kind)
+            if width is None:  # 6 bytes, 7 string: a 2-byte length first
+                width, pos = (message[pos] << 8) | message[pos + 1], pos + 2
+                if kind == 7:
+                    headers[name.decode("utf-8", "replace")] = message[pos:pos + width].decode("utf-8", "replace")
+            pos += width
+        messages.append((headers, message[end:total - 4]))
+        at += total
+    return messages, buffer[at:], None
+
+
+class ConverseDecoder(PivotDecoder):
+    """ConverseStream's events as pivot chunks: messageStart → the role chunk; contentBlockStart of a toolUse →
+    the call's id and name; contentBlockDelta → text, reasoning or argument pieces; messageStop → the finish
+    chunk; metadata (last) → the usage, and the end."""
+
+    def __init__(self, call: RelayCall) -> None:
+        self.head = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk",
+                     "created": int(call.started)}
+        self.tools: dict[int, int] = {}  # content block index → tool call index
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}]
+
+    def decode(self, name: str, data: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        if name == "messageStart":
+            return self._chunk({"role": "assistant", "content": ""})
+        if name == "contentBlockStart":
+            use = (event.get("start") or {}).get("toolUse")
+            if isinstance(use, dict):
+                index = self.tools.setdefault(int(event.get("contentBlockIndex") or 0), len(self.tools))
+                return self._chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId"), "type": "function",
+                                                    "function": {"name": use.get("name"), "arguments": ""}}]})
+            return []
+        if name == "contentBlockDelta":
+            delta = event.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                return self._chunk({"content": delta["text"]})
+            if isinstance(delta.get("toolUse"), dict):
+                index = self.tools.get(int(event.get("contentBlockIndex") or 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": str(delta["toolUse"].get("input") or "")}}]})
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
+                return self._chunk({"reasoning_content": reasoning["text"]})
+            return []
+        if name == "messageStop":
+            return self._chunk({}, _BEDROCK_STOPS.get(event.get("stopReason"), "stop"))
+        if name == "metadata":
+            self.usage = bedrock_usage(event.get("usage")) or self.usage
+            self.done = True
+        return []  # contentBlockStop, and event types added later
+
+    def fail(self, kind: str, data: bytes) -> None:
+        """An exception message (`:message-type: exception`) of the stream."""
+        error = read_bedrock_error(_BEDROCK_EXCEPTIONS.get(kind, 500), data)
+        self.error = RelayError(error.status, error.message, kind or "bedrock_error", "upstream_error")
+
+
+class ConverseStream(ConvertedStream):
+    """A ConverseStream answer for any client: raw bytes in, split into event-stream messages here, each message
+    through the pivot into the client's format. A frame whose CRC fails ends the stream with an error."""
+
+    raw = True
+
+    def __init__(self, call: RelayCall) -> None:
+        super().__init__(call, ConverseDecoder(call), call.dialect.stream_encoder(call))
+        self.buffer = b""
+
+    def feed(self, events: bytes) -> bytes:
+        if self.closed:
+            return b""
+        out: list[bytes] = []
+        messages, self.buffer, broken = event_stream_messages(self.buffer + events)
+        for headers, payload in messages:
+            if headers.get(":message-type") in ("exception", "error"):
+                self.decoder.fail(headers.get(":exception-type") or headers.get(":error-code") or "", payload)
+                out.append(self.dialect.stream_error(self.decoder.error, self.call))
+                self.closed = True
+                return b"".join(out)
+            self.take(headers.get(":event-type", ""), payload, out)
+        if broken is not None and not self.closed:
+            self.decoder.error = RelayError(502, f"AWS Bedrock's stream is corrupt: {broken}", "bad_upstream_answer",
+                                            "upstream_error")
+            out.append(self.dialect.stream_error(self.decoder.error, self.call))
+            self.closed = True
+        return b"".join(out)
+
+
+class BedrockAdaptor(Adaptor):
+    """`https://bedrock-runtime.{region}.amazonaws.com/model/{id}/converse[-stream]` (or the channel's base URL in
+    its place), signed with SigV4 (botocore) or a Bedrock API key as the bearer."""
+
+    title = "AWS Bedrock"
+    formats = frozenset()  # no client speaks Converse: every call goes through the pivot
+    modes = frozenset({Mode.CHAT_COMPLETIONS})
+    stream_type = "application/vnd.amazon.eventstream"
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-east-1")
+
+    def endpoint(self, channel: ChannelRoute, service: str = "bedrock-runtime") -> str:
+        return channel.base_url.rstrip("/") or f"https://{service}.{self.region(channel)}.amazonaws.com"
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = bedrock_model_id(channel.upstream_model(call.model), self.region(channel))
+        action = "converse-stream" if call.stream else "converse"
+        return f"{self.endpoint(channel)}/model/{urllib.parse.quote(model, safe='')}/{action}"
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        headers = {"Accept": self.stream_type if call is not None and call.stream else "application/json"}
+        if "api_key" in channel.key_parts:
+            headers["Authorization"] = f"Bearer {channel.key_parts['api_key']}"
+        return headers
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        """A key of access keys: SigV4 over the exact URL, headers and body that leave (so the URL goes out as
+        it is, its `%3A` kept)."""
+        parts = channel.key_parts
+        if "api_key" in parts:
+            return yarl.URL(url, encoded=True)
+        if not parts.get("ak") or not parts.get("sk"):
+            raise RelayError(401, "An AWS Bedrock key is region|access_key|secret_key[|session_token] or "
+                                  "region|api_key.", "invalid_key", "authentication_error")
+        try:
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+            from botocore.credentials import Credentials
+        except ImportError:
+            raise RelayError(501, "AWS Bedrock channels with access keys sign their calls with botocore, which "
+                                  f"is not installed: {BEDROCK_INSTALL} (or use a Bedrock API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        credentials = Credentials(parts["ak"], parts["sk"], parts.get("session_token") or None)
+        # one signing name, "bedrock", for the runtime (calls) and the control plane (the model list) alike
+        SigV4Auth(credentials, "bedrock", self.region(channel)).add_auth(request)
+        headers.update({k: v for k, v in request.headers.items() if k.lower() in (
+            "authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")})
+        return yarl.URL(url, encoded=True)
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        """ListFoundationModels, on the control plane (`bedrock.{region}`, or the base URL)."""
+        return f"{self.endpoint(channel, 'bedrock')}/foundation-models", self.build_headers(channel)
+
+    def models_from(self, answer: Any) -> list[str]:
+        return [str(m["modelId"]) for m in answer["modelSummaries"]]
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        return orjson.dumps(openai_to_converse_request(pivot, channel.upstream_model(call.model)))
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        return bedrock_usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        return converse_to_openai_response(json_object(body, "AWS Bedrock's answer"), call.model, call.request_id)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        return ConverseStream(call)
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        return read_bedrock_error(status, body)
+
+
+# ==== 11. Google Vertex AI: the upstream of type 42, Gemini and Claude models ===============================
+# cloud.google.com/vertex-ai/generative-ai/docs: Gemini models at
+# `{host}/v1/projects/{project}/locations/{region}/publishers/google/models/{m}:generateContent` and
+# `:streamGenerateContent?alt=sse` (section 8's format, other URL and auth); Claude models at
+# `…/publishers/anthropic/models/{m}:rawPredict` and `:streamRawPredict` (section 7's body without `model`, with
+# `anthropic_version: vertex-2023-10-16`). Keys: `region|<service-account JSON>`, exchanged for an access token
+# (Google's OAuth 2.0 JWT-bearer grant, the JWT signed by google-auth, the optional extra `vertex`), cached until
+# shortly before it expires; `region|api_key` (express mode, no project) and `region|project_id|api_key`.
+
+VERTEX_INSTALL = "pip install 'aiproxy-local[vertex]'"
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+VERTEX_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+VERTEX_TOKEN_LIFETIME_S = 3600  # what the assertion asks for; Google's answer says what it grants
+VERTEX_TOKEN_MARGIN_S = 300  # a cached token is renewed this long before it expires
+VERTEX_DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: OpenAI's image sizes as the aspect ratios Imagen takes (1:1, 3:4, 4:3, 9:16, 16:9)
+VERTEX_ASPECT_RATIOS = {"1024x1024": "1:1", "512x512": "1:1", "256x256": "1:1", "1792x1024": "16:9",
+                        "1024x1792": "9:16", "1536x1024": "4:3", "1024x1536": "3:4"}
+
+
+def is_claude(model: str) -> bool:
+    return model.lower().startswith("claude")
+
+
+def vertex_service_account(channel: ChannelRoute) -> dict[str, Any]:
+    try:
+        info = json.loads(channel.key_parts["adc"])
+    except (KeyError, ValueError):
+        info = None
+    if not isinstance(info, dict) or not info.get("client_email") or not info.get("private_key"):
+        raise RelayError(401, "A Vertex AI key is region|<service-account JSON with client_email and private_key>, "
+                              "region|api_key or region|project_id|api_key.", "invalid_key", "authentication_error")
+    return info
+
+
+class VertexTokens:
+    """Access tokens of service accounts, per account, cached until VERTEX_TOKEN_MARGIN_S before they expire; one
+    exchange at a time per account, so a burst of calls waits for one token rather than asking for many."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, float]] = {}  # account → (access token, expiry as time.time())
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def token(self, state: AppState, channel: ChannelRoute) -> str:
+        info = vertex_service_account(channel)
+        account = hashlib.sha256(f"{info['client_email']}|{info.get('private_key_id', '')}|{info['private_key']}"
+                                 .encode()).hexdigest()
+        async with self.locks.setdefault(account, asyncio.Lock()):
+            cached = self.tokens.get(account)
+            if cached is None or cached[1] - VERTEX_TOKEN_MARGIN_S <= time.time():
+                cached = self.tokens[account] = await self.exchange(state, channel, info)
+            return cached[0]
+
+    @staticmethod
+    async def exchange(state: AppState, channel: ChannelRoute, info: dict[str, Any]) -> tuple[str, float]:
+        """Sign a JWT for the account with google-auth and trade it at the key's token_uri; the HTTP goes through
+        the channel's own session (its proxy, its TLS setting), not google-auth's blocking transport."""
+        try:
+            from google.auth import crypt, jwt
+        except ImportError:
+            raise RelayError(501, "Vertex AI channels with a service-account key need google-auth, which is not "
+                                  f"installed: {VERTEX_INSTALL} (or use an API key, region|api_key)",
+                             "missing_extra", "aiproxy_error") from None
+        token_uri = str(info.get("token_uri") or VERTEX_DEFAULT_TOKEN_URI)
+        now = int(time.time())
+        try:
+            signer = crypt.RSASigner.from_service_account_info(info)
+        except (ValueError, TypeError) as exc:
+            raise RelayError(401, f"The service account's private key cannot be read: {type(exc).__name__}",
+                             "invalid_key", "authentication_error") from None
+        assertion = jwt.encode(signer, {"iss": info["client_email"], "scope": VERTEX_SCOPE, "aud": token_uri,
+                                        "iat": now, "exp": now + VERTEX_TOKEN_LIFETIME_S})
+        session, options = channel_http(state, channel)
+        try:
+            async with session.post(token_uri, data={"grant_type": _JWT_BEARER, "assertion": assertion.decode()},
+                                    **options) as response:
+                status, body = response.status, await response.read()
+        except _UPSTREAM_ERRORS as exc:
+            error = upstream_failure(exc, token_uri, state.settings)
+            raise RelayError(error.status, f"Vertex AI token exchange: {error.message}", error.code,
+                             error.type) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
+            said = (answer.get("error_description") or answer.get("error")) if isinstance(answer, dict) else None
+            said = said or body[:200].decode("utf-8", "replace")
+            raise RelayError(401 if status in (400, 401, 403) else 502,
+                             f"Google refused the service account's token exchange (HTTP {status}): {said}",
+                             "token_exchange_failed", "authentication_error")
+        expires = float(answer.get("expires_in") or VERTEX_TOKEN_LIFETIME_S)
+        return str(answer["access_token"]), time.time() + expires
+
+
+class VertexClaude(AnthropicAdaptor):
+    """A Claude model on Vertex AI: the Messages body without `model`, with Vertex's anthropic_version."""
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        body = openai_to_anthropic_request(dict(pivot, stream=call.stream), channel.upstream_model(call.model))
+        body.pop("model")
+        return orjson.dumps({"anthropic_version": VERTEX_ANTHROPIC_VERSION, **body})
+
+
+class VertexAdaptor(Adaptor):
+    """Gemini and Claude models of one Google Cloud project: each model's publisher picks the URL, the body and
+    the answer's format (section 8's or section 7's converters); every client format goes through the pivot."""
+
+    title = "Google Vertex AI"
+    formats = frozenset()
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS})
+
+    def __init__(self) -> None:
+        self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
+        self.tokens = VertexTokens()
+
+    def side(self, model: str) -> Adaptor:
+        return self.claude if is_claude(model) else self.gemini
+
+    @staticmethod
+    def region(channel: ChannelRoute) -> str:
+        return channel.key_parts.get("region") or str(channel.config.get("region") or "us-central1")
+
+    def project(self, channel: ChannelRoute) -> str:
+        parts = channel.key_parts
+        if parts.get("project_id"):
+            return parts["project_id"]
+        if "adc" in parts:
+            info = vertex_service_account(channel)
+            if info.get("project_id"):
+                return str(info["project_id"])
+        return str(channel.config.get("project_id") or "")
+
+    def host(self, channel: ChannelRoute) -> str:
+        region = self.region(channel)
+        if channel.base_url:
+            return channel.base_url.rstrip("/")
+        express = "api_key" in channel.key_parts and not channel.key_parts.get("project_id")
+        return ("https://aiplatform.googleapis.com" if express or region == "global"
+                else f"https://{region}-aiplatform.googleapis.com")
+
+    def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
+        model = channel.upstream_model(call.model)
+        if getattr(call, "op", None) in (Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS):  # text-embedding-…, imagen-…
+            publisher, method = "google", "predict"
+        elif is_claude(model):
+            publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
+        else:
+            publisher, method = "google", "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        project = self.project(channel)
+        where = f"/projects/{project}/locations/{self.region(channel)}" if project else ""
+        return (f"{self.host(channel)}/v1{where}/publishers/{publisher}/models/"
+                f"{urllib.parse.quote(model, safe='@')}:{method}")
+
+    def build_headers(self, channel: ChannelRoute, call: RelayCall | None = None) -> dict[str, str]:
+        api_key = channel.key_parts.get("api_key")
+        return {"x-goog-api-key": api_key} if api_key else {}
+
+    async def sign(self, state: AppState, channel: ChannelRoute, method: str, url: str, headers: dict[str, str],
+                   body: bytes) -> str | yarl.URL:
+        if "adc" in channel.key_parts:
+            if not self.project(channel):
+                raise RelayError(400, "This Vertex AI channel names no project: add project_id to the service "
+                                      "account's JSON or to the channel's config.", "missing_project", "aiproxy_error")
+            headers["Authorization"] = f"Bearer {await self.tokens.token(state, channel)}"
+        return url
+
+    def models_request(self, channel: ChannelRoute) -> tuple[str, dict[str, str]]:
+        raise RelayError(400, "Vertex AI lists no models for a project's key: pick them from the built-in list, "
+                              "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
+
+    def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
+        if call.op == Mode.EMBEDDINGS:
+            texts = pivot.get("input")
+            texts = texts if isinstance(texts, list) else [texts]
+            body: dict[str, Any] = {"instances": [{"content": str(t)} for t in texts]}
+            if pivot.get("dimensions"):
+                body["parameters"] = {"outputDimensionality": pivot["dimensions"]}
+            return orjson.dumps(body)
+        return self.side(channel.upstream_model(call.model)).request_from_pivot(pivot, call, channel)
+
+    def usage_of(self, answer: Any) -> Usage | None:
+        if isinstance(answer, dict) and answer.get("type") == "message":
+            return self.claude.usage_of(answer)
+        return gemini_usage(answer.get("usageMetadata")) if isinstance(answer, dict) else None
+
+    def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+        """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
+        answer = json_object(body, "Vertex AI's answer")
+        if call.op == Mode.IMAGES_GENERATIONS:  # {predictions: [{bytesBase64Encoded, mimeType}]}: no URL to give
+            images = [p for p in answer.get("predictions") or [] if isinstance(p, dict) and p.get("bytesBase64Encoded")]
+            return {"created": int(time.time()), "data": [{"b64_json": p["bytesBase64Encoded"]} for p in images]}, None
+        if call.op == Mode.EMBEDDINGS:  # {predictions: [{embeddings: {values, statistics: {token_count}}}]}
+            found = [p.get("embeddings") or {} for p in answer.get("predictions") or [] if isinstance(p, dict)]
+            prompt = sum(int((e.get("statistics") or {}).get("token_count") or 0) for e in found)
+            usage = Usage(prompt, 0, prompt, 0)
+            return {"object": "list", "model": call.model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+                    "data": [{"object": "embedding", "index": i, "embedding": e.get("values") or []}
+                             for i, e in enumerate(found)]}, usage
+        side = self.claude if answer.get("type") == "message" else self.gemini
+        return side.response_to_pivot(call, body)
+
+    def stream(self, call: RelayCall, channel: ChannelRoute) -> StreamFilter:
+        side = self.side(channel.upstream_model(call.model))
+        return ConvertedStream(call, side.pivot_decoder(call), call.dialect.stream_encoder(call))
+
+    def convert_error(self, status: int, body: bytes) -> RelayError:
+        if b'"type":"error"' in body.replace(b" ", b""):
+            return read_anthropic_error(status, body)
+        return read_gemini_error(status, body)
+
+
+# ==== 12. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
@@ -5101,9 +6761,12 @@ class UnsupportedAdaptor(Adaptor):
     def __init__(self, title: str, hint: str = "") -> None:
         self.title, self.hint = title, hint
 
+    @property
+    def reason(self) -> str:
+        return f"{self.title} channels are not supported yet{self.hint}."
+
     def refusal(self, call: RelayCall) -> RelayError:
-        return RelayError(501, f"{self.title} channels are not supported yet{self.hint}.",
-                          "channel_type_not_supported", "aiproxy_error")
+        return RelayError(501, self.reason, "channel_type_not_supported", "aiproxy_error")
 
 
 @dataclass(frozen=True)
@@ -5125,8 +6788,15 @@ FORMATS: dict[str, WireFormat] = {
     "anthropic": WireFormat(AnthropicAdaptor(), AnthropicDialect()),
     "gemini": WireFormat(GeminiAdaptor(), GeminiDialect()),
     "openai+responses": WireFormat(OpenAIResponsesAdaptor(), ResponsesDialect()),
-    "aws": WireFormat(UnsupportedAdaptor("AWS Bedrock")),
-    "vertexai": WireFormat(UnsupportedAdaptor("Google Vertex AI")),
+    "baiduv2": WireFormat(BaiduV2Adaptor()),
+    "minimax": WireFormat(MiniMaxAdaptor()),
+    "ali": WireFormat(AliAdaptor()),
+    "tei": WireFormat(TEIAdaptor()),
+    "cohere": WireFormat(CohereAdaptor()),
+    "fake": WireFormat(FakeAdaptor()),
+    "fake-error": WireFormat(FakeErrorAdaptor()),
+    "aws": WireFormat(BedrockAdaptor()),
+    "vertexai": WireFormat(VertexAdaptor()),
     "baidu": WireFormat(UnsupportedAdaptor("Baidu ERNIE (legacy API)", ": use type 13 (baidu v2) or 49 (qianfan)")),
     "coze": WireFormat(UnsupportedAdaptor("Coze")),
     "doubao-audio": WireFormat(UnsupportedAdaptor("Doubao speech")),
@@ -5176,8 +6846,11 @@ class CatalogError(Exception):
     """providers.json names an adaptor this file lacks: start-up stops, rather than call such channels as OpenAI."""
 
 
-def load_catalog(path: Path | None = None) -> dict[int, Provider]:
+def load_catalog(path: Path | None = None, data: ModelData | None = None) -> dict[int, Provider]:
+    """The provider catalog, assets/providers.json, with each type's built-in models from the model snapshot
+    (`data`; model_data() for the shipped catalog)."""
     source = path or ASSETS_DIR / "providers.json"
+    data = data if data is not None else (model_data() if path is None else None)
     catalog: dict[int, Provider] = {}
     for k, v in json.loads(source.read_text(encoding="utf-8")).items():
         if k.startswith("_"):
@@ -5189,16 +6862,24 @@ def load_catalog(path: Path | None = None) -> dict[int, Provider]:
             raise CatalogError(f"{source.name}: provider {k} ({v.get('name')}) names the adaptor "
                                f"'{base if base not in ADAPTORS else adaptor}', "
                                f"which does not exist (known: {', '.join(sorted(ADAPTORS))})")
+        kinds = tuple(v.get("kinds", ()))
+        # the built-ins: the snapshot's rows for this type (assets/models.json, current models first), else the
+        # hand-written list of providers.json; only kinds the type's API serves
+        snapshot = data.by_type.get(int(k)) if data is not None else None
+        listed = [(m.model, m.kind) for m in snapshot] if snapshot else [
+            (m["model"], m.get("kind", "chat")) for m in v.get("models", [])]
+        unsupported = ADAPTORS[adaptor]
         catalog[int(k)] = Provider(
             id=int(k), name=v["name"], adaptor=adaptor, default_base_url=v.get("defaultBaseUrl", ""),
             key_help=v.get("keyHelp", ""), readme=v.get("readme", ""),
-            models=tuple((m["model"], m.get("kind", "chat")) for m in v.get("models", [])),
+            models=tuple((m, kind) for m, kind in listed if not kinds or kind in kinds),
             key_format=tuple(v.get("keyFormat", ())), display=v.get("display", {}), help=v.get("help", {}),
+            kinds=kinds, unsupported=unsupported.reason if isinstance(unsupported, UnsupportedAdaptor) else "",
         )
     return catalog
 
 
-# ==== 11. Log writer ========================================================================================
+# ==== 13. Log writer ========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -5239,7 +6920,8 @@ def make_log_entry(call: RelayCall, attempt: Attempt, outcome: Outcome) -> LogEn
         "token_name": call.caller.token_name, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "cached_tokens": usage.cached_tokens, "usage_estimated": usage.estimated,
-        "used_amount": outcome.used_amount, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
+        "cache_creation_tokens": usage.cache_write_tokens, "cost_unknown": outcome.used_amount is None or None,
+        "used_amount": outcome.used_amount or 0.0, "stream": call.stream, "is_test": call.caller is TEST_CALLER,
         "attempts": _trail_text(call.attempts, channel),
     }
     detail = None
@@ -5257,7 +6939,7 @@ def _trail_text(attempts: list[dict[str, Any]], channel: ChannelRoute | None) ->
         return None
     if len(attempts) == 1 and channel is not None:
         only = attempts[0]
-        if only["channel_id"] == channel.id and "error" not in only and "skipped" not in only:
+        if only["channel_id"] == channel.id and not only.keys() & {"error", "skipped", "adjusted"}:
             return None
     return orjson.dumps(attempts).decode()
 
@@ -5613,9 +7295,9 @@ def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
         if r["is_test"]:
             continue
         add_call(sums[(r["created_at"] // 60000 * 60, r["channel"], r["model"])], r)
-        for a in failed_attempts(r):  # each failed try counts against the channel that failed (issue 10)
-            sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])].update(
-                failed_attempt_count=1, failed_attempt_ms=a["ms"])
+        for a in failed_attempts(r):  # each failed try counts against the channel that failed (issue 10), apart
+            sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])].update(  # from the calls (issue 19)
+                failed_attempts=1, failed_attempt_ms=a["ms"])
     add_summaries(conn, sums)
 
 
@@ -5648,7 +7330,7 @@ _TOKEN_COUNTERS = sa.update(Token).where(Token.id == sa.bindparam("tid")).values
     request_count=Token.request_count + sa.bindparam("n"), used_amount=Token.used_amount + sa.bindparam("usd"))
 
 
-# ==== 12. Admin API: aiproxy's /api contract ================================================================
+# ==== 14. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -5660,6 +7342,7 @@ PAGE_MIN, PAGE_MAX = -INT32_MAX - 1, INT32_MAX  # aiproxy reads page ≤ 0 as 1;
 NAME_MAX = 128  # Channel.name, Token.name
 MODEL_NAME_MAX = 191  # the model columns (MySQL's utf8mb4 index limit)
 BASE_URL_MAX = 512
+PROXY_URL_MAX = 255  # aiproxy's column size
 KEY_MAX = 16 * 1024  # one channel key; a Vertex AI service-account JSON is about 2.3 KB
 KEYS_FIELD_MAX = 1024 * 1024  # a create's key field: one key a line
 MODELS_MAX = 2000  # models (and mapping entries) per channel or API key; aggregators list a few hundred
@@ -5788,6 +7471,9 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 # ---- channels ----
 
+ERROR_RATE_MAX = 100.0  # aiproxy's rates are fractions (0.3); a percentage still fits
+
+
 class ChannelIn(ApiInput):
     """A channel as FastGPT and aiproxy's UI send it; unknown fields are ignored."""
 
@@ -5802,6 +7488,12 @@ class ChannelIn(ApiInput):
     status: ChannelStatus | None = None
     config: dict[str, Any] | None = None
     configs: dict[str, Any] | None = None
+    proxy_url: Annotated[str, pydantic.Field(max_length=PROXY_URL_MAX)] | None = None
+    skip_tls_verify: bool | None = None
+    enabled_auto_balance_check: bool | None = None
+    enabled_no_permission_ban: bool | None = None
+    warn_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
+    max_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
 
 
 def clean_models(models: Iterable[Any] | None) -> list[str]:
@@ -5841,7 +7533,16 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
     base_url = (data.base_url if data.base_url is not None else keep.get("base_url", "")).strip()
     if base_url and not re.match(r"^https?://", base_url):
         raise ApiError("base_url must start with http:// or https://")
+    proxy_url = (data.proxy_url if data.proxy_url is not None else keep.get("proxy_url") or "").strip()
+    if keep.get("proxy_url") and proxy_url == mask_proxy_url(keep["proxy_url"]):
+        proxy_url = keep["proxy_url"]  # an untouched masked password keeps the stored one
+    check_proxy_url(proxy_url)
     provider = state.catalog[ctype]
+    placeholder = re.search(r"\{(account_id)\}", base_url or provider.default_base_url)
+    if placeholder:  # sent as it is, the URL would fail every call (issue 17)
+        raise ApiError(f"the base URL still holds the placeholder {{{placeholder.group(1)}}}: write your Cloudflare "
+                       f"account id there (dashboard → Workers AI → Use REST API), e.g. "
+                       f"https://api.cloudflare.com/client/v4/accounts/0123456789abcdef/ai/v1")
     status = data.status if data.status is not None else keep.get("status", STATUS_ENABLED)
     if status == STATUS_AUTO_DISABLED and keep.get("status") != STATUS_AUTO_DISABLED:
         status = keep.get("status", STATUS_ENABLED)  # only the gateway auto-disables; a stale 3 keeps what is stored
@@ -5851,12 +7552,63 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         "models": clean_models(data.models if data.models is not None else keep.get("models")),
         "model_mapping": clean_mapping(data.model_mapping if data.model_mapping is not None
                                        else keep.get("model_mapping")),
-        "config": data.config if data.config is not None else (data.configs if data.configs is not None
-                                                                else keep.get("config") or {}),
+        "config": check_channel_config(data.config if data.config is not None else (
+            data.configs if data.configs is not None else keep.get("config") or {})),
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
         "status": status,
+        "proxy_url": proxy_url,
+        "skip_tls_verify": bool(data.skip_tls_verify if data.skip_tls_verify is not None
+                                else keep.get("skip_tls_verify", False)),
+        **{name: getattr(data, name) if getattr(data, name) is not None else keep.get(name) or default
+           for name, default in (("enabled_auto_balance_check", False), ("enabled_no_permission_ban", False),
+                                 ("warn_error_rate", 0.0), ("max_error_rate", 0.0))},
     }
+
+
+def check_channel_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The request settings in a channel's config: `param_override` an object (new-api sends it as a JSON
+    string), `max_output_tokens` a number or {model: number}."""
+    config = dict(config)
+    override = config.get(CONFIG_PARAM_OVERRIDE)
+    if isinstance(override, str) and override.strip():
+        try:
+            override = config[CONFIG_PARAM_OVERRIDE] = json.loads(override)
+        except ValueError:
+            raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} is not valid JSON") from None
+    if override not in (None, "") and not isinstance(override, dict):
+        raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} must be a JSON object (null deletes a field)")
+    limit = config.get(CONFIG_MAX_OUTPUT_TOKENS)
+    if limit not in (None, "", 0) and not output_limits_setting(limit):
+        raise ApiError(f"config.{CONFIG_MAX_OUTPUT_TOKENS} must be a positive number or {{\"model\": number}}")
+    return config
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def proxy_url_ok(url: str | None) -> bool:
+    try:
+        check_proxy_url((url or "").strip())
+    except ApiError:
+        return False
+    return True
+
+
+def check_proxy_url(url: str) -> None:
+    """A channel's proxy_url is empty or `scheme://[user:password@]host:port` with a scheme in PROXY_SCHEMES; the
+    error never repeats the URL, which may hold a password."""
+    if not url:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in PROXY_SCHEMES or not parts.hostname or (
+            parts.path not in ("", "/")) or (parts.scheme.startswith("socks") and port is None):
+        raise ApiError("proxy_url must be http://, https://, socks5:// or socks5h:// followed by [user:password@]"
+                       "host:port, e.g. socks5://127.0.0.1:1080 or http://proxy.example:3128")
 
 
 def create_channels(state: AppState, items: list[ChannelIn]) -> list[int]:
@@ -5945,9 +7697,15 @@ def delete_channels(state: AppState, ids: list[int]) -> int:
 
 def type_metas(state: AppState) -> dict[str, dict[str, Any]]:
     return {str(p.id): {"name": p.name, "keyHelp": p.key_help, "defaultBaseUrl": p.default_base_url,
-                        "readme": p.readme, "adaptor": p.adaptor,
-                        "models": [{"model": m, "kind": k} for m, k in p.models]}
+                        "readme": p.readme, "adaptor": p.adaptor, "kinds": list(p.kinds) or list(MODEL_KINDS),
+                        "supported": not p.unsupported, "unsupported_reason": p.unsupported,
+                        "models": [{"model": m, "kind": k, **_model_status(p.id, m)} for m, k in p.models]}
             for p in state.catalog.values()}
+
+
+def _model_status(type_id: int, model: str) -> dict[str, Any]:
+    info = model_data().info(model, type_id)
+    return {"status": info.status() if info else "current", "retired": (info.retired or None) if info else None}
 
 
 def contains(column: Any, text: str) -> Any:
@@ -5973,7 +7731,9 @@ def _order(order: str | None, allowed: set[str], table: Any, default: Any) -> An
 def api_channels_list(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None, id: QueryId = None,
                       name: str = "", key: str = "", channel_type: QueryId = None, type: QueryId = None,
                       base_url: str = "", status: QueryId = None, order: str = "", keyword: str = "",
-                      state: AppState = Depends(require_admin)) -> JSONResponse:
+                      search: str = "", state: AppState = Depends(require_admin)) -> JSONResponse:
+    """`keyword` is aiproxy's name; `search` is FastGPT's branch client's (GET /api/channels/?search=)."""
+    keyword = keyword or search
     number, size = _page(page, p, per_page)
     where: list[Any] = []
     for column, value in ((Channel.id, id), (Channel.type, channel_type if channel_type is not None else type),
@@ -6014,9 +7774,15 @@ def api_channels_create(items: Annotated[list[ChannelIn], pydantic.Field(max_len
 Ids = Annotated[list[Id], pydantic.Field(max_length=ITEMS_MAX)]
 
 
+class IdsIn(ApiInput):
+    ids: Ids
+
+
 @admin_router.post("/channels/batch_delete")
-def api_channels_batch_delete(ids: Ids, state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(delete_channels(state, ids))
+def api_channels_batch_delete(ids: Annotated[Ids | IdsIn, Body()],
+                              state: AppState = Depends(require_admin)) -> JSONResponse:
+    """A bare array (aiproxy, FastGPT's later branch client) or {"ids": [...]} (its first version)."""
+    return api_ok(delete_channels(state, ids.ids if isinstance(ids, IdsIn) else ids))
 
 
 class BatchIn(ApiInput):
@@ -6185,11 +7951,18 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
     for model in sorted(names):
         serving = [c for c in routes.channels.values() if c.serves(model)]
         cfg = routes.model_configs.get(model) or {}
+        info = model_data().info(model, serving[0].type if serving else None)
+        price = {name: cfg.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
         out.append({
             "model": model, "kind": routes.kind_of(model), "type": kind_mode(routes.kind_of(model)),
             "owner": state.catalog[serving[0].type].name if serving and serving[0].type in state.catalog else "",
             "enabled": routes.model_enabled(model),
-            "input_price": cfg.get("input_price", 0.0), "output_price": cfg.get("output_price", 0.0),
+            # aiproxy's shape: the price applied (the config's where set, else the snapshot's; null: unknown)
+            "price": price, **price,
+            "price_source": {name: "config" if cfg.get(name) else "builtin" if price[name] is not None else None
+                             for name in PRICE_FIELDS},
+            "context": info.context if info else None, "max_output": info.max_output if info else None,
+            "retired": (info.retired or None) if info else None, "status": info.status() if info else "unknown",
             "channels": [{"id": c.id, "name": c.name, "type": c.type, "priority": c.priority, "enabled": c.enabled,
                           "upstream_model": c.upstream_model(model)} for c in sorted(serving, key=lambda c: -c.priority)],
             "tests": sorted(tests.get(model, []), key=lambda t: -t["test_at"]),
@@ -6197,21 +7970,44 @@ def list_models(state: AppState) -> list[dict[str, Any]]:
     return out
 
 
+class PriceIn(ApiInput):
+    """aiproxy's `price` object: USD per 1K tokens (its default unit); 0 unsets a price (the snapshot's applies)."""
+
+    input_price: Price | None = None
+    output_price: Price | None = None
+    cached_price: Price | None = None
+    cache_creation_price: Price | None = None
+    input_price_unit: Literal[0, 1000] | None = None  # aiproxy's unit fields: only its default, per 1K tokens
+    output_price_unit: Literal[0, 1000] | None = None
+    cached_price_unit: Literal[0, 1000] | None = None
+    cache_creation_price_unit: Literal[0, 1000] | None = None
+
+
 class ModelConfigIn(ApiInput):
     enabled: bool | None = None
     kind: Literal[MODEL_KINDS + ("",)] | None = None
-    input_price: Price | None = None  # USD per 1K tokens
+    input_price: Price | None = None  # USD per 1K tokens (also accepted inside `price`, aiproxy's shape)
     output_price: Price | None = None
+    cached_price: Price | None = None
+    cache_creation_price: Price | None = None
+    price: PriceIn | None = None
+
+
+_CONFIG_COLUMNS = ("enabled", "kind", *PRICE_FIELDS, "updated_at")
 
 
 def save_model_config(state: AppState, model: str, data: ModelConfigIn) -> dict[str, Any]:
     if not 0 < len(model) <= MODEL_NAME_MAX:
         raise ApiError(f"a model name has 1 to {MODEL_NAME_MAX} characters")
     current = dict(state.routes.model_configs.get(model) or {"model": model, "enabled": True, "kind": "",
-                                                               "input_price": 0.0, "output_price": 0.0})
-    current.update({k: v for k, v in data.model_dump().items() if v is not None}, updated_at=now_ms())
+                                                               **dict.fromkeys(PRICE_FIELDS, 0.0)})
+    given = {k: v for k, v in data.model_dump(exclude={"price"}).items() if v is not None}
+    if data.price is not None:  # aiproxy's nested shape; a flat field given too wins
+        given = {**{k: v for k, v in data.price.model_dump().items() if k in PRICE_FIELDS and v is not None},
+                 **given}
+    current.update(given, updated_at=now_ms())
     with state.engine.begin() as conn:
-        values = {k: current[k] for k in ("enabled", "kind", "input_price", "output_price", "updated_at")}
+        values = {k: current.get(k) or (0.0 if k in PRICE_FIELDS else current.get(k)) for k in _CONFIG_COLUMNS}
         upsert(conn, ModelConfig.__table__, [{"model": model, **values}], ("model",))
     reload_routes(state)
     return current
@@ -6225,8 +8021,18 @@ def api_models_enabled(state: AppState = Depends(require_admin)) -> JSONResponse
 
 @admin_router.get("/models/builtin")
 def api_models_builtin(state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok([{"model": m, "kind": k, "type": kind_mode(k), "owner": p.name}
-                   for p in state.catalog.values() for m, k in p.models])
+    return api_ok([builtin_model(p, m, k) for p in state.catalog.values() for m, k in p.models])
+
+
+def builtin_model(provider: Provider, model: str, kind: str) -> dict[str, Any]:
+    """A built-in model with what the snapshot knows of it: limits, prices, retirement (status: current,
+    deprecated, retiring or retired)."""
+    info = model_data().info(model, provider.id)
+    out = info.to_api() if info is not None else {"model": model, "context": None, "max_output": None,
+                                                  "price": dict.fromkeys(PRICE_FIELDS), "retired": None,
+                                                  "status": "current", "hand_written": True}
+    return {**out, "model": model, "kind": kind, "type": kind_mode(kind), "owner": provider.name,
+            "channel_type": provider.id}
 
 
 @admin_router.get("/model_configs")
@@ -6403,7 +8209,9 @@ def log_detail(state: AppState, log_id: int) -> dict[str, Any]:
             LogDetail.request_id == row.request_id)).first()
     body = dict(detail._mapping) if detail else {"request_body": "", "response_body": "",
                                                   "request_body_truncated": False, "response_body_truncated": False}
-    return dict(body, id=log_id, log_id=log_id, attempts=row_attempts(row._mapping), retry_times=row.retry_times)
+    api = log_to_api(dict(row._mapping))
+    return dict(body, id=log_id, log_id=log_id, attempts=api["attempts"], retry_times=row.retry_times,
+                used_amount=api["used_amount"], usage=api["usage"], model=row.model)
 
 
 @admin_router.delete("/logs")
@@ -6415,7 +8223,8 @@ def api_logs_delete(timestamp: QueryTimestamp = None, state: AppState = Depends(
 
 
 LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model",
-                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "used_amount",
+                   "channel", "channel_id", "code", "endpoint", "prompt_tokens", "completion_tokens", "cached_tokens",
+                   "cache_creation_tokens", "used_amount",
                    "token_name", "ip", "retry_times", "content")
 _CSV_TIMES = ("request_at", "created_at")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: a spreadsheet runs these
@@ -6441,8 +8250,8 @@ def _csv_cells(r: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -
         r["id"], r["request_id"], _local_time(r["request_at"], tz), _local_time(r["created_at"], tz),
         r["ttfb_milliseconds"], r["model"], r["actual_model"],
         r["channel_name"] or channel_names.get(channel, "") if channel else "", channel, r["code"], r["endpoint"],
-        r["input_tokens"], r["output_tokens"], r["used_amount"], r["token_name"], r["ip"], r["retry_times"],
-        r["content"])]
+        r["input_tokens"], r["output_tokens"], r["cached_tokens"], r["cache_creation_tokens"] or 0, r["used_amount"],
+        r["token_name"], r["ip"], r["retry_times"], r["content"])]
 
 
 def csv_header(tz: ZoneInfo) -> list[str]:
@@ -6537,86 +8346,6 @@ class DashboardAnswer:
     note: str = ""  # why they are coarser
 
 
-def _utc_offset(tz: ZoneInfo, ts: int) -> int:
-    return int(datetime.fromtimestamp(ts, tz).utcoffset().total_seconds())
-
-
-def utc_offsets(tz: ZoneInfo, start_s: int, end_s: int) -> list[tuple[int, int]]:
-    """(from, UTC offset in seconds) for each stretch of [start_s, end_s] the zone keeps one offset (a DST
-    change starts a new one), found day by day, then to the hour."""
-    day = start_s - start_s % 3600
-    stretches = [(day, _utc_offset(tz, day))]
-    while day < end_s:
-        following = min(day + 86400, end_s - end_s % 3600 + 3600)
-        if _utc_offset(tz, following) != stretches[-1][1]:
-            hour = day + 3600
-            while _utc_offset(tz, hour) == stretches[-1][1]:
-                hour += 3600
-            stretches.append((hour, _utc_offset(tz, hour)))
-        day = following
-    return stretches
-
-
-def _local_bucket(column: Any, stretches: list[tuple[int, int]], step: int) -> Any:
-    """SQL for the local minute/hour/day number holding `column` (UTC seconds): its local time over `step`."""
-    local = column + _K(f"({stretches[-1][1]})")
-    if len(stretches) > 1:
-        local = sa.case(*[(column < _K(str(until)), column + _K(f"({offset})"))
-                          for (_, offset), (until, _) in zip(stretches, stretches[1:])], else_=local)
-    return local // _K(str(step))
-
-
-def _local_number_start(number: int, step: int, tz: ZoneInfo) -> int:
-    """The UTC start of local minute/hour/day `number`."""
-    wall = datetime.fromtimestamp(number * step, timezone.utc).replace(tzinfo=tz)
-    return int(wall.timestamp())
-
-
-def _summary_sums(conn: sa.Connection, hourly: bool, start_s: int, end_s: int, stretches: list[tuple[int, int]],
-                  step: int, channel: int | None, model: str) -> list[Any]:
-    """The summaries of [start_s, end_s), grouped in SQL by local bucket number, channel and model."""
-    table = SummaryHour.__table__ if hourly else SummaryMinute.__table__
-    at = table.c.hour if hourly else table.c.minute
-    key = at // _K("60") if step == 60 else _local_bucket(at, stretches, step)
-    where = [at >= start_s, at < end_s]
-    if channel is not None:
-        where.append(table.c.channel_id == channel)
-    if model:
-        where.append(table.c.model == model)
-    busiest = (table.c.max_rpm, table.c.max_tpm) if hourly else (table.c.request_count, table.c.total_tokens)
-    return conn.execute(sa.select(key.label("k"), table.c.channel_id, table.c.model,
-                                  *[sa.func.sum(table.c[n]) for n in SUMMARY_COUNTERS],
-                                  sa.func.max(busiest[0]), sa.func.max(busiest[1]))
-                        .where(*where).group_by(key, table.c.channel_id, table.c.model)).all()
-
-
-def _log_sums(conn: sa.Connection, start_s: int, end_s: int, stretches: list[tuple[int, int]], step: int,
-              channel: int | None, model: str) -> list[Any]:
-    """What _summary_sums() gives, from the logs themselves: for a part hour at the end of a range whose
-    per-minute summaries are pruned (a few thousand rows at most)."""
-    c = LogRow.__table__.c
-    where = [c.created_at >= start_s * 1000, c.created_at < end_s * 1000]
-    calls = [*where, *([c.channel == channel] if channel is not None else []), *([c.model == model] if model else [])]
-    per_minute = _calls_by_minute(calls).subquery()
-    key = per_minute.c.minute // _K("60") if step == 60 else _local_bucket(per_minute.c.minute, stretches, step)
-    zero = sa.literal_column("0", sa.BigInteger)
-    rows = [list(r) for r in conn.execute(
-        sa.select(key, per_minute.c.channel_id, per_minute.c.model, *[sa.func.sum(per_minute.c[n]) for n in _SUMMED],
-                  zero, zero, sa.func.max(per_minute.c.request_count), sa.func.max(per_minute.c.total_tokens))
-        .group_by(key, per_minute.c.channel_id, per_minute.c.model))]
-    retried = conn.execute(sa.select(c.created_at, c.channel, c.model, c.retry_times, c.attempts).where(
-        *where, *([c.model == model] if model else []), c.retry_times > 0, c.is_test == sa.false()))
-    failed_at = len(_SUMMED)
-    for r in retried.mappings():
-        minute = r["created_at"] // 60000 * 60
-        offset = next(o for since, o in reversed(stretches) if minute >= since or since == stretches[0][0])
-        k = minute // 60 if step == 60 else (minute + offset) // step
-        for a in failed_attempts(r):
-            if channel is None or a["channel_id"] == channel:
-                rows.append([k, a["channel_id"], r["model"], *[0] * failed_at, 1, a["ms"], 0, 0])
-    return rows
-
-
 def dashboard_answer(engine: sa.Engine, start_ms: int | None, end_ms: int | None, timezone_name: str = "UTC",
                      timespan: str = "hour", channel: int | None = None, model: str = "") -> DashboardAnswer:
     """The dashboard's series, summed in SQL from the coarsest summaries that answer: the hourly rollup for
@@ -6676,10 +8405,10 @@ def dashboard_answer(engine: sa.Engine, start_ms: int | None, end_ms: int | None
         c = dict(zip(SUMMARY_COUNTERS, values))
         item = {"channel_id": ch, "model": mdl, **{n: int(c[n] or 0) for n in _SUMMED},
                 "used_amount": float(c["used_amount"] or 0), "max_rpm": int(values[-2] or 0),
-                "max_tpm": int(values[-1] or 0), "failed_attempt_count": int(c["failed_attempt_count"] or 0)}
+                "max_tpm": int(values[-1] or 0), "failed_attempts": int(c["failed_attempts"] or 0)}
         if channel is not None:  # the channel's own figures: every try it made
-            item["request_count"] += item["failed_attempt_count"]
-            item["exception_count"] += item["failed_attempt_count"]
+            item["request_count"] += item["failed_attempts"]
+            item["exception_count"] += item["failed_attempts"]
             item["total_time_milliseconds"] += int(c["failed_attempt_ms"] or 0)
         elif not item["request_count"]:
             continue  # only failed tries here, no calls
@@ -6710,7 +8439,6 @@ def api_dashboard_v2(channel: QueryId = None, model: str = "", start_timestamp: 
 
 
 # ---- options ----
-
 
 
 def set_option(state: AppState, key: str, value: Any) -> Any:
@@ -6772,13 +8500,19 @@ UPSTREAM_MODELS_TIMEOUT_S = 20
 async def fetch_upstream_models(state: AppState, data: ChannelIn) -> list[str]:
     """The model ids a channel's provider lists (`GET <base_url>/models` for OpenAI's format)."""
     route = preview_route(state, data)
-    url, headers = route.adaptor.models_request(route)
+    session, options = channel_http(state, route)
     try:
-        async with state.http.get(url, headers=headers,
-                                  timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
+        await route.adaptor.authorize(state, route)
+        url, headers = route.adaptor.models_request(route)
+        target = await route.adaptor.sign(state, route, "GET", url, headers, b"")
+        async with session.get(target, headers=headers, **options,
+                               timeout=aiohttp.ClientTimeout(total=UPSTREAM_MODELS_TIMEOUT_S)) as resp:
             status, body = resp.status, await resp.read()
+    except RelayError as exc:
+        raise ApiError(route.scrub_text(exc.message), exc.status if exc.status < 500 else 502) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise ApiError(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} {exc}".strip(), 502) from None
+        raise ApiError(route.scrub_text(f"cannot reach {route.base_url or 'the provider'}: {type(exc).__name__} "
+                                        f"{exc}".strip()), 502) from None
     if status != 200:  # the provider may quote the key back: scrubbed, like every upstream answer
         raise ApiError(f"the provider answered HTTP {status} to its model list: "
                        f"{route.scrub_text(body.decode('utf-8', 'replace'))[:300]}", 502)
@@ -6819,7 +8553,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 13. Import: OneAPI, new-api, labring/aiproxy ==========================================================
+# ==== 15. Import: OneAPI, new-api, labring/aiproxy ==========================================================
 # Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
 # config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
 # read_source() is the only code that talks to the source, import_source() the only one that writes. Type
@@ -6890,6 +8624,8 @@ class ImportedChannel:
     weight: int
     source_id: str
     created_at: int = 0  # 0 = now
+    proxy_url: str = ""
+    skip_tls_verify: bool = False
 
 
 @dataclass
@@ -7120,6 +8856,12 @@ def _complete_key(key: str, forms: Iterable[str], cfg: dict[str, Any]) -> str:
     return ""
 
 
+def unsupported_warning(provider: Provider) -> str:
+    """What the import report says of a row whose type the gateway cannot serve yet (issue 17)."""
+    return (f"{provider.unsupported} The channel is imported as it is, but its calls answer 501 until "
+            f"this type ({provider.id}, {provider.name}) is supported.")
+
+
 def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
                        catalog: dict[int, Provider]) -> RowImport:
     """One source `channels` row -> the channels to create (one per key line), or a skip with a reason."""
@@ -7141,8 +8883,14 @@ def map_oneapi_channel(row: dict[str, Any], flavour: str, types: dict[str, Any],
         out.reason = f"provider type {to} is not available here"
         return out
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     if entry.get("note"):
         warnings.append(entry["note"])
+    groups = [g for g in re.split(r"[,\s]+", str(row.get("group") or "")) if g and g != "default"]
+    if groups:
+        warnings.append(f"group {','.join(groups)} not imported: there are no groups here, every API key may use "
+                        "every channel")
 
     # credentials: config JSON first, then the legacy `other` column (same precedence as one-api itself)
     cfg = _json_object(row.get("config"))
@@ -7289,12 +9037,10 @@ def _time_ms(value: Any) -> int:
 def _aiproxy_channel_warnings(row: dict[str, Any], sets: list[str]) -> list[str]:
     """aiproxy channel settings this app has no feature for: each named, so nobody relies on them silently."""
     out = []
-    if str(row.get("proxy_url") or "").strip():  # the URL itself is not repeated: it may hold proxy credentials
-        out.append("proxy_url was not imported: channels here have no own proxy (HTTPS_PROXY applies to all)")
+    if not proxy_url_ok(str(row.get("proxy_url") or "")):  # not repeated: the URL may hold proxy credentials
+        out.append("proxy_url was not imported: it is not an http(s):// or socks5:// URL with host:port")
     if [s for s in sets if s != "default"]:
         out.append(f"sets {', '.join(sets)} were not imported: every API key here may use every channel")
-    if row.get("skip_tls_verify"):
-        out.append("skip_tls_verify was not imported: TLS certificates are always verified here")
     bans = [c for c in ("enabled_no_permission_ban", "max_error_rate", "warn_error_rate") if row.get(c)]
     if bans:
         out.append(f"{', '.join(bans)} not imported: no per-channel ban rules here (a failing call still moves "
@@ -7324,6 +9070,8 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         return out
     out.name = out.name or f"{provider.name} #{out.source_id}"
     warnings = out.warnings
+    if provider.unsupported:
+        warnings.append(unsupported_warning(provider))
     models = _names(_json_field(row.get("models"), list, "models", warnings))
     if not models:
         warnings.append("no models in the source row; add models before this channel can serve requests")
@@ -7345,10 +9093,12 @@ def map_aiproxy_channel(row: dict[str, Any], catalog: dict[int, Provider], from_
         status, reason = STATUS_DISABLED, f"status {status} in aiproxy"
     priority = _int(row.get("priority"))
     priority = AIPROXY_DEFAULT_PRIORITY if priority == 0 else min(priority, AIPROXY_MAX_PRIORITY)
+    proxy = str(row.get("proxy_url") or "").strip()
+    proxy = proxy if proxy_url_ok(proxy) else ""  # aiproxy's own proxy_url, as it is (a bad one is warned above)
     out.items = [ImportedChannel(source_type, out.name, str(row.get("key") or "").strip(),
                                  str(row.get("base_url") or "").strip(), models, mapping, configs,
                                  status or STATUS_ENABLED, reason, priority, 1, out.source_id,
-                                 _time_ms(row.get("created_at")))]
+                                 _time_ms(row.get("created_at")), proxy, bool(row.get("skip_tls_verify")))]
     return out
 
 
@@ -7644,8 +9394,8 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ==== 14. UI kit: strings, session, layout, login, time ranges, table columns ===============================
-# What every page is built from. Pages call the admin API's functions (sections 12 and 13) directly, never this
+# ==== 16. UI kit: strings, session, layout, login, time ranges, table columns ===============================
+# What every page is built from. Pages call the admin API's functions (sections 14 and 15) directly, never this
 # app's own HTTP. nicegui is imported only by mount_ui(), so `--no-ui` runs without it (bench/ measures the
 # API-only memory). Strings: assets/i18n.json.
 
@@ -7662,7 +9412,7 @@ CHANNEL_CHIPS = 4  # models shown per channel row; the rest is a "+N" chip
 LOG_PAGE_SIZES = (20, 50, 100)
 MAX_CHART_POINTS = 2000  # above this, empty buckets are not filled in (a 30-day range by minute)
 _CHART_FIELDS = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_time_milliseconds",
-                 "total_ttfb_milliseconds")
+                 "total_ttfb_milliseconds", "used_amount")
 _STRINGS: dict[str, dict[str, str]] = {}  # assets/i18n.json, read once by load_strings()
 
 # ---- strings, time and formatting: plain functions, no widgets (t() reads the session's language) ----
@@ -7734,7 +9484,27 @@ def summarize_series(series: list[dict[str, Any]]) -> dict[str, float]:
             "error_rate": total["exception_count"] / calls if calls else 0.0,
             "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
             "avg_latency_ms": total["total_time_milliseconds"] / calls if calls else 0.0,
-            "avg_ttfb_ms": total["total_ttfb_milliseconds"] / calls if calls else 0.0}
+            "avg_ttfb_ms": total["total_ttfb_milliseconds"] / calls if calls else 0.0,
+            "spend": total["used_amount"]}
+
+
+def fmt_cost(amount: float | None) -> str:
+    """A call's or a sum's cost in USD: `$0.00042`, `$12.35`; "–" where a price it needs is unknown."""
+    if amount is None:
+        return "–"
+    if not amount or abs(amount) >= 1:
+        return f"${amount:.2f}" if amount else "$0"
+    decimals = min(8, 2 - math.floor(math.log10(abs(amount))))  # three significant digits, never 1e-05
+    return f"${amount:.{decimals}f}"
+
+
+def spend_ranking(series: list[dict[str, Any]], key: str, top: int = 8) -> list[tuple[Any, float]]:
+    """The highest spenders in dashboard_series() by `key` (channel_id or model), largest first."""
+    total: collections.Counter = collections.Counter()
+    for bucket in series:
+        for item in bucket["summary"]:
+            total[item[key]] += item["used_amount"] or 0
+    return [(k, v) for k, v in total.most_common(top) if v > 0]
 
 
 def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, timespan: str,
@@ -7780,6 +9550,7 @@ def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple
         "tokens": ([s["input_tokens"] for _, s in buckets], [s["output_tokens"] for _, s in buckets]),
         "latency": ([avg("total_time_milliseconds", s) for _, s in buckets],
                     [avg("total_ttfb_milliseconds", s) for _, s in buckets]),
+        "spend": ([round(s["used_amount"], 6) for _, s in buckets],),
     }
 
 
@@ -7790,7 +9561,7 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
     shown = ch["models"][:CHANNEL_CHIPS]
     mapped = [f"{src} → {dst}" for src, dst in list(ch["model_mapping"].items())[:CHANNEL_CHIPS - len(shown)]]
     return {
-        "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": ch["status_reason"],
+        "id": ch["id"], "name": ch["name"], "key": mask_key(ch["key"]), "reason": status_reason_text(ch["status_reason"]),
         "provider": provider_name(provider, lang) if provider else f"#{ch['type']}",
         "models": "\n".join(shown), "mapped": "\n".join(mapped),  # a mapped name shows where it goes
         "more": len(ch["models"]) + len(ch["model_mapping"]) - len(shown) - len(mapped),
@@ -7798,8 +9569,16 @@ def channel_row(ch: dict[str, Any], catalog: dict[int, Provider], lang: str) -> 
         "test": "" if not tests else f"{'✓' if all(x['success'] for x in tests) else '✗'} {tests[0]['took']:.2f} s",
         "test_ok": bool(tests) and all(x["success"] for x in tests),
         "test_tip": " · ".join(f"{'✓' if x['success'] else '✗'} {x['model']} {x['took']:.2f} s" for x in tests[:6]),
+        "retired": t("ch.serves_retired", models=", ".join(retired_models(ch))) if retired_models(ch) else "",
         **channel_health_cells(ch),
     }
+
+
+def status_reason_text(reason: str) -> str:
+    """An auto-disable reason in the session's language: the relay stores "401 from upstream: <the provider's
+    words>" (section 5); the provider's own words stay as they are."""
+    m = re.match(r"(\d{3}) from upstream: (.*)", reason or "", re.S)
+    return t("ch.reason_upstream", code=m.group(1), message=m.group(2)) if m else reason or ""
 
 
 def channel_health_cells(ch: dict[str, Any]) -> dict[str, Any]:
@@ -7839,10 +9618,13 @@ def provider_options(catalog: dict[int, Provider], lang: str) -> dict[int, str]:
     """The provider picker's options: "name⁣detail⁣search terms". Quasar's input filter matches the whole string,
     so typing 阿里, 通义, qwen or alibaba finds 阿里云百炼; only the name (and, in the list, the detail) is shown."""
     other = "zh" if lang == "en" else "en"
-    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), provider_name(p, "en").casefold()))
+    order = sorted(catalog.values(), key=lambda p: (p.name.startswith("fake"), bool(p.unsupported),
+                                                    provider_name(p, "en").casefold()))
     out = {}
     for p in order:
         name, alt = provider_name(p, lang), provider_name(p, other)
+        if p.unsupported:  # listed, so an imported channel of it can be shown, but said plainly (issue 17)
+            name = f"{name} ({translate(lang, 'ch.not_supported')})"
         models = [m for m, _ in p.models]
         detail = " · ".join(filter(None, (alt if alt != name else "", ", ".join(models[:3]), f"#{p.id}")))
         out[p.id] = _PICKER_SEP.join((name, detail, " ".join([p.name, *models])))
@@ -7970,6 +9752,15 @@ async def _learn_browser_timezone() -> None:
     ng.storage.user["browser_tz"] = tz
 
 
+async def _learn_system_theme() -> None:
+    """The first visit follows the system's light or dark theme; the header's switch overrides it for good."""
+    try:
+        dark = await ui.run_javascript("aiproxyPrefersDark()", timeout=3)
+    except TimeoutError:
+        return
+    ng.storage.user.setdefault("dark", bool(dark))
+
+
 def _start_session(request: Request) -> None:
     user = ng.storage.user
     if "lang" not in user:
@@ -8006,14 +9797,16 @@ def _delete_on_close(dialog: Any, busy: Callable[[], bool] = lambda: False) -> A
 def table_column(name: str, label: str, field: str = "", sortable: bool = False,
                  align: str = "left") -> dict[str, Any]:
     """One q-table column; its row field is its name unless told (Quasar's own default alignment is right)."""
-    return {"name": name, "label": label, "field": field or name, "align": align, **({"sortable": True} if sortable else {})}
+    return {"name": name, "label": label, "field": field or name, "align": align,
+            "style": f"--lbl: {json.dumps(label, ensure_ascii=False)}" if label else "--lbl: none",  # phone rows
+            **({"sortable": True} if sortable else {})}
 
 
 def notify_error(exc: ApiError) -> None:
     ui.notify(exc.message, type="negative", multi_line=True)
 
 
-def in_background(element: Any, load: Callable[[], Awaitable[None]]) -> None:
+def load_in_background(element: Any, load: Callable[[], Awaitable[None]]) -> None:
     """Run `load()` as a task in `element`'s context (it may show a notification there): a page builds at once
     and shows its progress state, while the query behind it runs in a thread."""
     from nicegui import background_tasks
@@ -8051,6 +9844,32 @@ window.aiproxyCopy = async (text) => {  // navigator.clipboard exists only on ht
   area.remove();
   return ok;
 };
+// A select that takes typed values: Enter adds what was typed, unless the arrow keys picked an option. Quasar
+// toggles its highlighted option instead, and the pointer resting where the list opens highlights one (issue 19).
+window.aiproxyTypedEnter = (e, id) => {
+  const box = e.target;
+  if (['ArrowDown', 'ArrowUp', 'PageDown', 'PageUp'].includes(e.key)) { box.dataset.picked = '1'; return; }
+  if (e.key === 'Enter' || e.key === 'Tab') {
+    if (box.dataset.picked !== '1' && box.value && box.value.trim()) getElement(id).$refs.qRef.setOptionIndex(-1);
+    delete box.dataset.picked;
+  } else if (e.key.length === 1 || e.key === 'Backspace') delete box.dataset.picked;
+};
+// The provider picker lists an exact name first, then names that start with the text, then the other matches.
+window.aiproxyRankOptions = (id) => {
+  const c = getElement(id);
+  if (c.aiproxyRanked) return;
+  c.aiproxyRanked = true;
+  c.findFilteredOptions = function () {
+    const needle = (this.$el.querySelector('input[type=search]')?.value || '').toLocaleLowerCase().trim();
+    if (!needle) return this.initialOptions;
+    const rank = (o) => { const label = String(o.label).toLocaleLowerCase(), name = label.split('\u2063')[0];
+      return name === needle ? 0 : name.startsWith(needle) ? 1 : name.includes(needle) ? 2 : 3; };
+    return this.initialOptions.filter((o) => String(o.label).toLocaleLowerCase().includes(needle))
+      .map((o, i) => [rank(o), i, o]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((x) => x[2]);
+  };
+};
+// The first visit follows the system's theme: remembered (and applied) once the page is connected.
+window.aiproxyPrefersDark = () => window.matchMedia('(prefers-color-scheme: dark)').matches;
 </script>"""
 
 
@@ -8069,11 +9888,15 @@ _THEME_CSS = """
   .model-chip { background: #e6e8ec !important; color: #1f2430 !important; }
   .body--dark .model-chip { background: #3a3f4a !important; color: #f1f3f6 !important; }
   .model-chip.chip-off, .model-chip.chip-mapped { background: transparent !important; }
+  .body--dark .q-btn-toggle .bg-grey-3 { background: #2f3440 !important; }  /* time presets, status filters */
+  .body--dark .q-btn-toggle .text-grey-9 { color: #e5e7eb !important; }
   @media (max-width: 639.98px) {
     .icon-only-on-phone .block { display: none !important; }  /* the header fits one line */
+    .phone-rows tbody td { text-align: left !important; }
   }
 }
 .q-chip__icon--remove { opacity: 1; }  /* Quasar fades it to 2.2:1 */
+.q-tooltip { background: #3f4654; }  /* Quasar's grey-7 under white text is 4.4:1 once faded in over a dark page */
 .q-stepper__tab { color: #586070; }
 .body--dark .q-stepper__tab { color: #a8adb7; }
 .code-block { background: rgba(127, 127, 127, .12); }
@@ -8083,10 +9906,24 @@ _THEME_CSS = """
 .model-chip .q-chip__content { white-space: normal; overflow-wrap: anywhere; }  /* long names wrap in the chip */
 .model-chip.chip-off { border: 1px dashed currentColor; }
 .model-chip.chip-mapped { border: 1px solid currentColor; }
-.body--dark { --sticky-bg: #1d1d1d; }
+.wrap-anywhere { white-space: normal; overflow-wrap: anywhere; }
+.fit-columns .q-table th, .fit-columns .q-table td { padding-left: 8px; padding-right: 8px; }
+.q-table td.cell-wrap { white-space: normal; min-width: 6rem; max-width: 10rem; }
+.clamp-3 { display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow: hidden; }
+/* The phone layout every list shares (data_table): below 640 px a row is a block and its cells flow in it as
+   "column value" pairs (the name from --lbl, set by table_column) that wrap as words do, so nothing needs a
+   sideways scroll and no column is squeezed to a letter a line. */
 @media (max-width: 639.98px) {
-  .sticky-first th:first-child, .sticky-first td:first-child { position: sticky; left: 0; z-index: 1;
-    background: var(--sticky-bg, #fff); white-space: normal; overflow-wrap: anywhere; max-width: 45vw; }
+  .phone-rows thead { display: none; }
+  .phone-rows table, .phone-rows tbody, .phone-rows tbody tr { display: block; width: 100%; }
+  .phone-rows tbody tr { height: auto; padding: 8px 4px; border-bottom: 1px solid rgba(128, 128, 128, .3); }
+  .phone-rows tbody td { display: inline-flex; flex-wrap: wrap; align-items: center; gap: 2px 6px; max-width: 100%;
+    height: auto; min-height: 28px; padding: 2px 8px; border: 0; white-space: normal; overflow-wrap: anywhere; }
+  .phone-rows tbody td::before { content: var(--lbl, none); position: static; flex: none; background: none;
+    font-size: 12px; color: #586070; }
+  .body--dark .phone-rows tbody td::before { color: #a8adb7; }
+  .phone-rows tbody td > * { min-width: 0; }
+  .phone-rows .q-table__middle { overflow-x: hidden; }
 }
 """
 
@@ -8130,7 +9967,6 @@ async def confirm(message: str, ok_label: str, danger: bool = False, details: st
     return bool(result)
 
 
-
 # ---- layout ----
 
 
@@ -8140,9 +9976,11 @@ def frame(title: str) -> Any:
     user = ng.storage.user
     ui.page_title(f"{title} · aiproxy-local")
     ui.colors(**BRAND_COLORS)
-    ui.dark_mode(user.get("dark", False))
+    ui.dark_mode(user.get("dark"))  # None (never chosen): the system's theme, learnt below
     if "browser_tz" not in user:
         ui.timer(0.1, _learn_browser_timezone, once=True)
+    if "dark" not in user:
+        ui.timer(0.1, _learn_system_theme, once=True)
 
     def switch_language() -> None:
         user["lang"] = "en" if user.get("lang") == "zh" else "zh"
@@ -8221,9 +10059,10 @@ class TimeRange:
 
 
 def data_table(columns: list[dict[str, Any]], row_key: str, marker: str, **kw: Any) -> Any:
-    """A ui.table with the house look and Quasar's own labels translated."""
-    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full sticky-first").props(
-        "flat bordered").mark(marker)  # on a phone the first column stays put while the rest scrolls
+    """A ui.table with the house look and Quasar's own labels translated. On a phone each row is a block of
+    "column: value" lines (the phone-rows CSS), unless the page turns it into cards (Quasar's grid mode)."""
+    table = ui.table(columns=columns, rows=[], row_key=row_key, **kw).classes("w-full phone-rows").props(
+        "flat bordered").mark(marker)
     table.props["rows-per-page-label"] = t("table.per_page")
     table.props["rows-per-page-options"] = [10, 20, 50, 100]  # Quasar's own list ends in an untranslated "All"
     table.props["no-data-label"] = t("table.no_data")
@@ -8246,6 +10085,31 @@ def field_help(text: str = "", classes: str = "text-muted") -> Any:
     return label
 
 
+def takes_typed_values(select: Any) -> Any:
+    """A select with new_value_mode: Enter adds the typed text, and keeps what was chosen (see aiproxyTypedEnter)."""
+    select.on("keydown", js_handler=f"(e) => aiproxyTypedEnter(e, {select.id})")
+    return select
+
+
+def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
+    """A channel's own proxy (its password shown masked, as a key is) and its skip-TLS switch, with their help."""
+    with ui.row().classes("w-full items-center gap-3 max-sm:flex-col max-sm:items-start"):
+        url = ui.input(t("ch.proxy_url"), value=mask_proxy_url(proxy_url),
+                       validation=lambda v: None if proxy_url_ok(v) else t("v.proxy_url")).props(
+            "outlined stack-label input-class=font-mono placeholder=socks5://127.0.0.1:1080").classes(
+            "grow").mark("ch-proxy-url")
+        skip = ui.checkbox(t("ch.skip_tls"), value=skip_tls_verify).tooltip(t("ch.skip_tls_hint")).mark(
+            "ch-skip-tls")
+    field_help(t("ch.proxy_url_hint"))
+    return url, skip
+
+
+def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
+    """What a field showing a secret masked means: the stored value while its mask is left as it is."""
+    value = (typed or "").strip()
+    return stored if stored and value == mask(stored) else value
+
+
 _PICKER_OPTION = """<q-item v-bind="props.itemProps"><q-item-section>
     <q-item-label>{{ props.opt.label.split('\\u2063')[0] }}</q-item-label>
     <q-item-label caption>{{ props.opt.label.split('\\u2063')[1] }}</q-item-label></q-item-section></q-item>"""
@@ -8257,6 +10121,7 @@ def provider_select(catalog: dict[int, Provider], value: int, on_change: Callabl
                        label=t("ch.provider"), with_input=True, on_change=on_change).props(
         "outlined").classes("w-full").mark("ch-provider")
     select.props[":option-label"] = "(o) => String(o.label).split('\\u2063')[0]"
+    select.on("focus", js_handler=f"() => aiproxyRankOptions({select.id})")  # an exact name first
     select.add_slot("option", _PICKER_OPTION)
     select.add_slot("no-option", f'<q-item><q-item-section class="text-muted">{t("ch.no_match")}</q-item-section>'
                                  '</q-item>')
@@ -8284,12 +10149,13 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
         return Response(status_code=303, headers={"location": target})
     ui.page_title("aiproxy-local")
     ui.colors(**BRAND_COLORS)
-    ui.dark_mode(ng.storage.user.get("dark", False))
+    ui.dark_mode(ng.storage.user.get("dark"))  # None: the system's theme
 
     async def log_in() -> None:
         if secrets.compare_digest((key.value or "").strip().encode(), state.admin_key.encode()):
             ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
             await _learn_browser_timezone()  # before the first page that shows times
+            await _learn_system_theme()  # and its charts' colours
             ui.navigate.to(target)
             return
         ui.notify(t("login.wrong"), type="negative")
@@ -8317,113 +10183,34 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
     return None
 
 
-# ==== 15. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
-# One class per page; PAGES (section 17, where the UI is mounted) lists them for the routes and the navigation.
+# ---- model data in the channel forms: retired models marked (issue 17) ----
 
-# ---- dashboard ----
+def retired_models(ch: dict[str, Any]) -> list[str]:
+    """The models a channel serves that its provider has shut down (the model snapshot's retirement dates)."""
+    data = model_data()
+    names = [*ch["models"], *ch["model_mapping"].values()]
+    return [m for m in dict.fromkeys(names) if (info := data.info(m, ch["type"])) is not None and info.is_retired()]
 
 
-class DashboardPage:
-    """Summary cards and charts of the calls in a time range; model tests are not traffic and stay out."""
-
-    CARDS = (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
-             ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt"))
-    CHARTS = (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens", "dash.output_tokens")),
-              ("latency", ("dash.avg_latency", "dash.avg_ttfb")))
-
-    def __init__(self, state: AppState, request: Request) -> None:
-        self.state, self.tz = state, display_tz()
-        if not state.routes.channels:
-            self._getting_started()
-        with ui.row().classes("items-center gap-3 w-full"):
-            self.span = TimeRange("24h", self._range_changed)
-            self.timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour",
-                                      label=t("dash.timespan"), on_change=self.refresh).props(
-                "dense outlined").classes("w-32")
-            self.model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
-                                   with_input=True, on_change=self.refresh).props("dense outlined").classes("w-52")
-            self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
-                                     label=t("common.channel"), on_change=self.refresh).props(
-                "dense outlined").classes("w-52")
-            self.loading = ui.spinner(size="sm").mark("dash-loading")  # while a long range loads
-            self.note = ui.label().classes("text-sm text-muted").mark("dash-note")
-        self.cards: dict[str, Any] = {}
-        self._asked = 0  # the newest refresh: an older one that ends later does not overwrite it
-        with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-3 xl:grid-cols-6"):
-            for name, icon in self.CARDS:
-                with ui.card().classes("gap-1 p-4"):
-                    with ui.row().classes("items-center gap-2 opacity-70"):
-                        ui.icon(icon, size="xs")
-                        ui.label(t(f"dash.{name}")).classes("text-sm")
-                    self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
-        self.charts: dict[str, Any] = {}
-        dark = bool(ng.storage.user.get("dark"))
-        with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-3"):
-            for name, series in self.CHARTS:
-                with ui.card().classes("p-3"):
-                    ui.label(t(f"dash.chart_{name}")).classes("font-medium")
-                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series], dark)).classes("w-full h-64")
-        self.refresh()
-
-    @staticmethod
-    def _getting_started() -> None:
-        with ui.card().classes("w-full bg-primary/5"):
-            ui.label(t("dash.start_title")).classes("text-lg font-semibold")
-            for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
-                                                 ("dash.start_3", "/settings")], start=1):
-                with ui.row().classes("items-center gap-2"):
-                    ui.badge(str(step)).props("rounded")
-                    ui.link(t(text), path)
-
-    def _range_changed(self) -> None:
-        picked = PRESET_TIMESPAN.get(self.span.preset.value or "")  # a preset brings a sensible resolution
-        if picked and picked != self.timespan.value:
-            self.timespan.value = picked  # its on_change refreshes
+def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[str]) -> dict[str, str]:
+    """The channel dialog's model options: the provider's built-ins, current ones first and retired ones marked,
+    then the channel's own other names."""
+    data = model_data()
+    provider = catalog.get(type_id)
+    current: dict[str, str] = {}
+    retired: dict[str, str] = {}
+    for model, _ in provider.models if provider else ():
+        info = data.info(model, type_id)
+        status = info.status() if info is not None else "current"
+        if status == "retired":
+            retired[model] = f"{model} · {t('ch.model_retired')}"
         else:
-            self.refresh()
+            current[model] = f"{model} · {t('ch.model_retiring', date=info.retired)}" if status == "retiring" else model
+    ordered = {**current, **retired}
+    for model in chosen:
+        ordered.setdefault(model, model)
+    return ordered
 
-    def refresh(self) -> None:
-        in_background(self.loading, self._load)
-
-    async def _load(self) -> None:
-        """The query runs in a thread (the relay's event loop never waits for it), with the spinner shown."""
-        start, end = self.span.bounds()
-        end = end or now_ms()
-        self._asked = asked = self._asked + 1
-        self.loading.visible = True
-        try:
-            with shown_errors() as refused:
-                answer = await asyncio.to_thread(dashboard_answer, self.state.engine, start, end, str(self.tz),
-                                                 self.timespan.value, self.channel.value or None,
-                                                 self.model.value or "")
-            if refused:
-                return
-        finally:
-            if asked == self._asked:
-                self.loading.visible = False
-        if asked != self._asked:
-            return
-        series, timespan = answer.series, answer.timespan
-        self.note.text = answer.note
-        totals = summarize_series(series)
-        self.cards["calls"].text = fmt_count(totals["calls"])
-        self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
-        self.cards["input_tokens"].text = fmt_count(totals["input_tokens"])
-        self.cards["output_tokens"].text = fmt_count(totals["output_tokens"])
-        self.cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
-        self.cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
-        buckets = chart_buckets(series, start, end, timespan, self.tz)
-        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan]
-        labels = [format_ms(ts * 1000, self.tz, label_fmt) for ts, _ in buckets]
-        for name, values in chart_values(buckets).items():
-            chart = self.charts[name]
-            chart.options["xAxis"]["data"] = labels
-            for serie, data in zip(chart.options["series"], values):
-                serie["data"] = data
-            chart.update()
-
-
-# ---- channels ----
 
 _CHANNEL_SLOTS = {
     "body-cell-name": """<q-td :props="props">
@@ -8434,11 +10221,13 @@ _CHANNEL_SLOTS = {
           <span class="text-xs text-muted">{{ props.row.since }}</span>
           <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]" class="no-wrap"
             @click="() => $parent.$emit('retest', props.row.id)" /></div>
-        <div v-if="props.row.reason" class="text-xs text-orange-8" style="white-space: normal; max-width: 16rem">
-          {{ props.row.reason }}</div>
+        <div v-if="props.row.reason" class="text-xs text-warning wrap-anywhere clamp-3" style="max-width: 16rem">
+          {{ props.row.reason }}<q-tooltip max-width="32rem">{{ props.row.reason }}</q-tooltip></div>
         <div v-if="props.row.cooling" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
-          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div></q-td>""",
-    "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 14rem">
+          <q-icon name="ac_unit" size="xs" /> {{ props.row.cooling }}</div>
+        <div v-if="props.row.retired" class="text-xs text-warning" style="white-space: normal; max-width: 16rem">
+          <q-icon name="event_busy" size="xs" /> {{ props.row.retired }}</div></q-td>""",
+    "body-cell-models": """<q-td :props="props" style="white-space: normal; min-width: 12rem">
         <q-chip v-for="m in props.row.models.split('\\n').filter(x => x)" :key="m" dense square size="sm"
           class="model-chip">{{ m }}</q-chip>
         <q-chip v-for="m in (props.row.mapped || '').split('\\n').filter(x => x)" :key="m" dense square size="sm"
@@ -8469,8 +10258,9 @@ _CHANNEL_SLOTS = {
               <q-badge color="grey-7">[[auto_disabled]]</q-badge> {{ props.row.since }}
               <q-btn flat dense no-caps size="sm" color="primary" icon="replay" label="[[retest]]"
                 @click="() => $parent.$emit('retest', props.row.id)" /></div>
-            <div v-if="props.row.reason" class="text-xs text-warning">{{ props.row.reason }}</div>
-            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div></div>
+            <div v-if="props.row.reason" class="text-xs text-warning wrap-anywhere">{{ props.row.reason }}</div>
+            <div v-if="props.row.cooling" class="text-xs text-warning">{{ props.row.cooling }}</div>
+            <div v-if="props.row.retired" class="text-xs text-warning">{{ props.row.retired }}</div></div>
           <q-toggle :model-value="props.row.enabled" color="positive"
             @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-card-section>
         <q-card-section class="q-py-none q-px-sm">
@@ -8512,6 +10302,194 @@ def channel_slot(name: str) -> str:
                 auto_disabled=t("ch.auto_disabled"), retest=t("ch.retest"))
 
 
+_MODEL_SLOTS = {
+    "body-cell-served": """<q-td :props="props">
+        <span :class="{ok: 'text-positive', none: 'text-warning font-medium', off: 'text-muted'}[props.row.state]">
+          <q-icon :name="{ok: 'check_circle', none: 'warning', off: 'block'}[props.row.state]" size="xs" />
+          {{ props.row.served }}</span></q-td>""",
+    "body-cell-channels": """<q-td :props="props" style="white-space: normal">
+        <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
+          class="model-chip" :class="c.split('|')[0] === 'off' ? 'chip-off' : ''">
+          <q-icon v-if="c.split('|')[1]" :name="c.split('|')[1] === 'ok' ? 'check' : 'close'" size="xs"
+            :class="c.split('|')[1] === 'ok' ? 'text-positive' : 'text-negative'" />
+          {{ c.split('|')[2] }}</q-chip></q-td>""",
+    "body-cell-enabled": """<q-td :props="props">
+        <q-toggle :model-value="props.row.enabled" color="positive"
+          @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
+}
+
+
+def model_row(m: dict[str, Any]) -> dict[str, Any]:
+    """A list_models() entry for the models table: whether an enabled channel really serves the model, and each
+    channel's own last test of it (one channel's ✓ says nothing about another's)."""
+    tests = {x["channel_id"]: x for x in m["tests"]}
+    serving = sum(c["enabled"] for c in m["channels"])
+    state = "off" if not m["enabled"] else "ok" if serving else "none"
+    chips = []
+    for c in m["channels"]:
+        test = tests.get(c["id"])
+        result = f" · {'✓' if test['success'] else '✗'} {test['took']:.2f} s" if test else ""
+        off = "" if c["enabled"] else f" · {t('models.channel_off')}"
+        mapped = f" → {c['upstream_model']}" if c["upstream_model"] != m["model"] else ""
+        chips.append(f"{'on' if c['enabled'] else 'off'}|{('ok' if test['success'] else 'bad') if test else ''}|"
+                     f"{c['name']} · P{c['priority']}{mapped}{off}{result}")
+    return {"model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"], "state": state,
+            "served": {"off": t("models.switched_off"), "none": t("models.no_channel"),
+                       "ok": t("models.served_by", n=serving)}[state],
+            "channels": "\n".join(chips)}
+
+
+def format_trail(attempts: list[dict[str, Any]], names: dict[int, str] | None = None) -> str:
+    """A routing trail in one line: `cheap (#3) skipped (cooling down) · backup (#4) → 429 (31 ms) · main (#5) →
+    200 (12 ms)`; a channel without a name (deleted since) is its number alone."""
+    names = names or {}
+    parts = []
+    for a in attempts:
+        who = f"{names[a['channel_id']]} (#{a['channel_id']})" if names.get(a["channel_id"]) else f"#{a['channel_id']}"
+        if a.get("skipped"):
+            parts.append(f"{who} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
+        else:
+            parts.append(f"{who} → {a['code']} ({a['ms']} ms)")
+    return " · ".join(parts)
+
+
+def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
+    """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
+    return route.name if route else log["channel_name"]
+
+
+# ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 19, where the UI is mounted) lists them for the routes and the navigation.
+
+# ---- dashboard ----
+
+
+class DashboardPage:
+    """Summary cards and charts of the calls in a time range; model tests are not traffic and stay out."""
+
+    CARDS = (("calls", "call_made"), ("error_rate", "error_outline"), ("input_tokens", "input"),
+             ("output_tokens", "output"), ("avg_latency_ms", "timer"), ("avg_ttfb_ms", "bolt"), ("spend", "payments"))
+    CHARTS = (("calls", ("dash.calls", "dash.errors")), ("tokens", ("dash.input_tokens", "dash.output_tokens")),
+              ("latency", ("dash.avg_latency", "dash.avg_ttfb")), ("spend", ("dash.spend",)))
+
+    def __init__(self, state: AppState, request: Request) -> None:
+        self.state, self.tz = state, display_tz()
+        if not state.routes.channels:
+            self._getting_started()
+        with ui.row().classes("items-center gap-3 w-full"):
+            self.span = TimeRange("24h", self._range_changed)
+            self.timespan = ui.select({k: t(f"dash.by_{k}") for k in TIMESPANS}, value="hour",
+                                      label=t("dash.timespan"), on_change=self.refresh).props(
+                "dense outlined").classes("w-32")
+            self.model = ui.select(_model_options(state, t("common.all_models")), value="", label=t("common.model"),
+                                   with_input=True, on_change=self.refresh).props("dense outlined").classes("w-52")
+            self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
+                                     label=t("common.channel"), on_change=self.refresh).props(
+                "dense outlined").classes("w-52")
+            self.loading = ui.spinner(size="sm").mark("dash-loading")  # while a long range loads
+            self.note = ui.label().classes("text-sm text-muted").mark("dash-note")
+        self.cards: dict[str, Any] = {}
+        self._asked = 0  # the newest refresh: an older one that ends later does not overwrite it
+        with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-4 xl:grid-cols-7"):
+            for name, icon in self.CARDS:
+                with ui.card().classes("gap-1 p-4"):
+                    with ui.row().classes("items-center gap-2 opacity-70"):
+                        ui.icon(icon, size="xs")
+                        ui.label(t(f"dash.{name}")).classes("text-sm")
+                    self.cards[name] = ui.label("–").classes("text-2xl font-semibold").mark(f"card-{name}")
+        self.charts: dict[str, Any] = {}
+        dark = bool(ng.storage.user.get("dark"))
+        with ui.grid().classes("w-full gap-3 grid-cols-1 lg:grid-cols-2"):
+            for name, series in self.CHARTS:
+                with ui.card().classes("p-3"):
+                    ui.label(t(f"dash.chart_{name}")).classes("font-medium")
+                    self.charts[name] = ui.echart(_line_chart([t(s) for s in series], dark)).classes("w-full h-64")
+        self.rankings: dict[str, Any] = {}
+        with ui.grid().classes("w-full gap-3 grid-cols-1 md:grid-cols-2"):
+            for key in ("channel_id", "model"):
+                with ui.card().classes("p-3 gap-1"):
+                    ui.label(t(f"dash.spend_by_{key}")).classes("font-medium")
+                    self.rankings[key] = ui.column().classes("w-full gap-1").mark(f"spend-{key}")
+        self.refresh()
+
+    def _show_rankings(self, series: list[dict[str, Any]]) -> None:
+        """Spend by channel and by model, largest first, each with its share of the largest."""
+        for key, box in self.rankings.items():
+            box.clear()
+            ranking = spend_ranking(series, key)
+            with box:
+                if not ranking:
+                    ui.label(t("dash.no_spend")).classes("text-sm text-muted")
+                for who, amount in ranking:
+                    route = self.state.routes.channels.get(who) if key == "channel_id" else None
+                    name = route.name if route else f"#{who}" if key == "channel_id" else who
+                    with ui.row().classes("w-full items-center no-wrap gap-2 text-sm"):
+                        ui.label(name).classes("grow wrap-anywhere")
+                        ui.label(fmt_cost(amount)).classes("font-mono")
+                    ui.linear_progress(amount / ranking[0][1], show_value=False).props("rounded size=6px")
+
+    @staticmethod
+    def _getting_started() -> None:
+        with ui.card().classes("w-full bg-primary/5"):
+            ui.label(t("dash.start_title")).classes("text-lg font-semibold")
+            for step, (text, path) in enumerate([("dash.start_1", "/channels"), ("dash.start_2", "/channels"),
+                                                 ("dash.start_3", "/settings")], start=1):
+                with ui.row().classes("items-center gap-2"):
+                    ui.badge(str(step)).props("rounded")
+                    ui.link(t(text), path).classes("text-primary")  # AA on the tinted card
+
+    def _range_changed(self) -> None:
+        picked = PRESET_TIMESPAN.get(self.span.preset.value or "")  # a preset brings a sensible resolution
+        if picked and picked != self.timespan.value:
+            self.timespan.value = picked  # its on_change refreshes
+        else:
+            self.refresh()
+
+    def refresh(self) -> None:
+        load_in_background(self.loading, self._load)
+
+    async def _load(self) -> None:
+        """The query runs in a thread (the relay's event loop never waits for it), with the spinner shown."""
+        start, end = self.span.bounds()
+        end = end or now_ms()
+        self._asked = asked = self._asked + 1
+        self.loading.visible = True
+        try:
+            with shown_errors() as refused:
+                answer = await asyncio.to_thread(dashboard_answer, self.state.engine, start, end, str(self.tz),
+                                                 self.timespan.value, self.channel.value or None,
+                                                 self.model.value or "")
+            if refused:
+                return
+        finally:
+            if asked == self._asked:
+                self.loading.visible = False
+        if asked != self._asked:
+            return
+        series, timespan = answer.series, answer.timespan
+        self.note.text = answer.note
+        totals = summarize_series(series)
+        self.cards["calls"].text = fmt_count(totals["calls"])
+        self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
+        self.cards["input_tokens"].text = fmt_count(totals["input_tokens"])
+        self.cards["output_tokens"].text = fmt_count(totals["output_tokens"])
+        self.cards["avg_latency_ms"].text = fmt_seconds(totals["avg_latency_ms"])
+        self.cards["avg_ttfb_ms"].text = fmt_seconds(totals["avg_ttfb_ms"])
+        self.cards["spend"].text = fmt_cost(totals["spend"])
+        self._show_rankings(series)
+        buckets = chart_buckets(series, start, end, timespan, self.tz)
+        label_fmt = {"minute": "%H:%M", "hour": "%m-%d %H:00", "day": "%Y-%m-%d"}[timespan]
+        labels = [format_ms(ts * 1000, self.tz, label_fmt) for ts, _ in buckets]
+        for name, values in chart_values(buckets).items():
+            chart = self.charts[name]
+            chart.options["xAxis"]["data"] = labels
+            for serie, data in zip(chart.options["series"], values):
+                serie["data"] = data
+            chart.update()
+
+
+# ---- channels ----
+
 class ChannelsTable:
     """The channels page: a toolbar, a bulk bar for the selected rows, and one row per channel whose switch,
     priority field and buttons change the channel in place."""
@@ -8537,7 +10515,7 @@ class ChannelsTable:
         columns = [
             table_column("id", "ID", sortable=True),
             table_column("name", t("ch.name"), sortable=True),
-            table_column("provider", t("ch.provider"), sortable=True),
+            dict(table_column("provider", t("ch.provider"), sortable=True), classes="cell-wrap"),
             table_column("models", t("ch.models")),
             table_column("priority", t("ch.priority"), sortable=True),
             table_column("enabled", t("ch.enabled"), sortable=True),
@@ -8546,7 +10524,8 @@ class ChannelsTable:
             table_column("actions", "", field="id", align="right"),
         ]
         self.table = data_table(columns, "id", "channels", selection="multiple", pagination={"rowsPerPage": 50},
-                                on_select=self.selection_changed).props("hide-selected-banner")
+                                on_select=self.selection_changed).props("hide-selected-banner").classes(
+            "fit-columns")  # fits a 1440 px window, actions included, whatever the auto-disable reason says
         self.table.props[":grid"] = "window.innerWidth < 640"  # a phone: one card per channel, nothing off-screen
         for slot in _CHANNEL_SLOTS:
             self.table.add_slot(slot, channel_slot(slot))
@@ -8632,8 +10611,10 @@ class ChannelsTable:
         self.refresh()
 
     def on_toggle(self, e: Any) -> None:
+        route = self.state.routes.channels.get(int(e.args["id"]))
         set_channels_status(self.state, [int(e.args["id"])], STATUS_ENABLED if e.args["value"] else STATUS_DISABLED)
-        ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now"), type="info")
+        ui.notify(t("ch.enabled_now" if e.args["value"] else "ch.disabled_now",
+                    name=route.name if route else f"#{e.args['id']}"), type="info")
         self.refresh()
 
     def on_edit(self, e: Any) -> None:
@@ -8814,15 +10795,15 @@ class ChannelDialog:
                         t("v.required"): lambda v: bool((v or "").strip())}).props("outlined").classes(
                         "w-full").mark("ch-name")
                     self.duplicate = field_help(classes="text-warning").mark("ch-duplicate")
-            self.models = ui.select(sorted(set(self.builtin(ch["type"])) | set(ch["models"])),
+            self.models = takes_typed_values(ui.select(model_choices(state.catalog, ch["type"], ch["models"]),
                                     value=list(ch["models"]), label=t("ch.models"), multiple=True,
                                     new_value_mode="add-unique", with_input=True,
                                     validation=lambda v: None if v or self.mapping.values() else t("v.models")).props(
-                "outlined use-chips").classes("w-full").mark("ch-models")
+                "outlined use-chips").classes("w-full").mark("ch-models"))
             self.models_help = field_help()
             with ui.row().classes("items-center gap-1 -mt-1"):
                 ui.button(t("ch.models_all"), icon="playlist_add", on_click=lambda: self.set_models(
-                    self.builtin(self.provider.value) + self.models.value)).props("flat dense size=sm")
+                    self.builtin(self.provider.value, current=True) + self.models.value)).props("flat dense size=sm")
                 ui.button(t("ch.models_clear"), icon="clear_all", on_click=lambda: self.set_models([])).props(
                     "flat dense size=sm")
                 self.fetch_button = ui.button(t("ch.fetch"), icon="cloud_download",
@@ -8832,6 +10813,7 @@ class ChannelDialog:
                 v or "").strip() or re.match(r"^https?://", v.strip()) else t("v.url")).props(
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
+            self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -8852,12 +10834,15 @@ class ChannelDialog:
         taken = any(r.name == name and r.id != self.ch.get("id") for r in self.state.routes.channels.values())
         self.duplicate.text = t("ch.duplicate", name=name) if taken else ""
 
-    def builtin(self, pid: int) -> list[str]:
-        return [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+    def builtin(self, pid: int, current: bool = False) -> list[str]:
+        """The provider's built-in models; `current`: without those already shut down."""
+        models = [m for m, _ in self.state.catalog[pid].models] if pid in self.state.catalog else []
+        data = model_data()
+        return [m for m in models if not current or not ((i := data.info(m, pid)) is not None and i.is_retired())]
 
     def set_models(self, values: list[str]) -> None:
         values = clean_models(values)
-        self.models.options = sorted(set(self.builtin(self.provider.value)) | set(values))
+        self.models.options = model_choices(self.state.catalog, self.provider.value, values)
         self.models.value = values
         self.models.update()
 
@@ -8865,7 +10850,7 @@ class ChannelDialog:
         p = self.state.catalog.get(self.provider.value)
         if p is None:
             return
-        self.models.options = sorted(set(self.builtin(p.id)) | set(self.models.value or []))
+        self.models.options = model_choices(self.state.catalog, p.id, self.models.value or [])
         self.models.update()
         self.base_url.props["placeholder"] = p.default_base_url or t("ch.base_url_none")
         lang = session_language()
@@ -8879,7 +10864,8 @@ class ChannelDialog:
         return self.ch["key"] if self.existing and value == self.masked else value
 
     def collect(self, need_models: bool = True) -> ChannelIn | None:
-        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate()]
+        checks = [self.name.validate(), self.base_url.validate(), self.key.validate(), self.priority.validate(),
+                  self.proxy_url.validate()]
         if need_models:
             checks.append(self.models.validate())
         incomplete = self.mapping.incomplete()
@@ -8889,7 +10875,9 @@ class ChannelDialog:
             return None
         return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
-                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0)
+                         model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
+                         proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),
+                         skip_tls_verify=bool(self.skip_tls.value))
 
     def save(self) -> None:
         data = self.collect()
@@ -9064,43 +11052,6 @@ class ModelTestPanel:
 
 # ---- models ----
 
-_MODEL_SLOTS = {
-    "body-cell-served": """<q-td :props="props">
-        <span :class="{ok: 'text-positive', none: 'text-warning font-medium', off: 'text-muted'}[props.row.state]">
-          <q-icon :name="{ok: 'check_circle', none: 'warning', off: 'block'}[props.row.state]" size="xs" />
-          {{ props.row.served }}</span></q-td>""",
-    "body-cell-channels": """<q-td :props="props" style="white-space: normal">
-        <q-chip v-for="c in props.row.channels.split('\\n').filter(x => x)" :key="c" dense square size="sm"
-          class="model-chip" :class="c.split('|')[0] === 'off' ? 'chip-off' : ''">
-          <q-icon v-if="c.split('|')[1]" :name="c.split('|')[1] === 'ok' ? 'check' : 'close'" size="xs"
-            :class="c.split('|')[1] === 'ok' ? 'text-positive' : 'text-negative'" />
-          {{ c.split('|')[2] }}</q-chip></q-td>""",
-    "body-cell-enabled": """<q-td :props="props">
-        <q-toggle :model-value="props.row.enabled" color="positive"
-          @update:model-value="v => $parent.$emit('toggle', {model: props.row.model, value: v})" /></q-td>""",
-}
-
-
-def model_row(m: dict[str, Any]) -> dict[str, Any]:
-    """A list_models() entry for the models table: whether an enabled channel really serves the model, and each
-    channel's own last test of it (one channel's ✓ says nothing about another's)."""
-    tests = {x["channel_id"]: x for x in m["tests"]}
-    serving = sum(c["enabled"] for c in m["channels"])
-    state = "off" if not m["enabled"] else "ok" if serving else "none"
-    chips = []
-    for c in m["channels"]:
-        test = tests.get(c["id"])
-        result = f" · {'✓' if test['success'] else '✗'} {test['took']:.2f} s" if test else ""
-        off = "" if c["enabled"] else f" · {t('models.channel_off')}"
-        mapped = f" → {c['upstream_model']}" if c["upstream_model"] != m["model"] else ""
-        chips.append(f"{'on' if c['enabled'] else 'off'}|{('ok' if test['success'] else 'bad') if test else ''}|"
-                     f"{c['name']} · P{c['priority']}{mapped}{off}{result}")
-    return {"model": m["model"], "kind": t(f"kind.{m['kind']}"), "enabled": m["enabled"], "state": state,
-            "served": {"off": t("models.switched_off"), "none": t("models.no_channel"),
-                       "ok": t("models.served_by", n=serving)}[state],
-            "channels": "\n".join(chips)}
-
-
 class ModelsTable:
     """Every model some channel offers: whether an enabled channel serves it, its switch, and each channel that
     offers it with that channel's last test."""
@@ -9163,10 +11114,10 @@ class LogsTable:
                                      on_change=self.reset).props("dense outlined").classes("w-48").mark(
                 "filter-channel")
             model = query.get("model", "")
-            self.model = ui.select(_model_options(state, t("common.all_models")),
-                                   value=model if model in state.routes.known_models else "",
-                                   label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired
-                                   on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model")
+            self.model = takes_typed_values(ui.select(
+                _model_options(state, t("common.all_models")), value=model if model in state.routes.known_models
+                else "", label=t("common.model"), with_input=True, new_value_mode="add-unique",  # retired ones too
+                on_change=self.reset).props("dense outlined").classes("w-48").mark("filter-model"))
             self.status = ui.toggle({"all": t("logs.all"), "success": t("logs.success"), "error": t("logs.error")},
                                     value="all", on_change=self.reset).props(_TOGGLE_PROPS).mark("filter-status")
             self.kind = ui.toggle({k: t(f"logs.kind_{k}") for k in LOG_KINDS}, value="all",
@@ -9182,16 +11133,17 @@ class LogsTable:
             ui.button(icon="refresh", on_click=self.refresh).props("flat round dense").tooltip(t("logs.refresh"))
         columns = [  # endpoint, IP and the rest are in the row's detail: the list fits a 1440 px window
             table_column("time", t("logs.time")),
-            table_column("channel", t("common.channel")),
-            table_column("model", t("common.model")),
+            dict(table_column("channel", t("common.channel")), classes="cell-wrap"),
+            dict(table_column("model", t("common.model")), classes="cell-wrap"),
             table_column("code", t("logs.code"), align="right"),
             table_column("duration", t("logs.duration"), align="right"),
             table_column("ttfb", t("logs.ttfb"), align="right"),
             table_column("tokens", t("logs.tokens"), align="right"),
+            table_column("cost", t("logs.cost"), align="right"),
             table_column("token", t("logs.key")),
             table_column("retries", t("logs.retries"), align="right"),
         ]
-        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer").props(
+        self.table = data_table(columns, "id", "logs", pagination=0).classes("cursor-pointer fit-columns").props(
             "dense hide-bottom")
         for slot, template in _LOG_SLOTS.items():
             self.table.add_slot(slot, _tpl(template, test=t("logs.test_badge")))
@@ -9219,7 +11171,7 @@ class LogsTable:
             self.refresh()
 
     def refresh(self) -> None:
-        in_background(self.table, self._load)
+        load_in_background(self.table, self._load)
 
     async def _load(self) -> None:
         """The query runs in a thread (the event loop never waits for it), the table's progress bar shown."""
@@ -9249,6 +11201,7 @@ class LogsTable:
                 "channel": log_channel_name(r, self.state.routes.channels.get(r["channel"])) or "–",
                 "model": f"{r['model']} → {r['actual_model']}" if mapped else r["model"],
                 "tokens": f"{r['prompt_tokens']} / {r['completion_tokens']}", "code": r["code"],
+                "cost": fmt_cost(r.get("used_amount")),
                 "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
     async def export(self) -> None:
@@ -9264,22 +11217,6 @@ class LogsTable:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
         if row:
             LogDialog(self.state, row, self.tz)
-
-
-def format_trail(attempts: list[dict[str, Any]]) -> str:
-    """A routing trail in one line: `#3 skipped (cooling down) · #4 → 429 (31 ms) · #5 → 200 (12 ms)`."""
-    parts = []
-    for a in attempts:
-        if a.get("skipped"):
-            parts.append(f"#{a['channel_id']} {t('logs.skipped', why=t('logs.skip_' + a['skipped']))}")
-        else:
-            parts.append(f"#{a['channel_id']} → {a['code']} ({a['ms']} ms)")
-    return " · ".join(parts)
-
-
-def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
-    """The channel's current name, else the one the log row kept (the channel was deleted), else ""."""
-    return route.name if route else log["channel_name"]
 
 
 class LogDialog:
@@ -9306,6 +11243,8 @@ class LogDialog:
             ("logs.endpoint", log["endpoint"]), ("logs.stream", "✓" if log["stream"] else "–"),
             ("logs.input", str(log["prompt_tokens"])), ("logs.output", str(log["completion_tokens"])),
             ("logs.cached", str(log["usage"]["cached_tokens"])),
+            ("logs.cache_written", str(log["usage"].get("cache_creation_tokens") or 0)),
+            ("logs.cost", fmt_cost(log["used_amount"]) if log["used_amount"] is not None else t("logs.cost_unknown")),
             ("logs.estimated", "✓" if log["usage_estimated"] else "–"),
             ("logs.key", log["token_name"]), ("IP", log["ip"]), ("logs.retries", str(log["retry_times"])),
         ]
@@ -9317,12 +11256,14 @@ class LogDialog:
                     ui.badge(t("logs.test_call"), color="primary").props("outline")
                 ui.space()
                 ui.button(icon="close", on_click=self.dialog.close).props("flat round dense")
-            with ui.grid(columns="auto 1fr auto 1fr").classes("w-full gap-x-4 gap-y-1 text-sm"):
+            with ui.grid().classes("w-full gap-x-4 gap-y-1 text-sm grid-cols-[auto_1fr] "
+                                   "sm:grid-cols-[auto_1fr_auto_1fr]"):  # two columns of pairs, one on a phone
                 for label, value in fields:
                     ui.label(t(label) if "." in label else label).classes("text-muted")
                     ui.label(value or "–").classes("break-all font-mono")
             if len(detail["attempts"]) > 1 or log["retry_times"] or any("skipped" in a for a in detail["attempts"]):
-                self._trail(detail["attempts"])
+                names = {cid: r.name for cid, r in state.routes.channels.items()}
+                self._trail(detail["attempts"], {log["channel"]: log["channel_name"], **names})
             if log["content"]:
                 ui.label(t("logs.error_text")).classes("font-medium")
                 ui.label(log["content"]).classes("text-negative text-sm break-all whitespace-pre-wrap").mark(
@@ -9331,13 +11272,15 @@ class LogDialog:
         self.dialog.open()
 
     @staticmethod
-    def _trail(attempts: list[dict[str, Any]]) -> None:
-        """The channels tried, in order: `#3 → 429 (31 ms) · #5 → 200 (12 ms)`, and what each failed one said."""
+    def _trail(attempts: list[dict[str, Any]], names: dict[int, str]) -> None:
+        """The channels tried, in order: `backup (#3) → 429 (31 ms) · main (#5) → 200 (12 ms)`, and what each
+        failed one said."""
         ui.label(t("logs.trail")).classes("font-medium")
-        ui.label(format_trail(attempts)).classes("font-mono text-sm break-all").mark("log-trail")
+        ui.label(format_trail(attempts, names)).classes("font-mono text-sm wrap-anywhere").mark("log-trail")
         for a in attempts:
             if a.get("error"):
-                ui.label(f"#{a['channel_id']}: {a['error']}").classes("text-xs text-muted break-all")
+                who = names.get(a["channel_id"]) or f"#{a['channel_id']}"
+                ui.label(f"{who}: {a['error']}").classes("text-xs text-muted wrap-anywhere")
 
     @staticmethod
     def _bodies(detail: dict[str, Any]) -> None:
@@ -9365,7 +11308,7 @@ class TokensTable:
         self.state, self.tz = state, display_tz()
         self.body = ui.context.slot.parent  # a dialog lives as long as the element it is created in
         with ui.row().classes("items-center gap-3"):
-            ui.button(t("tok.create"), icon="add", on_click=lambda: NewTokenDialog(state, self.created)).mark(
+            ui.button(t("tok.create"), icon="add", on_click=lambda: TokenDialog(state, None, self.created)).mark(
                 "create-token")
             ui.label(t("tok.hint")).classes("text-sm opacity-70")
         columns = [
@@ -9381,15 +11324,22 @@ class TokensTable:
         self.table = table = data_table(columns, "id", "tokens", pagination={"rowsPerPage": 50})
         table.add_slot("body-cell-key", """<q-td :props="props"><span class="font-mono">{{ props.row.key }}</span>
             </q-td>""")
+        table.add_slot("body-cell-usage", """<q-td :props="props"><div>{{ props.row.usage }}</div>
+            <q-linear-progress v-if="props.row.share >= 0" :value="props.row.share" rounded size="6px"
+              :color="props.row.share >= 0.9 ? 'negative' : 'primary'" style="min-width: 6rem" /></q-td>""")
         table.add_slot("body-cell-expires", """<q-td :props="props">
             <span :class="props.row.expired ? 'text-negative' : ''">{{ props.row.expires }}</span></q-td>""")
         table.add_slot("body-cell-enabled", """<q-td :props="props">
             <q-toggle :model-value="props.row.enabled" color="positive"
               @update:model-value="v => $parent.$emit('toggle', {id: props.row.id, value: v})" /></q-td>""")
-        table.add_slot("body-cell-actions", _tpl("""<q-td :props="props">
-            <q-btn flat dense round icon="delete" color="negative" @click="() => $parent.$emit('delete', props.row.id)">
-            <q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""", delete=t("common.delete")))
+        table.add_slot("body-cell-actions", _tpl("""<q-td :props="props" class="whitespace-nowrap">
+            <q-btn flat dense round icon="edit" :aria-label="'[[edit]]'" @click="() => $parent.$emit('edit', props.row.id)">
+            <q-tooltip>[[edit]]</q-tooltip></q-btn>
+            <q-btn flat dense round icon="delete" color="negative" :aria-label="'[[delete]]'"
+              @click="() => $parent.$emit('delete', props.row.id)"><q-tooltip>[[delete]]</q-tooltip></q-btn></q-td>""",
+            delete=t("common.delete"), edit=t("common.edit")))
         self.empty = ui.label(t("tok.empty")).classes("opacity-70")
+        table.on("edit", lambda e: TokenDialog(state, get_token(state, int(e.args)), lambda _: self.refresh()))
         table.on("toggle", self.on_toggle)
         table.on("delete", self.on_delete)
         self.refresh()
@@ -9400,7 +11350,9 @@ class TokensTable:
         self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
             "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
-            "usage": f"${k['used_amount']:.4f} / " + (f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]),
+                       quota=f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "share": min(1.0, k["used_amount"] / k["quota"]) if k["quota"] else -1,
             "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
         } for k in tokens]
@@ -9425,45 +11377,57 @@ class TokensTable:
             self.refresh()
 
 
-class NewTokenDialog:
-    """Name, allowed models, quota and expiry of a new API key."""
+class TokenDialog:
+    """Name, allowed models, quota and expiry of a new API key (existing=None), or of an existing one: saved
+    with update_token(), the function behind PUT /api/tokens/{id}. The key itself never changes."""
 
-    def __init__(self, state: AppState, on_created: Callable[[dict[str, Any]], None]) -> None:
-        self.state, self.on_created, self.tz = state, on_created, display_tz()
+    def __init__(self, state: AppState, existing: dict[str, Any] | None,
+                 on_done: Callable[[dict[str, Any]], None]) -> None:
+        self.state, self.existing, self.on_done, self.tz = state, existing, on_done, display_tz()
+        tok = existing or {"name": "", "models": [], "quota": 0, "expired_at": 0}
         with _delete_on_close(ui.dialog()) as self.dialog, ui.card().classes("w-[34rem] max-w-[96vw] gap-2"):
-            ui.label(t("tok.create")).classes("text-xl font-semibold")
-            self.name = ui.input(t("tok.name"), validation={t("v.required"): lambda v: bool((v or "").strip())}).props(
-                "outlined autofocus").classes("w-full")
-            self.models = ui.select(sorted(state.routes.known_models), label=t("tok.models_allowed"), multiple=True,
-                                    new_value_mode="add-unique", with_input=True, value=[]).props(
-                "outlined use-chips").classes("w-full")
+            ui.label(t("tok.edit_title", name=tok["name"]) if existing else t("tok.create")).classes(
+                "text-xl font-semibold")
+            self.name = ui.input(t("tok.name"), value=tok["name"], validation={
+                t("v.required"): lambda v: bool((v or "").strip())}).props("outlined autofocus").classes(
+                "w-full").mark("tok-name")
+            self.models = takes_typed_values(ui.select(
+                sorted(set(state.routes.known_models) | set(tok["models"])), label=t("tok.models_allowed"),
+                multiple=True, new_value_mode="add-unique", with_input=True, value=list(tok["models"])).props(
+                "outlined use-chips").classes("w-full").mark("tok-models"))
             ui.label(t("tok.models_hint")).classes("text-xs opacity-70 -mt-1")
-            self.quota = ui.number(t("tok.quota"), value=0, min=0, precision=2).props("outlined prefix=$").classes(
-                "w-48")
+            self.quota = ui.number(t("tok.quota"), value=tok["quota"], min=0, precision=2).props(
+                "outlined prefix=$").classes("w-48").mark("tok-quota")
             ui.label(t("tok.quota_hint")).classes("text-xs opacity-70 -mt-1")
             with ui.row().classes("items-center gap-2"):
-                self.expires = ui.input(t("tok.expires")).props("type=date outlined stack-label clearable").classes(
-                    "w-48")
+                self.expires = ui.input(t("tok.expires"), value=format_ms(tok["expired_at"], self.tz, "%Y-%m-%d")
+                                        if tok["expired_at"] else "").props(
+                    "type=date outlined stack-label clearable").classes("w-48").mark("tok-expires")
                 for days in (1, 30, 365):
                     ui.button(t("tok.plus_days", n=days), on_click=lambda d=days: self.expires.set_value(
                         format_ms(now_ms() + d * 86_400_000, self.tz, "%Y-%m-%d"))).props("flat dense size=sm")
                 ui.button(t("tok.never"), on_click=lambda: self.expires.set_value("")).props("flat dense size=sm")
             with ui.row().classes("w-full justify-end"):
                 ui.button(t("common.cancel"), on_click=self.dialog.close).props("flat")
-                ui.button(t("tok.create_submit"), icon="check", on_click=self.submit).mark("create-token-submit")
+                ui.button(t("common.save") if existing else t("tok.create_submit"), icon="check",
+                          on_click=self.submit).mark("create-token-submit")
         self.dialog.open()
 
     def submit(self) -> None:
         if not self.name.validate():
             return
         day = local_input_to_ms(self.expires.value, self.tz)
+        data = TokenIn(name=self.name.value.strip(), models=self.models.value, quota=self.quota.value or 0,
+                       expired_at=day + 86_400_000 - 1 if day else 0)
         with shown_errors() as refused:
-            token = create_token(self.state, TokenIn(name=self.name.value, models=self.models.value,
-                                                     quota=self.quota.value or 0,
-                                                     expired_at=day + 86_400_000 - 1 if day else 0))
+            if self.existing:
+                token = update_token(self.state, self.existing["id"], data)
+                ui.notify(t("tok.saved", name=token["name"]), type="positive")
+            else:
+                token = create_token(self.state, data)
         if refused:
             return
-        self.on_created(token)
+        self.on_done(token)
         self.dialog.close()
 
 
@@ -9523,7 +11487,7 @@ class SettingsPage:
                     ui.space()
                     copy_button(lambda: self.snippet(True)).mark("copy-snippet")
                 self.code = ui.label(self.snippet(False)).classes(
-                    "w-full font-mono text-sm whitespace-pre overflow-x-auto px-3 pb-3").mark("snippet")
+                    "w-full font-mono text-sm whitespace-pre-wrap break-all px-3 pb-3").mark("snippet")
             ui.label(t("set.docker_hint")).classes("text-xs opacity-70")
 
     def _port_moved_card(self) -> None:
@@ -9617,8 +11581,8 @@ class SettingsPage:
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
-# ==== 16. Migrate wizard: the UI of section 13's import =====================================================
-# Each source it reads from is one row of MIGRATE_SOURCES; section 13 does the reading and the writing.
+# ==== 18. Migrate wizard: the UI of section 15's import =====================================================
+# Each source it reads from is one row of MIGRATE_SOURCES; section 15 does the reading and the writing.
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
@@ -10171,7 +12135,7 @@ class MigrateWizard:
         self.stepper.value = "source"
 
 
-# ==== 17. App assembly & CLI ================================================================================
+# ==== 19. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
@@ -10244,8 +12208,12 @@ class Gateway:
                     origin = value
             if self.hosts is not None and host is not None and _host_name(host) not in self.hosts:
                 return await self._refuse_host(scope, receive, send, _host_name(host))
+        if scope["type"] == "websocket" and is_relay_path(scope["path"]):
+            return await _refuse_websocket(scope, receive, send)
         if scope["type"] == "http":
             path = scope["path"]
+            if path == "/" and scope["method"] == "HEAD":  # Claude Code's reachability check, UI or not
+                return await send_bytes(send, 200, b"", "text/plain; charset=utf-8", "")
             if is_relay_path(path):
                 if origin is not None:  # a browser: any origin may call with a key (no cookie is ever read)
                     if scope["method"] == "OPTIONS":
@@ -10319,6 +12287,20 @@ class Gateway:
                 await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
 
 
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket upgrade on a relay path (Codex tries /v1/responses over WebSocket first) gets 426 Upgrade
+    Required in the path's error shape, on which Codex falls back to HTTP at once (a 404 or 405 costs it
+    retries). A server without ASGI's websocket.http.response extension can only close (403)."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        return await send({"type": "websocket.close", "code": 1008})
+    error = RelayError(426, "This gateway serves the API over HTTP only: send the request without a WebSocket "
+                            "upgrade.", "upgrade_required")
+    await send({"type": "websocket.http.response.start", "status": 426,
+                "headers": [(b"content-type", b"application/json"), (b"upgrade", b"HTTP/1.1")]})
+    await send({"type": "websocket.http.response.body", "body": dialect_for_path(scope["path"]).error_body(error)})
+
+
 def _normalise_api_scope(scope: dict) -> dict:
     """aiproxy registers "/api/channels/" and clients send both forms: accept every path either way. Bodies are
     JSON even when a client (curl -d) labels them as a form."""
@@ -10362,6 +12344,8 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
+        for session in list(state.socks.values()):
+            await session.close()
 
 
 async def _follow_shared_version(state: AppState) -> None:
@@ -10613,6 +12597,177 @@ def _port_taken(settings: Settings, error: OSError) -> None:
              f"program uses it. Choose another port with --port or AIPROXY_PORT.")
 
 
+# ---- `aiproxy-local run claude|codex|gemini`: a coding tool wired to this gateway ----
+
+@dataclass(frozen=True)
+class Tool:
+    """A coding client `aiproxy-local run` knows: its command, its npm package, and how it is pointed here."""
+
+    name: str  # the subcommand, the API key's name and the private config dir's
+    title: str
+    command: str
+    package: str
+    home_env: str  # the tool's own variable for its config dir
+
+
+TOOLS = {t.name: t for t in (
+    Tool("claude", "Claude Code", "claude", "@anthropic-ai/claude-code", "CLAUDE_CONFIG_DIR"),
+    Tool("codex", "Codex", "codex", "@openai/codex", "CODEX_HOME"),
+    Tool("gemini", "Gemini CLI", "gemini", "@google/gemini-cli", "GEMINI_CLI_HOME"),
+)}
+RUN_START_TIMEOUT_S = 30.0
+_RUN_USAGE = "usage: aiproxy-local [--port N] [--data-dir DIR] run {claude,codex,gemini} [--model NAME] [ARGS...]"
+
+
+def split_run_argv(argv: list[str]) -> tuple[list[str], Tool, str, list[str]] | None:
+    """`[gateway flags] run TOOL [--model NAME] [ARGS…]` as (gateway flags, tool, model, ARGS); None when argv
+    is no `run`. ARGS go to the tool unchanged."""
+    flags, i = [], 0
+    while i < len(argv) and argv[i] != "run":
+        takes_value = argv[i].startswith("--") and "=" not in argv[i] and argv[i] not in (
+            "--no-browser", "--no-ui", "--no-journal", "--version", "--help")
+        flags += argv[i:i + 1 + takes_value]
+        i += 1 + takes_value
+    if i >= len(argv):
+        return None
+    rest = argv[i + 1:]
+    if not rest or rest[0] not in TOOLS:
+        sys.exit(f"{_RUN_USAGE}\naiproxy-local run: name a tool: {', '.join(TOOLS)}")
+    tool, rest, model = TOOLS[rest[0]], rest[1:], ""
+    if rest[:1] == ["--model"] and len(rest) > 1:
+        model, rest = rest[1], rest[2:]
+    elif rest and rest[0].startswith("--model="):
+        model, rest = rest[0].split("=", 1)[1], rest[1:]
+    return flags, tool, model, rest
+
+
+def _admin_call(url: str, admin_key: str, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(f"{url}{path}", method=method, headers={
+        "Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            data = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            sys.exit(f"aiproxy-local run: the gateway at {url} refused the admin key; set ADMIN_KEY or --data-dir to "
+                     "the ones it runs with.")
+        data = json.loads(exc.read() or b"{}")
+    if not data.get("success"):
+        sys.exit(f"aiproxy-local run: {method} {path} failed: {data.get('message')}")
+    return data.get("data")
+
+
+def tool_api_key(url: str, admin_key: str, tool: Tool) -> str:
+    """The key of the API key named after the tool, created on first use: its calls show under that name."""
+    found = _admin_call(url, admin_key, "GET", f"/api/tokens?keyword={tool.name}&per_page=100")
+    same = [t for t in found["tokens"] if t["name"] == tool.name and t["status"] == STATUS_ENABLED]
+    token = same[0] if same else _admin_call(url, admin_key, "POST", "/api/tokens", {"name": tool.name})
+    return token["key"]
+
+
+def start_gateway_for_run(settings: Settings, flags: list[str]) -> subprocess.Popen[bytes]:
+    """A gateway in the background, with the same settings, its output in <data-dir>/gateway.log."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    log = open(settings.data_path / "gateway.log", "ab")  # noqa: SIM115 (the child keeps it)
+    command = [sys.executable, str(Path(__file__).resolve()), *flags, "--no-browser"]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log.close()
+    url, deadline = _local_url(settings), time.monotonic() + RUN_START_TIMEOUT_S
+    while not is_aiproxy_local(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            sys.exit(f"aiproxy-local run: the gateway did not start; see {settings.data_path / 'gateway.log'}")
+        time.sleep(0.2)
+    return proc
+
+
+def _merge_json_file(path: Path, wanted: dict[str, Any]) -> None:
+    """Set `wanted` (nested) in a JSON settings file, keeping whatever else it holds."""
+    try:
+        current = json.loads(path.read_text())
+    except (OSError, ValueError):
+        current = {}
+
+    def merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                merge(into.setdefault(key, {}) if isinstance(into.get(key), dict) else into.setdefault(key, {}), value)
+            else:
+                into[key] = value
+    if not isinstance(current, dict):
+        current = {}
+    merge(current, wanted)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def tool_environment(tool: Tool, home: Path, url: str, key: str, model: str,
+                     env: dict[str, str]) -> dict[str, str]:
+    """The tool's environment: pointed at the gateway with `key`, its config in `home` (never the user's own
+    ~/.claude, ~/.codex or ~/.gemini), telemetry and self-update off. Writes the config files it needs."""
+    env = dict(env, **{tool.home_env: str(home)})
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    if tool.name == "claude":
+        env.pop("ANTHROPIC_API_KEY", None)
+        env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_AUTH_TOKEN=key, DISABLE_TELEMETRY="1", DISABLE_AUTOUPDATER="1",
+                   DISABLE_ERROR_REPORTING="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
+        if model:
+            env.update(ANTHROPIC_MODEL=model, ANTHROPIC_DEFAULT_HAIKU_MODEL=model)
+        _merge_json_file(home / ".claude.json", {"hasCompletedOnboarding": True})
+    elif tool.name == "codex":
+        env["AIPROXY_API_KEY"] = key
+        lines = ["# written by `aiproxy-local run codex` on every run", 'model_provider = "aiproxy"',
+                 "check_for_update_on_startup = false"]
+        lines += [f"model = {json.dumps(model)}"] if model else []
+        lines += ["", "[analytics]", "enabled = false", "", "[model_providers.aiproxy]", 'name = "aiproxy-local"',
+                  f'base_url = "{url}/v1"', 'env_key = "AIPROXY_API_KEY"', 'wire_api = "responses"']
+        (home / "config.toml").write_text("\n".join(lines) + "\n")
+    else:
+        env.update(GOOGLE_GEMINI_BASE_URL=url, GEMINI_API_KEY=key)
+        env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")  # else `-p` exits 55 in a folder not trusted yet
+        if model:
+            env["GEMINI_MODEL"] = model
+        _merge_json_file(home / ".gemini" / "settings.json", {
+            "security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False},
+            "telemetry": {"enabled": False}, "general": {"enableAutoUpdate": False,
+                                                         "enableAutoUpdateNotification": False}})
+    return env
+
+
+def run_tool(flags: list[str], tool: Tool, model: str, args: list[str]) -> int:
+    """`aiproxy-local run TOOL`: find the gateway (or start one), get the tool's API key, run the tool on it.
+    A gateway started here stops when the tool exits."""
+    executable = shutil.which(tool.command)
+    if executable is None:
+        print(f"aiproxy-local run: {tool.title} is not installed (no `{tool.command}` on PATH). Install it with:\n"
+              f"    npm install -g {tool.package}", file=sys.stderr)
+        return 127
+    settings = load_settings(os.environ, flags)
+    url, started = _local_url(settings), None
+    if not is_aiproxy_local(url):
+        print(f"aiproxy-local run: starting the gateway at {url}/ (data in {settings.data_path})", file=sys.stderr)
+        started = start_gateway_for_run(settings, flags)
+    try:
+        admin_key = settings.admin_key or (settings.data_path / "admin_key").read_text().strip()
+    except OSError:
+        print(f"aiproxy-local run: no admin key: set ADMIN_KEY, or --data-dir to the gateway's", file=sys.stderr)
+        return 2
+    try:
+        key = tool_api_key(url, admin_key, tool)
+        env = tool_environment(tool, settings.data_path / "clients" / tool.name, url, key, model, dict(os.environ))
+        return subprocess.call([executable, *args], env=env)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if started is not None:
+            started.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                started.wait(settings.shutdown_grace_seconds + 5)
+
+
 def rebuild_summaries_command(argv: list[str]) -> None:
     """`aiproxy-local rebuild-summaries [--data-dir DIR] [--sql-dsn DSN]`: recompute the dashboard's summaries
     and rollups from the logs (after a crash, after importing logs, after an upgrade that changes them)."""
@@ -10641,6 +12796,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])
         return
+    run = split_run_argv(argv)
+    if run is not None:
+        sys.exit(run_tool(*run))
     settings = load_settings(os.environ, argv)
     simulated = bool(os.environ.get("NICEGUI_USER_SIMULATION"))
     listener = None

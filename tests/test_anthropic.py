@@ -470,3 +470,113 @@ def test_models_are_listed_in_anthropics_shape(app_server, upstream):
     with pytest.raises(anthropic.NotFoundError) as info:
         client.models.retrieve(unique("nowhere"))
     assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "not_found_error"
+
+
+# ---- what Claude Code sends today (2.1.x): every field converted or dropped by the README's rules ----
+
+CLAUDE_CODE_TOOLS = [
+    dict(WEATHER, cache_control={"type": "ephemeral"}, strict=True),
+    {"name": "mcp__docs__search", "description": "Search the docs", "defer_loading": True,
+     "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}},
+    {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+    {"type": "bash_20250124", "name": "bash"},
+]
+
+
+def claude_code_body(model: str, stream: bool = False) -> dict:
+    """A request shaped like Claude Code 2.1.197's (tap record in real-clients.md), with a history that holds
+    every kind of content block a client may send back."""
+    return {
+        "model": model, "max_tokens": 32000, "stream": stream,
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "metadata": {"user_id": "user_abc_account__session_123"}, "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "xhigh"}, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+        "tools": CLAUDE_CODE_TOOLS, "tool_choice": {"type": "auto"},
+        "stop_sequences": ["a", "b", "c", "d", "e"],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Read these.", "cache_control": {"type": "ephemeral"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain doc"},
+                 "title": "notes.txt"},
+                {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+                {"type": "search_result", "source": "https://example.com/r", "title": "A result",
+                 "content": [{"type": "text", "text": "result text"}]}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Let me look.", "signature": THINKING_SIGNATURE},
+                {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                    {"type": "web_search_result", "url": "https://example.com/w", "title": "Web page",
+                     "encrypted_content": "abc"}]},
+                {"type": "text", "text": "Checking the weather."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"location": "SF"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": False, "content": [
+                    {"type": "text", "text": "15 degrees"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}]},
+                {"type": "text", "text": "And now?"}]},
+            {"role": "system", "content": "Available agent types for the Agent tool: claude"},
+        ]}
+
+
+def test_claude_codes_request_converts_to_openai_by_the_rules():
+    chat = app.anthropic_to_openai_request(claude_code_body("claude-opus-4-8"))
+    roles = [m["role"] for m in chat["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "user"]  # the inner system message joined the first
+    assert chat["messages"][0]["content"] == ("You are Claude Code.\n\n"
+                                              "Available agent types for the Agent tool: claude")
+    first = chat["messages"][1]["content"]
+    assert first == ("Read these.\nnotes.txt\nplain doc\nhttps://example.com/a.pdf\n"
+                     "A result\nhttps://example.com/r\nresult text")
+    assistant = chat["messages"][2]
+    assert assistant["reasoning_content"] == "Let me look."  # redacted thinking dropped
+    assert assistant["content"] == "Checking the weather.\nWeb page https://example.com/w"
+    assert [c["id"] for c in assistant["tool_calls"]] == ["toolu_1"]  # the server tool's call is not a function's
+    assert chat["messages"][3] == {"role": "tool", "tool_call_id": "toolu_1", "content": "15 degrees"}
+    image_then_text = chat["messages"][4]["content"]  # the tool result's image follows the tool message
+    assert [p["type"] for p in image_then_text] == ["image_url", "text"]
+    assert [t["function"]["name"] for t in chat["tools"]] == ["get_weather", "mcp__docs__search"]
+    assert all(set(t["function"]) == {"name", "description", "parameters"} for t in chat["tools"])
+    assert chat["reasoning_effort"] == "high" and chat["stop"] == ["a", "b", "c", "d"]
+    assert not {"metadata", "context_management", "thinking", "output_config", "user"} & set(chat)
+
+
+@pytest.mark.parametrize(("thinking", "config", "effort"), [
+    ({"type": "adaptive"}, None, "medium"), ({"type": "enabled", "budget_tokens": 31999}, None, "high"),
+    ({"type": "enabled", "budget_tokens": 2048}, None, "low"), ({"type": "disabled"}, {"effort": "high"}, None),
+    (None, {"effort": "low"}, "low"), (None, {"effort": "max"}, "high"), (None, None, None)])
+def test_thinking_and_effort_become_reasoning_effort(thinking, config, effort):
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    body.update({k: v for k, v in (("thinking", thinking), ("output_config", config)) if v is not None})
+    assert app.anthropic_to_openai_request(body).get("reasoning_effort") == effort
+
+
+def test_structured_output_converts_both_ways():
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+            "output_config": {"format": {"type": "json_schema", "schema": schema}}}
+    chat = app.anthropic_to_openai_request(body)
+    assert chat["response_format"]["json_schema"]["schema"] == schema
+    assert app.openai_to_anthropic_request(chat, "claude-x")["output_config"] == {
+        "format": {"type": "json_schema", "schema": schema}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_claude_code_on_a_deepseek_channel_through_a_wildcard_row(app_server, upstream, stream):
+    """Claude Code's own default name, served by `claude-*`; its 32,000 max_tokens lowered to the channel's
+    max_output_tokens, the trail saying so; the upstream (which refuses a tool message without its call, and
+    roles it does not know) gets one leading system message."""
+    real = unique("deepseek")
+    channel = app_server.add_channel(type=36, base_url=upstream.url("ok"), models=[real],
+                                     model_mapping={"claude-*": real}, config={"max_output_tokens": 8192})
+    response = httpx.post(f"{app_server.url}/v1/messages", json=claude_code_body("claude-opus-4-8", stream),
+                          headers={"x-api-key": app_server.admin_key, "anthropic-version": "2023-06-01",
+                                   "anthropic-beta": "mid-conversation-system-2026-04-07"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert ("event: message_stop" if stream else reply_text(3)) in response.text
+    sent = received(upstream, real)[-1]
+    assert sent["max_tokens"] == 8192 and sent["reasoning_effort"] == "high"
+    assert [m["role"] for m in sent["messages"]].count("system") == 1 and sent["messages"][0]["role"] == "system"
+    row = wait_logs(app_server, 1, model_name="claude-opus-4-8", channel=channel)[0]
+    assert row["code"] == 200 and row["actual_model"] == real
+    assert row["attempts"][0]["adjusted"] == "max_tokens 32000 → 8192 (the model's output limit)"

@@ -484,3 +484,69 @@ def test_browsers_may_call_v1_from_any_origin_and_api_only_from_listed_ones(star
     assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://admin.example"
     answer = httpx.get(f"{server.url}/api/channels/all", headers={**listed, **server.headers})
     assert answer.json()["success"] and answer.headers["access-control-allow-origin"] == "https://admin.example"
+
+
+# ---- aiproxy-local run claude|codex|gemini (the real tools run in test_clients.py) ----
+
+FAKE_TOOL = """#!/bin/sh
+# prints what the launcher gave it, as the real tool would read it
+echo "args: $*"
+for name in ANTHROPIC_BASE_URL ANTHROPIC_AUTH_TOKEN ANTHROPIC_MODEL CLAUDE_CONFIG_DIR CODEX_HOME AIPROXY_API_KEY \\
+            GEMINI_CLI_HOME GOOGLE_GEMINI_BASE_URL GEMINI_API_KEY GEMINI_MODEL GEMINI_CLI_TRUST_WORKSPACE; do
+    eval "value=\\${$name:-}"
+    [ -n "$value" ] && echo "$name=$value"
+done
+exit 3
+"""
+
+
+def run_launcher(tmp_path: Path, port: int, data_dir: Path, *args: str, path: str = "",
+                 admin_key: str | None = None) -> subprocess.CompletedProcess[str]:
+    from conftest import child_env
+    env = child_env({"PATH": f"{path}:/usr/bin:/bin" if path else "/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+                     "AIPROXY_NO_UI": "1",
+                     "ADMIN_KEY": admin_key})
+    return subprocess.run([sys.executable, str(ROOT / "aiproxy_local.py"), "--port", str(port), "--data-dir",
+                           str(data_dir), "run", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_run_starts_a_gateway_makes_a_key_per_tool_and_stops_the_gateway(tmp_path):
+    from conftest import free_port
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("claude", "codex", "gemini"):
+        (bin_dir / name).write_text(FAKE_TOOL)
+        (bin_dir / name).chmod(0o755)
+    port, data = free_port(), tmp_path / "data"
+    first = run_launcher(tmp_path, port, data, "claude", "--model", "deepseek-chat", "-p", "Say hello",
+                         path=str(bin_dir))
+    assert first.returncode == 3, first.stderr  # the tool's own exit code
+    lines = dict(line.split("=", 1) for line in first.stdout.splitlines()[1:])
+    assert first.stdout.splitlines()[0] == "args: -p Say hello"  # --model is the launcher's, the rest the tool's
+    assert lines["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{port}" and lines["ANTHROPIC_MODEL"] == "deepseek-chat"
+    assert lines["CLAUDE_CONFIG_DIR"] == str(data / "clients" / "claude")
+    assert "starting the gateway" in first.stderr
+    with pytest.raises(httpx.ConnectError):  # the gateway it started stopped with the tool
+        httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2)
+    admin = (data / "admin_key").read_text().strip()
+    again = run_launcher(tmp_path, port, data, "claude", path=str(bin_dir))
+    assert dict(line.split("=", 1) for line in again.stdout.splitlines()[1:])["ANTHROPIC_AUTH_TOKEN"] == \
+        lines["ANTHROPIC_AUTH_TOKEN"]  # the key named claude, reused
+    codex = run_launcher(tmp_path, port, data, "codex", "exec", "hi", path=str(bin_dir))
+    config = (data / "clients" / "codex" / "config.toml").read_text()
+    assert f'base_url = "http://127.0.0.1:{port}/v1"' in config and 'model_provider = "aiproxy"' in config
+    assert "AIPROXY_API_KEY=sk-" in codex.stdout and lines["ANTHROPIC_AUTH_TOKEN"] not in codex.stdout
+    gemini = run_launcher(tmp_path, port, data, "gemini", "-p", "hi", path=str(bin_dir))
+    assert "GEMINI_CLI_TRUST_WORKSPACE=true" in gemini.stdout
+    settings = (data / "clients" / "gemini" / ".gemini" / "settings.json").read_text()
+    assert '"selectedType": "gemini-api-key"' in settings
+    assert admin and not (tmp_path / "home" / ".claude").exists()  # the user's own config is never touched
+
+
+def test_run_names_the_npm_command_of_a_missing_tool(tmp_path):
+    from conftest import free_port
+    done = run_launcher(tmp_path, free_port(), tmp_path / "data", "gemini", "-p", "hi", path=str(tmp_path))
+    assert done.returncode == 127
+    assert "Gemini CLI is not installed" in done.stderr and "npm install -g @google/gemini-cli" in done.stderr
+    unknown = run_launcher(tmp_path, free_port(), tmp_path / "data", "vim")
+    assert unknown.returncode != 0 and "name a tool: claude, codex, gemini" in unknown.stderr

@@ -314,12 +314,12 @@ def test_the_trail_keeps_every_attempt_in_order_and_failed_ones_count_against_th
     # the dashboard counts the call once, on the channel that answered it (its totals equal the logs'), and each
     # channel's own figures count its tries, failed ones included
     series = gateway.api("GET", "/api/dashboardv2/", params={"model": model, "timespan": "minute"})["data"]
-    summary = {s["channel_id"]: s for bucket in series for s in bucket["summary"]}
+    summary = {s["channel_id"]: s for bucket in series for s in bucket["summary"]}  # calls, as the logs count them
     assert {c: (s["request_count"], s["exception_count"]) for c, s in summary.items()} == {ids["c"]: (1, 0)}
-    for label, tries in (("a", (1, 1)), ("b", (1, 1)), ("c", (1, 0))):
+    for label, tries in (("a", (1, 1)), ("b", (1, 1)), ("c", (1, 0))):  # a channel's own figures: its every try
         series = gateway.api("GET", "/api/dashboardv2/", params={"model": model, "timespan": "minute",
-                                                                  "channel": ids[label]})["data"]
-        assert [(s["request_count"], s["exception_count"]) for b in series for s in b["summary"]] == [tries]
+                                                                 "channel": ids[label]})["data"]
+        assert [(s["request_count"], s["exception_count"]) for b in series for s in b["summary"]] == [tries], label
 
 
 def test_a_200_that_is_not_json_fails_over_or_is_a_502(gateway, hup):

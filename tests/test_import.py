@@ -276,6 +276,27 @@ def test_coze_xunfei_baidu_and_legacy_other(catalog, types) -> None:
     assert lib.config == {"library_id": "lib-1"} and lib.base_url == "https://api.aiproxy.io/v1"
 
 
+@pytest.mark.parametrize("aiproxy_type", [15, 34, 44, 46])
+def test_a_row_of_a_type_not_supported_yet_is_imported_with_a_warning(aiproxy_type: int, catalog, types) -> None:
+    """Baidu legacy, Coze, Doubao speech, Doc2X: the row is kept (nothing stored is lost) and the report says its
+    calls will answer 501 (issue 17)."""
+    r = app.map_aiproxy_channel(aiproxy_row(type=aiproxy_type, key="k|x"), catalog)
+    assert r.items and any("not supported yet" in w and "501" in w for w in r.warnings), r.warnings
+    coze = one(channel_row(34, key="pat", config='{"user_id": "u1"}', base_url=""), catalog, types)
+    assert any("not supported yet" in w for w in coze.warnings)
+    assert not any("not supported yet" in w for w in one(channel_row(1), catalog, types).warnings)
+
+
+def test_a_dropped_group_is_warned(catalog, types) -> None:
+    """Issue 19: a one-api group other than "default" vanished without a word (a legacy Baidu row, our 15, is
+    warned of its 501 by the test above)."""
+    vip = one(channel_row(1, group="default,vip"), catalog, types)
+    assert vip.items and any(w.startswith("group vip not imported") for w in vip.warnings), vip.warnings
+    assert not any("group" in w for w in one(channel_row(1, group="default"), catalog, types).warnings)
+    baidu = one(channel_row(15, key="ak|sk", base_url=""), catalog, types)
+    assert baidu.items and any("not supported yet" in w and "501" in w for w in baidu.warnings), baidu.warnings
+
+
 def test_invalid_config_is_kept_as_text(catalog, types) -> None:
     r = one(channel_row(1, config="{broken"), catalog, types)
     assert r.items[0].config == {"raw": "{broken"} and any("config" in w for w in r.warnings)
@@ -725,7 +746,9 @@ def test_oneapi_report(oneapi_run: dict[str, Any]) -> None:
     assert rows["mig-siliconflow"]["source_type"] == 44 and rows["mig-siliconflow"]["type"] == 43
     for warned in ("mig-bad-mapping", "mig-no-models"):
         assert rows[warned]["warnings"], warned
-    assert rows["mig-openai"]["warnings"] == [] and rows["mig-aws"]["warnings"] == []
+    # AWS Bedrock rows say only, while the type is not served, that their calls answer 501 (issue 17)
+    aws_warnings = [w for w in rows["mig-aws"]["warnings"] if "not supported yet" not in w]
+    assert rows["mig-openai"]["warnings"] == [] and aws_warnings == []
 
 
 def test_oneapi_channel_fields(oneapi_run: dict[str, Any], upstream: Any) -> None:
@@ -1025,11 +1048,15 @@ def test_aiproxy_settings_without_a_feature_here_are_warned(catalog) -> None:
         enabled_no_permission_ban=True, max_error_rate=Decimal("0.5"), warn_error_rate=Decimal("0"),
         enabled_auto_balance_check=True, balance_threshold=Decimal("3")), catalog)
     text = "\n".join(r.warnings)
-    for setting in ("proxy_url", "sets default, vip", "skip_tls_verify", "enabled_no_permission_ban, max_error_rate",
+    for setting in ("sets default, vip", "enabled_no_permission_ban, max_error_rate",
                     "enabled_auto_balance_check, balance_threshold"):
         assert setting in text, setting
-    assert "warn_error_rate" not in text and "hunter2" not in text and len(r.warnings) == 5
+    assert "warn_error_rate" not in text and "hunter2" not in text and len(r.warnings) == 3
+    # a channel's own proxy and TLS setting are kept: channels here have them too
+    assert (r.items[0].proxy_url, r.items[0].skip_tls_verify) == ("socks5://user:hunter2@proxy:1080", True)
     assert not app.map_aiproxy_channel(aiproxy_row(sets='["default"]', proxy_url=" "), catalog).warnings
+    bad = app.map_aiproxy_channel(aiproxy_row(proxy_url="ftp://user:hunter2@proxy"), catalog)
+    assert ["proxy_url" in w and "hunter2" not in w for w in bad.warnings] == [True] and bad.items[0].proxy_url == ""
 
 
 def yaml_row(index: int = 0, **kw: Any) -> dict[str, Any]:
@@ -1273,9 +1300,9 @@ def test_aiproxy_report(aiproxy_run: dict[str, Any]) -> None:
     assert [w for w in rows["ap-no-models"]["warnings"] if "no models" in w]
     assert rows["ap-openai"]["warnings"] == [] and rows["ap-gemini"]["warnings"] == []
     azure = "\n".join(rows["ap-azure"]["warnings"])
-    assert "proxy_url" in azure and "sets default, vip" in azure and "proxy-secret" not in azure
+    assert "proxy_url" not in azure and "sets default, vip" in azure and "proxy-secret" not in azure
     claude = "\n".join(rows["ap-claude"]["warnings"])
-    assert "skip_tls_verify" in claude and "enabled_no_permission_ban, max_error_rate" in claude
+    assert "skip_tls_verify" not in claude and "enabled_no_permission_ban, max_error_rate" in claude
     tokens = by_name(report["tokens"]["rows"])
     assert (report["tokens"]["imported"], report["tokens"]["skipped"]) == (4, 0)
     assert any("subnets 10.0.0.0/8" in w for w in tokens["ap-tok-narrow"]["warnings"])
@@ -1301,6 +1328,8 @@ def test_aiproxy_channel_fields(aiproxy_run: dict[str, Any], upstream: Any) -> N
         3, "az-key|2024-06-01", "https://res.openai.azure.com", {})
     cl, gm = ch["ap-claude"], ch["ap-gemini"]
     assert (cl["type"], cl["base_url"], cl["status"], cl["status_reason"]) == (14, "", 2, "")
+    assert (az["proxy_url"], az["skip_tls_verify"], cl["proxy_url"], cl["skip_tls_verify"]) == (
+        "http://proxyuser:proxy-secret@proxy.local:3128", False, "", True)  # each channel's own, as aiproxy had it
     assert (gm["type"], gm["configs"], gm["config"]) == (24, {"safety": "BLOCK_NONE"}, {"safety": "BLOCK_NONE"})
     assert {n: (c["priority"], c["weight"]) for n, c in ch.items()} == {
         "ap-openai": (10, 1), "ap-azure": (10, 1), "ap-claude": (100, 1), "ap-gemini": (10, 1),
@@ -1389,7 +1418,7 @@ def test_aiproxy_config_yaml_source(tmp_path: Path, app_server: AppServer, upstr
     body = app_server.api("GET", "/api/model_configs/all")
     prices = {m["model"]: (m["kind"], m["input_price"], m["output_price"]) for m in body["data"]}
     assert prices["yaml-gpt"] == ("chat", pytest.approx(0.0005), pytest.approx(0.0015))
-    assert prices["yaml-embed"] == ("embedding", pytest.approx(0.00002), 0)
+    assert prices["yaml-embed"] == ("embedding", pytest.approx(0.00002), None)  # 0 is unset: no known price
     # FastGPT calls with the admin key: the imported YAML channel serves it
     answer = app_server.openai().chat.completions.create(model="yaml-gpt", messages=MESSAGES)
     assert answer.choices[0].message.content and upstream.requests("ok")[-1]["headers"]["authorization"] == \

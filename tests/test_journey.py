@@ -9,6 +9,12 @@ issue 11 stay gone: copies hold the whole key, the picker finds 阿里云百炼 
 the phone layout keeps every control on screen and nothing overlaps, tests are marked and not counted, 中文 has no
 English left from Quasar, and every text and icon meets WCAG AA contrast in its theme (measured from computed
 styles). Strings come from assets/i18n.json and providers.json, so each check reads in the walk's language.
+And that issue 19's stay gone: the Models field keeps what was chosen when a typed name + Enter meets an option
+under the pointer; every page at 390 px has no text squeezed to a letter or two a line and nothing that scrolls
+sideways; the channel list at 1440 px keeps its actions on screen with a long auto-disable reason; after calls that
+failed over, the dashboard's totals equal the logs' and the trail names the channels; the provider picker puts an
+exact name first; the first visit follows the system's theme; the Get-started steps are numbered once; toasts name
+the channel; the 中文 reason is in Chinese; API keys can be edited.
 Screenshots and page-open timings go to /tmp/ui-shots/.
 
 Skipped only when Chromium is missing and `CI` is unset.
@@ -27,12 +33,14 @@ from typing import Any
 import pytest
 
 from conftest import free_port
+from health_upstream import HealthUpstream
 
 CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Chromium is not installed (apt install chromium)", allow_module_level=True)
 
 from playwright.sync_api import Locator, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STRINGS = json.loads((ROOT / "assets" / "i18n.json").read_text(encoding="utf-8"))
@@ -42,6 +50,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-extensions"]
 PLAIN_HTTP = "Object.defineProperty(window, 'isSecureContext', {get: () => false});"  # as on http://ip:port
 LONG_MODEL = "an-unusually-long-deployment-name-that-a-narrow-test-panel-used-to-cut-off-v2"
+LONG_REASON = ("Incorrect API key provided: {key}. You can find your API key at "
+               "https://platform.openai.com/account/api-keys/organization/project/settings/keys-and-limits.")
+FAILOVERS = 3  # calls per walk that fail over from the keyless channel
 
 # Every visible text and icon against the background it is painted on: backgrounds composited from the root
 # down, colours faded by every ancestor's opacity. AA: 4.5:1 for text (3:1 when large), 3:1 for icons.
@@ -99,6 +110,33 @@ OFF_SCREEN_JS = """() => [...document.querySelectorAll('body *')].filter(e => {
     return true;
   }).map(e => (e.textContent.trim() || e.className).slice(0, 40)).slice(0, 5)"""
 
+# Text squeezed to a letter or two a line ("ER/NI/E-/Bo/t"): a visible text of 6+ characters on 3+ lines with
+# fewer than 4 characters a line on average.
+SQUEEZED_JS = """() => {
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const text = n.textContent.trim();
+    if (text.length < 6 || !n.parentElement || !n.parentElement.getClientRects().length) continue;
+    const range = document.createRange(); range.selectNodeContents(n);
+    const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+    if (tops.size >= 3 && text.length / tops.size < 4) out.push(`${text.slice(0, 30)} (${tops.size} lines)`);
+  }
+  return out.slice(0, 5);
+}"""
+
+# Anything that scrolls sideways: the page itself, or a box whose content is wider than it (code aside).
+SIDEWAYS_JS = """() => {
+  const out = [];
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('the page');
+  for (const e of document.querySelectorAll('body *')) {
+    const x = getComputedStyle(e).overflowX;
+    if (!['auto', 'scroll'].includes(x) || !e.clientWidth || e.closest('pre, .nicegui-code')) continue;
+    if (e.scrollWidth > e.clientWidth + 1) out.push(`${String(e.className).slice(0, 50)} ${e.scrollWidth}>${e.clientWidth}`);
+  }
+  return out;
+}"""
+
 # Direct children of a dialog's card that overlap one another (a wrapped hint over the button below it).
 OVERLAPS_JS = """(card) => {
   const boxes = [...card.querySelectorAll(':scope > *')].map(e => [e, e.getBoundingClientRect()])
@@ -131,13 +169,18 @@ class Walk:
         self.page.screenshot(path=str(SHOTS / f"{self.name}-{step}.png"), full_page=True)
 
     def check_page(self) -> None:
-        """On every screen: AA contrast, and at 390 px nothing wider than the window."""
+        """On every screen: AA contrast; at 390 px nothing wider than the window, nothing scrolling sideways and
+        no text squeezed to a letter or two a line."""
         self.page.wait_for_function(SETTLED_JS, timeout=5000)  # colours mid-fade are no colours to judge
         failures = self.page.evaluate(CONTRAST_JS)
         assert not failures, f"{self.name} {self.page.url}: contrast below AA: {failures}"
         if self.phone:
             sticking_out = self.page.evaluate(OFF_SCREEN_JS)
             assert not sticking_out, f"{self.name} {self.page.url}: past the phone's right edge: {sticking_out}"
+            sideways = self.page.evaluate(SIDEWAYS_JS)
+            assert not sideways, f"{self.name} {self.page.url}: scrolls sideways at 390 px: {sideways}"
+            squeezed = self.page.evaluate(SQUEEZED_JS)
+            assert not squeezed, f"{self.name} {self.page.url}: text squeezed a letter a line: {squeezed}"
 
     def open(self, nav_key: str, ready: str) -> None:
         """Open a page from the navigation (the drawer is a menu on the phone) and time it until `ready` shows."""
@@ -147,7 +190,10 @@ class Walk:
         self.page.get_by_role("link", name=self.say(nav_key)).click()
         expect(self.page.get_by_text(ready).first).to_be_visible()
         self.timings[nav_key] = round(time.monotonic() - started, 2)
-        self.page.wait_for_load_state("networkidle")
+        try:  # a quiet network: the page's assets are in (on a loaded 2-core box it may never be quiet for 0.5 s)
+            self.page.wait_for_load_state("networkidle", timeout=5000)
+        except PlaywrightTimeout:
+            pass  # `ready` is on screen already; every check after this waits for what it looks at
 
     def row(self, name: str) -> Locator:
         """A channel's row, or its card on a phone."""
@@ -157,16 +203,23 @@ class Walk:
 
     def log_in(self) -> None:
         page = self.page
-        page.goto(self.server.url + "/channels")  # no session: the login page, not the data
+        page.goto(self.server.url + "/dashboard")  # no session: the login page, not the data
         expect(page.get_by_text(self.say("login.title"))).to_be_visible()
+        # the first visit follows the system's theme (the context's color_scheme)
+        expect(page.locator("body.body--dark")).to_have_count(1 if self.dark else 0)
         self.check_page()
         page.get_by_label(self.say("login.key")).fill(self.server.admin_key)
         page.keyboard.press("Enter")
-        expect(page.get_by_role("button", name=self.say("ch.add"), exact=True)).to_be_visible()
+        expect(page.get_by_text(self.say("dash.chart_calls"))).to_be_visible()  # on the dashboard
+        start = page.locator(".q-card", has_text=self.say("dash.start_title"))
+        if self.lang == "en":  # no channel yet (the walks share one server): the Get-started card
+            expect(start).to_contain_text(self.say("dash.start_3"))
+            text = start.inner_text()
+            assert not re.search(r"(\d)\s*\1\.", text), f"steps numbered twice: {text!r}"
+        expect(page.locator("body.body--dark")).to_have_count(1 if self.dark else 0)  # still, once logged in
+        self.check_page()
+        self.open("nav.channels", self.say("ch.add"))
         assert page.url.endswith("/channels") and self.server.admin_key not in page.url
-        if self.dark:
-            page.locator("header button:has(i:text-is('dark_mode'))").click()
-            expect(page.locator("body.body--dark")).to_have_count(1)
 
     def add_channel(self, name: str) -> None:
         page, say = self.page, self.say
@@ -179,6 +232,10 @@ class Walk:
             picker.press("Control+a")
             picker.press_sequentially(needle)
             expect(page.locator(".q-menu .q-item").first).to_contain_text(bailian)
+        picker.press("Control+a")
+        openai = PROVIDERS["1"]["display"][self.lang]
+        picker.press_sequentially(openai)  # an exact name comes first (not Azure OpenAI)
+        expect(page.locator(".q-menu .q-item").first.locator(".q-item__label").first).to_have_text(openai)
         picker.press("Control+a")
         picker.press_sequentially("no-such-provider")
         expect(page.locator(".q-menu")).to_contain_text(say("ch.no_match"))
@@ -228,8 +285,16 @@ class Walk:
         dialog = page.locator(".q-dialog")
         dialog.get_by_label(say("ch.name"), exact=True).fill(name)
         dialog.get_by_label(say("ch.models"), exact=True).click()
-        page.keyboard.type("dead-model")
+        page.keyboard.type("dead-model-long")
         page.keyboard.press("Enter")
+        # typing a shorter name while the pointer rests on the chosen one's option (where the list opened under
+        # it): Enter adds what was typed and keeps what was chosen (issue 19: it cleared every chosen model)
+        page.keyboard.type("dead-model")
+        page.locator(".q-menu .q-item", has_text="dead-model-long").hover()
+        page.keyboard.press("Enter")
+        chips = dialog.locator(".q-chip .q-chip__content")
+        expect(chips).to_have_count(2)
+        assert sorted(c.strip() for c in chips.all_inner_texts()) == ["dead-model", "dead-model-long"]
         dialog.locator(".text-xl").first.click()
         dialog.get_by_label(say("ch.base_url")).fill(f"http://127.0.0.1:{port}/v1")
         dialog.get_by_label(say("ch.key")).fill("sk-dead")
@@ -251,7 +316,7 @@ class Walk:
         self.check_page()
         self.shot("3-model-test")
         panel.get_by_role("button", name=self.say("common.close"), exact=True).click()
-        panel = self.test_channel(dead, passed=0, failed=1)
+        panel = self.test_channel(dead, passed=0, failed=2)
         sentence = panel.get_by_text(re.compile(rf"127\.0\.0\.1:{port}")).first  # where it could not connect
         expect(sentence).to_be_visible()
         assert "{" not in sentence.inner_text()  # words; the raw JSON waits behind Details
@@ -283,7 +348,7 @@ class Walk:
     def logs(self, good: str) -> None:
         page = self.page
         self.open("nav.logs", self.say("logs.export"))
-        rows = page.locator(".q-table tbody tr", has_text=good)
+        rows = page.locator(".q-table tbody tr", has_text=good).filter(has_text=self.say("logs.test_badge"))
         for _ in range(40):  # the log writer flushes every half second
             if rows.count():
                 break
@@ -304,11 +369,94 @@ class Walk:
         self.check_page()
         page.keyboard.press("Escape")
 
-    def dashboard(self) -> None:
-        self.open("nav.dashboard", self.say("dash.chart_calls"))
-        expect(self.page.locator(".text-2xl").first).to_have_text("0")  # model tests are not traffic
+    def failover_calls(self, good: str, keyless: str, hup: HealthUpstream) -> None:
+        """Calls through the openai SDK while a channel above the good one answers 401: each fails over."""
+        hup.set(keyless, status=401, message=LONG_REASON)
+        self.server.add_channel(name=keyless, base_url=hup.url(keyless), models=["qwen-max"], priority=10,
+                                key="sk-proj-" + "k" * 48)
+        client = self.server.openai()
+        for _ in range(FAILOVERS):  # the 401 auto-disables it after the third
+            client.chat.completions.create(model="qwen-max", messages=[{"role": "user", "content": "hi"}])
+
+    def dashboard(self, calls: int) -> None:
+        """The dashboard counts calls as the logs do: failed-over calls once, and no error (model tests: none)."""
+        page, say = self.page, self.say
+        self.open("nav.logs", say("logs.export"))
+        page.get_by_role("button", name=say("logs.kind_calls"), exact=True).click()
+        for _ in range(40):  # the log writer flushes every half second
+            if page.get_by_text(say("logs.total", n=calls), exact=True).count():
+                break
+            page.locator("button:has(i:text-is('refresh'))").click()
+            page.wait_for_timeout(250)
+        expect(page.get_by_text(say("logs.total", n=calls), exact=True)).to_be_visible()
+        self.open("nav.dashboard", say("dash.chart_calls"))
+        expect(page.locator(".text-2xl").first).to_have_text(str(calls))  # 33 attempts were 30 calls (issue 19)
+        expect(page.locator(".text-2xl").nth(1)).to_have_text("0.0% (0)")
+        expect(page.locator(".text-2xl").nth(6)).to_have_text(re.compile(r"^\$[\d.]+$"))  # spend, in USD
         self.check_page()
         self.shot("7-dashboard")
+
+    def trail(self, keyless: str) -> None:
+        """The newest call's routing trail names both channels, not only their numbers."""
+        page = self.page
+        self.open("nav.logs", self.say("logs.export"))
+        page.get_by_role("button", name=self.say("logs.kind_calls"), exact=True).click()
+        page.locator(".q-table tbody tr").first.click()  # the newest call; either walk's good channel took it
+        trail = page.locator(".q-dialog").get_by_text(re.compile(r" → 401 .* → 200 "))
+        expect(trail).to_contain_text(f"{keyless} (#")
+        expect(trail).to_contain_text(re.compile(r"bailian (en|zh) \(#\d+\) → 200"))
+        expect(page.locator(".q-dialog")).to_contain_text(self.say("logs.cost"))  # each call's cost
+        self.check_page()
+        self.shot("6-log-trail")
+        page.keyboard.press("Escape")
+
+    def channels_after(self, keyless: str, dead: str) -> None:
+        """The auto-disabled channel's long reason: in the page's language, and the row's actions stay on screen at
+        1440 px; switching a channel off names it."""
+        page, say = self.page, self.say
+        self.open("nav.channels", say("ch.add"))
+        row = self.row(keyless)
+        for _ in range(20):  # auto-disabling runs in the background after the third 401
+            if say("ch.auto_disabled") in row.inner_text():
+                break
+            page.wait_for_timeout(250)
+            page.reload()
+        expect(row).to_contain_text(say("ch.auto_disabled"))
+        expect(row).to_contain_text(say("ch.reason_upstream", code=401, message="Incorrect API key")[:12])
+        if self.lang == "zh":
+            expect(row).not_to_contain_text("from upstream")
+        if not self.phone:
+            for button in page.locator("tbody tr button:has(i:text-is('delete'))").all():
+                box = button.bounding_box()
+                assert box and box["x"] + box["width"] <= 1440, f"{self.name}: a delete button is off-screen: {box}"
+            middle = page.locator(".q-table__middle").first
+            assert middle.evaluate("e => e.scrollWidth <= e.clientWidth"), "the channel list is wider than 1440 px"
+        self.check_page()
+        self.shot("8-channels-after")
+        self.row(dead).locator(".q-toggle").click()
+        expect(page.locator(".q-notification", has_text=dead)).to_be_visible()
+
+    def api_keys(self) -> None:
+        """Create an API key, then edit its name, quota and expiry (issue 19: keys could not be edited)."""
+        page, say = self.page, self.say
+        self.open("nav.tokens", say("tok.create"))
+        page.get_by_role("button", name=say("tok.create"), exact=True).click()
+        dialog = page.locator(".q-dialog")
+        dialog.get_by_label(say("tok.name"), exact=True).fill(f"app {self.lang}")
+        dialog.get_by_role("button", name=say("tok.create_submit"), exact=True).click()
+        page.locator(".q-dialog").get_by_role("button", name=say("tok.done"), exact=True).click()
+        row = page.locator(".q-table tbody tr", has_text=f"app {self.lang}").first
+        row.locator("button:has(i:text-is('edit'))").click()
+        dialog = page.locator(".q-dialog", has_text=say("tok.edit_title", name=f"app {self.lang}"))
+        dialog.get_by_label(say("tok.name"), exact=True).fill(f"app {self.lang} v2")
+        dialog.get_by_label(say("tok.quota")).fill("5")
+        dialog.get_by_role("button", name=say("tok.plus_days", n=30), exact=True).click()
+        dialog.get_by_role("button", name=say("common.save"), exact=True).click()
+        row = page.locator(".q-table tbody tr", has_text=f"app {self.lang} v2").first
+        expect(row).to_contain_text(say("tok.spend_of", used="$0", quota="$5"))  # spend against the quota
+        expect(row).not_to_contain_text(say("tok.never"))
+        self.check_page()
+        self.shot("9-api-keys")
 
     def channel_list_in_chinese(self) -> None:
         self.open("nav.channels", self.say("ch.add"))
@@ -320,6 +468,7 @@ class Walk:
 def test_the_ai_proxy_doc_journey_in_both_languages_at_desk_and_phone_width(start_app, upstream) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     server = start_app()
+    hup = HealthUpstream().start()
     dead_port = free_port()  # nothing listens there
     timings: dict[str, dict[str, float]] = {}
     with sync_playwright() as p:
@@ -327,7 +476,8 @@ def test_the_ai_proxy_doc_journey_in_both_languages_at_desk_and_phone_width(star
         for lang, locale, phone, dark in (("en", "en-US", False, False), ("zh", "zh-CN", True, True)):
             context = browser.new_context(viewport={"width": 390, "height": 844} if phone else
                                           {"width": 1440, "height": 900}, locale=locale, timezone_id="Asia/Shanghai",
-                                          is_mobile=phone, has_touch=phone)
+                                          is_mobile=phone, has_touch=phone,
+                                          color_scheme="dark" if dark else "light")
             context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
             if phone:
                 context.add_init_script(PLAIN_HTTP)  # copying falls back to execCommand
@@ -335,7 +485,7 @@ def test_the_ai_proxy_doc_journey_in_both_languages_at_desk_and_phone_width(star
             page.set_default_timeout(15_000)
             expect.set_options(timeout=20_000)  # a busy 2-core CI box: three model tests can outlast 5 s
             walk = Walk(page, server, upstream, lang, phone, dark)
-            good, dead = f"bailian {lang}", f"dead {lang}"
+            good, dead, keyless = f"bailian {lang}", f"dead {lang}", f"keyless {lang}"
             try:
                 walk.log_in()
                 walk.add_channel(good)
@@ -346,12 +496,17 @@ def test_the_ai_proxy_doc_journey_in_both_languages_at_desk_and_phone_width(star
                 walk.models()
                 walk.connect_fastgpt()
                 walk.logs(good)
-                walk.dashboard()
+                walk.failover_calls(good, keyless, hup)
+                walk.dashboard(FAILOVERS * (1 if lang == "en" else 2))  # the two walks share the server
+                walk.trail(keyless)
+                walk.channels_after(keyless, dead)
+                walk.api_keys()
             except Exception:
                 walk.shot("failed")  # what the page showed when a check failed
                 raise
             timings[walk.name] = walk.timings
             context.close()
         browser.close()
+    hup.stop()
     (SHOTS / "timings.json").write_text(json.dumps(timings, indent=1))  # page opens, in seconds: for a human look
     print("page opens (s):", timings)

@@ -280,7 +280,7 @@ def test_upgrade_keeps_rows_and_adds_columns_indexes_and_rollups(fresh_engine):
         for column in ("is_test", "channel_name"):
             conn.exec_driver_sql(f"ALTER TABLE logs DROP COLUMN {column}")
         conn.exec_driver_sql("CREATE INDEX ix_logs_model ON logs (model)")
-        for column in ("failed_attempt_count", "failed_attempt_ms"):
+        for column in ("failed_attempts", "failed_attempt_ms"):
             conn.exec_driver_sql(f"ALTER TABLE summary_minutes DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE summary_hours")
         conn.exec_driver_sql("ALTER TABLE shared_version DROP COLUMN summaries")
@@ -441,3 +441,26 @@ def test_a_sqlite_database_moves_to_a_server_with_everything_in_it(kind, start_a
         moved.openai(api_key=token).chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
         assert moved.add_channel(base_url=upstream.url("ok"), models=[model]) == channel + 1
         moved.stop()
+
+
+def test_upgrade_adds_the_channel_proxy_columns_and_keeps_channels(fresh_engine):
+    """A channels table from before proxy_url and skip_tls_verify (aiproxy's names) gains both on start-up, on
+    every backend; its channels stay, with no proxy and TLS verified, and the new columns then store values."""
+    engine = fresh_engine
+    name = unique("pre-proxy")
+    with engine.begin() as conn:
+        for column in ("proxy_url", "skip_tls_verify"):
+            conn.exec_driver_sql(f"ALTER TABLE channels DROP COLUMN {column}")
+        old = {c.name: c.default.arg for c in Channel.__table__.columns if c.default is not None and c.default.is_scalar
+               and c.name not in ("proxy_url", "skip_tls_verify")}  # the columns the older version wrote
+        old.update(type=1, name=name, key="sk-old", created_at=app.now_ms())
+        conn.execute(sa.insert(sa.table("channels", *map(sa.column, old))).values(old))
+    app.create_schema(engine)
+    cid = next(c["id"] for c in app.select_channels(engine, [Channel.name == name])[0])
+    (ch,), _ = app.select_channels(engine, [Channel.id == cid])
+    assert (ch["name"], ch["key"], ch["proxy_url"], ch["skip_tls_verify"]) == (name, "sk-old", "", False)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Channel).where(Channel.id == cid).values(
+            proxy_url="socks5://u:p@127.0.0.1:1080", skip_tls_verify=True))
+    (ch,), _ = app.select_channels(engine, [Channel.id == cid])
+    assert (ch["proxy_url"], ch["skip_tls_verify"]) == ("socks5://u:p@127.0.0.1:1080", True)

@@ -126,6 +126,28 @@ async def test_edit_keeps_the_masked_key_and_pastes_a_mapping(user: User, upstre
     assert route.key == "sk-test-key-123456" and route.mapping == {"alias": "m1"}
 
 
+async def test_the_dialog_edits_the_proxy_and_keeps_its_masked_password(user: User, upstream) -> None:
+    cid = add_channel("proxied", upstream.url("ok"), ["m1"], proxy_url="socks5://gw:proxy-Secret-4711@10.1.2.3:1080")
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", cid)
+    await user.should_see("Edit channel “proxied”")
+    assert the(user, "ch-proxy-url").value == "socks5://gw:pr…11@10.1.2.3:1080"  # the password masked
+    assert the(user, "ch-skip-tls").value is False
+    user.find(marker="ch-skip-tls").click()
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved proxied")
+    route = state().routes.channels[cid]
+    assert (route.proxy, route.skip_tls_verify) == ("socks5://gw:proxy-Secret-4711@10.1.2.3:1080", True)
+    user.find(marker="channels").trigger("edit", cid)
+    user.find(marker="ch-proxy-url").clear().type("ftp://10.1.2.3")
+    user.find(marker="save-channel").click()
+    assert the(user, "ch-proxy-url").error == "Must be http://, https://, socks5:// or socks5h:// with host:port"
+    user.find(marker="ch-proxy-url").clear().type("http://10.1.2.3:3128")
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved proxied")
+    assert state().routes.channels[cid].proxy == "http://10.1.2.3:3128"
+
+
 async def test_a_duplicate_name_is_flagged_but_allowed(user: User, upstream) -> None:
     first = add_channel("twin", upstream.url("ok"), ["m"])
     await login(user, "/channels")
@@ -151,7 +173,7 @@ async def test_priority_field_and_enabled_switch_change_the_engine(user: User, u
     table.trigger("priority", {"id": cid, "value": 7})
     assert state().routes.channels[cid].priority == 7
     table.trigger("toggle", {"id": cid, "value": False})
-    await user.should_see("Channel disabled")
+    await user.should_see("Channel “ch-a” disabled")
     assert state().routes.channels[cid].enabled is False
     assert the(user, "channels").rows[0]["enabled"] is False
     async with relay_client() as client:  # the relay stops offering what only a disabled channel serves
@@ -170,7 +192,7 @@ async def test_edits_keep_the_row_order_say_so_and_refuse_a_fractional_priority(
     table.trigger("priority", {"id": ids[2], "value": 9})  # would sort c to the top
     await user.should_see("Priority of c set to 9")
     table.trigger("toggle", {"id": ids[0], "value": False})  # would sort a to the bottom
-    await user.should_see("Channel disabled")
+    await user.should_see("Channel “a” disabled")  # the toast names it
     assert [r["id"] for r in the(user, "channels").rows] == order  # rows stay under the pointer
     table.trigger("priority", {"id": ids[1], "value": 2.5})
     await user.should_see("Priority must be a whole number")
@@ -421,7 +443,7 @@ def add_logs() -> tuple[int, int, int]:
                  input_tokens=11, output_tokens=22, total_tokens=33, ip="127.0.0.1", ttfb_milliseconds=120),
             dict(request_id="req-bad", request_at=now - 13000, created_at=now - 1000, model="model-b",
                  actual_model="upstream-b", channel=cid, code=500, endpoint="/v1/chat/completions",
-                 content="upstream exploded", retry_times=2, ip="10.0.0.2"),
+                 content="upstream exploded", retry_times=2, ip="10.0.0.2", input_tokens=5, cost_unknown=True),
             dict(request_id="req-old", request_at=now - 3 * 86_400_000, created_at=now - 3 * 86_400_000,
                  model="model-a", channel=cid, code=200)]
     ids = write_logs(rows)
@@ -472,6 +494,7 @@ async def test_log_filters_and_detail(user: User) -> None:
     await user.should_see("upstream exploded")
     await user.should_see("Response body")
     await user.should_see("req-bad")
+    await user.should_see("– (price unknown)")  # its model has no price anywhere: the cost is empty, not $0
 
 
 async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(user: User) -> None:
@@ -695,6 +718,12 @@ def test_the_provider_picker_finds_a_provider_by_either_name_or_a_model() -> Non
     assert shown == "阿里云百炼（通义千问）" and detail.startswith("Alibaba Cloud Bailian (Qwen) · qwen")
     assert detail.endswith("#17")  # the numeric id: a detail, never the name
     assert set(list(m.provider_options(catalog, "en"))[-2:]) == {53, 55}  # the test providers come last
+    # the types the gateway cannot serve yet say so, and come after the ones it serves (issue 17)
+    options = m.provider_options(catalog, "en")
+    for pid in (15, 34, 44, 46):
+        assert "(not supported yet)" in options[pid].split("\u2063")[0]
+    assert "不支持" in m.provider_options(catalog, "zh")[34].split("\u2063")[0]
+    assert list(options).index(34) > max(list(options).index(p) for p in (1, 14, 24, 36))
 
 
 async def test_the_channel_form_speaks_the_providers_help(user: User) -> None:
@@ -761,3 +790,15 @@ def test_chart_buckets_fill_every_hour_and_day_of_the_range() -> None:
     end = int(m.datetime(2025, 4, 1, 12, tzinfo=berlin).timestamp() * 1000)
     days = [m.datetime.fromtimestamp(ts, berlin) for ts, _ in m.chart_buckets([], start, end, "day", berlin)]
     assert [(d.day, d.hour) for d in days] == [(29, 0), (30, 0), (31, 0), (1, 0)]  # local midnights
+
+
+def test_costs_read_as_money_and_spend_ranks_by_channel_and_model() -> None:
+    import aiproxy_local as m
+
+    assert [m.fmt_cost(x) for x in (None, 0, 1.446e-05, 0.00042, 0.5, 12.345)] == [
+        "–", "$0", "$0.0000145", "$0.000420", "$0.500", "$12.35"]  # unknown is not $0; never 1e-05
+    item = {"channel_id": 1, "model": "a", "used_amount": 0.25}
+    series = [{"timestamp": 0, "summary": [item, dict(item, channel_id=2, model="b", used_amount=1.0),
+                                           dict(item, model="b", used_amount=None)]}]
+    assert m.spend_ranking(series, "channel_id") == [(2, 1.0), (1, 0.25)]
+    assert m.spend_ranking(series, "model") == [("b", 1.0), ("a", 0.25)]

@@ -59,7 +59,7 @@ async def test_the_channel_list_shows_auto_disabled_channels_cooldowns_and_retes
     await login(user, "/channels")
     revoked, busy = row_of(user, a), row_of(user, b)
     assert revoked["auto_disabled"] and not revoked["enabled"]
-    assert revoked["reason"] == "401 from upstream: Incorrect API key provided: sk-te…56"
+    assert revoked["reason"] == "401 from the provider: Incorrect API key provided: sk-te…56"  # the page's words
     assert re.fullmatch(r"since \d{4}-\d\d-\d\d \d\d:\d\d", revoked["since"])
     assert re.fullmatch(r"gpt-4o-mini cooling down (59|60) s \(HTTP 429\)", busy["cooling"])
     assert not busy["auto_disabled"] and busy["enabled"] and not revoked["cooling"]

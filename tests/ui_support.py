@@ -56,8 +56,9 @@ async def eventually(condition: Any, tries: int = 100) -> None:
 
 
 def browser(user: User) -> None:
-    """Answer the JavaScript a browser would (the timezone asked at login)."""
+    """Answer the JavaScript a browser would (the timezone and the system's theme asked at login)."""
     user.javascript_rules[re.compile(r".*Intl\.DateTimeFormat")] = lambda _: "Asia/Shanghai"
+    user.javascript_rules[re.compile(r"aiproxyPrefersDark\(\)")] = lambda _: False
 
 
 async def login(user: User, path: str = "/dashboard") -> None:
