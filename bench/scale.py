@@ -521,6 +521,52 @@ def index_sizes(engine) -> dict:
     return {name: int(size) for name, size in sized}
 
 
+# ---- table ----
+
+TABLE_ROWS = ["dashboard 30 d by day", "dashboard 7 d by hour", "dashboard 30 d by day, one channel",
+              "dashboard 1 d by minute", "dashboard 30 d by minute", "logs, first page, 30 d", "logs by channel, 30 d",
+              "logs by model, 30 d", "logs by token, 30 d", "logs by errors, 30 d", "logs by success, 30 d",
+              "logs by keyword = key name, 30 d", "logs by keyword = request id, 30 d", "logs by request id, 30 d",
+              "logs by channel + model + errors, 30 d", "logs by channel, 1 d", "CSV export, 1 d", "CSV export, all"]
+
+
+def table(args) -> None:
+    """The before/after table of the README, from the measured JSON."""
+    every = json.loads(Path(args.out).read_text())
+    arms = [k for k in ("before sqlite 5M", "after sqlite 5M", "before postgresql+psycopg 1M",
+                        "after postgresql+psycopg 1M") if k in every]
+
+    def cell(fig, name):
+        if not isinstance(fig, dict):
+            return "–"
+        if "error" in fig:
+            return fig["error"].replace("timeout after", "> ").replace(".0 s", " s (timeout)")
+        text = f"{fig['s']:.2f} s" if fig["s"] >= 0.1 else f"{fig['s'] * 1000:.0f} ms"
+        if name.startswith("CSV"):
+            text += f", first byte {fig['first_byte_s'] * 1000:.0f} ms, {fig.get('csv_rows', 0):,} rows"
+        if fig.get("message"):
+            text += " (by the hour, said)"
+        return text
+
+    head = ["figure"] + [a.replace("postgresql+psycopg", "PostgreSQL").replace("sqlite", "SQLite") for a in arms]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in TABLE_ROWS:
+        lines.append("| " + " | ".join([name] + [cell(every[a].get(name), name) for a in arms]) + " |")
+    totals = ["dashboard calls = log rows (30 d)"]
+    relay = ["relay p99 alone → during 30-day dashboards"]
+    start = ["start (after: the first start upgrades)"]
+    for a in arms:
+        t = every[a].get("totals")
+        totals.append(f"{t['dashboard_calls']:,} vs {t['log_rows']:,}: {'equal' if t['equal'] else 'different'}"
+                      if t else "–")
+        r = every[a].get("relay")
+        relay.append(f"{r['alone_p99_ms']} → {r['during_p99_ms']} ms (+{r['p99_added_ms']})" if r else "–")
+        start.append(f"{every[a].get('start_s', '–')} s")
+    for row in (totals, relay, start):
+        lines.append("| " + " | ".join(row) + " |")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -548,8 +594,12 @@ def main() -> None:
     c.add_argument("--dsn", default="", help="an empty server database to use instead of SQLite files")
     c.add_argument("--app", default=str(ROOT / "aiproxy_local.py"))
     c.add_argument("--out", default=str(HERE / "scale-results.json"))
+    t = sub.add_parser("table")
+    t.add_argument("--out", default=str(HERE / "scale-results.json"))
     args = parser.parse_args()
-    if args.cmd == "generate":
+    if args.cmd == "table":
+        table(args)
+    elif args.cmd == "generate":
         generate(args)
     elif args.cmd == "index-cost":
         index_cost(args)
