@@ -10685,8 +10685,8 @@ class TokensTable:
         self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
             "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
-            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]),
-                       quota=f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]), quota=f"${k['quota']:g}") if k["quota"]
+            else t("tok.spend_unlimited", used=fmt_cost(k["used_amount"])),
             "share": min(1.0, k["used_amount"] / k["quota"]) if k["quota"] else -1,
             "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
