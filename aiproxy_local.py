@@ -97,7 +97,7 @@ import pydantic
 import sqlalchemy as sa
 import uvicorn
 import yaml
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -466,6 +466,12 @@ class Channel(Base, table=True):
     #: environment), and whether its upstream's TLS certificate goes unchecked (a private endpoint's own CA)
     proxy_url: str = Field(default="", max_length=255)
     skip_tls_verify: bool = False
+    #: aiproxy's balance check and ban rules: FastGPT's full PUT sends them, so they are kept and sent back as they
+    #: came (nothing here acts on them; a failing call moves on to the next channel anyway)
+    enabled_auto_balance_check: bool = False
+    enabled_no_permission_ban: bool = False
+    warn_error_rate: float = 0.0
+    max_error_rate: float = 0.0
 
 
 class Token(Base, table=True):
@@ -540,7 +546,9 @@ class LogRow(Base, table=True):
     used_amount: float = 0.0
     stream: bool = False
     is_test: bool = False  # a model test, not traffic: kept out of request counts and the dashboard
-    cache_creation_tokens: int = 0  # of input_tokens, written to the provider's cache
+    #: of input_tokens, written to the provider's cache; nullable (NULL reads as 0), so that an older instance on the
+    #: same database, which does not know the column, still inserts rows
+    cache_creation_tokens: int | None = Field(default=None, nullable=True)
     #: the call's cost is unknown (a price it needs is in neither the model config nor the snapshot): the API
     #: shows used_amount as null. Nullable, so an older instance on the same database still inserts rows.
     cost_unknown: bool | None = Field(default=None, nullable=True)
@@ -783,6 +791,11 @@ def channel_to_api(ch: dict[str, Any], test: list[dict[str, Any]] | None = None)
         "source_id": ch["source_id"] or "",
         "proxy_url": ch.get("proxy_url") or "",
         "skip_tls_verify": bool(ch.get("skip_tls_verify")),
+        "enabled_auto_balance_check": bool(ch.get("enabled_auto_balance_check")),
+        "enabled_no_permission_ban": bool(ch.get("enabled_no_permission_ban")),
+        "warn_error_rate": ch.get("warn_error_rate") or 0.0,
+        "max_error_rate": ch.get("max_error_rate") or 0.0,
+        "balance_threshold": 0,  # FastGPT refuses to write a channel whose balance_threshold is not 0
         "sets": ["default"],
         "channel_tests": test or [],
     }
@@ -1240,15 +1253,15 @@ class ModelData:
     by_type: dict[int, tuple[ModelInfo, ...]] = field(default_factory=dict)
     by_name: dict[str, ModelInfo] = field(default_factory=dict)  # the first type's row wins on a shared name
     source: dict[str, Any] = field(default_factory=dict)
+    typed: dict[int, dict[str, ModelInfo]] = field(default_factory=dict)  # by type, then by name
+
+    def __post_init__(self) -> None:
+        self.typed.update({t: {row.model: row for row in rows} for t, rows in self.by_type.items()})
 
     def info(self, model: str, type_id: int | None = None) -> ModelInfo | None:
-        """A model's row on that type, else on any type."""
-        typed = self._typed.get(type_id) if type_id is not None else None
-        return (typed or {}).get(model) or self.by_name.get(model)
-
-    @functools.cached_property
-    def _typed(self) -> dict[int, dict[str, ModelInfo]]:
-        return {t: {row.model: row for row in rows} for t, rows in self.by_type.items()}
+        """hot path: a model's row on that type, else on any type."""
+        typed = self.typed.get(type_id)
+        return typed.get(model) or self.by_name.get(model) if typed else self.by_name.get(model)
 
     @classmethod
     def load(cls, path: Path | None = None) -> ModelData:
@@ -1280,7 +1293,7 @@ def model_data() -> ModelData:
 
 def model_output_limit(model: str, type_id: int | None = None) -> int | None:
     """The most output tokens the model can produce (its provider's documented limit, from the snapshot), or None
-    when unknown: a request's max_tokens above it is clamped (clamp_max_tokens, section 5)."""
+    when unknown: a request's max_tokens above it is clamped (ChannelRoute.output_limit, fit_upstream_body)."""
     info = model_data().info(model, type_id)
     return info.max_output if info is not None else None
 
@@ -2440,7 +2453,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     it; a call refused on the way is logged like any other."""
     body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
     call = parse_relay_call(state, incoming, route, body, caller)
-    clamp_max_tokens(call)
     try:
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
@@ -2455,31 +2467,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     except RelayError as exc:
         log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         raise
-
-
-_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, Anthropic, Responses
-
-
-def clamp_max_tokens(call: RelayCall) -> None:
-    """hot path: a max_tokens above the model's documented output limit (model_output_limit) is lowered to it,
-    whatever the client format: providers refuse a larger one with a 400, and clients ask for more than some
-    models give (Claude Code's 32000 on a 8192-token model)."""
-    obj = call.obj
-    if obj is None:
-        return
-    limit = model_output_limit(call.model)
-    if not limit:
-        return
-    changed = False
-    for name in _MAX_TOKEN_FIELDS:
-        value = obj.get(name)
-        if type(value) is int and value > limit:
-            obj[name], changed = limit, True
-    config = obj.get("generationConfig")  # Gemini's
-    if isinstance(config, dict) and type(config.get("maxOutputTokens")) is int and config["maxOutputTokens"] > limit:
-        obj["generationConfig"], changed = dict(config, maxOutputTokens=limit), True
-    if changed:
-        call.body = orjson.dumps(obj)
 
 
 def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
@@ -3026,26 +3013,32 @@ def price_for(state: AppState, model: str, channel: ChannelRoute | None) -> dict
     if channel is not None:
         info = data.info(channel.upstream_model(model), channel.type) or data.info(model, channel.type)
     info = info or data.info(model)
-    config = state.routes.model_configs.get(model) or {}
+    config = state.routes.model_configs.get(model)
+    if config is None:
+        if info is None:
+            return _NO_PRICE
+        return {"input_price": info.input_price, "output_price": info.output_price,
+                "cached_price": info.cached_price, "cache_creation_price": info.cache_creation_price}
     return {name: config.get(name) or (getattr(info, name) if info is not None else None) for name in PRICE_FIELDS}
 
 
+_NO_PRICE: dict[str, float | None] = dict.fromkeys(PRICE_FIELDS)
+
+
 def cost_of(usage: Usage, price: dict[str, float | None]) -> float | None:
-    """What a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and cache writes
-    at `cache_creation_price` (the input price when those are unset), the rest of the prompt at `input_price`.
-    None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
-    base = price["input_price"]
-    parts = ((max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens), base),
-             (usage.output_tokens, price["output_price"]),
-             (usage.cached_tokens, price["cached_price"] if price["cached_price"] is not None else base),
-             (usage.cache_write_tokens, price["cache_creation_price"] if price["cache_creation_price"] is not None
-              else base))
+    """hot path: what a usage costs at these prices, as aiproxy computes it: cache reads at `cached_price` and
+    cache writes at `cache_creation_price` (the input price when those are unset), the rest of the prompt at
+    `input_price`. None when a price the usage needs is unknown: an empty cost, never a made-up 0."""
+    base, cached, written = price["input_price"], usage.cached_tokens, usage.cache_write_tokens
     total = 0.0
-    for tokens, unit in parts:
-        if tokens:
+    for tokens, unit in ((usage.input_tokens - cached - written, base), (usage.output_tokens, price["output_price"]),
+                         (cached, base if price["cached_price"] is None else price["cached_price"]),
+                         (written, base if price["cache_creation_price"] is None else price["cache_creation_price"])):
+        if tokens > 0:
             if unit is None:
                 return None
-            total += tokens * unit / 1000
+            total += tokens * unit
+    total /= 1000
     return total if math.isfinite(total) else None  # a price saved as 1e400 must not poison every later sum
 
 
@@ -4836,6 +4829,11 @@ class GeminiAdaptor(Adaptor):
                                                      else r for r in requests]))
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
         if call.op == Mode.EMBEDDINGS:
             return orjson.dumps(gemini_embeddings_request(pivot, channel.upstream_model(call.model)))
         return orjson.dumps(openai_to_gemini_request(pivot))
@@ -6053,6 +6051,9 @@ VERTEX_TOKEN_LIFETIME_S = 3600  # what the assertion asks for; Google's answer s
 VERTEX_TOKEN_MARGIN_S = 300  # a cached token is renewed this long before it expires
 VERTEX_DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: OpenAI's image sizes as the aspect ratios Imagen takes (1:1, 3:4, 4:3, 9:16, 16:9)
+VERTEX_ASPECT_RATIOS = {"1024x1024": "1:1", "512x512": "1:1", "256x256": "1:1", "1792x1024": "16:9",
+                        "1024x1792": "9:16", "1536x1024": "4:3", "1024x1536": "3:4"}
 
 
 def is_claude(model: str) -> bool:
@@ -6145,7 +6146,7 @@ class VertexAdaptor(Adaptor):
 
     title = "Google Vertex AI"
     formats = frozenset()
-    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS})
+    modes = frozenset({Mode.CHAT_COMPLETIONS, Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS})
 
     def __init__(self) -> None:
         self.gemini, self.claude = GeminiAdaptor(), VertexClaude()
@@ -6178,7 +6179,7 @@ class VertexAdaptor(Adaptor):
 
     def build_url(self, channel: ChannelRoute, call: RelayCall) -> str:
         model = channel.upstream_model(call.model)
-        if getattr(call, "op", None) == Mode.EMBEDDINGS:  # text-embedding-005 and kin: the predict method
+        if getattr(call, "op", None) in (Mode.EMBEDDINGS, Mode.IMAGES_GENERATIONS):  # text-embedding-…, imagen-…
             publisher, method = "google", "predict"
         elif is_claude(model):
             publisher, method = "anthropic", "streamRawPredict" if call.stream else "rawPredict"
@@ -6207,6 +6208,11 @@ class VertexAdaptor(Adaptor):
                               "or type their ids (gemini-…, claude-…@date).", "no_model_list", "aiproxy_error")
 
     def request_from_pivot(self, pivot: dict[str, Any], call: RelayCall, channel: ChannelRoute) -> bytes:
+        if call.op == Mode.IMAGES_GENERATIONS:  # Imagen: the prompt, how many, and the size as an aspect ratio
+            parameters: dict[str, Any] = {"sampleCount": int(pivot.get("n") or 1)}
+            if VERTEX_ASPECT_RATIOS.get(str(pivot.get("size"))):
+                parameters["aspectRatio"] = VERTEX_ASPECT_RATIOS[str(pivot["size"])]
+            return orjson.dumps({"instances": [{"prompt": str(pivot.get("prompt") or "")}], "parameters": parameters})
         if call.op == Mode.EMBEDDINGS:
             texts = pivot.get("input")
             texts = texts if isinstance(texts, list) else [texts]
@@ -6224,6 +6230,9 @@ class VertexAdaptor(Adaptor):
     def response_to_pivot(self, call: RelayCall, body: bytes) -> tuple[dict[str, Any], Usage | None]:
         """The answer's shape says its publisher: a Messages answer (`type: message`) or Gemini's."""
         answer = json_object(body, "Vertex AI's answer")
+        if call.op == Mode.IMAGES_GENERATIONS:  # {predictions: [{bytesBase64Encoded, mimeType}]}: no URL to give
+            images = [p for p in answer.get("predictions") or [] if isinstance(p, dict) and p.get("bytesBase64Encoded")]
+            return {"created": int(time.time()), "data": [{"b64_json": p["bytesBase64Encoded"]} for p in images]}, None
         if call.op == Mode.EMBEDDINGS:  # {predictions: [{embeddings: {values, statistics: {token_count}}}]}
             found = [p.get("embeddings") or {} for p in answer.get("predictions") or [] if isinstance(p, dict)]
             prompt = sum(int((e.get("statistics") or {}).get("token_count") or 0) for e in found)
@@ -6986,6 +6995,9 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 # ---- channels ----
 
+ERROR_RATE_MAX = 100.0  # aiproxy's rates are fractions (0.3); a percentage still fits
+
+
 class ChannelIn(ApiInput):
     """A channel as FastGPT and aiproxy's UI send it; unknown fields are ignored."""
 
@@ -7002,6 +7014,10 @@ class ChannelIn(ApiInput):
     configs: dict[str, Any] | None = None
     proxy_url: Annotated[str, pydantic.Field(max_length=PROXY_URL_MAX)] | None = None
     skip_tls_verify: bool | None = None
+    enabled_auto_balance_check: bool | None = None
+    enabled_no_permission_ban: bool | None = None
+    warn_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
+    max_error_rate: Annotated[float, pydantic.Field(ge=0, le=ERROR_RATE_MAX)] | None = None
 
 
 def clean_models(models: Iterable[Any] | None) -> list[str]:
@@ -7060,15 +7076,36 @@ def _validate_channel(state: AppState, data: ChannelIn, keep: dict[str, Any] | N
         "models": clean_models(data.models if data.models is not None else keep.get("models")),
         "model_mapping": clean_mapping(data.model_mapping if data.model_mapping is not None
                                        else keep.get("model_mapping")),
-        "config": data.config if data.config is not None else (data.configs if data.configs is not None
-                                                                else keep.get("config") or {}),
+        "config": check_channel_config(data.config if data.config is not None else (
+            data.configs if data.configs is not None else keep.get("config") or {})),
         "priority": data.priority if data.priority is not None else keep.get("priority", 0),
         "weight": max(1, data.weight if data.weight is not None else keep.get("weight", 1)),
         "status": status,
         "proxy_url": proxy_url,
         "skip_tls_verify": bool(data.skip_tls_verify if data.skip_tls_verify is not None
                                 else keep.get("skip_tls_verify", False)),
+        **{name: getattr(data, name) if getattr(data, name) is not None else keep.get(name) or default
+           for name, default in (("enabled_auto_balance_check", False), ("enabled_no_permission_ban", False),
+                                 ("warn_error_rate", 0.0), ("max_error_rate", 0.0))},
     }
+
+
+def check_channel_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The request settings in a channel's config: `param_override` an object (new-api sends it as a JSON
+    string), `max_output_tokens` a number or {model: number}."""
+    config = dict(config)
+    override = config.get(CONFIG_PARAM_OVERRIDE)
+    if isinstance(override, str) and override.strip():
+        try:
+            override = config[CONFIG_PARAM_OVERRIDE] = json.loads(override)
+        except ValueError:
+            raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} is not valid JSON") from None
+    if override not in (None, "") and not isinstance(override, dict):
+        raise ApiError(f"config.{CONFIG_PARAM_OVERRIDE} must be a JSON object (null deletes a field)")
+    limit = config.get(CONFIG_MAX_OUTPUT_TOKENS)
+    if limit not in (None, "", 0) and not output_limits_setting(limit):
+        raise ApiError(f"config.{CONFIG_MAX_OUTPUT_TOKENS} must be a positive number or {{\"model\": number}}")
+    return config
 
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
@@ -7218,7 +7255,9 @@ def _order(order: str | None, allowed: set[str], table: Any, default: Any) -> An
 def api_channels_list(page: QueryPage = None, p: QueryPage = None, per_page: QueryPage = None, id: QueryId = None,
                       name: str = "", key: str = "", channel_type: QueryId = None, type: QueryId = None,
                       base_url: str = "", status: QueryId = None, order: str = "", keyword: str = "",
-                      state: AppState = Depends(require_admin)) -> JSONResponse:
+                      search: str = "", state: AppState = Depends(require_admin)) -> JSONResponse:
+    """`keyword` is aiproxy's name; `search` is FastGPT's branch client's (GET /api/channels/?search=)."""
+    keyword = keyword or search
     number, size = _page(page, p, per_page)
     where: list[Any] = []
     for column, value in ((Channel.id, id), (Channel.type, channel_type if channel_type is not None else type),
@@ -7259,9 +7298,15 @@ def api_channels_create(items: Annotated[list[ChannelIn], pydantic.Field(max_len
 Ids = Annotated[list[Id], pydantic.Field(max_length=ITEMS_MAX)]
 
 
+class IdsIn(ApiInput):
+    ids: Ids
+
+
 @admin_router.post("/channels/batch_delete")
-def api_channels_batch_delete(ids: Ids, state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(delete_channels(state, ids))
+def api_channels_batch_delete(ids: Annotated[Ids | IdsIn, Body()],
+                              state: AppState = Depends(require_admin)) -> JSONResponse:
+    """A bare array (aiproxy, FastGPT's later branch client) or {"ids": [...]} (its first version)."""
+    return api_ok(delete_channels(state, ids.ids if isinstance(ids, IdsIn) else ids))
 
 
 class BatchIn(ApiInput):
@@ -9460,6 +9505,47 @@ def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
     return url, skip
 
 
+def _json_object_text(text: str | None) -> bool:
+    try:
+        return not (text or "").strip() or isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+class RequestSettings:
+    """A channel's request settings, kept in its config: the upstream model's output limit (max_output_tokens)
+    and the JSON merged into every upstream body (param_override, null deleting a field)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        limit, override = config.get(CONFIG_MAX_OUTPUT_TOKENS), config.get(CONFIG_PARAM_OVERRIDE)
+        with ui.expansion(t("ch.request"), icon="tune", value=bool(limit or override)).classes(
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+            ui.label(t("ch.request_hint")).classes("text-xs opacity-70")
+            self.limit = ui.number(t("ch.max_output"), value=limit if isinstance(limit, int) else None, min=1,
+                                   precision=0).props("outlined dense clearable").classes("w-full").mark(
+                "ch-max-output")
+            self.override = ui.textarea(t("ch.override"), value=json.dumps(override, ensure_ascii=False) if isinstance(
+                override, dict) and override else "", validation=lambda v: None if _json_object_text(v) else t(
+                "v.override")).props("outlined autogrow input-class=font-mono").classes(
+                "w-full").mark("ch-override")
+
+    def config(self, stored: dict[str, Any]) -> dict[str, Any] | None:
+        """`stored` with the two settings as typed; None while the JSON is not an object."""
+        if not self.override.validate():
+            return None
+        config = dict(stored)
+        limit, text = whole_number(self.limit.value), (self.override.value or "").strip()
+        if limit:
+            config[CONFIG_MAX_OUTPUT_TOKENS] = limit
+        elif not isinstance(config.get(CONFIG_MAX_OUTPUT_TOKENS), dict):  # a per-model table stays (API only)
+            config.pop(CONFIG_MAX_OUTPUT_TOKENS, None)
+        if text:
+            config[CONFIG_PARAM_OVERRIDE] = json.loads(text)
+        else:
+            config.pop(CONFIG_PARAM_OVERRIDE, None)
+        return config
+
+
 def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
     """What a field showing a secret masked means: the stored value while its mask is left as it is."""
     value = (typed or "").strip()
@@ -10167,6 +10253,7 @@ class ChannelDialog:
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
             self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
+            self.request = RequestSettings(ch.get("config") or {})
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -10224,9 +10311,10 @@ class ChannelDialog:
         incomplete = self.mapping.incomplete()
         if incomplete:
             ui.notify(t("v.mapping_row"), type="warning")
-        if not all(checks) or incomplete:
+        config = self.request.config(self.ch.get("config") or {})
+        if not all(checks) or incomplete or config is None:
             return None
-        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
+        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(), config=config,
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
                          model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
                          proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),

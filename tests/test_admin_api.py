@@ -1255,3 +1255,97 @@ def test_rotating_a_key_from_the_environment_lasts_until_restart(start_app):
     app_.stop()
     again = start_app(admin_key="fixed-admin-key-from-env", args=["--no-ui"])
     assert isinstance(ok(again.client.get("/api/channels/all")), list), "ADMIN_KEY wins again"
+
+
+# ---- FastGPT's newer client (main after 4.14): it edits channels itself (fastgpt-client.md §8) ----
+
+#: what FastGPT's full PUT /api/channel/{id} carries besides models (thirdProvider/aiproxy/channel.ts)
+FASTGPT_PUT_FIELDS = ("type", "name", "base_url", "proxy_url", "model_mapping", "configs", "key", "status", "priority",
+                      "sets", "enabled_auto_balance_check", "skip_tls_verify", "enabled_no_permission_ban",
+                      "warn_error_rate", "max_error_rate")
+#: the fields a PUT must keep as they came: the six FastGPT 4.14+ sends that aiproxy v0.6.5 has
+FASTGPT_ROUND_TRIP = {"proxy_url": "http://127.0.0.1:9/", "skip_tls_verify": True, "enabled_auto_balance_check": True,
+                      "enabled_no_permission_ban": True, "warn_error_rate": 0.3, "max_error_rate": 0.6}
+
+
+def check_aiproxy_channel_schema(body: dict) -> list[dict]:
+    """FastGPT's AIProxyChannelSchema (zod, .passthrough()) on GET /api/channels/all: one null in a
+    non-nullable field makes every model save in FastGPT fail."""
+    assert body["success"] is True and isinstance(body["data"], list), body
+    for ch in body["data"]:
+        assert isinstance(ch["id"], int) and ch["id"] > 0 and isinstance(ch["type"], int), ch
+        assert isinstance(ch["name"], str) and isinstance(ch["status"], int), ch
+        assert isinstance(ch["models"], list) and all(isinstance(m, str) for m in ch["models"]), ch
+        assert isinstance(ch["priority"], (int, float)), ch
+        for name in ("base_url", "key"):  # a string or absent, never null
+            assert name not in ch or isinstance(ch[name], str), (name, ch)
+        for name in ("enabled_auto_balance_check", "skip_tls_verify", "enabled_no_permission_ban"):
+            assert isinstance(ch[name], bool), (name, ch)
+        for name in ("warn_error_rate", "max_error_rate", "balance_threshold", "created_at"):
+            assert isinstance(ch[name], (int, float)) and not isinstance(ch[name], bool), (name, ch)
+        assert ch["balance_threshold"] == 0, "FastGPT refuses to write a channel whose balance_threshold is not 0"
+        for name in ("proxy_url", "model_mapping", "configs", "sets"):
+            assert name in ch, (name, ch)
+    return body["data"]
+
+
+def fastgpt_put(app_server, channel: dict, models: list[str]) -> None:
+    body = app_server.api("PUT", f"/api/channel/{channel['id']}",
+                          json={**{k: channel.get(k) for k in FASTGPT_PUT_FIELDS}, "models": models})
+    assert body.get("success") is True, body  # FastGPT checks it with z.literal(true)
+
+
+def sync_model_in_channels(app_server, old: str | None, new: str | None, channel_ids: set[int]) -> None:
+    """FastGPT's syncModelInAIProxyChannels: read every channel, then a full PUT of each one whose models change
+    (rename old → new where old is; add new to the chosen channels; remove old when new is None)."""
+    for ch in check_aiproxy_channel_schema(app_server.api("GET", "/api/channels/all")):
+        models = list(ch["models"])
+        if old in models:
+            models = [new if m == old else m for m in models] if new else [m for m in models if m != old]
+        elif new and ch["id"] in channel_ids and new not in models:
+            models.append(new)
+        if models != ch["models"]:
+            fastgpt_put(app_server, ch, list(dict.fromkeys(models)))
+
+
+def test_fastgpt_sync_model_in_channels_round_trips_every_field(app_server, upstream):
+    # proxy_url and skip_tls_verify are stored once the channel has them (the proxy work makes them real)
+    round_trip = {k: v for k, v in FASTGPT_ROUND_TRIP.items() if k in app.Channel.model_fields}
+    assert len(round_trip) >= 4
+    a, b, c = unique("fg-a"), unique("fg-b"), unique("fg-c")
+    first = app_server.add_channel(base_url=upstream.url("ok"), models=[a, b])
+    second = app_server.add_channel(base_url=upstream.url("ok"), models=[a])
+    for channel_id in (first, second):
+        stored = app_server.api("GET", f"/api/channel/{channel_id}")["data"]
+        fastgpt_put(app_server, {**stored, **round_trip}, stored["models"])
+    sync_model_in_channels(app_server, a, f"{a}-renamed", set())  # rename, on both channels
+    sync_model_in_channels(app_server, None, c, {first})  # append to the chosen channel
+    sync_model_in_channels(app_server, b, None, set())  # remove
+    channels = {ch["id"]: ch for ch in check_aiproxy_channel_schema(app_server.api("GET", "/api/channels/all"))}
+    assert channels[first]["models"] == [f"{a}-renamed", c] and channels[second]["models"] == [f"{a}-renamed"]
+    for channel_id in (first, second):
+        kept = {k: channels[channel_id][k] for k in round_trip}
+        assert kept == round_trip, kept
+        assert channels[channel_id]["key"] == "sk-fake"
+
+
+def test_fastgpt_branch_client_search_and_batch_delete(app_server):
+    name = unique("fg-search")
+    ids = [app_server.add_channel(name=f"{name}-{i}", models=[unique()]) for i in range(3)]
+    found = app_server.api("GET", "/api/channels/", params={"search": name, "page": 1, "per_page": 100})["data"]
+    assert found["total"] == 3 and {ch["id"] for ch in found["channels"]} == set(ids)
+    assert app_server.api("POST", "/api/channels/batch_delete", json={"ids": ids[:2]})["success"] is True
+    assert app_server.api("POST", "/api/channels/batch_delete", json=ids[2:])["success"] is True
+    assert app_server.api("GET", "/api/channels/", params={"search": name})["data"]["total"] == 0
+
+
+def test_fastgpt_no_channel_answers_are_404_with_its_phrase(app_server, upstream):
+    """FastGPT shows 当前模型暂无可用渠道 only for a 404 matching its pattern (error.ts): an unknown model and a
+    model whose channels are all disabled, on the relay."""
+    phrase = re.compile(r"no available channel|无可用渠道|channel not found|channel_not_found", re.I)
+    disabled = unique("fg-off")
+    app_server.add_channel(base_url=upstream.url("ok"), models=[disabled], status=2)
+    for model in (unique("fg-none"), disabled):
+        response = httpx.post(f"{app_server.url}/v1/chat/completions", json={"model": model, "messages": MESSAGES},
+                              headers=app_server.headers)
+        assert response.status_code == 404 and phrase.search(response.json()["error"]["message"]), response.text

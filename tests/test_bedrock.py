@@ -124,6 +124,13 @@ def test_event_stream_frames_split_anywhere_and_crc_checked():
     assert len(messages) == 1 and "CRC mismatch" in str(error) and left.startswith(b"\0")
 
 
+def test_every_kind_the_catalog_lists_is_served():
+    """The catalog lint for this type (test_catalog leaves it to this file): no built-in model answers 501."""
+    catalog = app.load_catalog()
+    modes = app.adaptor_for(catalog[33]).modes
+    assert {app.KINDS[kind].mode for _, kind in catalog[33].models} <= modes
+
+
 # ---- over HTTP, with the official SDKs ----
 
 def test_openai_chat_signed_with_sigv4(app_server, bedrock, channel):

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+import aiproxy_local as app
 from conftest import unique, wait_logs
 from fake_upstream import SPEECH_PREFIX, count_prompt_tokens, reply_text
 
@@ -419,3 +420,81 @@ async def test_a_relay_bug_answers_500_only_while_no_answer_has_started(monkeypa
     assert json.loads(body["body"])["error"]["type"] == "api_error"  # in the client's own shape
     monkeypatch.setattr(app, "relay", broken_midway)
     assert [m.get("status") for m in await _drive(gateway, "/v1/chat/completions")] == [200]
+
+
+# ---- wildcard mapping rows, request fitting, and the small doors real clients knock on ----
+
+def bodies_for(upstream: Any, model: str) -> list[dict[str, Any]]:
+    return [r["json"] for r in upstream.requests() if (r.get("json") or {}).get("model") == model]
+
+
+def test_wildcard_rows_exact_beats_pattern_and_longest_pattern_wins():
+    route = app.channel_route({"id": 1, "name": "c", "type": 1, "key": "k", "base_url": "http://x", "status": 1,
+                               "models": ["claude-own"], "model_mapping": {
+                                   "claude-*": "short", "claude-opus-*": "long", "claude-opus-4-8": "exact"}},
+                              app.load_catalog())
+    assert route.upstream_model("claude-opus-4-8") == "exact"
+    assert route.upstream_model("claude-opus-5") == "long" and route.upstream_model("claude-haiku") == "short"
+    assert route.upstream_model("claude-own") == "claude-own"  # a name the channel offers itself is no pattern's
+    assert route.serves("claude-x") and not route.serves("gpt-5") and "claude-*" not in route.offered
+
+
+def test_a_wildcard_row_serves_names_no_channel_lists_and_models_list_only_exact_names(app_server, upstream):
+    prefix, real, exact_real = unique("wc"), unique("real"), unique("exact")
+    wide = app_server.add_channel(base_url=upstream.url("ok"), models=[real], model_mapping={f"{prefix}-*": real})
+    exact = app_server.add_channel(base_url=upstream.url("ok"), models=[f"{prefix}-listed"],
+                                   model_mapping={f"{prefix}-listed": exact_real})
+    client = app_server.openai()
+    assert client.chat.completions.create(model=f"{prefix}-any", messages=MESSAGES).model == f"{prefix}-any"
+    assert bodies_for(upstream, real)
+    client.chat.completions.create(model=f"{prefix}-listed", messages=MESSAGES)  # exact, on the other channel
+    assert bodies_for(upstream, exact_real)
+    assert wait_logs(app_server, 1, model_name=f"{prefix}-any")[0]["channel"] == wide
+    assert wait_logs(app_server, 1, model_name=f"{prefix}-listed")[0]["channel"] == exact
+    assert not [m.id for m in client.models.list() if "*" in m.id]
+    app_server.api("POST", f"/api/channel/{wide}/status", json={"status": 2})
+    refused = httpx.post(f"{app_server.url}/v1/chat/completions", headers=app_server.headers,
+                         json={"model": f"{prefix}-gone", "messages": MESSAGES})
+    assert refused.status_code == 404 and "No available channel" in refused.json()["error"]["message"]
+
+
+def test_param_override_and_the_openai_reasoning_rules(app_server, upstream):
+    reasoning, plain = f"gpt-5-{unique('r')}", f"gpt-4.1-{unique('p')}"
+    channel = app_server.add_channel(base_url=upstream.url("ok"), models=[reasoning, plain], config={
+        "param_override": {"seed": 7, "metadata": {"team": "a"}, "user": None}})
+    client = app_server.openai()
+    client.chat.completions.create(model=reasoning, messages=MESSAGES, max_tokens=50, temperature=0.3, user="u")
+    client.chat.completions.create(model=plain, messages=MESSAGES, reasoning_effort="high", max_tokens=50)
+    (first,), (second,) = bodies_for(upstream, reasoning), bodies_for(upstream, plain)
+    assert first["max_completion_tokens"] == 50 and not {"max_tokens", "temperature", "user"} & set(first)
+    assert (first["seed"], first["metadata"]) == (7, {"team": "a"})
+    assert "reasoning_effort" not in second and second["max_tokens"] == 50 and second["seed"] == 7
+    row = wait_logs(app_server, 1, model_name=reasoning)[0]
+    assert row["attempts"][0]["adjusted"] == ("max_tokens → max_completion_tokens; temperature 0.3 dropped (a "
+                                              "reasoning model takes only 1); param_override applied")
+    shown = app_server.api("GET", f"/api/channel/{channel}")["data"]["config"]
+    assert shown["param_override"] == {"seed": 7, "metadata": {"team": "a"}, "user": None}
+    bad = app_server.api("PUT", f"/api/channel/{channel}", json={"config": {"param_override": "[1]"}})
+    assert bad["success"] is False and "param_override must be a JSON object" in bad["message"]
+
+
+def test_a_request_the_gateway_cannot_convert_has_a_trail_that_says_so(app_server, upstream):
+    model = unique()
+    channel = app_server.add_channel(base_url=upstream.url("ok"), models=[model])
+    response = httpx.post(f"{app_server.url}/v1/messages", headers={"x-api-key": app_server.admin_key},
+                          json={"model": model, "max_tokens": 10, "messages": [{"role": "tool", "content": "x"}]})
+    assert response.status_code == 400 and response.json()["type"] == "error"
+    assert not bodies_for(upstream, model)
+    row = wait_logs(app_server, 1, model_name=model)[0]
+    assert row["code"] == 400 and row["channel"] == 0
+    assert row["attempts"] == [{"channel_id": channel, "code": 400, "ms": 0, "skipped": "refused",
+                                "error": response.json()["error"]["message"]}]
+
+
+def test_websocket_upgrade_on_responses_gets_426_and_head_slash_200(start_app):
+    server = start_app(args=["--no-ui"])
+    upgrade = httpx.get(f"{server.url}/v1/responses", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **server.headers})
+    assert upgrade.status_code == 426 and upgrade.json()["error"]["code"] == "upgrade_required"
+    assert httpx.head(f"{server.url}/").status_code == 200  # Claude Code's check before each run, UI off

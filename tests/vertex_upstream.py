@@ -18,6 +18,7 @@ A first path segment before `/v1` is a fake_upstream scenario (e.g. `tool`: answ
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -146,6 +147,20 @@ class VertexApp:
         inner_headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"authorization",
                                                                                   b"x-goog-api-key",
                                                                                   b"content-length")]
+        if publisher == "google" and method == "predict" and model.startswith("imagen-"):  # Imagen
+            try:
+                request = json.loads(body)
+                prompt, parameters = request["instances"][0]["prompt"], request.get("parameters") or {}
+            except (ValueError, KeyError, IndexError, TypeError):
+                return _google_error(400, "instances[0].prompt is required.", "INVALID_ARGUMENT"), None
+            count = parameters.get("sampleCount", 4)
+            if not prompt or not isinstance(count, int) or not 1 <= count <= 4 or parameters.get(
+                    "aspectRatio", "1:1") not in ("1:1", "3:4", "4:3", "9:16", "16:9"):
+                return _google_error(400, "Image generation failed with the following error: invalid parameters "
+                                          "(a prompt, sampleCount 1-4, a supported aspectRatio).",
+                                     "INVALID_ARGUMENT"), None
+            return (200, {"predictions": [{"mimeType": "image/png", "bytesBase64Encoded": base64.b64encode(
+                f"PNG {i} {parameters.get('aspectRatio', '1:1')}".encode()).decode()} for i in range(count)]}), None
         if publisher == "google" and method == "predict":  # text embeddings
             try:
                 instances = json.loads(body)["instances"]
