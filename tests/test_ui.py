@@ -631,6 +631,27 @@ async def test_settings_say_once_that_the_default_port_moved(user: User) -> None
     await user.should_not_see("The default port moved")
 
 
+async def test_settings_stop_the_gateway_after_a_confirmation_and_name_the_log_file(user: User) -> None:
+    await login(user, "/settings")
+    await user.should_see("the terminal it was started from")  # the log goes to the console
+    await user.should_not_see("Stop the gateway")  # the test plugin serves nothing to stop
+    stops: list[int] = []
+    state().request_stop = lambda: stops.append(1)
+    state().log_file = state().settings.data_path / "aiproxy-local.log"
+    await user.open("/settings")
+    assert the(user, "log-file").text == str(state().settings.data_path / "aiproxy-local.log")
+    user.find(marker="stop-gateway").click()
+    await user.should_see("Calls under way get 10 s to finish")
+    user.find("Cancel").click()
+    await user.should_not_see("Calls under way get 10 s to finish")
+    assert stops == []
+    user.find(marker="stop-gateway").click()
+    await user.should_see("Calls under way get 10 s to finish")
+    user.find(marker="confirm").click()
+    await eventually(lambda: stops == [1])
+    await user.should_see("The gateway is stopping")
+
+
 # ---- dashboard, migrate, strings ----
 
 async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
