@@ -62,6 +62,8 @@ import os
 import random
 import re
 import secrets
+import shlex
+import signal
 import shutil
 import socket
 import sqlite3
@@ -212,7 +214,9 @@ def load_settings(env: dict[str, str] | None = None, argv: list[str] | None = No
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiproxy-local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="aiproxy-local", description=__doc__.splitlines()[0], epilog=(
+        "commands: `aiproxy-local pack` builds the packaged app (pip install '.[pack]'); `aiproxy-local shortcut "
+        "[--remove]` adds (or removes) an app-menu entry that starts the gateway or opens the running one"))
     for s in SETTINGS:
         if not s.flag:
             continue
@@ -342,6 +346,38 @@ def is_admin_key(state: AppState, raw_key: str) -> bool:
                               or secrets.compare_digest(raw_key.removeprefix("sk-").encode(), admin))
 
 
+# ---- one-time login tokens: the browser the app opens itself arrives logged in (Jupyter's pattern) ----
+
+LOGIN_TOKEN_SECONDS = 600.0  # an unused login link dies after this long
+LOCAL_SECRET_FILE = "local_secret"
+
+
+def issue_login_token(state: AppState) -> str:
+    """A token that logs one browser in, once; "" unless bound to loopback (only this machine can use it)."""
+    if not is_loopback(state.settings.host):
+        return ""
+    now = time.monotonic()
+    for token, deadline in list(state.login_tokens.items()):
+        if deadline < now:
+            del state.login_tokens[token]
+    token = secrets.token_urlsafe(32)
+    state.login_tokens[token] = now + LOGIN_TOKEN_SECONDS
+    return token
+
+
+def spend_login_token(state: AppState, token: str) -> bool:
+    """True once for a token issued and not expired; the token is gone after the first try, right or wrong."""
+    deadline = state.login_tokens.pop(token, None) if token else None
+    return deadline is not None and deadline >= time.monotonic() and is_loopback(state.settings.host)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 MIB = 1024 * 1024
 
 
@@ -384,6 +420,10 @@ class AppState:
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
     port_moved_from: int = 0  # the first start after the default port moved says so (terminal, settings page)
+    login_tokens: dict[str, float] = field(default_factory=dict)  # one-time login tokens -> monotonic deadline
+    local_secret: str = ""  # <data dir>/local_secret: a second start proves with it that it is this user's
+    request_stop: Callable[[], None] | None = None  # the UI's "Stop the gateway": a SIGTERM's drain (section 17)
+    log_file: Path | None = None  # where the log goes when there is no console (section 17)
 
     def __post_init__(self) -> None:
         if self.health is None:
@@ -1761,7 +1801,7 @@ def model_data() -> ModelData:
 
 def model_output_limit(model: str, type_id: int | None = None) -> int | None:
     """The most output tokens the model can produce (its provider's documented limit, from the snapshot), or None
-    when unknown: a request's max_tokens above it is clamped (clamp_max_tokens, section 5)."""
+    when unknown: a request's max_tokens above it is clamped (ChannelRoute.output_limit, fit_upstream_body)."""
     info = model_data().info(model, type_id)
     return info.max_output if info is not None else None
 
@@ -2921,7 +2961,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     it; a call refused on the way is logged like any other."""
     body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
     call = parse_relay_call(state, incoming, route, body, caller)
-    clamp_max_tokens(call)
     try:
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
@@ -2936,31 +2975,6 @@ async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, cal
     except RelayError as exc:
         log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
         raise
-
-
-_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, Anthropic, Responses
-
-
-def clamp_max_tokens(call: RelayCall) -> None:
-    """hot path: a max_tokens above the model's documented output limit (model_output_limit) is lowered to it,
-    whatever the client format: providers refuse a larger one with a 400, and clients ask for more than some
-    models give (Claude Code's 32000 on a 8192-token model)."""
-    obj = call.obj
-    if obj is None:
-        return
-    limit = model_output_limit(call.model)
-    if not limit:
-        return
-    changed = False
-    for name in _MAX_TOKEN_FIELDS:
-        value = obj.get(name)
-        if type(value) is int and value > limit:
-            obj[name], changed = limit, True
-    config = obj.get("generationConfig")  # Gemini's
-    if isinstance(config, dict) and type(config.get("maxOutputTokens")) is int and config["maxOutputTokens"] > limit:
-        obj["generationConfig"], changed = dict(config, maxOutputTokens=limit), True
-    if changed:
-        call.body = orjson.dumps(obj)
 
 
 def pinned_channel(headers: dict[bytes, bytes], caller: Caller) -> int | None:
@@ -10104,6 +10118,47 @@ def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
     return url, skip
 
 
+def _json_object_text(text: str | None) -> bool:
+    try:
+        return not (text or "").strip() or isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+class RequestSettings:
+    """A channel's request settings, kept in its config: the upstream model's output limit (max_output_tokens)
+    and the JSON merged into every upstream body (param_override, null deleting a field)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        limit, override = config.get(CONFIG_MAX_OUTPUT_TOKENS), config.get(CONFIG_PARAM_OVERRIDE)
+        with ui.expansion(t("ch.request"), icon="tune", value=bool(limit or override)).classes(
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+            ui.label(t("ch.request_hint")).classes("text-xs opacity-70")
+            self.limit = ui.number(t("ch.max_output"), value=limit if isinstance(limit, int) else None, min=1,
+                                   precision=0).props("outlined dense clearable").classes("w-full").mark(
+                "ch-max-output")
+            self.override = ui.textarea(t("ch.override"), value=json.dumps(override, ensure_ascii=False) if isinstance(
+                override, dict) and override else "", validation=lambda v: None if _json_object_text(v) else t(
+                "v.override")).props("outlined autogrow input-class=font-mono").classes(
+                "w-full").mark("ch-override")
+
+    def config(self, stored: dict[str, Any]) -> dict[str, Any] | None:
+        """`stored` with the two settings as typed; None while the JSON is not an object."""
+        if not self.override.validate():
+            return None
+        config = dict(stored)
+        limit, text = whole_number(self.limit.value), (self.override.value or "").strip()
+        if limit:
+            config[CONFIG_MAX_OUTPUT_TOKENS] = limit
+        elif not isinstance(config.get(CONFIG_MAX_OUTPUT_TOKENS), dict):  # a per-model table stays (API only)
+            config.pop(CONFIG_MAX_OUTPUT_TOKENS, None)
+        if text:
+            config[CONFIG_PARAM_OVERRIDE] = json.loads(text)
+        else:
+            config.pop(CONFIG_PARAM_OVERRIDE, None)
+        return config
+
+
 def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
     """What a field showing a secret masked means: the stored value while its mask is left as it is."""
     value = (typed or "").strip()
@@ -10140,13 +10195,19 @@ def _model_options(state: AppState, all_label: str) -> dict[str, str]:
 # ---- login ----
 
 
-def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | None:
+def page_login(request: Request, redirect_to: str = "/dashboard", token: str = "") -> Response | None:
     state = get_state()
     _start_session(request)
     home = PAGES[0][0]
     target = redirect_to if redirect_to == "/" or redirect_to in {p[0] for p in PAGES} else home  # never off-site
+    link_spent = False
+    if token:  # a one-time link (the browser the app opened itself): spent now, whatever happens next
+        client = request.client.host if request.client else ""
+        if spend_login_token(state, token) and is_loopback(client):
+            ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
+        link_spent = not is_signed_in(state)
     if is_signed_in(state):
-        return Response(status_code=303, headers={"location": target})
+        return Response(status_code=303, headers={"location": target})  # the token leaves the address bar
     ui.page_title("aiproxy-local")
     ui.colors(**BRAND_COLORS)
     ui.dark_mode(ng.storage.user.get("dark"))  # None: the system's theme
@@ -10178,6 +10239,8 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
             where = (t("login.where_env") if state.settings.admin_key
                      else t("login.where_file", path=str(state.settings.data_path / "admin_key")))
             ui.label(where).classes("text-xs opacity-70 break-all")
+            if link_spent:
+                ui.label(t("login.link_spent")).classes("text-xs text-warning").mark("link-spent")
         ui.button("中文" if ng.storage.user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense")
     return None
@@ -10814,6 +10877,7 @@ class ChannelDialog:
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
             self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
+            self.request = RequestSettings(ch.get("config") or {})
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -10871,9 +10935,10 @@ class ChannelDialog:
         incomplete = self.mapping.incomplete()
         if incomplete:
             ui.notify(t("v.mapping_row"), type="warning")
-        if not all(checks) or incomplete:
+        config = self.request.config(self.ch.get("config") or {})
+        if not all(checks) or incomplete or config is None:
             return None
-        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
+        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(), config=config,
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
                          model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
                          proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),
@@ -11350,8 +11415,8 @@ class TokensTable:
         self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
             "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
-            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]),
-                       quota=f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]), quota=f"${k['quota']:g}") if k["quota"]
+            else t("tok.spend_unlimited", used=fmt_cost(k["used_amount"])),
             "share": min(1.0, k["used_amount"] / k["quota"]) if k["quota"] else -1,
             "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
@@ -11536,6 +11601,13 @@ class SettingsPage:
                 ui.label(str(data.data_path)).classes("font-mono break-all")
                 ui.label(t("set.database")).classes("opacity-70")
                 ui.label(db).classes("font-mono break-all")
+                ui.label(t("set.log_file")).classes("opacity-70")
+                log = self.state.log_file
+                ui.label(str(log) if log else t("set.log_console")).classes(
+                    f"{'font-mono ' if log else ''}break-all").mark("log-file")
+            if self.state.request_stop is not None:  # a served app (not the test plugin's)
+                ui.button(t("set.stop"), icon="power_settings_new", on_click=self.stop).props(
+                    "outline color=negative").mark("stop-gateway")
 
     def _display_card(self) -> None:
         from zoneinfo import available_timezones
@@ -11568,6 +11640,15 @@ class SettingsPage:
         if refused:
             return
         ui.notify(t("set.saved"), type="positive")
+
+    async def stop(self) -> None:
+        """Ends the process as SIGTERM does: calls under way get the shutdown grace, the log is flushed."""
+        details = t("set.stop_details", grace=f"{self.state.settings.shutdown_grace_seconds:g}")
+        if not await confirm(t("set.stop_confirm"), t("set.stop"), danger=True, details=details):
+            return
+        logger.warning("stop requested from the web UI")
+        ui.notify(t("set.stopping"), type="warning", multi_line=True, timeout=0)
+        self.state.request_stop()
 
     async def regenerate(self) -> None:
         state = self.state
@@ -12153,13 +12234,6 @@ def _csv(text: str) -> list[str]:
     return [part.strip().lower() for part in text.split(",") if part.strip()]
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _host_name(value: bytes) -> str:
     """A Host header without its port: `[::1]:3000` is `[::1]`, `Localhost:3000` is `localhost`."""
     text = value.decode("latin-1").strip().lower()
@@ -12462,6 +12536,7 @@ def create_app(settings: Settings) -> Gateway:
     create_schema(engine)
     state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
                      admin_key_created=created)
+    state.local_secret, _ = load_or_create_secret(settings.data_path / LOCAL_SECRET_FILE)
     refresh_routes(state)
     state.writer = LogWriter(engine)
     _STATE = state
@@ -12472,6 +12547,19 @@ def create_app(settings: Settings) -> Gateway:
     _install_error_handlers(api)
     api.include_router(public_router)
     api.include_router(admin_router)
+
+    @api.get(LOGIN_LINK_PATH, include_in_schema=False)
+    def login_link(request: Request) -> JSONResponse:
+        """A fresh one-time login link, for a second start of the app on this machine (it opens the browser
+        here): only for a loopback caller that read this data dir's local_secret."""
+        offered = request.headers.get(LOCAL_SECRET_HEADER, "").encode()
+        client = request.client.host if request.client else ""
+        if not (is_loopback(settings.host) and is_loopback(client) and state.local_secret
+                and secrets.compare_digest(offered, state.local_secret.encode())):
+            return api_error("Only a local start of aiproxy-local with this data directory may ask for a login link.",
+                             403)
+        token = issue_login_token(state)
+        return JSONResponse({"success": True, "message": "", "data": {"url": login_url(settings, token)}})
 
     @api.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     def api_not_found(rest: str) -> JSONResponse:
@@ -12537,11 +12625,23 @@ def _local_url(settings: Settings) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
 
 
-def _banner(state: AppState) -> str:
+LOGIN_LINK_PATH = "/api/local/login-link"
+LOCAL_SECRET_HEADER = "x-aiproxy-local-secret"
+
+
+def login_url(settings: Settings, token: str) -> str:
+    return f"{_local_url(settings)}/login?token={token}" if token else f"{_local_url(settings)}/"
+
+
+def _banner(state: AppState, token: str = "") -> str:
     s = state.settings
     url = _local_url(s)
     lines = [f"aiproxy-local {__version__} is running", f"  web UI and admin API : {url}",
              f"  OpenAI base URL      : {url}/v1", f"  data directory       : {s.data_path}"]
+    if token:
+        lines.append(f"  log in once with     : {login_url(s, token)}  (the browser opening now uses it)")
+    if state.log_file:
+        lines.append(f"  log file             : {state.log_file}")
     if state.admin_key_created:
         lines += ["", "  A new admin key was generated (saved to admin_key in the data directory):",
                   f"      {state.admin_key}", "  Use it to log in, and as AIPROXY_API_TOKEN in FastGPT."]
@@ -12586,15 +12686,191 @@ def is_aiproxy_local(url: str) -> bool:
     return isinstance(data, dict) and "startTime" in data and "version" in data
 
 
+def login_link_from(settings: Settings) -> str:
+    """A fresh one-time login link from the instance running on this port, if it shares this data dir (its
+    local_secret proves that); else its plain address."""
+    url = _local_url(settings)
+    try:
+        secret = (settings.data_path / LOCAL_SECRET_FILE).read_text().strip()
+        request = urllib.request.Request(f"{url}{LOGIN_LINK_PATH}", headers={LOCAL_SECRET_HEADER: secret})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            link = json.loads(answer.read())["data"]["url"]
+        return link if isinstance(link, str) and link.startswith(f"{url}/") else f"{url}/"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{url}/"
+
+
 def _port_taken(settings: Settings, error: OSError) -> None:
     url = _local_url(settings)
     if is_aiproxy_local(url):
         print(f"aiproxy-local is already running at {url}/", flush=True)
         if not settings.no_browser:
-            webbrowser.open(f"{url}/")
+            webbrowser.open(login_link_from(settings))
         sys.exit(0)
     sys.exit(f"aiproxy-local: cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
              f"program uses it. Choose another port with --port or AIPROXY_PORT.")
+
+
+# ---- without a console: the log goes to a file in the data dir ----
+
+LOG_FILE = "aiproxy-local.log"
+LOG_FILE_BYTES = 5 * MIB  # then one older file is kept beside it
+
+
+def has_console() -> bool:
+    """Whether someone can read what the app prints: not so for a packaged app started by a double-click or the
+    app menu (no stdout at all on Windows and macOS; on Linux no terminal on any of its streams)."""
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    if sys.stdout is None or sys.stderr is None:
+        return False
+    if getattr(sys, "frozen", False):
+        return any(stream is not None and stream.isatty() for stream in streams)
+    return True
+
+
+def log_to_file(settings: Settings) -> Path:
+    """Warnings and errors (ours, uvicorn's, NiceGUI's) to <data dir>/aiproxy-local.log, and to stderr if any.
+    Keys and login tokens are never logged, so the file holds none."""
+    from logging.handlers import RotatingFileHandler
+
+    path = settings.data_path / LOG_FILE
+    handler = RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES, backupCount=1, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if sys.stderr is not None:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.WARNING)
+    return path
+
+
+# ---- `aiproxy-local pack`: the packaged app, with nicegui-pack (PyInstaller) ----
+
+APP_NAME = "aiproxy-local"
+
+
+def pack_command(platform: str = sys.platform) -> list[str]:
+    """nicegui-pack's arguments: one file (an .exe on Windows), an .app bundle on macOS; no console window on
+    Windows and macOS (the UI has "Stop the gateway", and the log goes to the data dir)."""
+    command = [sys.executable, "-m", "nicegui.scripts.pack", "--name", APP_NAME, "--noconfirm",
+               "--add-data", f"{ASSETS_DIR}{os.pathsep}assets"]
+    if platform in ("win32", "darwin"):
+        command.append("--windowed")
+    if platform != "darwin":  # PyInstaller's .app bundles are one directory
+        command.append("--onefile")
+    return command + [str(Path(__file__).resolve())]
+
+
+def pack(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="aiproxy-local pack", description=(
+        "Build dist/aiproxy-local (.exe on Windows, .app on macOS) with nicegui-pack (PyInstaller), assets/ inside; "
+        "PyInstaller's work files go to build/ and aiproxy-local.spec in the current directory. "
+        "Needs: pip install '.[pack]'"))
+    parser.parse_args(argv)
+    if importlib.util.find_spec("PyInstaller") is None:
+        print("aiproxy-local pack needs PyInstaller: pip install '.[pack]'", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    shim = None
+    if sys.platform != "win32":  # nicegui-pack runs `python -m PyInstaller`: make `python` this interpreter
+        import tempfile
+
+        shim = Path(tempfile.mkdtemp(prefix="aiproxy-pack-"))
+        (shim / "python").write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")  # (a symlink
+        (shim / "python").chmod(0o755)  # would lose a virtualenv: Python finds pyvenv.cfg beside its argv[0])
+        env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
+    else:  # there it runs `pyinstaller`, which lives beside python.exe
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    started = time.monotonic()
+    try:
+        code = subprocess.call(pack_command(), env=env)
+    finally:
+        if shim is not None:
+            shutil.rmtree(shim, ignore_errors=True)
+    built = Path("dist") / (APP_NAME + {"win32": ".exe", "darwin": ".app"}.get(sys.platform, ""))
+    if code != 0 or not built.exists():  # nicegui-pack exits 0 whatever PyInstaller did: look for the result
+        print(f"aiproxy-local pack: the build failed, {built} is missing (see PyInstaller's output above)",
+              file=sys.stderr)
+        return code or 1
+    size = sum(f.stat().st_size for f in built.rglob("*") if f.is_file()) if built.is_dir() else built.stat().st_size
+    print(f"built {built} ({size / MIB:.0f} MiB) in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+# ---- `aiproxy-local shortcut [--remove]`: an app-menu entry that starts the gateway or finds it ----
+
+def launcher() -> list[str]:
+    """What the entry runs: this packaged binary when run from it, else the installed aiproxy-local."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    script = Path(sys.executable).parent / (APP_NAME + (".exe" if sys.platform == "win32" else ""))
+    installed = str(script) if script.exists() else shutil.which(APP_NAME)
+    return [installed] if installed else [sys.executable, str(Path(__file__).resolve())]
+
+
+def _desktop_exec_arg(arg: str) -> str:
+    """One argument of a .desktop Exec key: quoted when needed, with the spec's two levels of escaping."""
+    if not re.fullmatch(r"[\w/.:+,=@-]+", arg):
+        arg = '"' + re.sub(r'([`$"\\])', r"\\\1", arg) + '"'
+    return arg.replace("%", "%%").replace("\\", "\\\\")
+
+
+def desktop_entry(command: list[str]) -> str:
+    return "\n".join([
+        "[Desktop Entry]", "Type=Application", "Version=1.0", f"Name={APP_NAME}", "GenericName=AI gateway",
+        "Comment=Start the local AI gateway (or find the running one) and open its admin page",
+        f"Exec={' '.join(_desktop_exec_arg(a) for a in command)}", "Icon=network-server", "Terminal=false",
+        "Categories=Network;", "StartupNotify=false", ""])
+
+
+def shortcut_path(platform: str = sys.platform) -> Path:
+    home = Path.home()
+    if platform == "win32":
+        roaming = Path(os.environ.get("APPDATA", home / "AppData" / "Roaming"))
+        return roaming / "Microsoft" / "Windows" / "Start Menu" / "Programs" / f"{APP_NAME}.lnk"
+    if platform == "darwin":
+        return home / "Applications" / f"{APP_NAME}.command"
+    data_home = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return Path(data_home) / "applications" / f"{APP_NAME}.desktop"
+
+
+def _windows_shortcut(path: Path, command: list[str]) -> None:
+    def ps(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    script = (f"$s = (New-Object -ComObject WScript.Shell).CreateShortcut({ps(str(path))}); "
+              f"$s.TargetPath = {ps(command[0])}; $s.Arguments = {ps(subprocess.list2cmdline(command[1:]))}; "
+              f"$s.Description = {ps('aiproxy-local: the local AI gateway')}; $s.Save()")
+    subprocess.run(["powershell", "-NoProfile", "-NonInteractive", "-Command", script], check=True)
+
+
+def shortcut(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="aiproxy-local shortcut", description=(
+        "Add an app-menu entry that starts aiproxy-local (or finds the running one) and opens the browser: a "
+        ".desktop file on Linux, a Start-menu shortcut on Windows, a .command in ~/Applications on macOS."))
+    parser.add_argument("--remove", action="store_true", help="take the entry away")
+    args = parser.parse_args(argv)
+    path = shortcut_path()
+    if args.remove:
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        print(f"removed {path}" if existed else f"no shortcut at {path}")
+        return 0
+    command = launcher()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        _windows_shortcut(path, command)
+    elif sys.platform == "darwin":
+        path.write_text(f"#!/bin/sh\nexec {shlex.join(command)}\n", encoding="utf-8")
+        path.chmod(0o755)
+    else:
+        path.write_text(desktop_entry(command), encoding="utf-8")
+        path.chmod(0o644)
+    print(f"added {path}, which runs {subprocess.list2cmdline(command)}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"pack": pack, "shortcut": shortcut}
 
 
 # ---- `aiproxy-local run claude|codex|gemini`: a coding tool wired to this gateway ----
@@ -12768,7 +13044,7 @@ def run_tool(flags: list[str], tool: Tool, model: str, args: list[str]) -> int:
                 started.wait(settings.shutdown_grace_seconds + 5)
 
 
-def rebuild_summaries_command(argv: list[str]) -> None:
+def rebuild_summaries_command(argv: list[str]) -> int:
     """`aiproxy-local rebuild-summaries [--data-dir DIR] [--sql-dsn DSN]`: recompute the dashboard's summaries
     and rollups from the logs (after a crash, after importing logs, after an upgrade that changes them)."""
     settings = load_settings(os.environ, argv)
@@ -12785,17 +13061,17 @@ def rebuild_summaries_command(argv: list[str]) -> None:
     print(f"rebuilt the summaries from the logs in {time.perf_counter() - started:.1f} s: "
           f"{counts['summary_minutes']:,} per-minute rows (the last {SUMMARY_MINUTE_DAYS} days), "
           f"{counts['summary_hours']:,} hourly rows", flush=True)
+    return 0
 
 
-COMMANDS = {"rebuild-summaries": rebuild_summaries_command}
+COMMANDS["rebuild-summaries"] = rebuild_summaries_command
 
 
 def main(argv: list[str] | None = None) -> None:
     if argv is None:  # under NiceGUI's test plugin sys.argv is pytest's: settings come from the env only
         argv = [] if os.environ.get("NICEGUI_USER_SIMULATION") else sys.argv[1:]
     if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-        return
+        sys.exit(COMMANDS[argv[0]](argv[1:]))
     run = split_run_argv(argv)
     if run is not None:
         sys.exit(run_tool(*run))
@@ -12820,9 +13096,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     state = get_state()
     state.port_moved_from = moved_from
-    print(_banner(state), flush=True)
+    if not has_console():
+        state.log_file = log_to_file(settings)
+        logger.warning("aiproxy-local %s started at %s/ (data directory %s)", __version__, _local_url(settings),
+                       settings.data_path)
+    token = "" if settings.no_browser else issue_login_token(state)  # only for the browser opened here
+    print(_banner(state, token), flush=True)
     if not settings.no_browser:
-        threading.Timer(1.5, webbrowser.open, [f"{_local_url(settings)}/"]).start()
+        threading.Timer(1.5, webbrowser.open, [login_url(settings, token)]).start()
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     try:
         import uvloop  # noqa: F401
@@ -12831,9 +13112,12 @@ def main(argv: list[str] | None = None) -> None:
     # no access log and no proxy-header rewriting on the hot path: the gateway is the edge, not behind one
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http="httptools",
                             access_log=False, log_level="warning", lifespan="on", proxy_headers=False,
-                            server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+                            server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                            log_config=None if state.log_file else uvicorn.config.LOGGING_CONFIG)
     logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown_cancels)
-    GatewayServer(config).run(sockets=[listener])
+    server = GatewayServer(config)
+    state.request_stop = lambda: server.handle_exit(signal.SIGTERM, None)  # the UI's "Stop the gateway"
+    server.run(sockets=[listener])
 
 
 if __name__ == "__main__":

@@ -148,6 +148,24 @@ async def test_the_dialog_edits_the_proxy_and_keeps_its_masked_password(user: Us
     assert state().routes.channels[cid].proxy == "http://10.1.2.3:3128"
 
 
+async def test_the_dialog_edits_the_request_settings_and_keeps_the_rest_of_the_config(user: User, upstream) -> None:
+    cid = add_channel("settings", upstream.url("ok"), ["m1"], config={"split_think": True, "max_output_tokens": 4096})
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", cid)
+    await user.should_see("Request settings (optional)")
+    assert the(user, "ch-max-output").value == 4096
+    user.find(marker="ch-override").type("[1]")
+    user.find(marker="save-channel").click()
+    assert the(user, "ch-override").error == 'Expected a JSON object, such as {"temperature": 0.2, "user": null}'
+    user.find(marker="ch-override").clear().type('{"temperature": 0.2, "user": null}')
+    user.find(marker="ch-max-output").clear().type("8192")
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved settings")
+    route = state().routes.channels[cid]
+    assert route.max_output_tokens == {"*": 8192} and route.param_override == {"temperature": 0.2, "user": None}
+    assert route.config["split_think"] is True
+
+
 async def test_a_duplicate_name_is_flagged_but_allowed(user: User, upstream) -> None:
     first = add_channel("twin", upstream.url("ok"), ["m"])
     await login(user, "/channels")
@@ -624,6 +642,27 @@ async def test_settings_say_once_that_the_default_port_moved(user: User) -> None
     await user.open("/settings")
     await user.should_see("Connect your apps")
     await user.should_not_see("The default port moved")
+
+
+async def test_settings_stop_the_gateway_after_a_confirmation_and_name_the_log_file(user: User) -> None:
+    await login(user, "/settings")
+    await user.should_see("the terminal it was started from")  # the log goes to the console
+    await user.should_not_see("Stop the gateway")  # the test plugin serves nothing to stop
+    stops: list[int] = []
+    state().request_stop = lambda: stops.append(1)
+    state().log_file = state().settings.data_path / "aiproxy-local.log"
+    await user.open("/settings")
+    assert the(user, "log-file").text == str(state().settings.data_path / "aiproxy-local.log")
+    user.find(marker="stop-gateway").click()
+    await user.should_see("Calls under way get 10 s to finish")
+    user.find("Cancel").click()
+    await user.should_not_see("Calls under way get 10 s to finish")
+    assert stops == []
+    user.find(marker="stop-gateway").click()
+    await user.should_see("Calls under way get 10 s to finish")
+    user.find(marker="confirm").click()
+    await eventually(lambda: stops == [1])
+    await user.should_see("The gateway is stopping")
 
 
 # ---- dashboard, migrate, strings ----
