@@ -84,7 +84,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Callable, Iterable, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
@@ -674,7 +674,7 @@ class LogRow(Base, table=True):
     request_at: int = _ms_col()
     created_at: int = _ms_col(index=True)
     ttfb_milliseconds: int = 0
-    model: str = Field(default="", max_length=191, index=True)
+    model: str = Field(default="", max_length=191)  # indexed with created_at, below
     actual_model: str = Field(default="", max_length=191)
     channel: int = 0
     channel_name: str = Field(default="", max_length=128)  # kept, so a deleted channel's calls still say whose
@@ -705,6 +705,38 @@ class LogRow(Base, table=True):
     attempts: str | None = Field(default=None, sa_type=sa.Text)
 
 
+_LOGS = LogRow.__table__
+#: literals, not parameters: a partial index serves `code != 200` or `is_test = true` only when the query says so
+CODE_OK = sa.literal_column("200")
+#: Each filter of the log search, with created_at after it, so that a filtered page is read in order from its index
+#: and its count never scans the table (aiproxy's own: (model, created_at), (channel_id, created_at),
+#: (channel_id, model, created_at)). Failed calls and model tests are a few percent of the rows: partial indexes
+#: where the database has them, (code, created_at) and (is_test, created_at) on MySQL/MariaDB. The keyword's OR
+#: names request_id, model, token_name and actual_model, each the head of an index. The cost of each, per million
+#: rows, on insert and on disk: README, "Months of logs".
+LOG_INDEXES = (
+    sa.Index("ix_logs_model_created_at", _LOGS.c.model, _LOGS.c.created_at),
+    sa.Index("ix_logs_channel_created_at", _LOGS.c.channel, _LOGS.c.created_at),
+    sa.Index("ix_logs_channel_model_created_at", _LOGS.c.channel, _LOGS.c.model, _LOGS.c.created_at),
+    sa.Index("ix_logs_token_name_created_at", _LOGS.c.token_name, _LOGS.c.created_at),
+    sa.Index("ix_logs_actual_model_created_at", _LOGS.c.actual_model, _LOGS.c.created_at),
+    sa.Index("ix_logs_errors", _LOGS.c.created_at, sqlite_where=_LOGS.c.code != CODE_OK,
+             postgresql_where=_LOGS.c.code != CODE_OK).ddl_if(dialect=("sqlite", "postgresql")),
+    sa.Index("ix_logs_tests", _LOGS.c.created_at, sqlite_where=_LOGS.c.is_test == sa.true(),
+             postgresql_where=_LOGS.c.is_test == sa.true()).ddl_if(dialect=("sqlite", "postgresql")),
+    sa.Index("ix_logs_code_created_at", _LOGS.c.code, _LOGS.c.created_at).ddl_if(dialect=("mysql", "mariadb")),
+    sa.Index("ix_logs_is_test_created_at", _LOGS.c.is_test, _LOGS.c.created_at).ddl_if(dialect=("mysql", "mariadb")),
+)
+#: indexes an older version made that a composite one above replaces
+OLD_LOG_INDEXES = ("ix_logs_model",)
+
+
+def index_applies(index: sa.Index, dialect: str) -> bool:
+    """Whether `index` is made on this kind of database (the partial ones are not, on MySQL/MariaDB)."""
+    wanted = getattr(index, "_ddl_if", None)
+    return wanted is None or not wanted.dialect or dialect in wanted.dialect
+
+
 class LogDetail(Base, table=True):
     __tablename__ = "log_details"
     request_id: str = Field(primary_key=True, max_length=64)
@@ -715,10 +747,11 @@ class LogDetail(Base, table=True):
 
 
 class SummaryMinute(Base, table=True):
-    """Per-minute counters per (channel, model): the dashboard reads these, never the logs. A row counts the
-    calls the channel answered last (request_count, exception_count …), and apart from them the failed tries it
-    made for calls another channel then answered or failed (failed_attempts): totals over all channels equal the
-    logs', a channel's own figures count its every try (issue 19)."""
+    """Per-minute counters per (channel, model) of the recent past (SUMMARY_MINUTE_DAYS): the dashboard reads
+    these and the hourly rollup below, never the logs. A row counts the calls the channel answered last
+    (request_count, exception_count …), and apart from them the failed tries it made for calls another channel
+    then answered or failed (failed_attempts): totals over all channels equal the logs', a channel's own figures
+    count its every try (issue 19)."""
 
     __tablename__ = "summary_minutes"
     minute: int = Field(primary_key=True, sa_type=sa.BigInteger)  # unix seconds, start of the UTC minute
@@ -738,6 +771,30 @@ class SummaryMinute(Base, table=True):
     failed_attempt_ms: int = Field(default=0, sa_type=sa.BigInteger)
 
 
+class SummaryHour(Base, table=True):
+    """The hourly rollup, kept as long as the logs: the same counters per (UTC hour, channel, model), plus the
+    busiest minute's calls and tokens (aiproxy keeps hourly `summaries` beside its per-minute table)."""
+
+    __tablename__ = "summary_hours"
+    hour: int = Field(primary_key=True, sa_type=sa.BigInteger)  # unix seconds, start of the UTC hour
+    channel_id: int = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=191)
+    request_count: int = Field(default=0, sa_type=sa.BigInteger)
+    exception_count: int = Field(default=0, sa_type=sa.BigInteger)
+    input_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    output_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    total_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    cached_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    cache_hit_count: int = Field(default=0, sa_type=sa.BigInteger)
+    total_time_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
+    total_ttfb_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
+    used_amount: float = 0.0
+    failed_attempts: int = Field(default=0, sa_type=sa.BigInteger)
+    failed_attempt_ms: int = Field(default=0, sa_type=sa.BigInteger)
+    max_rpm: int = 0  # the most calls in one of its minutes
+    max_tpm: int = Field(default=0, sa_type=sa.BigInteger)  # the most tokens in one of its minutes
+
+
 class Option(Base, table=True):
     __tablename__ = "options"
     key: str = Field(primary_key=True, max_length=64)
@@ -751,6 +808,11 @@ class SharedVersion(Base, table=True):
     __tablename__ = "shared_version"
     id: int = Field(default=1, primary_key=True)
     version: int = Field(default=0, sa_type=sa.BigInteger)
+    summaries: int = 0  # the SUMMARIES_LAYOUT the summaries were last built in; an older one is rebuilt at start
+
+
+#: what the summaries hold: 1 = calls on their answering channel, failed tries apart, and the hourly rollup
+SUMMARIES_LAYOUT = 1
 
 
 class StoredResponse(Base, table=True):
@@ -782,6 +844,7 @@ def make_engine(dsn: str) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _record: Any) -> None:
             cur = conn.cursor()
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file gives deleted rows' pages back, in steps
             cur.execute("PRAGMA journal_mode=WAL")  # readers never block the log writer
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
@@ -805,19 +868,48 @@ def with_default_driver(dsn: str) -> str:
 def create_schema(engine: sa.Engine) -> None:
     """Create missing tables, then add the columns a newer version defines to tables an older one made, so an
     upgrade keeps every stored row."""
+    existed = set(sa.inspect(engine).get_table_names())
     Base.metadata.create_all(engine)
     inspector = sa.inspect(engine)
+    dialect = engine.dialect.name
+    analyze: set[str] = set()  # tables with new indexes: the planner needs their statistics to choose them
     with engine.begin() as conn:
         for table in Base.metadata.sorted_tables:
             present = {c["name"] for c in inspector.get_columns(table.name)}
             added = [c for c in table.columns if c.name not in present]
             for column in added:
                 conn.exec_driver_sql(_add_column_sql(engine, table, column))
+            indexes = {i["name"] for i in inspector.get_indexes(table.name)}
             for index in table.indexes:
-                if any(c in added for c in index.columns):
-                    index.create(conn, checkfirst=True)
+                if index.name in indexes or not index_applies(index, dialect):
+                    continue
+                if table.name in existed:
+                    logger.warning("creating the index %s on %s (once; on a large table this takes a while)",
+                                   index.name, table.name)
+                    analyze.add(table.name)
+                index.create(conn)
+            for name in (OLD_LOG_INDEXES if table is LogRow.__table__ else ()):
+                if name in indexes:
+                    on = " ON logs" if dialect in ("mysql", "mariadb") else ""
+                    conn.exec_driver_sql(f"DROP INDEX {name}{on}")
         # the one row of the shared version, created if missing and left as it is otherwise
         upsert(conn, SharedVersion.__table__, [{"id": 1, "version": 0}], ("id",), add=("version",))
+        if dialect == "sqlite" and analyze:  # sampled: seconds, not minutes, on millions of rows
+            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            for name in sorted(analyze):
+                conn.exec_driver_sql(f"ANALYZE {name}")
+    with engine.begin() as conn:
+        built = conn.execute(sa.select(SharedVersion.summaries).where(SharedVersion.id == 1)).scalar_one()
+        if built < SUMMARIES_LAYOUT and conn.execute(sa.select(LogRow.id).limit(1)).first() is None:
+            _summaries_built(conn)  # no logs: nothing to rebuild
+            built = SUMMARIES_LAYOUT
+    if built < SUMMARIES_LAYOUT:  # an older version's summaries count every try as a call, and have no hours
+        logger.warning("rebuilding the dashboard's summaries from the logs (once, after an upgrade)")
+        rebuild_summaries(engine)
+
+
+def _summaries_built(conn: sa.Connection) -> None:
+    conn.execute(sa.update(SharedVersion).where(SharedVersion.id == 1).values(summaries=SUMMARIES_LAYOUT))
 
 
 def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> str:
@@ -838,29 +930,41 @@ _CONFLICT_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock
 
 
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...],
-           add: tuple[str, ...] = ()) -> None:
-    """Insert `rows`, or update those whose `keys` already exist: columns in `add` are added to, the others
-    replaced. One statement, rows in key order, so two instances writing the same rows lock them in the same
-    order and cannot deadlock each other (issue 10)."""
+           add: tuple[str, ...] = (), greatest: tuple[str, ...] = ()) -> None:
+    """Insert `rows`, or update those whose `keys` already exist: columns in `add` are added to, those in
+    `greatest` keep the larger value, the others are replaced. Rows in key order, so two instances writing the
+    same rows lock them in the same order and cannot deadlock each other (issue 10). One statement, run for
+    every row: it is compiled once and cached (a multi-row VALUES is compiled anew for each number of rows, which
+    cost the log writer more than the writing)."""
     if not rows:
         return
     rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
     changed = [c for c in rows[0] if c not in keys]
     dialect = conn.dialect.name
+
+    def merged(old: Any, new: Any, c: str) -> Any:
+        if c in add:
+            return old + new
+        if c in greatest:
+            return sa.func.max(old, new) if dialect == "sqlite" else sa.func.greatest(old, new)
+        return new
+
     if dialect in ("mysql", "mariadb"):
-        stmt = sa_mysql.insert(table).values(rows)
+        stmt = sa_mysql.insert(table)
         new = stmt.inserted
-        conn.execute(stmt.on_duplicate_key_update({c: table.c[c] + new[c] if c in add else new[c] for c in changed}))
+        conn.execute(stmt.on_duplicate_key_update({c: merged(table.c[c], new[c], c) for c in changed}), rows)
     elif dialect in _UPSERT_DIALECTS:
-        stmt = _UPSERT_DIALECTS[dialect](table).values(rows)
+        stmt = _UPSERT_DIALECTS[dialect](table)
         new = stmt.excluded
-        set_ = {c: table.c[c] + new[c] if c in add else new[c] for c in changed}
+        set_ = {c: merged(table.c[c], new[c], c) for c in changed}
         conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=set_) if set_
-                     else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+                     else stmt.on_conflict_do_nothing(index_elements=list(keys)), rows)
     else:  # any other SQLAlchemy dialect: update, then insert what matched nothing
         for row in rows:
             where = [table.c[k] == row[k] for k in keys]
-            values = {c: table.c[c] + row[c] if c in add else row[c] for c in changed}
+            values = {c: table.c[c] + row[c] if c in add else
+                      sa.case((table.c[c] < row[c], row[c]), else_=table.c[c]) if c in greatest else row[c]
+                      for c in changed}
             if not values or conn.execute(sa.update(table).where(*where).values(values)).rowcount == 0:
                 conn.execute(sa.insert(table).values(row))
 
@@ -1069,7 +1173,7 @@ class LogFilter:
     def where(self) -> list[Any]:
         w: list[Any] = []
         if self.is_test is not None:
-            w.append(LogRow.is_test == self.is_test)
+            w.append(LogRow.is_test == (sa.true() if self.is_test else sa.false()))
         if self.start_ms is not None:
             w.append(LogRow.created_at >= self.start_ms)
         if self.end_ms is not None:
@@ -1083,10 +1187,10 @@ class LogFilter:
         if self.request_id:
             w.append(LogRow.request_id == self.request_id)
         if self.code_type == "success":
-            w.append(LogRow.code == 200)
+            w.append(LogRow.code == CODE_OK)
         elif self.code_type == "error":
-            w.append(LogRow.code != 200)
-        if self.keyword:  # aiproxy: exact OR-match over the identifying columns
+            w.append(LogRow.code != CODE_OK)
+        if self.keyword:  # aiproxy: exact OR-match over the identifying columns, each the head of an index
             kw = self.keyword
             w.append(sa.or_(LogRow.request_id == kw, LogRow.model == kw, LogRow.token_name == kw,
                             LogRow.actual_model == kw))
@@ -1095,18 +1199,77 @@ class LogFilter:
 
 def query_logs(engine: sa.Engine, flt: LogFilter, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
     where = flt.where()
+    newest = (LogRow.created_at.desc(), LogRow.id.desc())  # id breaks ties: pages never overlap within one ms
     with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(LogRow).where(*where)).scalar_one()
-        # id breaks ties so that pages never overlap when many rows share one millisecond
-        stmt = (sa.select(*LogRow.__table__.columns).where(*where)
-                .order_by(LogRow.created_at.desc(), LogRow.id.desc())
-                .limit(per_page).offset((page - 1) * per_page))
+        total = count_logs(conn, flt)
+        if flt.keyword:  # each column of the OR read in order from its own index, then merged
+            found: dict[int, dict[str, Any]] = {}
+            for column in (LogRow.request_id, LogRow.model, LogRow.token_name, LogRow.actual_model):
+                part = dataclasses.replace(flt, keyword="").where() + [column == flt.keyword]
+                found.update((r.id, dict(r._mapping)) for r in conn.execute(
+                    sa.select(*LogRow.__table__.columns).where(*part).order_by(*newest).limit(page * per_page)))
+            page_rows = sorted(found.values(), key=lambda r: (r["created_at"], r["id"]), reverse=True)
+            return [log_to_api(r) for r in page_rows[(page - 1) * per_page:page * per_page]], total
+        stmt = sa.select(*LogRow.__table__.columns).where(*where).order_by(*newest).limit(per_page).offset(
+            (page - 1) * per_page)
         rows = [log_to_api(dict(r._mapping)) for r in conn.execute(stmt)]
     return rows, total
 
 
+ROLLUP_COUNT_MIN_S = 6 * 3600  # a range with fewer whole hours is counted in the logs themselves
+
+
+def count_logs(conn: sa.Connection, flt: LogFilter) -> int:
+    """The rows `flt` matches. Over long ranges, the hourly rollup counts the whole hours (it holds every call of
+    the logs, written in the same transactions) and the logs only the part hours at either end: a 30-day count of
+    millions of rows reads a few thousand."""
+    if flt.code_type == "success":  # most rows: all of them minus the failed ones, each read from an index
+        return count_logs(conn, dataclasses.replace(flt, code_type="all")) - count_logs(
+            conn, dataclasses.replace(flt, code_type="error"))
+    rolled = _count_from_rollup(conn, flt)
+    if rolled is not None:
+        return rolled
+    return conn.execute(sa.select(sa.func.count()).select_from(LogRow).where(*flt.where())).scalar_one()
+
+
+def _count_from_rollup(conn: sa.Connection, flt: LogFilter) -> int | None:
+    if flt.token_name or flt.request_id or flt.keyword or flt.is_test:
+        return None  # the rollup has no keys or request ids, and no model tests
+    start = flt.start_ms or 0
+    first_hour = -(-start // 3_600_000) * 3600  # the whole hours of the range, in seconds
+    end_hour = ((flt.end_ms + 1) // 3_600_000 if flt.end_ms is not None else now_ms() // 3_600_000 + 1) * 3600
+    if end_hour - first_hour < ROLLUP_COUNT_MIN_S:
+        return None
+    column = SummaryHour.exception_count if flt.code_type == "error" else SummaryHour.request_count
+    where = [SummaryHour.hour >= first_hour, SummaryHour.hour < end_hour]
+    if flt.channel is not None:
+        where.append(SummaryHour.channel_id == flt.channel)
+    if flt.model:
+        where.append(SummaryHour.model == flt.model)
+    total = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*where)).scalar_one())
+    # each part with one lower and one upper bound: given two, SQLite may range its index on the wrong one
+    parts = [dataclasses.replace(flt, end_ms=first_hour * 1000 - 1)] if start < first_hour * 1000 else []
+    if flt.end_ms is None or flt.end_ms >= end_hour * 1000:
+        parts.append(dataclasses.replace(flt, start_ms=end_hour * 1000))
+    count = sa.select(sa.func.count()).select_from(LogRow)
+    total += sum(conn.execute(count.where(*part.where())).scalar_one() for part in parts)
+    if flt.is_test is None:  # model tests are rows of the logs, not calls of the rollup: read from their own
+        # index, the other columns wrapped so that no planner ranges the (far larger) index of one of them
+        tests = [LogRow.is_test == sa.true(), LogRow.created_at >= first_hour * 1000,
+                 LogRow.created_at < end_hour * 1000]
+        if flt.model:
+            tests.append(sa.func.coalesce(LogRow.model, "") == flt.model)
+        if flt.channel is not None:
+            tests.append(LogRow.channel + 0 == flt.channel)
+        if flt.code_type == "error":
+            tests.append(LogRow.code + 0 != CODE_OK)
+        total += conn.execute(count.where(*tests)).scalar_one()
+    return total
+
+
 def query_summaries(engine: sa.Engine, start_s: int, end_s: int, channel: int | None,
                     model: str) -> list[dict[str, Any]]:
+    """The per-minute summary rows of a range, as stored."""
     where = [SummaryMinute.minute >= start_s, SummaryMinute.minute <= end_s]
     if channel is not None:
         where.append(SummaryMinute.channel_id == channel)
@@ -1117,19 +1280,324 @@ def query_summaries(engine: sa.Engine, start_s: int, end_s: int, channel: int | 
             sa.select(*SummaryMinute.__table__.columns).where(*where).order_by(SummaryMinute.minute))]
 
 
+# ---- summaries: per minute for the recent past, per hour for as long as the logs ----
+
+SUMMARY_MINUTE_DAYS = 3  # per-minute summaries older than this are pruned; the hourly rollup stays
+MINUTE_RANGE_MAX_S = 2 * 86400  # minute buckets over a longer range are answered by the hour, and say so
+#: a call's counters (on the channel that answered it), then a failed try's (on the channel that failed)
+_SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
+           "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount")
+SUMMARY_COUNTERS = _SUMMED + ("failed_attempts", "failed_attempt_ms")
+_K = functools.partial(sa.literal_column, type_=sa.BigInteger)  # a constant that renders the same twice in GROUP BY
+
+
+def failed_attempts(row: Any) -> list[dict[str, Any]]:
+    """The tries of a call that failed before another answered it (or before the last one failed): every tried
+    channel in its trail but the row's own, which its last entry is. Only a call with retries has any."""
+    if not row["retry_times"] or not row["attempts"]:
+        return []
+    trail = [a for a in attempts_from_text(row["attempts"]) if isinstance(a, dict)
+             and isinstance(a.get("channel_id"), int) and isinstance(a.get("ms"), int)]
+    last = trail[-1] if trail else None
+    own = last if last is not None and "skipped" not in last and last["channel_id"] == row["channel"] else None
+    return [a for a in trail if "skipped" not in a and a is not own and a["channel_id"]]
+
+
+def add_call(c: collections.Counter, r: dict[str, Any]) -> None:
+    c["request_count"] += 1
+    c["exception_count"] += r["code"] != 200
+    for name in ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "used_amount"):
+        c[name] += r[name]
+    c["cache_hit_count"] += r["cached_tokens"] > 0
+    c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
+    c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
+
+
+def add_summaries(conn: sa.Connection, sums: dict[tuple[int, int, str], collections.Counter]) -> None:
+    """Add per-minute counters to the minute table and its hours; an hour keeps its busiest minute, read back
+    after the add (the minute's row is locked by then, so two instances never lose each other's calls)."""
+    if not sums:
+        return
+    minutes = [{"minute": m, "channel_id": ch, "model": model, **{n: c[n] for n in SUMMARY_COUNTERS}}
+               for (m, ch, model), c in sums.items()]
+    upsert(conn, SummaryMinute.__table__, minutes, ("minute", "channel_id", "model"), add=SUMMARY_COUNTERS)
+    busiest: dict[tuple[int, int, str], list[int]] = {}
+    now = conn.execute(sa.select(SummaryMinute.minute, SummaryMinute.channel_id, SummaryMinute.model,
+                                 SummaryMinute.request_count, SummaryMinute.total_tokens)
+                       .where(SummaryMinute.minute.in_({m for m, _, _ in sums})))
+    for m, ch, model, calls, tokens in now:
+        if (m, ch, model) in sums:
+            top = busiest.setdefault((m // 3600 * 3600, ch, model), [0, 0])
+            top[0], top[1] = max(top[0], calls), max(top[1], tokens)
+    hours: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    for (m, ch, model), c in sums.items():
+        hours[(m // 3600 * 3600, ch, model)].update(c)
+    rows = [{"hour": h, "channel_id": ch, "model": model, **{n: c[n] for n in SUMMARY_COUNTERS},
+             "max_rpm": busiest.get((h, ch, model), (0, 0))[0], "max_tpm": busiest.get((h, ch, model), (0, 0))[1]}
+            for (h, ch, model), c in hours.items()]
+    upsert(conn, SummaryHour.__table__, rows, ("hour", "channel_id", "model"), add=SUMMARY_COUNTERS,
+           greatest=("max_rpm", "max_tpm"))
+
+
+def minute_cutoff_s() -> int:
+    """Per-minute summaries start at this hour; older ones are pruned."""
+    return (now_ms() // 1000 - SUMMARY_MINUTE_DAYS * 86400) // 3600 * 3600
+
+
+def _calls_by_minute(where: list[Any]) -> sa.Select:
+    c = LogRow.__table__.c
+    minute = (c.created_at // _K("60000")) * _K("60")
+    return (sa.select(minute.label("minute"), c.channel.label("channel_id"), c.model.label("model"),
+                      sa.func.count().label("request_count"),
+                      sa.func.sum(sa.case((c.code != CODE_OK, 1), else_=0)).label("exception_count"),
+                      sa.func.sum(c.input_tokens).label("input_tokens"),
+                      sa.func.sum(c.output_tokens).label("output_tokens"),
+                      sa.func.sum(c.total_tokens).label("total_tokens"),
+                      sa.func.sum(c.cached_tokens).label("cached_tokens"),
+                      sa.func.sum(sa.case((c.cached_tokens > 0, 1), else_=0)).label("cache_hit_count"),
+                      sa.func.sum(c.created_at - c.request_at).label("total_time_milliseconds"),
+                      sa.func.sum(c.ttfb_milliseconds).label("total_ttfb_milliseconds"),
+                      sa.func.sum(c.used_amount).label("used_amount"))
+            .where(c.is_test == sa.false(), *where).group_by(minute, c.channel, c.model))
+
+
+def summarize_logs(conn: sa.Connection, start_s: int | None = None, end_s: int | None = None) -> None:
+    """Recompute the summaries of the hours [start_s, end_s) (None: all) from the logs, in SQL: the minutes of
+    the recent past and the hourly rollup, then each failed try of a call with retries, from its trail."""
+    in_hours = [t for t in (SummaryHour.hour >= start_s if start_s is not None else None,
+                            SummaryHour.hour < end_s if end_s is not None else None) if t is not None]
+    in_minutes = [t for t in (SummaryMinute.minute >= start_s if start_s is not None else None,
+                              SummaryMinute.minute < end_s if end_s is not None else None) if t is not None]
+    conn.execute(sa.delete(SummaryHour).where(*in_hours))
+    conn.execute(sa.delete(SummaryMinute).where(*in_minutes))
+    cutoff = minute_cutoff_s()
+    in_logs = [t for t in (LogRow.created_at >= start_s * 1000 if start_s is not None else None,
+                           LogRow.created_at < end_s * 1000 if end_s is not None else None) if t is not None]
+    minute_cols = ["minute", "channel_id", "model", *_SUMMED]
+    if end_s is None or end_s > cutoff:
+        conn.execute(sa.insert(SummaryMinute).from_select(minute_cols, _calls_by_minute(
+            [*in_logs, LogRow.created_at >= max(cutoff, start_s or 0) * 1000])))
+    per_minute = _calls_by_minute(in_logs).subquery()
+    hour = (per_minute.c.minute // _K("3600")) * _K("3600")
+    conn.execute(sa.insert(SummaryHour).from_select(
+        ["hour", "channel_id", "model", *_SUMMED, "max_rpm", "max_tpm"],
+        sa.select(hour, per_minute.c.channel_id, per_minute.c.model,
+                  *[sa.func.sum(per_minute.c[n]) for n in _SUMMED],
+                  sa.func.max(per_minute.c.request_count), sa.func.max(per_minute.c.total_tokens))
+        .group_by(hour, per_minute.c.channel_id, per_minute.c.model)))
+    retried = conn.execute(sa.select(LogRow.created_at, LogRow.channel, LogRow.model, LogRow.retry_times,
+                                     LogRow.attempts)
+                           .where(*in_logs, LogRow.retry_times > 0, LogRow.is_test == sa.false()))
+    minutes: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    hours: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in retried.mappings():
+        for a in failed_attempts(r):
+            minute = r["created_at"] // 60000 * 60
+            tried = dict(failed_attempts=1, failed_attempt_ms=a["ms"])
+            if minute >= cutoff:
+                minutes[(minute, a["channel_id"], r["model"])].update(tried)
+            hours[(minute // 3600 * 3600, a["channel_id"], r["model"])].update(tried)
+    failed = ("failed_attempts", "failed_attempt_ms")  # only these: a new row's other counters start at 0
+    upsert(conn, SummaryMinute.__table__, [{"minute": m, "channel_id": ch, "model": model,
+                                            **{n: c[n] for n in failed}} for (m, ch, model), c in minutes.items()],
+           ("minute", "channel_id", "model"), add=failed)
+    upsert(conn, SummaryHour.__table__, [{"hour": h, "channel_id": ch, "model": model,
+                                          **{n: c[n] for n in failed}} for (h, ch, model), c in hours.items()],
+           ("hour", "channel_id", "model"), add=failed)
+
+
+def rebuild_summaries(engine: sa.Engine) -> dict[str, int]:
+    """Every summary and rollup recomputed from the logs, in one transaction (`aiproxy-local rebuild-summaries`:
+    after a crash, after importing logs, after an upgrade that changes the rollups)."""
+    with engine.begin() as conn:
+        summarize_logs(conn)
+        _summaries_built(conn)  # in the same transaction: a rebuild cut short is run again at the next start
+        return {"summary_minutes": conn.execute(sa.select(sa.func.count()).select_from(SummaryMinute)).scalar_one(),
+                "summary_hours": conn.execute(sa.select(sa.func.count()).select_from(SummaryHour)).scalar_one()}
+
+
+def prune_summaries(engine: sa.Engine, logs_before_ms: int | None = None) -> None:
+    """Minutes older than SUMMARY_MINUTE_DAYS go; with `logs_before_ms` (the logs deleted before it), the hours
+    before it go too, and the hour it falls in is recomputed from the logs left in it."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(SummaryMinute).where(SummaryMinute.minute < minute_cutoff_s()))
+        if logs_before_ms is not None:
+            hour = logs_before_ms // 3_600_000 * 3600
+            conn.execute(sa.delete(SummaryHour).where(SummaryHour.hour < hour))
+            summarize_logs(conn, hour, hour + 3600)
+
+
+# ---- the dashboard's sums, by local minute, hour or day ----
+
+def _utc_offset(tz: ZoneInfo, ts: int) -> int:
+    return int(datetime.fromtimestamp(ts, tz).utcoffset().total_seconds())
+
+
+def utc_offsets(tz: ZoneInfo, start_s: int, end_s: int) -> list[tuple[int, int]]:
+    """(from, UTC offset in seconds) for each stretch of [start_s, end_s] the zone keeps one offset (a DST
+    change starts a new one), found day by day, then to the hour."""
+    day = start_s - start_s % 3600
+    stretches = [(day, _utc_offset(tz, day))]
+    while day < end_s:
+        following = min(day + 86400, end_s - end_s % 3600 + 3600)
+        if _utc_offset(tz, following) != stretches[-1][1]:
+            hour = day + 3600
+            while _utc_offset(tz, hour) == stretches[-1][1]:
+                hour += 3600
+            stretches.append((hour, _utc_offset(tz, hour)))
+        day = following
+    return stretches
+
+
+def _local_bucket(column: Any, stretches: list[tuple[int, int]], step: int) -> Any:
+    """SQL for the local minute/hour/day number holding `column` (UTC seconds): its local time over `step`."""
+    local = column + _K(f"({stretches[-1][1]})")
+    if len(stretches) > 1:
+        local = sa.case(*[(column < _K(str(until)), column + _K(f"({offset})"))
+                          for (_, offset), (until, _) in zip(stretches, stretches[1:])], else_=local)
+    return local // _K(str(step))
+
+
+def _local_number_start(number: int, step: int, tz: ZoneInfo) -> int:
+    """The UTC start of local minute/hour/day `number`."""
+    wall = datetime.fromtimestamp(number * step, timezone.utc).replace(tzinfo=tz)
+    return int(wall.timestamp())
+
+
+def _summary_sums(conn: sa.Connection, hourly: bool, start_s: int, end_s: int, stretches: list[tuple[int, int]],
+                  step: int, channel: int | None, model: str) -> list[Any]:
+    """The summaries of [start_s, end_s), grouped in SQL by local bucket number, channel and model."""
+    table = SummaryHour.__table__ if hourly else SummaryMinute.__table__
+    at = table.c.hour if hourly else table.c.minute
+    key = at // _K("60") if step == 60 else _local_bucket(at, stretches, step)
+    where = [at >= start_s, at < end_s]
+    if channel is not None:
+        where.append(table.c.channel_id == channel)
+    if model:
+        where.append(table.c.model == model)
+    busiest = (table.c.max_rpm, table.c.max_tpm) if hourly else (table.c.request_count, table.c.total_tokens)
+    return conn.execute(sa.select(key.label("k"), table.c.channel_id, table.c.model,
+                                  *[sa.func.sum(table.c[n]) for n in SUMMARY_COUNTERS],
+                                  sa.func.max(busiest[0]), sa.func.max(busiest[1]))
+                        .where(*where).group_by(key, table.c.channel_id, table.c.model)).all()
+
+
+def _log_sums(conn: sa.Connection, start_s: int, end_s: int, stretches: list[tuple[int, int]], step: int,
+              channel: int | None, model: str) -> list[Any]:
+    """What _summary_sums() gives, from the logs themselves: for a part hour at the end of a range whose
+    per-minute summaries are pruned (a few thousand rows at most)."""
+    c = LogRow.__table__.c
+    where = [c.created_at >= start_s * 1000, c.created_at < end_s * 1000]
+    calls = [*where, *([c.channel == channel] if channel is not None else []), *([c.model == model] if model else [])]
+    per_minute = _calls_by_minute(calls).subquery()
+    key = per_minute.c.minute // _K("60") if step == 60 else _local_bucket(per_minute.c.minute, stretches, step)
+    zero = sa.literal_column("0", sa.BigInteger)
+    rows = [list(r) for r in conn.execute(
+        sa.select(key, per_minute.c.channel_id, per_minute.c.model, *[sa.func.sum(per_minute.c[n]) for n in _SUMMED],
+                  zero, zero, sa.func.max(per_minute.c.request_count), sa.func.max(per_minute.c.total_tokens))
+        .group_by(key, per_minute.c.channel_id, per_minute.c.model))]
+    retried = conn.execute(sa.select(c.created_at, c.channel, c.model, c.retry_times, c.attempts).where(
+        *where, *([c.model == model] if model else []), c.retry_times > 0, c.is_test == sa.false()))
+    failed_at = len(_SUMMED)
+    for r in retried.mappings():
+        minute = r["created_at"] // 60000 * 60
+        offset = next(o for since, o in reversed(stretches) if minute >= since or since == stretches[0][0])
+        k = minute // 60 if step == 60 else (minute + offset) // step
+        for a in failed_attempts(r):
+            if channel is None or a["channel_id"] == channel:
+                rows.append([k, a["channel_id"], r["model"], *[0] * failed_at, 1, a["ms"], 0, 0])
+    return rows
+
+
 LOG_DELETE_CHUNK = 5000  # one short transaction each: the log writer never waits long for SQLite's write lock
 
 
 def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
+    """Delete the logs before `before_ms` and their summaries, so that the dashboard and the logs agree."""
     deleted = 0
     while True:
         with engine.begin() as conn:
             rows = conn.execute(sa.select(LogRow.id, LogRow.request_id).where(LogRow.created_at < before_ms)
                                 .order_by(LogRow.id).limit(LOG_DELETE_CHUNK)).all()
             if not rows:
-                return deleted
+                break
             conn.execute(sa.delete(LogDetail).where(LogDetail.request_id.in_([r.request_id for r in rows])))
             deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
+    prune_summaries(engine, before_ms if deleted else None)
+    if deleted and engine.dialect.name == "sqlite":
+        reclaim_sqlite_space(engine)
+    return deleted
+
+
+SQLITE_VACUUM_FREE_SHARE = 0.25  # a file without auto-vacuum is vacuumed once this share of it is free pages
+SQLITE_VACUUM_STEP_PAGES = 2000  # pages one incremental-vacuum transaction gives back (8 MB at 4 KB pages)
+
+
+def reclaim_sqlite_space(engine: sa.Engine) -> int:
+    """Give the pages deleted rows left free back to the file system, so the file shrinks: in small incremental
+    steps (the log writer waits only for one step), or, in a file made before auto-vacuum was on, once with
+    VACUUM when a quarter of it is free, which also turns incremental auto-vacuum on. Runs in a thread (the
+    retention loop's, the admin route's), never on the event loop. Returns the pages given back."""
+    with engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA auto_vacuum").scalar_one()
+        free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+    if not free:
+        return 0
+    if mode == 2:  # incremental
+        given = 0
+        while given < free:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"PRAGMA incremental_vacuum({SQLITE_VACUUM_STEP_PAGES})")
+            given += SQLITE_VACUUM_STEP_PAGES
+        return free
+    if free < pages * SQLITE_VACUUM_FREE_SHARE:
+        return 0
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.exec_driver_sql("VACUUM")
+    logger.warning("vacuumed the SQLite file: %d of its %d pages were free; incremental auto-vacuum is on now",
+                   free, pages)
+    return free
+
+
+# ---- the CSV export reads in id order, a page at a time ----
+
+EXPORT_PAGE_ROWS = 2000
+
+
+def iter_log_pages(engine: sa.Engine, flt: LogFilter, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The rows `flt` matches, newest id first, in pages; each page one short query that starts below the last
+    id read (keyset pagination: no OFFSET, no COUNT), at most `limit` rows. The id range of the time range is
+    found first, so each page reads the rows of that range in id order."""
+    where = flt.where()
+    with engine.connect() as conn:
+        if flt.start_ms is not None or flt.end_ms is not None:
+            times = [t for t in (LogRow.created_at >= flt.start_ms if flt.start_ms is not None else None,
+                                 LogRow.created_at <= flt.end_ms if flt.end_ms is not None else None)
+                     if t is not None]
+            low, high = conn.execute(sa.select(sa.func.min(LogRow.id), sa.func.max(LogRow.id)).where(*times)).one()
+            if low is None:
+                return
+            where += [LogRow.id >= low]
+            below = high + 1
+        else:
+            below = (conn.execute(sa.select(sa.func.max(LogRow.id))).scalar_one() or 0) + 1
+    left = limit
+    while left is None or left > 0:
+        size = EXPORT_PAGE_ROWS if left is None else min(EXPORT_PAGE_ROWS, left)
+        with engine.connect() as conn:
+            page = [dict(r._mapping) for r in conn.execute(
+                sa.select(*LogRow.__table__.columns).where(*where, LogRow.id < below)
+                .order_by(LogRow.id.desc()).limit(size))]
+        if not page:
+            return
+        yield page
+        below = page[-1]["id"]
+        if left is not None:
+            left -= len(page)
+        if len(page) < size:
+            return
 
 
 RESPONSE_CHAIN_MAX = 1000  # turns `previous_response_id` may reach back; a longer chain is refused as not found
@@ -7392,43 +7860,19 @@ def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) 
         conn.execute(sa.insert(LogDetail), details)
 
 
-_SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
-           "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount", "failed_attempts",
-           "failed_attempt_ms")
-
-
-def failed_attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tries of a call that failed before another answered it (or before the last one failed): every tried
-    channel in its trail but the row's own, which its last entry is. Only a call with retries has any."""
-    if not row["retry_times"] or not row.get("attempts"):
-        return []
-    trail = [a for a in attempts_from_text(row["attempts"]) if isinstance(a, dict)
-             and isinstance(a.get("channel_id"), int) and isinstance(a.get("ms"), int)]
-    last = trail[-1] if trail else None
-    own = last if last is not None and "skipped" not in last and last["channel_id"] == row["channel"] else None
-    return [a for a in trail if "skipped" not in a and a is not own and a["channel_id"]]
-
-
 def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
+    """The batch's calls into the per-minute summaries and the hourly rollup, in the transaction of its rows: the
+    dashboard's totals always equal the logs' rows."""
     sums: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
     for e in batch:
         r = e.row
         if r["is_test"]:
             continue
-        c = sums[(r["created_at"] // 60000 * 60, r["channel"], r["model"])]
-        c["request_count"] += 1
-        c["exception_count"] += r["code"] != 200
-        for name in ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "used_amount"):
-            c[name] += r[name]
-        c["cache_hit_count"] += r["cached_tokens"] > 0
-        c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
-        c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
+        add_call(sums[(r["created_at"] // 60000 * 60, r["channel"], r["model"])], r)
         for a in failed_attempts(r):  # each failed try counts against the channel that failed (issue 10), apart
-            f = sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])]  # from the calls (issue 19)
-            f.update(failed_attempts=1, failed_attempt_ms=a["ms"])
-    rows = [{"minute": minute, "channel_id": channel, "model": model, **{n: c[n] for n in _SUMMED}}
-            for (minute, channel, model), c in sums.items()]
-    upsert(conn, SummaryMinute.__table__, rows, ("minute", "channel_id", "model"), add=_SUMMED)
+            sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])].update(  # from the calls (issue 19)
+                failed_attempts=1, failed_attempt_ms=a["ms"])
+    add_summaries(conn, sums)
 
 
 def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
@@ -7444,14 +7888,20 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             channels[a["channel_id"]].update(request_count=1, error_count=1)
         if r["token_id"]:
             tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
-    for cid, c in sorted(channels.items()):
-        conn.execute(sa.update(Channel).where(Channel.id == cid).values(
-            request_count=Channel.request_count + c["request_count"],
-            retry_count=Channel.retry_count + c["retry_count"], used_amount=Channel.used_amount + c["used_amount"],
-            error_count=Channel.error_count + c["error_count"]))
-    for tid, c in sorted(tokens.items()):
-        conn.execute(sa.update(Token).where(Token.id == tid).values(
-            request_count=Token.request_count + c["request_count"], used_amount=Token.used_amount + c["used_amount"]))
+    if channels:  # one statement for all, compiled once: building an UPDATE per channel cost more than running it
+        conn.execute(_CHANNEL_COUNTERS, [{"cid": cid, "n": c["request_count"], "retries": c["retry_count"],
+                                          "usd": c["used_amount"], "errors": c["error_count"]}
+                                         for cid, c in sorted(channels.items())])
+    if tokens:
+        conn.execute(_TOKEN_COUNTERS, [{"tid": tid, "n": c["request_count"], "usd": c["used_amount"]}
+                                       for tid, c in sorted(tokens.items())])
+
+
+_CHANNEL_COUNTERS = sa.update(Channel).where(Channel.id == sa.bindparam("cid")).values(
+    request_count=Channel.request_count + sa.bindparam("n"), retry_count=Channel.retry_count + sa.bindparam("retries"),
+    used_amount=Channel.used_amount + sa.bindparam("usd"), error_count=Channel.error_count + sa.bindparam("errors"))
+_TOKEN_COUNTERS = sa.update(Token).where(Token.id == sa.bindparam("tid")).values(
+    request_count=Token.request_count + sa.bindparam("n"), used_amount=Token.used_amount + sa.bindparam("usd"))
 
 
 # ==== 14. Admin API: aiproxy's /api contract ================================================================
@@ -8375,40 +8825,90 @@ def _local_time(ms: int, tz: ZoneInfo) -> str:
         return str(ms)
 
 
-def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
-    cells = dict(row, channel_id=row["channel"], cached_tokens=row["usage"]["cached_tokens"],
-                 cache_creation_tokens=row["usage"]["cache_creation_tokens"],
-                 channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
-                 **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
-    return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
+def _csv_cells(r: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
+    """A stored log row as its CSV line, in LOG_CSV_COLUMNS' order (built straight from the row: an export
+    formats millions)."""
+    channel = r["channel"]
+    return [csv_cell(v) for v in (
+        r["id"], r["request_id"], _local_time(r["request_at"], tz), _local_time(r["created_at"], tz),
+        r["ttfb_milliseconds"], r["model"], r["actual_model"],
+        r["channel_name"] or channel_names.get(channel, "") if channel else "", channel, r["code"], r["endpoint"],
+        r["input_tokens"], r["output_tokens"], r["cached_tokens"], r["cache_creation_tokens"] or 0, r["used_amount"],
+        r["token_name"], r["ip"], r["retry_times"], r["content"])]
 
 
-def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000, tz: ZoneInfo = ZoneInfo("UTC")) -> str:
-    """Logs as CSV for a spreadsheet: times in `tz`, channels by name (rows keep the name of a deleted one)."""
+def csv_header(tz: ZoneInfo) -> list[str]:
+    return [f"{c} ({tz.key})" if c in _CSV_TIMES else c for c in LOG_CSV_COLUMNS]
+
+
+def iter_logs_csv(state: AppState, flt: LogFilter, tz: ZoneInfo = ZoneInfo("UTC"),
+                  limit: int | None = None) -> Iterator[str]:
+    """Logs as CSV for a spreadsheet, a page of text at a time (times in `tz`, channels by name; rows keep the
+    name of a deleted channel). Every matching row, unless `limit` is given: then a last line says it was
+    reached."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([f"{c} ({tz.key})" if c in _CSV_TIMES else c for c in LOG_CSV_COLUMNS])
+    writer.writerow(csv_header(tz))
+    yield out.getvalue()
     names = {c.id: c.name for c in state.routes.channels.values()}
-    page = 1
-    while (page - 1) * PER_PAGE_MAX < limit:
-        rows, total = query_logs(state.engine, flt, page, PER_PAGE_MAX)
-        writer.writerows(_csv_row(r, tz, names) for r in rows)
-        if page * PER_PAGE_MAX >= total:
-            break
-        page += 1
-    return out.getvalue()
+    written = 0
+    for page in iter_log_pages(state.engine, flt, None if limit is None else limit + 1):
+        if limit is not None and written + len(page) > limit:
+            page = page[:limit - written]
+            out.seek(0)
+            out.truncate()
+            writer.writerows(_csv_cells(r, tz, names) for r in page)
+            writer.writerow([f"# stopped at max_entries={limit}: more rows match; export again with a narrower "
+                             "range or a larger max_entries"])
+            yield out.getvalue()
+            return
+        out.seek(0)
+        out.truncate()
+        writer.writerows(_csv_cells(r, tz, names) for r in page)
+        written += len(page)
+        yield out.getvalue()
+
+
+def logs_csv(state: AppState, flt: LogFilter, limit: int | None = None, tz: ZoneInfo = ZoneInfo("UTC")) -> str:
+    return "".join(iter_logs_csv(state, flt, tz, limit))
+
+
+def export_logs_file(state: AppState, flt: LogFilter, tz: ZoneInfo) -> Path:
+    """The CSV of `flt` (times as the page shows them) in <data-dir>/exports, replacing the previous one."""
+    folder = state.settings.data_path / "exports"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.glob("logs-*.csv"):
+        old.unlink(missing_ok=True)
+    path = folder / f"logs-{secrets.token_hex(8)}.csv"
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8-sig",
+              newline="") as f:
+        for text in iter_logs_csv(state, flt, tz):
+            f.write(text)
+    return path
+
+
+async def _in_thread(rows: Iterator[str]) -> AsyncIterator[bytes]:
+    """Each next() of a blocking iterator in a worker thread: the event loop serves calls meanwhile."""
+    done = object()
+    while (text := await asyncio.to_thread(next, rows, done)) is not done:
+        yield text.encode("utf-8")
 
 
 @admin_router.get("/logs/export")
 def api_logs_export(flt: LogFilter = Depends(make_log_filter), timezone: Timezone = "UTC",
+                    max_entries: Annotated[int, pydantic.Field(ge=0, le=INT64_MAX)] = 0,
                     state: AppState = Depends(require_admin)) -> Response:
-    return Response(logs_csv(state, flt, tz=parse_timezone(timezone)), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
+    """Streamed: the first rows leave while the rest are read, and memory stays flat for any number of them.
+    Every matching row (aiproxy's `max_entries`: 0 or absent, no limit)."""
+    rows = iter_logs_csv(state, flt, parse_timezone(timezone), max_entries or None)
+    return StreamingResponse(_in_thread(rows), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
 
 
 # ---- dashboard ----
 
 TIMESPANS = ("minute", "hour", "day")
+TIMESPAN_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def bucket_start(ts: int, timespan: str, tz: ZoneInfo) -> int:
@@ -8422,51 +8922,103 @@ def bucket_start(ts: int, timespan: str, tz: ZoneInfo) -> int:
     return int(local.timestamp())
 
 
-_SHOWN = _SUMMED[:-2]  # the counters an answer has: failed_attempts* are folded in for one channel, or left out
+@dataclass
+class DashboardAnswer:
+    series: list[dict[str, Any]]  # FastGPT's dashboardv2 shape: [{timestamp, summary: [...]}]
+    timespan: str  # the buckets answered, which may be coarser than those asked for
+    note: str = ""  # why they are coarser
+
+
+def dashboard_answer(engine: sa.Engine, start_ms: int | None, end_ms: int | None, timezone_name: str = "UTC",
+                     timespan: str = "hour", channel: int | None = None, model: str = "") -> DashboardAnswer:
+    """The dashboard's series, summed in SQL from the coarsest summaries that answer: the hourly rollup for
+    whole hours, the per-minute summaries for minute buckets and for the part hours at either end of a range
+    (while they are kept). Without a channel, `request_count` counts calls, so the totals equal the logs' rows;
+    with `channel`, that channel's tries, failed ones included (its error rate, its latency)."""
+    if timespan not in TIMESPANS:
+        raise ApiError("timespan must be minute, hour or day")
+    tz = parse_timezone(timezone_name)
+    end_s = (end_ms or now_ms()) // 1000
+    start_s = (start_ms // 1000) if start_ms is not None else end_s - 7 * 86400
+    first, last = start_s - start_s % 60, end_s - end_s % 60 + 60  # whole minutes, as the summaries count
+    kept_from = minute_cutoff_s()
+    note = ""
+    if timespan == "minute" and last - first > MINUTE_RANGE_MAX_S + 60:
+        timespan, note = "hour", (f"minute buckets cover at most {MINUTE_RANGE_MAX_S // 86400} days; "
+                                  "this range is answered by the hour")
+    elif timespan == "minute" and first < kept_from:
+        timespan, note = "hour", (f"per-minute summaries are kept {SUMMARY_MINUTE_DAYS} days; "
+                                  "this range is answered by the hour")
+    step = TIMESPAN_SECONDS[timespan]
+    stretches = utc_offsets(tz, first, last)
+    whole_hours = all(offset % 3600 == 0 for _, offset in stretches)
+    parts: list[tuple[str, int, int]] = []  # (read from, from, to)
+    if step == 60 or (not whole_hours and first >= kept_from):
+        parts.append(("minutes", first, last))
+    else:
+        if not whole_hours:
+            note = note or "hours of this time zone are read from whole UTC hours (its offset is not whole hours)"
+        head, tail = -(-first // 3600) * 3600, last // 3600 * 3600  # the whole hours: [head, tail)
+        if tail < head:  # within one hour
+            parts.append(("minutes" if first >= kept_from else "logs", first, last))
+        else:  # the part hours at either end: their minutes while kept, else their logs
+            if first < head:
+                parts.append(("minutes" if first >= kept_from else "logs", first, head))
+            if head < tail:
+                parts.append(("hours", head, tail))
+            if tail < last:
+                parts.append(("minutes" if tail >= kept_from else "logs", tail, last))
+    sums: dict[tuple[int, int, str], list[Any]] = {}
+    with engine.connect() as conn:
+        for source, lo, hi in parts:
+            read = (_log_sums(conn, lo, hi, stretches, step, channel, model) if source == "logs" else
+                    _summary_sums(conn, source == "hours", lo, hi, stretches, step, channel, model))
+            for k, ch, mdl, *values in read:
+                k = int(k)  # MySQL's FLOOR() gives a decimal
+                acc = sums.get((k, ch, mdl))
+                if acc is None:
+                    sums[(k, ch, mdl)] = list(values)
+                else:
+                    n = len(SUMMARY_COUNTERS)
+                    acc[:n] = [a + (b or 0) for a, b in zip(acc[:n], values[:n])]
+                    acc[n:] = [max(a or 0, b or 0) for a, b in zip(acc[n:], values[n:])]
+    buckets: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+    starts: dict[int, int] = {}
+    for (k, ch, mdl), values in sums.items():
+        c = dict(zip(SUMMARY_COUNTERS, values))
+        item = {"channel_id": ch, "model": mdl, **{n: int(c[n] or 0) for n in _SUMMED},
+                "used_amount": float(c["used_amount"] or 0), "max_rpm": int(values[-2] or 0),
+                "max_tpm": int(values[-1] or 0), "failed_attempts": int(c["failed_attempts"] or 0)}
+        if channel is not None:  # the channel's own figures: every try it made
+            item["request_count"] += item["failed_attempts"]
+            item["exception_count"] += item["failed_attempts"]
+            item["total_time_milliseconds"] += int(c["failed_attempt_ms"] or 0)
+        elif not item["request_count"]:
+            continue  # only failed tries here, no calls
+        if k not in starts:
+            starts[k] = k * 60 if step == 60 else _local_number_start(k, step, tz)
+        buckets[starts[k]].append(item)
+    series = [{"timestamp": ts, "summary": sorted(buckets[ts], key=lambda i: (i["channel_id"], i["model"]))}
+              for ts in sorted(buckets)]
+    return DashboardAnswer(series, timespan, note)
 
 
 def dashboard_series(state: AppState, start_ms: int | None, end_ms: int | None, timezone: str = "UTC",
                      timespan: str = "hour", channel: int | None = None, model: str = "") -> list[dict[str, Any]]:
-    """Buckets of per-(channel, model) counters. Without `channel` they count calls, as the logs do (a call that
-    failed over and then succeeded is one call and no error); with it, every try of that channel, its failed
-    tries for calls another channel took over included (its health, as FastGPT's channel filter shows it)."""
-    if timespan not in TIMESPANS:
-        raise ApiError("timespan must be minute, hour or day")
-    tz = parse_timezone(timezone)
-    end_s = (end_ms or now_ms()) // 1000
-    start_s = (start_ms // 1000) if start_ms is not None else end_s - 7 * 86400
-    buckets: dict[int, dict[tuple[int, str], dict[str, Any]]] = collections.defaultdict(dict)
-    starts: dict[int, int] = {}
-    for row in query_summaries(state.engine, start_s - start_s % 60, end_s, channel, model):
-        minute = row["minute"]
-        if minute not in starts:
-            starts[minute] = bucket_start(minute, timespan, tz)
-        items = buckets[starts[minute]]
-        item = items.get((row["channel_id"], row["model"]))
-        if item is None:
-            item = items[(row["channel_id"], row["model"])] = {
-                "channel_id": row["channel_id"], "model": row["model"], "max_rpm": 0, "max_tpm": 0,
-                **{n: 0 for n in _SHOWN}}
-        if channel is not None:  # this channel's every try
-            row = dict(row, request_count=row["request_count"] + row["failed_attempts"],
-                       exception_count=row["exception_count"] + row["failed_attempts"],
-                       total_time_milliseconds=row["total_time_milliseconds"] + row["failed_attempt_ms"])
-        for name in _SHOWN:
-            item[name] += row[name]
-        item["max_rpm"] = max(item["max_rpm"], row["request_count"])
-        item["max_tpm"] = max(item["max_tpm"], row["total_tokens"])
-    series = [{"timestamp": ts, "summary": [i for i in buckets[ts].values() if i["request_count"]]}
-              for ts in sorted(buckets)]  # a channel that only failed over has no calls of its own to show
-    return [point for point in series if point["summary"]]
+    return dashboard_answer(state.engine, start_ms, end_ms, timezone, timespan, channel, model).series
 
 
 @admin_router.get("/dashboardv2")
 def api_dashboard_v2(channel: QueryId = None, model: str = "", start_timestamp: QueryTimestamp = None,
                      end_timestamp: QueryTimestamp = None, timezone: Timezone = "UTC", timespan: str = "hour",
                      state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(dashboard_series(state, _timestamp(start_timestamp, "start_timestamp"),
-                                   _timestamp(end_timestamp, "end_timestamp"), timezone, timespan or "hour",
-                                   channel, model.strip()))
+    answer = dashboard_answer(state.engine, _timestamp(start_timestamp, "start_timestamp"),
+                              _timestamp(end_timestamp, "end_timestamp"), timezone, timespan or "hour", channel,
+                              model.strip())
+    body: dict[str, Any] = {"success": True, "data": answer.series}
+    if answer.note:  # FastGPT reads only `data`; the note says why the buckets are coarser than asked
+        body["message"] = answer.note
+    return _OrjsonResponse(body, headers={"X-Dashboard-Timespan": answer.timespan})
 
 
 # ---- options ----
@@ -9556,6 +10108,20 @@ def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, time
     return sorted(sums.items())
 
 
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
+
+
 def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple[list[float], list[float]]]:
     """The two lines of each dashboard chart: calls and errors, input and output tokens, latency and TTFB (s)."""
 
@@ -9821,6 +10387,13 @@ def table_column(name: str, label: str, field: str = "", sortable: bool = False,
 
 def notify_error(exc: ApiError) -> None:
     ui.notify(exc.message, type="negative", multi_line=True)
+
+
+def load_in_background(element: Any, load: Callable[[], Awaitable[None]]) -> None:
+    """Run `load()` as a task in `element`'s context (it may show a notification there): a page builds at once
+    and shows its progress state, while the query behind it runs in a thread."""
+    from nicegui import background_tasks
+    background_tasks.create(load(), name="ui-load", context=element)
 
 
 class shown_errors(contextlib.AbstractContextManager):
@@ -10279,20 +10852,6 @@ def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[s
     return ordered
 
 
-def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
-    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
-    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-    return {
-        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
-        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-        "xAxis": {"type": "category", "data": [], **axis},
-        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                    "areaStyle": {"opacity": 0.08}} for name in series],
-    }
-
-
 _CHANNEL_SLOTS = {
     "body-cell-name": """<q-td :props="props">
         <div class="font-medium">{{ props.row.name }}</div>
@@ -10467,7 +11026,10 @@ class DashboardPage:
             self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
                                      label=t("common.channel"), on_change=self.refresh).props(
                 "dense outlined").classes("w-52")
+            self.loading = ui.spinner(size="sm").mark("dash-loading")  # while a long range loads
+            self.note = ui.label().classes("text-sm text-muted").mark("dash-note")
         self.cards: dict[str, Any] = {}
+        self._asked = 0  # the newest refresh: an older one that ends later does not overwrite it
         with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-4 xl:grid-cols-7"):
             for name, icon in self.CARDS:
                 with ui.card().classes("gap-1 p-4"):
@@ -10524,14 +11086,28 @@ class DashboardPage:
             self.refresh()
 
     def refresh(self) -> None:
+        load_in_background(self.loading, self._load)
+
+    async def _load(self) -> None:
+        """The query runs in a thread (the relay's event loop never waits for it), with the spinner shown."""
         start, end = self.span.bounds()
         end = end or now_ms()
-        timespan = self.timespan.value
-        with shown_errors() as refused:
-            series = dashboard_series(self.state, start, end, str(self.tz), timespan, self.channel.value or None,
-                                      self.model.value or "")
-        if refused:
+        self._asked = asked = self._asked + 1
+        self.loading.visible = True
+        try:
+            with shown_errors() as refused:
+                answer = await asyncio.to_thread(dashboard_answer, self.state.engine, start, end, str(self.tz),
+                                                 self.timespan.value, self.channel.value or None,
+                                                 self.model.value or "")
+            if refused:
+                return
+        finally:
+            if asked == self._asked:
+                self.loading.visible = False
+        if asked != self._asked:
             return
+        series, timespan = answer.series, answer.timespan
+        self.note.text = answer.note
         totals = summarize_series(series)
         self.cards["calls"].text = fmt_count(totals["calls"])
         self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
@@ -11237,8 +11813,21 @@ class LogsTable:
             self.refresh()
 
     def refresh(self) -> None:
-        per_page = self.per_page.value
-        rows, total = query_logs(self.state.engine, self.current_filter(), self.pager.value or 1, per_page)
+        load_in_background(self.table, self._load)
+
+    async def _load(self) -> None:
+        """The query runs in a thread (the event loop never waits for it), the table's progress bar shown."""
+        per_page, self._asked = self.per_page.value, getattr(self, "_asked", 0) + 1
+        asked = self._asked
+        self.table.props("loading")
+        try:
+            rows, total = await asyncio.to_thread(query_logs, self.state.engine, self.current_filter(),
+                                                  self.pager.value or 1, per_page)
+        finally:
+            if asked == self._asked:
+                self.table.props(remove="loading")
+        if asked != self._asked:
+            return
         self.pager.max = max(1, -(-total // per_page))
         self.pager.update()
         self.total.text = t("logs.total", n=total)
@@ -11257,9 +11846,14 @@ class LogsTable:
                 "cost": fmt_cost(r.get("used_amount")),
                 "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
-    def export(self) -> None:
-        csv_text = logs_csv(self.state, self.current_filter(), tz=self.tz)  # times as the page shows them
-        ui.download.content(csv_text.encode("utf-8-sig"), "aiproxy-logs.csv", "text/csv")
+    async def export(self) -> None:
+        note = ui.notification(t("logs.exporting"), spinner=True, timeout=None)  # every row, to a file in a thread
+        try:
+            path = await asyncio.to_thread(export_logs_file, self.state, self.current_filter(), self.tz)
+        finally:
+            note.dismiss()
+        url = ng.add_static_file(local_file=path, single_use=True)  # an unguessable URL, served once
+        ui.download.from_url(url, "aiproxy-logs.csv", "text/csv")
 
     def on_row_click(self, e: Any) -> None:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
@@ -11398,8 +11992,8 @@ class TokensTable:
         self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
             "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
-            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]),
-                       quota=f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]), quota=f"${k['quota']:g}") if k["quota"]
+            else t("tok.spend_unlimited", used=fmt_cost(k["used_amount"])),
             "share": min(1.0, k["used_amount"] / k["quota"]) if k["quota"] else -1,
             "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
@@ -12442,8 +13036,10 @@ async def _retention_loop(state: AppState) -> None:
             days = state.log_retention_days
             if days > 0:  # a huge value keeps everything, rather than a cut-off no database can compare
                 cutoff = max(0, now_ms() - days * 86_400_000)
+                # the logs' summaries go with them; SQLite's file gives the freed pages back (section 2)
                 await asyncio.to_thread(delete_logs_before, state.engine, cutoff)
                 await asyncio.to_thread(delete_stored_responses_before, state.engine, cutoff)
+            await asyncio.to_thread(prune_summaries, state.engine)  # per-minute rows after a few days
         except (ValueError, TypeError, OverflowError, sa.exc.SQLAlchemyError) as exc:
             logger.error("log retention failed (%s); next try in %d s", _first_line(exc), RETENTION_CHECK_SECONDS)
         await asyncio.sleep(RETENTION_CHECK_SECONDS)
@@ -13047,6 +13643,29 @@ def run_tool(flags: list[str], tool: Tool, model: str, args: list[str]) -> int:
             started.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 started.wait(settings.shutdown_grace_seconds + 5)
+
+
+def rebuild_summaries_command(argv: list[str]) -> int:
+    """`aiproxy-local rebuild-summaries [--data-dir DIR] [--sql-dsn DSN]`: recompute the dashboard's summaries
+    and rollups from the logs (after a crash, after importing logs, after an upgrade that changes them)."""
+    settings = load_settings(os.environ, argv)
+    prepare_data_dir(settings)
+    engine = make_engine(settings.dsn)
+    try:
+        create_schema(engine)
+        started = time.perf_counter()
+        counts = rebuild_summaries(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        sys.exit(f"aiproxy-local: cannot rebuild the summaries: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+    print(f"rebuilt the summaries from the logs in {time.perf_counter() - started:.1f} s: "
+          f"{counts['summary_minutes']:,} per-minute rows (the last {SUMMARY_MINUTE_DAYS} days), "
+          f"{counts['summary_hours']:,} hourly rows", flush=True)
+    return 0
+
+
+COMMANDS["rebuild-summaries"] = rebuild_summaries_command
 
 
 def main(argv: list[str] | None = None) -> None:
