@@ -53,6 +53,7 @@ if __name__ == "__main__" and os.name == "posix" and not os.environ.get("NICEGUI
 
 import argparse
 import asyncio
+import base64
 import bisect
 import collections
 import csv
@@ -76,6 +77,8 @@ import mimetypes
 import random
 import re
 import secrets
+import shlex
+import signal
 import shutil
 import socket
 import sqlite3
@@ -94,7 +97,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Callable, Iterable, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
@@ -174,6 +177,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
     Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
             "log calls without the crash journal: a kill -9 then loses up to half a second of log rows"),
+    Setting("allow_weak_admin_key", "AIPROXY_ALLOW_WEAK_ADMIN_KEY", False,
+            "start on a non-loopback --host even with a weak admin key (shorter than 16 characters or a "
+            "well-known default); a loopback bind only warns"),
+    Setting("auth_failures_allowed", "AUTH_FAILURES_ALLOWED", 10,
+            "different wrong keys one client address may send within a minute (on /api, /v1 and the UI "
+            "login) before its attempts get 429; 0: no limit"),
+    Setting("auth_lockout_seconds", "AUTH_LOCKOUT_SECONDS", 5.0,
+            "first wait of an address that sent too many wrong keys; doubles with each further different one, "
+            "up to 15 minutes; a right key resets it"),
 )
 
 
@@ -203,6 +215,9 @@ class Settings:
     no_browser: bool = False
     no_ui: bool = False
     no_journal: bool = False
+    allow_weak_admin_key: bool = False
+    auth_failures_allowed: int = 10
+    auth_lockout_seconds: float = 5.0
 
     @property
     def data_path(self) -> Path:
@@ -230,7 +245,9 @@ def load_settings(env: dict[str, str] | None = None, argv: list[str] | None = No
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiproxy-local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="aiproxy-local", description=__doc__.splitlines()[0], epilog=(
+        "commands: `aiproxy-local pack` builds the packaged app (pip install '.[pack]'); `aiproxy-local shortcut "
+        "[--remove]` adds (or removes) an app-menu entry that starts the gateway or opens the running one"))
     for s in SETTINGS:
         if not s.flag:
             continue
@@ -360,6 +377,130 @@ def is_admin_key(state: AppState, raw_key: str) -> bool:
                               or secrets.compare_digest(raw_key.removeprefix("sk-").encode(), admin))
 
 
+ADMIN_KEY_MIN = 16  # a shorter admin key is weak: 10,000 four-digit keys take 16 s to try without a throttle
+#: admin keys found in docs, compose files and examples (compared lower-cased, without an "sk-" prefix)
+WELL_KNOWN_KEYS = frozenset({
+    "token", "aiproxy", "admin", "password", "secret", "changeme", "test", "root", "fastgpt", "oneapi", "newapi",
+    "123456", "12345678", "1234567890", "admin123", "your-admin-key", "your_admin_key", "your-api-key",
+    "xxxxxxxx", "1234567890abcdef", "1234567890abcdef1234567890abcdef", "abcdef1234567890",
+    "aiproxy-admin-key", "your-secret-key", "sk-xxxxxxxx",
+})
+
+
+def weak_admin_key(key: str) -> str:
+    """Why an admin key is weak ("" when it is not): too short, a well-known default or example, or made of a
+    few characters repeated."""
+    bare = key.strip().lower().removeprefix("sk-")
+    if bare in WELL_KNOWN_KEYS or "your" in bare or "example" in bare or "placeholder" in bare:
+        return "it is a well-known default or example"
+    if len(key.strip()) < ADMIN_KEY_MIN:
+        return f"it is shorter than {ADMIN_KEY_MIN} characters"
+    if len(set(bare)) < 6:
+        return "it repeats a few characters"
+    return ""
+
+
+AUTH_WINDOW_S = 60.0  # wrong keys are counted over this long, until the first lockout
+AUTH_LOCKOUT_MAX_S = 900.0  # the longest wait; an address quiet this long after a lockout starts afresh
+AUTH_TRACKED_MAX = 10_000  # addresses remembered at once; beyond, the quietest are forgotten
+
+
+class AuthThrottle:
+    """Wrong keys per client address, on /api, /v1 and the UI login (issue 18). After `allowed` different wrong keys
+    within AUTH_WINDOW_S, the address waits `lockout` seconds, during which every attempt from it, right key or
+    wrong, gets 429 with Retry-After (a right key that got through would confirm a guess); each further different
+    wrong key after a wait doubles the next one, up to AUTH_LOCKOUT_MAX_S. A right key from the address resets it.
+    Only different keys count: guessing tries new ones, while a client left with an old key (after a rotation)
+    repeats the same one, and must not lock its whole machine out. Other addresses never notice."""
+
+    def __init__(self, allowed: int = 10, lockout: float = 5.0) -> None:
+        self.allowed, self.lockout = allowed, lockout
+        #: address → [different wrong keys, last wrong key, lockouts, waits until, the wrong keys' hashes]
+        self.addresses: dict[str, list[Any]] = {}
+        self.noted: set[str] = set()  # addresses the server log has named
+
+    def wait(self, address: str, now: float) -> float:
+        """hot path: seconds the address must still wait; 0.0 when it may try (an empty dict while all is well)."""
+        if not self.addresses:
+            return 0.0
+        entry = self.addresses.get(address)
+        return entry[3] - now if entry is not None and entry[3] > now else 0.0
+
+    def failed(self, address: str, now: float, key: str = "") -> float:
+        """Count a wrong key (once per different key); the seconds of the lockout it starts, or 0.0."""
+        if self.allowed <= 0:
+            return 0.0
+        entry = self.addresses.get(address)
+        if entry is not None and now - entry[1] > (AUTH_LOCKOUT_MAX_S if entry[2] else AUTH_WINDOW_S):
+            entry = None  # quiet long enough: starts afresh
+        if entry is None:
+            if len(self.addresses) >= AUTH_TRACKED_MAX:
+                for old in sorted(self.addresses, key=lambda a: self.addresses[a][1])[:AUTH_TRACKED_MAX // 10]:
+                    self.addresses.pop(old, None)
+            entry = self.addresses[address] = [0, now, 0, 0.0, set()]
+        fingerprint = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).digest()
+        if fingerprint in entry[4]:
+            return 0.0
+        if len(entry[4]) < self.allowed + 64:
+            entry[4].add(fingerprint)
+        entry[0] += 1
+        entry[1] = now
+        if entry[0] < self.allowed:
+            return 0.0
+        entry[2] += 1
+        length = min(self.lockout * 2 ** min(entry[2] - 1, 32), AUTH_LOCKOUT_MAX_S)
+        entry[3] = now + length
+        if address not in self.noted:
+            self.noted.add(address)
+            logger.warning("%s sent %d different wrong keys: its attempts now wait %g s, twice as long after each "
+                           "further one, until a right key (this address is not named again)", address or "?",
+                           int(entry[0]), length)
+        return length
+
+    def succeeded(self, address: str) -> None:
+        """hot path: a right key resets its address (a lookup in an empty dict while all is well)."""
+        if self.addresses:
+            self.addresses.pop(address, None)
+
+    def refusal(self, address: str, now: float) -> str:
+        """The message of a 429 for an address that must wait, or "" when it may try."""
+        left = self.wait(address, now)
+        return (f"Too many wrong keys from {address or 'your address'}: try again in {math.ceil(left)} s."
+                if left > 0 else "")
+
+
+# ---- one-time login tokens: the browser the app opens itself arrives logged in (Jupyter's pattern) ----
+
+LOGIN_TOKEN_SECONDS = 600.0  # an unused login link dies after this long
+LOCAL_SECRET_FILE = "local_secret"
+
+
+def issue_login_token(state: AppState) -> str:
+    """A token that logs one browser in, once; "" unless bound to loopback (only this machine can use it)."""
+    if not is_loopback(state.settings.host):
+        return ""
+    now = time.monotonic()
+    for token, deadline in list(state.login_tokens.items()):
+        if deadline < now:
+            del state.login_tokens[token]
+    token = secrets.token_urlsafe(32)
+    state.login_tokens[token] = now + LOGIN_TOKEN_SECONDS
+    return token
+
+
+def spend_login_token(state: AppState, token: str) -> bool:
+    """True once for a token issued and not expired; the token is gone after the first try, right or wrong."""
+    deadline = state.login_tokens.pop(token, None) if token else None
+    return deadline is not None and deadline >= time.monotonic() and is_loopback(state.settings.host)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 MIB = 1024 * 1024
 
 
@@ -402,11 +543,18 @@ class AppState:
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
     metrics: "CallMetrics" = field(default_factory=lambda: CallMetrics())  # GET /metrics (section 11)
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
+    throttle: AuthThrottle | None = None  # wrong keys per client address
     port_moved_from: int = 0  # the first start after the default port moved says so (terminal, settings page)
+    login_tokens: dict[str, float] = field(default_factory=dict)  # one-time login tokens -> monotonic deadline
+    local_secret: str = ""  # <data dir>/local_secret: a second start proves with it that it is this user's
+    request_stop: Callable[[], None] | None = None  # the UI's "Stop the gateway": a SIGTERM's drain (section 17)
+    log_file: Path | None = None  # where the log goes when there is no console (section 17)
 
     def __post_init__(self) -> None:
         if self.health is None:
             self.health = ChannelHealth(self.settings.cooldown_seconds, self.settings.cooldown_max_seconds)
+        if self.throttle is None:
+            self.throttle = AuthThrottle(self.settings.auth_failures_allowed, self.settings.auth_lockout_seconds)
 
     @property
     def retry_times(self) -> int:
@@ -545,7 +693,7 @@ class LogRow(Base, table=True):
     request_at: int = _ms_col()
     created_at: int = _ms_col(index=True)
     ttfb_milliseconds: int = 0
-    model: str = Field(default="", max_length=191, index=True)
+    model: str = Field(default="", max_length=191)  # indexed with created_at, below
     actual_model: str = Field(default="", max_length=191)
     channel: int = 0
     channel_name: str = Field(default="", max_length=128)  # kept, so a deleted channel's calls still say whose
@@ -576,6 +724,38 @@ class LogRow(Base, table=True):
     attempts: str | None = Field(default=None, sa_type=sa.Text)
 
 
+_LOGS = LogRow.__table__
+#: literals, not parameters: a partial index serves `code != 200` or `is_test = true` only when the query says so
+CODE_OK = sa.literal_column("200")
+#: Each filter of the log search, with created_at after it, so that a filtered page is read in order from its index
+#: and its count never scans the table (aiproxy's own: (model, created_at), (channel_id, created_at),
+#: (channel_id, model, created_at)). Failed calls and model tests are a few percent of the rows: partial indexes
+#: where the database has them, (code, created_at) and (is_test, created_at) on MySQL/MariaDB. The keyword's OR
+#: names request_id, model, token_name and actual_model, each the head of an index. The cost of each, per million
+#: rows, on insert and on disk: README, "Months of logs".
+LOG_INDEXES = (
+    sa.Index("ix_logs_model_created_at", _LOGS.c.model, _LOGS.c.created_at),
+    sa.Index("ix_logs_channel_created_at", _LOGS.c.channel, _LOGS.c.created_at),
+    sa.Index("ix_logs_channel_model_created_at", _LOGS.c.channel, _LOGS.c.model, _LOGS.c.created_at),
+    sa.Index("ix_logs_token_name_created_at", _LOGS.c.token_name, _LOGS.c.created_at),
+    sa.Index("ix_logs_actual_model_created_at", _LOGS.c.actual_model, _LOGS.c.created_at),
+    sa.Index("ix_logs_errors", _LOGS.c.created_at, sqlite_where=_LOGS.c.code != CODE_OK,
+             postgresql_where=_LOGS.c.code != CODE_OK).ddl_if(dialect=("sqlite", "postgresql")),
+    sa.Index("ix_logs_tests", _LOGS.c.created_at, sqlite_where=_LOGS.c.is_test == sa.true(),
+             postgresql_where=_LOGS.c.is_test == sa.true()).ddl_if(dialect=("sqlite", "postgresql")),
+    sa.Index("ix_logs_code_created_at", _LOGS.c.code, _LOGS.c.created_at).ddl_if(dialect=("mysql", "mariadb")),
+    sa.Index("ix_logs_is_test_created_at", _LOGS.c.is_test, _LOGS.c.created_at).ddl_if(dialect=("mysql", "mariadb")),
+)
+#: indexes an older version made that a composite one above replaces
+OLD_LOG_INDEXES = ("ix_logs_model",)
+
+
+def index_applies(index: sa.Index, dialect: str) -> bool:
+    """Whether `index` is made on this kind of database (the partial ones are not, on MySQL/MariaDB)."""
+    wanted = getattr(index, "_ddl_if", None)
+    return wanted is None or not wanted.dialect or dialect in wanted.dialect
+
+
 class LogDetail(Base, table=True):
     __tablename__ = "log_details"
     request_id: str = Field(primary_key=True, max_length=64)
@@ -586,10 +766,11 @@ class LogDetail(Base, table=True):
 
 
 class SummaryMinute(Base, table=True):
-    """Per-minute counters per (channel, model): the dashboard reads these, never the logs. A row counts the
-    calls the channel answered last (request_count, exception_count …), and apart from them the failed tries it
-    made for calls another channel then answered or failed (failed_attempts): totals over all channels equal the
-    logs', a channel's own figures count its every try (issue 19)."""
+    """Per-minute counters per (channel, model) of the recent past (SUMMARY_MINUTE_DAYS): the dashboard reads
+    these and the hourly rollup below, never the logs. A row counts the calls the channel answered last
+    (request_count, exception_count …), and apart from them the failed tries it made for calls another channel
+    then answered or failed (failed_attempts): totals over all channels equal the logs', a channel's own figures
+    count its every try (issue 19)."""
 
     __tablename__ = "summary_minutes"
     minute: int = Field(primary_key=True, sa_type=sa.BigInteger)  # unix seconds, start of the UTC minute
@@ -609,6 +790,30 @@ class SummaryMinute(Base, table=True):
     failed_attempt_ms: int = Field(default=0, sa_type=sa.BigInteger)
 
 
+class SummaryHour(Base, table=True):
+    """The hourly rollup, kept as long as the logs: the same counters per (UTC hour, channel, model), plus the
+    busiest minute's calls and tokens (aiproxy keeps hourly `summaries` beside its per-minute table)."""
+
+    __tablename__ = "summary_hours"
+    hour: int = Field(primary_key=True, sa_type=sa.BigInteger)  # unix seconds, start of the UTC hour
+    channel_id: int = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=191)
+    request_count: int = Field(default=0, sa_type=sa.BigInteger)
+    exception_count: int = Field(default=0, sa_type=sa.BigInteger)
+    input_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    output_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    total_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    cached_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    cache_hit_count: int = Field(default=0, sa_type=sa.BigInteger)
+    total_time_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
+    total_ttfb_milliseconds: int = Field(default=0, sa_type=sa.BigInteger)
+    used_amount: float = 0.0
+    failed_attempts: int = Field(default=0, sa_type=sa.BigInteger)
+    failed_attempt_ms: int = Field(default=0, sa_type=sa.BigInteger)
+    max_rpm: int = 0  # the most calls in one of its minutes
+    max_tpm: int = Field(default=0, sa_type=sa.BigInteger)  # the most tokens in one of its minutes
+
+
 class Option(Base, table=True):
     __tablename__ = "options"
     key: str = Field(primary_key=True, max_length=64)
@@ -622,6 +827,11 @@ class SharedVersion(Base, table=True):
     __tablename__ = "shared_version"
     id: int = Field(default=1, primary_key=True)
     version: int = Field(default=0, sa_type=sa.BigInteger)
+    summaries: int = 0  # the SUMMARIES_LAYOUT the summaries were last built in; an older one is rebuilt at start
+
+
+#: what the summaries hold: 1 = calls on their answering channel, failed tries apart, and the hourly rollup
+SUMMARIES_LAYOUT = 1
 
 
 class StoredResponse(Base, table=True):
@@ -653,6 +863,7 @@ def make_engine(dsn: str) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _record: Any) -> None:
             cur = conn.cursor()
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file gives deleted rows' pages back, in steps
             cur.execute("PRAGMA journal_mode=WAL")  # readers never block the log writer
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
@@ -676,19 +887,48 @@ def with_default_driver(dsn: str) -> str:
 def create_schema(engine: sa.Engine) -> None:
     """Create missing tables, then add the columns a newer version defines to tables an older one made, so an
     upgrade keeps every stored row."""
+    existed = set(sa.inspect(engine).get_table_names())
     Base.metadata.create_all(engine)
     inspector = sa.inspect(engine)
+    dialect = engine.dialect.name
+    analyze: set[str] = set()  # tables with new indexes: the planner needs their statistics to choose them
     with engine.begin() as conn:
         for table in Base.metadata.sorted_tables:
             present = {c["name"] for c in inspector.get_columns(table.name)}
             added = [c for c in table.columns if c.name not in present]
             for column in added:
                 conn.exec_driver_sql(_add_column_sql(engine, table, column))
+            indexes = {i["name"] for i in inspector.get_indexes(table.name)}
             for index in table.indexes:
-                if any(c in added for c in index.columns):
-                    index.create(conn, checkfirst=True)
+                if index.name in indexes or not index_applies(index, dialect):
+                    continue
+                if table.name in existed:
+                    logger.warning("creating the index %s on %s (once; on a large table this takes a while)",
+                                   index.name, table.name)
+                    analyze.add(table.name)
+                index.create(conn)
+            for name in (OLD_LOG_INDEXES if table is LogRow.__table__ else ()):
+                if name in indexes:
+                    on = " ON logs" if dialect in ("mysql", "mariadb") else ""
+                    conn.exec_driver_sql(f"DROP INDEX {name}{on}")
         # the one row of the shared version, created if missing and left as it is otherwise
         upsert(conn, SharedVersion.__table__, [{"id": 1, "version": 0}], ("id",), add=("version",))
+        if dialect == "sqlite" and analyze:  # sampled: seconds, not minutes, on millions of rows
+            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            for name in sorted(analyze):
+                conn.exec_driver_sql(f"ANALYZE {name}")
+    with engine.begin() as conn:
+        built = conn.execute(sa.select(SharedVersion.summaries).where(SharedVersion.id == 1)).scalar_one()
+        if built < SUMMARIES_LAYOUT and conn.execute(sa.select(LogRow.id).limit(1)).first() is None:
+            _summaries_built(conn)  # no logs: nothing to rebuild
+            built = SUMMARIES_LAYOUT
+    if built < SUMMARIES_LAYOUT:  # an older version's summaries count every try as a call, and have no hours
+        logger.warning("rebuilding the dashboard's summaries from the logs (once, after an upgrade)")
+        rebuild_summaries(engine)
+
+
+def _summaries_built(conn: sa.Connection) -> None:
+    conn.execute(sa.update(SharedVersion).where(SharedVersion.id == 1).values(summaries=SUMMARIES_LAYOUT))
 
 
 def _add_column_sql(engine: sa.Engine, table: sa.Table, column: sa.Column) -> str:
@@ -715,42 +955,43 @@ _CONFLICT_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock
 
 
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...],
-           add: tuple[str, ...] = ()) -> None:
-    """Insert `rows`, or update those whose `keys` already exist: columns in `add` are added to, the others
-    replaced. One statement, rows in key order, so two instances writing the same rows lock them in the same
-    order and cannot deadlock each other (issue 10)."""
+           add: tuple[str, ...] = (), greatest: tuple[str, ...] = ()) -> None:
+    """Insert `rows`, or update those whose `keys` already exist: columns in `add` are added to, those in
+    `greatest` keep the larger value, the others are replaced. Rows in key order, so two instances writing the
+    same rows lock them in the same order and cannot deadlock each other (issue 10). One statement, run for
+    every row: it is compiled once and cached (a multi-row VALUES is compiled anew for each number of rows, which
+    cost the log writer more than the writing)."""
     if not rows:
         return
     rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
     changed = tuple(c for c in rows[0] if c not in keys)
     dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb") or dialect in _UPSERT_DIALECTS:
-        columns = frozenset(rows[0])
-        if all(r.keys() == columns for r in rows):  # one statement, compiled once, run for every row
-            return conn.execute(_upsert_statement(dialect, table, keys, add, changed), rows)
-        for row in rows:  # rows of different columns (never on the hot path)
-            conn.execute(_upsert_statement(dialect, table, keys, add, tuple(c for c in row if c not in keys)), [row])
+
+    def merged(old: Any, new: Any, c: str) -> Any:
+        if c in add:
+            return old + new
+        if c in greatest:
+            return sa.func.max(old, new) if dialect == "sqlite" else sa.func.greatest(old, new)
+        return new
+
+    if dialect in ("mysql", "mariadb"):
+        stmt = _dialect_insert(dialect)(table)
+        new = stmt.inserted
+        conn.execute(stmt.on_duplicate_key_update({c: merged(table.c[c], new[c], c) for c in changed}), rows)
+    elif dialect in _UPSERT_DIALECTS:
+        stmt = _dialect_insert(dialect)(table)
+        new = stmt.excluded
+        set_ = {c: merged(table.c[c], new[c], c) for c in changed}
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=set_) if set_
+                     else stmt.on_conflict_do_nothing(index_elements=list(keys)), rows)
     else:  # any other SQLAlchemy dialect: update, then insert what matched nothing
         for row in rows:
             where = [table.c[k] == row[k] for k in keys]
-            values = {c: table.c[c] + row[c] if c in add else row[c] for c in changed}
+            values = {c: table.c[c] + row[c] if c in add else
+                      sa.case((table.c[c] < row[c], row[c]), else_=table.c[c]) if c in greatest else row[c]
+                      for c in changed}
             if not values or conn.execute(sa.update(table).where(*where).values(values)).rowcount == 0:
                 conn.execute(sa.insert(table).values(row))
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...], add: tuple[str, ...],
-                      changed: tuple[str, ...]) -> Any:
-    """The upsert of one table and set of columns, built once: SQLAlchemy then compiles it once and caches it,
-    where a statement with the rows' values inlined was compiled again for every batch (bench/ S3)."""
-    stmt = _dialect_insert(dialect)(table)
-    if dialect in ("mysql", "mariadb"):
-        new = stmt.inserted
-        return stmt.on_duplicate_key_update({c: table.c[c] + new[c] if c in add else new[c] for c in changed})
-    new = stmt.excluded
-    set_ = {c: table.c[c] + new[c] if c in add else new[c] for c in changed}
-    return (stmt.on_conflict_do_update(index_elements=list(keys), set_=set_) if set_
-            else stmt.on_conflict_do_nothing(index_elements=list(keys)))
 
 
 def is_write_conflict(exc: BaseException) -> bool:
@@ -957,7 +1198,7 @@ class LogFilter:
     def where(self) -> list[Any]:
         w: list[Any] = []
         if self.is_test is not None:
-            w.append(LogRow.is_test == self.is_test)
+            w.append(LogRow.is_test == (sa.true() if self.is_test else sa.false()))
         if self.start_ms is not None:
             w.append(LogRow.created_at >= self.start_ms)
         if self.end_ms is not None:
@@ -971,10 +1212,10 @@ class LogFilter:
         if self.request_id:
             w.append(LogRow.request_id == self.request_id)
         if self.code_type == "success":
-            w.append(LogRow.code == 200)
+            w.append(LogRow.code == CODE_OK)
         elif self.code_type == "error":
-            w.append(LogRow.code != 200)
-        if self.keyword:  # aiproxy: exact OR-match over the identifying columns
+            w.append(LogRow.code != CODE_OK)
+        if self.keyword:  # aiproxy: exact OR-match over the identifying columns, each the head of an index
             kw = self.keyword
             w.append(sa.or_(LogRow.request_id == kw, LogRow.model == kw, LogRow.token_name == kw,
                             LogRow.actual_model == kw))
@@ -983,18 +1224,77 @@ class LogFilter:
 
 def query_logs(engine: sa.Engine, flt: LogFilter, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
     where = flt.where()
+    newest = (LogRow.created_at.desc(), LogRow.id.desc())  # id breaks ties: pages never overlap within one ms
     with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(LogRow).where(*where)).scalar_one()
-        # id breaks ties so that pages never overlap when many rows share one millisecond
-        stmt = (sa.select(*LogRow.__table__.columns).where(*where)
-                .order_by(LogRow.created_at.desc(), LogRow.id.desc())
-                .limit(per_page).offset((page - 1) * per_page))
+        total = count_logs(conn, flt)
+        if flt.keyword:  # each column of the OR read in order from its own index, then merged
+            found: dict[int, dict[str, Any]] = {}
+            for column in (LogRow.request_id, LogRow.model, LogRow.token_name, LogRow.actual_model):
+                part = dataclasses.replace(flt, keyword="").where() + [column == flt.keyword]
+                found.update((r.id, dict(r._mapping)) for r in conn.execute(
+                    sa.select(*LogRow.__table__.columns).where(*part).order_by(*newest).limit(page * per_page)))
+            page_rows = sorted(found.values(), key=lambda r: (r["created_at"], r["id"]), reverse=True)
+            return [log_to_api(r) for r in page_rows[(page - 1) * per_page:page * per_page]], total
+        stmt = sa.select(*LogRow.__table__.columns).where(*where).order_by(*newest).limit(per_page).offset(
+            (page - 1) * per_page)
         rows = [log_to_api(dict(r._mapping)) for r in conn.execute(stmt)]
     return rows, total
 
 
+ROLLUP_COUNT_MIN_S = 6 * 3600  # a range with fewer whole hours is counted in the logs themselves
+
+
+def count_logs(conn: sa.Connection, flt: LogFilter) -> int:
+    """The rows `flt` matches. Over long ranges, the hourly rollup counts the whole hours (it holds every call of
+    the logs, written in the same transactions) and the logs only the part hours at either end: a 30-day count of
+    millions of rows reads a few thousand."""
+    if flt.code_type == "success":  # most rows: all of them minus the failed ones, each read from an index
+        return count_logs(conn, dataclasses.replace(flt, code_type="all")) - count_logs(
+            conn, dataclasses.replace(flt, code_type="error"))
+    rolled = _count_from_rollup(conn, flt)
+    if rolled is not None:
+        return rolled
+    return conn.execute(sa.select(sa.func.count()).select_from(LogRow).where(*flt.where())).scalar_one()
+
+
+def _count_from_rollup(conn: sa.Connection, flt: LogFilter) -> int | None:
+    if flt.token_name or flt.request_id or flt.keyword or flt.is_test:
+        return None  # the rollup has no keys or request ids, and no model tests
+    start = flt.start_ms or 0
+    first_hour = -(-start // 3_600_000) * 3600  # the whole hours of the range, in seconds
+    end_hour = ((flt.end_ms + 1) // 3_600_000 if flt.end_ms is not None else now_ms() // 3_600_000 + 1) * 3600
+    if end_hour - first_hour < ROLLUP_COUNT_MIN_S:
+        return None
+    column = SummaryHour.exception_count if flt.code_type == "error" else SummaryHour.request_count
+    where = [SummaryHour.hour >= first_hour, SummaryHour.hour < end_hour]
+    if flt.channel is not None:
+        where.append(SummaryHour.channel_id == flt.channel)
+    if flt.model:
+        where.append(SummaryHour.model == flt.model)
+    total = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*where)).scalar_one())
+    # each part with one lower and one upper bound: given two, SQLite may range its index on the wrong one
+    parts = [dataclasses.replace(flt, end_ms=first_hour * 1000 - 1)] if start < first_hour * 1000 else []
+    if flt.end_ms is None or flt.end_ms >= end_hour * 1000:
+        parts.append(dataclasses.replace(flt, start_ms=end_hour * 1000))
+    count = sa.select(sa.func.count()).select_from(LogRow)
+    total += sum(conn.execute(count.where(*part.where())).scalar_one() for part in parts)
+    if flt.is_test is None:  # model tests are rows of the logs, not calls of the rollup: read from their own
+        # index, the other columns wrapped so that no planner ranges the (far larger) index of one of them
+        tests = [LogRow.is_test == sa.true(), LogRow.created_at >= first_hour * 1000,
+                 LogRow.created_at < end_hour * 1000]
+        if flt.model:
+            tests.append(sa.func.coalesce(LogRow.model, "") == flt.model)
+        if flt.channel is not None:
+            tests.append(LogRow.channel + 0 == flt.channel)
+        if flt.code_type == "error":
+            tests.append(LogRow.code + 0 != CODE_OK)
+        total += conn.execute(count.where(*tests)).scalar_one()
+    return total
+
+
 def query_summaries(engine: sa.Engine, start_s: int, end_s: int, channel: int | None,
                     model: str) -> list[dict[str, Any]]:
+    """The per-minute summary rows of a range, as stored."""
     where = [SummaryMinute.minute >= start_s, SummaryMinute.minute <= end_s]
     if channel is not None:
         where.append(SummaryMinute.channel_id == channel)
@@ -1005,27 +1305,344 @@ def query_summaries(engine: sa.Engine, start_s: int, end_s: int, channel: int | 
             sa.select(*SummaryMinute.__table__.columns).where(*where).order_by(SummaryMinute.minute))]
 
 
+# ---- summaries: per minute for the recent past, per hour for as long as the logs ----
+
+SUMMARY_MINUTE_DAYS = 3  # per-minute summaries older than this are pruned; the hourly rollup stays
+MINUTE_RANGE_MAX_S = 2 * 86400  # minute buckets over a longer range are answered by the hour, and say so
+#: a call's counters (on the channel that answered it), then a failed try's (on the channel that failed)
+_SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
+           "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount")
+SUMMARY_COUNTERS = _SUMMED + ("failed_attempts", "failed_attempt_ms")
+_K = functools.partial(sa.literal_column, type_=sa.BigInteger)  # a constant that renders the same twice in GROUP BY
+
+
+def failed_attempts(row: Any) -> list[dict[str, Any]]:
+    """The tries of a call that failed before another answered it (or before the last one failed): every tried
+    channel in its trail but the row's own, which its last entry is. Only a call with retries has any."""
+    if not row["retry_times"] or not row["attempts"]:
+        return []
+    trail = [a for a in attempts_from_text(row["attempts"]) if isinstance(a, dict)
+             and isinstance(a.get("channel_id"), int) and isinstance(a.get("ms"), int)]
+    last = trail[-1] if trail else None
+    own = last if last is not None and "skipped" not in last and last["channel_id"] == row["channel"] else None
+    return [a for a in trail if "skipped" not in a and a is not own and a["channel_id"]]
+
+
+def add_call(c: collections.Counter, r: dict[str, Any]) -> None:
+    c["request_count"] += 1
+    c["exception_count"] += r["code"] != 200
+    for name in ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "used_amount"):
+        c[name] += r[name]
+    c["cache_hit_count"] += r["cached_tokens"] > 0
+    c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
+    c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
+
+
+def add_summaries(conn: sa.Connection, sums: dict[tuple[int, int, str], collections.Counter]) -> None:
+    """Add per-minute counters to the minute table and its hours; an hour keeps its busiest minute, read back
+    after the add (the minute's row is locked by then, so two instances never lose each other's calls)."""
+    if not sums:
+        return
+    minutes = [{"minute": m, "channel_id": ch, "model": model, **{n: c[n] for n in SUMMARY_COUNTERS}}
+               for (m, ch, model), c in sums.items()]
+    upsert(conn, SummaryMinute.__table__, minutes, ("minute", "channel_id", "model"), add=SUMMARY_COUNTERS)
+    busiest: dict[tuple[int, int, str], list[int]] = {}
+    now = conn.execute(sa.select(SummaryMinute.minute, SummaryMinute.channel_id, SummaryMinute.model,
+                                 SummaryMinute.request_count, SummaryMinute.total_tokens)
+                       .where(SummaryMinute.minute.in_({m for m, _, _ in sums})))
+    for m, ch, model, calls, tokens in now:
+        if (m, ch, model) in sums:
+            top = busiest.setdefault((m // 3600 * 3600, ch, model), [0, 0])
+            top[0], top[1] = max(top[0], calls), max(top[1], tokens)
+    hours: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    for (m, ch, model), c in sums.items():
+        hours[(m // 3600 * 3600, ch, model)].update(c)
+    rows = [{"hour": h, "channel_id": ch, "model": model, **{n: c[n] for n in SUMMARY_COUNTERS},
+             "max_rpm": busiest.get((h, ch, model), (0, 0))[0], "max_tpm": busiest.get((h, ch, model), (0, 0))[1]}
+            for (h, ch, model), c in hours.items()]
+    upsert(conn, SummaryHour.__table__, rows, ("hour", "channel_id", "model"), add=SUMMARY_COUNTERS,
+           greatest=("max_rpm", "max_tpm"))
+
+
+def minute_cutoff_s() -> int:
+    """Per-minute summaries start at this hour; older ones are pruned."""
+    return (now_ms() // 1000 - SUMMARY_MINUTE_DAYS * 86400) // 3600 * 3600
+
+
+def _calls_by_minute(where: list[Any]) -> sa.Select:
+    c = LogRow.__table__.c
+    minute = (c.created_at // _K("60000")) * _K("60")
+    return (sa.select(minute.label("minute"), c.channel.label("channel_id"), c.model.label("model"),
+                      sa.func.count().label("request_count"),
+                      sa.func.sum(sa.case((c.code != CODE_OK, 1), else_=0)).label("exception_count"),
+                      sa.func.sum(c.input_tokens).label("input_tokens"),
+                      sa.func.sum(c.output_tokens).label("output_tokens"),
+                      sa.func.sum(c.total_tokens).label("total_tokens"),
+                      sa.func.sum(c.cached_tokens).label("cached_tokens"),
+                      sa.func.sum(sa.case((c.cached_tokens > 0, 1), else_=0)).label("cache_hit_count"),
+                      sa.func.sum(c.created_at - c.request_at).label("total_time_milliseconds"),
+                      sa.func.sum(c.ttfb_milliseconds).label("total_ttfb_milliseconds"),
+                      sa.func.sum(c.used_amount).label("used_amount"))
+            .where(c.is_test == sa.false(), *where).group_by(minute, c.channel, c.model))
+
+
+def summarize_logs(conn: sa.Connection, start_s: int | None = None, end_s: int | None = None) -> None:
+    """Recompute the summaries of the hours [start_s, end_s) (None: all) from the logs, in SQL: the minutes of
+    the recent past and the hourly rollup, then each failed try of a call with retries, from its trail."""
+    in_hours = [t for t in (SummaryHour.hour >= start_s if start_s is not None else None,
+                            SummaryHour.hour < end_s if end_s is not None else None) if t is not None]
+    in_minutes = [t for t in (SummaryMinute.minute >= start_s if start_s is not None else None,
+                              SummaryMinute.minute < end_s if end_s is not None else None) if t is not None]
+    conn.execute(sa.delete(SummaryHour).where(*in_hours))
+    conn.execute(sa.delete(SummaryMinute).where(*in_minutes))
+    cutoff = minute_cutoff_s()
+    in_logs = [t for t in (LogRow.created_at >= start_s * 1000 if start_s is not None else None,
+                           LogRow.created_at < end_s * 1000 if end_s is not None else None) if t is not None]
+    minute_cols = ["minute", "channel_id", "model", *_SUMMED]
+    if end_s is None or end_s > cutoff:
+        conn.execute(sa.insert(SummaryMinute).from_select(minute_cols, _calls_by_minute(
+            [*in_logs, LogRow.created_at >= max(cutoff, start_s or 0) * 1000])))
+    per_minute = _calls_by_minute(in_logs).subquery()
+    hour = (per_minute.c.minute // _K("3600")) * _K("3600")
+    conn.execute(sa.insert(SummaryHour).from_select(
+        ["hour", "channel_id", "model", *_SUMMED, "max_rpm", "max_tpm"],
+        sa.select(hour, per_minute.c.channel_id, per_minute.c.model,
+                  *[sa.func.sum(per_minute.c[n]) for n in _SUMMED],
+                  sa.func.max(per_minute.c.request_count), sa.func.max(per_minute.c.total_tokens))
+        .group_by(hour, per_minute.c.channel_id, per_minute.c.model)))
+    retried = conn.execute(sa.select(LogRow.created_at, LogRow.channel, LogRow.model, LogRow.retry_times,
+                                     LogRow.attempts)
+                           .where(*in_logs, LogRow.retry_times > 0, LogRow.is_test == sa.false()))
+    minutes: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    hours: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in retried.mappings():
+        for a in failed_attempts(r):
+            minute = r["created_at"] // 60000 * 60
+            tried = dict(failed_attempts=1, failed_attempt_ms=a["ms"])
+            if minute >= cutoff:
+                minutes[(minute, a["channel_id"], r["model"])].update(tried)
+            hours[(minute // 3600 * 3600, a["channel_id"], r["model"])].update(tried)
+    failed = ("failed_attempts", "failed_attempt_ms")  # only these: a new row's other counters start at 0
+    upsert(conn, SummaryMinute.__table__, [{"minute": m, "channel_id": ch, "model": model,
+                                            **{n: c[n] for n in failed}} for (m, ch, model), c in minutes.items()],
+           ("minute", "channel_id", "model"), add=failed)
+    upsert(conn, SummaryHour.__table__, [{"hour": h, "channel_id": ch, "model": model,
+                                          **{n: c[n] for n in failed}} for (h, ch, model), c in hours.items()],
+           ("hour", "channel_id", "model"), add=failed)
+
+
+def rebuild_summaries(engine: sa.Engine) -> dict[str, int]:
+    """Every summary and rollup recomputed from the logs, in one transaction (`aiproxy-local rebuild-summaries`:
+    after a crash, after importing logs, after an upgrade that changes the rollups)."""
+    with engine.begin() as conn:
+        summarize_logs(conn)
+        _summaries_built(conn)  # in the same transaction: a rebuild cut short is run again at the next start
+        return {"summary_minutes": conn.execute(sa.select(sa.func.count()).select_from(SummaryMinute)).scalar_one(),
+                "summary_hours": conn.execute(sa.select(sa.func.count()).select_from(SummaryHour)).scalar_one()}
+
+
+def prune_summaries(engine: sa.Engine, logs_before_ms: int | None = None) -> None:
+    """Minutes older than SUMMARY_MINUTE_DAYS go; with `logs_before_ms` (the logs deleted before it), the hours
+    before it go too, and the hour it falls in is recomputed from the logs left in it."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(SummaryMinute).where(SummaryMinute.minute < minute_cutoff_s()))
+        if logs_before_ms is not None:
+            hour = logs_before_ms // 3_600_000 * 3600
+            conn.execute(sa.delete(SummaryHour).where(SummaryHour.hour < hour))
+            summarize_logs(conn, hour, hour + 3600)
+
+
+# ---- the dashboard's sums, by local minute, hour or day ----
+
+def _utc_offset(tz: ZoneInfo, ts: int) -> int:
+    return int(datetime.fromtimestamp(ts, tz).utcoffset().total_seconds())
+
+
+def utc_offsets(tz: ZoneInfo, start_s: int, end_s: int) -> list[tuple[int, int]]:
+    """(from, UTC offset in seconds) for each stretch of [start_s, end_s] the zone keeps one offset (a DST
+    change starts a new one), found day by day, then to the hour."""
+    day = start_s - start_s % 3600
+    stretches = [(day, _utc_offset(tz, day))]
+    while day < end_s:
+        following = min(day + 86400, end_s - end_s % 3600 + 3600)
+        if _utc_offset(tz, following) != stretches[-1][1]:
+            hour = day + 3600
+            while _utc_offset(tz, hour) == stretches[-1][1]:
+                hour += 3600
+            stretches.append((hour, _utc_offset(tz, hour)))
+        day = following
+    return stretches
+
+
+def _local_bucket(column: Any, stretches: list[tuple[int, int]], step: int) -> Any:
+    """SQL for the local minute/hour/day number holding `column` (UTC seconds): its local time over `step`."""
+    local = column + _K(f"({stretches[-1][1]})")
+    if len(stretches) > 1:
+        local = sa.case(*[(column < _K(str(until)), column + _K(f"({offset})"))
+                          for (_, offset), (until, _) in zip(stretches, stretches[1:])], else_=local)
+    return local // _K(str(step))
+
+
+def _local_number_start(number: int, step: int, tz: ZoneInfo) -> int:
+    """The UTC start of local minute/hour/day `number`."""
+    wall = datetime.fromtimestamp(number * step, timezone.utc).replace(tzinfo=tz)
+    return int(wall.timestamp())
+
+
+def _summary_sums(conn: sa.Connection, hourly: bool, start_s: int, end_s: int, stretches: list[tuple[int, int]],
+                  step: int, channel: int | None, model: str) -> list[Any]:
+    """The summaries of [start_s, end_s), grouped in SQL by local bucket number, channel and model."""
+    table = SummaryHour.__table__ if hourly else SummaryMinute.__table__
+    at = table.c.hour if hourly else table.c.minute
+    key = at // _K("60") if step == 60 else _local_bucket(at, stretches, step)
+    where = [at >= start_s, at < end_s]
+    if channel is not None:
+        where.append(table.c.channel_id == channel)
+    if model:
+        where.append(table.c.model == model)
+    busiest = (table.c.max_rpm, table.c.max_tpm) if hourly else (table.c.request_count, table.c.total_tokens)
+    return conn.execute(sa.select(key.label("k"), table.c.channel_id, table.c.model,
+                                  *[sa.func.sum(table.c[n]) for n in SUMMARY_COUNTERS],
+                                  sa.func.max(busiest[0]), sa.func.max(busiest[1]))
+                        .where(*where).group_by(key, table.c.channel_id, table.c.model)).all()
+
+
+def _log_sums(conn: sa.Connection, start_s: int, end_s: int, stretches: list[tuple[int, int]], step: int,
+              channel: int | None, model: str) -> list[Any]:
+    """What _summary_sums() gives, from the logs themselves: for a part hour at the end of a range whose
+    per-minute summaries are pruned (a few thousand rows at most)."""
+    c = LogRow.__table__.c
+    where = [c.created_at >= start_s * 1000, c.created_at < end_s * 1000]
+    calls = [*where, *([c.channel == channel] if channel is not None else []), *([c.model == model] if model else [])]
+    per_minute = _calls_by_minute(calls).subquery()
+    key = per_minute.c.minute // _K("60") if step == 60 else _local_bucket(per_minute.c.minute, stretches, step)
+    zero = sa.literal_column("0", sa.BigInteger)
+    rows = [list(r) for r in conn.execute(
+        sa.select(key, per_minute.c.channel_id, per_minute.c.model, *[sa.func.sum(per_minute.c[n]) for n in _SUMMED],
+                  zero, zero, sa.func.max(per_minute.c.request_count), sa.func.max(per_minute.c.total_tokens))
+        .group_by(key, per_minute.c.channel_id, per_minute.c.model))]
+    retried = conn.execute(sa.select(c.created_at, c.channel, c.model, c.retry_times, c.attempts).where(
+        *where, *([c.model == model] if model else []), c.retry_times > 0, c.is_test == sa.false()))
+    failed_at = len(_SUMMED)
+    for r in retried.mappings():
+        minute = r["created_at"] // 60000 * 60
+        offset = next(o for since, o in reversed(stretches) if minute >= since or since == stretches[0][0])
+        k = minute // 60 if step == 60 else (minute + offset) // step
+        for a in failed_attempts(r):
+            if channel is None or a["channel_id"] == channel:
+                rows.append([k, a["channel_id"], r["model"], *[0] * failed_at, 1, a["ms"], 0, 0])
+    return rows
+
+
 LOG_DELETE_CHUNK = 5000  # one short transaction each: the log writer never waits long for SQLite's write lock
 
 
 def delete_logs_before(engine: sa.Engine, before_ms: int) -> int:
+    """Delete the logs before `before_ms` and their summaries, so that the dashboard and the logs agree."""
     deleted = 0
     while True:
         with engine.begin() as conn:
             rows = conn.execute(sa.select(LogRow.id, LogRow.request_id).where(LogRow.created_at < before_ms)
                                 .order_by(LogRow.id).limit(LOG_DELETE_CHUNK)).all()
             if not rows:
-                return deleted
+                break
             conn.execute(sa.delete(LogDetail).where(LogDetail.request_id.in_([r.request_id for r in rows])))
             deleted += conn.execute(sa.delete(LogRow).where(LogRow.id.in_([r.id for r in rows]))).rowcount or 0
+    prune_summaries(engine, before_ms if deleted else None)
+    if deleted and engine.dialect.name == "sqlite":
+        reclaim_sqlite_space(engine)
+    return deleted
+
+
+SQLITE_VACUUM_FREE_SHARE = 0.25  # a file without auto-vacuum is vacuumed once this share of it is free pages
+SQLITE_VACUUM_STEP_PAGES = 2000  # pages one incremental-vacuum transaction gives back (8 MB at 4 KB pages)
+
+
+def reclaim_sqlite_space(engine: sa.Engine) -> int:
+    """Give the pages deleted rows left free back to the file system, so the file shrinks: in small incremental
+    steps (the log writer waits only for one step), or, in a file made before auto-vacuum was on, once with
+    VACUUM when a quarter of it is free, which also turns incremental auto-vacuum on. Runs in a thread (the
+    retention loop's, the admin route's), never on the event loop. Returns the pages given back."""
+    with engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA auto_vacuum").scalar_one()
+        free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+    if not free:
+        return 0
+    if mode == 2:  # incremental
+        given = 0
+        while given < free:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"PRAGMA incremental_vacuum({SQLITE_VACUUM_STEP_PAGES})")
+            given += SQLITE_VACUUM_STEP_PAGES
+        return free
+    if free < pages * SQLITE_VACUUM_FREE_SHARE:
+        return 0
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.exec_driver_sql("VACUUM")
+    logger.warning("vacuumed the SQLite file: %d of its %d pages were free; incremental auto-vacuum is on now",
+                   free, pages)
+    return free
+
+
+# ---- the CSV export reads in id order, a page at a time ----
+
+EXPORT_PAGE_ROWS = 2000
+
+
+def iter_log_pages(engine: sa.Engine, flt: LogFilter, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The rows `flt` matches, newest id first, in pages; each page one short query that starts below the last
+    id read (keyset pagination: no OFFSET, no COUNT), at most `limit` rows. The id range of the time range is
+    found first, so each page reads the rows of that range in id order."""
+    where = flt.where()
+    with engine.connect() as conn:
+        if flt.start_ms is not None or flt.end_ms is not None:
+            times = [t for t in (LogRow.created_at >= flt.start_ms if flt.start_ms is not None else None,
+                                 LogRow.created_at <= flt.end_ms if flt.end_ms is not None else None)
+                     if t is not None]
+            low, high = conn.execute(sa.select(sa.func.min(LogRow.id), sa.func.max(LogRow.id)).where(*times)).one()
+            if low is None:
+                return
+            where += [LogRow.id >= low]
+            below = high + 1
+        else:
+            below = (conn.execute(sa.select(sa.func.max(LogRow.id))).scalar_one() or 0) + 1
+    left = limit
+    while left is None or left > 0:
+        size = EXPORT_PAGE_ROWS if left is None else min(EXPORT_PAGE_ROWS, left)
+        with engine.connect() as conn:
+            page = [dict(r._mapping) for r in conn.execute(
+                sa.select(*LogRow.__table__.columns).where(*where, LogRow.id < below)
+                .order_by(LogRow.id.desc()).limit(size))]
+        if not page:
+            return
+        yield page
+        below = page[-1]["id"]
+        if left is not None:
+            left -= len(page)
+        if len(page) < size:
+            return
 
 
 RESPONSE_CHAIN_MAX = 1000  # turns `previous_response_id` may reach back; a longer chain is refused as not found
 
 
+class IdClash(Exception):
+    """Two different calls under one id: a bug (ids are unique across instances and restarts), reported, and never
+    taken for "already written"."""
+
+
 def save_stored_response(engine: sa.Engine, row: dict[str, Any]) -> None:
+    """Write a stored response. The same answer written again (a replay) is harmless; another call's answer
+    under the same id is an IdClash, and the answer stored first stays."""
+    table = StoredResponse.__table__
     with engine.begin() as conn:
-        upsert(conn, StoredResponse.__table__, [row], ("id",))
+        found = conn.execute(sa.select(table.c.created_at, table.c.token_id).where(table.c.id == row["id"])).first()
+        if found is not None and (found.created_at, found.token_id) != (row["created_at"], row["token_id"]):
+            raise IdClash(f"response id {row['id']} is already stored for another call (created at "
+                          f"{found.created_at}, this one at {row['created_at']}); the first answer stays")
+        upsert(conn, table, [row], ("id",))
 
 
 def _stored_response(conn: sa.Connection, response_id: str, owner: int | None,
@@ -1385,9 +2002,10 @@ class RelayError(Exception):
     """A refusal or failure as one value; the client's Dialect renders it in its own error shape."""
 
     def __init__(self, status: int, message: str, code: str | int | None,
-                 type_: str = "invalid_request_error") -> None:
+                 type_: str = "invalid_request_error", retry_after: str = "") -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
+        self.retry_after = retry_after  # a Retry-After header for the client (a 429 of ours)
 
 
 @dataclass
@@ -1474,6 +2092,130 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return (loads_object(raw) if isinstance(raw, str) and raw.strip() else None) or {}
 
 
+# ---- a client's body: how deep it nests, and the types of the fields a dialect reads (issue 18) ----
+# Each dialect states the shape of what it reads (Dialect.shape) in its own section, with the few words below;
+# check_shape() walks a body against it before anything converts the body, so a field of the wrong type is a 400
+# that names it, in the client's own error shape, instead of a crash inside a converter. A shape is
+#   a type or a tuple of types   the value is one of them (int covers bool, as isinstance does)
+#   {field: shape, ...}          an object; each field present and not null has its shape; others are not read
+#   [shape]                      an array whose every item has the shape (null items included)
+#   Either(shape, shape, ...)    any one of them
+# A body nests at most JSON_DEPTH_MAX levels: deeper ones are refused before any upstream call, since orjson
+# writes no more than 254 levels and a converted or stored answer would fail after the upstream was paid.
+
+JSON_DEPTH_MAX = 64
+NUMBER = (int, float)
+_JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
+                    list: "an array", type(None): "null"}
+
+
+@dataclass(frozen=True)
+class Either:
+    shapes: tuple[Any, ...]
+
+    def __init__(self, *shapes: Any) -> None:
+        object.__setattr__(self, "shapes", shapes)
+
+
+def _shape_name(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return "an object"
+    if isinstance(shape, list):
+        return "an array"
+    if isinstance(shape, Either):
+        return " or ".join(_shape_name(s) for s in shape.shapes)
+    if isinstance(shape, tuple):
+        return "a number" if shape == NUMBER else " or ".join(_JSON_TYPE_NAMES.get(t, t.__name__) for t in shape)
+    return _JSON_TYPE_NAMES.get(shape, getattr(shape, "__name__", str(shape)))
+
+
+def _shape_error(value: Any, shape: Any, where: str) -> str | None:
+    """Why `value` does not have `shape` ("" path: the body itself), or None when it has."""
+    if isinstance(shape, Either):
+        errors = [_shape_error(value, s, where) for s in shape.shapes]
+        if None in errors:
+            return None
+        # the alternative of the value's own kind says more ("messages[0].content[1].text: ..."), else all of them
+        kind = dict if isinstance(value, dict) else list if isinstance(value, list) else None
+        for s, error in zip(shape.shapes, errors):
+            if kind is not None and isinstance(s, (dict if kind is dict else list)):
+                return error
+        return f"'{where}' must be {_shape_name(shape)}, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"'{where}' must be an object, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+        for name, inner in shape.items():
+            item = value.get(name)
+            if item is not None:
+                error = _shape_error(item, inner, f"{where}.{name}" if where else name)
+                if error:
+                    return error
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"'{where}' must be an array, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+        for index, item in enumerate(value):
+            error = _shape_error(item, shape[0], f"{where}[{index}]")
+            if error:
+                return error
+        return None
+    if not isinstance(value, shape):
+        return f"'{where}' must be {_shape_name(shape)}, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+    return None
+
+
+def check_shape(value: Any, shape: Any) -> None:
+    """Refuse a body one of whose fields has the wrong type (400, naming the field)."""
+    error = _shape_error(value, shape, "")
+    if error:
+        raise RelayError(400, f"Invalid request: {error}.", "invalid_type")
+
+
+def _orjson_depth_limit() -> int:
+    """The deepest nesting orjson writes (254 in orjson 3.x), found once."""
+    value: Any = 0
+    for depth in range(1, 2000):
+        value = [value]
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return depth - 1
+    return 2000
+
+
+class _DepthProbe:
+    """orjson refuses to write a value nested deeper than its limit, in C, far faster than a walk in Python: a
+    body wrapped in (limit - JSON_DEPTH_MAX) lists is refused exactly when the body nests deeper than
+    JSON_DEPTH_MAX. The wrapping lists are made once; the body goes in the innermost for one dumps()."""
+
+    def __init__(self) -> None:
+        self.inner: list[Any] = []
+        self.outer: Any = self.inner
+        for _ in range(max(0, _orjson_depth_limit() - JSON_DEPTH_MAX - 1)):
+            self.outer = [self.outer]
+
+    def too_deep(self, obj: Any) -> bool:
+        self.inner.append(obj)
+        try:
+            orjson.dumps(self.outer)
+            return False
+        except orjson.JSONEncodeError as exc:
+            return "ecursion" in str(exc)  # "Recursion limit reached"; nothing else can fail on a parsed body
+        finally:
+            self.inner.clear()
+
+
+_DEPTH_PROBE = _DepthProbe()
+
+
+def check_depth(body: bytes, obj: Any) -> None:
+    """hot path: refuse a body nested deeper than JSON_DEPTH_MAX. A body with fewer brackets than that cannot
+    nest deeper, which two byte counts show without looking further (most calls); others take one orjson write
+    (_DepthProbe)."""
+    if body.count(b"{") + body.count(b"[") > JSON_DEPTH_MAX and _DEPTH_PROBE.too_deep(obj):
+        raise RelayError(400, f"The request body nests deeper than {JSON_DEPTH_MAX} levels.", "too_deep")
+
+
 # ---- a call on its way: who asks, by which route, to which channel, and how each try went ----
 
 @dataclass(frozen=True)
@@ -1510,6 +2252,7 @@ class ChannelRoute:
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
+    scrubber: KeyScrubber | None = None  # every other form of the secrets, see scrub_all()
     config: dict[str, Any] = field(default_factory=dict)  # the channel's own settings (aiproxy's `config`)
     #: the mapping's wildcard rows (`claude-*` → deepseek-chat), longest pattern first; `mapping` keeps the exact
     patterns: tuple[tuple[str, str], ...] = ()
@@ -1524,15 +2267,23 @@ class ChannelRoute:
         return next((target for pattern, target in self.patterns if wildcard_match(pattern, model)), None)
 
     def scrub(self, data: bytes) -> bytes:
-        """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
-        (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further (issue 10)."""
+        """hot path: `data` with every part of this channel's key masked as it is: upstreams quote keys back in
+        their errors (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further
+        (issue 10). Enough for the bytes of an answer that pass through; scrub_all() for those the gateway
+        reads, keeps or answers with itself."""
         for secret, mask in self.secrets:
             if secret in data:
                 data = data.replace(secret, mask)
         return data
 
+    def scrub_all(self, data: bytes) -> bytes:
+        """`data` with the key masked in every form an upstream may quote it in: as it is, URL-encoded, base64,
+        JSON-escaped, in any case, or any run of KEY_RUN_MIN characters of it (issue 18)."""
+        data = self.scrub(data)
+        return self.scrubber.scrub(data) if self.scrubber is not None else data
+
     def scrub_text(self, text: str) -> str:
-        return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
+        return self.scrub_all(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
 
     def upstream_model(self, model: str) -> str:
         """An exact mapping row beats a wildcard row, and the longest wildcard row beats a shorter one."""
@@ -1580,12 +2331,10 @@ class RelayRoute:
     serve: Literal["call", "models", "stored"] = "call"
 
 
-_REQUEST_SEQ = itertools.count()
-
-
 def new_request_id() -> str:
-    """Start time in µs (as aiproxy) plus a sequence number, so two calls in one µs never share an id."""
-    return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
+    """Start time in µs (as aiproxy's 16 digits, so ids sort by time) and 64 random bits: unique across the
+    instances on one database and across restarts, where a sequence number was not (issue 18)."""
+    return f"{time.time_ns() // 1000}{os.urandom(8).hex()}"
 
 
 @dataclass(frozen=True)
@@ -1639,6 +2388,8 @@ class RelayCall:
     final: dict[str, Any] | None = None  # the trail entry of the channel tried last
     trying: Attempt | None = None  # the try under way, or the one answering
     progress: StreamFilter | None = None  # the answer's stream so far, for the tokens of a call cut short
+    checked: bool = False  # its body has the shape its dialect reads (RelayCall.check)
+    logged: bool = False  # its log row is queued (log_call)
     _pivot: dict[str, Any] | None = None
 
     @property
@@ -1657,9 +2408,19 @@ class RelayCall:
     def upstream_path(self) -> str:
         return self.route.upstream_path
 
+    def check(self) -> None:
+        """Refuse a body with a field of the wrong type (400) before anything converts it; once per call."""
+        if not self.checked:
+            self.checked = True
+            if self.obj is not None:
+                shape = self.dialect.shape(self)
+                if shape is not None:
+                    check_shape(self.obj, shape)
+
     def pivot(self) -> dict[str, Any]:
         """The request in pivot form, converted once however many channels it fails over to."""
         if self._pivot is None:
+            self.check()
             self._pivot = self.dialect.to_pivot(self)
         return self._pivot
 
@@ -2047,6 +2808,11 @@ class Dialect:
             return RelayRoute(self, Mode.UNKNOWN, None, "", serve="models")
         return None
 
+    def owns(self, path: str, method: str) -> bool:
+        """Whether a request no route serves is this dialect's all the same (its error shape answers it), beyond
+        the paths under its prefixes."""
+        return False
+
     def lists_models(self, incoming: Incoming) -> bool:
         """Whether a GET is this format's model list (`GET /v1/models[/{model}]` for OpenAI's)."""
         return is_models_path(incoming.path, "/v1")
@@ -2061,7 +2827,14 @@ class Dialect:
         obj = call.obj
         call.stream = bool(obj and obj.get("stream")) and call.op in _STREAMED_MODES
         options = obj.get("stream_options") if obj else None
-        call.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        if options is not None and not isinstance(options, dict):  # a pass-through stream adds include_usage
+            raise RelayError(400, "Invalid request: 'stream_options' must be an object.", "invalid_type")
+        call.client_wants_usage = bool(options and options.get("include_usage"))
+
+    def shape(self, call: RelayCall) -> Any:
+        """The shape (check_shape) of the fields this dialect's converters read in a body of `call`'s route;
+        None: nothing to check. Checked before any conversion, never on a call that passes through."""
+        return OPENAI_SHAPES.get(call.op)
 
     async def prepare(self, state: AppState, call: RelayCall) -> None:
         """What the dialect must look up before the call goes out (Responses: the turns it continues)."""
@@ -2189,6 +2962,7 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
         test_model=(models or sorted(mapping) or [""])[0],
         key_parts=split_key(key, key_format),
         secrets=tuple((part.encode(), mask_key(part).encode()) for part in secrets_),
+        scrubber=key_scrubber(secrets_),
         patterns=tuple(patterns), max_output_tokens=output_limits_setting(config.get(CONFIG_MAX_OUTPUT_TOKENS)),
         param_override=dict(config.get(CONFIG_PARAM_OVERRIDE) or {}) if isinstance(
             config.get(CONFIG_PARAM_OVERRIDE), dict) else {},
@@ -2325,19 +3099,102 @@ def key_secrets(key: str, key_format: Iterable[str] = ()) -> list[str]:
     return sorted((p for p in kept if len(p) >= SECRET_MIN), key=len, reverse=True)
 
 
+_RETRY_AFTER_SECONDS = re.compile(r"\d{1,9}(\.\d{1,6})?")  # RFC 9110 delay-seconds, a fraction tolerated
+
+
+KEY_RUN_MIN = 12  # a run of this many characters of a secret, in any form, is masked wherever it appears
+_SEED = KEY_RUN_MIN // 2  # every run of KEY_RUN_MIN holds a window of this size that starts at a multiple of it
+_URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")
+
+
+def secret_forms(secret: str) -> set[bytes]:
+    """The forms an upstream may quote a secret in, lower-cased (data is compared lower-cased, so any case
+    matches): as it is, URL-encoded, JSON-escaped (`\\/`), and base64, standard and URL-safe, at each of the
+    three alignments a secret may have inside a longer encoded text (only the characters that depend on the
+    secret alone)."""
+    raw = secret.encode("utf-8", "replace")
+    forms = {raw, urllib.parse.quote(secret, safe="").encode(), raw.replace(b"/", b"\\/")}
+    for pad in range(3):
+        encoded = base64.b64encode(b"\0" * pad + raw)
+        start, end = -(-8 * pad // 6), 8 * (pad + len(raw)) // 6
+        forms |= {encoded[start:end], encoded[start:end].translate(_URLSAFE_B64)}
+    return {form.lower() for form in forms if len(form) >= KEY_RUN_MIN}
+
+
+class KeyScrubber:
+    """Finds every run of KEY_RUN_MIN or more characters of a channel's secrets, in any of their forms
+    (secret_forms), in a body, and masks it. It looks up one window of _SEED bytes in every _SEED of the body,
+    and only a window that is part of some form is followed, so a body costs about len/_SEED set lookups."""
+
+    def __init__(self, secrets: Iterable[tuple[str, str]]) -> None:
+        self.windows: dict[bytes, list[tuple[bytes, int, bytes]]] = collections.defaultdict(list)
+        for secret, mask in secrets:
+            for form in secret_forms(secret):
+                for offset in range(len(form) - _SEED + 1):
+                    self.windows[form[offset:offset + _SEED]].append((form, offset, mask.encode()))
+
+    def runs(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """(start, end, mask) of each run found, in order, overlaps merged."""
+        low, windows, found = data.lower(), self.windows, []
+        for at in range(0, len(low) - _SEED + 1, _SEED):
+            for form, offset, mask in windows.get(low[at:at + _SEED], ()):
+                start, end = at, at + _SEED  # grow the match both ways as far as the form goes along
+                while start > 0 and start - at + offset > 0 and low[start - 1] == form[start - at + offset - 1]:
+                    start -= 1
+                while end < len(low) and end - at + offset < len(form) and low[end] == form[end - at + offset]:
+                    end += 1
+                if end - start >= KEY_RUN_MIN:
+                    found.append((start, end, mask))
+        found.sort()
+        merged: list[tuple[int, int, bytes]] = []
+        for start, end, mask in found:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]), merged[-1][2])
+            else:
+                merged.append((start, end, mask))
+        return merged
+
+    def scrub(self, data: bytes) -> bytes:
+        runs = self.runs(data) if len(data) >= KEY_RUN_MIN else []
+        if not runs:
+            return data
+        out, last = [], 0
+        for start, end, mask in runs:
+            out += [data[last:start], mask]
+            last = end
+        return b"".join(out + [data[last:]])
+
+
+def key_scrubber(secrets: list[str]) -> KeyScrubber | None:
+    """The scrubber of a channel's secrets (key_secrets); None when none is long enough to have runs."""
+    long = [secret for secret in secrets if len(secret) >= KEY_RUN_MIN]
+    return KeyScrubber((secret, mask_key(secret)) for secret in long) if long else None
+
+
 def retry_after_seconds(value: str, now: float) -> float | None:
-    """A Retry-After header (seconds, or an HTTP date) as seconds from `now`; None when absent or unreadable."""
+    """A Retry-After header (a non-negative number of seconds, or an HTTP date) as seconds from `now`; None when
+    absent or anything else (nan, -inf, -5, 1e400, garbage), which then gets the default cool-down (issue 18)."""
     value = value.strip()
     if not value:
         return None
+    if _RETRY_AFTER_SECONDS.fullmatch(value):
+        return float(value)
+    if not any(c.isalpha() for c in value):  # a date names its month; "-5" or "1,5" is no date
+        return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+        moment = email.utils.parsedate_to_datetime(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)  # "-0000": UTC, of unknown origin (RFC 5322)
+        seconds = moment.timestamp() - now
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def valid_retry_after(value: str) -> str:
+    """The Retry-After value to pass on to a client: the upstream's, when it is one; "" for anything else."""
+    value = value.strip()
+    return value if retry_after_seconds(value, time.time()) is not None else ""
 
 
 @dataclass
@@ -2475,38 +3332,82 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     key is good; a refusal gets the route's own error shape (else that of the dialect owning the path)."""
     incoming = Incoming.of(scope)
     route = find_route(incoming)
-    dialect = route.dialect if route is not None else dialect_for_path(incoming.path)
+    dialect = route.dialect if route is not None else dialect_for_path(incoming.path, incoming.method)
     caller = None
     try:
         if route is None:
             raise RelayError(404, f"Unknown API route: {incoming.method} {scope['path']}", "not_found")
-        caller = authenticate(state, dialect.api_key(incoming))
+        caller = authenticate(state, dialect.api_key(incoming), incoming.ip)
         await ROUTE_HANDLERS[route.serve](state, incoming, route, caller, receive, send)
     except RelayError as exc:
         if caller is None:  # refused at the door: no call, no log row, but counted
             state.metrics.refused[exc.status] += 1
-        await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", incoming.request_id)
+        await _send_error(send, dialect, exc, incoming.request_id)
+    except Exception:  # a bug: the client gets the request id to quote, the server log the traceback
+        logger.exception("request %s (%s %s) failed", incoming.request_id, incoming.method, incoming.path)
+        await _send_error(send, dialect, internal_error(incoming.request_id), incoming.request_id)
+
+
+def internal_error(request_id: str) -> RelayError:
+    return RelayError(500, f"Internal error in aiproxy-local (request id {request_id}); its server log says more.",
+                      "internal_error", "aiproxy_error")
+
+
+async def _send_error(send: Send, dialect: Dialect, error: RelayError, request_id: str) -> None:
+    extra = [(b"retry-after", error.retry_after.encode())] if error.retry_after else []
+    try:
+        await send_bytes(send, error.status, dialect.error_body(error), "application/json", request_id, extra)
+    except (RuntimeError, OSError):  # the answer had started (a stream), or the client is gone: nothing to add
+        pass
+
+
+_BODY_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,191})"')
+
+
+def refused_call(state: AppState, incoming: Incoming, route: RelayRoute, body: bytes, caller: Caller) -> RelayCall:
+    """A call refused before it could be parsed (too large, not JSON, the wrong shape), for its log row: the
+    model as far as it can be seen, and the body's start for the admin."""
+    found = None if route.model else _BODY_MODEL.search(body[:4096])
+    model = route.model or (found.group(1).decode("utf-8", "replace") if found else "")
+    return RelayCall(request_id=incoming.request_id, started=incoming.started, endpoint=incoming.path, route=route,
+                     model=model, body=body, obj=None, content_type=incoming.content_type, caller=caller,
+                     headers=incoming.headers, ip=incoming.ip)
 
 
 async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, caller: Caller, receive: Receive,
                      send: Send) -> None:
     """hot path: a call for an upstream. Read and parse it, plan its channels, answer from the first that serves
-    it; a call refused on the way is logged like any other."""
-    body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
-    call = parse_relay_call(state, incoming, route, body, caller)
+    it; a call refused on the way, malformed ones included, is logged like any other, and so is one that meets a
+    bug (500, with its request id)."""
+    call: RelayCall | None = None
+    body = b""
     try:
+        body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
+        call = parse_relay_call(state, incoming, route, body, caller)
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
         order = plan_channels(state, call)
         if route.native_only:
             order = [channel for channel in order if channel.adaptor.speaks(call)]
             if not order:
+                call.check()
                 answer = route.dialect.answer_locally(call)
                 log_call(state, call, Attempt(None, None, 200), Outcome(200))
                 return await send_bytes(send, 200, answer, "application/json", call.request_id)
+        if not call.checked and any(not channel.adaptor.speaks(call) for channel in order):
+            call.check()  # a body that some channel would convert: its shape is checked before any upstream call
         await answer_call(state, call, order, receive, send)
     except RelayError as exc:
-        log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
+        if call is None or not call.logged:
+            call = call or refused_call(state, incoming, route, body, caller)
+            log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
+        raise
+    except Exception:
+        if call is None or not call.logged:
+            error = internal_error(incoming.request_id)
+            call = call or refused_call(state, incoming, route, body, caller)
+            log_call(state, call, call.trying or Attempt(None, None, 500),
+                     Outcome(500, None, error.message.encode(), failure=error))
         raise
 
 
@@ -2540,16 +3441,28 @@ async def read_body(receive: Receive, limit_mib: int, declared: bytes | None = N
     return b"".join(chunks)
 
 
-def authenticate(state: AppState, raw_key: str) -> Caller:
-    """hot path: the admin key, or a token from the in-memory table."""
+def authenticate(state: AppState, raw_key: str, address: str = "") -> Caller:
+    """hot path: the admin key, or a token from the in-memory table; an address that sent too many wrong keys
+    waits (AuthThrottle), whatever key it sends now."""
+    throttle = state.throttle
+    if throttle.addresses:
+        waiting = throttle.refusal(address, time.time())
+        if waiting:
+            raise RelayError(429, waiting, "too_many_wrong_keys", "rate_limit_error",
+                             str(math.ceil(throttle.wait(address, time.time()))))
     if not raw_key:
         raise RelayError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
+    if is_admin_key(state, raw_key):
+        throttle.succeeded(address)
+        return ADMIN_CALLER
     key = raw_key.removeprefix("sk-")
     token = state.routes.tokens.get(key)  # the usual caller, one dict lookup; the admin key's compare after
     if token is None and is_admin_key(state, raw_key):
         return ADMIN_CALLER
     if token is None:
+        throttle.failed(address, time.time(), raw_key)
         raise RelayError(401, "Invalid API key.", "invalid_api_key")
+    throttle.succeeded(address)
     if token.status != STATUS_ENABLED:
         raise RelayError(401, f"API key '{token.name}' is disabled.", "token_disabled")
     if token.expired_at and token.expired_at < now_ms():
@@ -2573,6 +3486,7 @@ def parse_relay_call(state: AppState, incoming: Incoming, route: RelayRoute, bod
             raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
         if not isinstance(obj, dict):
             raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
+        check_depth(body, obj)
         model = route.model or (obj.get("model") if isinstance(obj.get("model"), str) else "")
     if not model:
         raise RelayError(400, "The request has no 'model'.", "missing_model")
@@ -2787,7 +3701,8 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
         if attempt.response is None:
             response.release()  # a response not read to its end closes its connection: the upstream stops at once
     if not 200 <= status < 300:
-        attempt.body, attempt.retry_after = channel.scrub(data), response.headers.get("Retry-After", "")
+        attempt.body = channel.scrub_all(data)  # read, logged and answered with: every form of the key masked
+        attempt.retry_after = valid_retry_after(response.headers.get("Retry-After", ""))
         error = adaptor.convert_error(status, attempt.body)
         return RelayError(error.status, channel.scrub_text(error.message), error.code, error.type)
     try:
@@ -2961,7 +3876,8 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send, limit_mib: 
                 events, pending = (pending, b"") if cut == len(pending) else (pending[:cut], pending[cut:])
                 out = stream.feed(events if type(events) is bytes else bytes(events))
                 if out:
-                    await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+                    await send({"type": "http.response.body", "body": _scrub_events(channel, out),
+                                "more_body": True})
             if len(pending) > limit:
                 failure = RelayError(502, f"An event of the upstream's stream is larger than {limit_mib} MiB "
                                           "(UPSTREAM_MAX_BODY_MIB).", "upstream_event_too_large", "upstream_error")
@@ -2983,7 +3899,7 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send, limit_mib: 
         out = (stream.feed(bytes(pending)) if pending and failure is None else b"") + (
             stream.close() if failure is None else b"")
         if out:
-            await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+            await send({"type": "http.response.body", "body": _scrub_events(channel, out), "more_body": True})
     except _UPSTREAM_ERRORS as exc:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
         failure = RelayError(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
@@ -2999,6 +3915,12 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send, limit_mib: 
     if failure is None:
         return Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
     return Outcome(failure.status, usage, call.dialect.error_body(failure), ttfb_ms=attempt.ttfb_ms, failure=failure)
+
+
+def _scrub_events(channel: ChannelRoute, out: bytes) -> bytes:
+    """hot path: stream events pass with the key masked as it is; an error event, which is where upstreams quote
+    keys, in every form (scrub_all)."""
+    return channel.scrub_all(out) if b"error" in out else channel.scrub(out)
 
 
 def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
@@ -3087,6 +4009,7 @@ def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcom
     outcome.used_amount = charge(state, call, outcome.usage, attempt.channel)
     if call.caller is not TEST_CALLER:
         state.metrics.observe(state, call, attempt.channel.id if attempt.channel else 0, outcome.code, outcome.usage)
+    call.logged = True
     final = call.final
     if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
         final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
@@ -3351,6 +4274,11 @@ class ResponseStore:
 
     def remember(self, row: dict[str, Any]) -> None:
         """hot path (Responses only): no database, one journal line."""
+        earlier = self.pending.get(row["id"])
+        if earlier is not None and earlier["created_at"] != row["created_at"]:
+            logger.error("response id clash, a bug: %s is kept for another call already; this answer is not "
+                         "stored", row["id"])
+            return
         self.pending[row["id"]] = row
         if self.writer is not None:
             self.writer.submit_response(row)
@@ -3412,6 +4340,30 @@ ROUTE_HANDLERS = {"call": serve_call, "models": serve_model_list, "stored": answ
 # URLs, which take OpenAI's bodies as they are.
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+# -- the fields of an OpenAI request that the converters to other formats read (Dialect.shape, check_shape) --
+_OPENAI_PART = {"type": str, "text": str, "image_url": Either(str, {"url": str, "detail": str}),
+                "input_audio": {"format": str, "data": str}, "file": {"file_data": str, "filename": str}}
+_OPENAI_CONTENT = Either(str, [_OPENAI_PART])
+_OPENAI_MESSAGE = {
+    "role": str, "content": _OPENAI_CONTENT, "name": str, "tool_call_id": str, "reasoning_content": str,
+    "tool_calls": [{"id": str, "type": str, "function": {"name": str, "arguments": Either(str, dict)}}],
+}
+_OPENAI_OPTIONS = {"model": str, "stream": bool, "stream_options": dict, "temperature": NUMBER, "top_p": NUMBER,
+                   "max_tokens": NUMBER, "max_completion_tokens": NUMBER, "n": NUMBER, "seed": NUMBER,
+                   "presence_penalty": NUMBER, "frequency_penalty": NUMBER, "stop": Either(str, [str]),
+                   "user": str}
+OPENAI_SHAPES: dict[Mode, Any] = {
+    Mode.CHAT_COMPLETIONS: {
+        **_OPENAI_OPTIONS, "messages": [_OPENAI_MESSAGE],
+        "tools": [{"type": str, "function": {"name": str, "description": str, "parameters": dict, "strict": bool}}],
+        "tool_choice": Either(str, {"type": str, "function": {"name": str}}), "parallel_tool_calls": bool,
+        "response_format": {"type": str, "json_schema": {"name": str, "schema": dict, "strict": bool}},
+        "reasoning_effort": str,
+    },
+    Mode.COMPLETIONS: {**_OPENAI_OPTIONS, "prompt": Either(str, list)},
+    Mode.EMBEDDINGS: {"model": str, "input": Either(str, list), "dimensions": NUMBER, "encoding_format": str},
+}
 
 
 def model_rename(call: RelayCall, channel: ChannelRoute, json_field: str = "") -> tuple[bytes, bytes] | None:
@@ -4225,7 +5177,8 @@ _SERVER_RESULT_SUFFIX = "_tool_result"
 
 
 def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
-    kind, source = block.get("type"), block.get("source") or {}
+    kind, given = block.get("type"), block.get("source")
+    source = given if isinstance(given, dict) else {}  # a search result's source is its URL
     if kind == "text":
         return {"type": "text", "text": block.get("text", "")} if block.get("text") else None
     if kind == "image":
@@ -4244,7 +5197,8 @@ def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
                 "content": _block_text(source.get("content"))}.get(source.get("type"))
         return {"type": "text", "text": title + text} if isinstance(text, str) and text else None
     if kind == "search_result":
-        text = "\n".join(filter(None, (block.get("title"), block.get("source"), _block_text(block.get("content")))))
+        url = given if isinstance(given, str) else None
+        text = "\n".join(filter(None, (block.get("title"), url, _block_text(block.get("content")))))
         return {"type": "text", "text": text} if text else None
     return None
 
@@ -4266,8 +5220,8 @@ def _block_text(content: Any) -> str:
         if kind == "text":
             texts.append(str(block.get("text") or ""))
         elif kind == "search_result":
-            texts.append("\n".join(filter(None, (block.get("title"), block.get("source"),
-                                                 _block_text(block.get("content"))))))
+            url = block.get("source") if isinstance(block.get("source"), str) else None
+            texts.append("\n".join(filter(None, (block.get("title"), url, _block_text(block.get("content"))))))
         elif kind == "web_search_result":
             texts.append(" ".join(filter(None, (block.get("title"), block.get("url")))))
         elif isinstance(block.get("content"), (str, list, dict)):
@@ -4300,11 +5254,11 @@ def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    texts = [b.get("text") or "" for b in blocks if b.get("type") == "text"]
     # a server tool's result (web search, code execution, ...) keeps its text: the model saw it in this turn
     texts += [_block_text(b.get("content")) for b in blocks if str(b.get("type", "")).endswith(_SERVER_RESULT_SUFFIX)]
     text = "\n".join(t for t in texts if t)
-    thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+    thinking = "".join(b.get("thinking") or "" for b in blocks if b.get("type") == "thinking")
     calls = [{"id": b.get("id"), "type": "function", "function": {
         "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
         for b in blocks if b.get("type") == "tool_use"]
@@ -4476,6 +5430,25 @@ class AnthropicEncoder(PivotEncoder):
             "usage": usage_to_anthropic(usage)}, "message_delta"), sse({"type": "message_stop"}, "message_stop")))
 
 
+_ANTHROPIC_SOURCE = {"type": str, "media_type": str, "data": str, "url": str}
+_ANTHROPIC_TEXT = {"type": str, "text": str}
+#: a block inside a tool's or a server tool's result: text, a search result (its source a URL), nested results
+_ANTHROPIC_RESULT: dict[str, Any] = {"type": str, "text": str, "title": str, "url": str,
+                                     "source": Either(_ANTHROPIC_SOURCE, str)}
+_ANTHROPIC_RESULT["content"] = Either(str, [_ANTHROPIC_RESULT], _ANTHROPIC_RESULT)
+#: the fields of a Messages request that the conversion to the pivot reads (Dialect.shape, check_shape)
+ANTHROPIC_SHAPE = {
+    "model": str, "max_tokens": NUMBER, "stream": bool, "temperature": NUMBER, "top_p": NUMBER, "top_k": NUMBER,
+    "system": Either(str, [_ANTHROPIC_TEXT]), "stop_sequences": [str], "metadata": dict,
+    "messages": [{"role": str, "content": Either(str, [{
+        **_ANTHROPIC_RESULT, "id": str, "name": str, "input": dict, "tool_use_id": str, "thinking": str,
+        "signature": str}])}],
+    "tools": [{"name": str, "description": str, "input_schema": dict}],
+    "tool_choice": {"type": str, "name": str, "disable_parallel_tool_use": bool},
+    "thinking": {"type": str, "budget_tokens": NUMBER},
+}
+
+
 class AnthropicDialect(Dialect):
     """`POST /v1/messages` (Claude Code, the anthropic SDK) and `/v1/messages/count_tokens`, on every channel."""
 
@@ -4504,6 +5477,9 @@ class AnthropicDialect(Dialect):
             raise RelayError(400, "messages: a list of messages is required.", "invalid_request")
         call.stream = bool(call.obj.get("stream"))
         call.client_wants_usage = True  # an Anthropic stream always ends with its usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return ANTHROPIC_SHAPE
 
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         return anthropic_to_openai_request(call.obj)
@@ -4543,7 +5519,8 @@ _GEMINI_METHODS = {  # client method → (pivot operation, whether it streams); 
     "countTokens": (None, False), "embedContent": (Mode.EMBEDDINGS, False),
     "batchEmbedContents": (Mode.EMBEDDINGS, False),
 }
-_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/([^/:]+):([A-Za-z]+)")
+_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/(.+):([A-Za-z]+)")  # a model may hold "/" or ":" (ft:…, org/m)
+_GEMINI_DOOR = re.compile(r"/(v1|v1beta)/models/.*:")  # a POST here is Gemini's, answered in its error shape
 _GEMINI_STOPS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
                  "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
                  "IMAGE_SAFETY": "content_filter"}
@@ -5148,6 +6125,30 @@ class GeminiEncoder(PivotEncoder):
         return self._event(parts or [{"text": ""}], self.finish, usage)
 
 
+_GEMINI_PART = {"text": str, "thought": bool, "inlineData": {"mimeType": str, "data": str},
+                "fileData": {"mimeType": str, "fileUri": str}, "functionCall": {"name": str, "args": dict},
+                "functionResponse": {"name": str, "response": dict}}
+_GEMINI_CONTENT = {"role": str, "parts": [_GEMINI_PART]}
+_GEMINI_GENERATE = {
+    "contents": [_GEMINI_CONTENT], "systemInstruction": _GEMINI_CONTENT,
+    "generationConfig": {
+        "temperature": NUMBER, "topP": NUMBER, "topK": NUMBER, "maxOutputTokens": NUMBER, "candidateCount": NUMBER,
+        "presencePenalty": NUMBER, "frequencyPenalty": NUMBER, "seed": NUMBER, "stopSequences": [str],
+        "responseMimeType": str, "responseSchema": dict, "responseJsonSchema": dict,
+        "thinkingConfig": {"thinkingBudget": NUMBER, "thinkingLevel": str, "includeThoughts": bool}},
+    "tools": [{"functionDeclarations": [{"name": str, "description": str, "parameters": dict,
+                                         "parametersJsonSchema": dict}]}],
+    "toolConfig": {"functionCallingConfig": {"mode": str, "allowedFunctionNames": [str]}},
+}
+_GEMINI_EMBED = {"model": str, "content": _GEMINI_CONTENT, "outputDimensionality": NUMBER}
+#: per method, the fields of a request that the conversion to the pivot (or the token estimate) reads
+GEMINI_SHAPES: dict[str, Any] = {
+    "generateContent": _GEMINI_GENERATE, "streamGenerateContent": _GEMINI_GENERATE,
+    "countTokens": {"contents": [_GEMINI_CONTENT], "generateContentRequest": _GEMINI_GENERATE},
+    "embedContent": _GEMINI_EMBED, "batchEmbedContents": {"requests": [_GEMINI_EMBED]},
+}
+
+
 class GeminiDialect(Dialect):
     """Gemini's API (Gemini CLI, google-genai) on every channel: `POST /{v1,v1beta}/models/{model}:{method}` for
     generateContent, streamGenerateContent (always answered as SSE, as with `alt=sse`), countTokens,
@@ -5169,6 +6170,9 @@ class GeminiDialect(Dialect):
         op, streams = _GEMINI_METHODS[name]
         return RelayRoute(self, Mode.GEMINI, op, name + ("?alt=sse" if streams else ""),
                           native_only=op is None, model=model)
+
+    def owns(self, path: str, method: str) -> bool:
+        return method == "POST" and _GEMINI_DOOR.match(path) is not None
 
     def lists_models(self, incoming: Incoming) -> bool:
         """`GET /v1beta/models[/{model}]`, and under /v1 when the key came Google's way (google-genai with
@@ -5198,6 +6202,9 @@ class GeminiDialect(Dialect):
             raise RelayError(400, f"{needs[0]}: a {needs[1].__name__} is required.", "invalid_request")
         call.stream = method == "streamGenerateContent"
         call.client_wants_usage = True  # a Gemini stream always ends with its usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return GEMINI_SHAPES.get(call.upstream_path.partition("?")[0])
 
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         if call.op != Mode.EMBEDDINGS:
@@ -5662,6 +6669,22 @@ class OpenAIResponsesAdaptor(Adaptor):
 
 
 
+_RESPONSES_PART = {"type": str, "text": str, "image_url": str, "detail": str, "file_data": str, "filename": str}
+#: the fields of a Responses request that the conversion to the pivot reads (Dialect.shape, check_shape)
+RESPONSES_SHAPE = {
+    "model": str, "stream": bool, "store": bool, "previous_response_id": str, "instructions": Either(str, list),
+    "input": Either(str, [{"type": str, "role": str, "content": Either(str, [_RESPONSES_PART]), "call_id": str,
+                           "name": str, "arguments": str, "output": Either(str, list), "id": str,
+                           "summary": [_RESPONSES_PART]}]),
+    "tools": [{"type": str, "name": str, "description": str, "parameters": dict, "strict": bool}],
+    "tool_choice": Either(str, {"type": str, "name": str}), "parallel_tool_calls": bool,
+    "temperature": NUMBER, "top_p": NUMBER, "max_output_tokens": NUMBER, "user": str, "safety_identifier": str,
+    "reasoning": {"effort": str, "summary": str},
+    "text": {"format": {"type": str, "name": str, "schema": dict, "strict": bool, "description": str}},
+    "metadata": dict,
+}
+
+
 class ResponsesDialect(Dialect):
     """`POST /v1/responses` (stream and non-stream) on every channel, and `GET` / `DELETE /v1/responses/{id}`
     for the stored answers (section 5)."""
@@ -5688,6 +6711,9 @@ class ResponsesDialect(Dialect):
             raise RelayError(400, "input: a string or a list of input items is required.", "invalid_request")
         call.stream = bool(call.obj.get("stream"))
         call.client_wants_usage = True  # response.completed always carries the usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return RESPONSES_SHAPE
 
     async def prepare(self, state: AppState, call: RelayCall) -> None:
         keep = call.obj.get("store", True) is not False
@@ -6431,10 +7457,13 @@ def find_route(incoming: Incoming) -> RelayRoute | None:
     return route
 
 
-def dialect_for_path(path: str) -> Dialect:
-    """Whose error shape a path gets when no route matches: the dialect with the longest matching prefix."""
+def dialect_for_path(path: str, method: str = "POST") -> Dialect:
+    """Whose error shape a request gets when no route matches: the dialect that owns it (Gemini's POST
+    /v1/models/…:method), else the one with the longest matching prefix."""
     best, length = DIALECTS["openai"], 0
     for dialect in DIALECTS.values():
+        if dialect.owns(path, method):
+            return dialect
         for prefix in dialect.prefixes:
             if path.startswith(prefix) and len(prefix) > length:
                 best, length = dialect, len(prefix)
@@ -6747,14 +7776,42 @@ class LogJournal:
         return found
 
 
-def missing_request_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
-    """Which of `ids` have no log row yet."""
-    have: set[str] = set()
+def _row_mark(row: dict[str, Any]) -> tuple[Any, Any]:
+    """What tells one call's row from another's under the same request id: when it came, when it was logged."""
+    return row.get("request_at"), row.get("created_at")
+
+
+def logged_marks(engine: sa.Engine, ids: list[str]) -> dict[str, set[tuple[Any, Any]]]:
+    """The marks (_row_mark) of the log rows the database has for each of `ids`."""
+    have: dict[str, set[tuple[Any, Any]]] = collections.defaultdict(set)
     with engine.connect() as conn:
         for start in range(0, len(ids), JOURNAL_QUERY_IDS):
             part = ids[start:start + JOURNAL_QUERY_IDS]
-            have.update(conn.execute(sa.select(LogRow.request_id).where(LogRow.request_id.in_(part))).scalars())
-    return set(ids) - have
+            for r in conn.execute(sa.select(LogRow.request_id, LogRow.request_at, LogRow.created_at)
+                                  .where(LogRow.request_id.in_(part))):
+                have[r.request_id].add((r.request_at, r.created_at))
+    return have
+
+
+def rows_to_replay(engine: sa.Engine, entries: list[LogEntry]) -> tuple[list[LogEntry], list[LogEntry], int]:
+    """(the journaled rows the database lacks, those it has, how many request ids clash). A row is written when
+    the database holds one with its request id and its marks; two different calls under one id are a clash, a
+    bug reported in the server log, and each of them is written rather than taken for "already written"."""
+    unique: dict[tuple[str, Any, Any], LogEntry] = {}
+    for e in entries:  # the same row twice (a move of orphans cut short) is one row
+        unique.setdefault((e.row["request_id"], *_row_mark(e.row)), e)
+    have = logged_marks(engine, sorted({key[0] for key in unique}))
+    missing, written, clashes = [], [], 0
+    per_id = collections.Counter(key[0] for key in unique)
+    for (request_id, *mark), e in unique.items():
+        (written if tuple(mark) in have.get(request_id, ()) else missing).append(e)
+        if per_id[request_id] > 1 or have.get(request_id, set()) - {tuple(mark)}:
+            clashes += 1
+            logger.error("request id clash, a bug: %s is the id of more than one call (this row: request_at %s, "
+                         "created_at %s); every row is kept", request_id, *mark)
+    written_ids = {id(e) for e in unique.values()}
+    written += [e for e in entries if id(e) not in written_ids]  # the duplicates: done with the row they repeat
+    return missing, written, clashes
 
 
 def missing_response_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
@@ -6817,10 +7874,10 @@ class LogWriter:
         lacks (by request id). Returns how many."""
         self.journal = LogJournal(directory)
         found = self.journal.take_orphans()
-        orphans = {e.row["request_id"]: e for e in found if type(e) is LogEntry}
-        missing = missing_request_ids(self.engine, list(orphans))
-        self.journal.committed(e for rid, e in orphans.items() if rid not in missing)
-        self.pending += [orphans[rid] for rid in orphans if rid in missing]
+        orphans = [e for e in found if type(e) is LogEntry]
+        missing, written, _ = rows_to_replay(self.engine, orphans)
+        self.journal.committed(written)
+        self.pending += missing
         if orphans:
             logger.warning("log journal: %d rows of a stopped instance found, %d of them not in the database "
                            "yet; writing those now", len(orphans), len(missing))
@@ -6915,9 +7972,19 @@ class LogWriter:
     def write_responses(self, entries: list[ResponseEntry]) -> list[ResponseEntry]:
         """Commit stored Responses answers; return those left for the next round. One the database refuses is
         found by halving, reported and dropped (its next turn gets "not found")."""
+        table = StoredResponse.__table__
         try:
             with self.engine.begin() as conn:
-                upsert(conn, StoredResponse.__table__, list({e.row["id"]: e.row for e in entries}.values()), ("id",))
+                rows = {e.row["id"]: e.row for e in entries}
+                for found in conn.execute(sa.select(table.c.id, table.c.created_at, table.c.token_id)
+                                          .where(table.c.id.in_(list(rows)))):
+                    row = rows[found.id]
+                    if (found.created_at, found.token_id) != (row["created_at"], row["token_id"]):
+                        logger.error("response id clash, a bug: %s is already stored for another call (created "
+                                     "at %s, this one at %s); the first answer stays", found.id, found.created_at,
+                                     row["created_at"])
+                        del rows[found.id]
+                upsert(conn, table, list(rows.values()), ("id",))
             return []
         except _WRITE_ERRORS as exc:
             if is_write_conflict(exc) or not is_database_reachable(self.engine):
@@ -6979,43 +8046,19 @@ def _insert_rows(engine: sa.Engine, conn: sa.Connection, batch: list[LogEntry]) 
         conn.execute(sa.insert(LogDetail), details)
 
 
-_SUMMED = ("request_count", "exception_count", "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
-           "cache_hit_count", "total_time_milliseconds", "total_ttfb_milliseconds", "used_amount", "failed_attempts",
-           "failed_attempt_ms")
-
-
-def failed_attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tries of a call that failed before another answered it (or before the last one failed): every tried
-    channel in its trail but the row's own, which its last entry is. Only a call with retries has any."""
-    if not row["retry_times"] or not row.get("attempts"):
-        return []
-    trail = [a for a in attempts_from_text(row["attempts"]) if isinstance(a, dict)
-             and isinstance(a.get("channel_id"), int) and isinstance(a.get("ms"), int)]
-    last = trail[-1] if trail else None
-    own = last if last is not None and "skipped" not in last and last["channel_id"] == row["channel"] else None
-    return [a for a in trail if "skipped" not in a and a is not own and a["channel_id"]]
-
-
 def _add_summaries(conn: sa.Connection, batch: list[LogEntry]) -> None:
+    """The batch's calls into the per-minute summaries and the hourly rollup, in the transaction of its rows: the
+    dashboard's totals always equal the logs' rows."""
     sums: dict[tuple[int, int, str], collections.Counter] = collections.defaultdict(collections.Counter)
     for e in batch:
         r = e.row
         if r["is_test"]:
             continue
-        c = sums[(r["created_at"] // 60000 * 60, r["channel"], r["model"])]
-        c["request_count"] += 1
-        c["exception_count"] += r["code"] != 200
-        for name in ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "used_amount"):
-            c[name] += r[name]
-        c["cache_hit_count"] += r["cached_tokens"] > 0
-        c["total_time_milliseconds"] += r["created_at"] - r["request_at"]
-        c["total_ttfb_milliseconds"] += r["ttfb_milliseconds"]
+        add_call(sums[(r["created_at"] // 60000 * 60, r["channel"], r["model"])], r)
         for a in failed_attempts(r):  # each failed try counts against the channel that failed (issue 10), apart
-            f = sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])]  # from the calls (issue 19)
-            f.update(failed_attempts=1, failed_attempt_ms=a["ms"])
-    rows = [{"minute": minute, "channel_id": channel, "model": model, **{n: c[n] for n in _SUMMED}}
-            for (minute, channel, model), c in sums.items()]
-    upsert(conn, SummaryMinute.__table__, rows, ("minute", "channel_id", "model"), add=_SUMMED)
+            sums[(r["created_at"] // 60000 * 60, a["channel_id"], r["model"])].update(  # from the calls (issue 19)
+                failed_attempts=1, failed_attempt_ms=a["ms"])
+    add_summaries(conn, sums)
 
 
 def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
@@ -7035,26 +8078,21 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             c[0] += 1
             c[3] += 1
         if r["token_id"]:
-            t = tokens.get(r["token_id"]) or tokens.setdefault(r["token_id"], [0, 0.0])
-            t[0] += 1
-            t[1] += r["used_amount"]
-    if channels:
-        conn.execute(_CHANNEL_COUNTERS, [{"b_id": cid, "b_requests": c[0], "b_retries": c[1], "b_amount": c[2],
-                                          "b_errors": c[3]} for cid, c in sorted(channels.items())])
+            tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
+    if channels:  # one statement for all, compiled once: building an UPDATE per channel cost more than running it
+        conn.execute(_CHANNEL_COUNTERS, [{"cid": cid, "n": c["request_count"], "retries": c["retry_count"],
+                                          "usd": c["used_amount"], "errors": c["error_count"]}
+                                         for cid, c in sorted(channels.items())])
     if tokens:
-        conn.execute(_TOKEN_COUNTERS, [{"b_id": tid, "b_requests": t[0], "b_amount": t[1]}
-                                       for tid, t in sorted(tokens.items())])
+        conn.execute(_TOKEN_COUNTERS, [{"tid": tid, "n": c["request_count"], "usd": c["used_amount"]}
+                                       for tid, c in sorted(tokens.items())])
 
 
-#: the counters' UPDATEs, built once: SQLAlchemy compiles each once and caches it (one compile per batch before)
-_CHANNEL_COUNTERS = sa.update(Channel).where(Channel.id == sa.bindparam("b_id")).values(
-    request_count=Channel.request_count + sa.bindparam("b_requests"),
-    retry_count=Channel.retry_count + sa.bindparam("b_retries"),
-    used_amount=Channel.used_amount + sa.bindparam("b_amount"),
-    error_count=Channel.error_count + sa.bindparam("b_errors"))
-_TOKEN_COUNTERS = sa.update(Token).where(Token.id == sa.bindparam("b_id")).values(
-    request_count=Token.request_count + sa.bindparam("b_requests"),
-    used_amount=Token.used_amount + sa.bindparam("b_amount"))
+_CHANNEL_COUNTERS = sa.update(Channel).where(Channel.id == sa.bindparam("cid")).values(
+    request_count=Channel.request_count + sa.bindparam("n"), retry_count=Channel.retry_count + sa.bindparam("retries"),
+    used_amount=Channel.used_amount + sa.bindparam("usd"), error_count=Channel.error_count + sa.bindparam("errors"))
+_TOKEN_COUNTERS = sa.update(Token).where(Token.id == sa.bindparam("tid")).values(
+    request_count=Token.request_count + sa.bindparam("n"), used_amount=Token.used_amount + sa.bindparam("usd"))
 
 
 # ---- metrics: what the log records, counted in memory for Prometheus (GET /metrics) ----
@@ -7231,9 +8269,9 @@ TIMEZONE_MAX = 64
 
 
 class ApiError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, retry_after: int = 0) -> None:
         super().__init__(message)
-        self.message, self.status = message, status
+        self.message, self.status, self.retry_after = message, status, retry_after
 
 
 class _OrjsonResponse(JSONResponse):
@@ -7245,8 +8283,9 @@ def api_ok(data: Any = None) -> JSONResponse:
     return _OrjsonResponse({"success": True} if data is None else {"success": True, "data": data})
 
 
-def api_error(message: str, status: int = 400) -> JSONResponse:
-    return _OrjsonResponse({"success": False, "message": message}, status_code=status)
+def api_error(message: str, status: int = 400, retry_after: int = 0) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return _OrjsonResponse({"success": False, "message": message}, status_code=status, headers=headers)
 
 
 def invalid_request_message(errors: list[dict[str, Any]]) -> str:
@@ -7307,9 +8346,17 @@ def app_state(request: Request) -> AppState:
 
 
 def require_admin(request: Request, state: AppState = Depends(app_state)) -> AppState:
+    """The admin key, from an address that has not sent too many wrong ones (AuthThrottle)."""
     raw = strip_bearer(request.headers.get("authorization", "")) or request.query_params.get("key", "").strip()
+    address, throttle = request.client.host if request.client else "", state.throttle
+    waiting = throttle.refusal(address, time.time())
+    if waiting:
+        raise ApiError(waiting, 429, math.ceil(throttle.wait(address, time.time())))
     if not is_admin_key(state, raw):
+        if raw:
+            throttle.failed(address, time.time(), raw)
         raise ApiError("unauthorized: send the admin key as 'Authorization: Bearer <key>'", 401)
+    throttle.succeeded(address)
     return state
 
 
@@ -8117,40 +9164,90 @@ def _local_time(ms: int, tz: ZoneInfo) -> str:
         return str(ms)
 
 
-def _csv_row(row: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
-    cells = dict(row, channel_id=row["channel"], cached_tokens=row["usage"]["cached_tokens"],
-                 cache_creation_tokens=row["usage"]["cache_creation_tokens"],
-                 channel=row["channel_name"] or channel_names.get(row["channel"], "") if row["channel"] else "",
-                 **{c: _local_time(row[c], tz) for c in _CSV_TIMES})
-    return [csv_cell(cells[c]) for c in LOG_CSV_COLUMNS]
+def _csv_cells(r: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
+    """A stored log row as its CSV line, in LOG_CSV_COLUMNS' order (built straight from the row: an export
+    formats millions)."""
+    channel = r["channel"]
+    return [csv_cell(v) for v in (
+        r["id"], r["request_id"], _local_time(r["request_at"], tz), _local_time(r["created_at"], tz),
+        r["ttfb_milliseconds"], r["model"], r["actual_model"],
+        r["channel_name"] or channel_names.get(channel, "") if channel else "", channel, r["code"], r["endpoint"],
+        r["input_tokens"], r["output_tokens"], r["cached_tokens"], r["cache_creation_tokens"] or 0, r["used_amount"],
+        r["token_name"], r["ip"], r["retry_times"], r["content"])]
 
 
-def logs_csv(state: AppState, flt: LogFilter, limit: int = 100_000, tz: ZoneInfo = ZoneInfo("UTC")) -> str:
-    """Logs as CSV for a spreadsheet: times in `tz`, channels by name (rows keep the name of a deleted one)."""
+def csv_header(tz: ZoneInfo) -> list[str]:
+    return [f"{c} ({tz.key})" if c in _CSV_TIMES else c for c in LOG_CSV_COLUMNS]
+
+
+def iter_logs_csv(state: AppState, flt: LogFilter, tz: ZoneInfo = ZoneInfo("UTC"),
+                  limit: int | None = None) -> Iterator[str]:
+    """Logs as CSV for a spreadsheet, a page of text at a time (times in `tz`, channels by name; rows keep the
+    name of a deleted channel). Every matching row, unless `limit` is given: then a last line says it was
+    reached."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([f"{c} ({tz.key})" if c in _CSV_TIMES else c for c in LOG_CSV_COLUMNS])
+    writer.writerow(csv_header(tz))
+    yield out.getvalue()
     names = {c.id: c.name for c in state.routes.channels.values()}
-    page = 1
-    while (page - 1) * PER_PAGE_MAX < limit:
-        rows, total = query_logs(state.engine, flt, page, PER_PAGE_MAX)
-        writer.writerows(_csv_row(r, tz, names) for r in rows)
-        if page * PER_PAGE_MAX >= total:
-            break
-        page += 1
-    return out.getvalue()
+    written = 0
+    for page in iter_log_pages(state.engine, flt, None if limit is None else limit + 1):
+        if limit is not None and written + len(page) > limit:
+            page = page[:limit - written]
+            out.seek(0)
+            out.truncate()
+            writer.writerows(_csv_cells(r, tz, names) for r in page)
+            writer.writerow([f"# stopped at max_entries={limit}: more rows match; export again with a narrower "
+                             "range or a larger max_entries"])
+            yield out.getvalue()
+            return
+        out.seek(0)
+        out.truncate()
+        writer.writerows(_csv_cells(r, tz, names) for r in page)
+        written += len(page)
+        yield out.getvalue()
+
+
+def logs_csv(state: AppState, flt: LogFilter, limit: int | None = None, tz: ZoneInfo = ZoneInfo("UTC")) -> str:
+    return "".join(iter_logs_csv(state, flt, tz, limit))
+
+
+def export_logs_file(state: AppState, flt: LogFilter, tz: ZoneInfo) -> Path:
+    """The CSV of `flt` (times as the page shows them) in <data-dir>/exports, replacing the previous one."""
+    folder = state.settings.data_path / "exports"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.glob("logs-*.csv"):
+        old.unlink(missing_ok=True)
+    path = folder / f"logs-{secrets.token_hex(8)}.csv"
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8-sig",
+              newline="") as f:
+        for text in iter_logs_csv(state, flt, tz):
+            f.write(text)
+    return path
+
+
+async def _in_thread(rows: Iterator[str]) -> AsyncIterator[bytes]:
+    """Each next() of a blocking iterator in a worker thread: the event loop serves calls meanwhile."""
+    done = object()
+    while (text := await asyncio.to_thread(next, rows, done)) is not done:
+        yield text.encode("utf-8")
 
 
 @admin_router.get("/logs/export")
 def api_logs_export(flt: LogFilter = Depends(make_log_filter), timezone: Timezone = "UTC",
+                    max_entries: Annotated[int, pydantic.Field(ge=0, le=INT64_MAX)] = 0,
                     state: AppState = Depends(require_admin)) -> Response:
-    return Response(logs_csv(state, flt, tz=parse_timezone(timezone)), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
+    """Streamed: the first rows leave while the rest are read, and memory stays flat for any number of them.
+    Every matching row (aiproxy's `max_entries`: 0 or absent, no limit)."""
+    rows = iter_logs_csv(state, flt, parse_timezone(timezone), max_entries or None)
+    return StreamingResponse(_in_thread(rows), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="aiproxy-logs.csv"'})
 
 
 # ---- dashboard ----
 
 TIMESPANS = ("minute", "hour", "day")
+TIMESPAN_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def bucket_start(ts: int, timespan: str, tz: ZoneInfo) -> int:
@@ -8164,51 +9261,103 @@ def bucket_start(ts: int, timespan: str, tz: ZoneInfo) -> int:
     return int(local.timestamp())
 
 
-_SHOWN = _SUMMED[:-2]  # the counters an answer has: failed_attempts* are folded in for one channel, or left out
+@dataclass
+class DashboardAnswer:
+    series: list[dict[str, Any]]  # FastGPT's dashboardv2 shape: [{timestamp, summary: [...]}]
+    timespan: str  # the buckets answered, which may be coarser than those asked for
+    note: str = ""  # why they are coarser
+
+
+def dashboard_answer(engine: sa.Engine, start_ms: int | None, end_ms: int | None, timezone_name: str = "UTC",
+                     timespan: str = "hour", channel: int | None = None, model: str = "") -> DashboardAnswer:
+    """The dashboard's series, summed in SQL from the coarsest summaries that answer: the hourly rollup for
+    whole hours, the per-minute summaries for minute buckets and for the part hours at either end of a range
+    (while they are kept). Without a channel, `request_count` counts calls, so the totals equal the logs' rows;
+    with `channel`, that channel's tries, failed ones included (its error rate, its latency)."""
+    if timespan not in TIMESPANS:
+        raise ApiError("timespan must be minute, hour or day")
+    tz = parse_timezone(timezone_name)
+    end_s = (end_ms or now_ms()) // 1000
+    start_s = (start_ms // 1000) if start_ms is not None else end_s - 7 * 86400
+    first, last = start_s - start_s % 60, end_s - end_s % 60 + 60  # whole minutes, as the summaries count
+    kept_from = minute_cutoff_s()
+    note = ""
+    if timespan == "minute" and last - first > MINUTE_RANGE_MAX_S + 60:
+        timespan, note = "hour", (f"minute buckets cover at most {MINUTE_RANGE_MAX_S // 86400} days; "
+                                  "this range is answered by the hour")
+    elif timespan == "minute" and first < kept_from:
+        timespan, note = "hour", (f"per-minute summaries are kept {SUMMARY_MINUTE_DAYS} days; "
+                                  "this range is answered by the hour")
+    step = TIMESPAN_SECONDS[timespan]
+    stretches = utc_offsets(tz, first, last)
+    whole_hours = all(offset % 3600 == 0 for _, offset in stretches)
+    parts: list[tuple[str, int, int]] = []  # (read from, from, to)
+    if step == 60 or (not whole_hours and first >= kept_from):
+        parts.append(("minutes", first, last))
+    else:
+        if not whole_hours:
+            note = note or "hours of this time zone are read from whole UTC hours (its offset is not whole hours)"
+        head, tail = -(-first // 3600) * 3600, last // 3600 * 3600  # the whole hours: [head, tail)
+        if tail < head:  # within one hour
+            parts.append(("minutes" if first >= kept_from else "logs", first, last))
+        else:  # the part hours at either end: their minutes while kept, else their logs
+            if first < head:
+                parts.append(("minutes" if first >= kept_from else "logs", first, head))
+            if head < tail:
+                parts.append(("hours", head, tail))
+            if tail < last:
+                parts.append(("minutes" if tail >= kept_from else "logs", tail, last))
+    sums: dict[tuple[int, int, str], list[Any]] = {}
+    with engine.connect() as conn:
+        for source, lo, hi in parts:
+            read = (_log_sums(conn, lo, hi, stretches, step, channel, model) if source == "logs" else
+                    _summary_sums(conn, source == "hours", lo, hi, stretches, step, channel, model))
+            for k, ch, mdl, *values in read:
+                k = int(k)  # MySQL's FLOOR() gives a decimal
+                acc = sums.get((k, ch, mdl))
+                if acc is None:
+                    sums[(k, ch, mdl)] = list(values)
+                else:
+                    n = len(SUMMARY_COUNTERS)
+                    acc[:n] = [a + (b or 0) for a, b in zip(acc[:n], values[:n])]
+                    acc[n:] = [max(a or 0, b or 0) for a, b in zip(acc[n:], values[n:])]
+    buckets: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+    starts: dict[int, int] = {}
+    for (k, ch, mdl), values in sums.items():
+        c = dict(zip(SUMMARY_COUNTERS, values))
+        item = {"channel_id": ch, "model": mdl, **{n: int(c[n] or 0) for n in _SUMMED},
+                "used_amount": float(c["used_amount"] or 0), "max_rpm": int(values[-2] or 0),
+                "max_tpm": int(values[-1] or 0), "failed_attempts": int(c["failed_attempts"] or 0)}
+        if channel is not None:  # the channel's own figures: every try it made
+            item["request_count"] += item["failed_attempts"]
+            item["exception_count"] += item["failed_attempts"]
+            item["total_time_milliseconds"] += int(c["failed_attempt_ms"] or 0)
+        elif not item["request_count"]:
+            continue  # only failed tries here, no calls
+        if k not in starts:
+            starts[k] = k * 60 if step == 60 else _local_number_start(k, step, tz)
+        buckets[starts[k]].append(item)
+    series = [{"timestamp": ts, "summary": sorted(buckets[ts], key=lambda i: (i["channel_id"], i["model"]))}
+              for ts in sorted(buckets)]
+    return DashboardAnswer(series, timespan, note)
 
 
 def dashboard_series(state: AppState, start_ms: int | None, end_ms: int | None, timezone: str = "UTC",
                      timespan: str = "hour", channel: int | None = None, model: str = "") -> list[dict[str, Any]]:
-    """Buckets of per-(channel, model) counters. Without `channel` they count calls, as the logs do (a call that
-    failed over and then succeeded is one call and no error); with it, every try of that channel, its failed
-    tries for calls another channel took over included (its health, as FastGPT's channel filter shows it)."""
-    if timespan not in TIMESPANS:
-        raise ApiError("timespan must be minute, hour or day")
-    tz = parse_timezone(timezone)
-    end_s = (end_ms or now_ms()) // 1000
-    start_s = (start_ms // 1000) if start_ms is not None else end_s - 7 * 86400
-    buckets: dict[int, dict[tuple[int, str], dict[str, Any]]] = collections.defaultdict(dict)
-    starts: dict[int, int] = {}
-    for row in query_summaries(state.engine, start_s - start_s % 60, end_s, channel, model):
-        minute = row["minute"]
-        if minute not in starts:
-            starts[minute] = bucket_start(minute, timespan, tz)
-        items = buckets[starts[minute]]
-        item = items.get((row["channel_id"], row["model"]))
-        if item is None:
-            item = items[(row["channel_id"], row["model"])] = {
-                "channel_id": row["channel_id"], "model": row["model"], "max_rpm": 0, "max_tpm": 0,
-                **{n: 0 for n in _SHOWN}}
-        if channel is not None:  # this channel's every try
-            row = dict(row, request_count=row["request_count"] + row["failed_attempts"],
-                       exception_count=row["exception_count"] + row["failed_attempts"],
-                       total_time_milliseconds=row["total_time_milliseconds"] + row["failed_attempt_ms"])
-        for name in _SHOWN:
-            item[name] += row[name]
-        item["max_rpm"] = max(item["max_rpm"], row["request_count"])
-        item["max_tpm"] = max(item["max_tpm"], row["total_tokens"])
-    series = [{"timestamp": ts, "summary": [i for i in buckets[ts].values() if i["request_count"]]}
-              for ts in sorted(buckets)]  # a channel that only failed over has no calls of its own to show
-    return [point for point in series if point["summary"]]
+    return dashboard_answer(state.engine, start_ms, end_ms, timezone, timespan, channel, model).series
 
 
 @admin_router.get("/dashboardv2")
 def api_dashboard_v2(channel: QueryId = None, model: str = "", start_timestamp: QueryTimestamp = None,
                      end_timestamp: QueryTimestamp = None, timezone: Timezone = "UTC", timespan: str = "hour",
                      state: AppState = Depends(require_admin)) -> JSONResponse:
-    return api_ok(dashboard_series(state, _timestamp(start_timestamp, "start_timestamp"),
-                                   _timestamp(end_timestamp, "end_timestamp"), timezone, timespan or "hour",
-                                   channel, model.strip()))
+    answer = dashboard_answer(state.engine, _timestamp(start_timestamp, "start_timestamp"),
+                              _timestamp(end_timestamp, "end_timestamp"), timezone, timespan or "hour", channel,
+                              model.strip())
+    body: dict[str, Any] = {"success": True, "data": answer.series}
+    if answer.note:  # FastGPT reads only `data`; the note says why the buckets are coarser than asked
+        body["message"] = answer.note
+    return _OrjsonResponse(body, headers={"X-Dashboard-Timespan": answer.timespan})
 
 
 # ---- options ----
@@ -9300,6 +10449,20 @@ def chart_buckets(series: list[dict[str, Any]], start_ms: int, end_ms: int, time
     return sorted(sums.items())
 
 
+def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
+    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
+    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
+    return {
+        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
+        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
+        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
+        "xAxis": {"type": "category", "data": [], **axis},
+        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
+        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
+                    "areaStyle": {"opacity": 0.08}} for name in series],
+    }
+
+
 def chart_values(buckets: list[tuple[int, dict[str, float]]]) -> dict[str, tuple[list[float], list[float]]]:
     """The two lines of each dashboard chart: calls and errors, input and output tokens, latency and TTFB (s)."""
 
@@ -9565,6 +10728,13 @@ def table_column(name: str, label: str, field: str = "", sortable: bool = False,
 
 def notify_error(exc: ApiError) -> None:
     ui.notify(exc.message, type="negative", multi_line=True)
+
+
+def load_in_background(element: Any, load: Callable[[], Awaitable[None]]) -> None:
+    """Run `load()` as a task in `element`'s context (it may show a notification there): a page builds at once
+    and shows its progress state, while the query behind it runs in a thread."""
+    from nicegui import background_tasks
+    background_tasks.create(load(), name="ui-load", context=element)
 
 
 class shown_errors(contextlib.AbstractContextManager):
@@ -9858,6 +11028,47 @@ def proxy_fields(proxy_url: str, skip_tls_verify: bool) -> tuple[Any, Any]:
     return url, skip
 
 
+def _json_object_text(text: str | None) -> bool:
+    try:
+        return not (text or "").strip() or isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+class RequestSettings:
+    """A channel's request settings, kept in its config: the upstream model's output limit (max_output_tokens)
+    and the JSON merged into every upstream body (param_override, null deleting a field)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        limit, override = config.get(CONFIG_MAX_OUTPUT_TOKENS), config.get(CONFIG_PARAM_OVERRIDE)
+        with ui.expansion(t("ch.request"), icon="tune", value=bool(limit or override)).classes(
+                "w-full rounded-borders").style("border: 1px solid rgba(128,128,128,.35)").props("dense"):
+            ui.label(t("ch.request_hint")).classes("text-xs opacity-70")
+            self.limit = ui.number(t("ch.max_output"), value=limit if isinstance(limit, int) else None, min=1,
+                                   precision=0).props("outlined dense clearable").classes("w-full").mark(
+                "ch-max-output")
+            self.override = ui.textarea(t("ch.override"), value=json.dumps(override, ensure_ascii=False) if isinstance(
+                override, dict) and override else "", validation=lambda v: None if _json_object_text(v) else t(
+                "v.override")).props("outlined autogrow input-class=font-mono").classes(
+                "w-full").mark("ch-override")
+
+    def config(self, stored: dict[str, Any]) -> dict[str, Any] | None:
+        """`stored` with the two settings as typed; None while the JSON is not an object."""
+        if not self.override.validate():
+            return None
+        config = dict(stored)
+        limit, text = whole_number(self.limit.value), (self.override.value or "").strip()
+        if limit:
+            config[CONFIG_MAX_OUTPUT_TOKENS] = limit
+        elif not isinstance(config.get(CONFIG_MAX_OUTPUT_TOKENS), dict):  # a per-model table stays (API only)
+            config.pop(CONFIG_MAX_OUTPUT_TOKENS, None)
+        if text:
+            config[CONFIG_PARAM_OVERRIDE] = json.loads(text)
+        else:
+            config.pop(CONFIG_PARAM_OVERRIDE, None)
+        return config
+
+
 def unmasked(typed: str | None, stored: str, mask: Callable[[str], str]) -> str:
     """What a field showing a secret masked means: the stored value while its mask is left as it is."""
     value = (typed or "").strip()
@@ -9894,24 +11105,38 @@ def _model_options(state: AppState, all_label: str) -> dict[str, str]:
 # ---- login ----
 
 
-def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | None:
+def page_login(request: Request, redirect_to: str = "/dashboard", token: str = "") -> Response | None:
     state = get_state()
     _start_session(request)
     home = PAGES[0][0]
     target = redirect_to if redirect_to == "/" or redirect_to in {p[0] for p in PAGES} else home  # never off-site
+    link_spent = False
+    if token:  # a one-time link (the browser the app opened itself): spent now, whatever happens next
+        client = request.client.host if request.client else ""
+        if spend_login_token(state, token) and is_loopback(client):
+            ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
+        link_spent = not is_signed_in(state)
     if is_signed_in(state):
-        return Response(status_code=303, headers={"location": target})
+        return Response(status_code=303, headers={"location": target})  # the token leaves the address bar
     ui.page_title("aiproxy-local")
     ui.colors(**BRAND_COLORS)
     ui.dark_mode(ng.storage.user.get("dark"))  # None: the system's theme
 
+    address = request.client.host if request.client else ""
+
     async def log_in() -> None:
+        waiting = state.throttle.wait(address, time.time())
+        if waiting:  # the same wait as /api and /v1 (AuthThrottle): a right key must not confirm a guess
+            ui.notify(t("login.wait", seconds=math.ceil(waiting)), type="negative")
+            return
         if secrets.compare_digest((key.value or "").strip().encode(), state.admin_key.encode()):
+            state.throttle.succeeded(address)
             ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
             await _learn_browser_timezone()  # before the first page that shows times
             await _learn_system_theme()  # and its charts' colours
             ui.navigate.to(target)
             return
+        state.throttle.failed(address, time.time(), key.value or "")
         ui.notify(t("login.wrong"), type="negative")
         await asyncio.sleep(0.3)  # slows down guessing a little
 
@@ -9932,6 +11157,8 @@ def page_login(request: Request, redirect_to: str = "/dashboard") -> Response | 
             where = (t("login.where_env") if state.settings.admin_key
                      else t("login.where_file", path=str(state.settings.data_path / "admin_key")))
             ui.label(where).classes("text-xs opacity-70 break-all")
+            if link_spent:
+                ui.label(t("login.link_spent")).classes("text-xs text-warning").mark("link-spent")
         ui.button("中文" if ng.storage.user.get("lang") != "zh" else "English", icon="translate",
                   on_click=switch_language).props("flat dense")
     return None
@@ -9964,20 +11191,6 @@ def model_choices(catalog: dict[int, Provider], type_id: int, chosen: Iterable[s
     for model in chosen:
         ordered.setdefault(model, model)
     return ordered
-
-
-def _line_chart(series: list[str], dark: bool) -> dict[str, Any]:
-    text = "#b4b9c2" if dark else "#4b5260"  # canvas text: AA on the card in its theme (no grey fits both)
-    axis = {"axisLabel": {"color": text}, "axisLine": {"lineStyle": {"color": "#8884"}}}
-    return {
-        "backgroundColor": "transparent", "tooltip": {"trigger": "axis"},
-        "legend": {"data": series, "top": 0, "textStyle": {"color": text}},
-        "grid": {"left": 48, "right": 16, "top": 36, "bottom": 28},
-        "xAxis": {"type": "category", "data": [], **axis},
-        "yAxis": {"type": "value", "splitLine": {"lineStyle": {"color": "#8882"}}, **axis},
-        "series": [{"name": name, "type": "line", "smooth": True, "showSymbol": False, "data": [],
-                    "areaStyle": {"opacity": 0.08}} for name in series],
-    }
 
 
 _CHANNEL_SLOTS = {
@@ -10154,7 +11367,10 @@ class DashboardPage:
             self.channel = ui.select(_channel_options(state, t("common.all_channels")), value=0,
                                      label=t("common.channel"), on_change=self.refresh).props(
                 "dense outlined").classes("w-52")
+            self.loading = ui.spinner(size="sm").mark("dash-loading")  # while a long range loads
+            self.note = ui.label().classes("text-sm text-muted").mark("dash-note")
         self.cards: dict[str, Any] = {}
+        self._asked = 0  # the newest refresh: an older one that ends later does not overwrite it
         with ui.grid().classes("w-full gap-3 grid-cols-2 md:grid-cols-4 xl:grid-cols-7"):
             for name, icon in self.CARDS:
                 with ui.card().classes("gap-1 p-4"):
@@ -10211,14 +11427,28 @@ class DashboardPage:
             self.refresh()
 
     def refresh(self) -> None:
+        load_in_background(self.loading, self._load)
+
+    async def _load(self) -> None:
+        """The query runs in a thread (the relay's event loop never waits for it), with the spinner shown."""
         start, end = self.span.bounds()
         end = end or now_ms()
-        timespan = self.timespan.value
-        with shown_errors() as refused:
-            series = dashboard_series(self.state, start, end, str(self.tz), timespan, self.channel.value or None,
-                                      self.model.value or "")
-        if refused:
+        self._asked = asked = self._asked + 1
+        self.loading.visible = True
+        try:
+            with shown_errors() as refused:
+                answer = await asyncio.to_thread(dashboard_answer, self.state.engine, start, end, str(self.tz),
+                                                 self.timespan.value, self.channel.value or None,
+                                                 self.model.value or "")
+            if refused:
+                return
+        finally:
+            if asked == self._asked:
+                self.loading.visible = False
+        if asked != self._asked:
             return
+        series, timespan = answer.series, answer.timespan
+        self.note.text = answer.note
         totals = summarize_series(series)
         self.cards["calls"].text = fmt_count(totals["calls"])
         self.cards["error_rate"].text = f"{totals['error_rate'] * 100:.1f}% ({fmt_count(totals['errors'])})"
@@ -10565,6 +11795,7 @@ class ChannelDialog:
                 "outlined stack-label").classes("w-full").mark("ch-base-url")
             self.base_url_help = field_help()
             self.proxy_url, self.skip_tls = proxy_fields(ch.get("proxy_url") or "", bool(ch.get("skip_tls_verify")))
+            self.request = RequestSettings(ch.get("config") or {})
             self.key = ui.textarea(t("ch.key"), value=self.masked, validation=lambda v: None if (
                 v or "").strip() else t("v.required")).props(
                 "outlined autogrow stack-label input-class=font-mono").classes("w-full").mark("ch-key")
@@ -10622,9 +11853,10 @@ class ChannelDialog:
         incomplete = self.mapping.incomplete()
         if incomplete:
             ui.notify(t("v.mapping_row"), type="warning")
-        if not all(checks) or incomplete:
+        config = self.request.config(self.ch.get("config") or {})
+        if not all(checks) or incomplete or config is None:
             return None
-        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(),
+        return ChannelIn(type=self.provider.value, name=self.name.value.strip(), key=self.effective_key(), config=config,
                          base_url=(self.base_url.value or "").strip(), models=list(self.models.value or []),
                          model_mapping=self.mapping.values(), priority=whole_number(self.priority.value) or 0,
                          proxy_url=unmasked(self.proxy_url.value, self.ch.get("proxy_url") or "", mask_proxy_url),
@@ -10922,8 +12154,21 @@ class LogsTable:
             self.refresh()
 
     def refresh(self) -> None:
-        per_page = self.per_page.value
-        rows, total = query_logs(self.state.engine, self.current_filter(), self.pager.value or 1, per_page)
+        load_in_background(self.table, self._load)
+
+    async def _load(self) -> None:
+        """The query runs in a thread (the event loop never waits for it), the table's progress bar shown."""
+        per_page, self._asked = self.per_page.value, getattr(self, "_asked", 0) + 1
+        asked = self._asked
+        self.table.props("loading")
+        try:
+            rows, total = await asyncio.to_thread(query_logs, self.state.engine, self.current_filter(),
+                                                  self.pager.value or 1, per_page)
+        finally:
+            if asked == self._asked:
+                self.table.props(remove="loading")
+        if asked != self._asked:
+            return
         self.pager.max = max(1, -(-total // per_page))
         self.pager.update()
         self.total.text = t("logs.total", n=total)
@@ -10942,9 +12187,14 @@ class LogsTable:
                 "cost": fmt_cost(r.get("used_amount")),
                 "token": r["token_name"], "retries": r["retry_times"], "is_test": r["is_test"]}
 
-    def export(self) -> None:
-        csv_text = logs_csv(self.state, self.current_filter(), tz=self.tz)  # times as the page shows them
-        ui.download.content(csv_text.encode("utf-8-sig"), "aiproxy-logs.csv", "text/csv")
+    async def export(self) -> None:
+        note = ui.notification(t("logs.exporting"), spinner=True, timeout=None)  # every row, to a file in a thread
+        try:
+            path = await asyncio.to_thread(export_logs_file, self.state, self.current_filter(), self.tz)
+        finally:
+            note.dismiss()
+        url = ng.add_static_file(local_file=path, single_use=True)  # an unguessable URL, served once
+        ui.download.from_url(url, "aiproxy-logs.csv", "text/csv")
 
     def on_row_click(self, e: Any) -> None:
         row = self.logs_by_id.get(e.args[1]["id"]) if isinstance(e.args, list) and len(e.args) > 1 else None
@@ -11083,8 +12333,8 @@ class TokensTable:
         self.table.rows = [{
             "id": k["id"], "name": k["name"], "key": mask_key(k["key"]), "requests": k["request_count"],
             "models": ", ".join(k["models"]) or t("tok.all_models"), "enabled": k["status"] == STATUS_ENABLED,
-            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]),
-                       quota=f"${k['quota']:g}" if k["quota"] else t("tok.unlimited")),
+            "usage": t("tok.spend_of", used=fmt_cost(k["used_amount"]), quota=f"${k['quota']:g}") if k["quota"]
+            else t("tok.spend_unlimited", used=fmt_cost(k["used_amount"])),
             "share": min(1.0, k["used_amount"] / k["quota"]) if k["quota"] else -1,
             "expires": format_ms(k["expired_at"], self.tz, "%Y-%m-%d %H:%M") if k["expired_at"] else t("tok.never"),
             "expired": bool(k["expired_at"]) and k["expired_at"] < now,
@@ -11269,6 +12519,13 @@ class SettingsPage:
                 ui.label(str(data.data_path)).classes("font-mono break-all")
                 ui.label(t("set.database")).classes("opacity-70")
                 ui.label(db).classes("font-mono break-all")
+                ui.label(t("set.log_file")).classes("opacity-70")
+                log = self.state.log_file
+                ui.label(str(log) if log else t("set.log_console")).classes(
+                    f"{'font-mono ' if log else ''}break-all").mark("log-file")
+            if self.state.request_stop is not None:  # a served app (not the test plugin's)
+                ui.button(t("set.stop"), icon="power_settings_new", on_click=self.stop).props(
+                    "outline color=negative").mark("stop-gateway")
 
     def _display_card(self) -> None:
         from zoneinfo import available_timezones
@@ -11301,6 +12558,15 @@ class SettingsPage:
         if refused:
             return
         ui.notify(t("set.saved"), type="positive")
+
+    async def stop(self) -> None:
+        """Ends the process as SIGTERM does: calls under way get the shutdown grace, the log is flushed."""
+        details = t("set.stop_details", grace=f"{self.state.settings.shutdown_grace_seconds:g}")
+        if not await confirm(t("set.stop_confirm"), t("set.stop"), danger=True, details=details):
+            return
+        logger.warning("stop requested from the web UI")
+        ui.notify(t("set.stopping"), type="warning", multi_line=True, timeout=0)
+        self.state.request_stop()
 
     async def regenerate(self) -> None:
         state = self.state
@@ -11886,13 +13152,6 @@ def _csv(text: str) -> list[str]:
     return [part.strip().lower() for part in text.split(",") if part.strip()]
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _host_name(value: bytes) -> str:
     """A Host header without its port: `[::1]:3000` is `[::1]`, `Localhost:3000` is `localhost`."""
     text = value.decode("latin-1").strip().lower()
@@ -11977,7 +13236,7 @@ class Gateway:
             body = await read_body(receive, state.settings.api_max_body_mib,
                                    dict(scope["headers"]).get(b"content-length"), "API_MAX_BODY_MIB")
         except (ApiError, RelayError) as exc:
-            await api_error(exc.message, exc.status)(scope, receive, send)
+            await api_error(exc.message, exc.status, getattr(exc, "retry_after", 0) or 0)(scope, receive, send)
             return None
         replayed = False
 
@@ -11998,7 +13257,8 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
         elif is_relay_path(path):
             error = RelayError(403, message, "host_not_allowed", "permission_error")
-            await send_bytes(send, 403, dialect_for_path(path).error_body(error), "application/json", "")
+            dialect = dialect_for_path(path, scope.get("method", "GET"))
+            await send_bytes(send, 403, dialect.error_body(error), "application/json", "")
         elif path.startswith("/api"):
             await api_error(message, 403)(scope, receive, send)
         else:
@@ -12019,7 +13279,8 @@ class Gateway:
             if not started:  # once an answer has started its status is out: the connection just ends
                 error = RelayError(500, "Internal error in aiproxy-local; see its log.", "internal_error",
                                    "aiproxy_error")
-                await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
+                await send_bytes(send, 500, dialect_for_path(scope["path"], scope["method"]).error_body(error),
+                                 "application/json", "")
 
 
 async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
@@ -12129,8 +13390,10 @@ async def _retention_loop(state: AppState) -> None:
             days = state.log_retention_days
             if days > 0:  # a huge value keeps everything, rather than a cut-off no database can compare
                 cutoff = max(0, now_ms() - days * 86_400_000)
+                # the logs' summaries go with them; SQLite's file gives the freed pages back (section 2)
                 await asyncio.to_thread(delete_logs_before, state.engine, cutoff)
                 await asyncio.to_thread(delete_stored_responses_before, state.engine, cutoff)
+            await asyncio.to_thread(prune_summaries, state.engine)  # per-minute rows after a few days
         except (ValueError, TypeError, OverflowError, sa.exc.SQLAlchemyError) as exc:
             logger.error("log retention failed (%s); next try in %d s", _first_line(exc), RETENTION_CHECK_SECONDS)
         await asyncio.sleep(RETENTION_CHECK_SECONDS)
@@ -12139,7 +13402,7 @@ async def _retention_loop(state: AppState) -> None:
 def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return api_error(exc.message, exc.status)
+        return api_error(exc.message, exc.status, exc.retry_after)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -12206,6 +13469,7 @@ def create_app(settings: Settings) -> Gateway:
     create_schema(engine)
     state = AppState(settings=settings, engine=engine, catalog=load_catalog(), admin_key=admin_key,
                      admin_key_created=created)
+    state.local_secret, _ = load_or_create_secret(settings.data_path / LOCAL_SECRET_FILE)
     refresh_routes(state)
     state.writer = LogWriter(engine, state.responses)
     _STATE = state
@@ -12216,6 +13480,19 @@ def create_app(settings: Settings) -> Gateway:
     _install_error_handlers(api)
     api.include_router(public_router)
     api.include_router(admin_router)
+
+    @api.get(LOGIN_LINK_PATH, include_in_schema=False)
+    def login_link(request: Request) -> JSONResponse:
+        """A fresh one-time login link, for a second start of the app on this machine (it opens the browser
+        here): only for a loopback caller that read this data dir's local_secret."""
+        offered = request.headers.get(LOCAL_SECRET_HEADER, "").encode()
+        client = request.client.host if request.client else ""
+        if not (is_loopback(settings.host) and is_loopback(client) and state.local_secret
+                and secrets.compare_digest(offered, state.local_secret.encode())):
+            return api_error("Only a local start of aiproxy-local with this data directory may ask for a login link.",
+                             403)
+        token = issue_login_token(state)
+        return JSONResponse({"success": True, "message": "", "data": {"url": login_url(settings, token)}})
 
     @api.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     def api_not_found(rest: str) -> JSONResponse:
@@ -12281,11 +13558,23 @@ def _local_url(settings: Settings) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
 
 
-def _banner(state: AppState) -> str:
+LOGIN_LINK_PATH = "/api/local/login-link"
+LOCAL_SECRET_HEADER = "x-aiproxy-local-secret"
+
+
+def login_url(settings: Settings, token: str) -> str:
+    return f"{_local_url(settings)}/login?token={token}" if token else f"{_local_url(settings)}/"
+
+
+def _banner(state: AppState, token: str = "") -> str:
     s = state.settings
     url = _local_url(s)
     lines = [f"aiproxy-local {__version__} is running", f"  web UI and admin API : {url}",
              f"  OpenAI base URL      : {url}/v1", f"  data directory       : {s.data_path}"]
+    if token:
+        lines.append(f"  log in once with     : {login_url(s, token)}  (the browser opening now uses it)")
+    if state.log_file:
+        lines.append(f"  log file             : {state.log_file}")
     if state.admin_key_created:
         lines += ["", "  A new admin key was generated (saved to admin_key in the data directory):",
                   f"      {state.admin_key}", "  Use it to log in, and as AIPROXY_API_TOKEN in FastGPT."]
@@ -12303,6 +13592,28 @@ def _banner(state: AppState) -> str:
     if state.port_moved_from:
         lines += ["", f"  NOTE: {port_moved_text(state.port_moved_from)}"]
     return "\n".join(lines)
+
+
+def check_admin_key(state: AppState) -> None:
+    """A weak admin key (weak_admin_key) is a clear warning on a loopback bind; on any other bind the gateway does
+    not start, unless told to accept the risk (--allow-weak-admin-key or AIPROXY_ALLOW_WEAK_ADMIN_KEY=1)."""
+    settings = state.settings
+    weakness = weak_admin_key(state.admin_key)
+    if not weakness:
+        return
+    where = "ADMIN_KEY" if settings.admin_key else str(settings.data_path / "admin_key")
+    advice = (f"Use 16 or more random characters (from {where}), or remove it to have a strong one generated "
+              f"(`python -c \"import secrets; print(secrets.token_urlsafe(32))\"` makes one).")
+    if is_loopback(settings.host):
+        print(f"WARNING: the admin key is weak: {weakness}. {advice}", file=sys.stderr, flush=True)
+    elif settings.allow_weak_admin_key:
+        print(f"WARNING: the admin key is weak ({weakness}) and {settings.host} is reachable from other machines; "
+              f"started anyway, as --allow-weak-admin-key / AIPROXY_ALLOW_WEAK_ADMIN_KEY asks.", file=sys.stderr,
+              flush=True)
+    else:
+        sys.exit(f"aiproxy-local: refusing to listen on {settings.host} with a weak admin key: {weakness}, and "
+                 f"anyone who can reach this port can try to guess it. {advice} To start anyway, accepting the "
+                 f"risk: --allow-weak-admin-key or AIPROXY_ALLOW_WEAK_ADMIN_KEY=1.")
 
 
 def bind_listener(settings: Settings) -> socket.socket:
@@ -12330,15 +13641,191 @@ def is_aiproxy_local(url: str) -> bool:
     return isinstance(data, dict) and "startTime" in data and "version" in data
 
 
+def login_link_from(settings: Settings) -> str:
+    """A fresh one-time login link from the instance running on this port, if it shares this data dir (its
+    local_secret proves that); else its plain address."""
+    url = _local_url(settings)
+    try:
+        secret = (settings.data_path / LOCAL_SECRET_FILE).read_text().strip()
+        request = urllib.request.Request(f"{url}{LOGIN_LINK_PATH}", headers={LOCAL_SECRET_HEADER: secret})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            link = json.loads(answer.read())["data"]["url"]
+        return link if isinstance(link, str) and link.startswith(f"{url}/") else f"{url}/"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{url}/"
+
+
 def _port_taken(settings: Settings, error: OSError) -> None:
     url = _local_url(settings)
     if is_aiproxy_local(url):
         print(f"aiproxy-local is already running at {url}/", flush=True)
         if not settings.no_browser:
-            webbrowser.open(f"{url}/")
+            webbrowser.open(login_link_from(settings))
         sys.exit(0)
     sys.exit(f"aiproxy-local: cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
              f"program uses it. Choose another port with --port or AIPROXY_PORT.")
+
+
+# ---- without a console: the log goes to a file in the data dir ----
+
+LOG_FILE = "aiproxy-local.log"
+LOG_FILE_BYTES = 5 * MIB  # then one older file is kept beside it
+
+
+def has_console() -> bool:
+    """Whether someone can read what the app prints: not so for a packaged app started by a double-click or the
+    app menu (no stdout at all on Windows and macOS; on Linux no terminal on any of its streams)."""
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    if sys.stdout is None or sys.stderr is None:
+        return False
+    if getattr(sys, "frozen", False):
+        return any(stream is not None and stream.isatty() for stream in streams)
+    return True
+
+
+def log_to_file(settings: Settings) -> Path:
+    """Warnings and errors (ours, uvicorn's, NiceGUI's) to <data dir>/aiproxy-local.log, and to stderr if any.
+    Keys and login tokens are never logged, so the file holds none."""
+    from logging.handlers import RotatingFileHandler
+
+    path = settings.data_path / LOG_FILE
+    handler = RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES, backupCount=1, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if sys.stderr is not None:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.WARNING)
+    return path
+
+
+# ---- `aiproxy-local pack`: the packaged app, with nicegui-pack (PyInstaller) ----
+
+APP_NAME = "aiproxy-local"
+
+
+def pack_command(platform: str = sys.platform) -> list[str]:
+    """nicegui-pack's arguments: one file (an .exe on Windows), an .app bundle on macOS; no console window on
+    Windows and macOS (the UI has "Stop the gateway", and the log goes to the data dir)."""
+    command = [sys.executable, "-m", "nicegui.scripts.pack", "--name", APP_NAME, "--noconfirm",
+               "--add-data", f"{ASSETS_DIR}{os.pathsep}assets"]
+    if platform in ("win32", "darwin"):
+        command.append("--windowed")
+    if platform != "darwin":  # PyInstaller's .app bundles are one directory
+        command.append("--onefile")
+    return command + [str(Path(__file__).resolve())]
+
+
+def pack(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="aiproxy-local pack", description=(
+        "Build dist/aiproxy-local (.exe on Windows, .app on macOS) with nicegui-pack (PyInstaller), assets/ inside; "
+        "PyInstaller's work files go to build/ and aiproxy-local.spec in the current directory. "
+        "Needs: pip install '.[pack]'"))
+    parser.parse_args(argv)
+    if importlib.util.find_spec("PyInstaller") is None:
+        print("aiproxy-local pack needs PyInstaller: pip install '.[pack]'", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    shim = None
+    if sys.platform != "win32":  # nicegui-pack runs `python -m PyInstaller`: make `python` this interpreter
+        import tempfile
+
+        shim = Path(tempfile.mkdtemp(prefix="aiproxy-pack-"))
+        (shim / "python").write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")  # (a symlink
+        (shim / "python").chmod(0o755)  # would lose a virtualenv: Python finds pyvenv.cfg beside its argv[0])
+        env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
+    else:  # there it runs `pyinstaller`, which lives beside python.exe
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    started = time.monotonic()
+    try:
+        code = subprocess.call(pack_command(), env=env)
+    finally:
+        if shim is not None:
+            shutil.rmtree(shim, ignore_errors=True)
+    built = Path("dist") / (APP_NAME + {"win32": ".exe", "darwin": ".app"}.get(sys.platform, ""))
+    if code != 0 or not built.exists():  # nicegui-pack exits 0 whatever PyInstaller did: look for the result
+        print(f"aiproxy-local pack: the build failed, {built} is missing (see PyInstaller's output above)",
+              file=sys.stderr)
+        return code or 1
+    size = sum(f.stat().st_size for f in built.rglob("*") if f.is_file()) if built.is_dir() else built.stat().st_size
+    print(f"built {built} ({size / MIB:.0f} MiB) in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+# ---- `aiproxy-local shortcut [--remove]`: an app-menu entry that starts the gateway or finds it ----
+
+def launcher() -> list[str]:
+    """What the entry runs: this packaged binary when run from it, else the installed aiproxy-local."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    script = Path(sys.executable).parent / (APP_NAME + (".exe" if sys.platform == "win32" else ""))
+    installed = str(script) if script.exists() else shutil.which(APP_NAME)
+    return [installed] if installed else [sys.executable, str(Path(__file__).resolve())]
+
+
+def _desktop_exec_arg(arg: str) -> str:
+    """One argument of a .desktop Exec key: quoted when needed, with the spec's two levels of escaping."""
+    if not re.fullmatch(r"[\w/.:+,=@-]+", arg):
+        arg = '"' + re.sub(r'([`$"\\])', r"\\\1", arg) + '"'
+    return arg.replace("%", "%%").replace("\\", "\\\\")
+
+
+def desktop_entry(command: list[str]) -> str:
+    return "\n".join([
+        "[Desktop Entry]", "Type=Application", "Version=1.0", f"Name={APP_NAME}", "GenericName=AI gateway",
+        "Comment=Start the local AI gateway (or find the running one) and open its admin page",
+        f"Exec={' '.join(_desktop_exec_arg(a) for a in command)}", "Icon=network-server", "Terminal=false",
+        "Categories=Network;", "StartupNotify=false", ""])
+
+
+def shortcut_path(platform: str = sys.platform) -> Path:
+    home = Path.home()
+    if platform == "win32":
+        roaming = Path(os.environ.get("APPDATA", home / "AppData" / "Roaming"))
+        return roaming / "Microsoft" / "Windows" / "Start Menu" / "Programs" / f"{APP_NAME}.lnk"
+    if platform == "darwin":
+        return home / "Applications" / f"{APP_NAME}.command"
+    data_home = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return Path(data_home) / "applications" / f"{APP_NAME}.desktop"
+
+
+def _windows_shortcut(path: Path, command: list[str]) -> None:
+    def ps(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    script = (f"$s = (New-Object -ComObject WScript.Shell).CreateShortcut({ps(str(path))}); "
+              f"$s.TargetPath = {ps(command[0])}; $s.Arguments = {ps(subprocess.list2cmdline(command[1:]))}; "
+              f"$s.Description = {ps('aiproxy-local: the local AI gateway')}; $s.Save()")
+    subprocess.run(["powershell", "-NoProfile", "-NonInteractive", "-Command", script], check=True)
+
+
+def shortcut(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="aiproxy-local shortcut", description=(
+        "Add an app-menu entry that starts aiproxy-local (or finds the running one) and opens the browser: a "
+        ".desktop file on Linux, a Start-menu shortcut on Windows, a .command in ~/Applications on macOS."))
+    parser.add_argument("--remove", action="store_true", help="take the entry away")
+    args = parser.parse_args(argv)
+    path = shortcut_path()
+    if args.remove:
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        print(f"removed {path}" if existed else f"no shortcut at {path}")
+        return 0
+    command = launcher()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        _windows_shortcut(path, command)
+    elif sys.platform == "darwin":
+        path.write_text(f"#!/bin/sh\nexec {shlex.join(command)}\n", encoding="utf-8")
+        path.chmod(0o755)
+    else:
+        path.write_text(desktop_entry(command), encoding="utf-8")
+        path.chmod(0o644)
+    print(f"added {path}, which runs {subprocess.list2cmdline(command)}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"pack": pack, "shortcut": shortcut}
 
 
 # ---- `aiproxy-local run claude|codex|gemini`: a coding tool wired to this gateway ----
@@ -12512,9 +13999,34 @@ def run_tool(flags: list[str], tool: Tool, model: str, args: list[str]) -> int:
                 started.wait(settings.shutdown_grace_seconds + 5)
 
 
+def rebuild_summaries_command(argv: list[str]) -> int:
+    """`aiproxy-local rebuild-summaries [--data-dir DIR] [--sql-dsn DSN]`: recompute the dashboard's summaries
+    and rollups from the logs (after a crash, after importing logs, after an upgrade that changes them)."""
+    settings = load_settings(os.environ, argv)
+    prepare_data_dir(settings)
+    engine = make_engine(settings.dsn)
+    try:
+        create_schema(engine)
+        started = time.perf_counter()
+        counts = rebuild_summaries(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        sys.exit(f"aiproxy-local: cannot rebuild the summaries: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+    print(f"rebuilt the summaries from the logs in {time.perf_counter() - started:.1f} s: "
+          f"{counts['summary_minutes']:,} per-minute rows (the last {SUMMARY_MINUTE_DAYS} days), "
+          f"{counts['summary_hours']:,} hourly rows", flush=True)
+    return 0
+
+
+COMMANDS["rebuild-summaries"] = rebuild_summaries_command
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None:  # under NiceGUI's test plugin sys.argv is pytest's: settings come from the env only
         argv = [] if os.environ.get("NICEGUI_USER_SIMULATION") else sys.argv[1:]
+    if argv and argv[0] in COMMANDS:
+        sys.exit(COMMANDS[argv[0]](argv[1:]))
     run = split_run_argv(argv)
     if run is not None:
         sys.exit(run_tool(*run))
@@ -12539,9 +14051,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     state = get_state()
     state.port_moved_from = moved_from
-    print(_banner(state), flush=True)
+    check_admin_key(state)
+    if not has_console():
+        state.log_file = log_to_file(settings)
+        logger.warning("aiproxy-local %s started at %s/ (data directory %s)", __version__, _local_url(settings),
+                       settings.data_path)
+    token = "" if settings.no_browser else issue_login_token(state)  # only for the browser opened here
+    print(_banner(state, token), flush=True)
     if not settings.no_browser:
-        threading.Timer(1.5, webbrowser.open, [f"{_local_url(settings)}/"]).start()
+        threading.Timer(1.5, webbrowser.open, [login_url(settings, token)]).start()
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     try:
         import uvloop  # noqa: F401
@@ -12550,9 +14068,12 @@ def main(argv: list[str] | None = None) -> None:
     # no access log and no proxy-header rewriting on the hot path: the gateway is the edge, not behind one
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http="httptools",
                             access_log=False, log_level="warning", lifespan="on", proxy_headers=False,
-                            server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+                            server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                            log_config=None if state.log_file else uvicorn.config.LOGGING_CONFIG)
     logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown_cancels)
-    GatewayServer(config).run(sockets=[listener])
+    server = GatewayServer(config)
+    state.request_stop = lambda: server.handle_exit(signal.SIGTERM, None)  # the UI's "Stop the gateway"
+    server.run(sockets=[listener])
 
 
 if __name__ == "__main__":

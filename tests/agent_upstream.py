@@ -13,8 +13,8 @@ What each refuses (a 400 in the provider's error shape), from the providers' doc
   function responses as the turn's calls, the Schema keywords `parameters` knows; OpenAI chat: a tool message only
   after its call; Responses: flat function tools, a function_call_output only for a call in the input);
 - Anthropic also: empty text blocks ("text content blocks must be non-empty"), a tool_use without its tool_result
-  in the next turn, and a `system` message inside `messages` unless the request carries the beta
-  `mid-conversation-system-…` that allows it;
+  in the next turn, and a `system` message inside `messages` without text (Claude Code sends such messages, under
+  the beta `mid-conversation-system-2026-04-07` in 2.1.197 and without it in 2.1.332);
 - OpenAI: on a reasoning model, `max_tokens` (it wants `max_completion_tokens`) and a temperature or top_p other
   than 1; on any other model, `reasoning_effort`; a tool call left without its tool message;
 - DeepSeek: `max_tokens` outside [1, 8192] (deepseek-chat's limit, the API's own message), and, standing for the
@@ -287,9 +287,9 @@ def _check_messages(body: dict[str, Any], beta: str) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise _BadRequest("messages: Field required")
+    # Claude Code 2.1.197 sends them under the beta `mid-conversation-system-2026-04-07`, 2.1.332 without a beta:
+    # the API takes them, so the mock does (each with its text)
     inner = [m for m in messages if isinstance(m, dict) and m.get("role") == "system"]
-    if inner and "mid-conversation-system" not in beta:
-        raise _BadRequest("messages.0.role: Input should be 'user' or 'assistant'")
     for message in inner:
         if not _text(message.get("content")):
             raise _BadRequest("messages: a system message needs a text content")

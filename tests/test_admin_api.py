@@ -7,6 +7,7 @@ table. Log rows (and the dashboard's per-minute summaries) come from a batching 
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import io
 import json
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import openai
 import pytest
+import sqlalchemy as sa
 
 import aiproxy_local as app
 from conftest import unique, wait_logs
@@ -1092,6 +1094,77 @@ def test_csv_export_is_spreadsheet_safe_with_local_times_and_channel_names(app_s
         created = datetime.fromtimestamp(rows[model]["created_at"] / 1000, shanghai)
         assert cells["created_at (Asia/Shanghai)"] == created.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     fail(app_server.client.get("/api/logs/export", params={"timezone": "Mars/Olympus_Mons"}), 400)
+
+
+def write_logs(dsn: str, rows: list[dict[str, Any]]) -> None:
+    """Rows as the app's log writer writes them (with their summaries), straight into the app's database."""
+    engine = app.make_engine(dsn)
+    try:
+        assert app.LogWriter(engine).write_batch([app.LogEntry({**app.LOG_DEFAULTS, **r}, None, 0) for r in rows]) == []
+    finally:
+        engine.dispose()
+
+
+def test_csv_export_streams_every_row_and_says_when_max_entries_stops_it(app_server, upstream):
+    """Keyset pages of EXPORT_PAGE_ROWS, newest id first, each row once, no silent cap; the first bytes leave
+    before the last page is read, and the relay answers while the export is open."""
+    model, now = unique("export"), now_ms()
+    count = 2 * app.EXPORT_PAGE_ROWS + 37
+    write_logs(app_server.dsn, [{"request_id": f"{model}-{i}", "request_at": now - 60_000 + i,
+                                 "created_at": now - 60_000 + i, "model": model, "code": 200} for i in range(count)])
+    (cid,) = create_channel(app_server, base_url=upstream.url(), models=[model])
+    params = {"model_name": model, "start_timestamp": now - 3_600_000, "end_timestamp": now}
+    with app_server.client.stream("GET", "/api/logs/export", params=params) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+        chunks = resp.iter_bytes()
+        first = next(chunks)
+        assert first.startswith(b"id,request_id")
+        assert chat(app_server, model).status_code == 200  # while the export is open
+        text = (first + b"".join(chunks)).decode()
+    header, *lines = list(csv.reader(io.StringIO(text)))
+    ids = [int(line[0]) for line in lines]
+    assert len(lines) == count and ids == sorted(set(ids), reverse=True), "every row, once, newest id first"
+    assert {line[1] for line in lines} == {f"{model}-{i}" for i in range(count)}
+    capped = app_server.client.get("/api/logs/export", params={**params, "max_entries": 1000})
+    *rows, last = list(csv.reader(io.StringIO(capped.text)))[1:]
+    assert len(rows) == 1000 and last[0].startswith("# stopped at max_entries=1000: more rows match")
+    exact = app_server.client.get("/api/logs/export", params={**params, "max_entries": count})
+    assert len(list(csv.reader(io.StringIO(exact.text)))) == count + 1, "exactly the cap: nothing to say"
+    del cid
+
+
+def test_admin_queries_wait_in_threads_while_the_relay_answers(app_server, upstream, backend):
+    """The dashboard's and the log search's queries run off the event loop: while they wait for a table lock
+    another session holds, relay calls are answered."""
+    if backend == "sqlite":
+        pytest.skip("SQLite readers never wait (WAL); a server database can hold them on a lock")
+    model = unique("busy")
+    create_channel(app_server, base_url=upstream.url(), models=[model])
+    engine = sa.create_engine(app.with_default_driver(app_server.dsn), poolclass=sa.pool.NullPool)
+    postgres = engine.dialect.name == "postgresql"
+    waiting = ("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'" if postgres else
+               "SELECT COUNT(*) FROM information_schema.processlist WHERE state LIKE 'Waiting for table%'")
+    span = {"start_timestamp": now_ms() - 30 * 86_400_000, "end_timestamp": now_ms()}
+    with engine.connect() as holder, engine.connect() as watcher, \
+            concurrent.futures.ThreadPoolExecutor(2) as pool:
+        holder.begin()
+        holder.exec_driver_sql("LOCK TABLE summary_hours, logs IN ACCESS EXCLUSIVE MODE" if postgres else
+                               "LOCK TABLES summary_hours WRITE, logs WRITE")
+        try:
+            dashboard = pool.submit(app_server.client.get, "/api/dashboardv2/", params={**span, "timespan": "day"})
+            search = pool.submit(app_server.client.get, "/api/logs/search", params={**span, "channel": 1})
+            deadline = time.monotonic() + 30
+            while watcher.execute(sa.text(waiting)).scalar_one() < 2:  # both queries wait on the lock
+                assert time.monotonic() < deadline and not dashboard.done() and not search.done()
+            for _ in range(3):
+                assert chat(app_server, model).status_code == 200
+            assert not dashboard.done() and not search.done()
+        finally:
+            if not postgres:
+                holder.exec_driver_sql("UNLOCK TABLES")
+            holder.rollback()
+        assert isinstance(ok(dashboard.result(timeout=60)), list) and "total" in ok(search.result(timeout=60))
+    engine.dispose()
 
 
 def test_csv_cell_escaping():

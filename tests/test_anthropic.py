@@ -571,7 +571,8 @@ def test_claude_code_on_a_deepseek_channel_through_a_wildcard_row(app_server, up
                                      model_mapping={"claude-*": real}, config={"max_output_tokens": 8192})
     response = httpx.post(f"{app_server.url}/v1/messages", json=claude_code_body("claude-opus-4-8", stream),
                           headers={"x-api-key": app_server.admin_key, "anthropic-version": "2023-06-01",
-                                   "anthropic-beta": "mid-conversation-system-2026-04-07"}, timeout=30)
+                                   "anthropic-beta": "mid-conversation-system-2026-04-07",
+                                   "Aiproxy-Channel": str(channel)}, timeout=30)  # other tests' claude-* rows too
     assert response.status_code == 200, response.text
     assert ("event: message_stop" if stream else reply_text(3)) in response.text
     sent = received(upstream, real)[-1]

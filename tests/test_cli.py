@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 import signal
@@ -104,8 +105,8 @@ async def test_log_retention_survives_a_bad_value_and_a_database_error(tmp_path,
     app.create_schema(engine)
     state = app.AppState(settings=app.Settings(data_dir=str(tmp_path)), engine=engine, catalog={}, admin_key="k",
                          admin_key_created=False, options={"log_retention_days": "soon"})
-    with engine.begin() as conn:
-        conn.execute(app.sa.insert(app.LogRow).values(request_id="old", created_at=1000))
+    old = app.LogEntry({**app.LOG_DEFAULTS, "request_id": "old", "created_at": 1000}, None, 0)
+    assert app.LogWriter(engine).write_batch([old]) == []  # as the writer writes it: with its summaries
     cutoffs: list[int] = []  # each round that reached the delete, by its cut-off
     delete = app.delete_logs_before
     monkeypatch.setattr(app, "delete_logs_before",
@@ -130,6 +131,40 @@ async def test_log_retention_survives_a_bad_value_and_a_database_error(tmp_path,
         assert not loop.done()
     finally:
         loop.cancel()
+
+
+def test_rebuild_summaries_recomputes_the_dashboard_from_the_logs(tmp_path):
+    """`aiproxy-local rebuild-summaries`: after a crash (or an import of logs) lost the summaries, the dashboard
+    counts every call again, on the channel that answered it."""
+    engine = app.make_engine(f"sqlite:///{tmp_path / 'aiproxy.db'}")
+    app.create_schema(engine)
+    now = app.now_ms()
+    rows = [{**app.LOG_DEFAULTS, "request_id": f"r{i}", "request_at": now - i * 200_000 - 50,
+             "created_at": now - i * 200_000, "model": "m", "channel": 1 + i % 2, "code": 500 if i % 7 else 200}
+            for i in range(50)]  # about three hours
+    assert app.LogWriter(engine).write_batch([app.LogEntry(r, None, 0) for r in rows]) == []
+    span = (now - 4 * 3_600_000, now)
+
+    def calls() -> list[tuple[int, int, int]]:
+        series = app.dashboard_answer(engine, *span, "UTC", "hour").series
+        by_channel = collections.Counter()
+        for item in (i for p in series for i in p["summary"]):
+            by_channel.update({(item["channel_id"], "calls"): item["request_count"],
+                               (item["channel_id"], "errors"): item["exception_count"]})
+        return sorted((ch, by_channel[(ch, "calls")], by_channel[(ch, "errors")]) for ch in (1, 2))
+
+    written = calls()
+    assert written == [(1, 25, sum(1 for i in range(0, 50, 2) if i % 7)), (2, 25, sum(1 for i in range(1, 50, 2) if i % 7))]
+    with engine.begin() as conn:
+        conn.execute(app.sa.delete(app.SummaryHour))
+        conn.execute(app.sa.delete(app.SummaryMinute))
+    assert calls() == [(1, 0, 0), (2, 0, 0)]
+    out = subprocess.run([sys.executable, str(ROOT / "aiproxy_local.py"), "rebuild-summaries", "--data-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"rebuilt the summaries from the logs in [0-9.]+ s: [0-9]+ per-minute rows", out.stdout)
+    assert calls() == written
+    engine.dispose()
 
 
 # ---- shutdown: bounded, and no answered call without its row ----

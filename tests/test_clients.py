@@ -208,7 +208,7 @@ def test_real_client(tool, kind, task, gateway, channels, clients_bin, workdir, 
     rows = rows_since(gateway, tool, since, 2 if task == "tool" else 1)
     assert len(rows) >= (2 if task == "tool" else 1), rows
     for row in rows:
-        assert row["code"] == 200, row
+        assert row["code"] == 200, (row["endpoint"], row["model"], row["content"], calls)
         assert row["endpoint"].startswith(endpoint) and row["channel"] == channels[kind], row
         assert (row["prompt_tokens"], row["completion_tokens"], row["usage_estimated"]) == (
             PROMPT_TOKENS, COMPLETION_TOKENS, False), row

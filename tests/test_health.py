@@ -311,6 +311,8 @@ def test_the_trail_keeps_every_attempt_in_order_and_failed_ones_count_against_th
         return (all(chs[k]["request_count"] == 1 for k in ids)
                 and [chs[k]["error_count"] for k in ("a", "b", "c")] == [1, 1, 0])
     eventually(counted, what="failed attempts counted")
+    # the dashboard counts the call once, on the channel that answered it (its totals equal the logs'), and each
+    # channel's own figures count its tries, failed ones included
     series = gateway.api("GET", "/api/dashboardv2/", params={"model": model, "timespan": "minute"})["data"]
     summary = {s["channel_id"]: s for bucket in series for s in bucket["summary"]}  # calls, as the logs count them
     assert {c: (s["request_count"], s["exception_count"]) for c, s in summary.items()} == {ids["c"]: (1, 0)}

@@ -257,7 +257,10 @@ class Walk:
             expect(page.locator(".q-chip", has_text=model).first).to_be_attached()
         dialog.locator(".text-xl").first.click()  # a click outside closes the option list
         dialog.get_by_text(say("ch.mapping")).click()
-        dialog.get_by_role("button", name=say("ch.mapping_add"), exact=True).click()
+        add = dialog.get_by_role("button", name=say("ch.mapping_add"), exact=True)
+        expect(add).to_be_visible()
+        page.wait_for_function(SETTLED_JS, timeout=5000)  # the panel has slid open: the button stays put
+        add.click()
         dialog.get_by_label(say("ch.map_from")).fill("gpt-4o")
         dialog.get_by_label(say("ch.map_to")).fill("qwen-max")
         dialog.get_by_label(say("ch.base_url")).fill(self.upstream.url("ok"))

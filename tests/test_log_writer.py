@@ -84,6 +84,130 @@ def test_summaries_are_per_minute_channel_and_model(tmp_path):
     assert rows[(base // 1000, 2)]["request_count"] == 1
 
 
+def failover(created_at: int, failed: list[int], channel: int, code: int = 200, model: str = "m") -> app.LogEntry:
+    """A call that failed on the channels `failed`, one try each, before `channel` gave its answer `code`."""
+    e = entry(created_at, code=code, channel=channel, model=model)
+    trail = [{"channel_id": ch, "code": 502, "ms": 70, "error": "bad gateway"} for ch in failed]
+    trail.append({"channel_id": channel, "code": code, "ms": 100, **({"error": "no"} if code != 200 else {})})
+    e.row.update(retry_times=len(failed), attempts=app.orjson.dumps(trail).decode(),
+                 request_id=f"f{created_at}-{channel}")
+    return app.LogEntry(e.row, e.detail, len(failed))
+
+
+def mixed_traffic(base: int) -> list[app.LogEntry]:
+    """Three hours and a bit of calls on three channels and two models: failures, failovers, model tests."""
+    out = []
+    for i in range(400):
+        at = base + i * 31_000  # past hour and day boundaries
+        if i % 9 == 0:
+            out.append(failover(at, [1 + i % 3], 1 + (i + 1) % 3, model="m2" if i % 2 else "m"))
+        elif i % 13 == 0:
+            out.append(failover(at, [2, 3], 1, code=503))  # every channel failed
+        else:
+            out.append(entry(at, code=500 if i % 17 == 0 else 200, channel=1 + i % 3, model="m2" if i % 5 else "m",
+                             tokens=i, is_test=i % 23 == 0))
+            out[-1].row["request_id"] += f"-{i}"
+    return out
+
+
+def dash(state: app.AppState, start: int, end: int, **kw) -> tuple[int, int, int]:
+    answer = app.dashboard_answer(state.engine, start, end, **kw)
+    items = [i for b in answer.series for i in b["summary"]]
+    return (sum(i["request_count"] for i in items), sum(i["exception_count"] for i in items),
+            sum(i["total_tokens"] for i in items))
+
+
+def logs_total(state: app.AppState, **kw) -> int:
+    return app.query_logs(state.engine, app.LogFilter(**kw), 1, 1)[1]
+
+
+@pytest.mark.parametrize("timespan, timezone", [("minute", "UTC"), ("hour", "Asia/Shanghai"), ("day", "UTC"),
+                                                ("hour", "Asia/Kolkata"), ("day", "America/New_York")])
+def test_the_rollups_equal_the_logs_calls_overall_and_tries_per_channel(tmp_path, timespan, timezone):
+    state = make_state(tmp_path)
+    base = app.now_ms() // 3_600_000 * 3_600_000 - 2 * 3_600_000 - 17_000  # recent: per-minute rows are kept
+    batch = mixed_traffic(base)
+    state.writer.write_batch(batch[:150])
+    state.writer.write_batch(batch[150:])  # a second batch adds to the same minutes and hours
+    start, end = base - 60_000, base + 400 * 31_000
+    calls, errors, tokens = dash(state, start, end, timezone_name=timezone, timespan=timespan)
+    assert calls == logs_total(state, start_ms=start, end_ms=end, is_test=False) == sum(
+        not e.row["is_test"] for e in batch)
+    assert errors == logs_total(state, start_ms=start, end_ms=end, is_test=False, code_type="error")
+    assert tokens == sum(e.row["total_tokens"] for e in batch if not e.row["is_test"])
+    for ch in (1, 2, 3):  # a channel's own figures: its calls and every try it failed for another one
+        tries = sum(e.row["channel"] == ch for e in batch if not e.row["is_test"]) + sum(
+            a["channel_id"] == ch for e in batch if not e.row["is_test"] for a in app.failed_attempts(e.row))
+        ch_calls, ch_errors, _ = dash(state, start, end, timezone_name=timezone, timespan=timespan, channel=ch)
+        assert ch_calls == tries and ch_errors == logs_total(
+            state, start_ms=start, end_ms=end, is_test=False, code_type="error", channel=ch) + tries - sum(
+            e.row["channel"] == ch for e in batch if not e.row["is_test"])
+
+
+def test_rebuild_summaries_gives_what_the_writer_wrote(tmp_path):
+    state = make_state(tmp_path)
+    base = app.now_ms() // 3_600_000 * 3_600_000 - 5 * 86_400_000 - 17_000  # minutes pruned for the older part
+    for start in range(0, 400, 50):
+        state.writer.write_batch(mixed_traffic(base)[start:start + 50])
+    recent = base + 5 * 86_400_000 - 3_600_000
+    state.writer.write_batch([entry(recent + i * 1000, channel=2) for i in range(30)])
+    app.prune_summaries(state.engine)
+
+    def stored() -> tuple[list, list]:
+        with state.engine.connect() as conn:
+            hours = [tuple(r) for r in conn.execute(sa.select(app.SummaryHour).order_by(
+                app.SummaryHour.hour, app.SummaryHour.channel_id, app.SummaryHour.model))]
+            minutes = [tuple(r) for r in conn.execute(sa.select(app.SummaryMinute).order_by(
+                app.SummaryMinute.minute, app.SummaryMinute.channel_id, app.SummaryMinute.model))]
+        return hours, minutes
+
+    written = stored()
+    assert written[0] and written[1] and min(r[0] for r in written[1]) >= app.minute_cutoff_s()
+    with state.engine.begin() as conn:  # a crash, say, lost them
+        conn.execute(sa.delete(app.SummaryHour))
+        conn.execute(sa.delete(app.SummaryMinute))
+    hours = (base // 3_600_000 * 3_600_000, app.now_ms() // 3_600_000 * 3_600_000 - 1)
+    assert dash(state, *hours)[0] == 0
+    app.rebuild_summaries(state.engine)
+    assert dash(state, *hours)[0] == logs_total(state, start_ms=hours[0], end_ms=hours[1], is_test=False) == 30 + sum(
+        not e.row["is_test"] for e in mixed_traffic(base))
+    assert stored() == written
+
+
+def test_retention_prunes_minutes_after_days_and_hours_with_their_logs(tmp_path):
+    state = make_state(tmp_path)
+    now = app.now_ms()
+    old = now // 3_600_000 * 3_600_000 - 10 * 86_400_000 + 1_800_000  # half past an hour, ten days ago
+    state.writer.write_batch([entry(old + i * 60_000, channel=1 + i % 2) for i in range(120)]  # two hours of calls
+                             + [entry(now - 60_000 + i, channel=3) for i in range(5)])
+    with state.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.min(app.SummaryMinute.minute))).scalar_one() < app.minute_cutoff_s()
+    app.prune_summaries(state.engine)  # what the retention loop does every round
+    with state.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.min(app.SummaryMinute.minute))).scalar_one() >= app.minute_cutoff_s()
+    assert dash(state, old - 3_600_000, now)[0] == 125, "the hourly rollup still has the old calls"
+    cut = old + 50 * 60_000  # within the second hour: its first minutes go, the rest stay
+    assert app.delete_logs_before(state.engine, cut) == 50
+    assert dash(state, old - 3_600_000, now, timespan="day")[0] == 75 == logs_total(state)
+    assert dash(state, old - 3_600_000, cut + 3_600_000)[0] == 61 == logs_total(state, end_ms=cut + 3_600_000)
+    with state.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.min(app.SummaryHour.hour))).scalar_one() == cut // 3_600_000 * 3600
+
+
+def test_minute_buckets_over_long_ranges_are_answered_by_the_hour_and_say_so(tmp_path):
+    state = make_state(tmp_path)
+    now = app.now_ms()
+    state.writer.write_batch([entry(now - i * 3_600_000) for i in range(1, 80)])
+    short = app.dashboard_answer(state.engine, now - 86_400_000, now, "UTC", "minute")
+    assert short.timespan == "minute" and not short.note
+    long = app.dashboard_answer(state.engine, now - 30 * 86_400_000, now, "UTC", "minute")
+    assert long.timespan == "hour" and "by the hour" in long.note
+    assert all(p["timestamp"] % 3600 == 0 for p in long.series)
+    assert sum(i["request_count"] for p in long.series for i in p["summary"]) == 79 == logs_total(state)
+    old = app.dashboard_answer(state.engine, now - 5 * 86_400_000, now - 4 * 86_400_000, "UTC", "minute")
+    assert old.timespan == "hour" and "kept" in old.note
+
+
 def test_channel_counters_follow_the_log(tmp_path):
     state = make_state(tmp_path)
     ids = app.create_channels(state, [app.ChannelIn(type=1, name="c", key="k", models=["m"])])

@@ -9,6 +9,7 @@ having run them. The last tests run several app instances on one database.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,8 +44,9 @@ def log_row(model: str, created_at: int, **extra: Any) -> dict[str, Any]:
 
 
 def insert_logs(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.insert(LogRow), rows)  # executemany, as the log writer does
+    """As the log writer writes them: in one transaction with their summaries, which long ranges count."""
+    left = app.LogWriter(engine).write_batch([app.LogEntry({**app.LOG_DEFAULTS, **r}, None, 0) for r in rows])
+    assert left == []
 
 
 def insert_channel(engine: sa.Engine, **fields: Any) -> int:
@@ -169,6 +171,40 @@ def test_query_logs_newest_first_and_filters(engine):
     assert count(keyword=rows[0]["request_id"]) == 1 and count(keyword=model) == 3
 
 
+def test_keyword_pages_merge_each_column_in_time_order(engine):
+    """The keyword's OR is read column by column, each from its index: pages are still newest first, disjoint
+    and complete, a row matching two columns once."""
+    kw, base = unique("kw"), 1_700_000_500_000
+    rows = [log_row(kw if i % 3 == 0 else unique("m"), base + i, token_name=kw if i % 2 else "t") for i in range(13)]
+    rows = [r for r in rows if kw in (r["model"], r["token_name"])]
+    rows.append(log_row(unique("m"), base + 99, request_id=kw))
+    insert_logs(engine, rows)
+    pages = all_pages(engine, LogFilter(keyword=kw), per_page=3)
+    got = [r["created_at"] for p in pages for r in p]
+    assert got == sorted((r["created_at"] for r in rows), reverse=True) and len(pages[0]) == 3
+
+
+def test_long_ranges_are_counted_from_the_rollup_exactly(engine):
+    """Over six whole hours or more, count_logs() sums the hourly rollup and counts only the part hours at either
+    end in the logs: the same number as counting the rows, for every filter it serves."""
+    model, base = unique("count"), app.now_ms() - 3 * 86_400_000
+    rows = [log_row(model, base + i * 397_000 + i % 7, channel=1 + i % 3, code=500 if i % 11 == 0 else 200,
+                    is_test=i % 29 == 0) for i in range(600)]  # about 66 hours
+    insert_logs(engine, rows)
+    random = __import__("random").Random(22)
+    for _ in range(25):
+        start = base + random.randrange(-3_600_000, 60 * 3_600_000)
+        end = start + random.randrange(6 * 3_600_000, 80 * 3_600_000)
+        for extra in ({}, {"code_type": "error"}, {"code_type": "success"}, {"channel": 2}, {"is_test": False},
+                      {"channel": 3, "code_type": "error", "is_test": False}):
+            flt = LogFilter(model=model, start_ms=start, end_ms=end, **extra)
+            with engine.connect() as conn:
+                counted = conn.execute(sa.select(sa.func.count()).select_from(LogRow).where(*flt.where())).scalar()
+                assert app._count_from_rollup(conn, dataclasses.replace(flt, code_type="error")
+                                              if extra.get("code_type") == "success" else flt) is not None
+                assert app.count_logs(conn, flt) == counted, extra
+
+
 def test_delete_logs_before_removes_rows_and_details(fresh_engine):
     engine = fresh_engine
     model, base = unique("purge"), 1_700_000_000_000
@@ -226,21 +262,54 @@ def test_options_roundtrip(fresh_engine):
     assert app.read_shared_version(fresh_engine) == 3, "each saved option tells the other instances"
 
 
-def test_upgrade_adds_missing_columns_and_keeps_rows(fresh_engine):
-    """A logs table made by an older version (without channel_name and is_test) gains both columns on start-up;
-    its rows stay, reading as the defaults."""
+def drop_index(conn: sa.Connection, name: str) -> None:
+    conn.exec_driver_sql(f"DROP INDEX {name}" + (" ON logs" if conn.dialect.name in ("mysql", "mariadb") else ""))
+
+
+def test_upgrade_keeps_rows_and_adds_columns_indexes_and_rollups(fresh_engine):
+    """A database an older version made (logs without channel_name, is_test and the filters' indexes; summaries
+    that count every try as a call, no hourly rollup) gains them all on start-up; its rows stay, reading as the
+    defaults, and the summaries are rebuilt from them."""
     engine = fresh_engine
-    model = unique("old")
+    model, now = unique("old"), app.now_ms()
+    dialect = engine.dialect.name
     with engine.begin() as conn:
+        for index in sa.inspect(engine).get_indexes("logs"):
+            if index["name"] not in ("ix_logs_created_at", "ix_logs_request_id"):
+                drop_index(conn, index["name"])
         for column in ("is_test", "channel_name"):
             conn.exec_driver_sql(f"ALTER TABLE logs DROP COLUMN {column}")
-        old = log_row(model, 5, request_id=f"r-{model}")  # the columns the older version wrote
-        conn.execute(sa.insert(sa.table("logs", *map(sa.column, old))).values(old))
+        conn.exec_driver_sql("CREATE INDEX ix_logs_model ON logs (model)")
+        for column in ("failed_attempts", "failed_attempt_ms"):
+            conn.exec_driver_sql(f"ALTER TABLE summary_minutes DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE summary_hours")
+        conn.exec_driver_sql("ALTER TABLE shared_version DROP COLUMN summaries")
+        trail = '[{"channel_id": 8, "code": 502, "ms": 30, "error": "no"}, {"channel_id": 9, "code": 200, "ms": 9}]'
+        old = [log_row(model, now - 1000, request_id=f"r1-{model}", attempts=None),  # the older version's columns
+               log_row(model, now - 900, code=500, channel=9, attempts=None),
+               log_row(model, now - 800, channel=9, retry_times=1, attempts=trail)]
+        conn.execute(sa.insert(sa.table("logs", *map(sa.column, old[2]))), old)
+        summary = {"minute": (now - 1000) // 60000 * 60, "channel_id": 9, "model": model,
+                   **dict.fromkeys(app._SUMMED, 0), "request_count": 3, "exception_count": 2}
+        conn.execute(sa.insert(sa.table("summary_minutes", *map(sa.column, summary))),
+                     [summary])  # the older writer counted the failed try as a call of channel 8 too
     app.create_schema(engine)
+    indexes = {i["name"] for i in sa.inspect(engine).get_indexes("logs")}
+    wanted = {i.name for i in app.LOG_INDEXES if app.index_applies(i, dialect)}
+    partial = {"ix_logs_errors", "ix_logs_tests"}  # on MySQL/MariaDB: (code, created_at), (is_test, created_at)
+    assert len(wanted) == 7 and (partial <= wanted) == (dialect in ("sqlite", "postgresql"))
+    assert wanted <= indexes and "ix_logs_model" not in indexes
     assert {"is_test", "channel_name"} <= {c["name"] for c in sa.inspect(engine).get_columns("logs")}
-    (row,), _ = app.query_logs(engine, LogFilter(model=model), 1, 10)
-    assert (row["request_id"], row["channel_name"], row["is_test"]) == (f"r-{model}", "", False)
-    insert_logs(engine, [log_row(model, 6, channel_name="new", is_test=True)])
+    rows, total = app.query_logs(engine, LogFilter(model=model), 1, 10)
+    assert total == 3 and [r["request_id"] for r in rows][-1] == f"r1-{model}"
+    assert (rows[-1]["channel_name"], rows[-1]["is_test"]) == ("", False)
+    span = (now - 3_600_000, now)
+    calls = app.dashboard_answer(engine, *span, "UTC", "minute", None, model).series
+    assert [(i["channel_id"], i["request_count"], i["exception_count"]) for p in calls for i in p["summary"]] == [
+        (1, 1, 0), (9, 2, 1)], "rebuilt: calls, on the channel that answered them"
+    tried = app.dashboard_answer(engine, *span, "UTC", "hour", 8, model).series
+    assert [(i["request_count"], i["exception_count"]) for p in tried for i in p["summary"]] == [(1, 1)]
+    insert_logs(engine, [log_row(model, now, channel_name="new", is_test=True)])
     rows, total = app.query_logs(engine, LogFilter(model=model, is_test=True), 1, 10)
     assert total == 1 and rows[0]["channel_name"] == "new"
 

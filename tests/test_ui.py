@@ -52,6 +52,26 @@ async def test_pages_need_a_login_and_a_current_key(user: User) -> None:
     await user.should_see("Log in with the admin key")
 
 
+async def test_guessing_the_key_at_the_login_is_throttled(user: User) -> None:
+    """The login counts wrong keys per address like /api and /v1 (issue 18): past the allowance even the right key
+    waits, so a guess cannot be confirmed; once the wait is over, the right key logs in and resets it."""
+    throttle = ns()["AuthThrottle"](allowed=2, lockout=60.0)
+    state().throttle = throttle
+    browser(user)
+    await user.open("/channels")
+    for n in (1, 2):
+        user.find("Admin key").clear().type(f"guess-{n}").trigger("keydown.enter")
+        await eventually(lambda: [entry[0] for entry in throttle.addresses.values()] == [n])  # the handler ran
+    user.find("Admin key").clear().type(ADMIN_KEY).trigger("keydown.enter")
+    await user.should_see("Too many wrong keys from this address")
+    await user.should_not_see("Log out")
+    for entry in throttle.addresses.values():  # the wait is over
+        entry[3] = 0.0
+    user.find("Admin key").clear().type(ADMIN_KEY).trigger("keydown.enter")
+    await user.should_see("Log out")
+    assert throttle.addresses == {}
+
+
 async def test_log_out(user: User) -> None:
     await login(user, "/tokens")
     user.find("Log out").click()
@@ -146,6 +166,24 @@ async def test_the_dialog_edits_the_proxy_and_keeps_its_masked_password(user: Us
     user.find(marker="save-channel").click()
     await user.should_see("Saved proxied")
     assert state().routes.channels[cid].proxy == "http://10.1.2.3:3128"
+
+
+async def test_the_dialog_edits_the_request_settings_and_keeps_the_rest_of_the_config(user: User, upstream) -> None:
+    cid = add_channel("settings", upstream.url("ok"), ["m1"], config={"split_think": True, "max_output_tokens": 4096})
+    await login(user, "/channels")
+    user.find(marker="channels").trigger("edit", cid)
+    await user.should_see("Request settings (optional)")
+    assert the(user, "ch-max-output").value == 4096
+    user.find(marker="ch-override").type("[1]")
+    user.find(marker="save-channel").click()
+    assert the(user, "ch-override").error == 'Expected a JSON object, such as {"temperature": 0.2, "user": null}'
+    user.find(marker="ch-override").clear().type('{"temperature": 0.2, "user": null}')
+    user.find(marker="ch-max-output").clear().type("8192")
+    user.find(marker="save-channel").click()
+    await user.should_see("Saved settings")
+    route = state().routes.channels[cid]
+    assert route.max_output_tokens == {"*": 8192} and route.param_override == {"temperature": 0.2, "user": None}
+    assert route.config["split_think"] is True
 
 
 async def test_a_duplicate_name_is_flagged_but_allowed(user: User, upstream) -> None:
@@ -416,15 +454,16 @@ async def test_model_tests_are_marked_and_kept_out_of_the_counts(user: User, ups
     await user.open("/channels")
     assert the(user, "channels").rows[0]["requests"] == 1
     await user.open("/dashboard")
-    assert the(user, "card-calls").text == "1"
+    await eventually(lambda: the(user, "card-calls").text == "1")
     await user.open("/logs")
     await user.should_see("2 call(s)")
     assert sorted(r["is_test"] for r in the(user, "logs").rows) == [False, True]  # both, the test marked
     await user.should_see("test")
-    the(user, "filter-kind").value = "calls"
+    the(user, "filter-kind").value = "calls"  # each filter's rows load in a thread, then replace the table's
+    await eventually(lambda: [r["is_test"] for r in the(user, "logs").rows] == [False])
     await user.should_see("1 call(s)")
-    assert [r["is_test"] for r in the(user, "logs").rows] == [False]
     the(user, "filter-kind").value = "tests"
+    await eventually(lambda: [r["is_test"] for r in the(user, "logs").rows] == [True])
     await user.should_see("1 call(s)")
     test_row = the(user, "logs").rows[0]
     assert test_row["is_test"] and test_row["channel"] == "counted"
@@ -445,11 +484,22 @@ def add_logs() -> tuple[int, int, int]:
                  content="upstream exploded", retry_times=2, ip="10.0.0.2", input_tokens=5, cost_unknown=True),
             dict(request_id="req-old", request_at=now - 3 * 86_400_000, created_at=now - 3 * 86_400_000,
                  model="model-a", channel=cid, code=200)]
+    ids = write_logs(rows)
     with state().engine.begin() as conn:
-        ids = [conn.execute(sa.insert(log_row).values(**r)).inserted_primary_key[0] for r in rows]
         conn.execute(sa.insert(log_detail).values(request_id="req-bad", request_body='{"model": "model-b"}',
                                                   response_body='{"error": {"message": "boom"}}'))
     return ids[0], ids[1], now
+
+
+def write_logs(rows: list[dict[str, Any]]) -> list[int]:
+    """As the log writer writes rows (with their summaries, which long ranges count); their ids, in order."""
+    g = ns()
+    writer = g["LogWriter"](state().engine)
+    assert writer.write_batch([g["LogEntry"]({**g["LOG_DEFAULTS"], **r}, None, 0) for r in rows]) == []
+    with state().engine.connect() as conn:
+        found = dict(conn.execute(g["sa"].select(g["LogRow"].request_id, g["LogRow"].id).where(
+            g["LogRow"].request_id.in_([r["request_id"] for r in rows]))).all())
+    return [found[r["request_id"]] for r in rows]
 
 
 async def test_log_filters_and_detail(user: User) -> None:
@@ -463,17 +513,18 @@ async def test_log_filters_and_detail(user: User) -> None:
     assert bad["channel"] == "logged"
     shanghai = datetime.fromtimestamp((now - 13000) / 1000, ZoneInfo("Asia/Shanghai"))  # the browser's timezone
     assert bad["time"] == shanghai.strftime("%Y-%m-%d %H:%M:%S")
-    the(user, "filter-status").value = "error"
+    the(user, "filter-status").value = "error"  # each filter's rows load in a thread, then replace the table's
+    await eventually(lambda: [r["id"] for r in the(user, "logs").rows] == [bad_id])
     await user.should_see("1 call(s)")
-    assert [r["id"] for r in the(user, "logs").rows] == [bad_id]
     the(user, "filter-status").value = "all"
     the(user, "filter-model").value = "model-a"
+    await eventually(lambda: [r["id"] for r in the(user, "logs").rows] == [ok_id])
     await user.should_see("1 call(s)")
-    assert [r["id"] for r in the(user, "logs").rows] == [ok_id]
     the(user, "filter-model").value = ""
     the(user, "range-preset").value = "7d"
     await user.should_see("3 call(s)")
     user.find(marker="filter-request-id").type("req-bad")
+    await eventually(lambda: [r["id"] for r in the(user, "logs").rows] == [bad_id])
     await user.should_see("1 call(s)")
 
     user.find(marker="logs").trigger("rowClick", [{}, {"id": bad_id}, 0])
@@ -492,8 +543,7 @@ async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(us
                  channel_name="soon-gone", code=200, ttfb_milliseconds=50),
             dict(request_id="req-none", request_at=now - 700, created_at=now - 600, model="unknown-model", channel=0,
                  code=503, content="no channel serves unknown-model")]
-    with state().engine.begin() as conn:
-        ids = [conn.execute(g["sa"].insert(g["LogRow"]).values(**r)).inserted_primary_key[0] for r in rows]
+    ids = write_logs(rows)
     g["delete_channels"](state(), [gone])
     await login(user, "/logs")
     await user.should_see("2 call(s)")
@@ -502,6 +552,7 @@ async def test_logs_name_deleted_channels_and_say_when_no_channel_took_a_call(us
     user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[0]}, 0])
     await user.should_see(f"soon-gone (#{gone}, deleted)")
     await user.open("/logs")
+    await user.should_see("2 call(s)")
     user.find(marker="logs").trigger("rowClick", [{}, {"id": ids[1]}, 0])
     await user.should_see("none: no channel took this call")
     await user.should_not_see("#0")
@@ -613,19 +664,41 @@ async def test_settings_say_once_that_the_default_port_moved(user: User) -> None
     await user.should_not_see("The default port moved")
 
 
+async def test_settings_stop_the_gateway_after_a_confirmation_and_name_the_log_file(user: User) -> None:
+    await login(user, "/settings")
+    await user.should_see("the terminal it was started from")  # the log goes to the console
+    await user.should_not_see("Stop the gateway")  # the test plugin serves nothing to stop
+    stops: list[int] = []
+    state().request_stop = lambda: stops.append(1)
+    state().log_file = state().settings.data_path / "aiproxy-local.log"
+    await user.open("/settings")
+    assert the(user, "log-file").text == str(state().settings.data_path / "aiproxy-local.log")
+    user.find(marker="stop-gateway").click()
+    await user.should_see("Calls under way get 10 s to finish")
+    user.find("Cancel").click()
+    await user.should_not_see("Calls under way get 10 s to finish")
+    assert stops == []
+    user.find(marker="stop-gateway").click()
+    await user.should_see("Calls under way get 10 s to finish")
+    user.find(marker="confirm").click()
+    await eventually(lambda: stops == [1])
+    await user.should_see("The gateway is stopping")
+
+
 # ---- dashboard, migrate, strings ----
 
 async def test_dashboard_cards_and_charts(user: User, upstream) -> None:
     g = ns()
     cid = add_channel("dash", upstream.url("ok"), ["m"])
     minute = int(time.time()) // 60 * 60 - 120
-    with state().engine.begin() as conn:
-        conn.execute(g["sa"].insert(g["SummaryMinute"]).values(
-            minute=minute, channel_id=cid, model="m", request_count=4, exception_count=1, input_tokens=1000,
-            output_tokens=2500, total_tokens=3500, total_time_milliseconds=8000, total_ttfb_milliseconds=2000))
+    counters = dict(channel_id=cid, model="m", request_count=4, exception_count=1, input_tokens=1000,
+                    output_tokens=2500, total_tokens=3500, total_time_milliseconds=8000, total_ttfb_milliseconds=2000)
+    with state().engine.begin() as conn:  # as the log writer adds them: the minute, and its hour
+        conn.execute(g["sa"].insert(g["SummaryMinute"]).values(minute=minute, **counters))
+        conn.execute(g["sa"].insert(g["SummaryHour"]).values(hour=minute // 3600 * 3600, **counters))
     await login(user, "/")
     await user.should_not_see("Get started in three steps")
-    assert the(user, "card-calls").text == "4"
+    await eventually(lambda: the(user, "card-calls").text == "4")  # loaded in a thread, the spinner meanwhile
     assert the(user, "card-error_rate").text == "25.0% (1)"
     assert the(user, "card-output_tokens").text == "2.5k"
     assert the(user, "card-avg_latency_ms").text == "2.00 s"
