@@ -8078,14 +8078,14 @@ def _add_counters(conn: sa.Connection, batch: list[LogEntry]) -> None:
             c[0] += 1
             c[3] += 1
         if r["token_id"]:
-            tokens[r["token_id"]].update(request_count=1, used_amount=r["used_amount"])
+            t = tokens.get(r["token_id"]) or tokens.setdefault(r["token_id"], [0, 0.0])
+            t[0] += 1
+            t[1] += r["used_amount"]
     if channels:  # one statement for all, compiled once: building an UPDATE per channel cost more than running it
-        conn.execute(_CHANNEL_COUNTERS, [{"cid": cid, "n": c["request_count"], "retries": c["retry_count"],
-                                          "usd": c["used_amount"], "errors": c["error_count"]}
+        conn.execute(_CHANNEL_COUNTERS, [{"cid": cid, "n": c[0], "retries": c[1], "usd": c[2], "errors": c[3]}
                                          for cid, c in sorted(channels.items())])
     if tokens:
-        conn.execute(_TOKEN_COUNTERS, [{"tid": tid, "n": c["request_count"], "usd": c["used_amount"]}
-                                       for tid, c in sorted(tokens.items())])
+        conn.execute(_TOKEN_COUNTERS, [{"tid": tid, "n": t[0], "usd": t[1]} for tid, t in sorted(tokens.items())])
 
 
 _CHANNEL_COUNTERS = sa.update(Channel).where(Channel.id == sa.bindparam("cid")).values(
