@@ -40,6 +40,7 @@ __version__ = "0.1.0"
 
 import argparse
 import asyncio
+import base64
 import collections
 import csv
 import dataclasses
@@ -160,6 +161,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("no_ui", "AIPROXY_NO_UI", False, "serve only /v1 and /api, without the web UI"),
     Setting("no_journal", "AIPROXY_NO_JOURNAL", False,
             "log calls without the crash journal: a kill -9 then loses up to half a second of log rows"),
+    Setting("allow_weak_admin_key", "AIPROXY_ALLOW_WEAK_ADMIN_KEY", False,
+            "start on a non-loopback --host even with a weak admin key (shorter than 16 characters or a "
+            "well-known default); a loopback bind only warns"),
+    Setting("auth_failures_allowed", "AUTH_FAILURES_ALLOWED", 10,
+            "different wrong keys one client address may send within a minute (on /api, /v1 and the UI "
+            "login) before its attempts get 429; 0: no limit"),
+    Setting("auth_lockout_seconds", "AUTH_LOCKOUT_SECONDS", 5.0,
+            "first wait of an address that sent too many wrong keys; doubles with each further different one, "
+            "up to 15 minutes; a right key resets it"),
 )
 
 
@@ -187,6 +197,9 @@ class Settings:
     no_browser: bool = False
     no_ui: bool = False
     no_journal: bool = False
+    allow_weak_admin_key: bool = False
+    auth_failures_allowed: int = 10
+    auth_lockout_seconds: float = 5.0
 
     @property
     def data_path(self) -> Path:
@@ -346,6 +359,98 @@ def is_admin_key(state: AppState, raw_key: str) -> bool:
                               or secrets.compare_digest(raw_key.removeprefix("sk-").encode(), admin))
 
 
+ADMIN_KEY_MIN = 16  # a shorter admin key is weak: 10,000 four-digit keys take 16 s to try without a throttle
+#: admin keys found in docs, compose files and examples (compared lower-cased, without an "sk-" prefix)
+WELL_KNOWN_KEYS = frozenset({
+    "token", "aiproxy", "admin", "password", "secret", "changeme", "test", "root", "fastgpt", "oneapi", "newapi",
+    "123456", "12345678", "1234567890", "admin123", "your-admin-key", "your_admin_key", "your-api-key",
+    "xxxxxxxx", "1234567890abcdef", "1234567890abcdef1234567890abcdef", "abcdef1234567890",
+    "aiproxy-admin-key", "your-secret-key", "sk-xxxxxxxx",
+})
+
+
+def weak_admin_key(key: str) -> str:
+    """Why an admin key is weak ("" when it is not): too short, a well-known default or example, or made of a
+    few characters repeated."""
+    bare = key.strip().lower().removeprefix("sk-")
+    if bare in WELL_KNOWN_KEYS or "your" in bare or "example" in bare or "placeholder" in bare:
+        return "it is a well-known default or example"
+    if len(key.strip()) < ADMIN_KEY_MIN:
+        return f"it is shorter than {ADMIN_KEY_MIN} characters"
+    if len(set(bare)) < 6:
+        return "it repeats a few characters"
+    return ""
+
+
+AUTH_WINDOW_S = 60.0  # wrong keys are counted over this long, until the first lockout
+AUTH_LOCKOUT_MAX_S = 900.0  # the longest wait; an address quiet this long after a lockout starts afresh
+AUTH_TRACKED_MAX = 10_000  # addresses remembered at once; beyond, the quietest are forgotten
+
+
+class AuthThrottle:
+    """Wrong keys per client address, on /api, /v1 and the UI login (issue 18). After `allowed` different wrong keys
+    within AUTH_WINDOW_S, the address waits `lockout` seconds, during which every attempt from it, right key or
+    wrong, gets 429 with Retry-After (a right key that got through would confirm a guess); each further different
+    wrong key after a wait doubles the next one, up to AUTH_LOCKOUT_MAX_S. A right key from the address resets it.
+    Only different keys count: guessing tries new ones, while a client left with an old key (after a rotation)
+    repeats the same one, and must not lock its whole machine out. Other addresses never notice."""
+
+    def __init__(self, allowed: int = 10, lockout: float = 5.0) -> None:
+        self.allowed, self.lockout = allowed, lockout
+        #: address → [different wrong keys, last wrong key, lockouts, waits until, the wrong keys' hashes]
+        self.addresses: dict[str, list[Any]] = {}
+        self.noted: set[str] = set()  # addresses the server log has named
+
+    def wait(self, address: str, now: float) -> float:
+        """hot path: seconds the address must still wait; 0.0 when it may try (an empty dict while all is well)."""
+        if not self.addresses:
+            return 0.0
+        entry = self.addresses.get(address)
+        return entry[3] - now if entry is not None and entry[3] > now else 0.0
+
+    def failed(self, address: str, now: float, key: str = "") -> float:
+        """Count a wrong key (once per different key); the seconds of the lockout it starts, or 0.0."""
+        if self.allowed <= 0:
+            return 0.0
+        entry = self.addresses.get(address)
+        if entry is not None and now - entry[1] > (AUTH_LOCKOUT_MAX_S if entry[2] else AUTH_WINDOW_S):
+            entry = None  # quiet long enough: starts afresh
+        if entry is None:
+            if len(self.addresses) >= AUTH_TRACKED_MAX:
+                for old in sorted(self.addresses, key=lambda a: self.addresses[a][1])[:AUTH_TRACKED_MAX // 10]:
+                    self.addresses.pop(old, None)
+            entry = self.addresses[address] = [0, now, 0, 0.0, set()]
+        fingerprint = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).digest()
+        if fingerprint in entry[4]:
+            return 0.0
+        if len(entry[4]) < self.allowed + 64:
+            entry[4].add(fingerprint)
+        entry[0] += 1
+        entry[1] = now
+        if entry[0] < self.allowed:
+            return 0.0
+        entry[2] += 1
+        length = min(self.lockout * 2 ** min(entry[2] - 1, 32), AUTH_LOCKOUT_MAX_S)
+        entry[3] = now + length
+        if address not in self.noted:
+            self.noted.add(address)
+            logger.warning("%s sent %d different wrong keys: its attempts now wait %g s, twice as long after each "
+                           "further one, until a right key (this address is not named again)", address or "?",
+                           int(entry[0]), length)
+        return length
+
+    def succeeded(self, address: str) -> None:
+        """hot path: a right key resets its address (a lookup in an empty dict while all is well)."""
+        if self.addresses:
+            self.addresses.pop(address, None)
+
+    def refusal(self, address: str, now: float) -> str:
+        """The message of a 429 for an address that must wait, or "" when it may try."""
+        left = self.wait(address, now)
+        return (f"Too many wrong keys from {address or 'your address'}: try again in {math.ceil(left)} s."
+                if left > 0 else "")
+
+
 # ---- one-time login tokens: the browser the app opens itself arrives logged in (Jupyter's pattern) ----
 
 LOGIN_TOKEN_SECONDS = 600.0  # an unused login link dies after this long
@@ -419,6 +524,7 @@ class AppState:
     health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
+    throttle: AuthThrottle | None = None  # wrong keys per client address
     port_moved_from: int = 0  # the first start after the default port moved says so (terminal, settings page)
     login_tokens: dict[str, float] = field(default_factory=dict)  # one-time login tokens -> monotonic deadline
     local_secret: str = ""  # <data dir>/local_secret: a second start proves with it that it is this user's
@@ -428,6 +534,8 @@ class AppState:
     def __post_init__(self) -> None:
         if self.health is None:
             self.health = ChannelHealth(self.settings.cooldown_seconds, self.settings.cooldown_max_seconds)
+        if self.throttle is None:
+            self.throttle = AuthThrottle(self.settings.auth_failures_allowed, self.settings.auth_lockout_seconds)
 
     @property
     def retry_times(self) -> int:
@@ -1495,9 +1603,21 @@ def iter_log_pages(engine: sa.Engine, flt: LogFilter, limit: int | None = None) 
 RESPONSE_CHAIN_MAX = 1000  # turns `previous_response_id` may reach back; a longer chain is refused as not found
 
 
+class IdClash(Exception):
+    """Two different calls under one id: a bug (ids are unique across instances and restarts), reported, and never
+    taken for "already written"."""
+
+
 def save_stored_response(engine: sa.Engine, row: dict[str, Any]) -> None:
+    """Write a stored response. The same answer written again (a replay) is harmless; another call's answer
+    under the same id is an IdClash, and the answer stored first stays."""
+    table = StoredResponse.__table__
     with engine.begin() as conn:
-        upsert(conn, StoredResponse.__table__, [row], ("id",))
+        found = conn.execute(sa.select(table.c.created_at, table.c.token_id).where(table.c.id == row["id"])).first()
+        if found is not None and (found.created_at, found.token_id) != (row["created_at"], row["token_id"]):
+            raise IdClash(f"response id {row['id']} is already stored for another call (created at "
+                          f"{found.created_at}, this one at {row['created_at']}); the first answer stays")
+        upsert(conn, table, [row], ("id",))
 
 
 def _stored_response(conn: sa.Connection, response_id: str, owner: int | None,
@@ -1857,9 +1977,10 @@ class RelayError(Exception):
     """A refusal or failure as one value; the client's Dialect renders it in its own error shape."""
 
     def __init__(self, status: int, message: str, code: str | int | None,
-                 type_: str = "invalid_request_error") -> None:
+                 type_: str = "invalid_request_error", retry_after: str = "") -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
+        self.retry_after = retry_after  # a Retry-After header for the client (a 429 of ours)
 
 
 @dataclass
@@ -1946,6 +2067,130 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return (loads_object(raw) if isinstance(raw, str) and raw.strip() else None) or {}
 
 
+# ---- a client's body: how deep it nests, and the types of the fields a dialect reads (issue 18) ----
+# Each dialect states the shape of what it reads (Dialect.shape) in its own section, with the few words below;
+# check_shape() walks a body against it before anything converts the body, so a field of the wrong type is a 400
+# that names it, in the client's own error shape, instead of a crash inside a converter. A shape is
+#   a type or a tuple of types   the value is one of them (int covers bool, as isinstance does)
+#   {field: shape, ...}          an object; each field present and not null has its shape; others are not read
+#   [shape]                      an array whose every item has the shape (null items included)
+#   Either(shape, shape, ...)    any one of them
+# A body nests at most JSON_DEPTH_MAX levels: deeper ones are refused before any upstream call, since orjson
+# writes no more than 254 levels and a converted or stored answer would fail after the upstream was paid.
+
+JSON_DEPTH_MAX = 64
+NUMBER = (int, float)
+_JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
+                    list: "an array", type(None): "null"}
+
+
+@dataclass(frozen=True)
+class Either:
+    shapes: tuple[Any, ...]
+
+    def __init__(self, *shapes: Any) -> None:
+        object.__setattr__(self, "shapes", shapes)
+
+
+def _shape_name(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return "an object"
+    if isinstance(shape, list):
+        return "an array"
+    if isinstance(shape, Either):
+        return " or ".join(_shape_name(s) for s in shape.shapes)
+    if isinstance(shape, tuple):
+        return "a number" if shape == NUMBER else " or ".join(_JSON_TYPE_NAMES.get(t, t.__name__) for t in shape)
+    return _JSON_TYPE_NAMES.get(shape, getattr(shape, "__name__", str(shape)))
+
+
+def _shape_error(value: Any, shape: Any, where: str) -> str | None:
+    """Why `value` does not have `shape` ("" path: the body itself), or None when it has."""
+    if isinstance(shape, Either):
+        errors = [_shape_error(value, s, where) for s in shape.shapes]
+        if None in errors:
+            return None
+        # the alternative of the value's own kind says more ("messages[0].content[1].text: ..."), else all of them
+        kind = dict if isinstance(value, dict) else list if isinstance(value, list) else None
+        for s, error in zip(shape.shapes, errors):
+            if kind is not None and isinstance(s, (dict if kind is dict else list)):
+                return error
+        return f"'{where}' must be {_shape_name(shape)}, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"'{where}' must be an object, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+        for name, inner in shape.items():
+            item = value.get(name)
+            if item is not None:
+                error = _shape_error(item, inner, f"{where}.{name}" if where else name)
+                if error:
+                    return error
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"'{where}' must be an array, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+        for index, item in enumerate(value):
+            error = _shape_error(item, shape[0], f"{where}[{index}]")
+            if error:
+                return error
+        return None
+    if not isinstance(value, shape):
+        return f"'{where}' must be {_shape_name(shape)}, not {_JSON_TYPE_NAMES.get(type(value), 'that')}"
+    return None
+
+
+def check_shape(value: Any, shape: Any) -> None:
+    """Refuse a body one of whose fields has the wrong type (400, naming the field)."""
+    error = _shape_error(value, shape, "")
+    if error:
+        raise RelayError(400, f"Invalid request: {error}.", "invalid_type")
+
+
+def _orjson_depth_limit() -> int:
+    """The deepest nesting orjson writes (254 in orjson 3.x), found once."""
+    value: Any = 0
+    for depth in range(1, 2000):
+        value = [value]
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return depth - 1
+    return 2000
+
+
+class _DepthProbe:
+    """orjson refuses to write a value nested deeper than its limit, in C, far faster than a walk in Python: a
+    body wrapped in (limit - JSON_DEPTH_MAX) lists is refused exactly when the body nests deeper than
+    JSON_DEPTH_MAX. The wrapping lists are made once; the body goes in the innermost for one dumps()."""
+
+    def __init__(self) -> None:
+        self.inner: list[Any] = []
+        self.outer: Any = self.inner
+        for _ in range(max(0, _orjson_depth_limit() - JSON_DEPTH_MAX - 1)):
+            self.outer = [self.outer]
+
+    def too_deep(self, obj: Any) -> bool:
+        self.inner.append(obj)
+        try:
+            orjson.dumps(self.outer)
+            return False
+        except orjson.JSONEncodeError as exc:
+            return "ecursion" in str(exc)  # "Recursion limit reached"; nothing else can fail on a parsed body
+        finally:
+            self.inner.clear()
+
+
+_DEPTH_PROBE = _DepthProbe()
+
+
+def check_depth(body: bytes, obj: Any) -> None:
+    """hot path: refuse a body nested deeper than JSON_DEPTH_MAX. A body with fewer brackets than that cannot
+    nest deeper, which two byte counts show without looking further (most calls); others take one orjson write
+    (_DepthProbe)."""
+    if body.count(b"{") + body.count(b"[") > JSON_DEPTH_MAX and _DEPTH_PROBE.too_deep(obj):
+        raise RelayError(400, f"The request body nests deeper than {JSON_DEPTH_MAX} levels.", "too_deep")
+
+
 # ---- a call on its way: who asks, by which route, to which channel, and how each try went ----
 
 @dataclass(frozen=True)
@@ -1982,6 +2227,7 @@ class ChannelRoute:
     test_model: str = ""  # what a retest asks for: the channel's first model, as one-api picks it
     secrets: tuple[tuple[bytes, bytes], ...] = ()  # (each part of the key, its mask), see scrub()
     key_parts: dict[str, str] = field(default_factory=dict)  # a composite key's named parts (split_key)
+    scrubber: KeyScrubber | None = None  # every other form of the secrets, see scrub_all()
     config: dict[str, Any] = field(default_factory=dict)  # the channel's own settings (aiproxy's `config`)
     #: the mapping's wildcard rows (`claude-*` → deepseek-chat), longest pattern first; `mapping` keeps the exact
     patterns: tuple[tuple[str, str], ...] = ()
@@ -1996,15 +2242,23 @@ class ChannelRoute:
         return next((target for pattern, target in self.patterns if wildcard_match(pattern, model)), None)
 
     def scrub(self, data: bytes) -> bytes:
-        """`data` with every part of this channel's key masked: upstreams quote keys back in their errors
-        (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further (issue 10)."""
+        """hot path: `data` with every part of this channel's key masked as it is: upstreams quote keys back in
+        their errors (`Incorrect API key provided: sk-…`), and nothing an upstream says may carry one further
+        (issue 10). Enough for the bytes of an answer that pass through; scrub_all() for those the gateway
+        reads, keeps or answers with itself."""
         for secret, mask in self.secrets:
             if secret in data:
                 data = data.replace(secret, mask)
         return data
 
+    def scrub_all(self, data: bytes) -> bytes:
+        """`data` with the key masked in every form an upstream may quote it in: as it is, URL-encoded, base64,
+        JSON-escaped, in any case, or any run of KEY_RUN_MIN characters of it (issue 18)."""
+        data = self.scrub(data)
+        return self.scrubber.scrub(data) if self.scrubber is not None else data
+
     def scrub_text(self, text: str) -> str:
-        return self.scrub(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
+        return self.scrub_all(text.encode("utf-8", "replace")).decode("utf-8", "replace") if self.secrets else text
 
     def upstream_model(self, model: str) -> str:
         """An exact mapping row beats a wildcard row, and the longest wildcard row beats a shorter one."""
@@ -2052,12 +2306,10 @@ class RelayRoute:
     serve: Literal["call", "models", "stored"] = "call"
 
 
-_REQUEST_SEQ = itertools.count()
-
-
 def new_request_id() -> str:
-    """Start time in µs (as aiproxy) plus a sequence number, so two calls in one µs never share an id."""
-    return f"{time.time_ns() // 1000}{next(_REQUEST_SEQ) % 1000:03d}"
+    """Start time in µs (as aiproxy's 16 digits, so ids sort by time) and 64 random bits: unique across the
+    instances on one database and across restarts, where a sequence number was not (issue 18)."""
+    return f"{time.time_ns() // 1000}{os.urandom(8).hex()}"
 
 
 @dataclass(frozen=True)
@@ -2110,6 +2362,8 @@ class RelayCall:
     final: dict[str, Any] | None = None  # the trail entry of the channel tried last
     trying: Attempt | None = None  # the try under way, or the one answering
     progress: StreamFilter | None = None  # the answer's stream so far, for the tokens of a call cut short
+    checked: bool = False  # its body has the shape its dialect reads (RelayCall.check)
+    logged: bool = False  # its log row is queued (log_call)
     _pivot: dict[str, Any] | None = None
 
     @property
@@ -2128,9 +2382,19 @@ class RelayCall:
     def upstream_path(self) -> str:
         return self.route.upstream_path
 
+    def check(self) -> None:
+        """Refuse a body with a field of the wrong type (400) before anything converts it; once per call."""
+        if not self.checked:
+            self.checked = True
+            if self.obj is not None:
+                shape = self.dialect.shape(self)
+                if shape is not None:
+                    check_shape(self.obj, shape)
+
     def pivot(self) -> dict[str, Any]:
         """The request in pivot form, converted once however many channels it fails over to."""
         if self._pivot is None:
+            self.check()
             self._pivot = self.dialect.to_pivot(self)
         return self._pivot
 
@@ -2518,6 +2782,11 @@ class Dialect:
             return RelayRoute(self, Mode.UNKNOWN, None, "", serve="models")
         return None
 
+    def owns(self, path: str, method: str) -> bool:
+        """Whether a request no route serves is this dialect's all the same (its error shape answers it), beyond
+        the paths under its prefixes."""
+        return False
+
     def lists_models(self, incoming: Incoming) -> bool:
         """Whether a GET is this format's model list (`GET /v1/models[/{model}]` for OpenAI's)."""
         return is_models_path(incoming.path, "/v1")
@@ -2532,7 +2801,14 @@ class Dialect:
         obj = call.obj
         call.stream = bool(obj and obj.get("stream")) and call.op in _STREAMED_MODES
         options = obj.get("stream_options") if obj else None
-        call.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        if options is not None and not isinstance(options, dict):  # a pass-through stream adds include_usage
+            raise RelayError(400, "Invalid request: 'stream_options' must be an object.", "invalid_type")
+        call.client_wants_usage = bool(options and options.get("include_usage"))
+
+    def shape(self, call: RelayCall) -> Any:
+        """The shape (check_shape) of the fields this dialect's converters read in a body of `call`'s route;
+        None: nothing to check. Checked before any conversion, never on a call that passes through."""
+        return OPENAI_SHAPES.get(call.op)
 
     async def prepare(self, state: AppState, call: RelayCall) -> None:
         """What the dialect must look up before the call goes out (Responses: the turns it continues)."""
@@ -2660,6 +2936,7 @@ def channel_route(ch: dict[str, Any], catalog: dict[int, Provider]) -> ChannelRo
         test_model=(models or sorted(mapping) or [""])[0],
         key_parts=split_key(key, key_format),
         secrets=tuple((part.encode(), mask_key(part).encode()) for part in secrets_),
+        scrubber=key_scrubber(secrets_),
         patterns=tuple(patterns), max_output_tokens=output_limits_setting(config.get(CONFIG_MAX_OUTPUT_TOKENS)),
         param_override=dict(config.get(CONFIG_PARAM_OVERRIDE) or {}) if isinstance(
             config.get(CONFIG_PARAM_OVERRIDE), dict) else {},
@@ -2796,19 +3073,102 @@ def key_secrets(key: str, key_format: Iterable[str] = ()) -> list[str]:
     return sorted((p for p in kept if len(p) >= SECRET_MIN), key=len, reverse=True)
 
 
+_RETRY_AFTER_SECONDS = re.compile(r"\d{1,9}(\.\d{1,6})?")  # RFC 9110 delay-seconds, a fraction tolerated
+
+
+KEY_RUN_MIN = 12  # a run of this many characters of a secret, in any form, is masked wherever it appears
+_SEED = KEY_RUN_MIN // 2  # every run of KEY_RUN_MIN holds a window of this size that starts at a multiple of it
+_URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")
+
+
+def secret_forms(secret: str) -> set[bytes]:
+    """The forms an upstream may quote a secret in, lower-cased (data is compared lower-cased, so any case
+    matches): as it is, URL-encoded, JSON-escaped (`\\/`), and base64, standard and URL-safe, at each of the
+    three alignments a secret may have inside a longer encoded text (only the characters that depend on the
+    secret alone)."""
+    raw = secret.encode("utf-8", "replace")
+    forms = {raw, urllib.parse.quote(secret, safe="").encode(), raw.replace(b"/", b"\\/")}
+    for pad in range(3):
+        encoded = base64.b64encode(b"\0" * pad + raw)
+        start, end = -(-8 * pad // 6), 8 * (pad + len(raw)) // 6
+        forms |= {encoded[start:end], encoded[start:end].translate(_URLSAFE_B64)}
+    return {form.lower() for form in forms if len(form) >= KEY_RUN_MIN}
+
+
+class KeyScrubber:
+    """Finds every run of KEY_RUN_MIN or more characters of a channel's secrets, in any of their forms
+    (secret_forms), in a body, and masks it. It looks up one window of _SEED bytes in every _SEED of the body,
+    and only a window that is part of some form is followed, so a body costs about len/_SEED set lookups."""
+
+    def __init__(self, secrets: Iterable[tuple[str, str]]) -> None:
+        self.windows: dict[bytes, list[tuple[bytes, int, bytes]]] = collections.defaultdict(list)
+        for secret, mask in secrets:
+            for form in secret_forms(secret):
+                for offset in range(len(form) - _SEED + 1):
+                    self.windows[form[offset:offset + _SEED]].append((form, offset, mask.encode()))
+
+    def runs(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """(start, end, mask) of each run found, in order, overlaps merged."""
+        low, windows, found = data.lower(), self.windows, []
+        for at in range(0, len(low) - _SEED + 1, _SEED):
+            for form, offset, mask in windows.get(low[at:at + _SEED], ()):
+                start, end = at, at + _SEED  # grow the match both ways as far as the form goes along
+                while start > 0 and start - at + offset > 0 and low[start - 1] == form[start - at + offset - 1]:
+                    start -= 1
+                while end < len(low) and end - at + offset < len(form) and low[end] == form[end - at + offset]:
+                    end += 1
+                if end - start >= KEY_RUN_MIN:
+                    found.append((start, end, mask))
+        found.sort()
+        merged: list[tuple[int, int, bytes]] = []
+        for start, end, mask in found:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]), merged[-1][2])
+            else:
+                merged.append((start, end, mask))
+        return merged
+
+    def scrub(self, data: bytes) -> bytes:
+        runs = self.runs(data) if len(data) >= KEY_RUN_MIN else []
+        if not runs:
+            return data
+        out, last = [], 0
+        for start, end, mask in runs:
+            out += [data[last:start], mask]
+            last = end
+        return b"".join(out + [data[last:]])
+
+
+def key_scrubber(secrets: list[str]) -> KeyScrubber | None:
+    """The scrubber of a channel's secrets (key_secrets); None when none is long enough to have runs."""
+    long = [secret for secret in secrets if len(secret) >= KEY_RUN_MIN]
+    return KeyScrubber((secret, mask_key(secret)) for secret in long) if long else None
+
+
 def retry_after_seconds(value: str, now: float) -> float | None:
-    """A Retry-After header (seconds, or an HTTP date) as seconds from `now`; None when absent or unreadable."""
+    """A Retry-After header (a non-negative number of seconds, or an HTTP date) as seconds from `now`; None when
+    absent or anything else (nan, -inf, -5, 1e400, garbage), which then gets the default cool-down (issue 18)."""
     value = value.strip()
     if not value:
         return None
+    if _RETRY_AFTER_SECONDS.fullmatch(value):
+        return float(value)
+    if not any(c.isalpha() for c in value):  # a date names its month; "-5" or "1,5" is no date
+        return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+        moment = email.utils.parsedate_to_datetime(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)  # "-0000": UTC, of unknown origin (RFC 5322)
+        seconds = moment.timestamp() - now
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def valid_retry_after(value: str) -> str:
+    """The Retry-After value to pass on to a client: the upstream's, when it is one; "" for anything else."""
+    value = value.strip()
+    return value if retry_after_seconds(value, time.time()) is not None else ""
 
 
 @dataclass
@@ -2945,35 +3305,79 @@ async def relay(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     key is good; a refusal gets the route's own error shape (else that of the dialect owning the path)."""
     incoming = Incoming.of(scope)
     route = find_route(incoming)
-    dialect = route.dialect if route is not None else dialect_for_path(incoming.path)
+    dialect = route.dialect if route is not None else dialect_for_path(incoming.path, incoming.method)
     try:
         if route is None:
             raise RelayError(404, f"Unknown API route: {incoming.method} {scope['path']}", "not_found")
-        caller = authenticate(state, dialect.api_key(incoming))
+        caller = authenticate(state, dialect.api_key(incoming), incoming.ip)
         await ROUTE_HANDLERS[route.serve](state, incoming, route, caller, receive, send)
     except RelayError as exc:
-        await send_bytes(send, exc.status, dialect.error_body(exc), "application/json", incoming.request_id)
+        await _send_error(send, dialect, exc, incoming.request_id)
+    except Exception:  # a bug: the client gets the request id to quote, the server log the traceback
+        logger.exception("request %s (%s %s) failed", incoming.request_id, incoming.method, incoming.path)
+        await _send_error(send, dialect, internal_error(incoming.request_id), incoming.request_id)
+
+
+def internal_error(request_id: str) -> RelayError:
+    return RelayError(500, f"Internal error in aiproxy-local (request id {request_id}); its server log says more.",
+                      "internal_error", "aiproxy_error")
+
+
+async def _send_error(send: Send, dialect: Dialect, error: RelayError, request_id: str) -> None:
+    extra = [(b"retry-after", error.retry_after.encode())] if error.retry_after else []
+    try:
+        await send_bytes(send, error.status, dialect.error_body(error), "application/json", request_id, extra)
+    except (RuntimeError, OSError):  # the answer had started (a stream), or the client is gone: nothing to add
+        pass
+
+
+_BODY_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,191})"')
+
+
+def refused_call(state: AppState, incoming: Incoming, route: RelayRoute, body: bytes, caller: Caller) -> RelayCall:
+    """A call refused before it could be parsed (too large, not JSON, the wrong shape), for its log row: the
+    model as far as it can be seen, and the body's start for the admin."""
+    found = None if route.model else _BODY_MODEL.search(body[:4096])
+    model = route.model or (found.group(1).decode("utf-8", "replace") if found else "")
+    return RelayCall(request_id=incoming.request_id, started=incoming.started, endpoint=incoming.path, route=route,
+                     model=model, body=body, obj=None, content_type=incoming.content_type, caller=caller,
+                     headers=incoming.headers, ip=incoming.ip)
 
 
 async def serve_call(state: AppState, incoming: Incoming, route: RelayRoute, caller: Caller, receive: Receive,
                      send: Send) -> None:
     """hot path: a call for an upstream. Read and parse it, plan its channels, answer from the first that serves
-    it; a call refused on the way is logged like any other."""
-    body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
-    call = parse_relay_call(state, incoming, route, body, caller)
+    it; a call refused on the way, malformed ones included, is logged like any other, and so is one that meets a
+    bug (500, with its request id)."""
+    call: RelayCall | None = None
+    body = b""
     try:
+        body = await read_body(receive, state.settings.relay_max_body_mib, incoming.headers.get(b"content-length"))
+        call = parse_relay_call(state, incoming, route, body, caller)
         call.pinned = pinned_channel(incoming.headers, caller)
         await route.dialect.prepare(state, call)
         order = plan_channels(state, call)
         if route.native_only:
             order = [channel for channel in order if channel.adaptor.speaks(call)]
             if not order:
+                call.check()
                 answer = route.dialect.answer_locally(call)
                 log_call(state, call, Attempt(None, None, 200), Outcome(200))
                 return await send_bytes(send, 200, answer, "application/json", call.request_id)
+        if not call.checked and any(not channel.adaptor.speaks(call) for channel in order):
+            call.check()  # a body that some channel would convert: its shape is checked before any upstream call
         await answer_call(state, call, order, receive, send)
     except RelayError as exc:
-        log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
+        if call is None or not call.logged:
+            call = call or refused_call(state, incoming, route, body, caller)
+            log_call(state, call, Attempt(None, None, exc.status), Outcome(exc.status, None, exc.message.encode()))
+        raise
+    except Exception:
+        if call is None or not call.logged:
+            error = internal_error(incoming.request_id)
+            call = call or refused_call(state, incoming, route, body, caller)
+            log_call(state, call, call.trying or Attempt(None, None, 500),
+                     Outcome(500, None, error.message.encode(), failure=error))
         raise
 
 
@@ -3007,16 +3411,26 @@ async def read_body(receive: Receive, limit_mib: int, declared: bytes | None = N
     return b"".join(chunks)
 
 
-def authenticate(state: AppState, raw_key: str) -> Caller:
-    """hot path: the admin key, or a token from the in-memory table."""
+def authenticate(state: AppState, raw_key: str, address: str = "") -> Caller:
+    """hot path: the admin key, or a token from the in-memory table; an address that sent too many wrong keys
+    waits (AuthThrottle), whatever key it sends now."""
+    throttle = state.throttle
+    if throttle.addresses:
+        waiting = throttle.refusal(address, time.time())
+        if waiting:
+            raise RelayError(429, waiting, "too_many_wrong_keys", "rate_limit_error",
+                             str(math.ceil(throttle.wait(address, time.time()))))
     if not raw_key:
         raise RelayError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
     if is_admin_key(state, raw_key):
+        throttle.succeeded(address)
         return ADMIN_CALLER
     key = raw_key.removeprefix("sk-")
     token = state.routes.tokens.get(key)
     if token is None:
+        throttle.failed(address, time.time(), raw_key)
         raise RelayError(401, "Invalid API key.", "invalid_api_key")
+    throttle.succeeded(address)
     if token.status != STATUS_ENABLED:
         raise RelayError(401, f"API key '{token.name}' is disabled.", "token_disabled")
     if token.expired_at and token.expired_at < now_ms():
@@ -3040,6 +3454,7 @@ def parse_relay_call(state: AppState, incoming: Incoming, route: RelayRoute, bod
             raise RelayError(400, "The request body is not valid JSON.", "invalid_json") from None
         if not isinstance(obj, dict):
             raise RelayError(400, "The request body must be a JSON object.", "invalid_json")
+        check_depth(body, obj)
         model = route.model or (obj.get("model") if isinstance(obj.get("model"), str) else "")
     if not model:
         raise RelayError(400, "The request has no 'model'.", "missing_model")
@@ -3248,7 +3663,8 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
         if attempt.response is None:
             response.release()  # a response not read to its end closes its connection: the upstream stops at once
     if not 200 <= status < 300:
-        attempt.body, attempt.retry_after = channel.scrub(data), response.headers.get("Retry-After", "")
+        attempt.body = channel.scrub_all(data)  # read, logged and answered with: every form of the key masked
+        attempt.retry_after = valid_retry_after(response.headers.get("Retry-After", ""))
         error = adaptor.convert_error(status, attempt.body)
         return RelayError(error.status, channel.scrub_text(error.message), error.code, error.type)
     try:
@@ -3394,14 +3810,15 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
             if cut:
                 out, pending = stream.feed(pending[:cut]), pending[cut:]
                 if out:
-                    await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+                    await send({"type": "http.response.body", "body": _scrub_events(channel, out),
+                                "more_body": True})
             data = await response.content.readany()
             if not data:
                 break
             pending += data
         out = (stream.feed(pending) if pending else b"") + stream.close()
         if out:
-            await send({"type": "http.response.body", "body": channel.scrub(out), "more_body": True})
+            await send({"type": "http.response.body", "body": _scrub_events(channel, out), "more_body": True})
     except _UPSTREAM_ERRORS as exc:
         # Retry is impossible now: the client already holds part of the answer. Tell it in-band.
         failure = RelayError(502, f"Upstream stream broke off: {type(exc).__name__}", "upstream_stream_error",
@@ -3417,6 +3834,12 @@ async def pipe_stream(call: RelayCall, attempt: Attempt, send: Send) -> Outcome:
     if failure is None:
         return Outcome(200, usage, ttfb_ms=attempt.ttfb_ms)
     return Outcome(failure.status, usage, call.dialect.error_body(failure), ttfb_ms=attempt.ttfb_ms, failure=failure)
+
+
+def _scrub_events(channel: ChannelRoute, out: bytes) -> bytes:
+    """hot path: stream events pass with the key masked as it is; an error event, which is where upstreams quote
+    keys, in every form (scrub_all)."""
+    return channel.scrub_all(out) if b"error" in out else channel.scrub(out)
 
 
 def failure_body(call: RelayCall, attempt: Attempt) -> bytes:
@@ -3500,6 +3923,7 @@ def log_cut_short(state: AppState, call: RelayCall, failure: RelayError) -> None
 def log_call(state: AppState, call: RelayCall, attempt: Attempt, outcome: Outcome) -> None:
     """hot path: price the call, close its trail with how it ended, and queue its log row."""
     outcome.used_amount = charge(state, call, outcome.usage, attempt.channel)
+    call.logged = True
     final = call.final
     if final is not None and attempt.channel is not None and final["channel_id"] == attempt.channel.id:
         final["code"], final["ms"] = outcome.code, int((time.time() - attempt.started) * 1000)
@@ -3761,6 +4185,11 @@ class ResponseStore:
         self.writes: dict[str, asyncio.Task[None]] = {}
 
     def remember(self, engine: sa.Engine, row: dict[str, Any]) -> None:
+        earlier = self.pending.get(row["id"])
+        if earlier is not None and earlier["created_at"] != row["created_at"]:
+            logger.error("response id clash, a bug: %s is kept for another call already; this answer is not "
+                         "stored", row["id"])
+            return
         self.pending[row["id"]] = row
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(save_stored_response, engine, row))
         self.writes[row["id"]] = task
@@ -3770,7 +4199,9 @@ class ResponseStore:
         if self.writes.get(response_id) is task:
             self.writes.pop(response_id)
             self.pending.pop(response_id, None)
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and isinstance(task.exception(), IdClash):
+            logger.error("response id clash, a bug: %s", task.exception())
+        elif not task.cancelled() and task.exception() is not None:
             logger.error("a stored response could not be written (%s)", _first_line(task.exception()))
 
     @staticmethod
@@ -3823,6 +4254,30 @@ ROUTE_HANDLERS = {"call": serve_call, "models": serve_model_list, "stored": answ
 # URLs, which take OpenAI's bodies as they are.
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+# -- the fields of an OpenAI request that the converters to other formats read (Dialect.shape, check_shape) --
+_OPENAI_PART = {"type": str, "text": str, "image_url": Either(str, {"url": str, "detail": str}),
+                "input_audio": {"format": str, "data": str}, "file": {"file_data": str, "filename": str}}
+_OPENAI_CONTENT = Either(str, [_OPENAI_PART])
+_OPENAI_MESSAGE = {
+    "role": str, "content": _OPENAI_CONTENT, "name": str, "tool_call_id": str, "reasoning_content": str,
+    "tool_calls": [{"id": str, "type": str, "function": {"name": str, "arguments": Either(str, dict)}}],
+}
+_OPENAI_OPTIONS = {"model": str, "stream": bool, "stream_options": dict, "temperature": NUMBER, "top_p": NUMBER,
+                   "max_tokens": NUMBER, "max_completion_tokens": NUMBER, "n": NUMBER, "seed": NUMBER,
+                   "presence_penalty": NUMBER, "frequency_penalty": NUMBER, "stop": Either(str, [str]),
+                   "user": str}
+OPENAI_SHAPES: dict[Mode, Any] = {
+    Mode.CHAT_COMPLETIONS: {
+        **_OPENAI_OPTIONS, "messages": [_OPENAI_MESSAGE],
+        "tools": [{"type": str, "function": {"name": str, "description": str, "parameters": dict, "strict": bool}}],
+        "tool_choice": Either(str, {"type": str, "function": {"name": str}}), "parallel_tool_calls": bool,
+        "response_format": {"type": str, "json_schema": {"name": str, "schema": dict, "strict": bool}},
+        "reasoning_effort": str,
+    },
+    Mode.COMPLETIONS: {**_OPENAI_OPTIONS, "prompt": Either(str, list)},
+    Mode.EMBEDDINGS: {"model": str, "input": Either(str, list), "dimensions": NUMBER, "encoding_format": str},
+}
 
 
 def model_rename(call: RelayCall, channel: ChannelRoute, json_field: str = "") -> tuple[bytes, bytes] | None:
@@ -4636,7 +5091,8 @@ _SERVER_RESULT_SUFFIX = "_tool_result"
 
 
 def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
-    kind, source = block.get("type"), block.get("source") or {}
+    kind, given = block.get("type"), block.get("source")
+    source = given if isinstance(given, dict) else {}  # a search result's source is its URL
     if kind == "text":
         return {"type": "text", "text": block.get("text", "")} if block.get("text") else None
     if kind == "image":
@@ -4655,7 +5111,8 @@ def _openai_part(block: dict[str, Any]) -> dict[str, Any] | None:
                 "content": _block_text(source.get("content"))}.get(source.get("type"))
         return {"type": "text", "text": title + text} if isinstance(text, str) and text else None
     if kind == "search_result":
-        text = "\n".join(filter(None, (block.get("title"), block.get("source"), _block_text(block.get("content")))))
+        url = given if isinstance(given, str) else None
+        text = "\n".join(filter(None, (block.get("title"), url, _block_text(block.get("content")))))
         return {"type": "text", "text": text} if text else None
     return None
 
@@ -4677,8 +5134,8 @@ def _block_text(content: Any) -> str:
         if kind == "text":
             texts.append(str(block.get("text") or ""))
         elif kind == "search_result":
-            texts.append("\n".join(filter(None, (block.get("title"), block.get("source"),
-                                                 _block_text(block.get("content"))))))
+            url = block.get("source") if isinstance(block.get("source"), str) else None
+            texts.append("\n".join(filter(None, (block.get("title"), url, _block_text(block.get("content"))))))
         elif kind == "web_search_result":
             texts.append(" ".join(filter(None, (block.get("title"), block.get("url")))))
         elif isinstance(block.get("content"), (str, list, dict)):
@@ -4711,11 +5168,11 @@ def _openai_user_messages(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _openai_assistant_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    texts = [b.get("text") or "" for b in blocks if b.get("type") == "text"]
     # a server tool's result (web search, code execution, ...) keeps its text: the model saw it in this turn
     texts += [_block_text(b.get("content")) for b in blocks if str(b.get("type", "")).endswith(_SERVER_RESULT_SUFFIX)]
     text = "\n".join(t for t in texts if t)
-    thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+    thinking = "".join(b.get("thinking") or "" for b in blocks if b.get("type") == "thinking")
     calls = [{"id": b.get("id"), "type": "function", "function": {
         "name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
         for b in blocks if b.get("type") == "tool_use"]
@@ -4887,6 +5344,25 @@ class AnthropicEncoder(PivotEncoder):
             "usage": usage_to_anthropic(usage)}, "message_delta"), sse({"type": "message_stop"}, "message_stop")))
 
 
+_ANTHROPIC_SOURCE = {"type": str, "media_type": str, "data": str, "url": str}
+_ANTHROPIC_TEXT = {"type": str, "text": str}
+#: a block inside a tool's or a server tool's result: text, a search result (its source a URL), nested results
+_ANTHROPIC_RESULT: dict[str, Any] = {"type": str, "text": str, "title": str, "url": str,
+                                     "source": Either(_ANTHROPIC_SOURCE, str)}
+_ANTHROPIC_RESULT["content"] = Either(str, [_ANTHROPIC_RESULT], _ANTHROPIC_RESULT)
+#: the fields of a Messages request that the conversion to the pivot reads (Dialect.shape, check_shape)
+ANTHROPIC_SHAPE = {
+    "model": str, "max_tokens": NUMBER, "stream": bool, "temperature": NUMBER, "top_p": NUMBER, "top_k": NUMBER,
+    "system": Either(str, [_ANTHROPIC_TEXT]), "stop_sequences": [str], "metadata": dict,
+    "messages": [{"role": str, "content": Either(str, [{
+        **_ANTHROPIC_RESULT, "id": str, "name": str, "input": dict, "tool_use_id": str, "thinking": str,
+        "signature": str}])}],
+    "tools": [{"name": str, "description": str, "input_schema": dict}],
+    "tool_choice": {"type": str, "name": str, "disable_parallel_tool_use": bool},
+    "thinking": {"type": str, "budget_tokens": NUMBER},
+}
+
+
 class AnthropicDialect(Dialect):
     """`POST /v1/messages` (Claude Code, the anthropic SDK) and `/v1/messages/count_tokens`, on every channel."""
 
@@ -4915,6 +5391,9 @@ class AnthropicDialect(Dialect):
             raise RelayError(400, "messages: a list of messages is required.", "invalid_request")
         call.stream = bool(call.obj.get("stream"))
         call.client_wants_usage = True  # an Anthropic stream always ends with its usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return ANTHROPIC_SHAPE
 
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         return anthropic_to_openai_request(call.obj)
@@ -4954,7 +5433,8 @@ _GEMINI_METHODS = {  # client method → (pivot operation, whether it streams); 
     "countTokens": (None, False), "embedContent": (Mode.EMBEDDINGS, False),
     "batchEmbedContents": (Mode.EMBEDDINGS, False),
 }
-_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/([^/:]+):([A-Za-z]+)")
+_GEMINI_PATH = re.compile(r"/(v1|v1beta)/models/(.+):([A-Za-z]+)")  # a model may hold "/" or ":" (ft:…, org/m)
+_GEMINI_DOOR = re.compile(r"/(v1|v1beta)/models/.*:")  # a POST here is Gemini's, answered in its error shape
 _GEMINI_STOPS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
                  "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
                  "IMAGE_SAFETY": "content_filter"}
@@ -5559,6 +6039,30 @@ class GeminiEncoder(PivotEncoder):
         return self._event(parts or [{"text": ""}], self.finish, usage)
 
 
+_GEMINI_PART = {"text": str, "thought": bool, "inlineData": {"mimeType": str, "data": str},
+                "fileData": {"mimeType": str, "fileUri": str}, "functionCall": {"name": str, "args": dict},
+                "functionResponse": {"name": str, "response": dict}}
+_GEMINI_CONTENT = {"role": str, "parts": [_GEMINI_PART]}
+_GEMINI_GENERATE = {
+    "contents": [_GEMINI_CONTENT], "systemInstruction": _GEMINI_CONTENT,
+    "generationConfig": {
+        "temperature": NUMBER, "topP": NUMBER, "topK": NUMBER, "maxOutputTokens": NUMBER, "candidateCount": NUMBER,
+        "presencePenalty": NUMBER, "frequencyPenalty": NUMBER, "seed": NUMBER, "stopSequences": [str],
+        "responseMimeType": str, "responseSchema": dict, "responseJsonSchema": dict,
+        "thinkingConfig": {"thinkingBudget": NUMBER, "thinkingLevel": str, "includeThoughts": bool}},
+    "tools": [{"functionDeclarations": [{"name": str, "description": str, "parameters": dict,
+                                         "parametersJsonSchema": dict}]}],
+    "toolConfig": {"functionCallingConfig": {"mode": str, "allowedFunctionNames": [str]}},
+}
+_GEMINI_EMBED = {"model": str, "content": _GEMINI_CONTENT, "outputDimensionality": NUMBER}
+#: per method, the fields of a request that the conversion to the pivot (or the token estimate) reads
+GEMINI_SHAPES: dict[str, Any] = {
+    "generateContent": _GEMINI_GENERATE, "streamGenerateContent": _GEMINI_GENERATE,
+    "countTokens": {"contents": [_GEMINI_CONTENT], "generateContentRequest": _GEMINI_GENERATE},
+    "embedContent": _GEMINI_EMBED, "batchEmbedContents": {"requests": [_GEMINI_EMBED]},
+}
+
+
 class GeminiDialect(Dialect):
     """Gemini's API (Gemini CLI, google-genai) on every channel: `POST /{v1,v1beta}/models/{model}:{method}` for
     generateContent, streamGenerateContent (always answered as SSE, as with `alt=sse`), countTokens,
@@ -5580,6 +6084,9 @@ class GeminiDialect(Dialect):
         op, streams = _GEMINI_METHODS[name]
         return RelayRoute(self, Mode.GEMINI, op, name + ("?alt=sse" if streams else ""),
                           native_only=op is None, model=model)
+
+    def owns(self, path: str, method: str) -> bool:
+        return method == "POST" and _GEMINI_DOOR.match(path) is not None
 
     def lists_models(self, incoming: Incoming) -> bool:
         """`GET /v1beta/models[/{model}]`, and under /v1 when the key came Google's way (google-genai with
@@ -5609,6 +6116,9 @@ class GeminiDialect(Dialect):
             raise RelayError(400, f"{needs[0]}: a {needs[1].__name__} is required.", "invalid_request")
         call.stream = method == "streamGenerateContent"
         call.client_wants_usage = True  # a Gemini stream always ends with its usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return GEMINI_SHAPES.get(call.upstream_path.partition("?")[0])
 
     def to_pivot(self, call: RelayCall) -> dict[str, Any]:
         if call.op != Mode.EMBEDDINGS:
@@ -6073,6 +6583,22 @@ class OpenAIResponsesAdaptor(Adaptor):
 
 
 
+_RESPONSES_PART = {"type": str, "text": str, "image_url": str, "detail": str, "file_data": str, "filename": str}
+#: the fields of a Responses request that the conversion to the pivot reads (Dialect.shape, check_shape)
+RESPONSES_SHAPE = {
+    "model": str, "stream": bool, "store": bool, "previous_response_id": str, "instructions": Either(str, list),
+    "input": Either(str, [{"type": str, "role": str, "content": Either(str, [_RESPONSES_PART]), "call_id": str,
+                           "name": str, "arguments": str, "output": Either(str, list), "id": str,
+                           "summary": [_RESPONSES_PART]}]),
+    "tools": [{"type": str, "name": str, "description": str, "parameters": dict, "strict": bool}],
+    "tool_choice": Either(str, {"type": str, "name": str}), "parallel_tool_calls": bool,
+    "temperature": NUMBER, "top_p": NUMBER, "max_output_tokens": NUMBER, "user": str, "safety_identifier": str,
+    "reasoning": {"effort": str, "summary": str},
+    "text": {"format": {"type": str, "name": str, "schema": dict, "strict": bool, "description": str}},
+    "metadata": dict,
+}
+
+
 class ResponsesDialect(Dialect):
     """`POST /v1/responses` (stream and non-stream) on every channel, and `GET` / `DELETE /v1/responses/{id}`
     for the stored answers (section 5)."""
@@ -6099,6 +6625,9 @@ class ResponsesDialect(Dialect):
             raise RelayError(400, "input: a string or a list of input items is required.", "invalid_request")
         call.stream = bool(call.obj.get("stream"))
         call.client_wants_usage = True  # response.completed always carries the usage
+
+    def shape(self, call: RelayCall) -> Any:
+        return RESPONSES_SHAPE
 
     async def prepare(self, state: AppState, call: RelayCall) -> None:
         keep = call.obj.get("store", True) is not False
@@ -6842,10 +7371,13 @@ def find_route(incoming: Incoming) -> RelayRoute | None:
     return route
 
 
-def dialect_for_path(path: str) -> Dialect:
-    """Whose error shape a path gets when no route matches: the dialect with the longest matching prefix."""
+def dialect_for_path(path: str, method: str = "POST") -> Dialect:
+    """Whose error shape a request gets when no route matches: the dialect that owns it (Gemini's POST
+    /v1/models/…:method), else the one with the longest matching prefix."""
     best, length = DIALECTS["openai"], 0
     for dialect in DIALECTS.values():
+        if dialect.owns(path, method):
+            return dialect
         for prefix in dialect.prefixes:
             if path.startswith(prefix) and len(prefix) > length:
                 best, length = dialect, len(prefix)
@@ -7147,14 +7679,42 @@ class LogJournal:
         return found
 
 
-def missing_request_ids(engine: sa.Engine, ids: list[str]) -> set[str]:
-    """Which of `ids` have no log row yet."""
-    have: set[str] = set()
+def _row_mark(row: dict[str, Any]) -> tuple[Any, Any]:
+    """What tells one call's row from another's under the same request id: when it came, when it was logged."""
+    return row.get("request_at"), row.get("created_at")
+
+
+def logged_marks(engine: sa.Engine, ids: list[str]) -> dict[str, set[tuple[Any, Any]]]:
+    """The marks (_row_mark) of the log rows the database has for each of `ids`."""
+    have: dict[str, set[tuple[Any, Any]]] = collections.defaultdict(set)
     with engine.connect() as conn:
         for start in range(0, len(ids), JOURNAL_QUERY_IDS):
             part = ids[start:start + JOURNAL_QUERY_IDS]
-            have.update(conn.execute(sa.select(LogRow.request_id).where(LogRow.request_id.in_(part))).scalars())
-    return set(ids) - have
+            for r in conn.execute(sa.select(LogRow.request_id, LogRow.request_at, LogRow.created_at)
+                                  .where(LogRow.request_id.in_(part))):
+                have[r.request_id].add((r.request_at, r.created_at))
+    return have
+
+
+def rows_to_replay(engine: sa.Engine, entries: list[LogEntry]) -> tuple[list[LogEntry], list[LogEntry], int]:
+    """(the journaled rows the database lacks, those it has, how many request ids clash). A row is written when
+    the database holds one with its request id and its marks; two different calls under one id are a clash, a
+    bug reported in the server log, and each of them is written rather than taken for "already written"."""
+    unique: dict[tuple[str, Any, Any], LogEntry] = {}
+    for e in entries:  # the same row twice (a move of orphans cut short) is one row
+        unique.setdefault((e.row["request_id"], *_row_mark(e.row)), e)
+    have = logged_marks(engine, sorted({key[0] for key in unique}))
+    missing, written, clashes = [], [], 0
+    per_id = collections.Counter(key[0] for key in unique)
+    for (request_id, *mark), e in unique.items():
+        (written if tuple(mark) in have.get(request_id, ()) else missing).append(e)
+        if per_id[request_id] > 1 or have.get(request_id, set()) - {tuple(mark)}:
+            clashes += 1
+            logger.error("request id clash, a bug: %s is the id of more than one call (this row: request_at %s, "
+                         "created_at %s); every row is kept", request_id, *mark)
+    written_ids = {id(e) for e in unique.values()}
+    written += [e for e in entries if id(e) not in written_ids]  # the duplicates: done with the row they repeat
+    return missing, written, clashes
 
 
 class LogWriter:
@@ -7187,10 +7747,10 @@ class LogWriter:
         """Journal every row from now on, and queue the rows that stopped instances journaled but the database
         lacks (by request id). Returns how many."""
         self.journal = LogJournal(directory)
-        orphans = {e.row["request_id"]: e for e in self.journal.take_orphans()}
-        missing = missing_request_ids(self.engine, list(orphans))
-        self.journal.committed(e for rid, e in orphans.items() if rid not in missing)
-        self.pending += [orphans[rid] for rid in orphans if rid in missing]
+        orphans = self.journal.take_orphans()
+        missing, written, _ = rows_to_replay(self.engine, orphans)
+        self.journal.committed(written)
+        self.pending += missing
         if orphans:
             logger.warning("log journal: %d rows of a stopped instance found, %d of them not in the database "
                            "yet; writing those now", len(orphans), len(missing))
@@ -7370,9 +7930,9 @@ TIMEZONE_MAX = 64
 
 
 class ApiError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, retry_after: int = 0) -> None:
         super().__init__(message)
-        self.message, self.status = message, status
+        self.message, self.status, self.retry_after = message, status, retry_after
 
 
 class _OrjsonResponse(JSONResponse):
@@ -7384,8 +7944,9 @@ def api_ok(data: Any = None) -> JSONResponse:
     return _OrjsonResponse({"success": True} if data is None else {"success": True, "data": data})
 
 
-def api_error(message: str, status: int = 400) -> JSONResponse:
-    return _OrjsonResponse({"success": False, "message": message}, status_code=status)
+def api_error(message: str, status: int = 400, retry_after: int = 0) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return _OrjsonResponse({"success": False, "message": message}, status_code=status, headers=headers)
 
 
 def invalid_request_message(errors: list[dict[str, Any]]) -> str:
@@ -7446,9 +8007,17 @@ def app_state(request: Request) -> AppState:
 
 
 def require_admin(request: Request, state: AppState = Depends(app_state)) -> AppState:
+    """The admin key, from an address that has not sent too many wrong ones (AuthThrottle)."""
     raw = strip_bearer(request.headers.get("authorization", "")) or request.query_params.get("key", "").strip()
+    address, throttle = request.client.host if request.client else "", state.throttle
+    waiting = throttle.refusal(address, time.time())
+    if waiting:
+        raise ApiError(waiting, 429, math.ceil(throttle.wait(address, time.time())))
     if not is_admin_key(state, raw):
+        if raw:
+            throttle.failed(address, time.time(), raw)
         raise ApiError("unauthorized: send the admin key as 'Authorization: Bearer <key>'", 401)
+    throttle.succeeded(address)
     return state
 
 
@@ -10212,13 +10781,21 @@ def page_login(request: Request, redirect_to: str = "/dashboard", token: str = "
     ui.colors(**BRAND_COLORS)
     ui.dark_mode(ng.storage.user.get("dark"))  # None: the system's theme
 
+    address = request.client.host if request.client else ""
+
     async def log_in() -> None:
+        waiting = state.throttle.wait(address, time.time())
+        if waiting:  # the same wait as /api and /v1 (AuthThrottle): a right key must not confirm a guess
+            ui.notify(t("login.wait", seconds=math.ceil(waiting)), type="negative")
+            return
         if secrets.compare_digest((key.value or "").strip().encode(), state.admin_key.encode()):
+            state.throttle.succeeded(address)
             ng.storage.user["auth"] = _key_fingerprint(state.admin_key)
             await _learn_browser_timezone()  # before the first page that shows times
             await _learn_system_theme()  # and its charts' colours
             ui.navigate.to(target)
             return
+        state.throttle.failed(address, time.time(), key.value or "")
         ui.notify(t("login.wrong"), type="negative")
         await asyncio.sleep(0.3)  # slows down guessing a little
 
@@ -12316,7 +12893,7 @@ class Gateway:
             body = await read_body(receive, state.settings.api_max_body_mib,
                                    dict(scope["headers"]).get(b"content-length"), "API_MAX_BODY_MIB")
         except (ApiError, RelayError) as exc:
-            await api_error(exc.message, exc.status)(scope, receive, send)
+            await api_error(exc.message, exc.status, getattr(exc, "retry_after", 0) or 0)(scope, receive, send)
             return None
         replayed = False
 
@@ -12337,7 +12914,8 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
         elif is_relay_path(path):
             error = RelayError(403, message, "host_not_allowed", "permission_error")
-            await send_bytes(send, 403, dialect_for_path(path).error_body(error), "application/json", "")
+            dialect = dialect_for_path(path, scope.get("method", "GET"))
+            await send_bytes(send, 403, dialect.error_body(error), "application/json", "")
         elif path.startswith("/api"):
             await api_error(message, 403)(scope, receive, send)
         else:
@@ -12358,7 +12936,8 @@ class Gateway:
             if not started:  # once an answer has started its status is out: the connection just ends
                 error = RelayError(500, "Internal error in aiproxy-local; see its log.", "internal_error",
                                    "aiproxy_error")
-                await send_bytes(send, 500, dialect_for_path(scope["path"]).error_body(error), "application/json", "")
+                await send_bytes(send, 500, dialect_for_path(scope["path"], scope["method"]).error_body(error),
+                                 "application/json", "")
 
 
 async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
@@ -12469,7 +13048,7 @@ async def _retention_loop(state: AppState) -> None:
 def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return api_error(exc.message, exc.status)
+        return api_error(exc.message, exc.status, exc.retry_after)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -12659,6 +13238,28 @@ def _banner(state: AppState, token: str = "") -> str:
     if state.port_moved_from:
         lines += ["", f"  NOTE: {port_moved_text(state.port_moved_from)}"]
     return "\n".join(lines)
+
+
+def check_admin_key(state: AppState) -> None:
+    """A weak admin key (weak_admin_key) is a clear warning on a loopback bind; on any other bind the gateway does
+    not start, unless told to accept the risk (--allow-weak-admin-key or AIPROXY_ALLOW_WEAK_ADMIN_KEY=1)."""
+    settings = state.settings
+    weakness = weak_admin_key(state.admin_key)
+    if not weakness:
+        return
+    where = "ADMIN_KEY" if settings.admin_key else str(settings.data_path / "admin_key")
+    advice = (f"Use 16 or more random characters (from {where}), or remove it to have a strong one generated "
+              f"(`python -c \"import secrets; print(secrets.token_urlsafe(32))\"` makes one).")
+    if is_loopback(settings.host):
+        print(f"WARNING: the admin key is weak: {weakness}. {advice}", file=sys.stderr, flush=True)
+    elif settings.allow_weak_admin_key:
+        print(f"WARNING: the admin key is weak ({weakness}) and {settings.host} is reachable from other machines; "
+              f"started anyway, as --allow-weak-admin-key / AIPROXY_ALLOW_WEAK_ADMIN_KEY asks.", file=sys.stderr,
+              flush=True)
+    else:
+        sys.exit(f"aiproxy-local: refusing to listen on {settings.host} with a weak admin key: {weakness}, and "
+                 f"anyone who can reach this port can try to guess it. {advice} To start anyway, accepting the "
+                 f"risk: --allow-weak-admin-key or AIPROXY_ALLOW_WEAK_ADMIN_KEY=1.")
 
 
 def bind_listener(settings: Settings) -> socket.socket:
@@ -13096,6 +13697,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     state = get_state()
     state.port_moved_from = moved_from
+    check_admin_key(state)
     if not has_console():
         state.log_file = log_to_file(settings)
         logger.warning("aiproxy-local %s started at %s/ (data directory %s)", __version__, _local_url(settings),

@@ -316,6 +316,9 @@ class FakeUpstreamApp:
             return await handler(request, route, sc, body, form, send)
         except _BadRequest as exc:
             return _error(exc.status, str(exc), route.format)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            # a body of the wrong shape (`messages: [null]`): every real API answers it with a 400, never a 500
+            return _error(400, f"fake upstream: invalid request body ({type(exc).__name__}: {exc})", route.format)
 
     @staticmethod
     async def _read_body(request: Request) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
