@@ -9172,8 +9172,8 @@ def _csv_cells(r: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -
         r["id"], r["request_id"], _local_time(r["request_at"], tz), _local_time(r["created_at"], tz),
         r["ttfb_milliseconds"], r["model"], r["actual_model"],
         r["channel_name"] or channel_names.get(channel, "") if channel else "", channel, r["code"], r["endpoint"],
-        r["input_tokens"], r["output_tokens"], r["cached_tokens"], r["cache_creation_tokens"] or 0, r["used_amount"],
-        r["token_name"], r["ip"], r["retry_times"], r["content"])]
+        r["input_tokens"], r["output_tokens"], r["cached_tokens"], r["cache_creation_tokens"] or 0,
+        None if r["cost_unknown"] else r["used_amount"], r["token_name"], r["ip"], r["retry_times"], r["content"])]
 
 
 def csv_header(tz: ZoneInfo) -> list[str]:
