@@ -42,10 +42,12 @@ __version__ = "0.1.0"
 import os
 import sys
 
-if __name__ == "__main__" and os.name == "posix" and not os.environ.get("NICEGUI_USER_SIMULATION"):
+if (__name__ == "__main__" and os.name == "posix" and not os.environ.get("NICEGUI_USER_SIMULATION")
+        and not getattr(sys, "frozen", False)):
     # Run as a script (`python aiproxy_local.py`, `uv run aiproxy_local.py`), the same gateway stays ~30 MB larger
     # for good than when this file is imported, as `aiproxy-local` does (idle with the UI: 138 vs 105 MB, bench/
     # S5). So start again, before any other import, as an import of this very file (same process id, same flags).
+    # Not in the packaged app: there sys.executable is the app itself, which would start this again, forever.
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:len(sys.orig_argv) - len(sys.argv)], "-c", (
         "import importlib.util as u, sys; s = u.spec_from_file_location('aiproxy_local', sys.argv.pop(1)); "
         "m = sys.modules[s.name] = u.module_from_spec(s); s.loader.exec_module(m); m.main()"),

@@ -63,6 +63,13 @@ def test_the_packaged_app_double_clicked(binary, tmp_path, upstream):
                      "ADMIN_KEY": None, "AIPROXY_DATA_DIR": None})
     base = f"http://127.0.0.1:{port}"
     output = tmp_path / "binary.out"
+    data = home / ".aiproxy-local"
+    log_file = data / "aiproxy-local.log"
+
+    def said() -> str:  # what the app printed, and what it wrote to its log file (a double-click has no terminal)
+        logged = log_file.read_text(errors="replace") if log_file.is_file() else "(no log file)"
+        return f"output: {output.read_text(errors='replace')}\nlog file: {logged}"
+
     started = time.monotonic()
     with open(output, "wb") as out:  # no arguments, no terminal on any stream: a double-click
         proc = subprocess.Popen([str(binary)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -70,22 +77,20 @@ def test_the_packaged_app_double_clicked(binary, tmp_path, upstream):
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, output.read_text()
+            assert proc.poll() is None, said()
             try:
                 status = httpx.get(f"{base}/api/status", timeout=2)
                 if status.status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, output.read_text()
+            assert time.monotonic() < deadline, said()
             time.sleep(0.1)
         print(f"\npackaged app answers /api/status after {time.monotonic() - started:.1f} s")
         assert status.json()["success"] and status.json()["data"]["version"]
 
         (url,) = opened_urls(opened, timeout=60)
         assert url.startswith(f"{base}/login?token=")
-        data = home / ".aiproxy-local"
-        log_file = data / "aiproxy-local.log"
         with httpx.Client() as browser:  # logged in on arrival, and the UI is served with its assets
             assert browser.get(url, follow_redirects=False).status_code == 303
             assert signed_in(browser, base)
@@ -116,7 +121,7 @@ def test_the_packaged_app_double_clicked(binary, tmp_path, upstream):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    assert proc.returncode == 0, output.read_text()
+    assert proc.returncode == 0, said()
     assert log_file.is_file(), "without a terminal the log goes to the data dir"
     logged = log_file.read_text()
     assert "started at" in logged and token_of(url) not in logged and token_of(again) not in logged
