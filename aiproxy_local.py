@@ -99,7 +99,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
@@ -1593,10 +1593,11 @@ def reclaim_sqlite_space(engine: sa.Engine) -> int:
 EXPORT_PAGE_ROWS = 2000
 
 
-def iter_log_pages(engine: sa.Engine, flt: LogFilter, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
-    """The rows `flt` matches, newest id first, in pages; each page one short query that starts below the last
-    id read (keyset pagination: no OFFSET, no COUNT), at most `limit` rows. The id range of the time range is
-    found first, so each page reads the rows of that range in id order."""
+def iter_log_pages(engine: sa.Engine, flt: LogFilter, columns: Sequence[sa.Column],
+                   limit: int | None = None) -> Iterator[list[sa.Row]]:
+    """`columns` (the first one `LogRow.id`) of the rows `flt` matches, newest id first, in pages; each page one
+    short query that starts below the last id read (keyset pagination: no OFFSET, no COUNT), at most `limit`
+    rows. The id range of the time range is found first, so each page reads the rows of that range in id order."""
     where = flt.where()
     with engine.connect() as conn:
         if flt.start_ms is not None or flt.end_ms is not None:
@@ -1614,13 +1615,12 @@ def iter_log_pages(engine: sa.Engine, flt: LogFilter, limit: int | None = None) 
     while left is None or left > 0:
         size = EXPORT_PAGE_ROWS if left is None else min(EXPORT_PAGE_ROWS, left)
         with engine.connect() as conn:
-            page = [dict(r._mapping) for r in conn.execute(
-                sa.select(*LogRow.__table__.columns).where(*where, LogRow.id < below)
-                .order_by(LogRow.id.desc()).limit(size))]
+            page = conn.execute(sa.select(*columns).where(*where, LogRow.id < below)
+                                .order_by(LogRow.id.desc()).limit(size)).all()
         if not page:
             return
         yield page
-        below = page[-1]["id"]
+        below = page[-1][0]
         if left is not None:
             left -= len(page)
         if len(page) < size:
@@ -9151,12 +9151,12 @@ LOG_CSV_COLUMNS = ("id", "request_id", "request_at", "created_at", "ttfb_millise
                    "cache_creation_tokens", "used_amount",
                    "token_name", "ip", "retry_times", "content")
 _CSV_TIMES = ("request_at", "created_at")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: a spreadsheet runs these
+_FORMULA_START = "=+-@\t\r"  # OWASP's CSV injection rule: a spreadsheet runs a cell that starts with one of these
 
 
 def csv_cell(value: Any) -> Any:
     """A cell a spreadsheet shows as text: one that would start a formula gets a leading apostrophe."""
-    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+    return "'" + value if isinstance(value, str) and value and value[0] in _FORMULA_START else value
 
 
 def _local_time(ms: int, tz: ZoneInfo) -> str:
@@ -9166,16 +9166,42 @@ def _local_time(ms: int, tz: ZoneInfo) -> str:
         return str(ms)
 
 
-def _csv_cells(r: dict[str, Any], tz: ZoneInfo, channel_names: dict[int, str]) -> list[Any]:
-    """A stored log row as its CSV line, in LOG_CSV_COLUMNS' order (built straight from the row: an export
-    formats millions)."""
-    channel = r["channel"]
-    return [csv_cell(v) for v in (
-        r["id"], r["request_id"], _local_time(r["request_at"], tz), _local_time(r["created_at"], tz),
-        r["ttfb_milliseconds"], r["model"], r["actual_model"],
-        r["channel_name"] or channel_names.get(channel, "") if channel else "", channel, r["code"], r["endpoint"],
-        r["input_tokens"], r["output_tokens"], r["cached_tokens"], r["cache_creation_tokens"] or 0,
-        None if r["cost_unknown"] else r["used_amount"], r["token_name"], r["ip"], r["retry_times"], r["content"])]
+def local_times(tz: ZoneInfo) -> Callable[[int], str]:
+    """_local_time for many times: each minute's date and clock are formatted once (an export formats millions of
+    times, many calls to a minute), the seconds appended. A zone whose offset then had seconds (LMT) takes the
+    long way."""
+    @functools.lru_cache(maxsize=4096)
+    def minute_text(minute: int) -> str | None:
+        try:
+            local = datetime.fromtimestamp(minute * 60, tz)
+        except (ValueError, OverflowError, OSError):
+            return None
+        return local.strftime("%Y-%m-%d %H:%M:") if local.second == 0 else None
+
+    def text(ms: int) -> str:
+        minute, rest = divmod(ms, 60_000)
+        head = minute_text(minute)
+        return _local_time(ms, tz) if head is None else f"{head}{rest // 1000:02d}.{rest % 1000:03d}"
+    return text
+
+
+# what the CSV reads of a row, in the order _csv_cells takes them (the id first, for iter_log_pages)
+_CSV_READ = tuple(getattr(LogRow, name) for name in (
+    "id", "request_id", "request_at", "created_at", "ttfb_milliseconds", "model", "actual_model", "channel_name",
+    "channel", "code", "endpoint", "input_tokens", "output_tokens", "cached_tokens", "cache_creation_tokens",
+    "cost_unknown", "used_amount", "token_name", "ip", "retry_times", "content"))
+
+
+def _csv_cells(row: Sequence[Any], local_time: Callable[[int], str], channel_names: dict[int, str]) -> list[Any]:
+    """A stored log row (read as _CSV_READ) as its CSV line, in LOG_CSV_COLUMNS' order (built straight from the
+    tuple: an export formats millions; only text cells can start a formula)."""
+    (id_, request_id, request_at, created_at, ttfb, model, actual_model, channel_name, channel, code, endpoint,
+     input_tokens, output_tokens, cached_tokens, cache_creation_tokens, cost_unknown, used_amount, token_name, ip,
+     retry_times, content) = row
+    return [id_, csv_cell(request_id), local_time(request_at), local_time(created_at), ttfb, csv_cell(model),
+            csv_cell(actual_model), csv_cell(channel_name or channel_names.get(channel, "") if channel else ""),
+            channel, code, csv_cell(endpoint), input_tokens, output_tokens, cached_tokens, cache_creation_tokens or 0,
+            None if cost_unknown else used_amount, csv_cell(token_name), csv_cell(ip), retry_times, csv_cell(content)]
 
 
 def csv_header(tz: ZoneInfo) -> list[str]:
@@ -9192,22 +9218,22 @@ def iter_logs_csv(state: AppState, flt: LogFilter, tz: ZoneInfo = ZoneInfo("UTC"
     writer.writerow(csv_header(tz))
     yield out.getvalue()
     names = {c.id: c.name for c in state.routes.channels.values()}
+    local_time = local_times(tz)
     written = 0
-    for page in iter_log_pages(state.engine, flt, None if limit is None else limit + 1):
-        if limit is not None and written + len(page) > limit:
+    for page in iter_log_pages(state.engine, flt, _CSV_READ, None if limit is None else limit + 1):
+        stopped = limit is not None and written + len(page) > limit
+        if stopped:
             page = page[:limit - written]
-            out.seek(0)
-            out.truncate()
-            writer.writerows(_csv_cells(r, tz, names) for r in page)
-            writer.writerow([f"# stopped at max_entries={limit}: more rows match; export again with a narrower "
-                             "range or a larger max_entries"])
-            yield out.getvalue()
-            return
         out.seek(0)
         out.truncate()
-        writer.writerows(_csv_cells(r, tz, names) for r in page)
+        writer.writerows(_csv_cells(r, local_time, names) for r in page)
         written += len(page)
+        if stopped:
+            writer.writerow([f"# stopped at max_entries={limit}: more rows match; export again with a narrower "
+                             "range or a larger max_entries"])
         yield out.getvalue()
+        if stopped:
+            return
 
 
 def logs_csv(state: AppState, flt: LogFilter, limit: int | None = None, tz: ZoneInfo = ZoneInfo("UTC")) -> str:

@@ -1172,6 +1172,20 @@ def test_csv_cell_escaping():
         "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "gpt-4o", "", 5, -5]
 
 
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kathmandu", "Asia/Shanghai", "Australia/Lord_Howe"])
+def test_export_times_are_each_times_own_local_time(zone):
+    """The export formats each minute once: across daylight saving (New York, Lord Howe's half hour), a +5:45 zone,
+    an offset with seconds (Shanghai's LMT before 1901), negative and out-of-range times, it says what the
+    one-at-a-time formatting says."""
+    tz, many = ZoneInfo(zone), app.local_times(ZoneInfo(zone))
+    spring, autumn = 1_773_550_800_000, 1_793_512_800_000  # 2026-03-15 05:00 and 2026-11-01 06:00 UTC, near changes
+    times = [t + step for t in (spring, autumn, 1_775_318_400_000, 1_791_000_000_000)
+             for step in range(-7_200_000, 7_200_001, 59_999)]
+    times += [-2_300_000_000_000 + i * 61_001 for i in range(200)]  # 1897: local mean time, offsets with seconds
+    times += [-1, -60_001, 0, 59_999, 10**17, -(10**17)]
+    assert [many(t) for t in times] == [app._local_time(t, tz) for t in times]
+
+
 # ---- dashboard ----
 
 def dashboard(app_server: Any, **params: Any) -> list[dict[str, Any]]:
