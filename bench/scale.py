@@ -311,6 +311,11 @@ async def measure(args) -> None:
         async with aiohttp.ClientSession(timeout=timeout) as sess:
             results["start_s"] = round(await app.wait(sess), 2)
             log(f"{args.label}: started in {results['start_s']} s")
+            async with sess.get(f"{app.base}/api/channels/all", headers=auth) as r:  # an earlier run's, now dead
+                stale = [c["id"] for c in (await r.json())["data"] if c["name"] == "bench-upstream"]
+            for channel_id in stale:
+                async with sess.delete(f"{app.base}/api/channel/{channel_id}", headers=auth) as r:
+                    assert r.status == 200, await r.text()
             async with sess.post(f"{app.base}/api/channel", headers=auth, json={
                     "type": 1, "name": "bench-upstream", "key": "sk-bench", "base_url": f"http://{HOST}:{up_port}",
                     "models": ["bench-model"], "priority": 100}) as r:
