@@ -4935,30 +4935,44 @@ def _anthropic_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return result if choice is not None or parallel is False else None
 
 
-def openai_to_anthropic_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
-    """An OpenAI chat request as an Anthropic Messages request. System messages become `system`; tool results
-    become user turns; consecutive turns of one role merge, as Anthropic wants them to alternate."""
+def fold_turns(chat: dict[str, Any], system_block: Callable[[str], dict[str, Any]],
+               tool_result_block: Callable[[str, str], dict[str, Any]],
+               assistant_blocks: Callable[[dict[str, Any]], list[dict[str, Any]]],
+               user_blocks: Callable[[Any], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An OpenAI chat's system texts as blocks apart, and its other messages as turns of blocks that alternate,
+    as Anthropic's Messages and Bedrock's Converse want them: a tool result is a user turn, and turns of one role
+    merge. The block shapes are the format's own."""
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for message in chat.get("messages") or []:
         role = message.get("role")
         if role in ("system", "developer"):
             text = _text_of(message.get("content"))
-            system += [{"type": "text", "text": text}] if text else []
+            system += [system_block(text)] if text else []
             continue
         if role == "tool":
-            role, blocks = "user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id") or "",
-                                     "content": _text_of(message.get("content"))}]
+            role, blocks = "user", [tool_result_block(message.get("tool_call_id") or "",
+                                                      _text_of(message.get("content")))]
         elif role == "assistant":
-            blocks = _anthropic_assistant_blocks(message)
+            blocks = assistant_blocks(message)
         else:
-            role, blocks = "user", _anthropic_user_blocks(message.get("content"))
+            role, blocks = "user", user_blocks(message.get("content"))
         if not blocks:
             continue
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"] += blocks
         else:
             messages.append({"role": role, "content": blocks})
+    return system, messages
+
+
+def openai_to_anthropic_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as an Anthropic Messages request. System messages become `system`; tool results
+    become user turns; consecutive turns of one role merge, as Anthropic wants them to alternate."""
+    system, messages = fold_turns(
+        chat, lambda text: {"type": "text", "text": text},
+        lambda call_id, text: {"type": "tool_result", "tool_use_id": call_id, "content": text},
+        _anthropic_assistant_blocks, _anthropic_user_blocks)
     body: dict[str, Any] = {"model": model, "messages": messages,
                             "max_tokens": chat.get("max_completion_tokens") or chat.get("max_tokens")
                             or anthropic_max_tokens(model)}
@@ -6867,27 +6881,10 @@ def _bedrock_assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
 def openai_to_converse_request(chat: dict[str, Any], model: str) -> dict[str, Any]:
     """An OpenAI chat request as a Converse request: system messages become `system`, tool results user turns
     of toolResult blocks, and turns of one role merge (Converse wants them to alternate, starting with a user)."""
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    for message in chat.get("messages") or []:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = _text_of(message.get("content"))
-            system += [{"text": text}] if text else []
-            continue
-        if role == "tool":
-            role, blocks = "user", [{"toolResult": {"toolUseId": message.get("tool_call_id") or "",
-                                                    "content": [{"text": _text_of(message.get("content")) or " "}]}}]
-        elif role == "assistant":
-            blocks = _bedrock_assistant_blocks(message)
-        else:
-            role, blocks = "user", _bedrock_user_blocks(message.get("content"))
-        if not blocks:
-            continue
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"] += blocks
-        else:
-            messages.append({"role": role, "content": blocks})
+    system, messages = fold_turns(
+        chat, lambda text: {"text": text},
+        lambda call_id, text: {"toolResult": {"toolUseId": call_id, "content": [{"text": text or " "}]}},
+        _bedrock_assistant_blocks, _bedrock_user_blocks)
     body: dict[str, Any] = {"messages": messages}
     if system:
         body["system"] = system
