@@ -35,6 +35,8 @@ from typing import Any
 
 import uvicorn
 
+from fake_upstream import read_body
+
 REGION = "us-east-1"
 ACCESS_KEY, SECRET_KEY = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 TEMP_ACCESS_KEY, TEMP_SECRET_KEY, SESSION_TOKEN = "ASIAEXAMPLETEMPKEY01", "tempSecretKeyForTheTest0123456789abcdEF", \
@@ -232,12 +234,7 @@ class BedrockApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         raw_path = scope.get("raw_path", scope["path"].encode()).decode()
         query = scope.get("query_string", b"").decode()

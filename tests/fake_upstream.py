@@ -342,6 +342,16 @@ class FakeUpstreamApp:
         return (parsed if isinstance(parsed, dict) else None), None
 
 
+async def read_body(receive: Any) -> bytes:
+    """A raw ASGI request's whole body (the upstreams that speak ASGI directly, not through Starlette)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 async def _start_sse(send: Send) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})

@@ -27,6 +27,8 @@ from typing import Any
 
 import uvicorn
 
+from fake_upstream import read_body
+
 
 @dataclass
 class Behaviour:
@@ -114,12 +116,7 @@ class HealthUpstream:
         if scope["type"] != "http":
             return
         name = scope["path"].strip("/").split("/", 1)[0]
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:

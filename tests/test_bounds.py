@@ -30,6 +30,7 @@ import pytest
 import uvicorn
 
 from conftest import unique, wait_logs
+from fake_upstream import read_body
 
 MIB = 1024 * 1024
 PIECE = 64 * 1024
@@ -61,12 +62,7 @@ class BigUpstream:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         body = json.loads(raw or b"{}")
         name = scope["path"].strip("/").split("/", 1)[0]
         self.calls[name] = self.calls.get(name, 0) + 1

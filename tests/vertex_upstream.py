@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fake_upstream import FakeUpstreamApp, embedding_vector
+from fake_upstream import FakeUpstreamApp, embedding_vector, read_body
 
 PROJECT, REGION = "demo-project-4711", "us-central1"
 API_KEY = "AQ.vertex-express-api-key-for-tests-0123456789"
@@ -70,12 +70,7 @@ class VertexApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         self.requests.append({"path": scope["path"], "query": scope.get("query_string", b"").decode(),
                               "headers": headers, "body": body})
