@@ -70,6 +70,18 @@ def streamed_chat_one_to_one(app_server: "AppServer", model: str) -> list[Any]:
     return chunks
 
 
+def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:
+    """Poll until `check()` is truthy and return it (the machine may be busy: generous bounds, no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s (last: {value!r})")
+        time.sleep(0.05)
+
+
 def wait_logs(app_server: "AppServer", total: int, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
     """Log rows come from a batching writer (flushed every ≤ 0.5 s): poll until `total` rows match `filters`,
     then insist on exactly that many."""

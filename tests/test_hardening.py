@@ -9,7 +9,6 @@ fake upstreams), as pure functions where it is a decision.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -17,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -29,21 +27,10 @@ import sqlalchemy as sa
 import uvicorn
 
 import aiproxy_local as app
-from conftest import REPO_ROOT, free_port, launch_app, unique, wait_logs
+from conftest import REPO_ROOT, eventually, free_port, launch_app, unique, wait_logs
 from health_upstream import HealthUpstream
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-def eventually(check, timeout: float = 20.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s (last: {value!r})")
-        time.sleep(0.05)
 
 
 # ---- part 2: a weak admin key, and guessing slowed per address ----

@@ -10,7 +10,7 @@ and a switchable fake upstream (health_upstream.py) that notices when the gatewa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -19,7 +19,7 @@ import openai
 import pytest
 
 import aiproxy_local as app
-from conftest import AppServer, launch_app, unique, wait_logs
+from conftest import AppServer, eventually, launch_app, unique, wait_logs
 from health_upstream import HealthUpstream
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -157,18 +157,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     server = launch_app(tmp_path_factory.mktemp("health"), env=HEALTH_ENV, args=["--no-ui"])
     yield server
     server.stop()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:
-    """Poll until `check()` is truthy (the machine may be busy: generous bounds, no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s (last: {value!r})")
-        time.sleep(0.1)
 
 
 def channel(server: AppServer, channel_id: int) -> dict[str, Any]:
