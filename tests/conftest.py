@@ -70,6 +70,21 @@ def streamed_chat_one_to_one(app_server: "AppServer", model: str) -> list[Any]:
     return chunks
 
 
+def make_state(tmp_path: Path, engine: sa.Engine | None = None, admin_key: str = "adm") -> Any:
+    """An AppState to drive the pipeline in process: a fresh SQLite database in `tmp_path` unless `engine` is
+    given, the catalog, the routing table and a log writer (not started)."""
+    import aiproxy_local as app
+
+    if engine is None:
+        engine = app.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+        app.create_schema(engine)
+    state = app.AppState(settings=app.Settings(data_dir=str(tmp_path)), engine=engine, catalog=app.load_catalog(),
+                         admin_key=admin_key, admin_key_created=False)
+    app.reload_routes(state)
+    state.writer = app.LogWriter(engine)
+    return state
+
+
 def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:
     """Poll until `check()` is truthy and return it (the machine may be busy: generous bounds, no fixed sleeps)."""
     deadline = time.monotonic() + timeout

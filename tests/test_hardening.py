@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import uvicorn
 
 import aiproxy_local as app
-from conftest import REPO_ROOT, eventually, free_port, launch_app, unique, wait_logs
+from conftest import REPO_ROOT, eventually, free_port, launch_app, make_state, unique, wait_logs
 from health_upstream import HealthUpstream
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -359,12 +359,7 @@ def test_a_bad_retry_after_gets_the_default_cooldown_and_never_reaches_the_clien
 # ---- part 1, the last line of defence: a bug answers with the request id, never a traceback ----
 
 async def test_a_bug_is_a_500_that_names_the_request_id_and_is_logged(tmp_path, monkeypatch, caplog):
-    engine = app.make_engine(f"sqlite:///{tmp_path / 'b.db'}")
-    app.create_schema(engine)
-    state = app.AppState(settings=app.Settings(data_dir=str(tmp_path)), engine=engine, catalog=app.load_catalog(),
-                         admin_key="admin-key-0123456789", admin_key_created=False)
-    app.refresh_routes(state)
-    state.writer = app.LogWriter(engine)
+    state = make_state(tmp_path, admin_key="admin-key-0123456789")
 
     def broken(*args: Any) -> None:
         raise ZeroDivisionError("a bug")

@@ -16,18 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import aiproxy_local as app
-from conftest import BACKENDS, answered_ids_under_load, backend_dsn, fresh_database, logged_ids, unique
-
-
-def make_state(tmp_path, engine: sa.Engine | None = None) -> app.AppState:
-    if engine is None:
-        engine = app.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
-        app.create_schema(engine)
-    state = app.AppState(settings=app.Settings(data_dir=str(tmp_path)), engine=engine, catalog=app.load_catalog(),
-                         admin_key="adm", admin_key_created=False)
-    app.reload_routes(state)
-    state.writer = app.LogWriter(engine)
-    return state
+from conftest import BACKENDS, answered_ids_under_load, backend_dsn, fresh_database, logged_ids, make_state, unique
 
 
 def entry(created_at: int, code: int = 200, channel: int = 1, model: str = "m", tokens: int = 10,
