@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -255,6 +256,24 @@ def test_request_ids_differ_across_instances_even_at_the_same_instant():
                            check=True).stdout.split() for _ in range(2)]
     assert len(set(runs[0]) | set(runs[1])) == 400
     assert all(len(i) <= 64 and i.startswith("1700000000000000") for i in runs[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_request_ids_differ_between_a_process_and_its_forked_child_at_the_same_instant(monkeypatch):
+    """The random part comes from a generator in memory (no system call per id): a forked child reseeds it, or
+    it would draw the very bits its parent draws next."""
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids to the parent, then out without running the parent's clean-up
+        os.write(write, " ".join(app.new_request_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    mine = [app.new_request_id() for _ in range(50)]
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode().split()
+    os.waitpid(pid, 0)
+    assert len(theirs) == 50 and not set(theirs) & set(mine)
 
 
 def log_row(request_id: str, request_at: int, tokens: int) -> app.LogEntry:
