@@ -2347,7 +2347,7 @@ _ID_BITS = _ID_RANDOM.getrandbits
 os.register_at_fork(after_in_child=_ID_RANDOM.seed)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Incoming:
     """A request at the relay's door, read once from the ASGI scope: what routing, the key check and the log
     need of it."""
@@ -3604,7 +3604,7 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
     first byte), always before any byte reaches the client. Each try goes into the call's trail and its channel's
     health."""
     assert state.http is not None, "the HTTP client starts with the app"
-    last = Attempt(None, None, 503, RelayError(503, "No channel answered.", "no_available_channel", "aiproxy_error"))
+    last = None
     for index, channel in enumerate(order):
         refusal = channel.adaptor.refusal(call)
         if refusal is not None:
@@ -3633,7 +3633,8 @@ async def open_upstream(state: AppState, call: RelayCall, order: list[ChannelRou
         if not kind:
             return attempt
         last = attempt
-    return last
+    return last or Attempt(None, None, 503, RelayError(503, "No channel answered.", "no_available_channel",
+                                                       "aiproxy_error"))
 
 
 def channel_http(state: AppState, channel: ChannelRoute) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
