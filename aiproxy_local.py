@@ -10960,7 +10960,7 @@ def frame(title: str) -> Any:
         ui.navigate.to("/login")
 
     with ui.header(elevated=True).classes("items-center gap-1 px-3 py-1 bg-primary no-wrap"):
-        ui.button(icon="menu", on_click=lambda: drawer.toggle()).props("flat round dense color=white")
+        ui.button(icon="menu", on_click=lambda: drawer.run_method("toggle")).props("flat round dense color=white")
         ui.icon("alt_route", size="sm").classes("ml-1 max-sm:hidden")
         ui.label("aiproxy-local").classes("text-lg font-semibold tracking-tight max-sm:hidden")
         ui.icon("chevron_right").classes("max-sm:hidden")
@@ -10973,7 +10973,13 @@ def frame(title: str) -> Any:
         ui.button(t("header.logout"), icon="logout", on_click=log_out).props("flat dense color=white").classes(
             "icon-only-on-phone").tooltip(t("header.logout"))
     here = ui.context.client.page.path
-    with ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3") as drawer:
+    on_connect = ui.context.client.connect_handlers
+    asks_before = len(on_connect)
+    drawer = ui.left_drawer(bordered=True).props("width=210 breakpoint=800").classes("px-0 py-3")
+    # NiceGUI asks the browser on connect whether the drawer is open, with a fixed 1 s timeout that a busy
+    # machine misses (a traceback in the log). The menu button toggles it in the browser, so no one needs the answer.
+    del on_connect[asks_before:]
+    with drawer:
         for path, _, icon, key in PAGES:
             active = here == path or (path == PAGES[0][0] and here == "/")
             with ui.link(target=path).classes("no-underline text-inherit block self-stretch"):
