@@ -23,16 +23,16 @@ speaks labring/aiproxy's contract, so FastGPT's model tabs work unchanged.
     pip install -e '.[test]' -c tests/constraints.txt && pytest     # the tests
 
 Contents (`grep -n '^# ====' aiproxy_local.py`):
-    1. Settings & app state   11. Google Vertex AI
-    2. Storage                12. Registry
-    3. Relay contract         13. Log writer
-    4. Router                 14. Admin API
-    5. Relay pipeline         15. Import
-    6. OpenAI & Azure         16. UI kit
-    7. Anthropic Messages     17. UI pages
-    8. Google Gemini          18. Migrate wizard
-    9. OpenAI Responses       19. App assembly & CLI
-   10. AWS Bedrock
+    1. Settings & app state   11. AWS Bedrock
+    2. Storage                12. Google Vertex AI
+    3. Relay contract         13. Registry
+    4. Router                 14. Log writer
+    5. Relay pipeline         15. Admin API
+    6. Upstream client        16. Import
+    7. OpenAI & Azure         17. UI kit
+    8. Anthropic Messages     18. UI pages
+    9. Google Gemini          19. Migrate wizard
+   10. OpenAI Responses       20. App assembly & CLI
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ import signal
 import shutil
 import socket
 import sqlite3
+import ssl
 import string
 import struct
 import subprocess
@@ -102,6 +103,10 @@ from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+try:
+    import httptools  # uvicorn[standard]'s HTTP parser; without it every upstream call goes through aiohttp
+except ImportError:
+    httptools = None
 try:
     import fcntl
 except ImportError:  # Windows
@@ -537,21 +542,22 @@ class AppState:
     routes: "RoutingTable | None" = None
     writer: "LogWriter | None" = None
     http: aiohttp.ClientSession | None = None
+    upstream: "UpstreamPool | None" = None  # the relay's own connections to upstreams (section 6)
     socks: dict[str, aiohttp.ClientSession] = field(default_factory=dict)  # one session per SOCKS proxy in use
     options: dict[str, Any] = field(default_factory=dict)
     version: int = -1  # the shared version that `routes` and `options` were loaded at
     responses: "ResponseStore" = field(default_factory=lambda: ResponseStore())  # /v1/responses answers
     health: "ChannelHealth | None" = None  # this instance's memory of how channels answered (section 4)
     calls: set["HangupWatch"] = field(default_factory=set)  # relay calls under way, watched for hang-ups
-    metrics: "CallMetrics" = field(default_factory=lambda: CallMetrics())  # GET /metrics (section 11)
+    metrics: "CallMetrics" = field(default_factory=lambda: CallMetrics())  # GET /metrics (section 14)
     background: set[asyncio.Task] = field(default_factory=set)  # fire-and-forget work, referenced until done
     throttle: AuthThrottle | None = None  # wrong keys per client address
     port_moved_from: int = 0  # the first start after the default port moved says so (terminal, settings page)
     login_tokens: dict[str, float] = field(default_factory=dict)  # one-time login tokens -> monotonic deadline
     local_secret: str = ""  # <data dir>/local_secret: a second start proves with it that it is this user's
-    request_stop: Callable[[], None] | None = None  # the UI's "Stop the gateway": a SIGTERM's drain (section 17)
+    request_stop: Callable[[], None] | None = None  # the UI's "Stop the gateway": a SIGTERM's drain (section 18)
     loop: asyncio.AbstractEventLoop | None = None  # the loop serving the app, set by its lifespan
-    log_file: Path | None = None  # where the log goes when there is no console (section 17)
+    log_file: Path | None = None  # where the log goes when there is no console (section 18)
 
     def __post_init__(self) -> None:
         if self.health is None:
@@ -2672,7 +2678,7 @@ class Adaptor:
     formats = frozenset({"openai"})  # client formats whose requests pass through unconverted
     modes = frozenset(OPENAI_PATHS)  # the pivot operations it serves
     stream_type = "text/event-stream"  # the content type of its streamed answers
-    openai_models = False  # OpenAI's own models behind it: their reasoning parameters are fitted (section 6)
+    openai_models = False  # OpenAI's own models behind it: their reasoning parameters are fitted (section 7)
 
     def speaks(self, call: RelayCall) -> bool:
         return call.dialect.format in self.formats
@@ -3674,7 +3680,9 @@ async def _try_channel(state: AppState, call: RelayCall, attempt: Attempt) -> Re
         response = adaptor.local_answer(call, channel)
         if response is None:
             target = await adaptor.sign(state, channel, "POST", url, headers, payload)
-            response = await session.post(target, data=payload, headers=headers, **options)
+            response = await (state.upstream.post(target, payload, headers, options, session)
+                              if session is state.http else session.post(target, data=payload, headers=headers,
+                                                                          **options))
     except RelayError as exc:  # a key that cannot be used as it is (a missing extra, a refused token exchange)
         attempt.error = RelayError(exc.status, channel.scrub_text(exc.message), exc.code, exc.type)
         attempt.status = exc.status
@@ -3801,16 +3809,19 @@ def upstream_failure(exc: BaseException, url: str, settings: Settings) -> RelayE
     if type(exc).__module__.startswith("aiohttp_socks"):  # its words name the proxy's host, never its password
         return RelayError(502, f"Could not reach {where} through the channel's SOCKS proxy ({exc})",
                           "upstream_connect_error", "upstream_error")
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, (aiohttp.ClientConnectorDNSError, socket.gaierror)):
         reason = "host name not found"
-    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+    elif isinstance(exc, (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError)):
         reason = "TLS certificate not trusted"
-    elif isinstance(exc, aiohttp.ClientSSLError):
+    elif isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
         reason = "TLS handshake failed"
     elif isinstance(exc, aiohttp.ClientHttpProxyError):
         reason = f"the proxy answered HTTP {exc.status}"
     elif isinstance(exc, aiohttp.ClientProxyConnectionError):
         reason = "the proxy refused"
+    elif isinstance(exc, aiohttp.ClientPayloadError):  # before the answer's head: bytes that are not HTTP
+        return RelayError(502, f"{where} answered with something that is not HTTP", "bad_upstream_answer",
+                          "upstream_error")
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
         return RelayError(502, f"{where} closed the connection before answering", "upstream_connect_error",
                           "upstream_error")
@@ -4281,7 +4292,7 @@ async def run_model_tests(state: AppState, channel: ChannelRoute, models: Iterab
 # ---- stored responses: what `previous_response_id` replays, and GET / DELETE /v1/responses/{id} ----
 
 class ResponseStore:
-    """Responses answers go through the log writer (section 11): each is journaled with one write() before its
+    """Responses answers go through the log writer (section 14): each is journaled with one write() before its
     answer's last byte leaves, so it survives what a log row survives (a kill -9), and is written to the database
     in the writer's next batch. Until then it is read from memory: a client's next turn may continue the answer
     it has just got, at once (read your own writes)."""
@@ -4352,7 +4363,327 @@ async def answer_stored_response(state: AppState, incoming: Incoming, route: Rel
 ROUTE_HANDLERS = {"call": serve_call, "models": serve_model_list, "stored": answer_stored_response}
 
 
-# ==== 6. OpenAI & Azure: the wire format of the pivot itself ================================================
+# ==== 6. Upstream client: the relay's HTTP/1.1 connections to upstreams, one answer at a time each ==========
+# _try_channel (section 5) sends every upstream call through UpstreamPool.post. aiohttp's client spends about
+# 120 µs of CPU on a request on this machine kind (c=1, in process), which was most of the gap between the gateway
+# and a bare relay (bench/); this protocol over httptools (uvicorn's own parser) spends about 40. What it does not
+# send itself goes through aiohttp: a channel with a proxy, a URL that needs quoting, a header with a line break.
+# So do the calls off the hot path: token exchanges (Baidu, Vertex AI) and the admin's model lists. Channel tests
+# are relay calls, and use this client.
+
+UPSTREAM_IDLE_S = 15.0  # how long an idle connection is kept for the next call (aiohttp's keepalive_timeout)
+UPSTREAM_HIGH_WATER = 256 * 1024  # bytes of an answer held unread before reading from the upstream pauses
+#: a path and query sent as they are; anything else (a space, non-ASCII) goes through aiohttp, which quotes it
+_PLAIN_TARGET = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]*")
+
+
+class UpstreamHeaders(dict):
+    """An answer's headers by lower-case name (the first of repeated ones); get() takes any case, as aiohttp's."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict.get(self, name.lower(), default)
+
+
+class UpstreamAnswer:
+    """An upstream's answer as the pipeline reads it, the parts of aiohttp's ClientResponse it uses: `status`,
+    `headers`, `content_length`, `content.readany()` and `release()` (back to the pool when read to its end, else
+    the connection closes, which stops the upstream at once)."""
+
+    def __init__(self, connection: UpstreamConnection, read_timeout: float | None) -> None:
+        self.connection = connection
+        self.read_timeout = read_timeout
+        self.status = 0
+        self.headers = UpstreamHeaders()
+        self.content_length: int | None = None
+        self.content = self
+        self.chunks: list[bytes] = []
+        self.held = 0  # bytes in `chunks`
+        self.head_done = self.complete = self.paused = self.released = False
+        self.until_close = False  # neither a length nor chunks: the answer ends when the upstream closes
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future | None = None
+        self.inflate: Any = None  # a zlib decompressor for a gzip or deflate answer
+
+    async def wait(self) -> None:
+        """Until the parser has more: sock_read's timeout of aiohttp, from the last byte that came."""
+        loop = self.connection.loop
+        self.waiter = waiter = loop.create_future()
+        timer = loop.call_later(self.read_timeout, self.timed_out) if self.read_timeout else None
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def timed_out(self) -> None:
+        self.fail(aiohttp.SocketTimeoutError(f"Timeout on reading data from socket ({self.read_timeout:g} s)"))
+        self.connection.close()
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None and not self.complete:
+            self.error = error
+        self.wake()
+
+    def feed(self, data: bytes) -> None:
+        if self.inflate is not None:
+            try:
+                data = self.inflate.decompress(data)
+            except zlib.error as exc:
+                self.fail(aiohttp.ClientPayloadError(f"Can not decode content-encoding: {exc}"))
+                self.connection.close()
+                return
+        if data:
+            self.chunks.append(data)
+            self.held += len(data)
+            if self.held > UPSTREAM_HIGH_WATER and not self.paused:
+                self.paused = True
+                self.connection.transport.pause_reading()
+            self.wake()
+
+    def finish(self) -> None:
+        if self.inflate is not None:
+            inflate, self.inflate = self.inflate, None
+            self.feed(inflate.flush())
+        self.complete = True
+        self.wake()
+
+    async def readany(self) -> bytes:
+        """The bytes that came since the last read (waiting for some); b"" at the answer's end."""
+        while not self.chunks:
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return b""
+            await self.wait()
+        data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.held = 0
+        if self.paused:
+            self.paused = False
+            self.connection.transport.resume_reading()
+        return data
+
+    async def read(self) -> bytes:
+        chunks = []
+        while chunk := await self.readany():
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.connection.done(self)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to an upstream; httptools parses its answers, one at a time."""
+
+    def __init__(self, pool: UpstreamPool, key: tuple[str, str, int, Any]) -> None:
+        self.pool, self.key = pool, key
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.answer: UpstreamAnswer | None = None
+        self.keep_alive = True
+        self.closed = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer is None:  # bytes nobody asked for: the connection cannot be trusted for another call
+            return self.close()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.answer.fail(aiohttp.ClientPayloadError(f"The upstream's answer is not valid HTTP: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost says how the answer ended
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        answer = self.answer
+        if answer is None or answer.complete:
+            return
+        if answer.until_close and exc is None:
+            answer.finish()
+        elif not answer.head_done:
+            answer.fail(aiohttp.ServerDisconnectedError())
+        else:
+            answer.fail(aiohttp.ClientPayloadError("Response payload is not completed"))
+
+    # httptools' callbacks, in the order of an answer
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.answer.headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        answer, status = self.answer, self.parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
+            answer.headers.clear()
+            return
+        answer.status, answer.head_done = status, True
+        self.keep_alive = self.parser.should_keep_alive()
+        headers = answer.headers
+        length = headers.get("content-length")
+        if length is not None and length.isdigit():
+            answer.content_length = int(length)
+        elif "chunked" not in headers.get("transfer-encoding", "").lower():
+            answer.until_close = True
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):  # what this client asks for, as aiohttp does
+            answer.inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip, found by the header
+        answer.wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.answer.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self.answer.head_done:
+            self.answer.finish()
+
+    def done(self, answer: UpstreamAnswer) -> None:
+        """The pipeline is done with `answer`: the connection serves the next call if the answer was read whole."""
+        if self.answer is answer:
+            self.answer = None
+            if answer.complete and answer.error is None and self.keep_alive and not self.closed:
+                self.pool.keep(self)
+            else:
+                self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+        self.pool.forget(self)
+
+
+class UpstreamPool:
+    """The relay's connections to upstreams, kept alive per (scheme, host, port, TLS setting)."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.idle: dict[tuple[str, str, int, Any], list[UpstreamConnection]] = {}
+        self.open: set[UpstreamConnection] = set()
+        self._tls: dict[bool, Any] = {}
+
+    async def post(self, url: str | yarl.URL, data: bytes, headers: dict[str, str], options: dict[str, Any],
+                   fallback: aiohttp.ClientSession) -> UpstreamAnswer | aiohttp.ClientResponse:
+        """POST `data` to `url`; what this client cannot send as it is (a proxy, credentials in the URL, a target
+        or a header that needs quoting) goes through `fallback`, aiohttp's session. A yarl.URL (a signed one) is
+        sent as its encoded text."""
+        target = None if "proxy" in options or httptools is None else _upstream_target(str(url))
+        request = _request_head(target, headers, len(data)) if target is not None else None
+        if request is None:
+            return await fallback.post(url, data=data, headers=headers, **options)
+        key = (*target[:3], options.get("ssl", True))
+        connection = await self.connection(key, target[3])
+        answer = connection.answer = UpstreamAnswer(connection, self.read_timeout)
+        try:
+            if len(data) < 65536:
+                connection.transport.write(request + data)
+            else:
+                connection.transport.write(request)
+                connection.transport.write(data)
+            while not answer.head_done:
+                if answer.error is not None:
+                    raise answer.error
+                await answer.wait()
+        except BaseException:
+            answer.release()
+            raise
+        return answer
+
+    async def connection(self, key: tuple[str, str, int, Any], server_name: str) -> UpstreamConnection:
+        idle = self.idle.get(key)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and now - connection.idle_since < UPSTREAM_IDLE_S:
+                return connection
+            connection.close()
+        scheme, host, port, verify = key
+        tls = self.tls(verify) if scheme == "https" else None
+        loop = asyncio.get_running_loop()
+        _, connection = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(self, key), host, port, ssl=tls,
+                                   server_hostname=server_name if tls else None),
+            self.connect_timeout or None)
+        self.open.add(connection)
+        return connection
+
+    def tls(self, verify: Any) -> Any:
+        """aiohttp's `ssl=` values: the default checks certificates, False does not."""
+        context = self._tls.get(verify is not False)
+        if context is None:
+            context = self._tls[verify is not False] = ssl.create_default_context()
+            if verify is False:
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        return context
+
+    def keep(self, connection: UpstreamConnection) -> None:
+        now = connection.idle_since = time.monotonic()
+        idle = self.idle.setdefault(connection.key, [])
+        while idle and now - idle[0].idle_since >= UPSTREAM_IDLE_S:  # the oldest first: no call took them
+            idle[0].close()
+        idle.append(connection)
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        self.open.discard(connection)
+        idle = self.idle.get(connection.key)
+        if idle and connection in idle:
+            idle.remove(connection)
+
+    def close(self) -> None:
+        for connection in list(self.open):
+            connection.close()
+        self.idle.clear()
+
+
+@functools.lru_cache(maxsize=1024)
+def _upstream_target(url: str) -> tuple[str, str, int, str, bytes] | None:
+    """(scheme, host to connect to, port, TLS server name, the request line's start and Host header) of a URL this
+    client sends as it is, else None."""
+    parts = urllib.parse.urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+            or not _PLAIN_TARGET.fullmatch(path):
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    default = port == (443 if parts.scheme == "https" else 80)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    start = f"POST {path} HTTP/1.1\r\nHost: {host if default else f'{host}:{port}'}\r\n".encode()
+    return parts.scheme, parts.hostname, port, parts.hostname, start
+
+
+def _request_head(target: tuple[str, str, int, str, bytes], headers: dict[str, str], length: int) -> bytes | None:
+    """The request's head: its line, the channel's headers, and what aiohttp adds (none that the channel set);
+    None for a header that would need escaping (a line break in a key pasted with it)."""
+    given = {name.lower() for name in headers}
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
+        return None
+    start = target[4]
+    if "host" in given:
+        start = start.split(b"\r\n", 1)[0] + b"\r\n"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (
+        ("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate"), ("User-Agent", f"aiproxy-local/{__version__}"),
+        ("Content-Length", str(length))) if name.lower() not in given)
+    return start + (lines + extra).encode("utf-8", "surrogateescape") + b"\r\n"
+
+
+# ==== 7. OpenAI & Azure: the wire format of the pivot itself ================================================
 # OpenAI's chat is the pivot, so the Adaptor and Dialect of the relay contract are OpenAI's already; what remains
 # is the hot path's pass-through stream (usage read only from the events that carry it) and Azure's deployment
 # URLs, which take OpenAI's bodies as they are.
@@ -4841,7 +5172,7 @@ class FakeErrorAdaptor(FakeAdaptor):
                                                   "upstream_error"))
 
 
-# ==== 7. Anthropic Messages: the upstream of type 14, and the client door /v1/messages ======================
+# ==== 8. Anthropic Messages: the upstream of type 14, and the client door /v1/messages ======================
 # docs.anthropic.com: Messages, streaming events, errors; aiproxy's core/relay/adaptor/anthropic and
 # openai/claude.go make the same two conversions. Anthropic's input_tokens leaves out cache reads and writes, and
 # the pivot's prompt_tokens counts them all.
@@ -5534,7 +5865,7 @@ class AnthropicDialect(Dialect):
         return orjson.dumps({"input_tokens": estimate_tokens(len(orjson.dumps(counted)))})
 
 
-# ==== 8. Google Gemini: the upstream of type 24, and the doors /v1beta/models/{model}:… and /v1/models/… ====
+# ==== 9. Google Gemini: the upstream of type 24, and the doors /v1beta/models/{model}:… and /v1/models/… ====
 # ai.google.dev/api: generateContent, streamGenerateContent (each SSE event a whole response), countTokens,
 # embedContent and batchEmbedContents; field names are camelCase. Gemini has no tool call ids: a functionResponse
 # answers the earlier functionCall of its name, so ids are invented on the way out and matched by name and order
@@ -6282,7 +6613,7 @@ class GeminiDialect(Dialect):
         return orjson.dumps({"totalTokens": estimate_tokens(len(orjson.dumps(counted)))})
 
 
-# ==== 9. OpenAI Responses: the client door /v1/responses (Codex, the openai SDK), on every channel ==========
+# ==== 10. OpenAI Responses: the client door /v1/responses (Codex, the openai SDK), on every channel =========
 # developers.openai.com: the Responses API and its streaming events, which the SDKs parse strictly (one
 # response id throughout, each item added before its deltas and done before response.completed). A provider row
 # with "nativeFormats": ["responses"] (OpenAI itself) gets the request as it is; every other channel through the
@@ -6786,7 +7117,7 @@ class ResponsesDialect(Dialect):
         return out
 
 
-# ==== 10. AWS Bedrock: the upstream of type 33, the Converse API ============================================
+# ==== 11. AWS Bedrock: the upstream of type 33, the Converse API ============================================
 # docs.aws.amazon.com/bedrock/latest/APIReference: Converse (`POST /model/{modelId}/converse`) and ConverseStream
 # (`/converse-stream`, answered in AWS's binary event-stream framing: each message a prelude with its lengths and
 # CRC32, headers such as `:event-type`, a JSON payload, and a CRC32 of the whole). Every client format reaches it
@@ -7173,11 +7504,11 @@ class BedrockAdaptor(Adaptor):
         return read_bedrock_error(status, body)
 
 
-# ==== 11. Google Vertex AI: the upstream of type 42, Gemini and Claude models ===============================
+# ==== 12. Google Vertex AI: the upstream of type 42, Gemini and Claude models ===============================
 # cloud.google.com/vertex-ai/generative-ai/docs: Gemini models at
 # `{host}/v1/projects/{project}/locations/{region}/publishers/google/models/{m}:generateContent` and
-# `:streamGenerateContent?alt=sse` (section 8's format, other URL and auth); Claude models at
-# `…/publishers/anthropic/models/{m}:rawPredict` and `:streamRawPredict` (section 7's body without `model`, with
+# `:streamGenerateContent?alt=sse` (section 9's format, other URL and auth); Claude models at
+# `…/publishers/anthropic/models/{m}:rawPredict` and `:streamRawPredict` (section 8's body without `model`, with
 # `anthropic_version: vertex-2023-10-16`). Keys: `region|<service-account JSON>`, exchanged for an access token
 # (Google's OAuth 2.0 JWT-bearer grant, the JWT signed by google-auth, the optional extra `vertex`), cached until
 # shortly before it expires; `region|api_key` (express mode, no project) and `region|project_id|api_key`.
@@ -7280,7 +7611,7 @@ class VertexClaude(AnthropicAdaptor):
 
 class VertexAdaptor(Adaptor):
     """Gemini and Claude models of one Google Cloud project: each model's publisher picks the URL, the body and
-    the answer's format (section 8's or section 7's converters); every client format goes through the pivot."""
+    the answer's format (section 9's or section 8's converters); every client format goes through the pivot."""
 
     title = "Google Vertex AI"
     formats = frozenset()
@@ -7391,7 +7722,7 @@ class VertexAdaptor(Adaptor):
         return read_gemini_error(status, body)
 
 
-# ==== 12. Registry: the formats not served yet, and FORMATS =================================================
+# ==== 13. Registry: the formats not served yet, and FORMATS =================================================
 # A provider type whose native API this file does not speak yet answers every call and test with a clear 501,
 # never with a silent OpenAI request. Then the registry: FORMATS, one row per wire format, from which the tables the
 # relay looks things up in derive (ADAPTORS, DIALECTS, RELAY_ROUTES, the relay's path roots); nothing registers a
@@ -7526,7 +7857,7 @@ def load_catalog(path: Path | None = None, data: ModelData | None = None) -> dic
     return catalog
 
 
-# ==== 13. Log writer ========================================================================================
+# ==== 14. Log writer ========================================================================================
 # Requests never wait for the database: they append to a list, and one task writes batches in one transaction
 # of multi-row INSERTs (an ORM write per request is ~24x slower, perf-notes.md §3.6).
 
@@ -8258,7 +8589,7 @@ async def serve_metrics(state: AppState, scope: Scope, send: Send) -> None:
     await send_bytes(send, 200, body, content_type, "")
 
 
-# ==== 14. Admin API: aiproxy's /api contract ================================================================
+# ==== 15. Admin API: aiproxy's /api contract ================================================================
 # Every route answers {success, message?, data?}. The UI calls the same functions the routes call. Every input
 # has declared bounds (published at /api/openapi.json), so no value can reach the database that it would refuse,
 # or that would break a later read (issue 10).
@@ -9516,7 +9847,7 @@ def api_openapi() -> JSONResponse:
     return _OrjsonResponse(admin_openapi())
 
 
-# ==== 15. Import: OneAPI, new-api, labring/aiproxy ==========================================================
+# ==== 16. Import: OneAPI, new-api, labring/aiproxy ==========================================================
 # Copies channels (and, on request, tokens) out of a one-api, new-api or labring/aiproxy database, or aiproxy's
 # config.yaml; aiproxy sources bring their model prices too. The row mapping is pure (data in, data out);
 # read_source() is the only code that talks to the source, import_source() the only one that writes. Type
@@ -10359,8 +10690,8 @@ def api_channels_import(body: ImportRequest, state: AppState = Depends(require_a
 admin_router.add_api_route("/channels/import/aiproxy", api_channels_import, methods=["POST"])  # same detection
 
 
-# ==== 16. UI kit: strings, session, layout, login, time ranges, table columns ===============================
-# What every page is built from. Pages call the admin API's functions (sections 14 and 15) directly, never this
+# ==== 17. UI kit: strings, session, layout, login, time ranges, table columns ===============================
+# What every page is built from. Pages call the admin API's functions (sections 15 and 16) directly, never this
 # app's own HTTP. nicegui is imported only by mount_ui(), so `--no-ui` runs without it (bench/ measures the
 # API-only memory). Strings: assets/i18n.json.
 
@@ -11386,8 +11717,8 @@ def log_channel_name(log: dict[str, Any], route: ChannelRoute | None) -> str:
     return route.name if route else log["channel_name"]
 
 
-# ==== 17. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
-# One class per page; PAGES (section 19, where the UI is mounted) lists them for the routes and the navigation.
+# ==== 18. UI pages: dashboard, channels, model tests, models, logs, keys, settings ==========================
+# One class per page; PAGES (section 20, where the UI is mounted) lists them for the routes and the navigation.
 
 # ---- dashboard ----
 
@@ -12627,8 +12958,8 @@ class SettingsPage:
         ui.notify(t("set.regenerated"), type="positive", multi_line=True)
 
 
-# ==== 18. Migrate wizard: the UI of section 15's import =====================================================
-# Each source it reads from is one row of MIGRATE_SOURCES; section 15 does the reading and the writing.
+# ==== 19. Migrate wizard: the UI of section 16's import =====================================================
+# Each source it reads from is one row of MIGRATE_SOURCES; section 16 does the reading and the writing.
 
 MIGRATE_UPLOAD_DIR = "imports"  # uploaded database copies, kept in the data dir beside our own database
 _SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
@@ -13181,7 +13512,7 @@ class MigrateWizard:
         self.stepper.value = "source"
 
 
-# ==== 19. App assembly & CLI ================================================================================
+# ==== 20. App assembly & CLI ================================================================================
 
 
 RETENTION_CHECK_SECONDS = 3600
@@ -13368,6 +13699,7 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=state.settings.connect_timeout,
                                       sock_read=state.settings.ttfb_timeout),
         auto_decompress=True, trust_env=False)  # proxies: see upstream_proxy()
+    state.upstream = UpstreamPool(state.settings.connect_timeout, state.settings.ttfb_timeout)
     if not state.settings.no_journal:
         state.writer.open_journal(state.settings.data_path / JOURNAL_DIR)
     state.writer.start()
@@ -13389,6 +13721,7 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await state.writer.stop()  # every answered request keeps its log row
         await state.http.close()
+        state.upstream.close()
         for session in list(state.socks.values()):
             await session.close()
 
