@@ -4468,12 +4468,6 @@ class UpstreamAnswer:
             self.connection.transport.resume_reading()
         return data
 
-    async def read(self) -> bytes:
-        chunks = []
-        while chunk := await self.readany():
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def release(self) -> None:
         if not self.released:
             self.released = True
@@ -4584,8 +4578,7 @@ class UpstreamPool:
         request = _request_head(target, headers, len(data)) if target is not None else None
         if request is None:
             return await fallback.post(url, data=data, headers=headers, **options)
-        key = (*target[:3], options.get("ssl", True))
-        connection = await self.connection(key, target[3])
+        connection = await self.connection((*target[:3], options.get("ssl", True)))
         answer = connection.answer = UpstreamAnswer(connection, self.read_timeout)
         try:
             if len(data) < 65536:
@@ -4602,7 +4595,7 @@ class UpstreamPool:
             raise
         return answer
 
-    async def connection(self, key: tuple[str, str, int, Any], server_name: str) -> UpstreamConnection:
+    async def connection(self, key: tuple[str, str, int, Any]) -> UpstreamConnection:
         idle = self.idle.get(key)
         now = time.monotonic()
         while idle:
@@ -4615,7 +4608,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         _, connection = await asyncio.wait_for(
             loop.create_connection(lambda: UpstreamConnection(self, key), host, port, ssl=tls,
-                                   server_hostname=server_name if tls else None),
+                                   server_hostname=host if tls else None),
             self.connect_timeout or None)
         self.open.add(connection)
         return connection
@@ -4649,32 +4642,31 @@ class UpstreamPool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _upstream_target(url: str) -> tuple[str, str, int, str, bytes] | None:
-    """(scheme, host to connect to, port, TLS server name, the request line's start and Host header) of a URL this
-    client sends as it is, else None."""
+def _upstream_target(url: str) -> tuple[str, str, int, bytes] | None:
+    """(scheme, host, port, the request line and Host header) of a URL this client sends as it is, else None."""
     parts = urllib.parse.urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
             or not _PLAIN_TARGET.fullmatch(path):
         return None
+    default_port = 443 if parts.scheme == "https" else 80
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
+        port = parts.port or default_port
+    except ValueError:  # not a number, or out of range
         return None
-    default = port == (443 if parts.scheme == "https" else 80)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    start = f"POST {path} HTTP/1.1\r\nHost: {host if default else f'{host}:{port}'}\r\n".encode()
-    return parts.scheme, parts.hostname, port, parts.hostname, start
+    start = f"POST {path} HTTP/1.1\r\nHost: {host if port == default_port else f'{host}:{port}'}\r\n".encode()
+    return parts.scheme, parts.hostname, port, start
 
 
-def _request_head(target: tuple[str, str, int, str, bytes], headers: dict[str, str], length: int) -> bytes | None:
+def _request_head(target: tuple[str, str, int, bytes], headers: dict[str, str], length: int) -> bytes | None:
     """The request's head: its line, the channel's headers, and what aiohttp adds (none that the channel set);
     None for a header that would need escaping (a line break in a key pasted with it)."""
     given = {name.lower() for name in headers}
     lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
         return None
-    start = target[4]
+    start = target[3]
     if "host" in given:
         start = start.split(b"\r\n", 1)[0] + b"\r\n"
     extra = "".join(f"{name}: {value}\r\n" for name, value in (

@@ -85,19 +85,22 @@ class WireUpstream:
         finally:
             writer.close()
 
+    @staticmethod
+    async def send(writer: asyncio.StreamWriter, data: bytes, head: bytes = b"Content-Type: application/json\r\n",
+                   length: int | None = None) -> None:
+        """A 200 with `head`'s header lines and a Content-Length (of `data` unless `length` says otherwise)."""
+        writer.write(b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s"
+                     % (head, len(data) if length is None else length, data))
+        await writer.drain()
+
     # each answers one request; True keeps the connection for the next one
     async def answer_ok(self, writer: asyncio.StreamWriter, body: dict) -> bool:
-        data = chat_answer(body["model"])
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(data), data))
-        await writer.drain()
+        await self.send(writer, chat_answer(body["model"]))
         return True
 
     async def answer_gzip(self, writer: asyncio.StreamWriter, body: dict) -> bool:
         data = gzip.compress(chat_answer(body["model"], "wire gzip"))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
-        await writer.drain()
+        await self.send(writer, data, b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n")
         return True
 
     async def answer_until_close(self, writer: asyncio.StreamWriter, body: dict) -> bool:
@@ -122,9 +125,7 @@ class WireUpstream:
 
     async def answer_cut(self, writer: asyncio.StreamWriter, body: dict) -> bool:
         data = chat_answer(body["model"])
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(data), data[:len(data) // 2]))
-        await writer.drain()
+        await self.send(writer, data[:len(data) // 2], length=len(data))
         return False
 
     async def answer_garbage(self, writer: asyncio.StreamWriter, body: dict) -> bool:
@@ -134,10 +135,7 @@ class WireUpstream:
         return False
 
     async def answer_large(self, writer: asyncio.StreamWriter, body: dict) -> bool:
-        data = bytes(range(256)) * (8 * 1024)  # 2 MiB, sent at once
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(data), data))
-        await writer.drain()
+        await self.send(writer, bytes(range(256)) * (8 * 1024), b"Content-Type: application/octet-stream\r\n")  # 2 MiB
         return True
 
 
@@ -201,7 +199,8 @@ def test_a_broken_answer_fails_over_and_is_logged(app_server, wire, scenario):
     (row,) = wait_logs(app_server, total=1, model_name=model)
     assert row["code"] == 200 and row["retry_times"] == 1
     first = row["attempts"][0]
-    assert first["channel_id"] == broken and first["code"] == 502 and ("broke off" if scenario == "cut" else "not HTTP") in first["error"]
+    why = "broke off" if scenario == "cut" else "answered with something that is not HTTP"
+    assert first["channel_id"] == broken and first["code"] == 502 and why in first["error"]
 
 
 def test_one_broken_channel_alone_answers_502_in_openais_shape(app_server, wire):
@@ -222,7 +221,7 @@ async def test_reading_pauses_while_an_answer_waits_to_be_read(wire):
                                  {}, fallback=None)
         await asyncio.sleep(0.3)  # the upstream sent everything; the client has read nothing yet
         assert answer.status == 200 and answer.paused and answer.held < 2 * app.UPSTREAM_HIGH_WATER
-        data = await answer.read()
+        data = await app.read_answer(answer, 64)  # the pipeline's own reader
         assert data == bytes(range(256)) * (8 * 1024)
         answer.release()
         assert len(pool.idle[("http", "127.0.0.1", wire.port, True)]) == 1, "read whole: kept for the next call"
@@ -247,17 +246,15 @@ async def test_what_the_client_cannot_send_as_it_is_goes_through_aiohttp(wire):
     assert app._upstream_target("http://127.0.0.1:1/v1/models/a b:generateContent") is None
     assert app._upstream_target("http://user:pw@127.0.0.1:1/v1") is None
     target = app._upstream_target("https://example.com/v1/chat?x=1")
-    assert target[:3] == ("https", "example.com", 443) and target[4].startswith(b"POST /v1/chat?x=1 HTTP/1.1\r\n"
-                                                                                   b"Host: example.com\r\n")
+    assert target == ("https", "example.com", 443, b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: example.com\r\n")
     assert app._request_head(target, {"Authorization": "Bearer a\r\nX-Injected: 1"}, 2) is None
 
     class Fallback:
         async def post(self, url, **kw):
             return ("aiohttp", url, kw["headers"])
 
-    pool = app.UpstreamPool(5, 5)
+    pool, url = app.UpstreamPool(5, 5), wire.url("ok") + "/chat/completions"
     bad = {"Authorization": "Bearer a\nb"}
-    assert await pool.post(wire.url("ok") + "/chat", b"{}", bad, {}, Fallback()) == ("aiohttp", wire.url("ok") + "/chat",
-                                                                                     bad)
-    assert await pool.post(wire.url("ok") + "/chat", b"{}", {}, {"proxy": "http://p:1"}, Fallback())
+    assert await pool.post(url, b"{}", bad, {}, Fallback()) == ("aiohttp", url, bad)
+    assert (await pool.post(url, b"{}", {}, {"proxy": "http://p:1"}, Fallback()))[0] == "aiohttp"
     pool.close()
