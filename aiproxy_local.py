@@ -4581,11 +4581,7 @@ class UpstreamPool:
         connection = await self.connection((*target[:3], options.get("ssl", True)))
         answer = connection.answer = UpstreamAnswer(connection, self.read_timeout)
         try:
-            if len(data) < 65536:
-                connection.transport.write(request + data)
-            else:
-                connection.transport.write(request)
-                connection.transport.write(data)
+            connection.transport.writelines((request, data))  # one writev() where the loop has it (uvloop)
             while not answer.head_done:
                 if answer.error is not None:
                     raise answer.error
