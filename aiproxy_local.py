@@ -4431,6 +4431,10 @@ class UpstreamAnswer:
 
     def feed(self, data: bytes) -> None:
         if self.inflate is not None:
+            if isinstance(self.inflate, str):  # "deflate" is zlib-wrapped by the RFC, raw from some servers:
+                # a zlib header's low nibble is 8 (its method), which a raw deflate block's first byte is not
+                raw = self.inflate == "deflate" and data[0] & 0x0F != 8
+                self.inflate = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS | 32)
             try:
                 data = self.inflate.decompress(data)
             except zlib.error as exc:
@@ -4448,7 +4452,8 @@ class UpstreamAnswer:
     def finish(self) -> None:
         if self.inflate is not None:
             inflate, self.inflate = self.inflate, None
-            self.feed(inflate.flush())
+            if not isinstance(inflate, str):  # a str: no byte came, nothing to inflate
+                self.feed(inflate.flush())
         self.complete = True
         self.wake()
 
@@ -4534,7 +4539,7 @@ class UpstreamConnection(asyncio.Protocol):
             answer.until_close = True
         encoding = headers.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):  # what this client asks for, as aiohttp does
-            answer.inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip, found by the header
+            answer.inflate = encoding  # its decompressor is made when the first byte shows the wrapping
         answer.wake()
 
     def on_body(self, body: bytes) -> None:

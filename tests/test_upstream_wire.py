@@ -15,6 +15,7 @@ import gzip
 import json
 import threading
 import time
+import zlib
 from typing import Any
 
 import openai
@@ -103,6 +104,21 @@ class WireUpstream:
         await self.send(writer, data, b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n")
         return True
 
+    async def answer_deflate(self, writer: asyncio.StreamWriter, body: dict) -> bool:  # zlib-wrapped (RFC 9110)
+        data = zlib.compress(chat_answer(body["model"], "wire deflate"))
+        await self.send(writer, data, b"Content-Type: application/json\r\nContent-Encoding: deflate\r\n")
+        return True
+
+    async def answer_raw_deflate(self, writer: asyncio.StreamWriter, body: dict) -> bool:  # as some servers send it
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        data = packer.compress(chat_answer(body["model"], "wire raw deflate")) + packer.flush()
+        await self.send(writer, data, b"Content-Type: application/json\r\nContent-Encoding: deflate\r\n")
+        return True
+
+    async def answer_empty_gzip(self, writer: asyncio.StreamWriter, body: dict) -> bool:  # no byte to inflate
+        await self.send(writer, b"", b"Content-Encoding: gzip\r\n")
+        return True
+
     async def answer_until_close(self, writer: asyncio.StreamWriter, body: dict) -> bool:
         data = chat_answer(body["model"], "wire until close")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + data[:20])
@@ -162,10 +178,12 @@ def test_calls_reuse_one_connection(app_server, wire):
     assert sent["host"] == f"127.0.0.1:{wire.port}" and sent["content-length"].isdigit()
 
 
-@pytest.mark.parametrize("scenario, text", [("gzip", "wire gzip"), ("until-close", "wire until close"),
-                                            ("interim", "wire ok")])
+@pytest.mark.parametrize("scenario, text", [("gzip", "wire gzip"), ("deflate", "wire deflate"),
+                                            ("raw-deflate", "wire raw deflate"),
+                                            ("until-close", "wire until close"), ("interim", "wire ok")])
 def test_answers_http_allows_reach_the_client_whole(app_server, wire, scenario, text):
-    """A gzip body is inflated, a body without a length ends at the close, an interim 100 is skipped."""
+    """A gzip or deflate body (zlib-wrapped or raw) is inflated, a body without a length ends at the close, an
+    interim 100 is skipped."""
     model = unique(f"wire-{scenario}")
     app_server.add_channel(base_url=wire.url(scenario), models=[model])
     assert ask(app_server, model) == text
@@ -226,6 +244,15 @@ async def test_reading_pauses_while_an_answer_waits_to_be_read(wire):
         assert data == bytes(range(256)) * (8 * 1024)
         answer.release()
         assert len(pool.idle[("http", "127.0.0.1", wire.port, True)]) == 1, "read whole: kept for the next call"
+    finally:
+        pool.close()
+
+
+async def test_an_empty_encoded_answer_reads_empty(wire):
+    pool = app.UpstreamPool(5, 5)
+    try:
+        answer = await pool.post(wire.url("empty-gzip") + "/x", b"{}", {}, {}, fallback=None)
+        assert answer.status == 200 and await answer.readany() == b""
     finally:
         pool.close()
 
