@@ -4402,7 +4402,7 @@ class UpstreamAnswer:
         self.until_close = False  # neither a length nor chunks: the answer ends when the upstream closes
         self.error: BaseException | None = None
         self.waiter: asyncio.Future | None = None
-        self.inflate: Any = None  # a zlib decompressor for a gzip or deflate answer
+        self.inflate: Any = None  # a gzip or deflate answer: the encoding until its first byte, then a decompressor
 
     async def wait(self) -> None:
         """Until the parser has more: sock_read's timeout of aiohttp, from the last byte that came."""
