@@ -162,6 +162,14 @@ def wire():
     server.stop()
 
 
+@pytest.fixture
+async def pool():
+    """The relay's upstream client, in this test's event loop, over real sockets."""
+    pool = app.UpstreamPool(5, 5)
+    yield pool
+    pool.close()
+
+
 def ask(app_server, model: str) -> str:
     return app_server.openai().chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content
 
@@ -229,47 +237,35 @@ def test_one_broken_channel_alone_answers_502_in_openais_shape(app_server, wire)
     assert failed.value.status_code == 502 and "answered with something that is not HTTP" in failed.value.message
 
 
-async def test_reading_pauses_while_an_answer_waits_to_be_read(wire):
+async def test_reading_pauses_while_an_answer_waits_to_be_read(wire, pool):
     """An upstream that sends faster than the gateway's client reads is held back by TCP, not by memory: the pool
     stops reading past UPSTREAM_HIGH_WATER, reads on once the pipeline takes the bytes, and the answer arrives whole."""
-    pool = app.UpstreamPool(5, 5)
-    try:
-        body = json.dumps({"model": "m"}).encode()
-        answer = await pool.post(wire.url("large") + "/chat/completions", body, {"Content-Type": "application/json"},
-                                 {}, fallback=None)
-        await asyncio.sleep(0.3)  # the upstream sent everything; the client has read nothing yet
-        # at most one read (256 KiB, the event loop's read size) lands past the mark; of 2 MiB sent
-        assert answer.status == 200 and answer.paused and answer.held <= 2 * app.UPSTREAM_HIGH_WATER
-        data = await app.read_answer(answer, 64)  # the pipeline's own reader
-        assert data == bytes(range(256)) * (8 * 1024)
-        answer.release()
-        assert len(pool.idle[("http", "127.0.0.1", wire.port, True)]) == 1, "read whole: kept for the next call"
-    finally:
-        pool.close()
+    body = json.dumps({"model": "m"}).encode()
+    answer = await pool.post(wire.url("large") + "/chat/completions", body, {"Content-Type": "application/json"},
+                             {}, fallback=None)
+    await asyncio.sleep(0.3)  # the upstream sent everything; the client has read nothing yet
+    # at most one read (256 KiB, the event loop's read size) lands past the mark; of 2 MiB sent
+    assert answer.status == 200 and answer.paused and answer.held <= 2 * app.UPSTREAM_HIGH_WATER
+    data = await app.read_answer(answer, 64)  # the pipeline's own reader
+    assert data == bytes(range(256)) * (8 * 1024)
+    answer.release()
+    assert len(pool.idle[("http", "127.0.0.1", wire.port, True)]) == 1, "read whole: kept for the next call"
 
 
-async def test_an_empty_encoded_answer_reads_empty(wire):
-    pool = app.UpstreamPool(5, 5)
-    try:
-        answer = await pool.post(wire.url("empty-gzip") + "/x", b"{}", {}, {}, fallback=None)
-        assert answer.status == 200 and await answer.readany() == b""
-    finally:
-        pool.close()
+async def test_an_empty_encoded_answer_reads_empty(wire, pool):
+    answer = await pool.post(wire.url("empty-gzip") + "/x", b"{}", {}, {}, fallback=None)
+    assert answer.status == 200 and await answer.readany() == b""
 
 
-async def test_an_answer_released_before_its_end_closes_its_connection(wire):
-    pool = app.UpstreamPool(5, 5)
-    try:
-        answer = await pool.post(wire.url("large") + "/chat/completions", b'{"model":"m"}', {}, {}, fallback=None)
-        assert await answer.readany()
-        answer.release()  # a client that hung up: the upstream must stop sending
-        connection = answer.connection
-        assert connection.closed and not pool.idle.get(connection.key) and connection not in pool.open
-    finally:
-        pool.close()
+async def test_an_answer_released_before_its_end_closes_its_connection(wire, pool):
+    answer = await pool.post(wire.url("large") + "/chat/completions", b'{"model":"m"}', {}, {}, fallback=None)
+    assert await answer.readany()
+    answer.release()  # a client that hung up: the upstream must stop sending
+    connection = answer.connection
+    assert connection.closed and not pool.idle.get(connection.key) and connection not in pool.open
 
 
-async def test_what_the_client_cannot_send_as_it_is_goes_through_aiohttp(wire):
+async def test_what_the_client_cannot_send_as_it_is_goes_through_aiohttp(wire, pool):
     """A target that needs quoting, or a header value with a line break, is aiohttp's to send (or refuse)."""
     assert app._upstream_target("http://127.0.0.1:1/v1/models/a b:generateContent") is None
     assert app._upstream_target("http://user:pw@127.0.0.1:1/v1") is None
@@ -281,8 +277,7 @@ async def test_what_the_client_cannot_send_as_it_is_goes_through_aiohttp(wire):
         async def post(self, url, **kw):
             return ("aiohttp", url, kw["headers"])
 
-    pool, url = app.UpstreamPool(5, 5), wire.url("ok") + "/chat/completions"
+    url = wire.url("ok") + "/chat/completions"
     bad = {"Authorization": "Bearer a\nb"}
     assert await pool.post(url, b"{}", bad, {}, Fallback()) == ("aiohttp", url, bad)
     assert (await pool.post(url, b"{}", {}, {"proxy": "http://p:1"}, Fallback()))[0] == "aiohttp"
-    pool.close()
