@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import aiohttp
 import sqlalchemy as sa
+
+from run import free_port  # bench/run.py's: never the same port twice in a run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -53,12 +54,6 @@ def load_app(path: Path):
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 # ---- generate ----

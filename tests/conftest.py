@@ -45,10 +45,19 @@ if str(REPO_ROOT) not in sys.path:
 _KEEP_ENV = object()  # sentinel: "generate a random admin key" vs None = "leave ADMIN_KEY unset"
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now and never handed out before in this session: the kernel may offer a port again once the
+    probe socket closes, and a port a test keeps dead (or a server not started yet) must not become another's."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def unique(prefix: str = "t") -> str:
